@@ -1,0 +1,28 @@
+"""taylorism-zmq: taylorism's Boss/Worker API, run by a boss and agents over ZeroMQ.
+
+Existing taylorism programs change their import only::
+
+    from taylorism_zmq import batch_main, examples
+"""
+
+from . import schedulers, util
+from .client import Boss, batch_main, run_as_server, taylorism_log
+from .errors import AgentLostError, BossUnreachableError, TaskDiedError, WorkerError
+from .schedulers import BaseScheduler, MaxThreadsScheduler, binding_setup
+from .worker import BindedWorker, Worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AgentLostError", "BaseScheduler", "BindedWorker", "Boss", "BossUnreachableError", "MaxThreadsScheduler",
+    "TaskDiedError", "Worker", "WorkerError", "batch_main", "binding_setup", "run_as_server", "schedulers",
+    "taylorism_log", "util",
+]
+
+
+def __getattr__(name: str) -> object:
+    if name == "examples":  # imported lazily: it defines footprints worker classes
+        import importlib
+
+        return importlib.import_module(".examples", __name__)
+    raise AttributeError(name)

@@ -1,0 +1,286 @@
+"""The agent daemon: one per host, between the boss and the task processes.
+
+It forks its zygote (see :mod:`.launcher`) before any zmq context exists,
+then connects a DEALER to the boss's control ROUTER and a PUSH to its report
+PULL, registers, and loops on one ``zmq.Poller`` over the DEALER, the
+launchers' channels and a wake-up pipe: run what the boss sends, kill what it
+cancels, push reports (coalesced) and heartbeats with the host's load.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from typing import Any
+
+import msgpack
+import psutil
+import zmq
+
+from . import protocol
+from .launcher import MAX_BUFFER, Zygote
+from .procutil import die_with_parent, host_key
+from .protocol import Msg, ProtocolError
+from .sockets import RateLimitedLog, configure_connected
+
+log = logging.getLogger("taylorism_zmq.agent")
+
+#: launchers kept alive per agent (one per client code environment)
+MAX_LAUNCHERS = 8
+#: how long without a REGISTERED answer before registering again
+REGISTER_RETRY = 5.0
+
+
+class _LauncherLink:
+    """The agent's end of one launcher's channel."""
+
+    def __init__(self, key: str, pid: int, sock: socket.socket):
+        self.key, self.pid, self.sock = key, pid, sock
+        self.unpacker = msgpack.Unpacker(max_buffer_size=MAX_BUFFER)
+        self.outbuf = bytearray()
+        self.tasks: set[int] = set()
+        self.last_used = time.monotonic()
+
+    def send(self, msg: list) -> None:
+        self.outbuf += msgpack.packb(msg, use_bin_type=True)
+        self.flush()
+
+    def flush(self) -> None:
+        while self.outbuf:
+            try:
+                sent = self.sock.send(self.outbuf)
+            except (BlockingIOError, InterruptedError):
+                return
+            del self.outbuf[:sent]
+
+    def read(self) -> list | None:
+        """Return the complete messages received, or None at end of stream."""
+        try:
+            data = self.sock.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError:
+            data = b""
+        if not data:
+            return None
+        self.unpacker.feed(data)
+        return list(self.unpacker)
+
+
+class AgentDaemon:
+    """Connect to a boss and run the tasks it sends."""
+
+    def __init__(self, control: str, reports: str, slots: int | None = None, host_name: str | None = None,
+                 heartbeat: float = 1.0, parent_pid: int | None = None):
+        self.control_endpoint = control
+        self.reports_endpoint = reports
+        self.cpus = psutil.cpu_count() or 1
+        self.slots = slots or self.cpus
+        self.host = host_name or socket.gethostname()
+        self.heartbeat = heartbeat
+        self.parent_pid = parent_pid
+        self.aid = f"agent-{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.launchers: dict[str, _LauncherLink] = {}
+        self.task_launcher: dict[int, _LauncherLink] = {}
+        self.outbox: collections.deque = collections.deque()
+        self.registered = False
+        self.exit_code = 0
+        self._stop = False
+        self._bad_log = RateLimitedLog(log)
+        self._wake_r, self._wake_w = socket.socketpair()
+        for s in (self._wake_r, self._wake_w):
+            s.setblocking(False)
+
+    def stop(self) -> None:
+        self._stop = True
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
+    def serve(self, handle_signals: bool = True) -> int:
+        if self.parent_pid is not None:
+            die_with_parent(signal.SIGTERM, self.parent_pid)
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.stop())
+        self.zygote = Zygote.start()  # before any zmq context: children must not inherit its fds
+        ctx = zmq.Context()
+        self.dealer = ctx.socket(zmq.DEALER)
+        self.push = ctx.socket(zmq.PUSH)
+        try:
+            configure_connected(self.dealer)
+            configure_connected(self.push)
+            self.dealer.routing_id = self.aid.encode()
+            self.dealer.connect(self.control_endpoint)
+            self.push.connect(self.reports_endpoint)
+            log.info("agent %s on %s (%d slots) connecting to %s", self.aid, self.host, self.slots,
+                     self.control_endpoint)
+            self._loop()
+        finally:
+            for link in list(self.launchers.values()):
+                self._close_launcher(link)
+            self.zygote.close()
+            self.dealer.close(linger=0)
+            self.push.close(linger=2000)
+            ctx.term()
+            log.info("agent %s stopped", self.aid)
+        return self.exit_code
+
+    # -- the loop ------------------------------------------------------------------
+    def _loop(self) -> None:
+        self._register()
+        next_beat = time.monotonic() + self.heartbeat
+        while not self._stop:
+            poller = zmq.Poller()
+            poller.register(self.dealer, zmq.POLLIN)
+            poller.register(self._wake_r, zmq.POLLIN)
+            for link in self.launchers.values():
+                poller.register(link.sock, zmq.POLLIN | (zmq.POLLOUT if link.outbuf else 0))
+            timeout = 20 if self.outbox else max(0.0, next_beat - time.monotonic()) * 1000
+            events = dict(poller.poll(timeout))
+            if self.dealer in events:
+                self._read_boss()
+            for link in list(self.launchers.values()):
+                ev = events.get(link.sock.fileno(), 0)
+                if ev & zmq.POLLOUT:
+                    link.flush()
+                if ev & zmq.POLLIN:
+                    self._read_launcher(link)
+            if self._wake_r in events:
+                try:
+                    self._wake_r.recv(4096)
+                except BlockingIOError:
+                    pass
+            now = time.monotonic()
+            if now >= next_beat:
+                self._beat()
+                next_beat = now + self.heartbeat
+                if not self.registered and now - self._registered_at > REGISTER_RETRY:
+                    self._register()
+            self._flush_reports()
+
+    def _register(self) -> None:
+        self._registered_at = time.monotonic()
+        body = {"agent": self.aid, "host": self.host, "shm_host": host_key(), "cpus": self.cpus,
+                "memory": psutil.virtual_memory().total / 2**20, "slots": self.slots, "pid": os.getpid()}
+        self.dealer.send_multipart(protocol.encode(Msg.REGISTER, body), zmq.NOBLOCK)
+
+    def _beat(self) -> None:
+        body = {"agent": self.aid, "load": list(os.getloadavg()), "cpu": psutil.cpu_percent(None),
+                "mem_avail": psutil.virtual_memory().available / 2**20, "running": len(self.task_launcher)}
+        try:
+            self.push.send_multipart(protocol.encode(Msg.HEARTBEAT, body), zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    def _read_boss(self) -> None:
+        for _ in range(256):
+            try:
+                frames = self.dealer.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                kind, body = protocol.decode(frames)
+            except ProtocolError as exc:
+                self._bad_log.warning("boss", "dropped a bad message from the boss: %s", exc)
+                continue
+            if kind is Msg.RUN:
+                self._run(body)
+            elif kind is Msg.KILL:
+                self._kill(body["tasks"])
+            elif kind is Msg.REGISTERED:
+                self.registered = True
+                log.info("agent %s registered with the boss", self.aid)
+            elif kind is Msg.REREGISTER:
+                self.registered = False
+                self._register()
+            elif kind is Msg.SHUTDOWN:
+                log.info("agent %s: shutdown asked by the boss", self.aid)
+                self.stop()
+            elif kind is Msg.REFUSED:
+                log.error("agent %s refused by the boss: %s", self.aid, body["message"])
+                self.exit_code = 2
+                self.stop()
+
+    def _run(self, body: dict[str, Any]) -> None:
+        env = dict(body["env"], host=self.host)
+        link = self._launcher_for(env)
+        for tid, ticket, cls_ref, payload in body["tasks"]:
+            link.tasks.add(tid)
+            self.task_launcher[tid] = link
+            link.send(["run", tid, ticket, cls_ref, payload, body["binded"], body["trusted"]])
+
+    def _kill(self, tids: list[int]) -> None:
+        by_link: dict[str, list[int]] = {}
+        for tid in tids:
+            link = self.task_launcher.get(tid)
+            if link is not None:
+                by_link.setdefault(link.key, []).append(tid)
+        for key, group in by_link.items():
+            self.launchers[key].send(["kill", group])
+
+    def _launcher_for(self, env: dict[str, Any]) -> _LauncherLink:
+        key = json.dumps(env, sort_keys=True)
+        link = self.launchers.get(key)
+        if link is None:
+            if len(self.launchers) >= MAX_LAUNCHERS:
+                idle = [x for x in self.launchers.values() if not x.tasks]
+                if idle:
+                    self._close_launcher(min(idle, key=lambda x: x.last_used))
+            pid, sock = self.zygote.spawn_launcher(env)
+            link = self.launchers[key] = _LauncherLink(key, pid, sock)
+            log.debug("agent %s: launcher %d for cwd %s", self.aid, pid, env.get("cwd"))
+        link.last_used = time.monotonic()
+        return link
+
+    def _read_launcher(self, link: _LauncherLink) -> None:
+        msgs = link.read()
+        if msgs is None:
+            log.error("agent %s: launcher %d ended unexpectedly", self.aid, link.pid)
+            for tid in list(link.tasks):
+                died = msgpack.packb({"died": f"the launcher of this task on host {self.host} died"})
+                self._done(link, tid, False, died, time.time(), time.time())
+            self._close_launcher(link)
+            return
+        for msg in msgs:
+            if msg[0] == "done":
+                self._done(link, *msg[1:])
+
+    def _done(self, link: _LauncherLink, tid: int, ok: bool, payload: bytes, t0: float, t1: float) -> None:
+        link.tasks.discard(tid)
+        self.task_launcher.pop(tid, None)
+        self.outbox.append([tid, ok, payload, t0, t1])
+
+    def _flush_reports(self) -> None:
+        if not self.outbox:
+            return
+        reports = list(self.outbox)
+        try:
+            self.push.send_multipart(
+                protocol.encode(Msg.AGENT_REPORTS, {"agent": self.aid, "reports": reports}), zmq.NOBLOCK)
+        except zmq.Again:
+            return  # the boss is away: keep them and try again
+        self.outbox.clear()
+
+    def _close_launcher(self, link: _LauncherLink) -> None:
+        self.launchers.pop(link.key, None)
+        for tid in link.tasks:
+            self.task_launcher.pop(tid, None)
+        try:
+            link.sock.close()  # the launcher sees the end of stream: it stops its tasks and leaves
+        except OSError:
+            pass
+
+
+def run_agent(args: Any) -> int:
+    """Entry point used by the CLI and by embedded mode."""
+    agent = AgentDaemon(args.control, args.reports, slots=args.slots, host_name=args.host_name,
+                        heartbeat=args.heartbeat, parent_pid=args.parent_pid)
+    return agent.serve()

@@ -1,0 +1,241 @@
+"""The boss daemon: one thread, one zmq.Poller over the control ROUTER and the
+report PULL, driving :class:`.boss_state.BossState`.
+
+Each pass of the loop: A. read control messages (clients and agents),
+B. read reports and heartbeats, C. expire silent agents, D. dispatch pending
+tasks to free slots, E. flush messages that met back-pressure.  The loop
+blocks only in ``poller.poll``.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from . import protocol
+from .boss_state import BossState, Out
+from .protocol import Msg, ProtocolError
+from .sockets import RateLimitedLog, bind, check_bindable, configure_bound
+
+log = logging.getLogger("taylorism_zmq.boss")
+
+#: messages read from one socket per pass, so one busy peer cannot starve the others
+DRAIN_BATCH = 256
+
+
+class BossDaemon:
+    """Bind the boss sockets and serve until stopped."""
+
+    def __init__(self, control: str, reports: str, heartbeat: float = 1.0, agent_timeout: float = 30.0,
+                 max_retries: int = 1, max_frame: int = protocol.MAX_FRAME):
+        self.control_endpoint = control
+        self.reports_endpoint = reports
+        self.max_frame = max_frame
+        self.state = BossState(f"boss-{uuid.uuid4().hex[:8]}", max_retries=max_retries,
+                               heartbeat=heartbeat, agent_timeout=agent_timeout)
+        self._bad_log = RateLimitedLog(log, period=10.0)
+        self._backlog: dict[bytes, collections.deque] = {}
+        self._stop = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._handlers: dict[Msg, Callable[[bytes, dict, float], list[Out]]] = {
+            Msg.HELLO: lambda r, b, now: self.state.hello(r, b),
+            Msg.SUBMIT: self.state.submit,
+            Msg.ADD_TASKS: lambda r, b, now: self.state.add_tasks(r, b),
+            Msg.CONTROL: lambda r, b, now: self.state.control(r, b),
+            Msg.PING: lambda r, b, now: [(r, Msg.PONG, {})],
+            Msg.STATUS: lambda r, b, now: [(r, Msg.STATUS_REPLY, {"status": self.state.status(now)})],
+            Msg.REGISTER: self.state.register,
+        }
+
+    def stop(self) -> None:
+        """Ask the loop to end (thread- and signal-safe)."""
+        self._stop = True
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
+    def serve(self, ready: Callable[[], None] | None = None, handle_signals: bool = False) -> None:
+        """Bind, run the loop, close everything on the way out."""
+        for endpoint in (self.control_endpoint, self.reports_endpoint):
+            check_bindable(endpoint)
+        ctx = zmq.Context()
+        router = ctx.socket(zmq.ROUTER)
+        pull = ctx.socket(zmq.PULL)
+        try:
+            configure_bound(router, self.max_frame)
+            router.router_mandatory = 1
+            router.router_handover = 1
+            configure_bound(pull, self.max_frame)
+            bind(router, self.control_endpoint)
+            bind(pull, self.reports_endpoint)
+            if handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(sig, lambda *_: self.stop())
+            log.info("boss %s listening: control %s, reports %s", self.state.boss_id,
+                     self.control_endpoint, self.reports_endpoint)
+            if ready is not None:
+                ready()
+            self._loop(router, pull)
+        finally:
+            router.close(linger=0)
+            pull.close(linger=0)
+            ctx.term()
+            self._wake_r.close()
+            self._wake_w.close()
+            log.info("boss %s stopped", self.state.boss_id)
+
+    def _loop(self, router: zmq.Socket, pull: zmq.Socket) -> None:
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(pull, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        check_every = max(0.05, min(1.0, self.state.agent_timeout / 4))
+        next_check = time.monotonic() + check_every
+        while not self._stop:
+            timeout = 10 if self._backlog else max(0.0, next_check - time.monotonic()) * 1000
+            before = time.monotonic()
+            events = dict(poller.poll(timeout))
+            now = time.monotonic()
+            out: list[Out] = []
+            if router in events:
+                out += self._read(router, routed=True, now=now)
+            if pull in events:
+                out += self._read(pull, routed=False, now=now)
+            if self._wake_r in events:
+                self._drain_wake()
+            if now >= next_check:
+                lag = now - before - timeout / 1000
+                out += self.state.expire(now, loop_lag=max(0.0, lag))
+                next_check = now + check_every
+            out += self.state.dispatch()
+            self._send_all(router, out)
+            if self._backlog:
+                self._flush_backlog(router)
+
+    # -- reading ---------------------------------------------------------------
+    def _read(self, sock: zmq.Socket, routed: bool, now: float) -> list[Out]:
+        out: list[Out] = []
+        for _ in range(DRAIN_BATCH):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            route = frames[0].bytes if routed else b""
+            payload = frames[1:] if routed else frames
+            try:
+                kind, body = protocol.decode(payload, self.max_frame)
+            except ProtocolError as exc:
+                out += self._bad_message(route, payload, exc)
+                continue
+            try:
+                out += self._handle(kind, route, body, now, routed)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                # a message that is well formed but makes no sense must not kill the loop
+                out += self._bad_message(route, payload, exc)
+        return out
+
+    def _handle(self, kind: Msg, route: bytes, body: dict, now: float, routed: bool) -> list[Out]:
+        if not routed:
+            if kind is Msg.AGENT_REPORTS:
+                return self.state.agent_reports(body, now)
+            if kind is Msg.HEARTBEAT:
+                return self.state.heartbeat_from(body, now)
+            raise ValueError(f"{kind.name} is not a report-socket message")
+        handler = self._handlers.get(kind)
+        if handler is None:
+            return [(route, Msg.ERROR, {"message": f"{kind.name} is not a control message"})]
+        return handler(route, body, now)
+
+    def _bad_message(self, route: bytes, frames: list, exc: Exception) -> list[Out]:
+        self.state.counters["bad_messages"] += 1
+        peer = route.hex() if route else "report socket"
+        self._bad_log.warning(peer, "dropped a bad message from %s: %s", peer, exc)
+        version = protocol.version_of(frames)
+        if route and version is not None and version != protocol.VERSION:
+            message = (f"protocol version {version} is not supported by this boss "
+                       f"(it speaks version {protocol.VERSION}); upgrade taylorism-zmq on both sides")
+            return [(route, Msg.REFUSED, {"message": message})]
+        return []
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    # -- writing ---------------------------------------------------------------
+    def _send_all(self, router: zmq.Socket, out: list[Out]) -> None:
+        for route, kind, body in out:
+            frames = [route, *protocol.encode(kind, body)]
+            if route in self._backlog:
+                self._backlog[route].append(frames)
+                continue
+            self._send(router, route, frames)
+
+    def _send(self, router: zmq.Socket, route: bytes, frames: list[bytes]) -> bool:
+        try:
+            router.send_multipart(frames, zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            self._backlog.setdefault(route, collections.deque()).append(frames)
+            return False
+        except zmq.ZMQError as exc:
+            if exc.errno != errno.EHOSTUNREACH:
+                raise
+            self._unreachable(router, route)
+            return True
+
+    def _unreachable(self, router: zmq.Socket, route: bytes) -> None:
+        self._backlog.pop(route, None)
+        try:
+            aid = route.decode()
+        except UnicodeDecodeError:
+            return
+        if aid in self.state.agents:
+            self._send_all(router, self.state.agent_lost(aid, "unreachable"))
+
+    def _flush_backlog(self, router: zmq.Socket) -> None:
+        for route in list(self._backlog):
+            queue = self._backlog.get(route)
+            while queue:
+                try:
+                    router.send_multipart(queue[0], zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                except zmq.ZMQError as exc:
+                    if exc.errno != errno.EHOSTUNREACH:
+                        raise
+                    self._unreachable(router, route)
+                    break
+                queue.popleft()
+            if route in self._backlog and not self._backlog[route]:
+                del self._backlog[route]
+
+
+def run_boss(args: Any) -> int:
+    """Entry point used by the CLI and by embedded mode."""
+    daemon = BossDaemon(args.control, args.reports, heartbeat=args.heartbeat,
+                        agent_timeout=args.agent_timeout, max_retries=args.max_retries)
+    ready_fd = getattr(args, "ready_fd", None)
+
+    def ready() -> None:
+        if ready_fd is not None:
+            os.write(ready_fd, b"ready\n")
+            os.close(ready_fd)
+
+    daemon.serve(ready=ready, handle_signals=True)
+    return 0

@@ -1,0 +1,499 @@
+"""The boss as a pure state machine: events in, messages out, no sockets.
+
+Jobs, tasks and agents live here.  Each handler takes a validated message
+body and returns the messages to send as ``(route, Msg, body)`` tuples; the
+daemon (:mod:`.boss`) does the I/O.  Dispatch keeps two indexes so that an
+event never scans every task: the agents with free slots and the jobs with
+tasks ready to go.
+
+Task states: pending -> running -> done | failed | cancelled, and running ->
+pending again when its agent is lost (up to ``max_retries`` times).
+Job states: running <-> halted -> finished | failed | stopped.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .placement import HostUsage, Policy, TicketPool
+from .protocol import Msg
+
+log = logging.getLogger("taylorism_zmq.boss")
+
+Out = tuple[bytes, Msg, dict[str, Any]]
+#: how many pending tasks of a job are tried per pass when the head does not fit
+LOOKAHEAD = 32
+#: how many ended job ids are remembered to drop their late reports quietly
+ENDED_MEMORY = 1024
+
+
+@dataclass(slots=True, eq=False)
+class AgentRecord:
+    #: agent id, also its routing id on the control socket
+    aid: str
+    route: bytes
+    host: str
+    #: identifies the machine (boot id): shared memory is reachable from agents with the same key
+    shm_host: str
+    cpus: int
+    memory: float
+    slots: int
+    pid: int
+    last_seen: float
+    running: set[int] = field(default_factory=set)
+    draining: bool = False
+    load: list[float] = field(default_factory=list)
+    cpu: float = 0.0
+    mem_avail: float = 0.0
+    done: int = 0
+
+    @property
+    def free(self) -> int:
+        return self.slots - len(self.running)
+
+
+@dataclass(slots=True, eq=False)
+class TaskRecord:
+    tid: int
+    job: JobRecord
+    index: int
+    name: str
+    #: worker class reference, 'module:qualname'
+    cls: str
+    memory: float
+    expected_time: float
+    files: list[str]
+    payload: bytes
+    state: str = "pending"
+    agent: AgentRecord | None = None
+    ticket: int | None = None
+    #: times its agent was lost while it ran
+    lost: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class JobRecord:
+    jid: str
+    client: bytes
+    name: str
+    policy: Policy
+    env: dict[str, Any]
+    trusted: bool
+    shm_host: str | None
+    halted: bool
+    created: float
+    ending: bool = False
+    stopping: bool = False
+    #: FIFO of tasks, or a heap of (-expected_time, index, task) for longer-first
+    pending: Any = None
+    running: dict[int, TaskRecord] = field(default_factory=dict)
+    usage: dict[str, HostUsage] = field(default_factory=dict)
+    open_files: collections.Counter = field(default_factory=collections.Counter)
+    indexes: set[int] = field(default_factory=set)
+    done: int = 0
+
+    def __post_init__(self) -> None:
+        self.pending = [] if self.policy.longer_first else collections.deque()
+
+    def push(self, task: TaskRecord, front: bool = False) -> None:
+        if self.policy.longer_first:
+            heapq.heappush(self.pending, (-task.expected_time, task.index, task))
+        elif front:
+            self.pending.appendleft(task)
+        else:
+            self.pending.append(task)
+
+    def pop_window(self, size: int) -> list[TaskRecord]:
+        out = []
+        while self.pending and len(out) < size:
+            task = heapq.heappop(self.pending)[2] if self.policy.longer_first else self.pending.popleft()
+            out.append(task)
+        return out
+
+    def push_back(self, tasks: list[TaskRecord]) -> None:
+        if self.policy.longer_first:
+            for task in tasks:
+                self.push(task)
+        else:
+            self.pending.extendleft(reversed(tasks))
+
+    def pending_tasks(self) -> Iterator[TaskRecord]:
+        return (item[2] for item in self.pending) if self.policy.longer_first else iter(self.pending)
+
+
+class BossState:
+    """Jobs, tasks and agents, and every transition between their states."""
+
+    def __init__(self, boss_id: str = "boss", max_retries: int = 1, heartbeat: float = 1.0,
+                 agent_timeout: float = 30.0):
+        self.boss_id = boss_id
+        self.max_retries = max_retries
+        self.heartbeat = heartbeat
+        self.agent_timeout = agent_timeout
+        self.agents: dict[str, AgentRecord] = {}
+        self.jobs: dict[str, JobRecord] = {}
+        self.tasks: dict[int, TaskRecord] = {}
+        #: agents with a free slot, in round-robin order
+        self.free_agents: dict[str, AgentRecord] = {}
+        #: jobs that have pending tasks and may dispatch them
+        self.ready_jobs: dict[str, JobRecord] = {}
+        self.ended: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self.counters: collections.Counter = collections.Counter()
+        self._next_tid = 1
+
+    # -- clients --------------------------------------------------------------
+    def hello(self, route: bytes, body: dict) -> list[Out]:
+        return [(route, Msg.WELCOME, {"agents": len(self.agents), "boss": self.boss_id})]
+
+    def submit(self, route: bytes, body: dict, now: float) -> list[Out]:
+        jid = body["job"]
+        if jid in self.jobs or jid in self.ended:
+            return [(route, Msg.ERROR, {"message": f"job {jid} exists already", "job": jid})]
+        try:
+            policy = Policy.from_wire(body["policy"])
+        except (TypeError, ValueError) as exc:
+            return [(route, Msg.JOB_END, self._end_body(jid, "failed", [], "ValueError", str(exc)))]
+        job = JobRecord(jid, route, body["name"], policy, body["env"], body["trusted"],
+                        body["shm_host"], body["halted"], now)
+        if job.shm_host is not None and self.agents and not any(
+                a.shm_host == job.shm_host for a in self.agents.values()):
+            msg = ("this job uses shared-memory instructions, which live on the client's host, "
+                   f"and no agent runs on that host (agents: {sorted({a.host for a in self.agents.values()})})")
+            return [(route, Msg.JOB_END, self._end_body(jid, "failed", [], "RuntimeError", msg))]
+        self.jobs[jid] = job
+        log.info("job %s (%s) submitted", jid, job.name)
+        return []
+
+    def add_tasks(self, route: bytes, body: dict) -> list[Out]:
+        job = self._client_job(route, body["job"])
+        if job is None or job.ending or job.stopping:
+            return []
+        for index, name, cls, memory, expected_time, files, payload in body["tasks"]:
+            if index in job.indexes:
+                continue  # a resubmission: the task is known already
+            job.indexes.add(index)
+            task = TaskRecord(self._next_tid, job, index, name, cls, float(memory), float(expected_time),
+                              files, payload)
+            self._next_tid += 1
+            self.tasks[task.tid] = task
+            job.push(task)
+        self._refresh_ready(job)
+        return []
+
+    def control(self, route: bytes, body: dict) -> list[Out]:
+        job = self._client_job(route, body["job"])
+        if job is None:
+            return []
+        action = body["action"]
+        if action == "halt":
+            job.halted = True
+        elif action == "resume":
+            job.halted = False
+        elif action == "end":
+            job.ending = True
+        elif action == "stop":
+            job.ending = job.stopping = True
+        elif action == "stop_now":
+            return self._end_job(job, "stopped", kill=True)
+        elif action == "stop_listening":
+            return self._end_job(job, "stopped", kill=False)
+        else:
+            return [(route, Msg.ERROR, {"message": f"unknown control action {action!r}", "job": job.jid})]
+        self._refresh_ready(job)
+        return self._maybe_finished(job)
+
+    def _client_job(self, route: bytes, jid: str) -> JobRecord | None:
+        job = self.jobs.get(jid)
+        if job is None or job.client != route:
+            return None
+        return job
+
+    # -- agents ---------------------------------------------------------------
+    def register(self, route: bytes, body: dict, now: float) -> list[Out]:
+        out: list[Out] = []
+        aid = body["agent"]
+        if route != aid.encode():
+            return [(route, Msg.REFUSED, {"message": "agent id and routing id differ"})]
+        old = self.agents.get(aid)
+        if old is not None:  # the same incarnation asking again (a lost answer): keep its tasks
+            old.last_seen = now
+            return [(route, Msg.REGISTERED, {"heartbeat": self.heartbeat})]
+        agent = AgentRecord(aid, route, body["host"], body["shm_host"], body["cpus"], float(body["memory"]),
+                            body["slots"], body["pid"], now)
+        self.agents[aid] = agent
+        self._refresh_free(agent)
+        log.info("agent %s joined from host %s (%d slots, %d cpus)", aid, agent.host, agent.slots, agent.cpus)
+        out.append((route, Msg.REGISTERED, {"heartbeat": self.heartbeat}))
+        return out
+
+    def heartbeat_from(self, body: dict, now: float) -> list[Out]:
+        agent = self.agents.get(body["agent"])
+        if agent is None:
+            self.counters["unknown_agent_messages"] += 1
+            return [(body["agent"].encode(), Msg.REREGISTER, {})]
+        agent.last_seen = now
+        agent.load, agent.cpu, agent.mem_avail = body["load"], body["cpu"], body["mem_avail"]
+        return []
+
+    def agent_reports(self, body: dict, now: float) -> list[Out]:
+        agent = self.agents.get(body["agent"])
+        if agent is None:
+            # reports of a lost agent still count: the work was done
+            self.counters["unknown_agent_messages"] += 1
+        else:
+            agent.last_seen = now
+        out: list[Out] = []
+        forward: dict[str, list] = {}
+        for tid, ok, payload, _t0, _t1 in body["reports"]:
+            task = self.tasks.get(tid)
+            if task is None or task.state not in ("pending", "running"):
+                self.counters["late_or_duplicate_reports"] += 1
+                continue
+            host = agent.host if agent is not None else body["agent"]
+            if task.agent is not None and task.agent is not agent:
+                out.append((task.agent.route, Msg.KILL, {"tasks": [tid]}))
+            job = task.job
+            self._release(task, "done" if ok else "failed")
+            if agent is not None:
+                agent.done += 1
+            job.done += 1
+            forward.setdefault(job.jid, []).append([task.index, ok, payload, host])
+            if not ok:
+                self.counters["tasks_failed"] += 1
+                log.warning("task %s of job %s failed on host %s", task.name, job.jid, host)
+            else:
+                self.counters["tasks_done"] += 1
+        for jid, reports in forward.items():
+            job = self.jobs[jid]
+            out.append((job.client, Msg.REPORTS, {"job": jid, "reports": reports}))
+            if not all(r[1] for r in reports):
+                out += self._end_job(job, "failed", kill=True)
+            else:
+                out += self._maybe_finished(job)
+        return out
+
+    def agent_lost(self, aid: str, reason: str) -> list[Out]:
+        agent = self.agents.pop(aid, None)
+        if agent is None:
+            return []
+        self.free_agents.pop(aid, None)
+        log.warning("agent %s on host %s lost (%s); %d task(s) were running there",
+                    aid, agent.host, reason, len(agent.running))
+        self.counters["agents_lost"] += 1
+        out: list[Out] = []
+        for tid in sorted(agent.running):
+            task = self.tasks.get(tid)
+            if task is None or task.agent is not agent:
+                continue  # cancelled meanwhile, with its job
+            job = task.job
+            self._release(task, "pending")
+            task.lost += 1
+            if job.jid not in self.jobs:
+                self.tasks.pop(tid, None)
+                continue
+            if task.lost > self.max_retries:
+                msg = (f"task {task.name} was running on host {agent.host} (agent {aid}) when it was lost "
+                       f"({reason}); lost {task.lost} time(s), more than max_retries={self.max_retries}")
+                out += self._end_job(job, "failed", kill=True, error=("AgentLostError", msg))
+            else:
+                job.push(task, front=True)
+                self._refresh_ready(job)
+        for job in list(self.jobs.values()):
+            job.usage.pop(aid, None)
+        return out
+
+    def expire(self, now: float, loop_lag: float = 0.0) -> list[Out]:
+        """Declare lost the agents silent for longer than agent_timeout."""
+        if loop_lag > self.agent_timeout / 2:
+            # the boss itself stalled: give every agent a fresh chance
+            log.warning("boss loop stalled %.1fs; not expiring agents this time", loop_lag)
+            for agent in self.agents.values():
+                agent.last_seen = now
+            return []
+        out: list[Out] = []
+        for agent in [a for a in self.agents.values() if now - a.last_seen > self.agent_timeout]:
+            out += self.agent_lost(agent.aid, f"silent for {now - agent.last_seen:.1f}s")
+        return out
+
+    # -- dispatch -------------------------------------------------------------
+    def dispatch(self) -> list[Out]:
+        """Place ready tasks on agents with free slots; one RUN per (agent, job)."""
+        batches: dict[tuple[str, str], list] = {}
+        out: list[Out] = []
+        for job in list(self.ready_jobs.values()):
+            if not self.free_agents:
+                break
+            out += self._dispatch_job(job, batches)
+            self._refresh_ready(job)
+        for (aid, jid), rows in batches.items():
+            job = self.jobs[jid]
+            out.append((aid.encode(), Msg.RUN, {"job": jid, "env": job.env, "trusted": job.trusted,
+                                                "binded": job.policy.binded, "tasks": rows}))
+        return out
+
+    def _dispatch_job(self, job: JobRecord, batches: dict) -> list[Out]:
+        while job.pending and self.free_agents:
+            window = job.pop_window(LOOKAHEAD if job.policy.limits_memory or job.policy.singlefile else 1)
+            held, placed = [], 0
+            for task in window:
+                agent = self._pick_agent(job, task) if self.free_agents else None
+                if agent is None:
+                    held.append(task)
+                    continue
+                self._start(task, agent)
+                batches.setdefault((agent.aid, job.jid), []).append(
+                    [task.tid, task.ticket, task.cls, task.payload])
+                placed += 1
+            job.push_back(held)
+            if not placed:
+                if held and not job.running:
+                    return self._check_fits_somewhere(job, held[0])
+                break
+        return []
+
+    def _pick_agent(self, job: JobRecord, task: TaskRecord) -> AgentRecord | None:
+        policy = job.policy
+        for agent in self.free_agents.values():
+            if job.shm_host is not None and agent.shm_host != job.shm_host:
+                continue
+            usage = job.usage.get(agent.aid)
+            cap = policy.threads_cap(agent.cpus)
+            if usage is not None and cap is not None and usage.running >= cap:
+                continue
+            mem_cap = policy.memory_cap(agent.memory)
+            if mem_cap is not None:
+                used = usage.memory if usage is not None else 0.0
+                if not policy.memory_fits(used, policy.task_memory(task.memory), mem_cap):
+                    continue
+            if policy.singlefile and any(job.open_files[f] for f in task.files):
+                continue
+            # round robin: the chosen agent goes to the back of the line
+            del self.free_agents[agent.aid]
+            self.free_agents[agent.aid] = agent
+            return agent
+        return None
+
+    def _check_fits_somewhere(self, job: JobRecord, task: TaskRecord) -> list[Out]:
+        """Fail a job at once when its task could not run even on an idle host."""
+        policy = job.policy
+        hosts = [a for a in self.agents.values() if job.shm_host in (None, a.shm_host)]
+        if not hosts or not policy.limits_memory:
+            return []
+        need = policy.task_memory(task.memory)
+        caps = [policy.memory_cap(a.memory) or 0.0 for a in hosts]
+        if not any(policy.memory_fits(0.0, need, cap) for cap in caps):
+            msg = (f"task {task.name} needs {need:.0f} MiB, more than the job may use on any host "
+                   f"(largest: {max(caps):.0f} MiB)")
+            return self._end_job(job, "failed", kill=True, error=("MemoryError", msg))
+        return []
+
+    def _start(self, task: TaskRecord, agent: AgentRecord) -> None:
+        job = task.job
+        usage = job.usage.get(agent.aid)
+        if usage is None:
+            usage = job.usage[agent.aid] = HostUsage(TicketPool(job.policy.ticket_range(agent.cpus)))
+        usage.running += 1
+        usage.memory += job.policy.task_memory(task.memory)
+        task.ticket = usage.tickets.take()
+        for f in task.files:
+            job.open_files[f] += 1
+        task.state, task.agent = "running", agent
+        job.running[task.tid] = task
+        agent.running.add(task.tid)
+        self._refresh_free(agent)
+
+    def _release(self, task: TaskRecord, state: str) -> None:
+        """Free what a task holds and move it to *state*."""
+        job, agent = task.job, task.agent
+        if agent is not None:
+            agent.running.discard(task.tid)
+            usage = job.usage.get(agent.aid)
+            if usage is not None:
+                usage.running -= 1
+                usage.memory -= job.policy.task_memory(task.memory)
+                usage.tickets.give_back(task.ticket)
+            if agent.aid in self.agents:
+                self._refresh_free(agent)
+        for f in task.files:
+            job.open_files[f] -= 1
+        job.running.pop(task.tid, None)
+        task.agent, task.ticket, task.state = None, None, state
+        if state != "pending":
+            del self.tasks[task.tid]
+
+    def _refresh_free(self, agent: AgentRecord) -> None:
+        if agent.free > 0 and not agent.draining:
+            self.free_agents.setdefault(agent.aid, agent)
+        else:
+            self.free_agents.pop(agent.aid, None)
+
+    def _refresh_ready(self, job: JobRecord) -> None:
+        if job.pending and not job.halted and not job.stopping and job.jid in self.jobs:
+            self.ready_jobs.setdefault(job.jid, job)
+        else:
+            self.ready_jobs.pop(job.jid, None)
+
+    # -- job ends -------------------------------------------------------------
+    def _maybe_finished(self, job: JobRecord) -> list[Out]:
+        if job.jid not in self.jobs or job.running:
+            return []
+        if job.stopping:
+            return self._end_job(job, "stopped", kill=False)
+        if job.ending and not job.pending:
+            return self._end_job(job, "finished", kill=False)
+        return []
+
+    def _end_job(self, job: JobRecord, status: str, kill: bool,
+                 error: tuple[str, str] | None = None) -> list[Out]:
+        if job.jid not in self.jobs:
+            return []
+        out: list[Out] = []
+        kills: dict[bytes, list[int]] = {}
+        for task in list(job.running.values()):
+            if kill and task.agent is not None:
+                kills.setdefault(task.agent.route, []).append(task.tid)
+            self._release(task, "cancelled")
+        pending = sorted(t.index for t in job.pending_tasks())
+        for task in job.pending_tasks():
+            self.tasks.pop(task.tid, None)
+        job.pending.clear()
+        del self.jobs[job.jid]
+        self.ready_jobs.pop(job.jid, None)
+        self.ended[job.jid] = status
+        while len(self.ended) > ENDED_MEMORY:
+            self.ended.popitem(last=False)
+        out += [(route, Msg.KILL, {"tasks": tids}) for route, tids in kills.items()]
+        etype, emsg = error if error else (None, None)
+        out.append((job.client, Msg.JOB_END, self._end_body(job.jid, status, pending, etype, emsg)))
+        log.info("job %s %s (%d task(s) done, %d never started)", job.jid, status, job.done, len(pending))
+        return out
+
+    @staticmethod
+    def _end_body(jid: str, status: str, pending: list[int], etype: str | None, emsg: str | None) -> dict:
+        error = {"type": etype, "message": emsg} if etype else None
+        return {"job": jid, "status": status, "pending": pending, "error": error}
+
+    # -- visibility -----------------------------------------------------------
+    def status(self, now: float) -> dict[str, Any]:
+        return {
+            "boss": self.boss_id,
+            "time": time.time(),
+            "hosts": [
+                {"agent": a.aid, "host": a.host, "slots": a.slots, "running": len(a.running),
+                 "cpus": a.cpus, "memory": a.memory, "mem_avail": a.mem_avail, "load": a.load,
+                 "cpu": a.cpu, "done": a.done, "draining": a.draining, "last_seen": now - a.last_seen}
+                for a in self.agents.values()
+            ],
+            "jobs": [
+                {"job": j.jid, "name": j.name, "running": len(j.running), "pending": len(j.pending),
+                 "done": j.done, "halted": j.halted, "age": now - j.created}
+                for j in self.jobs.values()
+            ],
+            "counters": dict(self.counters),
+        }

@@ -1,0 +1,151 @@
+"""Command lines: taylorism-boss, taylorism-agent, taylorism-ctl (argparse lives only here)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from . import __version__
+from .config import reports_endpoint
+
+DEFAULT_CONTROL = "tcp://127.0.0.1:5555"
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING, ERROR)")
+    parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def _setup_logging(level: str) -> None:
+    # footprints/bronx may have put their own handler on the root logger: ours is set explicitly
+    logger = logging.getLogger("taylorism_zmq")
+    logger.setLevel(level.upper())
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+
+
+def boss_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="taylorism-boss", description=(
+        "Run the taylorism-zmq boss: it binds a control ROUTER (clients and agents) and a report PULL "
+        "(agents' reports and heartbeats), and places the jobs' tasks on the agents' free slots."))
+    _common(p)
+    p.add_argument("--control", default=DEFAULT_CONTROL,
+                   help="control endpoint to bind, tcp://HOST:PORT or ipc:///PATH (default %(default)s)")
+    p.add_argument("--reports", default=None,
+                   help="report endpoint to bind (default: the control port + 1, or PATH-reports for ipc)")
+    p.add_argument("--heartbeat", type=float, default=1.0, help="agents' heartbeat period in s (default 1)")
+    p.add_argument("--agent-timeout", type=float, default=30.0,
+                   help="seconds of silence after which an agent is lost and its tasks requeued (default 30)")
+    p.add_argument("--max-retries", type=int, default=1,
+                   help="times a task may be requeued because its agent was lost (default 1)")
+    return p
+
+
+def agent_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="taylorism-agent", description=(
+        "Run a taylorism-zmq agent on this host: it registers with the boss, runs each task it is given "
+        "in its own process, and sends back reports, tracebacks and the host's load."))
+    _common(p)
+    p.add_argument("--boss", dest="control", default=DEFAULT_CONTROL,
+                   help="the boss's control endpoint (default %(default)s)")
+    p.add_argument("--reports", default=None, help="the boss's report endpoint (default: derived from --boss)")
+    p.add_argument("--control", dest="control", help=argparse.SUPPRESS)
+    p.add_argument("--slots", type=int, default=None, help="tasks at once on this host (default: cpu count)")
+    p.add_argument("--host-name", default=None, help="name this host reports (default: its hostname)")
+    p.add_argument("--heartbeat", type=float, default=1.0, help="heartbeat period in s (default 1)")
+    return p
+
+
+def ctl_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="taylorism-ctl", description="Look at a running taylorism-zmq boss.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--boss", default=None, help="the boss's control endpoint (default: TAYLORISM_BOSS)")
+    p.add_argument("--json", action="store_true", help="print raw JSON")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the boss (default 5)")
+    p.add_argument("command", choices=["status", "jobs"], help="what to show")
+    return p
+
+
+def boss_main(argv: Sequence[str] | None = None) -> int:
+    args = boss_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    args.reports = args.reports or reports_endpoint(args.control)
+    from .boss import run_boss
+    from .procutil import die_with_parent
+    from .sockets import EndpointInUseError
+
+    if args.parent_pid is not None:
+        import signal
+
+        die_with_parent(signal.SIGTERM, args.parent_pid)
+    try:
+        return run_boss(args)
+    except EndpointInUseError as exc:
+        logging.getLogger("taylorism_zmq.boss").error("%s", exc)
+        return 2
+
+
+def agent_main(argv: Sequence[str] | None = None) -> int:
+    args = agent_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    args.reports = args.reports or reports_endpoint(args.control)
+    if args.slots is not None and args.slots < 1:
+        agent_parser().error("--slots must be at least 1")
+    from .agent import run_agent
+
+    return run_agent(args)
+
+
+def ctl_main(argv: Sequence[str] | None = None) -> int:
+    args = ctl_parser().parse_args(argv)
+    from .config import boss_address
+    from .connection import Connection
+    from .errors import BossUnreachableError
+    from .protocol import Msg
+
+    address = boss_address(args.boss)
+    if address is None:
+        print("taylorism-ctl: no boss given (--boss or TAYLORISM_BOSS)", file=sys.stderr)
+        return 2
+    try:
+        conn = Connection(address, timeout=args.timeout)
+        status = conn.request(Msg.STATUS, {}, Msg.STATUS_REPLY)["status"]
+    except BossUnreachableError as exc:
+        print(f"taylorism-ctl: {exc}", file=sys.stderr)
+        return 1
+    conn.close()
+    if args.json:
+        print(json.dumps(status if args.command == "status" else status["jobs"], indent=2))
+        return 0
+    if args.command == "status":
+        print(f"boss {status['boss']} at {address}")
+        print(f"{'HOST':20} {'AGENT':36} {'SLOTS':>11} {'LOAD':>6} {'MEM FREE':>10} {'SEEN':>6}")
+        for h in status["hosts"]:
+            load = f"{h['load'][0]:.2f}" if h["load"] else "-"
+            print(f"{h['host']:20} {h['agent']:36} {h['running']:>5}/{h['slots']:<5} {load:>6} "
+                  f"{h['mem_avail']:>8.0f}Mi {h['last_seen']:>5.1f}s")
+    print(f"{'JOB':18} {'NAME':24} {'DONE':>6} {'RUNNING':>8} {'PENDING':>8} {'AGE':>8}")
+    for j in status["jobs"]:
+        print(f"{j['job']:18} {j['name'][:24]:24} {j['done']:>6} {j['running']:>8} {j['pending']:>8} "
+              f"{j['age']:>7.1f}s")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """python -m taylorism_zmq {boss,agent,ctl} ..."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"boss": boss_main, "agent": agent_main, "ctl": ctl_main}
+    if not argv or argv[0] not in commands:
+        print("usage: python -m taylorism_zmq {boss,agent,ctl} [--help]", file=sys.stderr)
+        return 2
+    start = time.monotonic()
+    code = commands[argv[0]](argv[1:])
+    logging.getLogger("taylorism_zmq").debug("%s ran %.1fs", argv[0], time.monotonic() - start)
+    return code

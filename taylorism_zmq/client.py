@@ -1,0 +1,288 @@
+"""taylorism's API on top of a boss: ``Boss``, ``run_as_server``, ``batch_main``.
+
+A :class:`Boss` is one job on a boss daemon (an embedded one by default).
+Instructions are resolved into workers here, sent in batches, and reports
+stream back as tasks end; control signals map onto job controls.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+import uuid
+from typing import Any
+
+from bronx.system import interrupt
+from footprints import proxy as fpx
+
+from .codec import Codec
+from .config import boss_address
+from .connection import Connection, connect
+from .embedded import embedded_endpoint
+from .errors import AgentLostError, WorkerError
+from .instructions import client_env, instruction_sets, resolve_worker, task_row
+from .procutil import host_key
+from .protocol import Msg
+from .reports import report_entry
+from .schedulers import to_policy
+
+taylorism_log = logging.getLogger("taylorism_zmq")
+
+#: rows per ADD_TASKS message
+BATCH = 1000
+_ERRORS = {"AgentLostError": AgentLostError, "MemoryError": MemoryError, "RuntimeError": RuntimeError,
+           "ValueError": ValueError}
+
+
+def _connect(boss: str | None) -> Connection:
+    address = boss_address(boss)
+    if address is None:
+        return connect(embedded_endpoint(), wait_agents=True)
+    return connect(address)
+
+
+class _JobProcess:
+    """Stands for taylorism's boss subprocess: terminating it interrupts the job."""
+
+    def __init__(self, boss: Boss):
+        self._boss = boss
+        self.pid = None
+
+    def terminate(self) -> None:
+        self._boss._interrupted = True
+        self._boss._control("stop_now")
+
+    kill = terminate
+
+    def is_alive(self) -> bool:
+        return self._boss._final is None and self._boss._end is None
+
+    def join(self, timeout: float | None = None) -> None:
+        self._boss._wait_end(timeout)
+
+
+class Boss:
+    """
+    A job on the boss: hires a worker per instruction set, as taylorism's Boss.
+
+    Optionally a *name* and a *verbose*-ity (to log the workers' reports), and
+    a *scheduler* ruling how many tasks run at once on each host.
+    *boss* is the control address of a boss daemon; by default
+    ``TAYLORISM_BOSS``, the config file, or an embedded boss.
+    """
+
+    control_signals = {
+        "HALT": "Suspend ordering workers to work until RESUME.",
+        "RESUME": "Resume loop on pending_instructions/workers.",
+        "SEND_REPORT": "Send interim report (and continue normally).",
+        "END": "Terminate all pending work, then Stop listening.",
+        "STOP": "Halt pending work, but let workers finish their current work, and then stop listening.",
+        "STOP_LISTENING": "Stop listening, while workers continue their current job.",
+        "STOP_RIGHTNOW": "Stop workers immediately and stop listening.",
+    }
+
+    def __init__(self, scheduler: Any = None, name: str | None = None, verbose: bool = False,
+                 maxlenreport: int = 1024, sharedmemory_common_instructions: dict = dict(),
+                 boss: str | None = None):
+        if scheduler is None:
+            scheduler = fpx.scheduler(limit="threads", max_threads=0)
+        assert hasattr(scheduler, "launchable") and callable(scheduler.launchable)
+        self.scheduler = scheduler
+        self.name = name
+        self.verbose = verbose
+        self.maxlenreport = int(maxlenreport)
+        self._shared = dict(sharedmemory_common_instructions)
+        policy = to_policy(scheduler)
+        self._singlefile = policy["singlefile"]
+        self._conn = _connect(boss)
+        self._codec = Codec(trusted=self._conn.trusted)
+        self._job = f"job-{uuid.uuid4().hex[:12]}"
+        self._inbox = self._conn.open_inbox(self._job)
+        self._instructions: dict[int, dict] = {}
+        self._names: dict[int, str] = {}
+        self._running_names: dict[str, int] = {}
+        self._reports: list[dict] = []
+        self._failure: dict | None = None
+        self._end: dict | None = None
+        self._final: dict | None = None
+        self._interrupted = False
+        self._process = _JobProcess(self)
+        self._conn.send(Msg.SUBMIT, {
+            "job": self._job, "name": str(name or self._job), "policy": policy, "env": client_env(),
+            "trusted": self._conn.trusted, "shm_host": host_key() if self._shared else None, "halted": True,
+        })
+
+    # -- taylorism's API ----------------------------------------------------------------
+    def set_instructions(self, common_instructions: dict = dict(), individual_instructions: dict = dict(),
+                         fatal: bool = True) -> None:
+        """Resolve the workers for these instructions and send them to the boss."""
+        self._pump()
+        if self._final is not None or self._end is not None:
+            self.get_report(interim=True)  # raises the job's exception, if any
+            return
+        try:
+            sets = instruction_sets(common_instructions, individual_instructions)
+            rows = []
+            names = set()
+            first = len(self._instructions)
+            for offset, instructions in enumerate(sets):
+                worker = resolve_worker(instructions, self._shared)
+                if worker.name in names or worker.name in self._running_names:
+                    raise ValueError("several workers wear the same name: " + str(worker.name))
+                names.add(worker.name)
+                rows.append(task_row(first + offset, worker, self._codec, self._singlefile))
+        except (AttributeError, ValueError, TypeError, AssertionError) as exc:
+            if fatal:
+                self._control("stop_now")
+                self._final = {"workers_report": exc, "status": "workers exception",
+                               "traceback": traceback.format_exception(type(exc), exc, exc.__traceback__)}
+            raise
+        for offset, instructions in enumerate(sets):
+            self._instructions[first + offset] = instructions
+        for row in rows:
+            self._names[row[0]] = row[1]
+            self._running_names[row[1]] = row[0]
+        for start in range(0, len(rows), BATCH):
+            self._conn.send(Msg.ADD_TASKS, {"job": self._job, "tasks": rows[start:start + BATCH]})
+
+    def make_them_work(self, terminate: bool = False, stop_listening: bool = False) -> None:
+        """Order the workers to work (*terminate*: no more instructions will come)."""
+        self._control("resume")
+        if stop_listening:
+            self._control("stop_listening")
+        if terminate:
+            self.end()
+
+    def stop_them_working(self) -> None:
+        """Stop the workers right now."""
+        self._control("stop_now")
+
+    def end(self) -> None:
+        """Let the job end once its instructions are done."""
+        self._control("end")
+
+    def get_report(self, interim: bool = True) -> dict | None:
+        """The report so far (*interim*) or the final one; raises the job's worker exception."""
+        if self._final is not None:
+            return self._final
+        self._pump()
+        if self._end is not None:
+            return self._finalize()
+        if interim:
+            return {"workers_report": list(self._reports), "status": "interim"}
+        return None
+
+    def wait_till_finished(self) -> None:
+        """Block until every instruction has been executed (raises a worker's exception)."""
+        if self._final is None:
+            self.end()
+            self._wait_end(None)
+        self.get_report(interim=False)
+
+    # -- internals ----------------------------------------------------------------------
+    def _control(self, action: str) -> None:
+        if self._end is None and self._final is None:
+            self._conn.send(Msg.CONTROL, {"job": self._job, "action": action})
+
+    def _wait_end(self, timeout: float | None) -> None:
+        while self._end is None and self._final is None:
+            if not self._conn.wait(self._inbox, timeout):
+                return
+            self._pump()
+
+    def _pump(self) -> None:
+        if not self._inbox:
+            self._conn.pump(0)
+        while self._inbox:
+            kind, body = self._inbox.popleft()
+            if kind is Msg.REPORTS:
+                for index, ok, payload, host in body["reports"]:
+                    self._take_report(index, ok, payload, host)
+            elif kind is Msg.JOB_END:
+                self._end = body
+                self._conn.close_inbox(self._job)
+
+    def _take_report(self, index: int, ok: bool, payload: bytes, host: str) -> None:
+        name = self._names.get(index, f"#{index}")
+        self._running_names.pop(name, None)
+        entry = report_entry(name, ok, payload, self._codec)
+        self._reports.append(entry)
+        if not ok and self._failure is None:
+            self._failure = dict(entry, host=host, index=index)
+        elif ok and self.verbose:
+            msglog = str(entry["report"])
+            if len(msglog) > self.maxlenreport:
+                msglog = msglog[: self.maxlenreport] + " ..."
+            taylorism_log.info(msglog)
+
+    def _finalize(self) -> dict:
+        end = self._end
+        assert end is not None
+        if self._interrupted:
+            exc: BaseException = interrupt.SignalInterruptError("the job was interrupted")
+            self._final = {"workers_report": exc, "status": "workers exception", "traceback": []}
+            raise exc
+        if end["status"] == "failed":
+            raise self._fail(end)
+        pending = [self._instructions[i] for i in end["pending"] if i in self._instructions]
+        self._final = {"workers_report": self._reports, "status": "pending" if pending else "finished"}
+        if pending:
+            self._final["pending"] = pending
+        return self._final
+
+    def _fail(self, end: dict) -> BaseException:
+        failure = self._failure
+        if failure is not None:
+            exc, tb = failure["report"], failure["traceback"]
+            taylorism_log.error("error encountered with worker %s on host %s with traceback:",
+                                failure["name"], failure["host"])
+            sys.stderr.writelines(tb)
+            instructions = self._instructions.get(failure["index"], {})
+            sys.stderr.write("Instructions of guilty worker:\n")
+            sys.stderr.writelines([repr(a) + "\n" for a in sorted(instructions.items(), key=lambda kv: kv[0])])
+        else:
+            error = end.get("error") or {}
+            cls = _ERRORS.get(error.get("type", ""), WorkerError)
+            exc, tb = cls(error.get("message", "the job failed")), []
+            taylorism_log.error("job %s failed: %s", self._job, exc)
+        self._final = {"workers_report": exc, "status": "workers exception", "traceback": tb}
+        return exc
+
+
+def run_as_server(common_instructions: dict = dict(), individual_instructions: dict = dict(),
+                  scheduler: Any = None, verbose: bool = False, maxlenreport: int = 1024,
+                  sharedmemory_common_instructions: dict = dict(), boss: str | None = None) -> Boss:
+    """Build a Boss, give it the instructions, set the workers to work; return the Boss."""
+    if scheduler is None:
+        scheduler = fpx.scheduler(limit="threads", max_threads=0)
+    proxy = Boss(verbose=verbose, scheduler=scheduler, maxlenreport=maxlenreport,
+                 sharedmemory_common_instructions=sharedmemory_common_instructions, boss=boss)
+    proxy.set_instructions(common_instructions, individual_instructions)
+    proxy.make_them_work()
+    return proxy
+
+
+def batch_main(common_instructions: dict = dict(), individual_instructions: dict = dict(),
+               scheduler: Any = None, verbose: bool = False, maxlenreport: int = 1024,
+               print_report: Any = print, sharedmemory_common_instructions: dict = dict(),
+               boss: str | None = None) -> dict:
+    """Run the instructions to the end, print each worker's report and return the report."""
+    proxy = run_as_server(common_instructions, individual_instructions, scheduler=scheduler,
+                          verbose=verbose, maxlenreport=maxlenreport,
+                          sharedmemory_common_instructions=sharedmemory_common_instructions, boss=boss)
+    with interrupt.SignalInterruptHandler(emitlogs=False):
+        try:
+            proxy.wait_till_finished()
+            report = proxy.get_report()
+        except (Exception, KeyboardInterrupt, interrupt.SignalInterruptError):
+            proxy.stop_them_working()
+            raise
+    assert report is not None
+    for r in report["workers_report"]:
+        taskheader = "WORKER NAME: " + r["name"]
+        print("=" * len(taskheader))
+        print(taskheader)
+        print("-" * len(taskheader))
+        print_report(r["report"])
+    return report

@@ -1,0 +1,192 @@
+"""Encode instructions and reports (user values) as msgpack with ext types.
+
+Plain msgpack loses tuples, sets, datetimes and footprints' containers; the
+ext types below keep them.  Anything else goes as a pickle ext, but only on a
+*trusted* link (private ipc, or an authenticated one): elsewhere the sender
+gets a ``TypeError`` naming the value.  The boss never calls this module: it
+forwards payloads as opaque bytes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+import footprints
+import msgpack
+
+try:  # numpy is optional
+    import numpy
+except ImportError:  # pragma: no cover - numpy is in the test extras
+    numpy = None
+
+TUPLE, SET, FROZENSET, FPLIST, FPDICT, FPSET, FPTUPLE = 1, 2, 3, 4, 5, 6, 7
+DATETIME, DATE, TIMEDELTA, NDARRAY, NPSCALAR, REF, SHMARRAY = 8, 9, 10, 11, 12, 13, 14
+PICKLE, BIGINT, COMPLEX = 15, 16, 17
+
+
+def ref_of(obj: Any) -> str | None:
+    """Return 'module:qualname' if *obj* can be found again by import, else None."""
+    module = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None)
+    if not module or not qualname or "<" in qualname:
+        return None
+    return f"{module}:{qualname}"
+
+
+def resolve_ref(ref: str) -> Any:
+    """Import the object named by a 'module:qualname' reference."""
+    module, _, qualname = ref.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+class Codec:
+    """msgpack with ext types; *trusted* allows the pickle fallback."""
+
+    def __init__(self, trusted: bool = False):
+        self.trusted = trusted
+        self._containers: dict[type, tuple[int, Callable[[Any], Any]]] = {
+            tuple: (TUPLE, list),
+            set: (SET, list),
+            frozenset: (FROZENSET, list),
+            footprints.FPList: (FPLIST, list),
+            footprints.FPDict: (FPDICT, dict),
+            footprints.FPSet: (FPSET, list),
+            footprints.FPTuple: (FPTUPLE, list),
+        }
+        self._rebuild: dict[int, Callable[[Any], Any]] = {
+            TUPLE: tuple,
+            SET: set,
+            FROZENSET: frozenset,
+            FPLIST: footprints.FPList,
+            FPDICT: footprints.FPDict,
+            FPSET: footprints.FPSet,
+            FPTUPLE: lambda items: footprints.FPTuple(items),
+            DATETIME: datetime.datetime.fromisoformat,
+            DATE: datetime.date.fromisoformat,
+            TIMEDELTA: lambda dsm: datetime.timedelta(*dsm),
+            NDARRAY: self._rebuild_ndarray,
+            NPSCALAR: self._rebuild_npscalar,
+            REF: resolve_ref,
+            SHMARRAY: self._rebuild_shmarray,
+            BIGINT: int,
+            COMPLEX: lambda ri: complex(*ri),
+        }
+
+    # -- encoding -----------------------------------------------------------
+    def dumps(self, obj: Any) -> bytes:
+        """Serialize *obj*; raise TypeError naming a value that cannot go."""
+        return msgpack.packb(obj, default=self._default, strict_types=True, use_bin_type=True)
+
+    def _ext(self, code: int, obj: Any) -> msgpack.ExtType:
+        return msgpack.ExtType(code, self.dumps(obj))
+
+    def _default(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind in self._containers:
+            code, plain = self._containers[kind]
+            return self._ext(code, plain(obj))
+        if isinstance(obj, dict):  # subclasses (OrderedDict...) go as plain dicts
+            return dict(obj)
+        if isinstance(obj, list):
+            return list(obj)
+        if isinstance(obj, str):
+            return str(obj)
+        if isinstance(obj, datetime.datetime):
+            return self._ext(DATETIME, obj.isoformat())
+        if isinstance(obj, datetime.date):
+            return self._ext(DATE, obj.isoformat())
+        if isinstance(obj, datetime.timedelta):
+            return self._ext(TIMEDELTA, [obj.days, obj.seconds, obj.microseconds])
+        if isinstance(obj, bool):
+            return bool(obj)
+        if isinstance(obj, int):
+            if -(2**63) <= obj < 2**64:
+                return int(obj)
+            return self._ext(BIGINT, str(obj))
+        if isinstance(obj, float):
+            return float(obj)
+        if isinstance(obj, complex):
+            return self._ext(COMPLEX, [obj.real, obj.imag])
+        shm = _shm_state(obj)
+        if shm is not None:
+            return self._ext(SHMARRAY, shm)
+        if numpy is not None:
+            if isinstance(obj, numpy.ndarray) and obj.dtype.kind not in "OV":
+                return self._ext(NDARRAY, [obj.dtype.str, list(obj.shape), obj.tobytes()])
+            if isinstance(obj, numpy.generic) and obj.dtype.kind not in "OV":
+                return self._ext(NPSCALAR, [obj.dtype.str, obj.tobytes()])
+        if isinstance(obj, type) or callable(obj):
+            ref = ref_of(obj)
+            if ref is not None:
+                try:
+                    if resolve_ref(ref) is obj:
+                        return self._ext(REF, ref)
+                except (ImportError, AttributeError):
+                    pass
+        if self.trusted:
+            try:
+                return msgpack.ExtType(PICKLE, pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+            except Exception as exc:
+                raise TypeError(f"cannot serialize {obj!r:.200} ({kind.__qualname__}): {exc}") from None
+        raise TypeError(
+            f"cannot send {obj!r:.200} (type {kind.__module__}.{kind.__qualname__}) over an "
+            "untrusted link: only msgpack types, tuples, sets, datetimes, footprints containers "
+            "and numpy values can go; use a trusted link (ipc or CURVE) to send other objects"
+        )
+
+    # -- decoding -----------------------------------------------------------
+    def loads(self, data: bytes | memoryview) -> Any:
+        """Deserialize; raise ValueError on malformed or refused input."""
+        try:
+            return msgpack.unpackb(
+                data, ext_hook=self._ext_hook, strict_map_key=False, use_list=True, raw=False
+            )
+        except (ValueError, TypeError, UnicodeDecodeError, RecursionError, OverflowError) as exc:
+            raise ValueError(f"malformed payload: {exc}") from None
+
+    def _ext_hook(self, code: int, data: bytes) -> Any:
+        if code == PICKLE:
+            if not self.trusted:
+                raise ValueError("pickle payload refused on an untrusted link")
+            return pickle.loads(data)
+        rebuild = self._rebuild.get(code)
+        if rebuild is None:
+            return msgpack.ExtType(code, data)
+        value = msgpack.unpackb(data, ext_hook=self._ext_hook, strict_map_key=False, raw=False)
+        try:
+            return rebuild(value)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"cannot rebuild ext {code}: {exc}") from None
+
+    @staticmethod
+    def _rebuild_ndarray(value: list) -> Any:
+        if numpy is None:
+            raise ValueError("numpy array received but numpy is not installed")
+        dtype, shape, raw = value
+        return numpy.frombuffer(raw, dtype=numpy.dtype(dtype)).reshape(shape).copy()
+
+    @staticmethod
+    def _rebuild_npscalar(value: list) -> Any:
+        if numpy is None:
+            raise ValueError("numpy scalar received but numpy is not installed")
+        dtype, raw = value
+        return numpy.frombuffer(raw, dtype=numpy.dtype(dtype))[0]
+
+    @staticmethod
+    def _rebuild_shmarray(value: list) -> Any:
+        from .util import SharedNumpyArray
+
+        return SharedNumpyArray.attach(*value)
+
+
+def _shm_state(obj: Any) -> list | None:
+    """Return the attach state of a SharedNumpyArray (without importing numpy eagerly)."""
+    state = getattr(type(obj), "_taylorism_shm_state", None)
+    return state(obj) if state is not None else None

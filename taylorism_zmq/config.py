@@ -1,0 +1,50 @@
+"""Where the boss is: argument > TAYLORISM_BOSS > config file > embedded."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENV_BOSS = "TAYLORISM_BOSS"
+DEFAULT_CONFIG = os.path.join("~", ".config", "taylorism", "config.toml")
+
+
+def load_config(path: str | None = None) -> dict[str, Any]:
+    """Read the user's TOML config file (missing file: empty config)."""
+    path = os.path.expanduser(path or os.environ.get("TAYLORISM_CONFIG", DEFAULT_CONFIG))
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"bad taylorism config file {path}: {exc}") from None
+
+
+def boss_address(explicit: str | None = None) -> str | None:
+    """The control endpoint of the boss to use, or None for an embedded one."""
+    if explicit:
+        return explicit
+    env = os.environ.get(ENV_BOSS, "").strip()
+    if env:
+        return env
+    value = load_config().get("boss")
+    return value if isinstance(value, str) and value else None
+
+
+def reports_endpoint(control: str) -> str:
+    """The report endpoint that goes with a control endpoint, by convention."""
+    if control.startswith("tcp://"):
+        host, _, port = control[len("tcp://"):].rpartition(":")
+        if not port.isdigit():
+            raise ValueError(f"a tcp endpoint needs a port: {control}")
+        return f"tcp://{host}:{int(port) + 1}"
+    if control.startswith("ipc://"):
+        return control + "-reports"
+    raise ValueError(f"unsupported endpoint {control!r} (use tcp://host:port or ipc:///path)")

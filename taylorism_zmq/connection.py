@@ -1,0 +1,179 @@
+"""The client's link to a boss: one DEALER per process and boss, shared by jobs.
+
+Messages for a job are queued in that job's inbox; whoever waits pumps the
+socket for everyone.  A boss that stays silent past ``timeout`` raises
+:class:`BossUnreachableError` naming its address, never a hang.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import stat
+import threading
+import time
+import uuid
+from typing import Any
+
+import zmq
+
+from . import protocol
+from .errors import BossUnreachableError, ProtocolVersionError
+from .protocol import Msg, ProtocolError
+from .sockets import configure_connected
+
+log = logging.getLogger("taylorism_zmq")
+
+#: seconds of silence from the boss before a ping, while waiting
+PING_AFTER = 2.0
+#: default seconds without any answer from the boss before giving up
+DEFAULT_TIMEOUT = float(os.environ.get("TAYLORISM_BOSS_TIMEOUT", "30"))
+
+
+def link_is_trusted(endpoint: str) -> bool:
+    """True for an ipc endpoint in a directory only we can enter (pickle may go there)."""
+    if not endpoint.startswith("ipc://"):
+        return False
+    directory = os.path.dirname(endpoint[len("ipc://"):]) or "."
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not st.st_mode & (stat.S_IRWXG | stat.S_IRWXO)
+
+
+class Connection:
+    """A DEALER connected to a boss's control socket."""
+
+    def __init__(self, endpoint: str, timeout: float = DEFAULT_TIMEOUT, wait_agents: bool = False):
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.trusted = link_is_trusted(endpoint)
+        self.pid = os.getpid()
+        self.client_id = f"client-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.lock = threading.RLock()
+        self.inboxes: dict[str, collections.deque] = {}
+        self.replies: collections.deque = collections.deque()
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        configure_connected(self.sock, linger_ms=1000)
+        self.sock.routing_id = self.client_id.encode()
+        if endpoint.startswith("ipc://"):
+            self.sock.reconnect_ivl = 10
+        self.sock.connect(endpoint)
+        self.last_heard = time.monotonic()
+        welcome = self.request(Msg.HELLO, {"client": self.client_id}, Msg.WELCOME)
+        self.boss_id = welcome["boss"]
+        if wait_agents:
+            self._wait_for_agents(welcome["agents"])
+
+    def _wait_for_agents(self, agents: int) -> None:
+        deadline = time.monotonic() + self.timeout
+        while agents < 1:
+            if time.monotonic() > deadline:
+                raise BossUnreachableError(f"the boss at {self.endpoint} has no agent after {self.timeout:.0f}s")
+            time.sleep(0.01)
+            agents = self.request(Msg.HELLO, {"client": self.client_id}, Msg.WELCOME)["agents"]
+
+    def send(self, kind: Msg, body: dict[str, Any]) -> None:
+        with self.lock:
+            self.sock.send_multipart(protocol.encode(kind, body))
+
+    def request(self, kind: Msg, body: dict[str, Any], answer: Msg) -> dict[str, Any]:
+        """Send and wait for the first *answer* message (not tied to a job)."""
+        with self.lock:
+            self.send(kind, body)
+            deadline = time.monotonic() + self.timeout
+            while True:
+                for i, (k, b) in enumerate(self.replies):
+                    if k is answer:
+                        del self.replies[i]
+                        return b
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BossUnreachableError(
+                        f"no answer from the boss at {self.endpoint} after {self.timeout:.0f}s "
+                        "(is taylorism-boss running there, and is the address right?)")
+                self.pump(min(left, 0.5))
+
+    def pump(self, timeout: float) -> bool:
+        """Receive what is there (waiting up to *timeout* s for the first); True if anything came."""
+        with self.lock:
+            got = False
+            if not self.sock.poll(int(timeout * 1000)):
+                return False
+            while True:
+                try:
+                    frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    return got
+                got = True
+                self.last_heard = time.monotonic()
+                try:
+                    kind, body = protocol.decode(frames)
+                except ProtocolError as exc:
+                    log.warning("dropped a bad message from the boss at %s: %s", self.endpoint, exc)
+                    continue
+                if kind is Msg.REFUSED:
+                    raise ProtocolVersionError(f"the boss at {self.endpoint} refused us: {body['message']}")
+                job = body.get("job")
+                if isinstance(job, str) and job in self.inboxes:
+                    self.inboxes[job].append((kind, body))
+                elif kind in (Msg.WELCOME, Msg.PONG, Msg.STATUS_REPLY):
+                    self.replies.append((kind, body))
+                elif kind is Msg.ERROR:
+                    log.error("the boss at %s says: %s", self.endpoint, body["message"])
+
+    def wait(self, inbox: collections.deque, timeout: float | None = None) -> bool:
+        """Pump until *inbox* has something; ping a silent boss and give up after self.timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pinged = False
+        while not inbox:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return False
+            silent = now - self.last_heard
+            if silent > self.timeout:
+                raise BossUnreachableError(
+                    f"the boss at {self.endpoint} has not answered for {silent:.0f}s; giving up")
+            if silent > PING_AFTER and not pinged:
+                self.send(Msg.PING, {})
+                pinged = True
+            step = 0.5 if deadline is None else max(0.0, min(0.5, deadline - now))
+            if self.pump(step):
+                pinged = False
+        return True
+
+    def open_inbox(self, job: str) -> collections.deque:
+        return self.inboxes.setdefault(job, collections.deque())
+
+    def close_inbox(self, job: str) -> None:
+        self.inboxes.pop(job, None)
+
+    def close(self) -> None:
+        if os.getpid() != self.pid:
+            return  # a forked child must not touch its parent's sockets
+        self.sock.close(linger=200)
+        self.ctx.term()
+
+
+_connections: dict[tuple[int, str], Connection] = {}
+_connections_lock = threading.Lock()
+
+
+def connect(endpoint: str, wait_agents: bool = False) -> Connection:
+    """The process's connection to *endpoint* (one per process and boss)."""
+    key = (os.getpid(), endpoint)
+    with _connections_lock:
+        conn = _connections.get(key)
+        if conn is None:
+            conn = _connections[key] = Connection(endpoint, wait_agents=wait_agents)
+        return conn
+
+
+def forget(endpoint: str) -> None:
+    with _connections_lock:
+        conn = _connections.pop((os.getpid(), endpoint), None)
+    if conn is not None:
+        conn.close()

@@ -1,0 +1,93 @@
+"""From taylorism instructions to task rows, on the client, before anything is sent.
+
+Worker classes are resolved here with footprints, so a bad instruction set
+fails at once with taylorism's errors, and each task travels as its class
+reference plus its resolved attributes.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from typing import Any
+
+from footprints import proxy as fpx
+
+from .codec import Codec
+
+#: attributes set in the task process, not by the client
+_RUNTIME_ATTRS = ("scheduler_ticket",)
+
+
+def instruction_sets(common: dict, individual: dict) -> list[dict]:
+    """Combine common and individual instructions as taylorism does; check list lengths."""
+    if not isinstance(common, dict) or not isinstance(individual, dict):
+        raise TypeError("common_instructions and individual_instructions must be dicts, not "
+                        f"{type(common).__name__} and {type(individual).__name__}")
+    individual = copy.deepcopy(individual)
+    if not individual:
+        return []
+    for key, values in individual.items():
+        if not hasattr(values, "__len__") or isinstance(values, (str, bytes, dict)):
+            raise TypeError(f"individual_instructions[{key!r}] must be a list, not {type(values).__name__}")
+    lengths = {k: len(v) for k, v in individual.items()}
+    if len(set(lengths.values())) > 1:
+        raise AssertionError("all *individual_instructions* must have the same length: "
+                             + ", ".join(f"{k}={n}" for k, n in sorted(lengths.items())))
+    sets = []
+    columns = {k: list(v) for k, v in individual.items()}
+    for i in range(next(iter(lengths.values()))):
+        instructions = copy.copy(common)
+        for k, v in columns.items():
+            instructions[k] = v[i]
+        sets.append(instructions)
+    return sets
+
+
+def resolve_worker(instructions: dict, shared: dict) -> Any:
+    """Build the Worker footprints picks for *instructions* (AttributeError if none)."""
+    merged = dict(instructions)
+    merged.update(shared)
+    worker = fpx.worker(**merged)
+    if worker is None:
+        raise AttributeError("no adequate Worker was found with these instructions: " + str(instructions))
+    return worker
+
+
+def class_ref(cls: type) -> str:
+    """'module:qualname' of a worker class, such that an agent can import it."""
+    module = cls.__module__
+    if module == "__main__":
+        main = sys.modules["__main__"]
+        spec = getattr(main, "__spec__", None)
+        if spec is not None and spec.name and spec.name != "__main__":
+            module = spec.name  # run with python -m: importable under its own name
+        elif not getattr(main, "__file__", None):
+            raise TypeError(f"worker class {cls.__qualname__} is defined in an interactive session; "
+                            "define it in a module or script so that agents can import it")
+    if "<locals>" in cls.__qualname__:
+        raise TypeError(f"worker class {cls.__qualname__} is defined inside a function; "
+                        "define it at module level so that agents can import it")
+    return f"{module}:{cls.__qualname__}"
+
+
+def client_env() -> dict[str, Any]:
+    """Where the client's code lives, for agents to import the same modules."""
+    cwd = os.getcwd()
+    path = [os.path.abspath(p) if p else cwd for p in sys.path if isinstance(p, str)]
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    return {"path": list(dict.fromkeys(path)), "cwd": cwd,
+            "main": os.path.abspath(main) if isinstance(main, str) else None}
+
+
+def task_row(index: int, worker: Any, codec: Codec, singlefile: bool) -> list:
+    """Encode one resolved worker as an ADD_TASKS row; TypeError names an unsendable value."""
+    attrs = {k: v for k, v in worker._attributes.items() if k not in _RUNTIME_ATTRS}
+    try:
+        payload = codec.dumps(attrs)
+    except TypeError as exc:
+        raise TypeError(f"instructions of worker {worker.name}: {exc}") from None
+    files = [str(getattr(worker, f)) for f in ("fileA", "fileB") if singlefile and hasattr(worker, f)]
+    return [index, str(worker.name), class_ref(type(worker)), float(worker.memory or 0.0),
+            float(worker.expected_time or 0.0), files, payload]

@@ -1,0 +1,428 @@
+"""Task processes: forked from a warm launcher that never touched zmq.
+
+The agent forks a *zygote* before it creates its zmq context.  For each code
+environment (the client's ``sys.path``, working directory and main script)
+the zygote forks a *launcher*, which imports the worker modules once and then
+forks one process per task.  Forks are cheap (~0.5 ms) and inherit no zmq
+socket, so a killed agent is seen dead at once.  The launcher owns its tasks:
+it reads each task's report from a pipe, reaps it with ``waitpid``, and
+sends the agent one terminal message per task, whatever happened (a report,
+an exception, an exit code or a signal).
+
+Launcher <-> agent messages are msgpack arrays on a stream socket:
+``["run", tid, ticket, cls, payload, binded, trusted]``, ``["kill", [tid...]]``
+one way; ``["done", tid, ok, payload, t0, t1]`` the other.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+import types
+from typing import Any
+
+import msgpack
+
+from .codec import Codec, ref_of, resolve_ref
+from .procutil import die_with_parent
+
+#: seconds between SIGTERM and SIGKILL when tasks are stopped
+KILL_GRACE = 1.0
+MAX_BUFFER = 1 << 30
+
+
+class Zygote:
+    """The agent's handle on its zmq-free zygote process."""
+
+    def __init__(self, pid: int, sock: socket.socket):
+        self.pid = pid
+        self.sock = sock
+
+    @classmethod
+    def start(cls) -> Zygote:
+        """Fork the zygote; call before any zmq context exists in this process."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            ours.close()
+            try:
+                _zygote_main(theirs, parent)
+            finally:
+                os._exit(0)
+        theirs.close()
+        return cls(pid, ours)
+
+    def spawn_launcher(self, env: dict[str, Any]) -> tuple[int, socket.socket]:
+        """Fork a launcher for *env*; return its pid and the agent's end of its channel."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        socket.send_fds(self.sock, [msgpack.packb(env)], [theirs.fileno()])
+        theirs.close()
+        (pid,) = struct.unpack("i", self.sock.recv(16))
+        ours.setblocking(False)
+        return pid, ours
+
+    def close(self) -> None:
+        self.sock.close()
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+
+def _zygote_main(sock: socket.socket, agent_pid: int) -> None:  # pragma: no cover - child
+    die_with_parent(signal.SIGKILL, agent_pid)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # launchers are reaped by the kernel
+    me = os.getpid()
+    while True:
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 1)
+        except InterruptedError:
+            continue
+        if not msg:
+            return
+        env = msgpack.unpackb(msg)
+        pid = os.fork()
+        if pid == 0:
+            sock.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            try:
+                Launcher(socket.socket(fileno=fds[0]), env, me).serve()
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(0)
+        os.close(fds[0])
+        sock.send(struct.pack("i", pid))
+
+
+class _Task:
+    __slots__ = ("tid", "pid", "pipe", "chunks", "eof", "status", "t0", "kill_at")
+
+    def __init__(self, tid: int, pid: int, pipe: int):
+        self.tid, self.pid, self.pipe = tid, pid, pipe
+        self.chunks: list[bytes] = []
+        self.eof = False
+        self.status: int | None = None
+        self.t0 = time.time()
+        self.kill_at: float | None = None
+
+
+class Launcher:
+    """Fork one process per task in a prepared code environment."""
+
+    def __init__(self, sock: socket.socket, env: dict[str, Any], zygote_pid: int):
+        self.sock = sock
+        self.env = env
+        self.zygote_pid = zygote_pid
+        self.host = env.get("host", socket.gethostname())
+        self.tasks: dict[int, _Task] = {}  # by pid
+        self.classes: dict[str, Any] = {}
+        self.unpacker = msgpack.Unpacker(max_buffer_size=MAX_BUFFER)
+        self.outbuf = bytearray()
+        self.sel = selectors.DefaultSelector()
+        self.closing = False
+
+    # -- set up ------------------------------------------------------------------
+    def _prepare(self) -> None:
+        die_with_parent(signal.SIGTERM, self.zygote_pid)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, lambda *_: self._shutdown())
+        path = [p for p in self.env.get("path", []) if isinstance(p, str)]
+        sys.path[:0] = [p for p in path if p not in sys.path]
+        cwd = self.env.get("cwd")
+        if isinstance(cwd, str) and os.path.isdir(cwd):
+            os.chdir(cwd)
+
+    def _import(self, ref: str) -> Any:
+        cls = self.classes.get(ref)
+        if cls is None:
+            module = ref.partition(":")[0]
+            try:
+                if module == "__main__":
+                    self._load_main()
+                cls = resolve_ref(ref)
+            except BaseException as exc:
+                where = self.env.get("main") if module == "__main__" else _module_file(module)
+                raise ImportError(
+                    f"cannot import worker class {ref} on host {self.host} "
+                    f"(module {module!r}, file {where}, sys.path {sys.path[:6]}...): "
+                    f"{type(exc).__name__}: {exc}") from None
+            self.classes[ref] = cls
+        return cls
+
+    def _load_main(self) -> None:
+        main = self.env.get("main")
+        if getattr(sys.modules.get("__main__"), "__taylorism_main__", None) == main:
+            return
+        if not isinstance(main, str) or not os.path.isfile(main):
+            raise ImportError(f"the client's main script {main!r} is not readable here")
+        import runpy
+
+        module = types.ModuleType("__mp_main__")
+        sys.modules["__mp_main__"] = module
+        module.__dict__.update(runpy.run_path(main, run_name="__mp_main__"))
+        module.__taylorism_main__ = main  # type: ignore[attr-defined]
+        sys.modules["__main__"] = module
+
+    # -- the loop ------------------------------------------------------------------
+    def serve(self) -> None:
+        self._prepare()
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.sock.setblocking(False)
+        self.sel.register(self.sock, selectors.EVENT_READ, "agent")
+        self.sel.register(wake_r, selectors.EVENT_READ, "wake")
+        self._wake = (wake_r, wake_w)
+        while not (self.closing and not self.tasks):
+            for key, mask in self.sel.select(self._timeout()):
+                if key.data == "agent":
+                    if mask & selectors.EVENT_READ:
+                        self._read_agent()
+                    if mask & selectors.EVENT_WRITE:
+                        self._flush()
+                elif key.data == "wake":
+                    try:
+                        while os.read(wake_r, 512):
+                            pass
+                    except BlockingIOError:
+                        pass
+                else:
+                    self._read_task(key.data)
+            self._reap()
+            self._kill_overdue()
+        self._flush(blocking=True)
+
+    def _timeout(self) -> float | None:
+        deadlines = [t.kill_at for t in self.tasks.values() if t.kill_at is not None]
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
+    def _read_agent(self) -> None:
+        try:
+            data = self.sock.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._shutdown()
+            return
+        self.unpacker.feed(data)
+        for msg in self.unpacker:
+            if msg[0] == "run":
+                self._run(*msg[1:])
+            elif msg[0] == "kill":
+                self._kill(set(msg[1]))
+
+    def _send(self, msg: list) -> None:
+        if self.closing and self.sock.fileno() < 0:
+            return
+        self.outbuf += msgpack.packb(msg, use_bin_type=True)
+        self._flush()
+
+    def _flush(self, blocking: bool = False) -> None:
+        while self.outbuf:
+            try:
+                sent = self.sock.send(self.outbuf)
+            except (BlockingIOError, InterruptedError):
+                if not blocking:
+                    break
+                self.sock.setblocking(True)
+                continue
+            except OSError:
+                self.outbuf.clear()
+                break
+            del self.outbuf[:sent]
+        if self.sock.fileno() >= 0:
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.outbuf else 0)
+            self.sel.modify(self.sock, events, "agent")
+
+    # -- tasks ---------------------------------------------------------------------
+    def _run(self, tid: int, ticket: int | None, cls_ref: str, payload: bytes, binded: bool,
+             trusted: bool) -> None:
+        t0 = time.time()
+        try:
+            cls = self._import(cls_ref)
+        except ImportError as exc:
+            codec = Codec(trusted)
+            self._send(["done", tid, False, _failure(codec, exc), t0, time.time()])
+            return
+        read_fd, write_fd = os.pipe()
+        me = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the task process
+            os.close(read_fd)
+            _task_main(me, cls, payload, ticket, binded, trusted, write_fd)
+        os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        task = _Task(tid, pid, read_fd)
+        self.tasks[pid] = task
+        self.sel.register(read_fd, selectors.EVENT_READ, task)
+
+    def _read_task(self, task: _Task) -> None:
+        try:
+            while True:
+                chunk = os.read(task.pipe, 1 << 20)
+                if not chunk:
+                    task.eof = True
+                    self.sel.unregister(task.pipe)
+                    os.close(task.pipe)
+                    break
+                task.chunks.append(chunk)
+        except BlockingIOError:
+            pass
+
+    def _reap(self) -> None:
+        while self.tasks:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            task = self.tasks.get(pid)
+            if task is not None:
+                task.status = status
+        for pid, task in list(self.tasks.items()):
+            if task.status is None:
+                continue
+            if not task.eof:  # the process is gone: what is in the pipe is all there is
+                self._read_task(task)
+                if not task.eof:
+                    self.sel.unregister(task.pipe)
+                    os.close(task.pipe)
+                    task.eof = True
+            del self.tasks[pid]
+            self._finish(task)
+
+    def _finish(self, task: _Task) -> None:
+        data = b"".join(task.chunks)
+        ok, payload = False, None
+        if data:
+            try:
+                ok, payload = msgpack.unpackb(data)
+            except (ValueError, TypeError):
+                payload = None
+        if payload is None:
+            status = task.status or 0
+            if os.WIFSIGNALED(status):
+                sig = os.WTERMSIG(status)
+                what = f"killed by signal {sig} ({signal.Signals(sig).name})"
+            else:
+                what = f"exited with code {os.waitstatus_to_exitcode(status)} without a report"
+            ok, payload = False, msgpack.packb({"died": f"task process {task.pid} on host {self.host} {what}"})
+        self._send(["done", task.tid, bool(ok), payload, task.t0, time.time()])
+
+    def _kill(self, tids: set[int]) -> None:
+        deadline = time.monotonic() + KILL_GRACE
+        for task in self.tasks.values():
+            if task.tid in tids and task.kill_at is None:
+                _signal_group(task.pid, signal.SIGTERM)
+                task.kill_at = deadline
+
+    def _kill_overdue(self) -> None:
+        now = time.monotonic()
+        for task in self.tasks.values():
+            if task.kill_at is not None and now >= task.kill_at:
+                _signal_group(task.pid, signal.SIGKILL)
+                task.kill_at = now + 3600
+
+    def _shutdown(self) -> None:
+        """The agent is gone or asks us to go: stop every task, then leave."""
+        if self.closing:
+            return
+        self.closing = True
+        self._kill({t.tid for t in self.tasks.values()})
+        try:
+            self.sel.unregister(self.sock)
+        except (KeyError, ValueError):
+            pass
+        self.sock.close()
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:  # pragma: no cover
+        pass
+
+
+def _module_file(module: str) -> str | None:
+    mod = sys.modules.get(module)
+    return getattr(mod, "__file__", None)
+
+
+def _failure(codec: Codec, exc: BaseException) -> bytes:
+    """Encode an exception with its traceback, as the client rebuilds it."""
+    tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    info: dict[str, Any] = {"type": ref_of(type(exc)), "str": str(exc), "repr": repr(exc), "traceback": tb}
+    try:
+        info["args"] = codec.dumps(list(exc.args))
+    except (TypeError, ValueError, OverflowError):
+        info["args"] = None
+    if codec.trusted:
+        import pickle
+
+        try:
+            info["pickle"] = pickle.dumps(exc)
+        except Exception:
+            pass
+    return msgpack.packb({"exc": info}, use_bin_type=True)
+
+
+def _task_main(launcher_pid: int, cls: Any, payload: bytes, ticket: int | None, binded: bool,
+               trusted: bool, write_fd: int) -> None:  # pragma: no cover - the task process
+    """Run one task and write ``[ok, payload]`` to *write_fd*; never returns."""
+    code = 0
+    try:
+        os.setpgid(0, 0)
+        die_with_parent(signal.SIGKILL, launcher_pid)
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        os.closerange(3, write_fd)
+        os.closerange(write_fd + 1, 1 << 16)
+        codec = Codec(trusted)
+        try:
+            attrs = codec.loads(payload)
+            attrs["scheduler_ticket"] = ticket
+            if binded and ticket is not None:
+                from .schedulers import binding_setup
+
+                attrs["scheduler_hooks"] = [*attrs.get("scheduler_hooks", []), binding_setup]
+            worker = cls(checked=True, **attrs)
+            result = [True, codec.dumps(worker._work())]
+        except BaseException as exc:
+            result = [False, _failure(codec, exc)]
+        data = msgpack.packb(result, use_bin_type=True)
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(write_fd, view):]
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:
+                    break
+                raise
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        code = 3
+    finally:
+        os._exit(code)

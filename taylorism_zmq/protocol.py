@@ -1,0 +1,176 @@
+"""Wire protocol: multipart frames ``[version, type, msgpack body]``.
+
+Every message from the network goes through :func:`decode`, which checks the
+frame count, the protocol version, the message type and the type of every
+field before anything acts on it, and raises one :class:`ProtocolError`
+otherwise.  Bodies are msgpack maps with str keys; user values (instructions,
+reports) travel inside them as opaque ``bytes`` made by :mod:`.codec`, so the
+boss never decodes user data.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+VERSION = 1
+VERSION_FRAME = bytes([VERSION])
+#: default cap for one frame received by a daemon (zmq MAXMSGSIZE and decode check)
+MAX_FRAME = 256 * 1024 * 1024
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow the protocol."""
+
+
+class Msg(enum.IntEnum):
+    """Message types; REFUSED keeps its number in every protocol version."""
+
+    REFUSED = 0  # any -> any: {message}; readable whatever the version
+    # client -> boss (ROUTER)
+    HELLO = 1
+    SUBMIT = 2
+    ADD_TASKS = 3
+    CONTROL = 4
+    PING = 5
+    STATUS = 6
+    # boss -> client
+    WELCOME = 20
+    REPORTS = 21
+    JOB_END = 22
+    ERROR = 23
+    PONG = 24
+    STATUS_REPLY = 25
+    # agent -> boss (ROUTER)
+    REGISTER = 40
+    # boss -> agent
+    REGISTERED = 41
+    RUN = 42
+    KILL = 43
+    REREGISTER = 44
+    SHUTDOWN = 45
+    # agent -> boss (PUSH/PULL)
+    AGENT_REPORTS = 60
+    HEARTBEAT = 61
+
+
+NUM = (int, float)
+OPT_STR = (str, type(None))
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """A list whose items are positional rows with these field types."""
+
+    fields: tuple
+
+
+@dataclass(frozen=True, slots=True)
+class ListOf:
+    """A list whose items all have this type."""
+
+    kind: Any
+
+
+#: the fields every message type must carry, with their types (extra fields are ignored)
+SCHEMAS: dict[Msg, dict[str, Any]] = {
+    Msg.REFUSED: {"message": str},
+    Msg.HELLO: {"client": str},
+    Msg.SUBMIT: {
+        "job": str, "name": str, "policy": dict, "env": dict, "trusted": bool,
+        "shm_host": OPT_STR, "halted": bool,
+    },
+    # task rows: index, name, worker class 'module:qualname', memory, expected_time, files, payload
+    Msg.ADD_TASKS: {"job": str, "tasks": Rows((int, str, str, NUM, NUM, ListOf(str), bytes))},
+    Msg.CONTROL: {"job": str, "action": str},
+    Msg.PING: {},
+    Msg.STATUS: {},
+    Msg.WELCOME: {"agents": int, "boss": str},
+    Msg.REPORTS: {"job": str, "reports": Rows((int, bool, bytes, str))},
+    Msg.JOB_END: {"job": str, "status": str, "pending": ListOf(int), "error": (dict, type(None))},
+    Msg.ERROR: {"message": str},
+    Msg.PONG: {},
+    Msg.STATUS_REPLY: {"status": dict},
+    Msg.REGISTER: {
+        "agent": str, "host": str, "shm_host": str, "cpus": int, "memory": NUM, "slots": int,
+        "pid": int,
+    },
+    Msg.REGISTERED: {"heartbeat": NUM},
+    Msg.RUN: {
+        "job": str, "env": dict, "trusted": bool, "binded": bool,
+        "tasks": Rows((int, (int, type(None)), str, bytes)),  # task id, ticket, class, payload
+    },
+    Msg.KILL: {"tasks": ListOf(int)},
+    Msg.REREGISTER: {},
+    Msg.SHUTDOWN: {},
+    Msg.AGENT_REPORTS: {"agent": str, "reports": Rows((int, bool, bytes, NUM, NUM))},
+    Msg.HEARTBEAT: {"agent": str, "load": ListOf(NUM), "cpu": NUM, "mem_avail": NUM, "running": int},
+}
+
+_MSG_BY_BYTE = {bytes([m]): m for m in Msg}
+_TYPE_FRAMES = {m: bytes([m]) for m in Msg}
+
+
+def encode(kind: Msg, body: dict[str, Any]) -> list[bytes]:
+    """Build the frames of one message."""
+    return [VERSION_FRAME, _TYPE_FRAMES[kind], msgpack.packb(body, use_bin_type=True)]
+
+
+def decode(frames: list, max_frame: int = MAX_FRAME) -> tuple[Msg, dict[str, Any]]:
+    """Validate and unpack ``[version, type, body]``; raise ProtocolError."""
+    if len(frames) != 3:
+        raise ProtocolError(f"expected 3 frames, got {len(frames)}")
+    version, kind_frame, body_frame = (_as_bytes(f) for f in frames)
+    kind = _MSG_BY_BYTE.get(kind_frame)
+    if kind is None:
+        raise ProtocolError(f"unknown message type {kind_frame[:8]!r}")
+    if version != VERSION_FRAME and kind is not Msg.REFUSED:
+        raise ProtocolError(f"protocol version {version[:8]!r} is not {VERSION}", )
+    if len(body_frame) > max_frame:
+        raise ProtocolError(f"frame of {len(body_frame)} bytes exceeds {max_frame}")
+    try:
+        body = msgpack.unpackb(body_frame, raw=False, strict_map_key=True, use_list=True)
+    except (ValueError, TypeError, UnicodeDecodeError, OverflowError, RecursionError) as exc:
+        raise ProtocolError(f"malformed msgpack: {exc}") from None
+    if not isinstance(body, dict):
+        raise ProtocolError(f"{kind.name} body is {type(body).__name__}, not a map")
+    for field, spec in SCHEMAS[kind].items():
+        if field not in body:
+            raise ProtocolError(f"{kind.name} lacks field {field!r}")
+        if not _conforms(body[field], spec):
+            raise ProtocolError(f"{kind.name} field {field!r} has a wrong type")
+    return kind, body
+
+
+def version_of(frames: list) -> int | None:
+    """Return the protocol version a peer speaks (for refusal messages)."""
+    first = _as_bytes(frames[0]) if frames else b""
+    return first[0] if len(first) == 1 else None
+
+
+def _as_bytes(frame: Any) -> bytes:
+    return frame if isinstance(frame, bytes) else frame.bytes
+
+
+def _conforms(value: Any, spec: Any) -> bool:
+    if isinstance(spec, Rows):
+        if not isinstance(value, list):
+            return False
+        width = len(spec.fields)
+        for row in value:
+            if not isinstance(row, list) or len(row) != width:
+                return False
+            for item, item_spec in zip(row, spec.fields, strict=True):
+                if not _conforms(item, item_spec):
+                    return False
+        return True
+    if isinstance(spec, ListOf):
+        return isinstance(value, list) and all(_conforms(v, spec.kind) for v in value)
+    if spec is NUM or spec == NUM:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if spec is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, spec)

@@ -1,0 +1,52 @@
+"""Turn report payloads from task processes back into taylorism report entries."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+from .codec import Codec, resolve_ref
+from .errors import TaskDiedError, WorkerError
+
+
+def report_entry(name: str, ok: bool, payload: bytes, codec: Codec) -> dict[str, Any]:
+    """``{'name', 'report'[, 'traceback']}`` as taylorism's workers send them."""
+    if ok:
+        try:
+            return {"name": name, "report": codec.loads(payload)}
+        except ValueError as exc:
+            err = WorkerError(f"worker {name}: its report could not be decoded: {exc}")
+            return {"name": name, "report": err, "traceback": [str(err)]}
+    try:
+        info = codec.loads(payload)
+    except ValueError as exc:
+        info = {"died": f"worker {name}: unreadable failure report ({exc})"}
+    exc, tb = rebuild_exception(info, codec)
+    return {"name": name, "report": exc, "traceback": tb}
+
+
+def rebuild_exception(info: Any, codec: Codec) -> tuple[BaseException, list[str]]:
+    """The task's exception: same type where it can be rebuilt, else a WorkerError."""
+    if not isinstance(info, dict):
+        return WorkerError(f"malformed failure report: {info!r:.200}"), []
+    if "died" in info:
+        return TaskDiedError(str(info["died"])), [str(info["died"]) + "\n"]
+    exc_info = info.get("exc") or {}
+    tb = [str(line) for line in exc_info.get("traceback") or []]
+    text = "".join(tb)
+    if codec.trusted and isinstance(exc_info.get("pickle"), bytes):
+        try:
+            exc = pickle.loads(exc_info["pickle"])
+            if isinstance(exc, BaseException):
+                return exc, tb
+        except Exception:
+            pass
+    ref, args = exc_info.get("type"), exc_info.get("args")
+    if isinstance(ref, str) and isinstance(args, bytes):
+        try:
+            cls = resolve_ref(ref)
+            if isinstance(cls, type) and issubclass(cls, BaseException):
+                return cls(*codec.loads(args)), tb
+        except Exception:
+            pass
+    return WorkerError(f"{ref}: {exc_info.get('str', '')}", text), tb
