@@ -174,6 +174,7 @@ class BossState:
         job = self._client_job(route, body["job"])
         if job is None or job.ending or job.stopping:
             return []
+        new = []
         for index, name, cls, memory, expected_time, files, payload in body["tasks"]:
             if index in job.indexes:
                 continue  # a resubmission: the task is known already
@@ -183,7 +184,10 @@ class BossState:
             self._next_tid += 1
             self.tasks[task.tid] = task
             job.push(task)
+            new.append(task)
         self._refresh_ready(job)
+        if job.policy.limits_memory and new:
+            return self._check_fits_somewhere(job, max(new, key=lambda t: t.memory))
         return []
 
     def control(self, route: bytes, body: dict) -> list[Out]:

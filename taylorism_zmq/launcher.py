@@ -138,6 +138,7 @@ class Launcher:
         die_with_parent(signal.SIGTERM, self.zygote_pid)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, lambda *_: self._shutdown())
+        os.environ["TAYLORISM_HOST"] = self.host  # tasks may want to know where they run
         path = [p for p in self.env.get("path", []) if isinstance(p, str)]
         sys.path[:0] = [p for p in path if p not in sys.path]
         cwd = self.env.get("cwd")

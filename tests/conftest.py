@@ -1,0 +1,135 @@
+"""Shared fixtures: real daemons as separate processes, and a check for strays."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import psutil
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
+    """Poll *predicate* until it is true (no fixed sleeps in tests)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+class Cluster:
+    """A boss and agents on tcp://127.0.0.1, each its own OS process."""
+
+    def __init__(self, agent_timeout: float = 30.0, max_retries: int = 1):
+        self.control = f"tcp://127.0.0.1:{free_port()}"
+        self.reports = f"tcp://127.0.0.1:{free_port()}"
+        self.agent_timeout = agent_timeout
+        self.max_retries = max_retries
+        self.boss: subprocess.Popen | None = None
+        self.agents: list[subprocess.Popen] = []
+        self.start_boss()
+
+    def _spawn(self, *args: str, env: dict | None = None) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "taylorism_zmq", *args, "--log-level", "WARNING"],
+                                stdin=subprocess.DEVNULL, env=env, cwd="/")
+
+    def start_boss(self) -> subprocess.Popen:
+        self.boss = self._spawn("boss", "--control", self.control, "--reports", self.reports,
+                                "--agent-timeout", str(self.agent_timeout), "--heartbeat", "0.2",
+                                "--max-retries", str(self.max_retries))
+        return self.boss
+
+    def add_agent(self, slots: int = 2, host_name: str | None = None, clean_env: bool = True) -> subprocess.Popen:
+        env = dict(os.environ)
+        if clean_env:
+            env.pop("PYTHONPATH", None)
+        args = ["agent", "--boss", self.control, "--reports", self.reports, "--slots", str(slots),
+                "--heartbeat", "0.2"]
+        if host_name:
+            args += ["--host-name", host_name]
+        proc = self._spawn(*args, env=env)
+        self.agents.append(proc)
+        return proc
+
+    def status(self) -> dict:
+        from taylorism_zmq.connection import Connection
+        from taylorism_zmq.protocol import Msg
+
+        conn = Connection(self.control, timeout=10)
+        try:
+            return conn.request(Msg.STATUS, {}, Msg.STATUS_REPLY)["status"]
+        finally:
+            conn.close()
+
+    def wait_agents(self, n: int, timeout: float = 15.0) -> None:
+        wait_until(lambda: len(self.status()["hosts"]) >= n, timeout, f"{n} agents")
+
+    def close(self) -> None:
+        procs = [p for p in [*self.agents, self.boss] if p is not None]
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+@pytest.fixture
+def cluster_factory() -> Iterator[Callable[..., Cluster]]:
+    made: list[Cluster] = []
+
+    def make(**kw: object) -> Cluster:
+        c = Cluster(**kw)  # type: ignore[arg-type]
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def _our_processes() -> dict[int, list[str]]:
+    """Every live process of this machine running taylorism_zmq (daemons, launchers, tasks)."""
+    found = {}
+    for p in psutil.process_iter(["pid", "cmdline", "status"]):
+        cmd = p.info["cmdline"] or []
+        if p.info["status"] != psutil.STATUS_ZOMBIE and any("taylorism_zmq" in part for part in cmd):
+            found[p.info["pid"]] = cmd
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_stray_processes() -> Iterator[None]:
+    """After the whole suite, no process started by the tests may be left, orphans included."""
+    before = set(_our_processes())
+    yield
+    from taylorism_zmq.embedded import shutdown_embedded
+
+    shutdown_embedded()
+
+    def strays() -> dict[int, list[str]]:
+        return {pid: cmd for pid, cmd in _our_processes().items() if pid not in before}
+
+    deadline = time.monotonic() + 10
+    while strays() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = strays()
+    assert not left, f"stray processes after the suite: {left}"

@@ -1,0 +1,258 @@
+"""The boss state machine, driven by events with no sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from taylorism_zmq.boss_state import BossState
+from taylorism_zmq.protocol import Msg
+
+CLIENT = b"client-1"
+
+
+def make_state(**kw) -> BossState:
+    return BossState("boss-test", **kw)
+
+
+def add_agent(state: BossState, name: str, slots: int = 4, cpus: int = 4, memory: float = 8000.0,
+              shm_host: str = "machine-a") -> str:
+    aid = f"agent-{name}"
+    out = state.register(aid.encode(), {"agent": aid, "host": name, "shm_host": shm_host, "cpus": cpus,
+                                        "memory": memory, "slots": slots, "pid": 1}, now=0.0)
+    assert out[-1][1] is Msg.REGISTERED
+    return aid
+
+
+def submit(state: BossState, policy: dict, n: int = 0, job: str = "j1", memory: float = 0.0,
+           expected=None, files=None, shm_host=None, halted: bool = False) -> str:
+    out = state.submit(CLIENT, {"job": job, "name": job, "policy": policy, "env": {}, "trusted": False,
+                                "shm_host": shm_host, "halted": halted}, now=0.0)
+    assert out == []
+    add(state, job, range(n), memory=memory, expected=expected, files=files)
+    return job
+
+
+def add(state, job, indexes, memory=0.0, expected=None, files=None):
+    rows = [[i, f"w{i}", "m:W", memory, (expected or {}).get(i, 0.0), (files or {}).get(i, []), b"p"]
+            for i in indexes]
+    assert state.add_tasks(CLIENT, {"job": job, "tasks": rows}) == []
+
+
+def runs(out) -> dict[str, list]:
+    """Task rows sent, by agent."""
+    placed: dict[str, list] = {}
+    for route, kind, body in out:
+        if kind is Msg.RUN:
+            placed.setdefault(route.decode(), []).extend(body["tasks"])
+    return placed
+
+
+def report(state, aid, tid, ok=True):
+    return state.agent_reports({"agent": aid, "reports": [[tid, ok, b"r", 0.0, 1.0]]}, now=1.0)
+
+
+def of_kind(out, kind):
+    return [body for _, k, body in out if k is kind]
+
+
+def test_threads_limit_applies_per_host_and_tasks_spread():
+    state = make_state()
+    a, b = add_agent(state, "a"), add_agent(state, "b")
+    submit(state, {"kind": "threads", "max_threads": 2}, n=10)
+    placed = runs(state.dispatch())
+    assert len(placed[a]) == 2 and len(placed[b]) == 2
+    assert state.dispatch() == []  # nothing more until a task ends
+
+
+def test_agent_slots_cap_every_job():
+    state = make_state()
+    a = add_agent(state, "a", slots=3)
+    submit(state, {"kind": "nosort"}, n=10)
+    assert len(runs(state.dispatch())[a]) == 3
+
+
+def test_auto_threads_is_half_the_hosts_cpus():
+    state = make_state()
+    a, b = add_agent(state, "a", cpus=8), add_agent(state, "b", cpus=2, slots=8)
+    submit(state, {"kind": "threads", "max_threads": None}, n=20)
+    placed = runs(state.dispatch())
+    assert len(placed[a]) == 4 and len(placed[b]) == 1
+
+
+def test_tickets_are_smallest_free_per_host():
+    state = make_state()
+    a = add_agent(state, "a")
+    submit(state, {"kind": "threads", "max_threads": 3}, n=5)
+    rows = runs(state.dispatch())[a]
+    assert [r[1] for r in rows] == [0, 1, 2]
+    report(state, a, rows[1][0])
+    rows2 = runs(state.dispatch())[a]
+    assert [r[1] for r in rows2] == [1]
+
+
+def test_finished_job_reports_then_ends():
+    state = make_state()
+    a = add_agent(state, "a")
+    submit(state, {"kind": "threads", "max_threads": 4}, n=2)
+    rows = runs(state.dispatch())[a]
+    state.control(CLIENT, {"job": "j1", "action": "end"})
+    out = report(state, a, rows[0][0])
+    assert of_kind(out, Msg.REPORTS)[0]["reports"] == [[0, True, b"r", "a"]]
+    assert not of_kind(out, Msg.JOB_END)
+    out = report(state, a, rows[1][0])
+    assert of_kind(out, Msg.JOB_END) == [{"job": "j1", "status": "finished", "pending": [], "error": None}]
+    assert state.tasks == {} and state.jobs == {}
+
+
+def test_failed_task_stops_the_job_and_kills_the_others():
+    state = make_state()
+    a, b = add_agent(state, "a"), add_agent(state, "b")
+    submit(state, {"kind": "threads", "max_threads": 1}, n=5)
+    placed = runs(state.dispatch())
+    out = report(state, a, placed[a][0][0], ok=False)
+    kills = [(route, body) for route, kind, body in out if kind is Msg.KILL]
+    assert kills == [(b.encode(), {"tasks": [placed[b][0][0]]})]
+    end = of_kind(out, Msg.JOB_END)[0]
+    assert end["status"] == "failed" and end["pending"] == [2, 3, 4]
+    # the killed task's report arrives late: dropped
+    assert report(state, b, placed[b][0][0]) == []
+    assert state.counters["late_or_duplicate_reports"] == 1
+
+
+def test_duplicate_reports_are_dropped():
+    state = make_state()
+    a = add_agent(state, "a")
+    submit(state, {"kind": "nosort"}, n=2)
+    rows = runs(state.dispatch())[a]
+    assert of_kind(report(state, a, rows[0][0]), Msg.REPORTS)
+    assert report(state, a, rows[0][0]) == []
+
+
+def test_lost_agent_tasks_are_requeued_elsewhere_then_fail_with_agent_lost():
+    state = make_state(max_retries=1)
+    a = add_agent(state, "a", slots=1)
+    submit(state, {"kind": "nosort"}, n=1)
+    tid = runs(state.dispatch())[a][0][0]
+    assert state.agent_lost(a, "test") == []
+    b = add_agent(state, "b", slots=1)
+    assert runs(state.dispatch())[b][0][0] == tid  # requeued, same task id
+    out = state.agent_lost(b, "test again")
+    end = of_kind(out, Msg.JOB_END)[0]
+    assert end["status"] == "failed" and end["error"]["type"] == "AgentLostError"
+    assert "host b" in end["error"]["message"] and "w0" in end["error"]["message"]
+
+
+def test_report_from_a_lost_agent_still_counts_once():
+    state = make_state()
+    a = add_agent(state, "a", slots=1)
+    submit(state, {"kind": "nosort"}, n=1)
+    tid = runs(state.dispatch())[a][0][0]
+    state.agent_lost(a, "test")
+    b = add_agent(state, "b", slots=1)
+    runs(state.dispatch())
+    out = report(state, a, tid)  # the old agent finished it after all
+    assert len(of_kind(out, Msg.REPORTS)) == 1
+    assert [(r, body) for r, k, body in out if k is Msg.KILL] == [(b.encode(), {"tasks": [tid]})]
+    assert report(state, b, tid) == []
+
+
+def test_expire_skips_when_the_boss_loop_itself_stalled():
+    state = make_state(agent_timeout=5.0)
+    add_agent(state, "a")
+    assert state.expire(now=100.0, loop_lag=50.0) == []
+    assert len(state.agents) == 1
+    state.expire(now=106.0)
+    assert state.agents == {}
+
+
+def test_unknown_agent_heartbeat_asks_to_register_again():
+    state = make_state()
+    out = state.heartbeat_from({"agent": "ghost", "load": [], "cpu": 0, "mem_avail": 0, "running": 0}, 1.0)
+    assert out == [(b"ghost", Msg.REREGISTER, {})]
+
+
+def test_memory_limit_per_host_and_task_that_fits_nowhere_fails_at_once():
+    state = make_state()
+    a = add_agent(state, "a", memory=1000.0)
+    submit(state, {"kind": "memory", "max_memory": None, "memory_per_task": 100.0,
+                   "memory_max_percentage": 0.5}, n=10)
+    # 500 MiB usable, tasks of 100 MiB, strictly below the cap: 4 at once
+    assert len(runs(state.dispatch())[a]) == 4
+    submit(state, {"kind": "memory", "max_memory": None, "memory_per_task": 100.0,
+                   "memory_max_percentage": 0.5}, job="big")
+    out = state.add_tasks(CLIENT, {"job": "big", "tasks": [[0, "huge", "m:W", 900.0, 0.0, [], b"p"]]})
+    end = of_kind(out, Msg.JOB_END)[0]
+    assert end["job"] == "big" and end["error"]["type"] == "MemoryError"
+
+
+def test_longer_first_orders_by_expected_time():
+    state = make_state()
+    a = add_agent(state, "a", slots=1)
+    submit(state, {"kind": "threads+memory", "max_threads": 1, "max_memory": 1e6}, n=4,
+           expected={0: 1.0, 1: 5.0, 2: 3.0, 3: 9.0})
+    order = []
+    for _ in range(4):
+        row = runs(state.dispatch())[a][0]
+        order.append(state.tasks[row[0]].index)
+        report(state, a, row[0])
+    assert order == [3, 1, 2, 0]
+
+
+def test_singlefile_never_runs_two_tasks_on_one_file():
+    state = make_state()
+    a = add_agent(state, "a", slots=8)
+    submit(state, {"kind": "threads", "max_threads": 8, "singlefile": True}, n=3,
+           files={0: ["x", "y"], 1: ["y", "z"], 2: ["u", "v"]})
+    placed = [state.tasks[r[0]].index for r in runs(state.dispatch())[a]]
+    assert placed == [0, 2]
+
+
+def test_halt_resume_and_stop_report_pending():
+    state = make_state()
+    a = add_agent(state, "a", slots=1)
+    submit(state, {"kind": "nosort"}, n=3, halted=True)
+    assert state.dispatch() == []
+    state.control(CLIENT, {"job": "j1", "action": "resume"})
+    tid = runs(state.dispatch())[a][0][0]
+    state.control(CLIENT, {"job": "j1", "action": "stop"})
+    out = report(state, a, tid)
+    assert of_kind(out, Msg.JOB_END)[0]["pending"] == [1, 2]
+
+
+def test_stop_now_kills_running_tasks():
+    state = make_state()
+    a = add_agent(state, "a", slots=1)
+    submit(state, {"kind": "nosort"}, n=2)
+    tid = runs(state.dispatch())[a][0][0]
+    out = state.control(CLIENT, {"job": "j1", "action": "stop_now"})
+    assert (a.encode(), Msg.KILL, {"tasks": [tid]}) in out
+    assert of_kind(out, Msg.JOB_END)[0]["status"] == "stopped"
+    assert state.agents[a].free == 1
+
+
+def test_shared_memory_jobs_run_only_on_the_clients_machine():
+    state = make_state()
+    add_agent(state, "a", shm_host="machine-a")
+    b = add_agent(state, "b", shm_host="machine-b")
+    submit(state, {"kind": "nosort"}, n=3, shm_host="machine-b")
+    assert list(runs(state.dispatch())) == [b]
+    out = state.submit(CLIENT, {"job": "j2", "name": "j2", "policy": {"kind": "nosort"}, "env": {},
+                                "trusted": False, "shm_host": "machine-z", "halted": False}, now=0.0)
+    assert "no agent runs on that host" in of_kind(out, Msg.JOB_END)[0]["error"]["message"]
+
+
+def test_other_clients_cannot_control_a_job():
+    state = make_state()
+    add_agent(state, "a")
+    submit(state, {"kind": "nosort"}, n=1, halted=True)
+    state.control(b"intruder", {"job": "j1", "action": "resume"})
+    assert state.dispatch() == []
+
+
+@pytest.mark.parametrize("policy", [{"kind": "fastest"}, {"kind": "threads", "max_threads": -1},
+                                    {"kind": "memory", "memory_per_task": "lots"}])
+def test_nonsense_policy_fails_the_job(policy):
+    state = make_state()
+    out = state.submit(CLIENT, {"job": "j", "name": "j", "policy": policy, "env": {}, "trusted": False,
+                                "shm_host": None, "halted": False}, now=0.0)
+    assert of_kind(out, Msg.JOB_END)[0]["status"] == "failed"

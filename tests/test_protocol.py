@@ -1,0 +1,140 @@
+"""Wire protocol and payload codec: round trips and rejection of bad input."""
+
+from __future__ import annotations
+
+import datetime
+
+import footprints
+import msgpack
+import numpy
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from taylorism_zmq import protocol
+from taylorism_zmq.codec import Codec
+from taylorism_zmq.protocol import Msg, ProtocolError
+
+
+class Opaque:
+    def __init__(self, x):
+        self.x = x
+
+    def __eq__(self, other):
+        return isinstance(other, Opaque) and other.x == self.x
+
+
+@pytest.mark.parametrize("value", [
+    (1, "a", (2.5, None)),
+    {1, 2, 3},
+    frozenset({"a"}),
+    footprints.FPList([1, (2, 3)]),
+    footprints.FPDict(a=1, b=[2]),
+    footprints.FPSet([1, 2]),
+    footprints.FPTuple((1, 2)),
+    datetime.datetime(2024, 2, 29, 12, 30, 1, 5),
+    datetime.datetime(2024, 2, 29, tzinfo=datetime.timezone.utc),
+    datetime.date(2024, 2, 29),
+    datetime.timedelta(days=2, seconds=3, microseconds=4),
+    {1: "int key", (1, 2): "tuple key", "s": b"bytes"},
+    2**80,
+    complex(1, -2),
+])
+def test_codec_round_trips_taylorism_values(value):
+    codec = Codec(trusted=False)
+    back = codec.loads(codec.dumps(value))
+    assert back == value
+    assert type(back) is type(value)
+
+
+def test_codec_round_trips_numpy():
+    codec = Codec()
+    arr = numpy.arange(12, dtype=numpy.float32).reshape(3, 4)
+    back = codec.loads(codec.dumps({"a": arr, "s": numpy.int16(7)}))
+    assert back["a"].dtype == numpy.float32 and back["a"].shape == (3, 4)
+    assert (back["a"] == arr).all()
+    assert back["s"] == 7 and back["s"].dtype == numpy.int16
+
+
+def test_codec_sends_functions_by_reference():
+    codec = Codec()
+    from taylorism_zmq.schedulers import binding_setup
+
+    assert codec.loads(codec.dumps([binding_setup])) == [binding_setup]
+
+
+def test_untrusted_link_refuses_arbitrary_objects_naming_the_value():
+    with pytest.raises(TypeError, match="Opaque.*untrusted link"):
+        Codec(trusted=False).dumps({"k": [Opaque(1)]})
+
+
+def test_trusted_link_pickles_arbitrary_objects_but_untrusted_decoder_refuses_them():
+    data = Codec(trusted=True).dumps({"k": Opaque(3)})
+    assert Codec(trusted=True).loads(data) == {"k": Opaque(3)}
+    with pytest.raises(ValueError, match="pickle payload refused"):
+        Codec(trusted=False).loads(data)
+
+
+def test_codec_rejects_garbage_with_value_error():
+    with pytest.raises(ValueError):
+        Codec().loads(b"\xc1\xc1\xc1")
+    with pytest.raises(ValueError):
+        Codec().loads(msgpack.packb(msgpack.ExtType(1, b"\xc1")))
+
+
+def test_protocol_round_trip():
+    body = {"job": "j", "tasks": [[0, "w", "m:C", 1.5, 0, ["f"], b"payload"]]}
+    kind, back = protocol.decode(protocol.encode(Msg.ADD_TASKS, body))
+    assert kind is Msg.ADD_TASKS and back == body
+
+
+@pytest.mark.parametrize("frames,reason", [
+    ([b"\x01", bytes([Msg.PING])], "expected 3 frames"),
+    ([b"\x02", bytes([Msg.PING]), msgpack.packb({})], "protocol version"),
+    ([b"\x01", b"\xee", msgpack.packb({})], "unknown message type"),
+    ([b"\x01", bytes([Msg.PING]), b"\xc1"], "malformed msgpack"),
+    ([b"\x01", bytes([Msg.PING]), msgpack.packb([1, 2])], "not a map"),
+    ([b"\x01", bytes([Msg.PING]), msgpack.packb({1: 2})], "malformed msgpack"),
+    ([b"\x01", bytes([Msg.CONTROL]), msgpack.packb({"job": "j"})], "lacks field"),
+    ([b"\x01", bytes([Msg.CONTROL]), msgpack.packb({"job": 3, "action": "end"})], "wrong type"),
+    ([b"\x01", bytes([Msg.ADD_TASKS]), msgpack.packb({"job": "j", "tasks": [[0, "w"]]})], "wrong type"),
+    ([b"\x01", bytes([Msg.HEARTBEAT]),
+      msgpack.packb({"agent": "a", "load": [True], "cpu": 1, "mem_avail": 1, "running": 0})], "wrong type"),
+])
+def test_protocol_rejects_bad_frames(frames, reason):
+    with pytest.raises(ProtocolError, match=reason):
+        protocol.decode(frames)
+
+
+def test_protocol_rejects_oversized_frames():
+    frames = protocol.encode(Msg.ERROR, {"message": "x" * 1000})
+    with pytest.raises(ProtocolError, match="exceeds"):
+        protocol.decode(frames, max_frame=100)
+
+
+def test_refused_is_readable_across_versions():
+    frames = [b"\x07", bytes([Msg.REFUSED]), msgpack.packb({"message": "go away"})]
+    assert protocol.decode(frames) == (Msg.REFUSED, {"message": "go away"})
+    assert protocol.version_of(frames) == 7
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.binary(max_size=64), max_size=5))
+def test_decode_raises_only_protocol_errors_on_random_frames(frames):
+    try:
+        protocol.decode(frames)
+    except ProtocolError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(list(Msg)), st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**63) | st.floats() | st.text(max_size=8) | st.binary(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=20))
+def test_decode_validates_any_well_formed_body(kind, body):
+    frames = [protocol.VERSION_FRAME, bytes([kind]), msgpack.packb({"job": body, "tasks": body, "agent": body})]
+    try:
+        protocol.decode(frames)
+    except ProtocolError:
+        pass
