@@ -1,0 +1,170 @@
+"""taylorism's behaviours through the client, on the embedded default (real daemons)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import footprints
+import numpy
+import pytest
+from zt_workers import WeirdError
+
+import taylorism_zmq
+from taylorism_zmq import TaskDiedError, WorkerError, batch_main, examples, run_as_server
+from taylorism_zmq.util import SharedNumpyArray
+
+
+def threads(n: int):
+    return footprints.proxy.scheduler(limit="threads", max_threads=n)
+
+
+def test_batch_main_returns_and_prints_every_report(capsys):
+    report = batch_main(dict(zt="nap"), dict(tag=list(range(20))), scheduler=threads(4))
+    assert report["status"] == "finished"
+    assert sorted(int(r["report"]["tag"]) for r in report["workers_report"]) == list(range(20))
+    out = capsys.readouterr().out
+    assert out.count("WORKER NAME: ") == 20
+    assert all(r["report"]["host"] == "localhost" for r in report["workers_report"])
+    assert all(r["report"]["cwd"] == os.getcwd() for r in report["workers_report"])
+
+
+def test_max_threads_bounds_concurrency_and_tickets():
+    report = batch_main(dict(zt="nap", seconds=0.2), dict(tag=list(range(6))), scheduler=threads(2),
+                        print_report=lambda r: None)
+    assert {r["report"]["ticket"] for r in report["workers_report"]} == {0, 1}
+
+
+def test_interim_report_then_final():
+    boss = run_as_server(dict(zt="nap"), dict(seconds=[0.0, 0.0, 3.0]), scheduler=threads(3))
+    deadline = time.monotonic() + 10
+    interim = boss.get_report()
+    while len(interim["workers_report"]) < 2 and time.monotonic() < deadline:
+        interim = boss.get_report()
+    assert interim["status"] == "interim" and len(interim["workers_report"]) == 2
+    boss.wait_till_finished()
+    final = boss.get_report()
+    assert final["status"] == "finished" and len(final["workers_report"]) == 3
+
+
+def test_nothing_runs_before_make_them_work_and_server_mode_appends():
+    boss = taylorism_zmq.Boss(scheduler=threads(2))
+    boss.set_instructions(dict(zt="nap"), dict(tag=["a", "b"]))
+    time.sleep(0.3)
+    assert boss.get_report()["workers_report"] == []
+    boss.make_them_work()
+    boss.set_instructions(dict(zt="nap"), dict(tag=["c"]))
+    boss.wait_till_finished()
+    assert sorted(r["report"]["tag"] for r in boss.get_report()["workers_report"]) == ["a", "b", "c"]
+
+
+def test_worker_exception_stops_the_others_and_is_raised_again():
+    start = time.monotonic()
+    boss = run_as_server(dict(zt="nap"), dict(seconds=[0.05, 30, 30], fail=["value", "no", "no"]),
+                         scheduler=threads(3))
+    with pytest.raises(ValueError, match="failed on purpose"):
+        boss.wait_till_finished()
+    assert time.monotonic() - start < 10
+    report = boss.get_report()
+    assert report["status"] == "workers exception" and isinstance(report["workers_report"], ValueError)
+    assert any("failed on purpose" in line for line in report["traceback"])
+
+
+def test_exception_that_cannot_be_rebuilt_becomes_worker_error():
+    with pytest.raises(WorkerError) as info:
+        batch_main(dict(zt="nap", fail="weird"), dict(tag=[1]), scheduler=threads(1))
+    assert "WeirdError" in str(info.value) and "x-y" in str(info.value)
+    assert "Traceback" in info.value.remote_traceback
+    assert not isinstance(info.value, WeirdError)
+
+
+@pytest.mark.parametrize("how,expected", [("signal", "killed by signal 9"), ("exit", "exited with code 7")])
+def test_task_that_dies_without_report_is_a_failure(how, expected):
+    with pytest.raises(TaskDiedError, match=expected):
+        batch_main(dict(zt="nap", fail=how), dict(tag=[1]), scheduler=threads(1))
+
+
+def test_stop_them_working_kills_running_and_reports_pending():
+    boss = run_as_server(dict(zt="nap", seconds=30), dict(tag=[1, 2, 3, 4]), scheduler=threads(2))
+    time.sleep(0.3)
+    start = time.monotonic()
+    boss.stop_them_working()
+    boss.wait_till_finished()
+    assert time.monotonic() - start < 5
+    report = boss.get_report()
+    assert report["status"] == "pending"
+    assert sorted(p["tag"] for p in report["pending"]) == [3, 4]
+
+
+def test_duplicate_names_raise_value_error():
+    with pytest.raises(ValueError, match="same name: alfred"):
+        run_as_server(dict(zt="nap"), dict(name=["alfred", "alfred"]), scheduler=threads(2))
+
+
+def test_name_expansion():
+    report = batch_main(dict(zt="nap", name="jp_[tag]"), dict(tag=["x", "y"]), scheduler=threads(2),
+                        print_report=lambda r: None)
+    assert sorted(r["name"] for r in report["workers_report"]) == ["jp_x", "jp_y"]
+
+
+def test_unequal_individual_lists_name_the_lists():
+    with pytest.raises(AssertionError, match="seconds=1, tag=2"):
+        run_as_server(dict(zt="nap"), dict(tag=[1, 2], seconds=[0.1]), scheduler=threads(2))
+
+
+def test_no_adequate_worker_raises_attribute_error():
+    with pytest.raises(AttributeError, match="no adequate Worker"):
+        run_as_server(dict(zt="no-such-worker"), dict(tag=[1]), scheduler=threads(2))
+
+
+def test_shared_memory_arrays_are_shared_with_tasks():
+    total = SharedNumpyArray(numpy.zeros((1,), dtype=int))
+    values = list(range(1, 31))
+    batch_main(dict(use_lock=True), dict(value=values), scheduler=threads(8),
+               sharedmemory_common_instructions=dict(shared_sum=total), print_report=lambda r: None)
+    assert total[0] == sum(values)
+
+
+def test_logarithmer_example_writes_into_the_shared_array():
+    a = SharedNumpyArray(numpy.arange(1.0, 7.0).reshape(2, 3))
+    boss = run_as_server({}, dict(row=[0, 1]), scheduler=threads(2),
+                         sharedmemory_common_instructions=dict(array=a))
+    boss.wait_till_finished()
+    assert numpy.allclose(a[...], numpy.log(numpy.arange(1.0, 7.0)).reshape(2, 3))
+    assert examples.Logarithmer is not None
+
+
+def test_worker_class_in_a_script_main(tmp_path):
+    script = tmp_path / "driver.py"
+    script.write_text(textwrap.dedent("""
+        import footprints
+        from taylorism_zmq import Worker, batch_main
+
+        class Doubler(Worker):
+            _footprint = dict(attr=dict(number=dict(type=int), zt_main=dict(values=[True], type=bool)))
+
+            def _task(self):
+                return 2 * self.number
+
+        if __name__ == "__main__":
+            report = batch_main(dict(zt_main=True), dict(number=[1, 2, 3]),
+                                scheduler=footprints.proxy.scheduler(limit="threads", max_threads=2),
+                                print_report=lambda r: None)
+            print("RESULT", sorted(r["report"] for r in report["workers_report"]))
+    """))
+    env = dict(os.environ, PYTHONPATH="")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path, env=env)
+    assert "RESULT [2, 4, 6]" in proc.stdout, proc.stderr
+
+
+def test_embedded_startup_is_quick():
+    code = ("import time; t = time.perf_counter(); import taylorism_zmq; "
+            "from taylorism_zmq.client import _connect; _connect(None); "
+            "print(time.perf_counter() - t)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert float(proc.stdout.strip().splitlines()[-1]) < 5.0  # generous: CI machines are noisy

@@ -1,0 +1,43 @@
+"""Worker classes for the tests (a plain module: agents import it by path)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from taylorism_zmq import Worker
+
+
+class WeirdError(Exception):
+    """An exception that cannot be rebuilt from its args."""
+
+    def __init__(self, a, b):
+        super().__init__(f"{a}-{b}")
+
+
+class ZtNap(Worker):
+    """Sleeps, then says where it ran; or fails, or dies, as asked."""
+
+    _footprint = dict(
+        info="Test worker.",
+        attr=dict(
+            zt=dict(values=["nap"]),
+            seconds=dict(type=float, optional=True, default=0.0),
+            fail=dict(optional=True, default="no", values=["no", "value", "weird", "signal", "exit"]),
+            tag=dict(optional=True, default=None),
+        ),
+    )
+
+    def _task(self):
+        time.sleep(self.seconds)
+        if self.fail == "value":
+            raise ValueError(f"{self.name} failed on purpose")
+        if self.fail == "weird":
+            raise WeirdError("x", "y")
+        if self.fail == "signal":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.fail == "exit":
+            os._exit(7)
+        return {"name": self.name, "host": os.environ.get("TAYLORISM_HOST"), "pid": os.getpid(),
+                "tag": self.tag, "ticket": self.scheduler_ticket, "cwd": os.getcwd()}
