@@ -93,14 +93,14 @@ class AgentDaemon:
         self.exit_code = 0
         self._stop = False
         self._bad_log = RateLimitedLog(log)
-        self._wake_r, self._wake_w = socket.socketpair()
-        for s in (self._wake_r, self._wake_w):
-            s.setblocking(False)
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
 
     def stop(self) -> None:
         self._stop = True
         try:
-            self._wake_w.send(b"x")
+            if self._wake_w is not None:
+                self._wake_w.send(b"x")
         except OSError:
             pass
 
@@ -111,6 +111,9 @@ class AgentDaemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
         self.zygote = Zygote.start()  # before any zmq context: children must not inherit its fds
+        self._wake_r, self._wake_w = socket.socketpair()
+        for s in (self._wake_r, self._wake_w):
+            s.setblocking(False)
         ctx = zmq.Context()
         self.dealer = ctx.socket(zmq.DEALER)
         self.push = ctx.socket(zmq.PUSH)
@@ -130,6 +133,8 @@ class AgentDaemon:
             self.dealer.close(linger=0)
             self.push.close(linger=2000)
             ctx.term()
+            self._wake_r.close()
+            self._wake_w.close()
             log.info("agent %s stopped", self.aid)
         return self.exit_code
 

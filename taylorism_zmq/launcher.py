@@ -132,12 +132,14 @@ class Launcher:
         self.outbuf = bytearray()
         self.sel = selectors.DefaultSelector()
         self.closing = False
+        self.term_requested = False
 
     # -- set up ------------------------------------------------------------------
     def _prepare(self) -> None:
         die_with_parent(signal.SIGTERM, self.zygote_pid)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, lambda *_: self._shutdown())
+        # the handler only sets a flag: the loop acts on it, never in the middle of a fork
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "term_requested", True))
         os.environ["TAYLORISM_HOST"] = self.host  # tasks may want to know where they run
         path = [p for p in self.env.get("path", []) if isinstance(p, str)]
         sys.path[:0] = [p for p in path if p not in sys.path]
@@ -203,6 +205,8 @@ class Launcher:
                         pass
                 else:
                     self._read_task(key.data)
+            if self.term_requested:
+                self._shutdown()
             self._reap()
             self._kill_overdue()
         self._flush(blocking=True)
@@ -261,6 +265,8 @@ class Launcher:
             codec = Codec(trusted)
             self._send(["done", tid, False, _failure(codec, exc), t0, time.time()])
             return
+        if self.closing or self.term_requested:
+            return  # going away: the agent will not hear of this task anyway
         read_fd, write_fd = os.pipe()
         me = os.getpid()
         pid = os.fork()

@@ -6,6 +6,8 @@ import os
 import signal
 import time
 
+from footprints import FPDict
+
 from taylorism_zmq import Worker
 
 
@@ -26,6 +28,7 @@ class ZtNap(Worker):
             seconds=dict(type=float, optional=True, default=0.0),
             fail=dict(optional=True, default="no", values=["no", "value", "weird", "signal", "exit"]),
             tag=dict(optional=True, default=None),
+            extra=dict(optional=True, default=FPDict(), type=FPDict),
         ),
     )
 

@@ -1,0 +1,198 @@
+"""A boss and several agents as separate OS processes over tcp on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import footprints
+import msgpack
+import psutil
+import pytest
+import zmq
+import zt_workers  # noqa: F401 - registers the test worker classes
+from conftest import wait_until
+
+from taylorism_zmq import AgentLostError, BossUnreachableError, batch_main, run_as_server
+from taylorism_zmq.connection import Connection
+from taylorism_zmq.protocol import Msg
+
+
+def threads(n: int):
+    return footprints.proxy.scheduler(limit="threads", max_threads=n)
+
+
+def quiet(_report) -> None:
+    pass
+
+
+def test_tasks_spread_over_two_agents(cluster_factory):
+    cluster = cluster_factory()
+    cluster.add_agent(slots=2, host_name="node-a")
+    cluster.add_agent(slots=2, host_name="node-b")
+    cluster.wait_agents(2)
+    report = batch_main(dict(zt="nap", seconds=0.2), dict(tag=list(range(12))), scheduler=threads(2),
+                        boss=cluster.control, print_report=quiet)
+    hosts = [r["report"]["host"] for r in report["workers_report"]]
+    assert len(hosts) == 12
+    assert {"node-a", "node-b"} == set(hosts)
+    assert hosts.count("node-a") >= 3 and hosts.count("node-b") >= 3
+    status = cluster.status()
+    assert sum(h["done"] for h in status["hosts"]) == 12 and status["jobs"] == []
+
+
+def test_worker_class_from_a_module_the_agent_does_not_have(cluster_factory, tmp_path, monkeypatch):
+    cluster = cluster_factory()
+    cluster.add_agent(slots=2, host_name="node-a", clean_env=True)
+    cluster.wait_agents(1)
+    pkg = tmp_path / "userlib"
+    pkg.mkdir()
+    (pkg / "zt_user_workers.py").write_text(textwrap.dedent("""
+        from taylorism_zmq import Worker
+
+        class Tripler(Worker):
+            _footprint = dict(attr=dict(zt_triple=dict(type=int)))
+
+            def _task(self):
+                return 3 * self.zt_triple
+    """))
+    monkeypatch.syspath_prepend(str(pkg))
+    monkeypatch.chdir(tmp_path)
+    import zt_user_workers  # noqa: F401 - registers the worker class with footprints
+
+    report = batch_main({}, dict(zt_triple=[1, 2]), scheduler=threads(2), boss=cluster.control, print_report=quiet)
+    assert sorted(r["report"] for r in report["workers_report"]) == [3, 6]
+
+
+def test_import_failure_on_the_agent_names_module_path_and_host(cluster_factory, tmp_path, monkeypatch):
+    cluster = cluster_factory()
+    cluster.add_agent(slots=1, host_name="node-x")
+    cluster.wait_agents(1)
+    module = tmp_path / "zt_vanishing.py"
+    module.write_text(textwrap.dedent("""
+        from taylorism_zmq import Worker
+
+        class Vanisher(Worker):
+            _footprint = dict(attr=dict(zt_vanish=dict(type=int)))
+
+            def _task(self):
+                return 0
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import zt_vanishing  # noqa: F401
+
+    module.unlink()  # the agent will not find it
+    with pytest.raises(ImportError, match=r"zt_vanishing.*host node-x"):
+        batch_main({}, dict(zt_vanish=[1]), scheduler=threads(1), boss=cluster.control, print_report=quiet)
+
+
+def test_unserializable_instruction_on_an_untrusted_link_is_a_clear_type_error(cluster_factory):
+    cluster = cluster_factory()
+    cluster.add_agent(slots=1)
+    cluster.wait_agents(1)
+    with pytest.raises(TypeError, match="untrusted link"):
+        run_as_server(dict(zt="nap", extra=footprints.FPDict(x=object())), dict(seconds=[0.0]), scheduler=threads(1),
+                      boss=cluster.control)
+
+
+def test_sigkilled_agent_tasks_rerun_on_the_other_agent(cluster_factory):
+    cluster = cluster_factory(agent_timeout=1.5, max_retries=1)
+    victim = cluster.add_agent(slots=2, host_name="node-victim")
+    cluster.wait_agents(1)
+    cluster.add_agent(slots=2, host_name="node-survivor")
+    cluster.wait_agents(2)
+    boss = run_as_server(dict(zt="nap", seconds=1.0), dict(tag=list(range(8))), scheduler=threads(2),
+                         boss=cluster.control)
+    wait_until(lambda: any(h["running"] for h in cluster.status()["hosts"] if h["host"] == "node-victim"),
+               10, "tasks on the victim")
+    children = psutil.Process(victim.pid).children(recursive=True)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    boss.wait_till_finished()
+    report = boss.get_report()
+    tags = sorted(int(r["report"]["tag"]) for r in report["workers_report"])
+    assert tags == list(range(8))  # every task reported exactly once
+    wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in children),
+               10, "the victim's launcher and tasks to die with it")
+
+
+def test_sigkilled_only_agent_fails_the_job_with_agent_lost(cluster_factory):
+    cluster = cluster_factory(agent_timeout=1.0, max_retries=0)
+    victim = cluster.add_agent(slots=1, host_name="node-only")
+    cluster.wait_agents(1)
+    boss = run_as_server(dict(zt="nap", seconds=30), dict(tag=[1]), scheduler=threads(1), boss=cluster.control)
+    wait_until(lambda: cluster.status()["hosts"][0]["running"], 10, "the task to run")
+    victim.send_signal(signal.SIGKILL)
+    start = time.monotonic()
+    with pytest.raises(AgentLostError, match="node-only"):
+        boss.wait_till_finished()
+    assert time.monotonic() - start < 15
+
+
+def test_unreachable_boss_is_a_clear_timeout_naming_the_address():
+    from conftest import free_port
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    with pytest.raises(BossUnreachableError, match=address):
+        Connection(address, timeout=1.0)
+    assert time.monotonic() - start < 5
+
+
+def test_port_in_use_is_a_clear_error(cluster_factory):
+    cluster = cluster_factory()
+    cluster.wait_agents(0)
+    proc = subprocess.run([sys.executable, "-m", "taylorism_zmq", "boss", "--control", cluster.control,
+                           "--reports", "tcp://127.0.0.1:1"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "already in use" in proc.stderr and cluster.control in proc.stderr
+
+
+def test_agent_with_another_protocol_version_is_refused_on_both_sides(cluster_factory):
+    cluster = cluster_factory()
+    cluster.wait_agents(0)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.routing_id = b"agent-from-the-future"
+    sock.connect(cluster.control)
+    sock.send_multipart([b"\x09", bytes([Msg.REGISTER]), msgpack.packb({"agent": "agent-from-the-future"})])
+    assert sock.poll(10000)
+    version, kind, body = sock.recv_multipart()
+    assert kind == bytes([Msg.REFUSED]) and b"version 9" in body
+    sock.close()
+    ctx.term()
+    assert cluster.status()["counters"]["bad_messages"] == 1
+
+
+def test_hostile_frames_do_not_stop_the_boss(cluster_factory):
+    cluster = cluster_factory()
+    cluster.add_agent(slots=2)
+    cluster.wait_agents(1)
+    ctx = zmq.Context()
+    dealer, push = ctx.socket(zmq.DEALER), ctx.socket(zmq.PUSH)
+    for s in (dealer, push):
+        s.linger = 0
+    dealer.connect(cluster.control)
+    push.connect(cluster.reports.replace("tcp://", "tcp://"))
+    garbage = [
+        [b"x"], [b"\x01", b"\x02", b"\xc1"], [b"\x01", bytes([Msg.SUBMIT]), msgpack.packb({"job": 1})],
+        [b"\x01", bytes([Msg.ADD_TASKS]), msgpack.packb({"job": "nope", "tasks": [[1, 2, 3]]})],
+        [b"\x01", bytes([Msg.CONTROL]), msgpack.packb({"job": "nope", "action": "end"})],
+        [b"\x01", bytes([Msg.AGENT_REPORTS]), msgpack.packb({"agent": "ghost", "reports": [[1, True, b"", 0, 0]]})],
+        [b"\x01", bytes([Msg.RUN]), msgpack.packb({})], [os.urandom(100)] * 3,
+    ]
+    for frames in garbage:
+        dealer.send_multipart(frames)
+        push.send_multipart(frames)
+    wait_until(lambda: cluster.status()["counters"].get("bad_messages", 0) >= 10, 10, "rejects counted")
+    report = batch_main(dict(zt="nap"), dict(tag=[1, 2, 3]), scheduler=threads(2), boss=cluster.control,
+                        print_report=quiet)
+    assert len(report["workers_report"]) == 3
+    dealer.close()
+    push.close()
+    ctx.term()
