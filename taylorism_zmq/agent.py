@@ -133,8 +133,8 @@ class AgentDaemon:
             self.dealer.close(linger=0)
             self.push.close(linger=2000)
             ctx.term()
-            self._wake_r.close()
-            self._wake_w.close()
+            for s in (self._wake_r, self._wake_w):
+                s.close()
             log.info("agent %s stopped", self.aid)
         return self.exit_code
 
@@ -149,7 +149,7 @@ class AgentDaemon:
             for link in self.launchers.values():
                 poller.register(link.sock, zmq.POLLIN | (zmq.POLLOUT if link.outbuf else 0))
             timeout = 20 if self.outbox else max(0.0, next_beat - time.monotonic()) * 1000
-            events = dict(poller.poll(timeout))
+            events = dict(poller.poll(int(timeout)))
             if self.dealer in events:
                 self._read_boss()
             for link in list(self.launchers.values()):
@@ -158,7 +158,7 @@ class AgentDaemon:
                     link.flush()
                 if ev & zmq.POLLIN:
                     self._read_launcher(link)
-            if self._wake_r in events:
+            if self._wake_r is not None and self._wake_r in events:
                 try:
                     self._wake_r.recv(4096)
                 except BlockingIOError:

@@ -107,7 +107,7 @@ class BossDaemon:
         while not self._stop:
             timeout = 10 if self._backlog else max(0.0, next_check - time.monotonic()) * 1000
             before = time.monotonic()
-            events = dict(poller.poll(timeout))
+            events = dict(poller.poll(int(timeout)))
             now = time.monotonic()
             out: list[Out] = []
             if router in events:

@@ -110,7 +110,7 @@ class JobRecord:
             self.pending.append(task)
 
     def pop_window(self, size: int) -> list[TaskRecord]:
-        out = []
+        out: list[TaskRecord] = []
         while self.pending and len(out) < size:
             task = heapq.heappop(self.pending)[2] if self.policy.longer_first else self.pending.popleft()
             out.append(task)

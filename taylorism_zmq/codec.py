@@ -18,6 +18,7 @@ from typing import Any
 import footprints
 import msgpack
 
+numpy: Any
 try:  # numpy is optional
     import numpy
 except ImportError:  # pragma: no cover - numpy is in the test extras

@@ -19,8 +19,8 @@ def report_entry(name: str, ok: bool, payload: bytes, codec: Codec) -> dict[str,
             return {"name": name, "report": err, "traceback": [str(err)]}
     try:
         info = codec.loads(payload)
-    except ValueError as exc:
-        info = {"died": f"worker {name}: unreadable failure report ({exc})"}
+    except ValueError as bad:
+        info = {"died": f"worker {name}: unreadable failure report ({bad})"}
     exc, tb = rebuild_exception(info, codec)
     return {"name": name, "report": exc, "traceback": tb}
 
@@ -36,9 +36,9 @@ def rebuild_exception(info: Any, codec: Codec) -> tuple[BaseException, list[str]
     text = "".join(tb)
     if codec.trusted and isinstance(exc_info.get("pickle"), bytes):
         try:
-            exc = pickle.loads(exc_info["pickle"])
-            if isinstance(exc, BaseException):
-                return exc, tb
+            rebuilt = pickle.loads(exc_info["pickle"])
+            if isinstance(rebuilt, BaseException):
+                return rebuilt, tb
         except Exception:
             pass
     ref, args = exc_info.get("type"), exc_info.get("args")

@@ -47,8 +47,8 @@ class SharedNumpyArray:
         name = f"taylorism-{os.getpid()}-{uuid.uuid4().hex}"
         self._setup(name, str(array.dtype), list(array.shape), create=True)
         self._np_array[...] = array[...]
-        mask = getattr(array, "mask", None)
         if isinstance(array, numpy.ma.MaskedArray):
+            mask = numpy.ma.getmaskarray(array)
             object.__setattr__(self, "_np_array", numpy.ma.masked_where(mask, self._np_array, copy=False))
         paths = (self._path, self._path + ".lock")
         object.__setattr__(self, "_finalizer", weakref.finalize(self, _unlink, *paths))
