@@ -14,8 +14,8 @@ def report_entry(name: str, ok: bool, payload: bytes, codec: Codec) -> dict[str,
     if ok:
         try:
             return {"name": name, "report": codec.loads(payload)}
-        except ValueError as exc:
-            err = WorkerError(f"worker {name}: its report could not be decoded: {exc}")
+        except ValueError as bad:
+            err = WorkerError(f"worker {name}: its report could not be decoded: {bad}")
             return {"name": name, "report": err, "traceback": [str(err)]}
     try:
         info = codec.loads(payload)
