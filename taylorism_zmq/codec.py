@@ -18,11 +18,13 @@ from typing import Any
 import footprints
 import msgpack
 
-numpy: Any
-try:  # numpy is optional
+
+
+def _numpy() -> Any:
+    """numpy, imported on first need (it is optional, and heavy for task launchers)."""
     import numpy
-except ImportError:  # pragma: no cover - numpy is in the test extras
-    numpy = None
+
+    return numpy
 
 TUPLE, SET, FROZENSET, FPLIST, FPDICT, FPSET, FPTUPLE = 1, 2, 3, 4, 5, 6, 7
 DATETIME, DATE, TIMEDELTA, NDARRAY, NPSCALAR, REF, SHMARRAY = 8, 9, 10, 11, 12, 13, 14
@@ -118,7 +120,8 @@ class Codec:
         shm = _shm_state(obj)
         if shm is not None:
             return self._ext(SHMARRAY, shm)
-        if numpy is not None:
+        if kind.__module__ == "numpy" or kind.__module__.startswith("numpy."):
+            numpy = _numpy()
             if isinstance(obj, numpy.ndarray) and obj.dtype.kind not in "OV":
                 return self._ext(NDARRAY, [obj.dtype.str, list(obj.shape), obj.tobytes()])
             if isinstance(obj, numpy.generic) and obj.dtype.kind not in "OV":
@@ -168,15 +171,13 @@ class Codec:
 
     @staticmethod
     def _rebuild_ndarray(value: list) -> Any:
-        if numpy is None:
-            raise ValueError("numpy array received but numpy is not installed")
+        numpy = _numpy()
         dtype, shape, raw = value
         return numpy.frombuffer(raw, dtype=numpy.dtype(dtype)).reshape(shape).copy()
 
     @staticmethod
     def _rebuild_npscalar(value: list) -> Any:
-        if numpy is None:
-            raise ValueError("numpy scalar received but numpy is not installed")
+        numpy = _numpy()
         dtype, raw = value
         return numpy.frombuffer(raw, dtype=numpy.dtype(dtype))[0]
 

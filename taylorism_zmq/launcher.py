@@ -107,7 +107,7 @@ def _zygote_main(sock: socket.socket, agent_pid: int) -> None:  # pragma: no cov
 
 
 class _Task:
-    __slots__ = ("tid", "pid", "pipe", "chunks", "eof", "status", "t0", "kill_at")
+    __slots__ = ("tid", "pid", "pipe", "chunks", "eof", "status", "t0", "kill_at", "reported")
 
     def __init__(self, tid: int, pid: int, pipe: int):
         self.tid, self.pid, self.pipe = tid, pid, pipe
@@ -116,6 +116,7 @@ class _Task:
         self.status: int | None = None
         self.t0 = time.time()
         self.kill_at: float | None = None
+        self.reported = False
 
 
 class Launcher:
@@ -291,6 +292,8 @@ class Launcher:
                 task.chunks.append(chunk)
         except BlockingIOError:
             pass
+        if task.eof and task.chunks and not task.reported:
+            self._finish(task)  # a whole report: send it without waiting for the exit
 
     def _reap(self) -> None:
         while self.tasks:
@@ -313,7 +316,8 @@ class Launcher:
                     os.close(task.pipe)
                     task.eof = True
             del self.tasks[pid]
-            self._finish(task)
+            if not task.reported:
+                self._finish(task)
 
     def _finish(self, task: _Task) -> None:
         data = b"".join(task.chunks)
@@ -323,6 +327,9 @@ class Launcher:
                 ok, payload = msgpack.unpackb(data)
             except (ValueError, TypeError):
                 payload = None
+        if payload is None and task.status is None:
+            return  # a broken report: wait for the exit status to say what happened
+        task.reported = True
         if payload is None:
             status = task.status or 0
             if os.WIFSIGNALED(status):
@@ -429,6 +436,8 @@ def _task_main(launcher_pid: int, cls: Any, payload: bytes, ticket: int | None, 
                 raise
         sys.stdout.flush()
         sys.stderr.flush()
+        # the report is complete: say so now, not after the slow teardown of this process
+        os.close(write_fd)
     except BaseException:
         code = 3
     finally:

@@ -55,7 +55,7 @@ class Worker(FootprintBase):
 
     def _work(self) -> Any:
         """Run the hooks, then the task; return its report (in the task process)."""
-        for callback in self.scheduler_hooks:
+        for callback in self.scheduler_hooks or ():
             callback(self)
         self._work_and_communicate_prehook()
         return self._task()
