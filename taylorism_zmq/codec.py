@@ -19,7 +19,6 @@ import footprints
 import msgpack
 
 
-
 def _numpy() -> Any:
     """numpy, imported on first need (it is optional, and heavy for task launchers)."""
     import numpy

@@ -7,8 +7,10 @@ import time
 
 import footprints
 
-from taylorism_zmq import batch_main
-from taylorism_zmq import examples  # noqa: F401 - registers Sleeper
+from taylorism_zmq import (
+    batch_main,
+    examples,  # noqa: F401 - registers Sleeper
+)
 
 
 def main() -> int:

@@ -16,7 +16,6 @@ one way; ``["done", tid, ok, payload, t0, t1]`` the other.
 
 from __future__ import annotations
 
-import errno
 import os
 import selectors
 import signal
@@ -35,6 +34,8 @@ from .procutil import die_with_parent
 
 #: seconds between SIGTERM and SIGKILL when tasks are stopped
 KILL_GRACE = 1.0
+#: task processes kept forked ahead of tasks, per launcher
+SPARES = 2
 MAX_BUFFER = 1 << 30
 
 
@@ -134,6 +135,8 @@ class Launcher:
         self.sel = selectors.DefaultSelector()
         self.closing = False
         self.term_requested = False
+        #: processes forked ahead of tasks: (pid, task pipe, result pipe)
+        self.spares: list[tuple[int, int, int]] = []
 
     # -- set up ------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -210,6 +213,7 @@ class Launcher:
                 self._shutdown()
             self._reap()
             self._kill_overdue()
+            self._refill_spares()
         self._flush(blocking=True)
 
     def _timeout(self) -> float | None:
@@ -261,24 +265,51 @@ class Launcher:
              trusted: bool) -> None:
         t0 = time.time()
         try:
-            cls = self._import(cls_ref)
+            if cls_ref not in self.classes:
+                self._import(cls_ref)
+                self._drop_spares()  # they were forked before this import: fork fresh ones
         except ImportError as exc:
             codec = Codec(trusted)
             self._send(["done", tid, False, _failure(codec, exc), t0, time.time()])
             return
         if self.closing or self.term_requested:
             return  # going away: the agent will not hear of this task anyway
-        read_fd, write_fd = os.pipe()
+        pid, task_w, result_r = self.spares.pop() if self.spares else self._fork_spare()
+        order = msgpack.packb([cls_ref, payload, ticket, binded, trusted], use_bin_type=True)
+        try:
+            _write_all(task_w, order)
+        except OSError:
+            pass  # the process died already: its exit status will tell
+        os.close(task_w)
+        task = _Task(tid, pid, result_r)
+        self.tasks[pid] = task
+        self.sel.register(result_r, selectors.EVENT_READ, task)
+
+    def _fork_spare(self) -> tuple[int, int, int]:
+        """Fork a task process that waits for its task: (pid, task pipe, result pipe)."""
+        task_r, task_w = os.pipe()
+        result_r, result_w = os.pipe()
         me = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the task process
-            os.close(read_fd)
-            _task_main(me, cls, payload, ticket, binded, trusted, write_fd)
-        os.close(write_fd)
-        os.set_blocking(read_fd, False)
-        task = _Task(tid, pid, read_fd)
-        self.tasks[pid] = task
-        self.sel.register(read_fd, selectors.EVENT_READ, task)
+            os.close(task_w)
+            os.close(result_r)
+            _task_main(me, task_r, result_w)
+        os.close(task_r)
+        os.close(result_w)
+        os.set_blocking(result_r, False)
+        return pid, task_w, result_r
+
+    def _refill_spares(self) -> None:
+        """Keep processes forked ahead of tasks, so that a task does not wait for a fork."""
+        while len(self.spares) < SPARES and not self.closing and not self.term_requested:
+            self.spares.append(self._fork_spare())
+
+    def _drop_spares(self) -> None:
+        for _pid, task_w, result_r in self.spares:
+            os.close(task_w)  # the spare reads end of file and leaves
+            os.close(result_r)
+        self.spares.clear()
 
     def _read_task(self, task: _Task) -> None:
         try:
@@ -359,6 +390,7 @@ class Launcher:
         if self.closing:
             return
         self.closing = True
+        self._drop_spares()
         self._kill({t.tid for t in self.tasks.values()})
         try:
             self.sel.unregister(self.sock)
@@ -399,9 +431,29 @@ def _failure(codec: Codec, exc: BaseException) -> bytes:
     return msgpack.packb({"exc": info}, use_bin_type=True)
 
 
-def _task_main(launcher_pid: int, cls: Any, payload: bytes, ticket: int | None, binded: bool,
-               trusted: bool, write_fd: int) -> None:  # pragma: no cover - the task process
-    """Run one task and write ``[ok, payload]`` to *write_fd*; never returns."""
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except InterruptedError:
+            continue
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 20)
+        except InterruptedError:
+            continue
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _task_main(launcher_pid: int, task_fd: int, result_fd: int) -> None:  # pragma: no cover - task process
+    """Wait for a task on *task_fd*, run it, write ``[ok, payload]`` to *result_fd*; never returns."""
     code = 0
     try:
         os.setpgid(0, 0)
@@ -409,10 +461,18 @@ def _task_main(launcher_pid: int, cls: Any, payload: bytes, ticket: int | None, 
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
-        os.closerange(3, write_fd)
-        os.closerange(write_fd + 1, 1 << 16)
+        low, high = sorted((task_fd, result_fd))
+        os.closerange(3, low)
+        os.closerange(low + 1, high)
+        os.closerange(high + 1, 1 << 16)
+        order = _read_all(task_fd)
+        os.close(task_fd)
+        if not order:
+            os._exit(0)  # a spare that was not needed
+        cls_ref, payload, ticket, binded, trusted = msgpack.unpackb(order)
         codec = Codec(trusted)
         try:
+            cls = resolve_ref(cls_ref)
             attrs = codec.loads(payload)
             attrs["scheduler_ticket"] = ticket
             if binded and ticket is not None:
@@ -423,21 +483,14 @@ def _task_main(launcher_pid: int, cls: Any, payload: bytes, ticket: int | None, 
             result = [True, codec.dumps(worker._work())]
         except BaseException as exc:
             result = [False, _failure(codec, exc)]
-        data = msgpack.packb(result, use_bin_type=True)
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[os.write(write_fd, view):]
-            except InterruptedError:
-                continue
-            except OSError as exc:
-                if exc.errno == errno.EPIPE:
-                    break
-                raise
+        try:
+            _write_all(result_fd, msgpack.packb(result, use_bin_type=True))
+        except BrokenPipeError:
+            pass
         sys.stdout.flush()
         sys.stderr.flush()
         # the report is complete: say so now, not after the slow teardown of this process
-        os.close(write_fd)
+        os.close(result_fd)
     except BaseException:
         code = 3
     finally:
