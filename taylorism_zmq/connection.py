@@ -27,8 +27,14 @@ log = logging.getLogger("taylorism_zmq")
 
 #: seconds of silence from the boss before a ping, while waiting
 PING_AFTER = 2.0
-#: default seconds without any answer from the boss before giving up
-DEFAULT_TIMEOUT = float(os.environ.get("TAYLORISM_BOSS_TIMEOUT", "30"))
+
+
+def default_timeout() -> float:
+    """Seconds without any answer from the boss before giving up (TAYLORISM_BOSS_TIMEOUT, default 30)."""
+    try:
+        return float(os.environ.get("TAYLORISM_BOSS_TIMEOUT", "30"))
+    except ValueError:
+        raise ValueError("TAYLORISM_BOSS_TIMEOUT must be a number of seconds") from None
 
 
 def link_is_trusted(endpoint: str) -> bool:
@@ -46,9 +52,9 @@ def link_is_trusted(endpoint: str) -> bool:
 class Connection:
     """A DEALER connected to a boss's control socket."""
 
-    def __init__(self, endpoint: str, timeout: float = DEFAULT_TIMEOUT, wait_agents: bool = False):
+    def __init__(self, endpoint: str, timeout: float | None = None, wait_agents: bool = False):
         self.endpoint = endpoint
-        self.timeout = timeout
+        self.timeout = default_timeout() if timeout is None else timeout
         self.trusted = link_is_trusted(endpoint)
         self.pid = os.getpid()
         self.client_id = f"client-{os.getpid()}-{uuid.uuid4().hex[:8]}"

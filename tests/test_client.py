@@ -168,3 +168,26 @@ def test_embedded_startup_is_quick():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert float(proc.stdout.strip().splitlines()[-1]) < 5.0  # generous: CI machines are noisy
+
+
+@pytest.mark.parametrize("common,individual,match", [
+    ([("zt", "nap")], dict(tag=[1]), "must be dicts"),
+    (dict(zt="nap"), dict(tag=5), "must be a list"),
+    (dict(zt="nap"), dict(tag="abc"), "must be a list"),
+])
+def test_wrong_instruction_types_are_type_errors(common, individual, match):
+    with pytest.raises(TypeError, match=match):
+        run_as_server(common, individual, scheduler=threads(1))
+
+
+def test_custom_launchable_scheduler_is_refused_clearly():
+    from taylorism_zmq.schedulers import NewMaxThreadsScheduler
+
+    class Picky(NewMaxThreadsScheduler):
+        _footprint = dict(attr=dict(zt_picky=dict(values=[True], type=bool)))  # never picked by others
+
+        def launchable(self, pending_instructions, workers, report):
+            return [], pending_instructions
+
+    with pytest.raises(TypeError, match="overrides launchable"):
+        taylorism_zmq.Boss(scheduler=footprints.proxy.scheduler(limit="threads", max_threads=1, zt_picky=True))

@@ -196,3 +196,17 @@ def test_hostile_frames_do_not_stop_the_boss(cluster_factory):
     dealer.close()
     push.close()
     ctx.term()
+
+
+def test_boss_killed_mid_job_is_a_clear_error_not_a_hang(cluster_factory, monkeypatch):
+    monkeypatch.setenv("TAYLORISM_BOSS_TIMEOUT", "3")
+    cluster = cluster_factory()
+    cluster.add_agent(slots=1)
+    cluster.wait_agents(1)
+    boss = run_as_server(dict(zt="nap", seconds=30), dict(tag=[1]), scheduler=threads(1), boss=cluster.control)
+    wait_until(lambda: cluster.status()["hosts"][0]["running"], 10, "the task to run")
+    cluster.boss.send_signal(signal.SIGKILL)
+    start = time.monotonic()
+    with pytest.raises(BossUnreachableError, match=cluster.control):
+        boss.wait_till_finished()
+    assert time.monotonic() - start < 15
