@@ -127,10 +127,14 @@ class AgentDaemon:
                      self.control_endpoint)
             self._loop()
         finally:
+            try:
+                self.dealer.send_multipart(protocol.encode(Msg.GOODBYE, {"agent": self.aid}), zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
             for link in list(self.launchers.values()):
                 self._close_launcher(link)
             self.zygote.close()
-            self.dealer.close(linger=0)
+            self.dealer.close(linger=500)
             self.push.close(linger=2000)
             ctx.term()
             for s in (self._wake_r, self._wake_w):

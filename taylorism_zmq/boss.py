@@ -57,7 +57,13 @@ class BossDaemon:
             Msg.PING: lambda r, b, now: [(r, Msg.PONG, {})],
             Msg.STATUS: lambda r, b, now: [(r, Msg.STATUS_REPLY, {"status": self.state.status(now)})],
             Msg.REGISTER: self.state.register,
+            Msg.GOODBYE: self._goodbye,
         }
+
+    def _goodbye(self, route: bytes, body: dict, now: float) -> list[Out]:
+        if route != body["agent"].encode():
+            raise ValueError("GOODBYE for another agent")
+        return self.state.agent_lost(body["agent"], "it shut down")
 
     def stop(self) -> None:
         """Ask the loop to end (thread- and signal-safe)."""

@@ -46,6 +46,7 @@ class Msg(enum.IntEnum):
     STATUS_REPLY = 25
     # agent -> boss (ROUTER)
     REGISTER = 40
+    GOODBYE = 46  # the agent is leaving: requeue its tasks now
     # boss -> agent
     REGISTERED = 41
     RUN = 42
@@ -98,6 +99,7 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
         "agent": str, "host": str, "shm_host": str, "cpus": int, "memory": NUM, "slots": int,
         "pid": int,
     },
+    Msg.GOODBYE: {"agent": str},
     Msg.REGISTERED: {"heartbeat": NUM},
     Msg.RUN: {
         "job": str, "env": dict, "trusted": bool, "binded": bool,

@@ -191,3 +191,46 @@ def test_custom_launchable_scheduler_is_refused_clearly():
 
     with pytest.raises(TypeError, match="overrides launchable"):
         taylorism_zmq.Boss(scheduler=footprints.proxy.scheduler(limit="threads", max_threads=1, zt_picky=True))
+
+
+def test_stop_kills_the_whole_process_tree_of_a_task(tmp_path):
+    import psutil
+
+    pidfile = tmp_path / "grandchild.pid"
+    boss = run_as_server(dict(zt="nap", seconds=30, spawn=str(pidfile)), dict(tag=[1]), scheduler=threads(1))
+    deadline = time.monotonic() + 10
+    while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    grandchild = psutil.Process(int(pidfile.read_text()))
+    boss.stop_them_working()
+    boss.wait_till_finished()
+    grandchild.wait(timeout=10)  # raises TimeoutExpired if it survived
+
+
+def test_killed_client_takes_its_embedded_daemons_and_tasks_along(tmp_path):
+    import psutil
+
+    script = tmp_path / "victim.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        sys.path.insert(0, sys.argv[1])
+        import footprints, zt_workers
+        from taylorism_zmq import run_as_server
+        boss = run_as_server(dict(zt="nap", seconds=60), dict(tag=[1, 2]),
+                             scheduler=footprints.proxy.scheduler(limit="threads", max_threads=2))
+        print("STARTED", flush=True)
+        boss.wait_till_finished()
+    """))
+    proc = subprocess.Popen([sys.executable, str(script), os.path.dirname(__file__)], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "STARTED"
+    victim = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 10
+    while len(victim.children(recursive=True)) < 6 and time.monotonic() < deadline:  # daemons + tasks
+        time.sleep(0.05)
+    family = victim.children(recursive=True)
+    assert len(family) >= 4
+    proc.kill()
+    proc.wait()
+    gone, alive = psutil.wait_procs(family, timeout=10)
+    assert not alive, [p.cmdline() for p in alive]

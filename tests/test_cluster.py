@@ -210,3 +210,22 @@ def test_boss_killed_mid_job_is_a_clear_error_not_a_hang(cluster_factory, monkey
     with pytest.raises(BossUnreachableError, match=cluster.control):
         boss.wait_till_finished()
     assert time.monotonic() - start < 15
+
+
+def test_agent_stopped_gracefully_hands_its_tasks_back_at_once(cluster_factory):
+    cluster = cluster_factory(agent_timeout=60, max_retries=1)
+    leaver = cluster.add_agent(slots=2, host_name="node-leaver")
+    cluster.wait_agents(1)
+    cluster.add_agent(slots=2, host_name="node-stayer")
+    cluster.wait_agents(2)
+    boss = run_as_server(dict(zt="nap", seconds=1.0), dict(tag=list(range(6))), scheduler=threads(2),
+                         boss=cluster.control)
+    wait_until(lambda: any(h["running"] for h in cluster.status()["hosts"] if h["host"] == "node-leaver"),
+               10, "tasks on the leaver")
+    start = time.monotonic()
+    leaver.send_signal(signal.SIGTERM)
+    boss.wait_till_finished()
+    assert time.monotonic() - start < 20  # far below the 60 s agent timeout
+    tags = sorted(int(r["report"]["tag"]) for r in boss.get_report()["workers_report"])
+    assert tags == list(range(6))
+    assert leaver.wait(timeout=10) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 
 from footprints import FPDict
@@ -27,12 +28,17 @@ class ZtNap(Worker):
             zt=dict(values=["nap"]),
             seconds=dict(type=float, optional=True, default=0.0),
             fail=dict(optional=True, default="no", values=["no", "value", "weird", "signal", "exit"]),
+            spawn=dict(optional=True, default=None),
             tag=dict(optional=True, default=None),
             extra=dict(optional=True, default=FPDict(), type=FPDict),
         ),
     )
 
     def _task(self):
+        if self.spawn:  # a grandchild that must die with the task
+            child = subprocess.Popen(["sleep", "60"])
+            with open(self.spawn, "w") as f:
+                f.write(str(child.pid))
         time.sleep(self.seconds)
         if self.fail == "value":
             raise ValueError(f"{self.name} failed on purpose")
