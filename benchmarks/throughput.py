@@ -115,6 +115,7 @@ def main() -> int:
                                      w3_p95_ms=1e3 * statistics.quantiles(lat, n=20)[18])
 
     import bench_workers  # noqa: F401 - registers the trivial workers
+
     import taylorism_zmq
 
     start = time.perf_counter()

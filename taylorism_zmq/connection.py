@@ -133,13 +133,14 @@ class Connection:
 
     def wait(self, inbox: collections.deque, timeout: float | None = None) -> bool:
         """Pump until *inbox* has something; ping a silent boss and give up after self.timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        start = time.monotonic()
+        deadline = None if timeout is None else start + timeout
         pinged = False
         while not inbox:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 return False
-            silent = now - self.last_heard
+            silent = now - max(self.last_heard, start)  # an idle connection is not a silent boss
             if silent > self.timeout:
                 raise BossUnreachableError(
                     f"the boss at {self.endpoint} has not answered for {silent:.0f}s; giving up")

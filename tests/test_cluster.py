@@ -229,3 +229,15 @@ def test_agent_stopped_gracefully_hands_its_tasks_back_at_once(cluster_factory):
     tags = sorted(int(r["report"]["tag"]) for r in boss.get_report()["workers_report"])
     assert tags == list(range(6))
     assert leaver.wait(timeout=10) == 0
+
+
+def test_a_connection_idle_longer_than_the_timeout_still_works(cluster_factory, monkeypatch):
+    monkeypatch.setenv("TAYLORISM_BOSS_TIMEOUT", "1")
+    cluster = cluster_factory()
+    cluster.add_agent(slots=1)
+    cluster.wait_agents(1)
+    batch_main(dict(zt="nap"), dict(tag=[1]), scheduler=threads(1), boss=cluster.control, print_report=quiet)
+    time.sleep(1.5)  # idle, not silent: the next job must not fail
+    report = batch_main(dict(zt="nap"), dict(tag=[2]), scheduler=threads(1), boss=cluster.control,
+                        print_report=quiet)
+    assert report["status"] == "finished"
