@@ -97,11 +97,14 @@ class JobRecord:
     open_files: collections.Counter = field(default_factory=collections.Counter)
     indexes: set[int] = field(default_factory=set)
     done: int = 0
+    #: tasks in the pending state (the container may also hold stale entries, skipped when popped)
+    n_pending: int = 0
 
     def __post_init__(self) -> None:
         self.pending = [] if self.policy.longer_first else collections.deque()
 
     def push(self, task: TaskRecord, front: bool = False) -> None:
+        self.n_pending += 1
         if self.policy.longer_first:
             heapq.heappush(self.pending, (-task.expected_time, task.index, task))
         elif front:
@@ -110,21 +113,25 @@ class JobRecord:
             self.pending.append(task)
 
     def pop_window(self, size: int) -> list[TaskRecord]:
+        """Take up to *size* pending tasks, in order (they stay counted as pending)."""
         out: list[TaskRecord] = []
         while self.pending and len(out) < size:
             task = heapq.heappop(self.pending)[2] if self.policy.longer_first else self.pending.popleft()
-            out.append(task)
+            if task.state == "pending":  # else a stale entry: reported meanwhile by a lost agent
+                out.append(task)
         return out
 
     def push_back(self, tasks: list[TaskRecord]) -> None:
+        """Return tasks taken by pop_window and not placed."""
         if self.policy.longer_first:
             for task in tasks:
-                self.push(task)
+                heapq.heappush(self.pending, (-task.expected_time, task.index, task))
         else:
             self.pending.extendleft(reversed(tasks))
 
     def pending_tasks(self) -> Iterator[TaskRecord]:
-        return (item[2] for item in self.pending) if self.policy.longer_first else iter(self.pending)
+        tasks = (item[2] for item in self.pending) if self.policy.longer_first else iter(self.pending)
+        return (t for t in tasks if t.state == "pending")
 
 
 class BossState:
@@ -296,18 +303,18 @@ class BossState:
             if task is None or task.agent is not agent:
                 continue  # cancelled meanwhile, with its job
             job = task.job
-            self._release(task, "pending")
+            self._release(task, "pending")  # stays in self.tasks until requeued or dropped
             task.lost += 1
-            if job.jid not in self.jobs:
-                self.tasks.pop(tid, None)
+            if job.jid in self.jobs and task.lost <= self.max_retries:
+                job.push(task, front=True)
+                self._refresh_ready(job)
                 continue
-            if task.lost > self.max_retries:
+            task.state = "cancelled"
+            del self.tasks[tid]
+            if job.jid in self.jobs:
                 msg = (f"task {task.name} was running on host {agent.host} (agent {aid}) when it was lost "
                        f"({reason}); lost {task.lost} time(s), more than max_retries={self.max_retries}")
                 out += self._end_job(job, "failed", kill=True, error=("AgentLostError", msg))
-            else:
-                job.push(task, front=True)
-                self._refresh_ready(job)
         for job in list(self.jobs.values()):
             job.usage.pop(aid, None)
         return out
@@ -342,7 +349,7 @@ class BossState:
         return out
 
     def _dispatch_job(self, job: JobRecord, batches: dict) -> list[Out]:
-        while job.pending and self.free_agents:
+        while job.n_pending and self.free_agents:
             window = job.pop_window(LOOKAHEAD if job.policy.limits_memory or job.policy.singlefile else 1)
             held, placed = [], 0
             for task in window:
@@ -408,6 +415,7 @@ class BossState:
         for f in task.files:
             job.open_files[f] += 1
         task.state, task.agent = "running", agent
+        job.n_pending -= 1
         job.running[task.tid] = task
         agent.running.add(task.tid)
         self._refresh_free(agent)
@@ -415,6 +423,8 @@ class BossState:
     def _release(self, task: TaskRecord, state: str) -> None:
         """Free what a task holds and move it to *state*."""
         job, agent = task.job, task.agent
+        if task.state == "pending":
+            job.n_pending -= 1
         if agent is not None:
             agent.running.discard(task.tid)
             usage = job.usage.get(agent.aid)
@@ -438,7 +448,7 @@ class BossState:
             self.free_agents.pop(agent.aid, None)
 
     def _refresh_ready(self, job: JobRecord) -> None:
-        if job.pending and not job.halted and not job.stopping and job.jid in self.jobs:
+        if job.n_pending and not job.halted and not job.stopping and job.jid in self.jobs:
             self.ready_jobs.setdefault(job.jid, job)
         else:
             self.ready_jobs.pop(job.jid, None)
@@ -449,7 +459,7 @@ class BossState:
             return []
         if job.stopping:
             return self._end_job(job, "stopped", kill=False)
-        if job.ending and not job.pending:
+        if job.ending and not job.n_pending:
             return self._end_job(job, "finished", kill=False)
         return []
 
@@ -467,6 +477,7 @@ class BossState:
         for task in job.pending_tasks():
             self.tasks.pop(task.tid, None)
         job.pending.clear()
+        job.n_pending = 0
         del self.jobs[job.jid]
         self.ready_jobs.pop(job.jid, None)
         self.ended[job.jid] = status
@@ -483,6 +494,25 @@ class BossState:
         error = {"type": etype, "message": emsg} if etype else None
         return {"job": jid, "status": status, "pending": pending, "error": error}
 
+    # -- checks -----------------------------------------------------------------
+    def validate(self) -> None:
+        """Assert the indexes agree with the records (tests call it after every event)."""
+        for job in self.jobs.values():
+            pending = list(job.pending_tasks())
+            assert job.n_pending == len(pending), (job.jid, job.n_pending, len(pending))
+            assert all(self.tasks[t.tid] is t for t in pending)
+            for tid, task in job.running.items():
+                assert task.state == "running" and task.agent is not None and tid in task.agent.running
+            for aid, usage in job.usage.items():
+                on_host = [t for t in job.running.values() if t.agent is not None and t.agent.aid == aid]
+                assert usage.running == len(on_host), (job.jid, aid, usage.running, len(on_host))
+            assert (job.jid in self.ready_jobs) == bool(job.n_pending and not job.halted and not job.stopping)
+        for aid, agent in self.agents.items():
+            assert all(self.tasks[tid].agent is agent for tid in agent.running)
+            assert (aid in self.free_agents) == (agent.free > 0 and not agent.draining)
+        live = {t.tid for j in self.jobs.values() for t in (*j.pending_tasks(), *j.running.values())}
+        assert live == set(self.tasks), (sorted(live ^ set(self.tasks)))
+
     # -- visibility -----------------------------------------------------------
     def status(self, now: float) -> dict[str, Any]:
         return {
@@ -495,7 +525,7 @@ class BossState:
                 for a in self.agents.values()
             ],
             "jobs": [
-                {"job": j.jid, "name": j.name, "running": len(j.running), "pending": len(j.pending),
+                {"job": j.jid, "name": j.name, "running": len(j.running), "pending": j.n_pending,
                  "done": j.done, "halted": j.halted, "age": now - j.created}
                 for j in self.jobs.values()
             ],

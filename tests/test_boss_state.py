@@ -10,8 +10,23 @@ from taylorism_zmq.protocol import Msg
 CLIENT = b"client-1"
 
 
+class ValidatedState(BossState):
+    """Checks every index after every event (dask's validate mode)."""
+
+    def __getattribute__(self, name):
+        attr = super().__getattribute__(name)
+        if name in ("register", "submit", "add_tasks", "control", "heartbeat_from", "agent_reports",
+                    "agent_lost", "expire", "dispatch"):
+            def checked(*args, **kw):
+                out = attr(*args, **kw)
+                self.validate()
+                return out
+            return checked
+        return attr
+
+
 def make_state(**kw) -> BossState:
-    return BossState("boss-test", **kw)
+    return ValidatedState("boss-test", **kw)
 
 
 def add_agent(state: BossState, name: str, slots: int = 4, cpus: int = 4, memory: float = 8000.0,
@@ -256,3 +271,26 @@ def test_nonsense_policy_fails_the_job(policy):
     out = state.submit(CLIENT, {"job": "j", "name": "j", "policy": policy, "env": {}, "trusted": False,
                                 "shm_host": None, "halted": False}, now=0.0)
     assert of_kind(out, Msg.JOB_END)[0]["status"] == "failed"
+
+
+def test_task_requeued_then_reported_by_its_lost_agent_is_not_run_again():
+    state = make_state()
+    a = add_agent(state, "a", slots=1)
+    submit(state, {"kind": "nosort"}, n=1)
+    tid = runs(state.dispatch())[a][0][0]
+    state.control(CLIENT, {"job": "j1", "action": "end"})
+    state.agent_lost(a, "test")  # requeued, no agent to run it
+    out = report(state, a, tid)  # the lost agent did finish it
+    assert of_kind(out, Msg.REPORTS) and of_kind(out, Msg.JOB_END)[0]["status"] == "finished"
+    add_agent(state, "b")
+    assert state.dispatch() == []
+
+
+def test_agent_lost_beyond_retries_leaves_no_task_behind():
+    state = make_state(max_retries=0)
+    a = add_agent(state, "a", slots=2)
+    submit(state, {"kind": "nosort"}, n=3)
+    runs(state.dispatch())
+    out = state.agent_lost(a, "test")
+    assert of_kind(out, Msg.JOB_END)[0]["error"]["type"] == "AgentLostError"
+    assert state.tasks == {} and state.jobs == {}
