@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import importlib
 import pickle
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -42,7 +43,7 @@ def ref_of(obj: Any) -> str | None:
 def resolve_ref(ref: str) -> Any:
     """Import the object named by a 'module:qualname' reference."""
     module, _, qualname = ref.partition(":")
-    obj: Any = importlib.import_module(module)
+    obj: Any = sys.modules.get(module) or importlib.import_module(module)
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj
