@@ -77,7 +77,8 @@ class AgentDaemon:
     """Connect to a boss and run the tasks it sends."""
 
     def __init__(self, control: str, reports: str, slots: int | None = None, host_name: str | None = None,
-                 heartbeat: float = 1.0, parent_pid: int | None = None):
+                 heartbeat: float = 1.0, parent_pid: int | None = None, memory: float | None = None,
+                 inject_load: float = 0.0):
         self.control_endpoint = control
         self.reports_endpoint = reports
         self.cpus = psutil.cpu_count() or 1
@@ -85,6 +86,10 @@ class AgentDaemon:
         self.host = host_name or socket.gethostname()
         self.heartbeat = heartbeat
         self.parent_pid = parent_pid
+        #: MiB this host offers to tasks (default: all of it)
+        self.memory = memory or psutil.virtual_memory().total / 2**20
+        #: added to the reported load average (tests and benchmarks of load-aware placement)
+        self.inject_load = inject_load
         self.aid = f"agent-{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.launchers: dict[str, _LauncherLink] = {}
         self.task_launcher: dict[int, _LauncherLink] = {}
@@ -178,12 +183,14 @@ class AgentDaemon:
     def _register(self) -> None:
         self._registered_at = time.monotonic()
         body = {"agent": self.aid, "host": self.host, "shm_host": host_key(), "cpus": self.cpus,
-                "memory": psutil.virtual_memory().total / 2**20, "slots": self.slots, "pid": os.getpid()}
+                "memory": self.memory, "slots": self.slots, "pid": os.getpid()}
         self.dealer.send_multipart(protocol.encode(Msg.REGISTER, body), zmq.NOBLOCK)
 
     def _beat(self) -> None:
-        body = {"agent": self.aid, "load": list(os.getloadavg()), "cpu": psutil.cpu_percent(None),
-                "mem_avail": psutil.virtual_memory().available / 2**20, "running": len(self.task_launcher)}
+        load = [x + self.inject_load for x in os.getloadavg()]
+        mem_avail = min(self.memory, psutil.virtual_memory().available / 2**20)
+        body = {"agent": self.aid, "load": load, "cpu": psutil.cpu_percent(None), "mem_avail": mem_avail,
+                "running": len(self.task_launcher)}
         try:
             self.push.send_multipart(protocol.encode(Msg.HEARTBEAT, body), zmq.NOBLOCK)
         except zmq.Again:
@@ -291,5 +298,6 @@ class AgentDaemon:
 def run_agent(args: Any) -> int:
     """Entry point used by the CLI and by embedded mode."""
     agent = AgentDaemon(args.control, args.reports, slots=args.slots, host_name=args.host_name,
-                        heartbeat=args.heartbeat, parent_pid=args.parent_pid)
+                        heartbeat=args.heartbeat, parent_pid=args.parent_pid, memory=args.memory,
+                        inject_load=args.inject_load)
     return agent.serve()

@@ -58,12 +58,24 @@ class BossDaemon:
             Msg.STATUS: lambda r, b, now: [(r, Msg.STATUS_REPLY, {"status": self.state.status(now)})],
             Msg.REGISTER: self.state.register,
             Msg.GOODBYE: self._goodbye,
+            Msg.ADMIN: self._admin,
         }
 
     def _goodbye(self, route: bytes, body: dict, now: float) -> list[Out]:
         if route != body["agent"].encode():
             raise ValueError("GOODBYE for another agent")
         return self.state.agent_lost(body["agent"], "it shut down")
+
+    def _admin(self, route: bytes, body: dict, now: float) -> list[Out]:
+        action, target = body["action"], body["target"]
+        if action not in ("drain", "undrain"):
+            return [(route, Msg.ADMIN_REPLY, {"ok": False, "message": f"unknown action {action!r}"})]
+        hit = self.state.drain(target, draining=action == "drain")
+        if not hit:
+            known = sorted({a.host for a in self.state.agents.values()})
+            return [(route, Msg.ADMIN_REPLY, {"ok": False, "message": f"no agent on host {target!r} "
+                                                                      f"(hosts: {', '.join(known) or 'none'})"})]
+        return [(route, Msg.ADMIN_REPLY, {"ok": True, "message": f"{action}ed {len(hit)} agent(s) on {target}"})]
 
     def stop(self) -> None:
         """Ask the loop to end (thread- and signal-safe)."""

@@ -57,6 +57,16 @@ class AgentRecord:
     def free(self) -> int:
         return self.slots - len(self.running)
 
+    @property
+    def foreign_load(self) -> float:
+        """Load on the host beyond our own tasks (other users, system work)."""
+        return max(0.0, self.load[0] - len(self.running)) if self.load else 0.0
+
+    @property
+    def headroom(self) -> float:
+        """Free slots less the foreign load: placement prefers the largest."""
+        return self.free - self.foreign_load
+
 
 @dataclass(slots=True, eq=False)
 class TaskRecord:
@@ -97,6 +107,7 @@ class JobRecord:
     open_files: collections.Counter = field(default_factory=collections.Counter)
     indexes: set[int] = field(default_factory=set)
     done: int = 0
+    failed: int = 0
     #: tasks in the pending state (the container may also hold stale entries, skipped when popped)
     n_pending: int = 0
 
@@ -243,6 +254,15 @@ class BossState:
         out.append((route, Msg.REGISTERED, {"heartbeat": self.heartbeat}))
         return out
 
+    def drain(self, target: str, draining: bool) -> list[str]:
+        """Stop (or resume) placing tasks on the agents of host *target* (or agent id); return their ids."""
+        hit = [a for a in self.agents.values() if target in (a.host, a.aid)]
+        for agent in hit:
+            agent.draining = draining
+            self._refresh_free(agent)
+            log.info("agent %s on host %s %s", agent.aid, agent.host, "draining" if draining else "undrained")
+        return [a.aid for a in hit]
+
     def heartbeat_from(self, body: dict, now: float) -> list[Out]:
         agent = self.agents.get(body["agent"])
         if agent is None:
@@ -276,6 +296,7 @@ class BossState:
             job.done += 1
             forward.setdefault(job.jid, []).append([task.index, ok, payload, host])
             if not ok:
+                job.failed += 1
                 self.counters["tasks_failed"] += 1
                 log.warning("task %s of job %s failed on host %s", task.name, job.jid, host)
             else:
@@ -369,26 +390,30 @@ class BossState:
         return []
 
     def _pick_agent(self, job: JobRecord, task: TaskRecord) -> AgentRecord | None:
-        policy = job.policy
+        """The agent with the most headroom that fits the job's limits (round robin among equals)."""
+        best: AgentRecord | None = None
         for agent in self.free_agents.values():
-            if job.shm_host is not None and agent.shm_host != job.shm_host:
-                continue
-            usage = job.usage.get(agent.aid)
-            cap = policy.threads_cap(agent.cpus)
-            if usage is not None and cap is not None and usage.running >= cap:
-                continue
-            mem_cap = policy.memory_cap(agent.memory)
-            if mem_cap is not None:
-                used = usage.memory if usage is not None else 0.0
-                if not policy.memory_fits(used, policy.task_memory(task.memory), mem_cap):
-                    continue
-            if policy.singlefile and any(job.open_files[f] for f in task.files):
-                continue
-            # round robin: the chosen agent goes to the back of the line
-            del self.free_agents[agent.aid]
-            self.free_agents[agent.aid] = agent
-            return agent
-        return None
+            if (best is None or agent.headroom > best.headroom) and self._fits(job, task, agent):
+                best = agent
+        if best is not None:  # the chosen agent goes to the back of the line
+            del self.free_agents[best.aid]
+            self.free_agents[best.aid] = best
+        return best
+
+    def _fits(self, job: JobRecord, task: TaskRecord, agent: AgentRecord) -> bool:
+        policy = job.policy
+        if job.shm_host is not None and agent.shm_host != job.shm_host:
+            return False
+        usage = job.usage.get(agent.aid)
+        cap = policy.threads_cap(agent.cpus)
+        if usage is not None and cap is not None and usage.running >= cap:
+            return False
+        mem_cap = policy.memory_cap(agent.memory)
+        if mem_cap is not None:
+            used = usage.memory if usage is not None else 0.0
+            if not policy.memory_fits(used, policy.task_memory(task.memory), mem_cap):
+                return False
+        return not (policy.singlefile and any(job.open_files[f] for f in task.files))
 
     def _check_fits_somewhere(self, job: JobRecord, task: TaskRecord) -> list[Out]:
         """Fail a job at once when its task could not run even on an idle host."""
@@ -521,12 +546,14 @@ class BossState:
             "hosts": [
                 {"agent": a.aid, "host": a.host, "slots": a.slots, "running": len(a.running),
                  "cpus": a.cpus, "memory": a.memory, "mem_avail": a.mem_avail, "load": a.load,
-                 "cpu": a.cpu, "done": a.done, "draining": a.draining, "last_seen": now - a.last_seen}
+                 "cpu": a.cpu, "done": a.done, "draining": a.draining, "last_seen": now - a.last_seen,
+                 "tickets": sum(1 for tid in a.running if self.tasks[tid].ticket is not None)}
                 for a in self.agents.values()
             ],
             "jobs": [
-                {"job": j.jid, "name": j.name, "running": len(j.running), "pending": j.n_pending,
-                 "done": j.done, "halted": j.halted, "age": now - j.created}
+                {"job": j.jid, "name": j.name, "client": j.client.decode(errors="replace"),
+                 "running": len(j.running), "pending": j.n_pending, "done": j.done, "failed": j.failed,
+                 "halted": j.halted, "age": now - j.created}
                 for j in self.jobs.values()
             ],
             "counters": dict(self.counters),

@@ -60,16 +60,26 @@ def agent_parser() -> argparse.ArgumentParser:
     p.add_argument("--slots", type=int, default=None, help="tasks at once on this host (default: cpu count)")
     p.add_argument("--host-name", default=None, help="name this host reports (default: its hostname)")
     p.add_argument("--heartbeat", type=float, default=1.0, help="heartbeat period in s (default 1)")
+    p.add_argument("--memory", type=float, default=None,
+                   help="MiB of memory this host offers to tasks (default: the host's total memory)")
+    p.add_argument("--inject-load", type=float, default=0.0,
+                   help="add this to the load average reported (to test load-aware placement)")
     return p
 
 
 def ctl_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="taylorism-ctl", description="Look at a running taylorism-zmq boss.")
+    p = argparse.ArgumentParser(prog="taylorism-ctl", description="Look at and steer a running taylorism-zmq boss.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--boss", default=None, help="the boss's control endpoint (default: TAYLORISM_BOSS)")
-    p.add_argument("--json", action="store_true", help="print raw JSON")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the boss (default 5)")
-    p.add_argument("command", choices=["status", "jobs"], help="what to show")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, text in (("status", "hosts and jobs"), ("jobs", "jobs only")):
+        c = sub.add_parser(name, help=f"show {text}")
+        c.add_argument("--json", action="store_true", help="print raw JSON")
+    for name, text in (("drain", "stop placing tasks on HOST (running ones finish)"),
+                       ("undrain", "place tasks on HOST again")):
+        c = sub.add_parser(name, help=text)
+        c.add_argument("host", help="host name (as the agents report it) or agent id")
     return p
 
 
@@ -116,26 +126,48 @@ def ctl_main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         conn = Connection(address, timeout=args.timeout)
-        status = conn.request(Msg.STATUS, {}, Msg.STATUS_REPLY)["status"]
+        if args.command in ("drain", "undrain"):
+            reply = conn.request(Msg.ADMIN, {"action": args.command, "target": args.host}, Msg.ADMIN_REPLY)
+        else:
+            status = conn.request(Msg.STATUS, {}, Msg.STATUS_REPLY)["status"]
     except BossUnreachableError as exc:
         print(f"taylorism-ctl: {exc}", file=sys.stderr)
         return 1
     conn.close()
+    if args.command in ("drain", "undrain"):
+        print(reply["message"], file=sys.stdout if reply["ok"] else sys.stderr)
+        return 0 if reply["ok"] else 1
     if args.json:
         print(json.dumps(status if args.command == "status" else status["jobs"], indent=2))
         return 0
     if args.command == "status":
-        print(f"boss {status['boss']} at {address}")
-        print(f"{'HOST':20} {'AGENT':36} {'SLOTS':>11} {'LOAD':>6} {'MEM FREE':>10} {'SEEN':>6}")
-        for h in status["hosts"]:
-            load = f"{h['load'][0]:.2f}" if h["load"] else "-"
-            print(f"{h['host']:20} {h['agent']:36} {h['running']:>5}/{h['slots']:<5} {load:>6} "
-                  f"{h['mem_avail']:>8.0f}Mi {h['last_seen']:>5.1f}s")
-    print(f"{'JOB':18} {'NAME':24} {'DONE':>6} {'RUNNING':>8} {'PENDING':>8} {'AGE':>8}")
-    for j in status["jobs"]:
-        print(f"{j['job']:18} {j['name'][:24]:24} {j['done']:>6} {j['running']:>8} {j['pending']:>8} "
-              f"{j['age']:>7.1f}s")
+        print(format_hosts(status, address))
+    print(format_jobs(status))
     return 0
+
+
+def format_hosts(status: dict, address: str) -> str:
+    """The hosts table of taylorism-ctl status."""
+    lines = [f"boss {status['boss']} at {address}: {len(status['hosts'])} agent(s)",
+             f"{'HOST':20} {'SLOTS USED':>10} {'LOAD':>6} {'CPU%':>5} {'MEM FREE':>10} {'DONE':>7} "
+             f"{'SEEN':>6}  STATE"]
+    for h in sorted(status["hosts"], key=lambda h: h["host"]):
+        load = f"{h['load'][0]:.2f}" if h["load"] else "-"
+        state = "draining" if h["draining"] else "ok"
+        lines.append(f"{h['host'][:20]:20} {h['running']:>4}/{h['slots']:<5} {load:>6} {h['cpu']:>5.0f} "
+                     f"{h['mem_avail']:>7.0f}MiB {h['done']:>7} {h['last_seen']:>5.1f}s  {state}")
+    return "\n".join(lines)
+
+
+def format_jobs(status: dict) -> str:
+    """The jobs table of taylorism-ctl status and jobs."""
+    lines = [f"{'JOB':18} {'NAME':20} {'CLIENT':26} {'DONE':>6} {'RUN':>5} {'PEND':>6} {'FAIL':>5} {'AGE':>8}"]
+    for j in status["jobs"]:
+        lines.append(f"{j['job']:18} {j['name'][:20]:20} {j['client'][:26]:26} {j['done']:>6} {j['running']:>5} "
+                     f"{j['pending']:>6} {j['failed']:>5} {j['age']:>7.1f}s")
+    if not status["jobs"]:
+        lines.append("(no jobs)")
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -126,7 +126,7 @@ class Connection:
                 job = body.get("job")
                 if isinstance(job, str) and job in self.inboxes:
                     self.inboxes[job].append((kind, body))
-                elif kind in (Msg.WELCOME, Msg.PONG, Msg.STATUS_REPLY):
+                elif kind in (Msg.WELCOME, Msg.PONG, Msg.STATUS_REPLY, Msg.ADMIN_REPLY):
                     self.replies.append((kind, body))
                 elif kind is Msg.ERROR:
                     log.error("the boss at %s says: %s", self.endpoint, body["message"])

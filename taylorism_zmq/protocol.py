@@ -37,6 +37,7 @@ class Msg(enum.IntEnum):
     CONTROL = 4
     PING = 5
     STATUS = 6
+    ADMIN = 7  # operators: drain / undrain a host
     # boss -> client
     WELCOME = 20
     REPORTS = 21
@@ -44,6 +45,7 @@ class Msg(enum.IntEnum):
     ERROR = 23
     PONG = 24
     STATUS_REPLY = 25
+    ADMIN_REPLY = 26
     # agent -> boss (ROUTER)
     REGISTER = 40
     GOODBYE = 46  # the agent is leaving: requeue its tasks now
@@ -89,12 +91,14 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
     Msg.CONTROL: {"job": str, "action": str},
     Msg.PING: {},
     Msg.STATUS: {},
+    Msg.ADMIN: {"action": str, "target": str},
     Msg.WELCOME: {"agents": int, "boss": str},
     Msg.REPORTS: {"job": str, "reports": Rows((int, bool, bytes, str))},
     Msg.JOB_END: {"job": str, "status": str, "pending": ListOf(int), "error": (dict, type(None))},
     Msg.ERROR: {"message": str},
     Msg.PONG: {},
     Msg.STATUS_REPLY: {"status": dict},
+    Msg.ADMIN_REPLY: {"ok": bool, "message": str},
     Msg.REGISTER: {
         "agent": str, "host": str, "shm_host": str, "cpus": int, "memory": NUM, "slots": int,
         "pid": int,

@@ -44,8 +44,8 @@ class Cluster:
         self.agents: list[subprocess.Popen] = []
         self.start_boss()
 
-    def _spawn(self, *args: str, env: dict | None = None) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "taylorism_zmq", *args, "--log-level", "WARNING"],
+    def _spawn(self, *args: str, env: dict | None = None, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
+        return subprocess.Popen([*prefix, sys.executable, "-m", "taylorism_zmq", *args, "--log-level", "WARNING"],
                                 stdin=subprocess.DEVNULL, env=env, cwd="/")
 
     def start_boss(self) -> subprocess.Popen:
@@ -54,7 +54,8 @@ class Cluster:
                                 "--max-retries", str(self.max_retries))
         return self.boss
 
-    def add_agent(self, slots: int = 2, host_name: str | None = None, clean_env: bool = True) -> subprocess.Popen:
+    def add_agent(self, slots: int = 2, host_name: str | None = None, clean_env: bool = True,
+                  extra: tuple[str, ...] = (), prefix: tuple[str, ...] = ()) -> subprocess.Popen:
         env = dict(os.environ)
         if clean_env:
             env.pop("PYTHONPATH", None)
@@ -62,7 +63,7 @@ class Cluster:
                 "--heartbeat", "0.2"]
         if host_name:
             args += ["--host-name", host_name]
-        proc = self._spawn(*args, env=env)
+        proc = self._spawn(*args, *extra, env=env, prefix=prefix)
         self.agents.append(proc)
         return proc
 
@@ -78,6 +79,10 @@ class Cluster:
 
     def wait_agents(self, n: int, timeout: float = 15.0) -> None:
         wait_until(lambda: len(self.status()["hosts"]) >= n, timeout, f"{n} agents")
+
+    def ctl(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "taylorism_zmq", "ctl", "--boss", self.control, *args],
+                              capture_output=True, text=True, timeout=30)
 
     def close(self) -> None:
         procs = [p for p in [*self.agents, self.boss] if p is not None]

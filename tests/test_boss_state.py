@@ -16,7 +16,7 @@ class ValidatedState(BossState):
     def __getattribute__(self, name):
         attr = super().__getattribute__(name)
         if name in ("register", "submit", "add_tasks", "control", "heartbeat_from", "agent_reports",
-                    "agent_lost", "expire", "dispatch"):
+                    "agent_lost", "expire", "dispatch", "drain"):
             def checked(*args, **kw):
                 out = attr(*args, **kw)
                 self.validate()
@@ -30,11 +30,14 @@ def make_state(**kw) -> BossState:
 
 
 def add_agent(state: BossState, name: str, slots: int = 4, cpus: int = 4, memory: float = 8000.0,
-              shm_host: str = "machine-a") -> str:
+              shm_host: str = "machine-a", load: float | None = None) -> str:
     aid = f"agent-{name}"
     out = state.register(aid.encode(), {"agent": aid, "host": name, "shm_host": shm_host, "cpus": cpus,
                                         "memory": memory, "slots": slots, "pid": 1}, now=0.0)
     assert out[-1][1] is Msg.REGISTERED
+    if load is not None:
+        state.heartbeat_from({"agent": aid, "load": [load, load, load], "cpu": 0, "mem_avail": memory,
+                              "running": 0}, now=0.0)
     return aid
 
 
@@ -294,3 +297,32 @@ def test_agent_lost_beyond_retries_leaves_no_task_behind():
     out = state.agent_lost(a, "test")
     assert of_kind(out, Msg.JOB_END)[0]["error"]["type"] == "AgentLostError"
     assert state.tasks == {} and state.jobs == {}
+
+
+def test_placement_prefers_the_host_with_most_headroom():
+    state = make_state()
+    busy = add_agent(state, "busy", slots=4, load=6.0)  # foreign load on a 4-slot host
+    idle = add_agent(state, "idle", slots=4, load=0.0)
+    submit(state, {"kind": "nosort"}, n=4)
+    assert list(runs(state.dispatch())) == [idle]
+    submit(state, {"kind": "nosort"}, job="j2", n=3)
+    assert list(runs(state.dispatch())) == [busy]  # slots are the cap: the busy host still takes work
+
+
+def test_spread_follows_free_slots():
+    state = make_state()
+    agents = [add_agent(state, name, slots=n) for name, n in (("one", 1), ("two", 2), ("three", 3))]
+    submit(state, {"kind": "nosort"}, n=6)
+    placed = runs(state.dispatch())
+    assert [len(placed[a]) for a in agents] == [1, 2, 3]
+
+
+def test_drain_stops_placement_and_undrain_resumes():
+    state = make_state()
+    a, b = add_agent(state, "a", slots=2), add_agent(state, "b", slots=2)
+    assert state.drain("a", True) == [a]
+    submit(state, {"kind": "nosort"}, n=4)
+    assert list(runs(state.dispatch())) == [b]
+    assert state.drain("a", False) == [a]
+    assert list(runs(state.dispatch())) == [a]
+    assert state.drain("nowhere", True) == []

@@ -35,6 +35,7 @@ class ZtNap(Worker):
     )
 
     def _task(self):
+        t0 = time.time()
         if self.spawn:  # a grandchild that must die with the task
             child = subprocess.Popen(["sleep", "60"])
             with open(self.spawn, "w") as f:
@@ -49,4 +50,4 @@ class ZtNap(Worker):
         if self.fail == "exit":
             os._exit(7)
         return {"name": self.name, "host": os.environ.get("TAYLORISM_HOST"), "pid": os.getpid(),
-                "tag": self.tag, "ticket": self.scheduler_ticket, "cwd": os.getcwd()}
+                "tag": self.tag, "ticket": self.scheduler_ticket, "cwd": os.getcwd(), "t0": t0, "t1": time.time()}
