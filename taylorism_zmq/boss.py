@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -24,6 +25,8 @@ import zmq
 
 from . import protocol
 from .boss_state import BossState, Out
+from .codec import resolve_ref
+from .placement import Policy
 from .protocol import Msg, ProtocolError
 from .sockets import RateLimitedLog, bind, check_bindable, configure_bound
 
@@ -37,12 +40,13 @@ class BossDaemon:
     """Bind the boss sockets and serve until stopped."""
 
     def __init__(self, control: str, reports: str, heartbeat: float = 1.0, agent_timeout: float = 30.0,
-                 max_retries: int = 1, max_frame: int = protocol.MAX_FRAME):
+                 max_retries: int = 1, max_frame: int = protocol.MAX_FRAME, allow_plugins: bool = False):
         self.control_endpoint = control
         self.reports_endpoint = reports
         self.max_frame = max_frame
         self.state = BossState(f"boss-{uuid.uuid4().hex[:8]}", max_retries=max_retries,
-                               heartbeat=heartbeat, agent_timeout=agent_timeout)
+                               heartbeat=heartbeat, agent_timeout=agent_timeout,
+                               plugin_loader=load_placement_plugin if allow_plugins else None)
         self._bad_log = RateLimitedLog(log, period=10.0)
         self._backlog: dict[bytes, collections.deque] = {}
         self._stop = False
@@ -244,10 +248,25 @@ class BossDaemon:
                 del self._backlog[route]
 
 
+def load_placement_plugin(policy: Policy, env: dict) -> Any:
+    """Build a job's scheduler on the boss, from the client's code environment, for its place()."""
+    path = [p for p in env.get("path", []) if isinstance(p, str)]
+    saved = list(sys.path)
+    sys.path[:0] = [p for p in path if p not in sys.path]
+    try:
+        cls = resolve_ref(policy.placement or "")
+    finally:
+        sys.path[:] = saved
+    if not callable(getattr(cls, "place", None)):
+        raise TypeError(f"{policy.placement} has no place() method")
+    return cls(checked=True, **policy.placement_attrs)
+
+
 def run_boss(args: Any) -> int:
     """Entry point used by the CLI and by embedded mode."""
     daemon = BossDaemon(args.control, args.reports, heartbeat=args.heartbeat,
-                        agent_timeout=args.agent_timeout, max_retries=args.max_retries)
+                        agent_timeout=args.agent_timeout, max_retries=args.max_retries,
+                        allow_plugins=args.allow_placement_plugins)
     ready_fd = getattr(args, "ready_fd", None)
 
     def ready() -> None:

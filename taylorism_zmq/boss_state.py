@@ -17,16 +17,22 @@ import collections
 import heapq
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .placement import HostUsage, Policy, TicketPool
+from .placement import HostUsage, HostView, Policy, TaskView, TicketPool
 from .protocol import Msg
 
 log = logging.getLogger("taylorism_zmq.boss")
 
 Out = tuple[bytes, Msg, dict[str, Any]]
+#: builds a job's placement plugin from its policy and code environment (the daemon provides it)
+PluginLoader = Callable[[Policy, dict], Any]
+
+
+class PlacementError(Exception):
+    """A placement plugin failed: its job fails, the boss goes on."""
 #: how many pending tasks of a job are tried per pass when the head does not fit
 LOOKAHEAD = 32
 #: how many ended job ids are remembered to drop their late reports quietly
@@ -105,6 +111,8 @@ class JobRecord:
     running: dict[int, TaskRecord] = field(default_factory=dict)
     usage: dict[str, HostUsage] = field(default_factory=dict)
     open_files: collections.Counter = field(default_factory=collections.Counter)
+    #: the job's placement plugin, if its scheduler brings one
+    plugin: Any = None
     indexes: set[int] = field(default_factory=set)
     done: int = 0
     failed: int = 0
@@ -149,11 +157,12 @@ class BossState:
     """Jobs, tasks and agents, and every transition between their states."""
 
     def __init__(self, boss_id: str = "boss", max_retries: int = 1, heartbeat: float = 1.0,
-                 agent_timeout: float = 30.0):
+                 agent_timeout: float = 30.0, plugin_loader: PluginLoader | None = None):
         self.boss_id = boss_id
         self.max_retries = max_retries
         self.heartbeat = heartbeat
         self.agent_timeout = agent_timeout
+        self.plugin_loader = plugin_loader
         self.agents: dict[str, AgentRecord] = {}
         self.jobs: dict[str, JobRecord] = {}
         self.tasks: dict[int, TaskRecord] = {}
@@ -179,6 +188,16 @@ class BossState:
             return [(route, Msg.JOB_END, self._end_body(jid, "failed", [], "ValueError", str(exc)))]
         job = JobRecord(jid, route, body["name"], policy, body["env"], body["trusted"],
                         body["shm_host"], body["halted"], now)
+        if policy.placement is not None:
+            if self.plugin_loader is None:
+                msg = (f"the scheduler's place() ({policy.placement}) would run on the boss, and this boss does "
+                       "not run placement plugins (start it with --allow-placement-plugins)")
+                return [(route, Msg.JOB_END, self._end_body(jid, "failed", [], "RuntimeError", msg))]
+            try:
+                job.plugin = self.plugin_loader(policy, job.env)
+            except Exception as exc:
+                msg = f"cannot load placement plugin {policy.placement}: {type(exc).__name__}: {exc}"
+                return [(route, Msg.JOB_END, self._end_body(jid, "failed", [], "RuntimeError", msg))]
         if job.shm_host is not None and self.agents and not any(
                 a.shm_host == job.shm_host for a in self.agents.values()):
             msg = ("this job uses shared-memory instructions, which live on the client's host, "
@@ -364,7 +383,9 @@ class BossState:
             out += self._dispatch_job(job, batches)
             self._refresh_ready(job)
         for (aid, jid), rows in batches.items():
-            job = self.jobs[jid]
+            job = self.jobs.get(jid)
+            if job is None:
+                continue  # ended in this pass: its tasks were cancelled
             out.append((aid.encode(), Msg.RUN, {"job": jid, "env": job.env, "trusted": job.trusted,
                                                 "binded": job.policy.binded, "tasks": rows}))
         return out
@@ -372,9 +393,14 @@ class BossState:
     def _dispatch_job(self, job: JobRecord, batches: dict) -> list[Out]:
         while job.n_pending and self.free_agents:
             window = job.pop_window(LOOKAHEAD if job.policy.limits_memory or job.policy.singlefile else 1)
-            held, placed = [], 0
-            for task in window:
-                agent = self._pick_agent(job, task) if self.free_agents else None
+            held: list[TaskRecord] = []
+            placed = 0
+            for i, task in enumerate(window):
+                try:
+                    agent = self._pick_agent(job, task) if self.free_agents else None
+                except PlacementError as exc:
+                    job.push_back(held + window[i:])
+                    return self._end_job(job, "failed", kill=True, error=("RuntimeError", str(exc)))
                 if agent is None:
                     held.append(task)
                     continue
@@ -391,6 +417,8 @@ class BossState:
 
     def _pick_agent(self, job: JobRecord, task: TaskRecord) -> AgentRecord | None:
         """The agent with the most headroom that fits the job's limits (round robin among equals)."""
+        if job.plugin is not None:
+            return self._plugin_pick(job, task)
         best: AgentRecord | None = None
         for agent in self.free_agents.values():
             if (best is None or agent.headroom > best.headroom) and self._fits(job, task, agent):
@@ -399,6 +427,30 @@ class BossState:
             del self.free_agents[best.aid]
             self.free_agents[best.aid] = best
         return best
+
+    def _plugin_pick(self, job: JobRecord, task: TaskRecord) -> AgentRecord | None:
+        """Ask the job's placement plugin (O(hosts) per task: plugins see every candidate)."""
+        candidates = [a for a in self.free_agents.values() if self._fits(job, task, a)]
+        if not candidates:
+            return None
+        views = {}
+        for a in candidates:
+            usage = job.usage.get(a.aid)
+            views[a.aid] = HostView(a.host, a.aid, a.slots, a.free, len(a.running),
+                                    usage.running if usage else 0, a.load[0] if a.load else 0.0, a.cpu,
+                                    a.memory, a.mem_avail, a.headroom)
+        try:
+            choice = job.plugin.place(TaskView(task.name, task.index, task.memory, task.expected_time),
+                                      list(views.values()))
+        except Exception as exc:
+            raise PlacementError(f"placement plugin {job.policy.placement} failed on task {task.name}: "
+                                 f"{type(exc).__name__}: {exc}") from None
+        if choice is None:
+            return None
+        if not isinstance(choice, HostView) or views.get(choice.agent) is not choice:
+            raise PlacementError(f"placement plugin {job.policy.placement} returned {choice!r:.100}, "
+                                 "not one of the hosts it was given (or None)")
+        return self.agents[choice.agent]
 
     def _fits(self, job: JobRecord, task: TaskRecord, agent: AgentRecord) -> bool:
         policy = job.policy

@@ -32,6 +32,10 @@ class Policy:
     singlefile: bool = False
     #: tasks are pinned to the cpu of their ticket
     binded: bool = False
+    #: 'module:qualname' of a scheduler class whose place() chooses hosts (a placement plugin)
+    placement: str | None = None
+    #: that scheduler's footprint attributes, to build it on the boss
+    placement_attrs: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_wire(cls, raw: dict[str, Any]) -> Policy:
@@ -46,6 +50,10 @@ class Policy:
                 raise ValueError(f"{name} must be a number")
         if policy.max_memory is not None and not isinstance(policy.max_memory, (int, float)):
             raise ValueError("max_memory must be a number")
+        if policy.placement is not None and (not isinstance(policy.placement, str) or ":" not in policy.placement):
+            raise ValueError(f"placement must be 'module:qualname', not {policy.placement!r}")
+        if not isinstance(policy.placement_attrs, dict):
+            raise ValueError("placement_attrs must be a map")
         return policy
 
     @property
@@ -112,3 +120,33 @@ class HostUsage:
     tickets: TicketPool
     running: int = 0
     memory: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class HostView:
+    """What a placement plugin sees of a host (a snapshot)."""
+
+    host: str
+    agent: str
+    slots: int
+    free: int
+    running: int
+    #: tasks of this job running there
+    job_running: int
+    #: 1-minute load average
+    load: float
+    cpu: float
+    memory: float
+    mem_avail: float
+    #: free slots less the load that is not ours
+    headroom: float
+
+
+@dataclass(frozen=True, slots=True)
+class TaskView:
+    """What a placement plugin sees of a task."""
+
+    name: str
+    index: int
+    memory: float
+    expected_time: float

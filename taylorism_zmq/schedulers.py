@@ -33,6 +33,22 @@ class BaseScheduler(FootprintBase):
         """Split *pending_instructions* into launchable and not yet launchable ones."""
         raise NotImplementedError("launchable() method must be implemented in inheritant classes.")
 
+    def place(self, task: Any, hosts: list) -> Any:
+        """Choose the host where *task* runs: return one of *hosts*, or None to keep it waiting.
+
+        Override it in a subclass to plug your own placement in.  It runs on the
+        boss (which must allow it: ``taylorism-boss --allow-placement-plugins``;
+        an embedded boss always does), each time a task of the job could start.
+        *hosts* are the hosts with a free slot where the job's limits let the
+        task run, as :class:`~taylorism_zmq.placement.HostView` (``host, agent,
+        slots, free, running, job_running, load, cpu, memory, mem_avail,
+        headroom``); *task* is a :class:`~taylorism_zmq.placement.TaskView`
+        (``name, index, memory, expected_time``).  Keep it quick and pure.
+        The built-in choice, used when this is not overridden, is the host with
+        the most headroom (free slots less the load that is not ours).
+        """
+        return max(hosts, key=lambda h: h.headroom)
+
     def _all_tickets(self) -> set:
         return {None}
 
@@ -294,6 +310,13 @@ def to_policy(scheduler: Any) -> dict[str, Any]:
         auto = getattr(scheduler, "auto_threads", False)
         threads = int(scheduler.max_threads)
         policy["max_threads"] = None if auto or threads <= 0 else threads
+    place = getattr(type(scheduler), "place", None)
+    if place is not None and place is not BaseScheduler.place:
+        from .instructions import class_ref
+
+        policy["placement"] = class_ref(type(scheduler))
+        policy["placement_attrs"] = {k: v for k, v in scheduler._attributes.items()
+                                     if isinstance(v, (str, int, float, bool, type(None)))}
     if kind in ("memory", "threads+memory"):
         policy["max_memory"] = None if getattr(scheduler, "auto_memory", False) else float(scheduler.max_memory)
         policy["memory_per_task"] = float(scheduler.memory_per_task)

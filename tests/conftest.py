@@ -35,11 +35,12 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str
 class Cluster:
     """A boss and agents on tcp://127.0.0.1, each its own OS process."""
 
-    def __init__(self, agent_timeout: float = 30.0, max_retries: int = 1):
+    def __init__(self, agent_timeout: float = 30.0, max_retries: int = 1, allow_plugins: bool = False):
         self.control = f"tcp://127.0.0.1:{free_port()}"
         self.reports = f"tcp://127.0.0.1:{free_port()}"
         self.agent_timeout = agent_timeout
         self.max_retries = max_retries
+        self.allow_plugins = allow_plugins
         self.boss: subprocess.Popen | None = None
         self.agents: list[subprocess.Popen] = []
         self.start_boss()
@@ -51,7 +52,8 @@ class Cluster:
     def start_boss(self) -> subprocess.Popen:
         self.boss = self._spawn("boss", "--control", self.control, "--reports", self.reports,
                                 "--agent-timeout", str(self.agent_timeout), "--heartbeat", "0.2",
-                                "--max-retries", str(self.max_retries))
+                                "--max-retries", str(self.max_retries),
+                                *(["--allow-placement-plugins"] if self.allow_plugins else []))
         return self.boss
 
     def add_agent(self, slots: int = 2, host_name: str | None = None, clean_env: bool = True,

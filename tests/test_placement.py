@@ -201,3 +201,45 @@ def test_agents_in_network_namespaces_over_tcp(cluster_factory, namespaces):
         proc.terminate()
     for proc in cluster.agents:
         proc.wait(timeout=10)
+
+
+def pack(mode: str):
+    return footprints.proxy.scheduler(limit="threads", max_threads=3, zt_pack=mode)
+
+
+def test_a_placement_plugin_chooses_the_hosts(cluster_factory):
+    cluster = cluster_factory(allow_plugins=True)
+    cluster.add_agent(slots=3, host_name="node-b")
+    cluster.add_agent(slots=3, host_name="node-a")
+    cluster.wait_agents(2)
+    boss = run_as_server(dict(zt="nap", seconds=3), dict(tag=list(range(3))), scheduler=pack("first"),
+                         boss=cluster.control)
+    wait_until(lambda: sum(h["running"] for h in cluster.status()["hosts"]) == 3, 10, "3 running")
+    assert {h["host"]: h["running"] for h in cluster.status()["hosts"]} == {"node-a": 3, "node-b": 0}
+    boss.stop_them_working()
+    boss.wait_till_finished()
+
+
+@pytest.mark.parametrize("mode,match", [("explode", "exploded on purpose"), ("bogus", "not one of the hosts")])
+def test_a_failing_placement_plugin_fails_its_job_not_the_boss(cluster_factory, mode, match):
+    cluster = cluster_factory(allow_plugins=True)
+    cluster.add_agent(slots=2, host_name="node-a")
+    cluster.wait_agents(1)
+    with pytest.raises(RuntimeError, match=match):
+        batch_main(dict(zt="nap"), dict(tag=[1, 2]), scheduler=pack(mode), boss=cluster.control, print_report=quiet)
+    report = batch_main(dict(zt="nap"), dict(tag=[1, 2]), boss=cluster.control, print_report=quiet,
+                        scheduler=footprints.proxy.scheduler(limit="threads", max_threads=2))
+    assert len(report["workers_report"]) == 2
+
+
+def test_a_boss_refuses_placement_plugins_unless_allowed(cluster_factory):
+    cluster = cluster_factory()
+    cluster.add_agent(slots=2, host_name="node-a")
+    cluster.wait_agents(1)
+    with pytest.raises(RuntimeError, match="--allow-placement-plugins"):
+        batch_main(dict(zt="nap"), dict(tag=[1]), scheduler=pack("first"), boss=cluster.control, print_report=quiet)
+
+
+def test_placement_plugin_on_the_embedded_default():
+    report = batch_main(dict(zt="nap"), dict(tag=[1, 2, 3]), scheduler=pack("first"), print_report=quiet)
+    assert {r["report"]["host"] for r in report["workers_report"]} == {"localhost"}

@@ -10,6 +10,7 @@ import time
 from footprints import FPDict
 
 from taylorism_zmq import Worker
+from taylorism_zmq.schedulers import NewMaxThreadsScheduler
 
 
 class WeirdError(Exception):
@@ -51,3 +52,16 @@ class ZtNap(Worker):
             os._exit(7)
         return {"name": self.name, "host": os.environ.get("TAYLORISM_HOST"), "pid": os.getpid(),
                 "tag": self.tag, "ticket": self.scheduler_ticket, "cwd": os.getcwd(), "t0": t0, "t1": time.time()}
+
+
+class PackFirst(NewMaxThreadsScheduler):
+    """A placement plugin: fill hosts in name order (packing), for the tests."""
+
+    _footprint = dict(attr=dict(zt_pack=dict(values=["first", "explode", "bogus"])))
+
+    def place(self, task, hosts):
+        if self.zt_pack == "explode":
+            raise RuntimeError("placement exploded on purpose")
+        if self.zt_pack == "bogus":
+            return "somewhere"
+        return min(hosts, key=lambda h: h.host)
