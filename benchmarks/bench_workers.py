@@ -14,6 +14,19 @@ class ZmqTrivial(taylorism_zmq.Worker):
         return self.bench_value
 
 
+class ZmqSleep(taylorism_zmq.Worker):
+    """Sleep for a given time (placement benchmark)."""
+
+    _footprint = dict(attr=dict(bench_sleep=dict(type=float)))
+
+    def _task(self):
+        import os
+        import time
+
+        time.sleep(self.bench_sleep)
+        return os.environ.get("TAYLORISM_HOST")
+
+
 try:
     import taylorism
 except ImportError:  # taylorism is an optional peer
