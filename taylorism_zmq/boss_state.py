@@ -166,8 +166,12 @@ class BossState:
         self.agents: dict[str, AgentRecord] = {}
         self.jobs: dict[str, JobRecord] = {}
         self.tasks: dict[int, TaskRecord] = {}
-        #: agents with a free slot, in round-robin order
+        #: agents with a free slot
         self.free_agents: dict[str, AgentRecord] = {}
+        #: heap of (-headroom, seq, agent id) over free agents; an entry is valid while its seq is the agent's
+        self._free_heap: list[tuple[float, int, str]] = []
+        self._free_seq: dict[str, int] = {}
+        self._seq = 0
         #: jobs that have pending tasks and may dispatch them
         self.ready_jobs: dict[str, JobRecord] = {}
         self.ended: collections.OrderedDict[str, str] = collections.OrderedDict()
@@ -289,6 +293,8 @@ class BossState:
             return [(body["agent"].encode(), Msg.REREGISTER, {})]
         agent.last_seen = now
         agent.load, agent.cpu, agent.mem_avail = body["load"], body["cpu"], body["mem_avail"]
+        if agent.aid in self.free_agents:
+            self._refresh_free(agent)  # its headroom changed
         return []
 
     def agent_reports(self, body: dict, now: float) -> list[Out]:
@@ -334,6 +340,7 @@ class BossState:
         if agent is None:
             return []
         self.free_agents.pop(aid, None)
+        self._free_seq.pop(aid, None)
         log.warning("agent %s on host %s lost (%s); %d task(s) were running there",
                     aid, agent.host, reason, len(agent.running))
         self.counters["agents_lost"] += 1
@@ -416,17 +423,26 @@ class BossState:
         return []
 
     def _pick_agent(self, job: JobRecord, task: TaskRecord) -> AgentRecord | None:
-        """The agent with the most headroom that fits the job's limits (round robin among equals)."""
+        """The free agent with the most headroom that fits the job's limits (least recently used among equals).
+
+        O(log hosts), plus one heap operation per host skipped because the job's own limits are
+        reached there.
+        """
         if job.plugin is not None:
             return self._plugin_pick(job, task)
-        best: AgentRecord | None = None
-        for agent in self.free_agents.values():
-            if (best is None or agent.headroom > best.headroom) and self._fits(job, task, agent):
-                best = agent
-        if best is not None:  # the chosen agent goes to the back of the line
-            del self.free_agents[best.aid]
-            self.free_agents[best.aid] = best
-        return best
+        heap, chosen, seen = self._free_heap, None, []
+        while heap:
+            entry = heapq.heappop(heap)
+            if self._free_seq.get(entry[2]) != entry[1]:
+                continue  # stale: the agent changed since
+            seen.append(entry)
+            agent = self.agents[entry[2]]
+            if self._fits(job, task, agent):
+                chosen = agent
+                break
+        for entry in seen:
+            heapq.heappush(heap, entry)
+        return chosen
 
     def _plugin_pick(self, job: JobRecord, task: TaskRecord) -> AgentRecord | None:
         """Ask the job's placement plugin (O(hosts) per task: plugins see every candidate)."""
@@ -519,10 +535,18 @@ class BossState:
             del self.tasks[task.tid]
 
     def _refresh_free(self, agent: AgentRecord) -> None:
+        """Re-index an agent after its slots, load or state changed."""
         if agent.free > 0 and not agent.draining:
-            self.free_agents.setdefault(agent.aid, agent)
+            self.free_agents[agent.aid] = agent
+            self._seq += 1
+            self._free_seq[agent.aid] = self._seq
+            heapq.heappush(self._free_heap, (-agent.headroom, self._seq, agent.aid))
+            if len(self._free_heap) > 4 * len(self.free_agents) + 64:
+                self._free_heap = [e for e in self._free_heap if self._free_seq.get(e[2]) == e[1]]
+                heapq.heapify(self._free_heap)
         else:
             self.free_agents.pop(agent.aid, None)
+            self._free_seq.pop(agent.aid, None)
 
     def _refresh_ready(self, job: JobRecord) -> None:
         if job.n_pending and not job.halted and not job.stopping and job.jid in self.jobs:
@@ -587,6 +611,9 @@ class BossState:
         for aid, agent in self.agents.items():
             assert all(self.tasks[tid].agent is agent for tid in agent.running)
             assert (aid in self.free_agents) == (agent.free > 0 and not agent.draining)
+        valid = [e for e in self._free_heap if self._free_seq.get(e[2]) == e[1]]
+        assert sorted(e[2] for e in valid) == sorted(self.free_agents), "one valid heap entry per free agent"
+        assert all(-e[0] == self.agents[e[2]].headroom for e in valid), "heap keys are current"
         live = {t.tid for j in self.jobs.values() for t in (*j.pending_tasks(), *j.running.values())}
         assert live == set(self.tasks), (sorted(live ^ set(self.tasks)))
 
