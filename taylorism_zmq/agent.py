@@ -35,6 +35,8 @@ log = logging.getLogger("taylorism_zmq.agent")
 MAX_LAUNCHERS = 8
 #: how long without a REGISTERED answer before registering again
 REGISTER_RETRY = 5.0
+#: how long a batch of reports waits for its acknowledgement before it is sent again
+RESEND_AFTER = 5.0
 
 
 class _LauncherLink:
@@ -93,7 +95,13 @@ class AgentDaemon:
         self.aid = f"agent-{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.launchers: dict[str, _LauncherLink] = {}
         self.task_launcher: dict[int, _LauncherLink] = {}
+        #: task id -> (job, index, ticket), for reports and for a boss that restarted
+        self.task_info: dict[int, tuple[str, int, int | None]] = {}
         self.outbox: collections.deque = collections.deque()
+        #: report batches the boss has not acknowledged: batch -> (reports, time sent)
+        self.unacked: dict[int, tuple[list, float]] = {}
+        self._batch = 0
+        self.boss_id: str | None = None
         self.registered = False
         self.exit_code = 0
         self._stop = False
@@ -126,6 +134,7 @@ class AgentDaemon:
             configure_connected(self.dealer)
             configure_connected(self.push)
             self.dealer.routing_id = self.aid.encode()
+            self.dealer.reconnect_ivl_max = 2000  # find a restarted boss within its recovery grace
             self.dealer.connect(self.control_endpoint)
             self.push.connect(self.reports_endpoint)
             log.info("agent %s on %s (%d slots) connecting to %s", self.aid, self.host, self.slots,
@@ -178,12 +187,14 @@ class AgentDaemon:
                 next_beat = now + self.heartbeat
                 if not self.registered and now - self._registered_at > REGISTER_RETRY:
                     self._register()
+                self._resend(older_than=RESEND_AFTER)
             self._flush_reports()
 
     def _register(self) -> None:
         self._registered_at = time.monotonic()
         body = {"agent": self.aid, "host": self.host, "shm_host": host_key(), "cpus": self.cpus,
-                "memory": self.memory, "slots": self.slots, "pid": os.getpid()}
+                "memory": self.memory, "slots": self.slots, "pid": os.getpid(),
+                "running": [list(info) for info in self.task_info.values()]}
         self.dealer.send_multipart(protocol.encode(Msg.REGISTER, body), zmq.NOBLOCK)
 
     def _beat(self) -> None:
@@ -213,7 +224,14 @@ class AgentDaemon:
                 self._kill(body["tasks"])
             elif kind is Msg.REGISTERED:
                 self.registered = True
-                log.info("agent %s registered with the boss", self.aid)
+                if self.boss_id is not None and body["boss"] != self.boss_id:
+                    log.warning("agent %s: the boss restarted (%s); sending %d unacknowledged report batch(es)",
+                                self.aid, body["boss"], len(self.unacked))
+                    self._resend(older_than=0.0)
+                self.boss_id = body["boss"]
+                log.info("agent %s registered with boss %s", self.aid, body["boss"])
+            elif kind is Msg.REPORTS_ACK:
+                self.unacked.pop(body["batch"], None)
             elif kind is Msg.REREGISTER:
                 self.registered = False
                 self._register()
@@ -228,9 +246,10 @@ class AgentDaemon:
     def _run(self, body: dict[str, Any]) -> None:
         env = dict(body["env"], host=self.host)
         link = self._launcher_for(env)
-        for tid, ticket, cls_ref, payload in body["tasks"]:
+        for tid, index, ticket, cls_ref, payload in body["tasks"]:
             link.tasks.add(tid)
             self.task_launcher[tid] = link
+            self.task_info[tid] = (body["job"], index, ticket)
             link.send(["run", tid, ticket, cls_ref, payload, body["binded"], body["trusted"]])
 
     def _kill(self, tids: list[int]) -> None:
@@ -272,23 +291,41 @@ class AgentDaemon:
     def _done(self, link: _LauncherLink, tid: int, ok: bool, payload: bytes, t0: float, t1: float) -> None:
         link.tasks.discard(tid)
         self.task_launcher.pop(tid, None)
-        self.outbox.append([tid, ok, payload, t0, t1])
+        info = self.task_info.pop(tid, None)
+        if info is None:
+            return  # a task this agent was never told about
+        self.outbox.append([tid, info[0], info[1], ok, payload, t0, t1])
 
     def _flush_reports(self) -> None:
+        """Send the new reports as one batch, kept until the boss acknowledges it."""
         if not self.outbox:
             return
+        self._batch += 1
         reports = list(self.outbox)
+        self.outbox.clear()
+        self.unacked[self._batch] = (reports, time.monotonic())
+        self._send_batch(self._batch, reports)
+
+    def _send_batch(self, batch: int, reports: list) -> None:
         try:
             self.push.send_multipart(
-                protocol.encode(Msg.AGENT_REPORTS, {"agent": self.aid, "reports": reports}), zmq.NOBLOCK)
+                protocol.encode(Msg.AGENT_REPORTS, {"agent": self.aid, "batch": batch, "reports": reports}),
+                zmq.NOBLOCK)
         except zmq.Again:
-            return  # the boss is away: keep them and try again
-        self.outbox.clear()
+            pass  # the boss is away: the batch waits in self.unacked
+
+    def _resend(self, older_than: float) -> None:
+        now = time.monotonic()
+        for batch, (reports, sent) in list(self.unacked.items()):
+            if now - sent >= older_than:
+                self.unacked[batch] = (reports, now)
+                self._send_batch(batch, reports)
 
     def _close_launcher(self, link: _LauncherLink) -> None:
         self.launchers.pop(link.key, None)
         for tid in link.tasks:
             self.task_launcher.pop(tid, None)
+            self.task_info.pop(tid, None)
         try:
             link.sock.close()  # the launcher sees the end of stream: it stops its tasks and leaves
         except OSError:

@@ -40,13 +40,15 @@ class BossDaemon:
     """Bind the boss sockets and serve until stopped."""
 
     def __init__(self, control: str, reports: str, heartbeat: float = 1.0, agent_timeout: float = 30.0,
-                 max_retries: int = 1, max_frame: int = protocol.MAX_FRAME, allow_plugins: bool = False):
+                 max_retries: int = 1, max_frame: int = protocol.MAX_FRAME, allow_plugins: bool = False,
+                 recovery_grace: float = 3.0):
         self.control_endpoint = control
         self.reports_endpoint = reports
         self.max_frame = max_frame
         self.state = BossState(f"boss-{uuid.uuid4().hex[:8]}", max_retries=max_retries,
                                heartbeat=heartbeat, agent_timeout=agent_timeout,
-                               plugin_loader=load_placement_plugin if allow_plugins else None)
+                               plugin_loader=load_placement_plugin if allow_plugins else None,
+                               started=time.monotonic(), recovery_grace=recovery_grace)
         self._bad_log = RateLimitedLog(log, period=10.0)
         self._backlog: dict[bytes, collections.deque] = {}
         self._stop = False
@@ -58,7 +60,7 @@ class BossDaemon:
             Msg.SUBMIT: self.state.submit,
             Msg.ADD_TASKS: lambda r, b, now: self.state.add_tasks(r, b),
             Msg.CONTROL: lambda r, b, now: self.state.control(r, b),
-            Msg.PING: lambda r, b, now: [(r, Msg.PONG, {})],
+            Msg.PING: lambda r, b, now: [(r, Msg.PONG, {"boss": self.state.boss_id})],
             Msg.STATUS: lambda r, b, now: [(r, Msg.STATUS_REPLY, {"status": self.state.status(now)})],
             Msg.REGISTER: self.state.register,
             Msg.GOODBYE: self._goodbye,
@@ -142,7 +144,7 @@ class BossDaemon:
                 lag = now - before - timeout / 1000
                 out += self.state.expire(now, loop_lag=max(0.0, lag))
                 next_check = now + check_every
-            out += self.state.dispatch()
+            out += self.state.dispatch(now)
             self._send_all(router, out)
             if self._backlog:
                 self._flush_backlog(router)
@@ -266,7 +268,7 @@ def run_boss(args: Any) -> int:
     """Entry point used by the CLI and by embedded mode."""
     daemon = BossDaemon(args.control, args.reports, heartbeat=args.heartbeat,
                         agent_timeout=args.agent_timeout, max_retries=args.max_retries,
-                        allow_plugins=args.allow_placement_plugins)
+                        allow_plugins=args.allow_placement_plugins, recovery_grace=args.recovery_grace)
     ready_fd = getattr(args, "ready_fd", None)
 
     def ready() -> None:

@@ -37,6 +37,8 @@ class PlacementError(Exception):
 LOOKAHEAD = 32
 #: how many ended job ids are remembered to drop their late reports quietly
 ENDED_MEMORY = 1024
+#: reports kept for jobs not (yet) submitted again after a boss restart
+ORPHAN_REPORTS = 100_000
 
 
 @dataclass(slots=True, eq=False)
@@ -113,6 +115,10 @@ class JobRecord:
     open_files: collections.Counter = field(default_factory=collections.Counter)
     #: the job's placement plugin, if its scheduler brings one
     plugin: Any = None
+    #: live tasks by index
+    by_index: dict[int, TaskRecord] = field(default_factory=dict)
+    #: a job submitted again after a boss restart waits until then for the agents to re-register
+    hold_until: float = 0.0
     indexes: set[int] = field(default_factory=set)
     done: int = 0
     failed: int = 0
@@ -157,12 +163,19 @@ class BossState:
     """Jobs, tasks and agents, and every transition between their states."""
 
     def __init__(self, boss_id: str = "boss", max_retries: int = 1, heartbeat: float = 1.0,
-                 agent_timeout: float = 30.0, plugin_loader: PluginLoader | None = None):
+                 agent_timeout: float = 30.0, plugin_loader: PluginLoader | None = None,
+                 started: float = 0.0, recovery_grace: float = 3.0):
         self.boss_id = boss_id
         self.max_retries = max_retries
         self.heartbeat = heartbeat
         self.agent_timeout = agent_timeout
         self.plugin_loader = plugin_loader
+        self.started = started
+        self.recovery_grace = recovery_grace
+        #: reports for jobs unknown here yet (a boss restart): (job, index) -> (ok, payload, host)
+        self.orphan_reports: collections.OrderedDict[tuple[str, int], tuple] = collections.OrderedDict()
+        #: tasks agents said were running when they registered, for unknown jobs: (job, index) -> (agent, ticket)
+        self.orphan_running: dict[tuple[str, int], tuple[str, int | None]] = {}
         self.agents: dict[str, AgentRecord] = {}
         self.jobs: dict[str, JobRecord] = {}
         self.tasks: dict[int, TaskRecord] = {}
@@ -192,6 +205,9 @@ class BossState:
             return [(route, Msg.JOB_END, self._end_body(jid, "failed", [], "ValueError", str(exc)))]
         job = JobRecord(jid, route, body["name"], policy, body["env"], body["trusted"],
                         body["shm_host"], body["halted"], now)
+        if body["resubmit"]:
+            job.hold_until = self.started + self.recovery_grace
+            log.info("job %s submitted again (the boss restarted)", jid)
         if policy.placement is not None:
             if self.plugin_loader is None:
                 msg = (f"the scheduler's place() ({policy.placement}) would run on the boss, and this boss does "
@@ -215,21 +231,34 @@ class BossState:
         job = self._client_job(route, body["job"])
         if job is None or job.ending or job.stopping:
             return []
-        new = []
+        new, out, recovered = [], [], []
         for index, name, cls, memory, expected_time, files, payload in body["tasks"]:
             if index in job.indexes:
                 continue  # a resubmission: the task is known already
             job.indexes.add(index)
+            report = self.orphan_reports.pop((job.jid, index), None)
+            if report is not None:  # it ended while the boss was away
+                recovered.append([index, *report])
+                job.done += 1
+                continue
             task = TaskRecord(self._next_tid, job, index, name, cls, float(memory), float(expected_time),
                               files, payload)
             self._next_tid += 1
             self.tasks[task.tid] = task
+            job.by_index[index] = task
             job.push(task)
             new.append(task)
+            running = self.orphan_running.pop((job.jid, index), None)
+            if running is not None and running[0] in self.agents:  # still running where it was
+                self._adopt(task, self.agents[running[0]], running[1])
+        if recovered:
+            out.append((job.client, Msg.REPORTS, {"job": job.jid, "reports": recovered}))
+            if not all(r[1] for r in recovered):
+                return out + self._end_job(job, "failed", kill=True)
         self._refresh_ready(job)
         if job.policy.limits_memory and new:
-            return self._check_fits_somewhere(job, max(new, key=lambda t: t.memory))
-        return []
+            out += self._check_fits_somewhere(job, max(new, key=lambda t: t.memory))
+        return out
 
     def control(self, route: bytes, body: dict) -> list[Out]:
         job = self._client_job(route, body["job"])
@@ -268,13 +297,21 @@ class BossState:
         old = self.agents.get(aid)
         if old is not None:  # the same incarnation asking again (a lost answer): keep its tasks
             old.last_seen = now
-            return [(route, Msg.REGISTERED, {"heartbeat": self.heartbeat})]
+            return [(route, Msg.REGISTERED, {"heartbeat": self.heartbeat, "boss": self.boss_id})]
         agent = AgentRecord(aid, route, body["host"], body["shm_host"], body["cpus"], float(body["memory"]),
                             body["slots"], body["pid"], now)
         self.agents[aid] = agent
+        for jid, index, ticket in body["running"]:  # tasks it ran for a boss that restarted
+            job = self.jobs.get(jid)
+            task = job.by_index.get(index) if job is not None else None
+            if task is not None and task.state == "pending":
+                self._adopt(task, agent, ticket)
+            elif job is None and jid not in self.ended:
+                self.orphan_running[(jid, index)] = (aid, ticket)
         self._refresh_free(agent)
-        log.info("agent %s joined from host %s (%d slots, %d cpus)", aid, agent.host, agent.slots, agent.cpus)
-        out.append((route, Msg.REGISTERED, {"heartbeat": self.heartbeat}))
+        log.info("agent %s joined from host %s (%d slots, %d cpus, %d task(s) running)", aid, agent.host,
+                 agent.slots, agent.cpus, len(body["running"]))
+        out.append((route, Msg.REGISTERED, {"heartbeat": self.heartbeat, "boss": self.boss_id}))
         return out
 
     def drain(self, target: str, draining: bool) -> list[str]:
@@ -298,32 +335,39 @@ class BossState:
         return []
 
     def agent_reports(self, body: dict, now: float) -> list[Out]:
-        agent = self.agents.get(body["agent"])
+        """Reports, found by (job, index) so that they survive a boss restart; acknowledged to the agent."""
+        aid = body["agent"]
+        agent = self.agents.get(aid)
         if agent is None:
             # reports of a lost agent still count: the work was done
             self.counters["unknown_agent_messages"] += 1
         else:
             agent.last_seen = now
-        out: list[Out] = []
+        host = agent.host if agent is not None else aid
+        out: list[Out] = [(aid.encode(), Msg.REPORTS_ACK, {"batch": body["batch"]})]
         forward: dict[str, list] = {}
-        for tid, ok, payload, _t0, _t1 in body["reports"]:
-            task = self.tasks.get(tid)
-            if task is None or task.state not in ("pending", "running"):
-                self.counters["late_or_duplicate_reports"] += 1
+        for _tid, jid, index, ok, payload, _t0, _t1 in body["reports"]:
+            job = self.jobs.get(jid)
+            task = job.by_index.get(index) if job is not None else None
+            if job is None or task is None:
+                if job is None and jid not in self.ended:
+                    self._keep_orphan(jid, index, ok, payload, host)
+                elif job is not None and index not in job.indexes:
+                    self._keep_orphan(jid, index, ok, payload, host)  # not submitted again yet
+                else:
+                    self.counters["late_or_duplicate_reports"] += 1
                 continue
-            host = agent.host if agent is not None else body["agent"]
             if task.agent is not None and task.agent is not agent:
-                out.append((task.agent.route, Msg.KILL, {"tasks": [tid]}))
-            job = task.job
+                out.append((task.agent.route, Msg.KILL, {"tasks": [task.tid]}))
             self._release(task, "done" if ok else "failed")
             if agent is not None:
                 agent.done += 1
             job.done += 1
-            forward.setdefault(job.jid, []).append([task.index, ok, payload, host])
+            forward.setdefault(jid, []).append([index, ok, payload, host])
             if not ok:
                 job.failed += 1
                 self.counters["tasks_failed"] += 1
-                log.warning("task %s of job %s failed on host %s", task.name, job.jid, host)
+                log.warning("task %s of job %s failed on host %s", task.name, jid, host)
             else:
                 self.counters["tasks_done"] += 1
         for jid, reports in forward.items():
@@ -334,6 +378,16 @@ class BossState:
             else:
                 out += self._maybe_finished(job)
         return out
+
+    def _keep_orphan(self, jid: str, index: int, ok: bool, payload: bytes, host: str) -> None:
+        self.orphan_running.pop((jid, index), None)
+        if (jid, index) in self.orphan_reports:
+            self.counters["late_or_duplicate_reports"] += 1
+            return
+        self.orphan_reports[(jid, index)] = (ok, payload, host)
+        self.counters["orphan_reports"] += 1
+        while len(self.orphan_reports) > ORPHAN_REPORTS:
+            self.orphan_reports.popitem(last=False)
 
     def agent_lost(self, aid: str, reason: str) -> list[Out]:
         agent = self.agents.pop(aid, None)
@@ -358,12 +412,16 @@ class BossState:
                 continue
             task.state = "cancelled"
             del self.tasks[tid]
+            job.by_index.pop(task.index, None)
             if job.jid in self.jobs:
                 msg = (f"task {task.name} was running on host {agent.host} (agent {aid}) when it was lost "
                        f"({reason}); lost {task.lost} time(s), more than max_retries={self.max_retries}")
                 out += self._end_job(job, "failed", kill=True, error=("AgentLostError", msg))
         for job in list(self.jobs.values()):
             job.usage.pop(aid, None)
+        if self.orphan_running:
+            for key in [k for k, (a, _) in self.orphan_running.items() if a == aid]:
+                del self.orphan_running[key]
         return out
 
     def expire(self, now: float, loop_lag: float = 0.0) -> list[Out]:
@@ -380,13 +438,15 @@ class BossState:
         return out
 
     # -- dispatch -------------------------------------------------------------
-    def dispatch(self) -> list[Out]:
+    def dispatch(self, now: float | None = None) -> list[Out]:
         """Place ready tasks on agents with free slots; one RUN per (agent, job)."""
         batches: dict[tuple[str, str], list] = {}
         out: list[Out] = []
         for job in list(self.ready_jobs.values()):
             if not self.free_agents:
                 break
+            if now is not None and now < job.hold_until:
+                continue  # its tasks may still be running on agents that have not re-registered
             out += self._dispatch_job(job, batches)
             self._refresh_ready(job)
         for (aid, jid), rows in batches.items():
@@ -413,7 +473,7 @@ class BossState:
                     continue
                 self._start(task, agent)
                 batches.setdefault((agent.aid, job.jid), []).append(
-                    [task.tid, task.ticket, task.cls, task.payload])
+                    [task.tid, task.index, task.ticket, task.cls, task.payload])
                 placed += 1
             job.push_back(held)
             if not placed:
@@ -497,14 +557,19 @@ class BossState:
             return self._end_job(job, "failed", kill=True, error=("MemoryError", msg))
         return []
 
-    def _start(self, task: TaskRecord, agent: AgentRecord) -> None:
+    def _start(self, task: TaskRecord, agent: AgentRecord, ticket: int | None = None,
+               adopted: bool = False) -> None:
         job = task.job
         usage = job.usage.get(agent.aid)
         if usage is None:
             usage = job.usage[agent.aid] = HostUsage(TicketPool(job.policy.ticket_range(agent.cpus)))
         usage.running += 1
         usage.memory += job.policy.task_memory(task.memory)
-        task.ticket = usage.tickets.take()
+        if adopted:
+            usage.tickets.claim(ticket)
+            task.ticket = ticket
+        else:
+            task.ticket = usage.tickets.take()
         for f in task.files:
             job.open_files[f] += 1
         task.state, task.agent = "running", agent
@@ -512,6 +577,11 @@ class BossState:
         job.running[task.tid] = task
         agent.running.add(task.tid)
         self._refresh_free(agent)
+
+    def _adopt(self, task: TaskRecord, agent: AgentRecord, ticket: int | None) -> None:
+        """Take over a pending task as running where an agent says it runs (after a boss restart)."""
+        self._start(task, agent, ticket, adopted=True)
+        self.counters["tasks_adopted"] += 1
 
     def _release(self, task: TaskRecord, state: str) -> None:
         """Free what a task holds and move it to *state*."""
@@ -533,6 +603,7 @@ class BossState:
         task.agent, task.ticket, task.state = None, None, state
         if state != "pending":
             del self.tasks[task.tid]
+            job.by_index.pop(task.index, None)
 
     def _refresh_free(self, agent: AgentRecord) -> None:
         """Re-index an agent after its slots, load or state changed."""
@@ -608,6 +679,8 @@ class BossState:
                 on_host = [t for t in job.running.values() if t.agent is not None and t.agent.aid == aid]
                 assert usage.running == len(on_host), (job.jid, aid, usage.running, len(on_host))
             assert (job.jid in self.ready_jobs) == bool(job.n_pending and not job.halted and not job.stopping)
+            live = [*pending, *job.running.values()]
+            assert {t.index: t for t in live} == job.by_index, (job.jid, "by_index")
         for aid, agent in self.agents.items():
             assert all(self.tasks[tid].agent is agent for tid in agent.running)
             assert (aid in self.free_agents) == (agent.free > 0 and not agent.draining)

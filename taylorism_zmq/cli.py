@@ -45,6 +45,9 @@ def boss_parser() -> argparse.ArgumentParser:
                    help="seconds of silence after which an agent is lost and its tasks requeued (default 30)")
     p.add_argument("--max-retries", type=int, default=1,
                    help="times a task may be requeued because its agent was lost (default 1)")
+    p.add_argument("--recovery-grace", type=float, default=3.0,
+                   help="seconds a job submitted again after a boss restart waits for the agents to say which "
+                        "of its tasks still run, before the others are dispatched (default 3)")
     p.add_argument("--allow-placement-plugins", action="store_true",
                    help="let jobs whose scheduler overrides place() run that method here: it imports the "
                         "users' modules in the boss, so allow it only where you trust the users")

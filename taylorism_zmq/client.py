@@ -108,10 +108,16 @@ class Boss:
         self._final: dict | None = None
         self._interrupted = False
         self._process = _JobProcess(self)
-        self._conn.send(Msg.SUBMIT, {
+        #: task rows not reported yet, by index: sent again if the boss restarts
+        self._rows: dict[int, list] = {}
+        self._controls: list[str] = []
+        self._submit = {
             "job": self._job, "name": str(name or self._job), "policy": policy, "env": client_env(),
             "trusted": self._conn.trusted, "shm_host": host_key() if self._shared else None, "halted": True,
-        })
+            "resubmit": False,
+        }
+        self._conn.on_restart[self._job] = self._resubmit
+        self._conn.send(Msg.SUBMIT, self._submit)
 
     # -- taylorism's API ----------------------------------------------------------------
     def set_instructions(self, common_instructions: dict = dict(), individual_instructions: dict = dict(),
@@ -143,6 +149,7 @@ class Boss:
         for row in rows:
             self._names[row[0]] = row[1]
             self._running_names[row[1]] = row[0]
+            self._rows[row[0]] = row
         for start in range(0, len(rows), BATCH):
             self._conn.send(Msg.ADD_TASKS, {"job": self._job, "tasks": rows[start:start + BATCH]})
 
@@ -183,6 +190,18 @@ class Boss:
     # -- internals ----------------------------------------------------------------------
     def _control(self, action: str) -> None:
         if self._end is None and self._final is None:
+            self._controls.append(action)
+            self._conn.send(Msg.CONTROL, {"job": self._job, "action": action})
+
+    def _resubmit(self) -> None:
+        """The boss restarted: send this job again, with the tasks not reported yet (none runs twice)."""
+        if self._end is not None or self._final is not None:
+            return
+        self._conn.send(Msg.SUBMIT, dict(self._submit, resubmit=True))
+        rows = [self._rows[i] for i in sorted(self._rows)]
+        for start in range(0, len(rows), BATCH):
+            self._conn.send(Msg.ADD_TASKS, {"job": self._job, "tasks": rows[start:start + BATCH]})
+        for action in self._controls:
             self._conn.send(Msg.CONTROL, {"job": self._job, "action": action})
 
     def _wait_end(self, timeout: float | None) -> None:
@@ -204,6 +223,8 @@ class Boss:
                 self._conn.close_inbox(self._job)
 
     def _take_report(self, index: int, ok: bool, payload: bytes, host: str) -> None:
+        if self._rows.pop(index, None) is None:
+            return  # reported already (a report sent again around a boss restart)
         name = self._names.get(index, f"#{index}")
         self._running_names.pop(name, None)
         entry = report_entry(name, ok, payload, self._codec)

@@ -14,6 +14,7 @@ import stat
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -60,6 +61,8 @@ class Connection:
         self.client_id = f"client-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.lock = threading.RLock()
         self.inboxes: dict[str, collections.deque] = {}
+        #: called with no argument when the boss turns out to have restarted (jobs submit again)
+        self.on_restart: dict[str, Callable[[], None]] = {}
         self.replies: collections.deque = collections.deque()
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
@@ -69,6 +72,7 @@ class Connection:
             self.sock.reconnect_ivl = 10
         self.sock.connect(endpoint)
         self.last_heard = time.monotonic()
+        self.boss_id = ""
         welcome = self.request(Msg.HELLO, {"client": self.client_id}, Msg.WELCOME)
         self.boss_id = welcome["boss"]
         if wait_agents:
@@ -123,6 +127,8 @@ class Connection:
                     continue
                 if kind is Msg.REFUSED:
                     raise ProtocolVersionError(f"the boss at {self.endpoint} refused us: {body['message']}")
+                if kind in (Msg.WELCOME, Msg.PONG) and body["boss"] != self.boss_id and self.boss_id:
+                    self._boss_restarted(body["boss"])
                 job = body.get("job")
                 if isinstance(job, str) and job in self.inboxes:
                     self.inboxes[job].append((kind, body))
@@ -130,6 +136,13 @@ class Connection:
                     self.replies.append((kind, body))
                 elif kind is Msg.ERROR:
                     log.error("the boss at %s says: %s", self.endpoint, body["message"])
+
+    def _boss_restarted(self, boss_id: str) -> None:
+        log.warning("the boss at %s restarted (%s, was %s): submitting %d job(s) again",
+                    self.endpoint, boss_id, self.boss_id, len(self.on_restart))
+        self.boss_id = boss_id
+        for resubmit in list(self.on_restart.values()):
+            resubmit()
 
     def wait(self, inbox: collections.deque, timeout: float | None = None) -> bool:
         """Pump until *inbox* has something; ping a silent boss and give up after self.timeout."""
@@ -157,6 +170,7 @@ class Connection:
 
     def close_inbox(self, job: str) -> None:
         self.inboxes.pop(job, None)
+        self.on_restart.pop(job, None)
 
     def close(self) -> None:
         if os.getpid() != self.pid:

@@ -37,7 +37,8 @@ class Embedded:
                   "--log-level", level]
         cmd = [sys.executable, "-m", "taylorism_zmq"]
         self.processes = [
-            subprocess.Popen([*cmd, "boss", *common, "--agent-timeout", "30", "--allow-placement-plugins"],
+            subprocess.Popen([*cmd, "boss", *common, "--agent-timeout", "30", "--allow-placement-plugins",
+                              "--recovery-grace", "0"],
                              stdin=subprocess.DEVNULL),
             subprocess.Popen([*cmd, "agent", *common, "--slots", str(EMBEDDED_SLOTS), "--host-name",
                               "localhost"], stdin=subprocess.DEVNULL),

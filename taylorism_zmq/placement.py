@@ -112,6 +112,18 @@ class TicketPool:
         if ticket is not None:
             heapq.heappush(self._freed, ticket)
 
+    def claim(self, ticket: int | None) -> None:
+        """Mark *ticket* as in use (a task found running when the boss restarted)."""
+        if ticket is None:
+            return
+        if ticket in self._freed:
+            self._freed.remove(ticket)
+            heapq.heapify(self._freed)
+        while self._next <= ticket:
+            if self._next != ticket:
+                heapq.heappush(self._freed, self._next)
+            self._next += 1
+
 
 @dataclass(slots=True)
 class HostUsage:

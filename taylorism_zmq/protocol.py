@@ -49,6 +49,7 @@ class Msg(enum.IntEnum):
     # agent -> boss (ROUTER)
     REGISTER = 40
     GOODBYE = 46  # the agent is leaving: requeue its tasks now
+    REPORTS_ACK = 47  # boss -> agent: this batch of reports is handled, forget it
     # boss -> agent
     REGISTERED = 41
     RUN = 42
@@ -82,9 +83,10 @@ class ListOf:
 SCHEMAS: dict[Msg, dict[str, Any]] = {
     Msg.REFUSED: {"message": str},
     Msg.HELLO: {"client": str},
+    # resubmit: the client saw a new boss and sends its job again (tasks done meanwhile are not rerun)
     Msg.SUBMIT: {
         "job": str, "name": str, "policy": dict, "env": dict, "trusted": bool,
-        "shm_host": OPT_STR, "halted": bool,
+        "shm_host": OPT_STR, "halted": bool, "resubmit": bool,
     },
     # task rows: index, name, worker class 'module:qualname', memory, expected_time, files, payload
     Msg.ADD_TASKS: {"job": str, "tasks": Rows((int, str, str, NUM, NUM, ListOf(str), bytes))},
@@ -96,23 +98,25 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
     Msg.REPORTS: {"job": str, "reports": Rows((int, bool, bytes, str))},
     Msg.JOB_END: {"job": str, "status": str, "pending": ListOf(int), "error": (dict, type(None))},
     Msg.ERROR: {"message": str},
-    Msg.PONG: {},
+    Msg.PONG: {"boss": str},
     Msg.STATUS_REPLY: {"status": dict},
     Msg.ADMIN_REPLY: {"ok": bool, "message": str},
     Msg.REGISTER: {
         "agent": str, "host": str, "shm_host": str, "cpus": int, "memory": NUM, "slots": int,
-        "pid": int,
+        "pid": int, "running": Rows((str, int, (int, type(None)))),  # job, index, ticket of its tasks
     },
     Msg.GOODBYE: {"agent": str},
-    Msg.REGISTERED: {"heartbeat": NUM},
+    Msg.REGISTERED: {"heartbeat": NUM, "boss": str},
+    Msg.REPORTS_ACK: {"batch": int},
     Msg.RUN: {
         "job": str, "env": dict, "trusted": bool, "binded": bool,
-        "tasks": Rows((int, (int, type(None)), str, bytes)),  # task id, ticket, class, payload
+        "tasks": Rows((int, int, (int, type(None)), str, bytes)),  # task id, index, ticket, class, payload
     },
     Msg.KILL: {"tasks": ListOf(int)},
     Msg.REREGISTER: {},
     Msg.SHUTDOWN: {},
-    Msg.AGENT_REPORTS: {"agent": str, "reports": Rows((int, bool, bytes, NUM, NUM))},
+    # report rows: task id, job, index, ok, payload, start, end; unacknowledged batches are sent again
+    Msg.AGENT_REPORTS: {"agent": str, "batch": int, "reports": Rows((int, str, int, bool, bytes, NUM, NUM))},
     Msg.HEARTBEAT: {"agent": str, "load": ListOf(NUM), "cpu": NUM, "mem_avail": NUM, "running": int},
 }
 

@@ -30,10 +30,10 @@ def make_state(**kw) -> BossState:
 
 
 def add_agent(state: BossState, name: str, slots: int = 4, cpus: int = 4, memory: float = 8000.0,
-              shm_host: str = "machine-a", load: float | None = None) -> str:
+              shm_host: str = "machine-a", load: float | None = None, running=()) -> str:
     aid = f"agent-{name}"
     out = state.register(aid.encode(), {"agent": aid, "host": name, "shm_host": shm_host, "cpus": cpus,
-                                        "memory": memory, "slots": slots, "pid": 1}, now=0.0)
+                                        "memory": memory, "slots": slots, "pid": 1, "running": running}, now=0.0)
     assert out[-1][1] is Msg.REGISTERED
     if load is not None:
         state.heartbeat_from({"agent": aid, "load": [load, load, load], "cpu": 0, "mem_avail": memory,
@@ -42,9 +42,9 @@ def add_agent(state: BossState, name: str, slots: int = 4, cpus: int = 4, memory
 
 
 def submit(state: BossState, policy: dict, n: int = 0, job: str = "j1", memory: float = 0.0,
-           expected=None, files=None, shm_host=None, halted: bool = False) -> str:
+           expected=None, files=None, shm_host=None, halted: bool = False, resubmit: bool = False) -> str:
     out = state.submit(CLIENT, {"job": job, "name": job, "policy": policy, "env": {}, "trusted": False,
-                                "shm_host": shm_host, "halted": halted}, now=0.0)
+                                "shm_host": shm_host, "halted": halted, "resubmit": resubmit}, now=0.0)
     assert out == []
     add(state, job, range(n), memory=memory, expected=expected, files=files)
     return job
@@ -57,16 +57,28 @@ def add(state, job, indexes, memory=0.0, expected=None, files=None):
 
 
 def runs(out) -> dict[str, list]:
-    """Task rows sent, by agent."""
+    """Task rows sent, by agent, as [task id, ticket]."""
     placed: dict[str, list] = {}
     for route, kind, body in out:
         if kind is Msg.RUN:
-            placed.setdefault(route.decode(), []).extend(body["tasks"])
+            for tid, index, ticket, _cls, _payload in body["tasks"]:
+                REMEMBERED[tid] = (body["job"], index)
+                placed.setdefault(route.decode(), []).append([tid, ticket])
     return placed
 
 
-def report(state, aid, tid, ok=True):
-    return state.agent_reports({"agent": aid, "reports": [[tid, ok, b"r", 0.0, 1.0]]}, now=1.0)
+def report(state, aid, tid, ok=True, job=None, index=None):
+    if job is None:
+        task = state.tasks[tid] if tid in state.tasks else None
+        job, index = (task.job.jid, task.index) if task else REMEMBERED[tid]
+    out = state.agent_reports({"agent": aid, "batch": 1, "reports": [[tid, job, index, ok, b"r", 0.0, 1.0]]},
+                              now=1.0)
+    assert out[0] == (aid.encode(), Msg.REPORTS_ACK, {"batch": 1})
+    return out[1:]
+
+
+#: (job, index) of every task id placed, for reports that come after the task record is gone
+REMEMBERED: dict[int, tuple[str, int]] = {}
 
 
 def of_kind(out, kind):
@@ -255,7 +267,8 @@ def test_shared_memory_jobs_run_only_on_the_clients_machine():
     submit(state, {"kind": "nosort"}, n=3, shm_host="machine-b")
     assert list(runs(state.dispatch())) == [b]
     out = state.submit(CLIENT, {"job": "j2", "name": "j2", "policy": {"kind": "nosort"}, "env": {},
-                                "trusted": False, "shm_host": "machine-z", "halted": False}, now=0.0)
+                                "trusted": False, "shm_host": "machine-z", "halted": False, "resubmit": False},
+                       now=0.0)
     assert "no agent runs on that host" in of_kind(out, Msg.JOB_END)[0]["error"]["message"]
 
 
@@ -272,7 +285,7 @@ def test_other_clients_cannot_control_a_job():
 def test_nonsense_policy_fails_the_job(policy):
     state = make_state()
     out = state.submit(CLIENT, {"job": "j", "name": "j", "policy": policy, "env": {}, "trusted": False,
-                                "shm_host": None, "halted": False}, now=0.0)
+                                "shm_host": None, "halted": False, "resubmit": False}, now=0.0)
     assert of_kind(out, Msg.JOB_END)[0]["status"] == "failed"
 
 
@@ -326,3 +339,29 @@ def test_drain_stops_placement_and_undrain_resumes():
     assert state.drain("a", False) == [a]
     assert list(runs(state.dispatch())) == [a]
     assert state.drain("nowhere", True) == []
+
+
+def test_restarted_boss_recovers_jobs_without_running_anything_twice():
+    state = make_state(started=100.0, recovery_grace=3.0)  # a boss that just restarted
+    a = add_agent(state, "a", slots=4, running=[["j1", 0, 0]])  # index 0 still runs there
+    # index 1 ended while the boss was away: its report arrives before the client comes back
+    assert report(state, a, 999, job="j1", index=1) == []
+    assert state.counters["orphan_reports"] == 1
+    submit(state, {"kind": "threads", "max_threads": 4}, resubmit=True)
+    out = state.add_tasks(CLIENT, {"job": "j1", "tasks": [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p"]
+                                                          for i in range(4)]})
+    assert of_kind(out, Msg.REPORTS)[0]["reports"] == [[1, True, b"r", "a"]]
+    assert state.jobs["j1"].by_index[0].state == "running" and state.counters["tasks_adopted"] == 1
+    assert state.dispatch(now=101.0) == []  # held: other agents may still re-register
+    placed = runs(state.dispatch(now=104.0))[a]
+    assert sorted(REMEMBERED[tid][1] for tid, _ in placed) == [2, 3]
+    assert sorted(ticket for _, ticket in placed) == [1, 2]  # ticket 0 is the adopted task's
+    state.control(CLIENT, {"job": "j1", "action": "end"})
+    reported = []
+    for tid, index in [(777, 0)] + [(tid, REMEMBERED[tid][1]) for tid, _ in placed]:
+        out = report(state, a, tid, job="j1", index=index)
+        reported += [r[0] for body in of_kind(out, Msg.REPORTS) for r in body["reports"]]
+    assert sorted(reported) == [0, 2, 3]
+    assert state.jobs == {} and state.ended["j1"] == "finished"
+    # a report sent again (its acknowledgement was lost) is dropped
+    assert report(state, a, 777, job="j1", index=0) == []
