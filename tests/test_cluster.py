@@ -255,3 +255,24 @@ def test_taylorism_own_suite_runs_against_a_boss_and_two_agents(cluster_factory)
                           timeout=180, env=env, cwd=os.path.dirname(here))
     assert "8 passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert sum(h["done"] for h in cluster.status()["hosts"]) >= 10  # the tasks ran on the cluster
+
+
+def test_boss_killed_and_restarted_mid_job_every_task_runs_and_reports_once(cluster_factory, tmp_path):
+    cluster = cluster_factory(agent_timeout=30)
+    cluster.add_agent(slots=2, host_name="node-a")
+    cluster.add_agent(slots=2, host_name="node-b")
+    cluster.wait_agents(2)
+    ledger = tmp_path / "ledger"
+    boss = run_as_server(dict(zt="nap", seconds=1.0, ledger=str(ledger)), dict(tag=list(range(12))),
+                         scheduler=threads(2), boss=cluster.control)
+    wait_until(lambda: sum(h["done"] for h in cluster.status()["hosts"]) >= 2, 15, "some tasks done")
+    cluster.boss.send_signal(signal.SIGKILL)
+    cluster.boss.wait()
+    time.sleep(1.5)  # tasks end while the boss is away: their reports wait on the agents
+    cluster.start_boss()
+    boss.wait_till_finished()
+    report = boss.get_report()
+    tags = sorted(int(r["report"]["tag"]) for r in report["workers_report"])
+    assert tags == list(range(12))  # every report, once
+    runs = sorted(int(line) for line in ledger.read_text().split())
+    assert runs == list(range(12))  # no task ran twice

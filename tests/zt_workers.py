@@ -30,6 +30,7 @@ class ZtNap(Worker):
             seconds=dict(type=float, optional=True, default=0.0),
             fail=dict(optional=True, default="no", values=["no", "value", "weird", "signal", "exit"]),
             spawn=dict(optional=True, default=None),
+            ledger=dict(optional=True, default=None),
             tag=dict(optional=True, default=None),
             extra=dict(optional=True, default=FPDict(), type=FPDict),
         ),
@@ -37,6 +38,9 @@ class ZtNap(Worker):
 
     def _task(self):
         t0 = time.time()
+        if self.ledger:  # one line per run: a task run twice shows up twice
+            with open(self.ledger, "a") as f:
+                f.write(f"{self.tag}\n")
         if self.spawn:  # a grandchild that must die with the task
             child = subprocess.Popen(["sleep", "60"])
             with open(self.spawn, "w") as f:
