@@ -5,7 +5,7 @@ Existing taylorism programs change their import only::
     from taylorism_zmq import batch_main, examples
 """
 
-from . import schedulers, util
+from . import schedulers, security, util
 from .client import Boss, batch_main, run_as_server, taylorism_log
 from .errors import AgentLostError, BossUnreachableError, TaskDiedError, WorkerError
 from .schedulers import BaseScheduler, MaxThreadsScheduler, binding_setup
@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AgentLostError", "BaseScheduler", "BindedWorker", "Boss", "BossUnreachableError", "MaxThreadsScheduler",
     "TaskDiedError", "Worker", "WorkerError", "batch_main", "binding_setup", "run_as_server", "schedulers",
-    "taylorism_log", "util",
+    "security", "taylorism_log", "util",
 ]
 
 

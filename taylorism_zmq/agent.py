@@ -23,7 +23,8 @@ import msgpack
 import psutil
 import zmq
 
-from . import protocol
+from . import protocol, security
+from .connection import link_is_trusted
 from .launcher import MAX_BUFFER, Zygote
 from .procutil import die_with_parent, host_key
 from .protocol import Msg, ProtocolError
@@ -80,7 +81,7 @@ class AgentDaemon:
 
     def __init__(self, control: str, reports: str, slots: int | None = None, host_name: str | None = None,
                  heartbeat: float = 1.0, parent_pid: int | None = None, memory: float | None = None,
-                 inject_load: float = 0.0):
+                 inject_load: float = 0.0, insecure: bool = False):
         self.control_endpoint = control
         self.reports_endpoint = reports
         self.cpus = psutil.cpu_count() or 1
@@ -92,6 +93,9 @@ class AgentDaemon:
         self.memory = memory or psutil.virtual_memory().total / 2**20
         #: added to the reported load average (tests and benchmarks of load-aware placement)
         self.inject_load = inject_load
+        self.curve = not insecure and security.needs_curve(control)
+        #: pickle may travel on this link: private ipc, or authenticated tcp
+        self.trusted_link = self.curve or link_is_trusted(control)
         self.aid = f"agent-{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.launchers: dict[str, _LauncherLink] = {}
         self.task_launcher: dict[int, _LauncherLink] = {}
@@ -133,6 +137,10 @@ class AgentDaemon:
         try:
             configure_connected(self.dealer)
             configure_connected(self.push)
+            if self.curve:
+                keys = security.load_keys()
+                security.secure_client(self.dealer, keys)
+                security.secure_client(self.push, keys)
             self.dealer.routing_id = self.aid.encode()
             self.dealer.reconnect_ivl_max = 2000  # find a restarted boss within its recovery grace
             self.dealer.connect(self.control_endpoint)
@@ -250,7 +258,7 @@ class AgentDaemon:
             link.tasks.add(tid)
             self.task_launcher[tid] = link
             self.task_info[tid] = (body["job"], index, ticket)
-            link.send(["run", tid, ticket, cls_ref, payload, body["binded"], body["trusted"]])
+            link.send(["run", tid, ticket, cls_ref, payload, body["binded"], body["trusted"] and self.trusted_link])
 
     def _kill(self, tids: list[int]) -> None:
         by_link: dict[str, list[int]] = {}
@@ -336,5 +344,5 @@ def run_agent(args: Any) -> int:
     """Entry point used by the CLI and by embedded mode."""
     agent = AgentDaemon(args.control, args.reports, slots=args.slots, host_name=args.host_name,
                         heartbeat=args.heartbeat, parent_pid=args.parent_pid, memory=args.memory,
-                        inject_load=args.inject_load)
+                        inject_load=args.inject_load, insecure=args.insecure)
     return agent.serve()

@@ -23,7 +23,7 @@ from typing import Any
 
 import zmq
 
-from . import protocol
+from . import protocol, security
 from .boss_state import BossState, Out
 from .codec import resolve_ref
 from .placement import Policy
@@ -41,10 +41,14 @@ class BossDaemon:
 
     def __init__(self, control: str, reports: str, heartbeat: float = 1.0, agent_timeout: float = 30.0,
                  max_retries: int = 1, max_frame: int = protocol.MAX_FRAME, allow_plugins: bool = False,
-                 recovery_grace: float = 3.0):
+                 recovery_grace: float = 3.0, insecure: bool = False):
         self.control_endpoint = control
         self.reports_endpoint = reports
         self.max_frame = max_frame
+        self.curve = not insecure and any(e.startswith("tcp://") for e in (control, reports))
+        for endpoint in (control, reports):
+            if insecure and endpoint.startswith("tcp://") and not security.is_loopback(endpoint):
+                log.warning("%s is bound without CURVE: anyone who reaches it can submit tasks", endpoint)
         self.state = BossState(f"boss-{uuid.uuid4().hex[:8]}", max_retries=max_retries,
                                heartbeat=heartbeat, agent_timeout=agent_timeout,
                                plugin_loader=load_placement_plugin if allow_plugins else None,
@@ -98,7 +102,13 @@ class BossDaemon:
         ctx = zmq.Context()
         router = ctx.socket(zmq.ROUTER)
         pull = ctx.socket(zmq.PULL)
+        auth = None
         try:
+            if self.curve:  # the authenticator first: CURVE without ZAP would let any key in
+                keys = security.load_keys()
+                auth = security.start_authenticator(ctx)
+                security.secure_server(router, keys)
+                security.secure_server(pull, keys)
             configure_bound(router, self.max_frame)
             router.router_mandatory = 1
             router.router_handover = 1
@@ -108,14 +118,16 @@ class BossDaemon:
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, lambda *_: self.stop())
-            log.info("boss %s listening: control %s, reports %s", self.state.boss_id,
-                     self.control_endpoint, self.reports_endpoint)
+            log.info("boss %s listening: control %s, reports %s%s", self.state.boss_id,
+                     self.control_endpoint, self.reports_endpoint, " (CURVE)" if self.curve else "")
             if ready is not None:
                 ready()
             self._loop(router, pull)
         finally:
             router.close(linger=0)
             pull.close(linger=0)
+            if auth is not None:
+                auth.stop()
             ctx.term()
             self._wake_r.close()
             self._wake_w.close()
@@ -268,7 +280,8 @@ def run_boss(args: Any) -> int:
     """Entry point used by the CLI and by embedded mode."""
     daemon = BossDaemon(args.control, args.reports, heartbeat=args.heartbeat,
                         agent_timeout=args.agent_timeout, max_retries=args.max_retries,
-                        allow_plugins=args.allow_placement_plugins, recovery_grace=args.recovery_grace)
+                        allow_plugins=args.allow_placement_plugins, recovery_grace=args.recovery_grace,
+                        insecure=args.insecure)
     ready_fd = getattr(args, "ready_fd", None)
 
     def ready() -> None:

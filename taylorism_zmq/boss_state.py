@@ -679,8 +679,8 @@ class BossState:
                 on_host = [t for t in job.running.values() if t.agent is not None and t.agent.aid == aid]
                 assert usage.running == len(on_host), (job.jid, aid, usage.running, len(on_host))
             assert (job.jid in self.ready_jobs) == bool(job.n_pending and not job.halted and not job.stopping)
-            live = [*pending, *job.running.values()]
-            assert {t.index: t for t in live} == job.by_index, (job.jid, "by_index")
+            job_live = [*pending, *job.running.values()]
+            assert {t.index: t for t in job_live} == job.by_index, (job.jid, "by_index")
         for aid, agent in self.agents.items():
             assert all(self.tasks[tid].agent is agent for tid in agent.running)
             assert (aid in self.free_agents) == (agent.free > 0 and not agent.draining)

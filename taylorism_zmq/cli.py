@@ -45,6 +45,8 @@ def boss_parser() -> argparse.ArgumentParser:
                    help="seconds of silence after which an agent is lost and its tasks requeued (default 30)")
     p.add_argument("--max-retries", type=int, default=1,
                    help="times a task may be requeued because its agent was lost (default 1)")
+    p.add_argument("--insecure", action="store_true",
+                   help="serve tcp without CURVE authentication and encryption (then pickle is refused)")
     p.add_argument("--recovery-grace", type=float, default=3.0,
                    help="seconds a job submitted again after a boss restart waits for the agents to say which "
                         "of its tasks still run, before the others are dispatched (default 3)")
@@ -70,6 +72,8 @@ def agent_parser() -> argparse.ArgumentParser:
                    help="MiB of memory this host offers to tasks (default: the host's total memory)")
     p.add_argument("--inject-load", type=float, default=0.0,
                    help="add this to the load average reported (to test load-aware placement)")
+    p.add_argument("--insecure", action="store_true",
+                   help="connect over tcp without CURVE (the boss must run with --insecure too)")
     return p
 
 
@@ -82,6 +86,11 @@ def ctl_parser() -> argparse.ArgumentParser:
     for name, text in (("status", "hosts and jobs"), ("jobs", "jobs only")):
         c = sub.add_parser(name, help=f"show {text}")
         c.add_argument("--json", action="store_true", help="print raw JSON")
+    c = sub.add_parser("keygen", help="write a CURVE key pair to the key directory and authorize it")
+    c.add_argument("--dir", default=None, help="key directory (default TAYLORISM_KEY_DIR or ~/.taylorism)")
+    c.add_argument("--name", default="id", help="key name (default id: the key every command uses)")
+    c.add_argument("--force", action="store_true", help="replace an existing key pair")
+    c.add_argument("--no-authorize", action="store_true", help="do not add the public key to authorized/")
     for name, text in (("drain", "stop placing tasks on HOST (running ones finish)"),
                        ("undrain", "place tasks on HOST again")):
         c = sub.add_parser(name, help=text)
@@ -101,9 +110,11 @@ def boss_main(argv: Sequence[str] | None = None) -> int:
         import signal
 
         die_with_parent(signal.SIGTERM, args.parent_pid)
+    from .security import KeysError
+
     try:
         return run_boss(args)
-    except EndpointInUseError as exc:
+    except (EndpointInUseError, KeysError) as exc:
         logging.getLogger("taylorism_zmq.boss").error("%s", exc)
         return 2
 
@@ -115,16 +126,35 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
     if args.slots is not None and args.slots < 1:
         agent_parser().error("--slots must be at least 1")
     from .agent import run_agent
+    from .security import KeysError
 
-    return run_agent(args)
+    try:
+        return run_agent(args)
+    except KeysError as exc:
+        logging.getLogger("taylorism_zmq.agent").error("%s", exc)
+        return 2
 
 
 def ctl_main(argv: Sequence[str] | None = None) -> int:
     args = ctl_parser().parse_args(argv)
+    if args.command == "keygen":
+        from pathlib import Path
+
+        from .security import keygen
+
+        try:
+            public = keygen(Path(args.dir) if args.dir else None, args.name, authorize=not args.no_authorize,
+                            force=args.force)
+        except FileExistsError as exc:
+            print(f"taylorism-ctl: {exc}", file=sys.stderr)
+            return 1
+        print(f"wrote {public} and {public}_secret (0600)")
+        return 0
     from .config import boss_address
     from .connection import Connection
     from .errors import BossUnreachableError
     from .protocol import Msg
+    from .security import KeysError
 
     address = boss_address(args.boss)
     if address is None:
@@ -136,6 +166,9 @@ def ctl_main(argv: Sequence[str] | None = None) -> int:
             reply = conn.request(Msg.ADMIN, {"action": args.command, "target": args.host}, Msg.ADMIN_REPLY)
         else:
             status = conn.request(Msg.STATUS, {}, Msg.STATUS_REPLY)["status"]
+    except KeysError as exc:
+        print(f"taylorism-ctl: {exc}", file=sys.stderr)
+        return 2
     except BossUnreachableError as exc:
         print(f"taylorism-ctl: {exc}", file=sys.stderr)
         return 1

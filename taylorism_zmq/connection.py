@@ -19,7 +19,7 @@ from typing import Any
 
 import zmq
 
-from . import protocol
+from . import protocol, security
 from .errors import BossUnreachableError, ProtocolVersionError
 from .protocol import Msg, ProtocolError
 from .sockets import configure_connected
@@ -56,7 +56,9 @@ class Connection:
     def __init__(self, endpoint: str, timeout: float | None = None, wait_agents: bool = False):
         self.endpoint = endpoint
         self.timeout = default_timeout() if timeout is None else timeout
-        self.trusted = link_is_trusted(endpoint)
+        curve = security.needs_curve(endpoint)
+        #: pickle may travel on this link: private ipc, or authenticated tcp
+        self.trusted = curve or link_is_trusted(endpoint)
         self.pid = os.getpid()
         self.client_id = f"client-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.lock = threading.RLock()
@@ -67,6 +69,8 @@ class Connection:
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         configure_connected(self.sock, linger_ms=1000)
+        if curve:
+            security.secure_client(self.sock, security.load_keys())
         self.sock.routing_id = self.client_id.encode()
         if endpoint.startswith("ipc://"):
             self.sock.reconnect_ivl = 10
@@ -104,7 +108,8 @@ class Connection:
                 if left <= 0:
                     raise BossUnreachableError(
                         f"no answer from the boss at {self.endpoint} after {self.timeout:.0f}s "
-                        "(is taylorism-boss running there, and is the address right?)")
+                        "(is taylorism-boss running there, is the address right, and is your key in its "
+                        "authorized keys?)")
                 self.pump(min(left, 0.5))
 
     def pump(self, timeout: float) -> bool:

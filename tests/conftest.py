@@ -13,6 +13,16 @@ from collections.abc import Callable, Iterator
 import psutil
 import pytest
 
+# tcp endpoints use CURVE: the tests get a key pair of their own, authorized, for every process they start
+if "TAYLORISM_TEST_KEYS" not in os.environ:
+    import tempfile
+
+    from taylorism_zmq.security import keygen
+
+    _keys = tempfile.mkdtemp(prefix="taylorism-test-keys-")
+    keygen(__import__("pathlib").Path(_keys))
+    os.environ["TAYLORISM_KEY_DIR"] = os.environ["TAYLORISM_TEST_KEYS"] = _keys
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -35,12 +45,15 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str
 class Cluster:
     """A boss and agents on tcp://127.0.0.1, each its own OS process."""
 
-    def __init__(self, agent_timeout: float = 30.0, max_retries: int = 1, allow_plugins: bool = False):
+    def __init__(self, agent_timeout: float = 30.0, max_retries: int = 1, allow_plugins: bool = False,
+                 insecure: bool = False):
         self.control = f"tcp://127.0.0.1:{free_port()}"
         self.reports = f"tcp://127.0.0.1:{free_port()}"
         self.agent_timeout = agent_timeout
         self.max_retries = max_retries
         self.allow_plugins = allow_plugins
+        #: plain tcp, no CURVE (the test process must set TAYLORISM_INSECURE=1 to talk to it)
+        self.insecure = insecure
         self.boss: subprocess.Popen | None = None
         self.agents: list[subprocess.Popen] = []
         self.start_boss()
@@ -53,7 +66,8 @@ class Cluster:
         self.boss = self._spawn("boss", "--control", self.control, "--reports", self.reports,
                                 "--agent-timeout", str(self.agent_timeout), "--heartbeat", "0.2",
                                 "--max-retries", str(self.max_retries),
-                                *(["--allow-placement-plugins"] if self.allow_plugins else []))
+                                *(["--allow-placement-plugins"] if self.allow_plugins else []),
+                                *(["--insecure"] if self.insecure else []))
         return self.boss
 
     def add_agent(self, slots: int = 2, host_name: str | None = None, clean_env: bool = True,
@@ -62,7 +76,7 @@ class Cluster:
         if clean_env:
             env.pop("PYTHONPATH", None)
         args = ["agent", "--boss", self.control, "--reports", self.reports, "--slots", str(slots),
-                "--heartbeat", "0.2"]
+                "--heartbeat", "0.2", *(["--insecure"] if self.insecure else [])]
         if host_name:
             args += ["--host-name", host_name]
         proc = self._spawn(*args, *extra, env=env, prefix=prefix)

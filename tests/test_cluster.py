@@ -17,7 +17,7 @@ import zmq
 import zt_workers  # noqa: F401 - registers the test worker classes
 from conftest import wait_until
 
-from taylorism_zmq import AgentLostError, BossUnreachableError, batch_main, run_as_server
+from taylorism_zmq import AgentLostError, BossUnreachableError, batch_main, run_as_server, security
 from taylorism_zmq.connection import Connection
 from taylorism_zmq.protocol import Msg
 
@@ -90,8 +90,9 @@ def test_import_failure_on_the_agent_names_module_path_and_host(cluster_factory,
         batch_main({}, dict(zt_vanish=[1]), scheduler=threads(1), boss=cluster.control, print_report=quiet)
 
 
-def test_unserializable_instruction_on_an_untrusted_link_is_a_clear_type_error(cluster_factory):
-    cluster = cluster_factory()
+def test_unserializable_instruction_on_an_untrusted_link_is_a_clear_type_error(cluster_factory, monkeypatch):
+    monkeypatch.setenv("TAYLORISM_INSECURE", "1")
+    cluster = cluster_factory(insecure=True)
     cluster.add_agent(slots=1)
     cluster.wait_agents(1)
     with pytest.raises(TypeError, match="untrusted link"):
@@ -158,6 +159,7 @@ def test_agent_with_another_protocol_version_is_refused_on_both_sides(cluster_fa
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.linger = 0
+    security.secure_client(sock, security.load_keys())
     sock.routing_id = b"agent-from-the-future"
     sock.connect(cluster.control)
     sock.send_multipart([b"\x09", bytes([Msg.REGISTER]), msgpack.packb({"agent": "agent-from-the-future"})])
@@ -177,6 +179,7 @@ def test_hostile_frames_do_not_stop_the_boss(cluster_factory):
     dealer, push = ctx.socket(zmq.DEALER), ctx.socket(zmq.PUSH)
     for s in (dealer, push):
         s.linger = 0
+        security.secure_client(s, security.load_keys())
     dealer.connect(cluster.control)
     push.connect(cluster.reports.replace("tcp://", "tcp://"))
     garbage = [
@@ -276,3 +279,44 @@ def test_boss_killed_and_restarted_mid_job_every_task_runs_and_reports_once(clus
     assert tags == list(range(12))  # every report, once
     runs = sorted(int(line) for line in ledger.read_text().split())
     assert runs == list(range(12))  # no task ran twice
+
+
+def test_curve_keeps_out_unknown_keys_and_plain_clients(cluster_factory, tmp_path, monkeypatch):
+    cluster = cluster_factory()
+    cluster.add_agent(slots=1)
+    cluster.wait_agents(1)
+    # a stranger with a key pair of its own, who knows the boss's public key
+    stranger = tmp_path / "stranger"
+    security.keygen(stranger, authorize=False)
+    (stranger / "boss.key").write_bytes((security.key_dir() / "id.key").read_bytes())
+    monkeypatch.setenv("TAYLORISM_KEY_DIR", str(stranger))
+    with pytest.raises(BossUnreachableError, match="authorized keys"):
+        Connection(cluster.control, timeout=1.5)
+    monkeypatch.setenv("TAYLORISM_INSECURE", "1")  # plain tcp
+    with pytest.raises(BossUnreachableError):
+        Connection(cluster.control, timeout=1.5)
+    monkeypatch.delenv("TAYLORISM_INSECURE")
+    monkeypatch.setenv("TAYLORISM_KEY_DIR", os.environ["TAYLORISM_TEST_KEYS"])
+    report = batch_main(dict(zt="nap"), dict(tag=[1]), scheduler=threads(1), boss=cluster.control,
+                        print_report=quiet)
+    assert report["status"] == "finished"
+
+
+def test_keygen_writes_a_private_secret_and_authorizes_it(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "taylorism_zmq", "ctl", "keygen", "--dir", str(tmp_path / "k")],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    secret = tmp_path / "k" / "id.key_secret"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "k").stat().st_mode & 0o777 == 0o700
+    assert len(list((tmp_path / "k" / "authorized").glob("*.key"))) == 1
+    again = subprocess.run([sys.executable, "-m", "taylorism_zmq", "ctl", "keygen", "--dir", str(tmp_path / "k")],
+                           capture_output=True, text=True, timeout=30)
+    assert again.returncode == 1 and "exists already" in again.stderr
+
+
+def test_a_client_without_keys_gets_a_clear_error(cluster_factory, tmp_path, monkeypatch):
+    cluster = cluster_factory()
+    monkeypatch.setenv("TAYLORISM_KEY_DIR", str(tmp_path / "none"))
+    with pytest.raises(security.KeysError, match="taylorism-ctl keygen"):
+        Connection(cluster.control, timeout=1)
