@@ -43,11 +43,14 @@ def free_port() -> int:
 
 def start_cluster() -> tuple[str, list[subprocess.Popen]]:
     control, reports = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    os.environ["TAYLORISM_INSECURE"] = "1"  # loopback only: no keys needed for the benchmark
     cmd = [sys.executable, "-m", "taylorism_zmq"]
-    procs = [subprocess.Popen([*cmd, "boss", "--control", control, "--reports", reports, "--log-level", "ERROR"])]
+    procs = [subprocess.Popen([*cmd, "boss", "--control", control, "--reports", reports, "--log-level", "ERROR",
+                               "--insecure"])]
     for name, slots, load in HOSTS:
         procs.append(subprocess.Popen([*cmd, "agent", "--boss", control, "--reports", reports, "--slots", str(slots),
-                                       "--host-name", name, "--inject-load", str(load), "--log-level", "ERROR"]))
+                                       "--host-name", name, "--inject-load", str(load), "--log-level", "ERROR",
+                                       "--insecure"]))
     conn = Connection(control, timeout=20)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
