@@ -34,6 +34,8 @@ log = logging.getLogger("taylorism_zmq.boss")
 
 #: messages read from one socket per pass, so one busy peer cannot starve the others
 DRAIN_BATCH = 256
+#: messages that show a client is alive
+_CLIENT_KINDS = frozenset({Msg.HELLO, Msg.SUBMIT, Msg.ADD_TASKS, Msg.CONTROL, Msg.PING, Msg.ATTACH})
 
 
 class BossDaemon:
@@ -41,7 +43,7 @@ class BossDaemon:
 
     def __init__(self, control: str, reports: str, heartbeat: float = 1.0, agent_timeout: float = 30.0,
                  max_retries: int = 1, max_frame: int = protocol.MAX_FRAME, allow_plugins: bool = False,
-                 recovery_grace: float = 3.0, insecure: bool = False):
+                 recovery_grace: float = 3.0, insecure: bool = False, client_timeout: float = 60.0):
         self.control_endpoint = control
         self.reports_endpoint = reports
         self.max_frame = max_frame
@@ -52,7 +54,8 @@ class BossDaemon:
         self.state = BossState(f"boss-{uuid.uuid4().hex[:8]}", max_retries=max_retries,
                                heartbeat=heartbeat, agent_timeout=agent_timeout,
                                plugin_loader=load_placement_plugin if allow_plugins else None,
-                               started=time.monotonic(), recovery_grace=recovery_grace)
+                               started=time.monotonic(), recovery_grace=recovery_grace,
+                               client_timeout=client_timeout)
         self._bad_log = RateLimitedLog(log, period=10.0)
         self._backlog: dict[bytes, collections.deque] = {}
         self._stop = False
@@ -69,12 +72,18 @@ class BossDaemon:
             Msg.REGISTER: self.state.register,
             Msg.GOODBYE: self._goodbye,
             Msg.ADMIN: self._admin,
+            Msg.ATTACH: self.state.attach,
+            Msg.CLIENT_ALIVE: self._client_alive,
         }
 
     def _goodbye(self, route: bytes, body: dict, now: float) -> list[Out]:
         if route != body["agent"].encode():
             raise ValueError("GOODBYE for another agent")
         return self.state.agent_lost(body["agent"], "it shut down")
+
+    def _client_alive(self, route: bytes, body: dict, now: float) -> list[Out]:
+        self.state.client_alive(body["client"].encode(), now)  # sent from the client's heartbeat socket
+        return []
 
     def _admin(self, route: bytes, body: dict, now: float) -> list[Out]:
         action, target = body["action"], body["target"]
@@ -191,6 +200,8 @@ class BossDaemon:
                 return self.state.heartbeat_from(body, now)
             raise ValueError(f"{kind.name} is not a report-socket message")
         handler = self._handlers.get(kind)
+        if kind in _CLIENT_KINDS:
+            self.state.client_alive(route, now)
         if handler is None:
             return [(route, Msg.ERROR, {"message": f"{kind.name} is not a control message"})]
         return handler(route, body, now)
@@ -281,7 +292,7 @@ def run_boss(args: Any) -> int:
     daemon = BossDaemon(args.control, args.reports, heartbeat=args.heartbeat,
                         agent_timeout=args.agent_timeout, max_retries=args.max_retries,
                         allow_plugins=args.allow_placement_plugins, recovery_grace=args.recovery_grace,
-                        insecure=args.insecure)
+                        insecure=args.insecure, client_timeout=args.client_timeout)
     ready_fd = getattr(args, "ready_fd", None)
 
     def ready() -> None:

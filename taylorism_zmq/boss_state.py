@@ -39,6 +39,8 @@ LOOKAHEAD = 32
 ENDED_MEMORY = 1024
 #: reports kept for jobs not (yet) submitted again after a boss restart
 ORPHAN_REPORTS = 100_000
+#: ended detached jobs kept (with their reports) until someone attaches
+DETACHED_MEMORY = 256
 
 
 @dataclass(slots=True, eq=False)
@@ -119,6 +121,9 @@ class JobRecord:
     by_index: dict[int, TaskRecord] = field(default_factory=dict)
     #: a job submitted again after a boss restart waits until then for the agents to re-register
     hold_until: float = 0.0
+    #: survives its client: reports are kept for whoever attaches
+    detach: bool = False
+    kept: list = field(default_factory=list)
     indexes: set[int] = field(default_factory=set)
     done: int = 0
     failed: int = 0
@@ -164,7 +169,7 @@ class BossState:
 
     def __init__(self, boss_id: str = "boss", max_retries: int = 1, heartbeat: float = 1.0,
                  agent_timeout: float = 30.0, plugin_loader: PluginLoader | None = None,
-                 started: float = 0.0, recovery_grace: float = 3.0):
+                 started: float = 0.0, recovery_grace: float = 3.0, client_timeout: float = 60.0):
         self.boss_id = boss_id
         self.max_retries = max_retries
         self.heartbeat = heartbeat
@@ -172,6 +177,11 @@ class BossState:
         self.plugin_loader = plugin_loader
         self.started = started
         self.recovery_grace = recovery_grace
+        self.client_timeout = client_timeout
+        #: when each client was last heard of
+        self.clients: dict[bytes, float] = {}
+        #: ended detached jobs: job -> (kept report rows, JOB_END body)
+        self.detached_done: collections.OrderedDict[str, tuple[list, dict]] = collections.OrderedDict()
         #: reports for jobs unknown here yet (a boss restart): (job, index) -> (ok, payload, host)
         self.orphan_reports: collections.OrderedDict[tuple[str, int], tuple] = collections.OrderedDict()
         #: tasks agents said were running when they registered, for unknown jobs: (job, index) -> (agent, ticket)
@@ -205,6 +215,8 @@ class BossState:
             return [(route, Msg.JOB_END, self._end_body(jid, "failed", [], "ValueError", str(exc)))]
         job = JobRecord(jid, route, body["name"], policy, body["env"], body["trusted"],
                         body["shm_host"], body["halted"], now)
+        job.detach = body["detach"]
+        self.clients[route] = now
         if body["resubmit"]:
             job.hold_until = self.started + self.recovery_grace
             log.info("job %s submitted again (the boss restarted)", jid)
@@ -231,14 +243,16 @@ class BossState:
         job = self._client_job(route, body["job"])
         if job is None or job.ending or job.stopping:
             return []
-        new, out, recovered = [], [], []
+        new: list[TaskRecord] = []
+        out: list[Out] = []
+        recovered: list[list] = []
         for index, name, cls, memory, expected_time, files, payload in body["tasks"]:
             if index in job.indexes:
                 continue  # a resubmission: the task is known already
             job.indexes.add(index)
             report = self.orphan_reports.pop((job.jid, index), None)
             if report is not None:  # it ended while the boss was away
-                recovered.append([index, *report])
+                recovered.append([index, *report, name])
                 job.done += 1
                 continue
             task = TaskRecord(self._next_tid, job, index, name, cls, float(memory), float(expected_time),
@@ -252,7 +266,7 @@ class BossState:
             if running is not None and running[0] in self.agents:  # still running where it was
                 self._adopt(task, self.agents[running[0]], running[1])
         if recovered:
-            out.append((job.client, Msg.REPORTS, {"job": job.jid, "reports": recovered}))
+            out += self._forward(job, recovered)
             if not all(r[1] for r in recovered):
                 return out + self._end_job(job, "failed", kill=True)
         self._refresh_ready(job)
@@ -363,7 +377,7 @@ class BossState:
             if agent is not None:
                 agent.done += 1
             job.done += 1
-            forward.setdefault(jid, []).append([index, ok, payload, host])
+            forward.setdefault(jid, []).append([index, ok, payload, host, task.name])
             if not ok:
                 job.failed += 1
                 self.counters["tasks_failed"] += 1
@@ -372,12 +386,34 @@ class BossState:
                 self.counters["tasks_done"] += 1
         for jid, reports in forward.items():
             job = self.jobs[jid]
-            out.append((job.client, Msg.REPORTS, {"job": jid, "reports": reports}))
+            out += self._forward(job, reports)
             if not all(r[1] for r in reports):
                 out += self._end_job(job, "failed", kill=True)
             else:
                 out += self._maybe_finished(job)
         return out
+
+    def _forward(self, job: JobRecord, rows: list) -> list[Out]:
+        if job.detach:
+            job.kept.extend(rows)
+        return [(job.client, Msg.REPORTS, {"job": job.jid, "reports": rows})]
+
+    def client_alive(self, route: bytes, now: float) -> None:
+        self.clients[route] = now
+
+    def attach(self, route: bytes, body: dict, now: float) -> list[Out]:
+        """Hand a detached job, and its reports so far, to the client at *route*."""
+        jid = body["job"]
+        self.clients[route] = now
+        job = self.jobs.get(jid)
+        if job is not None and job.detach:
+            job.client = route
+            return [(route, Msg.REPORTS, {"job": jid, "reports": list(job.kept)})]
+        if jid in self.detached_done:
+            kept, end = self.detached_done[jid]
+            return [(route, Msg.REPORTS, {"job": jid, "reports": list(kept)}), (route, Msg.JOB_END, end)]
+        return [(route, Msg.JOB_END, self._end_body(jid, "failed", [], "ValueError",
+                                                    f"no detached job {jid} on this boss"))]
 
     def _keep_orphan(self, jid: str, index: int, ok: bool, payload: bytes, host: str) -> None:
         self.orphan_running.pop((jid, index), None)
@@ -431,10 +467,21 @@ class BossState:
             log.warning("boss loop stalled %.1fs; not expiring agents this time", loop_lag)
             for agent in self.agents.values():
                 agent.last_seen = now
+            for route in self.clients:
+                self.clients[route] = now
             return []
         out: list[Out] = []
         for agent in [a for a in self.agents.values() if now - a.last_seen > self.agent_timeout]:
             out += self.agent_lost(agent.aid, f"silent for {now - agent.last_seen:.1f}s")
+        for job in [j for j in self.jobs.values() if not j.detach]:
+            silent = now - self.clients.get(job.client, job.created)
+            if silent > self.client_timeout:
+                log.warning("client %s of job %s silent for %.0fs: stopping the job",
+                            job.client.decode(errors="replace"), job.jid, silent)
+                out += self._end_job(job, "stopped", kill=True)
+        live = {j.client for j in self.jobs.values()}
+        for route in [r for r, seen in self.clients.items() if r not in live and now - seen > self.client_timeout]:
+            del self.clients[route]
         return out
 
     # -- dispatch -------------------------------------------------------------
@@ -657,7 +704,12 @@ class BossState:
             self.ended.popitem(last=False)
         out += [(route, Msg.KILL, {"tasks": tids}) for route, tids in kills.items()]
         etype, emsg = error if error else (None, None)
-        out.append((job.client, Msg.JOB_END, self._end_body(job.jid, status, pending, etype, emsg)))
+        end = self._end_body(job.jid, status, pending, etype, emsg)
+        out.append((job.client, Msg.JOB_END, end))
+        if job.detach:
+            self.detached_done[job.jid] = (job.kept, end)
+            while len(self.detached_done) > DETACHED_MEMORY:
+                self.detached_done.popitem(last=False)
         log.info("job %s %s (%d task(s) done, %d never started)", job.jid, status, job.done, len(pending))
         return out
 

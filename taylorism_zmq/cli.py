@@ -47,6 +47,9 @@ def boss_parser() -> argparse.ArgumentParser:
                    help="times a task may be requeued because its agent was lost (default 1)")
     p.add_argument("--insecure", action="store_true",
                    help="serve tcp without CURVE authentication and encryption (then pickle is refused)")
+    p.add_argument("--client-timeout", type=float, default=60.0,
+                   help="seconds without news from a client after which its jobs are stopped and their tasks "
+                        "killed, unless submitted with detach=True (default 60)")
     p.add_argument("--recovery-grace", type=float, default=3.0,
                    help="seconds a job submitted again after a boss restart waits for the agents to say which "
                         "of its tasks still run, before the others are dispatched (default 3)")

@@ -84,7 +84,7 @@ class Boss:
 
     def __init__(self, scheduler: Any = None, name: str | None = None, verbose: bool = False,
                  maxlenreport: int = 1024, sharedmemory_common_instructions: dict = dict(),
-                 boss: str | None = None):
+                 boss: str | None = None, detach: bool = False, _attach: str | None = None):
         if scheduler is None:
             scheduler = fpx.scheduler(limit="threads", max_threads=0)
         assert hasattr(scheduler, "launchable") and callable(scheduler.launchable)
@@ -97,12 +97,14 @@ class Boss:
         self._singlefile = policy["singlefile"]
         self._conn = _connect(boss)
         self._codec = Codec(trusted=self._conn.trusted)
-        self._job = f"job-{uuid.uuid4().hex[:12]}"
+        self._job = _attach or f"job-{uuid.uuid4().hex[:12]}"
+        self._attached = _attach is not None
         self._inbox = self._conn.open_inbox(self._job)
         self._instructions: dict[int, dict] = {}
         self._names: dict[int, str] = {}
         self._running_names: dict[str, int] = {}
         self._reports: list[dict] = []
+        self._reported: set[int] = set()
         self._failure: dict | None = None
         self._end: dict | None = None
         self._final: dict | None = None
@@ -114,15 +116,30 @@ class Boss:
         self._submit = {
             "job": self._job, "name": str(name or self._job), "policy": policy, "env": client_env(),
             "trusted": self._conn.trusted, "shm_host": host_key() if self._shared else None, "halted": True,
-            "resubmit": False,
+            "resubmit": False, "detach": bool(detach),
         }
+        if self._attached:
+            self._conn.send(Msg.ATTACH, {"job": self._job})
+            return
         self._conn.on_restart[self._job] = self._resubmit
         self._conn.send(Msg.SUBMIT, self._submit)
+
+    @property
+    def job_id(self) -> str:
+        """This job's id on the boss (to attach to it later if it was detached)."""
+        return self._job
+
+    @classmethod
+    def attach(cls, job_id: str, boss: str | None = None, verbose: bool = False) -> Boss:
+        """Take over a job submitted with ``detach=True``: its reports so far, then the rest."""
+        return cls(scheduler=fpx.scheduler(nosort=True), verbose=verbose, boss=boss, _attach=job_id)
 
     # -- taylorism's API ----------------------------------------------------------------
     def set_instructions(self, common_instructions: dict = dict(), individual_instructions: dict = dict(),
                          fatal: bool = True) -> None:
         """Resolve the workers for these instructions and send them to the boss."""
+        if self._attached:
+            raise RuntimeError("an attached Boss only collects reports: give instructions to a new Boss")
         self._pump()
         if self._final is not None or self._end is not None:
             self.get_report(interim=True)  # raises the job's exception, if any
@@ -216,16 +233,17 @@ class Boss:
         while self._inbox:
             kind, body = self._inbox.popleft()
             if kind is Msg.REPORTS:
-                for index, ok, payload, host in body["reports"]:
-                    self._take_report(index, ok, payload, host)
+                for index, ok, payload, host, name in body["reports"]:
+                    self._take_report(index, ok, payload, host, name)
             elif kind is Msg.JOB_END:
                 self._end = body
                 self._conn.close_inbox(self._job)
 
-    def _take_report(self, index: int, ok: bool, payload: bytes, host: str) -> None:
-        if self._rows.pop(index, None) is None:
+    def _take_report(self, index: int, ok: bool, payload: bytes, host: str, name: str) -> None:
+        if index in self._reported:
             return  # reported already (a report sent again around a boss restart)
-        name = self._names.get(index, f"#{index}")
+        self._reported.add(index)
+        self._rows.pop(index, None)
         self._running_names.pop(name, None)
         entry = report_entry(name, ok, payload, self._codec)
         self._reports.append(entry)
@@ -273,12 +291,13 @@ class Boss:
 
 def run_as_server(common_instructions: dict = dict(), individual_instructions: dict = dict(),
                   scheduler: Any = None, verbose: bool = False, maxlenreport: int = 1024,
-                  sharedmemory_common_instructions: dict = dict(), boss: str | None = None) -> Boss:
+                  sharedmemory_common_instructions: dict = dict(), boss: str | None = None,
+                  detach: bool = False) -> Boss:
     """Build a Boss, give it the instructions, set the workers to work; return the Boss."""
     if scheduler is None:
         scheduler = fpx.scheduler(limit="threads", max_threads=0)
     proxy = Boss(verbose=verbose, scheduler=scheduler, maxlenreport=maxlenreport,
-                 sharedmemory_common_instructions=sharedmemory_common_instructions, boss=boss)
+                 sharedmemory_common_instructions=sharedmemory_common_instructions, boss=boss, detach=detach)
     proxy.set_instructions(common_instructions, individual_instructions)
     proxy.make_them_work()
     return proxy

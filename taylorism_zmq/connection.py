@@ -28,6 +28,8 @@ log = logging.getLogger("taylorism_zmq")
 
 #: seconds of silence from the boss before a ping, while waiting
 PING_AFTER = 2.0
+#: seconds between the client's heartbeats (its jobs are stopped when they stop, unless detached)
+CLIENT_HEARTBEAT = 2.0
 
 
 def default_timeout() -> float:
@@ -70,17 +72,30 @@ class Connection:
         self.sock = self.ctx.socket(zmq.DEALER)
         configure_connected(self.sock, linger_ms=1000)
         if curve:
-            security.secure_client(self.sock, security.load_keys())
+            try:
+                security.secure_client(self.sock, security.load_keys())
+            except security.KeysError:
+                self.sock.close(linger=0)
+                self.ctx.term()
+                raise
         self.sock.routing_id = self.client_id.encode()
         if endpoint.startswith("ipc://"):
             self.sock.reconnect_ivl = 10
         self.sock.connect(endpoint)
+        self._keys = security.load_keys() if curve else None
+        self._stop_beating = threading.Event()
+        self._beater = threading.Thread(target=self._heartbeat_loop, name="taylorism-client-heartbeat", daemon=True)
         self.last_heard = time.monotonic()
         self.boss_id = ""
-        welcome = self.request(Msg.HELLO, {"client": self.client_id}, Msg.WELCOME)
-        self.boss_id = welcome["boss"]
-        if wait_agents:
-            self._wait_for_agents(welcome["agents"])
+        try:
+            welcome = self.request(Msg.HELLO, {"client": self.client_id}, Msg.WELCOME)
+            self.boss_id = welcome["boss"]
+            if wait_agents:
+                self._wait_for_agents(welcome["agents"])
+        except BaseException:
+            self.close()
+            raise
+        self._beater.start()
 
     def _wait_for_agents(self, agents: int) -> None:
         deadline = time.monotonic() + self.timeout
@@ -142,6 +157,23 @@ class Connection:
                 elif kind is Msg.ERROR:
                     log.error("the boss at %s says: %s", self.endpoint, body["message"])
 
+    def _heartbeat_loop(self) -> None:
+        """Tell the boss this client lives, from a thread of its own (the program may be busy)."""
+        sock = self.ctx.socket(zmq.DEALER)
+        try:
+            configure_connected(sock, linger_ms=0)
+            if self._keys is not None:
+                security.secure_client(sock, self._keys)
+            sock.connect(self.endpoint)
+            frames = protocol.encode(Msg.CLIENT_ALIVE, {"client": self.client_id})
+            while not self._stop_beating.wait(CLIENT_HEARTBEAT):
+                try:
+                    sock.send_multipart(frames, zmq.NOBLOCK)
+                except zmq.Again:
+                    pass
+        finally:
+            sock.close(linger=0)
+
     def _boss_restarted(self, boss_id: str) -> None:
         log.warning("the boss at %s restarted (%s, was %s): submitting %d job(s) again",
                     self.endpoint, boss_id, self.boss_id, len(self.on_restart))
@@ -180,6 +212,9 @@ class Connection:
     def close(self) -> None:
         if os.getpid() != self.pid:
             return  # a forked child must not touch its parent's sockets
+        self._stop_beating.set()
+        if self._beater.is_alive():
+            self._beater.join(timeout=5)
         self.sock.close(linger=200)
         self.ctx.term()
 

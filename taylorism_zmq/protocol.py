@@ -38,6 +38,8 @@ class Msg(enum.IntEnum):
     PING = 5
     STATUS = 6
     ADMIN = 7  # operators: drain / undrain a host
+    ATTACH = 8  # take over a detached job (its reports so far, then the rest)
+    CLIENT_ALIVE = 9  # client heartbeat: its jobs live while it does
     # boss -> client
     WELCOME = 20
     REPORTS = 21
@@ -86,7 +88,7 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
     # resubmit: the client saw a new boss and sends its job again (tasks done meanwhile are not rerun)
     Msg.SUBMIT: {
         "job": str, "name": str, "policy": dict, "env": dict, "trusted": bool,
-        "shm_host": OPT_STR, "halted": bool, "resubmit": bool,
+        "shm_host": OPT_STR, "halted": bool, "resubmit": bool, "detach": bool,
     },
     # task rows: index, name, worker class 'module:qualname', memory, expected_time, files, payload
     Msg.ADD_TASKS: {"job": str, "tasks": Rows((int, str, str, NUM, NUM, ListOf(str), bytes))},
@@ -94,8 +96,10 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
     Msg.PING: {},
     Msg.STATUS: {},
     Msg.ADMIN: {"action": str, "target": str},
+    Msg.ATTACH: {"job": str},
+    Msg.CLIENT_ALIVE: {"client": str},
     Msg.WELCOME: {"agents": int, "boss": str},
-    Msg.REPORTS: {"job": str, "reports": Rows((int, bool, bytes, str))},
+    Msg.REPORTS: {"job": str, "reports": Rows((int, bool, bytes, str, str))},  # index, ok, payload, host, name
     Msg.JOB_END: {"job": str, "status": str, "pending": ListOf(int), "error": (dict, type(None))},
     Msg.ERROR: {"message": str},
     Msg.PONG: {"boss": str},

@@ -46,7 +46,7 @@ class Cluster:
     """A boss and agents on tcp://127.0.0.1, each its own OS process."""
 
     def __init__(self, agent_timeout: float = 30.0, max_retries: int = 1, allow_plugins: bool = False,
-                 insecure: bool = False):
+                 insecure: bool = False, client_timeout: float = 60.0):
         self.control = f"tcp://127.0.0.1:{free_port()}"
         self.reports = f"tcp://127.0.0.1:{free_port()}"
         self.agent_timeout = agent_timeout
@@ -54,6 +54,7 @@ class Cluster:
         self.allow_plugins = allow_plugins
         #: plain tcp, no CURVE (the test process must set TAYLORISM_INSECURE=1 to talk to it)
         self.insecure = insecure
+        self.client_timeout = client_timeout
         self.boss: subprocess.Popen | None = None
         self.agents: list[subprocess.Popen] = []
         self.start_boss()
@@ -65,7 +66,7 @@ class Cluster:
     def start_boss(self) -> subprocess.Popen:
         self.boss = self._spawn("boss", "--control", self.control, "--reports", self.reports,
                                 "--agent-timeout", str(self.agent_timeout), "--heartbeat", "0.2",
-                                "--max-retries", str(self.max_retries),
+                                "--max-retries", str(self.max_retries), "--client-timeout", str(self.client_timeout),
                                 *(["--allow-placement-plugins"] if self.allow_plugins else []),
                                 *(["--insecure"] if self.insecure else []))
         return self.boss

@@ -42,9 +42,11 @@ def add_agent(state: BossState, name: str, slots: int = 4, cpus: int = 4, memory
 
 
 def submit(state: BossState, policy: dict, n: int = 0, job: str = "j1", memory: float = 0.0,
-           expected=None, files=None, shm_host=None, halted: bool = False, resubmit: bool = False) -> str:
+           expected=None, files=None, shm_host=None, halted: bool = False, resubmit: bool = False,
+           detach: bool = False) -> str:
     out = state.submit(CLIENT, {"job": job, "name": job, "policy": policy, "env": {}, "trusted": False,
-                                "shm_host": shm_host, "halted": halted, "resubmit": resubmit}, now=0.0)
+                                "shm_host": shm_host, "halted": halted, "resubmit": resubmit,
+                                "detach": detach}, now=0.0)
     assert out == []
     add(state, job, range(n), memory=memory, expected=expected, files=files)
     return job
@@ -127,7 +129,7 @@ def test_finished_job_reports_then_ends():
     rows = runs(state.dispatch())[a]
     state.control(CLIENT, {"job": "j1", "action": "end"})
     out = report(state, a, rows[0][0])
-    assert of_kind(out, Msg.REPORTS)[0]["reports"] == [[0, True, b"r", "a"]]
+    assert of_kind(out, Msg.REPORTS)[0]["reports"] == [[0, True, b"r", "a", "w0"]]
     assert not of_kind(out, Msg.JOB_END)
     out = report(state, a, rows[1][0])
     assert of_kind(out, Msg.JOB_END) == [{"job": "j1", "status": "finished", "pending": [], "error": None}]
@@ -267,7 +269,8 @@ def test_shared_memory_jobs_run_only_on_the_clients_machine():
     submit(state, {"kind": "nosort"}, n=3, shm_host="machine-b")
     assert list(runs(state.dispatch())) == [b]
     out = state.submit(CLIENT, {"job": "j2", "name": "j2", "policy": {"kind": "nosort"}, "env": {},
-                                "trusted": False, "shm_host": "machine-z", "halted": False, "resubmit": False},
+                                "trusted": False, "shm_host": "machine-z", "halted": False, "resubmit": False,
+                                "detach": False},
                        now=0.0)
     assert "no agent runs on that host" in of_kind(out, Msg.JOB_END)[0]["error"]["message"]
 
@@ -285,7 +288,7 @@ def test_other_clients_cannot_control_a_job():
 def test_nonsense_policy_fails_the_job(policy):
     state = make_state()
     out = state.submit(CLIENT, {"job": "j", "name": "j", "policy": policy, "env": {}, "trusted": False,
-                                "shm_host": None, "halted": False, "resubmit": False}, now=0.0)
+                                "shm_host": None, "halted": False, "resubmit": False, "detach": False}, now=0.0)
     assert of_kind(out, Msg.JOB_END)[0]["status"] == "failed"
 
 
@@ -350,7 +353,7 @@ def test_restarted_boss_recovers_jobs_without_running_anything_twice():
     submit(state, {"kind": "threads", "max_threads": 4}, resubmit=True)
     out = state.add_tasks(CLIENT, {"job": "j1", "tasks": [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p"]
                                                           for i in range(4)]})
-    assert of_kind(out, Msg.REPORTS)[0]["reports"] == [[1, True, b"r", "a"]]
+    assert of_kind(out, Msg.REPORTS)[0]["reports"] == [[1, True, b"r", "a", "w1"]]
     assert state.jobs["j1"].by_index[0].state == "running" and state.counters["tasks_adopted"] == 1
     assert state.dispatch(now=101.0) == []  # held: other agents may still re-register
     placed = runs(state.dispatch(now=104.0))[a]
@@ -365,3 +368,25 @@ def test_restarted_boss_recovers_jobs_without_running_anything_twice():
     assert state.jobs == {} and state.ended["j1"] == "finished"
     # a report sent again (its acknowledgement was lost) is dropped
     assert report(state, a, 777, job="j1", index=0) == []
+
+
+def test_jobs_of_a_vanished_client_are_stopped_unless_detached():
+    state = make_state(client_timeout=10.0)
+    a = add_agent(state, "a", slots=4)
+    submit(state, {"kind": "nosort"}, job="attached", n=1)
+    submit(state, {"kind": "nosort"}, job="detached", n=1, detach=True)
+    placed = runs(state.dispatch())[a]
+    state.client_alive(CLIENT, now=5.0)
+    assert state.expire(now=12.0) == [] and len(state.jobs) == 2
+    out = state.expire(now=16.0)
+    assert [b["job"] for b in of_kind(out, Msg.JOB_END)] == ["attached"]
+    assert any(k is Msg.KILL for _, k, _ in out)
+    # the detached job goes on; its reports are kept for whoever attaches
+    detached_tid = next(tid for tid, _ in placed if REMEMBERED[tid][0] == "detached")
+    state.control(CLIENT, {"job": "detached", "action": "end"})
+    report(state, a, detached_tid)
+    out = state.attach(b"client-2", {"job": "detached"}, now=20.0)
+    assert [k for _, k, _ in out] == [Msg.REPORTS, Msg.JOB_END]
+    assert out[0][2]["reports"][0][0] == 0 and out[1][2]["status"] == "finished"
+    out = state.attach(b"client-2", {"job": "nope"}, now=20.0)
+    assert "no detached job" in of_kind(out, Msg.JOB_END)[0]["error"]["message"]

@@ -320,3 +320,59 @@ def test_a_client_without_keys_gets_a_clear_error(cluster_factory, tmp_path, mon
     monkeypatch.setenv("TAYLORISM_KEY_DIR", str(tmp_path / "none"))
     with pytest.raises(security.KeysError, match="taylorism-ctl keygen"):
         Connection(cluster.control, timeout=1)
+
+
+CLIENT_SCRIPT = """
+import sys, footprints
+sys.path.insert(0, sys.argv[1])
+import zt_workers
+from taylorism_zmq import run_as_server
+boss = run_as_server(dict(zt="nap", seconds=float(sys.argv[3]), spawn=sys.argv[5] or None), dict(tag=[1, 2]),
+                     scheduler=footprints.proxy.scheduler(limit="threads", max_threads=2), boss=sys.argv[2],
+                     detach=sys.argv[4] == "detach")
+print(boss.job_id, flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+def _client(cluster, seconds, mode, spawn=""):
+    return subprocess.Popen([sys.executable, "-c", CLIENT_SCRIPT, os.path.dirname(__file__), cluster.control,
+                             str(seconds), mode, spawn], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def test_killed_client_its_job_stops_and_its_tasks_die(cluster_factory, tmp_path):
+    cluster = cluster_factory(client_timeout=2.0)
+    cluster.add_agent(slots=2)
+    cluster.wait_agents(1)
+    pidfile = tmp_path / "grandchild.pid"
+    client = _client(cluster, 60, "attached", str(pidfile))
+    client.stdout.readline()
+    wait_until(lambda: cluster.status()["hosts"][0]["running"] == 2, 15, "2 running tasks")
+    wait_until(lambda: pidfile.exists() and pidfile.read_text(), 10, "the task's own child")
+    grandchild = psutil.Process(int(pidfile.read_text()))
+    client.kill()
+    client.wait()
+    wait_until(lambda: not cluster.status()["jobs"], 15, "the job to be stopped")
+    grandchild.wait(timeout=10)  # the task's process tree was killed
+    wait_until(lambda: cluster.status()["hosts"][0]["running"] == 0, 10, "free slots")
+
+
+def test_detached_job_survives_its_client_and_can_be_attached(cluster_factory):
+    cluster = cluster_factory(client_timeout=1.0)
+    cluster.add_agent(slots=2)
+    cluster.wait_agents(1)
+    client = _client(cluster, 2.5, "detach")
+    job_id = client.stdout.readline().strip()
+    client.kill()
+    client.wait()
+    time.sleep(1.5)  # past the client timeout
+    assert [j["job"] for j in cluster.status()["jobs"]] == [job_id]
+    from taylorism_zmq import Boss
+
+    attached = Boss.attach(job_id, boss=cluster.control)
+    with pytest.raises(RuntimeError, match="only collects reports"):
+        attached.set_instructions({}, dict(tag=[3]))
+    attached.wait_till_finished()
+    report = attached.get_report()
+    assert report["status"] == "finished"
+    assert sorted(int(r["report"]["tag"]) for r in report["workers_report"]) == [1, 2]
