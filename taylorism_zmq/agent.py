@@ -81,7 +81,7 @@ class AgentDaemon:
 
     def __init__(self, control: str, reports: str, slots: int | None = None, host_name: str | None = None,
                  heartbeat: float = 1.0, parent_pid: int | None = None, memory: float | None = None,
-                 inject_load: float = 0.0, insecure: bool = False):
+                 inject_load: float = 0.0, insecure: bool = False, max_report: int | None = None):
         self.control_endpoint = control
         self.reports_endpoint = reports
         self.cpus = psutil.cpu_count() or 1
@@ -93,6 +93,7 @@ class AgentDaemon:
         self.memory = memory or psutil.virtual_memory().total / 2**20
         #: added to the reported load average (tests and benchmarks of load-aware placement)
         self.inject_load = inject_load
+        self.max_report = max_report
         self.curve = not insecure and security.needs_curve(control)
         #: pickle may travel on this link: private ipc, or authenticated tcp
         self.trusted_link = self.curve or link_is_trusted(control)
@@ -253,12 +254,15 @@ class AgentDaemon:
 
     def _run(self, body: dict[str, Any]) -> None:
         env = dict(body["env"], host=self.host)
+        if self.max_report:
+            env["max_report"] = self.max_report
         link = self._launcher_for(env)
         for tid, index, ticket, cls_ref, payload in body["tasks"]:
             link.tasks.add(tid)
             self.task_launcher[tid] = link
             self.task_info[tid] = (body["job"], index, ticket)
-            link.send(["run", tid, ticket, cls_ref, payload, body["binded"], body["trusted"] and self.trusted_link])
+            link.send(["run", tid, ticket, cls_ref, payload, body["binded"], body["trusted"] and self.trusted_link,
+                       body["timeout"]])
 
     def _kill(self, tids: list[int]) -> None:
         by_link: dict[str, list[int]] = {}
@@ -344,5 +348,6 @@ def run_agent(args: Any) -> int:
     """Entry point used by the CLI and by embedded mode."""
     agent = AgentDaemon(args.control, args.reports, slots=args.slots, host_name=args.host_name,
                         heartbeat=args.heartbeat, parent_pid=args.parent_pid, memory=args.memory,
-                        inject_load=args.inject_load, insecure=args.insecure)
+                        inject_load=args.inject_load, insecure=args.insecure,
+                        max_report=int(args.max_report_mb * 2**20) if args.max_report_mb else None)
     return agent.serve()

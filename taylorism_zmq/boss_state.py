@@ -124,6 +124,8 @@ class JobRecord:
     #: survives its client: reports are kept for whoever attaches
     detach: bool = False
     kept: list = field(default_factory=list)
+    #: seconds a task may run before its agent kills it
+    timeout: float | None = None
     indexes: set[int] = field(default_factory=set)
     done: int = 0
     failed: int = 0
@@ -216,6 +218,7 @@ class BossState:
         job = JobRecord(jid, route, body["name"], policy, body["env"], body["trusted"],
                         body["shm_host"], body["halted"], now)
         job.detach = body["detach"]
+        job.timeout = body["timeout"]
         self.clients[route] = now
         if body["resubmit"]:
             job.hold_until = self.started + self.recovery_grace
@@ -501,7 +504,8 @@ class BossState:
             if job is None:
                 continue  # ended in this pass: its tasks were cancelled
             out.append((aid.encode(), Msg.RUN, {"job": jid, "env": job.env, "trusted": job.trusted,
-                                                "binded": job.policy.binded, "tasks": rows}))
+                                                "binded": job.policy.binded, "timeout": job.timeout,
+                                                "tasks": rows}))
         return out
 
     def _dispatch_job(self, job: JobRecord, batches: dict) -> list[Out]:

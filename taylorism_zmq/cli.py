@@ -77,6 +77,9 @@ def agent_parser() -> argparse.ArgumentParser:
                    help="add this to the load average reported (to test load-aware placement)")
     p.add_argument("--insecure", action="store_true",
                    help="connect over tcp without CURVE (the boss must run with --insecure too)")
+    p.add_argument("--max-report-mb", type=float, default=None,
+                   help="largest report a task may return, in MiB; a task over it is stopped and reported as "
+                        "failed (default 256)")
     return p
 
 

@@ -84,7 +84,8 @@ class Boss:
 
     def __init__(self, scheduler: Any = None, name: str | None = None, verbose: bool = False,
                  maxlenreport: int = 1024, sharedmemory_common_instructions: dict = dict(),
-                 boss: str | None = None, detach: bool = False, _attach: str | None = None):
+                 boss: str | None = None, detach: bool = False, timeout: float | None = None,
+                 _attach: str | None = None):
         if scheduler is None:
             scheduler = fpx.scheduler(limit="threads", max_threads=0)
         assert hasattr(scheduler, "launchable") and callable(scheduler.launchable)
@@ -116,7 +117,7 @@ class Boss:
         self._submit = {
             "job": self._job, "name": str(name or self._job), "policy": policy, "env": client_env(),
             "trusted": self._conn.trusted, "shm_host": host_key() if self._shared else None, "halted": True,
-            "resubmit": False, "detach": bool(detach),
+            "resubmit": False, "detach": bool(detach), "timeout": timeout,
         }
         if self._attached:
             self._conn.send(Msg.ATTACH, {"job": self._job})
@@ -292,12 +293,13 @@ class Boss:
 def run_as_server(common_instructions: dict = dict(), individual_instructions: dict = dict(),
                   scheduler: Any = None, verbose: bool = False, maxlenreport: int = 1024,
                   sharedmemory_common_instructions: dict = dict(), boss: str | None = None,
-                  detach: bool = False) -> Boss:
+                  detach: bool = False, timeout: float | None = None) -> Boss:
     """Build a Boss, give it the instructions, set the workers to work; return the Boss."""
     if scheduler is None:
         scheduler = fpx.scheduler(limit="threads", max_threads=0)
     proxy = Boss(verbose=verbose, scheduler=scheduler, maxlenreport=maxlenreport,
-                 sharedmemory_common_instructions=sharedmemory_common_instructions, boss=boss, detach=detach)
+                 sharedmemory_common_instructions=sharedmemory_common_instructions, boss=boss, detach=detach,
+                 timeout=timeout)
     proxy.set_instructions(common_instructions, individual_instructions)
     proxy.make_them_work()
     return proxy
@@ -306,11 +308,12 @@ def run_as_server(common_instructions: dict = dict(), individual_instructions: d
 def batch_main(common_instructions: dict = dict(), individual_instructions: dict = dict(),
                scheduler: Any = None, verbose: bool = False, maxlenreport: int = 1024,
                print_report: Any = print, sharedmemory_common_instructions: dict = dict(),
-               boss: str | None = None) -> dict:
+               boss: str | None = None, timeout: float | None = None) -> dict:
     """Run the instructions to the end, print each worker's report and return the report."""
     proxy = run_as_server(common_instructions, individual_instructions, scheduler=scheduler,
                           verbose=verbose, maxlenreport=maxlenreport,
-                          sharedmemory_common_instructions=sharedmemory_common_instructions, boss=boss)
+                          sharedmemory_common_instructions=sharedmemory_common_instructions, boss=boss,
+                          timeout=timeout)
     with interrupt.SignalInterruptHandler(emitlogs=False):
         try:
             proxy.wait_till_finished()

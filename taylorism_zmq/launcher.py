@@ -36,6 +36,8 @@ from .procutil import die_with_parent
 KILL_GRACE = 1.0
 #: task processes kept forked ahead of tasks, per launcher
 SPARES = 2
+#: default cap on one task's report (the boss caps frames at this size too)
+DEFAULT_MAX_REPORT = 256 * 1024 * 1024 - 4096
 MAX_BUFFER = 1 << 30
 
 
@@ -108,11 +110,18 @@ def _zygote_main(sock: socket.socket, agent_pid: int) -> None:  # pragma: no cov
 
 
 class _Task:
-    __slots__ = ("tid", "pid", "pipe", "chunks", "eof", "status", "t0", "kill_at", "reported")
+    __slots__ = ("tid", "pid", "pipe", "chunks", "size", "eof", "status", "t0", "kill_at", "reported", "deadline",
+                 "why", "timeout")
 
-    def __init__(self, tid: int, pid: int, pipe: int):
+    def __init__(self, tid: int, pid: int, pipe: int, timeout: float | None = None):
         self.tid, self.pid, self.pipe = tid, pid, pipe
         self.chunks: list[bytes] = []
+        self.size = 0
+        #: when the task's own timeout expires (monotonic), if it has one
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout if timeout else None
+        #: why the launcher killed it, if it did
+        self.why: str | None = None
         self.eof = False
         self.status: int | None = None
         self.t0 = time.time()
@@ -128,6 +137,8 @@ class Launcher:
         self.env = env
         self.zygote_pid = zygote_pid
         self.host = env.get("host", socket.gethostname())
+        #: bytes a task's report may have; beyond, the task is stopped and reported as failed
+        self.max_report = int(env.get("max_report", DEFAULT_MAX_REPORT))
         self.tasks: dict[int, _Task] = {}  # by pid
         self.classes: dict[str, Any] = {}
         self.unpacker = msgpack.Unpacker(max_buffer_size=MAX_BUFFER)
@@ -217,7 +228,7 @@ class Launcher:
         self._flush(blocking=True)
 
     def _timeout(self) -> float | None:
-        deadlines = [t.kill_at for t in self.tasks.values() if t.kill_at is not None]
+        deadlines = [d for t in self.tasks.values() if (d := t.kill_at if t.kill_at is not None else t.deadline)]
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
 
     def _read_agent(self) -> None:
@@ -233,7 +244,7 @@ class Launcher:
         self.unpacker.feed(data)
         for msg in self.unpacker:
             if msg[0] == "run":
-                self._run(*msg[1:])
+                self._run(*msg[1:8])
             elif msg[0] == "kill":
                 self._kill(set(msg[1]))
 
@@ -262,7 +273,7 @@ class Launcher:
 
     # -- tasks ---------------------------------------------------------------------
     def _run(self, tid: int, ticket: int | None, cls_ref: str, payload: bytes, binded: bool,
-             trusted: bool) -> None:
+             trusted: bool, timeout: float | None = None) -> None:
         t0 = time.time()
         try:
             if cls_ref not in self.classes:
@@ -281,7 +292,7 @@ class Launcher:
         except OSError:
             pass  # the process died already: its exit status will tell
         os.close(task_w)
-        task = _Task(tid, pid, result_r)
+        task = _Task(tid, pid, result_r, timeout)
         self.tasks[pid] = task
         self.sel.register(result_r, selectors.EVENT_READ, task)
 
@@ -321,6 +332,14 @@ class Launcher:
                     os.close(task.pipe)
                     break
                 task.chunks.append(chunk)
+                task.size += len(chunk)
+                if task.size > self.max_report and task.why is None:
+                    self._stop_task(task, f"its report exceeded {self.max_report} bytes")
+                    task.chunks.clear()
+                    task.eof = True  # read no more of it
+                    self.sel.unregister(task.pipe)
+                    os.close(task.pipe)
+                    break
         except BlockingIOError:
             pass
         if task.eof and task.chunks and not task.reported:
@@ -353,6 +372,10 @@ class Launcher:
     def _finish(self, task: _Task) -> None:
         data = b"".join(task.chunks)
         ok, payload = False, None
+        if task.why is not None:
+            if task.status is None:
+                return  # killed: say so once it is gone
+            data = b""
         if data:
             try:
                 ok, payload = msgpack.unpackb(data)
@@ -363,7 +386,9 @@ class Launcher:
         task.reported = True
         if payload is None:
             status = task.status or 0
-            if os.WIFSIGNALED(status):
+            if task.why is not None:
+                what = f"killed: {task.why}"
+            elif os.WIFSIGNALED(status):
                 sig = os.WTERMSIG(status)
                 what = f"killed by signal {sig} ({signal.Signals(sig).name})"
             else:
@@ -378,8 +403,15 @@ class Launcher:
                 _signal_group(task.pid, signal.SIGTERM)
                 task.kill_at = deadline
 
+    def _stop_task(self, task: _Task, why: str) -> None:
+        task.why = why
+        self._kill({task.tid})
+
     def _kill_overdue(self) -> None:
         now = time.monotonic()
+        for task in list(self.tasks.values()):
+            if task.deadline is not None and now >= task.deadline and task.why is None and not task.reported:
+                self._stop_task(task, f"it exceeded its timeout of {task.timeout:g}s")
         for task in self.tasks.values():
             if task.kill_at is not None and now >= task.kill_at:
                 _signal_group(task.pid, signal.SIGKILL)

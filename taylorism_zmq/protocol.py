@@ -89,6 +89,7 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
     Msg.SUBMIT: {
         "job": str, "name": str, "policy": dict, "env": dict, "trusted": bool,
         "shm_host": OPT_STR, "halted": bool, "resubmit": bool, "detach": bool,
+        "timeout": (int, float, type(None)),  # seconds a task may run, or None
     },
     # task rows: index, name, worker class 'module:qualname', memory, expected_time, files, payload
     Msg.ADD_TASKS: {"job": str, "tasks": Rows((int, str, str, NUM, NUM, ListOf(str), bytes))},
@@ -113,7 +114,7 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
     Msg.REGISTERED: {"heartbeat": NUM, "boss": str},
     Msg.REPORTS_ACK: {"batch": int},
     Msg.RUN: {
-        "job": str, "env": dict, "trusted": bool, "binded": bool,
+        "job": str, "env": dict, "trusted": bool, "binded": bool, "timeout": (int, float, type(None)),
         "tasks": Rows((int, int, (int, type(None)), str, bytes)),  # task id, index, ticket, class, payload
     },
     Msg.KILL: {"tasks": ListOf(int)},

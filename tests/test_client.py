@@ -234,3 +234,23 @@ def test_killed_client_takes_its_embedded_daemons_and_tasks_along(tmp_path):
     proc.wait()
     gone, alive = psutil.wait_procs(family, timeout=10)
     assert not alive, [p.cmdline() for p in alive]
+
+
+def test_a_task_over_its_timeout_is_killed_and_reported():
+    start = time.monotonic()
+    with pytest.raises(TaskDiedError, match="exceeded its timeout of 0.5s"):
+        batch_main(dict(zt="nap"), dict(seconds=[30.0, 0.0]), scheduler=threads(2), timeout=0.5,
+                   print_report=lambda r: None)
+    assert time.monotonic() - start < 10
+
+
+def test_a_huge_report_fails_its_task_not_the_agent(cluster_factory):
+    cluster = cluster_factory()
+    cluster.add_agent(slots=2, extra=("--max-report-mb", "1"))
+    cluster.wait_agents(1)
+    with pytest.raises(TaskDiedError, match="report exceeded 1048576 bytes"):
+        batch_main(dict(value=1), dict(payload_size=[4 * 2**20]), scheduler=threads(1), boss=cluster.control,
+                   print_report=lambda r: None)
+    report = batch_main(dict(value=1), dict(payload_size=[1000, 2000]), scheduler=threads(2), boss=cluster.control,
+                        print_report=lambda r: None)
+    assert sorted(len(r["report"][1]) for r in report["workers_report"]) == [1000, 2000]
