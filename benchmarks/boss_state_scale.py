@@ -29,7 +29,8 @@ def run(hosts: int, tasks: int, policy: dict) -> float:
         state.register(aid.encode(), {"agent": aid, "host": f"h{h}", "shm_host": "m", "cpus": 8,
                                       "memory": 64000.0, "slots": 8, "pid": 1}, now=0.0)
     state.submit(CLIENT, {"job": "j", "name": "j", "policy": policy, "env": {}, "trusted": False,
-                          "shm_host": None, "halted": False, "resubmit": False, "detach": False, "timeout": None}, now=0.0)
+                          "shm_host": None, "halted": False, "resubmit": False, "detach": False,
+                          "timeout": None}, now=0.0)
     start = time.process_time()
     for first in range(0, tasks, 1000):
         rows = [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p"] for i in range(first, min(tasks, first + 1000))]

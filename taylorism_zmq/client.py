@@ -178,6 +178,8 @@ class Boss:
             self._control("stop_listening")
         if terminate:
             self.end()
+        if self._submit["detach"]:
+            self._conn.request(Msg.PING, {}, Msg.PONG)  # the boss has it all: this process may now go
 
     def stop_them_working(self) -> None:
         """Stop the workers right now."""

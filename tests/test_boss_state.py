@@ -288,7 +288,8 @@ def test_other_clients_cannot_control_a_job():
 def test_nonsense_policy_fails_the_job(policy):
     state = make_state()
     out = state.submit(CLIENT, {"job": "j", "name": "j", "policy": policy, "env": {}, "trusted": False,
-                                "shm_host": None, "halted": False, "resubmit": False, "detach": False, "timeout": None}, now=0.0)
+                                "shm_host": None, "halted": False, "resubmit": False, "detach": False,
+                          "timeout": None}, now=0.0)
     assert of_kind(out, Msg.JOB_END)[0]["status"] == "failed"
 
 
