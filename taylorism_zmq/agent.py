@@ -253,6 +253,14 @@ class AgentDaemon:
                 self.stop()
 
     def _run(self, body: dict[str, Any]) -> None:
+        problem = _env_problem(body["env"])
+        if problem is not None:
+            log.warning("agent %s: job %s has a malformed code environment: %s", self.aid, body["job"], problem)
+            for tid, index, _ticket, _cls, _payload in body["tasks"]:
+                self.task_info[tid] = (body["job"], index, None)
+                died = msgpack.packb({"died": f"malformed code environment for the job: {problem}"})
+                self._done(None, tid, False, died, time.time(), time.time())
+            return
         env = dict(body["env"], host=self.host)
         if self.max_report:
             env["max_report"] = self.max_report
@@ -300,8 +308,9 @@ class AgentDaemon:
             if msg[0] == "done":
                 self._done(link, *msg[1:])
 
-    def _done(self, link: _LauncherLink, tid: int, ok: bool, payload: bytes, t0: float, t1: float) -> None:
-        link.tasks.discard(tid)
+    def _done(self, link: _LauncherLink | None, tid: int, ok: bool, payload: bytes, t0: float, t1: float) -> None:
+        if link is not None:
+            link.tasks.discard(tid)
         self.task_launcher.pop(tid, None)
         info = self.task_info.pop(tid, None)
         if info is None:
@@ -342,6 +351,17 @@ class AgentDaemon:
             link.sock.close()  # the launcher sees the end of stream: it stops its tasks and leaves
         except OSError:
             pass
+
+
+def _env_problem(env: dict[str, Any]) -> str | None:
+    """What is wrong with a job's code environment, if anything (it comes from the network)."""
+    path = env.get("path", [])
+    if not isinstance(path, list) or not all(isinstance(p, str) for p in path):
+        return "path must be a list of str"
+    for key in ("cwd", "main"):
+        if env.get(key) is not None and not isinstance(env[key], str):
+            return f"{key} must be a str"
+    return None
 
 
 def run_agent(args: Any) -> int:

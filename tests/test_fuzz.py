@@ -1,0 +1,177 @@
+"""Hostile input on the ports of a running boss and of an agent: nothing crashes, real work still runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import footprints
+import msgpack
+import psutil
+import pytest
+import zmq
+import zt_workers  # noqa: F401 - registers the test worker classes
+from conftest import free_port, wait_until
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from taylorism_zmq import batch_main, protocol, security
+from taylorism_zmq.codec import Codec
+from taylorism_zmq.protocol import Msg
+
+VALID = [protocol.encode(kind, body) for kind, body in [
+    (Msg.HELLO, {"client": "c"}),
+    (Msg.SUBMIT, {"job": "fuzz", "name": "n", "policy": {"kind": "nosort"}, "env": {}, "trusted": False,
+                  "shm_host": None, "halted": False, "resubmit": False, "detach": False, "timeout": None}),
+    (Msg.ADD_TASKS, {"job": "fuzz", "tasks": [[0, "w", "os:system", 0, 0, [], b"\xc1"]]}),
+    (Msg.CONTROL, {"job": "fuzz", "action": "end"}),
+    (Msg.REGISTER, {"agent": "a", "host": "h", "shm_host": "s", "cpus": 1, "memory": 1, "slots": 1, "pid": 1,
+                    "running": [["fuzz", 0, None]]}),
+    (Msg.AGENT_REPORTS, {"agent": "a", "batch": 1, "reports": [[1, "fuzz", 0, True, b"", 0, 0]]}),
+    (Msg.HEARTBEAT, {"agent": "a", "load": [1.0], "cpu": 1, "mem_avail": 1, "running": 0}),
+    (Msg.ATTACH, {"job": "fuzz"}), (Msg.ADMIN, {"action": "drain", "target": "h"}),
+]]
+
+frame = st.binary(max_size=64)
+
+
+@st.composite
+def hostile(draw):
+    kind = draw(st.sampled_from(["random", "mutated", "truncated", "huge", "wrong-types", "unknown-type"]))
+    if kind == "random":
+        return draw(st.lists(frame, max_size=5))
+    base = [bytearray(f) for f in draw(st.sampled_from(VALID))]
+    if kind == "mutated":
+        body = base[2]
+        for _ in range(draw(st.integers(1, 4))):
+            if body:
+                body[draw(st.integers(0, len(body) - 1))] = draw(st.integers(0, 255))
+    elif kind == "truncated":
+        base[2] = base[2][: draw(st.integers(0, max(0, len(base[2]) - 1)))]
+    elif kind == "huge":
+        base[2] = bytearray(b"\xdf\xff\xff\xff\xff" + b"\xc0" * draw(st.integers(0, 8)))  # map32 of 4G entries
+    elif kind == "wrong-types":
+        body = draw(st.dictionaries(st.sampled_from(["job", "tasks", "agent", "reports", "policy", "batch",
+                                                     "running", "action", "env"]),
+                                    st.none() | st.integers(-2**63, 2**63 - 1) | st.text(max_size=5) | st.lists(st.integers(0, 9),
+                                                                                              max_size=3)))
+        base[2] = bytearray(msgpack.packb(body))
+    else:
+        base[1] = bytearray([draw(st.integers(100, 255))])
+    return [bytes(f) for f in base]
+
+
+@pytest.fixture(scope="module")
+def fuzz_cluster():
+    from conftest import Cluster
+
+    cluster = Cluster(agent_timeout=30)
+    cluster.add_agent(slots=2, host_name="fuzz-node")
+    cluster.wait_agents(1)
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def hostile_sockets(fuzz_cluster):
+    ctx = zmq.Context()
+    keys = security.load_keys()
+    socks = {}
+    for name, kind, endpoint, rid in [("dealer", zmq.DEALER, fuzz_cluster.control, None),
+                                      ("forger", zmq.DEALER, fuzz_cluster.control, b"agent-fuzz-node-forged"),
+                                      ("push", zmq.PUSH, fuzz_cluster.reports, None)]:
+        s = ctx.socket(kind)
+        s.linger = 0
+        s.sndhwm = 100000
+        security.secure_client(s, keys)
+        if rid:
+            s.routing_id = rid
+        s.connect(endpoint)
+        socks[name] = s
+    yield socks
+    for s in socks.values():
+        s.close()
+    ctx.term()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(frames=hostile(), via=st.sampled_from(["dealer", "forger", "push"]))
+def test_hostile_frames_at_the_boss(hostile_sockets, frames, via):
+    if frames:
+        hostile_sockets[via].send_multipart(frames)
+
+
+def test_after_the_storm_the_boss_counts_rejects_stays_small_and_works(fuzz_cluster):
+    boss = psutil.Process(fuzz_cluster.boss.pid)
+    wait_until(lambda: fuzz_cluster.status()["counters"].get("bad_messages", 0) > 50, 30, "rejects counted")
+    assert fuzz_cluster.boss.poll() is None
+    assert boss.memory_info().rss < 300 * 2**20
+    report = batch_main(dict(zt="nap"), dict(tag=[1, 2, 3]), boss=fuzz_cluster.control, print_report=lambda r: None,
+                        scheduler=footprints.proxy.scheduler(limit="threads", max_threads=2))
+    assert sorted(int(r["report"]["tag"]) for r in report["workers_report"]) == [1, 2, 3]
+
+
+@pytest.fixture
+def fake_boss():
+    """A ROUTER and a PULL standing in for the boss, to talk to a real agent."""
+    ctx = zmq.Context()
+    keys = security.load_keys()
+    router, pull = ctx.socket(zmq.ROUTER), ctx.socket(zmq.PULL)
+    auth = security.start_authenticator(ctx)
+    for s in (router, pull):
+        s.linger = 0
+        security.secure_server(s, keys)
+    control, reports = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    router.bind(control)
+    pull.bind(reports)
+    agent = subprocess.Popen([sys.executable, "-m", "taylorism_zmq", "agent", "--boss", control, "--reports",
+                              reports, "--slots", "2", "--heartbeat", "0.2", "--log-level", "ERROR"], cwd="/")
+    yield router, pull, agent
+    agent.terminate()
+    agent.wait(timeout=10)
+    router.close()
+    pull.close()
+    auth.stop()
+    ctx.term()
+
+
+def _recv(sock, timeout_ms=10000):
+    assert sock.poll(timeout_ms), "nothing received"
+    return sock.recv_multipart()
+
+
+def test_hostile_frames_at_an_agent_then_it_still_runs_a_task(fake_boss):
+    router, pull, agent = fake_boss
+    route, *frames = _recv(router)
+    kind, body = protocol.decode(frames)
+    assert kind is Msg.REGISTER
+    router.send_multipart([route, *protocol.encode(Msg.REGISTERED, {"heartbeat": 0.2, "boss": "fake"})])
+    env = {"path": [os.path.dirname(__file__), *[p for p in os.sys.path if p]], "cwd": "/", "main": None}
+    garbage = [[b"x"], [b"\x01", bytes([Msg.RUN]), b"\xc1"], [b"\x01", b"\xfe", b""],
+               protocol.encode(Msg.RUN, {"job": "j", "env": {"path": 5}, "trusted": False, "binded": False,
+                                         "timeout": None, "tasks": [[1, 0, None, "no.such.module:X", b"\xc1"]]}),
+               protocol.encode(Msg.RUN, {"job": "j", "env": env, "trusted": False, "binded": False,
+                                         "timeout": None, "tasks": [[2, 1, None, "zt_workers:ZtNap", b"\xc1\xc1"]]}),
+               protocol.encode(Msg.RUN, {"job": "j", "env": env, "trusted": False, "binded": False,
+                                         "timeout": None, "tasks": [[4, 3, None, "no.such.module:X", b""]]}),
+               protocol.encode(Msg.KILL, {"tasks": [999, -1]}), [os.urandom(300)] * 3]
+    for frames in garbage:
+        router.send_multipart([route, *frames])
+    good = Codec().dumps({"zt": "nap", "tag": "ok", "name": "good", "seconds": 0.0, "fail": "no", "spawn": None,
+                          "ledger": None, "extra": footprints.FPDict(), "scheduler_hooks": footprints.FPList(),
+                          "memory": 0.0, "expected_time": 0.0})
+    router.send_multipart([route, *protocol.encode(Msg.RUN, {
+        "job": "j", "env": env, "trusted": False, "binded": False, "timeout": None,
+        "tasks": [[3, 2, 0, "zt_workers:ZtNap", good]]})])
+    seen = {}
+    while not {1, 2, 3, 4} <= set(seen):
+        kind, body = protocol.decode(_recv(pull))
+        if kind is Msg.AGENT_REPORTS:
+            for tid, _job, _index, ok, payload, _t0, _t1 in body["reports"]:
+                seen[tid] = (ok, payload)
+    assert seen[3][0] is True and Codec().loads(seen[3][1])["tag"] == "ok"
+    assert seen[1][0] is False and b"malformed code environment" in seen[1][1]
+    assert seen[4][0] is False and b"no.such.module" in seen[4][1]  # a clear import error, as a report
+    assert seen[2][0] is False  # malformed payload: a failed task, not a dead agent
+    assert agent.poll() is None
