@@ -203,7 +203,7 @@ class AgentDaemon:
         self._registered_at = time.monotonic()
         body = {"agent": self.aid, "host": self.host, "shm_host": host_key(), "cpus": self.cpus,
                 "memory": self.memory, "slots": self.slots, "pid": os.getpid(),
-                "running": [list(info) for info in self.task_info.values()]}
+                "running": [[tid, *info] for tid, info in self.task_info.items()]}
         self.dealer.send_multipart(protocol.encode(Msg.REGISTER, body), zmq.NOBLOCK)
 
     def _beat(self) -> None:

@@ -318,13 +318,18 @@ class BossState:
         agent = AgentRecord(aid, route, body["host"], body["shm_host"], body["cpus"], float(body["memory"]),
                             body["slots"], body["pid"], now)
         self.agents[aid] = agent
-        for jid, index, ticket in body["running"]:  # tasks it ran for a boss that restarted
+        stale = []
+        for tid, jid, index, ticket in body["running"]:  # tasks it ran before it (or the boss) went away
             job = self.jobs.get(jid)
             task = job.by_index.get(index) if job is not None else None
             if task is not None and task.state == "pending":
                 self._adopt(task, agent, ticket)
             elif job is None and jid not in self.ended:
                 self.orphan_running[(jid, index)] = (aid, ticket)
+            else:  # its job ended, or the task runs elsewhere now: stop this copy
+                stale.append(tid)
+        if stale:
+            out.append((route, Msg.KILL, {"tasks": stale}))
         self._refresh_free(agent)
         log.info("agent %s joined from host %s (%d slots, %d cpus, %d task(s) running)", aid, agent.host,
                  agent.slots, agent.cpus, len(body["running"]))

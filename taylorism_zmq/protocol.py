@@ -108,7 +108,7 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
     Msg.ADMIN_REPLY: {"ok": bool, "message": str},
     Msg.REGISTER: {
         "agent": str, "host": str, "shm_host": str, "cpus": int, "memory": NUM, "slots": int,
-        "pid": int, "running": Rows((str, int, (int, type(None)))),  # job, index, ticket of its tasks
+        "pid": int, "running": Rows((int, str, int, (int, type(None)))),  # task id, job, index, ticket
     },
     Msg.GOODBYE: {"agent": str},
     Msg.REGISTERED: {"heartbeat": NUM, "boss": str},

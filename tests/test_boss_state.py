@@ -347,7 +347,7 @@ def test_drain_stops_placement_and_undrain_resumes():
 
 def test_restarted_boss_recovers_jobs_without_running_anything_twice():
     state = make_state(started=100.0, recovery_grace=3.0)  # a boss that just restarted
-    a = add_agent(state, "a", slots=4, running=[["j1", 0, 0]])  # index 0 still runs there
+    a = add_agent(state, "a", slots=4, running=[[55, "j1", 0, 0]])  # index 0 still runs there
     # index 1 ended while the boss was away: its report arrives before the client comes back
     assert report(state, a, 999, job="j1", index=1) == []
     assert state.counters["orphan_reports"] == 1
@@ -391,3 +391,16 @@ def test_jobs_of_a_vanished_client_are_stopped_unless_detached():
     assert out[0][2]["reports"][0][0] == 0 and out[1][2]["status"] == "finished"
     out = state.attach(b"client-2", {"job": "nope"}, now=20.0)
     assert "no detached job" in of_kind(out, Msg.JOB_END)[0]["error"]["message"]
+
+
+def test_an_agent_rejoining_with_tasks_that_ran_elsewhere_is_told_to_stop_them():
+    state = make_state()
+    b = add_agent(state, "b", slots=2)
+    submit(state, {"kind": "nosort"}, n=1)
+    runs(state.dispatch())
+    aid = "agent-a"
+    out = state.register(aid.encode(), {"agent": aid, "host": "a", "shm_host": "m", "cpus": 2, "memory": 1.0,
+                                        "slots": 2, "pid": 1, "running": [[9, "j1", 0, None], [10, "gone", 3, None]]},
+                         now=1.0)
+    assert (aid.encode(), Msg.KILL, {"tasks": [9]}) in out
+    assert state.jobs["j1"].by_index[0].agent.aid == b

@@ -376,3 +376,30 @@ def test_detached_job_survives_its_client_and_can_be_attached(cluster_factory):
     report = attached.get_report()
     assert report["status"] == "finished"
     assert sorted(int(r["report"]["tag"]) for r in report["workers_report"]) == [1, 2]
+
+
+def test_a_hung_agent_is_declared_lost_then_rejoins_cleanly(cluster_factory, tmp_path):
+    cluster = cluster_factory(agent_timeout=1.5, max_retries=1)
+    frozen = cluster.add_agent(slots=2, host_name="node-frozen")
+    cluster.wait_agents(1)
+    cluster.add_agent(slots=2, host_name="node-alive")
+    cluster.wait_agents(2)
+    ledger = tmp_path / "ledger"
+    boss = run_as_server(dict(zt="nap", seconds=1.0, ledger=str(ledger)), dict(tag=list(range(8))),
+                         scheduler=threads(2), boss=cluster.control)
+    wait_until(lambda: any(h["running"] for h in cluster.status()["hosts"] if h["host"] == "node-frozen"),
+               10, "tasks on the agent to freeze")
+    frozen_family = [psutil.Process(frozen.pid), *psutil.Process(frozen.pid).children(recursive=True)]
+    for p in frozen_family:
+        p.suspend()
+    wait_until(lambda: "node-frozen" not in {h["host"] for h in cluster.status()["hosts"]}, 10, "declared lost")
+    boss.wait_till_finished()  # its tasks ran again on the other agent
+    for p in frozen_family:
+        p.resume()
+    wait_until(lambda: "node-frozen" in {h["host"] for h in cluster.status()["hosts"]}, 15, "the agent to rejoin")
+    report = boss.get_report()
+    assert sorted(int(r["report"]["tag"]) for r in report["workers_report"]) == list(range(8))  # once each
+    # the thawed agent's stale reports were dropped; it takes new work
+    report = batch_main(dict(zt="nap", seconds=0.2), dict(tag=list(range(8))), scheduler=threads(2),
+                        boss=cluster.control, print_report=quiet)
+    assert {r["report"]["host"] for r in report["workers_report"]} == {"node-frozen", "node-alive"}

@@ -27,7 +27,7 @@ VALID = [protocol.encode(kind, body) for kind, body in [
     (Msg.ADD_TASKS, {"job": "fuzz", "tasks": [[0, "w", "os:system", 0, 0, [], b"\xc1"]]}),
     (Msg.CONTROL, {"job": "fuzz", "action": "end"}),
     (Msg.REGISTER, {"agent": "a", "host": "h", "shm_host": "s", "cpus": 1, "memory": 1, "slots": 1, "pid": 1,
-                    "running": [["fuzz", 0, None]]}),
+                    "running": [[7, "fuzz", 0, None]]}),
     (Msg.AGENT_REPORTS, {"agent": "a", "batch": 1, "reports": [[1, "fuzz", 0, True, b"", 0, 0]]}),
     (Msg.HEARTBEAT, {"agent": "a", "load": [1.0], "cpu": 1, "mem_avail": 1, "running": 0}),
     (Msg.ATTACH, {"job": "fuzz"}), (Msg.ADMIN, {"action": "drain", "target": "h"}),
@@ -54,8 +54,8 @@ def hostile(draw):
     elif kind == "wrong-types":
         body = draw(st.dictionaries(st.sampled_from(["job", "tasks", "agent", "reports", "policy", "batch",
                                                      "running", "action", "env"]),
-                                    st.none() | st.integers(-2**63, 2**63 - 1) | st.text(max_size=5) | st.lists(st.integers(0, 9),
-                                                                                              max_size=3)))
+                                    st.none() | st.integers(-2**63, 2**63 - 1) | st.text(max_size=5)
+                                    | st.lists(st.integers(0, 9), max_size=3)))
         base[2] = bytearray(msgpack.packb(body))
     else:
         base[1] = bytearray([draw(st.integers(100, 255))])
