@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -155,3 +156,42 @@ def no_stray_processes() -> Iterator[None]:
         time.sleep(0.05)
     left = strays()
     assert not left, f"stray processes after the suite: {left}"
+
+
+def _can_make_namespaces() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root to create network namespaces"
+    if shutil.which("ip") is None:
+        return "needs iproute2 (ip) to create network namespaces"
+    probe = subprocess.run(["ip", "netns", "add", "tzmq-probe"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"cannot create network namespaces here: {probe.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", "tzmq-probe"], capture_output=True)
+    return None
+
+
+@pytest.fixture
+def namespaces():
+    """Two network namespaces, each joined to this one by a veth pair (addresses exist only here)."""
+    reason = _can_make_namespaces()
+    if reason:
+        pytest.skip(reason)
+    made = []
+    try:
+        for i in (1, 2):
+            ns, outer, inner = f"tzmq-ns{i}", f"tzmq-o{i}", f"tzmq-i{i}"
+            for cmd in (["ip", "netns", "add", ns],
+                        ["ip", "link", "add", outer, "type", "veth", "peer", "name", inner],
+                        ["ip", "link", "set", inner, "netns", ns],
+                        ["ip", "addr", "add", f"10.231.{i}.1/30", "dev", outer],
+                        ["ip", "link", "set", outer, "up"],
+                        ["ip", "-n", ns, "addr", "add", f"10.231.{i}.2/30", "dev", inner],
+                        ["ip", "-n", ns, "link", "set", inner, "up"],
+                        ["ip", "-n", ns, "link", "set", "lo", "up"]):
+                subprocess.run(cmd, check=True, capture_output=True)
+            made.append((ns, outer))
+        yield [(ns, f"10.231.{i}.1") for i, (ns, _) in enumerate(made, start=1)]
+    finally:
+        for ns, outer in made:
+            subprocess.run(["ip", "link", "del", outer], capture_output=True)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)

@@ -403,3 +403,38 @@ def test_a_hung_agent_is_declared_lost_then_rejoins_cleanly(cluster_factory, tmp
     report = batch_main(dict(zt="nap", seconds=0.2), dict(tag=list(range(8))), scheduler=threads(2),
                         boss=cluster.control, print_report=quiet)
     assert {r["report"]["host"] for r in report["workers_report"]} == {"node-frozen", "node-alive"}
+
+
+def test_network_partition_of_an_agent_then_healing(cluster_factory, namespaces):
+    """One agent behind a veth link that the test cuts: declared lost, tasks rerun elsewhere, then it rejoins."""
+    from conftest import free_port
+
+    cluster = cluster_factory(agent_timeout=1.5)
+    cluster.close()  # rebind the boss on every interface, for the namespaces
+    port, rport = free_port(), free_port()
+    cluster.control, cluster.reports = f"tcp://0.0.0.0:{port}", f"tcp://0.0.0.0:{rport}"
+    cluster.start_boss()
+    cluster.control = f"tcp://127.0.0.1:{port}"
+    (ns, boss_ip), _ = namespaces
+    cut = cluster._spawn("agent", "--boss", f"tcp://{boss_ip}:{port}", "--reports", f"tcp://{boss_ip}:{rport}",
+                         "--slots", "2", "--host-name", "node-cut", "--heartbeat", "0.2",
+                         prefix=("ip", "netns", "exec", ns))
+    cluster.agents.append(cut)
+    cluster.add_agent(slots=2, host_name="node-home")
+    cluster.wait_agents(2)
+    boss = run_as_server(dict(zt="nap", seconds=1.0), dict(tag=list(range(8))), scheduler=threads(2),
+                         boss=cluster.control)
+    wait_until(lambda: any(h["running"] for h in cluster.status()["hosts"] if h["host"] == "node-cut"),
+               10, "tasks behind the link")
+    link = "tzmq-o1"
+    subprocess.run(["ip", "link", "set", link, "down"], check=True)
+    try:
+        wait_until(lambda: "node-cut" not in {h["host"] for h in cluster.status()["hosts"]}, 10, "declared lost")
+        boss.wait_till_finished()
+    finally:
+        subprocess.run(["ip", "link", "set", link, "up"], check=True)
+    report = boss.get_report()
+    assert sorted(int(r["report"]["tag"]) for r in report["workers_report"]) == list(range(8))
+    wait_until(lambda: "node-cut" in {h["host"] for h in cluster.status()["hosts"]}, 20, "the agent to rejoin")
+    cut.terminate()
+    cut.wait(timeout=10)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 
 import footprints
 import pytest
@@ -137,45 +134,6 @@ def test_ctl_status_shows_hosts_and_running_jobs(cluster_factory):
     assert len(jobs) == 1 and jobs[0]["running"] == 2 and jobs[0]["pending"] == 1
     boss.stop_them_working()
     boss.wait_till_finished()
-
-
-def _can_make_namespaces() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to create network namespaces"
-    if shutil.which("ip") is None:
-        return "needs iproute2 (ip) to create network namespaces"
-    probe = subprocess.run(["ip", "netns", "add", "tzmq-probe"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        return f"cannot create network namespaces here: {probe.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", "tzmq-probe"], capture_output=True)
-    return None
-
-
-@pytest.fixture
-def namespaces():
-    """Two network namespaces, each joined to this one by a veth pair (addresses exist only here)."""
-    reason = _can_make_namespaces()
-    if reason:
-        pytest.skip(reason)
-    made = []
-    try:
-        for i in (1, 2):
-            ns, outer, inner = f"tzmq-ns{i}", f"tzmq-o{i}", f"tzmq-i{i}"
-            for cmd in (["ip", "netns", "add", ns],
-                        ["ip", "link", "add", outer, "type", "veth", "peer", "name", inner],
-                        ["ip", "link", "set", inner, "netns", ns],
-                        ["ip", "addr", "add", f"10.231.{i}.1/30", "dev", outer],
-                        ["ip", "link", "set", outer, "up"],
-                        ["ip", "-n", ns, "addr", "add", f"10.231.{i}.2/30", "dev", inner],
-                        ["ip", "-n", ns, "link", "set", inner, "up"],
-                        ["ip", "-n", ns, "link", "set", "lo", "up"]):
-                subprocess.run(cmd, check=True, capture_output=True)
-            made.append((ns, outer))
-        yield [(ns, f"10.231.{i}.1") for i, (ns, _) in enumerate(made, start=1)]
-    finally:
-        for ns, outer in made:
-            subprocess.run(["ip", "link", "del", outer], capture_output=True)
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 def test_agents_in_network_namespaces_over_tcp(cluster_factory, namespaces):
