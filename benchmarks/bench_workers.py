@@ -27,17 +27,13 @@ class ZmqSleep(taylorism_zmq.Worker):
         return os.environ.get("TAYLORISM_HOST")
 
 
-try:
-    import taylorism
-except ImportError:  # taylorism is an optional peer
-    taylorism = None
+class ZmqSoak(taylorism_zmq.Worker):
+    """Sleep a little and return the task's key, for the soak test."""
 
-if taylorism is not None:
+    _footprint = dict(attr=dict(soak_key=dict(), soak_sleep=dict(type=float)))
 
-    class TaylorismTrivial(taylorism.Worker):
-        """The same trivial task for taylorism 1.1.0."""
+    def _task(self):
+        import time
 
-        _footprint = dict(attr=dict(bench_value=dict(type=int), bench_taylorism=dict(values=[True], type=bool)))
-
-        def _task(self):
-            return self.bench_value
+        time.sleep(self.soak_sleep)
+        return self.soak_key

@@ -131,6 +131,7 @@ def main() -> int:
 
     if not args.no_taylorism:
         try:
+            import bench_taylorism_workers  # noqa: F401 - registers the trivial worker for taylorism
             import taylorism
         except ImportError:
             print("taylorism 1.1.0 not installed (pip install .[bench]): skipped", file=sys.stderr)
