@@ -107,6 +107,8 @@ class AgentDaemon:
         self.unacked: dict[int, tuple[list, float]] = {}
         self._batch = 0
         self.boss_id: str | None = None
+        self.last_heard = time.monotonic()
+        self._boss_silent = False
         self.registered = False
         self.exit_code = 0
         self._stop = False
@@ -197,6 +199,11 @@ class AgentDaemon:
                 if not self.registered and now - self._registered_at > REGISTER_RETRY:
                     self._register()
                 self._resend(older_than=RESEND_AFTER)
+                silent = now - self.last_heard
+                if silent > max(10.0, 10 * self.heartbeat) and not self._boss_silent:
+                    self._boss_silent = True
+                    log.warning("agent %s: no word from the boss at %s for %.0fs; tasks go on and %d report "
+                                "batch(es) wait for it", self.aid, self.control_endpoint, silent, len(self.unacked))
             self._flush_reports()
 
     def _register(self) -> None:
@@ -226,6 +233,14 @@ class AgentDaemon:
                 kind, body = protocol.decode(frames)
             except ProtocolError as exc:
                 self._bad_log.warning("boss", "dropped a bad message from the boss: %s", exc)
+                continue
+            self.last_heard = time.monotonic()
+            if self._boss_silent:
+                self._boss_silent = False
+                log.warning("agent %s: the boss answers again", self.aid)
+            if kind is Msg.PONG:
+                if self.boss_id is not None and body["boss"] != self.boss_id:
+                    self.registered = False  # a new boss: it will ask us to register
                 continue
             if kind is Msg.RUN:
                 self._run(body)

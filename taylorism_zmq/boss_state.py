@@ -354,7 +354,7 @@ class BossState:
         agent.load, agent.cpu, agent.mem_avail = body["load"], body["cpu"], body["mem_avail"]
         if agent.aid in self.free_agents:
             self._refresh_free(agent)  # its headroom changed
-        return []
+        return [(agent.route, Msg.PONG, {"boss": self.boss_id})]  # so that agents notice a dead boss
 
     def agent_reports(self, body: dict, now: float) -> list[Out]:
         """Reports, found by (job, index) so that they survive a boss restart; acknowledged to the agent."""

@@ -197,10 +197,13 @@ def test_expire_skips_when_the_boss_loop_itself_stalled():
     assert state.agents == {}
 
 
-def test_unknown_agent_heartbeat_asks_to_register_again():
+def test_unknown_agent_heartbeat_asks_to_register_again_and_known_ones_get_an_answer():
     state = make_state()
     out = state.heartbeat_from({"agent": "ghost", "load": [], "cpu": 0, "mem_avail": 0, "running": 0}, 1.0)
     assert out == [(b"ghost", Msg.REREGISTER, {})]
+    a = add_agent(state, "a")
+    out = state.heartbeat_from({"agent": a, "load": [0.1], "cpu": 0, "mem_avail": 0, "running": 0}, 1.0)
+    assert out == [(a.encode(), Msg.PONG, {"boss": "boss-test"})]
 
 
 def test_memory_limit_per_host_and_task_that_fits_nowhere_fails_at_once():

@@ -438,3 +438,24 @@ def test_network_partition_of_an_agent_then_healing(cluster_factory, namespaces)
     wait_until(lambda: "node-cut" in {h["host"] for h in cluster.status()["hosts"]}, 20, "the agent to rejoin")
     cut.terminate()
     cut.wait(timeout=10)
+
+
+def test_an_agent_notices_a_silent_boss_and_says_so(cluster_factory):
+    cluster = cluster_factory()
+    proc = subprocess.Popen([sys.executable, "-m", "taylorism_zmq", "agent", "--boss", cluster.control, "--reports",
+                             cluster.reports, "--heartbeat", "0.1", "--log-level", "WARNING"],
+                            stderr=subprocess.PIPE, text=True, cwd="/")
+    cluster.agents.append(proc)
+    cluster.wait_agents(1)
+    cluster.boss.send_signal(signal.SIGSTOP)  # a hung boss
+    try:
+        line = ""
+        deadline = time.monotonic() + 30
+        while "no word from the boss" not in line and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+        assert "no word from the boss" in line
+    finally:
+        cluster.boss.send_signal(signal.SIGCONT)
+    while "answers again" not in line and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+    assert "answers again" in line
