@@ -6,6 +6,7 @@ Existing taylorism programs change their import only::
 """
 
 from . import schedulers, security, util
+from .alias import install_as_taylorism
 from .client import Boss, batch_main, run_as_server, taylorism_log
 from .errors import AgentLostError, BossUnreachableError, TaskDiedError, WorkerError
 from .schedulers import BaseScheduler, MaxThreadsScheduler, binding_setup
@@ -15,8 +16,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AgentLostError", "BaseScheduler", "BindedWorker", "Boss", "BossUnreachableError", "MaxThreadsScheduler",
-    "TaskDiedError", "Worker", "WorkerError", "batch_main", "binding_setup", "run_as_server", "schedulers",
-    "security", "taylorism_log", "util",
+    "TaskDiedError", "Worker", "WorkerError", "batch_main", "binding_setup", "install_as_taylorism",
+    "run_as_server", "schedulers", "security", "taylorism_log", "util",
 ]
 
 

@@ -77,8 +77,13 @@ def client_env() -> dict[str, Any]:
     cwd = os.getcwd()
     path = [os.path.abspath(p) if p else cwd for p in sys.path if isinstance(p, str)]
     main = getattr(sys.modules.get("__main__"), "__file__", None)
-    return {"path": list(dict.fromkeys(path)), "cwd": cwd,
-            "main": os.path.abspath(main) if isinstance(main, str) else None}
+    from .alias import alias_installed
+
+    env: dict[str, Any] = {"path": list(dict.fromkeys(path)), "cwd": cwd,
+                           "main": os.path.abspath(main) if isinstance(main, str) else None}
+    if alias_installed():
+        env["alias_taylorism"] = True  # task processes install the alias too
+    return env
 
 
 def task_row(index: int, worker: Any, codec: Codec, singlefile: bool) -> list:

@@ -161,6 +161,10 @@ class Launcher:
         cwd = self.env.get("cwd")
         if isinstance(cwd, str) and os.path.isdir(cwd):
             os.chdir(cwd)
+        if self.env.get("alias_taylorism") is True:
+            from .alias import install_as_taylorism
+
+            install_as_taylorism()
 
     def _import(self, ref: str) -> Any:
         cls = self.classes.get(ref)
@@ -484,6 +488,14 @@ def _read_all(fd: int) -> bytes:
         chunks.append(chunk)
 
 
+def _footprints_values(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Restore footprints' UNKNOWN marker, which footprints tests by identity (``value is UNKNOWN``)."""
+    import footprints
+
+    unknown = footprints.UNKNOWN
+    return {k: unknown if isinstance(v, str) and v == unknown else v for k, v in attrs.items()}
+
+
 def _task_main(launcher_pid: int, task_fd: int, result_fd: int) -> None:  # pragma: no cover - task process
     """Wait for a task on *task_fd*, run it, write ``[ok, payload]`` to *result_fd*; never returns."""
     code = 0
@@ -505,7 +517,7 @@ def _task_main(launcher_pid: int, task_fd: int, result_fd: int) -> None:  # prag
         codec = Codec(trusted)
         try:
             cls = resolve_ref(cls_ref)
-            attrs = codec.loads(payload)
+            attrs = _footprints_values(codec.loads(payload))
             attrs["scheduler_ticket"] = ticket
             if binded and ticket is not None:
                 from .schedulers import binding_setup

@@ -254,3 +254,9 @@ def test_a_huge_report_fails_its_task_not_the_agent(cluster_factory):
     report = batch_main(dict(value=1), dict(payload_size=[1000, 2000]), scheduler=threads(2), boss=cluster.control,
                         print_report=lambda r: None)
     assert sorted(len(r["report"][1]) for r in report["workers_report"]) == [1000, 2000]
+
+
+def test_unset_optional_attributes_stay_unset_in_the_task():
+    # footprints marks them with its UNKNOWN object and tests it by identity: it must survive the trip
+    report = batch_main(dict(zt="nap"), dict(seconds=[0.0]), scheduler=threads(1), print_report=lambda r: None)
+    assert report["workers_report"][0]["report"]["tag"] is None
