@@ -126,10 +126,10 @@ def test_epygram_batch_convert_gives_the_same_files_as_with_taylorism(epygram_di
     cluster.add_agent(slots=2, host_name="node-a")
     cluster.add_agent(slots=2, host_name="node-b")
     cluster.wait_agents(2)
-    out = run(["-m", "taylorism_zmq.run", "convert.py", *names], dirs["cluster"], env={"TAYLORISM_BOSS": cluster.control})
+    out = run(["-m", "taylorism_zmq.run", "convert.py", *names], dirs["cluster"],
+              env={"TAYLORISM_BOSS": cluster.control})
     assert "CONVERTED" in out, out[-3000:]
-    assert {h["host"]: h["done"] for h in cluster.status()["hosts"]} and sum(
-        h["done"] for h in cluster.status()["hosts"]) == len(names)
+    assert sum(h["done"] for h in cluster.status()["hosts"]) == len(names)  # the tasks ran on the cluster
     outputs = sorted(p.name for p in dirs["taylorism"].glob("*.geo"))
     assert len(outputs) == len(names)
     for label in ("embedded", "cluster"):
