@@ -290,6 +290,17 @@ _KIND_BY_CLASS = {
 }
 
 
+def _auto_memory(scheduler: Any) -> bool:
+    """Was max_memory derived from this machine's memory (then each host uses its own)?"""
+    if hasattr(scheduler, "auto_memory"):
+        return bool(scheduler.auto_memory)
+    try:  # taylorism's own class: it computed max_memory from the client's memory
+        system = memory.LinuxMemInfo().system_RAM("MiB")
+    except OSError:
+        return False
+    return abs(float(scheduler.max_memory) - scheduler.memory_max_percentage * system) < 1e-6 * system
+
+
 def to_policy(scheduler: Any) -> dict[str, Any]:
     """Translate a taylorism scheduler (ours or taylorism's own) into a placement policy."""
     scheduler = getattr(scheduler, "_target_scheduler", None) or getattr(
@@ -318,7 +329,7 @@ def to_policy(scheduler: Any) -> dict[str, Any]:
         policy["placement_attrs"] = {k: v for k, v in scheduler._attributes.items()
                                      if isinstance(v, (str, int, float, bool, type(None)))}
     if kind in ("memory", "threads+memory"):
-        policy["max_memory"] = None if getattr(scheduler, "auto_memory", False) else float(scheduler.max_memory)
+        policy["max_memory"] = None if _auto_memory(scheduler) else float(scheduler.max_memory)
         policy["memory_per_task"] = float(scheduler.memory_per_task)
         policy["memory_max_percentage"] = float(scheduler.memory_max_percentage)
     return policy

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import importlib.util
 import os
 import subprocess
 import sys
@@ -26,6 +27,14 @@ DRIVER = textwrap.dedent("""
                                       scheduler=footprints.proxy.scheduler(limit="threads", max_threads=2))
         print("RESULT", sorted(r["report"] for r in report["workers_report"]), taylorism.__name__)
 """)
+
+
+def needs(*modules):
+    """Skip unless these modules can be imported (found, not imported: the real taylorism must not be
+    imported into this process, its footprints classes would compete with ours)."""
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} cannot be installed here")
 
 
 def run(args, cwd, env=None, timeout=180):
@@ -54,14 +63,14 @@ def test_in_code_install_and_refusal_after_the_real_one(tmp_path):
     code = ("import taylorism_zmq; taylorism_zmq.install_as_taylorism(); import taylorism, taylorism.schedulers; "
             "print('SAME', taylorism is taylorism_zmq, taylorism.schedulers is taylorism_zmq.schedulers)")
     assert "SAME True True" in run(["-c", code], tmp_path)
-    pytest.importorskip("taylorism", reason="the real taylorism 1.1.0 is not installed")
+    needs("taylorism")
     code = ("import taylorism, taylorism_zmq\ntry:\n    taylorism_zmq.install_as_taylorism()\n"
             "except RuntimeError as e:\n    print('REFUSED', e)")
     assert "REFUSED the real taylorism is imported already" in run(["-c", code], tmp_path)
 
 
 def test_without_the_alias_nothing_changes(tmp_path):
-    pytest.importorskip("taylorism", reason="the real taylorism 1.1.0 is not installed")
+    needs("taylorism")
     (tmp_path / "driver.py").write_text(DRIVER)
     out = run(["driver.py"], tmp_path)
     assert "RESULT [('A', 'taylorism', 'taylorism'), ('B', 'taylorism', 'taylorism')] taylorism" in out, out[-3000:]
@@ -84,7 +93,9 @@ CONVERT = textwrap.dedent("""
 def _netcdf_files(directory, n=4):
     import numpy as np
 
-    netCDF4 = pytest.importorskip("netCDF4", reason="netCDF4 is not installed")
+    needs("netCDF4")
+    import netCDF4
+
     names = []
     for i in range(n):
         name = f"field{i}.nc"
@@ -104,8 +115,7 @@ def _netcdf_files(directory, n=4):
 
 @pytest.fixture
 def epygram_dirs(tmp_path):
-    for module in ("epygram", "taylorism"):
-        pytest.importorskip(module, reason=f"{module} cannot be installed here")
+    needs("epygram", "taylorism", "netCDF4")
     dirs = {}
     for label in ("taylorism", "embedded", "cluster"):
         d = tmp_path / label
