@@ -11,6 +11,7 @@ boss never decodes user data.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,10 +153,10 @@ def decode(frames: list, max_frame: int = MAX_FRAME) -> tuple[Msg, dict[str, Any
         raise ProtocolError(f"malformed msgpack: {exc}") from None
     if not isinstance(body, dict):
         raise ProtocolError(f"{kind.name} body is {type(body).__name__}, not a map")
-    for field, spec in SCHEMAS[kind].items():
+    for field, check in _CHECKS[kind]:
         if field not in body:
             raise ProtocolError(f"{kind.name} lacks field {field!r}")
-        if not _conforms(body[field], spec):
+        if not check(body[field]):
             raise ProtocolError(f"{kind.name} field {field!r} has a wrong type")
     return kind, body
 
@@ -170,22 +171,34 @@ def _as_bytes(frame: Any) -> bytes:
     return frame if isinstance(frame, bytes) else frame.bytes
 
 
-def _conforms(value: Any, spec: Any) -> bool:
+def _checker(spec: Any) -> Callable[[Any], bool]:
+    """Compile a field spec into one fast predicate (decode runs for every message)."""
     if isinstance(spec, Rows):
-        if not isinstance(value, list):
-            return False
-        width = len(spec.fields)
-        for row in value:
-            if not isinstance(row, list) or len(row) != width:
+        width, items = len(spec.fields), [_checker(f) for f in spec.fields]
+
+        def rows(value: Any) -> bool:
+            if type(value) is not list:
                 return False
-            for item, item_spec in zip(row, spec.fields, strict=True):
-                if not _conforms(item, item_spec):
+            for row in value:
+                if type(row) is not list or len(row) != width:
                     return False
-        return True
+                for item, ok in zip(row, items, strict=True):
+                    if not ok(item):
+                        return False
+            return True
+
+        return rows
     if isinstance(spec, ListOf):
-        return isinstance(value, list) and all(_conforms(v, spec.kind) for v in value)
-    if spec is NUM or spec == NUM:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if spec is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, spec)
+        item = _checker(spec.kind)
+        return lambda value: type(value) is list and all(item(v) for v in value)
+    kinds = spec if isinstance(spec, tuple) else (spec,)
+    if bool in kinds:
+        return lambda value: isinstance(value, kinds)
+    if int in kinds:  # msgpack gives bools for true/false: an int field must not take them
+        return lambda value: isinstance(value, kinds) and type(value) is not bool
+    return lambda value: isinstance(value, kinds)
+
+
+_CHECKS: dict[Msg, list[tuple[str, Callable[[Any], bool]]]] = {
+    kind: [(field, _checker(spec)) for field, spec in fields.items()] for kind, fields in SCHEMAS.items()
+}
