@@ -12,3 +12,23 @@ class TaylorismTrivial(taylorism.Worker):
 
     def _task(self):
         return self.bench_value
+
+
+class TaylorismSleep(taylorism.Worker):
+    """Sleep for a given time."""
+
+    _footprint = dict(attr=dict(bench_sleep_t=dict(type=float)))
+
+    def _task(self):
+        import time
+
+        time.sleep(self.bench_sleep_t)
+
+
+class TaylorismBlob(taylorism.Worker):
+    """Return a report of the given size."""
+
+    _footprint = dict(attr=dict(bench_blob_t=dict(type=int)))
+
+    def _task(self):
+        return b"x" * self.bench_blob_t

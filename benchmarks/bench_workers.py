@@ -37,3 +37,12 @@ class ZmqSoak(taylorism_zmq.Worker):
 
         time.sleep(self.soak_sleep)
         return self.soak_key
+
+
+class ZmqBlob(taylorism_zmq.Worker):
+    """Return a report of the given size (report throughput)."""
+
+    _footprint = dict(attr=dict(bench_blob=dict(type=int)))
+
+    def _task(self):
+        return b"x" * self.bench_blob
