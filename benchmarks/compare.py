@@ -169,6 +169,8 @@ def dask_pool(slots):
 
 
 def parsl_pool(slots):
+    import tempfile
+
     import parsl
     from parsl.config import Config
     from parsl.executors import HighThroughputExecutor
@@ -176,7 +178,7 @@ def parsl_pool(slots):
 
     dfk = parsl.load(Config(executors=[HighThroughputExecutor(
         label="htex", max_workers_per_node=slots, provider=LocalProvider(init_blocks=1, max_blocks=1),
-        address="127.0.0.1")], strategy="none"))
+        address="127.0.0.1")], strategy="none", run_dir=tempfile.mkdtemp(prefix="parsl-bench-")))
     apps = {}
 
     def submit(fn, arg):

@@ -76,7 +76,7 @@ class Codec:
             TIMEDELTA: lambda dsm: datetime.timedelta(*dsm),
             NDARRAY: self._rebuild_ndarray,
             NPSCALAR: self._rebuild_npscalar,
-            REF: resolve_ref,
+            REF: self._resolve,
             SHMARRAY: self._rebuild_shmarray,
             BIGINT: int,
             COMPLEX: lambda ri: complex(*ri),
@@ -168,6 +168,12 @@ class Codec:
             return rebuild(value)
         except (ImportError, AttributeError) as exc:
             raise ValueError(f"cannot rebuild ext {code}: {exc}") from None
+
+    def _resolve(self, ref: str) -> Any:
+        """A function or class by reference; an untrusted peer may not make us import anything new."""
+        if not self.trusted and ref.partition(":")[0] not in sys.modules:
+            raise ValueError(f"reference to {ref} refused on an untrusted link (its module is not imported)")
+        return resolve_ref(ref)
 
     @staticmethod
     def _rebuild_ndarray(value: list) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import sys
 from typing import Any
 
 from .codec import Codec, resolve_ref
@@ -42,7 +43,7 @@ def rebuild_exception(info: Any, codec: Codec) -> tuple[BaseException, list[str]
         except Exception:
             pass
     ref, args = exc_info.get("type"), exc_info.get("args")
-    if isinstance(ref, str) and isinstance(args, bytes):
+    if isinstance(ref, str) and isinstance(args, bytes) and (codec.trusted or ref.partition(":")[0] in sys.modules):
         try:
             cls = resolve_ref(ref)
             if isinstance(cls, type) and issubclass(cls, BaseException):

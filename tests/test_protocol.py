@@ -138,3 +138,14 @@ def test_decode_validates_any_well_formed_body(kind, body):
         protocol.decode(frames)
     except ProtocolError:
         pass
+
+
+def test_untrusted_references_may_not_import_new_modules():
+    import msgpack as mp
+
+    from taylorism_zmq import codec as codec_module
+
+    data = mp.packb(mp.ExtType(codec_module.REF, mp.packb("antigravity:fly")))
+    with pytest.raises(ValueError, match="refused on an untrusted link"):
+        Codec(trusted=False).loads(data)
+    assert Codec(trusted=False).loads(Codec().dumps(datetime.datetime)) is datetime.datetime  # imported already
