@@ -109,11 +109,11 @@ def BindingAwareScheduler(cls: Any) -> Any:  # noqa: N802 - taylorism's name
     return cls
 
 
-_AUTO_THREADS = {0: 0}  # no remap: 0 stays 0, read as "half of each host's cpus"
-
-
-def _half_cpus() -> int:
-    return int(multiprocessing.cpu_count() / 2)
+def _resolve_auto_threads(scheduler: Any) -> None:
+    """max_threads=0 means half the cpus: of this machine for launchable(), of each host for the boss."""
+    scheduler.auto_threads = scheduler.max_threads == 0
+    if scheduler.auto_threads:
+        scheduler.max_threads = int(multiprocessing.cpu_count() / 2)
 
 
 @BindingAwareScheduler
@@ -128,9 +128,7 @@ class NewMaxThreadsScheduler(NewLimitedScheduler):
 
     def __init__(self, *args: Any, **kw: Any):
         super().__init__(*args, **kw)
-        self.auto_threads = self.max_threads == 0
-        if self.auto_threads:
-            self.max_threads = _half_cpus()
+        _resolve_auto_threads(self)
 
     def _all_tickets(self) -> set:
         return set(range(0, self.max_threads))
@@ -191,9 +189,7 @@ class LongerFirstScheduler(NewMaxMemoryScheduler):
 
     def __init__(self, *args: Any, **kw: Any):
         super().__init__(*args, **kw)
-        self.auto_threads = self.max_threads == 0
-        if self.auto_threads:
-            self.max_threads = _half_cpus()
+        _resolve_auto_threads(self)
 
     def _all_tickets(self) -> set:
         return set(range(0, self.max_threads))
