@@ -102,7 +102,7 @@ class Boss:
         self._attached = _attach is not None
         self._inbox = self._conn.open_inbox(self._job)
         self._instructions: dict[int, dict] = {}
-        self._names: dict[int, str] = {}
+        #: names of the tasks not reported yet (taylorism: no two running workers share a name)
         self._running_names: dict[str, int] = {}
         self._reports: list[dict] = []
         self._reported: set[int] = set()
@@ -165,7 +165,6 @@ class Boss:
         for offset, instructions in enumerate(sets):
             self._instructions[first + offset] = instructions
         for row in rows:
-            self._names[row[0]] = row[1]
             self._running_names[row[1]] = row[0]
             self._rows[row[0]] = row
         for start in range(0, len(rows), BATCH):
