@@ -43,7 +43,8 @@ class BossDaemon:
 
     def __init__(self, control: str, reports: str, heartbeat: float = 1.0, agent_timeout: float = 30.0,
                  max_retries: int = 1, max_frame: int = protocol.MAX_FRAME, allow_plugins: bool = False,
-                 recovery_grace: float = 3.0, insecure: bool = False, client_timeout: float = 60.0):
+                 recovery_grace: float = 3.0, insecure: bool = False, client_timeout: float = 60.0,
+                 http: str | None = None):
         self.control_endpoint = control
         self.reports_endpoint = reports
         self.max_frame = max_frame
@@ -57,6 +58,8 @@ class BossDaemon:
                                started=time.monotonic(), recovery_grace=recovery_grace,
                                client_timeout=client_timeout)
         self._bad_log = RateLimitedLog(log, period=10.0)
+        self.http = http
+        self.status_server: Any = None
         self._backlog: dict[bytes, collections.deque] = {}
         self._stop = False
         self._wake_r, self._wake_w = socket.socketpair()
@@ -129,12 +132,21 @@ class BossDaemon:
                     signal.signal(sig, lambda *_: self.stop())
             log.info("boss %s listening: control %s, reports %s%s", self.state.boss_id,
                      self.control_endpoint, self.reports_endpoint, " (CURVE)" if self.curve else "")
+            if self.http:
+                from .webstatus import StatusServer, load_token
+
+                self.status_server = StatusServer(self.http, load_token(str(security.key_dir())))
+                self.status_server.publish(self.state.status(time.monotonic(), page=True))
+                self.status_server.start()
+                log.info("status page: %s", self.status_server.url)
             if ready is not None:
                 ready()
             self._loop(router, pull)
         finally:
             router.close(linger=0)
             pull.close(linger=0)
+            if self.status_server is not None:
+                self.status_server.stop()
             if auth is not None:
                 auth.stop()
             ctx.term()
@@ -148,6 +160,8 @@ class BossDaemon:
         poller.register(pull, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         check_every = max(0.05, min(1.0, self.state.agent_timeout / 4))
+        if self.status_server is not None:
+            check_every = min(check_every, 0.5)  # the page's snapshot is refreshed at the same pace
         next_check = time.monotonic() + check_every
         while not self._stop:
             timeout = 10 if self._backlog else max(0.0, next_check - time.monotonic()) * 1000
@@ -165,6 +179,8 @@ class BossDaemon:
                 lag = now - before - timeout / 1000
                 out += self.state.expire(now, loop_lag=max(0.0, lag))
                 next_check = now + check_every
+                if self.status_server is not None:
+                    self.status_server.publish(self.state.status(now, page=True))
             out += self.state.dispatch(now)
             self._send_all(router, out)
             if self._backlog:
@@ -292,7 +308,7 @@ def run_boss(args: Any) -> int:
     daemon = BossDaemon(args.control, args.reports, heartbeat=args.heartbeat,
                         agent_timeout=args.agent_timeout, max_retries=args.max_retries,
                         allow_plugins=args.allow_placement_plugins, recovery_grace=args.recovery_grace,
-                        insecure=args.insecure, client_timeout=args.client_timeout)
+                        insecure=args.insecure, client_timeout=args.client_timeout, http=args.http)
     ready_fd = getattr(args, "ready_fd", None)
 
     def ready() -> None:

@@ -21,10 +21,24 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
+
 from .placement import HostUsage, HostView, Policy, TaskView, TicketPool
 from .protocol import Msg
 
 log = logging.getLogger("taylorism_zmq.boss")
+
+
+def _traceback_tail(payload: bytes, lines: int = 4) -> str:
+    """The last lines of a failure's traceback (a msgpack map made by our launcher; nothing is unpickled)."""
+    try:
+        info = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+        if "died" in info:
+            return str(info["died"])[:500]
+        tb = info["exc"]["traceback"]
+        return "".join(str(x) for x in tb[-lines:])[-2000:]
+    except Exception:
+        return "(no traceback)"
 
 Out = tuple[bytes, Msg, dict[str, Any]]
 #: builds a job's placement plugin from its policy and code environment (the daemon provides it)
@@ -41,6 +55,8 @@ ENDED_MEMORY = 1024
 ORPHAN_REPORTS = 100_000
 #: ended detached jobs kept (with their reports) until someone attaches
 DETACHED_MEMORY = 256
+#: what the status page shows of the past: tasks on the timeline, recent failures
+TIMELINE, FAILURES = 3000, 20
 
 
 @dataclass(slots=True, eq=False)
@@ -201,6 +217,9 @@ class BossState:
         self.ready_jobs: dict[str, JobRecord] = {}
         self.ended: collections.OrderedDict[str, str] = collections.OrderedDict()
         self.counters: collections.Counter = collections.Counter()
+        #: (host, job, task name, start, end, ok) of recent tasks, and recent failures, for the status page
+        self.timeline: collections.deque = collections.deque(maxlen=TIMELINE)
+        self.failures: collections.deque = collections.deque(maxlen=FAILURES)
         self._next_tid = 1
 
     # -- clients --------------------------------------------------------------
@@ -368,7 +387,7 @@ class BossState:
         host = agent.host if agent is not None else aid
         out: list[Out] = [(aid.encode(), Msg.REPORTS_ACK, {"batch": body["batch"]})]
         forward: dict[str, list] = {}
-        for _tid, jid, index, ok, payload, _t0, _t1 in body["reports"]:
+        for _tid, jid, index, ok, payload, t0, t1 in body["reports"]:
             job = self.jobs.get(jid)
             task = job.by_index.get(index) if job is not None else None
             if job is None or task is None:
@@ -386,10 +405,13 @@ class BossState:
                 agent.done += 1
             job.done += 1
             forward.setdefault(jid, []).append([index, ok, payload, host, task.name])
+            self.timeline.append((host, jid, task.name, t0, t1, ok))
             if not ok:
                 job.failed += 1
                 self.counters["tasks_failed"] += 1
                 log.warning("task %s of job %s failed on host %s", task.name, jid, host)
+                self.failures.append({"time": time.time(), "job": jid, "name": task.name, "host": host,
+                                      "traceback": _traceback_tail(payload)})
             else:
                 self.counters["tasks_done"] += 1
         for jid, reports in forward.items():
@@ -752,8 +774,10 @@ class BossState:
         assert live == set(self.tasks), (sorted(live ^ set(self.tasks)))
 
     # -- visibility -----------------------------------------------------------
-    def status(self, now: float) -> dict[str, Any]:
-        return {
+    def status(self, now: float, page: bool = False) -> dict[str, Any]:
+        """Hosts, jobs and counters; with *page*, also the timeline and failures of the status page."""
+        extra = {"timeline": list(self.timeline), "failures": list(self.failures)} if page else {}
+        return extra | {
             "boss": self.boss_id,
             "time": time.time(),
             "hosts": [

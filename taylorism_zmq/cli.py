@@ -47,6 +47,9 @@ def boss_parser() -> argparse.ArgumentParser:
                    help="times a task may be requeued because its agent was lost (default 1)")
     p.add_argument("--insecure", action="store_true",
                    help="serve tcp without CURVE authentication and encryption (then pickle is refused)")
+    p.add_argument("--http", default=None, metavar="HOST:PORT",
+                   help="serve a live status page there (off by default; use a loopback address and an SSH tunnel; "
+                        "the URL with its token is logged at start-up, or put a token in <key dir>/http-token)")
     p.add_argument("--client-timeout", type=float, default=60.0,
                    help="seconds without news from a client after which its jobs are stopped and their tasks "
                         "killed, unless submitted with detach=True (default 60)")

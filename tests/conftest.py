@@ -47,7 +47,7 @@ class Cluster:
     """A boss and agents on tcp://127.0.0.1, each its own OS process."""
 
     def __init__(self, agent_timeout: float = 30.0, max_retries: int = 1, allow_plugins: bool = False,
-                 insecure: bool = False, client_timeout: float = 60.0):
+                 insecure: bool = False, client_timeout: float = 60.0, http: str | None = None):
         self.control = f"tcp://127.0.0.1:{free_port()}"
         self.reports = f"tcp://127.0.0.1:{free_port()}"
         self.agent_timeout = agent_timeout
@@ -56,6 +56,7 @@ class Cluster:
         #: plain tcp, no CURVE (the test process must set TAYLORISM_INSECURE=1 to talk to it)
         self.insecure = insecure
         self.client_timeout = client_timeout
+        self.http = http
         self.boss: subprocess.Popen | None = None
         self.agents: list[subprocess.Popen] = []
         self.start_boss()
@@ -69,7 +70,8 @@ class Cluster:
                                 "--agent-timeout", str(self.agent_timeout), "--heartbeat", "0.2",
                                 "--max-retries", str(self.max_retries), "--client-timeout", str(self.client_timeout),
                                 *(["--allow-placement-plugins"] if self.allow_plugins else []),
-                                *(["--insecure"] if self.insecure else []))
+                                *(["--insecure"] if self.insecure else []),
+                                *(["--http", self.http] if self.http else []))
         return self.boss
 
     def add_agent(self, slots: int = 2, host_name: str | None = None, clean_env: bool = True,

@@ -1,0 +1,98 @@
+"""The boss's live status page: its JSON, and the page itself in a real headless browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+
+import footprints
+import pytest
+import zt_workers  # noqa: F401 - registers the test worker classes
+from conftest import free_port, wait_until
+
+from taylorism_zmq import run_as_server, security
+
+TOKEN = "test-token-for-the-status-page"
+
+
+@pytest.fixture
+def page_cluster(cluster_factory):
+    (security.key_dir() / "http-token").write_text(TOKEN)
+    port = free_port()
+    cluster = cluster_factory(http=f"127.0.0.1:{port}")
+    cluster.add_agent(slots=2, host_name="node-a")
+    cluster.add_agent(slots=2, host_name="node-b")
+    cluster.wait_agents(2)
+    base = f"http://127.0.0.1:{port}"
+    yield cluster, base
+    (security.key_dir() / "http-token").unlink()
+
+
+def get(url):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.status, r.read()
+
+
+def test_status_json_shows_hosts_jobs_failures_and_timeline(page_cluster):
+    cluster, base = page_cluster
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        get(f"{base}/api/status?token=wrong")
+    assert denied.value.code == 401
+    boss = run_as_server(dict(zt="nap", seconds=0.3), dict(tag=list(range(6)), fail=["no"] * 5 + ["value"]),
+                         scheduler=footprints.proxy.scheduler(limit="threads", max_threads=1), boss=cluster.control)
+    with pytest.raises(ValueError):
+        boss.wait_till_finished()
+
+    def snapshot():
+        return json.loads(get(f"{base}/api/status?token={TOKEN}")[1])
+
+    wait_until(lambda: snapshot()["failures"], 10, "the failure on the page")
+    s = snapshot()
+    assert {h["host"] for h in s["hosts"]} == {"node-a", "node-b"}
+    failure = s["failures"][-1]
+    assert failure["host"] in ("node-a", "node-b") and "failed on purpose" in failure["traceback"]
+    assert {row[0] for row in s["timeline"]} <= {"node-a", "node-b"} and len(s["timeline"]) >= 2
+    assert all(row[3] <= row[4] for row in s["timeline"])
+
+
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.skip("no headless browser here (.ci/run installs Debian's chromium)")
+
+
+def test_the_page_in_a_headless_browser_while_a_job_runs(page_cluster, tmp_path):
+    browser = _chromium()
+    cluster, base = page_cluster
+    boss = run_as_server(dict(zt="nap", seconds=1.0), dict(tag=list(range(16))), boss=cluster.control,
+                         scheduler=footprints.proxy.scheduler(limit="threads", max_threads=2))
+    def some_done():
+        jobs = json.loads(get(f"{base}/api/status?token={TOKEN}")[1])["jobs"]
+        return jobs and jobs[0]["done"] >= 2
+
+    wait_until(some_done, 20, "some tasks done")
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", "--virtual-time-budget=4000", "--window-size=1200,800"]
+    url = f"{base}/?token={TOKEN}"
+    try:
+        shot = tmp_path / "page.png"
+        subprocess.run([*flags, f"--screenshot={shot}", url], capture_output=True, timeout=60)
+        dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=60).stdout
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    assert shot.exists() and shot.stat().st_size > 10_000
+    if os.environ.get("TAYLORISM_SCREENSHOT"):
+        shutil.copy(shot, os.environ["TAYLORISM_SCREENSHOT"])
+    assert 'data-host="node-a"' in dom and 'data-host="node-b"' in dom
+    assert 'class="job"' in dom and "data-done=" in dom and "<rect" in dom  # progress and timeline drawn
+    boss.stop_them_working()
+    boss.wait_till_finished()
