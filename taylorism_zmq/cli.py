@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from . import __version__
+from . import __version__, settings
 from .config import reports_endpoint
 
 DEFAULT_CONTROL = "tcp://127.0.0.1:5555"
@@ -19,16 +19,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING, ERROR)")
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    settings.add_config_options(parser)
 
 
-def _setup_logging(level: str) -> None:
-    # footprints/bronx may have put their own handler on the root logger: ours is set explicitly
-    logger = logging.getLogger("taylorism_zmq")
-    logger.setLevel(level.upper())
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    logger.handlers[:] = [handler]
-    logger.propagate = False
+def _setup_logging(args: argparse.Namespace) -> None:
+    settings.setup_logging(args.log_level, args.log_file, args.log_json)
 
 
 def boss_parser() -> argparse.ArgumentParser:
@@ -91,7 +86,9 @@ def ctl_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--boss", default=None, help="the boss's control endpoint (default: TAYLORISM_BOSS)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the boss (default 5)")
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--config", default=None, help="TOML config file ([ctl] table)")
+    p.add_argument("--print-config", action="store_true", help="print the settings in effect and exit")
+    sub = p.add_subparsers(dest="command")
     for name, text in (("status", "hosts and jobs"), ("jobs", "jobs only")):
         c = sub.add_parser(name, help=f"show {text}")
         c.add_argument("--json", action="store_true", help="print raw JSON")
@@ -108,8 +105,8 @@ def ctl_parser() -> argparse.ArgumentParser:
 
 
 def boss_main(argv: Sequence[str] | None = None) -> int:
-    args = boss_parser().parse_args(argv)
-    _setup_logging(args.log_level)
+    args = settings.parse(settings.remember_defaults(boss_parser()), "boss", argv)
+    _setup_logging(args)
     args.reports = args.reports or reports_endpoint(args.control)
     from .boss import run_boss
     from .procutil import die_with_parent
@@ -129,8 +126,8 @@ def boss_main(argv: Sequence[str] | None = None) -> int:
 
 
 def agent_main(argv: Sequence[str] | None = None) -> int:
-    args = agent_parser().parse_args(argv)
-    _setup_logging(args.log_level)
+    args = settings.parse(settings.remember_defaults(agent_parser()), "agent", argv)
+    _setup_logging(args)
     args.reports = args.reports or reports_endpoint(args.control)
     if args.slots is not None and args.slots < 1:
         agent_parser().error("--slots must be at least 1")
@@ -145,7 +142,10 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
 
 
 def ctl_main(argv: Sequence[str] | None = None) -> int:
-    args = ctl_parser().parse_args(argv)
+    parser = settings.remember_defaults(ctl_parser())
+    args = settings.parse(parser, "ctl", argv)
+    if args.command is None:
+        parser.error("a command is needed: status, jobs, drain, undrain or keygen")
     if args.command == "keygen":
         from pathlib import Path
 

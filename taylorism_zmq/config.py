@@ -1,4 +1,4 @@
-"""Where the boss is: argument > TAYLORISM_BOSS > config file > embedded."""
+"""Where the boss is: argument > TAYLORISM_BOSS > config file ([client] boss = ...) > embedded."""
 
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ def boss_address(explicit: str | None = None) -> str | None:
     env = os.environ.get(ENV_BOSS, "").strip()
     if env:
         return env
-    value = load_config().get("boss")
+    client = load_config().get("client", {})
+    value = client.get("boss") if isinstance(client, dict) else None
     return value if isinstance(value, str) and value else None
 
 

@@ -1,0 +1,91 @@
+"""Settings of the three commands: flags > TAYLORISM_* > config file > defaults; logs; --help."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def command(*args, env=None, timeout=60):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TAYLORISM_") or k == "TAYLORISM_KEY_DIR"}
+    return subprocess.run([sys.executable, "-m", "taylorism_zmq", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**clean, "TAYLORISM_CONFIG": "/nonexistent", **(env or {})})
+
+
+def settings_of(*args, env=None):
+    out = command(*args, "--print-config", env=env)
+    assert out.returncode == 0, out.stderr
+    values = {}
+    for line in out.stdout.splitlines():
+        key, _, rest = line.partition(" = ")
+        value, _, source = rest.partition("    # ")
+        values[key] = (json.loads(value), source)
+    return values
+
+
+def test_flags_beat_environment_beat_config_file_beat_defaults(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('[agent]\nslots = 3\nheartbeat = 2.5\nhost-name = "from-file"\nboss = "tcp://file:1"\n')
+    s = settings_of("agent", "--config", str(config), "--slots", "7", env={"TAYLORISM_HEARTBEAT": "4"})
+    assert s["slots"] == (7, "command line")
+    assert s["heartbeat"] == (4.0, "environment TAYLORISM_HEARTBEAT")
+    assert s["host-name"][0] == "from-file" and s["host-name"][1].startswith("config")
+    assert s["control"][0] == "tcp://file:1"  # --boss, under its option name
+    assert s["log-level"] == ("INFO", "default")
+    s = settings_of("agent", env={"TAYLORISM_BOSS": "tcp://env:2", "TAYLORISM_INSECURE": "yes"})
+    assert s["control"] == ("tcp://env:2", "environment TAYLORISM_BOSS") and s["insecure"][0] is True
+
+
+def test_the_example_config_parses_for_every_command():
+    example = os.path.join(REPO, "daemons", "taylorism.toml")
+    assert settings_of("boss", "--config", example)["agent-timeout"][0] == 60.0
+    assert settings_of("agent", "--config", example)["control"][0] == "tcp://head-node:5555"
+    assert settings_of("ctl", "--config", example)["timeout"][0] == 5.0
+    from taylorism_zmq import config
+
+    os.environ["TAYLORISM_CONFIG"] = example
+    try:
+        assert config.boss_address() == "tcp://head-node:5555"
+    finally:
+        del os.environ["TAYLORISM_CONFIG"]
+
+
+@pytest.mark.parametrize("text,error", [("[boss]\nnonsense = 1\n", "unknown settings in [boss]"),
+                                        ("[boss]\nheartbeat = 'soon'\n", "is not a valid float"),
+                                        ("[boss\n", "bad taylorism config file")])
+def test_bad_config_files_are_clear_errors(tmp_path, text, error):
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    out = command("boss", "--config", str(config), "--print-config")
+    assert out.returncode != 0 and error in out.stderr
+
+
+@pytest.mark.parametrize("name", ["boss", "agent", "ctl"])
+def test_help_and_version(name):
+    out = command(name, "--help")
+    assert out.returncode == 0 and "--config" in out.stdout
+    version = command(name, "--version")
+    assert version.returncode == 0 and "0.1.0" in version.stdout
+
+
+def test_json_logs_to_a_file(tmp_path):
+    log = tmp_path / "boss.log"
+    sock = tmp_path / "s"
+    proc = subprocess.Popen([sys.executable, "-m", "taylorism_zmq", "boss", "--control", f"ipc://{sock}",
+                             "--log-json", "--log-file", str(log)])
+    try:
+        deadline = time.monotonic() + 20
+        while not (log.exists() and "listening" in log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert any("listening" in r["message"] for r in records) and all(r["level"] for r in records)
