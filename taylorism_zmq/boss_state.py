@@ -426,7 +426,9 @@ class BossState:
     def _forward(self, job: JobRecord, rows: list) -> list[Out]:
         if job.detach:
             job.kept.extend(rows)
-        return [(job.client, Msg.REPORTS, {"job": job.jid, "reports": rows})]
+        # the counts ride along, for progress bars (extra fields are ignored by older readers)
+        return [(job.client, Msg.REPORTS, {"job": job.jid, "reports": rows, "running": len(job.running),
+                                           "pending": job.n_pending})]
 
     def client_alive(self, route: bytes, now: float) -> None:
         self.clients[route] = now

@@ -107,6 +107,8 @@ class Boss:
         self._reports: list[dict] = []
         self._reported: set[int] = set()
         self._failure: dict | None = None
+        #: tasks running on the boss's last word (for progress bars)
+        self._running = 0
         self._end: dict | None = None
         self._final: dict | None = None
         self._interrupted = False
@@ -237,6 +239,8 @@ class Boss:
             if kind is Msg.REPORTS:
                 for index, ok, payload, host, name in body["reports"]:
                     self._take_report(index, ok, payload, host, name)
+                if isinstance(body.get("running"), int):
+                    self._running = body["running"]
             elif kind is Msg.JOB_END:
                 self._end = body
                 self._conn.close_inbox(self._job)
@@ -291,6 +295,22 @@ class Boss:
         return exc
 
 
+def _follow(proxy: Boss) -> None:
+    """Wait for the job's end, drawing a progress bar."""
+    from .progress import Progress
+
+    bar = Progress(len(proxy._instructions))
+    proxy.end()
+    try:
+        while proxy._end is None and proxy._final is None:
+            proxy._conn.wait(proxy._inbox, timeout=0.5)
+            proxy._pump()
+            failed = sum(1 for r in proxy._reports if "traceback" in r)
+            bar.update(len(proxy._reported), proxy._running, failed)
+    finally:
+        bar.close()
+
+
 def run_as_server(common_instructions: dict = dict(), individual_instructions: dict = dict(),
                   scheduler: Any = None, verbose: bool = False, maxlenreport: int = 1024,
                   sharedmemory_common_instructions: dict = dict(), boss: str | None = None,
@@ -309,14 +329,19 @@ def run_as_server(common_instructions: dict = dict(), individual_instructions: d
 def batch_main(common_instructions: dict = dict(), individual_instructions: dict = dict(),
                scheduler: Any = None, verbose: bool = False, maxlenreport: int = 1024,
                print_report: Any = print, sharedmemory_common_instructions: dict = dict(),
-               boss: str | None = None, timeout: float | None = None) -> dict:
-    """Run the instructions to the end, print each worker's report and return the report."""
+               boss: str | None = None, timeout: float | None = None, progress: bool = False) -> dict:
+    """Run the instructions to the end, print each worker's report and return the report.
+
+    *progress* shows a bar with done, running and failed counts and an ETA on stderr.
+    """
     proxy = run_as_server(common_instructions, individual_instructions, scheduler=scheduler,
                           verbose=verbose, maxlenreport=maxlenreport,
                           sharedmemory_common_instructions=sharedmemory_common_instructions, boss=boss,
                           timeout=timeout)
     with interrupt.SignalInterruptHandler(emitlogs=False):
         try:
+            if progress:
+                _follow(proxy)
             proxy.wait_till_finished()
             report = proxy.get_report()
         except (Exception, KeyboardInterrupt, interrupt.SignalInterruptError):

@@ -260,3 +260,11 @@ def test_unset_optional_attributes_stay_unset_in_the_task():
     # footprints marks them with its UNKNOWN object and tests it by identity: it must survive the trip
     report = batch_main(dict(zt="nap"), dict(seconds=[0.0]), scheduler=threads(1), print_report=lambda r: None)
     assert report["workers_report"][0]["report"]["tag"] is None
+
+
+def test_progress_bar_counts_done_tasks(capsys):
+    report = batch_main(dict(zt="nap", seconds=0.2), dict(tag=list(range(6))), scheduler=threads(3), progress=True,
+                        print_report=lambda r: None)
+    assert report["status"] == "finished"
+    err = capsys.readouterr().err
+    assert "6/6 done" in err and "0 failed" in err
