@@ -187,7 +187,7 @@ class AgentDaemon:
                     link.flush()
                 if ev & zmq.POLLIN:
                     self._read_launcher(link)
-            if self._wake_r is not None and self._wake_r in events:
+            if self._wake_r is not None and self._wake_r.fileno() in events:  # raw sockets come back as fds
                 try:
                     self._wake_r.recv(4096)
                 except BlockingIOError:

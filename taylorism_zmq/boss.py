@@ -173,7 +173,7 @@ class BossDaemon:
                 out += self._read(router, routed=True, now=now)
             if pull in events:
                 out += self._read(pull, routed=False, now=now)
-            if self._wake_r in events:
+            if self._wake_r.fileno() in events:  # raw sockets come back as fds
                 self._drain_wake()
             if now >= next_check:
                 lag = now - before - timeout / 1000
