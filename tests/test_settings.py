@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -89,3 +90,16 @@ def test_json_logs_to_a_file(tmp_path):
         proc.wait(timeout=10)
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert any("listening" in r["message"] for r in records) and all(r["level"] for r in records)
+
+
+def test_the_example_driver_compresses_a_directory(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(5):
+        (data / f"file{i}.txt").write_text(f"line {i}\n" * 2000)
+    script = os.path.join(REPO, "examples", "compress_dir.py")
+    out = subprocess.run([sys.executable, script, str(data), "--threads", "2"], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert "5 files compressed" in out.stdout, out.stderr[-2000:]
+    for i in range(5):
+        assert gzip.decompress((data / f"file{i}.txt.gz").read_bytes()) == (data / f"file{i}.txt").read_bytes()
