@@ -25,7 +25,7 @@ import zmq
 
 from . import protocol, security
 from .connection import link_is_trusted
-from .launcher import MAX_BUFFER, Zygote
+from .launcher import MAX_BUFFER, Zygote, died
 from .procutil import die_with_parent, host_key
 from .protocol import Msg, ProtocolError
 from .sockets import RateLimitedLog, configure_connected
@@ -273,8 +273,8 @@ class AgentDaemon:
             log.warning("agent %s: job %s has a malformed code environment: %s", self.aid, body["job"], problem)
             for tid, index, _ticket, _cls, _payload in body["tasks"]:
                 self.task_info[tid] = (body["job"], index, None)
-                died = msgpack.packb({"died": f"malformed code environment for the job: {problem}"})
-                self._done(None, tid, False, died, time.time(), time.time())
+                payload = died(f"malformed code environment for the job: {problem}")
+                self._done(None, tid, False, payload, time.time(), time.time())
             return
         env = dict(body["env"], host=self.host)
         if self.max_report:
@@ -315,8 +315,8 @@ class AgentDaemon:
         if msgs is None:
             log.error("agent %s: launcher %d ended unexpectedly", self.aid, link.pid)
             for tid in list(link.tasks):
-                died = msgpack.packb({"died": f"the launcher of this task on host {self.host} died"})
-                self._done(link, tid, False, died, time.time(), time.time())
+                payload = died(f"the launcher of this task on host {self.host} died")
+                self._done(link, tid, False, payload, time.time(), time.time())
             self._close_launcher(link)
             return
         for msg in msgs:

@@ -59,6 +59,8 @@ class Connection:
         self.endpoint = endpoint
         self.timeout = default_timeout() if timeout is None else timeout
         curve = security.needs_curve(endpoint)
+        #: read once, before any socket exists (a missing key pair is a clear error, nothing to clean up)
+        self._keys = security.load_keys() if curve else None
         #: pickle may travel on this link: private ipc, or authenticated tcp
         self.trusted = curve or link_is_trusted(endpoint)
         self.pid = os.getpid()
@@ -71,18 +73,12 @@ class Connection:
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         configure_connected(self.sock, linger_ms=1000)
-        if curve:
-            try:
-                security.secure_client(self.sock, security.load_keys())
-            except security.KeysError:
-                self.sock.close(linger=0)
-                self.ctx.term()
-                raise
+        if self._keys is not None:
+            security.secure_client(self.sock, self._keys)
         self.sock.routing_id = self.client_id.encode()
         if endpoint.startswith("ipc://"):
             self.sock.reconnect_ivl = 10
         self.sock.connect(endpoint)
-        self._keys = security.load_keys() if curve else None
         self._stop_beating = threading.Event()
         self._beater = threading.Thread(target=self._heartbeat_loop, name="taylorism-client-heartbeat", daemon=True)
         self.last_heard = time.monotonic()

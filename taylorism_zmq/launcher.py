@@ -397,7 +397,7 @@ class Launcher:
                 what = f"killed by signal {sig} ({signal.Signals(sig).name})"
             else:
                 what = f"exited with code {os.waitstatus_to_exitcode(status)} without a report"
-            ok, payload = False, msgpack.packb({"died": f"task process {task.pid} on host {self.host} {what}"})
+            ok, payload = False, died(f"task process {task.pid} on host {self.host} {what}")
         self._send(["done", task.tid, bool(ok), payload, task.t0, time.time()])
 
     def _kill(self, tids: set[int]) -> None:
@@ -447,6 +447,11 @@ def _signal_group(pid: int, sig: int) -> None:
 def _module_file(module: str) -> str | None:
     mod = sys.modules.get(module)
     return getattr(mod, "__file__", None)
+
+
+def died(message: str) -> bytes:
+    """The failure payload of a task that left no report of its own (the client raises TaskDiedError)."""
+    return msgpack.packb({"died": message})
 
 
 def _failure(codec: Codec, exc: BaseException) -> bytes:

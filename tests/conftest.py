@@ -100,6 +100,11 @@ class Cluster:
     def wait_agents(self, n: int, timeout: float = 15.0) -> None:
         wait_until(lambda: len(self.status()["hosts"]) >= n, timeout, f"{n} agents")
 
+    def wait_running_on(self, host: str, timeout: float = 10.0) -> None:
+        """Wait until the boss says tasks run on *host*."""
+        wait_until(lambda: any(h["running"] for h in self.status()["hosts"] if h["host"] == host), timeout,
+                   f"tasks running on {host}")
+
     def ctl(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "taylorism_zmq", "ctl", "--boss", self.control, *args],
                               capture_output=True, text=True, timeout=30)

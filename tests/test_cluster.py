@@ -108,8 +108,7 @@ def test_sigkilled_agent_tasks_rerun_on_the_other_agent(cluster_factory):
     cluster.wait_agents(2)
     boss = run_as_server(dict(zt="nap", seconds=1.0), dict(tag=list(range(8))), scheduler=threads(2),
                          boss=cluster.control)
-    wait_until(lambda: any(h["running"] for h in cluster.status()["hosts"] if h["host"] == "node-victim"),
-               10, "tasks on the victim")
+    cluster.wait_running_on("node-victim")
     children = psutil.Process(victim.pid).children(recursive=True)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
@@ -223,8 +222,7 @@ def test_agent_stopped_gracefully_hands_its_tasks_back_at_once(cluster_factory):
     cluster.wait_agents(2)
     boss = run_as_server(dict(zt="nap", seconds=1.0), dict(tag=list(range(6))), scheduler=threads(2),
                          boss=cluster.control)
-    wait_until(lambda: any(h["running"] for h in cluster.status()["hosts"] if h["host"] == "node-leaver"),
-               10, "tasks on the leaver")
+    cluster.wait_running_on("node-leaver")
     start = time.monotonic()
     leaver.send_signal(signal.SIGTERM)
     boss.wait_till_finished()
@@ -387,8 +385,7 @@ def test_a_hung_agent_is_declared_lost_then_rejoins_cleanly(cluster_factory, tmp
     ledger = tmp_path / "ledger"
     boss = run_as_server(dict(zt="nap", seconds=1.0, ledger=str(ledger)), dict(tag=list(range(8))),
                          scheduler=threads(2), boss=cluster.control)
-    wait_until(lambda: any(h["running"] for h in cluster.status()["hosts"] if h["host"] == "node-frozen"),
-               10, "tasks on the agent to freeze")
+    cluster.wait_running_on("node-frozen")
     frozen_family = [psutil.Process(frozen.pid), *psutil.Process(frozen.pid).children(recursive=True)]
     for p in frozen_family:
         p.suspend()
@@ -424,8 +421,7 @@ def test_network_partition_of_an_agent_then_healing(cluster_factory, namespaces)
     cluster.wait_agents(2)
     boss = run_as_server(dict(zt="nap", seconds=1.0), dict(tag=list(range(8))), scheduler=threads(2),
                          boss=cluster.control)
-    wait_until(lambda: any(h["running"] for h in cluster.status()["hosts"] if h["host"] == "node-cut"),
-               10, "tasks behind the link")
+    cluster.wait_running_on("node-cut")
     link = "tzmq-o1"
     subprocess.run(["ip", "link", "set", link, "down"], check=True)
     try:
