@@ -62,7 +62,8 @@ class FakeAgents:
                 kind, body = protocol.decode(frames)
                 if kind is Msg.RUN:
                     self.batch += 1
-                    rows = [[tid, body["job"], index, True, b"", 0.0, 0.0] for tid, index, _t, _c, _p in body["tasks"]]
+                    rows = [[tid, body["job"], index, True, b"", 0.0, 0.0, b"", b""]
+                            for tid, index, _t, _c, _p in body["tasks"]]
                     self.push.send_multipart(protocol.encode(
                         Msg.AGENT_REPORTS, {"agent": aid, "batch": self.batch, "reports": rows}))
                     handled += len(rows)
@@ -93,7 +94,8 @@ def run(hosts: int, tasks: int, workdir: str) -> tuple[float, float]:
         cpu0 = sum(boss_ps.cpu_times()[:2])
         start = time.perf_counter()
         conn.send(Msg.SUBMIT, {"job": job, "name": job, "policy": {"kind": "nosort"}, "env": {}, "trusted": False,
-                               "shm_host": None, "halted": False, "resubmit": False, "detach": False, "timeout": None})
+                               "shm_host": None, "halted": False, "resubmit": False, "detach": False, "timeout": None,
+                               "stream": False})
         for first in range(0, tasks, 1000):
             rows = [[i, f"t{i}", "m:W", 0.0, 0.0, [], b""] for i in range(first, min(tasks, first + 1000))]
             conn.send(Msg.ADD_TASKS, {"job": job, "tasks": rows})

@@ -13,6 +13,7 @@ benchmarks/boss_scale.py's job (issue 4); this one isolates the algorithm.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 
@@ -27,10 +28,10 @@ def run(hosts: int, tasks: int, policy: dict) -> float:
     for h in range(hosts):
         aid = f"agent-{h}"
         state.register(aid.encode(), {"agent": aid, "host": f"h{h}", "shm_host": "m", "cpus": 8,
-                                      "memory": 64000.0, "slots": 8, "pid": 1}, now=0.0)
+                                      "memory": 64000.0, "slots": 8, "pid": 1, "running": []}, now=0.0)
     state.submit(CLIENT, {"job": "j", "name": "j", "policy": policy, "env": {}, "trusted": False,
                           "shm_host": None, "halted": False, "resubmit": False, "detach": False,
-                          "timeout": None}, now=0.0)
+                          "timeout": None, "stream": False}, now=0.0)
     start = time.process_time()
     for first in range(0, tasks, 1000):
         rows = [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p"] for i in range(first, min(tasks, first + 1000))]
@@ -41,8 +42,8 @@ def run(hosts: int, tasks: int, policy: dict) -> float:
         out = state.dispatch()
         for route, kind, body in out:
             if kind is Msg.RUN:
-                reports = [[row[0], True, b"r", 0.0, 0.0] for row in body["tasks"]]
-                state.agent_reports({"agent": route.decode(), "reports": reports}, now=0.0)
+                reports = [[row[0], body["job"], row[1], True, b"r", 0.0, 0.0, b"", b""] for row in body["tasks"]]
+                state.agent_reports({"agent": route.decode(), "batch": done, "reports": reports}, now=0.0)
                 done += len(reports)
     assert done == tasks, (done, tasks)
     return time.process_time() - start
@@ -52,6 +53,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-tasks", type=int, default=100_000)
     args = parser.parse_args()
+    logging.getLogger("taylorism_zmq").setLevel(logging.WARNING)  # one line per agent and job is not the point
     policies = {"nosort": {"kind": "nosort"}, "threads=4/host": {"kind": "threads", "max_threads": 4}}
     print(f"{'policy':16} {'hosts':>6} {'tasks':>8} {'dispatches/s':>13} {'us/task':>8}")
     for label, policy in policies.items():

@@ -81,7 +81,8 @@ class AgentDaemon:
 
     def __init__(self, control: str, reports: str, slots: int | None = None, host_name: str | None = None,
                  heartbeat: float = 1.0, parent_pid: int | None = None, memory: float | None = None,
-                 inject_load: float = 0.0, insecure: bool = False, max_report: int | None = None):
+                 inject_load: float = 0.0, insecure: bool = False, max_report: int | None = None,
+                 max_output: int | None = None):
         self.control_endpoint = control
         self.reports_endpoint = reports
         self.cpus = psutil.cpu_count() or 1
@@ -94,6 +95,7 @@ class AgentDaemon:
         #: added to the reported load average (tests and benchmarks of load-aware placement)
         self.inject_load = inject_load
         self.max_report = max_report
+        self.max_output = max_output
         self.curve = not insecure and security.needs_curve(control)
         #: pickle may travel on this link: private ipc, or authenticated tcp
         self.trusted_link = self.curve or link_is_trusted(control)
@@ -103,6 +105,9 @@ class AgentDaemon:
         #: task id -> (job, index, ticket), for reports and for a boss that restarted
         self.task_info: dict[int, tuple[str, int, int | None]] = {}
         self.outbox: collections.deque = collections.deque()
+        #: streamed task output not sent yet: [job, index, stream, data] rows (best effort, never resent)
+        self.output_box: list[list] = []
+        self.output_dropped = 0
         #: report batches the boss has not acknowledged: batch -> (reports, time sent)
         self.unacked: dict[int, tuple[list, float]] = {}
         self._batch = 0
@@ -204,6 +209,7 @@ class AgentDaemon:
                     self._boss_silent = True
                     log.warning("agent %s: no word from the boss at %s for %.0fs; tasks go on and %d report "
                                 "batch(es) wait for it", self.aid, self.control_endpoint, silent, len(self.unacked))
+            self._flush_output()
             self._flush_reports()
 
     def _register(self) -> None:
@@ -274,18 +280,20 @@ class AgentDaemon:
             for tid, index, _ticket, _cls, _payload in body["tasks"]:
                 self.task_info[tid] = (body["job"], index, None)
                 payload = died(f"malformed code environment for the job: {problem}")
-                self._done(None, tid, False, payload, time.time(), time.time())
+                self._done(None, tid, False, payload, time.time(), time.time(), b"", b"")
             return
         env = dict(body["env"], host=self.host)
         if self.max_report:
             env["max_report"] = self.max_report
+        if self.max_output is not None:
+            env["max_output"] = self.max_output
         link = self._launcher_for(env)
         for tid, index, ticket, cls_ref, payload in body["tasks"]:
             link.tasks.add(tid)
             self.task_launcher[tid] = link
             self.task_info[tid] = (body["job"], index, ticket)
             link.send(["run", tid, ticket, cls_ref, payload, body["binded"], body["trusted"] and self.trusted_link,
-                       body["timeout"]])
+                       body["timeout"], body["stream"]])
 
     def _kill(self, tids: list[int]) -> None:
         by_link: dict[str, list[int]] = {}
@@ -316,21 +324,39 @@ class AgentDaemon:
             log.error("agent %s: launcher %d ended unexpectedly", self.aid, link.pid)
             for tid in list(link.tasks):
                 payload = died(f"the launcher of this task on host {self.host} died")
-                self._done(link, tid, False, payload, time.time(), time.time())
+                self._done(link, tid, False, payload, time.time(), time.time(), b"", b"")
             self._close_launcher(link)
             return
         for msg in msgs:
             if msg[0] == "done":
-                self._done(link, *msg[1:])
+                self._done(link, *msg[1:9])
+            elif msg[0] == "out":
+                info = self.task_info.get(msg[1])
+                if info is not None:
+                    self.output_box.append([info[0], info[1], msg[2], msg[3]])
 
-    def _done(self, link: _LauncherLink | None, tid: int, ok: bool, payload: bytes, t0: float, t1: float) -> None:
+    def _done(self, link: _LauncherLink | None, tid: int, ok: bool, payload: bytes, t0: float, t1: float,
+              stdout: bytes, stderr: bytes) -> None:
         if link is not None:
             link.tasks.discard(tid)
         self.task_launcher.pop(tid, None)
         info = self.task_info.pop(tid, None)
         if info is None:
             return  # a task this agent was never told about
-        self.outbox.append([tid, info[0], info[1], ok, payload, t0, t1])
+        self.outbox.append([tid, info[0], info[1], ok, payload, t0, t1, stdout, stderr])
+
+    def _flush_output(self) -> None:
+        """Send streamed output before the reports of the same pass (the boss keeps the order)."""
+        if not self.output_box:
+            return
+        chunks, self.output_box = self.output_box, []
+        try:
+            self.push.send_multipart(protocol.encode(Msg.AGENT_OUTPUT, {"agent": self.aid, "chunks": chunks}),
+                                     zmq.NOBLOCK)
+        except zmq.Again:
+            self.output_dropped += len(chunks)  # live output is best effort; reports keep it all
+            self._bad_log.warning("output", "boss unreachable: %d chunk(s) of live task output dropped so far",
+                                  self.output_dropped)
 
     def _flush_reports(self) -> None:
         """Send the new reports as one batch, kept until the boss acknowledges it."""
@@ -384,5 +410,6 @@ def run_agent(args: Any) -> int:
     agent = AgentDaemon(args.control, args.reports, slots=args.slots, host_name=args.host_name,
                         heartbeat=args.heartbeat, parent_pid=args.parent_pid, memory=args.memory,
                         inject_load=args.inject_load, insecure=args.insecure,
-                        max_report=int(args.max_report_mb * 2**20) if args.max_report_mb else None)
+                        max_report=int(args.max_report_mb * 2**20) if args.max_report_mb else None,
+                        max_output=int(args.max_output_kb * 1024) if args.max_output_kb is not None else None)
     return agent.serve()

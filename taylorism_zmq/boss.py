@@ -44,7 +44,7 @@ class BossDaemon:
     def __init__(self, control: str, reports: str, heartbeat: float = 1.0, agent_timeout: float = 30.0,
                  max_retries: int = 1, max_frame: int = protocol.MAX_FRAME, allow_plugins: bool = False,
                  recovery_grace: float = 3.0, insecure: bool = False, client_timeout: float = 60.0,
-                 http: str | None = None):
+                 http: str | None = None, metrics_port: int | None = None, metrics_address: str = "127.0.0.1"):
         self.control_endpoint = control
         self.reports_endpoint = reports
         self.max_frame = max_frame
@@ -60,6 +60,8 @@ class BossDaemon:
         self._bad_log = RateLimitedLog(log, period=10.0)
         self.http = http
         self.status_server: Any = None
+        self.metrics_port, self.metrics_address = metrics_port, metrics_address
+        self.metrics: Any = None
         self._backlog: dict[bytes, collections.deque] = {}
         self._stop = False
         self._wake_r, self._wake_w = socket.socketpair()
@@ -139,6 +141,8 @@ class BossDaemon:
                 self.status_server.publish(self.state.status(time.monotonic(), page=True))
                 self.status_server.start()
                 log.info("status page: %s", self.status_server.url)
+            if self.metrics_port is not None:
+                self._start_metrics()
             if ready is not None:
                 ready()
             self._loop(router, pull)
@@ -147,6 +151,8 @@ class BossDaemon:
             pull.close(linger=0)
             if self.status_server is not None:
                 self.status_server.stop()
+            if self.metrics is not None:
+                self.metrics.stop()
             if auth is not None:
                 auth.stop()
             ctx.term()
@@ -154,14 +160,23 @@ class BossDaemon:
             self._wake_w.close()
             log.info("boss %s stopped", self.state.boss_id)
 
+    def _start_metrics(self) -> None:
+        from .metrics import BossMetrics
+
+        self.metrics = BossMetrics(self.metrics_port or 0, self.metrics_address)
+        self.state.on_dispatch = self.metrics.dispatch_latency.observe
+        self.state.on_task_end = self.metrics.task_duration.observe
+        self.metrics.publish(self.state.status(time.monotonic()))
+        log.info("Prometheus metrics: http://%s:%d/metrics", self.metrics_address, self.metrics.port)
+
     def _loop(self, router: zmq.Socket, pull: zmq.Socket) -> None:
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
         poller.register(pull, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         check_every = max(0.05, min(1.0, self.state.agent_timeout / 4))
-        if self.status_server is not None:
-            check_every = min(check_every, 0.5)  # the page's snapshot is refreshed at the same pace
+        if self.status_server is not None or self.metrics is not None:
+            check_every = min(check_every, 0.5)  # the snapshots are refreshed at the same pace
         next_check = time.monotonic() + check_every
         while not self._stop:
             timeout = 10 if self._backlog else max(0.0, next_check - time.monotonic()) * 1000
@@ -179,8 +194,11 @@ class BossDaemon:
                 lag = now - before - timeout / 1000
                 out += self.state.expire(now, loop_lag=max(0.0, lag))
                 next_check = now + check_every
-                if self.status_server is not None:
-                    self.status_server.publish(self.state.status(now, page=True))
+                if self.status_server is not None or self.metrics is not None:
+                    snapshot = self.state.status(now, page=self.status_server is not None)
+                    for server in (self.status_server, self.metrics):
+                        if server is not None:
+                            server.publish(snapshot)
             out += self.state.dispatch(now)
             self._send_all(router, out)
             if self._backlog:
@@ -214,6 +232,8 @@ class BossDaemon:
                 return self.state.agent_reports(body, now)
             if kind is Msg.HEARTBEAT:
                 return self.state.heartbeat_from(body, now)
+            if kind is Msg.AGENT_OUTPUT:
+                return self.state.agent_output(body)
             raise ValueError(f"{kind.name} is not a report-socket message")
         handler = self._handlers.get(kind)
         if kind in _CLIENT_KINDS:
@@ -245,15 +265,21 @@ class BossDaemon:
         for route, kind, body in out:
             frames = [route, *protocol.encode(kind, body)]
             if route in self._backlog:
-                self._backlog[route].append(frames)
+                if kind is Msg.OUTPUT:  # live output is best effort: a slow client does not make it pile up
+                    self.state.counters["output_dropped"] += 1
+                else:
+                    self._backlog[route].append(frames)
                 continue
-            self._send(router, route, frames)
+            self._send(router, route, frames, droppable=kind is Msg.OUTPUT)
 
-    def _send(self, router: zmq.Socket, route: bytes, frames: list[bytes]) -> bool:
+    def _send(self, router: zmq.Socket, route: bytes, frames: list[bytes], droppable: bool = False) -> bool:
         try:
             router.send_multipart(frames, zmq.NOBLOCK)
             return True
         except zmq.Again:
+            if droppable:
+                self.state.counters["output_dropped"] += 1
+                return False
             self._backlog.setdefault(route, collections.deque()).append(frames)
             return False
         except zmq.ZMQError as exc:
@@ -308,7 +334,8 @@ def run_boss(args: Any) -> int:
     daemon = BossDaemon(args.control, args.reports, heartbeat=args.heartbeat,
                         agent_timeout=args.agent_timeout, max_retries=args.max_retries,
                         allow_plugins=args.allow_placement_plugins, recovery_grace=args.recovery_grace,
-                        insecure=args.insecure, client_timeout=args.client_timeout, http=args.http)
+                        insecure=args.insecure, client_timeout=args.client_timeout, http=args.http,
+                        metrics_port=args.metrics_port, metrics_address=args.metrics_address)
     ready_fd = getattr(args, "ready_fd", None)
 
     def ready() -> None:

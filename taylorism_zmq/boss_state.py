@@ -111,6 +111,8 @@ class TaskRecord:
     ticket: int | None = None
     #: times its agent was lost while it ran
     lost: int = 0
+    #: when it last became pending (time.monotonic), for the dispatch latency
+    queued: float = 0.0
 
 
 @dataclass(slots=True, eq=False)
@@ -142,6 +144,8 @@ class JobRecord:
     kept: list = field(default_factory=list)
     #: seconds a task may run before its agent kills it
     timeout: float | None = None
+    #: its tasks' output goes live to its client
+    stream: bool = False
     indexes: set[int] = field(default_factory=set)
     done: int = 0
     failed: int = 0
@@ -153,6 +157,7 @@ class JobRecord:
 
     def push(self, task: TaskRecord, front: bool = False) -> None:
         self.n_pending += 1
+        task.queued = time.monotonic()
         if self.policy.longer_first:
             heapq.heappush(self.pending, (-task.expected_time, task.index, task))
         elif front:
@@ -200,7 +205,7 @@ class BossState:
         self.clients: dict[bytes, float] = {}
         #: ended detached jobs: job -> (kept report rows, JOB_END body)
         self.detached_done: collections.OrderedDict[str, tuple[list, dict]] = collections.OrderedDict()
-        #: reports for jobs unknown here yet (a boss restart): (job, index) -> (ok, payload, host)
+        #: reports for jobs unknown here yet (a boss restart): (job, index) -> (ok, payload, host, stdout, stderr)
         self.orphan_reports: collections.OrderedDict[tuple[str, int], tuple] = collections.OrderedDict()
         #: tasks agents said were running when they registered, for unknown jobs: (job, index) -> (agent, ticket)
         self.orphan_running: dict[tuple[str, int], tuple[str, int | None]] = {}
@@ -221,6 +226,9 @@ class BossState:
         self.timeline: collections.deque = collections.deque(maxlen=TIMELINE)
         self.failures: collections.deque = collections.deque(maxlen=FAILURES)
         self._next_tid = 1
+        #: observers of a task's wait for a slot and of its run time, in seconds (the metrics)
+        self.on_dispatch: Callable[[float], None] | None = None
+        self.on_task_end: Callable[[float], None] | None = None
 
     # -- clients --------------------------------------------------------------
     def hello(self, route: bytes, body: dict) -> list[Out]:
@@ -238,6 +246,7 @@ class BossState:
                         body["shm_host"], body["halted"], now)
         job.detach = body["detach"]
         job.timeout = body["timeout"]
+        job.stream = body["stream"]
         self.clients[route] = now
         if body["resubmit"]:
             job.hold_until = self.started + self.recovery_grace
@@ -274,7 +283,8 @@ class BossState:
             job.indexes.add(index)
             report = self.orphan_reports.pop((job.jid, index), None)
             if report is not None:  # it ended while the boss was away
-                recovered.append([index, *report, name])
+                ok, payload, host, stdout, stderr = report
+                recovered.append([index, ok, payload, host, name, stdout, stderr])
                 job.done += 1
                 continue
             task = TaskRecord(self._next_tid, job, index, name, cls, float(memory), float(expected_time),
@@ -387,14 +397,13 @@ class BossState:
         host = agent.host if agent is not None else aid
         out: list[Out] = [(aid.encode(), Msg.REPORTS_ACK, {"batch": body["batch"]})]
         forward: dict[str, list] = {}
-        for _tid, jid, index, ok, payload, t0, t1 in body["reports"]:
+        for _tid, jid, index, ok, payload, t0, t1, stdout, stderr in body["reports"]:
             job = self.jobs.get(jid)
             task = job.by_index.get(index) if job is not None else None
             if job is None or task is None:
-                if job is None and jid not in self.ended:
-                    self._keep_orphan(jid, index, ok, payload, host)
-                elif job is not None and index not in job.indexes:
-                    self._keep_orphan(jid, index, ok, payload, host)  # not submitted again yet
+                if (job is None and jid not in self.ended) or (job is not None and index not in job.indexes):
+                    # a job not submitted (again) yet, after a boss restart
+                    self._keep_orphan(jid, index, (ok, payload, host, stdout, stderr))
                 else:
                     self.counters["late_or_duplicate_reports"] += 1
                 continue
@@ -404,8 +413,10 @@ class BossState:
             if agent is not None:
                 agent.done += 1
             job.done += 1
-            forward.setdefault(jid, []).append([index, ok, payload, host, task.name])
+            forward.setdefault(jid, []).append([index, ok, payload, host, task.name, stdout, stderr])
             self.timeline.append((host, jid, task.name, t0, t1, ok))
+            if self.on_task_end is not None:
+                self.on_task_end(max(0.0, t1 - t0))
             if not ok:
                 job.failed += 1
                 self.counters["tasks_failed"] += 1
@@ -430,6 +441,16 @@ class BossState:
         return [(job.client, Msg.REPORTS, {"job": job.jid, "reports": rows, "running": len(job.running),
                                            "pending": job.n_pending})]
 
+    def agent_output(self, body: dict) -> list[Out]:
+        """Live task output, passed on to the clients of the jobs that stream it (else dropped)."""
+        chunks: dict[str, list] = {}
+        for jid, index, stream, data in body["chunks"]:
+            job = self.jobs.get(jid)
+            task = job.by_index.get(index) if job is not None else None
+            if task is not None and job is not None and job.stream:
+                chunks.setdefault(jid, []).append([index, task.name, stream, data])
+        return [(self.jobs[jid].client, Msg.OUTPUT, {"job": jid, "chunks": rows}) for jid, rows in chunks.items()]
+
     def client_alive(self, route: bytes, now: float) -> None:
         self.clients[route] = now
 
@@ -447,12 +468,12 @@ class BossState:
         return [(route, Msg.JOB_END, self._end_body(jid, "failed", [], "ValueError",
                                                     f"no detached job {jid} on this boss"))]
 
-    def _keep_orphan(self, jid: str, index: int, ok: bool, payload: bytes, host: str) -> None:
+    def _keep_orphan(self, jid: str, index: int, report: tuple) -> None:
         self.orphan_running.pop((jid, index), None)
         if (jid, index) in self.orphan_reports:
             self.counters["late_or_duplicate_reports"] += 1
             return
-        self.orphan_reports[(jid, index)] = (ok, payload, host)
+        self.orphan_reports[(jid, index)] = report
         self.counters["orphan_reports"] += 1
         while len(self.orphan_reports) > ORPHAN_REPORTS:
             self.orphan_reports.popitem(last=False)
@@ -534,7 +555,7 @@ class BossState:
                 continue  # ended in this pass: its tasks were cancelled
             out.append((aid.encode(), Msg.RUN, {"job": jid, "env": job.env, "trusted": job.trusted,
                                                 "binded": job.policy.binded, "timeout": job.timeout,
-                                                "tasks": rows}))
+                                                "stream": job.stream, "tasks": rows}))
         return out
 
     def _dispatch_job(self, job: JobRecord, batches: dict) -> list[Out]:
@@ -654,6 +675,8 @@ class BossState:
             job.open_files[f] += 1
         task.state, task.agent = "running", agent
         job.n_pending -= 1
+        if self.on_dispatch is not None and not adopted:
+            self.on_dispatch(time.monotonic() - task.queued)
         job.running[task.tid] = task
         agent.running.add(task.tid)
         self._refresh_free(agent)
@@ -733,6 +756,7 @@ class BossState:
         del self.jobs[job.jid]
         self.ready_jobs.pop(job.jid, None)
         self.ended[job.jid] = status
+        self.counters[f"jobs_{status}"] += 1
         while len(self.ended) > ENDED_MEMORY:
             self.ended.popitem(last=False)
         out += [(route, Msg.KILL, {"tasks": tids}) for route, tids in kills.items()]

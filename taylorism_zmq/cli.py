@@ -45,6 +45,12 @@ def boss_parser() -> argparse.ArgumentParser:
     p.add_argument("--http", default=None, metavar="HOST:PORT",
                    help="serve a live status page there (off by default; use a loopback address and an SSH tunnel; "
                         "the URL with its token is logged at start-up, or put a token in <key dir>/http-token)")
+    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve Prometheus metrics on http://ADDRESS:PORT/metrics (off by default; 0 picks a free "
+                        "port, logged at start-up)")
+    p.add_argument("--metrics-address", default="127.0.0.1",
+                   help="address the metrics server binds (default %(default)s; 0.0.0.0 for a remote Prometheus: "
+                        "metrics show host names and task counts, no task data)")
     p.add_argument("--client-timeout", type=float, default=60.0,
                    help="seconds without news from a client after which its jobs are stopped and their tasks "
                         "killed, unless submitted with detach=True (default 60)")
@@ -78,6 +84,9 @@ def agent_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-report-mb", type=float, default=None,
                    help="largest report a task may return, in MiB; a task over it is stopped and reported as "
                         "failed (default 256)")
+    p.add_argument("--max-output-kb", type=float, default=None,
+                   help="bytes of a task's stdout, and of its stderr, kept for its report, in KiB: the head and the "
+                        "tail, with a note of what was dropped between (default 1024)")
     return p
 
 

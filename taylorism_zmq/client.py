@@ -22,6 +22,7 @@ from .connection import Connection, connect
 from .embedded import embedded_endpoint
 from .errors import AgentLostError, WorkerError
 from .instructions import client_env, instruction_sets, resolve_worker, task_row
+from .output import LiveOutput
 from .procutil import host_key
 from .protocol import Msg
 from .reports import report_entry
@@ -35,11 +36,12 @@ _ERRORS = {"AgentLostError": AgentLostError, "MemoryError": MemoryError, "Runtim
            "ValueError": ValueError}
 
 
-def _connect(boss: str | None) -> Connection:
+def _connect(boss: str | None) -> tuple[Connection, bool]:
+    """A connection to the boss, and whether that boss is embedded."""
     address = boss_address(boss)
     if address is None:
-        return connect(embedded_endpoint(), wait_agents=True)
-    return connect(address)
+        return connect(embedded_endpoint(), wait_agents=True), True
+    return connect(address), False
 
 
 class _JobProcess:
@@ -70,6 +72,10 @@ class Boss:
     a *scheduler* ruling how many tasks run at once on each host.
     *boss* is the control address of a boss daemon; by default
     ``TAYLORISM_BOSS``, the config file, or an embedded boss.
+    Each report entry carries the task's ``stdout`` and ``stderr`` (when it
+    wrote any); *stream_output* also prints them as they come, each line
+    prefixed with ``[worker name]`` (default: with an embedded boss only, as
+    taylorism's workers print on the caller's terminal).
     """
 
     control_signals = {
@@ -85,7 +91,7 @@ class Boss:
     def __init__(self, scheduler: Any = None, name: str | None = None, verbose: bool = False,
                  maxlenreport: int = 1024, sharedmemory_common_instructions: dict = dict(),
                  boss: str | None = None, detach: bool = False, timeout: float | None = None,
-                 _attach: str | None = None):
+                 stream_output: bool | None = None, _attach: str | None = None):
         if scheduler is None:
             scheduler = fpx.scheduler(limit="threads", max_threads=0)
         assert hasattr(scheduler, "launchable") and callable(scheduler.launchable)
@@ -96,7 +102,9 @@ class Boss:
         self._shared = dict(sharedmemory_common_instructions)
         policy = to_policy(scheduler)
         self._singlefile = policy["singlefile"]
-        self._conn = _connect(boss)
+        self._conn, embedded = _connect(boss)
+        stream = embedded if stream_output is None else bool(stream_output)
+        self._live = LiveOutput() if stream else None
         self._codec = Codec(trusted=self._conn.trusted)
         self._job = _attach or f"job-{uuid.uuid4().hex[:12]}"
         self._attached = _attach is not None
@@ -119,7 +127,7 @@ class Boss:
         self._submit = {
             "job": self._job, "name": str(name or self._job), "policy": policy, "env": client_env(),
             "trusted": self._conn.trusted, "shm_host": host_key() if self._shared else None, "halted": True,
-            "resubmit": False, "detach": bool(detach), "timeout": timeout,
+            "resubmit": False, "detach": bool(detach), "timeout": timeout, "stream": stream,
         }
         if self._attached:
             self._conn.send(Msg.ATTACH, {"job": self._job})
@@ -135,7 +143,8 @@ class Boss:
     @classmethod
     def attach(cls, job_id: str, boss: str | None = None, verbose: bool = False) -> Boss:
         """Take over a job submitted with ``detach=True``: its reports so far, then the rest."""
-        return cls(scheduler=fpx.scheduler(nosort=True), verbose=verbose, boss=boss, _attach=job_id)
+        return cls(scheduler=fpx.scheduler(nosort=True), verbose=verbose, boss=boss, stream_output=False,
+                   _attach=job_id)
 
     # -- taylorism's API ----------------------------------------------------------------
     def set_instructions(self, common_instructions: dict = dict(), individual_instructions: dict = dict(),
@@ -237,21 +246,28 @@ class Boss:
         while self._inbox:
             kind, body = self._inbox.popleft()
             if kind is Msg.REPORTS:
-                for index, ok, payload, host, name in body["reports"]:
-                    self._take_report(index, ok, payload, host, name)
+                for row in body["reports"]:
+                    self._take_report(*row)
                 if isinstance(body.get("running"), int):
                     self._running = body["running"]
+            elif kind is Msg.OUTPUT and self._live is not None:
+                for index, name, stream, data in body["chunks"]:
+                    if index not in self._reported:
+                        self._live.feed(index, name, stream, data)
             elif kind is Msg.JOB_END:
                 self._end = body
                 self._conn.close_inbox(self._job)
 
-    def _take_report(self, index: int, ok: bool, payload: bytes, host: str, name: str) -> None:
+    def _take_report(self, index: int, ok: bool, payload: bytes, host: str, name: str, stdout: bytes,
+                     stderr: bytes) -> None:
         if index in self._reported:
             return  # reported already (a report sent again around a boss restart)
         self._reported.add(index)
         self._rows.pop(index, None)
         self._running_names.pop(name, None)
-        entry = report_entry(name, ok, payload, self._codec)
+        if self._live is not None:
+            self._live.end(index, name)
+        entry = report_entry(name, ok, payload, self._codec, stdout, stderr)
         self._reports.append(entry)
         if not ok and self._failure is None:
             self._failure = dict(entry, host=host, index=index)
@@ -314,13 +330,13 @@ def _follow(proxy: Boss) -> None:
 def run_as_server(common_instructions: dict = dict(), individual_instructions: dict = dict(),
                   scheduler: Any = None, verbose: bool = False, maxlenreport: int = 1024,
                   sharedmemory_common_instructions: dict = dict(), boss: str | None = None,
-                  detach: bool = False, timeout: float | None = None) -> Boss:
+                  detach: bool = False, timeout: float | None = None, stream_output: bool | None = None) -> Boss:
     """Build a Boss, give it the instructions, set the workers to work; return the Boss."""
     if scheduler is None:
         scheduler = fpx.scheduler(limit="threads", max_threads=0)
     proxy = Boss(verbose=verbose, scheduler=scheduler, maxlenreport=maxlenreport,
                  sharedmemory_common_instructions=sharedmemory_common_instructions, boss=boss, detach=detach,
-                 timeout=timeout)
+                 timeout=timeout, stream_output=stream_output)
     proxy.set_instructions(common_instructions, individual_instructions)
     proxy.make_them_work()
     return proxy
@@ -329,15 +345,17 @@ def run_as_server(common_instructions: dict = dict(), individual_instructions: d
 def batch_main(common_instructions: dict = dict(), individual_instructions: dict = dict(),
                scheduler: Any = None, verbose: bool = False, maxlenreport: int = 1024,
                print_report: Any = print, sharedmemory_common_instructions: dict = dict(),
-               boss: str | None = None, timeout: float | None = None, progress: bool = False) -> dict:
+               boss: str | None = None, timeout: float | None = None, progress: bool = False,
+               stream_output: bool | None = None) -> dict:
     """Run the instructions to the end, print each worker's report and return the report.
 
-    *progress* shows a bar with done, running and failed counts and an ETA on stderr.
+    *progress* shows a bar with done, running and failed counts and an ETA on stderr;
+    *stream_output* prints the tasks' output as it comes (see :class:`Boss`).
     """
     proxy = run_as_server(common_instructions, individual_instructions, scheduler=scheduler,
                           verbose=verbose, maxlenreport=maxlenreport,
                           sharedmemory_common_instructions=sharedmemory_common_instructions, boss=boss,
-                          timeout=timeout)
+                          timeout=timeout, stream_output=stream_output)
     with interrupt.SignalInterruptHandler(emitlogs=False):
         try:
             if progress:

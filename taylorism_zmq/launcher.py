@@ -7,11 +7,14 @@ forks one process per task.  Forks are cheap (~0.5 ms) and inherit no zmq
 socket, so a killed agent is seen dead at once.  The launcher owns its tasks:
 it reads each task's report from a pipe, reaps it with ``waitpid``, and
 sends the agent one terminal message per task, whatever happened (a report,
-an exception, an exit code or a signal).
+an exception, an exit code or a signal), with the task's stdout and stderr,
+which it reads from two more pipes (see :mod:`.output`).
 
 Launcher <-> agent messages are msgpack arrays on a stream socket:
-``["run", tid, ticket, cls, payload, binded, trusted]``, ``["kill", [tid...]]``
-one way; ``["done", tid, ok, payload, t0, t1]`` the other.
+``["run", tid, ticket, cls, payload, binded, trusted, timeout, stream]``,
+``["kill", [tid...]]`` one way; ``["done", tid, ok, payload, t0, t1, stdout,
+stderr]`` and, for tasks whose output is streamed, ``["out", tid, 1|2, data]``
+the other.
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ import sys
 import time
 import traceback
 import types
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
 from .codec import Codec, ref_of, resolve_ref
+from .output import DEFAULT_MAX_OUTPUT, STDERR, STDOUT, CappedOutput
 from .procutil import die_with_parent
 
 #: seconds between SIGTERM and SIGKILL when tasks are stopped
@@ -109,12 +113,28 @@ def _zygote_main(sock: socket.socket, agent_pid: int) -> None:  # pragma: no cov
         sock.send(struct.pack("i", pid))
 
 
+class _Spare(NamedTuple):
+    """A task process forked ahead of its task, and the launcher's ends of its pipes."""
+
+    pid: int
+    task_w: int
+    result_r: int
+    out_r: int
+    err_r: int
+
+
 class _Task:
     __slots__ = ("tid", "pid", "pipe", "chunks", "size", "eof", "status", "t0", "kill_at", "reported", "deadline",
-                 "why", "timeout")
+                 "why", "timeout", "outputs", "open_outputs", "stream")
 
-    def __init__(self, tid: int, pid: int, pipe: int, timeout: float | None = None):
+    def __init__(self, tid: int, pid: int, pipe: int, timeout: float | None = None, stream: bool = False,
+                 max_output: int = DEFAULT_MAX_OUTPUT):
         self.tid, self.pid, self.pipe = tid, pid, pipe
+        #: what is kept of its stdout and stderr, and their pipes still open (fd -> stream)
+        self.outputs = {STDOUT: CappedOutput(max_output), STDERR: CappedOutput(max_output)}
+        self.open_outputs: dict[int, int] = {}
+        #: its output is also sent live to the agent
+        self.stream = stream
         self.chunks: list[bytes] = []
         self.size = 0
         #: when the task's own timeout expires (monotonic), if it has one
@@ -128,6 +148,10 @@ class _Task:
         self.kill_at: float | None = None
         self.reported = False
 
+    def complete(self) -> bool:
+        """Its report and its output have all been read: it may be reported before its exit."""
+        return self.eof and bool(self.chunks) and not self.open_outputs
+
 
 class Launcher:
     """Fork one process per task in a prepared code environment."""
@@ -139,6 +163,8 @@ class Launcher:
         self.host = env.get("host", socket.gethostname())
         #: bytes a task's report may have; beyond, the task is stopped and reported as failed
         self.max_report = int(env.get("max_report", DEFAULT_MAX_REPORT))
+        #: bytes of each of a task's stdout and stderr its report keeps
+        self.max_output = int(env.get("max_output", DEFAULT_MAX_OUTPUT))
         self.tasks: dict[int, _Task] = {}  # by pid
         self.classes: dict[str, Any] = {}
         self.unpacker = msgpack.Unpacker(max_buffer_size=MAX_BUFFER)
@@ -146,8 +172,8 @@ class Launcher:
         self.sel = selectors.DefaultSelector()
         self.closing = False
         self.term_requested = False
-        #: processes forked ahead of tasks: (pid, task pipe, result pipe)
-        self.spares: list[tuple[int, int, int]] = []
+        #: processes forked ahead of tasks
+        self.spares: list[_Spare] = []
 
     # -- set up ------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -222,8 +248,11 @@ class Launcher:
                             pass
                     except BlockingIOError:
                         pass
-                else:
+                elif isinstance(key.data, _Task):
                     self._read_task(key.data)
+                else:
+                    task, stream = key.data
+                    self._read_output(task, stream, key.fd)
             if self.term_requested:
                 self._shutdown()
             self._reap()
@@ -248,7 +277,7 @@ class Launcher:
         self.unpacker.feed(data)
         for msg in self.unpacker:
             if msg[0] == "run":
-                self._run(*msg[1:8])
+                self._run(*msg[1:10])
             elif msg[0] == "kill":
                 self._kill(set(msg[1]))
 
@@ -277,7 +306,7 @@ class Launcher:
 
     # -- tasks ---------------------------------------------------------------------
     def _run(self, tid: int, ticket: int | None, cls_ref: str, payload: bytes, binded: bool,
-             trusted: bool, timeout: float | None = None) -> None:
+             trusted: bool, timeout: float | None = None, stream: bool = False) -> None:
         t0 = time.time()
         try:
             if cls_ref not in self.classes:
@@ -285,35 +314,48 @@ class Launcher:
                 self._drop_spares()  # they were forked before this import: fork fresh ones
         except ImportError as exc:
             codec = Codec(trusted)
-            self._send(["done", tid, False, _failure(codec, exc), t0, time.time()])
+            self._send(["done", tid, False, _failure(codec, exc), t0, time.time(), b"", b""])
             return
         if self.closing or self.term_requested:
             return  # going away: the agent will not hear of this task anyway
-        pid, task_w, result_r = self.spares.pop() if self.spares else self._fork_spare()
-        order = msgpack.packb([cls_ref, payload, ticket, binded, trusted], use_bin_type=True)
+        spare = self.spares.pop() if self.spares else self._fork_spare()
+        order = msgpack.packb([cls_ref, payload, ticket, binded, trusted, stream], use_bin_type=True)
         try:
-            _write_all(task_w, order)
+            _write_all(spare.task_w, order)
         except OSError:
             pass  # the process died already: its exit status will tell
-        os.close(task_w)
-        task = _Task(tid, pid, result_r, timeout)
-        self.tasks[pid] = task
-        self.sel.register(result_r, selectors.EVENT_READ, task)
+        os.close(spare.task_w)
+        task = _Task(tid, spare.pid, spare.result_r, timeout, bool(stream), self.max_output)
+        self.tasks[spare.pid] = task
+        self.sel.register(spare.result_r, selectors.EVENT_READ, task)
+        for fd, number in ((spare.out_r, STDOUT), (spare.err_r, STDERR)):
+            task.open_outputs[fd] = number
+            self.sel.register(fd, selectors.EVENT_READ, (task, number))
 
-    def _fork_spare(self) -> tuple[int, int, int]:
-        """Fork a task process that waits for its task: (pid, task pipe, result pipe)."""
+    def _fork_spare(self) -> _Spare:
+        """Fork a task process that waits for its task on a pipe, its stdout and stderr on two more."""
         task_r, task_w = os.pipe()
         result_r, result_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
         me = os.getpid()
+        for f in (sys.stdout, sys.stderr):  # the child must not inherit, and write again, our buffered text
+            try:
+                f.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the task process
-            os.close(task_w)
-            os.close(result_r)
+            for fd in (task_w, result_r, out_r, err_r):
+                os.close(fd)
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
             _task_main(me, task_r, result_w)
-        os.close(task_r)
-        os.close(result_w)
-        os.set_blocking(result_r, False)
-        return pid, task_w, result_r
+        for fd in (task_r, result_w, out_w, err_w):
+            os.close(fd)
+        for fd in (result_r, out_r, err_r):
+            os.set_blocking(fd, False)
+        return _Spare(pid, task_w, result_r, out_r, err_r)
 
     def _refill_spares(self) -> None:
         """Keep processes forked ahead of tasks, so that a task does not wait for a fork."""
@@ -321,9 +363,9 @@ class Launcher:
             self.spares.append(self._fork_spare())
 
     def _drop_spares(self) -> None:
-        for _pid, task_w, result_r in self.spares:
-            os.close(task_w)  # the spare reads end of file and leaves
-            os.close(result_r)
+        for spare in self.spares:
+            for fd in spare[1:]:
+                os.close(fd)  # the spare reads end of file on its task pipe and leaves
         self.spares.clear()
 
     def _read_task(self, task: _Task) -> None:
@@ -346,8 +388,29 @@ class Launcher:
                     break
         except BlockingIOError:
             pass
-        if task.eof and task.chunks and not task.reported:
+        if task.complete() and not task.reported:
             self._finish(task)  # a whole report: send it without waiting for the exit
+
+    def _read_output(self, task: _Task, stream: int, fd: int) -> None:
+        """Keep what a task writes on its stdout or stderr (and pass it on live if asked)."""
+        try:
+            while True:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    self._close_output(task, fd)
+                    break
+                task.outputs[stream].add(chunk)
+                if task.stream:
+                    self._send(["out", task.tid, stream, chunk])
+        except BlockingIOError:
+            pass
+        if task.complete() and not task.reported:
+            self._finish(task)
+
+    def _close_output(self, task: _Task, fd: int) -> None:
+        if task.open_outputs.pop(fd, None) is not None:
+            self.sel.unregister(fd)
+            os.close(fd)
 
     def _reap(self) -> None:
         while self.tasks:
@@ -363,7 +426,11 @@ class Launcher:
         for pid, task in list(self.tasks.items()):
             if task.status is None:
                 continue
-            if not task.eof:  # the process is gone: what is in the pipe is all there is
+            # the process is gone: what is in its pipes is all there is (a child of its own may hold them)
+            for fd, stream in list(task.open_outputs.items()):
+                self._read_output(task, stream, fd)
+                self._close_output(task, fd)
+            if not task.eof:
                 self._read_task(task)
                 if not task.eof:
                     self.sel.unregister(task.pipe)
@@ -398,7 +465,8 @@ class Launcher:
             else:
                 what = f"exited with code {os.waitstatus_to_exitcode(status)} without a report"
             ok, payload = False, died(f"task process {task.pid} on host {self.host} {what}")
-        self._send(["done", task.tid, bool(ok), payload, task.t0, time.time()])
+        self._send(["done", task.tid, bool(ok), payload, task.t0, time.time(),
+                    task.outputs[STDOUT].getvalue(), task.outputs[STDERR].getvalue()])
 
     def _kill(self, tids: set[int]) -> None:
         deadline = time.monotonic() + KILL_GRACE
@@ -501,6 +569,19 @@ def _footprints_values(attrs: dict[str, Any]) -> dict[str, Any]:
     return {k: unknown if isinstance(v, str) and v == unknown else v for k, v in attrs.items()}
 
 
+def _close_output() -> None:  # pragma: no cover - task process
+    """Flush stdout and stderr, then close the pipes behind them (the launcher reads their end)."""
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    os.close(null)
+
+
 def _task_main(launcher_pid: int, task_fd: int, result_fd: int) -> None:  # pragma: no cover - task process
     """Wait for a task on *task_fd*, run it, write ``[ok, payload]`` to *result_fd*; never returns."""
     code = 0
@@ -518,7 +599,13 @@ def _task_main(launcher_pid: int, task_fd: int, result_fd: int) -> None:  # prag
         os.close(task_fd)
         if not order:
             os._exit(0)  # a spare that was not needed
-        cls_ref, payload, ticket, binded, trusted = msgpack.unpackb(order)
+        cls_ref, payload, ticket, binded, trusted, stream = msgpack.unpackb(order)
+        if stream:  # lines reach the client as they are printed
+            for f in (sys.stdout, sys.stderr):
+                try:
+                    f.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+                except (AttributeError, ValueError):
+                    pass
         codec = Codec(trusted)
         try:
             cls = resolve_ref(cls_ref)
@@ -532,12 +619,11 @@ def _task_main(launcher_pid: int, task_fd: int, result_fd: int) -> None:  # prag
             result = [True, codec.dumps(worker._work())]
         except BaseException as exc:
             result = [False, _failure(codec, exc)]
+        _close_output()
         try:
             _write_all(result_fd, msgpack.packb(result, use_bin_type=True))
         except BrokenPipeError:
             pass
-        sys.stdout.flush()
-        sys.stderr.flush()
         # the report is complete: say so now, not after the slow teardown of this process
         os.close(result_fd)
     except BaseException:

@@ -49,6 +49,7 @@ class Msg(enum.IntEnum):
     PONG = 24
     STATUS_REPLY = 25
     ADMIN_REPLY = 26
+    OUTPUT = 27  # live task output, for jobs that stream it
     # agent -> boss (ROUTER)
     REGISTER = 40
     GOODBYE = 46  # the agent is leaving: requeue its tasks now
@@ -62,6 +63,7 @@ class Msg(enum.IntEnum):
     # agent -> boss (PUSH/PULL)
     AGENT_REPORTS = 60
     HEARTBEAT = 61
+    AGENT_OUTPUT = 62  # live task output (best effort: never resent)
 
 
 NUM = (int, float)
@@ -91,6 +93,7 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
         "job": str, "name": str, "policy": dict, "env": dict, "trusted": bool,
         "shm_host": OPT_STR, "halted": bool, "resubmit": bool, "detach": bool,
         "timeout": (int, float, type(None)),  # seconds a task may run, or None
+        "stream": bool,  # send the tasks' output live to the client
     },
     # task rows: index, name, worker class 'module:qualname', memory, expected_time, files, payload
     Msg.ADD_TASKS: {"job": str, "tasks": Rows((int, str, str, NUM, NUM, ListOf(str), bytes))},
@@ -101,7 +104,9 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
     Msg.ATTACH: {"job": str},
     Msg.CLIENT_ALIVE: {"client": str},
     Msg.WELCOME: {"agents": int, "boss": str},
-    Msg.REPORTS: {"job": str, "reports": Rows((int, bool, bytes, str, str))},  # index, ok, payload, host, name
+    # index, ok, payload, host, name, stdout, stderr
+    Msg.REPORTS: {"job": str, "reports": Rows((int, bool, bytes, str, str, bytes, bytes))},
+    Msg.OUTPUT: {"job": str, "chunks": Rows((int, str, int, bytes))},  # index, name, stream (1|2), data
     Msg.JOB_END: {"job": str, "status": str, "pending": ListOf(int), "error": (dict, type(None))},
     Msg.ERROR: {"message": str},
     Msg.PONG: {"boss": str},
@@ -115,14 +120,16 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
     Msg.REGISTERED: {"heartbeat": NUM, "boss": str},
     Msg.REPORTS_ACK: {"batch": int},
     Msg.RUN: {
-        "job": str, "env": dict, "trusted": bool, "binded": bool, "timeout": (int, float, type(None)),
+        "job": str, "env": dict, "trusted": bool, "binded": bool, "timeout": (int, float, type(None)), "stream": bool,
         "tasks": Rows((int, int, (int, type(None)), str, bytes)),  # task id, index, ticket, class, payload
     },
     Msg.KILL: {"tasks": ListOf(int)},
     Msg.REREGISTER: {},
     Msg.SHUTDOWN: {},
-    # report rows: task id, job, index, ok, payload, start, end; unacknowledged batches are sent again
-    Msg.AGENT_REPORTS: {"agent": str, "batch": int, "reports": Rows((int, str, int, bool, bytes, NUM, NUM))},
+    # report rows: task id, job, index, ok, payload, start, end, stdout, stderr; unacknowledged batches are sent again
+    Msg.AGENT_REPORTS: {"agent": str, "batch": int,
+                        "reports": Rows((int, str, int, bool, bytes, NUM, NUM, bytes, bytes))},
+    Msg.AGENT_OUTPUT: {"agent": str, "chunks": Rows((str, int, int, bytes))},  # job, index, stream, data
     Msg.HEARTBEAT: {"agent": str, "load": ListOf(NUM), "cpu": NUM, "mem_avail": NUM, "running": int},
 }
 

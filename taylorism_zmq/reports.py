@@ -10,8 +10,19 @@ from .codec import Codec, resolve_ref
 from .errors import TaskDiedError, WorkerError
 
 
-def report_entry(name: str, ok: bool, payload: bytes, codec: Codec) -> dict[str, Any]:
-    """``{'name', 'report'[, 'traceback']}`` as taylorism's workers send them."""
+def report_entry(name: str, ok: bool, payload: bytes, codec: Codec, stdout: bytes = b"",
+                 stderr: bytes = b"") -> dict[str, Any]:
+    """``{'name', 'report'[, 'traceback']}`` as taylorism's workers send them, with the task's
+    ``stdout`` and ``stderr`` as text when it wrote any."""
+    entry = _entry(name, ok, payload, codec)
+    if stdout:
+        entry["stdout"] = stdout.decode(errors="replace")
+    if stderr:
+        entry["stderr"] = stderr.decode(errors="replace")
+    return entry
+
+
+def _entry(name: str, ok: bool, payload: bytes, codec: Codec) -> dict[str, Any]:
     if ok:
         try:
             return {"name": name, "report": codec.loads(payload)}

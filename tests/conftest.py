@@ -47,7 +47,8 @@ class Cluster:
     """A boss and agents on tcp://127.0.0.1, each its own OS process."""
 
     def __init__(self, agent_timeout: float = 30.0, max_retries: int = 1, allow_plugins: bool = False,
-                 insecure: bool = False, client_timeout: float = 60.0, http: str | None = None):
+                 insecure: bool = False, client_timeout: float = 60.0, http: str | None = None,
+                 metrics_port: int | None = None):
         self.control = f"tcp://127.0.0.1:{free_port()}"
         self.reports = f"tcp://127.0.0.1:{free_port()}"
         self.agent_timeout = agent_timeout
@@ -57,6 +58,7 @@ class Cluster:
         self.insecure = insecure
         self.client_timeout = client_timeout
         self.http = http
+        self.metrics_port = metrics_port
         self.boss: subprocess.Popen | None = None
         self.agents: list[subprocess.Popen] = []
         self.start_boss()
@@ -71,7 +73,8 @@ class Cluster:
                                 "--max-retries", str(self.max_retries), "--client-timeout", str(self.client_timeout),
                                 *(["--allow-placement-plugins"] if self.allow_plugins else []),
                                 *(["--insecure"] if self.insecure else []),
-                                *(["--http", self.http] if self.http else []))
+                                *(["--http", self.http] if self.http else []),
+                                *(["--metrics-port", str(self.metrics_port)] if self.metrics_port else []))
         return self.boss
 
     def add_agent(self, slots: int = 2, host_name: str | None = None, clean_env: bool = True,

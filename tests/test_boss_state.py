@@ -46,7 +46,7 @@ def submit(state: BossState, policy: dict, n: int = 0, job: str = "j1", memory: 
            detach: bool = False) -> str:
     out = state.submit(CLIENT, {"job": job, "name": job, "policy": policy, "env": {}, "trusted": False,
                                 "shm_host": shm_host, "halted": halted, "resubmit": resubmit,
-                                "detach": detach, "timeout": None}, now=0.0)
+                                "detach": detach, "timeout": None, "stream": False}, now=0.0)
     assert out == []
     add(state, job, range(n), memory=memory, expected=expected, files=files)
     return job
@@ -73,8 +73,8 @@ def report(state, aid, tid, ok=True, job=None, index=None):
     if job is None:
         task = state.tasks[tid] if tid in state.tasks else None
         job, index = (task.job.jid, task.index) if task else REMEMBERED[tid]
-    out = state.agent_reports({"agent": aid, "batch": 1, "reports": [[tid, job, index, ok, b"r", 0.0, 1.0]]},
-                              now=1.0)
+    rows = [[tid, job, index, ok, b"r", 0.0, 1.0, b"", b""]]
+    out = state.agent_reports({"agent": aid, "batch": 1, "reports": rows}, now=1.0)
     assert out[0] == (aid.encode(), Msg.REPORTS_ACK, {"batch": 1})
     return out[1:]
 
@@ -129,7 +129,7 @@ def test_finished_job_reports_then_ends():
     rows = runs(state.dispatch())[a]
     state.control(CLIENT, {"job": "j1", "action": "end"})
     out = report(state, a, rows[0][0])
-    assert of_kind(out, Msg.REPORTS)[0]["reports"] == [[0, True, b"r", "a", "w0"]]
+    assert of_kind(out, Msg.REPORTS)[0]["reports"] == [[0, True, b"r", "a", "w0", b"", b""]]
     assert not of_kind(out, Msg.JOB_END)
     out = report(state, a, rows[1][0])
     assert of_kind(out, Msg.JOB_END) == [{"job": "j1", "status": "finished", "pending": [], "error": None}]
@@ -273,7 +273,7 @@ def test_shared_memory_jobs_run_only_on_the_clients_machine():
     assert list(runs(state.dispatch())) == [b]
     out = state.submit(CLIENT, {"job": "j2", "name": "j2", "policy": {"kind": "nosort"}, "env": {},
                                 "trusted": False, "shm_host": "machine-z", "halted": False, "resubmit": False,
-                                "detach": False, "timeout": None},
+                                "detach": False, "timeout": None, "stream": False},
                        now=0.0)
     assert "no agent runs on that host" in of_kind(out, Msg.JOB_END)[0]["error"]["message"]
 
@@ -292,7 +292,7 @@ def test_nonsense_policy_fails_the_job(policy):
     state = make_state()
     out = state.submit(CLIENT, {"job": "j", "name": "j", "policy": policy, "env": {}, "trusted": False,
                                 "shm_host": None, "halted": False, "resubmit": False, "detach": False,
-                          "timeout": None}, now=0.0)
+                          "timeout": None, "stream": False}, now=0.0)
     assert of_kind(out, Msg.JOB_END)[0]["status"] == "failed"
 
 
@@ -357,7 +357,7 @@ def test_restarted_boss_recovers_jobs_without_running_anything_twice():
     submit(state, {"kind": "threads", "max_threads": 4}, resubmit=True)
     out = state.add_tasks(CLIENT, {"job": "j1", "tasks": [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p"]
                                                           for i in range(4)]})
-    assert of_kind(out, Msg.REPORTS)[0]["reports"] == [[1, True, b"r", "a", "w1"]]
+    assert of_kind(out, Msg.REPORTS)[0]["reports"] == [[1, True, b"r", "a", "w1", b"", b""]]
     assert state.jobs["j1"].by_index[0].state == "running" and state.counters["tasks_adopted"] == 1
     assert state.dispatch(now=101.0) == []  # held: other agents may still re-register
     placed = runs(state.dispatch(now=104.0))[a]

@@ -23,12 +23,13 @@ from taylorism_zmq.protocol import Msg
 VALID = [protocol.encode(kind, body) for kind, body in [
     (Msg.HELLO, {"client": "c"}),
     (Msg.SUBMIT, {"job": "fuzz", "name": "n", "policy": {"kind": "nosort"}, "env": {}, "trusted": False,
-                  "shm_host": None, "halted": False, "resubmit": False, "detach": False, "timeout": None}),
+                  "shm_host": None, "halted": False, "resubmit": False, "detach": False, "timeout": None,
+                  "stream": False}),
     (Msg.ADD_TASKS, {"job": "fuzz", "tasks": [[0, "w", "os:system", 0, 0, [], b"\xc1"]]}),
     (Msg.CONTROL, {"job": "fuzz", "action": "end"}),
     (Msg.REGISTER, {"agent": "a", "host": "h", "shm_host": "s", "cpus": 1, "memory": 1, "slots": 1, "pid": 1,
                     "running": [[7, "fuzz", 0, None]]}),
-    (Msg.AGENT_REPORTS, {"agent": "a", "batch": 1, "reports": [[1, "fuzz", 0, True, b"", 0, 0]]}),
+    (Msg.AGENT_REPORTS, {"agent": "a", "batch": 1, "reports": [[1, "fuzz", 0, True, b"", 0, 0, b"", b""]]}),
     (Msg.HEARTBEAT, {"agent": "a", "load": [1.0], "cpu": 1, "mem_avail": 1, "running": 0}),
     (Msg.ATTACH, {"job": "fuzz"}), (Msg.ADMIN, {"action": "drain", "target": "h"}),
 ]]
@@ -150,11 +151,14 @@ def test_hostile_frames_at_an_agent_then_it_still_runs_a_task(fake_boss):
     env = {"path": [os.path.dirname(__file__), *[p for p in os.sys.path if p]], "cwd": "/", "main": None}
     garbage = [[b"x"], [b"\x01", bytes([Msg.RUN]), b"\xc1"], [b"\x01", b"\xfe", b""],
                protocol.encode(Msg.RUN, {"job": "j", "env": {"path": 5}, "trusted": False, "binded": False,
-                                         "timeout": None, "tasks": [[1, 0, None, "no.such.module:X", b"\xc1"]]}),
+                                         "timeout": None, "stream": False,
+                                         "tasks": [[1, 0, None, "no.such.module:X", b"\xc1"]]}),
                protocol.encode(Msg.RUN, {"job": "j", "env": env, "trusted": False, "binded": False,
-                                         "timeout": None, "tasks": [[2, 1, None, "zt_workers:ZtNap", b"\xc1\xc1"]]}),
+                                         "timeout": None, "stream": False,
+                                         "tasks": [[2, 1, None, "zt_workers:ZtNap", b"\xc1\xc1"]]}),
                protocol.encode(Msg.RUN, {"job": "j", "env": env, "trusted": False, "binded": False,
-                                         "timeout": None, "tasks": [[4, 3, None, "no.such.module:X", b""]]}),
+                                         "timeout": None, "stream": False,
+                                         "tasks": [[4, 3, None, "no.such.module:X", b""]]}),
                protocol.encode(Msg.KILL, {"tasks": [999, -1]}), [os.urandom(300)] * 3]
     for frames in garbage:
         router.send_multipart([route, *frames])
@@ -162,13 +166,13 @@ def test_hostile_frames_at_an_agent_then_it_still_runs_a_task(fake_boss):
                           "ledger": None, "extra": footprints.FPDict(), "scheduler_hooks": footprints.FPList(),
                           "memory": 0.0, "expected_time": 0.0})
     router.send_multipart([route, *protocol.encode(Msg.RUN, {
-        "job": "j", "env": env, "trusted": False, "binded": False, "timeout": None,
+        "job": "j", "env": env, "trusted": False, "binded": False, "timeout": None, "stream": False,
         "tasks": [[3, 2, 0, "zt_workers:ZtNap", good]]})])
     seen = {}
     while not {1, 2, 3, 4} <= set(seen):
         kind, body = protocol.decode(_recv(pull))
         if kind is Msg.AGENT_REPORTS:
-            for tid, _job, _index, ok, payload, _t0, _t1 in body["reports"]:
+            for tid, _job, _index, ok, payload, _t0, _t1, _out, _err in body["reports"]:
                 seen[tid] = (ok, payload)
     assert seen[3][0] is True and Codec().loads(seen[3][1])["tag"] == "ok"
     assert seen[1][0] is False and b"malformed code environment" in seen[1][1]

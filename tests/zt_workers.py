@@ -69,3 +69,35 @@ class PackFirst(NewMaxThreadsScheduler):
         if self.zt_pack == "bogus":
             return "somewhere"
         return min(hosts, key=lambda h: h.host)
+
+
+class ZtTalk(Worker):
+    """Writes to stdout and stderr: lines through print, bytes straight to the fds, as much as asked."""
+
+    _footprint = dict(
+        info="Test worker that prints.",
+        attr=dict(
+            zt=dict(values=["talk"]),
+            lines=dict(type=int, optional=True, default=2),
+            pause=dict(type=float, optional=True, default=0.0),
+            flood=dict(type=int, optional=True, default=0),
+            keep_stdout_open=dict(type=bool, optional=True, default=False),
+            fail=dict(type=bool, optional=True, default=False),
+        ),
+    )
+
+    def _task(self):
+        import sys
+
+        for i in range(self.lines):
+            print(f"{self.name} out {i}")
+            print(f"{self.name} err {i}", file=sys.stderr)
+            time.sleep(self.pause)
+        os.write(1, f"{self.name} raw\n".encode())  # as a C library or a subprocess would
+        if self.flood:
+            sys.stdout.write("x" * self.flood + "\nEND OF FLOOD\n")
+        if self.fail:
+            raise ValueError("talked, then failed")
+        if self.keep_stdout_open:  # a background child holding the task's stdout past its end
+            return subprocess.Popen(["sleep", "60"]).pid
+        return self.lines

@@ -1,0 +1,105 @@
+"""Prometheus metrics of the boss (``taylorism-boss --metrics-port``), served by prometheus_client.
+
+Two kinds of values: histograms the boss loop observes as events happen
+(how long a task waited for a slot, how long it ran; prometheus_client makes
+them thread-safe), and gauges and counters read at scrape time from the last
+status snapshot the loop published (a reference swap, as for the status
+page: a scrape never touches the boss's live state).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import start_http_server
+from prometheus_client.registry import Collector
+
+#: boss counters exported as taylorism_dropped_messages_total{reason=...}
+DROPPED = {"bad_messages": "bad_message", "unknown_agent_messages": "unknown_agent",
+           "late_or_duplicate_reports": "late_or_duplicate_report", "output_dropped": "live_output"}
+#: boss counters exported as taylorism_jobs_ended_total{status=...}
+JOB_ENDS = ("finished", "failed", "stopped")
+
+
+class BossMetrics:
+    """A registry with the boss's metrics, and the HTTP server that exposes it."""
+
+    def __init__(self, port: int, address: str = "127.0.0.1"):
+        self.registry = CollectorRegistry()
+        self.dispatch_latency = Histogram(
+            "taylorism_dispatch_latency_seconds", "Time a task waited in the boss between ready and sent to an agent",
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
+        self.task_duration = Histogram(
+            "taylorism_task_duration_seconds", "Run time of a task in its process, as its agent measured it",
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400))
+        self._status: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self.registry.register(_StatusCollector(self))
+        self.server, self._thread = start_http_server(port, address, registry=self.registry)
+        self.port = self.server.server_port
+
+    def publish(self, status: dict[str, Any]) -> None:
+        """Hand over a new status snapshot (called by the boss loop)."""
+        with self._lock:
+            self._status = status
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return self._status
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _StatusCollector(Collector):
+    def __init__(self, metrics: BossMetrics):
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        status = self.metrics.snapshot()
+        hosts, jobs, counters = status.get("hosts", []), status.get("jobs", []), status.get("counters", {})
+        tasks = GaugeMetricFamily("taylorism_tasks", "Tasks of the live jobs, by state", labels=["state"])
+        for state in ("pending", "running"):
+            tasks.add_metric([state], sum(j[state] for j in jobs))
+        yield tasks
+        ended = CounterMetricFamily("taylorism_tasks_ended", "Tasks reported since the boss started, by outcome",
+                                    labels=["outcome"])
+        ended.add_metric(["done"], counters.get("tasks_done", 0))
+        ended.add_metric(["failed"], counters.get("tasks_failed", 0))
+        yield ended
+        yield GaugeMetricFamily("taylorism_jobs", "Live jobs", value=len(jobs))
+        job_ends = CounterMetricFamily("taylorism_jobs_ended", "Jobs ended since the boss started, by status",
+                                       labels=["status"])
+        for end in JOB_ENDS:
+            job_ends.add_metric([end], counters.get(f"jobs_{end}", 0))
+        yield job_ends
+        yield GaugeMetricFamily("taylorism_hosts", "Agents registered", value=len(hosts))
+        slots = GaugeMetricFamily("taylorism_slots", "Task slots of the registered agents", labels=["state"])
+        slots.add_metric(["total"], sum(h["slots"] for h in hosts))
+        slots.add_metric(["busy"], sum(h["running"] for h in hosts))
+        yield slots
+        per_host = {
+            "running": GaugeMetricFamily("taylorism_host_running_tasks", "Tasks running on a host", labels=["host"]),
+            "slots": GaugeMetricFamily("taylorism_host_slots", "Task slots of a host", labels=["host"]),
+            "load": GaugeMetricFamily("taylorism_host_load1", "1-minute load average of a host", labels=["host"]),
+        }
+        for h in hosts:
+            per_host["running"].add_metric([h["host"]], h["running"])
+            per_host["slots"].add_metric([h["host"]], h["slots"])
+            per_host["load"].add_metric([h["host"]], h["load"][0] if h["load"] else 0.0)
+        yield from per_host.values()
+        lost = CounterMetricFamily("taylorism_agents_lost", "Agents declared lost since the boss started")
+        lost.add_metric([], counters.get("agents_lost", 0))
+        yield lost
+        dropped = CounterMetricFamily("taylorism_dropped_messages", "Messages the boss dropped, by reason",
+                                      labels=["reason"])
+        for counter, reason in DROPPED.items():
+            dropped.add_metric([reason], counters.get(counter, 0))
+        yield dropped
