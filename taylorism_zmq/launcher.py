@@ -43,6 +43,9 @@ SPARES = 2
 #: default cap on one task's report (the boss caps frames at this size too)
 DEFAULT_MAX_REPORT = 256 * 1024 * 1024 - 4096
 MAX_BUFFER = 1 << 30
+#: the length before an order and a result on a task's pipes: each end acts on a whole message at once,
+#: without waiting for the other to close the pipe
+_LENGTH = struct.Struct("<Q")
 
 
 class Zygote:
@@ -125,7 +128,7 @@ class _Spare(NamedTuple):
 
 class _Task:
     __slots__ = ("tid", "pid", "pipe", "chunks", "size", "eof", "status", "t0", "kill_at", "reported", "deadline",
-                 "why", "timeout", "outputs", "open_outputs", "stream")
+                 "why", "timeout", "outputs", "open_outputs", "stream", "expect")
 
     def __init__(self, tid: int, pid: int, pipe: int, timeout: float | None = None, stream: bool = False,
                  max_output: int = DEFAULT_MAX_OUTPUT):
@@ -137,6 +140,8 @@ class _Task:
         self.stream = stream
         self.chunks: list[bytes] = []
         self.size = 0
+        #: the length of its result, once its first bytes came
+        self.expect: int | None = None
         #: when the task's own timeout expires (monotonic), if it has one
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout if timeout else None
@@ -147,10 +152,6 @@ class _Task:
         self.t0 = time.time()
         self.kill_at: float | None = None
         self.reported = False
-
-    def complete(self) -> bool:
-        """Its report and its output have all been read: it may be reported before its exit."""
-        return self.eof and bool(self.chunks) and not self.open_outputs
 
 
 class Launcher:
@@ -250,9 +251,8 @@ class Launcher:
                         pass
                 elif isinstance(key.data, _Task):
                     self._read_task(key.data)
-                else:
-                    task, stream = key.data
-                    self._read_output(task, stream, key.fd)
+                elif key.fd in key.data[0].open_outputs:  # (not closed earlier in this pass)
+                    self._read_output(key.data[0], key.data[1], key.fd)
             if self.term_requested:
                 self._shutdown()
             self._reap()
@@ -321,7 +321,7 @@ class Launcher:
         spare = self.spares.pop() if self.spares else self._fork_spare()
         order = msgpack.packb([cls_ref, payload, ticket, binded, trusted, stream], use_bin_type=True)
         try:
-            _write_all(spare.task_w, order)
+            _write_all(spare.task_w, _LENGTH.pack(len(order)) + order)
         except OSError:
             pass  # the process died already: its exit status will tell
         os.close(spare.task_w)
@@ -359,7 +359,10 @@ class Launcher:
 
     def _refill_spares(self) -> None:
         """Keep processes forked ahead of tasks, so that a task does not wait for a fork."""
-        while len(self.spares) < SPARES and not self.closing and not self.term_requested:
+        # a fork slows the tasks running meanwhile (CPU, and the memory map locks they share with this
+        # process): keep one spare while tasks run, the others are forked when none runs
+        wanted = SPARES if not self.tasks else 1
+        while len(self.spares) < wanted and not self.closing and not self.term_requested:
             self.spares.append(self._fork_spare())
 
     def _drop_spares(self) -> None:
@@ -386,10 +389,19 @@ class Launcher:
                     self.sel.unregister(task.pipe)
                     os.close(task.pipe)
                     break
+                if task.expect is None and task.size >= _LENGTH.size:
+                    task.expect = _LENGTH.unpack_from(b"".join(task.chunks))[0]
+                if task.expect is not None and task.size >= _LENGTH.size + task.expect:
+                    task.eof = True  # the whole result: the rest of the process's life is not our concern
+                    self.sel.unregister(task.pipe)
+                    os.close(task.pipe)
+                    break
         except BlockingIOError:
             pass
-        if task.complete() and not task.reported:
-            self._finish(task)  # a whole report: send it without waiting for the exit
+        if task.eof and task.chunks and not task.reported:
+            # a whole report: its output was flushed before it, so it is in the pipes already
+            self._drain_outputs(task)
+            self._finish(task)  # sent without waiting for the process's exit
 
     def _read_output(self, task: _Task, stream: int, fd: int) -> None:
         """Keep what a task writes on its stdout or stderr (and pass it on live if asked)."""
@@ -404,8 +416,12 @@ class Launcher:
                     self._send(["out", task.tid, stream, chunk])
         except BlockingIOError:
             pass
-        if task.complete() and not task.reported:
-            self._finish(task)
+
+    def _drain_outputs(self, task: _Task) -> None:
+        """Read what is left in a task's output pipes and close them (what comes later is not its own)."""
+        for fd, stream in list(task.open_outputs.items()):
+            self._read_output(task, stream, fd)
+            self._close_output(task, fd)
 
     def _close_output(self, task: _Task, fd: int) -> None:
         if task.open_outputs.pop(fd, None) is not None:
@@ -427,9 +443,7 @@ class Launcher:
             if task.status is None:
                 continue
             # the process is gone: what is in its pipes is all there is (a child of its own may hold them)
-            for fd, stream in list(task.open_outputs.items()):
-                self._read_output(task, stream, fd)
-                self._close_output(task, fd)
+            self._drain_outputs(task)
             if not task.eof:
                 self._read_task(task)
                 if not task.eof:
@@ -442,6 +456,10 @@ class Launcher:
 
     def _finish(self, task: _Task) -> None:
         data = b"".join(task.chunks)
+        if task.expect is not None and len(data) >= _LENGTH.size + task.expect:
+            data = data[_LENGTH.size:_LENGTH.size + task.expect]
+        else:
+            data = b""  # nothing, or cut short
         ok, payload = False, None
         if task.why is not None:
             if task.status is None:
@@ -549,16 +567,19 @@ def _write_all(fd: int, data: bytes) -> None:
             continue
 
 
-def _read_all(fd: int) -> bytes:
+def _read_exactly(fd: int, size: int) -> bytes:
+    """*size* bytes from *fd*, or fewer if it ends first."""
     chunks: list[bytes] = []
-    while True:
+    while size > 0:
         try:
-            chunk = os.read(fd, 1 << 20)
+            chunk = os.read(fd, min(size, 1 << 20))
         except InterruptedError:
             continue
         if not chunk:
-            return b"".join(chunks)
+            break
         chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
 
 
 def _footprints_values(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -569,17 +590,13 @@ def _footprints_values(attrs: dict[str, Any]) -> dict[str, Any]:
     return {k: unknown if isinstance(v, str) and v == unknown else v for k, v in attrs.items()}
 
 
-def _close_output() -> None:  # pragma: no cover - task process
-    """Flush stdout and stderr, then close the pipes behind them (the launcher reads their end)."""
+def _flush_output() -> None:  # pragma: no cover - task process
+    """Flush stdout and stderr: the launcher takes what is in their pipes when the report comes."""
     for f in (sys.stdout, sys.stderr):
         try:
             f.flush()
         except (OSError, ValueError, AttributeError):
             pass
-    null = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 1)
-    os.dup2(null, 2)
-    os.close(null)
 
 
 def _task_main(launcher_pid: int, task_fd: int, result_fd: int) -> None:  # pragma: no cover - task process
@@ -595,10 +612,11 @@ def _task_main(launcher_pid: int, task_fd: int, result_fd: int) -> None:  # prag
         os.closerange(3, low)
         os.closerange(low + 1, high)
         os.closerange(high + 1, 1 << 16)
-        order = _read_all(task_fd)
-        os.close(task_fd)
-        if not order:
+        header = _read_exactly(task_fd, _LENGTH.size)
+        if len(header) < _LENGTH.size:
             os._exit(0)  # a spare that was not needed
+        order = _read_exactly(task_fd, _LENGTH.unpack(header)[0])
+        os.close(task_fd)
         cls_ref, payload, ticket, binded, trusted, stream = msgpack.unpackb(order)
         if stream:  # lines reach the client as they are printed
             for f in (sys.stdout, sys.stderr):
@@ -619,9 +637,10 @@ def _task_main(launcher_pid: int, task_fd: int, result_fd: int) -> None:  # prag
             result = [True, codec.dumps(worker._work())]
         except BaseException as exc:
             result = [False, _failure(codec, exc)]
-        _close_output()
+        _flush_output()
         try:
-            _write_all(result_fd, msgpack.packb(result, use_bin_type=True))
+            data = msgpack.packb(result, use_bin_type=True)
+            _write_all(result_fd, _LENGTH.pack(len(data)) + data)
         except BrokenPipeError:
             pass
         # the report is complete: say so now, not after the slow teardown of this process
