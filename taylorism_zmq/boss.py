@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import gc
 import logging
 import os
 import signal
@@ -170,6 +171,10 @@ class BossDaemon:
         log.info("Prometheus metrics: http://%s:%d/metrics", self.metrics_address, self.metrics.port)
 
     def _loop(self, router: zmq.Socket, pull: zmq.Socket) -> None:
+        # what exists now lives as long as the boss: keep the collector off it, and let it run less often
+        # (tasks and jobs are freed by reference counting; the cycle collector only has leftovers to find)
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 100)
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
         poller.register(pull, zmq.POLLIN)
@@ -262,7 +267,7 @@ class BossDaemon:
 
     # -- writing ---------------------------------------------------------------
     def _send_all(self, router: zmq.Socket, out: list[Out]) -> None:
-        for route, kind, body in out:
+        for route, kind, body in _coalesce(out):
             frames = [route, *protocol.encode(kind, body)]
             if route in self._backlog:
                 if kind is Msg.OUTPUT:  # live output is best effort: a slow client does not make it pile up
@@ -313,6 +318,33 @@ class BossDaemon:
                 queue.popleft()
             if route in self._backlog and not self._backlog[route]:
                 del self._backlog[route]
+
+
+def _coalesce(out: list[Out]) -> list[Out]:
+    """Merge the REPORTS of a pass that follow each other for one client and job into one message.
+
+    Only when nothing else goes to that client between them: the order of what a client receives is kept.
+    """
+    if sum(1 for _, kind, _ in out if kind is Msg.REPORTS) < 2:
+        return out
+    merged: list[Out] = []
+    last: dict[bytes, int] = {}  # route -> position in merged of the last message to it
+    grown: set[int] = set()  # positions whose body is a copy made here, with a list of its own
+    for route, kind, body in out:
+        at = last.get(route)
+        if kind is Msg.REPORTS and at is not None:
+            _, prev_kind, prev = merged[at]
+            if prev_kind is Msg.REPORTS and prev["job"] == body["job"]:
+                if at not in grown:
+                    prev = dict(prev, reports=list(prev["reports"]))
+                    grown.add(at)
+                prev["reports"].extend(body["reports"])
+                prev.update((k, v) for k, v in body.items() if k != "reports")  # the latest counts
+                merged[at] = (route, kind, prev)
+                continue
+        last[route] = len(merged)
+        merged.append((route, kind, body))
+    return merged
 
 
 def load_placement_plugin(policy: Policy, env: dict) -> Any:

@@ -217,6 +217,8 @@ class BossState:
         #: heap of (-headroom, seq, agent id) over free agents; an entry is valid while its seq is the agent's
         self._free_heap: list[tuple[float, int, str]] = []
         self._free_seq: dict[str, int] = {}
+        #: agents that freed slots since the last dispatch: re-indexed once each, not once per task
+        self._freed: dict[str, AgentRecord] = {}
         self._seq = 0
         #: jobs that have pending tasks and may dispatch them
         self.ready_jobs: dict[str, JobRecord] = {}
@@ -540,6 +542,7 @@ class BossState:
     # -- dispatch -------------------------------------------------------------
     def dispatch(self, now: float | None = None) -> list[Out]:
         """Place ready tasks on agents with free slots; one RUN per (agent, job)."""
+        self._refresh_freed()
         batches: dict[tuple[str, str], list] = {}
         out: list[Out] = []
         for job in list(self.ready_jobs.values()):
@@ -699,7 +702,7 @@ class BossState:
                 usage.memory -= job.policy.task_memory(task.memory)
                 usage.tickets.give_back(task.ticket)
             if agent.aid in self.agents:
-                self._refresh_free(agent)
+                self._freed[agent.aid] = agent  # re-indexed once, before the next dispatch
         for f in task.files:
             job.open_files[f] -= 1
         job.running.pop(task.tid, None)
@@ -707,6 +710,12 @@ class BossState:
         if state != "pending":
             del self.tasks[task.tid]
             job.by_index.pop(task.index, None)
+
+    def _refresh_freed(self) -> None:
+        for aid, agent in self._freed.items():
+            if aid in self.agents:
+                self._refresh_free(agent)
+        self._freed.clear()
 
     def _refresh_free(self, agent: AgentRecord) -> None:
         """Re-index an agent after its slots, load or state changed."""
@@ -778,6 +787,7 @@ class BossState:
     # -- checks -----------------------------------------------------------------
     def validate(self) -> None:
         """Assert the indexes agree with the records (tests call it after every event)."""
+        self._refresh_freed()  # (what dispatch does first)
         for job in self.jobs.values():
             pending = list(job.pending_tasks())
             assert job.n_pending == len(pending), (job.jid, job.n_pending, len(pending))

@@ -11,6 +11,7 @@ boss never decodes user data.
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -178,19 +179,29 @@ def _as_bytes(frame: Any) -> bytes:
     return frame if isinstance(frame, bytes) else frame.bytes
 
 
+def _exact_types(spec: Any) -> tuple[type, ...]:
+    """The exact Python types msgpack may give a field of this spec (containers are checked deeper)."""
+    if isinstance(spec, Rows | ListOf):
+        return (list,)
+    return spec if isinstance(spec, tuple) else (spec,)
+
+
 def _checker(spec: Any) -> Callable[[Any], bool]:
     """Compile a field spec into one fast predicate (decode runs for every message)."""
     if isinstance(spec, Rows):
-        width, items = len(spec.fields), [_checker(f) for f in spec.fields]
+        # msgpack makes exact types (never subclasses), so a row is valid when the tuple of its items'
+        # types is one of the few allowed combinations: one set lookup per row, done in C
+        combos = frozenset(itertools.product(*(_exact_types(f) for f in spec.fields)))
+        deep = [(i, _checker(f)) for i, f in enumerate(spec.fields) if isinstance(f, Rows | ListOf)]
 
         def rows(value: Any) -> bool:
             if type(value) is not list:
                 return False
             for row in value:
-                if type(row) is not list or len(row) != width:
+                if type(row) is not list or tuple(map(type, row)) not in combos:
                     return False
-                for item, ok in zip(row, items, strict=True):
-                    if not ok(item):
+                for i, ok in deep:
+                    if not ok(row[i]):
                         return False
             return True
 
