@@ -25,7 +25,7 @@ import zmq
 
 from . import protocol, security
 from .connection import link_is_trusted
-from .launcher import MAX_BUFFER, Zygote, died
+from .launcher import MAX_BUFFER, Zygote, died, recv_available
 from .procutil import die_with_parent, host_key
 from .protocol import Msg, ProtocolError
 from .sockets import RateLimitedLog, configure_connected
@@ -64,12 +64,9 @@ class _LauncherLink:
 
     def read(self) -> list | None:
         """Return the complete messages received, or None at end of stream."""
-        try:
-            data = self.sock.recv(1 << 20)
-        except (BlockingIOError, InterruptedError):
+        data = recv_available(self.sock)
+        if data is None:
             return []
-        except OSError:
-            data = b""
         if not data:
             return None
         self.unpacker.feed(data)
