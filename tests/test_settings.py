@@ -48,6 +48,7 @@ def test_the_example_config_parses_for_every_command():
     example = os.path.join(REPO, "daemons", "taylorism.toml")
     assert settings_of("boss", "--config", example)["agent-timeout"][0] == 60.0
     assert settings_of("agent", "--config", example)["control"][0] == "tcp://head-node:5555"
+    assert settings_of("agent", "--config", example)["max-output-kb"][0] == 1024.0
     assert settings_of("ctl", "--config", example)["timeout"][0] == 5.0
     from taylorism_zmq import config
 

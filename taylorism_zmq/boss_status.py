@@ -1,0 +1,47 @@
+"""Views of the boss's state: the status snapshot (taylorism-ctl, the status page, the metrics) and the
+tail of a failure's traceback."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+if TYPE_CHECKING:
+    from .boss_state import BossState
+
+
+def status_snapshot(state: BossState, now: float, page: bool = False) -> dict[str, Any]:
+    """Hosts, jobs and counters; with *page*, also the timeline and failures of the status page."""
+    extra = {"timeline": list(state.timeline), "failures": list(state.failures)} if page else {}
+    return extra | {
+        "boss": state.boss_id,
+        "time": time.time(),
+        "hosts": [
+            {"agent": a.aid, "host": a.host, "slots": a.slots, "running": len(a.running),
+             "cpus": a.cpus, "memory": a.memory, "mem_avail": a.mem_avail, "load": a.load,
+             "cpu": a.cpu, "done": a.done, "draining": a.draining, "last_seen": now - a.last_seen,
+             "tickets": sum(1 for tid in a.running if state.tasks[tid].ticket is not None)}
+            for a in state.agents.values()
+        ],
+        "jobs": [
+            {"job": j.jid, "name": j.name, "client": j.client.decode(errors="replace"),
+             "running": len(j.running), "pending": j.n_pending, "done": j.done, "failed": j.failed,
+             "halted": j.halted, "age": now - j.created}
+            for j in state.jobs.values()
+        ],
+        "counters": dict(state.counters),
+    }
+
+
+def traceback_tail(payload: bytes, lines: int = 4) -> str:
+    """The last lines of a failure's traceback (a msgpack map made by our launcher; nothing is unpickled)."""
+    try:
+        info = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+        if "died" in info:
+            return str(info["died"])[:500]
+        tb = info["exc"]["traceback"]
+        return "".join(str(x) for x in tb[-lines:])[-2000:]
+    except Exception:
+        return "(no traceback)"
