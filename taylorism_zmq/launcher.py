@@ -404,13 +404,24 @@ class Launcher:
             self._finish(task)  # sent without waiting for the process's exit
 
     def _read_output(self, task: _Task, stream: int, fd: int) -> None:
-        """Keep what a task writes on its stdout or stderr (and pass it on live if asked)."""
+        """Keep what a task writes on its stdout or stderr (and pass it on live if asked).
+
+        What comes once the task is reported (a background process it left, still holding the pipe)
+        goes to this launcher's own stdout or stderr, the agent's, as it would without capture; the
+        pipe stays open until its last writer leaves, so such a process is not killed by SIGPIPE.
+        """
         try:
             while True:
-                chunk = os.read(fd, 1 << 16)
+                chunk = os.read(fd, READ_CHUNK)
                 if not chunk:
                     self._close_output(task, fd)
                     break
+                if task.reported:
+                    try:
+                        _write_all(2 if stream == STDERR else 1, chunk)
+                    except OSError:
+                        pass  # nowhere to write it: dropped
+                    continue
                 task.outputs[stream].add(chunk)
                 if task.stream:
                     self._send(["out", task.tid, stream, chunk])
@@ -418,10 +429,9 @@ class Launcher:
             pass
 
     def _drain_outputs(self, task: _Task) -> None:
-        """Read what is left in a task's output pipes and close them (what comes later is not its own)."""
+        """Read what a task's output pipes hold now: its output is flushed before its result."""
         for fd, stream in list(task.open_outputs.items()):
             self._read_output(task, stream, fd)
-            self._close_output(task, fd)
 
     def _close_output(self, task: _Task, fd: int) -> None:
         if task.open_outputs.pop(fd, None) is not None:

@@ -98,6 +98,6 @@ class ZtTalk(Worker):
             sys.stdout.write("x" * self.flood + "\nEND OF FLOOD\n")
         if self.fail:
             raise ValueError("talked, then failed")
-        if self.keep_stdout_open:  # a background child holding the task's stdout past its end
-            return subprocess.Popen(["sleep", "60"]).pid
+        if self.keep_stdout_open:  # a background child holding the task's stdout, writing after its end
+            return subprocess.Popen(["sh", "-c", "sleep 0.5; echo late output; sleep 60"]).pid
         return self.lines
