@@ -308,10 +308,13 @@ class BossState:
     def agent_output(self, body: dict) -> list[Out]:
         """Live task output, passed on to the clients of the jobs that stream it (else dropped)."""
         chunks: dict[str, list] = {}
+        aid = body["agent"]
         for jid, index, stream, data in body["chunks"]:
             job = self.jobs.get(jid)
             task = job.by_index.get(index) if job is not None else None
-            if task is not None and job is not None and job.stream:
+            # only from where the task runs now (not from a stale copy on an agent thought lost)
+            if task is not None and job is not None and job.stream and task.agent is not None \
+                    and task.agent.aid == aid and stream in (1, 2):
                 chunks.setdefault(jid, []).append([index, task.name, stream, data])
         return [(self.jobs[jid].client, Msg.OUTPUT, {"job": jid, "chunks": rows}) for jid, rows in chunks.items()]
 

@@ -43,10 +43,10 @@ def add_agent(state: BossState, name: str, slots: int = 4, cpus: int = 4, memory
 
 def submit(state: BossState, policy: dict, n: int = 0, job: str = "j1", memory: float = 0.0,
            expected=None, files=None, shm_host=None, halted: bool = False, resubmit: bool = False,
-           detach: bool = False) -> str:
+           detach: bool = False, stream: bool = False) -> str:
     out = state.submit(CLIENT, {"job": job, "name": job, "policy": policy, "env": {}, "trusted": False,
                                 "shm_host": shm_host, "halted": halted, "resubmit": resubmit,
-                                "detach": detach, "timeout": None, "stream": False}, now=0.0)
+                                "detach": detach, "timeout": None, "stream": stream}, now=0.0)
     assert out == []
     add(state, job, range(n), memory=memory, expected=expected, files=files)
     return job
@@ -407,3 +407,29 @@ def test_an_agent_rejoining_with_tasks_that_ran_elsewhere_is_told_to_stop_them()
                          now=1.0)
     assert (aid.encode(), Msg.KILL, {"tasks": [9]}) in out
     assert state.jobs["j1"].by_index[0].agent.aid == b
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_live_output_goes_to_the_client_only_from_where_the_task_runs(stream):
+    state = make_state()
+    a, b = add_agent(state, "a", slots=1), add_agent(state, "b", slots=1)
+    submit(state, {"kind": "nosort"}, n=2, stream=stream)
+    placed = runs(state.dispatch())
+    index_on_a = REMEMBERED[placed[a][0][0]][1]
+    chunks = [["j1", index_on_a, 1, b"hello\n"], ["j1", index_on_a, 2, b"oops\n"],
+              ["j1", 1 - index_on_a, 1, b"not from here\n"], ["j1", index_on_a, 7, b"bad stream\n"],
+              ["nope", 0, 1, b"no such job\n"]]
+    out = state.agent_output({"agent": a, "chunks": chunks})
+    if not stream:
+        assert out == []
+        return
+    assert out == [(CLIENT, Msg.OUTPUT, {"job": "j1", "chunks": [[index_on_a, f"w{index_on_a}", 1, b"hello\n"],
+                                                                 [index_on_a, f"w{index_on_a}", 2, b"oops\n"]]})]
+    assert state.agent_output({"agent": b, "chunks": chunks[:2]}) == []  # b does not run that task
+
+
+def test_run_messages_carry_the_jobs_stream_flag():
+    state = make_state()
+    add_agent(state, "a")
+    submit(state, {"kind": "nosort"}, n=1, stream=True)
+    assert [body["stream"] for _, kind, body in state.dispatch() if kind is Msg.RUN] == [True]
