@@ -49,6 +49,8 @@ class _LauncherLink:
         self.outbuf = bytearray()
         self.tasks: set[int] = set()
         self.last_used = time.monotonic()
+        #: the poll flags it is registered with
+        self.flags = 0
 
     def send(self, msg: list) -> None:
         self.outbuf += msgpack.packb(msg, use_bin_type=True)
@@ -117,6 +119,8 @@ class AgentDaemon:
         self._bad_log = RateLimitedLog(log)
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
+        #: kept from pass to pass; a launcher's flags change only when its output buffer fills or empties
+        self.poller = zmq.Poller()
 
     def stop(self) -> None:
         self._stop = True
@@ -173,12 +177,15 @@ class AgentDaemon:
     def _loop(self) -> None:
         self._register()
         next_beat = time.monotonic() + self.heartbeat
+        poller = self.poller
+        poller.register(self.dealer, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
         while not self._stop:
-            poller = zmq.Poller()
-            poller.register(self.dealer, zmq.POLLIN)
-            poller.register(self._wake_r, zmq.POLLIN)
             for link in self.launchers.values():
-                poller.register(link.sock, zmq.POLLIN | (zmq.POLLOUT if link.outbuf else 0))
+                flags = zmq.POLLIN | (zmq.POLLOUT if link.outbuf else 0)
+                if flags != link.flags:
+                    poller.register(link.sock, flags)  # (registering again changes the flags)
+                    link.flags = flags
             timeout = 20 if self.outbox else max(0.0, next_beat - time.monotonic()) * 1000
             events = dict(poller.poll(int(timeout)))
             if self.dealer in events:
@@ -382,6 +389,9 @@ class AgentDaemon:
 
     def _close_launcher(self, link: _LauncherLink) -> None:
         self.launchers.pop(link.key, None)
+        if link.flags:
+            self.poller.unregister(link.sock)
+            link.flags = 0
         for tid in link.tasks:
             self.task_launcher.pop(tid, None)
             self.task_info.pop(tid, None)
