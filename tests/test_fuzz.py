@@ -24,13 +24,14 @@ VALID = [protocol.encode(kind, body) for kind, body in [
     (Msg.HELLO, {"client": "c"}),
     (Msg.SUBMIT, {"job": "fuzz", "name": "n", "policy": {"kind": "nosort"}, "env": {}, "trusted": False,
                   "shm_host": None, "halted": False, "resubmit": False, "detach": False, "timeout": None,
-                  "stream": False}),
+                  "stream": True}),
     (Msg.ADD_TASKS, {"job": "fuzz", "tasks": [[0, "w", "os:system", 0, 0, [], b"\xc1"]]}),
     (Msg.CONTROL, {"job": "fuzz", "action": "end"}),
     (Msg.REGISTER, {"agent": "a", "host": "h", "shm_host": "s", "cpus": 1, "memory": 1, "slots": 1, "pid": 1,
                     "running": [[7, "fuzz", 0, None]]}),
     (Msg.AGENT_REPORTS, {"agent": "a", "batch": 1, "reports": [[1, "fuzz", 0, True, b"", 0, 0, b"", b""]]}),
     (Msg.HEARTBEAT, {"agent": "a", "load": [1.0], "cpu": 1, "mem_avail": 1, "running": 0}),
+    (Msg.AGENT_OUTPUT, {"agent": "a", "chunks": [["fuzz", 0, 1, b"out\n"]]}),
     (Msg.ATTACH, {"job": "fuzz"}), (Msg.ADMIN, {"action": "drain", "target": "h"}),
 ]]
 
