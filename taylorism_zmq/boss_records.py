@@ -99,6 +99,8 @@ class JobRecord:
     timeout: float | None = None
     #: its tasks' output goes live to its client
     stream: bool = False
+    #: its client is told when its tasks are sent to agents
+    started: bool = False
     indexes: set[int] = field(default_factory=set)
     done: int = 0
     failed: int = 0

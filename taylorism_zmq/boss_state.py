@@ -111,6 +111,7 @@ class BossState:
         job.detach = body["detach"]
         job.timeout = body["timeout"]
         job.stream = body["stream"]
+        job.started = body["started"]
         self.clients[route] = now
         if body["resubmit"]:
             job.hold_until = self.started + self.recovery_grace
@@ -417,13 +418,18 @@ class BossState:
                 continue  # its tasks may still be running on agents that have not re-registered
             out += self._dispatch_job(job, batches)
             self._refresh_ready(job)
+        started: dict[str, list[int]] = {}
         for (aid, jid), rows in batches.items():
             job = self.jobs.get(jid)
             if job is None:
                 continue  # ended in this pass: its tasks were cancelled
+            if job.started:
+                started.setdefault(jid, []).extend(row[1] for row in rows)
             out.append((aid.encode(), Msg.RUN, {"job": jid, "env": job.env, "trusted": job.trusted,
                                                 "binded": job.policy.binded, "timeout": job.timeout,
                                                 "stream": job.stream, "tasks": rows}))
+        for jid, indexes in started.items():
+            out.append((self.jobs[jid].client, Msg.STARTED, {"job": jid, "indexes": indexes}))
         return out
 
     def _dispatch_job(self, job: JobRecord, batches: dict) -> list[Out]:

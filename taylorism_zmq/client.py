@@ -128,6 +128,7 @@ class Boss:
             "job": self._job, "name": str(name or self._job), "policy": policy, "env": client_env(),
             "trusted": self._conn.trusted, "shm_host": host_key() if self._shared else None, "halted": True,
             "resubmit": False, "detach": bool(detach), "timeout": timeout, "stream": stream,
+            "started": bool(verbose),
         }
         if self._attached:
             self._conn.send(Msg.ATTACH, {"job": self._job})
@@ -250,6 +251,11 @@ class Boss:
                     self._take_report(*row)
                 if isinstance(body.get("running"), int):
                     self._running = body["running"]
+            elif kind is Msg.STARTED and self.verbose:
+                for index in body["indexes"]:
+                    row = self._rows.get(index)
+                    if row is not None:
+                        taylorism_log.info("Worker %s started.", row[1])
             elif kind is Msg.OUTPUT and self._live is not None:
                 for index, name, stream, data in body["chunks"]:
                     if index not in self._reported:

@@ -51,6 +51,7 @@ class Msg(enum.IntEnum):
     STATUS_REPLY = 25
     ADMIN_REPLY = 26
     OUTPUT = 27  # live task output, for jobs that stream it
+    STARTED = 28  # tasks sent to agents, for jobs that asked (taylorism's verbose "Worker X started.")
     # agent -> boss (ROUTER)
     REGISTER = 40
     GOODBYE = 46  # the agent is leaving: requeue its tasks now
@@ -95,6 +96,7 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
         "shm_host": OPT_STR, "halted": bool, "resubmit": bool, "detach": bool,
         "timeout": (int, float, type(None)),  # seconds a task may run, or None
         "stream": bool,  # send the tasks' output live to the client
+        "started": bool,  # tell the client when its tasks are sent to agents
     },
     # task rows: index, name, worker class 'module:qualname', memory, expected_time, files, payload
     Msg.ADD_TASKS: {"job": str, "tasks": Rows((int, str, str, NUM, NUM, ListOf(str), bytes))},
@@ -108,6 +110,7 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
     # index, ok, payload, host, name, stdout, stderr
     Msg.REPORTS: {"job": str, "reports": Rows((int, bool, bytes, str, str, bytes, bytes))},
     Msg.OUTPUT: {"job": str, "chunks": Rows((int, str, int, bytes))},  # index, name, stream (1|2), data
+    Msg.STARTED: {"job": str, "indexes": ListOf(int)},
     Msg.JOB_END: {"job": str, "status": str, "pending": ListOf(int), "error": (dict, type(None))},
     Msg.ERROR: {"message": str},
     Msg.PONG: {"boss": str},

@@ -46,7 +46,7 @@ def submit(state: BossState, policy: dict, n: int = 0, job: str = "j1", memory: 
            detach: bool = False, stream: bool = False) -> str:
     out = state.submit(CLIENT, {"job": job, "name": job, "policy": policy, "env": {}, "trusted": False,
                                 "shm_host": shm_host, "halted": halted, "resubmit": resubmit,
-                                "detach": detach, "timeout": None, "stream": stream}, now=0.0)
+                                "detach": detach, "timeout": None, "stream": stream, "started": False}, now=0.0)
     assert out == []
     add(state, job, range(n), memory=memory, expected=expected, files=files)
     return job
@@ -273,7 +273,7 @@ def test_shared_memory_jobs_run_only_on_the_clients_machine():
     assert list(runs(state.dispatch())) == [b]
     out = state.submit(CLIENT, {"job": "j2", "name": "j2", "policy": {"kind": "nosort"}, "env": {},
                                 "trusted": False, "shm_host": "machine-z", "halted": False, "resubmit": False,
-                                "detach": False, "timeout": None, "stream": False},
+                                "detach": False, "timeout": None, "stream": False, "started": False},
                        now=0.0)
     assert "no agent runs on that host" in of_kind(out, Msg.JOB_END)[0]["error"]["message"]
 
@@ -292,7 +292,7 @@ def test_nonsense_policy_fails_the_job(policy):
     state = make_state()
     out = state.submit(CLIENT, {"job": "j", "name": "j", "policy": policy, "env": {}, "trusted": False,
                                 "shm_host": None, "halted": False, "resubmit": False, "detach": False,
-                          "timeout": None, "stream": False}, now=0.0)
+                          "timeout": None, "stream": False, "started": False}, now=0.0)
     assert of_kind(out, Msg.JOB_END)[0]["status"] == "failed"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -268,3 +269,18 @@ def test_progress_bar_counts_done_tasks(capsys):
     assert report["status"] == "finished"
     err = capsys.readouterr().err
     assert "6/6 done" in err and "0 failed" in err
+
+
+def test_verbose_logs_each_start_and_report_as_taylorism(caplog):
+    caplog.set_level(logging.INFO, logger="taylorism_zmq")
+    batch_main(dict(zt="nap"), dict(name=["v1", "v2"], tag=["a", "b"]), scheduler=threads(2), verbose=True,
+               print_report=lambda r: None)
+    messages = [r.getMessage() for r in caplog.records if r.name == "taylorism_zmq"]
+    assert "Worker v1 started." in messages and "Worker v2 started." in messages
+    assert sum("'tag': 'a'" in m for m in messages) == 1  # the report, logged once
+
+
+def test_not_verbose_logs_no_starts(caplog):
+    caplog.set_level(logging.INFO, logger="taylorism_zmq")
+    batch_main(dict(zt="nap"), dict(name=["q1"]), scheduler=threads(1), print_report=lambda r: None)
+    assert not [r for r in caplog.records if "started." in r.getMessage()]

@@ -24,7 +24,7 @@ VALID = [protocol.encode(kind, body) for kind, body in [
     (Msg.HELLO, {"client": "c"}),
     (Msg.SUBMIT, {"job": "fuzz", "name": "n", "policy": {"kind": "nosort"}, "env": {}, "trusted": False,
                   "shm_host": None, "halted": False, "resubmit": False, "detach": False, "timeout": None,
-                  "stream": True}),
+                  "stream": True, "started": True}),
     (Msg.ADD_TASKS, {"job": "fuzz", "tasks": [[0, "w", "os:system", 0, 0, [], b"\xc1"]]}),
     (Msg.CONTROL, {"job": "fuzz", "action": "end"}),
     (Msg.REGISTER, {"agent": "a", "host": "h", "shm_host": "s", "cpus": 1, "memory": 1, "slots": 1, "pid": 1,
