@@ -18,7 +18,8 @@ from typing import Any
 
 import msgpack
 
-VERSION = 1
+#: 2: report rows carry the task's stdout and stderr; SUBMIT and RUN carry stream flags; OUTPUT, STARTED
+VERSION = 2
 VERSION_FRAME = bytes([VERSION])
 #: default cap for one frame received by a daemon (zmq MAXMSGSIZE and decode check)
 MAX_FRAME = 256 * 1024 * 1024

@@ -17,7 +17,7 @@ import zmq
 import zt_workers  # noqa: F401 - registers the test worker classes
 from conftest import wait_until
 
-from taylorism_zmq import AgentLostError, BossUnreachableError, batch_main, run_as_server, security
+from taylorism_zmq import AgentLostError, BossUnreachableError, batch_main, protocol, run_as_server, security
 from taylorism_zmq.connection import Connection
 from taylorism_zmq.protocol import Msg
 
@@ -182,11 +182,13 @@ def test_hostile_frames_do_not_stop_the_boss(cluster_factory):
     dealer.connect(cluster.control)
     push.connect(cluster.reports.replace("tcp://", "tcp://"))
     garbage = [
-        [b"x"], [b"\x01", b"\x02", b"\xc1"], [b"\x01", bytes([Msg.SUBMIT]), msgpack.packb({"job": 1})],
-        [b"\x01", bytes([Msg.ADD_TASKS]), msgpack.packb({"job": "nope", "tasks": [[1, 2, 3]]})],
-        [b"\x01", bytes([Msg.CONTROL]), msgpack.packb({"job": "nope", "action": "end"})],
-        [b"\x01", bytes([Msg.AGENT_REPORTS]), msgpack.packb({"agent": "ghost", "reports": [[1, True, b"", 0, 0]]})],
-        [b"\x01", bytes([Msg.RUN]), msgpack.packb({})], [os.urandom(100)] * 3,
+        [b"x"], [protocol.VERSION_FRAME, b"\x02", b"\xc1"],
+        [protocol.VERSION_FRAME, bytes([Msg.SUBMIT]), msgpack.packb({"job": 1})],
+        [protocol.VERSION_FRAME, bytes([Msg.ADD_TASKS]), msgpack.packb({"job": "nope", "tasks": [[1, 2, 3]]})],
+        [protocol.VERSION_FRAME, bytes([Msg.CONTROL]), msgpack.packb({"job": "nope", "action": "end"})],
+        [protocol.VERSION_FRAME, bytes([Msg.AGENT_REPORTS]),
+         msgpack.packb({"agent": "ghost", "reports": [[1, True, b"", 0, 0]]})],
+        [protocol.VERSION_FRAME, bytes([Msg.RUN]), msgpack.packb({})], [os.urandom(100)] * 3,
     ]
     for frames in garbage:
         dealer.send_multipart(frames)

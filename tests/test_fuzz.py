@@ -150,7 +150,7 @@ def test_hostile_frames_at_an_agent_then_it_still_runs_a_task(fake_boss):
     assert kind is Msg.REGISTER
     router.send_multipart([route, *protocol.encode(Msg.REGISTERED, {"heartbeat": 0.2, "boss": "fake"})])
     env = {"path": [os.path.dirname(__file__), *[p for p in os.sys.path if p]], "cwd": "/", "main": None}
-    garbage = [[b"x"], [b"\x01", bytes([Msg.RUN]), b"\xc1"], [b"\x01", b"\xfe", b""],
+    garbage = [[b"x"], [protocol.VERSION_FRAME, bytes([Msg.RUN]), b"\xc1"], [protocol.VERSION_FRAME, b"\xfe", b""],
                protocol.encode(Msg.RUN, {"job": "j", "env": {"path": 5}, "trusted": False, "binded": False,
                                          "timeout": None, "stream": False,
                                          "tasks": [[1, 0, None, "no.such.module:X", b"\xc1"]]}),

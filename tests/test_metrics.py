@@ -11,7 +11,7 @@ import zt_workers  # noqa: F401 - registers the test worker classes
 from conftest import free_port, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
-from taylorism_zmq import batch_main, security
+from taylorism_zmq import batch_main, protocol, security
 
 
 def scrape(port: int) -> dict[tuple[str, tuple], float]:
@@ -45,7 +45,7 @@ def test_metrics_count_hosts_tasks_jobs_latency_and_drops(cluster_factory):
         intruder = ctx.socket(zmq.DEALER)
         security.secure_client(intruder, security.load_keys())
         intruder.connect(cluster.control)
-        intruder.send_multipart([b"\x01", b"\x03", b"\xc1 not msgpack"])
+        intruder.send_multipart([protocol.VERSION_FRAME, b"\x03", b"\xc1 not msgpack"])
         wait_until(lambda: scrape(port)[("taylorism_dropped_messages_total", (("reason", "bad_message"),))] >= 1,
                    10, "the bad message in the metrics")
     finally:

@@ -89,16 +89,16 @@ def test_protocol_round_trip():
 
 
 @pytest.mark.parametrize("frames,reason", [
-    ([b"\x01", bytes([Msg.PING])], "expected 3 frames"),
-    ([b"\x02", bytes([Msg.PING]), msgpack.packb({})], "protocol version"),
-    ([b"\x01", b"\xee", msgpack.packb({})], "unknown message type"),
-    ([b"\x01", bytes([Msg.PING]), b"\xc1"], "malformed msgpack"),
-    ([b"\x01", bytes([Msg.PING]), msgpack.packb([1, 2])], "not a map"),
-    ([b"\x01", bytes([Msg.PING]), msgpack.packb({1: 2})], "malformed msgpack"),
-    ([b"\x01", bytes([Msg.CONTROL]), msgpack.packb({"job": "j"})], "lacks field"),
-    ([b"\x01", bytes([Msg.CONTROL]), msgpack.packb({"job": 3, "action": "end"})], "wrong type"),
-    ([b"\x01", bytes([Msg.ADD_TASKS]), msgpack.packb({"job": "j", "tasks": [[0, "w"]]})], "wrong type"),
-    ([b"\x01", bytes([Msg.HEARTBEAT]),
+    ([protocol.VERSION_FRAME, bytes([Msg.PING])], "expected 3 frames"),
+    ([bytes([protocol.VERSION + 1]), bytes([Msg.PING]), msgpack.packb({})], "protocol version"),
+    ([protocol.VERSION_FRAME, b"\xee", msgpack.packb({})], "unknown message type"),
+    ([protocol.VERSION_FRAME, bytes([Msg.PING]), b"\xc1"], "malformed msgpack"),
+    ([protocol.VERSION_FRAME, bytes([Msg.PING]), msgpack.packb([1, 2])], "not a map"),
+    ([protocol.VERSION_FRAME, bytes([Msg.PING]), msgpack.packb({1: 2})], "malformed msgpack"),
+    ([protocol.VERSION_FRAME, bytes([Msg.CONTROL]), msgpack.packb({"job": "j"})], "lacks field"),
+    ([protocol.VERSION_FRAME, bytes([Msg.CONTROL]), msgpack.packb({"job": 3, "action": "end"})], "wrong type"),
+    ([protocol.VERSION_FRAME, bytes([Msg.ADD_TASKS]), msgpack.packb({"job": "j", "tasks": [[0, "w"]]})], "wrong type"),
+    ([protocol.VERSION_FRAME, bytes([Msg.HEARTBEAT]),
       msgpack.packb({"agent": "a", "load": [True], "cpu": 1, "mem_avail": 1, "running": 0})], "wrong type"),
 ])
 def test_protocol_rejects_bad_frames(frames, reason):
