@@ -19,7 +19,22 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING, ERROR)")
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    _key_dir_option(parser)
     settings.add_config_options(parser)
+
+
+def _key_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--key-dir", default=None,
+                        help="directory of the CURVE keys (id.key_secret, boss.key, authorized/; default "
+                             "~/.taylorism)")
+
+
+def _use_key_dir(args: argparse.Namespace) -> None:
+    """The key directory chosen by flag, environment or config file, for every part of this process."""
+    import os
+
+    if args.key_dir:
+        os.environ["TAYLORISM_KEY_DIR"] = os.path.expanduser(args.key_dir)
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
@@ -95,6 +110,7 @@ def ctl_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--boss", default=None, help="the boss's control endpoint (default: TAYLORISM_BOSS)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the boss (default 5)")
+    _key_dir_option(p)
     p.add_argument("--config", default=None, help="TOML config file ([ctl] table)")
     p.add_argument("--print-config", action="store_true", help="print the settings in effect and exit")
     sub = p.add_subparsers(dest="command")
@@ -115,6 +131,7 @@ def ctl_parser() -> argparse.ArgumentParser:
 
 def boss_main(argv: Sequence[str] | None = None) -> int:
     args = settings.parse(settings.remember_defaults(boss_parser()), "boss", argv)
+    _use_key_dir(args)
     _setup_logging(args)
     args.reports = args.reports or reports_endpoint(args.control)
     from .boss import run_boss
@@ -136,6 +153,7 @@ def boss_main(argv: Sequence[str] | None = None) -> int:
 
 def agent_main(argv: Sequence[str] | None = None) -> int:
     args = settings.parse(settings.remember_defaults(agent_parser()), "agent", argv)
+    _use_key_dir(args)
     _setup_logging(args)
     args.reports = args.reports or reports_endpoint(args.control)
     if args.slots is not None and args.slots < 1:
@@ -153,6 +171,7 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
 def ctl_main(argv: Sequence[str] | None = None) -> int:
     parser = settings.remember_defaults(ctl_parser())
     args = settings.parse(parser, "ctl", argv)
+    _use_key_dir(args)
     if args.command is None:
         parser.error("a command is needed: status, jobs, drain, undrain or keygen")
     if args.command == "keygen":

@@ -14,8 +14,9 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def command(*args, env=None, timeout=60):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("TAYLORISM_") or k == "TAYLORISM_KEY_DIR"}
+def command(*args, env=None, timeout=60, keep_key_dir=True):
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith("TAYLORISM_") or (k == "TAYLORISM_KEY_DIR" and keep_key_dir)}
     return subprocess.run([sys.executable, "-m", "taylorism_zmq", *args], capture_output=True, text=True,
                           timeout=timeout, env={**clean, "TAYLORISM_CONFIG": "/nonexistent", **(env or {})})
 
@@ -104,3 +105,17 @@ def test_the_example_driver_compresses_a_directory(tmp_path):
     assert "5 files compressed" in out.stdout, out.stderr[-2000:]
     for i in range(5):
         assert gzip.decompress((data / f"file{i}.txt.gz").read_bytes()) == (data / f"file{i}.txt").read_bytes()
+
+
+def test_key_dir_from_the_config_file_is_where_the_commands_look_for_keys(tmp_path):
+    from conftest import free_port
+
+    keys = tmp_path / "site-keys"
+    config = tmp_path / "c.toml"
+    config.write_text(f'[boss]\nkey-dir = "{keys}"\n\n[ctl]\nkey-dir = "{keys}"\n')
+    missing = command("boss", "--config", str(config), "--control", f"tcp://127.0.0.1:{free_port()}",
+                      keep_key_dir=False)
+    assert missing.returncode == 2 and f"no key pair in {keys}" in missing.stderr  # names that directory
+    made = command("ctl", "--config", str(config), "keygen", keep_key_dir=False)
+    assert made.returncode == 0, made.stderr
+    assert (keys / "id.key_secret").is_file() and list((keys / "authorized").glob("id-*.key"))
