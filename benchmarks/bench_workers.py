@@ -14,6 +14,17 @@ class ZmqTrivial(taylorism_zmq.Worker):
         return self.bench_value
 
 
+class ZmqStamp(taylorism_zmq.Worker):
+    """Return the wall-clock times its task began and ended (start and report latencies)."""
+
+    _footprint = dict(attr=dict(bench_stamp=dict(type=int)))
+
+    def _task(self):
+        import time
+
+        return time.time()
+
+
 class ZmqSleep(taylorism_zmq.Worker):
     """Sleep for a given time (placement benchmark)."""
 
