@@ -35,6 +35,9 @@ log = logging.getLogger("taylorism_zmq.boss")
 
 #: messages read from one socket per pass, so one busy peer cannot starve the others
 DRAIN_BATCH = 256
+#: messages sent only while their peer keeps up: never queued for a peer that does not read (a slow client,
+#: or a hostile one sending bad messages to make the boss answer), counted when dropped
+_DROPPABLE = {Msg.OUTPUT: "output_dropped", Msg.REFUSED: "replies_dropped", Msg.ERROR: "replies_dropped"}
 #: messages that show a client is alive
 _CLIENT_KINDS = frozenset({Msg.HELLO, Msg.SUBMIT, Msg.ADD_TASKS, Msg.CONTROL, Msg.PING, Msg.ATTACH})
 
@@ -256,6 +259,8 @@ class BossDaemon:
             message = (f"protocol version {version} is not supported by this boss "
                        f"(it speaks version {protocol.VERSION}); upgrade taylorism-zmq on both sides")
             return [(route, Msg.REFUSED, {"message": message})]
+        if route:  # say why, so that a peer that does not follow the protocol can tell
+            return [(route, Msg.ERROR, {"message": f"the boss dropped a message of yours: {str(exc)[:300]}"})]
         return []
 
     def _drain_wake(self) -> None:
@@ -269,21 +274,22 @@ class BossDaemon:
     def _send_all(self, router: zmq.Socket, out: list[Out]) -> None:
         for route, kind, body in _coalesce(out):
             frames = [route, *protocol.encode(kind, body)]
+            dropped_as = _DROPPABLE.get(kind)
             if route in self._backlog:
-                if kind is Msg.OUTPUT:  # live output is best effort: a slow client does not make it pile up
-                    self.state.counters["output_dropped"] += 1
+                if dropped_as is not None:
+                    self.state.counters[dropped_as] += 1
                 else:
                     self._backlog[route].append(frames)
                 continue
-            self._send(router, route, frames, droppable=kind is Msg.OUTPUT)
+            self._send(router, route, frames, dropped_as)
 
-    def _send(self, router: zmq.Socket, route: bytes, frames: list[bytes], droppable: bool = False) -> bool:
+    def _send(self, router: zmq.Socket, route: bytes, frames: list[bytes], dropped_as: str | None = None) -> bool:
         try:
             router.send_multipart(frames, zmq.NOBLOCK)
             return True
         except zmq.Again:
-            if droppable:
-                self.state.counters["output_dropped"] += 1
+            if dropped_as is not None:
+                self.state.counters[dropped_as] += 1
                 return False
             self._backlog.setdefault(route, collections.deque()).append(frames)
             return False

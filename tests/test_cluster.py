@@ -170,6 +170,23 @@ def test_agent_with_another_protocol_version_is_refused_on_both_sides(cluster_fa
     assert cluster.status()["counters"]["bad_messages"] == 1
 
 
+def test_a_malformed_message_is_answered_with_the_reason(cluster_factory):
+    cluster = cluster_factory()
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    security.secure_client(sock, security.load_keys())
+    sock.connect(cluster.control)
+    submit = {"job": "j", "name": "j", "policy": {"kind": "nosort"}, "env": {}, "trusted": False, "shm_host": None,
+              "halted": False, "resubmit": False, "detach": False, "timeout": None}  # no stream, no started
+    sock.send_multipart(protocol.encode(Msg.SUBMIT, submit))
+    assert sock.poll(10000)
+    kind, body = protocol.decode(sock.recv_multipart())
+    assert kind is Msg.ERROR and "SUBMIT lacks field 'stream'" in body["message"]
+    sock.close()
+    ctx.term()
+
+
 def test_hostile_frames_do_not_stop_the_boss(cluster_factory):
     cluster = cluster_factory()
     cluster.add_agent(slots=2)
