@@ -3,7 +3,8 @@
 The agent forks a *zygote* before it creates its zmq context.  For each code
 environment (the client's ``sys.path``, working directory and main script)
 the zygote forks a *launcher*, which imports the worker modules once and then
-forks one process per task.  Forks are cheap (~0.5 ms) and inherit no zmq
+forks one process per task, ahead of its task (a fork of this ~20 MiB process
+costs 1-2 ms of CPU, off the task's path).  Task processes inherit no zmq
 socket, so a killed agent is seen dead at once.  The launcher owns its tasks:
 it reads each task's report from a pipe, reaps it with ``waitpid``, and
 sends the agent one terminal message per task, whatever happened (a report,
