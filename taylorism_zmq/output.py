@@ -15,6 +15,8 @@ from typing import TextIO
 
 #: default bytes kept per stream of a task for its report
 DEFAULT_MAX_OUTPUT = 1 << 20
+#: a line longer than this is written out in pieces rather than kept whole
+MAX_LINE = 1 << 16
 STDOUT, STDERR = 1, 2
 
 
@@ -64,9 +66,13 @@ class LiveOutput:
         key = (index, stream)
         data = self._partial.pop(key, b"") + data
         lines = data.split(b"\n")
-        if lines[-1]:
-            self._partial[key] = lines[-1]
-        self._write(name, stream, lines[:-1])
+        rest = lines.pop()
+        while len(rest) > MAX_LINE:  # no newline in sight: do not hold it all
+            lines.append(rest[:MAX_LINE])
+            rest = rest[MAX_LINE:]
+        if rest:
+            self._partial[key] = rest
+        self._write(name, stream, lines)
 
     def end(self, index: int, name: str) -> None:
         """The task is reported: write what is left of its last lines."""

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from taylorism_zmq import batch_main, run_as_server
-from taylorism_zmq.output import CappedOutput, LiveOutput
+from taylorism_zmq.output import MAX_LINE, CappedOutput, LiveOutput
 
 
 def threads(n: int):
@@ -155,3 +155,13 @@ def test_live_output_joins_chunks_into_prefixed_lines():
     live.end(0, "w")
     assert out.getvalue() == "[w] hello\n[v] other\n[w] wor\n" and err.getvalue() == "[w] oops\n"
 
+
+
+def test_live_output_does_not_hold_an_endless_line():
+    import io
+
+    out = io.StringIO()
+    live = LiveOutput(out, io.StringIO())
+    for _ in range(5):
+        live.feed(0, "w", 1, b"y" * MAX_LINE)
+    assert out.getvalue().count("[w] ") >= 4 and len(live._partial.get((0, 1), b"")) <= MAX_LINE
