@@ -34,6 +34,8 @@ log = logging.getLogger("taylorism_zmq.agent")
 
 #: launchers kept alive per agent (one per client code environment)
 MAX_LAUNCHERS = 8
+#: default seconds a launcher with no task may stay (its process and spares hold memory on the host)
+LAUNCHER_IDLE = 600.0
 #: how long without a REGISTERED answer before registering again
 REGISTER_RETRY = 5.0
 #: how long a batch of reports waits for its acknowledgement before it is sent again
@@ -81,7 +83,7 @@ class AgentDaemon:
     def __init__(self, control: str, reports: str, slots: int | None = None, host_name: str | None = None,
                  heartbeat: float = 1.0, parent_pid: int | None = None, memory: float | None = None,
                  inject_load: float = 0.0, insecure: bool = False, max_report: int | None = None,
-                 max_output: int | None = None):
+                 max_output: int | None = None, launcher_idle: float = LAUNCHER_IDLE):
         self.control_endpoint = control
         self.reports_endpoint = reports
         self.cpus = psutil.cpu_count() or 1
@@ -95,6 +97,7 @@ class AgentDaemon:
         self.inject_load = inject_load
         self.max_report = max_report
         self.max_output = max_output
+        self.launcher_idle = launcher_idle
         self.curve = not insecure and security.needs_curve(control)
         #: pickle may travel on this link: private ipc, or authenticated tcp
         self.trusted_link = self.curve or link_is_trusted(control)
@@ -204,6 +207,7 @@ class AgentDaemon:
             now = time.monotonic()
             if now >= next_beat:
                 self._beat()
+                self._close_idle_launchers(now)
                 next_beat = now + self.heartbeat
                 if not self.registered and now - self._registered_at > REGISTER_RETRY:
                     self._register()
@@ -222,6 +226,11 @@ class AgentDaemon:
                 "memory": self.memory, "slots": self.slots, "pid": os.getpid(),
                 "running": [[tid, *info] for tid, info in self.task_info.items()]}
         self.dealer.send_multipart(protocol.encode(Msg.REGISTER, body), zmq.NOBLOCK)
+
+    def _close_idle_launchers(self, now: float) -> None:
+        for link in [x for x in self.launchers.values() if not x.tasks and now - x.last_used > self.launcher_idle]:
+            log.info("agent %s: closing launcher %d, idle for %.0fs", self.aid, link.pid, now - link.last_used)
+            self._close_launcher(link)
 
     def _beat(self) -> None:
         load = [x + self.inject_load for x in os.getloadavg()]
@@ -343,6 +352,7 @@ class AgentDaemon:
               stdout: bytes, stderr: bytes) -> None:
         if link is not None:
             link.tasks.discard(tid)
+            link.last_used = time.monotonic()
         self.task_launcher.pop(tid, None)
         info = self.task_info.pop(tid, None)
         if info is None:
@@ -418,5 +428,6 @@ def run_agent(args: Any) -> int:
                         heartbeat=args.heartbeat, parent_pid=args.parent_pid, memory=args.memory,
                         inject_load=args.inject_load, insecure=args.insecure,
                         max_report=int(args.max_report_mb * 2**20) if args.max_report_mb else None,
-                        max_output=int(args.max_output_kb * 1024) if args.max_output_kb is not None else None)
+                        max_output=int(args.max_output_kb * 1024) if args.max_output_kb is not None else None,
+                        launcher_idle=args.launcher_idle)
     return agent.serve()

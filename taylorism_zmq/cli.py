@@ -102,6 +102,9 @@ def agent_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-output-kb", type=float, default=None,
                    help="bytes of a task's stdout, and of its stderr, kept for its report, in KiB: the head and the "
                         "tail, with a note of what was dropped between (default 1024)")
+    p.add_argument("--launcher-idle", type=float, default=600.0,
+                   help="seconds a job environment's launcher (a process and its spare task processes) stays "
+                        "once no task of it runs (default 600)")
     return p
 
 

@@ -474,3 +474,16 @@ def test_an_agent_notices_a_silent_boss_and_says_so(cluster_factory):
     while "answers again" not in line and time.monotonic() < deadline:
         line = proc.stderr.readline()
     assert "answers again" in line
+
+
+def test_an_idle_launcher_and_its_spares_go_away(cluster_factory):
+    cluster = cluster_factory()
+    agent = cluster.add_agent(slots=2, extra=("--launcher-idle", "1"))
+    cluster.wait_agents(1)
+    batch_main(dict(zt="nap"), dict(tag=[1, 2]), scheduler=threads(2), boss=cluster.control, print_report=quiet)
+    zygote = psutil.Process(agent.pid).children()[0]
+    assert zygote.children()  # the job's launcher
+    wait_until(lambda: not zygote.children(recursive=True), 15, "the idle launcher and its spares to leave")
+    report = batch_main(dict(zt="nap"), dict(tag=[3]), scheduler=threads(1), boss=cluster.control,
+                        print_report=quiet)  # a new one comes for the next job
+    assert report["workers_report"][0]["report"]["tag"] == "3"
