@@ -38,6 +38,9 @@ MAX_LAUNCHERS = 8
 LAUNCHER_IDLE = 600.0
 #: how long without a REGISTERED answer before registering again
 REGISTER_RETRY = 5.0
+#: live task output an agent sends, in bytes per second (bursts up to a second's worth); more is dropped
+#: (the reports keep it all), so a task flooding its stdout cannot fill the report socket's queue
+LIVE_OUTPUT_RATE = 8 << 20
 #: how long a batch of reports waits for its acknowledgement before it is sent again
 RESEND_AFTER = 5.0
 
@@ -109,6 +112,9 @@ class AgentDaemon:
         self.outbox: collections.deque = collections.deque()
         #: streamed task output not sent yet: [job, index, stream, data] rows (best effort, never resent)
         self.output_box: list[list] = []
+        #: bytes of live output that may still be sent (a token bucket refilled at LIVE_OUTPUT_RATE)
+        self._live_budget = float(LIVE_OUTPUT_RATE)
+        self._live_refilled = time.monotonic()
         self.output_dropped = 0
         #: report batches the boss has not acknowledged: batch -> (reports, time sent)
         self.unacked: dict[int, tuple[list, float]] = {}
@@ -346,7 +352,10 @@ class AgentDaemon:
             elif msg[0] == "out":
                 info = self.task_info.get(msg[1])
                 if info is not None:
-                    self.output_box.append([info[0], info[1], msg[2], msg[3]])
+                    if self._live_allows(len(msg[3])):
+                        self.output_box.append([info[0], info[1], msg[2], msg[3]])
+                    else:
+                        self.output_dropped += 1
 
     def _done(self, link: _LauncherLink | None, tid: int, ok: bool, payload: bytes, t0: float, t1: float,
               stdout: bytes, stderr: bytes) -> None:
@@ -358,6 +367,16 @@ class AgentDaemon:
         if info is None:
             return  # a task this agent was never told about
         self.outbox.append([tid, info[0], info[1], ok, payload, t0, t1, stdout, stderr])
+
+    def _live_allows(self, size: int) -> bool:
+        now = time.monotonic()
+        self._live_budget = min(float(LIVE_OUTPUT_RATE),
+                                self._live_budget + (now - self._live_refilled) * LIVE_OUTPUT_RATE)
+        self._live_refilled = now
+        if size > self._live_budget:
+            return False
+        self._live_budget -= size
+        return True
 
     def _flush_output(self) -> None:
         """Send streamed output before the reports of the same pass (the boss keeps the order)."""

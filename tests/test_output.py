@@ -165,3 +165,13 @@ def test_live_output_does_not_hold_an_endless_line():
     for _ in range(5):
         live.feed(0, "w", 1, b"y" * MAX_LINE)
     assert out.getvalue().count("[w] ") >= 4 and len(live._partial.get((0, 1), b"")) <= MAX_LINE
+
+
+def test_a_flood_streamed_live_is_thinned_not_queued_and_the_report_keeps_its_ends(capsys):
+    flood = 40_000_000
+    report = batch_main(dict(zt="talk", lines=0, flood=flood), dict(name=["gush"]), scheduler=threads(1),
+                        print_report=quiet, stream_output=True)
+    live = capsys.readouterr().out
+    assert 0 < len(live) < flood  # the agent sends at most 8 MiB/s live, plus a burst: most is dropped
+    out = report["workers_report"][0]["stdout"]
+    assert out.startswith("gush raw\nxxx") and out.endswith("END OF FLOOD\n")
