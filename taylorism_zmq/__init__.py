@@ -12,7 +12,7 @@ from .errors import AgentLostError, BossUnreachableError, TaskDiedError, WorkerE
 from .schedulers import BaseScheduler, MaxThreadsScheduler, binding_setup
 from .worker import BindedWorker, Worker
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AgentLostError", "BaseScheduler", "BindedWorker", "Boss", "BossUnreachableError", "MaxThreadsScheduler",
