@@ -121,3 +121,15 @@ def test_key_dir_from_the_config_file_is_where_the_commands_look_for_keys(tmp_pa
     made = command("ctl", "--config", str(config), "keygen", keep_key_dir=False)
     assert made.returncode == 0, made.stderr
     assert (keys / "id.key_secret").is_file() and list((keys / "authorized").glob("id-*.key"))
+
+
+def test_package_and_project_versions_agree():
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    from taylorism_zmq import __version__
+
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        assert tomllib.load(f)["project"]["version"] == __version__
