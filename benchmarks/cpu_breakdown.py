@@ -1,0 +1,108 @@
+"""Where the CPU of a trivial task goes, process by process, on the embedded default.
+
+    python benchmarks/cpu_breakdown.py [--tasks 1000] [--slots 2]
+
+Runs W1 (trivial tasks) and reads, from /proc, the user and system time and
+the minor page faults of the client, the boss, the agent, the launcher and
+(through the launcher's reaped children) the task processes, per task. Beside
+it, the same for a bare fork loop in this process: what one fork, a child
+that exits at once and its reaping cost on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import resource
+import sys
+import time
+
+import footprints
+import psutil
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_workers  # noqa: E402,F401 - registers the trivial workers
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_times(pid: int) -> tuple[float, float, float, float, int, int]:
+    """utime, stime, reaped children's utime and stime (s), minor faults, reaped children's minor faults."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    minflt, cminflt = int(fields[7]), int(fields[8])
+    utime, stime, cutime, cstime = (int(x) / TICK for x in fields[11:15])
+    return utime, stime, cutime, cstime, minflt, cminflt
+
+
+def bare_forks(n: int) -> tuple[float, float, float]:
+    """Per fork: parent CPU, child CPU (ms) and child page faults."""
+    self0, child0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    for _ in range(n):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+    self1, child1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    parent = (self1.ru_utime - self0.ru_utime + self1.ru_stime - self0.ru_stime) / n * 1e3
+    child = (child1.ru_utime - child0.ru_utime + child1.ru_stime - child0.ru_stime) / n * 1e3
+    return parent, child, (child1.ru_minflt - child0.ru_minflt) / n
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--slots", type=int, default=2)
+    args = parser.parse_args()
+    import taylorism_zmq
+
+    scheduler = footprints.proxy.scheduler(limit="threads", max_threads=args.slots)
+
+    def run(n: int) -> float:
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            taylorism_zmq.batch_main(dict(bench_zmq=True), dict(bench_value=list(range(n))), scheduler=scheduler,
+                                     print_report=lambda r: None)
+        return time.perf_counter() - start
+
+    run(2 * args.slots)  # start the daemons and the job's launcher
+    me = psutil.Process()
+    daemons = me.children()
+    boss = next(p for p in daemons if "boss" in p.cmdline())
+    agent = next(p for p in daemons if "agent" in p.cmdline())
+    zygote = agent.children()[0]
+    roles = {boss.pid: "boss", agent.pid: "agent", **{p.pid: "launcher" for p in zygote.children()}}
+    before = {pid: proc_times(pid) for pid in roles}
+    client0 = resource.getrusage(resource.RUSAGE_SELF)
+    elapsed = run(args.tasks)
+    client1 = resource.getrusage(resource.RUSAGE_SELF)
+    n = args.tasks
+    print(f"W1: {n} trivial tasks, {args.slots} slots: {n / elapsed:.0f} tasks/s")
+    print(f"{'process':18} {'user ms':>8} {'sys ms':>8} {'faults':>7}   (per task)")
+    client_cpu = (client1.ru_utime - client0.ru_utime, client1.ru_stime - client0.ru_stime)
+    print(f"{'client':18} {client_cpu[0] / n * 1e3:>8.2f} {client_cpu[1] / n * 1e3:>8.2f} "
+          f"{(client1.ru_minflt - client0.ru_minflt) / n:>7.0f}")
+    total = sum(client_cpu)
+    for pid, role in roles.items():
+        try:
+            after = proc_times(pid)
+        except FileNotFoundError:
+            continue
+        d = [b - a for a, b in zip(before[pid], after, strict=True)]
+        print(f"{role:18} {d[0] / n * 1e3:>8.2f} {d[1] / n * 1e3:>8.2f} {d[4] / n:>7.0f}")
+        total += d[0] + d[1]
+        if role == "launcher":
+            print(f"{'  task processes':18} {d[2] / n * 1e3:>8.2f} {d[3] / n * 1e3:>8.2f} {d[5] / n:>7.0f}")
+            total += d[2] + d[3]
+    print(f"total CPU per task: {total / n * 1e3:.2f} ms; on {os.cpu_count()} cpus that bounds W1 at "
+          f"{(os.cpu_count() or 1) / (total / n):.0f} tasks/s")
+    parent, child, faults = bare_forks(300)
+    print(f"a bare fork here (this process, {me.memory_info().rss / 2**20:.0f} MiB): parent {parent:.2f} ms, "
+          f"child that exits at once {child:.2f} ms and {faults:.0f} faults")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
