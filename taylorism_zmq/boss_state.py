@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .boss_records import AgentRecord, JobRecord, TaskRecord
-from .boss_status import status_snapshot, traceback_tail
+from .boss_status import status_snapshot, text_tail, traceback_tail
 from .placement import HostUsage, HostView, Policy, TaskView, TicketPool
 from .protocol import Msg
 
@@ -287,7 +287,7 @@ class BossState:
                 self.counters["tasks_failed"] += 1
                 log.warning("task %s of job %s failed on host %s", task.name, jid, host)
                 self.failures.append({"time": time.time(), "job": jid, "name": task.name, "host": host,
-                                      "traceback": traceback_tail(payload)})
+                                      "traceback": traceback_tail(payload), "stderr": text_tail(stderr)})
             else:
                 self.counters["tasks_done"] += 1
         for jid, reports in forward.items():

@@ -35,6 +35,11 @@ def status_snapshot(state: BossState, now: float, page: bool = False) -> dict[st
     }
 
 
+def text_tail(data: bytes, size: int = 1500) -> str:
+    """The end of a task's output, as text (what a failing task wrote last is where its trouble shows)."""
+    return data[-size:].decode(errors="replace")
+
+
 def traceback_tail(payload: bytes, lines: int = 4) -> str:
     """The last lines of a failure's traceback (a msgpack map made by our launcher; nothing is unpickled)."""
     try:

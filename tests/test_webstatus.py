@@ -15,7 +15,7 @@ import pytest
 import zt_workers  # noqa: F401 - registers the test worker classes
 from conftest import free_port, wait_until
 
-from taylorism_zmq import run_as_server, security
+from taylorism_zmq import batch_main, run_as_server, security
 
 TOKEN = "test-token-for-the-status-page"
 
@@ -58,6 +58,12 @@ def test_status_json_shows_hosts_jobs_failures_and_timeline(page_cluster):
     assert failure["host"] in ("node-a", "node-b") and "failed on purpose" in failure["traceback"]
     assert {row[0] for row in s["timeline"]} <= {"node-a", "node-b"} and len(s["timeline"]) >= 2
     assert all(row[3] <= row[4] for row in s["timeline"])
+    assert failure["stderr"] == ""  # that worker wrote nothing
+    with pytest.raises(ValueError):
+        batch_main(dict(zt="talk", lines=2, fail=True), dict(name=["noisy"]), boss=cluster.control,
+                   scheduler=footprints.proxy.scheduler(limit="threads", max_threads=1), print_report=lambda r: None)
+    wait_until(lambda: snapshot()["failures"][-1]["name"] == "noisy", 10, "the second failure on the page")
+    assert snapshot()["failures"][-1]["stderr"] == "noisy err 0\nnoisy err 1\n"  # what it wrote last
 
 
 def _chromium():
