@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -23,6 +24,27 @@ if "TAYLORISM_TEST_KEYS" not in os.environ:
     _keys = tempfile.mkdtemp(prefix="taylorism-test-keys-")
     keygen(__import__("pathlib").Path(_keys))
     os.environ["TAYLORISM_KEY_DIR"] = os.environ["TAYLORISM_TEST_KEYS"] = _keys
+
+
+@contextlib.contextmanager
+def authorized_socket(kind: int, endpoint: str, routing_id: bytes | None = None) -> Iterator:
+    """A zmq socket with the tests' CURVE keys (an authorized peer) connected to *endpoint*, closed after."""
+    import zmq
+
+    from taylorism_zmq import security
+
+    ctx = zmq.Context()
+    sock = ctx.socket(kind)
+    sock.linger = 0
+    security.secure_client(sock, security.load_keys())
+    if routing_id is not None:
+        sock.routing_id = routing_id
+    sock.connect(endpoint)
+    try:
+        yield sock
+    finally:
+        sock.close()
+        ctx.term()
 
 
 def free_port() -> int:

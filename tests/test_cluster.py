@@ -15,7 +15,7 @@ import psutil
 import pytest
 import zmq
 import zt_workers  # noqa: F401 - registers the test worker classes
-from conftest import wait_until
+from conftest import authorized_socket, wait_until
 
 from taylorism_zmq import AgentLostError, BossUnreachableError, batch_main, protocol, run_as_server, security
 from taylorism_zmq.connection import Connection
@@ -155,49 +155,29 @@ def test_port_in_use_is_a_clear_error(cluster_factory):
 def test_agent_with_another_protocol_version_is_refused_on_both_sides(cluster_factory):
     cluster = cluster_factory()
     cluster.wait_agents(0)
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.linger = 0
-    security.secure_client(sock, security.load_keys())
-    sock.routing_id = b"agent-from-the-future"
-    sock.connect(cluster.control)
-    sock.send_multipart([b"\x09", bytes([Msg.REGISTER]), msgpack.packb({"agent": "agent-from-the-future"})])
-    assert sock.poll(10000)
-    version, kind, body = sock.recv_multipart()
-    assert kind == bytes([Msg.REFUSED]) and b"version 9" in body
-    sock.close()
-    ctx.term()
+    with authorized_socket(zmq.DEALER, cluster.control, routing_id=b"agent-from-the-future") as sock:
+        sock.send_multipart([b"\x09", bytes([Msg.REGISTER]), msgpack.packb({"agent": "agent-from-the-future"})])
+        assert sock.poll(10000)
+        version, kind, body = sock.recv_multipart()
+        assert kind == bytes([Msg.REFUSED]) and b"version 9" in body
     assert cluster.status()["counters"]["bad_messages"] == 1
 
 
 def test_a_malformed_message_is_answered_with_the_reason(cluster_factory):
     cluster = cluster_factory()
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.linger = 0
-    security.secure_client(sock, security.load_keys())
-    sock.connect(cluster.control)
     submit = {"job": "j", "name": "j", "policy": {"kind": "nosort"}, "env": {}, "trusted": False, "shm_host": None,
               "halted": False, "resubmit": False, "detach": False, "timeout": None}  # no stream, no started
-    sock.send_multipart(protocol.encode(Msg.SUBMIT, submit))
-    assert sock.poll(10000)
-    kind, body = protocol.decode(sock.recv_multipart())
+    with authorized_socket(zmq.DEALER, cluster.control) as sock:
+        sock.send_multipart(protocol.encode(Msg.SUBMIT, submit))
+        assert sock.poll(10000)
+        kind, body = protocol.decode(sock.recv_multipart())
     assert kind is Msg.ERROR and "SUBMIT lacks field 'stream'" in body["message"]
-    sock.close()
-    ctx.term()
 
 
 def test_hostile_frames_do_not_stop_the_boss(cluster_factory):
     cluster = cluster_factory()
     cluster.add_agent(slots=2)
     cluster.wait_agents(1)
-    ctx = zmq.Context()
-    dealer, push = ctx.socket(zmq.DEALER), ctx.socket(zmq.PUSH)
-    for s in (dealer, push):
-        s.linger = 0
-        security.secure_client(s, security.load_keys())
-    dealer.connect(cluster.control)
-    push.connect(cluster.reports.replace("tcp://", "tcp://"))
     garbage = [
         [b"x"], [protocol.VERSION_FRAME, b"\x02", b"\xc1"],
         [protocol.VERSION_FRAME, bytes([Msg.SUBMIT]), msgpack.packb({"job": 1})],
@@ -207,16 +187,15 @@ def test_hostile_frames_do_not_stop_the_boss(cluster_factory):
          msgpack.packb({"agent": "ghost", "reports": [[1, True, b"", 0, 0]]})],
         [protocol.VERSION_FRAME, bytes([Msg.RUN]), msgpack.packb({})], [os.urandom(100)] * 3,
     ]
-    for frames in garbage:
-        dealer.send_multipart(frames)
-        push.send_multipart(frames)
-    wait_until(lambda: cluster.status()["counters"].get("bad_messages", 0) >= 10, 10, "rejects counted")
+    with authorized_socket(zmq.DEALER, cluster.control) as dealer, \
+            authorized_socket(zmq.PUSH, cluster.reports) as push:
+        for frames in garbage:
+            dealer.send_multipart(frames)
+            push.send_multipart(frames)
+        wait_until(lambda: cluster.status()["counters"].get("bad_messages", 0) >= 10, 10, "rejects counted")
     report = batch_main(dict(zt="nap"), dict(tag=[1, 2, 3]), scheduler=threads(2), boss=cluster.control,
                         print_report=quiet)
     assert len(report["workers_report"]) == 3
-    dealer.close()
-    push.close()
-    ctx.term()
 
 
 def test_boss_killed_mid_job_is_a_clear_error_not_a_hang(cluster_factory, monkeypatch):

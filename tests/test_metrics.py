@@ -8,10 +8,10 @@ import footprints
 import pytest
 import zmq
 import zt_workers  # noqa: F401 - registers the test worker classes
-from conftest import free_port, wait_until
+from conftest import authorized_socket, free_port, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
-from taylorism_zmq import batch_main, protocol, security
+from taylorism_zmq import batch_main, protocol
 
 
 def scrape(port: int) -> dict[tuple[str, tuple], float]:
@@ -40,16 +40,10 @@ def test_metrics_count_hosts_tasks_jobs_latency_and_drops(cluster_factory):
         batch_main(dict(zt="nap", fail="value"), dict(tag=[1]), scheduler=scheduler, boss=cluster.control,
                    print_report=lambda r: None)
 
-    ctx = zmq.Context()  # a hostile frame on the control port counts as a dropped message
-    try:
-        intruder = ctx.socket(zmq.DEALER)
-        security.secure_client(intruder, security.load_keys())
-        intruder.connect(cluster.control)
+    with authorized_socket(zmq.DEALER, cluster.control) as intruder:  # a hostile frame counts as dropped
         intruder.send_multipart([protocol.VERSION_FRAME, b"\x03", b"\xc1 not msgpack"])
         wait_until(lambda: scrape(port)[("taylorism_dropped_messages_total", (("reason", "bad_message"),))] >= 1,
                    10, "the bad message in the metrics")
-    finally:
-        ctx.destroy(linger=0)
 
     m = scrape(port)
     assert m[("taylorism_tasks_ended_total", (("outcome", "done"),))] == 7
