@@ -22,6 +22,7 @@ from typing import Any
 
 from .boss_records import AgentRecord, JobRecord, TaskRecord
 from .boss_status import status_snapshot, text_tail, traceback_tail
+from .output import STDERR, STDOUT
 from .placement import HostUsage, HostView, Policy, TaskView, TicketPool
 from .protocol import Msg
 
@@ -315,7 +316,7 @@ class BossState:
             task = job.by_index.get(index) if job is not None else None
             # only from where the task runs now (not from a stale copy on an agent thought lost)
             if task is not None and job is not None and job.stream and task.agent is not None \
-                    and task.agent.aid == aid and stream in (1, 2):
+                    and task.agent.aid == aid and stream in (STDOUT, STDERR):
                 chunks.setdefault(jid, []).append([index, task.name, stream, data])
         return [(self.jobs[jid].client, Msg.OUTPUT, {"job": jid, "chunks": rows}) for jid, rows in chunks.items()]
 

@@ -13,11 +13,12 @@ import atexit
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
+
+from .procutil import stop_processes
 
 log = logging.getLogger("taylorism_zmq")
 
@@ -55,15 +56,7 @@ class Embedded:
         from .connection import forget
 
         forget(self.control)
-        for proc in self.processes:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.processes:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(self.processes, grace=5)
         shutil.rmtree(self.directory, ignore_errors=True)
 
 

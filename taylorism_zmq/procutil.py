@@ -7,6 +7,8 @@ import ctypes.util
 import os
 import signal
 import socket
+import subprocess
+from collections.abc import Iterable
 
 _PR_SET_PDEATHSIG = 1
 _libc = None
@@ -23,6 +25,20 @@ def die_with_parent(sig: int = signal.SIGKILL, parent_pid: int | None = None) ->
         pass
     if parent_pid is not None and os.getppid() != parent_pid:
         os._exit(1)
+
+
+def stop_processes(procs: Iterable[subprocess.Popen], grace: float) -> None:
+    """SIGTERM every process still running, then wait for each; one that outlives *grace* seconds is killed."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def host_key() -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -135,16 +134,9 @@ class Cluster:
                               capture_output=True, text=True, timeout=30)
 
     def close(self) -> None:
-        procs = [p for p in [*self.agents, self.boss] if p is not None]
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        from taylorism_zmq.procutil import stop_processes
+
+        stop_processes([p for p in [*self.agents, self.boss] if p is not None], grace=10)
 
 
 @pytest.fixture

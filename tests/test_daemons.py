@@ -16,6 +16,8 @@ import psutil
 import pytest
 from conftest import free_port, wait_until
 
+from taylorism_zmq.procutil import stop_processes
+
 DAEMONS = Path(__file__).resolve().parent.parent / "daemons"
 SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "salloc", "srun", "sinfo", "scontrol")
 
@@ -130,14 +132,7 @@ class Slurm:
 
     def stop(self) -> None:
         subprocess.run(["scancel", "--full", "--user=root"], env=self.env, capture_output=True, timeout=30)
-        for proc in self.procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(self.procs, grace=20)
         pidfile = self.root / "munged.pid"
         if pidfile.exists():
             try:
