@@ -22,9 +22,9 @@ import time
 import psutil
 import zmq
 
-from taylorism_zmq import protocol
-from taylorism_zmq.connection import Connection
-from taylorism_zmq.protocol import Msg
+from taylorism_zmq.client.connection import Connection
+from taylorism_zmq.wire import protocol
+from taylorism_zmq.wire.protocol import Msg
 
 
 class FakeAgents:

@@ -17,8 +17,8 @@ import logging
 import sys
 import time
 
-from taylorism_zmq.boss_state import BossState
-from taylorism_zmq.protocol import Msg
+from taylorism_zmq.boss.state import BossState
+from taylorism_zmq.wire.protocol import Msg
 
 CLIENT = b"client"
 

@@ -210,8 +210,8 @@ def tcp_cluster(agents=2):
     procs += [subprocess.Popen([*cmd, "agent", "--boss", control, "--reports", reports, "--insecure", "--slots", "8",
                                 "--host-name", f"node-{i}", "--log-level", "ERROR"]) for i in range(agents)]
     try:
-        from taylorism_zmq.connection import Connection
-        from taylorism_zmq.protocol import Msg
+        from taylorism_zmq.client.connection import Connection
+        from taylorism_zmq.wire.protocol import Msg
 
         conn = Connection(control, timeout=30)
         while conn.request(Msg.HELLO, {"client": conn.client_id}, Msg.WELCOME)["agents"] < agents:

@@ -29,8 +29,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 import bench_workers  # noqa: E402,F401 - registers ZmqSleep
 
 from taylorism_zmq import batch_main  # noqa: E402
-from taylorism_zmq.connection import Connection  # noqa: E402
-from taylorism_zmq.protocol import Msg  # noqa: E402
+from taylorism_zmq.client.connection import Connection  # noqa: E402
+from taylorism_zmq.wire.protocol import Msg  # noqa: E402
 
 HOSTS = (("host-big", 4, 0.0), ("host-small", 2, 0.0), ("host-loaded", 2, 2.0))
 

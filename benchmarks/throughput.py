@@ -136,7 +136,7 @@ def main() -> int:
     import taylorism_zmq
 
     start = time.perf_counter()
-    from taylorism_zmq.client import _connect
+    from taylorism_zmq.client.proxy import _connect
 
     _connect(None)
     startup = time.perf_counter() - start

@@ -5,11 +5,12 @@ Existing taylorism programs change their import only::
     from taylorism_zmq import batch_main, examples
 """
 
-from . import schedulers, security, util
+from . import schedulers, util
 from .alias import install_as_taylorism
 from .client import Boss, batch_main, run_as_server, taylorism_log
 from .errors import AgentLostError, BossUnreachableError, TaskDiedError, WorkerError
 from .schedulers import BaseScheduler, MaxThreadsScheduler, binding_setup
+from .wire import security
 from .worker import BindedWorker, Worker
 
 __version__ = "0.2.0"

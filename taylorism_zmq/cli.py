@@ -137,15 +137,15 @@ def boss_main(argv: Sequence[str] | None = None) -> int:
     _use_key_dir(args)
     _setup_logging(args)
     args.reports = args.reports or reports_endpoint(args.control)
-    from .boss import run_boss
+    from .boss.daemon import run_boss
     from .procutil import die_with_parent
-    from .sockets import EndpointInUseError
+    from .wire.sockets import EndpointInUseError
 
     if args.parent_pid is not None:
         import signal
 
         die_with_parent(signal.SIGTERM, args.parent_pid)
-    from .security import KeysError
+    from .wire.security import KeysError
 
     try:
         return run_boss(args)
@@ -161,8 +161,8 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
     args.reports = args.reports or reports_endpoint(args.control)
     if args.slots is not None and args.slots < 1:
         agent_parser().error("--slots must be at least 1")
-    from .agent import run_agent
-    from .security import KeysError
+    from .agent.daemon import run_agent
+    from .wire.security import KeysError
 
     try:
         return run_agent(args)
@@ -180,7 +180,7 @@ def ctl_main(argv: Sequence[str] | None = None) -> int:
     if args.command == "keygen":
         from pathlib import Path
 
-        from .security import keygen
+        from .wire.security import keygen
 
         try:
             public = keygen(Path(args.dir) if args.dir else None, args.name, authorize=not args.no_authorize,
@@ -190,11 +190,11 @@ def ctl_main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(f"wrote {public} and {public}_secret (0600)")
         return 0
+    from .client.connection import Connection
     from .config import boss_address
-    from .connection import Connection
     from .errors import BossUnreachableError
-    from .protocol import Msg
-    from .security import KeysError
+    from .wire.protocol import Msg
+    from .wire.security import KeysError
 
     address = boss_address(args.boss)
     if address is None:

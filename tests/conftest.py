@@ -18,7 +18,7 @@ import pytest
 if "TAYLORISM_TEST_KEYS" not in os.environ:
     import tempfile
 
-    from taylorism_zmq.security import keygen
+    from taylorism_zmq.wire.security import keygen
 
     _keys = tempfile.mkdtemp(prefix="taylorism-test-keys-")
     keygen(__import__("pathlib").Path(_keys))
@@ -112,8 +112,8 @@ class Cluster:
         return proc
 
     def status(self) -> dict:
-        from taylorism_zmq.connection import Connection
-        from taylorism_zmq.protocol import Msg
+        from taylorism_zmq.client.connection import Connection
+        from taylorism_zmq.wire.protocol import Msg
 
         conn = Connection(self.control, timeout=10)
         try:
@@ -168,7 +168,7 @@ def no_stray_processes() -> Iterator[None]:
     """After the whole suite, no process started by the tests may be left, orphans included."""
     before = set(_our_processes())
     yield
-    from taylorism_zmq.embedded import shutdown_embedded
+    from taylorism_zmq.client.embedded import shutdown_embedded
 
     shutdown_embedded()
 

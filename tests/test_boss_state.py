@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from taylorism_zmq.boss_state import BossState
-from taylorism_zmq.protocol import Msg
+from taylorism_zmq.boss.state import BossState
+from taylorism_zmq.wire.protocol import Msg
 
 CLIENT = b"client-1"
 

@@ -164,7 +164,7 @@ def test_worker_class_in_a_script_main(tmp_path):
 
 def test_embedded_startup_is_quick():
     code = ("import time; t = time.perf_counter(); import taylorism_zmq; "
-            "from taylorism_zmq.client import _connect; _connect(None); "
+            "from taylorism_zmq.client.proxy import _connect; _connect(None); "
             "print(time.perf_counter() - t)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -17,9 +17,10 @@ import zmq
 import zt_workers  # noqa: F401 - registers the test worker classes
 from conftest import authorized_socket, wait_until
 
-from taylorism_zmq import AgentLostError, BossUnreachableError, batch_main, protocol, run_as_server, security
-from taylorism_zmq.connection import Connection
-from taylorism_zmq.protocol import Msg
+from taylorism_zmq import AgentLostError, BossUnreachableError, batch_main, run_as_server
+from taylorism_zmq.client.connection import Connection
+from taylorism_zmq.wire import protocol, security
+from taylorism_zmq.wire.protocol import Msg
 
 
 def threads(n: int):

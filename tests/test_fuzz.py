@@ -16,9 +16,10 @@ from conftest import free_port, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from taylorism_zmq import batch_main, protocol, security
-from taylorism_zmq.codec import Codec
-from taylorism_zmq.protocol import Msg
+from taylorism_zmq import batch_main
+from taylorism_zmq.wire import protocol, security
+from taylorism_zmq.wire.codec import Codec
+from taylorism_zmq.wire.protocol import Msg
 
 VALID = [protocol.encode(kind, body) for kind, body in [
     (Msg.HELLO, {"client": "c"}),

@@ -11,7 +11,8 @@ import zt_workers  # noqa: F401 - registers the test worker classes
 from conftest import authorized_socket, free_port, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
-from taylorism_zmq import batch_main, protocol
+from taylorism_zmq import batch_main
+from taylorism_zmq.wire import protocol
 
 
 def scrape(port: int) -> dict[tuple[str, tuple], float]:

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taylorism_zmq import protocol
-from taylorism_zmq.codec import Codec
-from taylorism_zmq.protocol import Msg, ProtocolError
+from taylorism_zmq.wire import protocol
+from taylorism_zmq.wire.codec import Codec
+from taylorism_zmq.wire.protocol import Msg, ProtocolError
 
 
 class Opaque:
@@ -143,7 +143,7 @@ def test_decode_validates_any_well_formed_body(kind, body):
 def test_untrusted_references_may_not_import_new_modules():
     import msgpack as mp
 
-    from taylorism_zmq import codec as codec_module
+    from taylorism_zmq.wire import codec as codec_module
 
     data = mp.packb(mp.ExtType(codec_module.REF, mp.packb("antigravity:fly")))
     with pytest.raises(ValueError, match="refused on an untrusted link"):

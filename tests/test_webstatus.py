@@ -15,7 +15,8 @@ import pytest
 import zt_workers  # noqa: F401 - registers the test worker classes
 from conftest import free_port, wait_until
 
-from taylorism_zmq import batch_main, run_as_server, security
+from taylorism_zmq import batch_main, run_as_server
+from taylorism_zmq.wire import security
 
 TOKEN = "test-token-for-the-status-page"
 

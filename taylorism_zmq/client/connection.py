@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import stat
 import threading
 import time
 import uuid
@@ -19,10 +18,10 @@ from typing import Any
 
 import zmq
 
-from . import protocol, security
-from .errors import BossUnreachableError, ProtocolVersionError
-from .protocol import Msg, ProtocolError
-from .sockets import configure_connected
+from ..errors import BossUnreachableError, ProtocolVersionError
+from ..wire import protocol, security
+from ..wire.protocol import Msg, ProtocolError
+from ..wire.sockets import configure_connected
 
 log = logging.getLogger("taylorism_zmq")
 
@@ -40,18 +39,6 @@ def default_timeout() -> float:
         raise ValueError("TAYLORISM_BOSS_TIMEOUT must be a number of seconds") from None
 
 
-def link_is_trusted(endpoint: str) -> bool:
-    """True for an ipc endpoint in a directory only we can enter (pickle may go there)."""
-    if not endpoint.startswith("ipc://"):
-        return False
-    directory = os.path.dirname(endpoint[len("ipc://"):]) or "."
-    try:
-        st = os.stat(directory)
-    except OSError:
-        return False
-    return st.st_uid == os.getuid() and not st.st_mode & (stat.S_IRWXG | stat.S_IRWXO)
-
-
 class Connection:
     """A DEALER connected to a boss's control socket."""
 
@@ -62,7 +49,7 @@ class Connection:
         #: read once, before any socket exists (a missing key pair is a clear error, nothing to clean up)
         self._keys = security.load_keys() if curve else None
         #: pickle may travel on this link: private ipc, or authenticated tcp
-        self.trusted = curve or link_is_trusted(endpoint)
+        self.trusted = curve or security.link_is_trusted(endpoint)
         self.pid = os.getpid()
         self.client_id = f"client-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.lock = threading.RLock()

@@ -2,9 +2,8 @@
 
 Jobs, tasks and agents live here.  Each handler takes a validated message
 body and returns the messages to send as ``(route, Msg, body)`` tuples; the
-daemon (:mod:`.boss`) does the I/O.  Dispatch keeps two indexes so that an
-event never scans every task: the agents with free slots and the jobs with
-tasks ready to go.
+daemon (:mod:`.daemon`) does the I/O; placement and the slot accounting of
+running tasks are in :mod:`.dispatch`.
 
 Task states: pending -> running -> done | failed | cancelled, and running ->
 pending again when its agent is lost (up to ``max_retries`` times).
@@ -14,32 +13,23 @@ Job states: running <-> halted -> finished | failed | stopped.
 from __future__ import annotations
 
 import collections
-import heapq
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-from .boss_records import AgentRecord, JobRecord, TaskRecord
-from .boss_status import status_snapshot, text_tail, traceback_tail
-from .output import STDERR, STDOUT
-from .placement import HostUsage, HostView, Policy, TaskView, TicketPool
-from .protocol import Msg
+from ..wire.protocol import STDERR, STDOUT, Msg
+from .dispatch import Dispatcher, Out
+from .free_hosts import FreeHosts
+from .invariants import check_invariants
+from .placement import Policy
+from .plugins import PluginLoader
+from .records import AgentRecord, JobRecord, TaskRecord
+from .status import status_snapshot, text_tail, traceback_tail
 
 log = logging.getLogger("taylorism_zmq.boss")
 
 
-Out = tuple[bytes, Msg, dict[str, Any]]
-#: builds a job's placement plugin from its policy and code environment (the daemon provides it)
-PluginLoader = Callable[[Policy, dict], Any]
-
-
-class PlacementError(Exception):
-    """A placement plugin failed: its job fails, the boss goes on."""
-
-
-#: how many pending tasks of a job are tried per pass when the head does not fit
-LOOKAHEAD = 32
 #: how many ended job ids are remembered to drop their late reports quietly
 ENDED_MEMORY = 1024
 #: reports kept for jobs not (yet) submitted again after a boss restart
@@ -50,7 +40,7 @@ DETACHED_MEMORY = 256
 TIMELINE, FAILURES = 3000, 20
 
 
-class BossState:
+class BossState(Dispatcher):
     """Jobs, tasks and agents, and every transition between their states."""
 
     def __init__(self, boss_id: str = "boss", max_retries: int = 1, heartbeat: float = 1.0,
@@ -75,14 +65,8 @@ class BossState:
         self.agents: dict[str, AgentRecord] = {}
         self.jobs: dict[str, JobRecord] = {}
         self.tasks: dict[int, TaskRecord] = {}
-        #: agents with a free slot
-        self.free_agents: dict[str, AgentRecord] = {}
-        #: heap of (-headroom, seq, agent id) over free agents; an entry is valid while its seq is the agent's
-        self._free_heap: list[tuple[float, int, str]] = []
-        self._free_seq: dict[str, int] = {}
-        #: agents that freed slots since the last dispatch: re-indexed once each, not once per task
-        self._freed: dict[str, AgentRecord] = {}
-        self._seq = 0
+        #: agents with a free slot, most headroom first
+        self.free = FreeHosts()
         #: jobs that have pending tasks and may dispatch them
         self.ready_jobs: dict[str, JobRecord] = {}
         self.ended: collections.OrderedDict[str, str] = collections.OrderedDict()
@@ -225,7 +209,7 @@ class BossState:
                 stale.append(tid)
         if stale:
             out.append((route, Msg.KILL, {"tasks": stale}))
-        self._refresh_free(agent)
+        self.free.update(agent)
         log.info("agent %s joined from host %s (%d slots, %d cpus, %d task(s) running)", aid, agent.host,
                  agent.slots, agent.cpus, len(body["running"]))
         out.append((route, Msg.REGISTERED, {"heartbeat": self.heartbeat, "boss": self.boss_id}))
@@ -236,7 +220,7 @@ class BossState:
         hit = [a for a in self.agents.values() if target in (a.host, a.aid)]
         for agent in hit:
             agent.draining = draining
-            self._refresh_free(agent)
+            self.free.update(agent)
             log.info("agent %s on host %s %s", agent.aid, agent.host, "draining" if draining else "undrained")
         return [a.aid for a in hit]
 
@@ -247,8 +231,8 @@ class BossState:
             return [(body["agent"].encode(), Msg.REREGISTER, {})]
         agent.last_seen = now
         agent.load, agent.cpu, agent.mem_avail = body["load"], body["cpu"], body["mem_avail"]
-        if agent.aid in self.free_agents:
-            self._refresh_free(agent)  # its headroom changed
+        if agent.aid in self.free:
+            self.free.update(agent)  # its headroom changed
         return [(agent.route, Msg.PONG, {"boss": self.boss_id})]  # so that agents notice a dead boss
 
     def agent_reports(self, body: dict, now: float) -> list[Out]:
@@ -351,8 +335,7 @@ class BossState:
         agent = self.agents.pop(aid, None)
         if agent is None:
             return []
-        self.free_agents.pop(aid, None)
-        self._free_seq.pop(aid, None)
+        self.free.remove(aid)
         log.warning("agent %s on host %s lost (%s); %d task(s) were running there",
                     aid, agent.host, reason, len(agent.running))
         self.counters["agents_lost"] += 1
@@ -406,209 +389,6 @@ class BossState:
             del self.clients[route]
         return out
 
-    # -- dispatch -------------------------------------------------------------
-    def dispatch(self, now: float | None = None) -> list[Out]:
-        """Place ready tasks on agents with free slots; one RUN per (agent, job)."""
-        self._refresh_freed()
-        batches: dict[tuple[str, str], list] = {}
-        out: list[Out] = []
-        for job in list(self.ready_jobs.values()):
-            if not self.free_agents:
-                break
-            if now is not None and now < job.hold_until:
-                continue  # its tasks may still be running on agents that have not re-registered
-            out += self._dispatch_job(job, batches)
-            self._refresh_ready(job)
-        started: dict[str, list[int]] = {}
-        for (aid, jid), rows in batches.items():
-            job = self.jobs.get(jid)
-            if job is None:
-                continue  # ended in this pass: its tasks were cancelled
-            if job.started:
-                started.setdefault(jid, []).extend(row[1] for row in rows)
-            out.append((aid.encode(), Msg.RUN, {"job": jid, "env": job.env, "trusted": job.trusted,
-                                                "binded": job.policy.binded, "timeout": job.timeout,
-                                                "stream": job.stream, "tasks": rows}))
-        for jid, indexes in started.items():
-            out.append((self.jobs[jid].client, Msg.STARTED, {"job": jid, "indexes": indexes}))
-        return out
-
-    def _dispatch_job(self, job: JobRecord, batches: dict) -> list[Out]:
-        while job.n_pending and self.free_agents:
-            window = job.pop_window(LOOKAHEAD if job.policy.limits_memory or job.policy.singlefile else 1)
-            held: list[TaskRecord] = []
-            placed = 0
-            for i, task in enumerate(window):
-                try:
-                    agent = self._pick_agent(job, task) if self.free_agents else None
-                except PlacementError as exc:
-                    job.push_back(held + window[i:])
-                    return self._end_job(job, "failed", kill=True, error=("RuntimeError", str(exc)))
-                if agent is None:
-                    held.append(task)
-                    continue
-                self._start(task, agent)
-                batches.setdefault((agent.aid, job.jid), []).append(
-                    [task.tid, task.index, task.ticket, task.cls, task.payload])
-                placed += 1
-            job.push_back(held)
-            if not placed:
-                if held and not job.running:
-                    return self._check_fits_somewhere(job, held[0])
-                break
-        return []
-
-    def _pick_agent(self, job: JobRecord, task: TaskRecord) -> AgentRecord | None:
-        """The free agent with the most headroom that fits the job's limits (least recently used among equals).
-
-        O(log hosts), plus one heap operation per host skipped because the job's own limits are
-        reached there.
-        """
-        if job.plugin is not None:
-            return self._plugin_pick(job, task)
-        heap, chosen, seen = self._free_heap, None, []
-        while heap:
-            entry = heapq.heappop(heap)
-            if self._free_seq.get(entry[2]) != entry[1]:
-                continue  # stale: the agent changed since
-            seen.append(entry)
-            agent = self.agents[entry[2]]
-            if self._fits(job, task, agent):
-                chosen = agent
-                break
-        for entry in seen:
-            heapq.heappush(heap, entry)
-        return chosen
-
-    def _plugin_pick(self, job: JobRecord, task: TaskRecord) -> AgentRecord | None:
-        """Ask the job's placement plugin (O(hosts) per task: plugins see every candidate)."""
-        candidates = [a for a in self.free_agents.values() if self._fits(job, task, a)]
-        if not candidates:
-            return None
-        views = {}
-        for a in candidates:
-            usage = job.usage.get(a.aid)
-            views[a.aid] = HostView(a.host, a.aid, a.slots, a.free, len(a.running),
-                                    usage.running if usage else 0, a.load[0] if a.load else 0.0, a.cpu,
-                                    a.memory, a.mem_avail, a.headroom)
-        try:
-            choice = job.plugin.place(TaskView(task.name, task.index, task.memory, task.expected_time),
-                                      list(views.values()))
-        except Exception as exc:
-            raise PlacementError(f"placement plugin {job.policy.placement} failed on task {task.name}: "
-                                 f"{type(exc).__name__}: {exc}") from None
-        if choice is None:
-            return None
-        if not isinstance(choice, HostView) or views.get(choice.agent) is not choice:
-            raise PlacementError(f"placement plugin {job.policy.placement} returned {choice!r:.100}, "
-                                 "not one of the hosts it was given (or None)")
-        return self.agents[choice.agent]
-
-    def _fits(self, job: JobRecord, task: TaskRecord, agent: AgentRecord) -> bool:
-        policy = job.policy
-        if job.shm_host is not None and agent.shm_host != job.shm_host:
-            return False
-        usage = job.usage.get(agent.aid)
-        cap = policy.threads_cap(agent.cpus)
-        if usage is not None and cap is not None and usage.running >= cap:
-            return False
-        mem_cap = policy.memory_cap(agent.memory)
-        if mem_cap is not None:
-            used = usage.memory if usage is not None else 0.0
-            if not policy.memory_fits(used, policy.task_memory(task.memory), mem_cap):
-                return False
-        return not (policy.singlefile and any(job.open_files[f] for f in task.files))
-
-    def _check_fits_somewhere(self, job: JobRecord, task: TaskRecord) -> list[Out]:
-        """Fail a job at once when its task could not run even on an idle host."""
-        policy = job.policy
-        hosts = [a for a in self.agents.values() if job.shm_host in (None, a.shm_host)]
-        if not hosts or not policy.limits_memory:
-            return []
-        need = policy.task_memory(task.memory)
-        caps = [policy.memory_cap(a.memory) or 0.0 for a in hosts]
-        if not any(policy.memory_fits(0.0, need, cap) for cap in caps):
-            msg = (f"task {task.name} needs {need:.0f} MiB, more than the job may use on any host "
-                   f"(largest: {max(caps):.0f} MiB)")
-            return self._end_job(job, "failed", kill=True, error=("MemoryError", msg))
-        return []
-
-    def _start(self, task: TaskRecord, agent: AgentRecord, ticket: int | None = None,
-               adopted: bool = False) -> None:
-        job = task.job
-        usage = job.usage.get(agent.aid)
-        if usage is None:
-            usage = job.usage[agent.aid] = HostUsage(TicketPool(job.policy.ticket_range(agent.cpus)))
-        usage.running += 1
-        usage.memory += job.policy.task_memory(task.memory)
-        if adopted:
-            usage.tickets.claim(ticket)
-            task.ticket = ticket
-        else:
-            task.ticket = usage.tickets.take()
-        for f in task.files:
-            job.open_files[f] += 1
-        task.state, task.agent = "running", agent
-        job.n_pending -= 1
-        if self.on_dispatch is not None and not adopted:
-            self.on_dispatch(time.monotonic() - task.queued)
-        job.running[task.tid] = task
-        agent.running.add(task.tid)
-        self._refresh_free(agent)
-
-    def _adopt(self, task: TaskRecord, agent: AgentRecord, ticket: int | None) -> None:
-        """Take over a pending task as running where an agent says it runs (after a boss restart)."""
-        self._start(task, agent, ticket, adopted=True)
-        self.counters["tasks_adopted"] += 1
-
-    def _release(self, task: TaskRecord, state: str) -> None:
-        """Free what a task holds and move it to *state*."""
-        job, agent = task.job, task.agent
-        if task.state == "pending":
-            job.n_pending -= 1
-        if agent is not None:
-            agent.running.discard(task.tid)
-            usage = job.usage.get(agent.aid)
-            if usage is not None:
-                usage.running -= 1
-                usage.memory -= job.policy.task_memory(task.memory)
-                usage.tickets.give_back(task.ticket)
-            if agent.aid in self.agents:
-                self._freed[agent.aid] = agent  # re-indexed once, before the next dispatch
-        for f in task.files:
-            job.open_files[f] -= 1
-        job.running.pop(task.tid, None)
-        task.agent, task.ticket, task.state = None, None, state
-        if state != "pending":
-            del self.tasks[task.tid]
-            job.by_index.pop(task.index, None)
-
-    def _refresh_freed(self) -> None:
-        for aid, agent in self._freed.items():
-            if aid in self.agents:
-                self._refresh_free(agent)
-        self._freed.clear()
-
-    def _refresh_free(self, agent: AgentRecord) -> None:
-        """Re-index an agent after its slots, load or state changed."""
-        if agent.free > 0 and not agent.draining:
-            self.free_agents[agent.aid] = agent
-            self._seq += 1
-            self._free_seq[agent.aid] = self._seq
-            heapq.heappush(self._free_heap, (-agent.headroom, self._seq, agent.aid))
-            if len(self._free_heap) > 4 * len(self.free_agents) + 64:
-                self._free_heap = [e for e in self._free_heap if self._free_seq.get(e[2]) == e[1]]
-                heapq.heapify(self._free_heap)
-        else:
-            self.free_agents.pop(agent.aid, None)
-            self._free_seq.pop(agent.aid, None)
-
-    def _refresh_ready(self, job: JobRecord) -> None:
-        if job.n_pending and not job.halted and not job.stopping and job.jid in self.jobs:
-            self.ready_jobs.setdefault(job.jid, job)
-        else:
-            self.ready_jobs.pop(job.jid, None)
-
     # -- job ends -------------------------------------------------------------
     def _maybe_finished(self, job: JobRecord) -> list[Out]:
         if job.jid not in self.jobs or job.running:
@@ -658,28 +438,8 @@ class BossState:
 
     # -- checks -----------------------------------------------------------------
     def validate(self) -> None:
-        """Assert the indexes agree with the records (tests call it after every event)."""
-        self._refresh_freed()  # (what dispatch does first)
-        for job in self.jobs.values():
-            pending = list(job.pending_tasks())
-            assert job.n_pending == len(pending), (job.jid, job.n_pending, len(pending))
-            assert all(self.tasks[t.tid] is t for t in pending)
-            for tid, task in job.running.items():
-                assert task.state == "running" and task.agent is not None and tid in task.agent.running
-            for aid, usage in job.usage.items():
-                on_host = [t for t in job.running.values() if t.agent is not None and t.agent.aid == aid]
-                assert usage.running == len(on_host), (job.jid, aid, usage.running, len(on_host))
-            assert (job.jid in self.ready_jobs) == bool(job.n_pending and not job.halted and not job.stopping)
-            job_live = [*pending, *job.running.values()]
-            assert {t.index: t for t in job_live} == job.by_index, (job.jid, "by_index")
-        for aid, agent in self.agents.items():
-            assert all(self.tasks[tid].agent is agent for tid in agent.running)
-            assert (aid in self.free_agents) == (agent.free > 0 and not agent.draining)
-        valid = [e for e in self._free_heap if self._free_seq.get(e[2]) == e[1]]
-        assert sorted(e[2] for e in valid) == sorted(self.free_agents), "one valid heap entry per free agent"
-        assert all(-e[0] == self.agents[e[2]].headroom for e in valid), "heap keys are current"
-        live = {t.tid for j in self.jobs.values() for t in (*j.pending_tasks(), *j.running.values())}
-        assert live == set(self.tasks), (sorted(live ^ set(self.tasks)))
+        """Assert the indexes agree with the records, changing nothing (tests call it after every event)."""
+        check_invariants(self)
 
     # -- visibility -----------------------------------------------------------
     def status(self, now: float, page: bool = False) -> dict[str, Any]:

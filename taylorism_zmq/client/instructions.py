@@ -14,7 +14,7 @@ from typing import Any
 
 from footprints import proxy as fpx
 
-from .codec import Codec
+from ..wire.codec import Codec
 
 #: attributes set in the task process, not by the client
 _RUNTIME_ATTRS = ("scheduler_ticket",)
@@ -77,7 +77,7 @@ def client_env() -> dict[str, Any]:
     cwd = os.getcwd()
     path = [os.path.abspath(p) if p else cwd for p in sys.path if isinstance(p, str)]
     main = getattr(sys.modules.get("__main__"), "__file__", None)
-    from .alias import alias_installed
+    from ..alias import alias_installed
 
     env: dict[str, Any] = {"path": list(dict.fromkeys(path)), "cwd": cwd,
                            "main": os.path.abspath(main) if isinstance(main, str) else None}

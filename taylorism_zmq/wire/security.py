@@ -18,6 +18,7 @@ import ipaddress
 import os
 import shutil
 import socket
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,18 @@ def key_dir() -> Path:
 def needs_curve(endpoint: str) -> bool:
     """tcp endpoints are authenticated and encrypted unless told otherwise."""
     return endpoint.startswith("tcp://") and os.environ.get("TAYLORISM_INSECURE", "") not in ("1", "yes", "true")
+
+
+def link_is_trusted(endpoint: str) -> bool:
+    """True for an ipc endpoint in a directory only we can enter (pickle may go there)."""
+    if not endpoint.startswith("ipc://"):
+        return False
+    directory = os.path.dirname(endpoint[len("ipc://"):]) or "."
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not st.st_mode & (stat.S_IRWXG | stat.S_IRWXO)
 
 
 def is_loopback(endpoint: str) -> bool:

@@ -1,6 +1,6 @@
-"""taylorism's API on top of a boss: ``Boss``, ``run_as_server``, ``batch_main``.
+"""taylorism's ``Boss``, as a proxy for one job on a boss daemon (an embedded one by default).
 
-A :class:`Boss` is one job on a boss daemon (an embedded one by default).
+A :class:`Boss` is one job on the boss.
 Instructions are resolved into workers here, sent in batches, and reports
 stream back as tasks end; control signals map onto job controls.
 """
@@ -16,17 +16,17 @@ from typing import Any
 from bronx.system import interrupt
 from footprints import proxy as fpx
 
-from .codec import Codec
-from .config import boss_address
+from ..config import boss_address
+from ..errors import AgentLostError, WorkerError
+from ..procutil import host_key
+from ..wire.codec import Codec
+from ..wire.protocol import Msg
 from .connection import Connection, connect
 from .embedded import embedded_endpoint
-from .errors import AgentLostError, WorkerError
 from .instructions import client_env, instruction_sets, resolve_worker, task_row
-from .output import LiveOutput
-from .procutil import host_key
-from .protocol import Msg
+from .live_output import LiveOutput
+from .policy import to_policy
 from .reports import report_entry
-from .schedulers import to_policy
 
 taylorism_log = logging.getLogger("taylorism_zmq")
 
@@ -315,67 +315,3 @@ class Boss:
             taylorism_log.error("job %s failed: %s", self._job, exc)
         self._final = {"workers_report": exc, "status": "workers exception", "traceback": tb}
         return exc
-
-
-def _follow(proxy: Boss) -> None:
-    """Wait for the job's end, drawing a progress bar."""
-    from .progress import Progress
-
-    bar = Progress(len(proxy._instructions))
-    proxy.end()
-    try:
-        while proxy._end is None and proxy._final is None:
-            proxy._conn.wait(proxy._inbox, timeout=0.5)
-            proxy._pump()
-            failed = sum(1 for r in proxy._reports if "traceback" in r)
-            bar.update(len(proxy._reported), proxy._running, failed)
-    finally:
-        bar.close()
-
-
-def run_as_server(common_instructions: dict = dict(), individual_instructions: dict = dict(),
-                  scheduler: Any = None, verbose: bool = False, maxlenreport: int = 1024,
-                  sharedmemory_common_instructions: dict = dict(), boss: str | None = None,
-                  detach: bool = False, timeout: float | None = None, stream_output: bool | None = None) -> Boss:
-    """Build a Boss, give it the instructions, set the workers to work; return the Boss."""
-    if scheduler is None:
-        scheduler = fpx.scheduler(limit="threads", max_threads=0)
-    proxy = Boss(verbose=verbose, scheduler=scheduler, maxlenreport=maxlenreport,
-                 sharedmemory_common_instructions=sharedmemory_common_instructions, boss=boss, detach=detach,
-                 timeout=timeout, stream_output=stream_output)
-    proxy.set_instructions(common_instructions, individual_instructions)
-    proxy.make_them_work()
-    return proxy
-
-
-def batch_main(common_instructions: dict = dict(), individual_instructions: dict = dict(),
-               scheduler: Any = None, verbose: bool = False, maxlenreport: int = 1024,
-               print_report: Any = print, sharedmemory_common_instructions: dict = dict(),
-               boss: str | None = None, timeout: float | None = None, progress: bool = False,
-               stream_output: bool | None = None) -> dict:
-    """Run the instructions to the end, print each worker's report and return the report.
-
-    *progress* shows a bar with done, running and failed counts and an ETA on stderr;
-    *stream_output* prints the tasks' output as it comes (see :class:`Boss`).
-    """
-    proxy = run_as_server(common_instructions, individual_instructions, scheduler=scheduler,
-                          verbose=verbose, maxlenreport=maxlenreport,
-                          sharedmemory_common_instructions=sharedmemory_common_instructions, boss=boss,
-                          timeout=timeout, stream_output=stream_output)
-    with interrupt.SignalInterruptHandler(emitlogs=False):
-        try:
-            if progress:
-                _follow(proxy)
-            proxy.wait_till_finished()
-            report = proxy.get_report()
-        except (Exception, KeyboardInterrupt, interrupt.SignalInterruptError):
-            proxy.stop_them_working()
-            raise
-    assert report is not None
-    for r in report["workers_report"]:
-        taskheader = "WORKER NAME: " + r["name"]
-        print("=" * len(taskheader))
-        print(taskheader)
-        print("-" * len(taskheader))
-        print_report(r["report"])
-    return report

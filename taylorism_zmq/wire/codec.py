@@ -189,7 +189,7 @@ class Codec:
 
     @staticmethod
     def _rebuild_shmarray(value: list) -> Any:
-        from .util import SharedNumpyArray
+        from ..util import SharedNumpyArray
 
         return SharedNumpyArray.attach(*value)
 

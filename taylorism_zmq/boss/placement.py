@@ -8,8 +8,12 @@ per host: ``max_threads=2`` runs two tasks of the job on every host.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .records import AgentRecord, JobRecord, TaskRecord
 
 #: taylorism's bound on tickets for memory-limited schedulers
 MAX_TICKETS = 512
@@ -162,3 +166,34 @@ class TaskView:
     index: int
     memory: float
     expected_time: float
+
+
+def fits(job: JobRecord, task: TaskRecord, agent: AgentRecord) -> bool:
+    """Whether *task* may start on *agent* now, within its job's limits on that host."""
+    policy = job.policy
+    if job.shm_host is not None and agent.shm_host != job.shm_host:
+        return False
+    usage = job.usage.get(agent.aid)
+    cap = policy.threads_cap(agent.cpus)
+    if usage is not None and cap is not None and usage.running >= cap:
+        return False
+    mem_cap = policy.memory_cap(agent.memory)
+    if mem_cap is not None:
+        used = usage.memory if usage is not None else 0.0
+        if not policy.memory_fits(used, policy.task_memory(task.memory), mem_cap):
+            return False
+    return not (policy.singlefile and any(job.open_files[f] for f in task.files))
+
+
+def fits_nowhere(job: JobRecord, task: TaskRecord, agents: Iterable[AgentRecord]) -> str | None:
+    """Why *task* could not run even on an idle host of *agents*, or None if it could."""
+    policy = job.policy
+    hosts = [a for a in agents if job.shm_host in (None, a.shm_host)]
+    if not hosts or not policy.limits_memory:
+        return None
+    need = policy.task_memory(task.memory)
+    caps = [policy.memory_cap(a.memory) or 0.0 for a in hosts]
+    if any(policy.memory_fits(0.0, need, cap) for cap in caps):
+        return None
+    return (f"task {task.name} needs {need:.0f} MiB, more than the job may use on any host "
+            f"(largest: {max(caps):.0f} MiB)")

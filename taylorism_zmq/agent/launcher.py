@@ -1,15 +1,15 @@
-"""Task processes: forked from a warm launcher that never touched zmq.
+"""The launcher: forks task processes from a warm process that never touched zmq.
 
-The agent forks a *zygote* before it creates its zmq context.  For each code
-environment (the client's ``sys.path``, working directory and main script)
-the zygote forks a *launcher*, which imports the worker modules once and then
+For each code environment (the client's ``sys.path``, working directory and
+main script) the zygote (:mod:`.zygote`) forks a *launcher*, which imports the worker modules once and then
 forks one process per task, ahead of its task (a fork of this ~20 MiB process
 costs 1-2 ms of CPU, off the task's path).  Task processes inherit no zmq
 socket, so a killed agent is seen dead at once.  The launcher owns its tasks:
 it reads each task's report from a pipe, reaps it with ``waitpid``, and
 sends the agent one terminal message per task, whatever happened (a report,
 an exception, an exit code or a signal), with the task's stdout and stderr,
-which it reads from two more pipes (see :mod:`.output`).
+which it reads from two more pipes (see :mod:`.output`).  What runs in a
+task process is in :mod:`.task`.
 
 Launcher <-> agent messages are msgpack arrays on a stream socket:
 ``["run", tid, ticket, cls, payload, binded, trusted, timeout, stream]``,
@@ -24,18 +24,19 @@ import os
 import selectors
 import signal
 import socket
-import struct
 import sys
 import time
-import traceback
 import types
 from typing import Any, NamedTuple
 
 import msgpack
 
-from .codec import Codec, ref_of, resolve_ref
-from .output import DEFAULT_MAX_OUTPUT, STDERR, STDOUT, CappedOutput
-from .procutil import die_with_parent
+from ..procutil import die_with_parent
+from ..wire.codec import Codec, resolve_ref
+from ..wire.protocol import STDERR, STDOUT
+from .output import DEFAULT_MAX_OUTPUT, CappedOutput
+from .pipes import LENGTH, MAX_BUFFER, READ_CHUNK, recv_available, write_all
+from .task import died, failure, task_main
 
 #: seconds between SIGTERM and SIGKILL when tasks are stopped
 KILL_GRACE = 1.0
@@ -43,81 +44,6 @@ KILL_GRACE = 1.0
 SPARES = 2
 #: default cap on one task's report (the boss caps frames at this size too)
 DEFAULT_MAX_REPORT = 256 * 1024 * 1024 - 4096
-MAX_BUFFER = 1 << 30
-#: bytes asked of one read: a pipe's capacity (asking for 1 MiB makes Python allocate, and the kernel map,
-#: a fresh 1 MiB buffer per call: ~25 us and two page faults for a 100-byte message)
-READ_CHUNK = 1 << 16
-#: the length before an order and a result on a task's pipes: each end acts on a whole message at once,
-#: without waiting for the other to close the pipe
-_LENGTH = struct.Struct("<Q")
-
-
-class Zygote:
-    """The agent's handle on its zmq-free zygote process."""
-
-    def __init__(self, pid: int, sock: socket.socket):
-        self.pid = pid
-        self.sock = sock
-
-    @classmethod
-    def start(cls) -> Zygote:
-        """Fork the zygote; call before any zmq context exists in this process."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child
-            ours.close()
-            try:
-                _zygote_main(theirs, parent)
-            finally:
-                os._exit(0)
-        theirs.close()
-        return cls(pid, ours)
-
-    def spawn_launcher(self, env: dict[str, Any]) -> tuple[int, socket.socket]:
-        """Fork a launcher for *env*; return its pid and the agent's end of its channel."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        socket.send_fds(self.sock, [msgpack.packb(env)], [theirs.fileno()])
-        theirs.close()
-        (pid,) = struct.unpack("i", self.sock.recv(16))
-        ours.setblocking(False)
-        return pid, ours
-
-    def close(self) -> None:
-        self.sock.close()
-        try:
-            os.kill(self.pid, signal.SIGTERM)
-            os.waitpid(self.pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-
-
-def _zygote_main(sock: socket.socket, agent_pid: int) -> None:  # pragma: no cover - child
-    die_with_parent(signal.SIGKILL, agent_pid)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # launchers are reaped by the kernel
-    me = os.getpid()
-    while True:
-        try:
-            msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 1)
-        except InterruptedError:
-            continue
-        if not msg:
-            return
-        env = msgpack.unpackb(msg)
-        pid = os.fork()
-        if pid == 0:
-            sock.close()
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            try:
-                Launcher(socket.socket(fileno=fds[0]), env, me).serve()
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                os._exit(0)
-        os.close(fds[0])
-        sock.send(struct.pack("i", pid))
 
 
 class _Spare(NamedTuple):
@@ -193,7 +119,7 @@ class Launcher:
         if isinstance(cwd, str) and os.path.isdir(cwd):
             os.chdir(cwd)
         if self.env.get("alias_taylorism") is True:
-            from .alias import install_as_taylorism
+            from ..alias import install_as_taylorism
 
             install_as_taylorism()
 
@@ -315,14 +241,14 @@ class Launcher:
                 self._drop_spares()  # they were forked before this import: fork fresh ones
         except ImportError as exc:
             codec = Codec(trusted)
-            self._send(["done", tid, False, _failure(codec, exc), t0, time.time(), b"", b""])
+            self._send(["done", tid, False, failure(codec, exc), t0, time.time(), b"", b""])
             return
         if self.closing or self.term_requested:
             return  # going away: the agent will not hear of this task anyway
         spare = self.spares.pop() if self.spares else self._fork_spare()
         order = msgpack.packb([cls_ref, payload, ticket, binded, trusted, stream], use_bin_type=True)
         try:
-            _write_all(spare.task_w, _LENGTH.pack(len(order)) + order)
+            write_all(spare.task_w, LENGTH.pack(len(order)) + order)
         except OSError:
             pass  # the process died already: its exit status will tell
         os.close(spare.task_w)
@@ -351,7 +277,7 @@ class Launcher:
                 os.close(fd)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
-            _task_main(me, task_r, result_w)
+            task_main(me, task_r, result_w)
         for fd in (task_r, result_w, out_w, err_w):
             os.close(fd)
         for fd in (result_r, out_r, err_r):
@@ -390,9 +316,9 @@ class Launcher:
                     self.sel.unregister(task.pipe)
                     os.close(task.pipe)
                     break
-                if task.expect is None and task.size >= _LENGTH.size:
-                    task.expect = _LENGTH.unpack_from(b"".join(task.chunks))[0]
-                if task.expect is not None and task.size >= _LENGTH.size + task.expect:
+                if task.expect is None and task.size >= LENGTH.size:
+                    task.expect = LENGTH.unpack_from(b"".join(task.chunks))[0]
+                if task.expect is not None and task.size >= LENGTH.size + task.expect:
                     task.eof = True  # the whole result: the rest of the process's life is not our concern
                     self.sel.unregister(task.pipe)
                     os.close(task.pipe)
@@ -419,7 +345,7 @@ class Launcher:
                     break
                 if task.reported:
                     try:
-                        _write_all(2 if stream == STDERR else 1, chunk)
+                        write_all(2 if stream == STDERR else 1, chunk)
                     except OSError:
                         pass  # nowhere to write it: dropped
                     continue
@@ -467,8 +393,8 @@ class Launcher:
 
     def _finish(self, task: _Task) -> None:
         data = b"".join(task.chunks)
-        if task.expect is not None and len(data) >= _LENGTH.size + task.expect:
-            data = data[_LENGTH.size:_LENGTH.size + task.expect]
+        if task.expect is not None and len(data) >= LENGTH.size + task.expect:
+            data = data[LENGTH.size:LENGTH.size + task.expect]
         else:
             data = b""  # nothing, or cut short
         ok, payload = False, None
@@ -532,25 +458,6 @@ class Launcher:
         self.sock.close()
 
 
-def recv_available(sock: socket.socket, max_chunks: int = 64) -> bytes | None:
-    """What a non-blocking stream socket has (up to *max_chunks* reads): None if nothing, b"" at its end."""
-    chunks: list[bytes] = []
-    for _ in range(max_chunks):
-        try:
-            chunk = sock.recv(READ_CHUNK)
-        except (BlockingIOError, InterruptedError):
-            break
-        except OSError:
-            chunk = b""
-        if not chunk:
-            if not chunks:
-                return b""
-            break  # the end of the stream is seen on the next call
-        chunks.append(chunk)
-        if len(chunk) < READ_CHUNK:
-            break  # drained
-    return b"".join(chunks) if chunks else None
-
 
 def _signal_group(pid: int, sig: int) -> None:
     try:
@@ -565,118 +472,3 @@ def _module_file(module: str) -> str | None:
     mod = sys.modules.get(module)
     return getattr(mod, "__file__", None)
 
-
-def died(message: str) -> bytes:
-    """The failure payload of a task that left no report of its own (the client raises TaskDiedError)."""
-    return msgpack.packb({"died": message})
-
-
-def _failure(codec: Codec, exc: BaseException) -> bytes:
-    """Encode an exception with its traceback, as the client rebuilds it."""
-    tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    info: dict[str, Any] = {"type": ref_of(type(exc)), "str": str(exc), "repr": repr(exc), "traceback": tb}
-    try:
-        info["args"] = codec.dumps(list(exc.args))
-    except (TypeError, ValueError, OverflowError):
-        info["args"] = None
-    if codec.trusted:
-        import pickle
-
-        try:
-            info["pickle"] = pickle.dumps(exc)
-        except Exception:
-            pass
-    return msgpack.packb({"exc": info}, use_bin_type=True)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(fd, view):]
-        except InterruptedError:
-            continue
-
-
-def _read_exactly(fd: int, size: int) -> bytes:
-    """*size* bytes from *fd*, or fewer if it ends first."""
-    chunks: list[bytes] = []
-    while size > 0:
-        try:
-            chunk = os.read(fd, min(size, READ_CHUNK))
-        except InterruptedError:
-            continue
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
-
-
-def _footprints_values(attrs: dict[str, Any]) -> dict[str, Any]:
-    """Restore footprints' UNKNOWN marker, which footprints tests by identity (``value is UNKNOWN``)."""
-    import footprints
-
-    unknown = footprints.UNKNOWN
-    return {k: unknown if isinstance(v, str) and v == unknown else v for k, v in attrs.items()}
-
-
-def _flush_output() -> None:  # pragma: no cover - task process
-    """Flush stdout and stderr: the launcher takes what is in their pipes when the report comes."""
-    for f in (sys.stdout, sys.stderr):
-        try:
-            f.flush()
-        except (OSError, ValueError, AttributeError):
-            pass
-
-
-def _task_main(launcher_pid: int, task_fd: int, result_fd: int) -> None:  # pragma: no cover - task process
-    """Wait for a task on *task_fd*, run it, write ``[ok, payload]`` to *result_fd*; never returns."""
-    code = 0
-    try:
-        os.setpgid(0, 0)
-        die_with_parent(signal.SIGKILL, launcher_pid)
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
-            signal.signal(sig, signal.SIG_DFL)
-        low, high = sorted((task_fd, result_fd))
-        os.closerange(3, low)
-        os.closerange(low + 1, high)
-        os.closerange(high + 1, 1 << 16)
-        header = _read_exactly(task_fd, _LENGTH.size)
-        if len(header) < _LENGTH.size:
-            os._exit(0)  # a spare that was not needed
-        order = _read_exactly(task_fd, _LENGTH.unpack(header)[0])
-        os.close(task_fd)
-        cls_ref, payload, ticket, binded, trusted, stream = msgpack.unpackb(order)
-        if stream:  # lines reach the client as they are printed
-            for f in (sys.stdout, sys.stderr):
-                try:
-                    f.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-                except (AttributeError, ValueError):
-                    pass
-        codec = Codec(trusted)
-        try:
-            cls = resolve_ref(cls_ref)
-            attrs = _footprints_values(codec.loads(payload))
-            attrs["scheduler_ticket"] = ticket
-            if binded and ticket is not None:
-                from .schedulers import binding_setup
-
-                attrs["scheduler_hooks"] = [*attrs.get("scheduler_hooks", []), binding_setup]
-            worker = cls(checked=True, **attrs)
-            result = [True, codec.dumps(worker._work())]
-        except BaseException as exc:
-            result = [False, _failure(codec, exc)]
-        _flush_output()
-        try:
-            data = msgpack.packb(result, use_bin_type=True)
-            _write_all(result_fd, _LENGTH.pack(len(data)) + data)
-        except BrokenPipeError:
-            pass
-        # the report is complete: say so now, not after the slow teardown of this process
-        os.close(result_fd)
-    except BaseException:
-        code = 3
-    finally:
-        os._exit(code)

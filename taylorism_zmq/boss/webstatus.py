@@ -44,7 +44,7 @@ class StatusServer:
             raise ValueError(f"--http wants HOST:PORT, not {address!r}")
         self.token = token
         self._body = b"{}"
-        self._page = resources.files("taylorism_zmq.web").joinpath("index.html").read_bytes()
+        self._page = resources.files("taylorism_zmq.boss.web").joinpath("index.html").read_bytes()
         server = self
 
         class Handler(BaseHTTPRequestHandler):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 if TYPE_CHECKING:
-    from .boss_state import BossState
+    from .state import BossState
 
 
 def status_snapshot(state: BossState, now: float, page: bool = False) -> dict[str, Any]:

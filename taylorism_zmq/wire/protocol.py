@@ -23,6 +23,8 @@ VERSION = 2
 VERSION_FRAME = bytes([VERSION])
 #: default cap for one frame received by a daemon (zmq MAXMSGSIZE and decode check)
 MAX_FRAME = 256 * 1024 * 1024
+#: the stream numbers of live task output (OUTPUT and AGENT_OUTPUT chunks)
+STDOUT, STDERR = 1, 2
 
 
 class ProtocolError(ValueError):

@@ -6,8 +6,8 @@ import pickle
 import sys
 from typing import Any
 
-from .codec import Codec, resolve_ref
-from .errors import TaskDiedError, WorkerError
+from ..errors import TaskDiedError, WorkerError
+from ..wire.codec import Codec, resolve_ref
 
 
 def report_entry(name: str, ok: bool, payload: bytes, codec: Codec, stdout: bytes = b"",

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 
-from .procutil import stop_processes
+from ..procutil import stop_processes
 
 log = logging.getLogger("taylorism_zmq")
 

@@ -1,6 +1,6 @@
 """The agent daemon: one per host, between the boss and the task processes.
 
-It forks its zygote (see :mod:`.launcher`) before any zmq context exists,
+It forks its zygote (see :mod:`.zygote`) before any zmq context exists,
 then connects a DEALER to the boss's control ROUTER and a PUSH to its report
 PULL, registers, and loops on one ``zmq.Poller`` over the DEALER, the
 launchers' channels and a wake-up pipe: run what the boss sends, kill what it
@@ -23,12 +23,13 @@ import msgpack
 import psutil
 import zmq
 
-from . import protocol, security
-from .connection import link_is_trusted
-from .launcher import MAX_BUFFER, Zygote, died, recv_available
-from .procutil import die_with_parent, host_key
-from .protocol import Msg, ProtocolError
-from .sockets import RateLimitedLog, configure_connected
+from ..procutil import die_with_parent, host_key
+from ..wire import protocol, security
+from ..wire.protocol import Msg, ProtocolError
+from ..wire.sockets import RateLimitedLog, configure_connected
+from .pipes import MAX_BUFFER, recv_available
+from .task import died
+from .zygote import Zygote
 
 log = logging.getLogger("taylorism_zmq.agent")
 
@@ -103,7 +104,7 @@ class AgentDaemon:
         self.launcher_idle = launcher_idle
         self.curve = not insecure and security.needs_curve(control)
         #: pickle may travel on this link: private ipc, or authenticated tcp
-        self.trusted_link = self.curve or link_is_trusted(control)
+        self.trusted_link = self.curve or security.link_is_trusted(control)
         self.aid = f"agent-{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.launchers: dict[str, _LauncherLink] = {}
         self.task_launcher: dict[int, _LauncherLink] = {}

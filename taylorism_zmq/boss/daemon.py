@@ -1,5 +1,5 @@
 """The boss daemon: one thread, one zmq.Poller over the control ROUTER and the
-report PULL, driving :class:`.boss_state.BossState`.
+report PULL, driving :class:`.state.BossState`.
 
 Each pass of the loop: A. read control messages (clients and agents),
 B. read reports and heartbeats, C. expire silent agents, D. dispatch pending
@@ -9,14 +9,11 @@ blocks only in ``poller.poll``.
 
 from __future__ import annotations
 
-import collections
-import errno
 import gc
 import logging
 import os
 import signal
 import socket
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -24,20 +21,17 @@ from typing import Any
 
 import zmq
 
-from . import protocol, security
-from .boss_state import BossState, Out
-from .codec import resolve_ref
-from .placement import Policy
-from .protocol import Msg, ProtocolError
-from .sockets import RateLimitedLog, bind, check_bindable, configure_bound
+from ..wire import protocol, security
+from ..wire.protocol import Msg, ProtocolError
+from ..wire.sockets import RateLimitedLog, bind, check_bindable, configure_bound
+from .outbox import Outbox
+from .plugins import load_placement_plugin
+from .state import BossState, Out
 
 log = logging.getLogger("taylorism_zmq.boss")
 
 #: messages read from one socket per pass, so one busy peer cannot starve the others
 DRAIN_BATCH = 256
-#: messages sent only while their peer keeps up: never queued for a peer that does not read (a slow client,
-#: or a hostile one sending bad messages to make the boss answer), counted when dropped
-_DROPPABLE = {Msg.OUTPUT: "output_dropped", Msg.REFUSED: "replies_dropped", Msg.ERROR: "replies_dropped"}
 #: messages that show a client is alive
 _CLIENT_KINDS = frozenset({Msg.HELLO, Msg.SUBMIT, Msg.ADD_TASKS, Msg.CONTROL, Msg.PING, Msg.ATTACH})
 
@@ -66,7 +60,6 @@ class BossDaemon:
         self.status_server: Any = None
         self.metrics_port, self.metrics_address = metrics_port, metrics_address
         self.metrics: Any = None
-        self._backlog: dict[bytes, collections.deque] = {}
         self._stop = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -174,6 +167,7 @@ class BossDaemon:
         log.info("Prometheus metrics: http://%s:%d/metrics", self.metrics_address, self.metrics.port)
 
     def _loop(self, router: zmq.Socket, pull: zmq.Socket) -> None:
+        outbox = Outbox(router, self.state.counters, self._unreachable)
         # what exists now lives as long as the boss: keep the collector off it, and let it run less often
         # (tasks and jobs are freed by reference counting; the cycle collector only has leftovers to find)
         gc.freeze()
@@ -187,7 +181,7 @@ class BossDaemon:
             check_every = min(check_every, 0.5)  # the snapshots are refreshed at the same pace
         next_check = time.monotonic() + check_every
         while not self._stop:
-            timeout = 10 if self._backlog else max(0.0, next_check - time.monotonic()) * 1000
+            timeout = 10 if outbox else max(0.0, next_check - time.monotonic()) * 1000
             before = time.monotonic()
             events = dict(poller.poll(int(timeout)))
             now = time.monotonic()
@@ -208,9 +202,9 @@ class BossDaemon:
                         if server is not None:
                             server.publish(snapshot)
             out += self.state.dispatch(now)
-            self._send_all(router, out)
-            if self._backlog:
-                self._flush_backlog(router)
+            outbox.send(out)
+            if outbox:
+                outbox.flush()
 
     # -- reading ---------------------------------------------------------------
     def _read(self, sock: zmq.Socket, routed: bool, now: float) -> list[Out]:
@@ -263,109 +257,20 @@ class BossDaemon:
             return [(route, Msg.ERROR, {"message": f"the boss dropped a message of yours: {str(exc)[:300]}"})]
         return []
 
+    def _unreachable(self, route: bytes) -> list[Out]:
+        """A peer the ROUTER cannot reach any more: if it was an agent, it is lost."""
+        try:
+            aid = route.decode()
+        except UnicodeDecodeError:
+            return []
+        return self.state.agent_lost(aid, "unreachable") if aid in self.state.agents else []
+
     def _drain_wake(self) -> None:
         try:
             while self._wake_r.recv(4096):
                 pass
         except (BlockingIOError, InterruptedError):
             pass
-
-    # -- writing ---------------------------------------------------------------
-    def _send_all(self, router: zmq.Socket, out: list[Out]) -> None:
-        for route, kind, body in _coalesce(out):
-            frames = [route, *protocol.encode(kind, body)]
-            dropped_as = _DROPPABLE.get(kind)
-            if route in self._backlog:
-                if dropped_as is not None:
-                    self.state.counters[dropped_as] += 1
-                else:
-                    self._backlog[route].append(frames)
-                continue
-            self._send(router, route, frames, dropped_as)
-
-    def _send(self, router: zmq.Socket, route: bytes, frames: list[bytes], dropped_as: str | None = None) -> bool:
-        try:
-            router.send_multipart(frames, zmq.NOBLOCK)
-            return True
-        except zmq.Again:
-            if dropped_as is not None:
-                self.state.counters[dropped_as] += 1
-                return False
-            self._backlog.setdefault(route, collections.deque()).append(frames)
-            return False
-        except zmq.ZMQError as exc:
-            if exc.errno != errno.EHOSTUNREACH:
-                raise
-            self._unreachable(router, route)
-            return True
-
-    def _unreachable(self, router: zmq.Socket, route: bytes) -> None:
-        self._backlog.pop(route, None)
-        try:
-            aid = route.decode()
-        except UnicodeDecodeError:
-            return
-        if aid in self.state.agents:
-            self._send_all(router, self.state.agent_lost(aid, "unreachable"))
-
-    def _flush_backlog(self, router: zmq.Socket) -> None:
-        for route in list(self._backlog):
-            queue = self._backlog.get(route)
-            while queue:
-                try:
-                    router.send_multipart(queue[0], zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                except zmq.ZMQError as exc:
-                    if exc.errno != errno.EHOSTUNREACH:
-                        raise
-                    self._unreachable(router, route)
-                    break
-                queue.popleft()
-            if route in self._backlog and not self._backlog[route]:
-                del self._backlog[route]
-
-
-def _coalesce(out: list[Out]) -> list[Out]:
-    """Merge the REPORTS of a pass that follow each other for one client and job into one message.
-
-    Only when nothing else goes to that client between them: the order of what a client receives is kept.
-    """
-    if sum(1 for _, kind, _ in out if kind is Msg.REPORTS) < 2:
-        return out
-    merged: list[Out] = []
-    last: dict[bytes, int] = {}  # route -> position in merged of the last message to it
-    grown: set[int] = set()  # positions whose body is a copy made here, with a list of its own
-    for route, kind, body in out:
-        at = last.get(route)
-        if kind is Msg.REPORTS and at is not None:
-            _, prev_kind, prev = merged[at]
-            if prev_kind is Msg.REPORTS and prev["job"] == body["job"]:
-                if at not in grown:
-                    prev = dict(prev, reports=list(prev["reports"]))
-                    grown.add(at)
-                prev["reports"].extend(body["reports"])
-                prev.update((k, v) for k, v in body.items() if k != "reports")  # the latest counts
-                merged[at] = (route, kind, prev)
-                continue
-        last[route] = len(merged)
-        merged.append((route, kind, body))
-    return merged
-
-
-def load_placement_plugin(policy: Policy, env: dict) -> Any:
-    """Build a job's scheduler on the boss, from the client's code environment, for its place()."""
-    path = [p for p in env.get("path", []) if isinstance(p, str)]
-    saved = list(sys.path)
-    sys.path[:0] = [p for p in path if p not in sys.path]
-    try:
-        cls = resolve_ref(policy.placement or "")
-    finally:
-        sys.path[:] = saved
-    if not callable(getattr(cls, "place", None)):
-        raise TypeError(f"{policy.placement} has no place() method")
-    return cls(checked=True, **policy.placement_attrs)
-
 
 def run_boss(args: Any) -> int:
     """Entry point used by the CLI and by embedded mode."""

@@ -1,0 +1,1 @@
+"""The agent: one per host, between the boss and the task processes (:mod:`.daemon`)."""

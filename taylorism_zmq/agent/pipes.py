@@ -1,0 +1,65 @@
+"""Bytes between the agent, its launchers and their task processes: reads and writes of whole messages.
+
+Orders and results on a task's pipes carry their length first (:data:`LENGTH`), so each end acts on a whole
+message at once without waiting for the other to close the pipe.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+
+#: the most a launcher channel's msgpack stream may buffer of one message
+MAX_BUFFER = 1 << 30
+#: bytes asked of one read: a pipe's capacity (asking for 1 MiB makes Python allocate, and the kernel map,
+#: a fresh 1 MiB buffer per call: ~25 us and two page faults for a 100-byte message)
+READ_CHUNK = 1 << 16
+#: the length before an order and a result on a task's pipes
+LENGTH = struct.Struct("<Q")
+
+
+def recv_available(sock: socket.socket, max_chunks: int = 64) -> bytes | None:
+    """What a non-blocking stream socket has (up to *max_chunks* reads): None if nothing, b"" at its end."""
+    chunks: list[bytes] = []
+    for _ in range(max_chunks):
+        try:
+            chunk = sock.recv(READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:
+            chunk = b""
+        if not chunk:
+            if not chunks:
+                return b""
+            break  # the end of the stream is seen on the next call
+        chunks.append(chunk)
+        if len(chunk) < READ_CHUNK:
+            break  # drained
+    return b"".join(chunks) if chunks else None
+
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except InterruptedError:
+            continue
+
+
+def read_exactly(fd: int, size: int) -> bytes:
+    """*size* bytes from *fd*, or fewer if it ends first."""
+    chunks: list[bytes] = []
+    while size > 0:
+        try:
+            chunk = os.read(fd, min(size, READ_CHUNK))
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+

@@ -1,0 +1,110 @@
+"""The task process: forked by a launcher ahead of its task, it waits for its order on a pipe, builds the
+worker, runs it and writes ``[ok, payload]`` back, with the failure encoded as the client rebuilds it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+from typing import Any
+
+import msgpack
+
+from ..procutil import die_with_parent
+from ..wire.codec import Codec, ref_of, resolve_ref
+from .pipes import LENGTH, read_exactly, write_all
+
+
+def died(message: str) -> bytes:
+    """The failure payload of a task that left no report of its own (the client raises TaskDiedError)."""
+    return msgpack.packb({"died": message})
+
+
+def failure(codec: Codec, exc: BaseException) -> bytes:
+    """Encode an exception with its traceback, as the client rebuilds it."""
+    tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    info: dict[str, Any] = {"type": ref_of(type(exc)), "str": str(exc), "repr": repr(exc), "traceback": tb}
+    try:
+        info["args"] = codec.dumps(list(exc.args))
+    except (TypeError, ValueError, OverflowError):
+        info["args"] = None
+    if codec.trusted:
+        import pickle
+
+        try:
+            info["pickle"] = pickle.dumps(exc)
+        except Exception:
+            pass
+    return msgpack.packb({"exc": info}, use_bin_type=True)
+
+
+
+def _footprints_values(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Restore footprints' UNKNOWN marker, which footprints tests by identity (``value is UNKNOWN``)."""
+    import footprints
+
+    unknown = footprints.UNKNOWN
+    return {k: unknown if isinstance(v, str) and v == unknown else v for k, v in attrs.items()}
+
+
+def _flush_output() -> None:  # pragma: no cover - task process
+    """Flush stdout and stderr: the launcher takes what is in their pipes when the report comes."""
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
+def task_main(launcher_pid: int, task_fd: int, result_fd: int) -> None:  # pragma: no cover - task process
+    """Wait for a task on *task_fd*, run it, write ``[ok, payload]`` to *result_fd*; never returns."""
+    code = 0
+    try:
+        os.setpgid(0, 0)
+        die_with_parent(signal.SIGKILL, launcher_pid)
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        low, high = sorted((task_fd, result_fd))
+        os.closerange(3, low)
+        os.closerange(low + 1, high)
+        os.closerange(high + 1, 1 << 16)
+        header = read_exactly(task_fd, LENGTH.size)
+        if len(header) < LENGTH.size:
+            os._exit(0)  # a spare that was not needed
+        order = read_exactly(task_fd, LENGTH.unpack(header)[0])
+        os.close(task_fd)
+        cls_ref, payload, ticket, binded, trusted, stream = msgpack.unpackb(order)
+        if stream:  # lines reach the client as they are printed
+            for f in (sys.stdout, sys.stderr):
+                try:
+                    f.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+                except (AttributeError, ValueError):
+                    pass
+        codec = Codec(trusted)
+        try:
+            cls = resolve_ref(cls_ref)
+            attrs = _footprints_values(codec.loads(payload))
+            attrs["scheduler_ticket"] = ticket
+            if binded and ticket is not None:
+                from ..schedulers import binding_setup
+
+                attrs["scheduler_hooks"] = [*attrs.get("scheduler_hooks", []), binding_setup]
+            worker = cls(checked=True, **attrs)
+            result = [True, codec.dumps(worker._work())]
+        except BaseException as exc:
+            result = [False, failure(codec, exc)]
+        _flush_output()
+        try:
+            data = msgpack.packb(result, use_bin_type=True)
+            write_all(result_fd, LENGTH.pack(len(data)) + data)
+        except BrokenPipeError:
+            pass
+        # the report is complete: say so now, not after the slow teardown of this process
+        os.close(result_fd)
+    except BaseException:
+        code = 3
+    finally:
+        os._exit(code)
+

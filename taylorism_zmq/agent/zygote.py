@@ -1,0 +1,89 @@
+"""The zygote: a zmq-free process the agent forks first, which forks one launcher per code environment.
+
+A task forked from a process holding a zmq context would inherit its TCP connections, and a killed agent
+would then look alive to the boss while its tasks run; so the agent forks this process before it creates
+any context, and every launcher and task descends from it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import traceback
+from typing import Any
+
+import msgpack
+
+from ..procutil import die_with_parent
+from .launcher import Launcher
+
+
+class Zygote:
+    """The agent's handle on its zmq-free zygote process."""
+
+    def __init__(self, pid: int, sock: socket.socket):
+        self.pid = pid
+        self.sock = sock
+
+    @classmethod
+    def start(cls) -> Zygote:
+        """Fork the zygote; call before any zmq context exists in this process."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            ours.close()
+            try:
+                _zygote_main(theirs, parent)
+            finally:
+                os._exit(0)
+        theirs.close()
+        return cls(pid, ours)
+
+    def spawn_launcher(self, env: dict[str, Any]) -> tuple[int, socket.socket]:
+        """Fork a launcher for *env*; return its pid and the agent's end of its channel."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        socket.send_fds(self.sock, [msgpack.packb(env)], [theirs.fileno()])
+        theirs.close()
+        (pid,) = struct.unpack("i", self.sock.recv(16))
+        ours.setblocking(False)
+        return pid, ours
+
+    def close(self) -> None:
+        self.sock.close()
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+
+def _zygote_main(sock: socket.socket, agent_pid: int) -> None:  # pragma: no cover - child
+    die_with_parent(signal.SIGKILL, agent_pid)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # launchers are reaped by the kernel
+    me = os.getpid()
+    while True:
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 1)
+        except InterruptedError:
+            continue
+        if not msg:
+            return
+        env = msgpack.unpackb(msg)
+        pid = os.fork()
+        if pid == 0:
+            sock.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            try:
+                Launcher(socket.socket(fileno=fds[0]), env, me).serve()
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(0)
+        os.close(fds[0])
+        sock.send(struct.pack("i", pid))
+

@@ -1,0 +1,158 @@
+"""Dispatch: which pending task starts on which agent, and the accounting of the slots a running task holds.
+
+Two indexes keep every event from scanning all tasks: the agents with a free slot (:mod:`.free_hosts`)
+and the jobs with tasks ready to go.  Tasks of one (agent, job) placed in one pass go as one RUN message.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..wire.protocol import Msg
+from .free_hosts import FreeHosts
+from .placement import HostUsage, TicketPool, fits, fits_nowhere
+from .plugins import PlacementError, plugin_pick
+from .records import AgentRecord, JobRecord, TaskRecord
+
+#: a message to send: (routing id, kind, body)
+Out = tuple[bytes, Msg, dict[str, Any]]
+#: how many pending tasks of a job are tried per pass when the head does not fit
+LOOKAHEAD = 32
+
+
+class Dispatcher:
+    """The dispatch half of :class:`~.state.BossState` (it holds the records)."""
+
+    agents: dict[str, AgentRecord]
+    jobs: dict[str, JobRecord]
+    tasks: dict[int, TaskRecord]
+    free: FreeHosts
+    ready_jobs: dict[str, JobRecord]
+    counters: collections.Counter
+    on_dispatch: Callable[[float], None] | None
+
+    def _end_job(self, job: JobRecord, status: str, kill: bool,
+                 error: tuple[str, str] | None = None) -> list[Out]:
+        raise NotImplementedError
+
+    def dispatch(self, now: float | None = None) -> list[Out]:
+        """Place ready tasks on agents with free slots; one RUN per (agent, job)."""
+        self.free.update_freed(self.agents)
+        batches: dict[tuple[str, str], list] = {}
+        out: list[Out] = []
+        for job in list(self.ready_jobs.values()):
+            if not self.free:
+                break
+            if now is not None and now < job.hold_until:
+                continue  # its tasks may still be running on agents that have not re-registered
+            out += self._dispatch_job(job, batches)
+            self._refresh_ready(job)
+        started: dict[str, list[int]] = {}
+        for (aid, jid), rows in batches.items():
+            job = self.jobs.get(jid)
+            if job is None:
+                continue  # ended in this pass: its tasks were cancelled
+            if job.started:
+                started.setdefault(jid, []).extend(row[1] for row in rows)
+            out.append((aid.encode(), Msg.RUN, {"job": jid, "env": job.env, "trusted": job.trusted,
+                                                "binded": job.policy.binded, "timeout": job.timeout,
+                                                "stream": job.stream, "tasks": rows}))
+        for jid, indexes in started.items():
+            out.append((self.jobs[jid].client, Msg.STARTED, {"job": jid, "indexes": indexes}))
+        return out
+
+    def _dispatch_job(self, job: JobRecord, batches: dict) -> list[Out]:
+        while job.n_pending and self.free:
+            window = job.pop_window(LOOKAHEAD if job.policy.limits_memory or job.policy.singlefile else 1)
+            held: list[TaskRecord] = []
+            placed = 0
+            for i, task in enumerate(window):
+                try:
+                    agent = self._pick_agent(job, task) if self.free else None
+                except PlacementError as exc:
+                    job.push_back(held + window[i:])
+                    return self._end_job(job, "failed", kill=True, error=("RuntimeError", str(exc)))
+                if agent is None:
+                    held.append(task)
+                    continue
+                self._start(task, agent)
+                batches.setdefault((agent.aid, job.jid), []).append(
+                    [task.tid, task.index, task.ticket, task.cls, task.payload])
+                placed += 1
+            job.push_back(held)
+            if not placed:
+                if held and not job.running:
+                    return self._check_fits_somewhere(job, held[0])
+                break
+        return []
+
+    def _pick_agent(self, job: JobRecord, task: TaskRecord) -> AgentRecord | None:
+        """The free agent with the most headroom that fits the job's limits, or the plugin's choice."""
+        if job.plugin is not None:
+            candidates = [a for a in self.free if fits(job, task, a)]
+            return plugin_pick(job, task, candidates) if candidates else None
+        return self.free.best(lambda agent: fits(job, task, agent))
+
+    def _check_fits_somewhere(self, job: JobRecord, task: TaskRecord) -> list[Out]:
+        """Fail a job at once when its task could not run even on an idle host."""
+        why = fits_nowhere(job, task, self.agents.values())
+        return self._end_job(job, "failed", kill=True, error=("MemoryError", why)) if why else []
+
+    def _start(self, task: TaskRecord, agent: AgentRecord, ticket: int | None = None,
+               adopted: bool = False) -> None:
+        job = task.job
+        usage = job.usage.get(agent.aid)
+        if usage is None:
+            usage = job.usage[agent.aid] = HostUsage(TicketPool(job.policy.ticket_range(agent.cpus)))
+        usage.running += 1
+        usage.memory += job.policy.task_memory(task.memory)
+        if adopted:
+            usage.tickets.claim(ticket)
+            task.ticket = ticket
+        else:
+            task.ticket = usage.tickets.take()
+        for f in task.files:
+            job.open_files[f] += 1
+        task.state, task.agent = "running", agent
+        job.n_pending -= 1
+        if self.on_dispatch is not None and not adopted:
+            self.on_dispatch(time.monotonic() - task.queued)
+        job.running[task.tid] = task
+        agent.running.add(task.tid)
+        self.free.update(agent)
+
+    def _adopt(self, task: TaskRecord, agent: AgentRecord, ticket: int | None) -> None:
+        """Take over a pending task as running where an agent says it runs (after a boss restart)."""
+        self._start(task, agent, ticket, adopted=True)
+        self.counters["tasks_adopted"] += 1
+
+    def _release(self, task: TaskRecord, state: str) -> None:
+        """Free what a task holds and move it to *state*."""
+        job, agent = task.job, task.agent
+        if task.state == "pending":
+            job.n_pending -= 1
+        if agent is not None:
+            agent.running.discard(task.tid)
+            usage = job.usage.get(agent.aid)
+            if usage is not None:
+                usage.running -= 1
+                usage.memory -= job.policy.task_memory(task.memory)
+                usage.tickets.give_back(task.ticket)
+            if agent.aid in self.agents:
+                self.free.freed(agent)  # re-indexed once, before the next dispatch
+        for f in task.files:
+            job.open_files[f] -= 1
+        job.running.pop(task.tid, None)
+        task.agent, task.ticket, task.state = None, None, state
+        if state != "pending":
+            del self.tasks[task.tid]
+            job.by_index.pop(task.index, None)
+
+    def _refresh_ready(self, job: JobRecord) -> None:
+        if job.n_pending and not job.halted and not job.stopping and job.jid in self.jobs:
+            self.ready_jobs.setdefault(job.jid, job)
+        else:
+            self.ready_jobs.pop(job.jid, None)

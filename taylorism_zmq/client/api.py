@@ -1,0 +1,73 @@
+"""taylorism's entry points, ``run_as_server`` and ``batch_main``, on top of the :class:`.proxy.Boss` proxy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bronx.system import interrupt
+from footprints import proxy as fpx
+
+from .progress import Progress
+from .proxy import Boss
+
+
+def _follow(proxy: Boss) -> None:
+    """Wait for the job's end, drawing a progress bar."""
+    bar = Progress(len(proxy._instructions))
+    proxy.end()
+    try:
+        while proxy._end is None and proxy._final is None:
+            proxy._conn.wait(proxy._inbox, timeout=0.5)
+            proxy._pump()
+            failed = sum(1 for r in proxy._reports if "traceback" in r)
+            bar.update(len(proxy._reported), proxy._running, failed)
+    finally:
+        bar.close()
+
+
+def run_as_server(common_instructions: dict = dict(), individual_instructions: dict = dict(),
+                  scheduler: Any = None, verbose: bool = False, maxlenreport: int = 1024,
+                  sharedmemory_common_instructions: dict = dict(), boss: str | None = None,
+                  detach: bool = False, timeout: float | None = None, stream_output: bool | None = None) -> Boss:
+    """Build a Boss, give it the instructions, set the workers to work; return the Boss."""
+    if scheduler is None:
+        scheduler = fpx.scheduler(limit="threads", max_threads=0)
+    proxy = Boss(verbose=verbose, scheduler=scheduler, maxlenreport=maxlenreport,
+                 sharedmemory_common_instructions=sharedmemory_common_instructions, boss=boss, detach=detach,
+                 timeout=timeout, stream_output=stream_output)
+    proxy.set_instructions(common_instructions, individual_instructions)
+    proxy.make_them_work()
+    return proxy
+
+
+def batch_main(common_instructions: dict = dict(), individual_instructions: dict = dict(),
+               scheduler: Any = None, verbose: bool = False, maxlenreport: int = 1024,
+               print_report: Any = print, sharedmemory_common_instructions: dict = dict(),
+               boss: str | None = None, timeout: float | None = None, progress: bool = False,
+               stream_output: bool | None = None) -> dict:
+    """Run the instructions to the end, print each worker's report and return the report.
+
+    *progress* shows a bar with done, running and failed counts and an ETA on stderr;
+    *stream_output* prints the tasks' output as it comes (see :class:`Boss`).
+    """
+    proxy = run_as_server(common_instructions, individual_instructions, scheduler=scheduler,
+                          verbose=verbose, maxlenreport=maxlenreport,
+                          sharedmemory_common_instructions=sharedmemory_common_instructions, boss=boss,
+                          timeout=timeout, stream_output=stream_output)
+    with interrupt.SignalInterruptHandler(emitlogs=False):
+        try:
+            if progress:
+                _follow(proxy)
+            proxy.wait_till_finished()
+            report = proxy.get_report()
+        except (Exception, KeyboardInterrupt, interrupt.SignalInterruptError):
+            proxy.stop_them_working()
+            raise
+    assert report is not None
+    for r in report["workers_report"]:
+        taskheader = "WORKER NAME: " + r["name"]
+        print("=" * len(taskheader))
+        print(taskheader)
+        print("-" * len(taskheader))
+        print_report(r["report"])
+    return report
