@@ -4,25 +4,29 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pathlib
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import psutil
 import pytest
 
 # tcp endpoints use CURVE: the tests get a key pair of their own, authorized, for every process they start
+# (removed at the end of the run)
+_made_keys = None
 if "TAYLORISM_TEST_KEYS" not in os.environ:
-    import tempfile
-
     from taylorism_zmq.wire.security import keygen
 
-    _keys = tempfile.mkdtemp(prefix="taylorism-test-keys-")
-    keygen(__import__("pathlib").Path(_keys))
-    os.environ["TAYLORISM_KEY_DIR"] = os.environ["TAYLORISM_TEST_KEYS"] = _keys
+    _made_keys = tempfile.mkdtemp(prefix="taylorism-test-keys-")
+    keygen(pathlib.Path(_made_keys))
+    os.environ["TAYLORISM_KEY_DIR"] = os.environ["TAYLORISM_TEST_KEYS"] = _made_keys
 
 
 @contextlib.contextmanager
@@ -153,33 +157,49 @@ def cluster_factory() -> Iterator[Callable[..., Cluster]]:
         c.close()
 
 
-def _our_processes() -> dict[int, list[str]]:
-    """Every live process of this machine running taylorism_zmq (daemons, launchers, tasks)."""
+#: every process the suite starts inherits this marker (daemons, launchers, tasks and their own children)
+RUN_MARKER = "TAYLORISM_TEST_RUN"
+os.environ[RUN_MARKER] = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+#: and the test that was running when it started
+NODE_MARKER = "TAYLORISM_TEST_NODE"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    os.environ[NODE_MARKER] = item.nodeid
+
+
+def _our_processes() -> dict[int, tuple[str, list[str]]]:
+    """The live processes this test run started (by their environment), with their test and command line."""
     found = {}
+    run = os.environ[RUN_MARKER]
     for p in psutil.process_iter(["pid", "cmdline", "status"]):
-        cmd = p.info["cmdline"] or []
-        if p.info["status"] != psutil.STATUS_ZOMBIE and any("taylorism_zmq" in part for part in cmd):
-            found[p.info["pid"]] = cmd
+        if p.info["pid"] == os.getpid() or p.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            env = p.environ()
+        except (psutil.Error, OSError):
+            continue
+        if env.get(RUN_MARKER) == run:
+            found[p.info["pid"]] = (env.get(NODE_MARKER, "?"), p.info["cmdline"] or [])
     return found
 
 
 @pytest.fixture(scope="session", autouse=True)
 def no_stray_processes() -> Iterator[None]:
-    """After the whole suite, no process started by the tests may be left, orphans included."""
-    before = set(_our_processes())
+    """After the whole suite, no process it started may be left (task grandchildren included);
+    its temporary keys are removed."""
     yield
     from taylorism_zmq.client.embedded import shutdown_embedded
 
     shutdown_embedded()
-
-    def strays() -> dict[int, list[str]]:
-        return {pid: cmd for pid, cmd in _our_processes().items() if pid not in before}
-
+    if _made_keys:
+        shutil.rmtree(_made_keys, ignore_errors=True)
     deadline = time.monotonic() + 10
-    while strays() and time.monotonic() < deadline:
+    while _our_processes() and time.monotonic() < deadline:
         time.sleep(0.05)
-    left = strays()
-    assert not left, f"stray processes after the suite: {left}"
+    left = _our_processes()
+    assert not left, "processes the suite started are still running: " + "; ".join(
+        f"pid {pid} from {node}: {' '.join(cmd)[:200]}" for pid, (node, cmd) in left.items())
 
 
 def _can_make_namespaces() -> str | None:
@@ -187,35 +207,48 @@ def _can_make_namespaces() -> str | None:
         return "needs root to create network namespaces"
     if shutil.which("ip") is None:
         return "needs iproute2 (ip) to create network namespaces"
-    probe = subprocess.run(["ip", "netns", "add", "tzmq-probe"], capture_output=True, text=True)
+    probe_name = f"tzmq{os.getpid()}-probe"
+    probe = subprocess.run(["ip", "netns", "add", probe_name], capture_output=True, text=True)
     if probe.returncode != 0:
         return f"cannot create network namespaces here: {probe.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", "tzmq-probe"], capture_output=True)
+    subprocess.run(["ip", "netns", "del", probe_name], capture_output=True)
     return None
 
 
+class Namespace(NamedTuple):
+    """A network namespace made by a test: its name, this side's address, and this side's veth link."""
+
+    name: str
+    boss_ip: str
+    link: str
+
+
 @pytest.fixture
-def namespaces():
-    """Two network namespaces, each joined to this one by a veth pair (addresses exist only here)."""
+def namespaces() -> Iterator[list[Namespace]]:
+    """Two network namespaces, each joined to this one by a veth pair (addresses exist only here).
+
+    Names and addresses carry this process's id, so that two test runs on one machine do not meet.
+    """
     reason = _can_make_namespaces()
     if reason:
         pytest.skip(reason)
-    made = []
+    tag, net = os.getpid() % 100000, 20 + os.getpid() % 200
+    made: list[Namespace] = []
     try:
         for i in (1, 2):
-            ns, outer, inner = f"tzmq-ns{i}", f"tzmq-o{i}", f"tzmq-i{i}"
-            for cmd in (["ip", "netns", "add", ns],
-                        ["ip", "link", "add", outer, "type", "veth", "peer", "name", inner],
+            ns, outer, inner = f"tzmq{tag}-ns{i}", f"tz{tag}o{i}", f"tz{tag}i{i}"
+            subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
+            made.append(Namespace(ns, f"10.{net}.{i}.1", outer))
+            for cmd in (["ip", "link", "add", outer, "type", "veth", "peer", "name", inner],
                         ["ip", "link", "set", inner, "netns", ns],
-                        ["ip", "addr", "add", f"10.231.{i}.1/30", "dev", outer],
+                        ["ip", "addr", "add", f"10.{net}.{i}.1/30", "dev", outer],
                         ["ip", "link", "set", outer, "up"],
-                        ["ip", "-n", ns, "addr", "add", f"10.231.{i}.2/30", "dev", inner],
+                        ["ip", "-n", ns, "addr", "add", f"10.{net}.{i}.2/30", "dev", inner],
                         ["ip", "-n", ns, "link", "set", inner, "up"],
                         ["ip", "-n", ns, "link", "set", "lo", "up"]):
                 subprocess.run(cmd, check=True, capture_output=True)
-            made.append((ns, outer))
-        yield [(ns, f"10.231.{i}.1") for i, (ns, _) in enumerate(made, start=1)]
+        yield made
     finally:
-        for ns, outer in made:
-            subprocess.run(["ip", "link", "del", outer], capture_output=True)
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        for ns in made:
+            subprocess.run(["ip", "link", "del", ns.link], capture_output=True)
+            subprocess.run(["ip", "netns", "del", ns.name], capture_output=True)

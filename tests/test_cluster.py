@@ -411,7 +411,7 @@ def test_network_partition_of_an_agent_then_healing(cluster_factory, namespaces)
     cluster.control, cluster.reports = f"tcp://0.0.0.0:{port}", f"tcp://0.0.0.0:{rport}"
     cluster.start_boss()
     cluster.control = f"tcp://127.0.0.1:{port}"
-    (ns, boss_ip), _ = namespaces
+    (ns, boss_ip, link), _ = namespaces
     cut = cluster._spawn("agent", "--boss", f"tcp://{boss_ip}:{port}", "--reports", f"tcp://{boss_ip}:{rport}",
                          "--slots", "2", "--host-name", "node-cut", "--heartbeat", "0.2",
                          prefix=("ip", "netns", "exec", ns))
@@ -421,7 +421,6 @@ def test_network_partition_of_an_agent_then_healing(cluster_factory, namespaces)
     boss = run_as_server(dict(zt="nap", seconds=1.0), dict(tag=list(range(8))), scheduler=threads(2),
                          boss=cluster.control)
     cluster.wait_running_on("node-cut")
-    link = "tzmq-o1"
     subprocess.run(["ip", "link", "set", link, "down"], check=True)
     try:
         wait_until(lambda: "node-cut" not in {h["host"] for h in cluster.status()["hosts"]}, 10, "declared lost")

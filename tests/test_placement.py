@@ -145,7 +145,7 @@ def test_agents_in_network_namespaces_over_tcp(cluster_factory, namespaces):
     cluster.reports = f"tcp://0.0.0.0:{free_port()}"
     cluster.start_boss()
     port, rport = cluster.control.rsplit(":", 1)[1], cluster.reports.rsplit(":", 1)[1]
-    for ns, boss_ip in namespaces:
+    for ns, boss_ip, _link in namespaces:
         proc = cluster._spawn("agent", "--boss", f"tcp://{boss_ip}:{port}", "--reports", f"tcp://{boss_ip}:{rport}",
                               "--slots", "2", "--host-name", ns, "--heartbeat", "0.2",
                               prefix=("ip", "netns", "exec", ns))
@@ -154,7 +154,7 @@ def test_agents_in_network_namespaces_over_tcp(cluster_factory, namespaces):
     cluster.wait_agents(2)
     report = batch_main(dict(zt="nap", seconds=0.3), dict(tag=list(range(8))), boss=cluster.control,
                         scheduler=footprints.proxy.scheduler(nosort=True), print_report=quiet)
-    assert set(by_host(report)) == {"tzmq-ns1", "tzmq-ns2"}
+    assert set(by_host(report)) == {ns.name for ns in namespaces}
     for proc in cluster.agents:  # agents gone before the namespaces are removed
         proc.terminate()
     for proc in cluster.agents:
