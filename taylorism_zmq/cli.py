@@ -132,8 +132,22 @@ def ctl_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_endpoints(parser: argparse.ArgumentParser, args: argparse.Namespace, options: dict[str, str]) -> None:
+    """Refuse a malformed endpoint at once, in one line naming the option (not a ZMQError from deep inside)."""
+    from .config import check_endpoint
+
+    for dest, option in options.items():
+        value = getattr(args, dest)
+        if value is not None:
+            try:
+                check_endpoint(value, option)
+            except ValueError as exc:
+                parser.error(str(exc))
+
+
 def boss_main(argv: Sequence[str] | None = None) -> int:
-    args = settings.parse(settings.remember_defaults(boss_parser()), "boss", argv)
+    args = settings.parse(boss_parser(), "boss", argv)
+    _check_endpoints(boss_parser(), args, {"control": "--control", "reports": "--reports"})
     _use_key_dir(args)
     _setup_logging(args)
     args.reports = args.reports or reports_endpoint(args.control)
@@ -155,7 +169,8 @@ def boss_main(argv: Sequence[str] | None = None) -> int:
 
 
 def agent_main(argv: Sequence[str] | None = None) -> int:
-    args = settings.parse(settings.remember_defaults(agent_parser()), "agent", argv)
+    args = settings.parse(agent_parser(), "agent", argv)
+    _check_endpoints(agent_parser(), args, {"control": "--boss", "reports": "--reports"})
     _use_key_dir(args)
     _setup_logging(args)
     args.reports = args.reports or reports_endpoint(args.control)
@@ -172,7 +187,7 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
 
 
 def ctl_main(argv: Sequence[str] | None = None) -> int:
-    parser = settings.remember_defaults(ctl_parser())
+    parser = ctl_parser()
     args = settings.parse(parser, "ctl", argv)
     _use_key_dir(args)
     if args.command is None:
@@ -196,9 +211,14 @@ def ctl_main(argv: Sequence[str] | None = None) -> int:
     from .wire.protocol import Msg
     from .wire.security import KeysError
 
-    address = boss_address(args.boss)
+    try:
+        address = boss_address(args.boss)
+    except ValueError as exc:
+        print(f"taylorism-ctl: {exc}", file=sys.stderr)
+        return 2
     if address is None:
-        print("taylorism-ctl: no boss given (--boss or TAYLORISM_BOSS)", file=sys.stderr)
+        print("taylorism-ctl: no boss given: --boss, TAYLORISM_BOSS, or boss = \"tcp://HOST:PORT\" in the [ctl] "
+              "(or [client]) table of the config file", file=sys.stderr)
         return 2
     try:
         conn = Connection(address, timeout=args.timeout)

@@ -28,15 +28,28 @@ def load_config(path: str | None = None) -> dict[str, Any]:
 
 
 def boss_address(explicit: str | None = None) -> str | None:
-    """The control endpoint of the boss to use, or None for an embedded one."""
+    """The control endpoint of the boss to use, or None for an embedded one; ValueError for a malformed one."""
     if explicit:
-        return explicit
+        return check_endpoint(explicit, "boss address")
     env = os.environ.get(ENV_BOSS, "").strip()
     if env:
-        return env
+        return check_endpoint(env, ENV_BOSS)
     client = load_config().get("client", {})
     value = client.get("boss") if isinstance(client, dict) else None
-    return value if isinstance(value, str) and value else None
+    return check_endpoint(value, "boss in the [client] table of the config file") if value else None
+
+
+def check_endpoint(endpoint: object, what: str) -> str:
+    """*endpoint* if it is a tcp://HOST:PORT or ipc:///PATH endpoint, else a ValueError saying where it came from."""
+    text = endpoint if isinstance(endpoint, str) else repr(endpoint)
+    if isinstance(endpoint, str):
+        if endpoint.startswith("ipc://") and len(endpoint) > len("ipc://"):
+            return endpoint
+        host, _, port = endpoint[len("tcp://"):].rpartition(":")
+        if endpoint.startswith("tcp://") and host and (port.isdigit() or port == "*"):
+            return endpoint
+    hint = f" (did you mean tcp://{text}?)" if ":" in text and "://" not in text else ""
+    raise ValueError(f"{what} {text!r} is not an endpoint: use tcp://HOST:PORT or ipc:///PATH{hint}")
 
 
 def reports_endpoint(control: str) -> str:

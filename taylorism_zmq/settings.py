@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -46,11 +47,15 @@ def config_file(explicit: str | None) -> str | None:
 
 def parse(parser: argparse.ArgumentParser, section: str, argv: Any = None) -> argparse.Namespace:
     """Parse *argv*, then fill what the command line left out from the environment, the config file, defaults."""
-    defaults: dict[str, argparse.Action] = {}
+    defaults: dict[str, tuple[argparse.Action, Any]] = {}
     for action in parser._actions:
-        if action.dest not in _SKIP and action.dest != argparse.SUPPRESS:
-            defaults.setdefault(action.dest, action)  # the first option of a dest names its variable
-            action.default = _UNSET
+        if action.dest in _SKIP or action.dest == argparse.SUPPRESS:
+            continue
+        # the first option of a dest names its variable and holds its default
+        defaults.setdefault(action.dest, (action, action.default))
+        if action.help and "%(default)s" in action.help:  # --help shows the real default, not the marker
+            action.help = action.help.replace("%(default)s", str(defaults[action.dest][1]))
+        action.default = _UNSET
     args = parser.parse_args(argv)
     path = config_file(args.config)
     try:
@@ -67,10 +72,7 @@ def parse(parser: argparse.ArgumentParser, section: str, argv: Any = None) -> ar
     if unknown:
         raise SystemExit(f"unknown settings in [{section}] of {path}: {', '.join(sorted(unknown))}")
     args._sources = {}
-    for action in parser._actions:
-        if action.dest in defaults:
-            action.default = None
-    for dest, action in defaults.items():
+    for dest, (action, default) in defaults.items():
         if getattr(args, dest) is not _UNSET:
             args._sources[dest] = "command line"
             continue
@@ -81,25 +83,35 @@ def parse(parser: argparse.ArgumentParser, section: str, argv: Any = None) -> ar
         elif dest in table:
             value, source = _convert(action, table[dest], f"{dest} in {path}"), f"config {path}"
         else:
-            value, source = _ORIGINAL_DEFAULTS.get((parser.prog, dest), None), "default"
+            value, source = default, "default"
         setattr(args, dest, value)
         args._sources[dest] = source
     if args.print_config:
-        for dest in sorted(defaults):
-            print(f"{dest.replace('_', '-')} = {json.dumps(getattr(args, dest))}    # {args._sources[dest]}")
+        print(config_text(section, {dest: getattr(args, dest) for dest in defaults}, args._sources))
         raise SystemExit(0)
     return args
 
 
-_ORIGINAL_DEFAULTS: dict[tuple[str, str], Any] = {}
+def config_text(section: str, values: dict[str, Any], sources: dict[str, str]) -> str:
+    """The settings as the TOML table of a config file, each line saying where its value came from."""
+    lines = [f"# taylorism-{section} settings in effect: a [{section}] table for a config file", f"[{section}]"]
+    for dest in sorted(values):
+        key, value = dest.replace("_", "-"), values[dest]
+        if value is None:  # TOML has no null: the setting is left out
+            lines.append(f"# {key} = (not set)    # {sources[dest]}")
+        else:
+            lines.append(f"{key} = {_toml_value(value)}    # {sources[dest]}")
+    return "\n".join(lines)
 
 
-def remember_defaults(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Keep each option's own default before parse() replaces it."""
-    for action in parser._actions:
-        if _ORIGINAL_DEFAULTS.get((parser.prog, action.dest)) is None:  # two options may share a dest
-            _ORIGINAL_DEFAULTS[(parser.prog, action.dest)] = action.default
-    return parser
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))  # a JSON string is a TOML basic string
 
 
 def _convert(action: argparse.Action, value: Any, where: str) -> Any:

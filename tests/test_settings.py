@@ -11,6 +11,11 @@ import time
 
 import pytest
 
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -22,13 +27,20 @@ def command(*args, env=None, timeout=60, keep_key_dir=True):
 
 
 def settings_of(*args, env=None):
+    """What --print-config says: {key: (value, where it came from)}, the value None for a setting left unset."""
     out = command(*args, "--print-config", env=env)
     assert out.returncode == 0, out.stderr
+    section = args[0]
+    parsed = tomllib.loads(out.stdout)  # it is a config file's table
+    assert list(parsed) == [section], parsed
     values = {}
     for line in out.stdout.splitlines():
-        key, _, rest = line.partition(" = ")
-        value, _, source = rest.partition("    # ")
-        values[key] = (json.loads(value), source)
+        if line.startswith(("# taylorism-", "[")):
+            continue
+        key, _, rest = line.lstrip("# ").partition(" = ")
+        _, _, source = rest.partition("    # ")
+        values[key] = (parsed[section].get(key), source)
+    assert set(parsed[section]) <= set(values)
     return values
 
 
@@ -74,6 +86,10 @@ def test_bad_config_files_are_clear_errors(tmp_path, text, error):
 def test_help_and_version(name):
     out = command(name, "--help")
     assert out.returncode == 0 and "--config" in out.stdout
+    text = " ".join(out.stdout.split())
+    assert "object at 0x" not in text
+    if name != "ctl":  # the control endpoint's real default, not an internal marker
+        assert "(default tcp://127.0.0.1:5555)" in text
     version = command(name, "--version")
     from taylorism_zmq import __version__
 
@@ -124,12 +140,43 @@ def test_key_dir_from_the_config_file_is_where_the_commands_look_for_keys(tmp_pa
 
 
 def test_package_and_project_versions_agree():
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib
-
     from taylorism_zmq import __version__
 
     with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
         assert tomllib.load(f)["project"]["version"] == __version__
+
+
+def test_print_config_leaves_unset_settings_out_and_shows_where_each_came_from():
+    s = settings_of("boss", "--agent-timeout", "12")
+    assert s["agent-timeout"] == (12.0, "command line")
+    assert s["http"] == (None, "default")  # TOML has no null: commented out
+    assert s["insecure"] == (False, "default")
+
+
+@pytest.mark.parametrize("args,env,expected", [
+    (("agent", "--boss", "127.0.0.1:5555"), {}, "--boss '127.0.0.1:5555' is not an endpoint"),
+    (("boss", "--control", "tcp://nohost"), {}, "--control 'tcp://nohost' is not an endpoint"),
+    (("ctl", "status"), {"TAYLORISM_BOSS": "127.0.0.1:5555"}, "did you mean tcp://127.0.0.1:5555?"),
+    (("ctl", "status"), {}, "[ctl]"),
+])
+def test_a_malformed_or_missing_endpoint_is_one_clear_line(args, env, expected):
+    out = command(*args, env=env, timeout=30)
+    assert out.returncode == 2, out
+    assert expected in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_a_client_given_an_address_without_scheme_raises_a_clear_value_error():
+    code = "from taylorism_zmq import batch_main, examples; batch_main({}, dict(sleeping_time=[0.001]))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, TAYLORISM_BOSS="127.0.0.1:5555"))
+    last = out.stderr.strip().splitlines()[-1]
+    assert out.returncode == 1 and last.startswith("ValueError: TAYLORISM_BOSS '127.0.0.1:5555'"), out.stderr
+    assert "ZMQError" not in out.stderr
+
+
+@pytest.mark.parametrize("args,expected", [(["missing.py"], "missing.py: no such file"),
+                                           (["-m", "no_such.module"], "no module named 'no_such.module'")])
+def test_the_run_launcher_says_what_is_missing_in_one_line(tmp_path, args, expected):
+    out = subprocess.run([sys.executable, "-m", "taylorism_zmq.run", *args], capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path)
+    assert out.returncode == 1 and out.stderr.strip() == f"python -m taylorism_zmq.run: {expected}", out.stderr
