@@ -18,7 +18,7 @@ import socket
 
 import footprints
 
-from taylorism_zmq import Worker, batch_main
+from taylorism_zmq import Worker, run_as_server
 
 
 class Compressor(Worker):
@@ -50,9 +50,12 @@ def main() -> int:
                    if os.path.isfile(os.path.join(args.directory, f)) and not f.endswith(".gz"))
     if not files:
         parser.error(f"no file to compress in {args.directory}")
-    report = batch_main({}, dict(path=files, name=[f"gzip-{os.path.basename(f)}" for f in files]),
-                        scheduler=footprints.proxy.scheduler(limit="threads", max_threads=args.threads),
-                        boss=args.boss, print_report=lambda r: None)
+    # run_as_server rather than batch_main, which prints a header per task: here one summary line says it all
+    boss = run_as_server({}, dict(path=files, name=[f"gzip-{os.path.basename(f)}" for f in files]),
+                         scheduler=footprints.proxy.scheduler(limit="threads", max_threads=args.threads),
+                         boss=args.boss)
+    boss.wait_till_finished()
+    report = boss.get_report()
     total_in = sum(r["report"]["bytes_in"] for r in report["workers_report"])
     total_out = sum(r["report"]["bytes_out"] for r in report["workers_report"])
     print(f"{len(files)} files compressed, {total_in} -> {total_out} bytes")

@@ -169,18 +169,20 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 def _our_processes() -> dict[int, tuple[str, list[str]]]:
-    """The live processes this test run started (by their environment), with their test and command line."""
+    """The live processes this test run started, with their test and command line: those exec'd with the
+    run's marker in their environment, and forks of this very process (same command line)."""
     found = {}
-    run = os.environ[RUN_MARKER]
-    for p in psutil.process_iter(["pid", "cmdline", "status"]):
-        if p.info["pid"] == os.getpid() or p.info["status"] == psutil.STATUS_ZOMBIE:
+    run, me = os.environ[RUN_MARKER], psutil.Process()
+    for p in psutil.process_iter(["pid", "cmdline", "status", "create_time"]):
+        if p.info["pid"] == me.pid or p.info["status"] == psutil.STATUS_ZOMBIE:
             continue
         try:
             env = p.environ()
         except (psutil.Error, OSError):
             continue
-        if env.get(RUN_MARKER) == run:
-            found[p.info["pid"]] = (env.get(NODE_MARKER, "?"), p.info["cmdline"] or [])
+        forked = p.info["cmdline"] == me.cmdline() and p.info["create_time"] >= me.create_time()
+        if env.get(RUN_MARKER) == run or forked:
+            found[p.info["pid"]] = (env.get(NODE_MARKER, "a fork of the test process"), p.info["cmdline"] or [])
     return found
 
 

@@ -25,7 +25,7 @@ def scrape(port: int) -> dict[tuple[str, tuple], float]:
 
 def test_metrics_count_hosts_tasks_jobs_latency_and_drops(cluster_factory):
     port = free_port()
-    cluster = cluster_factory(metrics_port=port)
+    cluster = cluster_factory(metrics_port=port, agent_timeout=3)
     cluster.add_agent(slots=2, host_name="node-a")
     cluster.add_agent(slots=1, host_name="node-b")
     cluster.wait_agents(2)
@@ -62,5 +62,9 @@ def test_metrics_count_hosts_tasks_jobs_latency_and_drops(cluster_factory):
     cluster.agents[1].terminate()
     cluster.agents[1].wait(10)
     wait_until(lambda: scrape(port)[("taylorism_hosts", ())] == 1, 10, "one host left in the metrics")
+    m = scrape(port)  # a stopped agent says goodbye: it left, it was not lost
+    assert m[("taylorism_agents_left_total", ())] == 1 and m[("taylorism_agents_lost_total", ())] == 0
+    cluster.agents[0].kill()
+    wait_until(lambda: scrape(port)[("taylorism_hosts", ())] == 0, 30, "the killed agent declared lost")
     assert scrape(port)[("taylorism_agents_lost_total", ())] == 1
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 
 import footprints
@@ -110,8 +108,10 @@ def test_a_background_child_holding_stdout_neither_holds_the_report_nor_dies_of_
         assert psutil.Process(child).status() != psutil.STATUS_ZOMBIE
     finally:
         try:
-            os.kill(child, signal.SIGKILL)
-        except ProcessLookupError:
+            tree = psutil.Process(child)
+            for proc in [*tree.children(recursive=True), tree]:  # the shell and its sleep
+                proc.kill()
+        except psutil.NoSuchProcess:
             pass
 
 
@@ -158,14 +158,29 @@ def test_live_output_joins_chunks_into_prefixed_lines():
 
 
 
-def test_live_output_does_not_hold_an_endless_line():
+def test_live_output_does_not_hold_an_endless_line_nor_break_it():
     import io
 
     out = io.StringIO()
     live = LiveOutput(out, io.StringIO())
     for _ in range(5):
         live.feed(0, "w", 1, b"y" * MAX_LINE)
-    assert out.getvalue().count("[w] ") >= 4 and len(live._partial.get((0, 1), b"")) <= MAX_LINE
+        assert len(live._partial.get((0, 1), b"")) <= MAX_LINE  # written as it comes, not held
+    live.feed(0, "w", 1, b"z\nnext\n")
+    assert out.getvalue() == "[w] " + "y" * 5 * MAX_LINE + "z\n[w] next\n"  # one line, as the task wrote it
+
+
+def test_a_long_line_left_open_is_broken_only_when_another_task_writes():
+    import io
+
+    out = io.StringIO()
+    live = LiveOutput(out, io.StringIO())
+    live.feed(0, "w", 1, b"y" * (MAX_LINE + 1))
+    live.feed(1, "v", 1, b"hi\n")
+    live.feed(0, "w", 1, b"end\n")
+    live.feed(2, "u", 1, b"z" * (MAX_LINE + 1))
+    live.end(2, "u")
+    assert out.getvalue() == f"[w] {'y' * (MAX_LINE + 1)}\n[v] hi\n[w] end\n[u] {'z' * (MAX_LINE + 1)}\n"
 
 
 def test_a_flood_streamed_live_is_thinned_not_queued_and_the_report_keeps_its_ends(capsys):

@@ -121,6 +121,7 @@ def test_the_example_driver_compresses_a_directory(tmp_path):
     out = subprocess.run([sys.executable, script, str(data), "--threads", "2"], capture_output=True, text=True,
                          timeout=120, cwd=tmp_path)
     assert "5 files compressed" in out.stdout, out.stderr[-2000:]
+    assert "WORKER NAME" not in out.stdout  # one summary line, not a header per task
     for i in range(5):
         assert gzip.decompress((data / f"file{i}.txt.gz").read_bytes()) == (data / f"file{i}.txt").read_bytes()
 

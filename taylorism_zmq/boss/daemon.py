@@ -81,7 +81,7 @@ class BossDaemon:
     def _goodbye(self, route: bytes, body: dict, now: float) -> list[Out]:
         if route != body["agent"].encode():
             raise ValueError("GOODBYE for another agent")
-        return self.state.agent_lost(body["agent"], "it shut down")
+        return self.state.agent_left(body["agent"])
 
     def _client_alive(self, route: bytes, body: dict, now: float) -> list[Out]:
         self.state.client_alive(body["client"].encode(), now)  # sent from the client's heartbeat socket

@@ -99,6 +99,9 @@ class _StatusCollector(Collector):
         lost = CounterMetricFamily("taylorism_agents_lost", "Agents declared lost since the boss started")
         lost.add_metric([], counters.get("agents_lost", 0))
         yield lost
+        left = CounterMetricFamily("taylorism_agents_left", "Agents that said goodbye since the boss started")
+        left.add_metric([], counters.get("agents_left", 0))
+        yield left
         dropped = CounterMetricFamily("taylorism_dropped_messages", "Messages the boss dropped, by reason",
                                       labels=["reason"])
         for counter, reason in DROPPED.items():

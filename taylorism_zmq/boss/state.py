@@ -331,14 +331,23 @@ class BossState(Dispatcher):
         while len(self.orphan_reports) > ORPHAN_REPORTS:
             self.orphan_reports.popitem(last=False)
 
-    def agent_lost(self, aid: str, reason: str) -> list[Out]:
+    def agent_left(self, aid: str) -> list[Out]:
+        """An agent said goodbye (it was stopped): its running tasks go elsewhere now."""
+        return self.agent_lost(aid, "it shut down", clean=True)
+
+    def agent_lost(self, aid: str, reason: str, clean: bool = False) -> list[Out]:
         agent = self.agents.pop(aid, None)
         if agent is None:
             return []
         self.free.remove(aid)
-        log.warning("agent %s on host %s lost (%s); %d task(s) were running there",
-                    aid, agent.host, reason, len(agent.running))
-        self.counters["agents_lost"] += 1
+        if clean:
+            log.info("agent %s on host %s left (%s); %d task(s) were running there",
+                     aid, agent.host, reason, len(agent.running))
+            self.counters["agents_left"] += 1
+        else:
+            log.warning("agent %s on host %s lost (%s); %d task(s) were running there",
+                        aid, agent.host, reason, len(agent.running))
+            self.counters["agents_lost"] += 1
         out: list[Out] = []
         for tid in sorted(agent.running):
             task = self.tasks.get(tid)

@@ -13,12 +13,19 @@ MAX_LINE = 1 << 16
 
 
 class LiveOutput:
-    """Write streamed task output to the client's terminal, one ``[worker] line`` at a time."""
+    """Write streamed task output to the client's terminal, one ``[worker] line`` at a time.
+
+    A line longer than :data:`MAX_LINE` is written in pieces as it comes, without line breaks of its own, so
+    that its bytes are not held; a break is added only when another task writes to the same terminal
+    meanwhile, and the rest of the long line then comes under its prefix again.
+    """
 
     def __init__(self, stdout: TextIO | None = None, stderr: TextIO | None = None):
         self._files = {STDOUT: stdout, STDERR: stderr}
         #: partial last lines, by (task index, stream)
         self._partial: dict[tuple[int, int], bytes] = {}
+        #: per terminal stream: the (task index, stream) whose long line is written in part and not ended
+        self._open: dict[int, tuple[int, int]] = {}
 
     def _file(self, stream: int) -> TextIO:
         return self._files.get(stream) or (sys.stderr if stream == STDERR else sys.stdout)
@@ -28,23 +35,42 @@ class LiveOutput:
         data = self._partial.pop(key, b"") + data
         lines = data.split(b"\n")
         rest = lines.pop()
-        while len(rest) > MAX_LINE:  # no newline in sight: do not hold it all
-            lines.append(rest[:MAX_LINE])
-            rest = rest[MAX_LINE:]
-        if rest:
+        self._write(key, name, lines, ended=True)
+        if len(rest) > MAX_LINE:  # no newline in sight: write what came, do not hold it all
+            self._write(key, name, [rest], ended=False)
+        elif rest:
             self._partial[key] = rest
-        self._write(name, stream, lines)
 
     def end(self, index: int, name: str) -> None:
         """The task is reported: write what is left of its last lines."""
         for stream in (STDOUT, STDERR):
-            rest = self._partial.pop((index, stream), None)
+            key = (index, stream)
+            rest = self._partial.pop(key, None)
             if rest:
-                self._write(name, stream, [rest])
+                self._write(key, name, [rest], ended=True)
+            elif self._open.get(self._terminal(stream)) == key:
+                self._write(key, name, [b""], ended=True)
 
-    def _write(self, name: str, stream: int, lines: list[bytes]) -> None:
+    def _terminal(self, stream: int) -> int:
+        return id(self._file(stream))
+
+    def _write(self, key: tuple[int, int], name: str, lines: list[bytes], ended: bool) -> None:
+        """Write *lines* of task *key*; the last one without its line break unless *ended*."""
         if not lines:
             return
-        out = self._file(stream)
-        out.write("".join(f"[{name}] {line.decode(errors='replace')}\n" for line in lines))
+        out = self._file(key[1])
+        terminal = id(out)
+        parts = []
+        opened = self._open.pop(terminal, None)
+        for i, line in enumerate(lines):
+            text = line.decode(errors="replace")
+            continuing = i == 0 and opened == key
+            if i == 0 and opened is not None and not continuing:
+                parts.append("\n")  # another task's long line was left open on this terminal
+            parts.append(text if continuing else f"[{name}] {text}")
+            if ended or i < len(lines) - 1:
+                parts.append("\n")
+        if not ended:
+            self._open[terminal] = key
+        out.write("".join(parts))
         out.flush()
