@@ -12,11 +12,19 @@ import time
 import footprints
 import numpy
 import pytest
+from conftest import wait_until
 from zt_workers import WeirdError
 
 import taylorism_zmq
-from taylorism_zmq import TaskDiedError, WorkerError, batch_main, examples, run_as_server
+from taylorism_zmq import (
+    TaskDiedError,
+    WorkerError,
+    batch_main,
+    examples,  # noqa: F401 - registers the example workers (Echo, Logarithmer...)
+    run_as_server,
+)
 from taylorism_zmq.util import SharedNumpyArray
+from taylorism_zmq.wire.protocol import Msg
 
 
 def threads(n: int):
@@ -33,9 +41,20 @@ def test_batch_main_returns_and_prints_every_report(capsys):
     assert all(r["report"]["cwd"] == os.getcwd() for r in report["workers_report"])
 
 
+def most_at_once(report: dict) -> int:
+    """The largest number of the report's tasks that ran at the same time (from their own clocks)."""
+    events = sorted(e for r in report["workers_report"] for e in ((r["report"]["t0"], 1), (r["report"]["t1"], -1)))
+    running = peak = 0
+    for _, step in events:  # at equal times an end sorts before a start
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
 def test_max_threads_bounds_concurrency_and_tickets():
     report = batch_main(dict(zt="nap", seconds=0.2), dict(tag=list(range(6))), scheduler=threads(2),
                         print_report=lambda r: None)
+    assert most_at_once(report) == 2  # never more than max_threads, and it did use both
     assert {r["report"]["ticket"] for r in report["workers_report"]} == {0, 1}
 
 
@@ -51,11 +70,18 @@ def test_interim_report_then_final():
     assert final["status"] == "finished" and len(final["workers_report"]) == 3
 
 
-def test_nothing_runs_before_make_them_work_and_server_mode_appends():
+def job_status(boss: taylorism_zmq.Boss) -> dict:
+    """The boss's view of this job: a STATUS answer comes after every message the client sent before it."""
+    jobs = boss._conn.request(Msg.STATUS, {}, Msg.STATUS_REPLY)["status"]["jobs"]
+    return next(j for j in jobs if j["job"] == boss.job_id)
+
+
+def test_nothing_runs_before_make_them_work_and_server_mode_appends(tmp_path):
     boss = taylorism_zmq.Boss(scheduler=threads(2))
-    boss.set_instructions(dict(zt="nap"), dict(tag=["a", "b"]))
-    time.sleep(0.3)
-    assert boss.get_report()["workers_report"] == []
+    boss.set_instructions(dict(zt="nap", ledger=str(tmp_path / "ledger")), dict(tag=["a", "b"]))
+    job_status(boss)  # the boss has the tasks and has dispatched what it would (a pass ends each answer)
+    assert job_status(boss)["pending"] == 2 and job_status(boss)["running"] == 0
+    assert boss.get_report()["workers_report"] == [] and not (tmp_path / "ledger").exists()
     boss.make_them_work()
     boss.set_instructions(dict(zt="nap"), dict(tag=["c"]))
     boss.wait_till_finished()
@@ -90,7 +116,7 @@ def test_task_that_dies_without_report_is_a_failure(how, expected):
 
 def test_stop_them_working_kills_running_and_reports_pending():
     boss = run_as_server(dict(zt="nap", seconds=30), dict(tag=[1, 2, 3, 4]), scheduler=threads(2))
-    time.sleep(0.3)
+    wait_until(lambda: job_status(boss)["running"] == 2, 10, "two tasks running")
     start = time.monotonic()
     boss.stop_them_working()
     boss.wait_till_finished()
@@ -135,7 +161,6 @@ def test_logarithmer_example_writes_into_the_shared_array():
                          sharedmemory_common_instructions=dict(array=a))
     boss.wait_till_finished()
     assert numpy.allclose(a[...], numpy.log(numpy.arange(1.0, 7.0)).reshape(2, 3))
-    assert examples.Logarithmer is not None
 
 
 def test_worker_class_in_a_script_main(tmp_path):
@@ -160,15 +185,6 @@ def test_worker_class_in_a_script_main(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
                           cwd=tmp_path, env=env)
     assert "RESULT [2, 4, 6]" in proc.stdout, proc.stderr
-
-
-def test_embedded_startup_is_quick():
-    code = ("import time; t = time.perf_counter(); import taylorism_zmq; "
-            "from taylorism_zmq.client.proxy import _connect; _connect(None); "
-            "print(time.perf_counter() - t)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert float(proc.stdout.strip().splitlines()[-1]) < 5.0  # generous: CI machines are noisy
 
 
 @pytest.mark.parametrize("common,individual,match", [
@@ -217,20 +233,21 @@ def test_killed_client_takes_its_embedded_daemons_and_tasks_along(tmp_path):
         sys.path.insert(0, sys.argv[1])
         import footprints, zt_workers
         from taylorism_zmq import run_as_server
-        boss = run_as_server(dict(zt="nap", seconds=60), dict(tag=[1, 2]),
+        boss = run_as_server(dict(zt="nap", seconds=60, pids=sys.argv[2]), dict(tag=[1, 2]),
                              scheduler=footprints.proxy.scheduler(limit="threads", max_threads=2))
         print("STARTED", flush=True)
         boss.wait_till_finished()
     """))
-    proc = subprocess.Popen([sys.executable, str(script), os.path.dirname(__file__)], stdout=subprocess.PIPE,
-                            text=True)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    proc = subprocess.Popen([sys.executable, str(script), os.path.dirname(__file__), str(pids)],
+                            stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "STARTED"
     victim = psutil.Process(proc.pid)
-    deadline = time.monotonic() + 10
-    while len(victim.children(recursive=True)) < 6 and time.monotonic() < deadline:  # daemons + tasks
-        time.sleep(0.05)
+    wait_until(lambda: len(os.listdir(pids)) == 2, 20, "both tasks running")
+    tasks = {int((pids / name).read_text()) for name in os.listdir(pids)}
     family = victim.children(recursive=True)
-    assert len(family) >= 4
+    assert tasks <= {p.pid for p in family}  # the boss, the agent, its zygote and launcher, and the tasks
     proc.kill()
     proc.wait()
     gone, alive = psutil.wait_procs(family, timeout=10)

@@ -31,6 +31,8 @@ class ZtNap(Worker):
             fail=dict(optional=True, default="no", values=["no", "value", "weird", "signal", "exit"]),
             spawn=dict(optional=True, default=None),
             ledger=dict(optional=True, default=None),
+            #: a directory where the task writes its pid, in a file named by its tag, when it starts
+            pids=dict(optional=True, default=None),
             tag=dict(optional=True, default=None),
             extra=dict(optional=True, default=FPDict(), type=FPDict),
         ),
@@ -41,6 +43,10 @@ class ZtNap(Worker):
         if self.ledger:  # one line per run: a task run twice shows up twice
             with open(self.ledger, "a") as f:
                 f.write(f"{self.tag}\n")
+        if self.pids:
+            with open(os.path.join(self.pids, f"{self.tag}.tmp"), "w") as f:
+                f.write(str(os.getpid()))
+            os.rename(os.path.join(self.pids, f"{self.tag}.tmp"), os.path.join(self.pids, str(self.tag)))
         if self.spawn:  # a grandchild that must die with the task
             child = subprocess.Popen(["sleep", "60"])
             with open(self.spawn, "w") as f:
