@@ -15,8 +15,7 @@ class ValidatedState(BossState):
 
     def __getattribute__(self, name):
         attr = super().__getattribute__(name)
-        if name in ("register", "submit", "add_tasks", "control", "heartbeat_from", "agent_reports",
-                    "agent_lost", "expire", "dispatch", "drain"):
+        if callable(attr) and not name.startswith("_") and name not in ("validate", "status"):  # every event
             def checked(*args, **kw):
                 out = attr(*args, **kw)
                 self.validate()
@@ -158,6 +157,19 @@ def test_duplicate_reports_are_dropped():
     rows = runs(state.dispatch())[a]
     assert of_kind(report(state, a, rows[0][0]), Msg.REPORTS)
     assert report(state, a, rows[0][0]) == []
+
+
+def test_an_agent_that_says_goodbye_left_and_its_tasks_move_at_once():
+    state = make_state(max_retries=1)
+    a, b = add_agent(state, "a", slots=1), add_agent(state, "b", slots=1)
+    submit(state, {"kind": "nosort"}, n=2)
+    placed = runs(state.dispatch())
+    tid = placed[a][0][0]
+    assert state.agent_left(a) == []
+    assert runs(state.dispatch()) == {}  # b is busy: the task waits, requeued
+    report(state, b, placed[b][0][0])
+    assert runs(state.dispatch())[b][0][0] == tid
+    assert state.counters["agents_left"] == 1 and state.counters["agents_lost"] == 0
 
 
 def test_lost_agent_tasks_are_requeued_elsewhere_then_fail_with_agent_lost():
