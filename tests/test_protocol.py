@@ -164,8 +164,8 @@ def bodies(draw):
     change = draw(st.sampled_from(["none", "retype", "remove"]))
     if change != "none" and body:
         field = draw(st.sampled_from(sorted(body)))
-        if change == "retype":
-            body[field] = draw(ANY)
+        if change == "retype":  # near misses (a bool for an int, bytes for a str...) as often as anything
+            body[field] = draw(st.sampled_from([True, False, 0, 1, 1.5, "", "x", b"x", None, [], {}, [[]]]) | ANY)
         else:
             del body[field]
     return kind, body
@@ -185,6 +185,44 @@ def test_decode_accepts_exactly_the_bodies_whose_every_field_has_its_type(kind_b
     except ProtocolError:
         accepted = False
     assert accepted == expected, (kind, body)
+
+
+NEAR_MISSES = [True, False, 0, -1, 1.5, float("nan"), "", "x", b"", b"x", None, [], {}, [[]], [[0]], [0]]
+
+
+def _example(spec):
+    """One value a field of this spec accepts."""
+    if isinstance(spec, protocol.Rows):
+        return [[_example(f) for f in spec.fields]]
+    if isinstance(spec, protocol.ListOf):
+        return [_example(spec.kind)]
+    first = (spec if isinstance(spec, tuple) else (spec,))[0]
+    return {str: "s", int: 1, float: 1.0, bool: True, bytes: b"b", type(None): None, dict: {}}[first]
+
+
+@pytest.mark.parametrize("kind", list(Msg))
+def test_every_field_takes_exactly_its_types_among_near_misses(kind):
+    """Each field of each message, in turn, given each near miss while the others are right (and the same
+    inside one row of a row field)."""
+    schema = protocol.SCHEMAS[kind]
+    good = {f: _example(spec) for f, spec in schema.items()}
+    assert protocol.decode([protocol.VERSION_FRAME, bytes([kind]), msgpack.packb(good)])[0] is kind
+    cases = []
+    for field, spec in schema.items():
+        for value in NEAR_MISSES:
+            cases.append((dict(good, **{field: value}), conforms(spec, value)))
+            if isinstance(spec, protocol.Rows):
+                for i, cell_spec in enumerate(spec.fields):
+                    row = list(good[field][0])
+                    row[i] = value
+                    cases.append((dict(good, **{field: [row]}), conforms(cell_spec, value)))
+    for body, expected in cases:
+        try:
+            protocol.decode([protocol.VERSION_FRAME, bytes([kind]), msgpack.packb(body)])
+            accepted = True
+        except ProtocolError:
+            accepted = False
+        assert accepted == expected, (kind.name, body)
 
 
 def test_untrusted_references_may_not_import_new_modules():
