@@ -1,17 +1,18 @@
 """The same workloads, in one run, on taylorism-zmq and its peers: ratios, not absolute speeds.
 
-    python benchmarks/compare.py [--quick] [--json results.json]
+    python benchmarks/compare.py [--quick] [--runs 3] [--json results.json]
 
-W1: 2000 trivial tasks, 2 slots -> tasks/s.
-W2: 200 tasks sleeping 50 ms, 8 slots -> wall time / ideal (1.25 s).
+W1: 2000 trivial tasks, 2 at once -> tasks/s.
+W2: 200 tasks sleeping 50 ms, 8 at once -> wall time / ideal (1.25 s).
 W3: 200 single-task round trips, one after the other -> median and p95 ms.
-W4: 1000 tasks returning 100 KB each, 2 slots -> MB/s of reports.
+W4: 1000 tasks returning 100 KB each, 2 at once -> MB/s of reports.
 
-Runtimes: a bare fork-per-task loop (the floor for a process per task),
-taylorism-zmq embedded, taylorism-zmq with a boss and two agents over tcp
-loopback, taylorism 1.1.0, concurrent.futures.ProcessPoolExecutor,
-dask.distributed LocalCluster (processes) and parsl's HighThroughputExecutor.
-Peers that are not installed (pip install '.[bench]') are reported as skipped.
+Every runtime runs every workload at the same size and the same total concurrency: taylorism-zmq's limits
+apply per host, so its two-agent row gives each host half of it. The tcp row runs with CURVE, as users run
+it. taylorism 1.1.0 is driven by its own scheduler class. Each row is run --runs times (3 by default): the
+table shows the median and, in brackets, the smallest and largest figure, since this machine is noisy.
+A failure of a taylorism-zmq row is raised; a peer that does not run here is reported as skipped (pip
+install '.[bench]' for the peers).
 """
 
 from __future__ import annotations
@@ -23,20 +24,23 @@ import io
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-
-import footprints
+from collections.abc import Callable, Iterator
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_workers  # noqa: E402,F401 - registers the taylorism-zmq workers
 from throughput import bare_fork_latency, bare_fork_loop  # noqa: E402
 
-W1, W2, W3, W4 = 2000, 200, 200, 1000
+#: workload -> (size, tasks at once in total)
+WORKLOADS = {"w1": (2000, 2), "w2": (200, 8), "w3": (200, 1), "w4": (1000, 2)}
 SLEEP, BLOB = 0.05, 100_000
 
 
@@ -54,64 +58,87 @@ def blob(n):
     return b"x" * n
 
 
-def p95(values):
+def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[18]
 
 
-# -- taylorism-style runtimes ---------------------------------------------------------------------
+def figure(workload: str, n: int, slots: int, measured: Any) -> dict[str, float]:
+    """The figures of one run of a workload, from what the runtime measured."""
+    if workload == "w1":
+        return {"tasks_per_s": n / measured}
+    if workload == "w2":
+        return {"wall_over_ideal": measured / (n * SLEEP / slots)}
+    if workload == "w3":
+        return {"median_ms": 1e3 * statistics.median(measured), "p95_ms": 1e3 * p95(measured)}
+    return {"mb_per_s": n * BLOB / 1e6 / measured}
+
+
+# -- taylorism-style runtimes ---------------------------------------------------------------------------------
 class TaylorismLike:
-    """taylorism-zmq (embedded or on a cluster) or taylorism 1.1.0, through batch_main."""
+    """taylorism-zmq (embedded or on a cluster) or taylorism 1.1.0, through batch_main and run_as_server.
 
-    def __init__(self, module, boss=None, zmq=True):
-        self.module, self.boss, self.zmq = module, boss, zmq
+    Each workload method returns seconds (W3: the list of round-trip seconds); *hosts* divides the total
+    concurrency into the per-host limit of taylorism-zmq's schedulers.
+    """
 
-    def _batch(self, common, individual, slots):
-        kw = {"boss": self.boss} if self.zmq else {}
+    def __init__(self, module: Any, scheduler_class: type, zmq: bool = True, boss: str | None = None,
+                 hosts: int = 1, options: dict | None = None):
+        self.module, self.scheduler_class, self.zmq, self.boss, self.hosts = module, scheduler_class, zmq, boss, hosts
+        self.options = dict(options or {})
+        if boss is not None:
+            self.options["boss"] = boss
+
+    def _scheduler(self, slots: int) -> Any:
+        per_host = max(1, slots // self.hosts)
+        return self.scheduler_class(limit="threads", max_threads=per_host)
+
+    def _batch(self, common: dict, individual: dict, slots: int) -> dict:
         with contextlib.redirect_stdout(io.StringIO()):
-            scheduler = footprints.proxy.scheduler(limit="threads", max_threads=slots)
-            return self.module.batch_main(common, individual, print_report=lambda r: None, scheduler=scheduler, **kw)
+            return self.module.batch_main(common, individual, print_report=lambda r: None,
+                                          scheduler=self._scheduler(slots), **self.options)
 
-    def w1(self, n):
-        c = dict(bench_zmq=True) if self.zmq else dict(bench_taylorism=True)
-        self._batch(c, dict(bench_value=[0, 1]), 2)
-        t = time.perf_counter()
-        self._batch(c, dict(bench_value=list(range(n))), 2)
-        return n / (time.perf_counter() - t)
+    def _trivial(self) -> dict:
+        return dict(bench_zmq=True) if self.zmq else dict(bench_taylorism=True)
 
-    def w2(self, n):
-        key = "bench_sleep" if self.zmq else "bench_sleep_t"
+    def w1(self, n: int, slots: int) -> float:
+        self._batch(self._trivial(), dict(bench_value=[0, 1]), slots)  # warm: processes, imports
         t = time.perf_counter()
-        self._batch({}, {key: [SLEEP] * n}, 8)
+        self._batch(self._trivial(), dict(bench_value=list(range(n))), slots)
         return time.perf_counter() - t
 
-    def w3(self, n):
-        c = dict(bench_zmq=True) if self.zmq else dict(bench_taylorism=True)
-        scheduler = footprints.proxy.scheduler(limit="threads", max_threads=1)
-        kw = {"boss": self.boss} if self.zmq else {}
+    def w2(self, n: int, slots: int) -> float:
+        key = "bench_sleep" if self.zmq else "bench_sleep_t"
+        t = time.perf_counter()
+        self._batch({}, {key: [SLEEP] * n}, slots)
+        return time.perf_counter() - t
+
+    def w3(self, n: int, slots: int) -> list[float]:
         out = []
         for i in range(n + 3):
             t = time.perf_counter()
-            boss = self.module.run_as_server(c, dict(bench_value=[i]), scheduler=scheduler, **kw)
+            boss = self.module.run_as_server(self._trivial(), dict(bench_value=[i]), scheduler=self._scheduler(slots),
+                                             **self.options)
             boss.wait_till_finished()
             out.append(time.perf_counter() - t)
         return out[3:]
 
-    def w4(self, n):
+    def w4(self, n: int, slots: int) -> float:
         key = "bench_blob" if self.zmq else "bench_blob_t"
         t = time.perf_counter()
-        report = self._batch({}, {key: [BLOB] * n}, 2)
+        report = self._batch({}, {key: [BLOB] * n}, slots)
+        elapsed = time.perf_counter() - t
         assert all(len(r["report"]) == BLOB for r in report["workers_report"])
-        return n * BLOB / 1e6 / (time.perf_counter() - t)
+        return elapsed
 
 
-# -- pools ------------------------------------------------------------------------------------------
+# -- pools ----------------------------------------------------------------------------------------------------
 class Pool:
     """A pool of worker processes: submit() returns a future (ProcessPoolExecutor, dask, parsl)."""
 
-    def __init__(self, submit_factory):
+    def __init__(self, submit_factory: Callable[[int], tuple[Callable, Callable]]):
         self.submit_factory = submit_factory  # slots -> (submit, close)
 
-    def _run(self, slots, fn, args):
+    def _run(self, slots: int, fn: Callable, args: list) -> tuple[float, list]:
         submit, close = self.submit_factory(slots)
         try:
             [f.result() for f in [submit(fn, a) for a in args[:slots]]]  # warm
@@ -121,16 +148,14 @@ class Pool:
         finally:
             close()
 
-    def w1(self, n):
-        elapsed, _ = self._run(2, trivial, list(range(n)))
-        return n / elapsed
+    def w1(self, n: int, slots: int) -> float:
+        return self._run(slots, trivial, list(range(n)))[0]
 
-    def w2(self, n):
-        elapsed, _ = self._run(8, nap, [SLEEP] * n)
-        return elapsed
+    def w2(self, n: int, slots: int) -> float:
+        return self._run(slots, nap, [SLEEP] * n)[0]
 
-    def w3(self, n):
-        submit, close = self.submit_factory(1)
+    def w3(self, n: int, slots: int) -> list[float]:
+        submit, close = self.submit_factory(slots)
         try:
             submit(trivial, 0).result()
             out = []
@@ -142,36 +167,44 @@ class Pool:
         finally:
             close()
 
-    def w4(self, n):
-        elapsed, results = self._run(2, blob, [BLOB] * n)
+    def w4(self, n: int, slots: int) -> float:
+        elapsed, results = self._run(slots, blob, [BLOB] * n)
         assert all(len(r) == BLOB for r in results)
-        return n * BLOB / 1e6 / elapsed
+        return elapsed
 
 
-def process_pool(slots):
+class BareFork:
+    """A bare fork-per-task loop: the floor for a process per task (W1 and W3 only)."""
+
+    def w1(self, n: int, slots: int) -> float:
+        return n / bare_fork_loop(n, slots)
+
+    def w3(self, n: int, slots: int) -> list[float]:
+        return bare_fork_latency(n)
+
+
+def process_pool(slots: int) -> tuple[Callable, Callable]:
     ex = concurrent.futures.ProcessPoolExecutor(max_workers=slots)
     return ex.submit, lambda: ex.shutdown(wait=True)
 
 
-def dask_pool(slots):
+def dask_pool(slots: int) -> tuple[Callable, Callable]:
     from dask.distributed import Client, LocalCluster
 
     cluster = LocalCluster(n_workers=slots, threads_per_worker=1, processes=True, dashboard_address=None)
     client = Client(cluster)
 
-    def submit(fn, arg):
+    def submit(fn: Callable, arg: Any) -> Any:
         return client.submit(fn, arg, pure=False)
 
-    def close():
+    def close() -> None:
         client.close()
         cluster.close()
 
     return submit, close
 
 
-def parsl_pool(slots):
-    import tempfile
-
+def parsl_pool(slots: int) -> tuple[Callable, Callable]:
     import parsl
     from parsl.config import Config
     from parsl.executors import HighThroughputExecutor
@@ -180,34 +213,39 @@ def parsl_pool(slots):
     dfk = parsl.load(Config(executors=[HighThroughputExecutor(
         label="htex", max_workers_per_node=slots, provider=LocalProvider(init_blocks=1, max_blocks=1),
         address="127.0.0.1")], strategy="none", run_dir=tempfile.mkdtemp(prefix="parsl-bench-")))
-    apps = {}
+    apps: dict = {}
 
-    def submit(fn, arg):
+    def submit(fn: Callable, arg: Any) -> Any:
         if fn not in apps:
             apps[fn] = parsl.python_app(fn)
         return apps[fn](arg)
 
-    def close():
+    def close() -> None:
         dfk.cleanup()
         parsl.clear()
 
     return submit, close
 
 
-def free_port():
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 @contextlib.contextmanager
-def tcp_cluster(agents=2):
+def tcp_cluster(agents: int = 2) -> Iterator[str]:
+    """A boss and *agents* agents on tcp loopback, with CURVE (a key pair made for the run)."""
+    from taylorism_zmq.wire.security import keygen
+
+    keys = tempfile.mkdtemp(prefix="taylorism-bench-keys-")
+    keygen(__import__("pathlib").Path(keys))
+    saved = os.environ.get("TAYLORISM_KEY_DIR")
+    os.environ["TAYLORISM_KEY_DIR"] = keys
     control, reports = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    os.environ["TAYLORISM_INSECURE"] = "1"  # loopback only
     cmd = [sys.executable, "-m", "taylorism_zmq"]
-    procs = [subprocess.Popen([*cmd, "boss", "--control", control, "--reports", reports, "--insecure",
-                               "--log-level", "ERROR"])]
-    procs += [subprocess.Popen([*cmd, "agent", "--boss", control, "--reports", reports, "--insecure", "--slots", "8",
+    procs = [subprocess.Popen([*cmd, "boss", "--control", control, "--reports", reports, "--log-level", "ERROR"])]
+    procs += [subprocess.Popen([*cmd, "agent", "--boss", control, "--reports", reports, "--slots", "8",
                                 "--host-name", f"node-{i}", "--log-level", "ERROR"]) for i in range(agents)]
     try:
         from taylorism_zmq.client.connection import Connection
@@ -216,52 +254,77 @@ def tcp_cluster(agents=2):
         conn = Connection(control, timeout=30)
         while conn.request(Msg.HELLO, {"client": conn.client_id}, Msg.WELCOME)["agents"] < agents:
             time.sleep(0.05)
+        conn.close()
         yield control
     finally:
-        os.environ.pop("TAYLORISM_INSECURE", None)
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:
             p.wait(timeout=15)
+        if saved is None:
+            os.environ.pop("TAYLORISM_KEY_DIR", None)
+        else:
+            os.environ["TAYLORISM_KEY_DIR"] = saved
+        shutil.rmtree(keys, ignore_errors=True)
 
 
-def measure(name, runtime, sizes, results):
-    n1, n2, n3, n4 = sizes
+def measure(runtime: Any, workloads: dict[str, tuple[int, int]], runs: int, ours: bool, extra: dict) -> dict:
+    """Run each workload the runtime has *runs* times; a peer's failure becomes a 'skipped' row."""
+    row: dict[str, Any] = {"sizes": {}, "concurrency": {}, "runs": {}, **extra}
     try:
-        row = {"w1_tasks_per_s": runtime.w1(n1)}
-        row["w2_wall_over_ideal"] = runtime.w2(n2) / (n2 * SLEEP / 8)
-        lat = runtime.w3(n3)
-        row["w3_median_ms"], row["w3_p95_ms"] = 1e3 * statistics.median(lat), 1e3 * p95(lat)
-        row["w4_mb_per_s"] = runtime.w4(n4)
-    except Exception as exc:  # a peer that does not run here is reported, not fatal
-        results[name] = {"skipped": f"{type(exc).__name__}: {exc}"[:200]}
-        return
-    results[name] = row
-    print(f"  {name}: done", file=sys.stderr, flush=True)
+        for workload, (n, slots) in workloads.items():
+            if not hasattr(runtime, workload):
+                continue
+            row["sizes"][workload], row["concurrency"][workload] = n, slots
+            row["runs"][workload] = [figure(workload, n, slots, getattr(runtime, workload)(n, slots))
+                                     for _ in range(runs)]
+    except Exception as exc:
+        if ours:
+            raise
+        return {"skipped": f"{type(exc).__name__}: {exc}"[:300]}
+    return row
+
+
+def summary(row: dict, workload: str, key: str) -> tuple[float, float, float] | None:
+    values = [run[key] for run in row.get("runs", {}).get(workload, [])]
+    return (statistics.median(values), min(values), max(values)) if values else None
+
+
+def cell(stats: tuple[float, float, float] | None, digits: int) -> str:
+    if stats is None:
+        return "-"
+    med, lo, hi = stats
+    return f"{med:.{digits}f} [{lo:.{digits}f}-{hi:.{digits}f}]"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller runs (a tenth)")
+    parser.add_argument("--quick", action="store_true", help="sizes divided by ten")
+    parser.add_argument("--scale", type=int, default=None, help="divide the sizes by this (--quick: 10)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each workload per runtime (default 3)")
     parser.add_argument("--json", default=None, help="write the figures to this file")
     args = parser.parse_args()
     # the peers log every task at DEBUG into the root handler footprints installs: writing that log would
     # be measured as their cost, so only warnings are kept, for every runtime alike
     for name in ("parsl", "distributed", "taylorism", "taylorism_zmq", "footprints"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    scale = 10 if args.quick else 1
-    sizes = (W1 // scale, W2 // scale, W3 // scale, W4 // scale)
+    scale = args.scale or (10 if args.quick else 1)
+    workloads = {w: (n // scale, slots) for w, (n, slots) in WORKLOADS.items()}
     results: dict[str, dict] = {}
 
-    lat = bare_fork_latency(sizes[2])
-    results["bare fork loop"] = {"w1_tasks_per_s": bare_fork_loop(sizes[0], 2),
-                                 "w3_median_ms": 1e3 * statistics.median(lat), "w3_p95_ms": 1e3 * p95(lat)}
-    import taylorism_zmq
+    def run(name: str, runtime: Any, ours: bool = False, **extra: Any) -> None:
+        print(f"  {name} ...", file=sys.stderr, flush=True)
+        results[name] = measure(runtime, workloads, args.runs, ours, extra)
 
-    measure("taylorism-zmq embedded", TaylorismLike(taylorism_zmq), sizes, results)
+    import taylorism_zmq
+    from taylorism_zmq.schedulers import NewMaxThreadsScheduler
+
+    run("bare fork loop", BareFork())
+    run("taylorism-zmq embedded", TaylorismLike(taylorism_zmq, NewMaxThreadsScheduler), ours=True, curve=False)
     with tcp_cluster() as control:
-        measure("taylorism-zmq boss+2 agents tcp", TaylorismLike(taylorism_zmq, boss=control), sizes, results)
-    measure("ProcessPoolExecutor", Pool(process_pool), sizes, results)
+        run("taylorism-zmq boss+2 agents tcp", TaylorismLike(taylorism_zmq, NewMaxThreadsScheduler, boss=control,
+                                                             hosts=2), ours=True, curve=True)
+    run("ProcessPoolExecutor", Pool(process_pool))
     for name, factory, module in (("dask LocalCluster", dask_pool, "dask.distributed"),
                                   ("parsl HTEX", parsl_pool, "parsl")):
         try:
@@ -269,32 +332,37 @@ def main() -> int:
         except ImportError:
             results[name] = {"skipped": f"{module} not installed (pip install '.[bench]')"}
             continue
-        measure(name, Pool(factory), sizes, results)
+        run(name, Pool(factory))
     try:
         import bench_taylorism_workers  # noqa: F401
         import taylorism
+        import taylorism.schedulers
     except ImportError:
         results["taylorism 1.1.0"] = {"skipped": "taylorism 1.1.0 not installed (pip install '.[bench]')"}
-    else:  # last: its footprints classes would compete with ours for later footprints lookups
-        small = (min(sizes[0], 500), sizes[1], min(sizes[2], 50), min(sizes[3], 300))
-        measure("taylorism 1.1.0", TaylorismLike(taylorism, zmq=False), small, results)
+    else:  # its own scheduler class, not a footprints lookup that could find ours
+        run("taylorism 1.1.0", TaylorismLike(taylorism, taylorism.schedulers.NewMaxThreadsScheduler, zmq=False))
 
-    print(f"W1 {sizes[0]} trivial tasks/2 slots; W2 {sizes[1]} x {SLEEP * 1e3:.0f} ms/8 slots; "
-          f"W3 {sizes[2]} round trips; W4 {sizes[3]} x {BLOB // 1000} KB reports/2 slots")
-    print(f"{'runtime':34} {'W1 tasks/s':>10} {'W2 /ideal':>10} {'W3 med ms':>10} {'W3 p95 ms':>10} {'W4 MB/s':>8}")
+    sizes = ", ".join(f"{w.upper()} {n} tasks, {slots} at once" for w, (n, slots) in workloads.items())
+    print(f"{sizes}; {args.runs} run(s) each: median [min-max]")
+    print(f"{'runtime':34} {'W1 tasks/s':>18} {'W2 wall/ideal':>18} {'W3 median ms':>18} {'W3 p95 ms':>18} "
+          f"{'W4 MB/s':>18}")
     for name, r in results.items():
         if "skipped" in r:
             print(f"{name:34} skipped: {r['skipped']}")
             continue
-        cells = [f"{r[k]:>10.0f}" if k == "w1_tasks_per_s" else (f"{r[k]:>10.2f}" if k in r else f"{'-':>10}")
-                 for k in ("w1_tasks_per_s", "w2_wall_over_ideal", "w3_median_ms", "w3_p95_ms")]
-        w4 = f"{r['w4_mb_per_s']:>8.1f}" if "w4_mb_per_s" in r else f"{'-':>8}"
-        print(f"{name:34} {' '.join(cells)} {w4}")
-    ours = results.get("taylorism-zmq embedded", {})
-    for peer in ("bare fork loop", "taylorism 1.1.0", "ProcessPoolExecutor", "dask LocalCluster", "parsl HTEX"):
-        other = results.get(peer, {})
-        if "w1_tasks_per_s" in ours and "w1_tasks_per_s" in other:
-            print(f"W1 taylorism-zmq embedded / {peer}: {ours['w1_tasks_per_s'] / other['w1_tasks_per_s']:.2f}")
+        cells = [cell(summary(r, "w1", "tasks_per_s"), 0), cell(summary(r, "w2", "wall_over_ideal"), 2),
+                 cell(summary(r, "w3", "median_ms"), 2), cell(summary(r, "w3", "p95_ms"), 2),
+                 cell(summary(r, "w4", "mb_per_s"), 1)]
+        print(f"{name:34} " + " ".join(f"{c:>18}" for c in cells))
+    for ours in ("taylorism-zmq embedded", "taylorism-zmq boss+2 agents tcp"):
+        for peer in ("bare fork loop", "taylorism 1.1.0", "ProcessPoolExecutor", "dask LocalCluster", "parsl HTEX"):
+            ratios = []
+            for workload, (key, higher) in (("w1", ("tasks_per_s", True)), ("w3", ("median_ms", False))):
+                a, b = summary(results.get(ours, {}), workload, key), summary(results.get(peer, {}), workload, key)
+                if a and b:
+                    ratios.append(f"{workload.upper()} {a[0] / b[0] if higher else b[0] / a[0]:.2g}x")
+            if ratios:
+                print(f"{ours} vs {peer} (medians, >1 is faster): {', '.join(ratios)}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
