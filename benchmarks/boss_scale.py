@@ -5,7 +5,9 @@
 Each fake agent (a DEALER of its own, 8 slots) registers, and answers every
 RUN with an immediate report batch on a shared PUSH. A client submits one
 job of N zero-time tasks (nosort) and waits for its end. Prints dispatches/s
-(wall) and the boss's CPU per task for every (hosts, tasks) pair.
+(wall) and the boss's CPU per task for every (hosts, tasks) pair, counting the
+reports that reach the client: it exits non-zero if one is lost or duplicated
+or the job does not finish.
 """
 
 from __future__ import annotations
@@ -100,16 +102,26 @@ def run(hosts: int, tasks: int, workdir: str) -> tuple[float, float]:
             rows = [[i, f"t{i}", "m:W", 0.0, 0.0, [], b""] for i in range(first, min(tasks, first + 1000))]
             conn.send(Msg.ADD_TASKS, {"job": job, "tasks": rows})
         conn.send(Msg.CONTROL, {"job": job, "action": "end"})
-        done = 0
-        while True:
-            done += agents.serve_once(1)
+        seen: dict[int, int] = {}  # task index -> reports of it that reached the client
+        end = None
+        while end is None:
+            agents.serve_once(1)
             conn.pump(0)
-            if any(kind is Msg.JOB_END for kind, _ in inbox):
-                break
+            while inbox:
+                kind, body = inbox.popleft()
+                if kind is Msg.REPORTS:
+                    for row in body["reports"]:
+                        seen[row[0]] = seen.get(row[0], 0) + 1
+                elif kind is Msg.JOB_END:
+                    end = body
         elapsed = time.perf_counter() - start
         cpu = sum(boss_ps.cpu_times()[:2]) - cpu0
-        assert done == tasks, (done, tasks)
         conn.close()
+        lost = tasks - len(seen.keys() & set(range(tasks)))
+        duplicated = sum(n - 1 for n in seen.values() if n > 1)
+        if end["status"] != "finished" or lost or duplicated:
+            raise SystemExit(f"{hosts} hosts, {tasks} tasks: job {end['status']}, {lost} report(s) lost, "
+                             f"{duplicated} duplicated on their way to the client")
         return tasks / elapsed, 1e6 * cpu / tasks
     finally:
         agents.close()
