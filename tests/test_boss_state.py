@@ -200,6 +200,21 @@ def test_report_from_a_lost_agent_still_counts_once():
     assert report(state, b, tid) == []
 
 
+def test_a_failure_from_a_stale_copy_does_not_fail_the_task_running_elsewhere():
+    state = make_state()
+    a = add_agent(state, "a", slots=1)
+    submit(state, {"kind": "nosort"}, n=1)
+    tid = runs(state.dispatch())[a][0][0]
+    state.agent_lost(a, "test")
+    b = add_agent(state, "b", slots=1)
+    runs(state.dispatch())
+    assert report(state, a, tid, ok=False) == []  # the stale copy was killed: not the task's fate
+    assert state.counters["late_or_duplicate_reports"] == 1 and state.jobs
+    c = add_agent(state, "c", slots=1)
+    assert report(state, c, tid) == []  # and an agent it was never sent to has no say
+    assert len(of_kind(report(state, b, tid), Msg.REPORTS)) == 1  # the live copy's report counts
+
+
 def test_expire_skips_when_the_boss_loop_itself_stalled():
     state = make_state(agent_timeout=5.0)
     add_agent(state, "a")

@@ -245,7 +245,7 @@ def test_killed_client_takes_its_embedded_daemons_and_tasks_along(tmp_path):
     assert proc.stdout.readline().strip() == "STARTED"
     victim = psutil.Process(proc.pid)
     wait_until(lambda: len(os.listdir(pids)) == 2, 20, "both tasks running")
-    tasks = {int((pids / name).read_text()) for name in os.listdir(pids)}
+    tasks = {int(name.split(".")[1]) for name in os.listdir(pids)}
     family = victim.children(recursive=True)
     assert tasks <= {p.pid for p in family}  # the boss, the agent, its zygote and launcher, and the tasks
     proc.kill()

@@ -31,7 +31,9 @@ class ZtNap(Worker):
             fail=dict(optional=True, default="no", values=["no", "value", "weird", "signal", "exit"]),
             spawn=dict(optional=True, default=None),
             ledger=dict(optional=True, default=None),
-            #: a directory where the task writes its pid, in a file named by its tag, when it starts
+            #: "note": SIGTERM is noted in the ledger ("TERM <time>") and otherwise ignored
+            on_term=dict(optional=True, default="die", values=["die", "note"]),
+            #: a directory where the task leaves a file named TAG.PID when it starts
             pids=dict(optional=True, default=None),
             tag=dict(optional=True, default=None),
             extra=dict(optional=True, default=FPDict(), type=FPDict),
@@ -43,10 +45,14 @@ class ZtNap(Worker):
         if self.ledger:  # one line per run: a task run twice shows up twice
             with open(self.ledger, "a") as f:
                 f.write(f"{self.tag}\n")
-        if self.pids:
-            with open(os.path.join(self.pids, f"{self.tag}.tmp"), "w") as f:
-                f.write(str(os.getpid()))
-            os.rename(os.path.join(self.pids, f"{self.tag}.tmp"), os.path.join(self.pids, str(self.tag)))
+        if self.on_term == "note":
+            def note(*_):
+                with open(self.ledger, "a") as f:
+                    f.write(f"TERM {time.time()}\n")
+
+            signal.signal(signal.SIGTERM, note)
+        if self.pids:  # an empty file named TAG.PID (each copy of a task that runs twice has its own)
+            open(os.path.join(self.pids, f"{self.tag}.{os.getpid()}"), "w").close()
         if self.spawn:  # a grandchild that must die with the task
             child = subprocess.Popen(["sleep", "60"])
             with open(self.spawn, "w") as f:

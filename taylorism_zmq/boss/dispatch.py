@@ -117,6 +117,7 @@ class Dispatcher:
         for f in task.files:
             job.open_files[f] += 1
         task.state, task.agent = "running", agent
+        task.tried.add(agent.aid)
         job.n_pending -= 1
         if self.on_dispatch is not None and not adopted:
             self.on_dispatch(time.monotonic() - task.queued)

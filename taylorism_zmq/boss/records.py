@@ -64,6 +64,8 @@ class TaskRecord:
     ticket: int | None = None
     #: times its agent was lost while it ran
     lost: int = 0
+    #: the agents it was sent to, the last one included
+    tried: set[str] = field(default_factory=set)
     #: when it last became pending (time.monotonic), for the dispatch latency
     queued: float = 0.0
 

@@ -258,6 +258,11 @@ class BossState(Dispatcher):
                     self.counters["late_or_duplicate_reports"] += 1
                 continue
             if task.agent is not None and task.agent is not agent:
+                # from a copy on an agent lost since: its success counts (the work is done, the live copy is
+                # stopped); its failure does not (it may well have been killed as stale)
+                if not ok or aid not in task.tried:
+                    self.counters["late_or_duplicate_reports"] += 1
+                    continue
                 out.append((task.agent.route, Msg.KILL, {"tasks": [task.tid]}))
             self._release(task, "done" if ok else "failed")
             if agent is not None:
