@@ -184,10 +184,16 @@ def test_a_long_line_left_open_is_broken_only_when_another_task_writes():
 
 
 def test_a_flood_streamed_live_is_thinned_not_queued_and_the_report_keeps_its_ends(capsys):
+    from taylorism_zmq.agent.daemon import LIVE_OUTPUT_RATE
+
     flood = 40_000_000
+    start = time.monotonic()
     report = batch_main(dict(zt="talk", lines=0, flood=flood), dict(name=["gush"]), scheduler=threads(1),
                         print_report=quiet, stream_output=True)
-    live = capsys.readouterr().out
-    assert 0 < len(live) < flood  # the agent sends at most 8 MiB/s live, plus a burst: most is dropped
+    elapsed = time.monotonic() - start
+    live = capsys.readouterr().out.replace("[gush] ", "")
+    assert live.startswith("gush raw\nxxx")  # it did stream
+    # at most LIVE_OUTPUT_RATE bytes a second, plus a second's worth of burst: the rest was dropped
+    assert len(live) <= LIVE_OUTPUT_RATE * (elapsed + 1) + 64 * 1024
     out = report["workers_report"][0]["stdout"]
     assert out.startswith("gush raw\nxxx") and out.endswith("END OF FLOOD\n")
