@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 
 import footprints
@@ -110,8 +108,10 @@ def test_a_background_child_holding_stdout_neither_holds_the_report_nor_dies_of_
         assert psutil.Process(child).status() != psutil.STATUS_ZOMBIE
     finally:
         try:
-            os.kill(child, signal.SIGKILL)
-        except ProcessLookupError:
+            tree = psutil.Process(child)
+            for proc in [*tree.children(recursive=True), tree]:  # the shell and its sleep
+                proc.kill()
+        except psutil.NoSuchProcess:
             pass
 
 
