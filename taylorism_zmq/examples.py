@@ -121,7 +121,8 @@ def sleepers_generic_program(verbose: bool = True, scheduler: Any = None, *,
                              look_after: float = 5.0) -> dict:
     """Start Sleepers, look at the report on the way, give them more work, then print and return the report.
 
-    The keywords change the sleeping times and when the interim report is taken (a quick run).
+    The keywords change the sleeping times (among :data:`SLEEPING_TIMES`) and when the interim report is
+    taken, for a quick run.
     """
     boss = run_as_server(dict(wakeup_sentence="Hello Dolly !"), dict(sleeping_time=list(sleeping_times)),
                          scheduler=scheduler, verbose=verbose)
@@ -188,7 +189,7 @@ def summer_example(verbose: bool = True, use_lock: bool = True) -> int:
     return int(total[0])
 
 
-def matrixproduct_example(A_shape: tuple[int, int] = (6, 7), B_shape: tuple[int, int] = (7, 8),  # noqa: N803
+def matrixproduct_example(A_shape: tuple[int, int] = (6, 7), B_shape: tuple[int, int] = (7, 8),
                           iblocks: int = 2, jblocks: int = 4, verbose: bool = True) -> Any:
     """Multiply two random matrices, a task per block of ``iblocks`` x ``jblocks``; print and return C.
 
@@ -200,9 +201,9 @@ def matrixproduct_example(A_shape: tuple[int, int] = (6, 7), B_shape: tuple[int,
     if inner != inner_b or rows % iblocks or cols % jblocks:
         raise ValueError(f"cannot multiply {A_shape} by {B_shape} in {iblocks} x {jblocks} blocks: A's columns "
                          "must be B's rows, and the blocks must divide A's rows and B's columns")
-    A = SharedNumpyArray(numpy.random.random(A_shape))  # noqa: N806
-    B = SharedNumpyArray(numpy.random.random(B_shape))  # noqa: N806
-    C = SharedNumpyArray(numpy.zeros((rows, cols)))  # noqa: N806
+    A = SharedNumpyArray(numpy.random.random(A_shape))
+    B = SharedNumpyArray(numpy.random.random(B_shape))
+    C = SharedNumpyArray(numpy.zeros((rows, cols)))
     height, width = rows // iblocks, cols // jblocks
     corners = [(i, j) for i in range(0, rows, height) for j in range(0, cols, width)]
     blocks = dict(i1=[i for i, _ in corners], i2=[i + height - 1 for i, _ in corners],

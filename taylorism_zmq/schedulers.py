@@ -107,7 +107,7 @@ def binding_setup(worker: Any) -> None:
     cpus.set_affinity(cores[worker.scheduler_ticket % info.nvirtual_cores])
 
 
-def BindingAwareScheduler(cls: Any) -> Any:  # noqa: N802 - taylorism's name
+def BindingAwareScheduler(cls: Any) -> Any:  # (taylorism's name)
     """Class decorator: a scheduler built with ``binded=True`` adds :func:`binding_setup` to its workers' hooks."""
     plain_hooks = cls._workers_hooks
 

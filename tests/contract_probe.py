@@ -50,7 +50,7 @@ class Running:
 
     def __init__(self, ticket: int | None, memory: float = 0.0, files: tuple[str, str] = ("", "")):
         self.scheduler_ticket, self.memory = ticket, memory
-        self.fileA, self.fileB = files  # noqa: N815 - the attribute names singlefile schedulers read
+        self.fileA, self.fileB = files  # the names singlefile schedulers read
 
 
 def launch(scheduler: Any, pending: list[dict], running: list[Running]) -> dict:
