@@ -1,10 +1,16 @@
-"""Schedulers, as taylorism's footprints classes, and their translation for the boss.
+"""Schedulers: how many of a job's tasks may run at once, as taylorism's footprints classes.
 
-``footprints.proxy.scheduler(limit='threads', max_threads=2)`` builds them as
-in taylorism.  The boss does not run them: :func:`to_policy` turns one into a
-:class:`~.placement.Policy` that the boss applies per host (see
-:mod:`.placement`).  ``launchable()`` is kept with taylorism's contract for
-code that calls it directly.
+Build one as in taylorism, ``footprints.proxy.scheduler(limit='threads', max_threads=2)``; the
+attributes pick the class (``nosort``, ``limit`` threads | memory | threads+memory, ``singlefile``,
+``binded``).  The boss never runs a scheduler: the client reads its class and attributes
+(:mod:`taylorism_zmq.client.policy`) and the boss applies the same limits on every host.
+
+``launchable(pending_instructions, workers, report)`` keeps taylorism's contract for programs that
+call it themselves: it splits the pending instruction sets into those that may start now and the
+rest, given the running *workers* (name -> Worker), and gives each one that may start a
+``scheduler_ticket`` (the smallest one free; with ``binded=True``, the core its task is pinned to)
+and the ``scheduler_hooks`` its worker calls first.  ``MaxThreadsScheduler`` & co. are the old
+constructors, kept for old programs.
 """
 
 from __future__ import annotations
@@ -19,19 +25,22 @@ from footprints import FootprintBase
 
 log = logging.getLogger(__name__)
 
+#: tickets a memory-limited scheduler may hand out (it has no thread count to bound them)
 MAX_NUMBER_PROCESSES = 512
 
 
 class BaseScheduler(FootprintBase):
-    """Abstract base class for schedulers."""
+    """What every scheduler is: a footprints class of the ``scheduler`` collector with ``launchable()``."""
 
     _abstract = True
     _collector = ("scheduler",)
-    _footprint = dict(attr=dict(identity=dict(info="Scheduler identity.", optional=True, default="anonymous")))
+    _footprint = dict(attr=dict(identity=dict(info="A name for this scheduler.", optional=True,
+                                              default="anonymous")))
 
     def launchable(self, pending_instructions: list, workers: dict, report: list) -> tuple[list, list]:
-        """Split *pending_instructions* into launchable and not yet launchable ones."""
-        raise NotImplementedError("launchable() method must be implemented in inheritant classes.")
+        """Return ``(may start now, must wait)``, ticketed as the class docstring says."""
+        raise NotImplementedError(f"{type(self).__name__} does not say which tasks may start: "
+                                  "define launchable() in the subclass")
 
     def place(self, task: Any, hosts: list) -> Any:
         """Choose the host where *task* runs: return one of *hosts*, or None to keep it waiting.
@@ -40,9 +49,9 @@ class BaseScheduler(FootprintBase):
         boss (which must allow it: ``taylorism-boss --allow-placement-plugins``;
         an embedded boss always does), each time a task of the job could start.
         *hosts* are the hosts with a free slot where the job's limits let the
-        task run, as :class:`~taylorism_zmq.placement.HostView` (``host, agent,
+        task run, as :class:`~taylorism_zmq.boss.placement.HostView` (``host, agent,
         slots, free, running, job_running, load, cpu, memory, mem_avail,
-        headroom``); *task* is a :class:`~taylorism_zmq.placement.TaskView`
+        headroom``); *task* is a :class:`~taylorism_zmq.boss.placement.TaskView`
         (``name, index, memory, expected_time``).  Keep it quick and pure.
         The built-in choice, used when this is not overridden, is the host with
         the most headroom (free slots less the load that is not ours).
@@ -50,108 +59,124 @@ class BaseScheduler(FootprintBase):
         return max(hosts, key=lambda h: h.headroom)
 
     def _all_tickets(self) -> set:
+        """Every ticket this scheduler may hand out (``{None}``: it gives none)."""
         return {None}
 
     def _workers_hooks(self) -> list:
-        return list()
+        """The callables each worker calls with itself before its task."""
+        return []
 
     def _assign_tickets(self, workers: dict, launchable: list) -> list:
-        assigned_tickets = {w.scheduler_ticket for w in workers.values()}
-        possible_tickets = sorted(self._all_tickets() - assigned_tickets)
+        """Give each of *launchable* (in order) the smallest ticket no running worker holds, then None."""
+        held = {worker.scheduler_ticket for worker in workers.values()}
+        free = iter(sorted(self._all_tickets() - held))
         for instructions in launchable:
-            possible_tickets.append(None)
-            instructions.update(scheduler_ticket=possible_tickets.pop(0), scheduler_hooks=self._workers_hooks())
+            instructions.update(scheduler_ticket=next(free, None), scheduler_hooks=self._workers_hooks())
         return launchable
 
 
 class NewLaxistScheduler(BaseScheduler):
-    """No sorting is done !"""
+    """No limit: every pending task may start (``nosort=True``)."""
 
-    _footprint = dict(attr=dict(nosort=dict(alias=("laxist", "unsorted"), values=(True,), type=bool)))
+    _footprint = dict(attr=dict(nosort=dict(type=bool, values=(True,), alias=("laxist", "unsorted"))))
 
     def launchable(self, pending_instructions: list, workers: dict, report: list) -> tuple[list, list]:
-        return self._assign_tickets(workers, pending_instructions), list()
+        return self._assign_tickets(workers, pending_instructions), []
 
 
 class NewLimitedScheduler(BaseScheduler):
-    """A scheduler with a limit on threads and/or memory."""
+    """Abstract: the schedulers chosen by ``limit=``."""
 
     _abstract = True
     _footprint = dict(attr=dict(limit=dict(values=["threads", "memory", "mem", "threads+memory"],
                                            remap=dict(mem="memory"))))
 
 
+#: the ``binded`` attribute of the schedulers that can pin each task to a core
 _binded_fpattr = footprints.Footprint(
-    info="Abstract binded attribute",
-    attr=dict(binded=dict(type=bool, info="Binds the process to a single cpu.", default=False, optional=True)),
+    info="binded attribute",
+    attr=dict(binded=dict(type=bool, optional=True, default=False,
+                          info="Pin each task to the core of its ticket.")),
 )
 
 
 def binding_setup(worker: Any) -> None:
-    """Bind a *worker* to its *scheduler_ticket* compute core."""
-    cpusinfo = cpus.LinuxCpusInfo()
-    cpuslist = list(cpusinfo.socketpacked_cpulist())
-    binded_cpu = cpuslist[worker.scheduler_ticket % cpusinfo.nvirtual_cores]
-    cpus.set_affinity(binded_cpu)
+    """Pin the calling process to the core of *worker*'s ticket (cores taken socket by socket)."""
+    info = cpus.LinuxCpusInfo()
+    cores = list(info.socketpacked_cpulist())
+    cpus.set_affinity(cores[worker.scheduler_ticket % info.nvirtual_cores])
 
 
-def BindingAwareScheduler(cls: Any) -> Any:  # noqa: N802 - taylorism's name
-    """Class decorator adding binding_setup to the worker hooks when binded."""
-    original_hooks = cls._workers_hooks
+def BindingAwareScheduler(cls: Any) -> Any:  # (taylorism's name)
+    """Class decorator: a scheduler built with ``binded=True`` adds :func:`binding_setup` to its workers' hooks."""
+    plain_hooks = cls._workers_hooks
 
-    def new_hooks(self: Any) -> list:
-        hookslist = original_hooks(self)
+    def _workers_hooks(self: Any) -> list:
+        hooks = plain_hooks(self)
         if getattr(self, "binded", False):
-            hookslist.append(binding_setup)
-        return hookslist
+            hooks.append(binding_setup)
+        return hooks
 
-    cls._workers_hooks = new_hooks
+    cls._workers_hooks = _workers_hooks
     return cls
 
 
-def _resolve_auto_threads(scheduler: Any) -> None:
-    """max_threads=0 means half the cpus: of this machine for launchable(), of each host for the boss."""
+def _threads_attr() -> dict:
+    return dict(type=int, alias=("maxpc", "maxthreads"), access="rwx",
+                info="Tasks at once (on each host); 0: half the cpus")
+
+
+def _settle_threads(scheduler: Any) -> None:
+    """``max_threads=0`` means half the cpus: this machine's for launchable(), each host's on the boss."""
     scheduler.auto_threads = scheduler.max_threads == 0
     if scheduler.auto_threads:
-        scheduler.max_threads = int(multiprocessing.cpu_count() / 2)
+        scheduler.max_threads = multiprocessing.cpu_count() // 2
+
+
+def _memory_of(instructions: dict, default: float) -> float:
+    """MiB an instruction set says its task needs (taylorism counts an explicit 0 as 0)."""
+    return instructions.get("memory", default)
 
 
 @BindingAwareScheduler
 class NewMaxThreadsScheduler(NewLimitedScheduler):
-    """At most *max_threads* tasks at once (on each host); 0 means half of the host's cpus."""
+    """At most ``max_threads`` tasks at once (``limit='threads'``, or ``'processes'``)."""
 
     _footprint = [
         _binded_fpattr,
         dict(attr=dict(limit=dict(values=["threads", "processes"], remap=dict(processes="threads")),
-                       max_threads=dict(alias=("maxpc", "maxthreads"), type=int, access="rwx"))),
+                       max_threads=_threads_attr())),
     ]
 
     def __init__(self, *args: Any, **kw: Any):
         super().__init__(*args, **kw)
-        _resolve_auto_threads(self)
+        _settle_threads(self)
 
     def _all_tickets(self) -> set:
-        return set(range(0, self.max_threads))
+        return set(range(self.max_threads))
 
     def launchable(self, pending_instructions: list, workers: dict, report: list) -> tuple[list, list]:
-        available_threads = max(self.max_threads - len(workers), 0)
-        launchable = self._assign_tickets(workers, pending_instructions[0:available_threads])
-        return launchable, pending_instructions[available_threads:]
+        room = max(self.max_threads - len(workers), 0)
+        return self._assign_tickets(workers, pending_instructions[:room]), pending_instructions[room:]
 
 
 @BindingAwareScheduler
 class NewMaxMemoryScheduler(NewLimitedScheduler):
-    """Tasks run while their memory fits in *max_memory* (on each host)."""
+    """Tasks start while the memory they declare fits under ``max_memory`` (``limit='memory'``).
+
+    A task that declares none counts ``memory_per_task``; without ``max_memory``, the limit is
+    ``memory_max_percentage`` of the machine's memory (on the boss: of each host's).
+    """
 
     _footprint = [
         _binded_fpattr,
         dict(attr=dict(
             limit=dict(values=["memory", "mem"], remap=dict(mem="memory")),
-            max_memory=dict(info="Amount of usable memory (in MiB)", optional=True, type=float, access="rwx"),
-            memory_per_task=dict(info="Memory of a worker that says nothing (MiB).", optional=True,
-                                 default=2048.0, type=float),
-            memory_max_percentage=dict(info="Max memory level as a fraction of the host's memory.",
-                                       optional=True, default=0.75, type=float),
+            max_memory=dict(type=float, optional=True, access="rwx", info="MiB the tasks may use together"),
+            memory_per_task=dict(type=float, optional=True, default=2048.0,
+                                 info="MiB counted for a task that declares no memory"),
+            memory_max_percentage=dict(type=float, optional=True, default=0.75,
+                                       info="Share of the memory usable when max_memory is not given"),
         )),
     ]
 
@@ -160,94 +185,98 @@ class NewMaxMemoryScheduler(NewLimitedScheduler):
         self.auto_memory = self.max_memory is None
         if self.auto_memory:
             try:
-                system_mem = memory.LinuxMemInfo().system_RAM("MiB")
+                total = memory.LinuxMemInfo().system_RAM("MiB")
             except OSError:
-                raise OSError("Unable to determine the total system's memory size.") from None
-            self.max_memory = self.memory_max_percentage * system_mem
+                raise OSError("cannot read this machine's memory size: give the scheduler max_memory") from None
+            self.max_memory = self.memory_max_percentage * total
 
     def _all_tickets(self) -> set:
-        return set(range(0, MAX_NUMBER_PROCESSES))
+        return set(range(MAX_NUMBER_PROCESSES))
+
+    def _memory_in_use(self, workers: dict) -> float:
+        return sum(worker.memory or self.memory_per_task for worker in workers.values())
 
     def launchable(self, pending_instructions: list, workers: dict, report: list) -> tuple[list, list]:
-        used_memory = sum([w.memory or self.memory_per_task for w in workers.values()])
-        launchable, not_yet_launchable = [], []
+        used = self._memory_in_use(workers)
+        now, later = [], []
         for instructions in pending_instructions:
-            actual_memory = instructions.get("memory", self.memory_per_task)
-            if used_memory + actual_memory < self.max_memory:
-                launchable.append(instructions)
-                used_memory += actual_memory
+            wanted = _memory_of(instructions, self.memory_per_task)
+            if used + wanted < self.max_memory:
+                used += wanted
+                now.append(instructions)
             else:
-                not_yet_launchable.append(instructions)
-        return self._assign_tickets(workers, launchable), not_yet_launchable
+                later.append(instructions)
+        return self._assign_tickets(workers, now), later
 
 
 class LongerFirstScheduler(NewMaxMemoryScheduler):
-    """Longest expected_time first, within threads and memory limits (on each host)."""
+    """Longest ``expected_time`` first, within a thread and a memory limit (``limit='threads+memory'``)."""
 
-    _footprint = dict(attr=dict(limit=dict(values=["threads+memory"]),
-                                max_threads=dict(alias=("maxpc", "maxthreads"), type=int, access="rwx")))
+    _footprint = dict(attr=dict(limit=dict(values=["threads+memory"]), max_threads=_threads_attr()))
 
     def __init__(self, *args: Any, **kw: Any):
         super().__init__(*args, **kw)
-        _resolve_auto_threads(self)
+        _settle_threads(self)
 
     def _all_tickets(self) -> set:
-        return set(range(0, self.max_threads))
+        return set(range(self.max_threads))
 
     def launchable(self, pending_instructions: list, workers: dict, report: list) -> tuple[list, list]:
-        available_threads = self.max_threads - len(workers)
-        available_memory = self.max_memory - sum([w.memory or self.memory_per_task for w in workers.values()])
-        launchable, not_yet_launchable = [], []
-        pending_instructions.sort(key=lambda tup: tup.get("expected_time", 0), reverse=True)
+        room = self.max_threads - len(workers)
+        spare = self.max_memory - self._memory_in_use(workers)
+        # in place, as taylorism does: the caller's pending list comes out sorted too
+        pending_instructions.sort(key=lambda instructions: instructions.get("expected_time", 0), reverse=True)
+        now, later = [], []
         for instructions in pending_instructions:
-            actual_memory = instructions.get("memory", self.memory_per_task)
-            if actual_memory <= available_memory and available_threads > 0:
-                launchable.append(instructions)
-                available_memory -= actual_memory
-                available_threads -= 1
+            wanted = _memory_of(instructions, self.memory_per_task)
+            if room > 0 and wanted <= spare:
+                room -= 1
+                spare -= wanted
+                now.append(instructions)
             else:
-                not_yet_launchable.append(instructions)
-        return self._assign_tickets(workers, launchable), not_yet_launchable
+                later.append(instructions)
+        return self._assign_tickets(workers, now), later
 
 
 class NewSingleOpenFileScheduler(NewMaxThreadsScheduler):
-    """No two running workers share a fileA/fileB, and at most max_threads at once."""
+    """As ``limit='threads'``, and a task waits while a running one has its ``fileA`` or ``fileB`` open.
 
-    _footprint = dict(attr=dict(singlefile=dict(values=(True,), type=bool)))
+    Only running workers count: two pending tasks on one file may start in the same call, as in
+    taylorism (the boss, which places tasks itself, never starts them together).
+    """
+
+    _footprint = dict(attr=dict(singlefile=dict(type=bool, values=(True,))))
 
     def launchable(self, pending_instructions: list, workers: dict, report: list) -> tuple[list, list]:
-        launchable, not_yet_launchable = [], []
-        open_files = [w.fileA for w in workers.values()] + [w.fileB for w in workers.values()]
-        for pi in pending_instructions:
-            if pi["fileA"] in open_files or pi["fileB"] in open_files:
-                not_yet_launchable.append(pi)
-            else:
-                launchable.append(pi)
-        (launchable, nyl) = super().launchable(launchable, workers, report)
-        not_yet_launchable.extend(nyl)
-        return self._assign_tickets(workers, launchable), not_yet_launchable
+        busy = {getattr(worker, name) for worker in workers.values() for name in ("fileA", "fileB")}
+        free = [i for i in pending_instructions if i["fileA"] not in busy and i["fileB"] not in busy]
+        blocked = [i for i in pending_instructions if i["fileA"] in busy or i["fileB"] in busy]
+        now, later = super().launchable(free, workers, report)
+        return now, blocked + later
 
 
-# -- legacy classes, kept for backward compatibility ------------------------------------------
+# -- the constructors of taylorism < 1.0.7, kept for the programs that still call them ------------
 class _AbstractOldSchedulerProxy:
-    """The abstract class of deprecated scheduler objects."""
+    """An old-style scheduler: builds the footprints scheduler it stands for and forwards everything to it."""
 
     _TARGET_CLASS: Any = None
 
     def __init__(self, *kargs: Any, **kwargs: Any):
         if self._TARGET_CLASS is None:
-            raise RuntimeError("_TARGET_CLASS needs to be defined")
-        log.warning("The %s class is deprecated. Instead, use the footprint mechanism to create schedulers.",
-                    self.__class__.__name__)
+            raise RuntimeError(f"{type(self).__name__} names no _TARGET_CLASS to build")
+        log.warning("%s is deprecated: build schedulers with footprints.proxy.scheduler(...)", type(self).__name__)
         self._target_scheduler = self._TARGET_CLASS(*kargs, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
+        # dunders and the target itself are never forwarded (copy and pickle probe them before __init__ ran)
         if name.startswith("__") or name == "_target_scheduler":
             raise AttributeError(name)
         return getattr(self._target_scheduler, name)
 
 
 class LaxistScheduler(_AbstractOldSchedulerProxy):
+    """Deprecated: ``footprints.proxy.scheduler(nosort=True)``."""
+
     _TARGET_CLASS = NewLaxistScheduler
 
     def __init__(self) -> None:
@@ -255,6 +284,8 @@ class LaxistScheduler(_AbstractOldSchedulerProxy):
 
 
 class MaxThreadsScheduler(_AbstractOldSchedulerProxy):
+    """Deprecated: ``footprints.proxy.scheduler(limit='threads', max_threads=...)``."""
+
     _TARGET_CLASS = NewMaxThreadsScheduler
 
     def __init__(self, max_threads: int = 0):
@@ -262,14 +293,18 @@ class MaxThreadsScheduler(_AbstractOldSchedulerProxy):
 
 
 class MaxMemoryScheduler(_AbstractOldSchedulerProxy):
+    """Deprecated: ``footprints.proxy.scheduler(limit='memory', ...)``; *total_system_memory* in MiB."""
+
     _TARGET_CLASS = NewMaxMemoryScheduler
 
     def __init__(self, max_memory_percentage: float = 0.75, total_system_memory: float | None = None):
-        max_memory = None if total_system_memory is None else total_system_memory * max_memory_percentage
-        super().__init__(limit="memory", max_memory=max_memory, memory_max_percentage=max_memory_percentage)
+        limit = None if total_system_memory is None else max_memory_percentage * total_system_memory
+        super().__init__(limit="memory", max_memory=limit, memory_max_percentage=max_memory_percentage)
 
 
 class SingleOpenFileScheduler(_AbstractOldSchedulerProxy):
+    """Deprecated: ``footprints.proxy.scheduler(limit='threads', max_threads=..., singlefile=True)``."""
+
     _TARGET_CLASS = NewSingleOpenFileScheduler
 
     def __init__(self, max_threads: int = 0):

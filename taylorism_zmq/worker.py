@@ -1,8 +1,10 @@
-"""The Worker base class: what a task is, as in taylorism (a footprints class).
+"""The Worker: one task, described by its footprints attributes (taylorism's base class, collector ``worker``).
 
-A Worker is built twice: on the client, by footprints resolution of the
-instructions (so a bad instruction set fails at once, with taylorism's
-errors), and in the task process, from the resolved attributes.
+A subclass declares what its task needs as footprints attributes and does it in ``_task()``, whose
+return value is the task's report.  A Worker is built twice: on the client, where footprints picks
+the class from the instructions (so a bad instruction set fails at once, with taylorism's errors),
+and in the task process on an agent, from the attributes resolved on the client, where
+:meth:`Worker._work` runs it.
 """
 
 from __future__ import annotations
@@ -18,64 +20,66 @@ log = logging.getLogger("taylorism_zmq")
 
 
 class Worker(FootprintBase):
-    """
-    Template for workers.
-    A Worker is an object supposed to do a task, according to instructions.
-    The instructions has to be added to footprint attributes in actual classes.
+    """Base class of the workers: subclass it, add attributes to its footprint, write ``_task()``.
+
+    Every worker has a ``name`` (unique in its job; a uuid unless given, and ``[attr]`` in it is
+    replaced by that attribute's value), the ``memory`` (MiB) and ``expected_time`` (s) schedulers
+    may use, and, set when it starts, its ``scheduler_ticket`` and the ``scheduler_hooks`` it calls
+    first.
     """
 
     _abstract = True
     _collector = ("worker",)
-    _footprint = dict(
-        attr=dict(
-            name=dict(info="Name of the worker.", optional=True, default=None, access="rwx"),
-            memory=dict(info="Memory that should be used by the worker (in MiB).", optional=True,
-                        default=0.0, type=float),
-            expected_time=dict(info="How long the worker is expected to run (in s).", optional=True,
-                               default=0.0, type=float),
-            scheduler_ticket=dict(info="The slot number given by the scheduler (optional).", optional=True,
-                                  default=None, type=int),
-            scheduler_hooks=dict(info="List of callbacks before starting effective task work.",
-                                 optional=True, default=FPList(), type=FPList),
-        )
-    )
+    _footprint = dict(attr=dict(
+        name=dict(optional=True, default=None, access="rwx", info="Unique in its job (default: a uuid)."),
+        memory=dict(type=float, optional=True, default=0.0, info="MiB the task needs, for memory limits."),
+        expected_time=dict(type=float, optional=True, default=0.0, info="Seconds the task should last."),
+        scheduler_ticket=dict(type=int, optional=True, default=None,
+                              info="Slot number the scheduler gave this task (with binded=True: its core)."),
+        scheduler_hooks=dict(type=FPList, optional=True, default=FPList(),
+                             info="Callables run with the worker before its task."),
+    ))
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         if self.name is None:
             self.name = str(uuid.uuid4())
-            log.debug("Worker's name auto-assigned: %s", self.name)
+            log.debug("worker named %s", self.name)
 
     def binding(self) -> list:
-        """Return the actual physical binding of the current process to a cpu if available."""
-        cpuloc = cpus.get_affinity()
-        if cpuloc == set(cpus.LinuxCpusInfo().raw_cpulist()):
-            cpuloc = [None]
-        return list(cpuloc)
+        """The cpus this process may run on, or ``[None]`` when it may run on all of them.
+
+        May raise ``bronx.system.cpus.CpusToolUnavailableError`` where the system does not tell.
+        """
+        allowed = cpus.get_affinity()
+        if allowed == set(cpus.LinuxCpusInfo().raw_cpulist()):
+            return [None]
+        return list(allowed)
 
     def _work(self) -> Any:
-        """Run the hooks, then the task; return its report (in the task process)."""
-        for callback in self.scheduler_hooks or ():
-            callback(self)
+        """Run the hooks, then the task, and return its report (in the task process)."""
+        for hook in self.scheduler_hooks or ():
+            hook(self)
         self._work_and_communicate_prehook()
         return self._task()
 
     def _work_and_communicate_prehook(self) -> None:
-        """Some stuff executed before the "real" work takes place."""
+        """Called in the task process just before ``_task()``: a place for subclasses' set-up."""
 
-    def _task(self, **kwargs: Any) -> Any:
-        """Actual task of the Worker to be implemented therein; return the report."""
-        raise RuntimeError("this method must be implemented in Worker's inheritant class !")
+    def _task(self) -> Any:
+        """Do the work and return the report; every concrete Worker defines it."""
+        raise NotImplementedError(f"{type(self).__name__} has no _task(): define it in the Worker subclass")
 
 
 class BindedWorker(Worker):
-    """Workers binded to a cpu core (Linux only); deprecated: use a scheduler with binded=True."""
+    """A worker pinned to the core of its ticket.  Deprecated: use a Worker and a ``binded=True`` scheduler."""
 
     _abstract = True
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        log.warning('The %s class is deprecated. Please use "Worker" instead.', self.__class__.__name__)
+        log.warning("%s is a BindedWorker, which is deprecated: subclass Worker and give the scheduler binded=True",
+                    type(self).__name__)
 
     def _work_and_communicate_prehook(self) -> None:
         if self.scheduler_ticket is not None:

@@ -243,20 +243,6 @@ def test_a_connection_idle_longer_than_the_timeout_still_works(cluster_factory, 
     assert report["status"] == "finished"
 
 
-def test_taylorism_own_suite_runs_against_a_boss_and_two_agents(cluster_factory):
-    cluster = cluster_factory()
-    cluster.add_agent(slots=2, host_name="node-a")
-    cluster.add_agent(slots=2, host_name="node-b")
-    cluster.wait_agents(2)
-    here = os.path.dirname(__file__)
-    env = dict(os.environ, TAYLORISM_BOSS=cluster.control)
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           os.path.join(here, "test_taylorism_suite.py")], capture_output=True, text=True,
-                          timeout=180, env=env, cwd=os.path.dirname(here))
-    assert "8 passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert sum(h["done"] for h in cluster.status()["hosts"]) >= 10  # the tasks ran on the cluster
-
-
 def test_boss_killed_and_restarted_mid_job_every_task_runs_and_reports_once(cluster_factory, tmp_path):
     cluster = cluster_factory(agent_timeout=30)
     cluster.add_agent(slots=2, host_name="node-a")
