@@ -24,11 +24,7 @@ import io
 import json
 import logging
 import os
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +33,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_workers  # noqa: E402,F401 - registers the taylorism-zmq workers
+from cluster import daemons  # noqa: E402
 from throughput import bare_fork_latency, bare_fork_loop  # noqa: E402
 
 #: workload -> (size, tasks at once in total)
@@ -227,45 +224,14 @@ def parsl_pool(slots: int) -> tuple[Callable, Callable]:
     return submit, close
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def tcp_cluster(agents: int = 2) -> Iterator[str]:
     """A boss and *agents* agents on tcp loopback, with CURVE (a key pair made for the run)."""
-    from taylorism_zmq.wire.security import keygen
-
-    keys = tempfile.mkdtemp(prefix="taylorism-bench-keys-")
-    keygen(__import__("pathlib").Path(keys))
-    saved = os.environ.get("TAYLORISM_KEY_DIR")
-    os.environ["TAYLORISM_KEY_DIR"] = keys
-    control, reports = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    cmd = [sys.executable, "-m", "taylorism_zmq"]
-    procs = [subprocess.Popen([*cmd, "boss", "--control", control, "--reports", reports, "--log-level", "ERROR"])]
-    procs += [subprocess.Popen([*cmd, "agent", "--boss", control, "--reports", reports, "--slots", "8",
-                                "--host-name", f"node-{i}", "--log-level", "ERROR"]) for i in range(agents)]
-    try:
-        from taylorism_zmq.client.connection import Connection
-        from taylorism_zmq.wire.protocol import Msg
-
-        conn = Connection(control, timeout=30)
-        while conn.request(Msg.HELLO, {"client": conn.client_id}, Msg.WELCOME)["agents"] < agents:
-            time.sleep(0.05)
-        conn.close()
-        yield control
-    finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            p.wait(timeout=15)
-        if saved is None:
-            os.environ.pop("TAYLORISM_KEY_DIR", None)
-        else:
-            os.environ["TAYLORISM_KEY_DIR"] = saved
-        shutil.rmtree(keys, ignore_errors=True)
+    with daemons() as cluster:
+        cluster.start_boss()
+        cluster.add_agents(agents, slots=8)
+        cluster.wait_agents(agents)
+        yield cluster.control
 
 
 def measure(runtime: Any, workloads: dict[str, tuple[int, int]], runs: int, ours: bool, extra: dict) -> dict:

@@ -119,7 +119,7 @@ class Cluster:
         from taylorism_zmq.client.connection import Connection
         from taylorism_zmq.wire.protocol import Msg
 
-        conn = Connection(self.control, timeout=10)
+        conn = Connection(self.control, timeout=30)
         try:
             return conn.request(Msg.STATUS, {}, Msg.STATUS_REPLY)["status"]
         finally:
