@@ -22,14 +22,13 @@ class Progress:
         self.done = 0
         self._line = ""
         self._bar: Any = None
-        tqdm = None
         if use_tqdm:
             try:
                 from tqdm import tqdm
             except ImportError:
                 pass
-        if tqdm is not None:
-            self._bar = tqdm(total=total, file=self.stream, unit="task", dynamic_ncols=True)
+            else:
+                self._bar = tqdm(total=total, file=self.stream, unit="task", dynamic_ncols=True)
         #: log handlers writing to our stream, and the stream each had
         self._handlers: list[tuple[logging.StreamHandler, Any]] = []
         self._redirect_logs()
