@@ -31,6 +31,8 @@ class ZtNap(Worker):
             fail=dict(optional=True, default="no", values=["no", "value", "weird", "signal", "exit"]),
             spawn=dict(optional=True, default=None),
             ledger=dict(optional=True, default=None),
+            #: a directory the task moves into (what a reused process must not pass on to its next task)
+            chdir=dict(optional=True, default=None),
             #: "note": SIGTERM is noted in the ledger ("TERM <time>") and otherwise ignored
             on_term=dict(optional=True, default="die", values=["die", "note"]),
             #: a directory where the task leaves a file named TAG.PID when it starts
@@ -45,6 +47,8 @@ class ZtNap(Worker):
         if self.ledger:  # one line per run: a task run twice shows up twice
             with open(self.ledger, "a") as f:
                 f.write(f"{self.tag}\n")
+        if self.chdir:
+            os.chdir(self.chdir)
         if self.on_term == "note":
             def note(*_):
                 with open(self.ledger, "a") as f:

@@ -27,65 +27,30 @@ import socket
 import sys
 import time
 import types
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgpack
 
 from ..procutil import die_with_parent
 from ..wire.codec import Codec, resolve_ref
 from ..wire.protocol import STDERR, STDOUT
-from .output import DEFAULT_MAX_OUTPUT, CappedOutput
-from .pipes import LENGTH, MAX_BUFFER, READ_CHUNK, recv_available, write_all
-from .task import died, failure, task_main
+from .output import DEFAULT_MAX_OUTPUT
+from .pipes import MAX_BUFFER, READ_CHUNK, recv_available, write_all
+from .task import died, failure
+from .taskprocs import Task, TaskProcess, fork_task_process
 
 #: seconds between SIGTERM and SIGKILL when tasks are stopped
 KILL_GRACE = 1.0
 #: task processes kept forked ahead of tasks, per launcher
 SPARES = 2
+#: reusable task processes kept waiting for a next task, per launcher (the least recently used go first)
+MAX_IDLE = 64
 #: default cap on one task's report (the boss caps frames at this size too)
 DEFAULT_MAX_REPORT = 256 * 1024 * 1024 - 4096
 
 
-class _Spare(NamedTuple):
-    """A task process forked ahead of its task, and the launcher's ends of its pipes."""
-
-    pid: int
-    task_w: int
-    result_r: int
-    out_r: int
-    err_r: int
-
-
-class _Task:
-    __slots__ = ("tid", "pid", "pipe", "chunks", "size", "eof", "status", "t0", "kill_at", "reported", "deadline",
-                 "why", "timeout", "outputs", "open_outputs", "stream", "expect")
-
-    def __init__(self, tid: int, pid: int, pipe: int, timeout: float | None = None, stream: bool = False,
-                 max_output: int = DEFAULT_MAX_OUTPUT):
-        self.tid, self.pid, self.pipe = tid, pid, pipe
-        #: what is kept of its stdout and stderr, and their pipes still open (fd -> stream)
-        self.outputs = {STDOUT: CappedOutput(max_output), STDERR: CappedOutput(max_output)}
-        self.open_outputs: dict[int, int] = {}
-        #: its output is also sent live to the agent
-        self.stream = stream
-        self.chunks: list[bytes] = []
-        self.size = 0
-        #: the length of its result, once its first bytes came
-        self.expect: int | None = None
-        #: when the task's own timeout expires (monotonic), if it has one
-        self.timeout = timeout
-        self.deadline = time.monotonic() + timeout if timeout else None
-        #: why the launcher killed it, if it did
-        self.why: str | None = None
-        self.eof = False
-        self.status: int | None = None
-        self.t0 = time.time()
-        self.kill_at: float | None = None
-        self.reported = False
-
-
 class Launcher:
-    """Fork one process per task in a prepared code environment."""
+    """Fork task processes in a prepared code environment, and give them tasks."""
 
     def __init__(self, sock: socket.socket, env: dict[str, Any], zygote_pid: int):
         self.sock = sock
@@ -96,15 +61,20 @@ class Launcher:
         self.max_report = int(env.get("max_report", DEFAULT_MAX_REPORT))
         #: bytes of each of a task's stdout and stderr its report keeps
         self.max_output = int(env.get("max_output", DEFAULT_MAX_OUTPUT))
-        self.tasks: dict[int, _Task] = {}  # by pid
+        #: every task process alive (or not reaped yet), by pid
+        self.procs: dict[int, TaskProcess] = {}
+        #: the processes running a task, by task id
+        self.running: dict[int, TaskProcess] = {}
+        #: processes forked ahead of tasks, never given one
+        self.spares: list[TaskProcess] = []
+        #: processes that ran tasks and wait for a next one (max_tasks_per_process > 1), oldest first
+        self.idle: list[TaskProcess] = []
         self.classes: dict[str, Any] = {}
         self.unpacker = msgpack.Unpacker(max_buffer_size=MAX_BUFFER)
         self.outbuf = bytearray()
         self.sel = selectors.DefaultSelector()
         self.closing = False
         self.term_requested = False
-        #: processes forked ahead of tasks
-        self.spares: list[_Spare] = []
 
     # -- set up ------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -166,7 +136,7 @@ class Launcher:
         self.sel.register(self.sock, selectors.EVENT_READ, "agent")
         self.sel.register(wake_r, selectors.EVENT_READ, "wake")
         self._wake = (wake_r, wake_w)
-        while not (self.closing and not self.tasks):
+        while not (self.closing and not self.running):
             for key, mask in self.sel.select(self._timeout()):
                 if key.data == "agent":
                     if mask & selectors.EVENT_READ:
@@ -179,10 +149,11 @@ class Launcher:
                             pass
                     except BlockingIOError:
                         pass
-                elif isinstance(key.data, _Task):
-                    self._read_task(key.data)
-                elif key.fd in key.data[0].open_outputs:  # (not closed earlier in this pass)
-                    self._read_output(key.data[0], key.data[1], key.fd)
+                elif key.data[1] == "result":
+                    if key.data[0].result_r == key.fd:  # (not closed earlier in this pass)
+                        self._read_results(key.data[0])
+                elif key.fd in key.data[0].outputs:
+                    self._read_output(key.data[0], key.fd)
             if self.term_requested:
                 self._shutdown()
             self._reap()
@@ -191,7 +162,8 @@ class Launcher:
         self._flush(blocking=True)
 
     def _timeout(self) -> float | None:
-        deadlines = [d for t in self.tasks.values() if (d := t.kill_at if t.kill_at is not None else t.deadline)]
+        deadlines = [d for p in self.running.values()
+                     if (d := p.kill_at if p.kill_at is not None else p.task.deadline if p.task else None)]
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
 
     def _read_agent(self) -> None:
@@ -204,7 +176,7 @@ class Launcher:
         self.unpacker.feed(data)
         for msg in self.unpacker:
             if msg[0] == "run":
-                self._run(*msg[1:10])
+                self._run(*msg[1:11])
             elif msg[0] == "kill":
                 self._kill(set(msg[1]))
 
@@ -233,7 +205,7 @@ class Launcher:
 
     # -- tasks ---------------------------------------------------------------------
     def _run(self, tid: int, ticket: int | None, cls_ref: str, payload: bytes, binded: bool,
-             trusted: bool, timeout: float | None = None, stream: bool = False) -> None:
+             trusted: bool, timeout: float | None = None, stream: bool = False, max_tasks: int = 1) -> None:
         t0 = time.time()
         try:
             if cls_ref not in self.classes:
@@ -245,105 +217,95 @@ class Launcher:
             return
         if self.closing or self.term_requested:
             return  # going away: the agent will not hear of this task anyway
-        spare = self.spares.pop() if self.spares else self._fork_spare()
-        order = msgpack.packb([cls_ref, payload, ticket, binded, trusted, stream], use_bin_type=True)
-        try:
-            write_all(spare.task_w, LENGTH.pack(len(order)) + order)
-        except OSError:
-            pass  # the process died already: its exit status will tell
-        os.close(spare.task_w)
-        task = _Task(tid, spare.pid, spare.result_r, timeout, bool(stream), self.max_output)
-        self.tasks[spare.pid] = task
-        self.sel.register(spare.result_r, selectors.EVENT_READ, task)
-        for fd, number in ((spare.out_r, STDOUT), (spare.err_r, STDERR)):
-            task.open_outputs[fd] = number
-            self.sel.register(fd, selectors.EVENT_READ, (task, number))
+        proc = self._process_for(max_tasks)
+        more = proc.runs + 1 < max_tasks
+        order = msgpack.packb([cls_ref, payload, ticket, binded, trusted, stream, more], use_bin_type=True)
+        proc.give(Task(tid, timeout, bool(stream), self.max_output), order, more)
+        self.running[tid] = proc
 
-    def _fork_spare(self) -> _Spare:
-        """Fork a task process that waits for its task on a pipe, its stdout and stderr on two more."""
-        task_r, task_w = os.pipe()
-        result_r, result_w = os.pipe()
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        me = os.getpid()
-        for f in (sys.stdout, sys.stderr):  # the child must not inherit, and write again, our buffered text
-            try:
-                f.flush()
-            except (OSError, ValueError, AttributeError):
-                pass
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the task process
-            for fd in (task_w, result_r, out_r, err_r):
-                os.close(fd)
-            os.dup2(out_w, 1)
-            os.dup2(err_w, 2)
-            task_main(me, task_r, result_w)
-        for fd in (task_r, result_w, out_w, err_w):
-            os.close(fd)
-        for fd in (result_r, out_r, err_r):
-            os.set_blocking(fd, False)
-        return _Spare(pid, task_w, result_r, out_r, err_r)
+    def _process_for(self, max_tasks: int) -> TaskProcess:
+        """A process waiting for this task: a reused one when its tasks allow, else a spare, else a fresh fork."""
+        while max_tasks > 1 and self.idle:
+            proc = self.idle.pop()  # the most recently used: its pages are warm
+            if proc.runs < max_tasks and proc.status is None:
+                return proc
+            proc.close_orders()  # it ran as many tasks as this job allows a process: let it go
+        if self.spares:
+            return self.spares.pop()
+        return self._fork()
+
+    def _fork(self) -> TaskProcess:
+        proc = fork_task_process(os.getpid())
+        self.procs[proc.pid] = proc
+        self.sel.register(proc.result_r, selectors.EVENT_READ, (proc, "result"))
+        for fd in proc.outputs:
+            self.sel.register(fd, selectors.EVENT_READ, (proc, "output"))
+        return proc
 
     def _refill_spares(self) -> None:
         """Keep processes forked ahead of tasks, so that a task does not wait for a fork."""
         # a fork slows the tasks running meanwhile (CPU, and the memory map locks they share with this
         # process): keep one spare while tasks run, the others are forked when none runs
-        wanted = SPARES if not self.tasks else 1
+        wanted = SPARES if not self.running else 1
         while len(self.spares) < wanted and not self.closing and not self.term_requested:
-            self.spares.append(self._fork_spare())
+            self.spares.append(self._fork())
 
     def _drop_spares(self) -> None:
-        for spare in self.spares:
-            for fd in spare[1:]:
-                os.close(fd)  # the spare reads end of file on its task pipe and leaves
+        for proc in self.spares:
+            proc.close_orders()  # the spare reads end of file on its task pipe and leaves
         self.spares.clear()
 
-    def _read_task(self, task: _Task) -> None:
-        try:
-            while True:
-                chunk = os.read(task.pipe, READ_CHUNK)
-                if not chunk:
-                    task.eof = True
-                    self.sel.unregister(task.pipe)
-                    os.close(task.pipe)
-                    break
-                task.chunks.append(chunk)
-                task.size += len(chunk)
-                if task.size > self.max_report and task.why is None:
-                    self._stop_task(task, f"its report exceeded {self.max_report} bytes")
-                    task.chunks.clear()
-                    task.eof = True  # read no more of it
-                    self.sel.unregister(task.pipe)
-                    os.close(task.pipe)
-                    break
-                if task.expect is None and task.size >= LENGTH.size:
-                    task.expect = LENGTH.unpack_from(b"".join(task.chunks))[0]
-                if task.expect is not None and task.size >= LENGTH.size + task.expect:
-                    task.eof = True  # the whole result: the rest of the process's life is not our concern
-                    self.sel.unregister(task.pipe)
-                    os.close(task.pipe)
-                    break
-        except BlockingIOError:
-            pass
-        if task.eof and task.chunks and not task.reported:
-            # a whole report: its output was flushed before it, so it is in the pipes already
-            self._drain_outputs(task)
-            self._finish(task)  # sent without waiting for the process's exit
+    def _read_results(self, proc: TaskProcess) -> None:
+        results, ended, too_big = proc.read_results(self.max_report)
+        if too_big:
+            if proc.why is None:
+                self._stop(proc, f"its report exceeded {self.max_report} bytes")
+            proc.buffer.clear()
+            ended = True  # read no more of it
+        for data in results:
+            task = proc.task
+            if task is None or task.reported or proc.why is not None:
+                continue
+            try:
+                ok, payload = msgpack.unpackb(data)
+            except (ValueError, TypeError):
+                continue  # a broken report: its exit status will say what happened
+            # its output was flushed before its result: it is in the pipes already
+            self._drain_outputs(proc)
+            self._finish(proc, bool(ok), payload)
+            if ok and proc.task_w >= 0 and proc.status is None:
+                self._park(proc)
+        if ended:
+            self._close_results(proc)
 
-    def _read_output(self, task: _Task, stream: int, fd: int) -> None:
+    def _park(self, proc: TaskProcess) -> None:
+        """A reusable process is done with its task: it waits for the next one."""
+        self.idle.append(proc)
+        if len(self.idle) > MAX_IDLE:
+            self.idle.pop(0).close_orders()
+
+    def _close_results(self, proc: TaskProcess) -> None:
+        if proc.result_r >= 0:
+            self.sel.unregister(proc.result_r)
+            os.close(proc.result_r)
+            proc.result_r = -1
+
+    def _read_output(self, proc: TaskProcess, fd: int) -> None:
         """Keep what a task writes on its stdout or stderr (and pass it on live if asked).
 
-        What comes once the task is reported (a background process it left, still holding the pipe)
-        goes to this launcher's own stdout or stderr, the agent's, as it would without capture; the
-        pipe stays open until its last writer leaves, so such a process is not killed by SIGPIPE.
+        What comes while the process has no task (a background process the last task left, still holding
+        the pipe) goes to this launcher's own stdout or stderr, the agent's, as it would without capture;
+        the pipe stays open until its last writer leaves, so such a process is not killed by SIGPIPE.
         """
+        stream = proc.outputs[fd]
         try:
             while True:
                 chunk = os.read(fd, READ_CHUNK)
                 if not chunk:
-                    self._close_output(task, fd)
+                    self._close_output(proc, fd)
                     break
-                if task.reported:
+                task = proc.task
+                if task is None or task.reported:
                     try:
                         write_all(2 if stream == STDERR else 1, chunk)
                     except OSError:
@@ -355,94 +317,83 @@ class Launcher:
         except BlockingIOError:
             pass
 
-    def _drain_outputs(self, task: _Task) -> None:
-        """Read what a task's output pipes hold now: its output is flushed before its result."""
-        for fd, stream in list(task.open_outputs.items()):
-            self._read_output(task, stream, fd)
+    def _drain_outputs(self, proc: TaskProcess) -> None:
+        """Read what a process's output pipes hold now: its output is flushed before its result."""
+        for fd in list(proc.outputs):
+            self._read_output(proc, fd)
 
-    def _close_output(self, task: _Task, fd: int) -> None:
-        if task.open_outputs.pop(fd, None) is not None:
+    def _close_output(self, proc: TaskProcess, fd: int) -> None:
+        if proc.outputs.pop(fd, None) is not None:
             self.sel.unregister(fd)
             os.close(fd)
 
     def _reap(self) -> None:
-        while self.tasks:
+        while self.procs:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 break
             if pid == 0:
                 break
-            task = self.tasks.get(pid)
-            if task is not None:
-                task.status = status
-        for pid, task in list(self.tasks.items()):
-            if task.status is None:
+            proc = self.procs.pop(pid, None)
+            if proc is None:
                 continue
-            # the process is gone: what is in its pipes is all there is (a child of its own may hold them)
-            self._drain_outputs(task)
-            if not task.eof:
-                self._read_task(task)
-                if not task.eof:
-                    self.sel.unregister(task.pipe)
-                    os.close(task.pipe)
-                    task.eof = True
-            del self.tasks[pid]
-            if not task.reported:
-                self._finish(task)
+            proc.status = status
+            # it is gone: what is in its pipes is all there is (a child of its own may hold the output ones)
+            self._drain_outputs(proc)
+            if proc.result_r >= 0:
+                self._read_results(proc)
+                self._close_results(proc)
+            proc.close_orders()
+            if proc.task is not None and not proc.task.reported:
+                self._finish(proc, False, None)
+            for pool in (self.spares, self.idle):
+                if proc in pool:
+                    pool.remove(proc)
 
-    def _finish(self, task: _Task) -> None:
-        data = b"".join(task.chunks)
-        if task.expect is not None and len(data) >= LENGTH.size + task.expect:
-            data = data[LENGTH.size:LENGTH.size + task.expect]
-        else:
-            data = b""  # nothing, or cut short
-        ok, payload = False, None
-        if task.why is not None:
-            if task.status is None:
-                return  # killed: say so once it is gone
-            data = b""
-        if data:
-            try:
-                ok, payload = msgpack.unpackb(data)
-            except (ValueError, TypeError):
-                payload = None
-        if payload is None and task.status is None:
-            return  # a broken report: wait for the exit status to say what happened
+    def _finish(self, proc: TaskProcess, ok: bool, payload: bytes | None) -> None:
+        """Tell the agent how the process's task ended; with no payload, how the process died."""
+        task = proc.task
+        assert task is not None
         task.reported = True
+        self.running.pop(task.tid, None)
         if payload is None:
-            status = task.status or 0
-            if task.why is not None:
-                what = f"killed: {task.why}"
+            status = proc.status or 0
+            if proc.why is not None:
+                what = f"killed: {proc.why}"
             elif os.WIFSIGNALED(status):
                 sig = os.WTERMSIG(status)
                 what = f"killed by signal {sig} ({signal.Signals(sig).name})"
             else:
                 what = f"exited with code {os.waitstatus_to_exitcode(status)} without a report"
-            ok, payload = False, died(f"task process {task.pid} on host {self.host} {what}")
-        self._send(["done", task.tid, bool(ok), payload, task.t0, time.time(),
+            ok, payload = False, died(f"task process {proc.pid} on host {self.host} {what}")
+        self._send(["done", task.tid, ok, payload, task.t0, time.time(),
                     task.outputs[STDOUT].getvalue(), task.outputs[STDERR].getvalue()])
 
     def _kill(self, tids: set[int]) -> None:
         deadline = time.monotonic() + KILL_GRACE
-        for task in self.tasks.values():
-            if task.tid in tids and task.kill_at is None:
-                _signal_group(task.pid, signal.SIGTERM)
-                task.kill_at = deadline
+        for tid in tids:
+            proc = self.running.get(tid)
+            if proc is not None and proc.kill_at is None:
+                _signal_group(proc.pid, signal.SIGTERM)
+                proc.kill_at = deadline
 
-    def _stop_task(self, task: _Task, why: str) -> None:
-        task.why = why
-        self._kill({task.tid})
+    def _stop(self, proc: TaskProcess, why: str) -> None:
+        """Stop a process and its task for a reason of ours; the task is reported once the process is gone."""
+        proc.why = why
+        if proc.task is not None:
+            self._kill({proc.task.tid})
 
     def _kill_overdue(self) -> None:
         now = time.monotonic()
-        for task in list(self.tasks.values()):
-            if task.deadline is not None and now >= task.deadline and task.why is None and not task.reported:
-                self._stop_task(task, f"it exceeded its timeout of {task.timeout:g}s")
-        for task in self.tasks.values():
-            if task.kill_at is not None and now >= task.kill_at:
-                _signal_group(task.pid, signal.SIGKILL)
-                task.kill_at = now + 3600
+        for proc in list(self.running.values()):
+            task = proc.task
+            if task is not None and task.deadline is not None and now >= task.deadline and proc.why is None:
+                self._stop(proc, f"it exceeded its timeout of {task.timeout:g}s")
+        for proc in self.running.values():
+            if proc.kill_at is not None and now >= proc.kill_at:
+                _signal_group(proc.pid, signal.SIGKILL)
+                proc.kill_at = now + 3600
 
     def _shutdown(self) -> None:
         """The agent is gone or asks us to go: stop every task, then leave."""
@@ -450,13 +401,15 @@ class Launcher:
             return
         self.closing = True
         self._drop_spares()
-        self._kill({t.tid for t in self.tasks.values()})
+        for proc in self.idle:
+            proc.close_orders()
+        self.idle.clear()
+        self._kill(set(self.running))
         try:
             self.sel.unregister(self.sock)
         except (KeyError, ValueError):
             pass
         self.sock.close()
-
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -58,49 +58,37 @@ def _flush_output() -> None:  # pragma: no cover - task process
 
 
 def task_main(launcher_pid: int, task_fd: int, result_fd: int) -> None:  # pragma: no cover - task process
-    """Wait for a task on *task_fd*, run it, write ``[ok, payload]`` to *result_fd*; never returns."""
+    """Run the tasks ordered on *task_fd*, each result ``[ok, payload]`` on *result_fd*; never returns.
+
+    After a task that succeeded and whose order says more may come, wait for the next order (a reused
+    process); after any other, or at the end of the task pipe, leave.
+    """
     code = 0
     try:
         os.setpgid(0, 0)
         die_with_parent(signal.SIGKILL, launcher_pid)
         signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
-            signal.signal(sig, signal.SIG_DFL)
         low, high = sorted((task_fd, result_fd))
         os.closerange(3, low)
         os.closerange(low + 1, high)
         os.closerange(high + 1, 1 << 16)
-        header = read_exactly(task_fd, LENGTH.size)
-        if len(header) < LENGTH.size:
-            os._exit(0)  # a spare that was not needed
-        order = read_exactly(task_fd, LENGTH.unpack(header)[0])
-        os.close(task_fd)
-        cls_ref, payload, ticket, binded, trusted, stream = msgpack.unpackb(order)
-        if stream:  # lines reach the client as they are printed
-            for f in (sys.stdout, sys.stderr):
-                try:
-                    f.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-                except (AttributeError, ValueError):
-                    pass
-        codec = Codec(trusted)
-        try:
-            cls = resolve_ref(cls_ref)
-            attrs = _footprints_values(codec.loads(payload))
-            attrs["scheduler_ticket"] = ticket
-            if binded and ticket is not None:
-                from ..schedulers import binding_setup
-
-                attrs["scheduler_hooks"] = [*attrs.get("scheduler_hooks", []), binding_setup]
-            worker = cls(checked=True, **attrs)
-            result = [True, codec.dumps(worker._work())]
-        except BaseException as exc:
-            result = [False, failure(codec, exc)]
-        _flush_output()
-        try:
-            data = msgpack.packb(result, use_bin_type=True)
-            write_all(result_fd, LENGTH.pack(len(data)) + data)
-        except BrokenPipeError:
-            pass
+        home, cpus = os.getcwd(), os.sched_getaffinity(0)
+        while True:
+            order = _read_order(task_fd)
+            if order is None:
+                break  # a spare that was not needed, or a reused process with no more work
+            cls_ref, payload, ticket, binded, trusted, stream, *rest = msgpack.unpackb(order)
+            more = bool(rest and rest[0])
+            _fresh_start(home, cpus, stream)
+            result = _run(cls_ref, payload, ticket, binded, trusted)
+            _flush_output()
+            try:
+                data = msgpack.packb(result, use_bin_type=True)
+                write_all(result_fd, LENGTH.pack(len(data)) + data)
+            except BrokenPipeError:
+                break
+            if not (result[0] and more):
+                break
         # the report is complete: say so now, not after the slow teardown of this process
         os.close(result_fd)
     except BaseException:
@@ -108,3 +96,46 @@ def task_main(launcher_pid: int, task_fd: int, result_fd: int) -> None:  # pragm
     finally:
         os._exit(code)
 
+
+def _read_order(task_fd: int) -> bytes | None:  # pragma: no cover - task process
+    header = read_exactly(task_fd, LENGTH.size)
+    if len(header) < LENGTH.size:
+        return None
+    return read_exactly(task_fd, LENGTH.unpack(header)[0])
+
+
+def _fresh_start(home: str, cpus: set[int], stream: bool) -> None:  # pragma: no cover - task process
+    """What a task may change that the next one in this process must not see: signal handlers, the working
+    directory, the cpus it is bound to, line buffering (the rest stays: see max_tasks_per_process)."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    try:
+        here: str | None = os.getcwd()
+    except OSError:  # the last task removed it
+        here = None
+    if here != home:
+        os.chdir(home)
+    if os.sched_getaffinity(0) != cpus:
+        os.sched_setaffinity(0, cpus)
+    for f in (sys.stdout, sys.stderr):  # streamed lines reach the client as they are printed
+        try:
+            f.reconfigure(line_buffering=stream)  # type: ignore[union-attr]
+        except (AttributeError, ValueError):
+            pass
+
+
+def _run(cls_ref: str, payload: bytes, ticket: int | None, binded: bool, trusted: bool) -> list:
+    """Build the worker and run its task: ``[True, report]`` or ``[False, failure]``."""  # pragma: no cover
+    codec = Codec(trusted)
+    try:
+        cls = resolve_ref(cls_ref)
+        attrs = _footprints_values(codec.loads(payload))
+        attrs["scheduler_ticket"] = ticket
+        if binded and ticket is not None:
+            from ..schedulers import binding_setup
+
+            attrs["scheduler_hooks"] = [*attrs.get("scheduler_hooks", []), binding_setup]
+        worker = cls(checked=True, **attrs)
+        return [True, codec.dumps(worker._work())]
+    except BaseException as exc:
+        return [False, failure(codec, exc)]

@@ -1,0 +1,123 @@
+"""A launcher driven directly over its channel: task processes forked per task, or reused when asked."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import msgpack
+import psutil
+import pytest
+import zt_workers  # noqa: F401 - registers the test worker classes
+from conftest import wait_until
+
+from taylorism_zmq.agent.launcher import Launcher
+from taylorism_zmq.client.instructions import resolve_worker, task_row
+from taylorism_zmq.wire.codec import Codec
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+class Channel:
+    """A launcher in a process of its own (a fork of this one), and this end of its channel."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair()
+        env = {"path": [os.path.dirname(__file__)], "cwd": os.getcwd(), "host": "test-host"}
+        me = os.getpid()
+        self.pid = os.fork()
+        if self.pid == 0:  # pragma: no cover - the launcher
+            ours.close()
+            try:
+                Launcher(theirs, env, me).serve()
+            finally:
+                os._exit(0)
+        theirs.close()
+        self.sock = ours
+        self.unpacker = msgpack.Unpacker()
+        self.tid = 0
+
+    def run(self, instructions: dict, max_tasks: int = 1, timeout: float | None = None) -> int:
+        row = task_row(0, resolve_worker(instructions, {}), Codec(trusted=True), False)
+        self.tid += 1
+        self.sock.sendall(msgpack.packb(["run", self.tid, None, row[2], row[6], False, True, timeout, False,
+                                         max_tasks]))
+        return self.tid
+
+    def done(self, timeout: float = 30.0) -> dict:
+        """The next task's end: {'tid', 'ok', 'report'}."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for msg in self.unpacker:
+                if msg[0] == "done":
+                    codec = Codec(trusted=True)
+                    return {"tid": msg[1], "ok": msg[2], "report": codec.loads(msg[3]) if msg[2] else msg[3]}
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            self.unpacker.feed(self.sock.recv(1 << 16))
+
+    def one(self, instructions: dict, max_tasks: int = 1) -> dict:
+        self.run(instructions, max_tasks)
+        return self.done()
+
+    def close(self) -> None:
+        self.sock.close()  # the launcher stops its tasks and leaves
+        os.waitpid(self.pid, 0)
+
+
+@pytest.fixture
+def launcher():
+    channel = Channel()
+    yield channel
+    channel.close()
+
+
+def test_one_process_per_task_by_default(launcher):
+    pids = [launcher.one(dict(zt="nap", tag=i))["report"]["pid"] for i in range(3)]
+    assert len(set(pids)) == 3
+
+
+def test_a_process_runs_up_to_max_tasks_then_leaves(launcher):
+    pids = [launcher.one(dict(zt="nap", tag=i), max_tasks=3)["report"]["pid"] for i in range(7)]
+    assert pids[0] == pids[1] == pids[2] != pids[3] == pids[4] == pids[5] != pids[6]
+    assert len(set(pids)) == 3
+
+
+def test_a_failed_task_ends_its_process(launcher):
+    first = launcher.one(dict(zt="nap", tag=1), max_tasks=10)
+    failed = launcher.one(dict(zt="nap", tag=2, fail="value"), max_tasks=10)
+    after = launcher.one(dict(zt="nap", tag=3), max_tasks=10)
+    assert not failed["ok"] and after["report"]["pid"] != first["report"]["pid"]
+    wait_until(lambda: not alive(first["report"]["pid"]), 10, "the process of the failed task to leave")
+
+
+def test_a_killed_or_timed_out_task_ends_its_process(launcher):
+    first = launcher.one(dict(zt="nap", tag=1), max_tasks=10)
+    launcher.run(dict(zt="nap", tag=2, seconds=30), max_tasks=10, timeout=0.3)
+    assert b"exceeded its timeout" in launcher.done()["report"]
+    after = launcher.one(dict(zt="nap", tag=3), max_tasks=10)
+    assert after["ok"] and after["report"]["pid"] != first["report"]["pid"]
+    assert not alive(first["report"]["pid"])
+
+
+def test_the_next_task_in_a_reused_process_starts_in_the_working_directory(launcher, tmp_path):
+    moved = launcher.one(dict(zt="nap", tag=1, chdir=str(tmp_path)), max_tasks=5)
+    after = launcher.one(dict(zt="nap", tag=2), max_tasks=5)
+    assert moved["report"]["cwd"] == str(tmp_path)
+    assert after["report"]["pid"] == moved["report"]["pid"] and after["report"]["cwd"] == os.getcwd()
+
+
+def test_concurrent_tasks_each_get_a_process_and_are_reused(launcher):
+    for i in range(4):
+        launcher.run(dict(zt="nap", tag=i, seconds=0.3), max_tasks=100)
+    first = [launcher.done() for _ in range(4)]
+    for i in range(4):
+        launcher.run(dict(zt="nap", tag=10 + i, seconds=0.3), max_tasks=100)
+    second = [launcher.done() for _ in range(4)]
+    before = {d["report"]["pid"] for d in first}
+    assert len(before) == 4 and {d["report"]["pid"] for d in second} == before
