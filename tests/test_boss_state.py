@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from taylorism_zmq.boss.guard import Refused
 from taylorism_zmq.boss.state import BossState
+from taylorism_zmq.wire.keystore import Identity
 from taylorism_zmq.wire.protocol import Msg
 
 CLIENT = b"client-1"
@@ -197,13 +199,15 @@ def test_expire_skips_when_the_boss_loop_itself_stalled():
     assert state.agents == {}
 
 
-def test_unknown_agent_heartbeat_asks_to_register_again_and_known_ones_get_an_answer():
+def test_lost_agent_heartbeat_asks_to_register_again_and_known_ones_get_an_answer():
     state = make_state()
-    out = state.heartbeat_from({"agent": "ghost", "load": [], "cpu": 0, "mem_avail": 0, "running": 0}, 1.0)
-    assert out == [(b"ghost", Msg.REREGISTER, {})]
+    beat = {"load": [0.1], "cpu": 0, "mem_avail": 0, "running": 0}
+    # an agent never seen: its route is unknown (it registers again on its own when its connection comes up)
+    assert state.heartbeat_from(dict(beat, agent="ghost"), 1.0) == []
     a = add_agent(state, "a")
-    out = state.heartbeat_from({"agent": a, "load": [0.1], "cpu": 0, "mem_avail": 0, "running": 0}, 1.0)
-    assert out == [(a.encode(), Msg.PONG, {"boss": "boss-test"})]
+    assert state.heartbeat_from(dict(beat, agent=a), 1.0) == [(a.encode(), Msg.PONG, {"boss": "boss-test"})]
+    state.agent_lost(a, "silent")
+    assert state.heartbeat_from(dict(beat, agent=a), 2.0) == [(a.encode(), Msg.REREGISTER, {})]
 
 
 def test_memory_limit_per_host_and_task_that_fits_nowhere_fails_at_once():
@@ -278,12 +282,17 @@ def test_shared_memory_jobs_run_only_on_the_clients_machine():
     assert "no agent runs on that host" in of_kind(out, Msg.JOB_END)[0]["error"]["message"]
 
 
-def test_other_clients_cannot_control_a_job():
+def test_other_clients_cannot_control_a_job_an_admin_can():
     state = make_state()
     add_agent(state, "a")
     submit(state, {"kind": "nosort"}, n=1, halted=True)
-    state.control(b"intruder", {"job": "j1", "action": "resume"})
+    mallory = Identity("key-mallory", "mallory", frozenset({"client"}))
+    with pytest.raises(Refused, match="belongs to another user"):
+        state.control(CLIENT, {"job": "j1", "action": "resume"}, who=mallory)  # even from the owner's route
     assert state.dispatch() == []
+    operator = Identity("key-operator", "operator", frozenset({"admin"}))
+    state.control(b"elsewhere", {"job": "j1", "action": "resume"}, who=operator)
+    assert runs(state.dispatch())
 
 
 @pytest.mark.parametrize("policy", [{"kind": "fastest"}, {"kind": "threads", "max_threads": -1},

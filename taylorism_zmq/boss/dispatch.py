@@ -57,9 +57,9 @@ class Dispatcher:
                 continue  # ended in this pass: its tasks were cancelled
             if job.started:
                 started.setdefault(jid, []).extend(row[1] for row in rows)
-            out.append((aid.encode(), Msg.RUN, {"job": jid, "env": job.env, "trusted": job.trusted,
-                                                "binded": job.policy.binded, "timeout": job.timeout,
-                                                "stream": job.stream, "tasks": rows}))
+            out.append((self.agents[aid].route, Msg.RUN, {
+                "job": jid, "env": job.env, "trusted": job.trusted, "binded": job.policy.binded,
+                "timeout": job.timeout, "stream": job.stream, "tasks": rows, "user": job.owner.user}))
         for jid, indexes in started.items():
             out.append((self.jobs[jid].client, Msg.STARTED, {"job": jid, "indexes": indexes}))
         return out
@@ -117,6 +117,8 @@ class Dispatcher:
         for f in task.files:
             job.open_files[f] += 1
         task.state, task.agent = "running", agent
+        if agent.aid not in task.tried:
+            task.tried += (agent.aid,)
         job.n_pending -= 1
         if self.on_dispatch is not None and not adopted:
             self.on_dispatch(time.monotonic() - task.queued)
