@@ -33,7 +33,7 @@ taylorism_log = logging.getLogger("taylorism_zmq")
 #: rows per ADD_TASKS message
 BATCH = 1000
 _ERRORS = {"AgentLostError": AgentLostError, "MemoryError": MemoryError, "RuntimeError": RuntimeError,
-           "ValueError": ValueError}
+           "ValueError": ValueError, "PermissionError": PermissionError}
 
 
 def _connect(boss: str | None) -> tuple[Connection, bool]:

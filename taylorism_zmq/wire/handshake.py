@@ -14,8 +14,6 @@ from zmq.utils.monitor import recv_monitor_message
 
 _EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
-#: ZMTP protocol error: the peers use different security mechanisms (CURVE against NULL)
-_MECHANISM_MISMATCH = 0x11000002
 
 
 class HandshakeWatch:
@@ -53,7 +51,7 @@ class HandshakeWatch:
         if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             return (f"{where} refused this key: it is not among its authorized keys (or was revoked); "
                     f"ask its operator to run `taylorism-ctl authorize --role {self.role} {keys}/id.key`")
-        if kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == _MECHANISM_MISMATCH:
+        if kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:  # most likely the mechanisms differ
             if self.curve:
                 return (f"{where} does not speak CURVE (it runs with --insecure?): use --insecure "
                         "(TAYLORISM_INSECURE=1) here too, or restart the boss without it")
