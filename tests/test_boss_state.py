@@ -442,3 +442,31 @@ def test_run_messages_carry_the_jobs_stream_flag():
     add_agent(state, "a")
     submit(state, {"kind": "nosort"}, n=1, stream=True)
     assert [body["stream"] for _, kind, body in state.dispatch() if kind is Msg.RUN] == [True]
+
+
+def test_free_slots_go_round_robin_between_owners_first_come_first_served_within_one():
+    state = make_state()
+    add_agent(state, "a", slots=2)
+    alice = Identity("key-alice", "alice", frozenset({"client"}))
+    bob = Identity("key-bob", "bob", frozenset({"client"}))
+    policy = {"kind": "nosort"}
+    for jid, who, n in (("alice-big", alice, 100), ("alice-late", alice, 3), ("bob-small", bob, 10)):
+        route = who.name.encode()
+        state.submit(route, {"job": jid, "name": jid, "policy": policy, "env": {}, "trusted": False,
+                             "shm_host": None, "halted": False, "resubmit": False, "detach": False,
+                             "timeout": None, "stream": False, "started": False}, now=0.0, who=who)
+        rows = [[i, f"{jid}-{i}", "m:W", 0.0, 0.0, [], b"p"] for i in range(n)]
+        state.add_tasks(route, {"job": jid, "tasks": rows}, who=who)
+    order = []  # the job of each task started, in order
+    running = []
+    for _ in range(60):
+        for tid in sorted(runs(state.dispatch()).get("agent-a", [])):
+            task = state.tasks[tid[0]]
+            order.append(task.job.jid)
+            running.append(tid[0])
+        report(state, "agent-a", running.pop(0))  # one task ends: one slot frees
+    bob_at = [i for i, jid in enumerate(order) if jid == "bob-small"]
+    assert len(bob_at) == 10 and bob_at[-1] < 22  # every other slot, not after alice's 100 tasks
+    alice_order = [jid for jid in order if jid != "bob-small"]
+    assert alice_order[:30] == ["alice-big"] * 30  # alice's jobs first come, first served
+    assert state.status(0.0)["jobs"][0]["client"] == "alice"

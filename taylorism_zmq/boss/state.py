@@ -22,6 +22,7 @@ from ..wire.keystore import LOCAL, Identity
 from ..wire.protocol import STDERR, STDOUT, Msg
 from ..wire.sockets import RateLimitedLog
 from .dispatch import Dispatcher, Out
+from .fairshare import OwnerTurns
 from .free_hosts import FreeHosts
 from .guard import Refused
 from .invariants import check_invariants
@@ -74,6 +75,8 @@ class BossState(Dispatcher):
         self.free = FreeHosts()
         #: jobs that have pending tasks and may dispatch them
         self.ready_jobs: dict[str, JobRecord] = {}
+        #: whose turn it is when jobs of several owners wait for slots
+        self.owner_turns = OwnerTurns()
         self.ended: collections.OrderedDict[str, str] = collections.OrderedDict()
         self.counters: collections.Counter = collections.Counter()
         #: (host, job, task name, start, end, ok) of recent tasks, and recent failures, for the status page
