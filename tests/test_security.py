@@ -242,6 +242,34 @@ def test_a_client_key_cannot_register_as_agent(cluster_factory, mallory):
     assert [h["host"] for h in cluster.status()["hosts"]] == ["node-real"]
 
 
+SUBMIT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import zt_workers
+from taylorism_zmq import batch_main
+try:
+    batch_main(dict(zt="nap"), dict(tag=[1]), boss=sys.argv[2], print_report=lambda r: None)
+except PermissionError as exc:
+    print("refused:", exc)
+    sys.exit(3)
+"""
+
+
+def test_an_agent_key_cannot_submit_jobs(cluster_factory, tmp_path):
+    key_dir, name = make_user(tmp_path, {"agent"})
+    try:
+        cluster = cluster_factory()
+        wait_key_known(cluster, key_dir)
+        proc = subprocess.run([sys.executable, "-c", SUBMIT, os.path.dirname(__file__), cluster.control],
+                              capture_output=True, text=True, timeout=60,
+                              env=dict(os.environ, TAYLORISM_KEY_DIR=str(key_dir)))
+        assert proc.returncode == 3, proc.stdout + proc.stderr
+        assert "needs the admin or client role" in proc.stdout and "--role client" in proc.stdout
+        assert not cluster.status()["jobs"]
+    finally:
+        (authorized_dir() / f"{name}.key").unlink(missing_ok=True)
+
+
 def _agent(cluster, key_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, TAYLORISM_KEY_DIR=str(key_dir))
     start = time.monotonic()
@@ -331,6 +359,21 @@ def test_key_files_are_checked_like_ssh_strict_modes(tmp_path):
     os.chmod(directory, 0o770)
     with pytest.raises(keystore.KeysError, match="chmod go-w"):
         security.load_keys(directory)
+
+
+def test_a_key_file_without_roles_is_a_client_unless_it_is_the_bosss_own(tmp_path):
+    own, other = tmp_path / "own", tmp_path / "other"
+    security.keygen(own, authorize=False)
+    security.keygen(other, authorize=False)
+    authorized = tmp_path / "authorized"
+    authorized.mkdir(mode=0o700)
+    for d in (own, other):  # copied by hand, as before roles existed
+        shutil.copy(d / "id.key", authorized / f"{d.name}.key")
+    boss_key = zmq.auth.load_certificate(own / "id.key")[0].decode()
+    keys, problems = keystore.load_authorized(authorized, owner=boss_key)
+    assert not problems
+    assert {i.name: set(i.roles) for i in keys.values()} == {"own": {"client", "agent", "admin"},
+                                                             "other": {"client"}}
 
 
 def test_ctl_authorize_keys_revoke_and_keygen_gives_every_role(tmp_path):

@@ -25,7 +25,7 @@ from ..wire import protocol, security
 from ..wire.keystore import ANONYMOUS, LOCAL, Identity, KeyStore
 from ..wire.protocol import Msg, ProtocolError
 from ..wire.sockets import RateLimitedLog, bind, check_bindable, configure_bound
-from .guard import Guard, Refused
+from .guard import Denied, Guard, Refused
 from .outbox import Outbox
 from .plugins import load_placement_plugin
 from .state import BossState, Out
@@ -123,7 +123,7 @@ class BossDaemon:
         try:
             if self.curve:  # the authenticator first: CURVE without ZAP would let any key in
                 keys = security.load_boss_keys()
-                store = KeyStore(security.key_dir() / "authorized")
+                store = KeyStore(security.key_dir() / "authorized", owner=keys.public.decode("ascii"))
                 self.guard = Guard(store, True, self.state.counters)
                 auth = security.start_authenticator(ctx, store, self.guard.zap_refused)
                 store.start()
@@ -253,7 +253,7 @@ class BossDaemon:
                 self.guard.check(kind, route, who)
                 out += self._handle(kind, route, body, now, routed, who)
             except Refused as exc:
-                out += self._refuse(kind, route, body, who, str(exc))
+                out += self._refuse(kind, route, body, who, exc)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 # a message that is well formed but makes no sense must not kill the loop
                 out += self._bad_message(route, payload, exc)
@@ -276,13 +276,16 @@ class BossDaemon:
             self.state.client_alive(route, now)
         return out
 
-    def _refuse(self, kind: Msg, route: bytes, body: dict, who: Identity, why: str) -> list[Out]:
+    def _refuse(self, kind: Msg, route: bytes, body: dict, who: Identity, exc: Refused) -> list[Out]:
         """Log and count a refused message, and tell its sender why (in the answer it waits for)."""
+        why = str(exc)
         self.guard.refused(kind.name, who, why)
         if not route:
             return []
         if kind is Msg.ADMIN:
             return [(route, Msg.ADMIN_REPLY, {"ok": False, "message": why})]
+        if isinstance(exc, Denied):  # nothing of this kind will do for this key: its client raises
+            return [(route, Msg.REFUSED, {"message": why, "denied": True})]
         job = body.get("job")
         if kind is Msg.ATTACH and isinstance(job, str):
             return [(route, Msg.JOB_END, self.state._end_body(job, "failed", [], "PermissionError", why))]

@@ -42,6 +42,10 @@ class Refused(Exception):
     """A message its sender may not send: answered with the reason, logged and counted."""
 
 
+class Denied(Refused):
+    """A message the sender's key may not send at all (a role it lacks, a connection of another identity)."""
+
+
 class Guard:
     """Identify the sender of each message and check what its roles allow."""
 
@@ -82,8 +86,9 @@ class Guard:
         needs = NEEDS.get(kind)
         if needs is not None and not needs & who.roles:
             role = " or ".join(sorted(needs))
-            raise Refused(f"key {who.name} may not send {kind.name}: it needs the {role} role "
-                          f"(taylorism-ctl authorize --role {sorted(needs)[0]} ...)")
+            hint = CLIENT if CLIENT in needs else sorted(needs)[0]
+            raise Denied(f"key {who.name} may not send {kind.name}: it needs the {role} role "
+                         f"(taylorism-ctl authorize --role {hint} ...)")
         if route:
             owner = self.routes.get(route)
             if owner is None:
@@ -91,7 +96,7 @@ class Guard:
                 if len(self.routes) > MAX_ROUTES:
                     self.routes.popitem(last=False)
             elif owner != who.key:
-                raise Refused("this routing id belongs to another identity")
+                raise Denied("this routing id belongs to another identity")
             else:
                 self.routes.move_to_end(route)
 

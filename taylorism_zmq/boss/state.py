@@ -250,11 +250,10 @@ class BossState(Dispatcher):
     def _remember_agent(self, aid: str, key: str, route: bytes) -> None:
         self.agent_keys[aid] = (key, route)
         self.agent_keys.move_to_end(aid)
-        while len(self.agent_keys) > AGENT_MEMORY:
-            old, _ = self.agent_keys.popitem(last=False)
-            if old in self.agents:  # still here: keep it
-                self.agent_keys[old] = (self.agents[old].key, self.agents[old].route)
-                break
+        if len(self.agent_keys) > AGENT_MEMORY:  # forget the agent gone longest ago (a live one is refreshed)
+            old, entry = self.agent_keys.popitem(last=False)
+            if old in self.agents:
+                self.agent_keys[old] = entry
 
     def agent_of(self, aid: str, who: Identity) -> AgentRecord | None:
         """The registered agent *aid*, if *who* registered it; Refused if another key did."""
@@ -270,7 +269,7 @@ class BossState(Dispatcher):
         if agent is None:
             self.counters["unknown_agent_messages"] += 1
             known = self.agent_keys.get(body["agent"])  # a lost agent: ask it to register again
-            return [(known[1], Msg.REREGISTER, {})] if known is not None else []
+            return [(known[1], Msg.REREGISTER, {})] if known is not None and known[1] else []
         agent.last_seen = now
         agent.load, agent.cpu, agent.mem_avail = body["load"], body["cpu"], body["mem_avail"]
         if agent.aid in self.free:

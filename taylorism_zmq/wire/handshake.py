@@ -51,16 +51,14 @@ class HandshakeWatch:
         if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             return (f"{where} refused this key: it is not among its authorized keys (or was revoked); "
                     f"ask its operator to run `taylorism-ctl authorize --role {self.role} {keys}/id.key`")
-        if kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:  # most likely the mechanisms differ
-            if self.curve:
-                return (f"{where} does not speak CURVE (it runs with --insecure?): use --insecure "
-                        "(TAYLORISM_INSECURE=1) here too, or restart the boss without it")
+        if not self.curve:  # plain tcp: a handshake fails only against a CURVE boss
             return (f"{where} speaks CURVE and this side plain tcp (--insecure or TAYLORISM_INSECURE=1): "
                     "drop that and use keys (taylorism-ctl keygen)")
-        if self.curve:
-            return (f"the CURVE handshake with {where} failed: {keys}/boss.key (or id.key) is likely not "
-                    "that boss's public key")
-        return f"the handshake with {where} failed (event {kind}, {value})"
+        if kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:  # most likely the mechanisms differ
+            return (f"{where} does not speak CURVE (it runs with --insecure?): use --insecure "
+                    "(TAYLORISM_INSECURE=1) here too, or restart the boss without it")
+        return (f"the CURVE handshake with {where} failed: {keys}/boss.key (or id.key) is likely not "
+                "that boss's public key (or the boss runs with --insecure)")
 
     def close(self) -> None:
         try:

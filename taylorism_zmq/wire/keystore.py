@@ -9,7 +9,8 @@ One file per key in ``<key dir>/authorized/``, ``NAME.key``, in zmq's certificat
     curve
         public-key = "..."
 
-A key with no ``roles`` line is a client only.  Files are checked like ssh's StrictModes: the directory
+A key with no ``roles`` line is a client only, except the boss's own key (the one-user set-up, where
+everyone's key is the boss's ``id.key``), which has every role.  Files are checked like ssh's StrictModes: the directory
 and the files may not be writable by group or others, nor owned by another user than this one or root.
 :class:`KeyStore` reloads the directory in a thread of its own (at most once a second), so the boss's loop
 never waits on the disk and a revoked key is refused from its next message on.
@@ -96,8 +97,9 @@ def parse_roles(text: str) -> frozenset[str]:
     return roles
 
 
-def read_key_file(path: Path) -> Identity:
-    """An authorized key file: its public key, name (the file's), roles and Unix user."""
+def read_key_file(path: Path, owner: str | None = None) -> Identity:
+    """An authorized key file: its public key, name (the file's), roles and Unix user (a file with no roles:
+    a client, or every role for the boss's own key *owner*)."""
     check_mode(path)
     try:
         public, _ = zmq.auth.load_certificate(path)
@@ -115,9 +117,13 @@ def read_key_file(path: Path) -> Identity:
         if section == "metadata" and "=" in line:
             k, _, v = line.partition("=")
             meta[k.strip()] = v.strip().strip("'\"")
-    roles = parse_roles(meta["roles"]) if "roles" in meta else frozenset({"client"})
+    key = public.decode("ascii")
+    if "roles" in meta:
+        roles = parse_roles(meta["roles"])
+    else:
+        roles = frozenset(ROLES) if key == owner else frozenset({"client"})
     user = meta.get("user") or None
-    return Identity(public.decode("ascii"), path.stem, roles, user)
+    return Identity(key, path.stem, roles, user)
 
 
 def write_key_file(path: Path, public: str, roles: frozenset[str] | set[str], user: str | None) -> None:
@@ -133,14 +139,15 @@ def write_key_file(path: Path, public: str, roles: frozenset[str] | set[str], us
     os.replace(tmp, path)
 
 
-def load_authorized(directory: Path) -> tuple[dict[str, Identity], list[str]]:
-    """Every usable key in *directory* by z85 public key, and the problems of the files that are not."""
+def load_authorized(directory: Path, owner: str | None = None) -> tuple[dict[str, Identity], list[str]]:
+    """Every usable key in *directory* by z85 public key, and the problems of the files that are not
+    (*owner*: the boss's own public key)."""
     check_mode(directory)
     keys: dict[str, Identity] = {}
     problems: list[str] = []
     for path in sorted(directory.glob("*.key")):
         try:
-            ident = read_key_file(path)
+            ident = read_key_file(path, owner)
         except KeysError as exc:
             problems.append(str(exc))
             continue
@@ -157,8 +164,10 @@ def load_authorized(directory: Path) -> tuple[dict[str, Identity], list[str]]:
 class KeyStore:
     """The authorized keys, as of the last look at the directory (reloaded by a thread of its own)."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, owner: str | None = None):
         self.directory = Path(directory)
+        #: the boss's own public key: a file of it with no roles line gives it every role
+        self.owner = owner
         if not self.directory.is_dir():
             raise KeysError(f"no authorized keys directory {self.directory}: run `taylorism-ctl keygen` "
                             "(it authorizes its own key) or `taylorism-ctl authorize`")
@@ -183,7 +192,7 @@ class KeyStore:
         if signature == self._signature:
             return False
         try:
-            keys, problems = load_authorized(self.directory)
+            keys, problems = load_authorized(self.directory, self.owner)
         except KeysError as exc:  # the directory itself: refuse every key until it is fixed
             keys, problems = {}, [f"{exc} (no key is accepted until then)"]
         for problem in problems:
