@@ -59,3 +59,17 @@ def test_peers_without_a_handshake_are_local_or_anonymous_with_every_role():
     g = guard()
     g.default = LOCAL
     assert g.identify(object()) is LOCAL and LOCAL.roles == {"client", "agent", "admin"}
+
+
+def test_agent_ids_stay_bound_to_their_key_within_a_bounded_memory():
+    from taylorism_zmq.boss.agentkeys import AgentKeys
+
+    book = AgentKeys(limit=2)
+    book.remember("a", NODE.key, b"ra", live={"a"})
+    book.remember("b", NODE.key, b"rb", live={"a"})
+    with pytest.raises(Refused, match="registered by another key"):
+        book.check("a", ALICE)
+    book.check("a", NODE)
+    book.check("never-seen", ALICE)  # an id nobody registered is free
+    book.remember("c", NODE.key, b"rc", live={"a"})  # over the limit: the oldest gone agent is forgotten
+    assert len(book) <= 3 and book.get("a") == (NODE.key, b"ra") and book.get("c") == (NODE.key, b"rc")

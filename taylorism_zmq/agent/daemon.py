@@ -29,7 +29,7 @@ from ..wire import protocol, security
 from ..wire.handshake import HandshakeWatch
 from ..wire.protocol import Msg, ProtocolError
 from ..wire.sockets import RateLimitedLog, configure_connected
-from .isolation import IsolationError, resolve_user
+from .isolation import user_problem
 from .pipes import MAX_BUFFER, recv_available
 from .task import died
 from .zygote import Zygote
@@ -334,7 +334,7 @@ class AgentDaemon:
         env = dict(body["env"], host=self.host)
         env.pop("run_as", None)
         if self.run_as_client_user:
-            problem = _user_problem(body["user"])
+            problem = user_problem(body["user"])
             if problem is not None:
                 log.warning("agent %s: job %s refused: %s", self.aid, body["job"], problem)
                 self._fail_all(body, f"agent on host {self.host} refused the job: {problem}")
@@ -482,19 +482,6 @@ def _env_problem(env: dict[str, Any]) -> str | None:
     for key in ("cwd", "main"):
         if env.get(key) is not None and not isinstance(env[key], str):
             return f"{key} must be a str"
-    return None
-
-
-def _user_problem(user: str | None) -> str | None:
-    """Why the tasks of a job owned by a key mapped to *user* cannot run on an agent that runs tasks as
-    their owner's user, if they cannot."""
-    if user is None:
-        return ("the job's owner key maps to no Unix user, and this agent runs each client's tasks as the "
-                "client's user: ask the boss's operator to run `taylorism-ctl authorize --user USER ...`")
-    try:
-        resolve_user(user)
-    except IsolationError as exc:
-        return str(exc)
     return None
 
 

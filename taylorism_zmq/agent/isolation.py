@@ -40,6 +40,19 @@ def resolve_user(name: str) -> pwd.struct_passwd:
     return entry
 
 
+def user_problem(user: str | None) -> str | None:
+    """Why the tasks of a job whose owner's key maps to *user* cannot run as that user here, if they cannot
+    (asked by an agent run with --run-as-client-user, before it starts a launcher)."""
+    if user is None:
+        return ("the job's owner key maps to no Unix user, and this agent runs each client's tasks as the "
+                "client's user: ask the boss's operator to run `taylorism-ctl authorize --user USER ...`")
+    try:
+        resolve_user(user)
+    except IsolationError as exc:
+        return str(exc)
+    return None
+
+
 def become(name: str) -> None:
     """Turn this (root) process into user *name* for good, with no way back to more privileges."""
     entry = resolve_user(name)

@@ -21,6 +21,7 @@ from typing import Any
 from ..wire.keystore import LOCAL, Identity
 from ..wire.protocol import STDERR, STDOUT, Msg
 from ..wire.sockets import RateLimitedLog
+from .agentkeys import AgentKeys
 from .dispatch import Dispatcher, Out
 from .fairshare import OwnerTurns
 from .free_hosts import FreeHosts
@@ -42,8 +43,6 @@ ORPHAN_REPORTS = 100_000
 DETACHED_MEMORY = 256
 #: what the status page shows of the past: tasks on the timeline, recent failures
 TIMELINE, FAILURES = 3000, 20
-#: agent ids remembered after they leave, with the key that registered them and their last route
-AGENT_MEMORY = 10_000
 
 
 class BossState(Dispatcher):
@@ -83,8 +82,8 @@ class BossState(Dispatcher):
         self.timeline: collections.deque = collections.deque(maxlen=TIMELINE)
         self.failures: collections.deque = collections.deque(maxlen=FAILURES)
         self._next_tid = 1
-        #: agent id -> (key that registered it, its last route), kept after it is lost (bounded)
-        self.agent_keys: collections.OrderedDict[str, tuple[str, bytes]] = collections.OrderedDict()
+        #: agent id -> (key that registered it, its last route), kept after it is lost
+        self.agent_keys = AgentKeys()
         #: the boss vouches that reports come from agent keys (False when it cannot tell: --insecure tcp)
         self.vouch = True
         self._refused_log = RateLimitedLog(log, period=10.0)
@@ -203,17 +202,17 @@ class BossState(Dispatcher):
     def register(self, route: bytes, body: dict, now: float, who: Identity = LOCAL) -> list[Out]:
         out: list[Out] = []
         aid = body["agent"]
-        self._check_agent_key(aid, who)
+        self.agent_keys.check(aid, who)
         old = self.agents.get(aid)
         if old is not None:  # the same incarnation asking again (a lost answer, a new connection): keep its tasks
             old.last_seen = now
             old.route = route  # the connection it last spoke from
-            self._remember_agent(aid, who.key, route)
+            self.agent_keys.remember(aid, who.key, route, self.agents)
             return [(route, Msg.REGISTERED, {"heartbeat": self.heartbeat, "boss": self.boss_id})]
         agent = AgentRecord(aid, route, body["host"], body["shm_host"], body["cpus"], float(body["memory"]),
                             body["slots"], body["pid"], now, key=who.key)
         self.agents[aid] = agent
-        self._remember_agent(aid, who.key, route)
+        self.agent_keys.remember(aid, who.key, route, self.agents)
         stale = []
         for tid, jid, index, ticket in body["running"]:  # tasks it ran before it (or the boss) went away
             job = self.jobs.get(jid)
@@ -241,23 +240,9 @@ class BossState(Dispatcher):
             log.info("agent %s on host %s %s", agent.aid, agent.host, "draining" if draining else "undrained")
         return [a.aid for a in hit]
 
-    def _check_agent_key(self, aid: str, who: Identity) -> None:
-        """Refuse a message for agent *aid* from another key than the one that registered it."""
-        known = self.agent_keys.get(aid)
-        if known is not None and known[0] != who.key:
-            raise Refused(f"agent id {aid} was registered by another key")
-
-    def _remember_agent(self, aid: str, key: str, route: bytes) -> None:
-        self.agent_keys[aid] = (key, route)
-        self.agent_keys.move_to_end(aid)
-        if len(self.agent_keys) > AGENT_MEMORY:  # forget the agent gone longest ago (a live one is refreshed)
-            old, entry = self.agent_keys.popitem(last=False)
-            if old in self.agents:
-                self.agent_keys[old] = entry
-
     def agent_of(self, aid: str, who: Identity) -> AgentRecord | None:
         """The registered agent *aid*, if *who* registered it; Refused if another key did."""
-        self._check_agent_key(aid, who)
+        self.agent_keys.check(aid, who)
         return self.agents.get(aid)
 
     def agent_at(self, route: bytes) -> AgentRecord | None:
@@ -289,7 +274,7 @@ class BossState(Dispatcher):
             self.counters["unknown_agent_messages"] += 1
             known = self.agent_keys.get(aid)
             if known is None:  # a boss restart: the agent id is its sender's from now on
-                self._remember_agent(aid, who.key, b"")
+                self.agent_keys.remember(aid, who.key, b"", self.agents)
             route = known[1] if known is not None else b""
         else:
             agent.last_seen = now
@@ -351,7 +336,7 @@ class BossState(Dispatcher):
         """Live task output, passed on to the clients of the jobs that stream it (else dropped)."""
         chunks: dict[str, list] = {}
         aid = body["agent"]
-        self._check_agent_key(aid, who)
+        self.agent_keys.check(aid, who)
         for jid, index, stream, data in body["chunks"]:
             job = self.jobs.get(jid)
             task = job.by_index.get(index) if job is not None else None
