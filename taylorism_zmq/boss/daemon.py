@@ -138,6 +138,8 @@ class BossDaemon:
             self.state.vouch = self.guard.default is not ANONYMOUS
             configure_bound(router, self.max_frame)
             router.router_mandatory = 1
+            # a reconnecting peer takes its routing id back at once (else a half-open old connection would leave
+            # it deaf); no one else can: routing ids are secret, and bound to the identity that first used them
             router.router_handover = 1
             configure_bound(pull, self.max_frame)
             bind(router, self.control_endpoint)
