@@ -470,3 +470,35 @@ def test_free_slots_go_round_robin_between_owners_first_come_first_served_within
     alice_order = [jid for jid in order if jid != "bob-small"]
     assert alice_order[:30] == ["alice-big"] * 30  # alice's jobs first come, first served
     assert state.status(0.0)["jobs"][0]["client"] == "alice"
+
+
+def test_a_report_counts_only_from_an_agent_its_task_was_sent_to():
+    state = make_state()
+    a = add_agent(state, "a", slots=1)
+    b = add_agent(state, "b", slots=1)
+    submit(state, {"kind": "nosort"}, n=1)
+    placed = runs(state.dispatch())
+    (sent_to,) = placed
+    other = b if sent_to == a else a
+    tid = placed[sent_to][0][0]
+    assert report(state, other, tid) == []  # refused: not counted, nothing forwarded
+    assert state.counters["refused"] == 1 and state.jobs["j1"].done == 0
+    forwarded = of_kind(report(state, sent_to, tid), Msg.REPORTS)
+    assert forwarded and forwarded[0]["trusted"] is True and state.jobs["j1"].done == 1
+
+
+def test_agent_messages_only_from_the_key_that_registered_the_agent():
+    state = make_state()
+    a = add_agent(state, "a")  # registered by LOCAL
+    intruder = Identity("key-other-node", "node99", frozenset({"agent"}))
+    beat = {"agent": a, "load": [9.0], "cpu": 0, "mem_avail": 0, "running": 0}
+    with pytest.raises(Refused, match="registered by another key"):
+        state.heartbeat_from(beat, 1.0, who=intruder)
+    with pytest.raises(Refused, match="registered by another key"):
+        state.agent_reports({"agent": a, "batch": 7, "reports": []}, 1.0, who=intruder)
+    with pytest.raises(Refused, match="registered by another key"):
+        state.register(b"elsewhere", {"agent": a, "host": "x", "shm_host": "x", "cpus": 1, "memory": 1.0,
+                                      "slots": 1, "pid": 1, "running": []}, 1.0, who=intruder)
+    state.agent_lost(a, "silent")  # even once it is gone, its id stays its key's
+    with pytest.raises(Refused):
+        state.agent_reports({"agent": a, "batch": 8, "reports": []}, 2.0, who=intruder)
