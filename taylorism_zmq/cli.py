@@ -105,6 +105,9 @@ def agent_parser() -> argparse.ArgumentParser:
     p.add_argument("--launcher-idle", type=float, default=600.0,
                    help="seconds a job environment's launcher (a process and its spare task processes) stays "
                         "once no task of it runs (default 600)")
+    p.add_argument("--run-as-client-user", action="store_true",
+                   help="(agent started as root) run each job's tasks as the Unix user its owner's key maps to "
+                        "(taylorism-ctl authorize --user); jobs of keys with no user are refused")
     return p
 
 
@@ -120,11 +123,28 @@ def ctl_parser() -> argparse.ArgumentParser:
     for name, text in (("status", "hosts and jobs"), ("jobs", "jobs only")):
         c = sub.add_parser(name, help=f"show {text}")
         c.add_argument("--json", action="store_true", help="print raw JSON")
-    c = sub.add_parser("keygen", help="write a CURVE key pair to the key directory and authorize it")
+    c = sub.add_parser("keygen", help="write a CURVE key pair to the key directory and authorize it (all roles)")
     c.add_argument("--dir", default=None, help="key directory (default TAYLORISM_KEY_DIR or ~/.taylorism)")
     c.add_argument("--name", default="id", help="key name (default id: the key every command uses)")
+    c.add_argument("--boss", action="store_true",
+                   help="write the boss's own key pair (boss.key, boss.key_secret) instead: a boss uses it when "
+                        "present, so agents never hold its secret; give boss.key to clients and agents")
     c.add_argument("--force", action="store_true", help="replace an existing key pair")
     c.add_argument("--no-authorize", action="store_true", help="do not add the public key to authorized/")
+    c = sub.add_parser("authorize", help="let a public key in, with its roles (the boss sees it within a second)")
+    c.add_argument("public_key", metavar="PUBLIC_KEY_FILE", help="the key's public file (someone's id.key)")
+    c.add_argument("--role", action="append", choices=("client", "agent", "admin"), required=True,
+                   help="client: submit, control and attach to its own jobs; agent: run tasks; admin: drain and "
+                        "act on any job (repeat for several)")
+    c.add_argument("--name", default=None, help="the key's name in logs and status (default: the file's name)")
+    c.add_argument("--user", default=None, metavar="UNIX_USER",
+                   help="the Unix user this key's jobs run as on agents started with --run-as-client-user")
+    c.add_argument("--dir", default=None, help="authorized keys directory (default <key dir>/authorized)")
+    c = sub.add_parser("revoke", help="remove an authorized key (refused from its next message on)")
+    c.add_argument("name", help="the key's name (see taylorism-ctl keys)")
+    c.add_argument("--dir", default=None, help="authorized keys directory (default <key dir>/authorized)")
+    c = sub.add_parser("keys", help="list the authorized keys: names, roles, Unix users, fingerprints")
+    c.add_argument("--dir", default=None, help="authorized keys directory (default <key dir>/authorized)")
     for name, text in (("drain", "stop placing tasks on HOST (running ones finish)"),
                        ("undrain", "place tasks on HOST again")):
         c = sub.add_parser(name, help=text)
@@ -176,6 +196,10 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
     args.reports = args.reports or reports_endpoint(args.control)
     if args.slots is not None and args.slots < 1:
         agent_parser().error("--slots must be at least 1")
+    import os
+
+    if args.run_as_client_user and os.geteuid() != 0:
+        agent_parser().error("--run-as-client-user needs an agent started as root (it becomes each job's user)")
     from .agent.daemon import run_agent
     from .wire.security import KeysError
 
@@ -191,23 +215,12 @@ def ctl_main(argv: Sequence[str] | None = None) -> int:
     args = settings.parse(parser, "ctl", argv)
     _use_key_dir(args)
     if args.command is None:
-        parser.error("a command is needed: status, jobs, drain, undrain or keygen")
-    if args.command == "keygen":
-        from pathlib import Path
-
-        from .wire.security import keygen
-
-        try:
-            public = keygen(Path(args.dir) if args.dir else None, args.name, authorize=not args.no_authorize,
-                            force=args.force)
-        except FileExistsError as exc:
-            print(f"taylorism-ctl: {exc}", file=sys.stderr)
-            return 1
-        print(f"wrote {public} and {public}_secret (0600)")
-        return 0
+        parser.error("a command is needed: status, jobs, drain, undrain, keygen, authorize, revoke or keys")
+    if args.command in ("keygen", "authorize", "revoke", "keys"):
+        return _keys_command(args)
     from .client.connection import Connection
     from .config import boss_address
-    from .errors import BossUnreachableError
+    from .errors import AccessDeniedError, BossUnreachableError
     from .wire.protocol import Msg
     from .wire.security import KeysError
 
@@ -229,7 +242,7 @@ def ctl_main(argv: Sequence[str] | None = None) -> int:
     except KeysError as exc:
         print(f"taylorism-ctl: {exc}", file=sys.stderr)
         return 2
-    except BossUnreachableError as exc:
+    except (BossUnreachableError, AccessDeniedError) as exc:
         print(f"taylorism-ctl: {exc}", file=sys.stderr)
         return 1
     conn.close()
@@ -242,6 +255,43 @@ def ctl_main(argv: Sequence[str] | None = None) -> int:
     if args.command == "status":
         print(format_hosts(status, address))
     print(format_jobs(status))
+    return 0
+
+
+def _keys_command(args: argparse.Namespace) -> int:
+    """keygen, authorize, revoke, keys: they work on the key directory, no boss needed."""
+    from pathlib import Path
+
+    from .wire import keystore
+    from .wire.security import key_dir, keygen
+
+    authorized = Path(args.dir) if getattr(args, "dir", None) else key_dir() / "authorized"
+    try:
+        if args.command == "keygen":
+            if args.boss:
+                public = keygen(Path(args.dir) if args.dir else None, "boss", authorize=False, force=args.force)
+            else:
+                public = keygen(Path(args.dir) if args.dir else None, args.name, authorize=not args.no_authorize,
+                                force=args.force)
+            print(f"wrote {public} and {public}_secret (0600)")
+        elif args.command == "authorize":
+            path = keystore.authorize(authorized, Path(args.public_key), frozenset(args.role), args.name, args.user)
+            print(f"authorized {path.stem} ({', '.join(r for r in keystore.ROLES if r in args.role)}"
+                  f"{', runs as ' + args.user if args.user else ''}): {path}")
+        elif args.command == "revoke":
+            path = keystore.revoke(authorized, args.name)
+            print(f"revoked {args.name} (removed {path}); a running boss refuses it from its next message on")
+        else:
+            keys, problems = keystore.list_keys(authorized)
+            print(f"{'NAME':32} {'ROLES':20} {'USER':12} FINGERPRINT")
+            for ident in keys:
+                print(f"{ident.name[:32]:32} {','.join(r for r in keystore.ROLES if r in ident.roles):20} "
+                      f"{(ident.user or '-')[:12]:12} {keystore.fingerprint(ident.key)}")
+            for problem in problems:
+                print(f"refused: {problem}", file=sys.stderr)
+    except (FileExistsError, keystore.KeysError) as exc:
+        print(f"taylorism-ctl: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

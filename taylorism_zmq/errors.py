@@ -33,3 +33,7 @@ class BossUnreachableError(TaylorismError, ConnectionError):
 
 class ProtocolVersionError(TaylorismError):
     """The boss speaks another protocol version."""
+
+
+class AccessDeniedError(TaylorismError, PermissionError):
+    """The boss refused what this key asked: it lacks the role, or the job is another user's."""

@@ -30,8 +30,10 @@ if "TAYLORISM_TEST_KEYS" not in os.environ:
 
 
 @contextlib.contextmanager
-def authorized_socket(kind: int, endpoint: str, routing_id: bytes | None = None) -> Iterator:
-    """A zmq socket with the tests' CURVE keys (an authorized peer) connected to *endpoint*, closed after."""
+def authorized_socket(kind: int, endpoint: str, routing_id: bytes | None = None,
+                      key_dir: pathlib.Path | None = None) -> Iterator:
+    """A zmq socket with the tests' CURVE keys (an authorized peer; or those of *key_dir*) connected to
+    *endpoint*, closed after."""
     import zmq
 
     from taylorism_zmq import security
@@ -39,7 +41,7 @@ def authorized_socket(kind: int, endpoint: str, routing_id: bytes | None = None)
     ctx = zmq.Context()
     sock = ctx.socket(kind)
     sock.linger = 0
-    security.secure_client(sock, security.load_keys())
+    security.secure_client(sock, security.load_keys(key_dir))
     if routing_id is not None:
         sock.routing_id = routing_id
     sock.connect(endpoint)
@@ -73,7 +75,7 @@ class Cluster:
 
     def __init__(self, agent_timeout: float = 30.0, max_retries: int = 1, allow_plugins: bool = False,
                  insecure: bool = False, client_timeout: float = 60.0, http: str | None = None,
-                 metrics_port: int | None = None):
+                 metrics_port: int | None = None, boss_log: str | None = None):
         self.control = f"tcp://127.0.0.1:{free_port()}"
         self.reports = f"tcp://127.0.0.1:{free_port()}"
         self.agent_timeout = agent_timeout
@@ -84,6 +86,8 @@ class Cluster:
         self.client_timeout = client_timeout
         self.http = http
         self.metrics_port = metrics_port
+        #: a file the boss logs to (for tests that read its log lines)
+        self.boss_log = boss_log
         self.boss: subprocess.Popen | None = None
         self.agents: list[subprocess.Popen] = []
         self.start_boss()
@@ -99,7 +103,8 @@ class Cluster:
                                 *(["--allow-placement-plugins"] if self.allow_plugins else []),
                                 *(["--insecure"] if self.insecure else []),
                                 *(["--http", self.http] if self.http else []),
-                                *(["--metrics-port", str(self.metrics_port)] if self.metrics_port else []))
+                                *(["--metrics-port", str(self.metrics_port)] if self.metrics_port else []),
+                                *(["--log-file", self.boss_log] if self.boss_log else []))
         return self.boss
 
     def add_agent(self, slots: int = 2, host_name: str | None = None, clean_env: bool = True,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from taylorism_zmq.boss.guard import Refused
 from taylorism_zmq.boss.state import BossState
+from taylorism_zmq.wire.keystore import Identity
 from taylorism_zmq.wire.protocol import Msg
 
 CLIENT = b"client-1"
@@ -224,13 +226,15 @@ def test_expire_skips_when_the_boss_loop_itself_stalled():
     assert state.agents == {}
 
 
-def test_unknown_agent_heartbeat_asks_to_register_again_and_known_ones_get_an_answer():
+def test_lost_agent_heartbeat_asks_to_register_again_and_known_ones_get_an_answer():
     state = make_state()
-    out = state.heartbeat_from({"agent": "ghost", "load": [], "cpu": 0, "mem_avail": 0, "running": 0}, 1.0)
-    assert out == [(b"ghost", Msg.REREGISTER, {})]
+    beat = {"load": [0.1], "cpu": 0, "mem_avail": 0, "running": 0}
+    # an agent never seen: its route is unknown (it registers again on its own when its connection comes up)
+    assert state.heartbeat_from(dict(beat, agent="ghost"), 1.0) == []
     a = add_agent(state, "a")
-    out = state.heartbeat_from({"agent": a, "load": [0.1], "cpu": 0, "mem_avail": 0, "running": 0}, 1.0)
-    assert out == [(a.encode(), Msg.PONG, {"boss": "boss-test"})]
+    assert state.heartbeat_from(dict(beat, agent=a), 1.0) == [(a.encode(), Msg.PONG, {"boss": "boss-test"})]
+    state.agent_lost(a, "silent")
+    assert state.heartbeat_from(dict(beat, agent=a), 2.0) == [(a.encode(), Msg.REREGISTER, {})]
 
 
 def test_memory_limit_per_host_and_task_that_fits_nowhere_fails_at_once():
@@ -305,12 +309,17 @@ def test_shared_memory_jobs_run_only_on_the_clients_machine():
     assert "no agent runs on that host" in of_kind(out, Msg.JOB_END)[0]["error"]["message"]
 
 
-def test_other_clients_cannot_control_a_job():
+def test_other_clients_cannot_control_a_job_an_admin_can():
     state = make_state()
     add_agent(state, "a")
     submit(state, {"kind": "nosort"}, n=1, halted=True)
-    state.control(b"intruder", {"job": "j1", "action": "resume"})
+    mallory = Identity("key-mallory", "mallory", frozenset({"client"}))
+    with pytest.raises(Refused, match="belongs to another user"):
+        state.control(CLIENT, {"job": "j1", "action": "resume"}, who=mallory)  # even from the owner's route
     assert state.dispatch() == []
+    operator = Identity("key-operator", "operator", frozenset({"admin"}))
+    state.control(b"elsewhere", {"job": "j1", "action": "resume"}, who=operator)
+    assert runs(state.dispatch())
 
 
 @pytest.mark.parametrize("policy", [{"kind": "fastest"}, {"kind": "threads", "max_threads": -1},
@@ -460,3 +469,63 @@ def test_run_messages_carry_the_jobs_stream_flag():
     add_agent(state, "a")
     submit(state, {"kind": "nosort"}, n=1, stream=True)
     assert [body["stream"] for _, kind, body in state.dispatch() if kind is Msg.RUN] == [True]
+
+
+def test_free_slots_go_round_robin_between_owners_first_come_first_served_within_one():
+    state = make_state()
+    add_agent(state, "a", slots=2)
+    alice = Identity("key-alice", "alice", frozenset({"client"}))
+    bob = Identity("key-bob", "bob", frozenset({"client"}))
+    policy = {"kind": "nosort"}
+    for jid, who, n in (("alice-big", alice, 100), ("alice-late", alice, 3), ("bob-small", bob, 10)):
+        route = who.name.encode()
+        state.submit(route, {"job": jid, "name": jid, "policy": policy, "env": {}, "trusted": False,
+                             "shm_host": None, "halted": False, "resubmit": False, "detach": False,
+                             "timeout": None, "stream": False, "started": False}, now=0.0, who=who)
+        rows = [[i, f"{jid}-{i}", "m:W", 0.0, 0.0, [], b"p"] for i in range(n)]
+        state.add_tasks(route, {"job": jid, "tasks": rows}, who=who)
+    order = []  # the job of each task started, in order
+    running = []
+    for _ in range(60):
+        for tid in sorted(runs(state.dispatch()).get("agent-a", [])):
+            task = state.tasks[tid[0]]
+            order.append(task.job.jid)
+            running.append(tid[0])
+        report(state, "agent-a", running.pop(0))  # one task ends: one slot frees
+    bob_at = [i for i, jid in enumerate(order) if jid == "bob-small"]
+    assert len(bob_at) == 10 and bob_at[-1] < 22  # every other slot, not after alice's 100 tasks
+    alice_order = [jid for jid in order if jid != "bob-small"]
+    assert alice_order[:30] == ["alice-big"] * 30  # alice's jobs first come, first served
+    assert state.status(0.0)["jobs"][0]["client"] == "alice"
+
+
+def test_a_report_counts_only_from_an_agent_its_task_was_sent_to():
+    state = make_state()
+    a = add_agent(state, "a", slots=1)
+    b = add_agent(state, "b", slots=1)
+    submit(state, {"kind": "nosort"}, n=1)
+    placed = runs(state.dispatch())
+    (sent_to,) = placed
+    other = b if sent_to == a else a
+    tid = placed[sent_to][0][0]
+    assert report(state, other, tid) == []  # refused: not counted, nothing forwarded
+    assert state.counters["refused"] == 1 and state.jobs["j1"].done == 0
+    forwarded = of_kind(report(state, sent_to, tid), Msg.REPORTS)
+    assert forwarded and forwarded[0]["trusted"] is True and state.jobs["j1"].done == 1
+
+
+def test_agent_messages_only_from_the_key_that_registered_the_agent():
+    state = make_state()
+    a = add_agent(state, "a")  # registered by LOCAL
+    intruder = Identity("key-other-node", "node99", frozenset({"agent"}))
+    beat = {"agent": a, "load": [9.0], "cpu": 0, "mem_avail": 0, "running": 0}
+    with pytest.raises(Refused, match="registered by another key"):
+        state.heartbeat_from(beat, 1.0, who=intruder)
+    with pytest.raises(Refused, match="registered by another key"):
+        state.agent_reports({"agent": a, "batch": 7, "reports": []}, 1.0, who=intruder)
+    with pytest.raises(Refused, match="registered by another key"):
+        state.register(b"elsewhere", {"agent": a, "host": "x", "shm_host": "x", "cpus": 1, "memory": 1.0,
+                                      "slots": 1, "pid": 1, "running": []}, 1.0, who=intruder)
+    state.agent_lost(a, "silent")  # even once it is gone, its id stays its key's
+    with pytest.raises(Refused):
+        state.agent_reports({"agent": a, "batch": 8, "reports": []}, 2.0, who=intruder)

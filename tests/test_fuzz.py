@@ -121,7 +121,7 @@ def fake_boss():
     ctx = zmq.Context()
     keys = security.load_keys()
     router, pull = ctx.socket(zmq.ROUTER), ctx.socket(zmq.PULL)
-    auth = security.start_authenticator(ctx)
+    auth = security.start_authenticator(ctx, security.KeyStore(security.key_dir() / "authorized"))
     for s in (router, pull):
         s.linger = 0
         security.secure_server(s, keys)
@@ -153,13 +153,13 @@ def test_hostile_frames_at_an_agent_then_it_still_runs_a_task(fake_boss):
     env = {"path": [os.path.dirname(__file__), *[p for p in os.sys.path if p]], "cwd": "/", "main": None}
     garbage = [[b"x"], [protocol.VERSION_FRAME, bytes([Msg.RUN]), b"\xc1"], [protocol.VERSION_FRAME, b"\xfe", b""],
                protocol.encode(Msg.RUN, {"job": "j", "env": {"path": 5}, "trusted": False, "binded": False,
-                                         "timeout": None, "stream": False,
+                                         "timeout": None, "stream": False, "user": None,
                                          "tasks": [[1, 0, None, "no.such.module:X", b"\xc1"]]}),
                protocol.encode(Msg.RUN, {"job": "j", "env": env, "trusted": False, "binded": False,
-                                         "timeout": None, "stream": False,
+                                         "timeout": None, "stream": False, "user": None,
                                          "tasks": [[2, 1, None, "zt_workers:ZtNap", b"\xc1\xc1"]]}),
                protocol.encode(Msg.RUN, {"job": "j", "env": env, "trusted": False, "binded": False,
-                                         "timeout": None, "stream": False,
+                                         "timeout": None, "stream": False, "user": None,
                                          "tasks": [[4, 3, None, "no.such.module:X", b""]]}),
                protocol.encode(Msg.KILL, {"tasks": [999, -1]}), [os.urandom(300)] * 3]
     for frames in garbage:
@@ -168,7 +168,7 @@ def test_hostile_frames_at_an_agent_then_it_still_runs_a_task(fake_boss):
                           "ledger": None, "extra": footprints.FPDict(), "scheduler_hooks": footprints.FPList(),
                           "memory": 0.0, "expected_time": 0.0})
     router.send_multipart([route, *protocol.encode(Msg.RUN, {
-        "job": "j", "env": env, "trusted": False, "binded": False, "timeout": None, "stream": False,
+        "job": "j", "env": env, "trusted": False, "binded": False, "timeout": None, "stream": False, "user": None,
         "tasks": [[3, 2, 0, "zt_workers:ZtNap", good]]})])
     seen = {}
     while not {1, 2, 3, 4} <= set(seen):

@@ -137,7 +137,7 @@ def test_key_dir_from_the_config_file_is_where_the_commands_look_for_keys(tmp_pa
     assert missing.returncode == 2 and f"no key pair in {keys}" in missing.stderr  # names that directory
     made = command("ctl", "--config", str(config), "keygen", keep_key_dir=False)
     assert made.returncode == 0, made.stderr
-    assert (keys / "id.key_secret").is_file() and list((keys / "authorized").glob("id-*.key"))
+    assert (keys / "id.key_secret").is_file() and list((keys / "authorized").glob("*.key"))
 
 
 def test_package_and_project_versions_agree():

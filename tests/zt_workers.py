@@ -117,3 +117,34 @@ class ZtTalk(Worker):
         if self.keep_stdout_open:  # a background child holding the task's stdout, writing after its end
             return subprocess.Popen(["sh", "-c", "sleep 0.5; echo late output; sleep 60"]).pid
         return self.lines
+
+
+class ZtProbe(Worker):
+    """Says who it runs as, which taylorism variables it sees, and which of the given paths it can read."""
+
+    _footprint = dict(
+        info="Test worker that probes its rights.",
+        attr=dict(
+            zt=dict(values=["probe"]),
+            paths=dict(type=list, optional=True, default=[]),
+            seconds=dict(type=float, optional=True, default=0.0),
+        ),
+    )
+
+    def _task(self):
+        time.sleep(self.seconds)
+        read = {}
+        for path in self.paths:
+            try:
+                if os.path.isdir(path):
+                    os.listdir(path)
+                else:
+                    with open(path, "rb") as f:
+                        f.read(1)
+                read[path] = "ok"
+            except PermissionError:
+                read[path] = "denied"
+            except OSError as exc:
+                read[path] = type(exc).__name__
+        return {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(), "read": read,
+                "env": sorted(k for k in os.environ if k.startswith("TAYLORISM_")), "home": os.environ.get("HOME")}

@@ -13,6 +13,7 @@ import collections
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import time
@@ -25,8 +26,10 @@ import zmq
 
 from ..procutil import die_with_parent, host_key
 from ..wire import protocol, security
+from ..wire.handshake import HandshakeWatch
 from ..wire.protocol import Msg, ProtocolError
 from ..wire.sockets import RateLimitedLog, configure_connected
+from .isolation import user_problem
 from .pipes import MAX_BUFFER, recv_available
 from .task import died
 from .zygote import Zygote
@@ -87,7 +90,8 @@ class AgentDaemon:
     def __init__(self, control: str, reports: str, slots: int | None = None, host_name: str | None = None,
                  heartbeat: float = 1.0, parent_pid: int | None = None, memory: float | None = None,
                  inject_load: float = 0.0, insecure: bool = False, max_report: int | None = None,
-                 max_output: int | None = None, launcher_idle: float = LAUNCHER_IDLE):
+                 max_output: int | None = None, launcher_idle: float = LAUNCHER_IDLE,
+                 run_as_client_user: bool = False):
         self.control_endpoint = control
         self.reports_endpoint = reports
         self.cpus = psutil.cpu_count() or 1
@@ -102,6 +106,8 @@ class AgentDaemon:
         self.max_report = max_report
         self.max_output = max_output
         self.launcher_idle = launcher_idle
+        #: run each job's tasks as the Unix user its owner's key maps to (an agent started as root)
+        self.run_as_client_user = run_as_client_user
         self.curve = not insecure and security.needs_curve(control)
         #: pickle may travel on this link: private ipc, or authenticated tcp
         self.trusted_link = self.curve or security.link_is_trusted(control)
@@ -129,6 +135,7 @@ class AgentDaemon:
         self._bad_log = RateLimitedLog(log)
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
+        self.handshake: HandshakeWatch | None = None
         #: kept from pass to pass; a launcher's flags change only when its output buffer fills or empties
         self.poller = zmq.Poller()
 
@@ -160,7 +167,10 @@ class AgentDaemon:
                 keys = security.load_keys()
                 security.secure_client(self.dealer, keys)
                 security.secure_client(self.push, keys)
-            self.dealer.routing_id = self.aid.encode()
+            # secret: no other peer can take this agent's connection over (the boss knows it by its key)
+            self.dealer.routing_id = f"{self.aid}.{secrets.token_hex(16)}".encode()
+            self.handshake = HandshakeWatch(self.dealer, self.control_endpoint, self.curve,
+                                            security.key_dir() if self.curve else None, role="agent")
             self.dealer.reconnect_ivl_max = 2000  # find a restarted boss within its recovery grace
             self.dealer.connect(self.control_endpoint)
             self.push.connect(self.reports_endpoint)
@@ -175,6 +185,8 @@ class AgentDaemon:
             for link in list(self.launchers.values()):
                 self._close_launcher(link)
             self.zygote.close()
+            if self.handshake is not None:
+                self.handshake.close()
             self.dealer.close(linger=500)
             self.push.close(linger=2000)
             ctx.term()
@@ -190,6 +202,8 @@ class AgentDaemon:
         poller = self.poller
         poller.register(self.dealer, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
+        assert self.handshake is not None
+        poller.register(self.handshake.monitor, zmq.POLLIN)
         while not self._stop:
             for link in self.launchers.values():
                 flags = zmq.POLLIN | (zmq.POLLOUT if link.outbuf else 0)
@@ -198,6 +212,8 @@ class AgentDaemon:
                     link.flags = flags
             timeout = 20 if self.outbox else max(0.0, next_beat - time.monotonic()) * 1000
             events = dict(poller.poll(int(timeout)))
+            if self.handshake.monitor in events:
+                self._check_handshake()
             if self.dealer in events:
                 self._read_boss()
             for link in list(self.launchers.values()):
@@ -232,7 +248,23 @@ class AgentDaemon:
         body = {"agent": self.aid, "host": self.host, "shm_host": host_key(), "cpus": self.cpus,
                 "memory": self.memory, "slots": self.slots, "pid": os.getpid(),
                 "running": [[tid, *info] for tid, info in self.task_info.items()]}
-        self.dealer.send_multipart(protocol.encode(Msg.REGISTER, body), zmq.NOBLOCK)
+        try:
+            self.dealer.send_multipart(protocol.encode(Msg.REGISTER, body), zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # no connection up yet: registered again when the handshake succeeds, or on retry
+
+    def _check_handshake(self) -> None:
+        """A refused handshake ends the agent with the likely cause; each new connection registers again
+        (a restarted boss knows this agent only by what it says on that connection)."""
+        assert self.handshake is not None
+        before = self.handshake.succeeded
+        problem = self.handshake.check()
+        if problem is not None and not self.handshake.succeeded:
+            log.error("agent %s: %s", self.aid, problem)
+            self.exit_code = 2
+            self.stop()
+        elif self.handshake.succeeded > before and before:
+            self._register()
 
     def _close_idle_launchers(self, now: float) -> None:
         for link in [x for x in self.launchers.values() if not x.tasks and now - x.last_used > self.launcher_idle]:
@@ -297,12 +329,17 @@ class AgentDaemon:
         problem = _env_problem(body["env"])
         if problem is not None:
             log.warning("agent %s: job %s has a malformed code environment: %s", self.aid, body["job"], problem)
-            for tid, index, _ticket, _cls, _payload in body["tasks"]:
-                self.task_info[tid] = (body["job"], index, None)
-                payload = died(f"malformed code environment for the job: {problem}")
-                self._done(None, tid, False, payload, time.time(), time.time(), b"", b"")
+            self._fail_all(body, f"malformed code environment for the job: {problem}")
             return
         env = dict(body["env"], host=self.host)
+        env.pop("run_as", None)
+        if self.run_as_client_user:
+            problem = user_problem(body["user"])
+            if problem is not None:
+                log.warning("agent %s: job %s refused: %s", self.aid, body["job"], problem)
+                self._fail_all(body, f"agent on host {self.host} refused the job: {problem}")
+                return
+            env["run_as"] = body["user"]
         if self.max_report:
             env["max_report"] = self.max_report
         if self.max_output is not None:
@@ -314,6 +351,12 @@ class AgentDaemon:
             self.task_info[tid] = (body["job"], index, ticket)
             link.send(["run", tid, ticket, cls_ref, payload, body["binded"], body["trusted"] and self.trusted_link,
                        body["timeout"], body["stream"]])
+
+    def _fail_all(self, body: dict[str, Any], why: str) -> None:
+        """Report every task of a RUN as failed, with *why*, without running any."""
+        for tid, index, _ticket, _cls, _payload in body["tasks"]:
+            self.task_info[tid] = (body["job"], index, None)
+            self._done(None, tid, False, died(why), time.time(), time.time(), b"", b"")
 
     def _kill(self, tids: list[int]) -> None:
         by_link: dict[str, list[int]] = {}
@@ -449,5 +492,5 @@ def run_agent(args: Any) -> int:
                         inject_load=args.inject_load, insecure=args.insecure,
                         max_report=int(args.max_report_mb * 2**20) if args.max_report_mb else None,
                         max_output=int(args.max_output_kb * 1024) if args.max_output_kb is not None else None,
-                        launcher_idle=args.launcher_idle)
+                        launcher_idle=args.launcher_idle, run_as_client_user=args.run_as_client_user)
     return agent.serve()

@@ -34,6 +34,7 @@ import msgpack
 from ..procutil import die_with_parent
 from ..wire.codec import Codec, resolve_ref
 from ..wire.protocol import STDERR, STDOUT
+from . import isolation
 from .output import DEFAULT_MAX_OUTPUT
 from .pipes import MAX_BUFFER, READ_CHUNK, recv_available, write_all
 from .task import died, failure
@@ -126,6 +127,7 @@ class Launcher:
 
     # -- the loop ------------------------------------------------------------------
     def serve(self) -> None:
+        isolation.enter(self.env)  # before anything of the job's: no daemon secrets, and its owner's user
         self._prepare()
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_r, False)

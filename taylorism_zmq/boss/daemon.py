@@ -22,8 +22,10 @@ from typing import Any
 import zmq
 
 from ..wire import protocol, security
+from ..wire.keystore import ANONYMOUS, LOCAL, Identity, KeyStore
 from ..wire.protocol import Msg, ProtocolError
 from ..wire.sockets import RateLimitedLog, bind, check_bindable, configure_bound
+from .guard import Denied, Guard, Refused
 from .outbox import Outbox
 from .plugins import load_placement_plugin
 from .state import BossState, Out
@@ -64,30 +66,34 @@ class BossDaemon:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._handlers: dict[Msg, Callable[[bytes, dict, float], list[Out]]] = {
-            Msg.HELLO: lambda r, b, now: self.state.hello(r, b),
-            Msg.SUBMIT: self.state.submit,
-            Msg.ADD_TASKS: lambda r, b, now: self.state.add_tasks(r, b),
-            Msg.CONTROL: lambda r, b, now: self.state.control(r, b),
-            Msg.PING: lambda r, b, now: [(r, Msg.PONG, {"boss": self.state.boss_id})],
-            Msg.STATUS: lambda r, b, now: [(r, Msg.STATUS_REPLY, {"status": self.state.status(now)})],
-            Msg.REGISTER: self.state.register,
+        #: set when serving: who sent each message, and what its roles allow
+        self.guard = Guard(None, False, self.state.counters)
+        self._handlers: dict[Msg, Callable[[bytes, dict, float, Identity], list[Out]]] = {
+            Msg.HELLO: lambda r, b, now, who: self.state.hello(r, b),
+            Msg.SUBMIT: lambda r, b, now, who: self.state.submit(r, b, now, who=who),
+            Msg.ADD_TASKS: lambda r, b, now, who: self.state.add_tasks(r, b, who=who),
+            Msg.CONTROL: lambda r, b, now, who: self.state.control(r, b, who=who),
+            Msg.PING: lambda r, b, now, who: [(r, Msg.PONG, {"boss": self.state.boss_id})],
+            Msg.STATUS: lambda r, b, now, who: [(r, Msg.STATUS_REPLY, {"status": self.state.status(now)})],
+            Msg.REGISTER: lambda r, b, now, who: self.state.register(r, b, now, who=who),
             Msg.GOODBYE: self._goodbye,
             Msg.ADMIN: self._admin,
-            Msg.ATTACH: self.state.attach,
+            Msg.ATTACH: lambda r, b, now, who: self.state.attach(r, b, now, who=who),
             Msg.CLIENT_ALIVE: self._client_alive,
         }
 
-    def _goodbye(self, route: bytes, body: dict, now: float) -> list[Out]:
-        if route != body["agent"].encode():
-            raise ValueError("GOODBYE for another agent")
+    def _goodbye(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
+        self.state.agent_of(body["agent"], who)  # only the key that registered it may say it leaves
         return self.state.agent_left(body["agent"])
 
-    def _client_alive(self, route: bytes, body: dict, now: float) -> list[Out]:
-        self.state.client_alive(body["client"].encode(), now)  # sent from the client's heartbeat socket
+    def _client_alive(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
+        client = body["client"].encode()  # sent from the client's heartbeat socket, for its main one
+        if not self.guard.route_of(client, who):
+            raise Refused("CLIENT_ALIVE for a connection of another identity")
+        self.state.client_alive(client, now)
         return []
 
-    def _admin(self, route: bytes, body: dict, now: float) -> list[Out]:
+    def _admin(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
         action, target = body["action"], body["target"]
         if action not in ("drain", "undrain"):
             return [(route, Msg.ADMIN_REPLY, {"ok": False, "message": f"unknown action {action!r}"})]
@@ -116,12 +122,24 @@ class BossDaemon:
         auth = None
         try:
             if self.curve:  # the authenticator first: CURVE without ZAP would let any key in
-                keys = security.load_keys()
-                auth = security.start_authenticator(ctx)
+                keys = security.load_boss_keys()
+                store = KeyStore(security.key_dir() / "authorized", owner=keys.public.decode("ascii"))
+                self.guard = Guard(store, True, self.state.counters)
+                auth = security.start_authenticator(ctx, store, self.guard.zap_refused)
+                store.start()
                 security.secure_server(router, keys)
                 security.secure_server(pull, keys)
+                log.info("%d authorized key(s) in %s", len(store.keys), store.directory)
+            else:
+                self.guard = Guard(None, False, self.state.counters)
+                if all(e.startswith("ipc://") for e in (self.control_endpoint, self.reports_endpoint)):
+                    self.guard.default = LOCAL  # in a 0700 directory: only its owner can connect
+            # without CURVE (plain tcp) the boss cannot tell who sent a report: clients must not unpickle it
+            self.state.vouch = self.guard.default is not ANONYMOUS
             configure_bound(router, self.max_frame)
             router.router_mandatory = 1
+            # a reconnecting peer takes its routing id back at once (else a half-open old connection would leave
+            # it deaf); no one else can: routing ids are secret, and bound to the identity that first used them
             router.router_handover = 1
             configure_bound(pull, self.max_frame)
             bind(router, self.control_endpoint)
@@ -152,6 +170,8 @@ class BossDaemon:
                 self.metrics.stop()
             if auth is not None:
                 auth.stop()
+            if self.guard.store is not None:
+                self.guard.store.stop()
             ctx.term()
             self._wake_r.close()
             self._wake_w.close()
@@ -193,6 +213,8 @@ class BossDaemon:
             if self._wake_r.fileno() in events:  # raw sockets come back as fds
                 self._drain_wake()
             if now >= next_check:
+                if self.guard.handshakes_refused:
+                    self.state.counters["handshakes_refused"] = self.guard.handshakes_refused
                 lag = now - before - timeout / 1000
                 out += self.state.expire(now, loop_lag=max(0.0, lag))
                 next_check = now + check_every
@@ -216,33 +238,62 @@ class BossDaemon:
                 break
             route = frames[0].bytes if routed else b""
             payload = frames[1:] if routed else frames
+            who = self.guard.identify(frames[-1])
+            if who is None:  # revoked since its handshake
+                key = self.guard.key_of(frames[-1])
+                self.guard.refused("a message", key, "its key is not authorized any more")
+                if route:
+                    out.append((route, Msg.REFUSED, {"message": "this key is not authorized on this boss any more",
+                                                     "denied": True}))
+                continue
             try:
                 kind, body = protocol.decode(payload, self.max_frame)
             except ProtocolError as exc:
                 out += self._bad_message(route, payload, exc)
                 continue
             try:
-                out += self._handle(kind, route, body, now, routed)
+                self.guard.check(kind, route, who)
+                out += self._handle(kind, route, body, now, routed, who)
+            except Refused as exc:
+                out += self._refuse(kind, route, body, who, exc)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 # a message that is well formed but makes no sense must not kill the loop
                 out += self._bad_message(route, payload, exc)
         return out
 
-    def _handle(self, kind: Msg, route: bytes, body: dict, now: float, routed: bool) -> list[Out]:
+    def _handle(self, kind: Msg, route: bytes, body: dict, now: float, routed: bool, who: Identity) -> list[Out]:
         if not routed:
             if kind is Msg.AGENT_REPORTS:
-                return self.state.agent_reports(body, now)
+                return self.state.agent_reports(body, now, who=who)
             if kind is Msg.HEARTBEAT:
-                return self.state.heartbeat_from(body, now)
+                return self.state.heartbeat_from(body, now, who=who)
             if kind is Msg.AGENT_OUTPUT:
-                return self.state.agent_output(body)
+                return self.state.agent_output(body, who=who)
             raise ValueError(f"{kind.name} is not a report-socket message")
         handler = self._handlers.get(kind)
-        if kind in _CLIENT_KINDS:
-            self.state.client_alive(route, now)
         if handler is None:
             return [(route, Msg.ERROR, {"message": f"{kind.name} is not a control message"})]
-        return handler(route, body, now)
+        out = handler(route, body, now, who)
+        if kind in _CLIENT_KINDS:
+            self.state.client_alive(route, now)
+        return out
+
+    def _refuse(self, kind: Msg, route: bytes, body: dict, who: Identity, exc: Refused) -> list[Out]:
+        """Log and count a refused message, and tell its sender why (in the answer it waits for)."""
+        why = str(exc)
+        self.guard.refused(kind.name, who, why)
+        if not route:
+            return []
+        if kind is Msg.ADMIN:
+            return [(route, Msg.ADMIN_REPLY, {"ok": False, "message": why})]
+        if isinstance(exc, Denied):  # nothing of this kind will do for this key: its client raises
+            return [(route, Msg.REFUSED, {"message": why, "denied": True})]
+        job = body.get("job")
+        if kind is Msg.ATTACH and isinstance(job, str):
+            return [(route, Msg.JOB_END, self.state._end_body(job, "failed", [], "PermissionError", why))]
+        if kind in (Msg.CONTROL, Msg.ADD_TASKS, Msg.SUBMIT) and isinstance(job, str):
+            return [(route, Msg.ERROR, {"message": why, "job": job})]
+        return [(route, Msg.REFUSED, {"message": why, "denied": True})]
 
     def _bad_message(self, route: bytes, frames: list, exc: Exception) -> list[Out]:
         self.state.counters["bad_messages"] += 1
@@ -259,11 +310,8 @@ class BossDaemon:
 
     def _unreachable(self, route: bytes) -> list[Out]:
         """A peer the ROUTER cannot reach any more: if it was an agent, it is lost."""
-        try:
-            aid = route.decode()
-        except UnicodeDecodeError:
-            return []
-        return self.state.agent_lost(aid, "unreachable") if aid in self.state.agents else []
+        agent = self.state.agent_at(route)
+        return self.state.agent_lost(agent.aid, "unreachable") if agent is not None else []
 
     def _drain_wake(self) -> None:
         try:

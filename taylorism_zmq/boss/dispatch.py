@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..wire.protocol import Msg
+from .fairshare import OwnerTurns
 from .free_hosts import FreeHosts
 from .placement import HostUsage, TicketPool, fits, fits_nowhere
 from .plugins import PlacementError, plugin_pick
@@ -33,23 +34,34 @@ class Dispatcher:
     ready_jobs: dict[str, JobRecord]
     counters: collections.Counter
     on_dispatch: Callable[[float], None] | None
+    owner_turns: OwnerTurns
 
     def _end_job(self, job: JobRecord, status: str, kill: bool,
                  error: tuple[str, str] | None = None) -> list[Out]:
         raise NotImplementedError
 
     def dispatch(self, now: float | None = None) -> list[Out]:
-        """Place ready tasks on agents with free slots; one RUN per (agent, job)."""
+        """Place ready tasks on agents with free slots; one RUN per (agent, job).
+
+        The jobs of one owner go first come, first served; several owners take turns (:mod:`.fairshare`).
+        """
         self.free.update_freed(self.agents)
         batches: dict[tuple[str, str], list] = {}
         out: list[Out] = []
-        for job in list(self.ready_jobs.values()):
-            if not self.free:
-                break
+        by_owner: dict[str, list[JobRecord]] = {}
+        for job in self.ready_jobs.values():
             if now is not None and now < job.hold_until:
                 continue  # its tasks may still be running on agents that have not re-registered
-            out += self._dispatch_job(job, batches)
-            self._refresh_ready(job)
+            by_owner.setdefault(job.owner.key, []).append(job)
+        if len(by_owner) > 1:
+            out += self._share(by_owner, batches)
+        else:
+            for jobs in by_owner.values():
+                for job in jobs:
+                    if not self.free:
+                        break
+                    out += self._dispatch_job(job, batches)[1]
+                    self._refresh_ready(job)
         started: dict[str, list[int]] = {}
         for (aid, jid), rows in batches.items():
             job = self.jobs.get(jid)
@@ -57,24 +69,53 @@ class Dispatcher:
                 continue  # ended in this pass: its tasks were cancelled
             if job.started:
                 started.setdefault(jid, []).extend(row[1] for row in rows)
-            out.append((aid.encode(), Msg.RUN, {"job": jid, "env": job.env, "trusted": job.trusted,
-                                                "binded": job.policy.binded, "timeout": job.timeout,
-                                                "stream": job.stream, "tasks": rows}))
+            out.append((self.agents[aid].route, Msg.RUN, {
+                "job": jid, "env": job.env, "trusted": job.trusted, "binded": job.policy.binded,
+                "timeout": job.timeout, "stream": job.stream, "tasks": rows, "user": job.owner.user}))
         for jid, indexes in started.items():
             out.append((self.jobs[jid].client, Msg.STARTED, {"job": jid, "indexes": indexes}))
         return out
 
-    def _dispatch_job(self, job: JobRecord, batches: dict) -> list[Out]:
-        while job.n_pending and self.free:
+    def _share(self, by_owner: dict[str, list[JobRecord]], batches: dict) -> list[Out]:
+        """Owners take turns, one task each, until the slots or the placeable tasks run out."""
+        out: list[Out] = []
+        turns = self.owner_turns.order(by_owner)
+        while turns and self.free:
+            owner = turns.popleft()
+            jobs = by_owner[owner]
+            placed = 0
+            while jobs and not placed:
+                job = jobs[0]
+                placed, msgs = self._dispatch_job(job, batches, limit=1)
+                out += msgs
+                if not placed or not job.n_pending or job.jid not in self.jobs:
+                    jobs.pop(0)  # done with it for this pass
+                    self._refresh_ready(job)
+            if placed:
+                self.owner_turns.served(owner)
+                if jobs:
+                    turns.append(owner)
+        for jobs in by_owner.values():
+            for job in jobs:
+                self._refresh_ready(job)
+        return out
+
+    def _dispatch_job(self, job: JobRecord, batches: dict, limit: int | None = None) -> tuple[int, list[Out]]:
+        """Place tasks of *job* (up to *limit*); return how many, and what to send because of it."""
+        total = 0
+        while job.n_pending and self.free and (limit is None or total < limit):
             window = job.pop_window(LOOKAHEAD if job.policy.limits_memory or job.policy.singlefile else 1)
             held: list[TaskRecord] = []
             placed = 0
             for i, task in enumerate(window):
+                if limit is not None and total + placed >= limit:
+                    held += window[i:]
+                    break
                 try:
                     agent = self._pick_agent(job, task) if self.free else None
                 except PlacementError as exc:
                     job.push_back(held + window[i:])
-                    return self._end_job(job, "failed", kill=True, error=("RuntimeError", str(exc)))
+                    return total + placed, self._end_job(job, "failed", kill=True, error=("RuntimeError", str(exc)))
                 if agent is None:
                     held.append(task)
                     continue
@@ -83,11 +124,12 @@ class Dispatcher:
                     [task.tid, task.index, task.ticket, task.cls, task.payload])
                 placed += 1
             job.push_back(held)
+            total += placed
             if not placed:
                 if held and not job.running:
-                    return self._check_fits_somewhere(job, held[0])
+                    return total, self._check_fits_somewhere(job, held[0])
                 break
-        return []
+        return total, []
 
     def _pick_agent(self, job: JobRecord, task: TaskRecord) -> AgentRecord | None:
         """The free agent with the most headroom that fits the job's limits, or the plugin's choice."""
@@ -117,7 +159,8 @@ class Dispatcher:
         for f in task.files:
             job.open_files[f] += 1
         task.state, task.agent = "running", agent
-        task.tried.add(agent.aid)
+        if agent.aid not in task.tried:
+            task.tried += (agent.aid,)
         job.n_pending -= 1
         if self.on_dispatch is not None and not adopted:
             self.on_dispatch(time.monotonic() - task.queued)

@@ -21,7 +21,8 @@ from prometheus_client.registry import Collector
 #: boss counters exported as taylorism_dropped_messages_total{reason=...}
 DROPPED = {"bad_messages": "bad_message", "unknown_agent_messages": "unknown_agent",
            "late_or_duplicate_reports": "late_or_duplicate_report", "output_dropped": "live_output",
-           "replies_dropped": "reply_to_a_peer_not_reading"}
+           "replies_dropped": "reply_to_a_peer_not_reading", "refused": "refused_by_role_or_owner",
+           "handshakes_refused": "handshake_of_an_unknown_key"}
 #: boss counters exported as taylorism_jobs_ended_total{status=...}
 JOB_ENDS = ("finished", "failed", "stopped")
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..wire.keystore import LOCAL, Identity
 from .placement import HostUsage, Policy
 
 
@@ -31,6 +32,8 @@ class AgentRecord:
     cpu: float = 0.0
     mem_avail: float = 0.0
     done: int = 0
+    #: the key that registered it: only that key may speak for this agent id
+    key: str = LOCAL.key
 
     @property
     def free(self) -> int:
@@ -64,10 +67,10 @@ class TaskRecord:
     ticket: int | None = None
     #: times its agent was lost while it ran
     lost: int = 0
-    #: the agents it was sent to, the last one included
-    tried: set[str] = field(default_factory=set)
     #: when it last became pending (time.monotonic), for the dispatch latency
     queued: float = 0.0
+    #: the agents it was sent to: a report counts only from one of them
+    tried: tuple[str, ...] = ()
 
 
 @dataclass(slots=True, eq=False)
@@ -108,6 +111,8 @@ class JobRecord:
     failed: int = 0
     #: tasks in the pending state (the container may also hold stale entries, skipped when popped)
     n_pending: int = 0
+    #: who submitted it: only that identity (or an admin) may control or attach to it
+    owner: Identity = LOCAL
 
     def __post_init__(self) -> None:
         self.pending = [] if self.policy.longer_first else collections.deque()

@@ -18,9 +18,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..wire.keystore import LOCAL, Identity
 from ..wire.protocol import STDERR, STDOUT, Msg
+from ..wire.sockets import RateLimitedLog
+from .agentkeys import AgentKeys
 from .dispatch import Dispatcher, Out
+from .fairshare import OwnerTurns
 from .free_hosts import FreeHosts
+from .guard import Refused
 from .invariants import check_invariants
 from .placement import Policy
 from .plugins import PluginLoader
@@ -56,8 +61,8 @@ class BossState(Dispatcher):
         self.client_timeout = client_timeout
         #: when each client was last heard of
         self.clients: dict[bytes, float] = {}
-        #: ended detached jobs: job -> (kept report rows, JOB_END body)
-        self.detached_done: collections.OrderedDict[str, tuple[list, dict]] = collections.OrderedDict()
+        #: ended detached jobs: job -> (kept report rows, JOB_END body, owner)
+        self.detached_done: collections.OrderedDict[str, tuple[list, dict, Identity]] = collections.OrderedDict()
         #: reports for jobs unknown here yet (a boss restart): (job, index) -> (ok, payload, host, stdout, stderr)
         self.orphan_reports: collections.OrderedDict[tuple[str, int], tuple] = collections.OrderedDict()
         #: tasks agents said were running when they registered, for unknown jobs: (job, index) -> (agent, ticket)
@@ -69,12 +74,19 @@ class BossState(Dispatcher):
         self.free = FreeHosts()
         #: jobs that have pending tasks and may dispatch them
         self.ready_jobs: dict[str, JobRecord] = {}
+        #: whose turn it is when jobs of several owners wait for slots
+        self.owner_turns = OwnerTurns()
         self.ended: collections.OrderedDict[str, str] = collections.OrderedDict()
         self.counters: collections.Counter = collections.Counter()
         #: (host, job, task name, start, end, ok) of recent tasks, and recent failures, for the status page
         self.timeline: collections.deque = collections.deque(maxlen=TIMELINE)
         self.failures: collections.deque = collections.deque(maxlen=FAILURES)
         self._next_tid = 1
+        #: agent id -> (key that registered it, its last route), kept after it is lost
+        self.agent_keys = AgentKeys()
+        #: the boss vouches that reports come from agent keys (False when it cannot tell: --insecure tcp)
+        self.vouch = True
+        self._refused_log = RateLimitedLog(log, period=10.0)
         #: observers of a task's wait for a slot and of its run time, in seconds (the metrics)
         self.on_dispatch: Callable[[float], None] | None = None
         self.on_task_end: Callable[[float], None] | None = None
@@ -83,7 +95,7 @@ class BossState(Dispatcher):
     def hello(self, route: bytes, body: dict) -> list[Out]:
         return [(route, Msg.WELCOME, {"agents": len(self.agents), "boss": self.boss_id})]
 
-    def submit(self, route: bytes, body: dict, now: float) -> list[Out]:
+    def submit(self, route: bytes, body: dict, now: float, who: Identity = LOCAL) -> list[Out]:
         jid = body["job"]
         if jid in self.jobs or jid in self.ended:
             return [(route, Msg.ERROR, {"message": f"job {jid} exists already", "job": jid})]
@@ -97,6 +109,7 @@ class BossState(Dispatcher):
         job.timeout = body["timeout"]
         job.stream = body["stream"]
         job.started = body["started"]
+        job.owner = who
         self.clients[route] = now
         if body["resubmit"]:
             job.hold_until = self.started + self.recovery_grace
@@ -120,8 +133,8 @@ class BossState(Dispatcher):
         log.info("job %s (%s) submitted", jid, job.name)
         return []
 
-    def add_tasks(self, route: bytes, body: dict) -> list[Out]:
-        job = self._client_job(route, body["job"])
+    def add_tasks(self, route: bytes, body: dict, who: Identity = LOCAL) -> list[Out]:
+        job = self._client_job(body["job"], who)
         if job is None or job.ending or job.stopping:
             return []
         new: list[TaskRecord] = []
@@ -156,8 +169,8 @@ class BossState(Dispatcher):
             out += self._check_fits_somewhere(job, max(new, key=lambda t: t.memory))
         return out
 
-    def control(self, route: bytes, body: dict) -> list[Out]:
-        job = self._client_job(route, body["job"])
+    def control(self, route: bytes, body: dict, who: Identity = LOCAL) -> list[Out]:
+        job = self._client_job(body["job"], who)
         if job is None:
             return []
         action = body["action"]
@@ -178,30 +191,33 @@ class BossState(Dispatcher):
         self._refresh_ready(job)
         return self._maybe_finished(job)
 
-    def _client_job(self, route: bytes, jid: str) -> JobRecord | None:
+    def _client_job(self, jid: str, who: Identity) -> JobRecord | None:
+        """The job, if *who* owns it (or is an admin); Refused if someone else does."""
         job = self.jobs.get(jid)
-        if job is None or job.client != route:
-            return None
+        if job is not None and job.owner.key != who.key and not who.can("admin"):
+            raise Refused(f"job {jid} belongs to another user")
         return job
 
     # -- agents ---------------------------------------------------------------
-    def register(self, route: bytes, body: dict, now: float) -> list[Out]:
+    def register(self, route: bytes, body: dict, now: float, who: Identity = LOCAL) -> list[Out]:
         out: list[Out] = []
         aid = body["agent"]
-        if route != aid.encode():
-            return [(route, Msg.REFUSED, {"message": "agent id and routing id differ"})]
+        self.agent_keys.check(aid, who)
         old = self.agents.get(aid)
-        if old is not None:  # the same incarnation asking again (a lost answer): keep its tasks
+        if old is not None:  # the same incarnation asking again (a lost answer, a new connection): keep its tasks
             old.last_seen = now
+            old.route = route  # the connection it last spoke from
+            self.agent_keys.remember(aid, who.key, route, self.agents)
             return [(route, Msg.REGISTERED, {"heartbeat": self.heartbeat, "boss": self.boss_id})]
         agent = AgentRecord(aid, route, body["host"], body["shm_host"], body["cpus"], float(body["memory"]),
-                            body["slots"], body["pid"], now)
+                            body["slots"], body["pid"], now, key=who.key)
         self.agents[aid] = agent
+        self.agent_keys.remember(aid, who.key, route, self.agents)
         stale = []
         for tid, jid, index, ticket in body["running"]:  # tasks it ran before it (or the boss) went away
             job = self.jobs.get(jid)
             task = job.by_index.get(index) if job is not None else None
-            if task is not None and task.state == "pending":
+            if task is not None and task.state == "pending" and (not task.tried or aid in task.tried):
                 self._adopt(task, agent, ticket)
             elif job is None and jid not in self.ended:
                 self.orphan_running[(jid, index)] = (aid, ticket)
@@ -224,32 +240,57 @@ class BossState(Dispatcher):
             log.info("agent %s on host %s %s", agent.aid, agent.host, "draining" if draining else "undrained")
         return [a.aid for a in hit]
 
-    def heartbeat_from(self, body: dict, now: float) -> list[Out]:
-        agent = self.agents.get(body["agent"])
+    def agent_of(self, aid: str, who: Identity) -> AgentRecord | None:
+        """The registered agent *aid*, if *who* registered it; Refused if another key did."""
+        self.agent_keys.check(aid, who)
+        return self.agents.get(aid)
+
+    def agent_at(self, route: bytes) -> AgentRecord | None:
+        """The agent whose connection is *route* (a rare question: when the ROUTER cannot reach it)."""
+        return next((a for a in self.agents.values() if a.route == route), None)
+
+    def heartbeat_from(self, body: dict, now: float, who: Identity = LOCAL) -> list[Out]:
+        agent = self.agent_of(body["agent"], who)
         if agent is None:
             self.counters["unknown_agent_messages"] += 1
-            return [(body["agent"].encode(), Msg.REREGISTER, {})]
+            known = self.agent_keys.get(body["agent"])  # a lost agent: ask it to register again
+            return [(known[1], Msg.REREGISTER, {})] if known is not None and known[1] else []
         agent.last_seen = now
         agent.load, agent.cpu, agent.mem_avail = body["load"], body["cpu"], body["mem_avail"]
         if agent.aid in self.free:
             self.free.update(agent)  # its headroom changed
         return [(agent.route, Msg.PONG, {"boss": self.boss_id})]  # so that agents notice a dead boss
 
-    def agent_reports(self, body: dict, now: float) -> list[Out]:
-        """Reports, found by (job, index) so that they survive a boss restart; acknowledged to the agent."""
+    def agent_reports(self, body: dict, now: float, who: Identity = LOCAL) -> list[Out]:
+        """Reports, found by (job, index) so that they survive a boss restart; acknowledged to the agent.
+
+        Only from the key that registered the agent, and a report counts only from an agent its task was
+        sent to (a report of an agent unknown here is kept for a job submitted again after a boss restart).
+        """
         aid = body["agent"]
-        agent = self.agents.get(aid)
+        agent = self.agent_of(aid, who)
         if agent is None:
             # reports of a lost agent still count: the work was done
             self.counters["unknown_agent_messages"] += 1
+            known = self.agent_keys.get(aid)
+            if known is None:  # a boss restart: the agent id is its sender's from now on
+                self.agent_keys.remember(aid, who.key, b"", self.agents)
+            route = known[1] if known is not None else b""
         else:
             agent.last_seen = now
+            route = agent.route
         host = agent.host if agent is not None else aid
-        out: list[Out] = [(aid.encode(), Msg.REPORTS_ACK, {"batch": body["batch"]})]
+        out: list[Out] = [(route, Msg.REPORTS_ACK, {"batch": body["batch"]})] if route else []
         forward: dict[str, list] = {}
         for _tid, jid, index, ok, payload, t0, t1, stdout, stderr in body["reports"]:
             job = self.jobs.get(jid)
             task = job.by_index.get(index) if job is not None else None
+            if task is not None and aid not in task.tried:
+                self.counters["refused"] += 1
+                self._refused_log.warning(f"report:{who.key}", "refused a report for task %s of job %s from "
+                                          "agent %s (%s): that task was never sent there", task.name, jid, aid,
+                                          who.label)
+                continue
             if job is None or task is None:
                 if (job is None and jid not in self.ended) or (job is not None and index not in job.indexes):
                     # a job not submitted (again) yet, after a boss restart
@@ -258,9 +299,9 @@ class BossState(Dispatcher):
                     self.counters["late_or_duplicate_reports"] += 1
                 continue
             if task.agent is not None and task.agent is not agent:
-                # from a copy on an agent lost since: its success counts (the work is done, the live copy is
-                # stopped); its failure does not (it may well have been killed as stale)
-                if not ok or aid not in task.tried:
+                # from a copy on an agent lost since (it was sent there: see above): its success counts (the
+                # work is done, the live copy is stopped); its failure does not (it may have been killed as stale)
+                if not ok:
                     self.counters["late_or_duplicate_reports"] += 1
                     continue
                 out.append((task.agent.route, Msg.KILL, {"tasks": [task.tid]}))
@@ -293,13 +334,14 @@ class BossState(Dispatcher):
         if job.detach:
             job.kept.extend(rows)
         # the counts ride along, for progress bars (extra fields are ignored by older readers)
-        return [(job.client, Msg.REPORTS, {"job": job.jid, "reports": rows, "running": len(job.running),
-                                           "pending": job.n_pending})]
+        return [(job.client, Msg.REPORTS, {"job": job.jid, "reports": rows, "trusted": self.vouch,
+                                           "running": len(job.running), "pending": job.n_pending})]
 
-    def agent_output(self, body: dict) -> list[Out]:
+    def agent_output(self, body: dict, who: Identity = LOCAL) -> list[Out]:
         """Live task output, passed on to the clients of the jobs that stream it (else dropped)."""
         chunks: dict[str, list] = {}
         aid = body["agent"]
+        self.agent_keys.check(aid, who)
         for jid, index, stream, data in body["chunks"]:
             job = self.jobs.get(jid)
             task = job.by_index.get(index) if job is not None else None
@@ -312,17 +354,21 @@ class BossState(Dispatcher):
     def client_alive(self, route: bytes, now: float) -> None:
         self.clients[route] = now
 
-    def attach(self, route: bytes, body: dict, now: float) -> list[Out]:
-        """Hand a detached job, and its reports so far, to the client at *route*."""
+    def attach(self, route: bytes, body: dict, now: float, who: Identity = LOCAL) -> list[Out]:
+        """Hand a detached job of *who* (or any, to an admin), and its reports so far, to the client at *route*."""
         jid = body["job"]
+        job = self._client_job(jid, who)
+        done = self.detached_done.get(jid)
+        if done is not None and done[2].key != who.key and not who.can("admin"):
+            raise Refused(f"job {jid} belongs to another user")
         self.clients[route] = now
-        job = self.jobs.get(jid)
         if job is not None and job.detach:
             job.client = route
-            return [(route, Msg.REPORTS, {"job": jid, "reports": list(job.kept)})]
-        if jid in self.detached_done:
-            kept, end = self.detached_done[jid]
-            return [(route, Msg.REPORTS, {"job": jid, "reports": list(kept)}), (route, Msg.JOB_END, end)]
+            return [(route, Msg.REPORTS, {"job": jid, "reports": list(job.kept), "trusted": self.vouch})]
+        if done is not None:
+            kept, end, _owner = done
+            return [(route, Msg.REPORTS, {"job": jid, "reports": list(kept), "trusted": self.vouch}),
+                    (route, Msg.JOB_END, end)]
         return [(route, Msg.JOB_END, self._end_body(jid, "failed", [], "ValueError",
                                                     f"no detached job {jid} on this boss"))]
 
@@ -395,8 +441,8 @@ class BossState(Dispatcher):
         for job in [j for j in self.jobs.values() if not j.detach]:
             silent = now - self.clients.get(job.client, job.created)
             if silent > self.client_timeout:
-                log.warning("client %s of job %s silent for %.0fs: stopping the job",
-                            job.client.decode(errors="replace"), job.jid, silent)
+                log.warning("client of job %s (%s) silent for %.0fs: stopping the job",
+                            job.jid, job.owner.label, silent)
                 out += self._end_job(job, "stopped", kill=True)
         live = {j.client for j in self.jobs.values()}
         for route in [r for r, seen in self.clients.items() if r not in live and now - seen > self.client_timeout]:
@@ -439,7 +485,7 @@ class BossState(Dispatcher):
         end = self._end_body(job.jid, status, pending, etype, emsg)
         out.append((job.client, Msg.JOB_END, end))
         if job.detach:
-            self.detached_done[job.jid] = (job.kept, end)
+            self.detached_done[job.jid] = (job.kept, end, job.owner)
             while len(self.detached_done) > DETACHED_MEMORY:
                 self.detached_done.popitem(last=False)
         log.info("job %s %s (%d task(s) done, %d never started)", job.jid, status, job.done, len(pending))

@@ -26,7 +26,7 @@ def status_snapshot(state: BossState, now: float, page: bool = False) -> dict[st
             for a in state.agents.values()
         ],
         "jobs": [
-            {"job": j.jid, "name": j.name, "client": j.client.decode(errors="replace"),
+            {"job": j.jid, "name": j.name, "client": j.owner.name,  # (routing ids stay secret)
              "running": len(j.running), "pending": j.n_pending, "done": j.done, "failed": j.failed,
              "halted": j.halted, "age": now - j.created}
             for j in state.jobs.values()

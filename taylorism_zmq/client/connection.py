@@ -10,16 +10,17 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import secrets
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 import zmq
 
-from ..errors import BossUnreachableError, ProtocolVersionError
+from ..errors import AccessDeniedError, BossUnreachableError, ProtocolVersionError
 from ..wire import protocol, security
+from ..wire.handshake import HandshakeWatch
 from ..wire.protocol import Msg, ProtocolError
 from ..wire.sockets import configure_connected
 
@@ -51,7 +52,8 @@ class Connection:
         #: pickle may travel on this link: private ipc, or authenticated tcp
         self.trusted = curve or security.link_is_trusted(endpoint)
         self.pid = os.getpid()
-        self.client_id = f"client-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        #: also the routing id: secret (never shown by the boss), so that no other peer can take it over
+        self.client_id = f"client-{os.getpid()}-{secrets.token_hex(16)}"
         self.lock = threading.RLock()
         self.inboxes: dict[str, collections.deque] = {}
         #: called with no argument when the boss turns out to have restarted (jobs submit again)
@@ -65,6 +67,8 @@ class Connection:
         self.sock.routing_id = self.client_id.encode()
         if endpoint.startswith("ipc://"):
             self.sock.reconnect_ivl = 10
+        #: why the handshake with the boss failed, if it did (a clear error instead of a silent timeout)
+        self._handshake = HandshakeWatch(self.sock, endpoint, curve, security.key_dir() if curve else None)
         self.sock.connect(endpoint)
         self._stop_beating = threading.Event()
         self._beater = threading.Thread(target=self._heartbeat_loop, name="taylorism-client-heartbeat", daemon=True)
@@ -103,12 +107,18 @@ class Connection:
                         del self.replies[i]
                         return b
                 left = deadline - time.monotonic()
+                self._check_handshake()
                 if left <= 0:
                     raise BossUnreachableError(
                         f"no answer from the boss at {self.endpoint} after {self.timeout:.0f}s "
                         "(is taylorism-boss running there, is the address right, and is your key in its "
                         "authorized keys?)")
                 self.pump(min(left, 0.5))
+
+    def _check_handshake(self) -> None:
+        problem = self._handshake.check()
+        if problem is not None and not self._handshake.succeeded:
+            raise BossUnreachableError(problem)
 
     def pump(self, timeout: float) -> bool:
         """Receive what is there (waiting up to *timeout* s for the first); True if anything came."""
@@ -129,6 +139,8 @@ class Connection:
                     log.warning("dropped a bad message from the boss at %s: %s", self.endpoint, exc)
                     continue
                 if kind is Msg.REFUSED:
+                    if body.get("denied") is True:
+                        raise AccessDeniedError(f"the boss at {self.endpoint} refused: {body['message']}")
                     raise ProtocolVersionError(f"the boss at {self.endpoint} refused us: {body['message']}")
                 if kind in (Msg.WELCOME, Msg.PONG) and body["boss"] != self.boss_id and self.boss_id:
                     self._boss_restarted(body["boss"])
@@ -174,6 +186,7 @@ class Connection:
             if deadline is not None and now >= deadline:
                 return False
             silent = now - max(self.last_heard, start)  # an idle connection is not a silent boss
+            self._check_handshake()
             if silent > self.timeout:
                 raise BossUnreachableError(
                     f"the boss at {self.endpoint} has not answered for {silent:.0f}s; giving up")
@@ -198,6 +211,7 @@ class Connection:
         self._stop_beating.set()
         if self._beater.is_alive():
             self._beater.join(timeout=5)
+        self._handshake.close()
         self.sock.close(linger=200)
         self.ctx.term()
 

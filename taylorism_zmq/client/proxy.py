@@ -33,7 +33,7 @@ taylorism_log = logging.getLogger("taylorism_zmq")
 #: rows per ADD_TASKS message
 BATCH = 1000
 _ERRORS = {"AgentLostError": AgentLostError, "MemoryError": MemoryError, "RuntimeError": RuntimeError,
-           "ValueError": ValueError}
+           "ValueError": ValueError, "PermissionError": PermissionError}
 
 
 def _connect(boss: str | None) -> tuple[Connection, bool]:
@@ -106,6 +106,8 @@ class Boss:
         stream = embedded if stream_output is None else bool(stream_output)
         self._live = LiveOutput() if stream else None
         self._codec = Codec(trusted=self._conn.trusted)
+        #: for reports the boss does not vouch for (it cannot tell who sent them): never unpickled
+        self._untrusted_codec = Codec(trusted=False)
         self._job = _attach or f"job-{uuid.uuid4().hex[:12]}"
         self._attached = _attach is not None
         self._inbox = self._conn.open_inbox(self._job)
@@ -247,8 +249,10 @@ class Boss:
         while self._inbox:
             kind, body = self._inbox.popleft()
             if kind is Msg.REPORTS:
+                # pickle only along a trusted chain: a link we trust, to a boss that vouches for the agent keys
+                codec = self._codec if body["trusted"] is True else self._untrusted_codec
                 for row in body["reports"]:
-                    self._take_report(*row)
+                    self._take_report(codec, *row)
                 if isinstance(body.get("running"), int):
                     self._running = body["running"]
             elif kind is Msg.STARTED and self.verbose:
@@ -264,8 +268,8 @@ class Boss:
                 self._end = body
                 self._conn.close_inbox(self._job)
 
-    def _take_report(self, index: int, ok: bool, payload: bytes, host: str, name: str, stdout: bytes,
-                     stderr: bytes) -> None:
+    def _take_report(self, codec: Codec, index: int, ok: bool, payload: bytes, host: str, name: str,
+                     stdout: bytes, stderr: bytes) -> None:
         if index in self._reported:
             return  # reported already (a report sent again around a boss restart)
         self._reported.add(index)
@@ -273,7 +277,7 @@ class Boss:
         self._running_names.pop(name, None)
         if self._live is not None:
             self._live.end(index, name)
-        entry = report_entry(name, ok, payload, self._codec, stdout, stderr)
+        entry = report_entry(name, ok, payload, codec, stdout, stderr)
         self._reports.append(entry)
         if not ok and self._failure is None:
             self._failure = dict(entry, host=host, index=index)

@@ -19,7 +19,8 @@ from typing import Any
 import msgpack
 
 #: 2: report rows carry the task's stdout and stderr; SUBMIT and RUN carry stream flags; OUTPUT, STARTED
-VERSION = 2
+#: 3: RUN names the Unix user of the job's owner; REPORTS say whether the boss vouches for their senders
+VERSION = 3
 VERSION_FRAME = bytes([VERSION])
 #: default cap for one frame received by a daemon (zmq MAXMSGSIZE and decode check)
 MAX_FRAME = 256 * 1024 * 1024
@@ -91,7 +92,7 @@ class ListOf:
 
 #: the fields every message type must carry, with their types (extra fields are ignored)
 SCHEMAS: dict[Msg, dict[str, Any]] = {
-    Msg.REFUSED: {"message": str},
+    Msg.REFUSED: {"message": str},  # with "denied": true when the sender's key may not do this
     Msg.HELLO: {"client": str},
     # resubmit: the client saw a new boss and sends its job again (tasks done meanwhile are not rerun)
     Msg.SUBMIT: {
@@ -111,7 +112,8 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
     Msg.CLIENT_ALIVE: {"client": str},
     Msg.WELCOME: {"agents": int, "boss": str},
     # index, ok, payload, host, name, stdout, stderr
-    Msg.REPORTS: {"job": str, "reports": Rows((int, bool, bytes, str, str, bytes, bytes))},
+    # trusted: every row came from an agent key the task was sent to (the client may unpickle it)
+    Msg.REPORTS: {"job": str, "reports": Rows((int, bool, bytes, str, str, bytes, bytes)), "trusted": bool},
     Msg.OUTPUT: {"job": str, "chunks": Rows((int, str, int, bytes))},  # index, name, stream (1|2), data
     Msg.STARTED: {"job": str, "indexes": ListOf(int)},
     Msg.JOB_END: {"job": str, "status": str, "pending": ListOf(int), "error": (dict, type(None))},
@@ -129,6 +131,7 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
     Msg.RUN: {
         "job": str, "env": dict, "trusted": bool, "binded": bool, "timeout": (int, float, type(None)), "stream": bool,
         "tasks": Rows((int, int, (int, type(None)), str, bytes)),  # task id, index, ticket, class, payload
+        "user": OPT_STR,  # the Unix user of the job's owner (an agent run as root runs the tasks as this user)
     },
     Msg.KILL: {"tasks": ListOf(int)},
     Msg.REREGISTER: {},

@@ -4,19 +4,24 @@ Layout of the key directory (``TAYLORISM_KEY_DIR``, default ``~/.taylorism``,
 mode 0700), like SSH's:
 
 - ``id.key`` / ``id.key_secret``: this user's key pair (``taylorism-ctl keygen``);
-- ``authorized/*.key``: the public keys a boss accepts from clients and agents;
+- ``authorized/NAME.key``: the public keys a boss accepts, with their roles and Unix
+  user (:mod:`.keystore`);
 - ``boss.key``: the public key of the boss to talk to (default: ``id.key``, for the
-  usual case where one user runs boss, agents and clients with a shared $HOME).
+  usual case where one user runs boss, agents and clients with a shared $HOME);
+- ``boss.key_secret``: a boss's own key pair, when it has one (``taylorism-ctl keygen
+  --boss``): then agents, which hold only their ``id.key_secret``, never hold the boss's.
 
 A boss runs a ZAP authenticator in its own context before it binds, so only
-authorized keys get in (CURVE without ZAP would accept any key).
+authorized keys get in (CURVE without ZAP would accept any key), and zmq's
+``User-Id`` of each message is the sender's public key.
 """
 
 from __future__ import annotations
 
+import getpass
 import ipaddress
+import logging
 import os
-import shutil
 import socket
 import stat
 from dataclasses import dataclass
@@ -26,9 +31,12 @@ from typing import Any
 import zmq
 import zmq.auth
 
+from .keystore import ROLES, KeysError, KeyStore, check_mode, write_key_file
 
-class KeysError(Exception):
-    """Missing or unreadable keys (named so as not to shadow the builtin)."""
+__all__ = ["KeysError", "KeyStore", "Keys", "keygen", "load_keys", "load_boss_keys", "start_authenticator"]
+
+
+log = logging.getLogger("taylorism_zmq.keys")
 
 
 def key_dir() -> Path:
@@ -66,7 +74,10 @@ def is_loopback(endpoint: str) -> bool:
 
 
 def keygen(directory: Path | None = None, name: str = "id", authorize: bool = True, force: bool = False) -> Path:
-    """Write a key pair (secret file 0600) and authorize its public key; return the public key file."""
+    """Write a key pair (secret file 0600); authorize its public key with every role; return the public file.
+
+    The one-user set-up: the same user runs boss, agents and clients with a shared $HOME.
+    """
     directory = Path(directory or key_dir())
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
@@ -79,10 +90,15 @@ def keygen(directory: Path | None = None, name: str = "id", authorize: bool = Tr
     finally:
         os.umask(old)
     os.chmod(secret, 0o600)  # pyzmq writes it with the process umask
+    os.chmod(public, 0o644)
     if authorize:
         authorized = directory / "authorized"
         authorized.mkdir(mode=0o700, exist_ok=True)
-        shutil.copy(public, authorized / f"{name}-{socket.gethostname()}.key")
+        key, _ = zmq.auth.load_certificate(public)
+        user = getpass.getuser()
+        label = user if name == "id" else f"{user}-{name}"
+        write_key_file(authorized / f"{label}@{socket.gethostname()}.key", key.decode(), set(ROLES),
+                       None if os.getuid() == 0 else user)
     return public
 
 
@@ -94,22 +110,46 @@ class Keys:
 
 
 def load_keys(directory: Path | None = None) -> Keys:
-    """This user's key pair and the boss's public key, with a clear error when missing."""
+    """This user's key pair and the boss's public key (``boss.key``, else ``id.key``), checked like ssh's
+    StrictModes, with a clear error when missing."""
     directory = Path(directory or key_dir())
-    secret_file = directory / "id.key_secret"
+    return Keys(*_pair(directory, "id"), _public(directory, "boss.key") or _public(directory, "id.key") or b"")
+
+
+def load_boss_keys(directory: Path | None = None) -> Keys:
+    """The boss's key pair: ``boss.key_secret`` when there is one (a boss of its own, whose secret no agent
+    holds), else this user's ``id.key_secret`` (the one-user set-up)."""
+    directory = Path(directory or key_dir())
+    name = "boss" if (directory / "boss.key_secret").exists() else "id"
+    public, secret = _pair(directory, name)
+    return Keys(public, secret, public)
+
+
+def _pair(directory: Path, name: str) -> tuple[bytes, bytes]:
+    secret_file = directory / f"{name}.key_secret"
     if not secret_file.exists():
         raise KeysError(f"no key pair in {directory} (tcp endpoints use CURVE): run `taylorism-ctl keygen`, "
-                        "or set TAYLORISM_INSECURE=1 for an unauthenticated link")
-    if secret_file.stat().st_mode & 0o077:
-        raise KeysError(f"{secret_file} is readable by others: chmod 600 it")
-    public, secret = zmq.auth.load_certificate(secret_file)
-    server_file = directory / "boss.key"
-    if not server_file.exists():
-        server_file = directory / "id.key"
-    server_public, _ = zmq.auth.load_certificate(server_file)
+                        "or use --insecure / TAYLORISM_INSECURE=1 for an unauthenticated link")
+    check_mode(directory)
+    check_mode(secret_file, secret=True)
+    try:
+        public, secret = zmq.auth.load_certificate(secret_file)
+    except (OSError, ValueError) as exc:
+        raise KeysError(f"cannot read {secret_file}: {exc}") from None
     if secret is None:
         raise KeysError(f"{secret_file} holds no secret key")
-    return Keys(public, secret, server_public)
+    return public, secret
+
+
+def _public(directory: Path, file: str) -> bytes | None:
+    path = directory / file
+    if not path.exists():
+        return None
+    check_mode(path)
+    try:
+        return zmq.auth.load_certificate(path)[0]
+    except (OSError, ValueError) as exc:
+        raise KeysError(f"cannot read {path}: {exc}") from None
 
 
 def secure_server(sock: zmq.Socket, keys: Keys) -> None:
@@ -124,15 +164,33 @@ def secure_client(sock: zmq.Socket, keys: Keys) -> None:
     sock.curve_serverkey = keys.server_public
 
 
-def start_authenticator(ctx: zmq.Context, directory: Path | None = None) -> Any:
-    """Accept only the public keys in ``authorized/`` (call before binding)."""
+class _StoreProvider:
+    """The ZAP callback: a key gets in when the key store knows it; a refusal is logged with its fingerprint."""
+
+    def __init__(self, store: KeyStore, refused: Any):
+        self.store = store
+        self.refused = refused
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        try:
+            z85 = key.decode("ascii")
+            if self.store.lookup(z85) is not None:
+                return True
+            self.refused(z85)
+        except Exception:  # an exception here would hang the peer's handshake: refuse instead
+            log.exception("ZAP callback failed")
+        return False
+
+
+def start_authenticator(ctx: zmq.Context, store: KeyStore, refused: Any = lambda key: None) -> Any:
+    """Accept only the keys of *store* (call before binding); *refused* is called with each key turned away.
+
+    zmq's ``User-Id`` of every message is then the sender's z85 public key.
+    """
     from zmq.auth.thread import ThreadAuthenticator
 
-    authorized = Path(directory or key_dir()) / "authorized"
-    if not authorized.is_dir():
-        raise KeysError(f"no authorized keys directory {authorized}: run `taylorism-ctl keygen` "
-                        "(it authorizes its own key) or copy public keys there")
-    auth = ThreadAuthenticator(ctx)
+    auth = ThreadAuthenticator(ctx, log=logging.getLogger("taylorism_zmq.zap"))
     auth.start()
-    auth.configure_curve(domain="*", location=str(authorized))
+    auth.configure_curve_callback(domain="*", credentials_provider=_StoreProvider(store, refused))
     return auth
+

@@ -1,0 +1,45 @@
+"""Which key registered each agent id: only that key may speak for the agent, on either socket.
+
+Kept after the agent leaves (bounded), so that a lost agent's late reports still count and its id cannot
+be taken by another key, and with the route it last spoke from, to ask it to register again.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Container
+
+from ..wire.keystore import Identity
+from .guard import Refused
+
+#: agent ids remembered, the live ones and those gone most recently
+AGENT_MEMORY = 10_000
+
+
+class AgentKeys:
+    """Agent id -> (the key that registered it, its last route)."""
+
+    def __init__(self, limit: int = AGENT_MEMORY):
+        self.limit = limit
+        self._known: collections.OrderedDict[str, tuple[str, bytes]] = collections.OrderedDict()
+
+    def check(self, aid: str, who: Identity) -> None:
+        """Refuse a message for agent *aid* from another key than the one that registered it."""
+        known = self._known.get(aid)
+        if known is not None and known[0] != who.key:
+            raise Refused(f"agent id {aid} was registered by another key")
+
+    def get(self, aid: str) -> tuple[str, bytes] | None:
+        return self._known.get(aid)
+
+    def remember(self, aid: str, key: str, route: bytes, live: Container[str]) -> None:
+        """Bind *aid* to *key* (and its last *route*); forget the agent gone longest ago beyond the limit."""
+        self._known[aid] = (key, route)
+        self._known.move_to_end(aid)
+        if len(self._known) > self.limit:
+            old, entry = self._known.popitem(last=False)
+            if old in live:  # a live agent is never forgotten
+                self._known[old] = entry
+
+    def __len__(self) -> int:
+        return len(self._known)

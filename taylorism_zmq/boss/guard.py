@@ -1,0 +1,117 @@
+"""Who may do what on the boss: every message acts under the identity its sender proved.
+
+The identity is the CURVE key the ZAP handshake proved (zmq's ``User-Id`` of each message), looked up in
+the key store at message time, so a revoked key is refused from its next message on.  Peers of an ipc boss
+(a 0700 directory) are its owner (:data:`~..wire.keystore.LOCAL`); peers of an ``--insecure`` boss are
+anonymous, with every role (the README says so).  A routing id belongs to the identity that first used it.
+What a message may do with the records it names (a job's owner, the key that registered an agent) is
+checked by the state machine, which raises :class:`Refused`.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from typing import Any
+
+import zmq
+
+from ..wire.keystore import ANONYMOUS, LOCAL, Identity, KeyStore, fingerprint
+from ..wire.protocol import Msg
+from ..wire.sockets import RateLimitedLog
+
+log = logging.getLogger("taylorism_zmq.boss")
+
+CLIENT, AGENT, ADMIN = "client", "agent", "admin"
+#: the roles any of which lets a key send each kind of message (None: any authorized key)
+NEEDS: dict[Msg, frozenset[str] | None] = {
+    Msg.HELLO: None, Msg.PING: None,
+    Msg.STATUS: frozenset({CLIENT, ADMIN}),
+    Msg.SUBMIT: frozenset({CLIENT, ADMIN}), Msg.ADD_TASKS: frozenset({CLIENT, ADMIN}),
+    Msg.CONTROL: frozenset({CLIENT, ADMIN}), Msg.ATTACH: frozenset({CLIENT, ADMIN}),
+    Msg.CLIENT_ALIVE: frozenset({CLIENT, ADMIN}),
+    Msg.ADMIN: frozenset({ADMIN}),
+    Msg.REGISTER: frozenset({AGENT}), Msg.GOODBYE: frozenset({AGENT}),
+    Msg.AGENT_REPORTS: frozenset({AGENT}), Msg.HEARTBEAT: frozenset({AGENT}), Msg.AGENT_OUTPUT: frozenset({AGENT}),
+}
+#: routing ids remembered with the identity that first used them (the oldest unused are forgotten beyond)
+MAX_ROUTES = 100_000
+
+
+class Refused(Exception):
+    """A message its sender may not send: answered with the reason, logged and counted."""
+
+
+class Denied(Refused):
+    """A message the sender's key may not send at all (a role it lacks, a connection of another identity)."""
+
+
+class Guard:
+    """Identify the sender of each message and check what its roles allow."""
+
+    def __init__(self, store: KeyStore | None, curve: bool, counters: collections.Counter):
+        self.store = store
+        #: identity of every peer when there is no handshake to prove one
+        self.default = ANONYMOUS if not curve and store is None else LOCAL
+        if curve and store is None:
+            raise ValueError("a CURVE boss needs a key store")
+        self.counters = counters
+        #: routing id -> the key that first used it
+        self.routes: collections.OrderedDict[bytes, str] = collections.OrderedDict()
+        #: handshakes the ZAP handler turned away (written by its thread, read by the boss loop)
+        self.handshakes_refused = 0
+        self._log = RateLimitedLog(log, period=10.0)
+        self._zap_log = RateLimitedLog(log, period=10.0)  # (used from the ZAP handler's thread only)
+
+    def identify(self, frame: Any) -> Identity | None:
+        """The identity that sent the message of *frame*, or None for a key the store no longer knows."""
+        if self.store is None:
+            return self.default
+        try:
+            key = frame.get("User-Id")
+        except zmq.ZMQError:  # no ZAP handler for this socket: cannot happen on a CURVE boss
+            return None
+        return self.store.lookup(key)
+
+    @staticmethod
+    def key_of(frame: Any) -> str:
+        """The z85 key a message came with (for the log line of a key the store does not know)."""
+        try:
+            return str(frame.get("User-Id"))
+        except zmq.ZMQError:
+            return "?"
+
+    def check(self, kind: Msg, route: bytes, who: Identity) -> None:
+        """Raise Refused unless *who* may send *kind* from *route*."""
+        needs = NEEDS.get(kind)
+        if needs is not None and not needs & who.roles:
+            role = " or ".join(sorted(needs))
+            hint = CLIENT if CLIENT in needs else sorted(needs)[0]
+            raise Denied(f"key {who.name} may not send {kind.name}: it needs the {role} role "
+                         f"(taylorism-ctl authorize --role {hint} ...)")
+        if route:
+            owner = self.routes.get(route)
+            if owner is None:
+                self.routes[route] = who.key
+                if len(self.routes) > MAX_ROUTES:
+                    self.routes.popitem(last=False)
+            elif owner != who.key:
+                raise Denied("this routing id belongs to another identity")
+            else:
+                self.routes.move_to_end(route)
+
+    def route_of(self, route: bytes, who: Identity) -> bool:
+        """True if *route* was first used by *who* (a heartbeat may only speak for its own connection)."""
+        return self.routes.get(route) == who.key
+
+    def refused(self, what: str, who: Identity | str, why: str) -> None:
+        """Count and log (rate-limited, per key) a refusal."""
+        self.counters["refused"] += 1
+        label = who.label if isinstance(who, Identity) else f"unknown key {fingerprint(who)}"
+        self._log.warning(f"refused:{label}", "refused %s from %s: %s", what, label, why)
+
+    def zap_refused(self, key: str) -> None:
+        """Called by the ZAP handler's thread for a key it turned away."""
+        self.handshakes_refused += 1
+        self._zap_log.warning(key, "refused a connection with unknown key %s (not in authorized/, or revoked)",
+                          fingerprint(key))

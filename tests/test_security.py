@@ -1,0 +1,402 @@
+"""Hostile peers inside the authorized set: a second user's key against a boss, its agent and a victim's job.
+
+Each attack is refused (answered with the reason, logged with the key's name, counted) and the victim's job
+completes with its real reports.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import footprints
+import msgpack
+import pytest
+import zmq
+import zt_workers  # noqa: F401 - registers the test worker classes
+from conftest import authorized_socket, wait_until
+
+from taylorism_zmq import Boss, BossUnreachableError, batch_main, run_as_server
+from taylorism_zmq.client.connection import Connection
+from taylorism_zmq.errors import AccessDeniedError
+from taylorism_zmq.wire import keystore, protocol, security
+from taylorism_zmq.wire.codec import PICKLE
+from taylorism_zmq.wire.protocol import Msg
+
+
+def threads(n: int):
+    return footprints.proxy.scheduler(limit="threads", max_threads=n)
+
+
+def quiet(_report) -> None:
+    pass
+
+
+def authorized_dir() -> Path:
+    return Path(os.environ["TAYLORISM_TEST_KEYS"]) / "authorized"
+
+
+def make_user(tmp_path: Path, roles: set[str] | None, user: str | None = None) -> tuple[Path, str]:
+    """A second user's key directory (trusting the tests' boss); authorized with *roles* unless None."""
+    name = f"mallory-{uuid.uuid4().hex[:6]}"
+    directory = tmp_path / name
+    security.keygen(directory, authorize=False)
+    shutil.copy(Path(os.environ["TAYLORISM_TEST_KEYS"]) / "id.key", directory / "boss.key")
+    if roles is not None:
+        keystore.authorize(authorized_dir(), directory / "id.key", frozenset(roles), name, user)
+    return directory, name
+
+
+@pytest.fixture
+def mallory(tmp_path):
+    """A second user with a client key, authorized on the boss; revoked at the end."""
+    directory, name = make_user(tmp_path, {"client"})
+    yield directory, name
+    (authorized_dir() / f"{name}.key").unlink(missing_ok=True)
+
+
+def wait_key_known(cluster, key_dir: Path) -> None:
+    """Until the boss has reloaded its keys and lets *key_dir*'s key in."""
+    def connects() -> bool:
+        old = os.environ.get("TAYLORISM_KEY_DIR")
+        os.environ["TAYLORISM_KEY_DIR"] = str(key_dir)
+        try:
+            Connection(cluster.control, timeout=1.0).close()
+            return True
+        except (BossUnreachableError, AccessDeniedError):
+            return False
+        finally:
+            os.environ["TAYLORISM_KEY_DIR"] = old or ""
+    wait_until(connects, 15, "the boss to know the new key")
+
+
+def victim_job(cluster, n: int = 4, seconds: float = 1.0, detach: bool = False):
+    boss = run_as_server(dict(zt="nap", seconds=seconds), dict(tag=list(range(n))), scheduler=threads(2),
+                         boss=cluster.control, detach=detach)
+    wait_until(lambda: cluster.status()["jobs"], 10, "the victim's job")
+    return boss
+
+
+def tags(report) -> list[int]:
+    return sorted(int(r["report"]["tag"]) for r in report["workers_report"])
+
+
+def ask(sock: zmq.Socket, kind: Msg, body: dict, timeout: float = 10.0) -> tuple[Msg, dict]:
+    sock.send_multipart(protocol.encode(kind, body))
+    assert sock.poll(int(timeout * 1000)), f"no answer to {kind.name}"
+    return protocol.decode(sock.recv_multipart())
+
+
+def refused_count(cluster) -> int:
+    return cluster.status()["counters"].get("refused", 0)
+
+
+class _Evil:
+    """Runs code wherever it is unpickled."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def test_forged_reports_with_pickle_from_a_client_key_are_refused(cluster_factory, mallory, tmp_path):
+    log = tmp_path / "boss.log"
+    cluster = cluster_factory(boss_log=str(log))
+    cluster.add_agent(slots=2)
+    cluster.wait_agents(1)
+    key_dir, name = mallory
+    wait_key_known(cluster, key_dir)
+    boss = victim_job(cluster, n=4, seconds=1.0)
+    job = boss.job_id
+    agent = cluster.status()["hosts"][0]["agent"]
+    marker = tmp_path / "pwned"
+    payload = msgpack.packb(msgpack.ExtType(PICKLE, pickle.dumps(_Evil(str(marker)))))
+    rows = [[1000 + i, job, i, True, payload, 0.0, 1.0, b"", b""] for i in range(4)]
+    with authorized_socket(zmq.PUSH, cluster.reports, key_dir=key_dir) as push:
+        push.send_multipart(protocol.encode(Msg.AGENT_REPORTS, {"agent": agent, "batch": 1, "reports": rows}))
+        wait_until(lambda: refused_count(cluster) >= 1, 10, "the forged batch to be refused")
+    boss.wait_till_finished()
+    report = boss.get_report()
+    assert tags(report) == [0, 1, 2, 3]  # the real reports, from the real agent
+    assert all(r["report"]["host"] for r in report["workers_report"])
+    assert not marker.exists()  # nothing of the forger's ran in the victim's process
+    wait_until(lambda: name in log.read_text(), 10, "the refusal in the boss's log")
+    assert "AGENT_REPORTS" in log.read_text()
+
+
+def test_the_ids_status_shows_take_over_nothing(cluster_factory, mallory):
+    cluster = cluster_factory()
+    cluster.add_agent(slots=2)
+    cluster.wait_agents(1)
+    key_dir, _ = mallory
+    wait_key_known(cluster, key_dir)
+    boss = victim_job(cluster, n=4, seconds=1.0)
+    status = cluster.status()
+    agent = status["hosts"][0]["agent"]
+    assert not any(j["client"].startswith("client-") for j in status["jobs"])  # routing ids stay secret
+    before = refused_count(cluster)
+    # the agent's id as routing id (what was its route before): no task, no report comes this way
+    with authorized_socket(zmq.DEALER, cluster.control, routing_id=agent.encode(), key_dir=key_dir) as sock:
+        kind, body = ask(sock, Msg.CONTROL, {"job": boss.job_id, "action": "stop_now"})
+        assert kind is Msg.ERROR and "belongs to another user" in body["message"]
+        boss.wait_till_finished()
+        assert not sock.poll(300)  # nothing of the victim's reached the intruder
+    assert tags(boss.get_report()) == [0, 1, 2, 3]
+    assert refused_count(cluster) > before
+
+
+ATTACH = """
+import sys
+from taylorism_zmq import Boss
+try:
+    Boss.attach(sys.argv[1], boss=sys.argv[2]).wait_till_finished()
+except PermissionError as exc:
+    print("refused:", exc)
+    sys.exit(3)
+"""
+
+
+def test_attach_control_and_drain_by_a_non_owner_are_refused(cluster_factory, mallory):
+    cluster = cluster_factory()
+    cluster.add_agent(slots=2, host_name="node-v")
+    cluster.wait_agents(1)
+    key_dir, name = mallory
+    wait_key_known(cluster, key_dir)
+    boss = victim_job(cluster, n=4, seconds=1.0, detach=True)
+    job = boss.job_id
+    with authorized_socket(zmq.DEALER, cluster.control, key_dir=key_dir) as sock:
+        kind, body = ask(sock, Msg.CONTROL, {"job": job, "action": "stop_now"})
+        assert kind is Msg.ERROR and "belongs to another user" in body["message"]
+        kind, body = ask(sock, Msg.ADD_TASKS, {"job": job, "tasks": []})
+        assert kind is Msg.ERROR and "belongs to another user" in body["message"]
+    drain = subprocess.run([sys.executable, "-m", "taylorism_zmq", "ctl", "--boss", cluster.control,
+                            "--key-dir", str(key_dir), "drain", "node-v"], capture_output=True, text=True,
+                           timeout=30)
+    assert drain.returncode == 1 and "admin role" in drain.stderr, drain.stderr
+    attach = subprocess.run([sys.executable, "-c", ATTACH, job, cluster.control], capture_output=True, text=True,
+                            timeout=60, env=dict(os.environ, TAYLORISM_KEY_DIR=str(key_dir)))
+    assert attach.returncode == 3 and "belongs to another user" in attach.stdout, attach.stdout + attach.stderr
+    assert not cluster.status()["hosts"][0]["draining"]
+    boss.wait_till_finished()  # the owner's job went on, and she can attach to it
+    attached = Boss.attach(job, boss=cluster.control)
+    attached.wait_till_finished()
+    assert tags(attached.get_report()) == [0, 1, 2, 3]
+
+
+def test_forged_goodbye_heartbeat_and_ack_batches_from_another_agent_key(cluster_factory, tmp_path):
+    """A key with the agent role, but not the one that registered the agent, speaks for it: refused."""
+    key_dir, name = make_user(tmp_path, {"agent", "client"})
+    try:
+        cluster = cluster_factory(agent_timeout=3.0)
+        cluster.add_agent(slots=2)
+        cluster.wait_agents(1)
+        wait_key_known(cluster, key_dir)
+        agent = cluster.status()["hosts"][0]["agent"]
+        boss = victim_job(cluster, n=6, seconds=0.7)
+        before = refused_count(cluster)
+        with authorized_socket(zmq.DEALER, cluster.control, key_dir=key_dir) as dealer, \
+                authorized_socket(zmq.PUSH, cluster.reports, key_dir=key_dir) as push:
+            kind, body = ask(dealer, Msg.GOODBYE, {"agent": agent})
+            assert kind is Msg.REFUSED and "registered by another key" in body["message"]
+            push.send_multipart(protocol.encode(Msg.HEARTBEAT, {"agent": agent, "load": [99.0], "cpu": 100.0,
+                                                                "mem_avail": 0.0, "running": 0}))
+            for batch in range(1, 30):  # acknowledgements of the real agent's batches, before it sends them
+                push.send_multipart(protocol.encode(Msg.AGENT_REPORTS,
+                                                    {"agent": agent, "batch": batch, "reports": []}))
+            wait_until(lambda: refused_count(cluster) >= before + 31, 10, "the forgeries to be refused")
+        boss.wait_till_finished()
+        assert tags(boss.get_report()) == list(range(6))
+        status = cluster.status()
+        assert [h["agent"] for h in status["hosts"]] == [agent]  # not orphaned, still there
+        assert status["hosts"][0]["load"] != [99.0]
+        assert status["counters"].get("agents_lost", 0) == 0
+    finally:
+        (authorized_dir() / f"{name}.key").unlink(missing_ok=True)
+
+
+def test_a_client_key_cannot_register_as_agent(cluster_factory, mallory):
+    cluster = cluster_factory()
+    cluster.add_agent(slots=2, host_name="node-real")
+    cluster.wait_agents(1)
+    key_dir, _ = mallory
+    wait_key_known(cluster, key_dir)
+    boss = victim_job(cluster, n=4, seconds=0.5)
+    env = dict(os.environ, TAYLORISM_KEY_DIR=str(key_dir))
+    proc = subprocess.run([sys.executable, "-m", "taylorism_zmq", "agent", "--boss", cluster.control,
+                           "--reports", cluster.reports, "--host-name", "node-mallory", "--heartbeat", "0.2"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "needs the agent role" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    boss.wait_till_finished()
+    report = boss.get_report()
+    assert tags(report) == [0, 1, 2, 3]
+    assert {r["report"]["host"] for r in report["workers_report"]} == {"node-real"}
+    assert [h["host"] for h in cluster.status()["hosts"]] == ["node-real"]
+
+
+SUBMIT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import zt_workers
+from taylorism_zmq import batch_main
+try:
+    batch_main(dict(zt="nap"), dict(tag=[1]), boss=sys.argv[2], print_report=lambda r: None)
+except PermissionError as exc:
+    print("refused:", exc)
+    sys.exit(3)
+"""
+
+
+def test_an_agent_key_cannot_submit_jobs(cluster_factory, tmp_path):
+    key_dir, name = make_user(tmp_path, {"agent"})
+    try:
+        cluster = cluster_factory()
+        wait_key_known(cluster, key_dir)
+        proc = subprocess.run([sys.executable, "-c", SUBMIT, os.path.dirname(__file__), cluster.control],
+                              capture_output=True, text=True, timeout=60,
+                              env=dict(os.environ, TAYLORISM_KEY_DIR=str(key_dir)))
+        assert proc.returncode == 3, proc.stdout + proc.stderr
+        assert "needs the admin or client role" in proc.stdout and "--role client" in proc.stdout
+        assert not cluster.status()["jobs"]
+    finally:
+        (authorized_dir() / f"{name}.key").unlink(missing_ok=True)
+
+
+def _agent(cluster, key_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TAYLORISM_KEY_DIR=str(key_dir))
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "taylorism_zmq", "agent", "--boss", cluster.control,
+                           "--reports", cluster.reports, *extra], env=env, capture_output=True, text=True,
+                          timeout=60)
+    proc.elapsed = time.monotonic() - start  # type: ignore[attr-defined]
+    return proc
+
+
+def test_agents_with_a_key_the_boss_does_not_take_say_why_in_one_line(cluster_factory, tmp_path):
+    log = tmp_path / "boss.log"
+    cluster = cluster_factory(boss_log=str(log))
+    stranger, _ = make_user(tmp_path, roles=None)
+    proc = _agent(cluster, stranger)
+    assert proc.returncode == 2, proc.stderr
+    assert "not among its authorized keys" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.elapsed < 20  # type: ignore[attr-defined]
+    public, _ = zmq.auth.load_certificate(stranger / "id.key")
+    wait_until(lambda: keystore.fingerprint(public.decode()) in log.read_text(), 10, "the fingerprint in the log")
+    # a boss.key that is not the boss's
+    wrong, _ = make_user(tmp_path, {"agent"})
+    shutil.copy(wrong / "id.key", wrong / "boss.key")
+    proc = _agent(cluster, wrong)
+    assert proc.returncode == 2 and "boss.key" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    (authorized_dir() / f"{wrong.name}.key").unlink(missing_ok=True)
+    # plain tcp to a CURVE boss
+    proc = _agent(cluster, stranger, "--insecure")
+    assert proc.returncode == 2 and "speaks CURVE" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_revoked_key_is_refused_from_its_next_message_on(cluster_factory, tmp_path, monkeypatch):
+    cluster = cluster_factory()
+    key_dir, name = make_user(tmp_path, {"client"})
+    wait_key_known(cluster, key_dir)
+    monkeypatch.setenv("TAYLORISM_KEY_DIR", str(key_dir))
+    conn = Connection(cluster.control, timeout=5)
+    try:
+        assert conn.request(Msg.STATUS, {}, Msg.STATUS_REPLY)["status"]["boss"]
+        done = subprocess.run([sys.executable, "-m", "taylorism_zmq", "ctl", "--key-dir",
+                               os.environ["TAYLORISM_TEST_KEYS"], "revoke", name],
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+
+        def refused() -> bool:
+            try:
+                conn.request(Msg.STATUS, {}, Msg.STATUS_REPLY)
+                return False
+            except AccessDeniedError as exc:
+                assert "not authorized" in str(exc)
+                return True
+        wait_until(refused, 15, "the revoked key to be refused")
+    finally:
+        conn.close()
+
+
+def test_tasks_do_not_inherit_the_agents_key_directory(cluster_factory):
+    cluster = cluster_factory()
+    cluster.add_agent(slots=1)
+    cluster.wait_agents(1)
+    keys = os.environ["TAYLORISM_TEST_KEYS"]
+    report = batch_main(dict(zt="probe"), dict(paths=[[keys]]), scheduler=threads(1), boss=cluster.control,
+                        print_report=quiet)
+    probe = report["workers_report"][0]["report"]
+    assert not any("KEY" in name for name in probe["env"]), probe["env"]
+
+
+def test_key_files_are_checked_like_ssh_strict_modes(tmp_path):
+    directory = tmp_path / "keys"
+    security.keygen(directory)
+    secret = directory / "id.key_secret"
+    os.chmod(secret, 0o640)
+    with pytest.raises(keystore.KeysError, match=f"{secret}.*chmod 600"):
+        security.load_keys(directory)
+    os.chmod(secret, 0o600)
+    security.load_keys(directory)
+    authorized = directory / "authorized"
+    (key_file,) = authorized.glob("*.key")
+    os.chmod(key_file, 0o666)
+    keys, problems = keystore.load_authorized(authorized)
+    assert not keys and f"{key_file} is writable by group or others" in problems[0] and "chmod go-w" in problems[0]
+    os.chmod(key_file, 0o644)
+    os.chmod(authorized, 0o777)
+    with pytest.raises(keystore.KeysError, match=f"{authorized} is writable by group or others"):
+        keystore.load_authorized(authorized)
+    os.chmod(authorized, 0o700)
+    os.chmod(directory, 0o770)
+    with pytest.raises(keystore.KeysError, match="chmod go-w"):
+        security.load_keys(directory)
+
+
+def test_a_key_file_without_roles_is_a_client_unless_it_is_the_bosss_own(tmp_path):
+    own, other = tmp_path / "own", tmp_path / "other"
+    security.keygen(own, authorize=False)
+    security.keygen(other, authorize=False)
+    authorized = tmp_path / "authorized"
+    authorized.mkdir(mode=0o700)
+    for d in (own, other):  # copied by hand, as before roles existed
+        shutil.copy(d / "id.key", authorized / f"{d.name}.key")
+    boss_key = zmq.auth.load_certificate(own / "id.key")[0].decode()
+    keys, problems = keystore.load_authorized(authorized, owner=boss_key)
+    assert not problems
+    assert {i.name: set(i.roles) for i in keys.values()} == {"own": {"client", "agent", "admin"},
+                                                             "other": {"client"}}
+
+
+def test_ctl_authorize_keys_revoke_and_keygen_gives_every_role(tmp_path):
+    def ctl(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "taylorism_zmq", "ctl", "--key-dir", str(tmp_path / "boss"),
+                               *args], capture_output=True, text=True, timeout=30)
+
+    assert ctl("keygen").returncode == 0
+    security.keygen(tmp_path / "bob", authorize=False)
+    done = ctl("authorize", "--role", "client", str(tmp_path / "bob" / "id.key"), "--name", "bob", "--user", "bob")
+    assert done.returncode == 0, done.stderr
+    listing = ctl("keys")
+    assert listing.returncode == 0, listing.stderr
+    lines = {line.split()[0]: line.split() for line in listing.stdout.splitlines()[1:]}
+    assert lines["bob"][1:3] == ["client", "bob"] and lines["bob"][3].startswith("SHA256:")
+    (own,) = [v for k, v in lines.items() if k != "bob"]
+    assert own[1] == "client,agent,admin"
+    again = ctl("authorize", "--role", "agent", str(tmp_path / "bob" / "id.key"), "--name", "bob2")
+    assert again.returncode == 1 and "authorized already as bob" in again.stderr
+    assert ctl("revoke", "bob").returncode == 0
+    assert "bob" not in ctl("keys").stdout
+    missing = ctl("revoke", "bob")
+    assert missing.returncode == 1 and "no authorized key named 'bob'" in missing.stderr
+    boss_pair = ctl("keygen", "--boss")
+    assert boss_pair.returncode == 0 and (tmp_path / "boss" / "boss.key_secret").stat().st_mode & 0o777 == 0o600
+    assert security.load_boss_keys(tmp_path / "boss").public == security.load_keys(tmp_path / "boss").server_public
