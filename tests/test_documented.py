@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import pickle
 import re
 import stat
 import subprocess
@@ -15,7 +14,7 @@ import footprints
 import psutil
 import zmq
 import zt_workers  # noqa: F401 - registers the test worker classes
-from conftest import authorized_socket, wait_until
+from conftest import wait_until
 
 from taylorism_zmq import batch_main, run_as_server
 from taylorism_zmq.wire import protocol
@@ -68,29 +67,14 @@ def test_the_boss_code_never_unpickles():
 
 
 def test_a_pickle_in_a_report_is_passed_on_never_opened_by_the_boss(cluster_factory, tmp_path):
-    """A report row whose payload would run code if unpickled goes through the boss as bytes."""
-    bomb = tmp_path / "unpickled"
-
-    class Bomb:
-        def __reduce__(self):
-            return (pathlib.Path.touch, (bomb,))
-
+    """A report that can only travel as a pickle, which records who unpickles it: only the client does."""
+    who = tmp_path / "unpicklers"
     cluster = cluster_factory()
-    with authorized_socket(zmq.DEALER, cluster.control) as client, \
-            authorized_socket(zmq.PUSH, cluster.reports) as forger:
-        client.send_multipart(protocol.encode(Msg.SUBMIT, {
-            "job": "j-bomb", "name": "n", "policy": {"kind": "nosort"}, "env": {}, "trusted": True,
-            "shm_host": None, "halted": True, "resubmit": True, "detach": False, "timeout": None, "stream": False,
-            "started": False}))
-        forger.send_multipart(protocol.encode(Msg.AGENT_REPORTS, {
-            "agent": "agent-x", "batch": 1, "reports": [[1, "j-bomb", 0, True, pickle.dumps(Bomb()), 0.0, 0.0,
-                                                         b"", b""]]}))
-        client.send_multipart(protocol.encode(Msg.ADD_TASKS, {
-            "job": "j-bomb", "tasks": [[0, "w", "m:W", 0.0, 0.0, [], b"\xc0"]]}))
-        assert client.poll(10_000)
-        kind, body = protocol.decode(client.recv_multipart())
-    assert kind is Msg.REPORTS and body["reports"][0][2] == pickle.dumps(Bomb())  # the bytes, as they came
-    assert not bomb.exists()
+    cluster.add_agent(slots=1)
+    cluster.wait_agents(1)
+    batch_main(dict(zt="pickle", path=str(who)), dict(name=["p"]), scheduler=threads(1), boss=cluster.control,
+               print_report=quiet)
+    assert who.read_text().split() == [str(os.getpid())]
 
 
 def test_max_threads_zero_means_half_of_each_hosts_cpus(cluster_factory):

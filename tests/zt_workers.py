@@ -148,3 +148,22 @@ class ZtProbe(Worker):
                 read[path] = type(exc).__name__
         return {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(), "read": read,
                 "env": sorted(k for k in os.environ if k.startswith("TAYLORISM_")), "home": os.environ.get("HOME")}
+
+
+class PidRecorder:
+    """Unpickling it appends the unpickling process's pid to a file: who opens a pickle shows."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"echo $PPID >> {self.path}",))
+
+
+class ZtPickle(Worker):
+    """Returns an object that can only travel as a pickle, and says who unpickles it."""
+
+    _footprint = dict(info="Test worker.", attr=dict(zt=dict(values=["pickle"]), path=dict()))
+
+    def _task(self):
+        return PidRecorder(self.path)
