@@ -97,10 +97,10 @@ def run(hosts: int, tasks: int, workdir: str) -> tuple[float, float]:
         start = time.perf_counter()
         conn.send(Msg.SUBMIT, {"job": job, "name": job, "policy": {"kind": "nosort"}, "env": {}, "trusted": False,
                                "shm_host": None, "halted": False, "resubmit": False, "detach": False, "timeout": None,
-                               "stream": False, "started": False})
+                               "stream": False, "started": False, "max_tasks": 1})
         for first in range(0, tasks, 1000):
             rows = [[i, f"t{i}", "m:W", 0.0, 0.0, [], b""] for i in range(first, min(tasks, first + 1000))]
-            conn.send(Msg.ADD_TASKS, {"job": job, "tasks": rows})
+            conn.send(Msg.ADD_TASKS, {"job": job, "tasks": rows, "classes": {}})
         conn.send(Msg.CONTROL, {"job": job, "action": "end"})
         seen: dict[int, int] = {}  # task index -> reports of it that reached the client
         end = None

@@ -31,11 +31,11 @@ def run(hosts: int, tasks: int, policy: dict) -> float:
                                       "memory": 64000.0, "slots": 8, "pid": 1, "running": []}, now=0.0)
     state.submit(CLIENT, {"job": "j", "name": "j", "policy": policy, "env": {}, "trusted": False,
                           "shm_host": None, "halted": False, "resubmit": False, "detach": False,
-                          "timeout": None, "stream": False, "started": False}, now=0.0)
+                          "timeout": None, "stream": False, "started": False, "max_tasks": 1}, now=0.0)
     start = time.process_time()
     for first in range(0, tasks, 1000):
         rows = [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p"] for i in range(first, min(tasks, first + 1000))]
-        state.add_tasks(CLIENT, {"job": "j", "tasks": rows})
+        state.add_tasks(CLIENT, {"job": "j", "tasks": rows, "classes": {}})
     state.control(CLIENT, {"job": "j", "action": "end"})
     done = 0
     while state.jobs:

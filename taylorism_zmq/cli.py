@@ -105,6 +105,10 @@ def agent_parser() -> argparse.ArgumentParser:
     p.add_argument("--launcher-idle", type=float, default=600.0,
                    help="seconds a job environment's launcher (a process and its spare task processes) stays "
                         "once no task of it runs (default 600)")
+    p.add_argument("--keep-env", default="", metavar="NAME[,NAME...]",
+                   help="environment variables of this host that a job's own (which travels with it) does not "
+                        "replace in its tasks, besides HOSTNAME, DISPLAY, TMPDIR, SSH_*, SLURM_*... (a trailing * "
+                        "matches a prefix)")
     p.add_argument("--run-as-client-user", action="store_true",
                    help="(agent started as root) run each job's tasks as the Unix user its owner's key maps to "
                         "(taylorism-ctl authorize --user); jobs of keys with no user are refused")

@@ -62,3 +62,26 @@ def reports_endpoint(control: str) -> str:
     if control.startswith("ipc://"):
         return control + "-reports"
     raise ValueError(f"unsupported endpoint {control!r} (use tcp://host:port or ipc:///path)")
+
+
+def tasks_per_process(explicit: int | None = None) -> int:
+    """How many tasks one task process may run in turn: the argument, else TAYLORISM_MAX_TASKS_PER_PROCESS,
+    else ``max-tasks-per-process`` in the [client] table of the config file, else 1 (a process per task)."""
+    value: object = explicit
+    where = "max_tasks_per_process"
+    if value is None and os.environ.get("TAYLORISM_MAX_TASKS_PER_PROCESS", "").strip():
+        value, where = os.environ["TAYLORISM_MAX_TASKS_PER_PROCESS"].strip(), "TAYLORISM_MAX_TASKS_PER_PROCESS"
+    if value is None:
+        client = load_config().get("client", {})
+        if isinstance(client, dict):
+            value = client.get("max-tasks-per-process", client.get("max_tasks_per_process"))
+            where = "max-tasks-per-process in the [client] table of the config file"
+    if value is None:
+        return 1
+    try:
+        number = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        number = 0
+    if isinstance(value, bool) or number < 1 or str(number) != str(value).strip():
+        raise ValueError(f"{where} must be a whole number of tasks, 1 or more, not {value!r}")
+    return number

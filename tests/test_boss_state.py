@@ -47,7 +47,8 @@ def submit(state: BossState, policy: dict, n: int = 0, job: str = "j1", memory: 
            detach: bool = False, stream: bool = False) -> str:
     out = state.submit(CLIENT, {"job": job, "name": job, "policy": policy, "env": {}, "trusted": False,
                                 "shm_host": shm_host, "halted": halted, "resubmit": resubmit,
-                                "detach": detach, "timeout": None, "stream": stream, "started": False}, now=0.0)
+                                "detach": detach, "timeout": None, "stream": stream, "started": False,
+                                "max_tasks": 1}, now=0.0)
     assert out == []
     add(state, job, range(n), memory=memory, expected=expected, files=files)
     return job
@@ -56,7 +57,7 @@ def submit(state: BossState, policy: dict, n: int = 0, job: str = "j1", memory: 
 def add(state, job, indexes, memory=0.0, expected=None, files=None):
     rows = [[i, f"w{i}", "m:W", memory, (expected or {}).get(i, 0.0), (files or {}).get(i, []), b"p"]
             for i in indexes]
-    assert state.add_tasks(CLIENT, {"job": job, "tasks": rows}) == []
+    assert state.add_tasks(CLIENT, {"job": job, "tasks": rows, "classes": {}}) == []
 
 
 def runs(out) -> dict[str, list]:
@@ -246,7 +247,7 @@ def test_memory_limit_per_host_and_task_that_fits_nowhere_fails_at_once():
     assert len(runs(state.dispatch())[a]) == 4
     submit(state, {"kind": "memory", "max_memory": None, "memory_per_task": 100.0,
                    "memory_max_percentage": 0.5}, job="big")
-    out = state.add_tasks(CLIENT, {"job": "big", "tasks": [[0, "huge", "m:W", 900.0, 0.0, [], b"p"]]})
+    out = state.add_tasks(CLIENT, {"job": "big", "tasks": [[0, "huge", "m:W", 900.0, 0.0, [], b"p"]], "classes": {}})
     end = of_kind(out, Msg.JOB_END)[0]
     assert end["job"] == "big" and end["error"]["type"] == "MemoryError"
 
@@ -304,7 +305,7 @@ def test_shared_memory_jobs_run_only_on_the_clients_machine():
     assert list(runs(state.dispatch())) == [b]
     out = state.submit(CLIENT, {"job": "j2", "name": "j2", "policy": {"kind": "nosort"}, "env": {},
                                 "trusted": False, "shm_host": "machine-z", "halted": False, "resubmit": False,
-                                "detach": False, "timeout": None, "stream": False, "started": False},
+                                "detach": False, "timeout": None, "stream": False, "started": False, "max_tasks": 1},
                        now=0.0)
     assert "no agent runs on that host" in of_kind(out, Msg.JOB_END)[0]["error"]["message"]
 
@@ -328,7 +329,7 @@ def test_nonsense_policy_fails_the_job(policy):
     state = make_state()
     out = state.submit(CLIENT, {"job": "j", "name": "j", "policy": policy, "env": {}, "trusted": False,
                                 "shm_host": None, "halted": False, "resubmit": False, "detach": False,
-                          "timeout": None, "stream": False, "started": False}, now=0.0)
+                          "timeout": None, "stream": False, "started": False, "max_tasks": 1}, now=0.0)
     assert of_kind(out, Msg.JOB_END)[0]["status"] == "failed"
 
 
@@ -392,7 +393,7 @@ def test_restarted_boss_recovers_jobs_without_running_anything_twice():
     assert state.counters["orphan_reports"] == 1
     submit(state, {"kind": "threads", "max_threads": 4}, resubmit=True)
     out = state.add_tasks(CLIENT, {"job": "j1", "tasks": [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p"]
-                                                          for i in range(4)]})
+                                                          for i in range(4)], "classes": {}})
     assert of_kind(out, Msg.REPORTS)[0]["reports"] == [[1, True, b"r", "a", "w1", b"", b""]]
     assert state.jobs["j1"].by_index[0].state == "running" and state.counters["tasks_adopted"] == 1
     assert state.dispatch(now=101.0) == []  # held: other agents may still re-register
@@ -481,9 +482,9 @@ def test_free_slots_go_round_robin_between_owners_first_come_first_served_within
         route = who.name.encode()
         state.submit(route, {"job": jid, "name": jid, "policy": policy, "env": {}, "trusted": False,
                              "shm_host": None, "halted": False, "resubmit": False, "detach": False,
-                             "timeout": None, "stream": False, "started": False}, now=0.0, who=who)
+                             "timeout": None, "stream": False, "started": False, "max_tasks": 1}, now=0.0, who=who)
         rows = [[i, f"{jid}-{i}", "m:W", 0.0, 0.0, [], b"p"] for i in range(n)]
-        state.add_tasks(route, {"job": jid, "tasks": rows}, who=who)
+        state.add_tasks(route, {"job": jid, "tasks": rows, "classes": {}}, who=who)
     order = []  # the job of each task started, in order
     running = []
     for _ in range(60):

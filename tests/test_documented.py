@@ -60,10 +60,14 @@ def test_embedded_endpoints_live_in_a_private_directory():
     assert stat.S_IMODE(directory.st_mode) == 0o700 and directory.st_uid == os.getuid()
 
 
-def test_the_boss_code_never_unpickles():
+def test_the_boss_code_never_unpickles_but_a_placement_plugin_it_is_allowed_to_run():
     unpickling = re.compile(r"import (cloud)?pickle|from (cloud)?pickle|pickle\.|Codec\(|\.loads\(")
     for path in (PACKAGE / "boss").rglob("*.py"):
-        assert not unpickling.search(path.read_text()), path
+        found = unpickling.findall(path.read_text())
+        if path.name == "plugins.py":  # a driver script's scheduler class, under --allow-placement-plugins
+            assert len(found) == 2, found  # its import, and one pickle.loads
+        else:
+            assert not found, path
 
 
 def test_a_pickle_in_a_report_is_passed_on_never_opened_by_the_boss(cluster_factory, tmp_path):

@@ -25,8 +25,8 @@ VALID = [protocol.encode(kind, body) for kind, body in [
     (Msg.HELLO, {"client": "c"}),
     (Msg.SUBMIT, {"job": "fuzz", "name": "n", "policy": {"kind": "nosort"}, "env": {}, "trusted": False,
                   "shm_host": None, "halted": False, "resubmit": False, "detach": False, "timeout": None,
-                  "stream": True, "started": True}),
-    (Msg.ADD_TASKS, {"job": "fuzz", "tasks": [[0, "w", "os:system", 0, 0, [], b"\xc1"]]}),
+                  "stream": True, "started": True, "max_tasks": 1}),
+    (Msg.ADD_TASKS, {"job": "fuzz", "tasks": [[0, "w", "os:system", 0, 0, [], b"\xc1"]], "classes": {}}),
     (Msg.CONTROL, {"job": "fuzz", "action": "end"}),
     (Msg.REGISTER, {"agent": "a", "host": "h", "shm_host": "s", "cpus": 1, "memory": 1, "slots": 1, "pid": 1,
                     "running": [[7, "fuzz", 0, None]]}),
@@ -150,16 +150,16 @@ def test_hostile_frames_at_an_agent_then_it_still_runs_a_task(fake_boss):
     kind, body = protocol.decode(frames)
     assert kind is Msg.REGISTER
     router.send_multipart([route, *protocol.encode(Msg.REGISTERED, {"heartbeat": 0.2, "boss": "fake"})])
-    env = {"path": [os.path.dirname(__file__), *[p for p in os.sys.path if p]], "cwd": "/", "main": None}
+    env = {"path": [os.path.dirname(__file__), *[p for p in os.sys.path if p]], "cwd": "/"}
     garbage = [[b"x"], [protocol.VERSION_FRAME, bytes([Msg.RUN]), b"\xc1"], [protocol.VERSION_FRAME, b"\xfe", b""],
                protocol.encode(Msg.RUN, {"job": "j", "env": {"path": 5}, "trusted": False, "binded": False,
-                                         "timeout": None, "stream": False, "user": None,
+                                         "timeout": None, "stream": False, "user": None, "max_tasks": 1, "classes": {},
                                          "tasks": [[1, 0, None, "no.such.module:X", b"\xc1"]]}),
                protocol.encode(Msg.RUN, {"job": "j", "env": env, "trusted": False, "binded": False,
-                                         "timeout": None, "stream": False, "user": None,
+                                         "timeout": None, "stream": False, "user": None, "max_tasks": 1, "classes": {},
                                          "tasks": [[2, 1, None, "zt_workers:ZtNap", b"\xc1\xc1"]]}),
                protocol.encode(Msg.RUN, {"job": "j", "env": env, "trusted": False, "binded": False,
-                                         "timeout": None, "stream": False, "user": None,
+                                         "timeout": None, "stream": False, "user": None, "max_tasks": 1, "classes": {},
                                          "tasks": [[4, 3, None, "no.such.module:X", b""]]}),
                protocol.encode(Msg.KILL, {"tasks": [999, -1]}), [os.urandom(300)] * 3]
     for frames in garbage:
@@ -169,7 +169,7 @@ def test_hostile_frames_at_an_agent_then_it_still_runs_a_task(fake_boss):
                           "memory": 0.0, "expected_time": 0.0})
     router.send_multipart([route, *protocol.encode(Msg.RUN, {
         "job": "j", "env": env, "trusted": False, "binded": False, "timeout": None, "stream": False, "user": None,
-        "tasks": [[3, 2, 0, "zt_workers:ZtNap", good]]})])
+        "max_tasks": 1, "classes": {}, "tasks": [[3, 2, 0, "zt_workers:ZtNap", good]]})])
     seen = {}
     while not {1, 2, 3, 4} <= set(seen):
         kind, body = protocol.decode(_recv(pull))

@@ -175,7 +175,7 @@ def test_attach_control_and_drain_by_a_non_owner_are_refused(cluster_factory, ma
     with authorized_socket(zmq.DEALER, cluster.control, key_dir=key_dir) as sock:
         kind, body = ask(sock, Msg.CONTROL, {"job": job, "action": "stop_now"})
         assert kind is Msg.ERROR and "belongs to another user" in body["message"]
-        kind, body = ask(sock, Msg.ADD_TASKS, {"job": job, "tasks": []})
+        kind, body = ask(sock, Msg.ADD_TASKS, {"job": job, "tasks": [], "classes": {}})
         assert kind is Msg.ERROR and "belongs to another user" in body["message"]
     drain = subprocess.run([sys.executable, "-m", "taylorism_zmq", "ctl", "--boss", cluster.control,
                             "--key-dir", str(key_dir), "drain", "node-v"], capture_output=True, text=True,

@@ -58,6 +58,8 @@ class _LauncherLink:
         self.outbuf = bytearray()
         self.tasks: set[int] = set()
         self.last_used = time.monotonic()
+        #: the worker classes by value it was sent (each goes once)
+        self.classes: set[str] = set()
         #: the poll flags it is registered with
         self.flags = 0
 
@@ -91,9 +93,11 @@ class AgentDaemon:
                  heartbeat: float = 1.0, parent_pid: int | None = None, memory: float | None = None,
                  inject_load: float = 0.0, insecure: bool = False, max_report: int | None = None,
                  max_output: int | None = None, launcher_idle: float = LAUNCHER_IDLE,
-                 run_as_client_user: bool = False):
+                 run_as_client_user: bool = False, keep_env: tuple[str, ...] = ()):
         self.control_endpoint = control
         self.reports_endpoint = reports
+        #: variables of the host that a job's environment does not replace (see agent/environ.py)
+        self.keep_env = keep_env
         self.cpus = psutil.cpu_count() or 1
         self.slots = slots or self.cpus
         self.host = host_name or socket.gethostname()
@@ -344,13 +348,21 @@ class AgentDaemon:
             env["max_report"] = self.max_report
         if self.max_output is not None:
             env["max_output"] = self.max_output
+        trusted = body["trusted"] and self.trusted_link
+        env["trusted"] = trusted  # a launcher takes things by value only from a trusted job
+        if self.keep_env:
+            env["keep_env"] = list(self.keep_env)
         link = self._launcher_for(env)
+        for ref, blob in body["classes"].items():
+            if ref not in link.classes and isinstance(ref, str) and isinstance(blob, bytes):
+                link.classes.add(ref)
+                link.send(["class", ref, blob, trusted])
         for tid, index, ticket, cls_ref, payload in body["tasks"]:
             link.tasks.add(tid)
             self.task_launcher[tid] = link
             self.task_info[tid] = (body["job"], index, ticket)
-            link.send(["run", tid, ticket, cls_ref, payload, body["binded"], body["trusted"] and self.trusted_link,
-                       body["timeout"], body["stream"]])
+            link.send(["run", tid, ticket, cls_ref, payload, body["binded"], trusted, body["timeout"], body["stream"],
+                       body["max_tasks"]])
 
     def _fail_all(self, body: dict[str, Any], why: str) -> None:
         """Report every task of a RUN as failed, with *why*, without running any."""
@@ -479,9 +491,14 @@ def _env_problem(env: dict[str, Any]) -> str | None:
     path = env.get("path", [])
     if not isinstance(path, list) or not all(isinstance(p, str) for p in path):
         return "path must be a list of str"
-    for key in ("cwd", "main"):
-        if env.get(key) is not None and not isinstance(env[key], str):
-            return f"{key} must be a str"
+    if env.get("cwd") is not None and not isinstance(env["cwd"], str):
+        return "cwd must be a str"
+    environ = env.get("environ", {})
+    if not isinstance(environ, dict) or not all(isinstance(k, str) and isinstance(v, str) and "\0" not in k + v
+                                                 and "=" not in k for k, v in environ.items()):
+        return "environ must map variable names to str values"
+    if not isinstance(env.get("setup"), (str, bytes, type(None))):
+        return "setup must be a reference or bytes"
     return None
 
 
@@ -492,5 +509,6 @@ def run_agent(args: Any) -> int:
                         inject_load=args.inject_load, insecure=args.insecure,
                         max_report=int(args.max_report_mb * 2**20) if args.max_report_mb else None,
                         max_output=int(args.max_output_kb * 1024) if args.max_output_kb is not None else None,
-                        launcher_idle=args.launcher_idle, run_as_client_user=args.run_as_client_user)
+                        launcher_idle=args.launcher_idle, run_as_client_user=args.run_as_client_user,
+                        keep_env=tuple(v.strip() for v in (args.keep_env or "").split(",") if v.strip()))
     return agent.serve()

@@ -21,12 +21,12 @@ the other.
 from __future__ import annotations
 
 import os
+import pickle
 import selectors
 import signal
 import socket
 import sys
 import time
-import types
 from typing import Any
 
 import msgpack
@@ -34,7 +34,7 @@ import msgpack
 from ..procutil import die_with_parent
 from ..wire.codec import Codec, resolve_ref
 from ..wire.protocol import STDERR, STDOUT
-from . import isolation
+from . import environ, isolation, task
 from .output import DEFAULT_MAX_OUTPUT
 from .pipes import MAX_BUFFER, READ_CHUNK, recv_available, write_all
 from .task import died, failure
@@ -71,6 +71,14 @@ class Launcher:
         #: processes that ran tasks and wait for a next one (max_tasks_per_process > 1), oldest first
         self.idle: list[TaskProcess] = []
         self.classes: dict[str, Any] = {}
+        #: worker classes that came by value and could not be loaded, with why
+        self.bad_classes: dict[str, str] = {}
+        #: a class that came by value is known to the processes forked after it came: the launcher's
+        #: generation counts such arrivals, and each class keeps the generation it came with
+        self.generation = 0
+        self.loaded_at: dict[str, int] = {}
+        #: the error of the job's setup callable, if it failed: every task reports it
+        self.setup_error: BaseException | None = None
         self.unpacker = msgpack.Unpacker(max_buffer_size=MAX_BUFFER)
         self.outbuf = bytearray()
         self.sel = selectors.DefaultSelector()
@@ -83,6 +91,9 @@ class Launcher:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         # the handler only sets a flag: the loop acts on it, never in the middle of a fork
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "term_requested", True))
+        client_environ = self.env.get("environ")
+        if isinstance(client_environ, dict):  # the client's variables, before any of its modules is imported
+            environ.apply(environ.task_environ(client_environ, os.environ, self.env.get("keep_env", ())))
         os.environ["TAYLORISM_HOST"] = self.host  # tasks may want to know where they run
         path = [p for p in self.env.get("path", []) if isinstance(p, str)]
         sys.path[:0] = [p for p in path if p not in sys.path]
@@ -93,37 +104,57 @@ class Launcher:
             from ..alias import install_as_taylorism
 
             install_as_taylorism()
+        self._run_setup()
 
-    def _import(self, ref: str) -> Any:
+    def _run_setup(self) -> None:
+        """The job's setup callable, if it has one: run-time setup of the client, replayed here once."""
+        setup = self.env.get("setup")
+        if setup is None:
+            return
+        try:
+            if isinstance(setup, bytes):
+                if not self.env.get("trusted"):
+                    raise ValueError("a setup callable by value is refused on an untrusted link")
+                function = pickle.loads(setup)
+            else:
+                function = resolve_ref(str(setup))
+            function()
+        except BaseException as exc:
+            self.setup_error = RuntimeError(f"the job's setup {setup if isinstance(setup, str) else ''} failed on "
+                                            f"host {self.host}: {type(exc).__name__}: {exc}")
+            self.setup_error.__traceback__ = exc.__traceback__
+
+    def _load(self, ref: str) -> Any:
+        """A worker class: one that came by value (from the driver script), or imported by reference."""
         cls = self.classes.get(ref)
         if cls is None:
             module = ref.partition(":")[0]
+            if module in ("__main__", "__mp_main__"):
+                raise ImportError(f"worker class {ref} of the driver script did not come with its job")
             try:
-                if module == "__main__":
-                    self._load_main()
                 cls = resolve_ref(ref)
             except BaseException as exc:
-                where = self.env.get("main") if module == "__main__" else _module_file(module)
                 raise ImportError(
                     f"cannot import worker class {ref} on host {self.host} "
-                    f"(module {module!r}, file {where}, sys.path {sys.path[:6]}...): "
+                    f"(module {module!r}, file {_module_file(module)}, sys.path {sys.path[:6]}...): "
                     f"{type(exc).__name__}: {exc}") from None
             self.classes[ref] = cls
+            self._drop_spares()  # they were forked before this import: fork fresh ones
         return cls
 
-    def _load_main(self) -> None:
-        main = self.env.get("main")
-        if getattr(sys.modules.get("__main__"), "__taylorism_main__", None) == main:
+    def _receive_class(self, ref: str, blob: bytes, trusted: bool) -> None:
+        """A worker class of the driver script, by value: task processes forked from now on have it."""
+        if ref in self.classes or not trusted:
             return
-        if not isinstance(main, str) or not os.path.isfile(main):
-            raise ImportError(f"the client's main script {main!r} is not readable here")
-        import runpy
-
-        module = types.ModuleType("__mp_main__")
-        sys.modules["__mp_main__"] = module
-        module.__dict__.update(runpy.run_path(main, run_name="__mp_main__"))
-        module.__taylorism_main__ = main  # type: ignore[attr-defined]
-        sys.modules["__main__"] = module
+        try:
+            cls = pickle.loads(blob)
+        except BaseException as exc:
+            self.bad_classes[ref] = f"{type(exc).__name__}: {exc}"
+            return
+        self.classes[ref] = task.CLASSES[ref] = cls
+        self.generation += 1
+        self.loaded_at[ref] = self.generation
+        self._drop_spares()
 
     # -- the loop ------------------------------------------------------------------
     def serve(self) -> None:
@@ -179,6 +210,8 @@ class Launcher:
         for msg in self.unpacker:
             if msg[0] == "run":
                 self._run(*msg[1:11])
+            elif msg[0] == "class":
+                self._receive_class(*msg[1:4])
             elif msg[0] == "kill":
                 self._kill(set(msg[1]))
 
@@ -210,34 +243,49 @@ class Launcher:
              trusted: bool, timeout: float | None = None, stream: bool = False, max_tasks: int = 1) -> None:
         t0 = time.time()
         try:
-            if cls_ref not in self.classes:
-                self._import(cls_ref)
-                self._drop_spares()  # they were forked before this import: fork fresh ones
-        except ImportError as exc:
+            if self.setup_error is not None:
+                raise self.setup_error
+            if cls_ref in self.bad_classes:
+                raise ImportError(f"worker class {cls_ref} of the driver script cannot be loaded on host "
+                                  f"{self.host}: {self.bad_classes[cls_ref]}")
+            self._load(cls_ref)
+        except (ImportError, RuntimeError) as exc:
             codec = Codec(trusted)
             self._send(["done", tid, False, failure(codec, exc), t0, time.time(), b"", b""])
             return
         if self.closing or self.term_requested:
             return  # going away: the agent will not hear of this task anyway
-        proc = self._process_for(max_tasks)
+        proc = self._process_for(max_tasks, self.loaded_at.get(cls_ref, 0))
         more = proc.runs + 1 < max_tasks
         order = msgpack.packb([cls_ref, payload, ticket, binded, trusted, stream, more], use_bin_type=True)
         proc.give(Task(tid, timeout, bool(stream), self.max_output), order, more)
         self.running[tid] = proc
 
-    def _process_for(self, max_tasks: int) -> TaskProcess:
-        """A process waiting for this task: a reused one when its tasks allow, else a spare, else a fresh fork."""
+    def _process_for(self, max_tasks: int, needs: int) -> TaskProcess:
+        """A process waiting for this task: a reused one when its tasks allow, else a spare, else a fresh fork.
+
+        *needs*: the generation a process must be of to have the task's class (when it came by value).
+        """
+        kept = []
         while max_tasks > 1 and self.idle:
             proc = self.idle.pop()  # the most recently used: its pages are warm
-            if proc.runs < max_tasks and proc.status is None:
+            if proc.status is not None:
+                continue
+            if proc.runs >= max_tasks:
+                proc.close_orders()  # it ran as many tasks as this job allows a process: let it go
+            elif proc.generation < needs:
+                kept.append(proc)  # forked before the task's class came: it may serve another job
+            else:
+                self.idle.extend(reversed(kept))
                 return proc
-            proc.close_orders()  # it ran as many tasks as this job allows a process: let it go
+        self.idle.extend(reversed(kept))
         if self.spares:
             return self.spares.pop()
         return self._fork()
 
     def _fork(self) -> TaskProcess:
         proc = fork_task_process(os.getpid())
+        proc.generation = self.generation
         self.procs[proc.pid] = proc
         self.sel.register(proc.result_r, selectors.EVENT_READ, (proc, "result"))
         for fd in proc.outputs:

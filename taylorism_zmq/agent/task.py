@@ -15,6 +15,10 @@ from ..procutil import die_with_parent
 from ..wire.codec import Codec, ref_of, resolve_ref
 from .pipes import LENGTH, read_exactly, write_all
 
+#: worker classes of the driver script, by reference, as they came by value to the launcher (task processes
+#: are forks of it: each has those that came before it was forked)
+CLASSES: dict[str, Any] = {}
+
 
 def died(message: str) -> bytes:
     """The failure payload of a task that left no report of its own (the client raises TaskDiedError)."""
@@ -128,7 +132,7 @@ def _run(cls_ref: str, payload: bytes, ticket: int | None, binded: bool, trusted
     """Build the worker and run its task: ``[True, report]`` or ``[False, failure]``."""  # pragma: no cover
     codec = Codec(trusted)
     try:
-        cls = resolve_ref(cls_ref)
+        cls = CLASSES.get(cls_ref) or resolve_ref(cls_ref)
         attrs = _footprints_values(codec.loads(payload))
         attrs["scheduler_ticket"] = ticket
         if binded and ticket is not None:

@@ -38,7 +38,8 @@ class Task:
 class TaskProcess:
     """A task process and the launcher's ends of its pipes."""
 
-    __slots__ = ("pid", "task_w", "result_r", "outputs", "task", "runs", "buffer", "status", "kill_at", "why")
+    __slots__ = ("pid", "task_w", "result_r", "outputs", "task", "runs", "buffer", "status", "kill_at", "why",
+                 "generation")
 
     def __init__(self, pid: int, task_w: int, result_r: int, out_r: int, err_r: int):
         self.pid = pid
@@ -60,6 +61,8 @@ class TaskProcess:
         self.kill_at: float | None = None
         #: why the launcher stopped it, if it did
         self.why: str | None = None
+        #: the launcher's generation when it was forked (which classes that came by value it has)
+        self.generation = 0
 
     def give(self, task: Task, order: bytes, more: bool) -> None:
         """Send it *task*; unless *more*, it leaves after this one (its task pipe is closed)."""

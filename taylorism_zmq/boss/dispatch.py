@@ -71,7 +71,9 @@ class Dispatcher:
                 started.setdefault(jid, []).extend(row[1] for row in rows)
             out.append((self.agents[aid].route, Msg.RUN, {
                 "job": jid, "env": job.env, "trusted": job.trusted, "binded": job.policy.binded,
-                "timeout": job.timeout, "stream": job.stream, "tasks": rows, "user": job.owner.user}))
+                "timeout": job.timeout, "stream": job.stream, "tasks": rows, "user": job.owner.user,
+                "max_tasks": job.max_tasks, "classes": {ref: job.classes[ref] for ref in {row[3] for row in rows}
+                                                        if ref in job.classes}}))
         for jid, indexes in started.items():
             out.append((self.jobs[jid].client, Msg.STARTED, {"job": jid, "indexes": indexes}))
         return out

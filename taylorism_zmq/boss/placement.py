@@ -40,6 +40,8 @@ class Policy:
     placement: str | None = None
     #: that scheduler's footprint attributes, to build it on the boss
     placement_attrs: dict[str, Any] = field(default_factory=dict)
+    #: that scheduler's class by value, when the driver script defines it (opaque here: see plugins.py)
+    placement_class: bytes | None = None
 
     @classmethod
     def from_wire(cls, raw: dict[str, Any]) -> Policy:
@@ -58,6 +60,8 @@ class Policy:
             raise ValueError(f"placement must be 'module:qualname', not {policy.placement!r}")
         if not isinstance(policy.placement_attrs, dict):
             raise ValueError("placement_attrs must be a map")
+        if policy.placement_class is not None and not isinstance(policy.placement_class, bytes):
+            raise ValueError("placement_class must be bytes")
         return policy
 
     @property

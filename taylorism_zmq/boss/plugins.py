@@ -30,7 +30,14 @@ def load_placement_plugin(policy: Policy, env: dict) -> Any:
     saved = list(sys.path)
     sys.path[:0] = [p for p in path if p not in sys.path]
     try:
-        cls = resolve_ref(policy.placement or "")
+        if policy.placement_class is not None:
+            # a class of the driver script, by value: the one thing the boss unpickles, and only here, where
+            # the operator lets users' code run in the boss (--allow-placement-plugins; embedded: always)
+            import pickle
+
+            cls = pickle.loads(policy.placement_class)
+        else:
+            cls = resolve_ref(policy.placement or "")
     finally:
         sys.path[:] = saved
     if not callable(getattr(cls, "place", None)):

@@ -106,6 +106,10 @@ class JobRecord:
     stream: bool = False
     #: its client is told when its tasks are sent to agents
     started: bool = False
+    #: tasks one task process may run in turn
+    max_tasks: int = 1
+    #: worker classes of the driver script, by value (opaque bytes), by reference
+    classes: dict[str, bytes] = field(default_factory=dict)
     indexes: set[int] = field(default_factory=set)
     done: int = 0
     failed: int = 0

@@ -109,6 +109,10 @@ class BossState(Dispatcher):
         job.timeout = body["timeout"]
         job.stream = body["stream"]
         job.started = body["started"]
+        if not 1 <= body["max_tasks"] <= MAX_TASKS_PER_PROCESS:
+            return [(route, Msg.JOB_END, self._end_body(
+                jid, "failed", [], "ValueError", f"max_tasks_per_process must be 1 to {MAX_TASKS_PER_PROCESS}"))]
+        job.max_tasks = body["max_tasks"]
         job.owner = who
         self.clients[route] = now
         if body["resubmit"]:
@@ -137,6 +141,10 @@ class BossState(Dispatcher):
         job = self._client_job(body["job"], who)
         if job is None or job.ending or job.stopping:
             return []
+        problem = _classes_problem(body["classes"], job.classes)
+        if problem is not None:
+            return self._end_job(job, "failed", kill=True, error=("ValueError", problem))
+        job.classes.update(body["classes"])
         new: list[TaskRecord] = []
         out: list[Out] = []
         recovered: list[list] = []
@@ -505,3 +513,22 @@ class BossState(Dispatcher):
     def status(self, now: float, page: bool = False) -> dict[str, Any]:
         """Hosts, jobs and counters; with *page*, also the timeline and failures of the status page."""
         return status_snapshot(self, now, page)
+
+
+#: the most tasks a job may let one task process run in turn
+MAX_TASKS_PER_PROCESS = 10**9
+#: bytes of worker classes by value a job may bring (they travel with every RUN that needs one)
+MAX_CLASS_BYTES = 4 << 20
+
+
+def _classes_problem(classes: dict, known: dict[str, bytes]) -> str | None:
+    """What is wrong with the classes an ADD_TASKS brings (they come from the network), if anything."""
+    size = sum(len(v) for v in known.values())
+    for ref, blob in classes.items():
+        if not isinstance(ref, str) or ":" not in ref or not isinstance(blob, bytes):
+            return "worker classes by value must map 'module:qualname' to bytes"
+        size += len(blob)
+    if size > MAX_CLASS_BYTES:
+        return (f"the job's worker classes by value take {size} bytes, more than {MAX_CLASS_BYTES}: "
+                "define them in a module the agents can import")
+    return None

@@ -28,13 +28,19 @@ def _follow(proxy: Boss) -> None:
 def run_as_server(common_instructions: dict = dict(), individual_instructions: dict = dict(),
                   scheduler: Any = None, verbose: bool = False, maxlenreport: int = 1024,
                   sharedmemory_common_instructions: dict = dict(), boss: str | None = None,
-                  detach: bool = False, timeout: float | None = None, stream_output: bool | None = None) -> Boss:
-    """Build a Boss, give it the instructions, set the workers to work; return the Boss."""
+                  detach: bool = False, timeout: float | None = None, stream_output: bool | None = None,
+                  max_tasks_per_process: int | None = None, setup: Any = None) -> Boss:
+    """Build a Boss, give it the instructions, set the workers to work; return the Boss.
+
+    Beyond taylorism's arguments (see :class:`Boss` for each): *boss*, *detach*, *timeout*, *stream_output*,
+    *max_tasks_per_process* and *setup*.
+    """
     if scheduler is None:
         scheduler = fpx.scheduler(limit="threads", max_threads=0)
     proxy = Boss(verbose=verbose, scheduler=scheduler, maxlenreport=maxlenreport,
                  sharedmemory_common_instructions=sharedmemory_common_instructions, boss=boss, detach=detach,
-                 timeout=timeout, stream_output=stream_output)
+                 timeout=timeout, stream_output=stream_output, max_tasks_per_process=max_tasks_per_process,
+                 setup=setup)
     proxy.set_instructions(common_instructions, individual_instructions)
     proxy.make_them_work()
     return proxy
@@ -44,7 +50,8 @@ def batch_main(common_instructions: dict = dict(), individual_instructions: dict
                scheduler: Any = None, verbose: bool = False, maxlenreport: int = 1024,
                print_report: Any = print, sharedmemory_common_instructions: dict = dict(),
                boss: str | None = None, timeout: float | None = None, progress: bool = False,
-               stream_output: bool | None = None) -> dict:
+               stream_output: bool | None = None, max_tasks_per_process: int | None = None,
+               setup: Any = None) -> dict:
     """Run the instructions to the end, print each worker's report and return the report.
 
     *progress* shows a bar with done, running and failed counts and an ETA on stderr;
@@ -53,7 +60,8 @@ def batch_main(common_instructions: dict = dict(), individual_instructions: dict
     proxy = run_as_server(common_instructions, individual_instructions, scheduler=scheduler,
                           verbose=verbose, maxlenreport=maxlenreport,
                           sharedmemory_common_instructions=sharedmemory_common_instructions, boss=boss,
-                          timeout=timeout, stream_output=stream_output)
+                          timeout=timeout, stream_output=stream_output,
+                          max_tasks_per_process=max_tasks_per_process, setup=setup)
     with interrupt.SignalInterruptHandler(emitlogs=False):
         try:
             if progress:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import copy
 import os
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 from footprints import proxy as fpx
 
-from ..wire.codec import Codec
+from ..wire.codec import Codec, by_value, defined_in_main, ref_of, resolve_ref
 
 #: attributes set in the task process, not by the client
 _RUNTIME_ATTRS = ("scheduler_ticket",)
@@ -56,34 +57,60 @@ def resolve_worker(instructions: dict, shared: dict) -> Any:
 
 
 def class_ref(cls: type) -> str:
-    """'module:qualname' of a worker class, such that an agent can import it."""
-    module = cls.__module__
-    if module == "__main__":
-        main = sys.modules["__main__"]
-        spec = getattr(main, "__spec__", None)
-        if spec is not None and spec.name and spec.name != "__main__":
-            module = spec.name  # run with python -m: importable under its own name
-        elif not getattr(main, "__file__", None):
-            raise TypeError(f"worker class {cls.__qualname__} is defined in an interactive session; "
-                            "define it in a module or script so that agents can import it")
+    """'module:qualname' of a worker class, by which the task process finds it.
+
+    A class of the driver script ('__main__:...') travels by value with its job (see :func:`by_value_classes`):
+    agents never run the driver script.
+    """
     if "<locals>" in cls.__qualname__:
         raise TypeError(f"worker class {cls.__qualname__} is defined inside a function; "
                         "define it at module level so that agents can import it")
-    return f"{module}:{cls.__qualname__}"
+    return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def client_env() -> dict[str, Any]:
-    """Where the client's code lives, for agents to import the same modules."""
+def by_value_classes(classes: Iterable[type], codec: Codec) -> dict[str, bytes]:
+    """The worker classes of the driver script, pickled by value, by reference ('__main__:...')."""
+    blobs = {}
+    for cls in classes:
+        if not defined_in_main(cls):
+            continue
+        if not codec.trusted:
+            raise TypeError(f"worker class {cls.__qualname__} is defined in the driver script, and nothing travels "
+                            "by value over an untrusted link: move it into a module the agents can import")
+        blobs[class_ref(cls)] = by_value(cls)
+    return blobs
+
+
+def client_env(setup: Any = None, codec: Codec | None = None) -> dict[str, Any]:
+    """Where the client's code lives and its environment variables, for agents to run its tasks alike;
+    *setup*, a callable run in each launcher before its tasks (by reference, or by value on a trusted link)."""
     cwd = os.getcwd()
     path = [os.path.abspath(p) if p else cwd for p in sys.path if isinstance(p, str)]
-    main = getattr(sys.modules.get("__main__"), "__file__", None)
     from ..alias import alias_installed
 
-    env: dict[str, Any] = {"path": list(dict.fromkeys(path)), "cwd": cwd,
-                           "main": os.path.abspath(main) if isinstance(main, str) else None}
+    env: dict[str, Any] = {"path": list(dict.fromkeys(path)), "cwd": cwd, "environ": dict(os.environ)}
     if alias_installed():
         env["alias_taylorism"] = True  # task processes install the alias too
+    if setup is not None:
+        env["setup"] = setup_ref(setup, codec)
     return env
+
+
+def setup_ref(setup: Any, codec: Codec | None) -> str | bytes:
+    """A setup callable as 'module:qualname', or pickled by value when the driver script defines it."""
+    if not callable(setup):
+        raise TypeError(f"setup must be a callable, not {setup!r:.100}")
+    ref = ref_of(setup)
+    if ref is not None and not defined_in_main(setup):
+        try:
+            if resolve_ref(ref) is setup:
+                return ref
+        except (ImportError, AttributeError):
+            pass
+    if codec is None or not codec.trusted:
+        raise TypeError(f"setup {setup!r:.100} cannot be found by reference (define it at the top level of a "
+                        "module), and nothing travels by value over an untrusted link")
+    return by_value(setup)
 
 
 def task_row(index: int, worker: Any, codec: Codec, singlefile: bool) -> list:

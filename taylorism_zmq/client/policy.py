@@ -11,6 +11,7 @@ from typing import Any
 from bronx.system import memory
 
 from ..schedulers import BaseScheduler
+from ..wire.codec import by_value, defined_in_main
 from .instructions import class_ref
 
 #: where the launchable() methods of the known schedulers live (a scheduler overriding it cannot be placed)
@@ -35,8 +36,11 @@ def _auto_memory(scheduler: Any) -> bool:
     return abs(float(scheduler.max_memory) - scheduler.memory_max_percentage * system) < 1e-6 * system
 
 
-def to_policy(scheduler: Any) -> dict[str, Any]:
-    """Translate a taylorism scheduler (ours or taylorism's own) into a placement policy."""
+def to_policy(scheduler: Any, trusted: bool = False) -> dict[str, Any]:
+    """Translate a taylorism scheduler (ours or taylorism's own) into a placement policy.
+
+    A scheduler class of the driver script with its own place() travels by value, on a *trusted* link only.
+    """
     scheduler = getattr(scheduler, "_target_scheduler", None) or getattr(
         scheduler, "_AbstractOldSchedulerProxy__target_scheduler", scheduler)
     kind = next((_KIND_BY_CLASS[k.__name__] for k in type(scheduler).__mro__ if k.__name__ in _KIND_BY_CLASS),
@@ -58,6 +62,11 @@ def to_policy(scheduler: Any) -> dict[str, Any]:
     place = getattr(type(scheduler), "place", None)
     if place is not None and place is not BaseScheduler.place:
         policy["placement"] = class_ref(type(scheduler))
+        if defined_in_main(type(scheduler)):
+            if not trusted:
+                raise TypeError(f"scheduler {type(scheduler).__qualname__} is defined in the driver script, and "
+                                "nothing travels by value over an untrusted link: move it into a module")
+            policy["placement_class"] = by_value(type(scheduler))
         policy["placement_attrs"] = {k: v for k, v in scheduler._attributes.items()
                                      if isinstance(v, (str, int, float, bool, type(None)))}
     if kind in ("memory", "threads+memory"):

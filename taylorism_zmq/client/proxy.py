@@ -16,14 +16,14 @@ from typing import Any
 from bronx.system import interrupt
 from footprints import proxy as fpx
 
-from ..config import boss_address
+from ..config import boss_address, tasks_per_process
 from ..errors import AgentLostError, WorkerError
 from ..procutil import host_key
 from ..wire.codec import Codec
 from ..wire.protocol import Msg
 from .connection import Connection, connect
 from .embedded import embedded_endpoint
-from .instructions import client_env, instruction_sets, resolve_worker, task_row
+from .instructions import by_value_classes, client_env, instruction_sets, resolve_worker, task_row
 from .live_output import LiveOutput
 from .policy import to_policy
 from .reports import report_entry
@@ -76,6 +76,14 @@ class Boss:
     wrote any); *stream_output* also prints them as they come, each line
     prefixed with ``[worker name]`` (default: with an embedded boss only, as
     taylorism's workers print on the caller's terminal).
+    *max_tasks_per_process* (default ``TAYLORISM_MAX_TASKS_PER_PROCESS``, the
+    config file's ``[client]`` table, or 1) lets one task process run up to
+    that many tasks in turn, as a pool does: much faster for short tasks, but
+    what a task leaves in its process (modules, globals, environment) is seen
+    by the next; a task that fails ends its process.
+    *setup*, a callable (a module's function, or the driver's own on a trusted
+    link), is run in each agent's launcher before the job's tasks, to replay
+    run-time setup the tasks rely on (``epygram.init_env`` for example).
     """
 
     control_signals = {
@@ -91,7 +99,8 @@ class Boss:
     def __init__(self, scheduler: Any = None, name: str | None = None, verbose: bool = False,
                  maxlenreport: int = 1024, sharedmemory_common_instructions: dict = dict(),
                  boss: str | None = None, detach: bool = False, timeout: float | None = None,
-                 stream_output: bool | None = None, _attach: str | None = None):
+                 stream_output: bool | None = None, max_tasks_per_process: int | None = None,
+                 setup: Any = None, _attach: str | None = None):
         if scheduler is None:
             scheduler = fpx.scheduler(limit="threads", max_threads=0)
         assert hasattr(scheduler, "launchable") and callable(scheduler.launchable)
@@ -100,9 +109,10 @@ class Boss:
         self.verbose = verbose
         self.maxlenreport = int(maxlenreport)
         self._shared = dict(sharedmemory_common_instructions)
-        policy = to_policy(scheduler)
-        self._singlefile = policy["singlefile"]
+        max_tasks = tasks_per_process(max_tasks_per_process)
         self._conn, embedded = _connect(boss)
+        policy = to_policy(scheduler, trusted=self._conn.trusted)
+        self._singlefile = policy["singlefile"]
         stream = embedded if stream_output is None else bool(stream_output)
         self._live = LiveOutput() if stream else None
         self._codec = Codec(trusted=self._conn.trusted)
@@ -126,11 +136,14 @@ class Boss:
         #: task rows not reported yet, by index: sent again if the boss restarts
         self._rows: dict[int, list] = {}
         self._controls: list[str] = []
+        #: the worker classes of the driver script this job uses, by value (they go with its first tasks)
+        self._classes: dict[str, bytes] = {}
         self._submit = {
-            "job": self._job, "name": str(name or self._job), "policy": policy, "env": client_env(),
-            "trusted": self._conn.trusted, "shm_host": host_key() if self._shared else None, "halted": True,
-            "resubmit": False, "detach": bool(detach), "timeout": timeout, "stream": stream,
-            "started": bool(verbose),
+            "job": self._job, "name": str(name or self._job), "policy": policy,
+            "env": client_env(setup, self._codec), "trusted": self._conn.trusted,
+            "shm_host": host_key() if self._shared else None, "halted": True, "resubmit": False,
+            "detach": bool(detach), "timeout": timeout, "stream": stream, "started": bool(verbose),
+            "max_tasks": max_tasks,
         }
         if self._attached:
             self._conn.send(Msg.ATTACH, {"job": self._job})
@@ -163,13 +176,16 @@ class Boss:
             sets = instruction_sets(common_instructions, individual_instructions)
             rows = []
             names = set()
+            classes = set()
             first = len(self._instructions)
             for offset, instructions in enumerate(sets):
                 worker = resolve_worker(instructions, self._shared)
                 if worker.name in names or worker.name in self._running_names:
                     raise ValueError("several workers wear the same name: " + str(worker.name))
                 names.add(worker.name)
+                classes.add(type(worker))
                 rows.append(task_row(first + offset, worker, self._codec, self._singlefile))
+            new_classes = by_value_classes(classes, self._codec)
         except (AttributeError, ValueError, TypeError, AssertionError) as exc:
             if fatal:
                 self._control("stop_now")
@@ -181,8 +197,15 @@ class Boss:
         for row in rows:
             self._running_names[row[1]] = row[0]
             self._rows[row[0]] = row
+        new_classes = {ref: blob for ref, blob in new_classes.items() if ref not in self._classes}
+        self._classes.update(new_classes)
+        self._send_rows(rows, new_classes)
+
+    def _send_rows(self, rows: list[list], classes: dict[str, bytes]) -> None:
+        """ADD_TASKS messages of at most BATCH rows; the classes by value go with the first."""
         for start in range(0, len(rows), BATCH):
-            self._conn.send(Msg.ADD_TASKS, {"job": self._job, "tasks": rows[start:start + BATCH]})
+            self._conn.send(Msg.ADD_TASKS, {"job": self._job, "tasks": rows[start:start + BATCH],
+                                            "classes": classes if start == 0 else {}})
 
     def make_them_work(self, terminate: bool = False, stop_listening: bool = False) -> None:
         """Order the workers to work (*terminate*: no more instructions will come)."""
@@ -231,9 +254,7 @@ class Boss:
         if self._end is not None or self._final is not None:
             return
         self._conn.send(Msg.SUBMIT, dict(self._submit, resubmit=True))
-        rows = [self._rows[i] for i in sorted(self._rows)]
-        for start in range(0, len(rows), BATCH):
-            self._conn.send(Msg.ADD_TASKS, {"job": self._job, "tasks": rows[start:start + BATCH]})
+        self._send_rows([self._rows[i] for i in sorted(self._rows)], self._classes)
         for action in self._controls:
             self._conn.send(Msg.CONTROL, {"job": self._job, "action": action})
 

@@ -40,6 +40,61 @@ def ref_of(obj: Any) -> str | None:
     return f"{module}:{qualname}"
 
 
+def defined_in_main(obj: Any) -> bool:
+    """Whether *obj* (a class or function) comes from the driver script, which agents never run."""
+    return getattr(obj, "__module__", None) in ("__main__", "__mp_main__")
+
+
+def by_value(obj: Any) -> bytes:
+    """A pickle of *obj* (cloudpickle's): what can be imported goes by reference, what the driver script
+    defines goes by value, so that a process that never ran the script can load it."""
+    import io
+
+    buffer = io.BytesIO()
+    _by_value_pickler()(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buffer.getvalue()
+
+
+def _by_value_pickler() -> type:
+    """cloudpickle's pickler, with footprints classes of the driver script rebuilt through their metaclass.
+
+    cloudpickle rebuilds a class as an empty skeleton, then fills it; footprints' metaclass refuses a concrete
+    class whose footprint has no mandatory attribute, which the skeleton is.  Such a class is rebuilt here
+    from its name, bases and footprint, then filled with the rest of its namespace (methods by value).
+    """
+    global _PICKLER
+    if _PICKLER is None:
+        import cloudpickle
+
+        class Pickler(cloudpickle.Pickler):
+            def reducer_override(self, obj: Any) -> Any:
+                if isinstance(obj, footprints.FootprintBaseMeta) and defined_in_main(obj):
+                    own = obj.__dict__
+                    skip = {"__dict__", "__weakref__", "_footprint", "_fp_auth", *obj._footprint.attr}
+                    head = {k: own[k] for k in ("__module__", "__qualname__", "_abstract", "_collector", "__doc__")
+                            if k in own}
+                    head["_footprint"] = obj._footprint
+                    rest = {k: v for k, v in own.items() if k not in skip and k not in head}
+                    return (_rebuild_class, (type(obj), obj.__name__, obj.__bases__, head), rest, None, None,
+                            _fill_class)
+                return super().reducer_override(obj)
+
+        _PICKLER = Pickler
+    return _PICKLER
+
+
+_PICKLER: type | None = None
+
+
+def _rebuild_class(meta: type, name: str, bases: tuple, namespace: dict) -> type:
+    return meta(name, bases, dict(namespace))
+
+
+def _fill_class(cls: type, attributes: dict) -> None:
+    for name, value in attributes.items():
+        setattr(cls, name, value)
+
+
 def resolve_ref(ref: str) -> Any:
     """Import the object named by a 'module:qualname' reference."""
     module, _, qualname = ref.partition(":")
@@ -126,7 +181,7 @@ class Codec:
                 return self._ext(NDARRAY, [obj.dtype.str, list(obj.shape), obj.tobytes()])
             if isinstance(obj, numpy.generic) and obj.dtype.kind not in "OV":
                 return self._ext(NPSCALAR, [obj.dtype.str, obj.tobytes()])
-        if isinstance(obj, type) or callable(obj):
+        if (isinstance(obj, type) or callable(obj)) and not defined_in_main(obj):
             ref = ref_of(obj)
             if ref is not None:
                 try:
@@ -134,11 +189,16 @@ class Codec:
                         return self._ext(REF, ref)
                 except (ImportError, AttributeError):
                     pass
-        if self.trusted:
+        if self.trusted:  # by value, the driver script's own classes and functions included
             try:
-                return msgpack.ExtType(PICKLE, pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+                return msgpack.ExtType(PICKLE, by_value(obj))
             except Exception as exc:
                 raise TypeError(f"cannot serialize {obj!r:.200} ({kind.__qualname__}): {exc}") from None
+        if defined_in_main(obj) or defined_in_main(kind):
+            what = obj if defined_in_main(obj) else kind
+            raise TypeError(
+                f"cannot send {obj!r:.200}: {getattr(what, '__qualname__', what)} is defined in the driver script, "
+                "and nothing travels by value over an untrusted link: move it into a module the agents can import")
         raise TypeError(
             f"cannot send {obj!r:.200} (type {kind.__module__}.{kind.__qualname__}) over an "
             "untrusted link: only msgpack types, tuples, sets, datetimes, footprints containers "

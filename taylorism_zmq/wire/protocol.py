@@ -101,9 +101,11 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
         "timeout": (int, float, type(None)),  # seconds a task may run, or None
         "stream": bool,  # send the tasks' output live to the client
         "started": bool,  # tell the client when its tasks are sent to agents
+        "max_tasks": int,  # tasks one task process may run in turn (1: a process per task)
     },
     # task rows: index, name, worker class 'module:qualname', memory, expected_time, files, payload
-    Msg.ADD_TASKS: {"job": str, "tasks": Rows((int, str, str, NUM, NUM, ListOf(str), bytes))},
+    # classes: worker classes of the driver script, pickled by value, by reference (trusted links only)
+    Msg.ADD_TASKS: {"job": str, "tasks": Rows((int, str, str, NUM, NUM, ListOf(str), bytes)), "classes": dict},
     Msg.CONTROL: {"job": str, "action": str},
     Msg.PING: {},
     Msg.STATUS: {},
@@ -132,6 +134,7 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
         "job": str, "env": dict, "trusted": bool, "binded": bool, "timeout": (int, float, type(None)), "stream": bool,
         "tasks": Rows((int, int, (int, type(None)), str, bytes)),  # task id, index, ticket, class, payload
         "user": OPT_STR,  # the Unix user of the job's owner (an agent run as root runs the tasks as this user)
+        "max_tasks": int, "classes": dict,  # as in SUBMIT and ADD_TASKS (the classes these tasks need)
     },
     Msg.KILL: {"tasks": ListOf(int)},
     Msg.REREGISTER: {},
