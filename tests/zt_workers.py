@@ -167,3 +167,24 @@ class ZtPickle(Worker):
 
     def _task(self):
         return PidRecorder(self.path)
+
+
+#: a module-level setting that a driver, or a job's setup, changes at run time
+SETTING = "as imported"
+
+
+def set_setting() -> None:
+    """A job's setup callable (by reference): what a driver would do at run time, replayed on agents."""
+    global SETTING
+    SETTING = "set by the job's setup"
+
+
+class ZtLook(Worker):
+    """Says what its process sees: an environment variable, the module setting, the host."""
+
+    _footprint = dict(info="Test worker.", attr=dict(zt=dict(values=["look"]), variable=dict(optional=True,
+                                                                                          default="TZ_FIDELITY")))
+
+    def _task(self):
+        return {"variable": os.environ.get(self.variable), "setting": SETTING,
+                "host": os.environ.get("TAYLORISM_HOST")}

@@ -1,0 +1,137 @@
+"""taylorism programs as they are written: driver scripts without a main guard, classes of the driver script,
+run-time state of the caller, on the embedded default and on agents."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import footprints
+import pytest
+import zt_workers  # noqa: F401 - registers the test worker classes
+
+from taylorism_zmq import batch_main
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+#: a taylorism driver as many are written: no main guard, its own worker and instruction classes
+DRIVER = """
+import footprints
+from {library} import Worker, batch_main
+
+with open({mark!r}, "a") as f:
+    f.write("the top level ran\\n")
+
+
+class Point(object):
+    def __init__(self, x):
+        self.x = x
+
+
+class Doubler(Worker):
+    _footprint = dict(attr=dict(point=dict(type=Point), zt_fidelity=dict(values=[True], type=bool)))
+
+    def _task(self):
+        return self.point.x * 2
+
+
+report = batch_main(dict(zt_fidelity=True), dict(point=[Point(1), Point(2), Point(3)]),
+                    scheduler=footprints.proxy.scheduler(limit="threads", max_threads=2),
+                    print_report=lambda r: None)
+print("RESULT", sorted(r["report"] for r in report["workers_report"]), report["status"])
+"""
+
+
+def run_driver(tmp_path, library: str, env: dict | None = None) -> tuple[str, int]:
+    mark = tmp_path / f"marks-{library}"
+    script = tmp_path / f"driver_{library}.py"
+    script.write_text(DRIVER.format(library=library, mark=str(mark)))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env=dict(os.environ, **(env or {})))
+    results = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
+    assert done.returncode == 0 and results, done.stdout[-2000:] + done.stderr[-3000:]
+    return results[0], len(mark.read_text().splitlines())
+
+
+def test_an_unguarded_driver_with_its_own_classes_runs_embedded_as_with_taylorism(tmp_path):
+    pytest.importorskip("taylorism")
+    ours, ran = run_driver(tmp_path, "taylorism_zmq")
+    theirs, _ = run_driver(tmp_path, "taylorism")
+    assert ours == theirs == "RESULT [2, 4, 6] finished"
+    assert ran == 1  # its top level ran once, in the caller
+
+
+def test_an_unguarded_driver_with_its_own_classes_runs_on_agents(cluster_factory, tmp_path):
+    cluster = cluster_factory()
+    cluster.add_agent(slots=2, host_name="fid-a")
+    cluster.add_agent(slots=2, host_name="fid-b")
+    cluster.wait_agents(2)
+    result, ran = run_driver(tmp_path, "taylorism_zmq", env={"TAYLORISM_BOSS": cluster.control})
+    assert result == "RESULT [2, 4, 6] finished"
+    assert ran == 1  # never on the agents
+
+
+def test_a_driver_class_cannot_go_by_value_over_an_untrusted_link(cluster_factory, tmp_path, monkeypatch):
+    monkeypatch.setenv("TAYLORISM_INSECURE", "1")
+    cluster = cluster_factory(insecure=True)
+    cluster.add_agent(slots=1)
+    cluster.wait_agents(1)
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER.format(library="taylorism_zmq", mark=str(tmp_path / "marks")))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env=dict(os.environ, TAYLORISM_BOSS=cluster.control, TAYLORISM_INSECURE="1"))
+    assert done.returncode == 1
+    assert "is defined in the driver script" in done.stderr and "move it into a module" in done.stderr
+
+
+def test_the_readme_placement_snippet_runs_in_a_script(tmp_path):
+    script = tmp_path / "packed.py"
+    script.write_text(textwrap.dedent("""
+        import footprints
+        from taylorism_zmq import batch_main, examples
+        from taylorism_zmq.schedulers import NewMaxThreadsScheduler
+
+        class Packed(NewMaxThreadsScheduler):
+            \"\"\"Fill the hosts in name order instead of spreading.\"\"\"
+            _footprint = dict(attr=dict(packed=dict(values=[True], type=bool)))
+
+            def place(self, task, hosts):
+                return min(hosts, key=lambda h: h.host)
+
+        report = batch_main({}, dict(sleeping_time=[0.01] * 4),
+                            scheduler=footprints.proxy.scheduler(limit='threads', max_threads=8, packed=True),
+                            print_report=lambda r: None)
+        print("RESULT", report["status"], len(report["workers_report"]))
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert "RESULT finished 4" in done.stdout, done.stderr[-3000:]
+
+
+def test_environment_variables_set_at_run_time_reach_tasks_on_agents_but_the_hosts_stay(cluster_factory,
+                                                                                        monkeypatch):
+    cluster = cluster_factory()
+    cluster.add_agent(slots=1, host_name="env-host", extra=("--keep-env", "TZ_KEPT"))
+    cluster.wait_agents(1)
+    monkeypatch.setenv("TZ_FIDELITY", "set by the driver at run time")
+    monkeypatch.setenv("SLURM_JOB_ID", "the client's allocation")
+    monkeypatch.setenv("TZ_KEPT", "the client's")
+    report = batch_main(dict(zt="look"), dict(variable=["TZ_FIDELITY", "SLURM_JOB_ID", "TZ_KEPT"]),
+                        boss=cluster.control, scheduler=footprints.proxy.scheduler(limit="threads", max_threads=1),
+                        print_report=lambda r: None)
+    seen = sorted(r["report"]["variable"] or "" for r in report["workers_report"])
+    assert seen == ["", "", "set by the driver at run time"]  # the host has no SLURM_JOB_ID nor TZ_KEPT
+
+
+def test_a_setup_callable_replays_run_time_setup_on_agents(cluster_factory):
+    cluster = cluster_factory()
+    cluster.add_agent(slots=1)
+    cluster.wait_agents(1)
+    scheduler = footprints.proxy.scheduler(limit="threads", max_threads=1)
+    plain = batch_main(dict(zt="look"), {"variable": ["X"]}, boss=cluster.control,
+                       scheduler=scheduler, print_report=lambda r: None)
+    assert plain["workers_report"][0]["report"]["setting"] == "as imported"
+    replayed = batch_main(dict(zt="look"), {"variable": ["X"]}, boss=cluster.control, scheduler=scheduler,
+                          setup=zt_workers.set_setting, print_report=lambda r: None)
+    assert replayed["workers_report"][0]["report"]["setting"] == "set by the job's setup"
