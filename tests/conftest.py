@@ -86,6 +86,8 @@ class Cluster:
         self.metrics_port = metrics_port
         self.boss: subprocess.Popen | None = None
         self.agents: list[subprocess.Popen] = []
+        #: the agents' report journals (each agent takes a free one; a restarted agent sends what is left)
+        self.state_dir = tempfile.mkdtemp(prefix="taylorism-test-state-")
         self.start_boss()
 
     def _spawn(self, *args: str, env: dict | None = None, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
@@ -107,7 +109,7 @@ class Cluster:
         env = dict(os.environ)
         if clean_env:
             env.pop("PYTHONPATH", None)
-        args = ["agent", "--boss", self.control, "--reports", self.reports, "--slots", str(slots),
+        args = ["agent", "--boss", self.control, "--slots", str(slots), "--state-dir", self.state_dir,
                 "--heartbeat", "0.2", *(["--insecure"] if self.insecure else [])]
         if host_name:
             args += ["--host-name", host_name]
@@ -141,6 +143,7 @@ class Cluster:
         from taylorism_zmq.procutil import stop_processes
 
         stop_processes([p for p in [*self.agents, self.boss] if p is not None], grace=10)
+        shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
 @pytest.fixture

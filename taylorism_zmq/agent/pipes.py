@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import time
+
+import msgpack
 
 #: the most a launcher channel's msgpack stream may buffer of one message
 MAX_BUFFER = 1 << 30
@@ -63,3 +66,37 @@ def read_exactly(fd: int, size: int) -> bytes:
         size -= len(chunk)
     return b"".join(chunks)
 
+
+class LauncherLink:
+    """The agent's end of one launcher's channel."""
+
+    def __init__(self, key: str, pid: int, sock: socket.socket):
+        self.key, self.pid, self.sock = key, pid, sock
+        self.unpacker = msgpack.Unpacker(max_buffer_size=MAX_BUFFER)
+        self.outbuf = bytearray()
+        self.tasks: set[int] = set()
+        self.last_used = time.monotonic()
+        #: the poll flags it is registered with
+        self.flags = 0
+
+    def send(self, msg: list) -> None:
+        self.outbuf += msgpack.packb(msg, use_bin_type=True)
+        self.flush()
+
+    def flush(self) -> None:
+        while self.outbuf:
+            try:
+                sent = self.sock.send(self.outbuf)
+            except (BlockingIOError, InterruptedError):
+                return
+            del self.outbuf[:sent]
+
+    def read(self) -> list | None:
+        """Return the complete messages received, or None at end of stream."""
+        data = recv_available(self.sock)
+        if data is None:
+            return []
+        if not data:
+            return None
+        self.unpacker.feed(data)
+        return list(self.unpacker)

@@ -45,6 +45,8 @@ class BossDaemon:
                  http: str | None = None, metrics_port: int | None = None, metrics_address: str = "127.0.0.1"):
         self.control_endpoint = control
         self.reports_endpoint = reports
+        if not 64 * 1024 < max_frame <= protocol.MAX_FRAME:
+            raise ValueError(f"the frame cap must be between 64 KiB and {protocol.MAX_FRAME >> 20} MiB")
         self.max_frame = max_frame
         self.curve = not insecure and any(e.startswith("tcp://") for e in (control, reports))
         for endpoint in (control, reports):
@@ -76,7 +78,13 @@ class BossDaemon:
             Msg.ADMIN: self._admin,
             Msg.ATTACH: self.state.attach,
             Msg.CLIENT_ALIVE: self._client_alive,
+            Msg.HEARTBEAT: self._heartbeat,
         }
+
+    def _heartbeat(self, route: bytes, body: dict, now: float) -> list[Out]:
+        if route != body["agent"].encode():
+            raise ValueError("HEARTBEAT for another agent")
+        return self.state.heartbeat_from(body, now)
 
     def _goodbye(self, route: bytes, body: dict, now: float) -> list[Out]:
         if route != body["agent"].encode():
@@ -126,6 +134,9 @@ class BossDaemon:
             configure_bound(pull, self.max_frame)
             bind(router, self.control_endpoint)
             bind(pull, self.reports_endpoint)
+            # agents learn where to push reports from the boss (REGISTERED): the port as bound (tcp://H:0 too)
+            self.state.reports_endpoint = str(pull.get_string(zmq.LAST_ENDPOINT))
+            self.state.max_frame = self.max_frame
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, lambda *_: self.stop())
@@ -168,6 +179,7 @@ class BossDaemon:
 
     def _loop(self, router: zmq.Socket, pull: zmq.Socket) -> None:
         outbox = Outbox(router, self.state.counters, self._unreachable)
+        self.state.held_clients = outbox.held  # push back: no dispatch for a client that does not read
         # what exists now lives as long as the boss: keep the collector off it, and let it run less often
         # (tasks and jobs are freed by reference counting; the cycle collector only has leftovers to find)
         gc.freeze()
@@ -232,8 +244,6 @@ class BossDaemon:
         if not routed:
             if kind is Msg.AGENT_REPORTS:
                 return self.state.agent_reports(body, now)
-            if kind is Msg.HEARTBEAT:
-                return self.state.heartbeat_from(body, now)
             if kind is Msg.AGENT_OUTPUT:
                 return self.state.agent_output(body)
             raise ValueError(f"{kind.name} is not a report-socket message")
@@ -274,7 +284,8 @@ class BossDaemon:
 
 def run_boss(args: Any) -> int:
     """Entry point used by the CLI and by embedded mode."""
-    daemon = BossDaemon(args.control, args.reports, heartbeat=args.heartbeat,
+    max_frame = int(args.max_frame_mb * 2**20) if getattr(args, "max_frame_mb", None) else protocol.MAX_FRAME
+    daemon = BossDaemon(args.control, args.reports, heartbeat=args.heartbeat, max_frame=max_frame,
                         agent_timeout=args.agent_timeout, max_retries=args.max_retries,
                         allow_plugins=args.allow_placement_plugins, recovery_grace=args.recovery_grace,
                         insecure=args.insecure, client_timeout=args.client_timeout, http=args.http,

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..wire.protocol import Msg
+from ..wire.protocol import ENVELOPE, Msg, approx_size
 from .free_hosts import FreeHosts
 from .placement import HostUsage, TicketPool, fits, fits_nowhere
 from .plugins import PlacementError, plugin_pick
@@ -33,6 +33,8 @@ class Dispatcher:
     ready_jobs: dict[str, JobRecord]
     counters: collections.Counter
     on_dispatch: Callable[[float], None] | None
+    max_frame: int
+    held_clients: set[bytes]
 
     def _end_job(self, job: JobRecord, status: str, kill: bool,
                  error: tuple[str, str] | None = None) -> list[Out]:
@@ -48,6 +50,8 @@ class Dispatcher:
                 break
             if now is not None and now < job.hold_until:
                 continue  # its tasks may still be running on agents that have not re-registered
+            if job.client in self.held_clients:
+                continue  # its client does not read its reports: make no more until it does
             out += self._dispatch_job(job, batches)
             self._refresh_ready(job)
         started: dict[str, list[int]] = {}
@@ -57,9 +61,10 @@ class Dispatcher:
                 continue  # ended in this pass: its tasks were cancelled
             if job.started:
                 started.setdefault(jid, []).extend(row[1] for row in rows)
-            out.append((aid.encode(), Msg.RUN, {"job": jid, "env": job.env, "trusted": job.trusted,
-                                                "binded": job.policy.binded, "timeout": job.timeout,
-                                                "stream": job.stream, "tasks": rows}))
+            for part in _split(rows, self.max_frame - ENVELOPE - approx_size(job.env)):
+                out.append((aid.encode(), Msg.RUN, {"job": jid, "env": job.env, "trusted": job.trusted,
+                                                    "binded": job.policy.binded, "timeout": job.timeout,
+                                                    "stream": job.stream, "tasks": part}))
         for jid, indexes in started.items():
             out.append((self.jobs[jid].client, Msg.STARTED, {"job": jid, "indexes": indexes}))
         return out
@@ -156,3 +161,19 @@ class Dispatcher:
             self.ready_jobs.setdefault(job.jid, job)
         else:
             self.ready_jobs.pop(job.jid, None)
+
+
+def _split(rows: list[list], budget: int) -> list[list[list]]:
+    """Cut task rows into parts of at most *budget* bytes (a row over it goes alone: it came in one frame)."""
+    if len(rows) < 2:
+        return [rows]
+    parts: list[list[list]] = [[]]
+    size = 0
+    for row in rows:
+        row_size = len(row[4]) + len(row[3]) + 32
+        if parts[-1] and size + row_size > budget:
+            parts.append([])
+            size = 0
+        parts[-1].append(row)
+        size += row_size
+    return parts

@@ -70,9 +70,12 @@ class Connection:
         self._beater = threading.Thread(target=self._heartbeat_loop, name="taylorism-client-heartbeat", daemon=True)
         self.last_heard = time.monotonic()
         self.boss_id = ""
+        #: the largest message the boss accepts (WELCOME): submissions are split, or refused, under it
+        self.max_frame = protocol.MAX_FRAME
         try:
             welcome = self.request(Msg.HELLO, {"client": self.client_id}, Msg.WELCOME)
             self.boss_id = welcome["boss"]
+            self.max_frame = min(welcome["max_frame"], protocol.MAX_FRAME)
             if wait_agents:
                 self._wait_for_agents(welcome["agents"])
         except BaseException:

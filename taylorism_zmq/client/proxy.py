@@ -20,7 +20,7 @@ from ..config import boss_address
 from ..errors import AgentLostError, WorkerError
 from ..procutil import host_key
 from ..wire.codec import Codec
-from ..wire.protocol import Msg
+from ..wire.protocol import ENVELOPE, Msg, approx_size
 from .connection import Connection, connect
 from .embedded import embedded_endpoint
 from .instructions import client_env, instruction_sets, resolve_worker, task_row
@@ -30,7 +30,7 @@ from .reports import report_entry
 
 taylorism_log = logging.getLogger("taylorism_zmq")
 
-#: rows per ADD_TASKS message
+#: rows per ADD_TASKS message at most (and never more bytes than the boss accepts in one message)
 BATCH = 1000
 _ERRORS = {"AgentLostError": AgentLostError, "MemoryError": MemoryError, "RuntimeError": RuntimeError,
            "ValueError": ValueError}
@@ -167,7 +167,14 @@ class Boss:
                 if worker.name in names or worker.name in self._running_names:
                     raise ValueError("several workers wear the same name: " + str(worker.name))
                 names.add(worker.name)
-                rows.append(task_row(first + offset, worker, self._codec, self._singlefile))
+                row = task_row(first + offset, worker, self._codec, self._singlefile)
+                size, cap = approx_size(row), self._conn.max_frame - ENVELOPE
+                if size > cap:
+                    raise ValueError(
+                        f"the instructions of worker {worker.name} take {size / 2**20:.1f} MiB, more than the "
+                        f"boss accepts in one message ({cap / 2**20:.1f} MiB): pass large data as files "
+                        "(their paths in the instructions) or sharedmemory_common_instructions")
+                rows.append(row)
         except (AttributeError, ValueError, TypeError, AssertionError) as exc:
             if fatal:
                 self._control("stop_now")
@@ -179,8 +186,7 @@ class Boss:
         for row in rows:
             self._running_names[row[1]] = row[0]
             self._rows[row[0]] = row
-        for start in range(0, len(rows), BATCH):
-            self._conn.send(Msg.ADD_TASKS, {"job": self._job, "tasks": rows[start:start + BATCH]})
+        self._send_rows(rows)
 
     def make_them_work(self, terminate: bool = False, stop_listening: bool = False) -> None:
         """Order the workers to work (*terminate*: no more instructions will come)."""
@@ -229,11 +235,24 @@ class Boss:
         if self._end is not None or self._final is not None:
             return
         self._conn.send(Msg.SUBMIT, dict(self._submit, resubmit=True))
-        rows = [self._rows[i] for i in sorted(self._rows)]
-        for start in range(0, len(rows), BATCH):
-            self._conn.send(Msg.ADD_TASKS, {"job": self._job, "tasks": rows[start:start + BATCH]})
+        self._send_rows([self._rows[i] for i in sorted(self._rows)])
         for action in self._controls:
             self._conn.send(Msg.CONTROL, {"job": self._job, "action": action})
+
+    def _send_rows(self, rows: list[list]) -> None:
+        """ADD_TASKS messages of at most BATCH rows, each under the boss's frame cap (every row is)."""
+        budget = self._conn.max_frame - ENVELOPE
+        batch: list[list] = []
+        size = 0
+        for row in rows:
+            row_size = approx_size(row)
+            if batch and (len(batch) >= BATCH or size + row_size > budget):
+                self._conn.send(Msg.ADD_TASKS, {"job": self._job, "tasks": batch})
+                batch, size = [], 0
+            batch.append(row)
+            size += row_size
+        if batch:
+            self._conn.send(Msg.ADD_TASKS, {"job": self._job, "tasks": batch})
 
     def _wait_end(self, timeout: float | None) -> None:
         while self._end is None and self._final is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,10 +20,14 @@ from typing import Any
 import msgpack
 
 #: 2: report rows carry the task's stdout and stderr; SUBMIT and RUN carry stream flags; OUTPUT, STARTED
-VERSION = 2
+#: 3: REGISTERED names the report endpoint and the boss's frame cap, WELCOME the cap; heartbeats go on the
+#:    control socket (never behind reports); floats must be finite
+VERSION = 3
 VERSION_FRAME = bytes([VERSION])
-#: default cap for one frame received by a daemon (zmq MAXMSGSIZE and decode check)
+#: default (and largest) cap for one frame received by a daemon (zmq MAXMSGSIZE and decode check)
 MAX_FRAME = 256 * 1024 * 1024
+#: room left in a frame for what surrounds its rows (the message's other fields, msgpack headers)
+ENVELOPE = 64 * 1024
 #: the stream numbers of live task output (OUTPUT and AGENT_OUTPUT chunks)
 STDOUT, STDERR = 1, 2
 
@@ -67,7 +72,7 @@ class Msg(enum.IntEnum):
     SHUTDOWN = 45
     # agent -> boss (PUSH/PULL)
     AGENT_REPORTS = 60
-    HEARTBEAT = 61
+    HEARTBEAT = 61  # on the control socket (DEALER/ROUTER) since protocol 3
     AGENT_OUTPUT = 62  # live task output (best effort: never resent)
 
 
@@ -109,7 +114,8 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
     Msg.ADMIN: {"action": str, "target": str},
     Msg.ATTACH: {"job": str},
     Msg.CLIENT_ALIVE: {"client": str},
-    Msg.WELCOME: {"agents": int, "boss": str},
+    # max_frame: the largest frame the boss accepts (clients split their submissions under it)
+    Msg.WELCOME: {"agents": int, "boss": str, "max_frame": int},
     # index, ok, payload, host, name, stdout, stderr
     Msg.REPORTS: {"job": str, "reports": Rows((int, bool, bytes, str, str, bytes, bytes))},
     Msg.OUTPUT: {"job": str, "chunks": Rows((int, str, int, bytes))},  # index, name, stream (1|2), data
@@ -124,7 +130,8 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
         "pid": int, "running": Rows((int, str, int, (int, type(None)))),  # task id, job, index, ticket
     },
     Msg.GOODBYE: {"agent": str},
-    Msg.REGISTERED: {"heartbeat": NUM, "boss": str},
+    # reports: the endpoint agents push reports to (a wildcard host means: the host used for control)
+    Msg.REGISTERED: {"heartbeat": NUM, "boss": str, "reports": str, "max_frame": int},
     Msg.REPORTS_ACK: {"batch": int},
     Msg.RUN: {
         "job": str, "env": dict, "trusted": bool, "binded": bool, "timeout": (int, float, type(None)), "stream": bool,
@@ -175,6 +182,20 @@ def decode(frames: list, max_frame: int = MAX_FRAME) -> tuple[Msg, dict[str, Any
     return kind, body
 
 
+def approx_size(value: Any) -> int:
+    """The bytes *value* takes packed, near enough (never much less) to keep frames under a cap."""
+    kind = type(value)
+    if kind is bytes or kind is bytearray:
+        return len(value) + 5
+    if kind is str:
+        return len(value.encode()) + 5
+    if kind is list or kind is tuple:
+        return 5 + sum(approx_size(v) for v in value)
+    if kind is dict:
+        return 5 + sum(approx_size(k) + approx_size(v) for k, v in value.items())
+    return 9
+
+
 def version_of(frames: list) -> int | None:
     """Return the protocol version a peer speaks (for refusal messages)."""
     first = _as_bytes(frames[0]) if frames else b""
@@ -216,6 +237,9 @@ def _checker(spec: Any) -> Callable[[Any], bool]:
         item = _checker(spec.kind)
         return lambda value: type(value) is list and all(item(v) for v in value)
     kinds = spec if isinstance(spec, tuple) else (spec,)
+    if float in kinds:  # NaN and infinities make no sense in any field, and break JSON (the status page)
+        return lambda value: isinstance(value, kinds) and type(value) is not bool and (
+            type(value) is not float or math.isfinite(value))
     if bool in kinds:
         return lambda value: isinstance(value, kinds)
     if int in kinds:  # msgpack gives bools for true/false: an int field must not take them

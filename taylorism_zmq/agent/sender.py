@@ -1,0 +1,224 @@
+"""What an agent sends to the boss's report socket, and what happens when the boss does not take it.
+
+:data:`POLICY` is the rule for each kind at the bound (the PUSH's finite ``SNDHWM``, or no boss connected:
+the PUSH is ``immediate`` and queues nothing for a boss that is not there):
+
+- report batches are never dropped: each is kept until the boss acknowledges it (``REPORTS_ACK``), in memory
+  up to :data:`WINDOW` bytes, and beyond that, or once the boss has left it unacknowledged for
+  :data:`RESEND_AFTER` seconds, in the agent's journal on disk (:mod:`.journal`); batches in the journal are
+  sent again oldest first, no more than :data:`WINDOW` bytes at a time, and deleted when acknowledged, so
+  memory stays bounded however long the boss is away, and an agent restarted on the same journal delivers
+  what its previous run left.  The boss drops duplicates by task.
+- live output is best effort: dropped and counted (the reports keep all of it).
+- heartbeats do not go here: they go on the control socket, so they never wait behind reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import msgpack
+import zmq
+
+from ..wire import protocol
+from ..wire.protocol import ENVELOPE, Msg
+from .journal import Journal
+
+log = logging.getLogger("taylorism_zmq.agent")
+
+SPILL, DROP = "spill", "drop"
+#: message kind -> policy when the boss does not take it
+POLICY = {Msg.AGENT_REPORTS: SPILL, Msg.AGENT_OUTPUT: DROP}
+#: bytes of unacknowledged report batches kept in memory (more go to the journal), and in flight from it
+WINDOW = 32 << 20
+#: a batch carries up to this many bytes of reports (one larger report goes alone, under the boss's cap)
+BATCH_BYTES = 4 << 20
+#: seconds a batch waits for its acknowledgement before it goes to the journal and is sent again from there
+RESEND_AFTER = 5.0
+#: bytes a report row takes beyond its payload and output (ids, job, times, msgpack headers)
+ROW_OVERHEAD = 256
+
+
+class ReportSender:
+    """Batches of reports from one agent, kept until the boss acknowledges them."""
+
+    def __init__(self, aid: str, journal: Journal, window: int = WINDOW):
+        self.aid = aid
+        self.journal = journal
+        self.window = window
+        self.push: zmq.Socket | None = None
+        self.endpoint: str | None = None
+        #: the boss's frame cap: no batch is larger
+        self.max_frame = protocol.MAX_FRAME
+        #: reports not in a batch yet, and their bytes
+        self.rows: list[list] = []
+        self._rows_bytes = 0
+        #: batch -> [rows, bytes, when last sent (None: not sent yet)]
+        self.memory: dict[int, list] = {}
+        self.memory_bytes = 0
+        #: batches in the journal -> when last sent (None: to send)
+        self.spilled: dict[int, float | None] = dict.fromkeys(journal.batches())
+        self._batch = max(self.spilled, default=0)
+        self.output_dropped = 0
+        self.last_ack = time.monotonic()
+        #: when each unacknowledged batch was made (or found in the journal)
+        self._born: dict[int, float] = dict.fromkeys(self.spilled, time.monotonic())
+        self._warned = False
+        if self.spilled:
+            log.info("agent %s: %d report batch(es) (%d bytes) in the journal %s from a previous run, to send",
+                     aid, len(self.spilled), journal.size, journal.directory)
+
+    @property
+    def unacked(self) -> int:
+        return len(self.memory) + len(self.spilled)
+
+    @property
+    def waiting(self) -> bool:
+        """True while reports wait for the next pass (the agent's loop then polls briefly)."""
+        return bool(self.rows) or any(b[2] is None for b in self.memory.values())
+
+    def row_cap(self) -> int:
+        """The largest report row a batch may carry."""
+        return self.max_frame - ENVELOPE
+
+    def connect(self, push: zmq.Socket, endpoint: str, max_frame: int) -> None:
+        self.push, self.endpoint, self.max_frame = push, endpoint, max_frame
+
+    def add(self, row: list, size: int) -> None:
+        self.rows.append(row)
+        self._rows_bytes += size
+
+    # -- sending --------------------------------------------------------------------
+    def flush(self) -> None:
+        """Batch the new reports, send them and what waits in memory; spill past the window."""
+        if self.rows:
+            budget = min(BATCH_BYTES, self.row_cap())
+            batch: list[list] = []
+            size = 0
+            for row in self.rows:
+                row_size = report_size(row)
+                if batch and size + row_size > budget:
+                    self._new_batch(batch, size)
+                    batch, size = [], 0
+                batch.append(row)
+                size += row_size
+            self._new_batch(batch, size)
+            self.rows, self._rows_bytes = [], 0
+        for batch_id, entry in self.memory.items():
+            if entry[2] is None and self._send(batch_id, entry[0]):
+                entry[2] = time.monotonic()
+        while self.memory_bytes > self.window and self.memory:
+            self._spill(next(iter(self.memory)))
+
+    def _new_batch(self, rows: list[list], size: int) -> None:
+        self._batch += 1
+        self.memory[self._batch] = [rows, size, None]
+        self._born[self._batch] = time.monotonic()
+        self.memory_bytes += size
+
+    def _send(self, batch: int, rows: list[list]) -> bool:
+        if self.push is None:
+            return False
+        frames = protocol.encode(Msg.AGENT_REPORTS, {"agent": self.aid, "batch": batch, "reports": rows})
+        try:
+            self.push.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:
+            return False
+
+    def output(self, chunks: list[list]) -> None:
+        """Live output: sent if the boss takes it now, else dropped and counted."""
+        if self.push is None:
+            self.output_dropped += len(chunks)
+            return
+        try:
+            self.push.send_multipart(protocol.encode(Msg.AGENT_OUTPUT, {"agent": self.aid, "chunks": chunks}),
+                                     zmq.NOBLOCK)
+        except zmq.Again:
+            self.output_dropped += len(chunks)
+
+    def _spill(self, batch: int) -> None:
+        rows, size, _sent = self.memory.pop(batch)
+        self.memory_bytes -= size
+        self.journal.put(batch, msgpack.packb(rows, use_bin_type=True))
+        self.spilled[batch] = None
+
+    # -- acknowledgements and the journal -----------------------------------------------
+    def ack(self, batch: int) -> None:
+        self.last_ack = time.monotonic()
+        self._born.pop(batch, None)
+        entry = self.memory.pop(batch, None)
+        if entry is not None:
+            self.memory_bytes -= entry[1]
+        if batch in self.spilled:
+            del self.spilled[batch]
+            self.journal.remove(batch)
+        if self._warned and not self.unacked:
+            self._warned = False
+            log.warning("agent %s: the boss acknowledges reports again at %s", self.aid, self.endpoint)
+
+    def boss_back(self) -> None:
+        """A boss answers (again): send what waits now, rather than at its next resend time."""
+        for entry in self.memory.values():
+            entry[2] = None
+        for batch in self.spilled:
+            self.spilled[batch] = None
+        self.tick(time.monotonic())
+
+    def tick(self, now: float) -> None:
+        """Every heartbeat: move batches the boss left unanswered to the journal, resend from it, paced."""
+        for batch in [b for b, e in self.memory.items() if e[2] is not None and now - e[2] >= RESEND_AFTER]:
+            self._spill(batch)
+        in_flight = sum(self.journal.sizes.get(b, 0) for b, sent in self.spilled.items()
+                        if sent is not None and now - sent < RESEND_AFTER)
+        for batch in sorted(self.spilled):
+            sent = self.spilled[batch]
+            if sent is not None and now - sent < RESEND_AFTER:
+                continue
+            if in_flight >= self.window or self.push is None:
+                break
+            data = self.journal.get(batch)
+            if data is None:
+                del self.spilled[batch]  # torn or corrupt: logged and set aside by the journal
+                self._born.pop(batch, None)
+                continue
+            try:
+                rows = msgpack.unpackb(data, raw=False)
+            except (ValueError, TypeError, UnicodeDecodeError) as exc:
+                log.error("agent %s: report batch %d in the journal is unreadable: %s", self.aid, batch, exc)
+                del self.spilled[batch]
+                self._born.pop(batch, None)
+                self.journal.remove(batch)
+                continue
+            if not self._send(batch, rows):
+                break
+            self.spilled[batch] = now
+            in_flight += len(data)
+        self._warn_if_unanswered(now)
+
+    def _warn_if_unanswered(self, now: float) -> None:
+        """Say so once when reports wait for an acknowledgement longer than RESEND_AFTER."""
+        oldest = min(self._born.values(), default=None)
+        if self._warned or oldest is None or now - max(oldest, self.last_ack) < RESEND_AFTER:
+            return
+        self._warned = True
+        where = self.endpoint or "(no report endpoint known yet: the boss has not answered the registration)"
+        log.warning("agent %s: the boss does not acknowledge the reports pushed to %s; %d batch(es) wait "
+                    "(%d bytes in memory, %d in the journal %s)", self.aid, where, self.unacked,
+                    self.memory_bytes, self.journal.size, self.journal.directory)
+
+    def close(self) -> None:
+        """Keep every unacknowledged report in the journal (an agent started again sends them)."""
+        self.flush()
+        for batch in list(self.memory):
+            self._spill(batch)
+        if self.spilled:
+            log.info("agent %s: %d report batch(es) left in the journal %s", self.aid, len(self.spilled),
+                     self.journal.directory)
+        self.journal.close()
+
+
+def report_size(row: list) -> int:
+    """Bytes of a report row: [tid, job, index, ok, payload, t0, t1, stdout, stderr]."""
+    return len(row[4]) + len(row[7]) + len(row[8]) + len(row[1]) + ROW_OVERHEAD
