@@ -73,7 +73,7 @@ class Cluster:
 
     def __init__(self, agent_timeout: float = 30.0, max_retries: int = 1, allow_plugins: bool = False,
                  insecure: bool = False, client_timeout: float = 60.0, http: str | None = None,
-                 metrics_port: int | None = None):
+                 metrics_port: int | None = None, boss_args: tuple[str, ...] = ()):
         self.control = f"tcp://127.0.0.1:{free_port()}"
         self.reports = f"tcp://127.0.0.1:{free_port()}"
         self.agent_timeout = agent_timeout
@@ -84,6 +84,8 @@ class Cluster:
         self.client_timeout = client_timeout
         self.http = http
         self.metrics_port = metrics_port
+        #: more options for the boss's command line
+        self.boss_args = boss_args
         self.boss: subprocess.Popen | None = None
         self.agents: list[subprocess.Popen] = []
         #: the agents' report journals (each agent takes a free one; a restarted agent sends what is left)
@@ -101,7 +103,8 @@ class Cluster:
                                 *(["--allow-placement-plugins"] if self.allow_plugins else []),
                                 *(["--insecure"] if self.insecure else []),
                                 *(["--http", self.http] if self.http else []),
-                                *(["--metrics-port", str(self.metrics_port)] if self.metrics_port else []))
+                                *(["--metrics-port", str(self.metrics_port)] if self.metrics_port else []),
+                                *self.boss_args)
         return self.boss
 
     def add_agent(self, slots: int = 2, host_name: str | None = None, clean_env: bool = True,

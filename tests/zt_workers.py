@@ -101,3 +101,25 @@ class ZtTalk(Worker):
         if self.keep_stdout_open:  # a background child holding the task's stdout, writing after its end
             return subprocess.Popen(["sh", "-c", "sleep 0.5; echo late output; sleep 60"]).pid
         return self.lines
+
+
+class ZtBig(Worker):
+    """Returns *size* bytes and prints *out* bytes (reports near a cap); waits for *gate* to exist first."""
+
+    _footprint = dict(
+        info="Test worker with a large report.",
+        attr=dict(
+            zt=dict(values=["big"]),
+            size=dict(type=int, optional=True, default=0),
+            out=dict(type=int, optional=True, default=0),
+            gate=dict(optional=True, default=None),
+            tag=dict(optional=True, default=None),
+        ),
+    )
+
+    def _task(self):
+        while self.gate and not os.path.exists(self.gate):
+            time.sleep(0.05)
+        if self.out:
+            os.write(1, b"o" * self.out)
+        return {"tag": self.tag, "blob": os.urandom(self.size)}

@@ -168,7 +168,8 @@ class ReportSender:
 
     def tick(self, now: float) -> None:
         """Every heartbeat: move batches the boss left unanswered to the journal, resend from it, paced."""
-        for batch in [b for b, e in self.memory.items() if e[2] is not None and now - e[2] >= RESEND_AFTER]:
+        # unanswered (or not even sent: no boss) for RESEND_AFTER: to disk, where an agent killed now finds it
+        for batch in [b for b in self.memory if now - self._born[b] >= RESEND_AFTER]:
             self._spill(batch)
         in_flight = sum(self.journal.sizes.get(b, 0) for b, sent in self.spilled.items()
                         if sent is not None and now - sent < RESEND_AFTER)

@@ -63,6 +63,7 @@ class BossDaemon:
         self.metrics_port, self.metrics_address = metrics_port, metrics_address
         self.metrics: Any = None
         self._stop = False
+        self._status_cache: tuple[float, dict] = (-1.0, {})
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -72,7 +73,7 @@ class BossDaemon:
             Msg.ADD_TASKS: lambda r, b, now: self.state.add_tasks(r, b),
             Msg.CONTROL: lambda r, b, now: self.state.control(r, b),
             Msg.PING: lambda r, b, now: [(r, Msg.PONG, {"boss": self.state.boss_id})],
-            Msg.STATUS: lambda r, b, now: [(r, Msg.STATUS_REPLY, {"status": self.state.status(now)})],
+            Msg.STATUS: lambda r, b, now: [(r, Msg.STATUS_REPLY, {"status": self._status(now)})],
             Msg.REGISTER: self.state.register,
             Msg.GOODBYE: self._goodbye,
             Msg.ADMIN: self._admin,
@@ -80,6 +81,12 @@ class BossDaemon:
             Msg.CLIENT_ALIVE: self._client_alive,
             Msg.HEARTBEAT: self._heartbeat,
         }
+
+    def _status(self, now: float) -> dict:
+        """One snapshot per pass of the loop, however many peers ask (a flood of STATUS costs one)."""
+        if self._status_cache[0] != now:
+            self._status_cache = (now, self.state.status(now))
+        return self._status_cache[1]
 
     def _heartbeat(self, route: bytes, body: dict, now: float) -> list[Out]:
         if route != body["agent"].encode():
