@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..wire.protocol import MAX_FRAME, STDERR, STDOUT, Msg
+from ..wire.protocol import MAX_FRAME, STDERR, STDOUT, Msg, split_rows
 from .dispatch import Dispatcher, Out
 from .free_hosts import FreeHosts
 from .invariants import check_invariants
@@ -333,10 +333,11 @@ class BossState(Dispatcher):
         job = self.jobs.get(jid)
         if job is not None and job.detach:
             job.client = route
-            return [(route, Msg.REPORTS, {"job": jid, "reports": list(job.kept)})]
+            return [(route, Msg.REPORTS, {"job": jid, "reports": part}) for part in split_rows(job.kept)]
         if jid in self.detached_done:
             kept, end = self.detached_done[jid]
-            return [(route, Msg.REPORTS, {"job": jid, "reports": list(kept)}), (route, Msg.JOB_END, end)]
+            return [*((route, Msg.REPORTS, {"job": jid, "reports": part}) for part in split_rows(kept)),
+                    (route, Msg.JOB_END, end)]
         return [(route, Msg.JOB_END, self._end_body(jid, "failed", [], "ValueError",
                                                     f"no detached job {jid} on this boss"))]
 

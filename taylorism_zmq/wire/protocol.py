@@ -196,6 +196,20 @@ def approx_size(value: Any) -> int:
     return 9
 
 
+def split_rows(rows: list, budget: int = 4 << 20) -> list[list]:
+    """Cut *rows* into parts of at most *budget* bytes each (a row larger than that goes alone)."""
+    parts: list[list] = [[]]
+    size = 0
+    for row in rows:
+        row_size = approx_size(row)
+        if parts[-1] and size + row_size > budget:
+            parts.append([])
+            size = 0
+        parts[-1].append(row)
+        size += row_size
+    return parts
+
+
 def version_of(frames: list) -> int | None:
     """Return the protocol version a peer speaks (for refusal messages)."""
     first = _as_bytes(frames[0]) if frames else b""
