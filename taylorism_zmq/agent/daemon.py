@@ -92,6 +92,7 @@ class AgentDaemon:
         self.output_dropped = 0
         #: the largest frame the boss accepts (from REGISTERED): reports are capped under it
         self.max_frame = protocol.MAX_FRAME
+        self._push_polled = False
         self.boss_id: str | None = None
         self.last_heard = time.monotonic()
         self._boss_silent = False
@@ -135,6 +136,9 @@ class AgentDaemon:
                 security.secure_client(self.push, keys)
             self.dealer.routing_id = self.aid.encode()
             self.dealer.reconnect_ivl_max = 2000  # find a restarted boss within its recovery grace
+            if self.control_endpoint.startswith("ipc://"):
+                for sock in (self.dealer, self.push):
+                    sock.reconnect_ivl = 10  # a local boss starting beside us (embedded): find it at once
             self.dealer.connect(self.control_endpoint)
             if self.reports_override:
                 self._connect_reports(self.reports_override)
@@ -171,7 +175,13 @@ class AgentDaemon:
                 if flags != link.flags:
                     poller.register(link.sock, flags)  # (registering again changes the flags)
                     link.flags = flags
-            timeout = 20 if self.sender.waiting else max(0.0, next_beat - time.monotonic()) * 1000
+            if self.sender.blocked != self._push_polled:  # reports wait for room: wake when there is
+                if self.sender.blocked:
+                    poller.register(self.push, zmq.POLLOUT)
+                else:
+                    poller.unregister(self.push)
+                self._push_polled = self.sender.blocked
+            timeout = max(0.0, next_beat - time.monotonic()) * 1000
             events = dict(poller.poll(int(timeout)))
             if self.dealer in events:
                 self._read_boss()
@@ -245,7 +255,8 @@ class AgentDaemon:
         try:  # on the control socket: never behind reports; a beat that cannot go now is not worth keeping
             self.dealer.send_multipart(protocol.encode(Msg.HEARTBEAT, body), zmq.NOBLOCK)
         except zmq.Again:
-            pass
+            self._bad_log.warning("beat", "agent %s: heartbeat dropped, the control socket's queue to %s is full",
+                                  self.aid, self.control_endpoint)
 
     def _read_boss(self) -> None:
         for _ in range(256):
@@ -414,7 +425,7 @@ class AgentDaemon:
 
     def _flush_reports(self) -> None:
         """Send the new reports in batches, kept until the boss acknowledges them."""
-        if self.sender.rows or self.sender.waiting:
+        if self.sender.rows or self.sender.blocked or self.sender.memory_bytes > self.sender.window:
             self.sender.flush()
 
     def _close_launcher(self, link: LauncherLink) -> None:

@@ -15,6 +15,7 @@ the PUSH is ``immediate`` and queues nothing for a boss that is not there):
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 
@@ -56,6 +57,8 @@ class ReportSender:
         self._rows_bytes = 0
         #: batch -> [rows, bytes, when last sent (None: not sent yet)]
         self.memory: dict[int, list] = {}
+        #: batches in memory to send, oldest first (the PUSH is a queue: when one cannot go, none can)
+        self._unsent: collections.deque[int] = collections.deque()
         self.memory_bytes = 0
         #: batches in the journal -> when last sent (None: to send)
         self.spilled: dict[int, float | None] = dict.fromkeys(journal.batches())
@@ -74,9 +77,9 @@ class ReportSender:
         return len(self.memory) + len(self.spilled)
 
     @property
-    def waiting(self) -> bool:
-        """True while reports wait for the next pass (the agent's loop then polls briefly)."""
-        return bool(self.rows) or any(b[2] is None for b in self.memory.values())
+    def blocked(self) -> bool:
+        """True while batches in memory wait for room on the PUSH (the agent then polls it for POLLOUT)."""
+        return bool(self._unsent) and self.push is not None
 
     def row_cap(self) -> int:
         """The largest report row a batch may carry."""
@@ -105,15 +108,20 @@ class ReportSender:
                 size += row_size
             self._new_batch(batch, size)
             self.rows, self._rows_bytes = [], 0
-        for batch_id, entry in self.memory.items():
-            if entry[2] is None and self._send(batch_id, entry[0]):
+        while self._unsent:
+            entry = self.memory.get(self._unsent[0])
+            if entry is not None:  # (else acknowledged or spilled meanwhile)
+                if not self._send(self._unsent[0], entry[0]):
+                    break
                 entry[2] = time.monotonic()
+            self._unsent.popleft()
         while self.memory_bytes > self.window and self.memory:
             self._spill(next(iter(self.memory)))
 
     def _new_batch(self, rows: list[list], size: int) -> None:
         self._batch += 1
         self.memory[self._batch] = [rows, size, None]
+        self._unsent.append(self._batch)
         self._born[self._batch] = time.monotonic()
         self.memory_bytes += size
 
@@ -160,6 +168,7 @@ class ReportSender:
 
     def boss_back(self) -> None:
         """A boss answers (again): send what waits now, rather than at its next resend time."""
+        self._unsent = collections.deque(self.memory)
         for entry in self.memory.values():
             entry[2] = None
         for batch in self.spilled:
