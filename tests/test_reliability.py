@@ -114,6 +114,13 @@ def test_issue14_an_instruction_set_over_the_boss_cap_is_a_clear_error_before_an
     assert len(report["workers_report"]) == 10
 
 
+def test_issue14_a_300_mib_instruction_is_a_clear_error_in_the_caller(cluster_factory):
+    cluster = cluster_factory()  # the default cap; no agent is needed: nothing may be sent
+    with pytest.raises(ValueError, match=r"take 300\.0 MiB, more than the boss accepts in one message"):
+        batch_main(dict(zt="big", tag=b"x" * (300 << 20)), dict(size=[1]), boss=cluster.control,
+                   print_report=quiet)
+
+
 def test_issue14_a_report_near_the_cap_with_output_ends_its_job(cluster_factory):
     cluster = cluster_factory(boss_args=("--max-frame-mb", "8"))
     cluster.add_agent(slots=2, extra=("--max-output-kb", "1024"))
