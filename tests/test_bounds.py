@@ -102,7 +102,8 @@ def test_the_sender_spills_beyond_its_window_and_sends_from_the_journal(tmp_path
                 for row in body["reports"]:
                     got[row[0]] = body["batch"]
                 sender.ack(body["batch"])  # as the boss does
-            sender.tick(time.monotonic())  # paced by the acknowledgements
+            sender.tick(time.monotonic())  # paced by the acknowledgements (journal)
+            sender.flush()  # (memory), as the agent does on each pass
         assert rounds > 1  # the journal was not sent all at once
         assert sender.unacked == 0 and not list(tmp_path.glob("*.rep"))
         sender.close()

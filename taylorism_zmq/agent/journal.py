@@ -79,16 +79,17 @@ class Journal:
         tmp = path.with_suffix(TMP_SUFFIX)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            view = memoryview(HEADER.pack(MAGIC, len(data), zlib.crc32(data)) + data)
-            while view:
-                view = view[os.write(fd, view):]
+            for part in (HEADER.pack(MAGIC, len(data), zlib.crc32(data)), data):  # no concatenated copy
+                view = memoryview(part)
+                while view:
+                    view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
         self.sizes[batch] = HEADER.size + len(data)
 
-    def get(self, batch: int) -> bytes | None:
+    def get(self, batch: int) -> memoryview | None:
         """The data of *batch*, or None if it is missing, torn or corrupt (then it is set aside)."""
         path = self.directory / f"{batch}{SUFFIX}"
         try:
@@ -98,7 +99,7 @@ class Journal:
             return None
         problem = _problem(raw)
         if problem is None:
-            return raw[HEADER.size:]
+            return memoryview(raw)[HEADER.size:]  # (a slice of bytes would copy a batch that may weigh MiBs)
         self.corrupt += 1
         log.error("report journal %s: batch %d is unreadable (%s); set aside as %s.bad", self.directory, batch,
                   problem, path.name)
@@ -124,6 +125,6 @@ def _problem(raw: bytes) -> str | None:
         return "not a journal record"
     if len(raw) != HEADER.size + length:
         return f"{len(raw) - HEADER.size} bytes of data where the header says {length}"
-    if zlib.crc32(raw[HEADER.size:]) != crc:
+    if zlib.crc32(memoryview(raw)[HEADER.size:]) != crc:
         return "checksum mismatch"
     return None

@@ -35,7 +35,7 @@ from ..procutil import die_with_parent
 from ..wire.codec import Codec, resolve_ref
 from ..wire.protocol import STDERR, STDOUT
 from .output import DEFAULT_MAX_OUTPUT, CappedOutput
-from .pipes import LENGTH, MAX_BUFFER, READ_CHUNK, recv_available, write_all
+from .pipes import LENGTH, READ_CHUNK, StreamDecoder, recv_available, write_all
 from .task import died, failure, task_main
 
 #: seconds between SIGTERM and SIGKILL when tasks are stopped
@@ -98,7 +98,7 @@ class Launcher:
         self.max_output = int(env.get("max_output", DEFAULT_MAX_OUTPUT))
         self.tasks: dict[int, _Task] = {}  # by pid
         self.classes: dict[str, Any] = {}
-        self.unpacker = msgpack.Unpacker(max_buffer_size=MAX_BUFFER)
+        self.decoder = StreamDecoder()
         self.outbuf = bytearray()
         self.sel = selectors.DefaultSelector()
         self.closing = False
@@ -201,8 +201,7 @@ class Launcher:
         if not data:
             self._shutdown()
             return
-        self.unpacker.feed(data)
-        for msg in self.unpacker:
+        for msg in self.decoder.feed(data):
             if msg[0] == "run":
                 self._run(*msg[1:10])
             elif msg[0] == "kill":

@@ -20,6 +20,29 @@ MAX_BUFFER = 1 << 30
 READ_CHUNK = 1 << 16
 #: the length before an order and a result on a task's pipes
 LENGTH = struct.Struct("<Q")
+#: a stream decoder whose buffer has held this much is replaced once it holds nothing (its buffer would
+#: stay as large as the largest message it ever held)
+DECODER_RESET = 8 << 20
+
+
+class StreamDecoder:
+    """msgpack messages from a byte stream, with a buffer that does not stay as large as the largest one."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._unpacker = msgpack.Unpacker(max_buffer_size=MAX_BUFFER)
+        self._fed = 0
+
+    def feed(self, data: bytes) -> list:
+        """The messages *data* completes."""
+        self._unpacker.feed(data)
+        self._fed += len(data)
+        messages = list(self._unpacker)
+        if self._fed > DECODER_RESET and self._unpacker.tell() == self._fed:
+            self._reset()  # nothing partial in it: let its large buffer go
+        return messages
 
 
 def recv_available(sock: socket.socket, max_chunks: int = 64) -> bytes | None:
@@ -72,7 +95,7 @@ class LauncherLink:
 
     def __init__(self, key: str, pid: int, sock: socket.socket):
         self.key, self.pid, self.sock = key, pid, sock
-        self.unpacker = msgpack.Unpacker(max_buffer_size=MAX_BUFFER)
+        self.decoder = StreamDecoder()
         self.outbuf = bytearray()
         self.tasks: set[int] = set()
         self.last_used = time.monotonic()
@@ -98,5 +121,4 @@ class LauncherLink:
             return []
         if not data:
             return None
-        self.unpacker.feed(data)
-        return list(self.unpacker)
+        return self.decoder.feed(data)

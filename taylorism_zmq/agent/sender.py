@@ -4,11 +4,12 @@
 the PUSH is ``immediate`` and queues nothing for a boss that is not there):
 
 - report batches are never dropped: each is kept until the boss acknowledges it (``REPORTS_ACK``), in memory
-  up to :data:`WINDOW` bytes, and beyond that, or once the boss has left it unacknowledged for
-  :data:`RESEND_AFTER` seconds, in the agent's journal on disk (:mod:`.journal`); batches in the journal are
-  sent again oldest first, no more than :data:`WINDOW` bytes at a time, and deleted when acknowledged, so
-  memory stays bounded however long the boss is away, and an agent restarted on the same journal delivers
-  what its previous run left.  The boss drops duplicates by task.
+  up to :data:`WINDOW` bytes, and beyond that, or once unacknowledged for :data:`RESEND_AFTER` seconds, in
+  the agent's journal on disk (:mod:`.journal`); batches in the journal are sent again oldest first and
+  deleted when acknowledged.  No more than :data:`WINDOW` bytes are in flight (sent, not acknowledged, for
+  less than RESEND_AFTER), and nothing is read back from the journal while the PUSH has no room: memory
+  stays bounded however long the boss is away, and an agent restarted on the same journal delivers what
+  its previous run left.  The boss drops duplicates by task.
 - live output is best effort: dropped and counted (the reports keep all of it).
 - heartbeats do not go here: they go on the control socket, so they never wait behind reports.
 """
@@ -59,6 +60,9 @@ class ReportSender:
         self.memory: dict[int, list] = {}
         #: batches in memory to send, oldest first (the PUSH is a queue: when one cannot go, none can)
         self._unsent: collections.deque[int] = collections.deque()
+        #: batches sent and not acknowledged yet: batch -> (bytes, when sent)
+        self._in_flight: dict[int, tuple[int, float]] = {}
+        self._in_flight_bytes = 0
         self.memory_bytes = 0
         #: batches in the journal -> when last sent (None: to send)
         self.spilled: dict[int, float | None] = dict.fromkeys(journal.batches())
@@ -78,8 +82,9 @@ class ReportSender:
 
     @property
     def blocked(self) -> bool:
-        """True while batches in memory wait for room on the PUSH (the agent then polls it for POLLOUT)."""
-        return bool(self._unsent) and self.push is not None
+        """True while batches in memory wait for room on the PUSH, not for acknowledgements (the agent then
+        polls the PUSH for POLLOUT)."""
+        return bool(self._unsent) and self.push is not None and self._in_flight_bytes < self.window
 
     def row_cap(self) -> int:
         """The largest report row a batch may carry."""
@@ -111,7 +116,7 @@ class ReportSender:
         while self._unsent:
             entry = self.memory.get(self._unsent[0])
             if entry is not None:  # (else acknowledged or spilled meanwhile)
-                if not self._send(self._unsent[0], entry[0]):
+                if not self._send(self._unsent[0], entry[0], entry[1]):
                     break
                 entry[2] = time.monotonic()
             self._unsent.popleft()
@@ -125,15 +130,30 @@ class ReportSender:
         self._born[self._batch] = time.monotonic()
         self.memory_bytes += size
 
-    def _send(self, batch: int, rows: list[list]) -> bool:
-        if self.push is None:
+    def _room(self, size: int) -> bool:
+        """True if a batch of *size* bytes may go now: the PUSH takes it, the window has room for it."""
+        if self.push is None or self._in_flight and self._in_flight_bytes + size > self.window:
+            return False
+        events = self.push.getsockopt(zmq.EVENTS)
+        return isinstance(events, int) and bool(events & zmq.POLLOUT)
+
+    def _send(self, batch: int, rows: list[list], size: int) -> bool:
+        if not self._room(size):
             return False
         frames = protocol.encode(Msg.AGENT_REPORTS, {"agent": self.aid, "batch": batch, "reports": rows})
         try:
-            self.push.send_multipart(frames, zmq.NOBLOCK, copy=False)
-            return True
+            self.push.send_multipart(frames, zmq.NOBLOCK, copy=False)  # type: ignore[union-attr]
         except zmq.Again:
             return False
+        self._forget_in_flight(batch)
+        self._in_flight[batch] = (size, time.monotonic())
+        self._in_flight_bytes += size
+        return True
+
+    def _forget_in_flight(self, batch: int) -> None:
+        sent = self._in_flight.pop(batch, None)
+        if sent is not None:
+            self._in_flight_bytes -= sent[0]
 
     def output(self, chunks: list[list]) -> None:
         """Live output: sent if the boss takes it now, else dropped and counted."""
@@ -156,6 +176,7 @@ class ReportSender:
     def ack(self, batch: int) -> None:
         self.last_ack = time.monotonic()
         self._born.pop(batch, None)
+        self._forget_in_flight(batch)
         entry = self.memory.pop(batch, None)
         if entry is not None:
             self.memory_bytes -= entry[1]
@@ -169,6 +190,8 @@ class ReportSender:
     def boss_back(self) -> None:
         """A boss answers (again): send what waits now, rather than at its next resend time."""
         self._unsent = collections.deque(self.memory)
+        for batch in list(self._in_flight):
+            self._forget_in_flight(batch)  # what went to a boss that is gone will not be acknowledged
         for entry in self.memory.values():
             entry[2] = None
         for batch in self.spilled:
@@ -180,14 +203,14 @@ class ReportSender:
         # unanswered (or not even sent: no boss) for RESEND_AFTER: to disk, where an agent killed now finds it
         for batch in [b for b in self.memory if now - self._born[b] >= RESEND_AFTER]:
             self._spill(batch)
-        in_flight = sum(self.journal.sizes.get(b, 0) for b, sent in self.spilled.items()
-                        if sent is not None and now - sent < RESEND_AFTER)
+        for batch in [b for b, (_size, sent) in self._in_flight.items() if now - sent >= RESEND_AFTER]:
+            self._forget_in_flight(batch)  # unanswered: it may go again
         for batch in sorted(self.spilled):
             sent = self.spilled[batch]
             if sent is not None and now - sent < RESEND_AFTER:
                 continue
-            if in_flight >= self.window or self.push is None:
-                break
+            if not self._room(self.journal.sizes.get(batch, 0)):
+                break  # read nothing back from the disk that could not go now
             data = self.journal.get(batch)
             if data is None:
                 del self.spilled[batch]  # torn or corrupt: logged and set aside by the journal
@@ -201,10 +224,9 @@ class ReportSender:
                 self._born.pop(batch, None)
                 self.journal.remove(batch)
                 continue
-            if not self._send(batch, rows):
+            if not self._send(batch, rows, len(data)):
                 break
             self.spilled[batch] = now
-            in_flight += len(data)
         self._warn_if_unanswered(now)
 
     def _warn_if_unanswered(self, now: float) -> None:
