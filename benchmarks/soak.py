@@ -83,21 +83,28 @@ def hostile_peer(control: str, reports: str, max_frame: int, stop: threading.Eve
     from taylorism_zmq.wire.protocol import Msg
 
     ctx = zmq.Context()
-    dealer, push = ctx.socket(zmq.DEALER), ctx.socket(zmq.PUSH)
-    for s in (dealer, push):
-        s.linger = 0
-        s.sndhwm = 100
-    dealer.connect(control)
-    push.connect(reports)
+
+    def connect() -> tuple[zmq.Socket, zmq.Socket]:
+        dealer, push = ctx.socket(zmq.DEALER), ctx.socket(zmq.PUSH)
+        for s in (dealer, push):
+            s.linger = 0
+            s.sndhwm = 100
+        dealer.connect(control)
+        push.connect(reports)
+        return dealer, push
+
+    dealer, push = connect()
     status = protocol.encode(Msg.STATUS, {})
     oversized = [protocol.VERSION_FRAME, bytes([Msg.AGENT_REPORTS]), b"\0" * (max_frame + (1 << 20))]
     garbage = [[b"\x01"], [protocol.VERSION_FRAME, b"\xfe", os.urandom(64)], [os.urandom(300)] * 3]
+    last_sent = time.monotonic()
     try:
         while not stop.wait(0.02):
             for frames, sock, kind in [(status, dealer, "status")] * 20 + [(random.choice(garbage), dealer, "garbage")]:
                 try:
                     sock.send_multipart(frames, zmq.NOBLOCK)
                     sent[kind] = sent.get(kind, 0) + 1
+                    last_sent = time.monotonic()
                 except zmq.Again:
                     pass
             if random.random() < 0.02:
@@ -106,11 +113,18 @@ def hostile_peer(control: str, reports: str, max_frame: int, stop: threading.Eve
                     sent["oversized"] = sent.get("oversized", 0) + 1
                 except zmq.Again:
                     pass
+            if time.monotonic() - last_sent > 2:
+                # a DEALER that never reads stays stuck on its old connection to a boss that died (libzmq
+                # waits for the unread answers to be read): a hostile peer would just connect again
+                dealer.close()
+                push.close()
+                dealer, push = connect()
+                sent["reconnections"] = sent.get("reconnections", 0) + 1
+                last_sent = time.monotonic()
     finally:
         dealer.close()
         push.close()
         ctx.term()
-
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
