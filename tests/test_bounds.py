@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from taylorism_zmq.agent.journal import HEADER, Journal, JournalBusyError
+from taylorism_zmq.agent.journal import HEADER, Journal, JournalBusyError, JournalError, open_journal
 from taylorism_zmq.boss import outbox
 from taylorism_zmq.boss.placement import TicketPool
 from taylorism_zmq.boss.state import BossState
@@ -38,6 +38,16 @@ def test_journal_keeps_batches_across_a_restart_and_locks_its_directory(tmp_path
     assert again.batches() == [7] and not (tmp_path / "3.rep").exists()
     assert oct(os.stat(tmp_path).st_mode & 0o777) == "0o700"
     again.close()
+
+
+def test_agents_sharing_a_state_directory_take_a_journal_each(tmp_path):
+    first, second = open_journal(str(tmp_path)), open_journal(str(tmp_path))
+    assert (first.directory.name, second.directory.name) == ("journal-0", "journal-1")
+    first.close()
+    assert open_journal(str(tmp_path)).directory.name == "journal-0"  # a restarted agent takes the free one
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(JournalError, match="cannot keep a report journal in"):
+        open_journal(str(tmp_path / "a-file"))
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
@@ -85,7 +95,7 @@ def test_the_sender_spills_beyond_its_window_and_sends_from_the_journal(tmp_path
     try:
         sender = ReportSender("agent-x", Journal(tmp_path), window=1 << 20)
         for i in range(4):  # no boss yet: nothing can go
-            sender.add([i, "job", i, True, b"x" * (600 << 10), 0.0, 1.0, b"", b""], 600 << 10)
+            sender.add([i, "job", i, True, b"x" * (600 << 10), 0.0, 1.0, b"", b""])
             sender.flush()
         assert sender.memory_bytes <= 1 << 20 and len(sender.spilled) >= 2
         sender.connect(push, "inproc://reports", protocol.MAX_FRAME)

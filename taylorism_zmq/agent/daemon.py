@@ -28,7 +28,7 @@ from ..procutil import die_with_parent, host_key
 from ..wire import protocol, security
 from ..wire.protocol import ENVELOPE, Msg, ProtocolError
 from ..wire.sockets import RateLimitedLog, configure_connected, report_endpoint_for
-from .journal import Journal, JournalBusyError, JournalError, default_state_dir
+from .journal import default_state_dir, open_journal
 from .launcher import DEFAULT_MAX_REPORT
 from .output import DEFAULT_MAX_OUTPUT
 from .pipes import LauncherLink
@@ -47,8 +47,6 @@ REGISTER_RETRY = 5.0
 #: live task output an agent sends, in bytes per second (bursts up to a second's worth); more is dropped
 #: (the reports keep it all), so a task flooding its stdout cannot fill the report socket's queue
 LIVE_OUTPUT_RATE = 8 << 20
-#: journals one state directory may hold (one per agent running with it at once)
-MAX_JOURNALS = 64
 
 
 class AgentDaemon:
@@ -119,7 +117,8 @@ class AgentDaemon:
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
-        self.sender = ReportSender(self.aid, self._open_journal())
+        self.sender = ReportSender(self.aid, open_journal(self.state_dir or str(default_state_dir() /
+                                                                                  f"agent-{self.host}")))
         self.zygote = Zygote.start()  # before any zmq context: children must not inherit its fds
         self._wake_r, self._wake_w = socket.socketpair()
         for s in (self._wake_r, self._wake_w):
@@ -212,18 +211,6 @@ class AgentDaemon:
                                 self.sender.unacked)
             self._flush_output()
             self._flush_reports()
-
-    def _open_journal(self) -> Journal:
-        """The report journal: the first free one in the state directory (one per agent using it)."""
-        root = self.state_dir or str(default_state_dir() / f"agent-{self.host}")
-        for i in range(MAX_JOURNALS):
-            try:
-                return Journal(os.path.join(root, f"journal-{i}"))
-            except JournalBusyError:
-                continue
-            except OSError as exc:
-                raise JournalError(f"cannot keep a report journal in {root}: {exc}") from None
-        raise JournalBusyError(f"{MAX_JOURNALS} agents use the state directory {root} already")
 
     def _connect_reports(self, endpoint: str) -> None:
         if endpoint == self.reports_endpoint:
@@ -399,8 +386,7 @@ class AgentDaemon:
             row = [tid, info[0], info[1], False, died(f"task on host {self.host} failed: {why}"), t0, t1,
                    stdout[-65536:], stderr[-65536:]]
             log.warning("agent %s: report of task %d of job %s refused: %s", self.aid, tid, info[0], why)
-            size = report_size(row)
-        self.sender.add(row, size)
+        self.sender.add(row)
 
     def _live_allows(self, size: int) -> bool:
         now = time.monotonic()

@@ -22,6 +22,8 @@ log = logging.getLogger("taylorism_zmq.agent")
 MAGIC = b"TZJ1"
 HEADER = struct.Struct("<4sQI")  # magic, length of the data, CRC-32 of the data
 SUFFIX, TMP_SUFFIX = ".rep", ".tmp"
+#: journals one state directory may hold (one per agent running with it at once)
+MAX_JOURNALS = 64
 
 
 class JournalError(OSError):
@@ -36,6 +38,18 @@ def default_state_dir() -> Path:
     """``$XDG_STATE_HOME/taylorism`` (default ``~/.local/state/taylorism``)."""
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return Path(base) / "taylorism"
+
+
+def open_journal(root: str) -> Journal:
+    """The first journal of the state directory *root* that no other agent uses (``journal-<n>``)."""
+    for i in range(MAX_JOURNALS):
+        try:
+            return Journal(os.path.join(root, f"journal-{i}"))
+        except JournalBusyError:
+            continue
+        except OSError as exc:
+            raise JournalError(f"cannot keep a report journal in {root}: {exc}") from None
+    raise JournalBusyError(f"{MAX_JOURNALS} agents use the state directory {root} already")
 
 
 class Journal:

@@ -53,9 +53,8 @@ class ReportSender:
         self.endpoint: str | None = None
         #: the boss's frame cap: no batch is larger
         self.max_frame = protocol.MAX_FRAME
-        #: reports not in a batch yet, and their bytes
+        #: reports not in a batch yet
         self.rows: list[list] = []
-        self._rows_bytes = 0
         #: batch -> [rows, bytes, when last sent (None: not sent yet)]
         self.memory: dict[int, list] = {}
         #: batches in memory to send, oldest first (the PUSH is a queue: when one cannot go, none can)
@@ -84,7 +83,10 @@ class ReportSender:
     def blocked(self) -> bool:
         """True while batches in memory wait for room on the PUSH, not for acknowledgements (the agent then
         polls the PUSH for POLLOUT)."""
-        return bool(self._unsent) and self.push is not None and self._in_flight_bytes < self.window
+        if not self._unsent or self.push is None:
+            return False
+        head = self.memory.get(self._unsent[0])
+        return head is None or not self._in_flight or self._in_flight_bytes + head[1] <= self.window
 
     def row_cap(self) -> int:
         """The largest report row a batch may carry."""
@@ -93,9 +95,8 @@ class ReportSender:
     def connect(self, push: zmq.Socket, endpoint: str, max_frame: int) -> None:
         self.push, self.endpoint, self.max_frame = push, endpoint, max_frame
 
-    def add(self, row: list, size: int) -> None:
+    def add(self, row: list) -> None:
         self.rows.append(row)
-        self._rows_bytes += size
 
     # -- sending --------------------------------------------------------------------
     def flush(self) -> None:
@@ -112,7 +113,7 @@ class ReportSender:
                 batch.append(row)
                 size += row_size
             self._new_batch(batch, size)
-            self.rows, self._rows_bytes = [], 0
+            self.rows = []
         while self._unsent:
             entry = self.memory.get(self._unsent[0])
             if entry is not None:  # (else acknowledged or spilled meanwhile)
