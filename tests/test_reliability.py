@@ -378,3 +378,19 @@ def test_issue14_a_killed_client_leaves_nothing_for_long(tmp_path):
     removed = clean_leftovers()
     assert directory in removed and shm in removed
     assert not os.path.exists(directory) and not os.path.exists(shm) and not os.path.exists(shm + ".lock")
+
+
+def test_issue14_a_client_whose_boss_takes_nothing_more_gets_a_clear_error_not_a_hang(cluster_factory):
+    from taylorism_zmq import BossUnreachableError
+    from taylorism_zmq.client.connection import Connection
+
+    cluster = cluster_factory()
+    conn = Connection(cluster.control, timeout=2)
+    try:
+        cluster.boss.send_signal(signal.SIGKILL)
+        cluster.boss.wait()
+        with pytest.raises(BossUnreachableError, match="took no message for 2s"):
+            for _ in range(100_000):  # the queue to the boss is bounded: it fills, then push back, then this
+                conn.send(Msg.PING, {})
+    finally:
+        conn.close()
