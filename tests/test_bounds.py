@@ -43,8 +43,15 @@ def test_journal_keeps_batches_across_a_restart_and_locks_its_directory(tmp_path
 def test_agents_sharing_a_state_directory_take_a_journal_each(tmp_path):
     first, second = open_journal(str(tmp_path)), open_journal(str(tmp_path))
     assert (first.directory.name, second.directory.name) == ("journal-0", "journal-1")
+    second.put(5, b"left by an agent that is gone")
+    second.close()
+    first.put(9, b"mine")
     first.close()
-    assert open_journal(str(tmp_path)).directory.name == "journal-0"  # a restarted agent takes the free one
+    again = open_journal(str(tmp_path))  # a restarted agent takes the free one, and what others left
+    assert again.directory.name == "journal-0"
+    assert again.batches() == [9, 10] and again.get(10) == b"left by an agent that is gone"
+    assert not list((tmp_path / "journal-1").glob("*.rep"))
+    again.close()
     (tmp_path / "a-file").write_text("")
     with pytest.raises(JournalError, match="cannot keep a report journal in"):
         open_journal(str(tmp_path / "a-file"))

@@ -52,7 +52,7 @@ LIVE_OUTPUT_RATE = 8 << 20
 class AgentDaemon:
     """Connect to a boss and run the tasks it sends."""
 
-    def __init__(self, control: str, reports: str, slots: int | None = None, host_name: str | None = None,
+    def __init__(self, control: str, reports: str | None, slots: int | None = None, host_name: str | None = None,
                  heartbeat: float = 1.0, parent_pid: int | None = None, memory: float | None = None,
                  inject_load: float = 0.0, insecure: bool = False, max_report: int | None = None,
                  max_output: int | None = None, launcher_idle: float = LAUNCHER_IDLE,
@@ -117,9 +117,13 @@ class AgentDaemon:
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
-        self.sender = ReportSender(self.aid, open_journal(self.state_dir or str(default_state_dir() /
-                                                                                  f"agent-{self.host}")))
         self.zygote = Zygote.start()  # before any zmq context: children must not inherit its fds
+        try:  # after the zygote: no launcher may hold the journal's lock after this agent is gone
+            self.sender = ReportSender(self.aid, open_journal(self.state_dir or str(default_state_dir() /
+                                                                                      f"agent-{self.host}")))
+        except BaseException:
+            self.zygote.close()
+            raise
         self._wake_r, self._wake_w = socket.socketpair()
         for s in (self._wake_r, self._wake_w):
             s.setblocking(False)

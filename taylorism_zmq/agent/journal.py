@@ -41,15 +41,32 @@ def default_state_dir() -> Path:
 
 
 def open_journal(root: str) -> Journal:
-    """The first journal of the state directory *root* that no other agent uses (``journal-<n>``)."""
+    """The first journal of the state directory *root* that no other agent uses (``journal-<n>``), with
+    the batches of the other journals there that no agent uses (left by agents that are gone) moved in."""
+    journal = None
     for i in range(MAX_JOURNALS):
         try:
-            return Journal(os.path.join(root, f"journal-{i}"))
+            journal = Journal(os.path.join(root, f"journal-{i}"))
+            break
         except JournalBusyError:
             continue
         except OSError as exc:
             raise JournalError(f"cannot keep a report journal in {root}: {exc}") from None
-    raise JournalBusyError(f"{MAX_JOURNALS} agents use the state directory {root} already")
+    if journal is None:
+        raise JournalBusyError(f"{MAX_JOURNALS} agents use the state directory {root} already")
+    for i in range(MAX_JOURNALS):
+        other = os.path.join(root, f"journal-{i}")
+        if other == str(journal.directory) or not os.path.isdir(other):
+            continue
+        try:
+            left = Journal(other)
+        except OSError:
+            continue  # in use by a live agent (or unreadable): not ours
+        try:
+            journal.absorb(left)
+        finally:
+            left.close()
+    return journal
 
 
 class Journal:
@@ -120,6 +137,17 @@ class Journal:
         os.replace(path, path.with_name(path.name + ".bad"))
         self.sizes.pop(batch, None)
         return None
+
+    def absorb(self, other: Journal) -> None:
+        """Move the batches of *other* (a journal no agent uses) into this one, after its own."""
+        moved = 0
+        for batch in other.batches():
+            new = max(self.sizes, default=0) + 1
+            os.replace(other.directory / f"{batch}{SUFFIX}", self.directory / f"{new}{SUFFIX}")
+            self.sizes[new] = other.sizes.pop(batch)
+            moved += 1
+        if moved:
+            log.info("report journal %s: took %d batch(es) left in %s", self.directory, moved, other.directory)
 
     def remove(self, batch: int) -> None:
         if self.sizes.pop(batch, None) is not None:
