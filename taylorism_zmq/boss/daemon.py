@@ -46,7 +46,8 @@ class BossDaemon:
         self.control_endpoint = control
         self.reports_endpoint = reports
         if not 64 * 1024 < max_frame <= protocol.MAX_FRAME:
-            raise ValueError(f"the frame cap must be between 64 KiB and {protocol.MAX_FRAME >> 20} MiB")
+            raise ValueError(f"the frame cap (--max-frame-mb) must be between 64 KiB and "
+                             f"{protocol.MAX_FRAME >> 20} MiB")
         self.max_frame = max_frame
         self.curve = not insecure and any(e.startswith("tcp://") for e in (control, reports))
         for endpoint in (control, reports):
