@@ -39,15 +39,16 @@ class ZmqSleep(taylorism_zmq.Worker):
 
 
 class ZmqSoak(taylorism_zmq.Worker):
-    """Sleep a little and return the task's key, for the soak test."""
+    """Sleep a little and return the task's key (with *soak_blob* bytes if asked), for the soak test."""
 
-    _footprint = dict(attr=dict(soak_key=dict(), soak_sleep=dict(type=float)))
+    _footprint = dict(attr=dict(soak_key=dict(), soak_sleep=dict(type=float),
+                                soak_blob=dict(type=int, optional=True, default=0)))
 
     def _task(self):
         import time
 
         time.sleep(self.soak_sleep)
-        return self.soak_key
+        return [self.soak_key, b"x" * self.soak_blob] if self.soak_blob else self.soak_key
 
 
 class ZmqBlob(taylorism_zmq.Worker):

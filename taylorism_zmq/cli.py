@@ -19,6 +19,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING, ERROR)")
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--parent-fd", type=int, default=None, help=argparse.SUPPRESS)  # stop when it ends
     _key_dir_option(parser)
     settings.add_config_options(parser)
 
@@ -49,7 +50,8 @@ def boss_parser() -> argparse.ArgumentParser:
     p.add_argument("--control", default=DEFAULT_CONTROL,
                    help="control endpoint to bind, tcp://HOST:PORT or ipc:///PATH (default %(default)s)")
     p.add_argument("--reports", default=None,
-                   help="report endpoint to bind (default: the control port + 1, or PATH-reports for ipc)")
+                   help="report endpoint to bind (default: the control port + 1, or PATH-reports for ipc); "
+                        "agents learn it when they register")
     p.add_argument("--heartbeat", type=float, default=1.0, help="agents' heartbeat period in s (default 1)")
     p.add_argument("--agent-timeout", type=float, default=30.0,
                    help="seconds of silence after which an agent is lost and its tasks requeued (default 30)")
@@ -72,6 +74,9 @@ def boss_parser() -> argparse.ArgumentParser:
     p.add_argument("--recovery-grace", type=float, default=3.0,
                    help="seconds a job submitted again after a boss restart waits for the agents to say which "
                         "of its tasks still run, before the others are dispatched (default 3)")
+    p.add_argument("--max-frame-mb", type=float, default=None, metavar="MIB",
+                   help="largest message the boss accepts, in MiB (default and most: 256); clients split their "
+                        "tasks under it and agents cap reports under it")
     p.add_argument("--allow-placement-plugins", action="store_true",
                    help="let jobs whose scheduler overrides place() run that method here: it imports the "
                         "users' modules in the boss, so allow it only where you trust the users")
@@ -85,7 +90,9 @@ def agent_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--boss", dest="control", default=DEFAULT_CONTROL,
                    help="the boss's control endpoint (default %(default)s)")
-    p.add_argument("--reports", default=None, help="the boss's report endpoint (default: derived from --boss)")
+    p.add_argument("--reports", default=None,
+                   help="the boss's report endpoint (default: the one the boss names when the agent registers; "
+                        "give it only where the agent reaches the boss at another address, e.g. through NAT)")
     p.add_argument("--control", dest="control", help=argparse.SUPPRESS)
     p.add_argument("--slots", type=int, default=None, help="tasks at once on this host (default: cpu count)")
     p.add_argument("--host-name", default=None, help="name this host reports (default: its hostname)")
@@ -102,6 +109,10 @@ def agent_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-output-kb", type=float, default=None,
                    help="bytes of a task's stdout, and of its stderr, kept for its report, in KiB: the head and the "
                         "tail, with a note of what was dropped between (default 1024)")
+    p.add_argument("--state-dir", default=None,
+                   help="where the agent keeps the reports the boss has not acknowledged yet (its journal, 0700), "
+                        "so that none is lost while the boss is away, even across an agent restart (default "
+                        "$XDG_STATE_HOME/taylorism/agent-HOST, i.e. ~/.local/state/taylorism/agent-HOST)")
     p.add_argument("--launcher-idle", type=float, default=600.0,
                    help="seconds a job environment's launcher (a process and its spare task processes) stays "
                         "once no task of it runs (default 600)")
@@ -176,18 +187,20 @@ def boss_main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args)
     args.reports = args.reports or reports_endpoint(args.control)
     from .boss.daemon import run_boss
-    from .procutil import die_with_parent
+    from .procutil import die_with_parent, stop_with_pipe
     from .wire.sockets import EndpointInUseError
 
     if args.parent_pid is not None:
         import signal
 
         die_with_parent(signal.SIGTERM, args.parent_pid)
+    if args.parent_fd is not None:
+        stop_with_pipe(args.parent_fd)
     from .wire.security import KeysError
 
     try:
         return run_boss(args)
-    except (EndpointInUseError, KeysError) as exc:
+    except (EndpointInUseError, KeysError, ValueError) as exc:
         logging.getLogger("taylorism_zmq.boss").error("%s", exc)
         return 2
 
@@ -197,7 +210,6 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
     _check_endpoints(agent_parser(), args, {"control": "--boss", "reports": "--reports"})
     _use_key_dir(args)
     _setup_logging(args)
-    args.reports = args.reports or reports_endpoint(args.control)
     if args.slots is not None and args.slots < 1:
         agent_parser().error("--slots must be at least 1")
     import os
@@ -205,12 +217,19 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
     if args.run_as_client_user and os.geteuid() != 0:
         agent_parser().error("--run-as-client-user needs an agent started as root (it becomes each job's user)")
     from .agent.daemon import run_agent
+    from .agent.journal import JournalError
+    from .procutil import stop_with_pipe
     from .wire.security import KeysError
 
+    if args.parent_fd is not None:
+        stop_with_pipe(args.parent_fd)
     try:
         return run_agent(args)
     except KeysError as exc:
         logging.getLogger("taylorism_zmq.agent").error("%s", exc)
+        return 2
+    except JournalError as exc:  # the state directory: not writable, or every journal in it taken
+        logging.getLogger("taylorism_zmq.agent").error("%s (choose another --state-dir)", exc)
         return 2
 
 

@@ -17,6 +17,8 @@ import uuid
 import weakref
 from typing import Any
 
+from .procutil import owner_tag
+
 SHM_DIR = "/dev/shm"
 _DTYPES = ("float64", "int64", "int32", "float32")
 
@@ -44,7 +46,8 @@ class SharedNumpyArray:
         array = numpy.asanyarray(array)
         if str(array.dtype) not in _DTYPES:
             raise NotImplementedError("array.dtype==" + str(array.dtype))
-        name = f"taylorism-{os.getpid()}-{uuid.uuid4().hex}"
+        # the owner's pid and start time in the name: the next embedded start removes it if its owner was killed
+        name = f"taylorism-{owner_tag()}-{uuid.uuid4().hex}"
         self._setup(name, str(array.dtype), list(array.shape), create=True)
         self._np_array[...] = array[...]
         if isinstance(array, numpy.ma.MaskedArray):

@@ -75,7 +75,7 @@ class Cluster:
 
     def __init__(self, agent_timeout: float = 30.0, max_retries: int = 1, allow_plugins: bool = False,
                  insecure: bool = False, client_timeout: float = 60.0, http: str | None = None,
-                 metrics_port: int | None = None, boss_log: str | None = None):
+                 metrics_port: int | None = None, boss_log: str | None = None, boss_args: tuple[str, ...] = ()):
         self.control = f"tcp://127.0.0.1:{free_port()}"
         self.reports = f"tcp://127.0.0.1:{free_port()}"
         self.agent_timeout = agent_timeout
@@ -88,8 +88,12 @@ class Cluster:
         self.metrics_port = metrics_port
         #: a file the boss logs to (for tests that read its log lines)
         self.boss_log = boss_log
+        #: more options for the boss's command line
+        self.boss_args = boss_args
         self.boss: subprocess.Popen | None = None
         self.agents: list[subprocess.Popen] = []
+        #: the agents' report journals (each agent takes a free one; a restarted agent sends what is left)
+        self.state_dir = tempfile.mkdtemp(prefix="taylorism-test-state-")
         self.start_boss()
 
     def _spawn(self, *args: str, env: dict | None = None, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
@@ -104,7 +108,8 @@ class Cluster:
                                 *(["--insecure"] if self.insecure else []),
                                 *(["--http", self.http] if self.http else []),
                                 *(["--metrics-port", str(self.metrics_port)] if self.metrics_port else []),
-                                *(["--log-file", self.boss_log] if self.boss_log else []))
+                                *(["--log-file", self.boss_log] if self.boss_log else []),
+                                *self.boss_args)
         return self.boss
 
     def add_agent(self, slots: int = 2, host_name: str | None = None, clean_env: bool = True,
@@ -112,7 +117,7 @@ class Cluster:
         env = dict(os.environ)
         if clean_env:
             env.pop("PYTHONPATH", None)
-        args = ["agent", "--boss", self.control, "--reports", self.reports, "--slots", str(slots),
+        args = ["agent", "--boss", self.control, "--slots", str(slots), "--state-dir", self.state_dir,
                 "--heartbeat", "0.2", *(["--insecure"] if self.insecure else [])]
         if host_name:
             args += ["--host-name", host_name]
@@ -146,6 +151,7 @@ class Cluster:
         from taylorism_zmq.procutil import stop_processes
 
         stop_processes([p for p in [*self.agents, self.boss] if p is not None], grace=10)
+        shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -116,7 +116,7 @@ def test_after_the_storm_the_boss_counts_rejects_stays_small_and_works(fuzz_clus
 
 
 @pytest.fixture
-def fake_boss():
+def fake_boss(tmp_path):
     """A ROUTER and a PULL standing in for the boss, to talk to a real agent."""
     ctx = zmq.Context()
     keys = security.load_keys()
@@ -129,7 +129,8 @@ def fake_boss():
     router.bind(control)
     pull.bind(reports)
     agent = subprocess.Popen([sys.executable, "-m", "taylorism_zmq", "agent", "--boss", control, "--reports",
-                              reports, "--slots", "2", "--heartbeat", "0.2", "--log-level", "ERROR"], cwd="/")
+                              reports, "--slots", "2", "--heartbeat", "0.2", "--log-level", "ERROR",
+                              "--state-dir", str(tmp_path)], cwd="/")
     yield router, pull, agent
     agent.terminate()
     agent.wait(timeout=10)
@@ -149,17 +150,21 @@ def test_hostile_frames_at_an_agent_then_it_still_runs_a_task(fake_boss):
     route, *frames = _recv(router)
     kind, body = protocol.decode(frames)
     assert kind is Msg.REGISTER
-    router.send_multipart([route, *protocol.encode(Msg.REGISTERED, {"heartbeat": 0.2, "boss": "fake"})])
+    router.send_multipart([route, *protocol.encode(Msg.REGISTERED, {"heartbeat": 0.2, "boss": "fake",
+                                                                     "reports": "", "max_frame": protocol.MAX_FRAME})])
     env = {"path": [os.path.dirname(__file__), *[p for p in os.sys.path if p]], "cwd": "/"}
     garbage = [[b"x"], [protocol.VERSION_FRAME, bytes([Msg.RUN]), b"\xc1"], [protocol.VERSION_FRAME, b"\xfe", b""],
                protocol.encode(Msg.RUN, {"job": "j", "env": {"path": 5}, "trusted": False, "binded": False,
-                                         "timeout": None, "stream": False, "user": None, "max_tasks": 1, "classes": {},
+                                         "timeout": None, "stream": False, "user": None, "max_tasks": 1,
+                                         "classes": {},
                                          "tasks": [[1, 0, None, "no.such.module:X", b"\xc1"]]}),
                protocol.encode(Msg.RUN, {"job": "j", "env": env, "trusted": False, "binded": False,
-                                         "timeout": None, "stream": False, "user": None, "max_tasks": 1, "classes": {},
+                                         "timeout": None, "stream": False, "user": None, "max_tasks": 1,
+                                         "classes": {},
                                          "tasks": [[2, 1, None, "zt_workers:ZtNap", b"\xc1\xc1"]]}),
                protocol.encode(Msg.RUN, {"job": "j", "env": env, "trusted": False, "binded": False,
-                                         "timeout": None, "stream": False, "user": None, "max_tasks": 1, "classes": {},
+                                         "timeout": None, "stream": False, "user": None, "max_tasks": 1,
+                                         "classes": {},
                                          "tasks": [[4, 3, None, "no.such.module:X", b""]]}),
                protocol.encode(Msg.KILL, {"tasks": [999, -1]}), [os.urandom(300)] * 3]
     for frames in garbage:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import math
 
 import footprints
 import msgpack
@@ -152,6 +153,8 @@ def conforms(spec, value) -> bool:
             for row in value)
     if isinstance(spec, protocol.ListOf):
         return type(value) is list and all(conforms(spec.kind, v) for v in value)
+    if type(value) is float and not math.isfinite(value):
+        return False  # NaN and infinities, in no field
     return type(value) in (spec if isinstance(spec, tuple) else (spec,))
 
 

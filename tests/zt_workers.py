@@ -188,3 +188,25 @@ class ZtLook(Worker):
     def _task(self):
         return {"variable": os.environ.get(self.variable), "setting": SETTING,
                 "host": os.environ.get("TAYLORISM_HOST")}
+
+
+class ZtBig(Worker):
+    """Returns *size* bytes and prints *out* bytes (reports near a cap); waits for *gate* to exist first."""
+
+    _footprint = dict(
+        info="Test worker with a large report.",
+        attr=dict(
+            zt=dict(values=["big"]),
+            size=dict(type=int, optional=True, default=0),
+            out=dict(type=int, optional=True, default=0),
+            gate=dict(optional=True, default=None),
+            tag=dict(optional=True, default=None),
+        ),
+    )
+
+    def _task(self):
+        while self.gate and not os.path.exists(self.gate):
+            time.sleep(0.05)
+        if self.out:
+            os.write(1, b"o" * self.out)
+        return {"tag": self.tag, "blob": os.urandom(self.size)}

@@ -1,15 +1,17 @@
 """The agent daemon: one per host, between the boss and the task processes.
 
 It forks its zygote (see :mod:`.zygote`) before any zmq context exists,
-then connects a DEALER to the boss's control ROUTER and a PUSH to its report
-PULL, registers, and loops on one ``zmq.Poller`` over the DEALER, the
-launchers' channels and a wake-up pipe: run what the boss sends, kill what it
-cancels, push reports (coalesced) and heartbeats with the host's load.
+then connects a DEALER to the boss's control ROUTER, registers, and connects
+a PUSH to the report endpoint the boss names in its answer (``--reports``
+overrides it, e.g. behind NAT).  It loops on one ``zmq.Poller`` over the
+DEALER, the launchers' channels and a wake-up pipe: run what the boss sends,
+kill what it cancels, send heartbeats with the host's load on the DEALER, and
+push reports in batches kept until acknowledged (:mod:`.sender`, with the
+journal of :mod:`.journal`).
 """
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import os
@@ -20,17 +22,20 @@ import time
 import uuid
 from typing import Any
 
-import msgpack
 import psutil
 import zmq
 
 from ..procutil import die_with_parent, host_key
 from ..wire import protocol, security
 from ..wire.handshake import HandshakeWatch
-from ..wire.protocol import Msg, ProtocolError
-from ..wire.sockets import RateLimitedLog, configure_connected
+from ..wire.protocol import ENVELOPE, Msg, ProtocolError
+from ..wire.sockets import RateLimitedLog, configure_connected, report_endpoint_for
 from .isolation import user_problem
-from .pipes import MAX_BUFFER, recv_available
+from .journal import default_state_dir, open_journal
+from .launcher import DEFAULT_MAX_REPORT
+from .output import DEFAULT_MAX_OUTPUT
+from .pipes import LauncherLink
+from .sender import ReportSender, report_size
 from .task import died
 from .zygote import Zygote
 
@@ -45,57 +50,20 @@ REGISTER_RETRY = 5.0
 #: live task output an agent sends, in bytes per second (bursts up to a second's worth); more is dropped
 #: (the reports keep it all), so a task flooding its stdout cannot fill the report socket's queue
 LIVE_OUTPUT_RATE = 8 << 20
-#: how long a batch of reports waits for its acknowledgement before it is sent again
-RESEND_AFTER = 5.0
-
-
-class _LauncherLink:
-    """The agent's end of one launcher's channel."""
-
-    def __init__(self, key: str, pid: int, sock: socket.socket):
-        self.key, self.pid, self.sock = key, pid, sock
-        self.unpacker = msgpack.Unpacker(max_buffer_size=MAX_BUFFER)
-        self.outbuf = bytearray()
-        self.tasks: set[int] = set()
-        self.last_used = time.monotonic()
-        #: the worker classes by value it was sent (each goes once)
-        self.classes: set[str] = set()
-        #: the poll flags it is registered with
-        self.flags = 0
-
-    def send(self, msg: list) -> None:
-        self.outbuf += msgpack.packb(msg, use_bin_type=True)
-        self.flush()
-
-    def flush(self) -> None:
-        while self.outbuf:
-            try:
-                sent = self.sock.send(self.outbuf)
-            except (BlockingIOError, InterruptedError):
-                return
-            del self.outbuf[:sent]
-
-    def read(self) -> list | None:
-        """Return the complete messages received, or None at end of stream."""
-        data = recv_available(self.sock)
-        if data is None:
-            return []
-        if not data:
-            return None
-        self.unpacker.feed(data)
-        return list(self.unpacker)
 
 
 class AgentDaemon:
     """Connect to a boss and run the tasks it sends."""
 
-    def __init__(self, control: str, reports: str, slots: int | None = None, host_name: str | None = None,
+    def __init__(self, control: str, reports: str | None, slots: int | None = None, host_name: str | None = None,
                  heartbeat: float = 1.0, parent_pid: int | None = None, memory: float | None = None,
                  inject_load: float = 0.0, insecure: bool = False, max_report: int | None = None,
                  max_output: int | None = None, launcher_idle: float = LAUNCHER_IDLE,
-                 run_as_client_user: bool = False, keep_env: tuple[str, ...] = ()):
+                 run_as_client_user: bool = False, keep_env: tuple[str, ...] = (), state_dir: str | None = None):
         self.control_endpoint = control
-        self.reports_endpoint = reports
+        #: where reports go: given (an override, e.g. behind NAT), else learned from the boss's REGISTERED
+        self.reports_override = reports
+        self.reports_endpoint: str | None = None
         #: variables of the host that a job's environment does not replace (see agent/environ.py)
         self.keep_env = keep_env
         self.cpus = psutil.cpu_count() or 1
@@ -112,24 +80,24 @@ class AgentDaemon:
         self.launcher_idle = launcher_idle
         #: run each job's tasks as the Unix user its owner's key maps to (an agent started as root)
         self.run_as_client_user = run_as_client_user
+        self.state_dir = state_dir
         self.curve = not insecure and security.needs_curve(control)
         #: pickle may travel on this link: private ipc, or authenticated tcp
         self.trusted_link = self.curve or security.link_is_trusted(control)
         self.aid = f"agent-{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.launchers: dict[str, _LauncherLink] = {}
-        self.task_launcher: dict[int, _LauncherLink] = {}
+        self.launchers: dict[str, LauncherLink] = {}
+        self.task_launcher: dict[int, LauncherLink] = {}
         #: task id -> (job, index, ticket), for reports and for a boss that restarted
         self.task_info: dict[int, tuple[str, int, int | None]] = {}
-        self.outbox: collections.deque = collections.deque()
         #: streamed task output not sent yet: [job, index, stream, data] rows (best effort, never resent)
         self.output_box: list[list] = []
         #: bytes of live output that may still be sent (a token bucket refilled at LIVE_OUTPUT_RATE)
         self._live_budget = float(LIVE_OUTPUT_RATE)
         self._live_refilled = time.monotonic()
         self.output_dropped = 0
-        #: report batches the boss has not acknowledged: batch -> (reports, time sent)
-        self.unacked: dict[int, tuple[list, float]] = {}
-        self._batch = 0
+        #: the largest frame the boss accepts (from REGISTERED): reports are capped under it
+        self.max_frame = protocol.MAX_FRAME
+        self._push_polled = False
         self.boss_id: str | None = None
         self.last_heard = time.monotonic()
         self._boss_silent = False
@@ -158,6 +126,12 @@ class AgentDaemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
         self.zygote = Zygote.start()  # before any zmq context: children must not inherit its fds
+        try:  # after the zygote: no launcher may hold the journal's lock after this agent is gone
+            self.sender = ReportSender(self.aid, open_journal(self.state_dir or str(default_state_dir() /
+                                                                                      f"agent-{self.host}")))
+        except BaseException:
+            self.zygote.close()
+            raise
         self._wake_r, self._wake_w = socket.socketpair()
         for s in (self._wake_r, self._wake_w):
             s.setblocking(False)
@@ -176,8 +150,12 @@ class AgentDaemon:
             self.handshake = HandshakeWatch(self.dealer, self.control_endpoint, self.curve,
                                             security.key_dir() if self.curve else None, role="agent")
             self.dealer.reconnect_ivl_max = 2000  # find a restarted boss within its recovery grace
+            if self.control_endpoint.startswith("ipc://"):
+                for sock in (self.dealer, self.push):
+                    sock.reconnect_ivl = 10  # a local boss starting beside us (embedded): find it at once
             self.dealer.connect(self.control_endpoint)
-            self.push.connect(self.reports_endpoint)
+            if self.reports_override:
+                self._connect_reports(self.reports_override)
             log.info("agent %s on %s (%d slots) connecting to %s", self.aid, self.host, self.slots,
                      self.control_endpoint)
             self._loop()
@@ -188,6 +166,7 @@ class AgentDaemon:
                 pass
             for link in list(self.launchers.values()):
                 self._close_launcher(link)
+            self.sender.close()
             self.zygote.close()
             if self.handshake is not None:
                 self.handshake.close()
@@ -214,7 +193,13 @@ class AgentDaemon:
                 if flags != link.flags:
                     poller.register(link.sock, flags)  # (registering again changes the flags)
                     link.flags = flags
-            timeout = 20 if self.outbox else max(0.0, next_beat - time.monotonic()) * 1000
+            if self.sender.blocked != self._push_polled:  # reports wait for room: wake when there is
+                if self.sender.blocked:
+                    poller.register(self.push, zmq.POLLOUT)
+                else:
+                    poller.unregister(self.push)
+                self._push_polled = self.sender.blocked
+            timeout = max(0.0, next_beat - time.monotonic()) * 1000
             events = dict(poller.poll(int(timeout)))
             if self.handshake.monitor in events:
                 self._check_handshake()
@@ -238,14 +223,25 @@ class AgentDaemon:
                 next_beat = now + self.heartbeat
                 if not self.registered and now - self._registered_at > REGISTER_RETRY:
                     self._register()
-                self._resend(older_than=RESEND_AFTER)
+                self.sender.tick(now)
                 silent = now - self.last_heard
                 if silent > max(10.0, 10 * self.heartbeat) and not self._boss_silent:
                     self._boss_silent = True
                     log.warning("agent %s: no word from the boss at %s for %.0fs; tasks go on and %d report "
-                                "batch(es) wait for it", self.aid, self.control_endpoint, silent, len(self.unacked))
+                                "batch(es) wait for it", self.aid, self.control_endpoint, silent,
+                                self.sender.unacked)
             self._flush_output()
             self._flush_reports()
+
+    def _connect_reports(self, endpoint: str) -> None:
+        if endpoint == self.reports_endpoint:
+            return
+        if self.reports_endpoint is not None:
+            self.push.disconnect(self.reports_endpoint)
+            log.warning("agent %s: reports now go to %s (were %s)", self.aid, endpoint, self.reports_endpoint)
+        self.push.connect(endpoint)
+        self.reports_endpoint = endpoint
+        log.info("agent %s pushes reports to %s", self.aid, endpoint)
 
     def _register(self) -> None:
         self._registered_at = time.monotonic()
@@ -280,10 +276,11 @@ class AgentDaemon:
         mem_avail = min(self.memory, psutil.virtual_memory().available / 2**20)
         body = {"agent": self.aid, "load": load, "cpu": psutil.cpu_percent(None), "mem_avail": mem_avail,
                 "running": len(self.task_launcher)}
-        try:
-            self.push.send_multipart(protocol.encode(Msg.HEARTBEAT, body), zmq.NOBLOCK)
+        try:  # on the control socket: never behind reports; a beat that cannot go now is not worth keeping
+            self.dealer.send_multipart(protocol.encode(Msg.HEARTBEAT, body), zmq.NOBLOCK)
         except zmq.Again:
-            pass
+            self._bad_log.warning("beat", "agent %s: heartbeat dropped, the control socket's queue to %s is full",
+                                  self.aid, self.control_endpoint)
 
     def _read_boss(self) -> None:
         for _ in range(256):
@@ -309,15 +306,9 @@ class AgentDaemon:
             elif kind is Msg.KILL:
                 self._kill(body["tasks"])
             elif kind is Msg.REGISTERED:
-                self.registered = True
-                if self.boss_id is not None and body["boss"] != self.boss_id:
-                    log.warning("agent %s: the boss restarted (%s); sending %d unacknowledged report batch(es)",
-                                self.aid, body["boss"], len(self.unacked))
-                    self._resend(older_than=0.0)
-                self.boss_id = body["boss"]
-                log.info("agent %s registered with boss %s", self.aid, body["boss"])
+                self._registered(body)
             elif kind is Msg.REPORTS_ACK:
-                self.unacked.pop(body["batch"], None)
+                self.sender.ack(body["batch"])
             elif kind is Msg.REREGISTER:
                 self.registered = False
                 self._register()
@@ -328,6 +319,28 @@ class AgentDaemon:
                 log.error("agent %s refused by the boss: %s", self.aid, body["message"])
                 self.exit_code = 2
                 self.stop()
+
+    def _registered(self, body: dict[str, Any]) -> None:
+        self.registered = True
+        self.max_frame = min(body["max_frame"], protocol.MAX_FRAME)
+        endpoint = self.reports_override or report_endpoint_for(body["reports"], self.control_endpoint)
+        if not endpoint:
+            log.error("agent %s: the boss names no report endpoint; give one with --reports", self.aid)
+        else:
+            self._connect_reports(endpoint)
+        self.sender.connect(self.push, endpoint, self.max_frame)
+        if self.boss_id is not None and body["boss"] != self.boss_id:
+            log.warning("agent %s: the boss restarted (%s); sending %d unacknowledged report batch(es)",
+                        self.aid, body["boss"], self.sender.unacked)
+        self.boss_id = body["boss"]
+        log.info("agent %s registered with boss %s", self.aid, body["boss"])
+        self.sender.boss_back()
+
+    def _report_cap(self) -> int:
+        """The largest task result the launcher lets through: under the boss's frame cap, with the output."""
+        max_output = self.max_output if self.max_output is not None else DEFAULT_MAX_OUTPUT
+        room = self.max_frame - ENVELOPE - 2 * max_output - 2 * 4096  # output markers, the row's fields
+        return max(1, min(self.max_report or DEFAULT_MAX_REPORT, room))
 
     def _run(self, body: dict[str, Any]) -> None:
         problem = _env_problem(body["env"])
@@ -344,8 +357,7 @@ class AgentDaemon:
                 self._fail_all(body, f"agent on host {self.host} refused the job: {problem}")
                 return
             env["run_as"] = body["user"]
-        if self.max_report:
-            env["max_report"] = self.max_report
+        env["max_report"] = self._report_cap()
         if self.max_output is not None:
             env["max_output"] = self.max_output
         trusted = body["trusted"] and self.trusted_link
@@ -379,7 +391,7 @@ class AgentDaemon:
         for key, group in by_link.items():
             self.launchers[key].send(["kill", group])
 
-    def _launcher_for(self, env: dict[str, Any]) -> _LauncherLink:
+    def _launcher_for(self, env: dict[str, Any]) -> LauncherLink:
         key = json.dumps(env, sort_keys=True)
         link = self.launchers.get(key)
         if link is None:
@@ -388,12 +400,12 @@ class AgentDaemon:
                 if idle:
                     self._close_launcher(min(idle, key=lambda x: x.last_used))
             pid, sock = self.zygote.spawn_launcher(env)
-            link = self.launchers[key] = _LauncherLink(key, pid, sock)
+            link = self.launchers[key] = LauncherLink(key, pid, sock)
             log.debug("agent %s: launcher %d for cwd %s", self.aid, pid, env.get("cwd"))
         link.last_used = time.monotonic()
         return link
 
-    def _read_launcher(self, link: _LauncherLink) -> None:
+    def _read_launcher(self, link: LauncherLink) -> None:
         msgs = link.read()
         if msgs is None:
             log.error("agent %s: launcher %d ended unexpectedly", self.aid, link.pid)
@@ -413,7 +425,7 @@ class AgentDaemon:
                     else:
                         self.output_dropped += 1
 
-    def _done(self, link: _LauncherLink | None, tid: int, ok: bool, payload: bytes, t0: float, t1: float,
+    def _done(self, link: LauncherLink | None, tid: int, ok: bool, payload: bytes, t0: float, t1: float,
               stdout: bytes, stderr: bytes) -> None:
         if link is not None:
             link.tasks.discard(tid)
@@ -422,7 +434,15 @@ class AgentDaemon:
         info = self.task_info.pop(tid, None)
         if info is None:
             return  # a task this agent was never told about
-        self.outbox.append([tid, info[0], info[1], ok, payload, t0, t1, stdout, stderr])
+        row = [tid, info[0], info[1], ok, payload, t0, t1, stdout, stderr]
+        size = report_size(row)
+        if size > self.sender.row_cap():  # the launcher caps results; this catches what it could not see
+            why = (f"its report with its output takes {size} bytes, more than the boss accepts in one message "
+                   f"({self.sender.row_cap()} bytes): return less, or print less")
+            row = [tid, info[0], info[1], False, died(f"task on host {self.host} failed: {why}"), t0, t1,
+                   stdout[-65536:], stderr[-65536:]]
+            log.warning("agent %s: report of task %d of job %s refused: %s", self.aid, tid, info[0], why)
+        self.sender.add(row)
 
     def _live_allows(self, size: int) -> bool:
         now = time.monotonic()
@@ -439,40 +459,18 @@ class AgentDaemon:
         if not self.output_box:
             return
         chunks, self.output_box = self.output_box, []
-        try:
-            self.push.send_multipart(protocol.encode(Msg.AGENT_OUTPUT, {"agent": self.aid, "chunks": chunks}),
-                                     zmq.NOBLOCK)
-        except zmq.Again:
-            self.output_dropped += len(chunks)  # live output is best effort; reports keep it all
+        dropped = self.sender.output_dropped
+        self.sender.output(chunks)  # live output is best effort; reports keep it all
+        if self.sender.output_dropped > dropped:
             self._bad_log.warning("output", "boss unreachable: %d chunk(s) of live task output dropped so far",
-                                  self.output_dropped)
+                                  self.sender.output_dropped)
 
     def _flush_reports(self) -> None:
-        """Send the new reports as one batch, kept until the boss acknowledges it."""
-        if not self.outbox:
-            return
-        self._batch += 1
-        reports = list(self.outbox)
-        self.outbox.clear()
-        self.unacked[self._batch] = (reports, time.monotonic())
-        self._send_batch(self._batch, reports)
+        """Send the new reports in batches, kept until the boss acknowledges them."""
+        if self.sender.rows or self.sender.blocked or self.sender.memory_bytes > self.sender.window:
+            self.sender.flush()
 
-    def _send_batch(self, batch: int, reports: list) -> None:
-        try:
-            self.push.send_multipart(
-                protocol.encode(Msg.AGENT_REPORTS, {"agent": self.aid, "batch": batch, "reports": reports}),
-                zmq.NOBLOCK)
-        except zmq.Again:
-            pass  # the boss is away: the batch waits in self.unacked
-
-    def _resend(self, older_than: float) -> None:
-        now = time.monotonic()
-        for batch, (reports, sent) in list(self.unacked.items()):
-            if now - sent >= older_than:
-                self.unacked[batch] = (reports, now)
-                self._send_batch(batch, reports)
-
-    def _close_launcher(self, link: _LauncherLink) -> None:
+    def _close_launcher(self, link: LauncherLink) -> None:
         self.launchers.pop(link.key, None)
         if link.flags:
             self.poller.unregister(link.sock)
@@ -510,5 +508,6 @@ def run_agent(args: Any) -> int:
                         max_report=int(args.max_report_mb * 2**20) if args.max_report_mb else None,
                         max_output=int(args.max_output_kb * 1024) if args.max_output_kb is not None else None,
                         launcher_idle=args.launcher_idle, run_as_client_user=args.run_as_client_user,
-                        keep_env=tuple(v.strip() for v in (args.keep_env or "").split(",") if v.strip()))
+                        keep_env=tuple(v.strip() for v in (args.keep_env or "").split(",") if v.strip()),
+                        state_dir=getattr(args, "state_dir", None))
     return agent.serve()

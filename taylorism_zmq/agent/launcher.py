@@ -36,7 +36,7 @@ from ..wire.codec import Codec, resolve_ref
 from ..wire.protocol import STDERR, STDOUT
 from . import environ, isolation, task
 from .output import DEFAULT_MAX_OUTPUT
-from .pipes import MAX_BUFFER, READ_CHUNK, recv_available, write_all
+from .pipes import READ_CHUNK, StreamDecoder, recv_available, write_all
 from .task import died, failure
 from .taskprocs import Task, TaskProcess, fork_task_process
 
@@ -79,7 +79,7 @@ class Launcher:
         self.loaded_at: dict[str, int] = {}
         #: the error of the job's setup callable, if it failed: every task reports it
         self.setup_error: BaseException | None = None
-        self.unpacker = msgpack.Unpacker(max_buffer_size=MAX_BUFFER)
+        self.decoder = StreamDecoder()
         self.outbuf = bytearray()
         self.sel = selectors.DefaultSelector()
         self.closing = False
@@ -206,8 +206,7 @@ class Launcher:
         if not data:
             self._shutdown()
             return
-        self.unpacker.feed(data)
-        for msg in self.unpacker:
+        for msg in self.decoder.feed(data):
             if msg[0] == "run":
                 self._run(*msg[1:11])
             elif msg[0] == "class":

@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import time
+
+import msgpack
 
 #: the most a launcher channel's msgpack stream may buffer of one message
 MAX_BUFFER = 1 << 30
@@ -17,6 +20,29 @@ MAX_BUFFER = 1 << 30
 READ_CHUNK = 1 << 16
 #: the length before an order and a result on a task's pipes
 LENGTH = struct.Struct("<Q")
+#: a stream decoder whose buffer has held this much is replaced once it holds nothing (its buffer would
+#: stay as large as the largest message it ever held)
+DECODER_RESET = 8 << 20
+
+
+class StreamDecoder:
+    """msgpack messages from a byte stream, with a buffer that does not stay as large as the largest one."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._unpacker = msgpack.Unpacker(max_buffer_size=MAX_BUFFER)
+        self._fed = 0
+
+    def feed(self, data: bytes) -> list:
+        """The messages *data* completes."""
+        self._unpacker.feed(data)
+        self._fed += len(data)
+        messages = list(self._unpacker)
+        if self._fed > DECODER_RESET and self._unpacker.tell() == self._fed:
+            self._reset()  # nothing partial in it: let its large buffer go
+        return messages
 
 
 def recv_available(sock: socket.socket, max_chunks: int = 64) -> bytes | None:
@@ -63,3 +89,38 @@ def read_exactly(fd: int, size: int) -> bytes:
         size -= len(chunk)
     return b"".join(chunks)
 
+
+class LauncherLink:
+    """The agent's end of one launcher's channel."""
+
+    def __init__(self, key: str, pid: int, sock: socket.socket):
+        self.key, self.pid, self.sock = key, pid, sock
+        self.decoder = StreamDecoder()
+        self.outbuf = bytearray()
+        self.tasks: set[int] = set()
+        self.last_used = time.monotonic()
+        #: the worker classes by value it was sent (each goes once)
+        self.classes: set[str] = set()
+        #: the poll flags it is registered with
+        self.flags = 0
+
+    def send(self, msg: list) -> None:
+        self.outbuf += msgpack.packb(msg, use_bin_type=True)
+        self.flush()
+
+    def flush(self) -> None:
+        while self.outbuf:
+            try:
+                sent = self.sock.send(self.outbuf)
+            except (BlockingIOError, InterruptedError):
+                return
+            del self.outbuf[:sent]
+
+    def read(self) -> list | None:
+        """Return the complete messages received, or None at end of stream."""
+        data = recv_available(self.sock)
+        if data is None:
+            return []
+        if not data:
+            return None
+        return self.decoder.feed(data)

@@ -3,6 +3,11 @@
 A task forked from a process holding a zmq context would inherit its TCP connections, and a killed agent
 would then look alive to the boss while its tasks run; so the agent forks this process before it creates
 any context, and every launcher and task descends from it.
+
+The agent <-> zygote channel is a stream socket: each request is its length (:data:`.pipes.LENGTH`) then its
+msgpack body, the launcher's end of its own channel riding with the length (``SCM_RIGHTS``), so a request
+of any size goes through (a datagram socket refused a large code environment with ``EMSGSIZE``, which
+killed the agent); the answer is the launcher's pid.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ import msgpack
 
 from ..procutil import die_with_parent
 from .launcher import Launcher
+from .pipes import LENGTH
+
+_PID = struct.Struct("i")
 
 
 class Zygote:
@@ -30,7 +38,7 @@ class Zygote:
     @classmethod
     def start(cls) -> Zygote:
         """Fork the zygote; call before any zmq context exists in this process."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
@@ -45,9 +53,15 @@ class Zygote:
     def spawn_launcher(self, env: dict[str, Any]) -> tuple[int, socket.socket]:
         """Fork a launcher for *env*; return its pid and the agent's end of its channel."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        socket.send_fds(self.sock, [msgpack.packb(env)], [theirs.fileno()])
+        body = msgpack.packb(env)
+        socket.send_fds(self.sock, [LENGTH.pack(len(body))], [theirs.fileno()])
+        self.sock.sendall(body)
         theirs.close()
-        (pid,) = struct.unpack("i", self.sock.recv(16))
+        answer = _recv_exactly(self.sock, _PID.size)
+        if len(answer) < _PID.size:
+            ours.close()
+            raise OSError("the agent's zygote process is gone: it cannot start task launchers")
+        (pid,) = _PID.unpack(answer)
         ours.setblocking(False)
         return pid, ours
 
@@ -68,12 +82,16 @@ def _zygote_main(sock: socket.socket, agent_pid: int) -> None:  # pragma: no cov
     me = os.getpid()
     while True:
         try:
-            msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 1)
+            head, fds, _flags, _addr = socket.recv_fds(sock, LENGTH.size, 1)
         except InterruptedError:
             continue
-        if not msg:
+        if not head:
             return
-        env = msgpack.unpackb(msg)
+        head += _recv_exactly(sock, LENGTH.size - len(head))
+        body = _recv_exactly(sock, LENGTH.unpack(head)[0]) if len(head) == LENGTH.size else b""
+        if not fds or len(head) < LENGTH.size or len(body) < LENGTH.unpack(head)[0]:
+            return  # the agent is gone mid-request
+        env = msgpack.unpackb(body)
         pid = os.fork()
         if pid == 0:
             sock.close()
@@ -85,5 +103,20 @@ def _zygote_main(sock: socket.socket, agent_pid: int) -> None:  # pragma: no cov
             finally:
                 os._exit(0)
         os.close(fds[0])
-        sock.send(struct.pack("i", pid))
+        sock.sendall(_PID.pack(pid))
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    """*size* bytes from a blocking stream socket, or fewer if it ends first."""
+    chunks: list[bytes] = []
+    while size > 0:
+        try:
+            chunk = sock.recv(min(size, 1 << 20))
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
 

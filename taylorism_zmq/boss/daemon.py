@@ -47,6 +47,9 @@ class BossDaemon:
                  http: str | None = None, metrics_port: int | None = None, metrics_address: str = "127.0.0.1"):
         self.control_endpoint = control
         self.reports_endpoint = reports
+        if not 64 * 1024 < max_frame <= protocol.MAX_FRAME:
+            raise ValueError(f"the frame cap (--max-frame-mb) must be between 64 KiB and "
+                             f"{protocol.MAX_FRAME >> 20} MiB")
         self.max_frame = max_frame
         self.curve = not insecure and any(e.startswith("tcp://") for e in (control, reports))
         for endpoint in (control, reports):
@@ -63,6 +66,7 @@ class BossDaemon:
         self.metrics_port, self.metrics_address = metrics_port, metrics_address
         self.metrics: Any = None
         self._stop = False
+        self._status_cache: tuple[float, dict] = (-1.0, {})
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -74,13 +78,23 @@ class BossDaemon:
             Msg.ADD_TASKS: lambda r, b, now, who: self.state.add_tasks(r, b, who=who),
             Msg.CONTROL: lambda r, b, now, who: self.state.control(r, b, who=who),
             Msg.PING: lambda r, b, now, who: [(r, Msg.PONG, {"boss": self.state.boss_id})],
-            Msg.STATUS: lambda r, b, now, who: [(r, Msg.STATUS_REPLY, {"status": self.state.status(now)})],
+            Msg.STATUS: lambda r, b, now, who: [(r, Msg.STATUS_REPLY, {"status": self._status(now)})],
             Msg.REGISTER: lambda r, b, now, who: self.state.register(r, b, now, who=who),
             Msg.GOODBYE: self._goodbye,
             Msg.ADMIN: self._admin,
             Msg.ATTACH: lambda r, b, now, who: self.state.attach(r, b, now, who=who),
             Msg.CLIENT_ALIVE: self._client_alive,
+            Msg.HEARTBEAT: self._heartbeat,
         }
+
+    def _status(self, now: float) -> dict:
+        """One snapshot per pass of the loop, however many peers ask (a flood of STATUS costs one)."""
+        if self._status_cache[0] != now:
+            self._status_cache = (now, self.state.status(now))
+        return self._status_cache[1]
+
+    def _heartbeat(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
+        return self.state.heartbeat_from(body, now, who=who, route=route)
 
     def _goodbye(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
         self.state.agent_of(body["agent"], who)  # only the key that registered it may say it leaves
@@ -144,6 +158,9 @@ class BossDaemon:
             configure_bound(pull, self.max_frame)
             bind(router, self.control_endpoint)
             bind(pull, self.reports_endpoint)
+            # agents learn where to push reports from the boss (REGISTERED): the port as bound (tcp://H:0 too)
+            self.state.reports_endpoint = str(pull.get_string(zmq.LAST_ENDPOINT))
+            self.state.max_frame = self.max_frame
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, lambda *_: self.stop())
@@ -188,6 +205,7 @@ class BossDaemon:
 
     def _loop(self, router: zmq.Socket, pull: zmq.Socket) -> None:
         outbox = Outbox(router, self.state.counters, self._unreachable)
+        self.state.held_clients = outbox.held  # push back: no dispatch for a client that does not read
         # what exists now lives as long as the boss: keep the collector off it, and let it run less often
         # (tasks and jobs are freed by reference counting; the cycle collector only has leftovers to find)
         gc.freeze()
@@ -265,8 +283,6 @@ class BossDaemon:
         if not routed:
             if kind is Msg.AGENT_REPORTS:
                 return self.state.agent_reports(body, now, who=who)
-            if kind is Msg.HEARTBEAT:
-                return self.state.heartbeat_from(body, now, who=who)
             if kind is Msg.AGENT_OUTPUT:
                 return self.state.agent_output(body, who=who)
             raise ValueError(f"{kind.name} is not a report-socket message")
@@ -322,7 +338,8 @@ class BossDaemon:
 
 def run_boss(args: Any) -> int:
     """Entry point used by the CLI and by embedded mode."""
-    daemon = BossDaemon(args.control, args.reports, heartbeat=args.heartbeat,
+    max_frame = int(args.max_frame_mb * 2**20) if getattr(args, "max_frame_mb", None) else protocol.MAX_FRAME
+    daemon = BossDaemon(args.control, args.reports, heartbeat=args.heartbeat, max_frame=max_frame,
                         agent_timeout=args.agent_timeout, max_retries=args.max_retries,
                         allow_plugins=args.allow_placement_plugins, recovery_grace=args.recovery_grace,
                         insecure=args.insecure, client_timeout=args.client_timeout, http=args.http,

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..wire.protocol import Msg
+from ..wire.protocol import ENVELOPE, Msg, approx_size
 from .fairshare import OwnerTurns
 from .free_hosts import FreeHosts
 from .placement import HostUsage, TicketPool, fits, fits_nowhere
@@ -35,6 +35,8 @@ class Dispatcher:
     counters: collections.Counter
     on_dispatch: Callable[[float], None] | None
     owner_turns: OwnerTurns
+    max_frame: int
+    held_clients: set[bytes]
 
     def _end_job(self, job: JobRecord, status: str, kill: bool,
                  error: tuple[str, str] | None = None) -> list[Out]:
@@ -52,6 +54,8 @@ class Dispatcher:
         for job in self.ready_jobs.values():
             if now is not None and now < job.hold_until:
                 continue  # its tasks may still be running on agents that have not re-registered
+            if job.client in self.held_clients:
+                continue  # its client does not read its reports: make no more until it does
             by_owner.setdefault(job.owner.key, []).append(job)
         if len(by_owner) > 1:
             out += self._share(by_owner, batches)
@@ -69,11 +73,14 @@ class Dispatcher:
                 continue  # ended in this pass: its tasks were cancelled
             if job.started:
                 started.setdefault(jid, []).extend(row[1] for row in rows)
-            out.append((self.agents[aid].route, Msg.RUN, {
-                "job": jid, "env": job.env, "trusted": job.trusted, "binded": job.policy.binded,
-                "timeout": job.timeout, "stream": job.stream, "tasks": rows, "user": job.owner.user,
-                "max_tasks": job.max_tasks, "classes": {ref: job.classes[ref] for ref in {row[3] for row in rows}
-                                                        if ref in job.classes}}))
+            route = self.agents[aid].route
+            classes = {ref: job.classes[ref] for ref in {row[3] for row in rows} if ref in job.classes}
+            budget = self.max_frame - ENVELOPE - approx_size(job.env) - sum(len(b) for b in classes.values())
+            for part in _split(rows, budget):
+                out.append((route, Msg.RUN, {
+                    "job": jid, "env": job.env, "trusted": job.trusted, "binded": job.policy.binded,
+                    "timeout": job.timeout, "stream": job.stream, "tasks": part, "user": job.owner.user,
+                    "max_tasks": job.max_tasks, "classes": classes}))
         for jid, indexes in started.items():
             out.append((self.jobs[jid].client, Msg.STARTED, {"job": jid, "indexes": indexes}))
         return out
@@ -202,3 +209,19 @@ class Dispatcher:
             self.ready_jobs.setdefault(job.jid, job)
         else:
             self.ready_jobs.pop(job.jid, None)
+
+
+def _split(rows: list[list], budget: int) -> list[list[list]]:
+    """Cut task rows into parts of at most *budget* bytes (a row over it goes alone: it came in one frame)."""
+    if len(rows) < 2:
+        return [rows]
+    parts: list[list[list]] = [[]]
+    size = 0
+    for row in rows:
+        row_size = len(row[4]) + len(row[3]) + 32
+        if parts[-1] and size + row_size > budget:
+            parts.append([])
+            size = 0
+        parts[-1].append(row)
+        size += row_size
+    return parts

@@ -22,7 +22,10 @@ from prometheus_client.registry import Collector
 DROPPED = {"bad_messages": "bad_message", "unknown_agent_messages": "unknown_agent",
            "late_or_duplicate_reports": "late_or_duplicate_report", "output_dropped": "live_output",
            "replies_dropped": "reply_to_a_peer_not_reading", "refused": "refused_by_role_or_owner",
-           "handshakes_refused": "handshake_of_an_unknown_key"}
+           "handshakes_refused": "handshake_of_an_unknown_key",
+           "started_dropped": "start_notice_to_a_peer_not_reading",
+           "agent_messages_dropped": "answer_to_an_agent_not_reading",
+           "orphan_reports_dropped": "unclaimed_report_over_the_cap"}
 #: boss counters exported as taylorism_jobs_ended_total{status=...}
 JOB_ENDS = ("finished", "failed", "stopped")
 

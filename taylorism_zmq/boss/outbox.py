@@ -1,15 +1,19 @@
 """What the boss sends, and what happens when a peer does not take it.
 
-The ROUTER runs with ``router_mandatory``: a send to a peer whose pipe is full raises ``zmq.Again`` instead of
-being dropped by libzmq in silence, and a send to a peer that is gone raises ``EHOSTUNREACH`` (an agent gone
-is lost at once).  Each kind of message has a policy at that bound: answers and live output are dropped and
-counted, the rest waits in a per-peer backlog flushed as the peer reads.
+The ROUTER runs with ``router_mandatory`` and a finite ``SNDHWM``: a send to a peer whose queue is full raises
+``zmq.Again`` instead of being dropped by libzmq in silence or queued without bound, and a send to a peer that
+is gone raises ``EHOSTUNREACH`` (an agent gone is lost at once).  :data:`POLICY` says, for each kind of
+message, what happens at that bound: *drop* it and count it (the peer asks again, or it was best effort), or
+*push back*: it waits in a per-peer backlog flushed as the peer reads, and the boss stops making more of it
+(no task of a job is dispatched while its client's backlog holds more than :data:`HOLD_BYTES`; what goes to
+an agent is bounded by its free slots).
 """
 
 from __future__ import annotations
 
 import collections
 import errno
+import logging
 from collections.abc import Callable
 
 import zmq
@@ -18,9 +22,26 @@ from ..wire import protocol
 from ..wire.protocol import Msg
 from .dispatch import Out
 
-#: messages sent only while their peer keeps up: never queued for a peer that does not read (a slow client,
-#: or a hostile one sending bad messages to make the boss answer), counted when dropped
-_DROPPABLE = {Msg.OUTPUT: "output_dropped", Msg.REFUSED: "replies_dropped", Msg.ERROR: "replies_dropped"}
+log = logging.getLogger("taylorism_zmq.boss")
+
+DROP, PUSH_BACK = "drop", "push back"
+#: message kind -> policy when its peer does not read, and the counter a drop adds to
+POLICY: dict[Msg, tuple[str, str | None]] = {
+    # answers: a peer that still cares asks again; one that never reads must not grow the boss
+    Msg.WELCOME: (DROP, "replies_dropped"), Msg.PONG: (DROP, "replies_dropped"),
+    Msg.STATUS_REPLY: (DROP, "replies_dropped"), Msg.ADMIN_REPLY: (DROP, "replies_dropped"),
+    Msg.ERROR: (DROP, "replies_dropped"), Msg.REFUSED: (DROP, "replies_dropped"),
+    # best effort: the reports keep the whole output; STARTED only feeds verbose log lines
+    Msg.OUTPUT: (DROP, "output_dropped"), Msg.STARTED: (DROP, "started_dropped"),
+    # an agent registers again without an answer, resends an unacknowledged batch, re-registers on a beat
+    Msg.REGISTERED: (DROP, "agent_messages_dropped"), Msg.REPORTS_ACK: (DROP, "agent_messages_dropped"),
+    Msg.REREGISTER: (DROP, "agent_messages_dropped"),
+    # what changes the peer's state waits, and the boss makes no more of it meanwhile
+    Msg.REPORTS: (PUSH_BACK, None), Msg.JOB_END: (PUSH_BACK, None), Msg.RUN: (PUSH_BACK, None),
+    Msg.KILL: (PUSH_BACK, None), Msg.SHUTDOWN: (PUSH_BACK, None),
+}
+#: a client whose backlog holds more than this has its jobs' dispatch held until it reads
+HOLD_BYTES = 8 << 20
 
 
 class Outbox:
@@ -33,6 +54,9 @@ class Outbox:
         #: called with the routing id of a peer that is gone; returns what to send because of it
         self.unreachable = unreachable
         self._backlog: dict[bytes, collections.deque] = {}
+        self._backlog_bytes: collections.Counter = collections.Counter()
+        #: peers whose backlog is over HOLD_BYTES (the boss dispatches nothing for their jobs)
+        self.held: set[bytes] = set()
 
     def __bool__(self) -> bool:
         """True while messages wait for a slow peer."""
@@ -41,24 +65,24 @@ class Outbox:
     def send(self, out: list[Out]) -> None:
         for route, kind, body in _coalesce(out):
             frames = [route, *protocol.encode(kind, body)]
-            dropped_as = _DROPPABLE.get(kind)
+            policy, dropped_as = POLICY.get(kind, (PUSH_BACK, None))
             if route in self._backlog:
-                if dropped_as is not None:
-                    self.counters[dropped_as] += 1
+                if policy == DROP:
+                    self._drop(route, kind, dropped_as)
                 else:
-                    self._backlog[route].append(frames)
+                    self._queue(route, frames)
                 continue
-            self._send(route, frames, dropped_as)
+            self._send(route, frames, kind, policy, dropped_as)
 
-    def _send(self, route: bytes, frames: list[bytes], dropped_as: str | None = None) -> bool:
+    def _send(self, route: bytes, frames: list[bytes], kind: Msg, policy: str, dropped_as: str | None) -> bool:
         try:
             self.router.send_multipart(frames, zmq.NOBLOCK)
             return True
         except zmq.Again:
-            if dropped_as is not None:
-                self.counters[dropped_as] += 1
-                return False
-            self._backlog.setdefault(route, collections.deque()).append(frames)
+            if policy == DROP:
+                self._drop(route, kind, dropped_as)
+            else:
+                self._queue(route, frames)
             return False
         except zmq.ZMQError as exc:
             if exc.errno != errno.EHOSTUNREACH:
@@ -66,8 +90,29 @@ class Outbox:
             self._unreachable(route)
             return True
 
-    def _unreachable(self, route: bytes) -> None:
+    def _drop(self, route: bytes, kind: Msg, dropped_as: str | None) -> None:
+        counter = dropped_as or "replies_dropped"
+        self.counters[counter] += 1
+        n = self.counters[counter]
+        if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th...: a log that stays readable under a flood
+            log.warning("dropped %s for %s, which does not read (%d %s so far)", kind.name,
+                        route.decode(errors="replace"), n, counter)
+
+    def _queue(self, route: bytes, frames: list[bytes]) -> None:
+        self._backlog.setdefault(route, collections.deque()).append(frames)
+        self._backlog_bytes[route] += sum(len(f) for f in frames)
+        if self._backlog_bytes[route] > HOLD_BYTES and route not in self.held:
+            self.held.add(route)
+            log.warning("%s does not read: %d bytes wait for it; its jobs get no new task until it does",
+                        route.decode(errors="replace"), self._backlog_bytes[route])
+
+    def _forget(self, route: bytes) -> None:
         self._backlog.pop(route, None)
+        self._backlog_bytes.pop(route, None)
+        self.held.discard(route)
+
+    def _unreachable(self, route: bytes) -> None:
+        self._forget(route)
         self.send(self.unreachable(route))
 
     def flush(self) -> None:
@@ -84,9 +129,15 @@ class Outbox:
                         raise
                     self._unreachable(route)
                     break
-                queue.popleft()
+                self._backlog_bytes[route] -= sum(len(f) for f in queue.popleft())
             if route in self._backlog and not self._backlog[route]:
-                del self._backlog[route]
+                self._forget(route)
+            elif self._backlog_bytes[route] <= HOLD_BYTES // 2:
+                self.held.discard(route)
+
+
+#: REPORTS of one pass are merged up to this size (a frame stays far under every receiver's cap)
+MERGE_BYTES = 4 << 20
 
 
 def _coalesce(out: list[Out]) -> list[Out]:
@@ -99,11 +150,14 @@ def _coalesce(out: list[Out]) -> list[Out]:
     merged: list[Out] = []
     last: dict[bytes, int] = {}  # route -> position in merged of the last message to it
     grown: set[int] = set()  # positions whose body is a copy made here, with a list of its own
+    sizes: dict[int, int] = {}  # position -> bytes of its reports
     for route, kind, body in out:
         at = last.get(route)
+        size = protocol.approx_size(body["reports"]) if kind is Msg.REPORTS else 0
         if kind is Msg.REPORTS and at is not None:
             _, prev_kind, prev = merged[at]
-            if prev_kind is Msg.REPORTS and prev["job"] == body["job"]:
+            if prev_kind is Msg.REPORTS and prev["job"] == body["job"] and sizes[at] + size <= MERGE_BYTES:
+                sizes[at] += size
                 if at not in grown:
                     prev = dict(prev, reports=list(prev["reports"]))
                     grown.add(at)
@@ -112,5 +166,6 @@ def _coalesce(out: list[Out]) -> list[Out]:
                 merged[at] = (route, kind, prev)
                 continue
         last[route] = len(merged)
+        sizes[len(merged)] = size
         merged.append((route, kind, body))
     return merged

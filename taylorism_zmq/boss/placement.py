@@ -102,35 +102,51 @@ class Policy:
 
 @dataclass(slots=True)
 class TicketPool:
-    """The smallest free ticket first, as taylorism's _assign_tickets does."""
+    """The smallest free ticket first, as taylorism's _assign_tickets does; every operation O(log n).
+
+    Tickets below ``_next`` were handed out once: the free ones among them are in ``_free`` (and the heap
+    ``_freed``, which may hold stale entries, skipped when popped).  Tickets at or above ``_next`` are free
+    unless in ``_claimed`` (taken over from a running task after a boss restart, out of order).
+    """
 
     size: int
     _next: int = 0
     _freed: list[int] = field(default_factory=list)
+    _free: set[int] = field(default_factory=set)
+    _claimed: set[int] = field(default_factory=set)
 
     def take(self) -> int | None:
-        if self._freed:
-            return heapq.heappop(self._freed)
-        if self._next < self.size:
+        while self._freed:
+            ticket = heapq.heappop(self._freed)
+            if ticket in self._free:
+                self._free.discard(ticket)
+                return ticket
+        while self._next < self.size:
+            ticket = self._next
             self._next += 1
-            return self._next - 1
+            if ticket in self._claimed:
+                self._claimed.discard(ticket)
+                continue
+            return ticket
         return None
 
     def give_back(self, ticket: int | None) -> None:
-        if ticket is not None:
+        if ticket is None:
+            return
+        if ticket >= self._next:
+            self._claimed.discard(ticket)
+        elif ticket not in self._free:
+            self._free.add(ticket)
             heapq.heappush(self._freed, ticket)
 
     def claim(self, ticket: int | None) -> None:
         """Mark *ticket* as in use (a task found running when the boss restarted)."""
         if ticket is None:
             return
-        if ticket in self._freed:
-            self._freed.remove(ticket)
-            heapq.heapify(self._freed)
-        while self._next <= ticket:
-            if self._next != ticket:
-                heapq.heappush(self._freed, self._next)
-            self._next += 1
+        if ticket < self._next:
+            self._free.discard(ticket)  # its heap entry is stale now
+        else:
+            self._claimed.add(ticket)
 
 
 @dataclass(slots=True)

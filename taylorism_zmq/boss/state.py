@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..wire.keystore import LOCAL, Identity
-from ..wire.protocol import STDERR, STDOUT, Msg
+from ..wire.protocol import MAX_FRAME, STDERR, STDOUT, Msg, split_rows
 from ..wire.sockets import RateLimitedLog
 from .agentkeys import AgentKeys
 from .dispatch import Dispatcher, Out
@@ -27,18 +27,18 @@ from .fairshare import OwnerTurns
 from .free_hosts import FreeHosts
 from .guard import Refused
 from .invariants import check_invariants
+from .orphans import OrphanReports
 from .placement import Policy
 from .plugins import PluginLoader
 from .records import AgentRecord, JobRecord, TaskRecord
 from .status import status_snapshot, text_tail, traceback_tail
+from .validation import env_problem, register_problem, ticket_fits
 
 log = logging.getLogger("taylorism_zmq.boss")
 
 
 #: how many ended job ids are remembered to drop their late reports quietly
 ENDED_MEMORY = 1024
-#: reports kept for jobs not (yet) submitted again after a boss restart
-ORPHAN_REPORTS = 100_000
 #: ended detached jobs kept (with their reports) until someone attaches
 DETACHED_MEMORY = 256
 #: what the status page shows of the past: tasks on the timeline, recent failures
@@ -63,8 +63,9 @@ class BossState(Dispatcher):
         self.clients: dict[bytes, float] = {}
         #: ended detached jobs: job -> (kept report rows, JOB_END body, owner)
         self.detached_done: collections.OrderedDict[str, tuple[list, dict, Identity]] = collections.OrderedDict()
+        self.counters: collections.Counter = collections.Counter()
         #: reports for jobs unknown here yet (a boss restart): (job, index) -> (ok, payload, host, stdout, stderr)
-        self.orphan_reports: collections.OrderedDict[tuple[str, int], tuple] = collections.OrderedDict()
+        self.orphan_reports = OrphanReports(self.counters)
         #: tasks agents said were running when they registered, for unknown jobs: (job, index) -> (agent, ticket)
         self.orphan_running: dict[tuple[str, int], tuple[str, int | None]] = {}
         self.agents: dict[str, AgentRecord] = {}
@@ -77,7 +78,6 @@ class BossState(Dispatcher):
         #: whose turn it is when jobs of several owners wait for slots
         self.owner_turns = OwnerTurns()
         self.ended: collections.OrderedDict[str, str] = collections.OrderedDict()
-        self.counters: collections.Counter = collections.Counter()
         #: (host, job, task name, start, end, ok) of recent tasks, and recent failures, for the status page
         self.timeline: collections.deque = collections.deque(maxlen=TIMELINE)
         self.failures: collections.deque = collections.deque(maxlen=FAILURES)
@@ -87,18 +87,27 @@ class BossState(Dispatcher):
         #: the boss vouches that reports come from agent keys (False when it cannot tell: --insecure tcp)
         self.vouch = True
         self._refused_log = RateLimitedLog(log, period=10.0)
+        #: the report endpoint agents are told to push to, and the largest frame the boss accepts
+        self.reports_endpoint = ""
+        self.max_frame = MAX_FRAME
+        #: clients that do not read what the boss sends them: their jobs get no new task (see outbox.py)
+        self.held_clients: set[bytes] = set()
         #: observers of a task's wait for a slot and of its run time, in seconds (the metrics)
         self.on_dispatch: Callable[[float], None] | None = None
         self.on_task_end: Callable[[float], None] | None = None
 
     # -- clients --------------------------------------------------------------
     def hello(self, route: bytes, body: dict) -> list[Out]:
-        return [(route, Msg.WELCOME, {"agents": len(self.agents), "boss": self.boss_id})]
+        return [(route, Msg.WELCOME, {"agents": len(self.agents), "boss": self.boss_id, "max_frame": self.max_frame})]
 
     def submit(self, route: bytes, body: dict, now: float, who: Identity = LOCAL) -> list[Out]:
         jid = body["job"]
         if jid in self.jobs or jid in self.ended:
             return [(route, Msg.ERROR, {"message": f"job {jid} exists already", "job": jid})]
+        problem = env_problem(body["env"])
+        if problem is not None:
+            return [(route, Msg.JOB_END, self._end_body(jid, "failed", [], "ValueError",
+                                                        f"the job's code environment is refused: {problem}"))]
         try:
             policy = Policy.from_wire(body["policy"])
         except (TypeError, ValueError) as exc:
@@ -152,7 +161,7 @@ class BossState(Dispatcher):
             if index in job.indexes:
                 continue  # a resubmission: the task is known already
             job.indexes.add(index)
-            report = self.orphan_reports.pop((job.jid, index), None)
+            report = self.orphan_reports.pop((job.jid, index))
             if report is not None:  # it ended while the boss was away
                 ok, payload, host, stdout, stderr = report
                 recovered.append([index, ok, payload, host, name, stdout, stderr])
@@ -166,7 +175,8 @@ class BossState(Dispatcher):
             job.push(task)
             new.append(task)
             running = self.orphan_running.pop((job.jid, index), None)
-            if running is not None and running[0] in self.agents:  # still running where it was
+            if running is not None and running[0] in self.agents \
+                    and ticket_fits(job, self.agents[running[0]], running[1]):  # still running where it was
                 self._adopt(task, self.agents[running[0]], running[1])
         if recovered:
             out += self._forward(job, recovered)
@@ -216,7 +226,10 @@ class BossState(Dispatcher):
             old.last_seen = now
             old.route = route  # the connection it last spoke from
             self.agent_keys.remember(aid, who.key, route, self.agents)
-            return [(route, Msg.REGISTERED, {"heartbeat": self.heartbeat, "boss": self.boss_id})]
+            return [(route, Msg.REGISTERED, self._registered())]
+        problem = register_problem(body)
+        if problem is not None:
+            return [(route, Msg.REFUSED, {"message": f"registration refused: {problem}"})]
         agent = AgentRecord(aid, route, body["host"], body["shm_host"], body["cpus"], float(body["memory"]),
                             body["slots"], body["pid"], now, key=who.key)
         self.agents[aid] = agent
@@ -225,7 +238,9 @@ class BossState(Dispatcher):
         for tid, jid, index, ticket in body["running"]:  # tasks it ran before it (or the boss) went away
             job = self.jobs.get(jid)
             task = job.by_index.get(index) if job is not None else None
-            if task is not None and task.state == "pending" and (not task.tried or aid in task.tried):
+            if job is not None and not ticket_fits(job, agent, ticket):
+                stale.append(tid)  # not a ticket this job could have given it there: stop that copy
+            elif task is not None and task.state == "pending" and (not task.tried or aid in task.tried):
                 self._adopt(task, agent, ticket)
             elif job is None and jid not in self.ended:
                 self.orphan_running[(jid, index)] = (aid, ticket)
@@ -236,8 +251,12 @@ class BossState(Dispatcher):
         self.free.update(agent)
         log.info("agent %s joined from host %s (%d slots, %d cpus, %d task(s) running)", aid, agent.host,
                  agent.slots, agent.cpus, len(body["running"]))
-        out.append((route, Msg.REGISTERED, {"heartbeat": self.heartbeat, "boss": self.boss_id}))
+        out.append((route, Msg.REGISTERED, self._registered()))
         return out
+
+    def _registered(self) -> dict[str, Any]:
+        return {"heartbeat": self.heartbeat, "boss": self.boss_id, "reports": self.reports_endpoint,
+                "max_frame": self.max_frame}
 
     def drain(self, target: str, draining: bool) -> list[str]:
         """Stop (or resume) placing tasks on the agents of host *target* (or agent id); return their ids."""
@@ -257,12 +276,15 @@ class BossState(Dispatcher):
         """The agent whose connection is *route* (a rare question: when the ROUTER cannot reach it)."""
         return next((a for a in self.agents.values() if a.route == route), None)
 
-    def heartbeat_from(self, body: dict, now: float, who: Identity = LOCAL) -> list[Out]:
+    def heartbeat_from(self, body: dict, now: float, who: Identity = LOCAL, route: bytes = b"") -> list[Out]:
+        """An agent's heartbeat, from the connection *route*: an agent unknown here (lost, or the boss
+        restarted) is asked to register again."""
         agent = self.agent_of(body["agent"], who)
         if agent is None:
             self.counters["unknown_agent_messages"] += 1
-            known = self.agent_keys.get(body["agent"])  # a lost agent: ask it to register again
-            return [(known[1], Msg.REREGISTER, {})] if known is not None and known[1] else []
+            known = self.agent_keys.get(body["agent"])
+            route = route or (known[1] if known is not None else b"")
+            return [(route, Msg.REREGISTER, {})] if route else []
         agent.last_seen = now
         agent.load, agent.cpu, agent.mem_avail = body["load"], body["cpu"], body["mem_avail"]
         if agent.aid in self.free:
@@ -372,23 +394,19 @@ class BossState(Dispatcher):
         self.clients[route] = now
         if job is not None and job.detach:
             job.client = route
-            return [(route, Msg.REPORTS, {"job": jid, "reports": list(job.kept), "trusted": self.vouch})]
+            return [(route, Msg.REPORTS, {"job": jid, "reports": part, "trusted": self.vouch})
+                    for part in split_rows(job.kept)]
         if done is not None:
             kept, end, _owner = done
-            return [(route, Msg.REPORTS, {"job": jid, "reports": list(kept), "trusted": self.vouch}),
+            return [*((route, Msg.REPORTS, {"job": jid, "reports": part, "trusted": self.vouch})
+                      for part in split_rows(kept)),
                     (route, Msg.JOB_END, end)]
         return [(route, Msg.JOB_END, self._end_body(jid, "failed", [], "ValueError",
                                                     f"no detached job {jid} on this boss"))]
 
     def _keep_orphan(self, jid: str, index: int, report: tuple) -> None:
         self.orphan_running.pop((jid, index), None)
-        if (jid, index) in self.orphan_reports:
-            self.counters["late_or_duplicate_reports"] += 1
-            return
-        self.orphan_reports[(jid, index)] = report
-        self.counters["orphan_reports"] += 1
-        while len(self.orphan_reports) > ORPHAN_REPORTS:
-            self.orphan_reports.popitem(last=False)
+        self.orphan_reports.keep(jid, index, report)
 
     def agent_left(self, aid: str) -> list[Out]:
         """An agent said goodbye (it was stopped): its running tasks go elsewhere now."""

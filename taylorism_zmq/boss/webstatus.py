@@ -4,6 +4,12 @@ The boss loop calls :meth:`StatusServer.publish` at most twice a second with a
 JSON-ready dict; the HTTP thread only swaps in and serves the bytes it was
 given, so page views cost the boss nothing.  Every request needs the token
 (``?token=``), printed at start-up or read from ``<key dir>/http-token``.
+
+The server is bounded: at most :data:`MAX_CONNECTIONS` requests are served at
+once (one thread each; a connection beyond them is closed at once, and
+counted), and a connection that sends nothing for :data:`IDLE_TIMEOUT`
+seconds is closed.  The JSON never carries NaN or Infinity (browsers refuse
+it): such numbers go as null.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import os
 import secrets
 import threading
@@ -20,6 +27,54 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 log = logging.getLogger("taylorism_zmq.boss")
+
+#: requests served at once (each on a thread of its own); more connections are closed at once
+MAX_CONNECTIONS = 16
+#: seconds a connection may stay silent before it is closed
+IDLE_TIMEOUT = 10.0
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per request, but at most MAX_CONNECTIONS of them."""
+
+    daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        #: connections closed because MAX_CONNECTIONS were being served
+        self.refused = 0
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.refused += 1
+            if self.refused & (self.refused - 1) == 0:
+                log.warning("status page: %d connection(s) closed at once, %d being served already",
+                            self.refused, MAX_CONNECTIONS)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def finite(value: Any) -> Any:
+    """*value* with every NaN or infinite float replaced by None (JSON has no such numbers)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
 
 
 def load_token(key_dir: str) -> str:
@@ -48,6 +103,8 @@ class StatusServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = IDLE_TIMEOUT  # on the connection's socket: a silent client does not keep its thread
+
             def do_GET(self) -> None:  # noqa: N802 - the http.server name
                 url = urlsplit(self.path)
                 given = parse_qs(url.query).get("token", [""])[0]
@@ -72,8 +129,7 @@ class StatusServer:
             def log_message(self, fmt: str, *args: Any) -> None:
                 log.debug("http %s", fmt % args)
 
-        self.httpd = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _BoundedServer((host or "127.0.0.1", int(port)), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="taylorism-http", daemon=True)
 
     @property
@@ -85,7 +141,8 @@ class StatusServer:
         self.thread.start()
 
     def publish(self, snapshot: dict[str, Any]) -> None:
-        self._body = json.dumps(snapshot).encode()  # one reference swap: the HTTP thread sees old or new
+        # one reference swap: the HTTP thread sees old or new
+        self._body = json.dumps(finite(snapshot), allow_nan=False).encode()
 
     def stop(self) -> None:
         self.httpd.shutdown()

@@ -65,6 +65,7 @@ class Connection:
         if self._keys is not None:
             security.secure_client(self.sock, self._keys)
         self.sock.routing_id = self.client_id.encode()
+        self.sock.sndtimeo = int(self.timeout * 1000)  # a queue full for that long: the boss is gone
         if endpoint.startswith("ipc://"):
             self.sock.reconnect_ivl = 10
         #: why the handshake with the boss failed, if it did (a clear error instead of a silent timeout)
@@ -74,9 +75,12 @@ class Connection:
         self._beater = threading.Thread(target=self._heartbeat_loop, name="taylorism-client-heartbeat", daemon=True)
         self.last_heard = time.monotonic()
         self.boss_id = ""
+        #: the largest message the boss accepts (WELCOME): submissions are split, or refused, under it
+        self.max_frame = protocol.MAX_FRAME
         try:
             welcome = self.request(Msg.HELLO, {"client": self.client_id}, Msg.WELCOME)
             self.boss_id = welcome["boss"]
+            self.max_frame = min(welcome["max_frame"], protocol.MAX_FRAME)
             if wait_agents:
                 self._wait_for_agents(welcome["agents"])
         except BaseException:
@@ -93,8 +97,13 @@ class Connection:
             agents = self.request(Msg.HELLO, {"client": self.client_id}, Msg.WELCOME)["agents"]
 
     def send(self, kind: Msg, body: dict[str, Any]) -> None:
+        """Send, waiting while the boss's queue is full (push back), up to self.timeout."""
         with self.lock:
-            self.sock.send_multipart(protocol.encode(kind, body))
+            try:
+                self.sock.send_multipart(protocol.encode(kind, body))
+            except zmq.Again:
+                raise BossUnreachableError(
+                    f"the boss at {self.endpoint} took no message for {self.timeout:.0f}s; giving up") from None
 
     def request(self, kind: Msg, body: dict[str, Any], answer: Msg) -> dict[str, Any]:
         """Send and wait for the first *answer* message (not tied to a job)."""

@@ -20,7 +20,7 @@ from ..config import boss_address, tasks_per_process
 from ..errors import AgentLostError, WorkerError
 from ..procutil import host_key
 from ..wire.codec import Codec
-from ..wire.protocol import Msg
+from ..wire.protocol import ENVELOPE, Msg, approx_size
 from .connection import Connection, connect
 from .embedded import embedded_endpoint
 from .instructions import by_value_classes, client_env, instruction_sets, resolve_worker, task_row
@@ -30,7 +30,7 @@ from .reports import report_entry
 
 taylorism_log = logging.getLogger("taylorism_zmq")
 
-#: rows per ADD_TASKS message
+#: rows per ADD_TASKS message at most (and never more bytes than the boss accepts in one message)
 BATCH = 1000
 _ERRORS = {"AgentLostError": AgentLostError, "MemoryError": MemoryError, "RuntimeError": RuntimeError,
            "ValueError": ValueError, "PermissionError": PermissionError}
@@ -184,7 +184,14 @@ class Boss:
                     raise ValueError("several workers wear the same name: " + str(worker.name))
                 names.add(worker.name)
                 classes.add(type(worker))
-                rows.append(task_row(first + offset, worker, self._codec, self._singlefile))
+                row = task_row(first + offset, worker, self._codec, self._singlefile)
+                size, cap = approx_size(row), self._conn.max_frame - ENVELOPE
+                if size > cap:
+                    raise ValueError(
+                        f"the instructions of worker {worker.name} take {size / 2**20:.1f} MiB, more than the "
+                        f"boss accepts in one message ({cap / 2**20:.1f} MiB): pass large data as files "
+                        "(their paths in the instructions) or sharedmemory_common_instructions")
+                rows.append(row)
             new_classes = by_value_classes(classes, self._codec)
         except (AttributeError, ValueError, TypeError, AssertionError) as exc:
             if fatal:
@@ -200,12 +207,6 @@ class Boss:
         new_classes = {ref: blob for ref, blob in new_classes.items() if ref not in self._classes}
         self._classes.update(new_classes)
         self._send_rows(rows, new_classes)
-
-    def _send_rows(self, rows: list[list], classes: dict[str, bytes]) -> None:
-        """ADD_TASKS messages of at most BATCH rows; the classes by value go with the first."""
-        for start in range(0, len(rows), BATCH):
-            self._conn.send(Msg.ADD_TASKS, {"job": self._job, "tasks": rows[start:start + BATCH],
-                                            "classes": classes if start == 0 else {}})
 
     def make_them_work(self, terminate: bool = False, stop_listening: bool = False) -> None:
         """Order the workers to work (*terminate*: no more instructions will come)."""
@@ -257,6 +258,23 @@ class Boss:
         self._send_rows([self._rows[i] for i in sorted(self._rows)], self._classes)
         for action in self._controls:
             self._conn.send(Msg.CONTROL, {"job": self._job, "action": action})
+
+    def _send_rows(self, rows: list[list], classes: dict[str, bytes]) -> None:
+        """ADD_TASKS messages of at most BATCH rows, each under the boss's frame cap (every row is); the
+        classes by value go with the first."""
+        budget = self._conn.max_frame - ENVELOPE - sum(len(blob) for blob in classes.values())
+        batch: list[list] = []
+        size = 0
+        for row in rows:
+            row_size = approx_size(row)
+            if batch and (len(batch) >= BATCH or size + row_size > budget):
+                self._conn.send(Msg.ADD_TASKS, {"job": self._job, "tasks": batch, "classes": classes})
+                batch, size, classes = [], 0, {}
+                budget = self._conn.max_frame - ENVELOPE
+            batch.append(row)
+            size += row_size
+        if batch or classes:
+            self._conn.send(Msg.ADD_TASKS, {"job": self._job, "tasks": batch, "classes": classes})
 
     def _wait_end(self, timeout: float | None) -> None:
         while self._end is None and self._final is None:

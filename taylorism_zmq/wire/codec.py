@@ -207,27 +207,38 @@ class Codec:
 
     # -- decoding -----------------------------------------------------------
     def loads(self, data: bytes | memoryview) -> Any:
-        """Deserialize; raise ValueError on malformed or refused input."""
+        """Deserialize; raise ValueError on malformed or refused input (and only ValueError: a report loop
+        catches it, and must not die of an IndexError from a hostile ext)."""
         try:
             return msgpack.unpackb(
                 data, ext_hook=self._ext_hook, strict_map_key=False, use_list=True, raw=False
             )
-        except (ValueError, TypeError, UnicodeDecodeError, RecursionError, OverflowError) as exc:
+        except ValueError as exc:
+            if str(exc).startswith(("malformed payload", "pickle payload refused", "reference to",
+                                    "shared-memory array refused", "cannot rebuild")):
+                raise
             raise ValueError(f"malformed payload: {exc}") from None
+        except Exception as exc:  # what a rebuild raises on nonsense: IndexError, OSError, numpy's errors...
+            raise ValueError(f"malformed payload: {type(exc).__name__}: {exc}") from None
 
     def _ext_hook(self, code: int, data: bytes) -> Any:
         if code == PICKLE:
             if not self.trusted:
                 raise ValueError("pickle payload refused on an untrusted link")
             return pickle.loads(data)
+        if code == SHMARRAY and not self.trusted:
+            # attaching maps a file of /dev/shm by a name the peer chose: only from whom we trust
+            raise ValueError("shared-memory array refused on an untrusted link")
         rebuild = self._rebuild.get(code)
         if rebuild is None:
             return msgpack.ExtType(code, data)
         value = msgpack.unpackb(data, ext_hook=self._ext_hook, strict_map_key=False, raw=False)
         try:
             return rebuild(value)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"cannot rebuild ext {code}: {exc}") from None
+        except ValueError:
+            raise
+        except Exception as exc:
+            raise ValueError(f"cannot rebuild ext {code}: {type(exc).__name__}: {exc}") from None
 
     def _resolve(self, ref: str) -> Any:
         """A function or class by reference; an untrusted peer may not make us import anything new."""

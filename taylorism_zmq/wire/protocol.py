@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,11 +20,16 @@ from typing import Any
 import msgpack
 
 #: 2: report rows carry the task's stdout and stderr; SUBMIT and RUN carry stream flags; OUTPUT, STARTED
-#: 3: RUN names the Unix user of the job's owner; REPORTS say whether the boss vouches for their senders
+#: 3: RUN names the Unix user of the job's owner; REPORTS say whether the boss vouches for their senders;
+#:    REGISTERED names the report endpoint and the boss's frame cap, WELCOME the cap; heartbeats go on the
+#:    control socket (never behind reports); floats must be finite; SUBMIT and RUN carry max_tasks, ADD_TASKS
+#:    and RUN the driver script's worker classes by value
 VERSION = 3
 VERSION_FRAME = bytes([VERSION])
-#: default cap for one frame received by a daemon (zmq MAXMSGSIZE and decode check)
+#: default (and largest) cap for one frame received by a daemon (zmq MAXMSGSIZE and decode check)
 MAX_FRAME = 256 * 1024 * 1024
+#: room left in a frame for what surrounds its rows (the message's other fields, msgpack headers)
+ENVELOPE = 64 * 1024
 #: the stream numbers of live task output (OUTPUT and AGENT_OUTPUT chunks)
 STDOUT, STDERR = 1, 2
 
@@ -68,7 +74,7 @@ class Msg(enum.IntEnum):
     SHUTDOWN = 45
     # agent -> boss (PUSH/PULL)
     AGENT_REPORTS = 60
-    HEARTBEAT = 61
+    HEARTBEAT = 61  # on the control socket (DEALER/ROUTER) since protocol 3
     AGENT_OUTPUT = 62  # live task output (best effort: never resent)
 
 
@@ -112,7 +118,8 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
     Msg.ADMIN: {"action": str, "target": str},
     Msg.ATTACH: {"job": str},
     Msg.CLIENT_ALIVE: {"client": str},
-    Msg.WELCOME: {"agents": int, "boss": str},
+    # max_frame: the largest frame the boss accepts (clients split their submissions under it)
+    Msg.WELCOME: {"agents": int, "boss": str, "max_frame": int},
     # index, ok, payload, host, name, stdout, stderr
     # trusted: every row came from an agent key the task was sent to (the client may unpickle it)
     Msg.REPORTS: {"job": str, "reports": Rows((int, bool, bytes, str, str, bytes, bytes)), "trusted": bool},
@@ -128,7 +135,8 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
         "pid": int, "running": Rows((int, str, int, (int, type(None)))),  # task id, job, index, ticket
     },
     Msg.GOODBYE: {"agent": str},
-    Msg.REGISTERED: {"heartbeat": NUM, "boss": str},
+    # reports: the endpoint agents push reports to (a wildcard host means: the host used for control)
+    Msg.REGISTERED: {"heartbeat": NUM, "boss": str, "reports": str, "max_frame": int},
     Msg.REPORTS_ACK: {"batch": int},
     Msg.RUN: {
         "job": str, "env": dict, "trusted": bool, "binded": bool, "timeout": (int, float, type(None)), "stream": bool,
@@ -181,6 +189,34 @@ def decode(frames: list, max_frame: int = MAX_FRAME) -> tuple[Msg, dict[str, Any
     return kind, body
 
 
+def approx_size(value: Any) -> int:
+    """The bytes *value* takes packed, near enough (never much less) to keep frames under a cap."""
+    kind = type(value)
+    if kind is bytes or kind is bytearray:
+        return len(value) + 5
+    if kind is str:
+        return len(value.encode()) + 5
+    if kind is list or kind is tuple:
+        return 5 + sum(approx_size(v) for v in value)
+    if kind is dict:
+        return 5 + sum(approx_size(k) + approx_size(v) for k, v in value.items())
+    return 9
+
+
+def split_rows(rows: list, budget: int = 4 << 20) -> list[list]:
+    """Cut *rows* into parts of at most *budget* bytes each (a row larger than that goes alone)."""
+    parts: list[list] = [[]]
+    size = 0
+    for row in rows:
+        row_size = approx_size(row)
+        if parts[-1] and size + row_size > budget:
+            parts.append([])
+            size = 0
+        parts[-1].append(row)
+        size += row_size
+    return parts
+
+
 def version_of(frames: list) -> int | None:
     """Return the protocol version a peer speaks (for refusal messages)."""
     first = _as_bytes(frames[0]) if frames else b""
@@ -205,6 +241,8 @@ def _checker(spec: Any) -> Callable[[Any], bool]:
         # types is one of the few allowed combinations: one set lookup per row, done in C
         combos = frozenset(itertools.product(*(_exact_types(f) for f in spec.fields)))
         deep = [(i, _checker(f)) for i, f in enumerate(spec.fields) if isinstance(f, Rows | ListOf)]
+        floats = [i for i, f in enumerate(spec.fields) if float in _exact_types(f)]
+        isfinite = math.isfinite
 
         def rows(value: Any) -> bool:
             if type(value) is not list:
@@ -212,6 +250,9 @@ def _checker(spec: Any) -> Callable[[Any], bool]:
             for row in value:
                 if type(row) is not list or tuple(map(type, row)) not in combos:
                     return False
+                for i in floats:  # (as in any field: see below)
+                    if type(row[i]) is float and not isfinite(row[i]):
+                        return False
                 for i, ok in deep:
                     if not ok(row[i]):
                         return False
@@ -222,6 +263,9 @@ def _checker(spec: Any) -> Callable[[Any], bool]:
         item = _checker(spec.kind)
         return lambda value: type(value) is list and all(item(v) for v in value)
     kinds = spec if isinstance(spec, tuple) else (spec,)
+    if float in kinds:  # NaN and infinities make no sense in any field, and break JSON (the status page)
+        return lambda value: isinstance(value, kinds) and type(value) is not bool and (
+            type(value) is not float or math.isfinite(value))
     if bool in kinds:
         return lambda value: isinstance(value, kinds)
     if int in kinds:  # msgpack gives bools for true/false: an int field must not take them

@@ -8,9 +8,23 @@ import time
 
 import zmq
 
+from . import protocol
+
 #: ZMTP heartbeats: the only way to notice a peer whose TCP connection hangs
 HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 5000
+#: messages libzmq may queue per peer, by socket (never 0 = unbounded): past them a send meets back-pressure
+#: (zmq.Again with NOBLOCK), and the sender applies its policy for that kind of message (boss/outbox.py for
+#: the boss, agent/sender.py for agents); receive queues are bounded the same way
+BOSS_SNDHWM = 64
+BOSS_RCVHWM = 1000
+CONNECTED_SNDHWM = 1000
+CONNECTED_RCVHWM = 1000
+#: report batches in flight on an agent's PUSH: few, as each may be as large as a frame
+REPORT_SNDHWM = 8
+#: what a daemon or client accepts in one frame from a boss: the boss's own cap (it never accepts more than
+#: protocol.MAX_FRAME) plus room for what the boss adds to a forwarded payload (names, hosts, the job's env)
+DOWNLINK_SLACK = 16 << 20
 
 
 class EndpointInUseError(OSError):
@@ -43,25 +57,44 @@ def bind(sock: zmq.Socket, endpoint: str) -> None:
 
 
 def configure_bound(sock: zmq.Socket, max_frame: int) -> None:
-    """Options for the boss's bound sockets: bounded frames, no hang at close."""
+    """Options for the boss's bound sockets: bounded frames and queues, no hang at close."""
     sock.linger = 0
     sock.maxmsgsize = max_frame
-    sock.sndhwm = 0 if sock.socket_type == zmq.ROUTER else 10000
-    sock.rcvhwm = 0
+    sock.sndhwm = BOSS_SNDHWM
+    sock.rcvhwm = BOSS_RCVHWM
     sock.heartbeat_ivl = HEARTBEAT_IVL_MS
     sock.heartbeat_timeout = HEARTBEAT_TIMEOUT_MS
     sock.tcp_keepalive = 1
 
 
-def configure_connected(sock: zmq.Socket, linger_ms: int = 2000) -> None:
-    """Options for agents' and clients' sockets: backoff, heartbeats, bounded linger."""
+def configure_connected(sock: zmq.Socket, linger_ms: int = 2000, max_frame: int = protocol.MAX_FRAME) -> None:
+    """Options for agents' and clients' sockets: backoff, heartbeats, bounded linger, frames and queues."""
     sock.linger = linger_ms
     sock.reconnect_ivl_max = 5000
     sock.heartbeat_ivl = HEARTBEAT_IVL_MS
     sock.heartbeat_timeout = HEARTBEAT_TIMEOUT_MS
-    sock.rcvhwm = 0
-    sock.sndhwm = 0
+    sock.rcvhwm = CONNECTED_RCVHWM
+    sock.sndhwm = REPORT_SNDHWM if sock.type == zmq.PUSH else CONNECTED_SNDHWM
+    if sock.type == zmq.PUSH:
+        sock.immediate = 1  # nothing queued for a boss that is not there: the sender keeps it (and spills it)
+    else:
+        sock.maxmsgsize = max_frame + DOWNLINK_SLACK
     sock.tcp_keepalive = 1
+
+
+def report_endpoint_for(advertised: str, control: str) -> str:
+    """The report endpoint to connect to, from the one the boss advertises and the control endpoint we use.
+
+    A boss bound on a wildcard address (``tcp://*:P``, ``0.0.0.0``, ``::``) is reached at the host the agent
+    already reaches its control port on.
+    """
+    if not advertised.startswith("tcp://") or not control.startswith("tcp://"):
+        return advertised
+    host, _, port = advertised[len("tcp://"):].rpartition(":")
+    if host.strip("[]") not in ("*", "0.0.0.0", "::", ""):
+        return advertised
+    control_host = control[len("tcp://"):].rpartition(":")[0]
+    return f"tcp://{control_host}:{port}"
 
 
 class RateLimitedLog:
