@@ -230,7 +230,9 @@ def test_a_registration_that_makes_no_sense_is_refused():
 
 
 def test_env_is_checked_for_types_size_and_fields():
-    assert env_problem({"path": ["/a"], "cwd": "/", "main": None, "alias_taylorism": True}) is None
+    assert env_problem({"path": ["/a"], "cwd": "/", "environ": {"A": "b"}, "setup": "m:f",
+                        "alias_taylorism": True}) is None
+    assert "environ must map" in env_problem({"environ": {"A": 1}})
     assert "more than" in env_problem({"path": ["/x" * 200_000]})
     assert "unknown field 'max_report'" in env_problem({"max_report": 1 << 40})
     assert "path must be" in env_problem({"path": [1]})

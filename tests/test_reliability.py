@@ -220,7 +220,7 @@ def test_issue14_the_zygote_passes_a_large_code_environment_to_a_launcher():
 
     zygote = Zygote.start()
     try:
-        pid, sock = zygote.spawn_launcher({"path": ["/nowhere" * 40_000], "cwd": "/", "main": None})
+        pid, sock = zygote.spawn_launcher({"path": ["/nowhere" * 40_000], "cwd": "/"})
         assert psutil.pid_exists(pid)
         sock.close()  # the launcher sees the end of its channel and leaves
         wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,

@@ -206,8 +206,9 @@ def test_forged_goodbye_heartbeat_and_ack_batches_from_another_agent_key(cluster
                 authorized_socket(zmq.PUSH, cluster.reports, key_dir=key_dir) as push:
             kind, body = ask(dealer, Msg.GOODBYE, {"agent": agent})
             assert kind is Msg.REFUSED and "registered by another key" in body["message"]
-            push.send_multipart(protocol.encode(Msg.HEARTBEAT, {"agent": agent, "load": [99.0], "cpu": 100.0,
-                                                                "mem_avail": 0.0, "running": 0}))
+            kind, body = ask(dealer, Msg.HEARTBEAT, {"agent": agent, "load": [99.0], "cpu": 100.0,
+                                                     "mem_avail": 0.0, "running": 0})
+            assert kind is Msg.REFUSED and "registered by another key" in body["message"]
             for batch in range(1, 30):  # acknowledgements of the real agent's batches, before it sends them
                 push.send_multipart(protocol.encode(Msg.AGENT_REPORTS,
                                                     {"agent": agent, "batch": batch, "reports": []}))

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 #: the largest code environment a job may carry, packed (a long sys.path is a few KiB)
 MAX_ENV_BYTES = 256 * 1024
 #: what a client's code environment may hold, with the types of each (agents add their own settings)
-ENV_FIELDS: dict[str, tuple[type, ...]] = {"path": (list,), "cwd": (str, type(None)), "main": (str, type(None)),
-                                           "alias_taylorism": (bool,)}
+ENV_FIELDS: dict[str, tuple[type, ...]] = {"path": (list,), "cwd": (str, type(None)), "environ": (dict,),
+                                           "setup": (str, bytes), "alias_taylorism": (bool,)}
 #: bounds on what an agent declares
 MAX_SLOTS = 1_000_000
 MAX_TICKET = 2**31
@@ -37,6 +37,8 @@ def env_problem(env: dict[str, Any]) -> str | None:
             return f"{key} is {type(value).__name__}, not {' or '.join(k.__name__ for k in kinds)}"
     if not all(isinstance(p, str) for p in env.get("path", [])):
         return "path must be a list of str"
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.get("environ", {}).items()):
+        return "environ must map names to str values"
     return None
 
 
