@@ -1,12 +1,15 @@
 """Where the CPU of a trivial task goes, process by process, on the embedded default.
 
-    python benchmarks/cpu_breakdown.py [--tasks 1000] [--slots 2]
+    python benchmarks/cpu_breakdown.py [--tasks 1000] [--slots 2] [--lean]
 
 Runs W1 (trivial tasks) and reads, from /proc, the user and system time and
 the minor page faults of the client, the boss, the agent, the launcher and
-(through the launcher's reaped children) the task processes, per task. Beside
-it, the same for a bare fork loop in this process: what one fork, a child
-that exits at once and its reaping cost on this machine.
+(through the launcher's reaped children) the task processes, per task. The
+job's launcher is a fork of this process (the embedded default): it and its
+task processes are counted together, from this process's reaped children;
+with --lean (TAYLORISM_FORK_CALLER=0) it is a launcher of the agent's zygote,
+counted apart. Beside it, the same for a bare fork loop in this process: what
+one fork, a child that exits at once and its reaping cost on this machine.
 """
 
 from __future__ import annotations
@@ -55,8 +58,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--slots", type=int, default=2)
+    parser.add_argument("--lean", action="store_true", help="launchers from the agent's zygote, not forks of this")
     args = parser.parse_args()
+    if args.lean:
+        os.environ["TAYLORISM_FORK_CALLER"] = "0"
     import taylorism_zmq
+    from taylorism_zmq.client import forklaunch
 
     scheduler = footprints.proxy.scheduler(limit="threads", max_threads=args.slots)
 
@@ -75,9 +82,13 @@ def main() -> int:
     zygote = agent.children()[0]
     roles = {boss.pid: "boss", agent.pid: "agent", **{p.pid: "launcher" for p in zygote.children()}}
     before = {pid: proc_times(pid) for pid in roles}
-    client0 = resource.getrusage(resource.RUSAGE_SELF)
+    client0, forks0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     elapsed = run(args.tasks)
     client1 = resource.getrusage(resource.RUSAGE_SELF)
+    while forklaunch._children:  # the job's launcher (a fork of this process) left: reap it, and its tasks' time
+        forklaunch._reap()
+        time.sleep(0.01)
+    forks1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     n = args.tasks
     print(f"W1: {n} trivial tasks, {args.slots} slots: {n / elapsed:.0f} tasks/s")
     print(f"{'process':18} {'user ms':>8} {'sys ms':>8} {'faults':>7}   (per task)")
@@ -85,6 +96,11 @@ def main() -> int:
     print(f"{'client':18} {client_cpu[0] / n * 1e3:>8.2f} {client_cpu[1] / n * 1e3:>8.2f} "
           f"{(client1.ru_minflt - client0.ru_minflt) / n:>7.0f}")
     total = sum(client_cpu)
+    forked = (forks1.ru_utime - forks0.ru_utime, forks1.ru_stime - forks0.ru_stime)
+    if sum(forked):
+        print(f"{'launcher + tasks':18} {forked[0] / n * 1e3:>8.2f} {forked[1] / n * 1e3:>8.2f} "
+              f"{(forks1.ru_minflt - forks0.ru_minflt) / n:>7.0f}   (a fork of this process, and its forks)")
+        total += sum(forked)
     for pid, role in roles.items():
         try:
             after = proc_times(pid)

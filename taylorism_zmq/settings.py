@@ -24,7 +24,7 @@ from .config import load_config
 
 _UNSET = object()
 #: options that are not settings
-_SKIP = {"help", "version", "parent_pid", "parent_fd", "config", "print_config", "command"}
+_SKIP = {"help", "version", "parent_pid", "parent_fd", "fork_socket", "config", "print_config", "command"}
 CONFIG_PLACES = ("~/.config/taylorism/config.toml", "/etc/taylorism/config.toml")
 
 

@@ -16,7 +16,8 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
     ("boss_state_scale.py", ["--max-tasks", "1000"], "nosort"),
     ("boss_scale.py", ["--hosts", "10", "--tasks", "1000"], "    10     1000"),
     ("throughput.py", ["--tasks", "40", "--rounds", "10", "--no-taylorism"], "taylorism-zmq embedded"),
-    ("cpu_breakdown.py", ["--tasks", "40"], "task processes"),
+    ("cpu_breakdown.py", ["--tasks", "40"], "launcher + tasks"),
+    ("cpu_breakdown.py", ["--tasks", "40", "--lean"], "task processes"),
 ])
 def test_benchmark_script_runs(script, args, expect):
     done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,

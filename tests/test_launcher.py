@@ -12,8 +12,8 @@ import pytest
 import zt_workers  # noqa: F401 - registers the test worker classes
 from conftest import wait_until
 
-from taylorism_zmq.agent.launcher import Launcher
 from taylorism_zmq.client.instructions import resolve_worker, task_row
+from taylorism_zmq.launch.launcher import Launcher
 from taylorism_zmq.wire.codec import Codec
 
 

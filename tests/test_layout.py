@@ -10,8 +10,10 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "taylorism_zmq"
 ROLES = ("boss", "agent", "client")
 #: what each folder must not import
-FORBIDDEN = {"boss": {"agent", "client"}, "agent": {"boss", "client"}, "client": {"boss", "agent"},
-             "wire": {"boss", "agent", "client"}}
+FORBIDDEN = {"boss": {"agent", "client", "launch"}, "agent": {"boss", "client"}, "client": {"boss", "agent"},
+             "wire": {"boss", "agent", "client", "launch"},
+             # task processes and their launchers: forked by agents, and by clients with the embedded default
+             "launch": {"boss", "agent", "client"}}
 
 
 def _module_name(path: pathlib.Path) -> str:
@@ -59,7 +61,7 @@ def test_roles_meet_only_through_the_wire(folder):
 
 
 def test_the_role_folders_exist():
-    for folder in (*ROLES, "wire"):
+    for folder in (*ROLES, "wire", "launch"):
         assert (PACKAGE / folder / "__init__.py").is_file(), folder
 
 

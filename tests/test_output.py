@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from taylorism_zmq import batch_main, run_as_server
-from taylorism_zmq.agent.output import CappedOutput
 from taylorism_zmq.client.live_output import MAX_LINE, LiveOutput
+from taylorism_zmq.launch.output import CappedOutput
 
 
 def threads(n: int):

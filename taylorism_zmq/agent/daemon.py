@@ -25,18 +25,19 @@ from typing import Any
 import psutil
 import zmq
 
+from ..launch.isolation import user_problem
+from ..launch.launcher import DEFAULT_MAX_REPORT
+from ..launch.output import DEFAULT_MAX_OUTPUT
+from ..launch.pipes import LauncherLink
+from ..launch.task import died
 from ..procutil import die_with_parent, host_key
 from ..wire import protocol, security
 from ..wire.handshake import HandshakeWatch
 from ..wire.protocol import ENVELOPE, Msg, ProtocolError
 from ..wire.sockets import RateLimitedLog, configure_connected, report_endpoint_for
-from .isolation import user_problem
+from . import forked
 from .journal import default_state_dir, open_journal
-from .launcher import DEFAULT_MAX_REPORT
-from .output import DEFAULT_MAX_OUTPUT
-from .pipes import LauncherLink
 from .sender import ReportSender, report_size
-from .task import died
 from .zygote import Zygote
 
 log = logging.getLogger("taylorism_zmq.agent")
@@ -59,12 +60,16 @@ class AgentDaemon:
                  heartbeat: float = 1.0, parent_pid: int | None = None, memory: float | None = None,
                  inject_load: float = 0.0, insecure: bool = False, max_report: int | None = None,
                  max_output: int | None = None, launcher_idle: float = LAUNCHER_IDLE,
-                 run_as_client_user: bool = False, keep_env: tuple[str, ...] = (), state_dir: str | None = None):
+                 run_as_client_user: bool = False, keep_env: tuple[str, ...] = (), state_dir: str | None = None,
+                 fork_socket: str | None = None):
         self.control_endpoint = control
+        #: where forks of the client connect as launchers (the embedded default), if anywhere
+        self.fork_socket = fork_socket
+        self.fork_listener: socket.socket | None = None
         #: where reports go: given (an override, e.g. behind NAT), else learned from the boss's REGISTERED
         self.reports_override = reports
         self.reports_endpoint: str | None = None
-        #: variables of the host that a job's environment does not replace (see agent/environ.py)
+        #: variables of the host that a job's environment does not replace (see launch/environ.py)
         self.keep_env = keep_env
         self.cpus = psutil.cpu_count() or 1
         self.slots = slots or self.cpus
@@ -166,6 +171,8 @@ class AgentDaemon:
                 pass
             for link in list(self.launchers.values()):
                 self._close_launcher(link)
+            if self.fork_listener is not None:
+                self.fork_listener.close()
             self.sender.close()
             self.zygote.close()
             if self.handshake is not None:
@@ -180,9 +187,12 @@ class AgentDaemon:
 
     # -- the loop ------------------------------------------------------------------
     def _loop(self) -> None:
+        poller = self.poller
+        if self.fork_socket:  # before registering: a client may fork a launcher as soon as we are known
+            self.fork_listener = forked.listen(self.fork_socket)
+            poller.register(self.fork_listener, zmq.POLLIN)
         self._register()
         next_beat = time.monotonic() + self.heartbeat
-        poller = self.poller
         poller.register(self.dealer, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         assert self.handshake is not None
@@ -205,6 +215,9 @@ class AgentDaemon:
                 self._check_handshake()
             if self.dealer in events:
                 self._read_boss()
+            if self.fork_listener is not None and self.fork_listener.fileno() in events:
+                for link in forked.accept_all(self.fork_listener):
+                    self.launchers[link.key] = link
             for link in list(self.launchers.values()):
                 ev = events.get(link.sock.fileno(), 0)
                 if ev & zmq.POLLOUT:
@@ -267,7 +280,8 @@ class AgentDaemon:
             self._register()
 
     def _close_idle_launchers(self, now: float) -> None:
-        for link in [x for x in self.launchers.values() if not x.tasks and now - x.last_used > self.launcher_idle]:
+        for link in [x for x in self.launchers.values() if not x.tasks and now - x.last_used > self.launcher_idle
+                     and not x.key.startswith(forked.PREFIX)]:  # (a forked one leaves when its client says)
             log.info("agent %s: closing launcher %d, idle for %.0fs", self.aid, link.pid, now - link.last_used)
             self._close_launcher(link)
 
@@ -364,7 +378,13 @@ class AgentDaemon:
         env["trusted"] = trusted  # a launcher takes things by value only from a trusted job
         if self.keep_env:
             env["keep_env"] = list(self.keep_env)
-        link = self._launcher_for(env)
+        if "fork" in env:  # a fork of the client, for this job (the embedded default)
+            link = self.launchers.get(forked.PREFIX + str(env["fork"]))
+            if link is None:
+                self._fail_all(body, "the job's launcher (a fork of its client) is gone")
+                return
+        else:
+            link = self._launcher_for(env)
         for ref, blob in body["classes"].items():
             if ref not in link.classes and isinstance(ref, str) and isinstance(blob, bytes):
                 link.classes.add(ref)
@@ -396,7 +416,7 @@ class AgentDaemon:
         link = self.launchers.get(key)
         if link is None:
             if len(self.launchers) >= MAX_LAUNCHERS:
-                idle = [x for x in self.launchers.values() if not x.tasks]
+                idle = [x for x in self.launchers.values() if not x.tasks and not forked.is_forked(x)]
                 if idle:
                     self._close_launcher(min(idle, key=lambda x: x.last_used))
             pid, sock = self.zygote.spawn_launcher(env)
@@ -408,14 +428,23 @@ class AgentDaemon:
     def _read_launcher(self, link: LauncherLink) -> None:
         msgs = link.read()
         if msgs is None:
-            log.error("agent %s: launcher %d ended unexpectedly", self.aid, link.pid)
+            if forked.is_forked(link) and not link.tasks:  # a fork of the client, let go when its job ended
+                log.debug("agent %s: launcher %d, a fork of the client, left", self.aid, link.pid)
+            else:
+                log.error("agent %s: launcher %d ended unexpectedly", self.aid, link.pid)
             for tid in list(link.tasks):
                 payload = died(f"the launcher of this task on host {self.host} died")
                 self._done(link, tid, False, payload, time.time(), time.time(), b"", b"")
             self._close_launcher(link)
             return
         for msg in msgs:
-            if msg[0] == "done":
+            if msg[0] == "hello" and link.key.startswith(forked.PENDING):  # a fork of the client: its id
+                self.launchers.pop(link.key, None)
+                link.key, link.pid = forked.PREFIX + str(msg[1]), int(msg[2])
+                self.launchers[link.key] = link
+                link.send(["welcome"])
+                log.debug("agent %s: launcher %d, a fork of the client, for %s", self.aid, link.pid, msg[1])
+            elif msg[0] == "done":
                 self._done(link, *msg[1:9])
             elif msg[0] == "out":
                 info = self.task_info.get(msg[1])
@@ -495,6 +524,8 @@ def _env_problem(env: dict[str, Any]) -> str | None:
     if not isinstance(environ, dict) or not all(isinstance(k, str) and isinstance(v, str) and "\0" not in k + v
                                                  and "=" not in k for k, v in environ.items()):
         return "environ must map variable names to str values"
+    if not isinstance(env.get("fork", ""), str):
+        return "fork must be a str"
     if not isinstance(env.get("setup"), (str, bytes, type(None))):
         return "setup must be a reference or bytes"
     return None
@@ -509,5 +540,5 @@ def run_agent(args: Any) -> int:
                         max_output=int(args.max_output_kb * 1024) if args.max_output_kb is not None else None,
                         launcher_idle=args.launcher_idle, run_as_client_user=args.run_as_client_user,
                         keep_env=tuple(v.strip() for v in (args.keep_env or "").split(",") if v.strip()),
-                        state_dir=getattr(args, "state_dir", None))
+                        state_dir=getattr(args, "state_dir", None), fork_socket=getattr(args, "fork_socket", None))
     return agent.serve()

@@ -21,9 +21,9 @@ from typing import Any
 
 import msgpack
 
+from ..launch.launcher import Launcher
+from ..launch.pipes import LENGTH
 from ..procutil import die_with_parent
-from .launcher import Launcher
-from .pipes import LENGTH
 
 _PID = struct.Struct("i")
 

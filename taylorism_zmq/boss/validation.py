@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 MAX_ENV_BYTES = 256 * 1024
 #: what a client's code environment may hold, with the types of each (agents add their own settings)
 ENV_FIELDS: dict[str, tuple[type, ...]] = {"path": (list,), "cwd": (str, type(None)), "environ": (dict,),
-                                           "setup": (str, bytes), "alias_taylorism": (bool,)}
+                                           "setup": (str, bytes), "alias_taylorism": (bool,), "fork": (str,)}
 #: bounds on what an agent declares
 MAX_SLOTS = 1_000_000
 MAX_TICKET = 2**31

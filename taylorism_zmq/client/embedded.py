@@ -37,6 +37,8 @@ class Embedded:
         self.directory = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{owner_tag()}-")  # mode 0700
         self.control = f"ipc://{self.directory}/control"
         self.reports = f"ipc://{self.directory}/reports"
+        #: where the launchers forked from this process connect to the agent (see forklaunch.py)
+        self.launchers = f"{self.directory}/launchers"
         level = os.environ.get("TAYLORISM_EMBEDDED_LOG_LEVEL", "ERROR")
         # the daemons stop when this pipe ends: when this process is gone (its write end is not inherited
         # by what other threads exec)
@@ -50,7 +52,8 @@ class Embedded:
                                   "--recovery-grace", "0"],
                                  stdin=subprocess.DEVNULL, pass_fds=(watch_r,)),
                 subprocess.Popen([*cmd, "agent", *common, "--slots", str(EMBEDDED_SLOTS), "--host-name",
-                                  "localhost", "--state-dir", os.path.join(self.directory, "agent")],
+                                  "localhost", "--state-dir", os.path.join(self.directory, "agent"),
+                                  "--fork-socket", self.launchers],
                                  stdin=subprocess.DEVNULL, pass_fds=(watch_r,)),
             ]
         finally:
@@ -116,6 +119,14 @@ def clean_leftovers(tmp: str | None = None, shm: str = "/dev/shm") -> list[str]:
 
 _embedded: Embedded | None = None
 _lock = threading.Lock()
+
+
+def embedded_launchers(control: str) -> str | None:
+    """Where forked launchers connect, for the embedded boss at *control* (None if it is not ours)."""
+    with _lock:
+        if _embedded is not None and _embedded.control == control and _embedded.pid == os.getpid():
+            return _embedded.launchers
+    return None
 
 
 def embedded_endpoint() -> str:

@@ -22,13 +22,16 @@ from ..procutil import host_key
 from ..wire.codec import Codec
 from ..wire.protocol import ENVELOPE, Msg, approx_size
 from .connection import Connection, connect
-from .embedded import embedded_endpoint
+from .embedded import embedded_endpoint, embedded_launchers
+from .forklaunch import ForkedLauncher, fork_caller, fork_launcher
 from .instructions import by_value_classes, client_env, instruction_sets, resolve_worker, task_row
 from .live_output import LiveOutput
 from .policy import to_policy
 from .reports import report_entry
 
 taylorism_log = logging.getLogger("taylorism_zmq")
+#: the launcher forked for the jobs that reuse task processes, by embedded boss (one for all such jobs)
+_pooled: dict[str, ForkedLauncher] = {}
 
 #: rows per ADD_TASKS message at most (and never more bytes than the boss accepts in one message)
 BATCH = 1000
@@ -138,9 +141,16 @@ class Boss:
         self._controls: list[str] = []
         #: the worker classes of the driver script this job uses, by value (they go with its first tasks)
         self._classes: dict[str, bytes] = {}
+        #: with the embedded default, the launcher of this job's tasks: a fork of this process, taken now
+        self._forked: ForkedLauncher | None = None
+        env = client_env(setup, self._codec)
+        if embedded and not self._attached and fork_caller():
+            self._forked = self._fork_launcher(max_tasks)
+            # the fork has the client's state: only where its code lives stays (a placement plugin's import)
+            env = {"fork": self._forked.launcher_id, "path": env["path"], "cwd": env["cwd"]}
         self._submit = {
             "job": self._job, "name": str(name or self._job), "policy": policy,
-            "env": client_env(setup, self._codec), "trusted": self._conn.trusted,
+            "env": env, "trusted": self._conn.trusted,
             "shm_host": host_key() if self._shared else None, "halted": True, "resubmit": False,
             "detach": bool(detach), "timeout": timeout, "stream": stream, "started": bool(verbose),
             "max_tasks": max_tasks,
@@ -150,6 +160,19 @@ class Boss:
             return
         self._conn.on_restart[self._job] = self._resubmit
         self._conn.send(Msg.SUBMIT, self._submit)
+
+    def _fork_launcher(self, max_tasks: int) -> ForkedLauncher:
+        """Fork the launcher of this job's tasks (one per job; or, when processes are reused, one for all the
+        jobs of this process that reuse them, taken at the first: a pool sees the state it was started in)."""
+        path = embedded_launchers(self._conn.endpoint)
+        if path is None:
+            raise RuntimeError("no embedded agent to fork a launcher for")
+        if max_tasks == 1:
+            return fork_launcher(path, self._job)
+        pooled = _pooled.get(self._conn.endpoint)
+        if pooled is None or not pooled.alive():
+            pooled = _pooled[self._conn.endpoint] = fork_launcher(path, f"pool-{self._job}")
+        return pooled
 
     @property
     def job_id(self) -> str:
@@ -306,6 +329,8 @@ class Boss:
             elif kind is Msg.JOB_END:
                 self._end = body
                 self._conn.close_inbox(self._job)
+                if self._forked is not None and self._forked is not _pooled.get(self._conn.endpoint):
+                    self._forked.close()
 
     def _take_report(self, codec: Codec, index: int, ok: bool, payload: bytes, host: str, name: str,
                      stdout: bytes, stderr: bytes) -> None:

@@ -44,6 +44,8 @@ from .taskprocs import Task, TaskProcess, fork_task_process
 KILL_GRACE = 1.0
 #: task processes kept forked ahead of tasks, per launcher
 SPARES = 2
+#: seconds a launcher asked to leave stays while processes left by its tasks still write to its pipes
+LINGER = 60.0
 #: reusable task processes kept waiting for a next task, per launcher (the least recently used go first)
 MAX_IDLE = 64
 #: default cap on one task's report (the boss caps frames at this size too)
@@ -53,10 +55,14 @@ DEFAULT_MAX_REPORT = 256 * 1024 * 1024 - 4096
 class Launcher:
     """Fork task processes in a prepared code environment, and give them tasks."""
 
-    def __init__(self, sock: socket.socket, env: dict[str, Any], zygote_pid: int):
+    def __init__(self, sock: socket.socket, env: dict[str, Any], zygote_pid: int, life_fd: int | None = None):
         self.sock = sock
         self.env = env
         self.zygote_pid = zygote_pid
+        #: a fork of the client (the embedded default), in the state the client had: nothing to prepare
+        self.forked = "fork" in env
+        #: the end of a pipe whose other end only the client holds: when it ends, the client is gone
+        self.life_fd = life_fd
         self.host = env.get("host", socket.gethostname())
         #: bytes a task's report may have; beyond, the task is stopped and reported as failed
         self.max_report = int(env.get("max_report", DEFAULT_MAX_REPORT))
@@ -83,6 +89,7 @@ class Launcher:
         self.outbuf = bytearray()
         self.sel = selectors.DefaultSelector()
         self.closing = False
+        self.linger_until = 0.0
         self.term_requested = False
 
     # -- set up ------------------------------------------------------------------
@@ -105,6 +112,12 @@ class Launcher:
 
             install_as_taylorism()
         self._run_setup()
+
+    def _prepare_forked(self) -> None:
+        """A fork of the client: its state is the job's, as in taylorism; only what launching needs changes."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "term_requested", True))
+        os.environ["TAYLORISM_HOST"] = self.host
 
     def _run_setup(self) -> None:
         """The job's setup callable, if it has one: run-time setup of the client, replayed here once."""
@@ -143,11 +156,12 @@ class Launcher:
         return cls
 
     def _receive_class(self, ref: str, blob: bytes, trusted: bool) -> None:
-        """A worker class of the driver script, by value: task processes forked from now on have it."""
+        """A worker class of the driver script, by value: task processes forked from now on have it
+        (a fork of the client has the class itself: that one is kept, for identity's sake)."""
         if ref in self.classes or not trusted:
             return
         try:
-            cls = pickle.loads(blob)
+            cls = resolve_ref(ref) if self.forked else pickle.loads(blob)
         except BaseException as exc:
             self.bad_classes[ref] = f"{type(exc).__name__}: {exc}"
             return
@@ -158,8 +172,11 @@ class Launcher:
 
     # -- the loop ------------------------------------------------------------------
     def serve(self) -> None:
-        isolation.enter(self.env)  # before anything of the job's: no daemon secrets, and its owner's user
-        self._prepare()
+        if self.forked:
+            self._prepare_forked()
+        else:
+            isolation.enter(self.env)  # before anything of the job's: no daemon secrets, and its owner's user
+            self._prepare()
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_r, False)
         os.set_blocking(wake_w, False)
@@ -168,14 +185,19 @@ class Launcher:
         self.sock.setblocking(False)
         self.sel.register(self.sock, selectors.EVENT_READ, "agent")
         self.sel.register(wake_r, selectors.EVENT_READ, "wake")
+        if self.life_fd is not None:
+            self.sel.register(self.life_fd, selectors.EVENT_READ, "life")
         self._wake = (wake_r, wake_w)
-        while not (self.closing and not self.running):
+        while not (self.closing and not self.running and not self._lingering()):
             for key, mask in self.sel.select(self._timeout()):
                 if key.data == "agent":
                     if mask & selectors.EVENT_READ:
                         self._read_agent()
                     if mask & selectors.EVENT_WRITE:
                         self._flush()
+                elif key.data == "life":
+                    self._shutdown()  # the client is gone (or its job ended)
+                    self.sel.unregister(key.fd)
                 elif key.data == "wake":
                     try:
                         while os.read(wake_r, 512):
@@ -197,7 +219,17 @@ class Launcher:
     def _timeout(self) -> float | None:
         deadlines = [d for p in self.running.values()
                      if (d := p.kill_at if p.kill_at is not None else p.task.deadline if p.task else None)]
+        if self.closing:
+            deadlines.append(self.linger_until)
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
+    def _lingering(self) -> bool:
+        """Going away, but a process left by a reported task still writes to its output pipe: its output
+        goes on to this launcher's own (as it would without capture) for a while, rather than killing it
+        with SIGPIPE at its next write."""
+        if time.monotonic() >= self.linger_until:
+            return False
+        return any(key.data[1] == "output" for key in self.sel.get_map().values() if isinstance(key.data, tuple))
 
     def _read_agent(self) -> None:
         data = recv_available(self.sock)
@@ -283,13 +315,23 @@ class Launcher:
         return self._fork()
 
     def _fork(self) -> TaskProcess:
-        proc = fork_task_process(os.getpid())
+        # a fork of the client keeps the client's open files for its tasks (as taylorism's forks do): only
+        # what belongs to this launcher is closed in a task process; from the zygote, everything is
+        proc = fork_task_process(os.getpid(), self._own_fds() if self.forked else None)
         proc.generation = self.generation
         self.procs[proc.pid] = proc
         self.sel.register(proc.result_r, selectors.EVENT_READ, (proc, "result"))
         for fd in proc.outputs:
             self.sel.register(fd, selectors.EVENT_READ, (proc, "output"))
         return proc
+
+    def _own_fds(self) -> list[int]:
+        fds = [self.sock.fileno(), self.sel.fileno(), *getattr(self, "_wake", ())]
+        if self.life_fd is not None:
+            fds.append(self.life_fd)
+        for proc in self.procs.values():
+            fds += [fd for fd in (proc.task_w, proc.result_r, *proc.outputs) if fd >= 0]
+        return fds
 
     def _refill_spares(self) -> None:
         """Keep processes forked ahead of tasks, so that a task does not wait for a fork."""
@@ -449,6 +491,7 @@ class Launcher:
         if self.closing:
             return
         self.closing = True
+        self.linger_until = time.monotonic() + LINGER
         self._drop_spares()
         for proc in self.idle:
             proc.close_orders()

@@ -114,6 +114,9 @@ class LauncherLink:
                 sent = self.sock.send(self.outbuf)
             except (BlockingIOError, InterruptedError):
                 return
+            except OSError:  # the launcher is gone (a client's fork it let go, or a crash): its end of
+                self.outbuf.clear()  # stream is read next, and its tasks reported then
+                return
             del self.outbuf[:sent]
 
     def read(self) -> list | None:

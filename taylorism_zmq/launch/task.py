@@ -3,6 +3,7 @@ worker, runs it and writes ``[ok, payload]`` back, with the failure encoded as t
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import sys
@@ -61,7 +62,8 @@ def _flush_output() -> None:  # pragma: no cover - task process
             pass
 
 
-def task_main(launcher_pid: int, task_fd: int, result_fd: int) -> None:  # pragma: no cover - task process
+def task_main(launcher_pid: int, task_fd: int, result_fd: int,
+              close: list[int] | None = None) -> None:  # pragma: no cover - task process
     """Run the tasks ordered on *task_fd*, each result ``[ok, payload]`` on *result_fd*; never returns.
 
     After a task that succeeded and whose order says more may come, wait for the next order (a reused
@@ -72,10 +74,19 @@ def task_main(launcher_pid: int, task_fd: int, result_fd: int) -> None:  # pragm
         os.setpgid(0, 0)
         die_with_parent(signal.SIGKILL, launcher_pid)
         signal.set_wakeup_fd(-1)
-        low, high = sorted((task_fd, result_fd))
-        os.closerange(3, low)
-        os.closerange(low + 1, high)
-        os.closerange(high + 1, 1 << 16)
+        if close is None:
+            low, high = sorted((task_fd, result_fd))
+            os.closerange(3, low)
+            os.closerange(low + 1, high)
+            os.closerange(high + 1, 1 << 16)
+        else:
+            for fd in close:
+                if fd not in (task_fd, result_fd):
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+        _own_stdio()
         home, cpus = os.getcwd(), os.sched_getaffinity(0)
         while True:
             order = _read_order(task_fd)
@@ -99,6 +110,15 @@ def task_main(launcher_pid: int, task_fd: int, result_fd: int) -> None:  # pragm
         code = 3
     finally:
         os._exit(code)
+
+
+def _own_stdio() -> None:  # pragma: no cover - task process
+    """sys.stdout and sys.stderr that write through to fds 1 and 2, the task's output pipes, so that what a
+    task prints and what it writes to the fds (a C library, a subprocess) come in the order it did them; in a
+    fork of a client they could be anything the client made of them (a test's capture, a progress bar's)."""
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        setattr(sys, name, io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), encoding="utf-8",
+                                            errors="backslashreplace", write_through=True))
 
 
 def _read_order(task_fd: int) -> bytes | None:  # pragma: no cover - task process

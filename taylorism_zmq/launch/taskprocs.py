@@ -106,8 +106,12 @@ class TaskProcess:
         return results, ended, False
 
 
-def fork_task_process(launcher_pid: int) -> TaskProcess:
-    """Fork a task process that waits for its orders on a pipe, with its stdout and stderr on two more."""
+def fork_task_process(launcher_pid: int, close: list[int] | None = None) -> TaskProcess:
+    """Fork a task process that waits for its orders on a pipe, with its stdout and stderr on two more.
+
+    It closes every other descriptor, or only those in *close* when given (a fork of the client keeps the
+    client's files).
+    """
     task_r, task_w = os.pipe()
     result_r, result_w = os.pipe()
     out_r, out_w = os.pipe()
@@ -123,7 +127,7 @@ def fork_task_process(launcher_pid: int) -> TaskProcess:
             os.close(fd)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
-        task_main(launcher_pid, task_r, result_w)
+        task_main(launcher_pid, task_r, result_w, close)
     for fd in (task_r, result_w, out_w, err_w):
         os.close(fd)
     for fd in (result_r, out_r, err_r):

@@ -1,0 +1,50 @@
+"""Launchers that are forks of the client (the embedded default): they come to the agent, not from its zygote.
+
+taylorism's tasks are forks of the caller, and see what it set up at run time: environment, settings, classes
+and objects of the driver script.  With the embedded default the client forks a launcher of its own when it
+submits a job and that launcher connects to this socket (in the embedded daemons' private directory) and says
+``["hello", launcher id, pid]``; the job's code environment names that launcher (``{"fork": id}``) and its
+tasks go there instead of to a launcher of the zygote.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from ..launch.pipes import LauncherLink
+
+#: the key of a forked launcher among the agent's launchers
+PREFIX = "fork:"
+#: the key of a connection that has not said hello yet
+PENDING = "fork-pending:"
+
+
+def listen(path: str) -> socket.socket:
+    """The socket forked launchers connect to (only this user can: the directory is 0700)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock.bind(path)
+    os.chmod(path, 0o600)
+    sock.listen(64)
+    sock.setblocking(False)
+    return sock
+
+
+def accept_all(listener: socket.socket) -> list[LauncherLink]:
+    """Links to the launchers that connected, not yet known by their id."""
+    links: list[LauncherLink] = []
+    while True:
+        try:
+            sock, _ = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return links
+        sock.setblocking(False)
+        links.append(LauncherLink(f"{PENDING}{sock.fileno()}", 0, sock))
+
+
+def is_forked(link: LauncherLink) -> bool:
+    return link.key.startswith((PREFIX, PENDING))
