@@ -137,3 +137,34 @@ def test_a_setup_callable_replays_run_time_setup_on_agents(cluster_factory):
     replayed = batch_main(dict(zt="look"), {"variable": ["X"]}, boss=cluster.control, scheduler=scheduler,
                           setup=zt_workers.set_setting, print_report=lambda r: None)
     assert replayed["workers_report"][0]["report"]["setting"] == "set by the job's setup"
+
+
+def test_embedded_tasks_see_the_callers_run_time_state(monkeypatch):
+    monkeypatch.setenv("TZ_FIDELITY", "set by the driver at run time")
+    monkeypatch.setattr(zt_workers, "SETTING", "changed by the driver at run time")
+    report = batch_main(dict(zt="look"), {"variable": ["TZ_FIDELITY"]}, print_report=lambda r: None,
+                        scheduler=footprints.proxy.scheduler(limit="threads", max_threads=1))
+    seen = report["workers_report"][0]["report"]
+    assert seen["variable"] == "set by the driver at run time"
+    assert seen["setting"] == "changed by the driver at run time"  # a fork of the caller, as in taylorism
+
+
+def test_lean_launchers_on_request_start_from_the_modules_instead(monkeypatch):
+    monkeypatch.setenv("TAYLORISM_FORK_CALLER", "0")
+    monkeypatch.setenv("TZ_FIDELITY", "set by the driver at run time")
+    monkeypatch.setattr(zt_workers, "SETTING", "changed by the driver at run time")
+    report = batch_main(dict(zt="look"), {"variable": ["TZ_FIDELITY"]}, print_report=lambda r: None,
+                        scheduler=footprints.proxy.scheduler(limit="threads", max_threads=1))
+    seen = report["workers_report"][0]["report"]
+    assert seen["variable"] == "set by the driver at run time"  # the environment travels, as to agents
+    assert seen["setting"] == "as imported"  # but a module's state is its import's
+
+
+def test_reused_processes_serve_several_jobs_of_a_process(monkeypatch):
+    scheduler = footprints.proxy.scheduler(limit="threads", max_threads=1)
+    pids = []
+    for tag in ("first", "second"):
+        report = batch_main(dict(zt="nap"), dict(tag=[f"{tag}-{i}" for i in range(3)]), scheduler=scheduler,
+                            max_tasks_per_process=100, print_report=lambda r: None)
+        pids.append({r["report"]["pid"] for r in report["workers_report"]})
+    assert len(pids[0]) == 1 and pids[0] == pids[1]  # one process ran them all, across the two jobs
