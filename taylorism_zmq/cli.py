@@ -88,12 +88,12 @@ def agent_parser() -> argparse.ArgumentParser:
         "Run a taylorism-zmq agent on this host: it registers with the boss, runs each task it is given "
         "in its own process, and sends back reports, tracebacks and the host's load."))
     _common(p)
-    p.add_argument("--boss", dest="control", default=DEFAULT_CONTROL,
+    p.add_argument("--boss", default=DEFAULT_CONTROL,
                    help="the boss's control endpoint (default %(default)s)")
     p.add_argument("--reports", default=None,
                    help="the boss's report endpoint (default: the one the boss names when the agent registers; "
                         "give it only where the agent reaches the boss at another address, e.g. through NAT)")
-    p.add_argument("--control", dest="control", help=argparse.SUPPRESS)
+    p.add_argument("--control", dest="boss", help=argparse.SUPPRESS)  # the boss's own name of it
     p.add_argument("--slots", type=int, default=None, help="tasks at once on this host (default: cpu count)")
     p.add_argument("--host-name", default=None, help="name this host reports (default: its hostname)")
     p.add_argument("--heartbeat", type=float, default=1.0, help="heartbeat period in s (default 1)")
@@ -103,12 +103,12 @@ def agent_parser() -> argparse.ArgumentParser:
                    help="add this to the load average reported (to test load-aware placement)")
     p.add_argument("--insecure", action="store_true",
                    help="connect over tcp without CURVE (the boss must run with --insecure too)")
-    p.add_argument("--max-report-mb", type=float, default=None,
+    p.add_argument("--max-report-mb", type=float, default=256.0,
                    help="largest report a task may return, in MiB; a task over it is stopped and reported as "
-                        "failed (default 256)")
-    p.add_argument("--max-output-kb", type=float, default=None,
+                        "failed (default %(default)s; never more than the boss's frame cap allows)")
+    p.add_argument("--max-output-kb", type=float, default=1024.0,
                    help="bytes of a task's stdout, and of its stderr, kept for its report, in KiB: the head and the "
-                        "tail, with a note of what was dropped between (default 1024)")
+                        "tail, with a note of what was dropped between (default %(default)s)")
     p.add_argument("--fork-socket", default=None, help=argparse.SUPPRESS)  # embedded: forks of the client come here
     p.add_argument("--state-dir", default=None,
                    help="where the agent keeps the reports the boss has not acknowledged yet (its journal, 0700), "
@@ -208,7 +208,7 @@ def boss_main(argv: Sequence[str] | None = None) -> int:
 
 def agent_main(argv: Sequence[str] | None = None) -> int:
     args = settings.parse(agent_parser(), "agent", argv)
-    _check_endpoints(agent_parser(), args, {"control": "--boss", "reports": "--reports"})
+    _check_endpoints(agent_parser(), args, {"boss": "--boss", "reports": "--reports"})
     _use_key_dir(args)
     _setup_logging(args)
     if args.slots is not None and args.slots < 1:
@@ -298,6 +298,9 @@ def _keys_command(args: argparse.Namespace) -> int:
                 public = keygen(Path(args.dir) if args.dir else None, args.name, authorize=not args.no_authorize,
                                 force=args.force)
             print(f"wrote {public} and {public}_secret (0600)")
+            if not args.boss and not args.no_authorize:
+                print(f"authorized it in {public.parent / 'authorized'} with every role (client, agent, admin): "
+                      "a boss reading that directory accepts it")
         elif args.command == "authorize":
             path = keystore.authorize(authorized, Path(args.public_key), frozenset(args.role), args.name, args.user)
             print(f"authorized {path.stem} ({', '.join(r for r in keystore.ROLES if r in args.role)}"

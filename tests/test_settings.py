@@ -51,16 +51,16 @@ def test_flags_beat_environment_beat_config_file_beat_defaults(tmp_path):
     assert s["slots"] == (7, "command line")
     assert s["heartbeat"] == (4.0, "environment TAYLORISM_HEARTBEAT")
     assert s["host-name"][0] == "from-file" and s["host-name"][1].startswith("config")
-    assert s["control"][0] == "tcp://file:1"  # --boss, under its option name
+    assert s["boss"][0] == "tcp://file:1"  # --boss, under its option name
     assert s["log-level"] == ("INFO", "default")
     s = settings_of("agent", env={"TAYLORISM_BOSS": "tcp://env:2", "TAYLORISM_INSECURE": "yes"})
-    assert s["control"] == ("tcp://env:2", "environment TAYLORISM_BOSS") and s["insecure"][0] is True
+    assert s["boss"] == ("tcp://env:2", "environment TAYLORISM_BOSS") and s["insecure"][0] is True
 
 
 def test_the_example_config_parses_for_every_command():
     example = os.path.join(REPO, "daemons", "taylorism.toml")
     assert settings_of("boss", "--config", example)["agent-timeout"][0] == 60.0
-    assert settings_of("agent", "--config", example)["control"][0] == "tcp://head-node:5555"
+    assert settings_of("agent", "--config", example)["boss"][0] == "tcp://head-node:5555"
     assert settings_of("agent", "--config", example)["max-output-kb"][0] == 1024.0
     assert settings_of("ctl", "--config", example)["timeout"][0] == 5.0
     from taylorism_zmq import config
@@ -137,6 +137,7 @@ def test_key_dir_from_the_config_file_is_where_the_commands_look_for_keys(tmp_pa
     assert missing.returncode == 2 and f"no key pair in {keys}" in missing.stderr  # names that directory
     made = command("ctl", "--config", str(config), "keygen", keep_key_dir=False)
     assert made.returncode == 0, made.stderr
+    assert f"authorized it in {keys / 'authorized'}" in made.stdout  # keygen says it authorized the key
     assert (keys / "id.key_secret").is_file() and list((keys / "authorized").glob("*.key"))
 
 

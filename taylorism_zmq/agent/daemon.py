@@ -533,7 +533,7 @@ def _env_problem(env: dict[str, Any]) -> str | None:
 
 def run_agent(args: Any) -> int:
     """Entry point used by the CLI and by embedded mode."""
-    agent = AgentDaemon(args.control, args.reports, slots=args.slots, host_name=args.host_name,
+    agent = AgentDaemon(args.boss, args.reports, slots=args.slots, host_name=args.host_name,
                         heartbeat=args.heartbeat, parent_pid=args.parent_pid, memory=args.memory,
                         inject_load=args.inject_load, insecure=args.insecure,
                         max_report=int(args.max_report_mb * 2**20) if args.max_report_mb else None,
