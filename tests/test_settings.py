@@ -182,3 +182,19 @@ def test_the_run_launcher_says_what_is_missing_in_one_line(tmp_path, args, expec
     out = subprocess.run([sys.executable, "-m", "taylorism_zmq.run", *args], capture_output=True, text=True,
                          timeout=60, cwd=tmp_path)
     assert out.returncode == 1 and out.stderr.strip() == f"python -m taylorism_zmq.run: {expected}", out.stderr
+
+
+@pytest.mark.parametrize("option,what", [("--http", "the status page (--http)"),
+                                         ("--metrics-port", "the metrics (--metrics-port)")])
+def test_a_busy_port_for_the_page_or_the_metrics_is_one_clear_line(tmp_path, option, what):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        value = f"127.0.0.1:{port}" if option == "--http" else str(port)
+        out = command("boss", "--control", f"ipc://{tmp_path}/c", option, value, timeout=30)
+    assert out.returncode == 2, out
+    assert f"cannot serve {what} at 127.0.0.1:{port}: Address already in use" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -9,6 +9,7 @@ blocks only in ``poller.poll``.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -16,7 +17,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import zmq
@@ -24,7 +25,7 @@ import zmq
 from ..wire import protocol, security
 from ..wire.keystore import ANONYMOUS, LOCAL, Identity, KeyStore
 from ..wire.protocol import Msg, ProtocolError
-from ..wire.sockets import RateLimitedLog, bind, check_bindable, configure_bound
+from ..wire.sockets import EndpointInUseError, RateLimitedLog, bind, check_bindable, configure_bound
 from .guard import Denied, Guard, Refused
 from .outbox import Outbox
 from .plugins import load_placement_plugin
@@ -169,7 +170,8 @@ class BossDaemon:
             if self.http:
                 from .webstatus import StatusServer, load_token
 
-                self.status_server = StatusServer(self.http, load_token(str(security.key_dir())))
+                with _serving("the status page (--http)", self.http):
+                    self.status_server = StatusServer(self.http, load_token(str(security.key_dir())))
                 self.status_server.publish(self.state.status(time.monotonic(), page=True))
                 self.status_server.start()
                 log.info("status page: %s", self.status_server.url)
@@ -197,7 +199,8 @@ class BossDaemon:
     def _start_metrics(self) -> None:
         from .metrics import BossMetrics
 
-        self.metrics = BossMetrics(self.metrics_port or 0, self.metrics_address)
+        with _serving("the metrics (--metrics-port)", f"{self.metrics_address}:{self.metrics_port}"):
+            self.metrics = BossMetrics(self.metrics_port or 0, self.metrics_address)
         self.state.on_dispatch = self.metrics.dispatch_latency.observe
         self.state.on_task_end = self.metrics.task_duration.observe
         self.metrics.publish(self.state.status(time.monotonic()))
@@ -335,6 +338,15 @@ class BossDaemon:
                 pass
         except (BlockingIOError, InterruptedError):
             pass
+
+@contextlib.contextmanager
+def _serving(what: str, address: str) -> Iterator[None]:
+    """Say in one line why an HTTP server of the boss cannot start (a busy port, an address not here)."""
+    try:
+        yield
+    except OSError as exc:
+        raise EndpointInUseError(f"cannot serve {what} at {address}: {exc.strerror or exc}") from None
+
 
 def run_boss(args: Any) -> int:
     """Entry point used by the CLI and by embedded mode."""
