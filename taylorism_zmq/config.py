@@ -23,6 +23,8 @@ def load_config(path: str | None = None) -> dict[str, Any]:
             return tomllib.load(f)
     except FileNotFoundError:
         return {}
+    except OSError as exc:
+        raise ValueError(f"cannot read the taylorism config file {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"bad taylorism config file {path}: {exc}") from None
 

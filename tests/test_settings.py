@@ -79,7 +79,7 @@ def test_bad_config_files_are_clear_errors(tmp_path, text, error):
     config = tmp_path / "bad.toml"
     config.write_text(text)
     out = command("boss", "--config", str(config), "--print-config")
-    assert out.returncode != 0 and error in out.stderr
+    assert out.returncode != 0 and error in out.stderr and "Traceback" not in out.stderr
 
 
 @pytest.mark.parametrize("name", ["boss", "agent", "ctl"])
@@ -198,3 +198,10 @@ def test_a_busy_port_for_the_page_or_the_metrics_is_one_clear_line(tmp_path, opt
     assert out.returncode == 2, out
     assert f"cannot serve {what} at 127.0.0.1:{port}: Address already in use" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_an_unreadable_config_file_is_a_clear_value_error(tmp_path):
+    from taylorism_zmq import config
+
+    with pytest.raises(ValueError, match="cannot read the taylorism config file .*: Is a directory"):
+        config.load_config(str(tmp_path))  # (root reads any file: a directory stands for an unreadable one)
