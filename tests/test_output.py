@@ -184,7 +184,7 @@ def test_a_long_line_left_open_is_broken_only_when_another_task_writes():
 
 
 def test_a_flood_streamed_live_is_thinned_not_queued_and_the_report_keeps_its_ends(capsys):
-    from taylorism_zmq.agent.daemon import LIVE_OUTPUT_RATE
+    from taylorism_zmq.agent.live import LIVE_OUTPUT_RATE
 
     flood = 40_000_000
     start = time.monotonic()
@@ -193,7 +193,20 @@ def test_a_flood_streamed_live_is_thinned_not_queued_and_the_report_keeps_its_en
     elapsed = time.monotonic() - start
     live = capsys.readouterr().out.replace("[gush] ", "")
     assert live.startswith("gush raw\nxxx")  # it did stream
-    # at most LIVE_OUTPUT_RATE bytes a second, plus a second's worth of burst: the rest was dropped
+    # at most LIVE_OUTPUT_RATE bytes a second, plus a second's worth of burst: the rest was dropped, and says so
     assert len(live) <= LIVE_OUTPUT_RATE * (elapsed + 1) + 64 * 1024
+    assert "bytes of live output dropped here; the task's report keeps its output" in live
     out = report["workers_report"][0]["stdout"]
     assert out.startswith("gush raw\nxxx") and out.endswith("END OF FLOOD\n")
+
+
+def test_the_live_gate_marks_where_it_dropped_output():
+    from taylorism_zmq.agent.live import LiveGate
+
+    gate = LiveGate(rate=100)
+    assert gate.admit(1, 1, b"x" * 60) == b"x" * 60
+    assert gate.admit(1, 1, b"y" * 60) is None  # over the second's budget
+    assert gate.admit(1, 2, b"e" * 30) == b"e" * 30  # another stream: nothing to mark
+    mark = b"\n[... 60 bytes of live output dropped here; the task's report keeps its output ...]\n"
+    assert gate.finish(1) == [(1, mark)]
+    assert gate.finish(1) == [] and gate.chunks_dropped == 1

@@ -37,6 +37,7 @@ from ..wire.protocol import ENVELOPE, Msg, ProtocolError
 from ..wire.sockets import RateLimitedLog, configure_connected, report_endpoint_for
 from . import forked
 from .journal import default_state_dir, open_journal
+from .live import LiveGate
 from .sender import ReportSender, report_size
 from .zygote import Zygote
 
@@ -48,9 +49,6 @@ MAX_LAUNCHERS = 8
 LAUNCHER_IDLE = 600.0
 #: how long without a REGISTERED answer before registering again
 REGISTER_RETRY = 5.0
-#: live task output an agent sends, in bytes per second (bursts up to a second's worth); more is dropped
-#: (the reports keep it all), so a task flooding its stdout cannot fill the report socket's queue
-LIVE_OUTPUT_RATE = 8 << 20
 
 
 class AgentDaemon:
@@ -96,10 +94,8 @@ class AgentDaemon:
         self.task_info: dict[int, tuple[str, int, int | None]] = {}
         #: streamed task output not sent yet: [job, index, stream, data] rows (best effort, never resent)
         self.output_box: list[list] = []
-        #: bytes of live output that may still be sent (a token bucket refilled at LIVE_OUTPUT_RATE)
-        self._live_budget = float(LIVE_OUTPUT_RATE)
-        self._live_refilled = time.monotonic()
-        self.output_dropped = 0
+        #: which chunks of live output go on (at most a rate), with a mark where some were dropped
+        self.live = LiveGate()
         #: the largest frame the boss accepts (from REGISTERED): reports are capped under it
         self.max_frame = protocol.MAX_FRAME
         self._push_polled = False
@@ -448,11 +444,9 @@ class AgentDaemon:
                 self._done(link, *msg[1:9])
             elif msg[0] == "out":
                 info = self.task_info.get(msg[1])
-                if info is not None:
-                    if self._live_allows(len(msg[3])):
-                        self.output_box.append([info[0], info[1], msg[2], msg[3]])
-                    else:
-                        self.output_dropped += 1
+                data = self.live.admit(msg[1], msg[2], msg[3]) if info is not None else None
+                if info is not None and data is not None:
+                    self.output_box.append([info[0], info[1], msg[2], data])
 
     def _done(self, link: LauncherLink | None, tid: int, ok: bool, payload: bytes, t0: float, t1: float,
               stdout: bytes, stderr: bytes) -> None:
@@ -463,6 +457,7 @@ class AgentDaemon:
         info = self.task_info.pop(tid, None)
         if info is None:
             return  # a task this agent was never told about
+        self.output_box += [[info[0], info[1], stream, mark] for stream, mark in self.live.finish(tid)]
         row = [tid, info[0], info[1], ok, payload, t0, t1, stdout, stderr]
         size = report_size(row)
         if size > self.sender.row_cap():  # the launcher caps results; this catches what it could not see
@@ -472,16 +467,6 @@ class AgentDaemon:
                    stdout[-65536:], stderr[-65536:]]
             log.warning("agent %s: report of task %d of job %s refused: %s", self.aid, tid, info[0], why)
         self.sender.add(row)
-
-    def _live_allows(self, size: int) -> bool:
-        now = time.monotonic()
-        self._live_budget = min(float(LIVE_OUTPUT_RATE),
-                                self._live_budget + (now - self._live_refilled) * LIVE_OUTPUT_RATE)
-        self._live_refilled = now
-        if size > self._live_budget:
-            return False
-        self._live_budget -= size
-        return True
 
     def _flush_output(self) -> None:
         """Send streamed output before the reports of the same pass (the boss keeps the order)."""
