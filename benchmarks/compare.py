@@ -79,11 +79,33 @@ class TaylorismLike:
     """
 
     def __init__(self, module: Any, scheduler_class: type, zmq: bool = True, boss: str | None = None,
-                 hosts: int = 1, options: dict | None = None):
+                 hosts: int = 1, options: dict | None = None, environ: dict | None = None):
         self.module, self.scheduler_class, self.zmq, self.boss, self.hosts = module, scheduler_class, zmq, boss, hosts
         self.options = dict(options or {})
         if boss is not None:
             self.options["boss"] = boss
+        #: environment variables set while this runtime runs (TAYLORISM_FORK_CALLER)
+        self.environ = dict(environ or {})
+
+    def __getattribute__(self, name: str) -> Any:
+        attr = super().__getattribute__(name)
+        if name in ("w1", "w2", "w3", "w4") and super().__getattribute__("environ"):
+            environ = super().__getattribute__("environ")
+
+            def with_environ(*args: Any) -> Any:
+                saved = {k: os.environ.get(k) for k in environ}
+                os.environ.update(environ)
+                try:
+                    return attr(*args)
+                finally:
+                    for k, v in saved.items():
+                        if v is None:
+                            os.environ.pop(k, None)
+                        else:
+                            os.environ[k] = v
+
+            return with_environ
+        return attr
 
     def _scheduler(self, slots: int) -> Any:
         per_host = max(1, slots // self.hosts)
@@ -286,10 +308,17 @@ def main() -> int:
     from taylorism_zmq.schedulers import NewMaxThreadsScheduler
 
     run("bare fork loop", BareFork())
+    reuse = {"max_tasks_per_process": 1000}
     run("taylorism-zmq embedded", TaylorismLike(taylorism_zmq, NewMaxThreadsScheduler), ours=True, curve=False)
+    run("taylorism-zmq embedded, lean launchers", TaylorismLike(
+        taylorism_zmq, NewMaxThreadsScheduler, environ={"TAYLORISM_FORK_CALLER": "0"}), ours=True, curve=False)
+    run("taylorism-zmq embedded, reused (N=1000)", TaylorismLike(
+        taylorism_zmq, NewMaxThreadsScheduler, options=reuse), ours=True, curve=False)
     with tcp_cluster() as control:
         run("taylorism-zmq boss+2 agents tcp", TaylorismLike(taylorism_zmq, NewMaxThreadsScheduler, boss=control,
                                                              hosts=2), ours=True, curve=True)
+        run("taylorism-zmq boss+2 agents, reused", TaylorismLike(
+            taylorism_zmq, NewMaxThreadsScheduler, boss=control, hosts=2, options=reuse), ours=True, curve=True)
     run("ProcessPoolExecutor", Pool(process_pool))
     for name, factory, module in (("dask LocalCluster", dask_pool, "dask.distributed"),
                                   ("parsl HTEX", parsl_pool, "parsl")):
@@ -310,17 +339,17 @@ def main() -> int:
 
     sizes = ", ".join(f"{w.upper()} {n} tasks, {slots} at once" for w, (n, slots) in workloads.items())
     print(f"{sizes}; {args.runs} run(s) each: median [min-max]")
-    print(f"{'runtime':34} {'W1 tasks/s':>18} {'W2 wall/ideal':>18} {'W3 median ms':>18} {'W3 p95 ms':>18} "
+    print(f"{'runtime':40} {'W1 tasks/s':>18} {'W2 wall/ideal':>18} {'W3 median ms':>18} {'W3 p95 ms':>18} "
           f"{'W4 MB/s':>18}")
     for name, r in results.items():
         if "skipped" in r:
-            print(f"{name:34} skipped: {r['skipped']}")
+            print(f"{name:40} skipped: {r['skipped']}")
             continue
         cells = [cell(summary(r, "w1", "tasks_per_s"), 0), cell(summary(r, "w2", "wall_over_ideal"), 2),
                  cell(summary(r, "w3", "median_ms"), 2), cell(summary(r, "w3", "p95_ms"), 2),
                  cell(summary(r, "w4", "mb_per_s"), 1)]
-        print(f"{name:34} " + " ".join(f"{c:>18}" for c in cells))
-    for ours in ("taylorism-zmq embedded", "taylorism-zmq boss+2 agents tcp"):
+        print(f"{name:40} " + " ".join(f"{c:>18}" for c in cells))
+    for ours in [name for name in results if name.startswith("taylorism-zmq")]:
         for peer in ("bare fork loop", "taylorism 1.1.0", "ProcessPoolExecutor", "dask LocalCluster", "parsl HTEX"):
             ratios = []
             for workload, (key, higher) in (("w1", ("tasks_per_s", True)), ("w3", ("median_ms", False))):
