@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import signal
 import socket
@@ -19,8 +18,8 @@ def die_with_parent(sig: int = signal.SIGKILL, parent_pid: int | None = None) ->
     """Ask the kernel to send *sig* when our parent dies (Linux); exit if it is gone already."""
     global _libc
     try:
-        if _libc is None:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        if _libc is None:  # (the process's own symbols: find_library would run ldconfig, ~10 ms, in every task)
+            _libc = ctypes.CDLL(None, use_errno=True)
         _libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
     except (OSError, AttributeError):  # pragma: no cover - not Linux
         pass

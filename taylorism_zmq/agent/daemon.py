@@ -64,6 +64,8 @@ class AgentDaemon:
         #: where forks of the client connect as launchers (the embedded default), if anywhere
         self.fork_socket = fork_socket
         self.fork_listener: socket.socket | None = None
+        #: tasks that came before their forked launcher did
+        self.fork_waits = forked.Waiting()
         #: where reports go: given (an override, e.g. behind NAT), else learned from the boss's REGISTERED
         self.reports_override = reports
         self.reports_endpoint: str | None = None
@@ -229,6 +231,8 @@ class AgentDaemon:
             if now >= next_beat:
                 self._beat()
                 self._close_idle_launchers(now)
+                for body in self.fork_waits.expired(now):
+                    self._fail_all(body, "the job's launcher (a fork of its client) did not come")
                 next_beat = now + self.heartbeat
                 if not self.registered and now - self._registered_at > REGISTER_RETRY:
                     self._register()
@@ -376,8 +380,11 @@ class AgentDaemon:
             env["keep_env"] = list(self.keep_env)
         if "fork" in env:  # a fork of the client, for this job (the embedded default)
             link = self.launchers.get(forked.PREFIX + str(env["fork"]))
-            if link is None:
+            if link is None and self.fork_waits.is_gone(str(env["fork"])):
                 self._fail_all(body, "the job's launcher (a fork of its client) is gone")
+                return
+            if link is None:  # it is on its way (its client did not wait for it): hold its tasks
+                self.fork_waits.hold(str(env["fork"]), body, time.monotonic())
                 return
         else:
             link = self._launcher_for(env)
@@ -440,6 +447,8 @@ class AgentDaemon:
                 self.launchers[link.key] = link
                 link.send(["welcome"])
                 log.debug("agent %s: launcher %d, a fork of the client, for %s", self.aid, link.pid, msg[1])
+                for body in self.fork_waits.release(str(msg[1])):
+                    self._run(body)
             elif msg[0] == "done":
                 self._done(link, *msg[1:9])
             elif msg[0] == "out":
@@ -486,6 +495,8 @@ class AgentDaemon:
 
     def _close_launcher(self, link: LauncherLink) -> None:
         self.launchers.pop(link.key, None)
+        if link.key.startswith(forked.PREFIX):
+            self.fork_waits.left(link.key[len(forked.PREFIX):])
         if link.flags:
             self.poller.unregister(link.sock)
             link.flags = 0

@@ -48,3 +48,44 @@ def accept_all(listener: socket.socket) -> list[LauncherLink]:
 
 def is_forked(link: LauncherLink) -> bool:
     return link.key.startswith((PREFIX, PENDING))
+
+
+#: seconds the tasks of a job wait for their forked launcher to come, before they fail
+WAIT = 30.0
+#: ids of forked launchers that left, remembered (their late tasks fail at once)
+GONE_MEMORY = 1024
+
+
+class Waiting:
+    """Tasks that came before their forked launcher said hello (the client does not wait for it)."""
+
+    def __init__(self) -> None:
+        self._bodies: dict[str, list[tuple[float, dict]]] = {}
+        self._gone: dict[str, None] = {}
+
+    def hold(self, launcher_id: str, body: dict, now: float) -> None:
+        self._bodies.setdefault(launcher_id, []).append((now + WAIT, body))
+
+    def release(self, launcher_id: str) -> list[dict]:
+        """What waited for this launcher, now that it came."""
+        return [body for _, body in self._bodies.pop(launcher_id, [])]
+
+    def expired(self, now: float) -> list[dict]:
+        """What waited too long: its launcher is not coming."""
+        late = []
+        for launcher_id in list(self._bodies):
+            kept = [(t, b) for t, b in self._bodies[launcher_id] if t > now]
+            late += [b for t, b in self._bodies[launcher_id] if t <= now]
+            if kept:
+                self._bodies[launcher_id] = kept
+            else:
+                del self._bodies[launcher_id]
+        return late
+
+    def left(self, launcher_id: str) -> None:
+        self._gone[launcher_id] = None
+        while len(self._gone) > GONE_MEMORY:
+            self._gone.pop(next(iter(self._gone)))
+
+    def is_gone(self, launcher_id: str) -> bool:
+        return launcher_id in self._gone

@@ -63,8 +63,12 @@ def fork_caller() -> bool:
     raise ValueError(f"TAYLORISM_FORK_CALLER must be yes or no, not {value!r}")
 
 
-def fork_launcher(socket_path: str, launcher_id: str) -> ForkedLauncher:
-    """Fork this process into a launcher connected to the embedded agent at *socket_path*."""
+def fork_launcher(socket_path: str, launcher_id: str, wait: bool = True) -> ForkedLauncher:
+    """Fork this process into a launcher connected to the embedded agent at *socket_path*.
+
+    Unless *wait*, return at once: the fork reaches the agent while the job is submitted (the agent holds
+    the job's tasks until it comes), and a fork that fails to is seen when its tasks fail.
+    """
     from ..launch.launcher import Launcher  # (imported before the fork: the fork must not import under a lock)
 
     _reap()
@@ -85,7 +89,8 @@ def fork_launcher(socket_path: str, launcher_id: str) -> ForkedLauncher:
             os.close(ready_r)
             sock = _connect(socket_path, launcher_id)
             _close_sockets(keep=(sock.fileno(),))
-            os.write(ready_w, b"ok")
+            if wait:
+                os.write(ready_w, b"ok")
             os.close(ready_w)
             Launcher(sock, {"fork": launcher_id, "host": "localhost"}, os.getppid(), life_fd=life_r).serve()
         except BaseException as exc:
@@ -100,6 +105,9 @@ def fork_launcher(socket_path: str, launcher_id: str) -> ForkedLauncher:
     os.close(ready_w)
     with _lock:
         _children.append(pid)
+    if not wait:
+        os.close(ready_r)
+        return ForkedLauncher(launcher_id, pid, life_w)
     try:
         answer = _wait_ready(ready_r)
     finally:
@@ -140,16 +148,17 @@ def _connect(path: str, launcher_id: str) -> socket.socket:  # pragma: no cover 
                 raise
             time.sleep(0.01)
     sock.sendall(msgpack.packb(["hello", launcher_id, os.getpid()]))
-    unpacker = msgpack.Unpacker()
-    while True:
-        data = sock.recv(1 << 16)
+    welcome = msgpack.packb(["welcome"])
+    answer = b""
+    while len(answer) < len(welcome):  # not a byte more: the job's first orders may follow at once
+        data = sock.recv(len(welcome) - len(answer))
         if not data:
             raise ConnectionError("the agent closed the connection")
-        unpacker.feed(data)
-        for msg in unpacker:
-            if msg == ["welcome"]:
-                sock.settimeout(None)
-                return sock
+        answer += data
+    if answer != welcome:
+        raise ConnectionError(f"the agent answered {answer!r}, not a welcome")
+    sock.settimeout(None)
+    return sock
 
 
 def _close_sockets(keep: tuple[int, ...]) -> None:  # pragma: no cover - the fork

@@ -168,7 +168,7 @@ class Boss:
         if path is None:
             raise RuntimeError("no embedded agent to fork a launcher for")
         if max_tasks == 1:
-            return fork_launcher(path, self._job)
+            return fork_launcher(path, self._job, wait=False)  # it reaches the agent while we submit
         pooled = _pooled.get(self._conn.endpoint)
         if pooled is None or not pooled.alive():
             pooled = _pooled[self._conn.endpoint] = fork_launcher(path, f"pool-{self._job}")

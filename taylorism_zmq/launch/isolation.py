@@ -11,7 +11,6 @@ trust (per-user agents, as the Slurm scripts start, avoid it).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import pwd
 
@@ -61,7 +60,7 @@ def become(name: str) -> None:
     os.setuid(entry.pw_uid)
     if os.getuid() == 0 or os.geteuid() == 0:  # pragma: no cover - setuid would have raised
         raise IsolationError("could not leave root")
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # the process's own symbols (find_library would run ldconfig)
     if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise IsolationError(f"prctl(PR_SET_NO_NEW_PRIVS) failed: {os.strerror(ctypes.get_errno())}")
     os.environ.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
