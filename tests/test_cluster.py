@@ -398,7 +398,8 @@ def test_a_live_clients_job_outlives_the_client_timeout(cluster_factory, tmp_pat
     dead.wait()
     wait_until(lambda: _job(cluster, dead_job) is None, 30, "the killed client's job to be stopped")
     job = _job(cluster, live.job_id)
-    assert job is not None and job["running"] == 2, cluster.status()["jobs"]
+    assert job is not None, "the live client's job was stopped too"
+    assert job["running"] == 2, job
     assert job["age"] > CLIENT_TIMEOUT
     gate.touch()
     live.wait_till_finished()
@@ -420,7 +421,8 @@ def test_detached_job_survives_its_client_and_can_be_attached(cluster_factory, t
     client.wait()
     wait_until(lambda: _job(cluster, attached) is None, 30, "the attached job to be stopped")
     job = _job(cluster, detached)
-    assert job is not None and job["running"] == 2, cluster.status()["jobs"]  # its tasks were not killed
+    assert job is not None, "the detached job was stopped with its client"
+    assert job["running"] == 2, job  # its tasks were not killed
     gate.touch()
     from taylorism_zmq import Boss
 
