@@ -70,6 +70,21 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str
         time.sleep(0.02)
 
 
+def journal_rows(state_dir: str) -> int:
+    """Reports in the agents' journals under *state_dir* (read without the agents' lock)."""
+    import msgpack
+
+    from taylorism_zmq.agent.journal import HEADER
+
+    rows = 0
+    for path in pathlib.Path(state_dir).rglob("*.rep"):
+        try:
+            rows += len(msgpack.unpackb(path.read_bytes()[HEADER.size:]))
+        except (OSError, ValueError):
+            continue  # removed meanwhile
+    return rows
+
+
 class Cluster:
     """A boss and agents on tcp://127.0.0.1, each its own OS process."""
 

@@ -411,6 +411,22 @@ def test_restarted_boss_recovers_jobs_without_running_anything_twice():
     assert report(state, a, 777, job="j1", index=0) == []
 
 
+def test_a_task_that_ended_while_the_boss_was_away_counts_when_its_report_comes_after_the_client():
+    state = make_state(started=100.0, recovery_grace=3.0)  # a boss that just restarted
+    a = add_agent(state, "a", slots=4)  # registered again: nothing runs there any more
+    submit(state, {"kind": "threads", "max_threads": 4}, n=3, resubmit=True)  # the client came back first
+    out = report(state, a, 999, job="j1", index=1)  # then the agent delivers the report it kept
+    assert of_kind(out, Msg.REPORTS)[0]["reports"] == [[1, True, b"r", "a", "w1", b"", b""]]
+    placed = runs(state.dispatch(now=104.0))[a]
+    assert sorted(REMEMBERED[tid][1] for tid, _ in placed) == [0, 2]  # index 1 does not run again
+    b = add_agent(state, "b")
+    assert report(state, b, placed[0][0]) == []  # once sent to an agent, its report counts only from there
+    assert state.counters["refused"] == 1
+    submit(state, {"kind": "nosort"}, n=1, job="fresh")  # not submitted again: no agent ran it before
+    assert report(state, b, 998, job="fresh", index=0) == []
+    assert state.counters["refused"] == 2 and state.jobs["fresh"].n_pending == 1
+
+
 def test_jobs_of_a_vanished_client_are_stopped_unless_detached():
     state = make_state(client_timeout=10.0)
     a = add_agent(state, "a", slots=4)

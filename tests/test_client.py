@@ -60,10 +60,12 @@ def test_max_threads_bounds_concurrency_and_tickets():
 
 def test_interim_report_then_final():
     boss = run_as_server(dict(zt="nap"), dict(seconds=[0.0, 0.0, 3.0]), scheduler=threads(3))
-    deadline = time.monotonic() + 10
-    interim = boss.get_report()
-    while len(interim["workers_report"]) < 2 and time.monotonic() < deadline:
-        interim = boss.get_report()
+
+    def two_reports() -> dict | None:
+        report = boss.get_report()
+        return report if len(report["workers_report"]) == 2 else None
+
+    interim = wait_until(two_reports, 10, "the two short tasks' reports")
     assert interim["status"] == "interim" and len(interim["workers_report"]) == 2
     boss.wait_till_finished()
     final = boss.get_report()
@@ -215,9 +217,7 @@ def test_stop_kills_the_whole_process_tree_of_a_task(tmp_path):
 
     pidfile = tmp_path / "grandchild.pid"
     boss = run_as_server(dict(zt="nap", seconds=30, spawn=str(pidfile)), dict(tag=[1]), scheduler=threads(1))
-    deadline = time.monotonic() + 10
-    while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: pidfile.exists() and pidfile.read_text(), 10, "the task's own child")
     grandchild = psutil.Process(int(pidfile.read_text()))
     boss.stop_them_working()
     boss.wait_till_finished()

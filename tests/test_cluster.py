@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import queue
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import footprints
@@ -15,7 +18,7 @@ import psutil
 import pytest
 import zmq
 import zt_workers  # noqa: F401 - registers the test worker classes
-from conftest import authorized_socket, wait_until
+from conftest import authorized_socket, journal_rows, wait_until
 
 from taylorism_zmq import AgentLostError, BossUnreachableError, batch_main, run_as_server
 from taylorism_zmq.client.connection import Connection
@@ -188,15 +191,29 @@ def test_hostile_frames_do_not_stop_the_boss(cluster_factory):
          msgpack.packb({"agent": "ghost", "reports": [[1, True, b"", 0, 0]]})],
         [protocol.VERSION_FRAME, bytes([Msg.RUN]), msgpack.packb({})], [os.urandom(100)] * 3,
     ]
+    # on the control socket, all but the CONTROL of an unknown job (nothing to do) are bad; on the report
+    # socket, all are (only agents' reports and output go there)
+    bad = sum(_undecodable(frames) for frames in garbage) + len(garbage)
+    assert bad == 15
     with authorized_socket(zmq.DEALER, cluster.control) as dealer, \
             authorized_socket(zmq.PUSH, cluster.reports) as push:
         for frames in garbage:
             dealer.send_multipart(frames)
             push.send_multipart(frames)
-        wait_until(lambda: cluster.status()["counters"].get("bad_messages", 0) >= 10, 10, "rejects counted")
+        wait_until(lambda: cluster.status()["counters"].get("bad_messages", 0) >= bad, 15, "rejects counted")
+    assert cluster.status()["counters"]["bad_messages"] == bad  # each once
     report = batch_main(dict(zt="nap"), dict(tag=[1, 2, 3]), scheduler=threads(2), boss=cluster.control,
                         print_report=quiet)
-    assert len(report["workers_report"]) == 3
+    assert sorted(int(r["report"]["tag"]) for r in report["workers_report"]) == [1, 2, 3]
+    assert cluster.boss.poll() is None
+
+
+def _undecodable(frames: list[bytes]) -> bool:
+    try:
+        protocol.decode(frames)
+    except protocol.ProtocolError:
+        return True
+    return False
 
 
 def test_boss_killed_mid_job_is_a_clear_error_not_a_hang(cluster_factory, monkeypatch):
@@ -232,18 +249,27 @@ def test_agent_stopped_gracefully_hands_its_tasks_back_at_once(cluster_factory):
 
 
 def test_a_connection_idle_longer_than_the_timeout_still_works(cluster_factory, monkeypatch):
+    from taylorism_zmq.client import connection
+
     monkeypatch.setenv("TAYLORISM_BOSS_TIMEOUT", "1")
     cluster = cluster_factory()
     cluster.add_agent(slots=1)
     cluster.wait_agents(1)
     batch_main(dict(zt="nap"), dict(tag=[1]), scheduler=threads(1), boss=cluster.control, print_report=quiet)
-    time.sleep(1.5)  # idle, not silent: the next job must not fail
+    conn = connection.connect(cluster.control)  # the process's connection, which the jobs used
+    # idle, not silent: heard nothing for longer than its timeout (nothing was asked meanwhile)
+    wait_until(lambda: time.monotonic() - conn.last_heard > 1.5, 10, "the connection to idle past its timeout")
     report = batch_main(dict(zt="nap"), dict(tag=[2]), scheduler=threads(1), boss=cluster.control,
                         print_report=quiet)
+    assert connection.connect(cluster.control) is conn  # the job went through the idle connection
     assert report["status"] == "finished"
+    assert [r["report"]["tag"] for r in report["workers_report"]] == ["2"]
 
 
-def test_boss_killed_and_restarted_mid_job_every_task_runs_and_reports_once(cluster_factory, tmp_path):
+# the boss stays away until reports wait in the agents' journals; or 12 s more, so that the agents' reconnection
+# backoff reaches its longest (the kept reports must still come within the restarted boss's recovery grace)
+@pytest.mark.parametrize("longer", [0.0, 12.0], ids=["short-outage", "long-outage"])
+def test_boss_killed_and_restarted_mid_job_every_task_runs_and_reports_once(cluster_factory, tmp_path, longer):
     cluster = cluster_factory(agent_timeout=30)
     cluster.add_agent(slots=2, host_name="node-a")
     cluster.add_agent(slots=2, host_name="node-b")
@@ -254,14 +280,17 @@ def test_boss_killed_and_restarted_mid_job_every_task_runs_and_reports_once(clus
     wait_until(lambda: sum(h["done"] for h in cluster.status()["hosts"]) >= 2, 15, "some tasks done")
     cluster.boss.send_signal(signal.SIGKILL)
     cluster.boss.wait()
-    time.sleep(1.5)  # tasks end while the boss is away: their reports wait on the agents
+    # tasks end while the boss is away: their reports wait on the agents, in their journals
+    wait_until(lambda: journal_rows(cluster.state_dir) >= 1, 30, "reports kept by an agent for the boss")
+    time.sleep(longer)  # (the length of the outage, not a synchronisation)
     cluster.start_boss()
     boss.wait_till_finished()
     report = boss.get_report()
     tags = sorted(int(r["report"]["tag"]) for r in report["workers_report"])
     assert tags == list(range(12))  # every report, once
     runs = sorted(int(line) for line in ledger.read_text().split())
-    assert runs == list(range(12))  # no task ran twice
+    assert runs == list(range(12)), ledger.read_text().split()  # no task ran twice
+    wait_until(lambda: journal_rows(cluster.state_dir) == 0, 20, "the kept reports acknowledged")
 
 
 def test_curve_keeps_out_unknown_keys_and_plain_clients(cluster_factory, tmp_path, monkeypatch):
@@ -283,6 +312,8 @@ def test_curve_keeps_out_unknown_keys_and_plain_clients(cluster_factory, tmp_pat
     report = batch_main(dict(zt="nap"), dict(tag=[1]), scheduler=threads(1), boss=cluster.control,
                         print_report=quiet)
     assert report["status"] == "finished"
+    assert [r["report"]["tag"] for r in report["workers_report"]] == ["1"]  # an authorized key's task ran
+    assert cluster.status()["counters"]["handshakes_refused"] >= 1  # the stranger was turned away at the door
 
 
 def test_keygen_writes_a_private_secret_and_authorizes_it(tmp_path):
@@ -306,57 +337,100 @@ def test_a_client_without_keys_gets_a_clear_error(cluster_factory, tmp_path, mon
 
 
 CLIENT_SCRIPT = """
-import sys, footprints
+import json, sys, footprints
 sys.path.insert(0, sys.argv[1])
 import zt_workers
 from taylorism_zmq import run_as_server
-boss = run_as_server(dict(zt="nap", seconds=float(sys.argv[3]), spawn=sys.argv[5] or None), dict(tag=[1, 2]),
-                     scheduler=footprints.proxy.scheduler(limit="threads", max_threads=2), boss=sys.argv[2],
-                     detach=sys.argv[4] == "detach")
-print(boss.job_id, flush=True)
+for common, detach in json.loads(sys.argv[3]):
+    boss = run_as_server(common, dict(tag=[1, 2]), scheduler=footprints.proxy.scheduler(limit="threads",
+                         max_threads=2), boss=sys.argv[2], detach=detach)
+    print(boss.job_id, flush=True)
 sys.stdin.read()  # until killed
 """
+#: the boss's --client-timeout in these tests: above the client's heartbeat period (2 s), so that a live
+#: client is told from a dead one
+CLIENT_TIMEOUT = 6.0
 
 
-def _client(cluster, seconds, mode, spawn=""):
-    return subprocess.Popen([sys.executable, "-c", CLIENT_SCRIPT, os.path.dirname(__file__), cluster.control,
-                             str(seconds), mode, spawn], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+def _client(cluster, *jobs: tuple[dict, bool]) -> tuple[subprocess.Popen, list[str]]:
+    """A client process that submits *jobs* ((common instructions, detach) each, tags 1 and 2) and then waits,
+    heartbeating, until killed; and the ids of its jobs."""
+    proc = subprocess.Popen([sys.executable, "-c", CLIENT_SCRIPT, os.path.dirname(__file__), cluster.control,
+                             json.dumps(jobs)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    return proc, [proc.stdout.readline().strip() for _ in jobs]
+
+
+def _job(cluster, job_id: str) -> dict | None:
+    return next((j for j in cluster.status()["jobs"] if j["job"] == job_id), None)
 
 
 def test_killed_client_its_job_stops_and_its_tasks_die(cluster_factory, tmp_path):
-    cluster = cluster_factory(client_timeout=2.0)
+    cluster = cluster_factory(client_timeout=CLIENT_TIMEOUT)
     cluster.add_agent(slots=2)
     cluster.wait_agents(1)
     pidfile = tmp_path / "grandchild.pid"
-    client = _client(cluster, 60, "attached", str(pidfile))
-    client.stdout.readline()
+    client, [job_id] = _client(cluster, (dict(zt="nap", seconds=60, spawn=str(pidfile)), False))
     wait_until(lambda: cluster.status()["hosts"][0]["running"] == 2, 15, "2 running tasks")
     wait_until(lambda: pidfile.exists() and pidfile.read_text(), 10, "the task's own child")
     grandchild = psutil.Process(int(pidfile.read_text()))
     client.kill()
     client.wait()
-    wait_until(lambda: not cluster.status()["jobs"], 15, "the job to be stopped")
+    wait_until(lambda: _job(cluster, job_id) is None, 30, "the job to be stopped")
+    assert cluster.status()["counters"]["jobs_stopped"] == 1
     grandchild.wait(timeout=10)  # the task's process tree was killed
     wait_until(lambda: cluster.status()["hosts"][0]["running"] == 0, 10, "free slots")
 
 
-def test_detached_job_survives_its_client_and_can_be_attached(cluster_factory):
-    cluster = cluster_factory(client_timeout=1.0)
-    cluster.add_agent(slots=2)
+def test_a_live_clients_job_outlives_the_client_timeout(cluster_factory, tmp_path):
+    """A client that only heartbeats (its program busy elsewhere) keeps its job, while a killed client's job,
+    submitted after it, is stopped for silence: the live job has then been silent but for heartbeats for
+    longer than the timeout."""
+    cluster = cluster_factory(client_timeout=CLIENT_TIMEOUT)
+    cluster.add_agent(slots=4)
     cluster.wait_agents(1)
-    client = _client(cluster, 2.5, "detach")
-    job_id = client.stdout.readline().strip()
+    gate = tmp_path / "gate"
+    live = run_as_server(dict(zt="big", gate=str(gate)), dict(tag=[1, 2]), scheduler=threads(2),
+                         boss=cluster.control)
+    live.make_them_work(terminate=True)
+    dead, [dead_job] = _client(cluster, (dict(zt="nap", seconds=60), False))
+    wait_until(lambda: cluster.status()["hosts"][0]["running"] == 4, 20, "both jobs running")
+    dead.kill()
+    dead.wait()
+    wait_until(lambda: _job(cluster, dead_job) is None, 30, "the killed client's job to be stopped")
+    job = _job(cluster, live.job_id)
+    assert job is not None, "the live client's job was stopped too"
+    assert job["running"] == 2, job
+    assert job["age"] > CLIENT_TIMEOUT
+    gate.touch()
+    live.wait_till_finished()
+    report = live.get_report()
+    assert report["status"] == "finished"
+    assert sorted(int(r["report"]["tag"]) for r in report["workers_report"]) == [1, 2]
+
+
+def test_detached_job_survives_its_client_and_can_be_attached(cluster_factory, tmp_path):
+    cluster = cluster_factory(client_timeout=CLIENT_TIMEOUT)
+    cluster.add_agent(slots=4)
+    cluster.wait_agents(1)
+    gate = tmp_path / "gate"
+    # one client, two jobs: the attached one shows when the boss has judged the client gone
+    client, [detached, attached] = _client(cluster, (dict(zt="big", gate=str(gate)), True),
+                                           (dict(zt="nap", seconds=60), False))
+    wait_until(lambda: cluster.status()["hosts"][0]["running"] == 4, 20, "both jobs running")
     client.kill()
     client.wait()
-    time.sleep(1.5)  # past the client timeout
-    assert [j["job"] for j in cluster.status()["jobs"]] == [job_id]
+    wait_until(lambda: _job(cluster, attached) is None, 30, "the attached job to be stopped")
+    job = _job(cluster, detached)
+    assert job is not None, "the detached job was stopped with its client"
+    assert job["running"] == 2, job  # its tasks were not killed
+    gate.touch()
     from taylorism_zmq import Boss
 
-    attached = Boss.attach(job_id, boss=cluster.control)
+    taken = Boss.attach(detached, boss=cluster.control)
     with pytest.raises(RuntimeError, match="only collects reports"):
-        attached.set_instructions({}, dict(tag=[3]))
-    attached.wait_till_finished()
-    report = attached.get_report()
+        taken.set_instructions({}, dict(tag=[3]))
+    taken.wait_till_finished()
+    report = taken.get_report()
     assert report["status"] == "finished"
     assert sorted(int(r["report"]["tag"]) for r in report["workers_report"]) == [1, 2]
 
@@ -420,35 +494,65 @@ def test_network_partition_of_an_agent_then_healing(cluster_factory, namespaces)
     cut.wait(timeout=10)
 
 
+def _lines(stream) -> queue.Queue:
+    """The lines of *stream* as a reader thread gets them (so that a wait for one can have a deadline)."""
+    lines: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for line in stream:
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def _wait_for_line(lines: queue.Queue, text: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no line with {text!r} after {timeout}s"
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            continue
+        if text in line:
+            return line
+
+
 def test_an_agent_notices_a_silent_boss_and_says_so(cluster_factory):
     cluster = cluster_factory()
     proc = subprocess.Popen([sys.executable, "-m", "taylorism_zmq", "agent", "--boss", cluster.control, "--reports",
                              cluster.reports, "--heartbeat", "0.1", "--log-level", "WARNING"],
                             stderr=subprocess.PIPE, text=True, cwd="/")
     cluster.agents.append(proc)
+    lines = _lines(proc.stderr)
     cluster.wait_agents(1)
     cluster.boss.send_signal(signal.SIGSTOP)  # a hung boss
     try:
-        line = ""
-        deadline = time.monotonic() + 30
-        while "no word from the boss" not in line and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-        assert "no word from the boss" in line
+        _wait_for_line(lines, "no word from the boss", 30)
     finally:
         cluster.boss.send_signal(signal.SIGCONT)
-    while "answers again" not in line and time.monotonic() < deadline:
-        line = proc.stderr.readline()
-    assert "answers again" in line
+    _wait_for_line(lines, "the boss answers again", 30)
 
 
-def test_an_idle_launcher_and_its_spares_go_away(cluster_factory):
+def test_an_idle_launcher_and_its_spares_go_away(cluster_factory, tmp_path):
     cluster = cluster_factory()
     agent = cluster.add_agent(slots=2, extra=("--launcher-idle", "1"))
     cluster.wait_agents(1)
-    batch_main(dict(zt="nap"), dict(tag=[1, 2]), scheduler=threads(2), boss=cluster.control, print_report=quiet)
+    gate = tmp_path / "gate"
+    boss = run_as_server(dict(zt="big", gate=str(gate)), dict(tag=[1, 2]), scheduler=threads(2),
+                         boss=cluster.control)
+    boss.make_them_work(terminate=True)
+    wait_until(lambda: cluster.status()["hosts"][0]["running"] == 2, 20, "the tasks to run")
     zygote = psutil.Process(agent.pid).children()[0]
-    assert zygote.children()  # the job's launcher
-    wait_until(lambda: not zygote.children(recursive=True), 15, "the idle launcher and its spares to leave")
+    launchers = zygote.children()  # busy (its tasks wait for the gate): it cannot have idled out
+    assert len(launchers) == 1, launchers
+    family = [launchers[0], *launchers[0].children(recursive=True)]  # the launcher, its tasks and spares
+    gate.touch()
+    boss.wait_till_finished()
+    wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in family), 15,
+               "the idle launcher and its spares to leave")
+    assert not zygote.children(recursive=True)
     report = batch_main(dict(zt="nap"), dict(tag=[3]), scheduler=threads(1), boss=cluster.control,
                         print_report=quiet)  # a new one comes for the next job
     assert report["workers_report"][0]["report"]["tag"] == "3"

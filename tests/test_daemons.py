@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -39,14 +40,133 @@ def test_systemd_units_verify(unit, tmp_path):
     assert done.returncode == 0 and not problems, done.stdout + done.stderr
 
 
-def test_systemd_verify_would_catch_a_broken_unit(tmp_path):
+def test_systemd_verify_would_catch_a_broken_restart_directive(tmp_path):
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed")
     broken = (DAEMONS / "taylorism-boss.service").read_text().replace("Restart=on-failure", "Restart=sometimes")
     (tmp_path / "broken.service").write_text(broken)
     done = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "broken.service")], capture_output=True,
                           text=True, timeout=60)
-    assert "broken.service" in done.stdout + done.stderr
+    assert "broken.service" in done.stderr and "Failed to parse service restart specifier" in done.stderr, \
+        done.stdout + done.stderr
+
+
+# -- what Restart=on-failure does with the daemons' ends (systemd.service(5), no running systemd needed) ------
+#: the Restart= values that start a service again after each kind of end ("Table 2. Exit causes and the effect
+#: of the Restart= settings" in systemd.service(5); timeouts and watchdogs do not concern these units)
+RESTARTED_AFTER = {
+    "clean exit": {"always", "on-success"},
+    "unclean exit code": {"always", "on-failure"},
+    "unclean signal": {"always", "on-failure", "on-abnormal", "on-abort"},
+}
+RESTART_VALUES = ("no", "always", "on-success", "on-failure", "on-abnormal", "on-abort", "on-watchdog")
+#: a main process killed by one of these ends its service cleanly, as exit status 0 does (systemd.service(5))
+CLEAN_SIGNALS = {signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE}
+#: what the README's "Restart=on-failure" stands for: a daemon killed, or that fails (e.g. at start, its port
+#: taken or its keys missing), is started again; one ended by its KillSignal (systemctl stop, an operator's
+#: kill) stays stopped
+PROMISE = {"ended by its KillSignal": False, "killed": True, "failed": True}
+
+
+def exit_cause(returncode: int, success: frozenset[int] = frozenset()) -> str:
+    """How systemd classes the end of a main process with this returncode (negative: killed by that signal)."""
+    if returncode < 0:
+        return "clean exit" if -returncode in CLEAN_SIGNALS else "unclean signal"
+    return "clean exit" if returncode == 0 or returncode in success else "unclean exit code"
+
+
+def unit_service(unit: str) -> dict[str, str]:
+    """The [Service] settings of a unit of daemons/ (the last of a repeated key, as systemd takes it)."""
+    service: dict[str, str] = {}
+    section = None
+    for line in (DAEMONS / unit).read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+        elif section == "Service":
+            key, _, value = line.partition("=")
+            service[key.strip()] = value.strip()
+    return service
+
+
+def exec_start(service: dict[str, str], boss: str, state_dir: Path) -> list[str]:
+    """The unit's ExecStart, run from this installation: its commands, a boss of the test, a state directory of
+    its own."""
+    command = service["ExecStart"].replace("/var/lib/taylorism", str(state_dir))
+    command = command.replace("tcp://0.0.0.0:5555", boss)
+    for name in ("taylorism-boss", "taylorism-agent"):
+        command = command.replace(f"/usr/local/bin/{name}", str(Path(sys.executable).parent / name))
+    if command.startswith("/bin/sh -c "):
+        return ["/bin/sh", "-c", shlex.split(command[len("/bin/sh -c "):])[0]]
+    return shlex.split(command)
+
+
+def _run_unit(unit: str, scenario: str, cluster_factory, tmp_path: Path) -> tuple[int, str]:
+    """Start the unit's daemon as systemd would, end it as *scenario* says; its returncode and log."""
+    from taylorism_zmq.client.connection import Connection
+
+    service = unit_service(unit)
+    env = dict(os.environ)
+    env.update(dict(item.split("=", 1) for item in shlex.split(service.get("Environment", ""))))
+    is_boss = unit == "taylorism-boss.service"
+    if is_boss:
+        boss, reports = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+        command = [*exec_start(service, boss, tmp_path), "--reports", reports]
+    else:
+        cluster = cluster_factory()
+        env["TAYLORISM_BOSS"] = boss = cluster.control
+        command = exec_start(service, boss, tmp_path / "state")
+    held = None
+    if scenario == "failed":
+        if is_boss:  # its port is taken
+            held = socket.socket()
+            held.bind(("127.0.0.1", int(boss.rsplit(":", 1)[1])))
+            held.listen()
+        else:  # its keys are missing
+            env["TAYLORISM_KEY_DIR"] = str(tmp_path / "no-keys")
+    log = tmp_path / "daemon.log"
+    proc = subprocess.Popen(command, env=env, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=log.open("w"))
+    try:
+        if scenario != "failed":
+            if is_boss:
+                Connection(boss, timeout=30).close()  # it serves
+            else:
+                cluster.wait_agents(1, timeout=30)  # it registered
+            kill = getattr(signal, service.get("KillSignal", "SIGTERM")) if scenario != "killed" else signal.SIGKILL
+            proc.send_signal(kill)
+        return proc.wait(timeout=30), log.read_text()
+    finally:
+        stop_processes([proc], grace=5)
+        if held is not None:
+            held.close()
+
+
+@pytest.mark.parametrize("scenario", list(PROMISE))
+@pytest.mark.parametrize("unit", ["taylorism-boss.service", "taylorism-agent.service"])
+def test_restart_on_failure_restarts_a_failed_or_killed_daemon_not_a_stopped_one(unit, scenario, cluster_factory,
+                                                                                  tmp_path):
+    service = unit_service(unit)
+    success = frozenset(int(x) for x in service.get("SuccessExitStatus", "").split() if x.isdigit())
+    returncode, log = _run_unit(unit, scenario, cluster_factory, tmp_path)
+    if scenario == "failed":  # for the reason the test gave it
+        assert ("already in use" if unit == "taylorism-boss.service" else "taylorism-ctl keygen") in log, log
+    cause = exit_cause(returncode, success)
+    restarted = service.get("Restart", "no") in RESTARTED_AFTER[cause]
+    assert restarted == PROMISE[scenario], (f"{unit} {scenario}: returncode {returncode} ({cause}) with "
+                                            f"Restart={service.get('Restart', 'no')}")
+
+
+def test_only_restart_on_failure_keeps_the_promise():
+    """The check above fails for any other Restart= value (the daemons' ends as measured: 0 on SIGTERM,
+    killed by SIGKILL, exit status 2 when they cannot start)."""
+    causes = {"ended by its KillSignal": exit_cause(0), "killed": exit_cause(-signal.SIGKILL),
+              "failed": exit_cause(2)}
+    keeps = [value for value in RESTART_VALUES
+             if all((value in RESTARTED_AFTER[causes[s]]) == PROMISE[s] for s in PROMISE)]
+    assert keeps == ["on-failure"]
 
 
 # -- a real Slurm ----------------------------------------------------------------------------

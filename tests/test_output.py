@@ -104,8 +104,12 @@ def test_a_background_child_holding_stdout_neither_holds_the_report_nor_dies_of_
     try:
         assert psutil.Process(child).status() != psutil.STATUS_ZOMBIE  # reported while the child holds the pipe
         assert entry["stdout"] == "bg out 0\nbg raw\n"
-        time.sleep(1.0)  # it writes at 0.5 s: its output goes to the agent's, not to a closed pipe (SIGPIPE)
-        assert psutil.Process(child).status() != psutil.STATUS_ZOMBIE
+        # it writes at 0.5 s, then sleeps: past its write, it was not killed by SIGPIPE (its output goes to
+        # the agent's, not to a closed pipe)
+        shell = psutil.Process(child)
+        wait_until(lambda: any(p.cmdline() == ["sleep", "60"] for p in [shell, *shell.children()]), 10,
+                   "the background child to write its late output and go on")  # (a shell may exec its last)
+        assert shell.status() != psutil.STATUS_ZOMBIE
     finally:
         try:
             tree = psutil.Process(child)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 import signal
 import socket
 import subprocess
@@ -14,12 +13,11 @@ import time
 import urllib.request
 
 import footprints
-import msgpack
 import psutil
 import pytest
 import zmq
 import zt_workers  # noqa: F401 - registers the test worker classes
-from conftest import authorized_socket, free_port, wait_until
+from conftest import authorized_socket, free_port, journal_rows, wait_until
 
 from taylorism_zmq import batch_main, run_as_server
 from taylorism_zmq.wire import protocol
@@ -38,19 +36,6 @@ def quiet(_report) -> None:
 
 def rss(proc: subprocess.Popen) -> int:
     return psutil.Process(proc.pid).memory_info().rss
-
-
-def journal_rows(state_dir: str) -> int:
-    """Reports in the agents' journals under *state_dir* (read without the agents' lock)."""
-    from taylorism_zmq.agent.journal import HEADER
-
-    rows = 0
-    for path in pathlib.Path(state_dir).rglob("*.rep"):
-        try:
-            rows += len(msgpack.unpackb(path.read_bytes()[HEADER.size:]))
-        except (OSError, ValueError):
-            continue  # removed meanwhile
-    return rows
 
 
 def test_issue14_agents_given_only_the_control_port_find_a_report_port_elsewhere(cluster_factory):

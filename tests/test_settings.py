@@ -7,9 +7,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
+from conftest import wait_until
 
 try:
     import tomllib
@@ -102,9 +102,7 @@ def test_json_logs_to_a_file(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "taylorism_zmq", "boss", "--control", f"ipc://{sock}",
                              "--log-json", "--log-file", str(log)])
     try:
-        deadline = time.monotonic() + 20
-        while not (log.exists() and "listening" in log.read_text()) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: log.exists() and "listening" in log.read_text(), 20, "the boss to log that it listens")
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -152,7 +152,10 @@ class AgentDaemon:
             self.dealer.routing_id = f"{self.aid}.{secrets.token_hex(16)}".encode()
             self.handshake = HandshakeWatch(self.dealer, self.control_endpoint, self.curve,
                                             security.key_dir() if self.curve else None, role="agent")
-            self.dealer.reconnect_ivl_max = 2000  # find a restarted boss within its recovery grace
+            # find a restarted boss within its recovery grace: register, and deliver the reports kept while it
+            # was away before it gives their tasks to agents again
+            for sock in (self.dealer, self.push):
+                sock.reconnect_ivl_max = 2000
             if self.control_endpoint.startswith("ipc://"):
                 for sock in (self.dealer, self.push):
                     sock.reconnect_ivl = 10  # a local boss starting beside us (embedded): find it at once

@@ -97,6 +97,8 @@ class JobRecord:
     by_index: dict[int, TaskRecord] = field(default_factory=dict)
     #: a job submitted again after a boss restart waits until then for the agents to re-register
     hold_until: float = 0.0
+    #: submitted again after a boss restart: its tasks may have run on agents before it
+    resubmitted: bool = False
     #: survives its client: reports are kept for whoever attaches
     detach: bool = False
     kept: list = field(default_factory=list)

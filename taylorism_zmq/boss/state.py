@@ -126,6 +126,7 @@ class BossState(Dispatcher):
         self.clients[route] = now
         if body["resubmit"]:
             job.hold_until = self.started + self.recovery_grace
+            job.resubmitted = True
             log.info("job %s submitted again (the boss restarted)", jid)
         if policy.placement is not None:
             if self.plugin_loader is None:
@@ -295,7 +296,9 @@ class BossState(Dispatcher):
         """Reports, found by (job, index) so that they survive a boss restart; acknowledged to the agent.
 
         Only from the key that registered the agent, and a report counts only from an agent its task was
-        sent to (a report of an agent unknown here is kept for a job submitted again after a boss restart).
+        sent to (a report of an agent unknown here is kept for a job submitted again after a boss restart;
+        so is one for a task of such a job that this boss has not sent anywhere yet: it ended on an agent
+        while the boss was away, and the agent delivers it once it finds the boss again).
         """
         aid = body["agent"]
         agent = self.agent_of(aid, who)
@@ -315,7 +318,7 @@ class BossState(Dispatcher):
         for _tid, jid, index, ok, payload, t0, t1, stdout, stderr in body["reports"]:
             job = self.jobs.get(jid)
             task = job.by_index.get(index) if job is not None else None
-            if task is not None and aid not in task.tried:
+            if task is not None and aid not in task.tried and not _may_have_run_before_a_restart(task):
                 self.counters["refused"] += 1
                 self._refused_log.warning(f"report:{who.key}", "refused a report for task %s of job %s from "
                                           "agent %s (%s): that task was never sent there", task.name, jid, aid,
@@ -550,3 +553,10 @@ def _classes_problem(classes: dict, known: dict[str, bytes]) -> str | None:
         return (f"the job's worker classes by value take {size} bytes, more than {MAX_CLASS_BYTES}: "
                 "define them in a module the agents can import")
     return None
+
+
+def _may_have_run_before_a_restart(task: TaskRecord) -> bool:
+    """True for a task of a job submitted again after a boss restart that this boss never sent anywhere: an
+    agent that ran it before the restart may report it (as it may report the tasks of jobs not submitted again
+    yet, kept as orphans)."""
+    return task.job.resubmitted and not task.tried and task.state == "pending"
