@@ -327,8 +327,10 @@ class AgentDaemon:
             elif kind is Msg.REPORTS_ACK:
                 self.sender.ack(body["batch"])
             elif kind is Msg.REREGISTER:
-                self.registered = False
-                self._register()
+                # heartbeats queued while the boss was away each bring one: register once, not once each
+                if self.registered or time.monotonic() - self._registered_at > max(0.5, self.heartbeat):
+                    self.registered = False
+                    self._register()
             elif kind is Msg.SHUTDOWN:
                 log.info("agent %s: shutdown asked by the boss", self.aid)
                 self.stop()
@@ -338,6 +340,7 @@ class AgentDaemon:
                 self.stop()
 
     def _registered(self, body: dict[str, Any]) -> None:
+        fresh = not self.registered or body["boss"] != self.boss_id
         self.registered = True
         self.max_frame = min(body["max_frame"], protocol.MAX_FRAME)
         endpoint = self.reports_override or report_endpoint_for(body["reports"], self.control_endpoint)
@@ -350,8 +353,9 @@ class AgentDaemon:
             log.warning("agent %s: the boss restarted (%s); sending %d unacknowledged report batch(es)",
                         self.aid, body["boss"], self.sender.unacked)
         self.boss_id = body["boss"]
-        log.info("agent %s registered with boss %s", self.aid, body["boss"])
-        self.sender.boss_back()
+        if fresh:  # (a second answer to one registration sends nothing again)
+            log.info("agent %s registered with boss %s", self.aid, body["boss"])
+            self.sender.boss_back()
 
     def _report_cap(self) -> int:
         """The largest task result the launcher lets through: under the boss's frame cap, with the output."""
