@@ -22,7 +22,7 @@ from typing import Any
 import msgpack
 
 from ..launch.launcher import Launcher
-from ..launch.pipes import LENGTH
+from ..launch.pipes import LENGTH, read_exactly
 from ..procutil import die_with_parent
 
 _PID = struct.Struct("i")
@@ -57,7 +57,7 @@ class Zygote:
         socket.send_fds(self.sock, [LENGTH.pack(len(body))], [theirs.fileno()])
         self.sock.sendall(body)
         theirs.close()
-        answer = _recv_exactly(self.sock, _PID.size)
+        answer = read_exactly(self.sock.fileno(), _PID.size)
         if len(answer) < _PID.size:
             ours.close()
             raise OSError("the agent's zygote process is gone: it cannot start task launchers")
@@ -87,8 +87,8 @@ def _zygote_main(sock: socket.socket, agent_pid: int) -> None:  # pragma: no cov
             continue
         if not head:
             return
-        head += _recv_exactly(sock, LENGTH.size - len(head))
-        body = _recv_exactly(sock, LENGTH.unpack(head)[0]) if len(head) == LENGTH.size else b""
+        head += read_exactly(sock.fileno(), LENGTH.size - len(head))
+        body = read_exactly(sock.fileno(), LENGTH.unpack(head)[0]) if len(head) == LENGTH.size else b""
         if not fds or len(head) < LENGTH.size or len(body) < LENGTH.unpack(head)[0]:
             return  # the agent is gone mid-request
         env = msgpack.unpackb(body)
@@ -104,19 +104,3 @@ def _zygote_main(sock: socket.socket, agent_pid: int) -> None:  # pragma: no cov
                 os._exit(0)
         os.close(fds[0])
         sock.sendall(_PID.pack(pid))
-
-
-def _recv_exactly(sock: socket.socket, size: int) -> bytes:
-    """*size* bytes from a blocking stream socket, or fewer if it ends first."""
-    chunks: list[bytes] = []
-    while size > 0:
-        try:
-            chunk = sock.recv(min(size, 1 << 20))
-        except InterruptedError:
-            continue
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
-

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..wire.protocol import ENVELOPE, Msg, approx_size
+from ..wire.protocol import ENVELOPE, Msg, approx_size, split_rows
 from .fairshare import OwnerTurns
 from .free_hosts import FreeHosts
 from .placement import HostUsage, TicketPool, fits, fits_nowhere
@@ -76,7 +76,7 @@ class Dispatcher:
             route = self.agents[aid].route
             classes = {ref: job.classes[ref] for ref in {row[3] for row in rows} if ref in job.classes}
             budget = self.max_frame - ENVELOPE - approx_size(job.env) - sum(len(b) for b in classes.values())
-            for part in _split(rows, budget):
+            for part in split_rows(rows, budget, _run_row_size):
                 out.append((route, Msg.RUN, {
                     "job": jid, "env": job.env, "trusted": job.trusted, "binded": job.policy.binded,
                     "timeout": job.timeout, "stream": job.stream, "tasks": part, "user": job.owner.user,
@@ -211,17 +211,6 @@ class Dispatcher:
             self.ready_jobs.pop(job.jid, None)
 
 
-def _split(rows: list[list], budget: int) -> list[list[list]]:
-    """Cut task rows into parts of at most *budget* bytes (a row over it goes alone: it came in one frame)."""
-    if len(rows) < 2:
-        return [rows]
-    parts: list[list[list]] = [[]]
-    size = 0
-    for row in rows:
-        row_size = len(row[4]) + len(row[3]) + 32
-        if parts[-1] and size + row_size > budget:
-            parts.append([])
-            size = 0
-        parts[-1].append(row)
-        size += row_size
-    return parts
+def _run_row_size(row: list) -> int:
+    """A RUN row's size in a frame, near enough (its payload and class name, plus the numbers)."""
+    return len(row[4]) + len(row[3]) + 32

@@ -1,21 +1,19 @@
 """The launcher: forks task processes from a warm process that never touched zmq.
 
-For each code environment (the client's ``sys.path``, working directory and
-main script) the zygote (:mod:`.zygote`) forks a *launcher*, which imports the worker modules once and then
-forks one process per task, ahead of its task (a fork of this ~20 MiB process
-costs 1-2 ms of CPU, off the task's path).  Task processes inherit no zmq
-socket, so a killed agent is seen dead at once.  The launcher owns its tasks:
-it reads each task's report from a pipe, reaps it with ``waitpid``, and
-sends the agent one terminal message per task, whatever happened (a report,
-an exception, an exit code or a signal), with the task's stdout and stderr,
-which it reads from two more pipes (see :mod:`.output`).  What runs in a
-task process is in :mod:`.task`.
+A launcher serves one code environment (the client's ``sys.path``, working directory and main script).  On a
+cluster the agent's zygote forks it (:mod:`taylorism_zmq.agent.zygote`); with the embedded default it is a fork
+of the client itself (:mod:`taylorism_zmq.client.forklaunch`).  It imports the worker modules once and forks one
+process per task, ahead of its task, so the fork is off the task's path; with ``max_tasks`` above one a task
+process takes up to that many tasks in turn (:mod:`.taskprocs`).  Task processes inherit no zmq socket.  The
+launcher owns its tasks: it reads each task's report from a pipe, reaps it with ``waitpid``, and sends the agent
+one terminal message per task, whatever happened (a report, an exception, an exit code or a signal), with the
+task's stdout and stderr, read from two more pipes (see :mod:`.output`).  What runs in a task process is in
+:mod:`.task`.
 
-Launcher <-> agent messages are msgpack arrays on a stream socket:
-``["run", tid, ticket, cls, payload, binded, trusted, timeout, stream]``,
-``["kill", [tid...]]`` one way; ``["done", tid, ok, payload, t0, t1, stdout,
-stderr]`` and, for tasks whose output is streamed, ``["out", tid, 1|2, data]``
-the other.
+Launcher <-> agent messages are msgpack arrays on a stream socket.  Agent to launcher:
+``["class", ref, blob, trusted]`` (a driver script's class, by value), ``["run", tid, ticket, cls, payload,
+binded, trusted, timeout, stream, max_tasks]``, ``["kill", [tid...]]``.  Launcher to agent: ``["done", tid, ok,
+payload, t0, t1, stdout, stderr]`` and, for tasks whose output is streamed, ``["out", tid, 1|2, data]``.
 """
 
 from __future__ import annotations

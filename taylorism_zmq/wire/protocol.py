@@ -203,12 +203,14 @@ def approx_size(value: Any) -> int:
     return 9
 
 
-def split_rows(rows: list, budget: int = 4 << 20) -> list[list]:
+def split_rows(rows: list, budget: int = 4 << 20, size_of: Callable[[Any], int] = approx_size) -> list[list]:
     """Cut *rows* into parts of at most *budget* bytes each (a row larger than that goes alone)."""
+    if len(rows) < 2:
+        return [rows]
     parts: list[list] = [[]]
     size = 0
     for row in rows:
-        row_size = approx_size(row)
+        row_size = size_of(row)
         if parts[-1] and size + row_size > budget:
             parts.append([])
             size = 0
