@@ -223,6 +223,17 @@ def dask_pool(slots: int) -> tuple[Callable, Callable]:
     return submit, close
 
 
+def quiet_logs() -> None:
+    """Only warnings, for every runtime alike.
+
+    The peers log every task (parsl at DEBUG, into its run directory and into the root handler footprints
+    installs): writing those logs would be measured as their cost.  Importing or loading a peer sets its
+    loggers' levels again, so this runs before each row too.
+    """
+    for name in ("parsl", "distributed", "taylorism", "taylorism_zmq", "footprints"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def parsl_pool(slots: int) -> tuple[Callable, Callable]:
     import parsl
     from parsl.config import Config
@@ -231,7 +242,9 @@ def parsl_pool(slots: int) -> tuple[Callable, Callable]:
 
     dfk = parsl.load(Config(executors=[HighThroughputExecutor(
         label="htex", max_workers_per_node=slots, provider=LocalProvider(init_blocks=1, max_blocks=1),
-        address="127.0.0.1")], strategy="none", run_dir=tempfile.mkdtemp(prefix="parsl-bench-")))
+        address="127.0.0.1")], strategy="none", run_dir=tempfile.mkdtemp(prefix="parsl-bench-"),
+        initialize_logging=False))
+    quiet_logs()  # loading parsl turned its loggers to DEBUG
     apps: dict = {}
 
     def submit(fn: Callable, arg: Any) -> Any:
@@ -292,16 +305,14 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs of each workload per runtime (default 3)")
     parser.add_argument("--json", default=None, help="write the figures to this file")
     args = parser.parse_args()
-    # the peers log every task at DEBUG into the root handler footprints installs: writing that log would
-    # be measured as their cost, so only warnings are kept, for every runtime alike
-    for name in ("parsl", "distributed", "taylorism", "taylorism_zmq", "footprints"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_logs()
     scale = args.scale or (10 if args.quick else 1)
     workloads = {w: (n // scale, slots) for w, (n, slots) in WORKLOADS.items()}
     results: dict[str, dict] = {}
 
     def run(name: str, runtime: Any, ours: bool = False, **extra: Any) -> None:
         print(f"  {name} ...", file=sys.stderr, flush=True)
+        quiet_logs()
         results[name] = measure(runtime, workloads, args.runs, ours, extra)
 
     import taylorism_zmq
