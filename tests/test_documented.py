@@ -8,7 +8,6 @@ import re
 import stat
 import subprocess
 import sys
-import time
 
 import footprints
 import psutil
@@ -47,10 +46,12 @@ def test_a_task_that_ignores_sigterm_is_killed_after_a_grace_second(tmp_path):
     boss.wait_till_finished()
     wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 20,
                "the task to be killed")
-    gone = time.time()
-    termed = [float(line.split()[1]) for line in ledger.read_text().splitlines() if line.startswith("TERM")]
+    lines = ledger.read_text().splitlines()
+    termed = [float(line.split()[1]) for line in lines if line.startswith("TERM")]
+    alive = [float(line.split()[1]) for line in lines if line.startswith("ALIVE")]
     assert len(termed) == 1  # it was asked to go first, and did not
-    assert gone - termed[0] >= 0.9  # then killed, once the grace second was over
+    # it lived on for the grace second (it said so every 20 ms), then was killed long before its 60 s
+    assert 0.75 <= alive[-1] - termed[0] < 10, (termed, alive[-1])
 
 
 def test_embedded_endpoints_live_in_a_private_directory():

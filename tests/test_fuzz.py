@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import footprints
 import msgpack
@@ -255,8 +256,10 @@ def test_hostile_frames_at_an_agent_then_it_still_runs_a_task(fake_boss):
     router.send_multipart([route, *protocol.encode(Msg.RUN, {
         "job": "j", "env": env, "trusted": False, "binded": False, "timeout": None, "stream": False, "user": None,
         "max_tasks": 1, "classes": {}, "tasks": [[3, 2, 0, "zt_workers:ZtNap", good]]})])
-    seen = {}
+    seen: dict = {}
+    deadline = time.monotonic() + 60
     while not {1, 2, 3, 4} <= set(seen):
+        assert time.monotonic() < deadline, f"reports seen: {sorted(seen)}"
         kind, body = protocol.decode(_recv(pull))
         if kind is Msg.AGENT_REPORTS:
             for tid, _job, _index, ok, payload, _t0, _t1, _out, _err in body["reports"]:

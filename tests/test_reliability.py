@@ -155,6 +155,7 @@ def test_issue14_the_boss_stays_small_under_a_flood_from_a_peer_that_never_reads
         for fake in fakes:
             fake.close()
         ctx.term()
+    print(f"boss grew {grown / 2**20:.1f} MiB under {count} answers of {size} bytes never read")
     assert grown < 24 * 2**20, f"boss grew {grown >> 20} MiB under {count} answers of {size} bytes"
     assert cluster.boss.poll() is None
 
@@ -316,7 +317,8 @@ def test_issue14_embedded_daemons_outlive_the_thread_that_started_them(tmp_path)
             t.join()
             pids = [p.pid for p in embedded._embedded.processes]
             import time
-            time.sleep(1.0)  # the thread is gone: the daemons must not follow it
+            time.sleep(1.0)  # the thread is gone: a death signal tied to it would have come at its exit
+            assert all(p.poll() is None for p in embedded._embedded.processes), "the daemons died with the thread"
             r = batch_main(dict(zt="nap"), dict(tag=[2]), print_report=lambda r: None)
             assert [p.pid for p in embedded._embedded.processes] == pids, "the daemons were restarted"
             print("OK", r["workers_report"][0]["report"]["tag"])

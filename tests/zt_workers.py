@@ -50,9 +50,13 @@ class ZtNap(Worker):
         if self.chdir:
             os.chdir(self.chdir)
         if self.on_term == "note":
-            def note(*_):
+            def note(*_):  # note it, then say "alive" every 20 ms until killed
                 with open(self.ledger, "a") as f:
                     f.write(f"TERM {time.time()}\n")
+                    while True:
+                        f.write(f"ALIVE {time.time()}\n")
+                        f.flush()
+                        time.sleep(0.02)
 
             signal.signal(signal.SIGTERM, note)
         if self.pids:  # an empty file named TAG.PID (each copy of a task that runs twice has its own)
