@@ -20,6 +20,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING, ERROR)")
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--parent-fd", type=int, default=None, help=argparse.SUPPRESS)  # stop when it ends
+    # a client's embedded daemons: private to it, set by its command line only (see settings.parse)
+    parser.add_argument("--embedded", action="store_true", help=argparse.SUPPRESS)
     _key_dir_option(parser)
     settings.add_config_options(parser)
 
