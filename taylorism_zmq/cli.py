@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 
 from . import __version__, settings
-from .config import reports_endpoint
+from .config import CONFIG_PLACES, reports_endpoint
 
 DEFAULT_CONTROL = "tcp://127.0.0.1:5555"
 
@@ -135,7 +135,8 @@ def ctl_parser() -> argparse.ArgumentParser:
     p.add_argument("--boss", default=None, help="the boss's control endpoint (default: TAYLORISM_BOSS)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the boss (default 5)")
     _key_dir_option(p)
-    p.add_argument("--config", default=None, help="TOML config file ([ctl] table)")
+    p.add_argument("--config", default=None, help="TOML config file: its [ctl] table, and [client] for the boss "
+                   "(default: TAYLORISM_CONFIG, ~/.config/taylorism/config.toml, /etc/taylorism/config.toml)")
     p.add_argument("--print-config", action="store_true", help="print the settings in effect and exit")
     sub = p.add_subparsers(dest="command")
     for name, text in (("status", "hosts and jobs"), ("jobs", "jobs only")):
@@ -250,14 +251,17 @@ def ctl_main(argv: Sequence[str] | None = None) -> int:
     from .wire.protocol import Msg
     from .wire.security import KeysError
 
+    path = settings.config_file(args.config)  # (--config, else the programs' file: see config.find_config)
     try:
-        address = boss_address(args.boss)
+        address = boss_address(args.boss, path)
     except ValueError as exc:
         print(f"taylorism-ctl: {exc}", file=sys.stderr)
         return 2
     if address is None:
-        print("taylorism-ctl: no boss given: --boss, TAYLORISM_BOSS, or boss = \"tcp://HOST:PORT\" in the [ctl] "
-              "(or [client]) table of the config file", file=sys.stderr)
+        where = (f"{path}" if path else "a config file (none found: --config, TAYLORISM_CONFIG, "
+                 f"{', '.join(CONFIG_PLACES)})")
+        print(f"taylorism-ctl: no boss given: --boss, TAYLORISM_BOSS, or boss = \"tcp://HOST:PORT\" in the [ctl] "
+              f"(or [client]) table of {where}", file=sys.stderr)
         return 2
     try:
         conn = Connection(address, timeout=args.timeout)

@@ -18,16 +18,14 @@ import logging
 import math
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
-from .config import load_config
+from .config import find_config, load_config
 
 _UNSET = object()
 #: options that are not settings
 _SKIP = {"help", "version", "parent_pid", "parent_fd", "fork_socket", "config", "print_config", "command",
          "embedded"}
-CONFIG_PLACES = ("~/.config/taylorism/config.toml", "/etc/taylorism/config.toml")
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -39,12 +37,11 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def config_file(explicit: str | None) -> str | None:
-    for candidate in (explicit, os.environ.get("TAYLORISM_CONFIG"), *CONFIG_PLACES):
-        if candidate and Path(os.path.expanduser(candidate)).is_file():
-            return os.path.expanduser(candidate)
-    if explicit:
-        raise SystemExit(f"config file {explicit} not found")
-    return None
+    """The config file a command reads (the programs read the same: see config.find_config)."""
+    try:
+        return find_config(explicit)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def parse(parser: argparse.ArgumentParser, section: str, argv: Any = None) -> argparse.Namespace:
