@@ -393,6 +393,7 @@ class AgentDaemon:
             if link is None:  # it is on its way (its client did not wait for it): hold its tasks
                 self.fork_waits.hold(str(env["fork"]), body, time.monotonic())
                 return
+            forked.send_limits(link, env["max_report"], env.get("max_output", DEFAULT_MAX_OUTPUT))
         else:
             link = self._launcher_for(env)
         for ref, blob in body["classes"].items():

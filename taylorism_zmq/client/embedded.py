@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Sequence
 
 from ..procutil import owner_alive, owner_tag, stop_processes
 
@@ -36,7 +37,8 @@ EMBEDDED_SLOTS = 4096
 class Embedded:
     """A boss and an agent running for this process only."""
 
-    def __init__(self) -> None:
+    def __init__(self, agent_args: Sequence[str] = ()) -> None:
+        """*agent_args*: more options for the agent's command line (tests)."""
         clean_leftovers()
         self.directory = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{owner_tag()}-")  # mode 0700
         self.control = f"ipc://{self.directory}/control"
@@ -58,7 +60,7 @@ class Embedded:
                                  stdin=subprocess.DEVNULL, pass_fds=(watch_r,)),
                 subprocess.Popen([*cmd, "agent", *common, "--slots", str(EMBEDDED_SLOTS), "--host-name",
                                   "localhost", "--state-dir", os.path.join(self.directory, "agent"),
-                                  "--fork-socket", self.launchers],
+                                  "--fork-socket", self.launchers, *agent_args],
                                  stdin=subprocess.DEVNULL, pass_fds=(watch_r,)),
             ]
         finally:
