@@ -13,6 +13,9 @@ from . import __version__, settings
 from .config import CONFIG_PLACES, reports_endpoint
 
 DEFAULT_CONTROL = "tcp://127.0.0.1:5555"
+#: a boss's --agent-timeout spans at least this many of its --heartbeat periods: an agent is lost after missing
+#: several heartbeats, never one late one
+MIN_BEATS_PER_TIMEOUT = 3.0
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -54,9 +57,12 @@ def boss_parser() -> argparse.ArgumentParser:
     p.add_argument("--reports", default=None,
                    help="report endpoint to bind (default: the control port + 1, or PATH-reports for ipc); "
                         "agents learn it when they register")
-    p.add_argument("--heartbeat", type=float, default=1.0, help="agents' heartbeat period in s (default 1)")
+    p.add_argument("--heartbeat", type=float, default=1.0,
+                   help="agents' heartbeat period in s, told to each agent when it registers; agents given no "
+                        "--heartbeat of their own follow it (default 1)")
     p.add_argument("--agent-timeout", type=float, default=30.0,
-                   help="seconds of silence after which an agent is lost and its tasks requeued (default 30)")
+                   help="seconds of silence after which an agent is lost and its tasks requeued (default 30; at "
+                        f"least {MIN_BEATS_PER_TIMEOUT:g} heartbeats)")
     p.add_argument("--max-retries", type=int, default=1,
                    help="times a task may be requeued because its agent was lost (default 1)")
     p.add_argument("--insecure", action="store_true",
@@ -98,7 +104,9 @@ def agent_parser() -> argparse.ArgumentParser:
     p.add_argument("--control", dest="boss", help=argparse.SUPPRESS)  # the boss's own name of it
     p.add_argument("--slots", type=int, default=None, help="tasks at once on this host (default: cpu count)")
     p.add_argument("--host-name", default=None, help="name this host reports (default: its hostname)")
-    p.add_argument("--heartbeat", type=float, default=1.0, help="heartbeat period in s (default 1)")
+    p.add_argument("--heartbeat", type=float, default=None,
+                   help="heartbeat period in s (default: the boss's --heartbeat, which it tells agents when they "
+                        "register; 1 until then)")
     p.add_argument("--memory", type=float, default=None,
                    help="MiB of memory this host offers to tasks (default: the host's total memory)")
     p.add_argument("--inject-load", type=float, default=0.0,
@@ -187,6 +195,11 @@ def _check_endpoints(parser: argparse.ArgumentParser, args: argparse.Namespace, 
 def boss_main(argv: Sequence[str] | None = None) -> int:
     args = settings.parse(boss_parser(), "boss", argv)
     _check_endpoints(boss_parser(), args, {"control": "--control", "reports": "--reports"})
+    if not 0 < args.heartbeat <= args.agent_timeout / MIN_BEATS_PER_TIMEOUT:
+        boss_parser().error(f"--heartbeat {args.heartbeat:g} must be above 0 and at most --agent-timeout "
+                            f"({args.agent_timeout:g}) / {MIN_BEATS_PER_TIMEOUT:g}: agents follow the boss's "
+                            "heartbeat, and one late beat must not lose an agent; lower --heartbeat or raise "
+                            "--agent-timeout")
     _use_key_dir(args)
     _setup_logging(args)
     args.reports = args.reports or reports_endpoint(args.control)
@@ -216,6 +229,8 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args)
     if args.slots is not None and args.slots < 1:
         agent_parser().error("--slots must be at least 1")
+    if args.heartbeat is not None and not args.heartbeat > 0:
+        agent_parser().error("--heartbeat must be above 0 (or leave it out: the agent follows the boss's)")
     import os
 
     if args.run_as_client_user and os.geteuid() != 0:

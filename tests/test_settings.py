@@ -245,3 +245,32 @@ def test_ctl_names_the_config_file_it_read_and_takes_the_boss_of_its_config(tmp_
     given.write_text(f'[ctl]\ntimeout = 1.0\n[client]\nboss = "tcp://127.0.0.1:{void}"\n')
     out = command("ctl", "--config", str(given), "status", env={"HOME": str(tmp_path)})
     assert out.returncode == 1 and f"tcp://127.0.0.1:{void}" in out.stderr, out.stderr
+
+
+def test_agents_follow_the_boss_heartbeat_unless_given_their_own(cluster_factory, tmp_path):
+    cluster = cluster_factory()  # its boss: --heartbeat 0.2
+    logs = {}
+    for name, own in (("follower", ()), ("own", ("--heartbeat", "0.5"))):
+        logs[name] = tmp_path / f"{name}.log"
+        cluster.agents.append(subprocess.Popen(
+            [sys.executable, "-m", "taylorism_zmq", "agent", "--boss", cluster.control, "--host-name", name,
+             "--state-dir", cluster.state_dir, *own, "--log-level", "INFO", "--log-file", str(logs[name])],
+            stdin=subprocess.DEVNULL, cwd="/"))
+    cluster.wait_agents(2)
+
+    def registered(name):
+        text = logs[name].read_text() if logs[name].exists() else ""
+        return next((line for line in text.splitlines() if "registered with boss" in line), None)
+
+    assert wait_until(lambda: registered("follower"), 20, "the agent's registration").endswith(
+        "heartbeat every 0.2s (the boss's)")
+    assert wait_until(lambda: registered("own"), 20, "the agent's registration").endswith(
+        "heartbeat every 0.5s (its own --heartbeat; the boss's is 0.2s)")
+
+
+def test_a_boss_heartbeat_that_would_lose_its_agents_is_refused_in_one_line(tmp_path):
+    out = command("boss", "--control", f"ipc://{tmp_path}/c", "--heartbeat", "5", "--agent-timeout", "10")
+    assert out.returncode == 2 and "--heartbeat 5 must be above 0 and at most --agent-timeout (10) / 3" in out.stderr
+    assert "Traceback" not in out.stderr
+    s = settings_of("agent")
+    assert s["heartbeat"] == (None, "default")  # an agent follows its boss unless told otherwise
