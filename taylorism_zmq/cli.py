@@ -140,7 +140,8 @@ def agent_parser() -> argparse.ArgumentParser:
 def ctl_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="taylorism-ctl", description="Look at and steer a running taylorism-zmq boss.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    p.add_argument("--boss", default=None, help="the boss's control endpoint (default: TAYLORISM_BOSS)")
+    p.add_argument("--boss", default=None, help="the boss's control endpoint (default: TAYLORISM_BOSS, else boss "
+                   "in the [ctl], then the [client] table of the config file)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the boss (default 5)")
     _key_dir_option(p)
     p.add_argument("--config", default=None, help="TOML config file: its [ctl] table, and [client] for the boss "
