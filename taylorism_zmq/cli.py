@@ -10,9 +10,12 @@ import time
 from collections.abc import Sequence
 
 from . import __version__, settings
-from .config import reports_endpoint
+from .config import CONFIG_PLACES, reports_endpoint
 
 DEFAULT_CONTROL = "tcp://127.0.0.1:5555"
+#: a boss's --agent-timeout spans at least this many of its --heartbeat periods: an agent is lost after missing
+#: several heartbeats, never one late one
+MIN_BEATS_PER_TIMEOUT = 3.0
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +23,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING, ERROR)")
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--parent-fd", type=int, default=None, help=argparse.SUPPRESS)  # stop when it ends
+    # a client's embedded daemons: private to it, set by its command line only (see settings.parse)
+    parser.add_argument("--embedded", action="store_true", help=argparse.SUPPRESS)
     _key_dir_option(parser)
     settings.add_config_options(parser)
 
@@ -52,9 +57,12 @@ def boss_parser() -> argparse.ArgumentParser:
     p.add_argument("--reports", default=None,
                    help="report endpoint to bind (default: the control port + 1, or PATH-reports for ipc); "
                         "agents learn it when they register")
-    p.add_argument("--heartbeat", type=float, default=1.0, help="agents' heartbeat period in s (default 1)")
+    p.add_argument("--heartbeat", type=float, default=1.0,
+                   help="agents' heartbeat period in s, told to each agent when it registers; agents given no "
+                        "--heartbeat of their own follow it (default 1)")
     p.add_argument("--agent-timeout", type=float, default=30.0,
-                   help="seconds of silence after which an agent is lost and its tasks requeued (default 30)")
+                   help="seconds of silence after which an agent is lost and its tasks requeued (default 30; at "
+                        f"least {MIN_BEATS_PER_TIMEOUT:g} heartbeats)")
     p.add_argument("--max-retries", type=int, default=1,
                    help="times a task may be requeued because its agent was lost (default 1)")
     p.add_argument("--insecure", action="store_true",
@@ -96,7 +104,9 @@ def agent_parser() -> argparse.ArgumentParser:
     p.add_argument("--control", dest="boss", help=argparse.SUPPRESS)  # the boss's own name of it
     p.add_argument("--slots", type=int, default=None, help="tasks at once on this host (default: cpu count)")
     p.add_argument("--host-name", default=None, help="name this host reports (default: its hostname)")
-    p.add_argument("--heartbeat", type=float, default=1.0, help="heartbeat period in s (default 1)")
+    p.add_argument("--heartbeat", type=float, default=None,
+                   help="heartbeat period in s (default: the boss's --heartbeat, which it tells agents when they "
+                        "register; 1 until then)")
     p.add_argument("--memory", type=float, default=None,
                    help="MiB of memory this host offers to tasks (default: the host's total memory)")
     p.add_argument("--inject-load", type=float, default=0.0,
@@ -130,10 +140,12 @@ def agent_parser() -> argparse.ArgumentParser:
 def ctl_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="taylorism-ctl", description="Look at and steer a running taylorism-zmq boss.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    p.add_argument("--boss", default=None, help="the boss's control endpoint (default: TAYLORISM_BOSS)")
+    p.add_argument("--boss", default=None, help="the boss's control endpoint (default: TAYLORISM_BOSS, else boss "
+                   "in the [ctl], then the [client] table of the config file)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the boss (default 5)")
     _key_dir_option(p)
-    p.add_argument("--config", default=None, help="TOML config file ([ctl] table)")
+    p.add_argument("--config", default=None, help="TOML config file: its [ctl] table, and [client] for the boss "
+                   "(default: TAYLORISM_CONFIG, ~/.config/taylorism/config.toml, /etc/taylorism/config.toml)")
     p.add_argument("--print-config", action="store_true", help="print the settings in effect and exit")
     sub = p.add_subparsers(dest="command")
     for name, text in (("status", "hosts and jobs"), ("jobs", "jobs only")):
@@ -184,6 +196,11 @@ def _check_endpoints(parser: argparse.ArgumentParser, args: argparse.Namespace, 
 def boss_main(argv: Sequence[str] | None = None) -> int:
     args = settings.parse(boss_parser(), "boss", argv)
     _check_endpoints(boss_parser(), args, {"control": "--control", "reports": "--reports"})
+    if not 0 < args.heartbeat <= args.agent_timeout / MIN_BEATS_PER_TIMEOUT:
+        boss_parser().error(f"--heartbeat {args.heartbeat:g} must be above 0 and at most --agent-timeout "
+                            f"({args.agent_timeout:g}) / {MIN_BEATS_PER_TIMEOUT:g}: agents follow the boss's "
+                            "heartbeat, and one late beat must not lose an agent; lower --heartbeat or raise "
+                            "--agent-timeout")
     _use_key_dir(args)
     _setup_logging(args)
     args.reports = args.reports or reports_endpoint(args.control)
@@ -213,6 +230,8 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args)
     if args.slots is not None and args.slots < 1:
         agent_parser().error("--slots must be at least 1")
+    if args.heartbeat is not None and not args.heartbeat > 0:
+        agent_parser().error("--heartbeat must be above 0 (or leave it out: the agent follows the boss's)")
     import os
 
     if args.run_as_client_user and os.geteuid() != 0:
@@ -248,14 +267,17 @@ def ctl_main(argv: Sequence[str] | None = None) -> int:
     from .wire.protocol import Msg
     from .wire.security import KeysError
 
+    path = settings.config_file(args.config)  # (--config, else the programs' file: see config.find_config)
     try:
-        address = boss_address(args.boss)
+        address = boss_address(args.boss, path)
     except ValueError as exc:
         print(f"taylorism-ctl: {exc}", file=sys.stderr)
         return 2
     if address is None:
-        print("taylorism-ctl: no boss given: --boss, TAYLORISM_BOSS, or boss = \"tcp://HOST:PORT\" in the [ctl] "
-              "(or [client]) table of the config file", file=sys.stderr)
+        where = (f"{path}" if path else "a config file (none found: --config, TAYLORISM_CONFIG, "
+                 f"{', '.join(CONFIG_PLACES)})")
+        print(f"taylorism-ctl: no boss given: --boss, TAYLORISM_BOSS, or boss = \"tcp://HOST:PORT\" in the [ctl] "
+              f"(or [client]) table of {where}", file=sys.stderr)
         return 2
     try:
         conn = Connection(address, timeout=args.timeout)

@@ -1,4 +1,8 @@
-"""Where the boss is: argument > TAYLORISM_BOSS > config file ([client] boss = ...) > embedded."""
+"""Where the boss is: argument > TAYLORISM_BOSS > config file ([client] boss = ...) > embedded.
+
+The config file is the commands' (``taylorism-boss`` and the others, see :mod:`.settings`): ``TAYLORISM_CONFIG``,
+else ``~/.config/taylorism/config.toml``, else ``/etc/taylorism/config.toml``, the first that exists.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,34 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ENV_BOSS = "TAYLORISM_BOSS"
-DEFAULT_CONFIG = os.path.join("~", ".config", "taylorism", "config.toml")
+#: where programs and commands look for the config file after ``--config`` (commands) and ``TAYLORISM_CONFIG``;
+#: the first file that exists is the one read
+CONFIG_PLACES = (os.path.join("~", ".config", "taylorism", "config.toml"), "/etc/taylorism/config.toml")
+
+
+def config_places(explicit: str | None = None) -> list[str]:
+    """Where the config file is looked for, in order."""
+    return [c for c in (explicit, os.environ.get("TAYLORISM_CONFIG"), *CONFIG_PLACES) if c]
+
+
+def find_config(explicit: str | None = None) -> str | None:
+    """The config file in effect, for the commands and the programs alike: *explicit* (which must exist), else
+    the first of ``TAYLORISM_CONFIG``, ``~/.config/taylorism/config.toml``, ``/etc/taylorism/config.toml``
+    that exists; None if none does."""
+    for candidate in config_places(explicit):
+        path = os.path.expanduser(candidate)
+        if os.path.isfile(path):
+            return path
+    if explicit:
+        raise ValueError(f"config file {explicit} not found")
+    return None
 
 
 def load_config(path: str | None = None) -> dict[str, Any]:
-    """Read the user's TOML config file (missing file: empty config)."""
-    path = os.path.expanduser(path or os.environ.get("TAYLORISM_CONFIG", DEFAULT_CONFIG))
+    """Read a TOML config file: *path*, else the one in effect (see :func:`find_config`); none: empty."""
+    path = os.path.expanduser(path) if path else find_config()
+    if path is None:
+        return {}
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
@@ -29,16 +55,20 @@ def load_config(path: str | None = None) -> dict[str, Any]:
         raise ValueError(f"bad taylorism config file {path}: {exc}") from None
 
 
-def boss_address(explicit: str | None = None) -> str | None:
-    """The control endpoint of the boss to use, or None for an embedded one; ValueError for a malformed one."""
+def boss_address(explicit: str | None = None, config: str | None = None) -> str | None:
+    """The control endpoint of the boss to use, or None for an embedded one; ValueError for a malformed one.
+
+    *config*: the config file to read (default: the one in effect), for ``boss`` in its [client] table.
+    """
     if explicit:
         return check_endpoint(explicit, "boss address")
     env = os.environ.get(ENV_BOSS, "").strip()
     if env:
         return check_endpoint(env, ENV_BOSS)
-    client = load_config().get("client", {})
+    path = os.path.expanduser(config) if config else find_config()
+    client = load_config(path).get("client", {}) if path else {}
     value = client.get("boss") if isinstance(client, dict) else None
-    return check_endpoint(value, "boss in the [client] table of the config file") if value else None
+    return check_endpoint(value, f"boss in the [client] table of {path}") if value else None
 
 
 def check_endpoint(endpoint: object, what: str) -> str:
@@ -74,10 +104,11 @@ def tasks_per_process(explicit: int | None = None) -> int:
     if value is None and os.environ.get("TAYLORISM_MAX_TASKS_PER_PROCESS", "").strip():
         value, where = os.environ["TAYLORISM_MAX_TASKS_PER_PROCESS"].strip(), "TAYLORISM_MAX_TASKS_PER_PROCESS"
     if value is None:
-        client = load_config().get("client", {})
+        path = find_config()
+        client = load_config(path).get("client", {}) if path else {}
         if isinstance(client, dict):
             value = client.get("max-tasks-per-process", client.get("max_tasks_per_process"))
-            where = "max-tasks-per-process in the [client] table of the config file"
+            where = f"max-tasks-per-process in the [client] table of {path}"
     if value is None:
         return 1
     try:

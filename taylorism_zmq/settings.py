@@ -6,7 +6,8 @@ command reads its own table (``[boss]``, ``[agent]``, ``[ctl]``), keys named
 like the long options (``agent-timeout`` or ``agent_timeout``).  The
 environment variable of an option is ``TAYLORISM_`` + its name in capitals
 (``--agent-timeout`` → ``TAYLORISM_AGENT_TIMEOUT``; the agent's ``--boss`` →
-``TAYLORISM_BOSS``).
+``TAYLORISM_BOSS``).  A client's embedded daemons (hidden ``--embedded``) read
+neither: they are private to it, set by the command line it gives them.
 """
 
 from __future__ import annotations
@@ -17,15 +18,14 @@ import logging
 import math
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
-from .config import load_config
+from .config import find_config, load_config
 
 _UNSET = object()
 #: options that are not settings
-_SKIP = {"help", "version", "parent_pid", "parent_fd", "fork_socket", "config", "print_config", "command"}
-CONFIG_PLACES = ("~/.config/taylorism/config.toml", "/etc/taylorism/config.toml")
+_SKIP = {"help", "version", "parent_pid", "parent_fd", "fork_socket", "config", "print_config", "command",
+         "embedded"}
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -37,12 +37,11 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def config_file(explicit: str | None) -> str | None:
-    for candidate in (explicit, os.environ.get("TAYLORISM_CONFIG"), *CONFIG_PLACES):
-        if candidate and Path(os.path.expanduser(candidate)).is_file():
-            return os.path.expanduser(candidate)
-    if explicit:
-        raise SystemExit(f"config file {explicit} not found")
-    return None
+    """The config file a command reads (the programs read the same: see config.find_config)."""
+    try:
+        return find_config(explicit)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def parse(parser: argparse.ArgumentParser, section: str, argv: Any = None) -> argparse.Namespace:
@@ -57,7 +56,9 @@ def parse(parser: argparse.ArgumentParser, section: str, argv: Any = None) -> ar
             action.help = action.help.replace("%(default)s", str(defaults[action.dest][1]))
         action.default = _UNSET
     args = parser.parse_args(argv)
-    path = config_file(args.config)
+    # a client's embedded daemons are private to it: the settings of the host's daemons are not theirs
+    private = getattr(args, "embedded", False)
+    path = None if private else config_file(args.config)
     try:
         table = load_config(path).get(section, {}) if path else {}
     except ValueError as exc:
@@ -78,7 +79,7 @@ def parse(parser: argparse.ArgumentParser, section: str, argv: Any = None) -> ar
             continue
         longs = [o for o in action.option_strings if o.startswith("--")]
         env_name = "TAYLORISM_" + (longs[0][2:] if longs else dest).replace("-", "_").upper()
-        if env_name in os.environ:
+        if env_name in os.environ and not private:
             value, source = _convert(action, os.environ[env_name], env_name), f"environment {env_name}"
         elif dest in table:
             value, source = _convert(action, table[dest], f"{dest} in {path}"), f"config {path}"

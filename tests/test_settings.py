@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -203,3 +204,73 @@ def test_an_unreadable_config_file_is_a_clear_value_error(tmp_path):
 
     with pytest.raises(ValueError, match="cannot read the taylorism config file .*: Is a directory"):
         config.load_config(str(tmp_path))  # (root reads any file: a directory stands for an unreadable one)
+
+
+def test_programs_read_the_config_file_the_commands_read_in_the_same_order(tmp_path, monkeypatch):
+    from taylorism_zmq import cli, config, settings
+
+    home, system = tmp_path / "home.toml", tmp_path / "etc.toml"
+    monkeypatch.setattr(config, "CONFIG_PLACES", (str(home), str(system)))  # ~/.config, /etc
+    for name in ("TAYLORISM_CONFIG", "TAYLORISM_BOSS", "TAYLORISM_HEARTBEAT", "TAYLORISM_MAX_TASKS_PER_PROCESS"):
+        monkeypatch.delenv(name, raising=False)
+    # a machine-wide file only: the commands and the programs both read it
+    system.write_text('[client]\nboss = "tcp://head:5555"\nmax-tasks-per-process = 4\n[boss]\nheartbeat = 2.0\n')
+    assert settings.parse(cli.boss_parser(), "boss", []).heartbeat == 2.0
+    assert config.boss_address() == "tcp://head:5555" and config.tasks_per_process() == 4
+    # the user's own file comes first, for both, and alone (the machine's is not read then)
+    home.write_text("[client]\nmax-tasks-per-process = 2\n[boss]\nagent-timeout = 40.0\n")
+    args = settings.parse(cli.boss_parser(), "boss", [])
+    assert args.agent_timeout == 40.0 and args.heartbeat == 1.0
+    assert config.boss_address() is None and config.tasks_per_process() == 2
+    # TAYLORISM_CONFIG before both
+    named = tmp_path / "named.toml"
+    named.write_text('[client]\nboss = "tcp://named:1"\n')
+    monkeypatch.setenv("TAYLORISM_CONFIG", str(named))
+    assert config.boss_address() == "tcp://named:1"
+    named.write_text('[client]\nboss = "named:1"\n')
+    with pytest.raises(ValueError, match=f"boss in the .client. table of {named} 'named:1' is not an endpoint"):
+        config.boss_address()
+
+
+def test_ctl_names_the_config_file_it_read_and_takes_the_boss_of_its_config(tmp_path):
+    given = tmp_path / "given.toml"
+    given.write_text("[ctl]\ntimeout = 1.0\n")
+    out = command("ctl", "--config", str(given), "status", env={"HOME": str(tmp_path)})
+    assert out.returncode == 2 and f"in the [ctl] (or [client]) table of {given}" in out.stderr, out.stderr
+    out = command("ctl", "status", env={"HOME": str(tmp_path)})
+    assert out.returncode == 2 and "none found" in out.stderr and "/etc/taylorism/config.toml" in out.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        void = s.getsockname()[1]
+    given.write_text(f'[ctl]\ntimeout = 1.0\n[client]\nboss = "tcp://127.0.0.1:{void}"\n')
+    out = command("ctl", "--config", str(given), "status", env={"HOME": str(tmp_path)})
+    assert out.returncode == 1 and f"tcp://127.0.0.1:{void}" in out.stderr, out.stderr
+
+
+def test_agents_follow_the_boss_heartbeat_unless_given_their_own(cluster_factory, tmp_path):
+    cluster = cluster_factory()  # its boss: --heartbeat 0.2
+    logs = {}
+    for name, own in (("follower", ()), ("own", ("--heartbeat", "0.5"))):
+        logs[name] = tmp_path / f"{name}.log"
+        cluster.agents.append(subprocess.Popen(
+            [sys.executable, "-m", "taylorism_zmq", "agent", "--boss", cluster.control, "--host-name", name,
+             "--state-dir", cluster.state_dir, *own, "--log-level", "INFO", "--log-file", str(logs[name])],
+            stdin=subprocess.DEVNULL, cwd="/"))
+    cluster.wait_agents(2)
+
+    def registered(name):
+        text = logs[name].read_text() if logs[name].exists() else ""
+        return next((line for line in text.splitlines() if "registered with boss" in line), None)
+
+    assert wait_until(lambda: registered("follower"), 20, "the agent's registration").endswith(
+        "heartbeat every 0.2s (the boss's)")
+    assert wait_until(lambda: registered("own"), 20, "the agent's registration").endswith(
+        "heartbeat every 0.5s (its own --heartbeat; the boss's is 0.2s)")
+
+
+def test_a_boss_heartbeat_that_would_lose_its_agents_is_refused_in_one_line(tmp_path):
+    out = command("boss", "--control", f"ipc://{tmp_path}/c", "--heartbeat", "5", "--agent-timeout", "10")
+    assert out.returncode == 2 and "--heartbeat 5 must be above 0 and at most --agent-timeout (10) / 3" in out.stderr
+    assert "Traceback" not in out.stderr
+    s = settings_of("agent")
+    assert s["heartbeat"] == (None, "default")  # an agent follows its boss unless told otherwise

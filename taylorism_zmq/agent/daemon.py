@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import secrets
 import signal
@@ -49,13 +50,17 @@ MAX_LAUNCHERS = 8
 LAUNCHER_IDLE = 600.0
 #: how long without a REGISTERED answer before registering again
 REGISTER_RETRY = 5.0
+#: seconds between heartbeats until the boss names its period (an agent with no --heartbeat follows the boss's)
+DEFAULT_HEARTBEAT = 1.0
+#: the periods an agent takes from a boss (a number from the network: never a busy loop, never a silent agent)
+HEARTBEAT_RANGE = (0.05, 60.0)
 
 
 class AgentDaemon:
     """Connect to a boss and run the tasks it sends."""
 
     def __init__(self, control: str, reports: str | None, slots: int | None = None, host_name: str | None = None,
-                 heartbeat: float = 1.0, parent_pid: int | None = None, memory: float | None = None,
+                 heartbeat: float | None = None, parent_pid: int | None = None, memory: float | None = None,
                  inject_load: float = 0.0, insecure: bool = False, max_report: int | None = None,
                  max_output: int | None = None, launcher_idle: float = LAUNCHER_IDLE,
                  run_as_client_user: bool = False, keep_env: tuple[str, ...] = (), state_dir: str | None = None,
@@ -74,7 +79,9 @@ class AgentDaemon:
         self.cpus = psutil.cpu_count() or 1
         self.slots = slots or self.cpus
         self.host = host_name or socket.gethostname()
-        self.heartbeat = heartbeat
+        #: the period set for this agent (--heartbeat), if any; else it follows the boss's (from REGISTERED)
+        self.own_heartbeat = heartbeat
+        self.heartbeat = heartbeat or DEFAULT_HEARTBEAT
         self.parent_pid = parent_pid
         #: MiB this host offers to tasks (default: all of it)
         self.memory = memory or psutil.virtual_memory().total / 2**20
@@ -353,8 +360,12 @@ class AgentDaemon:
             log.warning("agent %s: the boss restarted (%s); sending %d unacknowledged report batch(es)",
                         self.aid, body["boss"], self.sender.unacked)
         self.boss_id = body["boss"]
+        if self.own_heartbeat is None:
+            self.heartbeat = _boss_period(body["heartbeat"], self.aid)
         if fresh:  # (a second answer to one registration sends nothing again)
-            log.info("agent %s registered with boss %s", self.aid, body["boss"])
+            log.info("agent %s registered with boss %s; heartbeat every %gs (%s)", self.aid, body["boss"],
+                     self.heartbeat, "the boss's" if self.own_heartbeat is None else
+                     f"its own --heartbeat; the boss's is {body['heartbeat']:g}s")
             self.sender.boss_back()
 
     def _report_cap(self) -> int:
@@ -393,6 +404,7 @@ class AgentDaemon:
             if link is None:  # it is on its way (its client did not wait for it): hold its tasks
                 self.fork_waits.hold(str(env["fork"]), body, time.monotonic())
                 return
+            forked.send_limits(link, env["max_report"], env.get("max_output", DEFAULT_MAX_OUTPUT))
         else:
             link = self._launcher_for(env)
         for ref, blob in body["classes"].items():
@@ -514,6 +526,16 @@ class AgentDaemon:
             link.sock.close()  # the launcher sees the end of stream: it stops its tasks and leaves
         except OSError:
             pass
+
+
+def _boss_period(period: float, aid: str) -> float:
+    """The boss's heartbeat period, within HEARTBEAT_RANGE."""
+    low, high = HEARTBEAT_RANGE
+    sane = min(max(period, low), high) if math.isfinite(period) else DEFAULT_HEARTBEAT
+    if sane != period:
+        log.warning("agent %s: the boss asks for a heartbeat every %ss; beating every %gs instead", aid, period,
+                    sane)
+    return sane
 
 
 def _env_problem(env: dict[str, Any]) -> str | None:

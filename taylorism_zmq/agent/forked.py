@@ -50,6 +50,16 @@ def is_forked(link: LauncherLink) -> bool:
     return link.key.startswith((PREFIX, PENDING))
 
 
+def send_limits(link: LauncherLink, max_report: int, max_output: int) -> None:
+    """Give a forked launcher the caps a launcher of the zygote finds in its environment: the largest report
+    (under the boss's frame cap) and the bytes of output a report keeps.  Sent before a job's tasks, and again
+    whenever they change (the boss's frame cap comes with its registration)."""
+    limits = [max_report, max_output]
+    if link.limits != limits:
+        link.limits = limits
+        link.send(["limits", *limits])
+
+
 #: seconds the tasks of a job wait for their forked launcher to come, before they fail
 WAIT = 30.0
 #: ids of forked launchers that left, remembered (their late tasks fail at once)

@@ -7,7 +7,11 @@ watch a pipe whose write end only this process holds, and stop when it ends.
 They are stopped, and the directory removed, at exit; what a killed client
 left (its directory, its shared-memory arrays) is removed at the next start,
 once its owner is known dead.  They are the very daemons a cluster runs, so a
-program that works here behaves the same there.
+program that works here behaves the same there; but they are this process's
+own: they read no config file and no ``TAYLORISM_*`` daemon setting (a
+``[agent] reports`` or ``[boss] http`` meant for the host's daemons would
+send their reports away or make them fail to bind), only the options given
+here.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Sequence
 
 from ..procutil import owner_alive, owner_tag, stop_processes
 
@@ -32,7 +37,8 @@ EMBEDDED_SLOTS = 4096
 class Embedded:
     """A boss and an agent running for this process only."""
 
-    def __init__(self) -> None:
+    def __init__(self, agent_args: Sequence[str] = ()) -> None:
+        """*agent_args*: more options for the agent's command line (tests)."""
         clean_leftovers()
         self.directory = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{owner_tag()}-")  # mode 0700
         self.control = f"ipc://{self.directory}/control"
@@ -43,7 +49,8 @@ class Embedded:
         # the daemons stop when this pipe ends: when this process is gone (its write end is not inherited
         # by what other threads exec)
         watch_r, self._watch_w = os.pipe()
-        common = ["--control", self.control, "--reports", self.reports, "--parent-fd", str(watch_r),
+        # --embedded: no config file, no TAYLORISM_* setting of the host's daemons; only what is given here
+        common = ["--embedded", "--control", self.control, "--reports", self.reports, "--parent-fd", str(watch_r),
                   "--log-level", level]
         cmd = [sys.executable, "-m", "taylorism_zmq"]
         try:
@@ -53,7 +60,7 @@ class Embedded:
                                  stdin=subprocess.DEVNULL, pass_fds=(watch_r,)),
                 subprocess.Popen([*cmd, "agent", *common, "--slots", str(EMBEDDED_SLOTS), "--host-name",
                                   "localhost", "--state-dir", os.path.join(self.directory, "agent"),
-                                  "--fork-socket", self.launchers],
+                                  "--fork-socket", self.launchers, *agent_args],
                                  stdin=subprocess.DEVNULL, pass_fds=(watch_r,)),
             ]
         finally:

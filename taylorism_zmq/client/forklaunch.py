@@ -92,6 +92,7 @@ def fork_launcher(socket_path: str, launcher_id: str, wait: bool = True) -> Fork
             if wait:
                 os.write(ready_w, b"ok")
             os.close(ready_w)
+            # (the agent's caps on reports and output come by message, before the job's tasks)
             Launcher(sock, {"fork": launcher_id, "host": "localhost"}, os.getppid(), life_fd=life_r).serve()
         except BaseException as exc:
             try:

@@ -12,8 +12,10 @@ task's stdout and stderr, read from two more pipes (see :mod:`.output`).  What r
 
 Launcher <-> agent messages are msgpack arrays on a stream socket.  Agent to launcher:
 ``["class", ref, blob, trusted]`` (a driver script's class, by value), ``["run", tid, ticket, cls, payload,
-binded, trusted, timeout, stream, max_tasks]``, ``["kill", [tid...]]``.  Launcher to agent: ``["done", tid, ok,
-payload, t0, t1, stdout, stderr]`` and, for tasks whose output is streamed, ``["out", tid, 1|2, data]``.
+binded, trusted, timeout, stream, max_tasks]``, ``["kill", [tid...]]``, and to a fork of the client, which has
+no environment from the agent, ``["limits", max_report, max_output]`` before a job's tasks.  Launcher to
+agent: ``["done", tid, ok, payload, t0, t1, stdout, stderr]`` and, for tasks whose output is streamed,
+``["out", tid, 1|2, data]``.
 """
 
 from __future__ import annotations
@@ -244,8 +246,18 @@ class Launcher:
                 self._run(*msg[1:11])
             elif msg[0] == "class":
                 self._receive_class(*msg[1:4])
+            elif msg[0] == "limits":
+                self._set_limits(*msg[1:3])
             elif msg[0] == "kill":
                 self._kill(set(msg[1]))
+
+    def _set_limits(self, max_report: object, max_output: object) -> None:
+        """A fork of the client learns the agent's caps by message (a launcher of the zygote, from its
+        environment); they hold for the tasks given from now on."""
+        if isinstance(max_report, int) and max_report > 0:
+            self.max_report = max_report
+        if isinstance(max_output, int) and max_output >= 0:
+            self.max_output = max_output
 
     def _send(self, msg: list) -> None:
         if self.closing and self.sock.fileno() < 0:

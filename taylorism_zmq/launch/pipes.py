@@ -103,6 +103,8 @@ class LauncherLink:
         self.classes: set[str] = set()
         #: the poll flags it is registered with
         self.flags = 0
+        #: the caps last sent to it (a fork of a client gets them by message: see agent/forked.py)
+        self.limits: list[int] | None = None
 
     def send(self, msg: list) -> None:
         self.outbuf += msgpack.packb(msg, use_bin_type=True)
