@@ -151,12 +151,13 @@ def test_merged_reports_stay_under_a_frame():
 
 
 def test_a_run_message_is_split_under_the_frame_cap():
-    from taylorism_zmq.boss.dispatch import _split
+    from taylorism_zmq.boss.dispatch import _run_row_size
+    from taylorism_zmq.wire.protocol import split_rows
 
     rows = [[i, i, None, "m:C", b"x" * 1000] for i in range(10)]
-    parts = _split(rows, 3500)
+    parts = split_rows(rows, 3500, _run_row_size)
     assert [len(p) for p in parts] == [3, 3, 3, 1]
-    assert _split(rows[:1], 10) == [rows[:1]]
+    assert split_rows(rows[:1], 10, _run_row_size) == [rows[:1]]
 
 
 def test_report_endpoint_from_the_boss_with_a_wildcard_host():
