@@ -250,6 +250,7 @@ class BossDaemon:
                             server.publish(snapshot)
             out += self.state.dispatch(now)
             outbox.send(out)
+            self.state.attached_now.clear()
             if outbox:
                 outbox.flush()
 

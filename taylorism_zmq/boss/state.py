@@ -101,6 +101,8 @@ class BossState(Dispatcher):
         self.held_clients: set[bytes] = set()
         #: connections the boss holds messages for, not read yet (outbox.py): no ATTACH adds to them
         self.backlogged: Container[bytes] = frozenset()
+        #: connections given a job by ATTACH in this pass of the loop (not sent yet: the daemon clears it)
+        self.attached_now: set[bytes] = set()
         #: observers of a task's wait for a slot and of its run time, in seconds (the metrics)
         self.on_dispatch: Callable[[float], None] | None = None
         self.on_task_end: Callable[[float], None] | None = None
@@ -430,12 +432,14 @@ class BossState(Dispatcher):
         live = job is not None and job.detach
         if not live and done is None:
             return [(route, Msg.ERROR, refusal(jid, "ValueError", f"no detached job {jid} on this boss"))]
-        if route in self.backlogged or (job is not None and job.client in self.backlogged):
+        busy = (route, job.client) if job is not None else (route,)
+        if any(r in self.backlogged or r in self.attached_now for r in busy):
             self.counters["attach_refused"] += 1
             return [(route, Msg.ERROR, refusal(jid, "RuntimeError", (
                 f"job {jid} is being delivered already, to a connection that has not read it all yet: "
                 "attach again once that one has read it or is gone")))]
         self._client_seen(route, now)
+        self.attached_now.add(route)
         if job is not None and live:
             job.client = route
             return [(route, Msg.REPORTS, {"job": jid, "reports": part, "trusted": self.vouch})
