@@ -19,9 +19,10 @@ from collections.abc import Callable, Container
 from typing import Any
 
 from ..wire.keystore import LOCAL, Identity
-from ..wire.protocol import MAX_FRAME, STDERR, STDOUT, Msg, split_rows
+from ..wire.protocol import MAX_FRAME, STDERR, STDOUT, Msg
 from ..wire.sockets import RateLimitedLog
 from .agentkeys import AgentKeys
+from .clients import MAX_CLIENTS, ClientConnections
 from .dispatch import Dispatcher, Out
 from .fairshare import OwnerTurns
 from .free_hosts import FreeHosts
@@ -31,7 +32,7 @@ from .orphans import OrphanReports
 from .placement import Policy
 from .plugins import PluginLoader
 from .records import AgentRecord, JobRecord, TaskRecord
-from .status import refusal, status_for, status_snapshot, text_tail, traceback_tail
+from .status import status_for, status_snapshot, text_tail, traceback_tail
 from .validation import env_problem, register_problem, ticket_fits
 
 log = logging.getLogger("taylorism_zmq.boss")
@@ -43,13 +44,11 @@ ENDED_MEMORY = 1024
 DETACHED_MEMORY = 256
 #: what the status page shows of the past: tasks on the timeline, recent failures
 TIMELINE, FAILURES = 3000, 20
-#: client connections followed for their jobs' sake: beyond, those no live job uses are forgotten
-MAX_CLIENTS = 100_000
 #: tasks agents said they ran for jobs unknown here (a boss restart): the oldest are forgotten beyond
 ORPHAN_RUNNING = 100_000
 
 
-class BossState(Dispatcher):
+class BossState(ClientConnections, Dispatcher):
     """Jobs, tasks and agents, and every transition between their states."""
 
     def __init__(self, boss_id: str = "boss", max_retries: int = 1, heartbeat: float = 1.0,
@@ -401,68 +400,6 @@ class BossState(Dispatcher):
                     and task.agent.aid == aid and stream in (STDOUT, STDERR):
                 chunks.setdefault(jid, []).append([index, task.name, stream, data])
         return [(self.jobs[jid].client, Msg.OUTPUT, {"job": jid, "chunks": rows}) for jid, rows in chunks.items()]
-
-    def client_alive(self, route: bytes, now: float) -> None:
-        """A client connection spoke: its jobs' clock restarts (a connection without a job is not followed)."""
-        if route in self.clients:
-            self.clients[route] = now
-
-    def _client_seen(self, route: bytes, now: float) -> None:
-        self.clients[route] = now
-        if len(self.clients) > self.max_clients:
-            live = {j.client for j in self.jobs.values()} | {route}
-            gone = [r for r in self.clients if r not in live]
-            for r in gone:
-                del self.clients[r]
-            self.counters["clients_forgotten"] += len(gone)
-            log.warning("%d client connections followed (more than %d): forgot the %d without a live job",
-                        len(self.clients) + len(gone), self.max_clients, len(gone))
-
-    def attach(self, route: bytes, body: dict, now: float, who: Identity = LOCAL) -> list[Out]:
-        """Hand a detached job of *who* (or any, to an admin), and its reports so far, to the client at *route*.
-
-        Refusals are droppable ERRORs: a peer that never reads cannot make the boss hold anything for them; and
-        a job already on its way to a connection that has not read it yet is not sent a second time.
-        """
-        jid = body["job"]
-        job = self._client_job(jid, who)
-        done = self.detached_done.get(jid)
-        if done is not None and done[2].key != who.key and not who.can("admin"):
-            raise Refused(f"job {jid} belongs to another user")
-        live = job is not None and job.detach
-        if not live and done is None:
-            return [(route, Msg.ERROR, refusal(jid, "ValueError", f"no detached job {jid} on this boss"))]
-        busy = (route, job.client) if job is not None else (route,)
-        if any(r in self.backlogged or r in self.attached_now for r in busy):
-            self.counters["attach_refused"] += 1
-            return [(route, Msg.ERROR, refusal(jid, "RuntimeError", (
-                f"job {jid} is being delivered already, to a connection that has not read it all yet: "
-                "attach again once that one has read it or is gone")))]
-        self._client_seen(route, now)
-        self.attached_now.add(route)
-        if job is not None and live:
-            job.client = route
-            return [(route, Msg.REPORTS, {"job": jid, "reports": part, "trusted": self.vouch})
-                    for part in split_rows(job.kept)]
-        assert done is not None
-        kept, end, _owner = done
-        return [*((route, Msg.REPORTS, {"job": jid, "reports": part, "trusted": self.vouch})
-                  for part in split_rows(kept)),
-                (route, Msg.JOB_END, end)]
-
-    def client_cut(self, route: bytes) -> list[Out]:
-        """A client connection the boss stopped writing to (it read nothing of a backlog past its bound): its
-        jobs are stopped as on a client timeout; a detached job goes on, its reports kept for an ATTACH."""
-        self.clients.pop(route, None)
-        out: list[Out] = []
-        for job in [j for j in self.jobs.values() if j.client == route]:
-            if job.detach:
-                job.client = b""  # nothing is sent for it until its owner attaches again
-                continue
-            log.warning("client of job %s (%s) does not read what the boss sends: stopping the job",
-                        job.jid, job.owner.label)
-            out += self._end_job(job, "stopped", kill=True)
-        return out
 
     def _keep_orphan_running(self, jid: str, index: int, aid: str, ticket: int | None) -> None:
         self.orphan_running[(jid, index)] = (aid, ticket)
