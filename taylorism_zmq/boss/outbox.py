@@ -120,8 +120,8 @@ class Outbox:
         self.counters[counter] += 1
         n = self.counters[counter]
         if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th...: a log that stays readable under a flood
-            log.warning("dropped %s for %s, which does not read (%d %s so far)", kind.name,
-                        self.describe(route), n, counter)
+            why = "whose connection another key took over" if route in self.paused else "which does not read"
+            log.warning("dropped %s for %s, %s (%d %s so far)", kind.name, self.describe(route), why, n, counter)
 
     def _queue(self, route: bytes, frames: list[bytes]) -> None:
         size = sum(len(f) for f in frames)
