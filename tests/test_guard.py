@@ -72,4 +72,6 @@ def test_agent_ids_stay_bound_to_their_key_within_a_bounded_memory():
     book.check("a", NODE)
     book.check("never-seen", ALICE)  # an id nobody registered is free
     book.remember("c", NODE.key, b"rc", live={"a"})  # over the limit: the oldest gone agent is forgotten
-    assert len(book) <= 3 and book.get("a") == (NODE.key, b"ra") and book.get("c") == (NODE.key, b"rc")
+    assert len(book) == 2 and book.get("a") == (NODE.key, b"ra") and book.get("c") == (NODE.key, b"rc")
+    assert book.get("b") is None  # "b" left: forgotten, though the live "a" was older
+    book.check("b", ALICE)  # and its id is free again

@@ -1,16 +1,20 @@
 """Which key registered each agent id: only that key may speak for the agent, on either socket.
 
 Kept after the agent leaves (bounded), so that a lost agent's late reports still count and its id cannot
-be taken by another key, and with the route it last spoke from, to ask it to register again.
+be taken by another key, and with the route it last spoke from, to ask it to register again.  Beyond the
+bound the agent gone longest ago is forgotten (counted, logged); a live agent never is.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 from collections.abc import Container
 
 from ..wire.keystore import Identity
 from .guard import Refused
+
+log = logging.getLogger("taylorism_zmq.boss")
 
 #: agent ids remembered, the live ones and those gone most recently
 AGENT_MEMORY = 10_000
@@ -19,8 +23,9 @@ AGENT_MEMORY = 10_000
 class AgentKeys:
     """Agent id -> (the key that registered it, its last route)."""
 
-    def __init__(self, limit: int = AGENT_MEMORY):
+    def __init__(self, limit: int = AGENT_MEMORY, counters: collections.Counter | None = None):
         self.limit = limit
+        self.counters = counters if counters is not None else collections.Counter()
         self._known: collections.OrderedDict[str, tuple[str, bytes]] = collections.OrderedDict()
 
     def check(self, aid: str, who: Identity) -> None:
@@ -33,13 +38,24 @@ class AgentKeys:
         return self._known.get(aid)
 
     def remember(self, aid: str, key: str, route: bytes, live: Container[str]) -> None:
-        """Bind *aid* to *key* (and its last *route*); forget the agent gone longest ago beyond the limit."""
+        """Bind *aid* to *key* (and its last *route*); forget the agents gone longest ago beyond the limit."""
         self._known[aid] = (key, route)
         self._known.move_to_end(aid)
-        if len(self._known) > self.limit:
-            old, entry = self._known.popitem(last=False)
-            if old in live:  # a live agent is never forgotten
-                self._known[old] = entry
+        # the oldest entries first; a live one met on the way goes to the end (it is not the one to forget),
+        # so each is passed over once per overflow at most; only live agents left: the map holds them all
+        for _ in range(len(self._known)):
+            if len(self._known) <= self.limit:
+                return
+            old = next(iter(self._known))
+            if old in live:
+                self._known.move_to_end(old)
+                continue
+            del self._known[old]
+            self.counters["agent_ids_forgotten"] += 1
+            n = self.counters["agent_ids_forgotten"]
+            if n & (n - 1) == 0:  # the 1st, 2nd, 4th...: readable under a flood of fresh agent ids
+                log.warning("forgot the key of agent %s, gone longest ago (%d agent ids are remembered at most; "
+                            "%d forgotten so far)", old, self.limit, n)
 
     def __len__(self) -> int:
         return len(self._known)

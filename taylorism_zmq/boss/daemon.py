@@ -30,6 +30,7 @@ from .guard import Denied, Guard, Refused
 from .outbox import Outbox
 from .plugins import load_placement_plugin
 from .state import BossState, Out
+from .status import refusal
 
 log = logging.getLogger("taylorism_zmq.boss")
 
@@ -72,14 +73,15 @@ class BossDaemon:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         #: set when serving: who sent each message, and what its roles allow
-        self.guard = Guard(None, False, self.state.counters)
+        self.guard = Guard(None, False, self.state.counters, in_use=self.state.routes_in_use)
         self._handlers: dict[Msg, Callable[[bytes, dict, float, Identity], list[Out]]] = {
             Msg.HELLO: lambda r, b, now, who: self.state.hello(r, b),
             Msg.SUBMIT: lambda r, b, now, who: self.state.submit(r, b, now, who=who),
             Msg.ADD_TASKS: lambda r, b, now, who: self.state.add_tasks(r, b, who=who),
             Msg.CONTROL: lambda r, b, now, who: self.state.control(r, b, who=who),
             Msg.PING: lambda r, b, now, who: [(r, Msg.PONG, {"boss": self.state.boss_id})],
-            Msg.STATUS: lambda r, b, now, who: [(r, Msg.STATUS_REPLY, {"status": self._status(now)})],
+            Msg.STATUS: lambda r, b, now, who: [(r, Msg.STATUS_REPLY,
+                                                 {"status": self.state.status_for(self._status(now), who)})],
             Msg.REGISTER: lambda r, b, now, who: self.state.register(r, b, now, who=who),
             Msg.GOODBYE: self._goodbye,
             Msg.ADMIN: self._admin,
@@ -139,14 +141,14 @@ class BossDaemon:
             if self.curve:  # the authenticator first: CURVE without ZAP would let any key in
                 keys = security.load_boss_keys()
                 store = KeyStore(security.key_dir() / "authorized", owner=keys.public.decode("ascii"))
-                self.guard = Guard(store, True, self.state.counters)
+                self.guard = Guard(store, True, self.state.counters, in_use=self.state.routes_in_use)
                 auth = security.start_authenticator(ctx, store, self.guard.zap_refused)
                 store.start()
                 security.secure_server(router, keys)
                 security.secure_server(pull, keys)
                 log.info("%d authorized key(s) in %s", len(store.keys), store.directory)
             else:
-                self.guard = Guard(None, False, self.state.counters)
+                self.guard = Guard(None, False, self.state.counters, in_use=self.state.routes_in_use)
                 if all(e.startswith("ipc://") for e in (self.control_endpoint, self.reports_endpoint)):
                     self.guard.default = LOCAL  # in a 0700 directory: only its owner can connect
             # without CURVE (plain tcp) the boss cannot tell who sent a report: clients must not unpickle it
@@ -207,8 +209,10 @@ class BossDaemon:
         log.info("Prometheus metrics: http://%s:%d/metrics", self.metrics_address, self.metrics.port)
 
     def _loop(self, router: zmq.Socket, pull: zmq.Socket) -> None:
-        outbox = Outbox(router, self.state.counters, self._unreachable)
+        outbox = Outbox(router, self.state.counters, self._unreachable, overflow=self._cut,
+                        describe=self.guard.label_of, paused=self.guard.contested)
         self.state.held_clients = outbox.held  # push back: no dispatch for a client that does not read
+        self.state.backlogged = outbox.waiting()  # and no ATTACH adds to what a peer has not read yet
         # what exists now lives as long as the boss: keep the collector off it, and let it run less often
         # (tasks and jobs are freed by reference counting; the cycle collector only has leftovers to find)
         gc.freeze()
@@ -246,6 +250,7 @@ class BossDaemon:
                             server.publish(snapshot)
             out += self.state.dispatch(now)
             outbox.send(out)
+            self.state.attached_now.clear()
             if outbox:
                 outbox.flush()
 
@@ -308,15 +313,15 @@ class BossDaemon:
         if isinstance(exc, Denied):  # nothing of this kind will do for this key: its client raises
             return [(route, Msg.REFUSED, {"message": why, "denied": True})]
         job = body.get("job")
-        if kind is Msg.ATTACH and isinstance(job, str):
-            return [(route, Msg.JOB_END, self.state._end_body(job, "failed", [], "PermissionError", why))]
+        if kind is Msg.ATTACH and isinstance(job, str):  # a droppable answer: see BossState.attach
+            return [(route, Msg.ERROR, refusal(job, "PermissionError", why))]
         if kind in (Msg.CONTROL, Msg.ADD_TASKS, Msg.SUBMIT) and isinstance(job, str):
             return [(route, Msg.ERROR, {"message": why, "job": job})]
         return [(route, Msg.REFUSED, {"message": why, "denied": True})]
 
     def _bad_message(self, route: bytes, frames: list, exc: Exception) -> list[Out]:
         self.state.counters["bad_messages"] += 1
-        peer = route.hex() if route else "report socket"
+        peer = self.guard.label_of(route) if route else "the report socket"
         self._bad_log.warning(peer, "dropped a bad message from %s: %s", peer, exc)
         version = protocol.version_of(frames)
         if route and version is not None and version != protocol.VERSION:
@@ -326,6 +331,12 @@ class BossDaemon:
         if route:  # say why, so that a peer that does not follow the protocol can tell
             return [(route, Msg.ERROR, {"message": f"the boss dropped a message of yours: {str(exc)[:300]}"})]
         return []
+
+    def _cut(self, route: bytes) -> list[Out]:
+        """A peer that read nothing of a backlog past its bound: its jobs end as on a client timeout; an agent
+        is lost."""
+        out = self.state.client_cut(route)
+        return out + self._unreachable(route)
 
     def _unreachable(self, route: bytes) -> list[Out]:
         """A peer the ROUTER cannot reach any more: if it was an agent, it is lost."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import logging
+from collections.abc import Callable, Container
 from typing import Any
 
 import zmq
@@ -34,7 +35,8 @@ NEEDS: dict[Msg, frozenset[str] | None] = {
     Msg.REGISTER: frozenset({AGENT}), Msg.GOODBYE: frozenset({AGENT}),
     Msg.AGENT_REPORTS: frozenset({AGENT}), Msg.HEARTBEAT: frozenset({AGENT}), Msg.AGENT_OUTPUT: frozenset({AGENT}),
 }
-#: routing ids remembered with the identity that first used them (the oldest unused are forgotten beyond)
+#: routing ids remembered with the identity that first used them: beyond, the least recently heard of that no
+#: live job or agent uses are forgotten, down to 90% of it (one log line per such sweep)
 MAX_ROUTES = 100_000
 
 
@@ -49,7 +51,8 @@ class Denied(Refused):
 class Guard:
     """Identify the sender of each message and check what its roles allow."""
 
-    def __init__(self, store: KeyStore | None, curve: bool, counters: collections.Counter):
+    def __init__(self, store: KeyStore | None, curve: bool, counters: collections.Counter,
+                 max_routes: int = MAX_ROUTES, in_use: Callable[[], Container[bytes]] = frozenset):
         self.store = store
         #: identity of every peer when there is no handshake to prove one
         self.default = ANONYMOUS if not curve and store is None else LOCAL
@@ -58,6 +61,12 @@ class Guard:
         self.counters = counters
         #: routing id -> the key that first used it
         self.routes: collections.OrderedDict[bytes, str] = collections.OrderedDict()
+        self.max_routes = max_routes
+        #: the routes a live job or agent uses (never forgotten while they do)
+        self.in_use = in_use
+        #: routes another identity spoke from (ROUTER_HANDOVER gave it the connection): nothing is sent there
+        #: until the route's owner speaks from it again (a subset of self.routes)
+        self.contested: set[bytes] = set()
         #: handshakes the ZAP handler turned away (written by its thread, read by the boss loop)
         self.handshakes_refused = 0
         self._log = RateLimitedLog(log, period=10.0)
@@ -93,12 +102,51 @@ class Guard:
             owner = self.routes.get(route)
             if owner is None:
                 self.routes[route] = who.key
-                if len(self.routes) > MAX_ROUTES:
-                    self.routes.popitem(last=False)
+                if len(self.routes) > self.max_routes:
+                    self._forget_routes()
             elif owner != who.key:
+                if route not in self.contested:
+                    self.contested.add(route)
+                    self.counters["routes_contested"] += 1
+                    self._log.warning(f"contested:{who.key}", "%s took over a connection of %s (its routing id): "
+                                      "nothing is sent there until %s speaks from it again",
+                                      who.label, self._label(owner), self._label(owner))
                 raise Denied("this routing id belongs to another identity")
             else:
                 self.routes.move_to_end(route)
+                if route in self.contested:
+                    self.contested.discard(route)
+                    log.info("%s speaks from its connection again: sending to it again", who.label)
+
+    def _forget_routes(self) -> None:
+        """Forget the routing ids heard of longest ago that no live job or agent uses, down to 90% of the cap."""
+        keep = self.in_use()
+        target = self.max_routes * 9 // 10
+        forgotten = 0
+        for _ in range(len(self.routes)):
+            if len(self.routes) <= target:
+                break
+            route = next(iter(self.routes))
+            if route in keep or route in self.contested:
+                self.routes.move_to_end(route)
+                continue
+            del self.routes[route]
+            forgotten += 1
+        self.counters["routes_forgotten"] += forgotten
+        log.warning("%d connections known (more than %d): forgot the %d heard of longest ago that no job or agent "
+                    "uses (%d forgotten so far)", len(self.routes) + forgotten, self.max_routes, forgotten,
+                    self.counters["routes_forgotten"])
+
+    def label_of(self, route: bytes) -> str:
+        """Who a route belongs to, for logs (routing ids are secret: they are never logged)."""
+        owner = self.routes.get(route)
+        return self._label(owner) if owner is not None else "a peer not identified yet"
+
+    def _label(self, key: str) -> str:
+        if self.store is None:
+            return self.default.label
+        who = self.store.lookup(key)
+        return who.label if who is not None else f"unknown key {fingerprint(key)}"
 
     def route_of(self, route: bytes, who: Identity) -> bool:
         """True if *route* was first used by *who* (a heartbeat may only speak for its own connection)."""

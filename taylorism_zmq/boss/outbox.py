@@ -6,7 +6,11 @@ is gone raises ``EHOSTUNREACH`` (an agent gone is lost at once).  :data:`POLICY`
 message, what happens at that bound: *drop* it and count it (the peer asks again, or it was best effort), or
 *push back*: it waits in a per-peer backlog flushed as the peer reads, and the boss stops making more of it
 (no task of a job is dispatched while its client's backlog holds more than :data:`HOLD_BYTES`; what goes to
-an agent is bounded by its free slots).
+an agent is bounded by its free slots).  A backlog past :data:`BACKLOG_BYTES` (or the largest one, when all of
+them hold more than :data:`TOTAL_BACKLOG_BYTES`) is a peer that does not read: the boss forgets what waits for
+it and treats it as a client gone silent (its jobs are stopped; a detached job goes on, kept for an ATTACH) or
+an agent lost.  Nothing is sent to a *paused* route (another key took its routing id over) until its owner
+speaks from it again: what would be dropped is, the rest waits.  Routes are secret: logs name the peer's key.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import collections
 import errno
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Container
 
 import zmq
 
@@ -42,31 +46,52 @@ POLICY: dict[Msg, tuple[str, str | None]] = {
 }
 #: a client whose backlog holds more than this has its jobs' dispatch held until it reads
 HOLD_BYTES = 8 << 20
+#: a peer whose backlog grows past this is cut (two frames of the largest size, and then some)
+BACKLOG_BYTES = 768 << 20
+#: all backlogs together: beyond, the peer with the largest is cut
+TOTAL_BACKLOG_BYTES = 2 << 30
 
 
 class Outbox:
     """Send on the boss's ROUTER without ever blocking its loop."""
 
     def __init__(self, router: zmq.Socket, counters: collections.Counter,
-                 unreachable: Callable[[bytes], list[Out]]):
+                 unreachable: Callable[[bytes], list[Out]], overflow: Callable[[bytes], list[Out]] | None = None,
+                 describe: Callable[[bytes], str] = lambda route: "a peer",
+                 paused: Container[bytes] = frozenset(), max_bytes: int = BACKLOG_BYTES,
+                 max_total: int = TOTAL_BACKLOG_BYTES):
         self.router = router
         self.counters = counters
         #: called with the routing id of a peer that is gone; returns what to send because of it
         self.unreachable = unreachable
+        #: called with the routing id of a peer cut for not reading; returns what to send because of it
+        self.overflow = overflow or unreachable
+        #: who a route is, for logs (never the route itself)
+        self.describe = describe
+        #: routes nothing is sent to for now (see the module's doc)
+        self.paused = paused
+        self.max_bytes, self.max_total = max_bytes, max_total
         self._backlog: dict[bytes, collections.deque] = {}
         self._backlog_bytes: collections.Counter = collections.Counter()
+        self._total = 0
         #: peers whose backlog is over HOLD_BYTES (the boss dispatches nothing for their jobs)
         self.held: set[bytes] = set()
 
     def __bool__(self) -> bool:
-        """True while messages wait for a slow peer."""
-        return bool(self._backlog)
+        """True while messages wait for a slow peer that may take them."""
+        return any(route not in self.paused for route in self._backlog)
+
+    def waiting(self) -> Container[bytes]:
+        """The routes messages wait for (a live view)."""
+        return self._backlog.keys()
 
     def send(self, out: list[Out]) -> None:
         for route, kind, body in _coalesce(out):
+            if not route:
+                continue  # a detached job without a client now: its reports are kept for an ATTACH
             frames = [route, *protocol.encode(kind, body)]
             policy, dropped_as = POLICY.get(kind, (PUSH_BACK, None))
-            if route in self._backlog:
+            if route in self._backlog or route in self.paused:
                 if policy == DROP:
                     self._drop(route, kind, dropped_as)
                 else:
@@ -95,20 +120,36 @@ class Outbox:
         self.counters[counter] += 1
         n = self.counters[counter]
         if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th...: a log that stays readable under a flood
-            log.warning("dropped %s for %s, which does not read (%d %s so far)", kind.name,
-                        route.decode(errors="replace"), n, counter)
+            why = "whose connection another key took over" if route in self.paused else "which does not read"
+            log.warning("dropped %s for %s, %s (%d %s so far)", kind.name, self.describe(route), why, n, counter)
 
     def _queue(self, route: bytes, frames: list[bytes]) -> None:
+        size = sum(len(f) for f in frames)
         self._backlog.setdefault(route, collections.deque()).append(frames)
-        self._backlog_bytes[route] += sum(len(f) for f in frames)
+        self._backlog_bytes[route] += size
+        self._total += size
         if self._backlog_bytes[route] > HOLD_BYTES and route not in self.held:
             self.held.add(route)
             log.warning("%s does not read: %d bytes wait for it; its jobs get no new task until it does",
-                        route.decode(errors="replace"), self._backlog_bytes[route])
+                        self.describe(route), self._backlog_bytes[route])
+        if self._backlog_bytes[route] > self.max_bytes:
+            self._cut(route)
+        elif self._total > self.max_total:
+            self._cut(max(self._backlog_bytes, key=self._backlog_bytes.__getitem__))
+
+    def _cut(self, route: bytes) -> None:
+        """Forget what waits for a peer that does not read (past the bound), and treat it as gone."""
+        self.counters["peers_cut"] += 1
+        self.counters["backlog_bytes_dropped"] += self._backlog_bytes[route]
+        log.warning("%s read nothing of the %d bytes waiting for it (at most %d for one peer, %d for all): "
+                    "dropped them, and it is treated as gone (%d peer(s) cut so far)", self.describe(route),
+                    self._backlog_bytes[route], self.max_bytes, self.max_total, self.counters["peers_cut"])
+        self._forget(route)
+        self.send(self.overflow(route))
 
     def _forget(self, route: bytes) -> None:
         self._backlog.pop(route, None)
-        self._backlog_bytes.pop(route, None)
+        self._total -= self._backlog_bytes.pop(route, 0)
         self.held.discard(route)
 
     def _unreachable(self, route: bytes) -> None:
@@ -119,6 +160,8 @@ class Outbox:
         """Send what waits for slow peers, as far as they take it."""
         for route in list(self._backlog):
             queue = self._backlog.get(route)
+            if route in self.paused:
+                continue
             while queue:
                 try:
                     self.router.send_multipart(queue[0], zmq.NOBLOCK)
@@ -129,7 +172,9 @@ class Outbox:
                         raise
                     self._unreachable(route)
                     break
-                self._backlog_bytes[route] -= sum(len(f) for f in queue.popleft())
+                size = sum(len(f) for f in queue.popleft())
+                self._backlog_bytes[route] -= size
+                self._total -= size
             if route in self._backlog and not self._backlog[route]:
                 self._forget(route)
             elif self._backlog_bytes[route] <= HOLD_BYTES // 2:

@@ -15,13 +15,14 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any
 
 from ..wire.keystore import LOCAL, Identity
-from ..wire.protocol import MAX_FRAME, STDERR, STDOUT, Msg, split_rows
+from ..wire.protocol import MAX_FRAME, STDERR, STDOUT, Msg
 from ..wire.sockets import RateLimitedLog
 from .agentkeys import AgentKeys
+from .clients import MAX_CLIENTS, ClientConnections
 from .dispatch import Dispatcher, Out
 from .fairshare import OwnerTurns
 from .free_hosts import FreeHosts
@@ -31,7 +32,7 @@ from .orphans import OrphanReports
 from .placement import Policy
 from .plugins import PluginLoader
 from .records import AgentRecord, JobRecord, TaskRecord
-from .status import status_snapshot, text_tail, traceback_tail
+from .status import status_for, status_snapshot, text_tail, traceback_tail
 from .validation import env_problem, register_problem, ticket_fits
 
 log = logging.getLogger("taylorism_zmq.boss")
@@ -43,9 +44,11 @@ ENDED_MEMORY = 1024
 DETACHED_MEMORY = 256
 #: what the status page shows of the past: tasks on the timeline, recent failures
 TIMELINE, FAILURES = 3000, 20
+#: tasks agents said they ran for jobs unknown here (a boss restart): the oldest are forgotten beyond
+ORPHAN_RUNNING = 100_000
 
 
-class BossState(Dispatcher):
+class BossState(ClientConnections, Dispatcher):
     """Jobs, tasks and agents, and every transition between their states."""
 
     def __init__(self, boss_id: str = "boss", max_retries: int = 1, heartbeat: float = 1.0,
@@ -59,15 +62,18 @@ class BossState(Dispatcher):
         self.started = started
         self.recovery_grace = recovery_grace
         self.client_timeout = client_timeout
-        #: when each client was last heard of
+        #: when each client connection with a job was last heard of (routes that only say HELLO are not kept)
         self.clients: dict[bytes, float] = {}
+        self.max_clients = MAX_CLIENTS
         #: ended detached jobs: job -> (kept report rows, JOB_END body, owner)
         self.detached_done: collections.OrderedDict[str, tuple[list, dict, Identity]] = collections.OrderedDict()
         self.counters: collections.Counter = collections.Counter()
         #: reports for jobs unknown here yet (a boss restart): (job, index) -> (ok, payload, host, stdout, stderr)
         self.orphan_reports = OrphanReports(self.counters)
         #: tasks agents said were running when they registered, for unknown jobs: (job, index) -> (agent, ticket)
-        self.orphan_running: dict[tuple[str, int], tuple[str, int | None]] = {}
+        self.orphan_running: collections.OrderedDict[tuple[str, int], tuple[str, int | None]] = \
+            collections.OrderedDict()
+        self.max_orphan_running = ORPHAN_RUNNING
         self.agents: dict[str, AgentRecord] = {}
         self.jobs: dict[str, JobRecord] = {}
         self.tasks: dict[int, TaskRecord] = {}
@@ -83,7 +89,7 @@ class BossState(Dispatcher):
         self.failures: collections.deque = collections.deque(maxlen=FAILURES)
         self._next_tid = 1
         #: agent id -> (key that registered it, its last route), kept after it is lost
-        self.agent_keys = AgentKeys()
+        self.agent_keys = AgentKeys(counters=self.counters)
         #: the boss vouches that reports come from agent keys (False when it cannot tell: --insecure tcp)
         self.vouch = True
         self._refused_log = RateLimitedLog(log, period=10.0)
@@ -92,6 +98,10 @@ class BossState(Dispatcher):
         self.max_frame = MAX_FRAME
         #: clients that do not read what the boss sends them: their jobs get no new task (see outbox.py)
         self.held_clients: set[bytes] = set()
+        #: connections the boss holds messages for, not read yet (outbox.py): no ATTACH adds to them
+        self.backlogged: Container[bytes] = frozenset()
+        #: connections given a job by ATTACH in this pass of the loop (not sent yet: the daemon clears it)
+        self.attached_now: set[bytes] = set()
         #: observers of a task's wait for a slot and of its run time, in seconds (the metrics)
         self.on_dispatch: Callable[[float], None] | None = None
         self.on_task_end: Callable[[float], None] | None = None
@@ -123,12 +133,19 @@ class BossState(Dispatcher):
                 jid, "failed", [], "ValueError", f"max_tasks_per_process must be 1 to {MAX_TASKS_PER_PROCESS}"))]
         job.max_tasks = body["max_tasks"]
         job.owner = who
-        self.clients[route] = now
+        self._client_seen(route, now)
         if body["resubmit"]:
             job.hold_until = self.started + self.recovery_grace
             job.resubmitted = True
             log.info("job %s submitted again (the boss restarted)", jid)
         if policy.placement is not None:
+            if policy.placement_class is not None and not self.vouch:
+                msg = (f"the scheduler {policy.placement} is a class of the driver script, which travels by value "
+                       "(pickle), and this boss takes code by value only over an authenticated link (CURVE or ipc; "
+                       "it runs --insecure on tcp): define the scheduler in a module the boss can import")
+                self.counters["refused"] += 1
+                log.warning("job %s: refused a placement class by value from an unauthenticated link", jid)
+                return [(route, Msg.JOB_END, self._end_body(jid, "failed", [], "PermissionError", msg))]
             if self.plugin_loader is None:
                 msg = (f"the scheduler's place() ({policy.placement}) would run on the boss, and this boss does "
                        "not run placement plugins (start it with --allow-placement-plugins)")
@@ -244,7 +261,7 @@ class BossState(Dispatcher):
             elif task is not None and task.state == "pending" and (not task.tried or aid in task.tried):
                 self._adopt(task, agent, ticket)
             elif job is None and jid not in self.ended:
-                self.orphan_running[(jid, index)] = (aid, ticket)
+                self._keep_orphan_running(jid, index, aid, ticket)
             else:  # its job ended, or the task runs elsewhere now: stop this copy
                 stale.append(tid)
         if stale:
@@ -384,28 +401,19 @@ class BossState(Dispatcher):
                 chunks.setdefault(jid, []).append([index, task.name, stream, data])
         return [(self.jobs[jid].client, Msg.OUTPUT, {"job": jid, "chunks": rows}) for jid, rows in chunks.items()]
 
-    def client_alive(self, route: bytes, now: float) -> None:
-        self.clients[route] = now
+    def _keep_orphan_running(self, jid: str, index: int, aid: str, ticket: int | None) -> None:
+        self.orphan_running[(jid, index)] = (aid, ticket)
+        if len(self.orphan_running) > self.max_orphan_running:
+            (old_jid, old_index), _ = self.orphan_running.popitem(last=False)
+            self.counters["orphan_running_dropped"] += 1
+            n = self.counters["orphan_running_dropped"]
+            if n & (n - 1) == 0:
+                log.warning("forgot that task %d of job %s (unknown here) was running: more than %d such tasks "
+                            "(%d forgotten so far)", old_index, old_jid, self.max_orphan_running, n)
 
-    def attach(self, route: bytes, body: dict, now: float, who: Identity = LOCAL) -> list[Out]:
-        """Hand a detached job of *who* (or any, to an admin), and its reports so far, to the client at *route*."""
-        jid = body["job"]
-        job = self._client_job(jid, who)
-        done = self.detached_done.get(jid)
-        if done is not None and done[2].key != who.key and not who.can("admin"):
-            raise Refused(f"job {jid} belongs to another user")
-        self.clients[route] = now
-        if job is not None and job.detach:
-            job.client = route
-            return [(route, Msg.REPORTS, {"job": jid, "reports": part, "trusted": self.vouch})
-                    for part in split_rows(job.kept)]
-        if done is not None:
-            kept, end, _owner = done
-            return [*((route, Msg.REPORTS, {"job": jid, "reports": part, "trusted": self.vouch})
-                      for part in split_rows(kept)),
-                    (route, Msg.JOB_END, end)]
-        return [(route, Msg.JOB_END, self._end_body(jid, "failed", [], "ValueError",
-                                                    f"no detached job {jid} on this boss"))]
+    def routes_in_use(self) -> set[bytes]:
+        """The connections of live jobs and agents (the guard never forgets whose they are)."""
+        return {j.client for j in self.jobs.values()} | {a.route for a in self.agents.values()}
 
     def _keep_orphan(self, jid: str, index: int, report: tuple) -> None:
         self.orphan_running.pop((jid, index), None)
@@ -524,6 +532,10 @@ class BossState(Dispatcher):
     def _end_body(jid: str, status: str, pending: list[int], etype: str | None, emsg: str | None) -> dict:
         error = {"type": etype, "message": emsg} if etype else None
         return {"job": jid, "status": status, "pending": pending, "error": error}
+
+    def status_for(self, snapshot: dict[str, Any], who: Identity) -> dict[str, Any]:
+        """What *who* may see of *snapshot*: all of it for an admin; else its own jobs, and counts of the rest."""
+        return status_for(self, snapshot, who)
 
     # -- checks -----------------------------------------------------------------
     def validate(self) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 if TYPE_CHECKING:
+    from ..wire.keystore import Identity
     from .state import BossState
 
 
@@ -33,6 +34,28 @@ def status_snapshot(state: BossState, now: float, page: bool = False) -> dict[st
         ],
         "counters": dict(state.counters),
     }
+
+
+def status_for(state: BossState, snapshot: dict[str, Any], who: Identity) -> dict[str, Any]:
+    """What *who* may see of a STATUS *snapshot*: an admin all; a client the ids and names of its own jobs
+    only, the others' as counts (a job id is what ATTACH and a resubmission after a boss restart go by)."""
+    if who.can("admin"):
+        return snapshot
+    mine, others = [], {"jobs": 0, "running": 0, "pending": 0}
+    for row in snapshot["jobs"]:
+        job = state.jobs.get(row["job"])
+        if job is not None and job.owner.key == who.key:
+            mine.append(row)
+        else:
+            others["jobs"] += 1
+            others["running"] += row["running"]
+            others["pending"] += row["pending"]
+    return dict(snapshot, jobs=mine, other_jobs=others)
+
+
+def refusal(jid: str, etype: str, message: str) -> dict[str, Any]:
+    """An ERROR about job *jid* that its client turns into the exception *etype* (a droppable answer)."""
+    return {"message": message, "job": jid, "error": {"type": etype, "message": message}}
 
 
 def text_tail(data: bytes, size: int = 1500) -> str:

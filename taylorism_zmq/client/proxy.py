@@ -326,6 +326,9 @@ class Boss:
                 for index, name, stream, data in body["chunks"]:
                     if index not in self._reported:
                         self._live.feed(index, name, stream, data)
+            elif kind is Msg.ERROR and isinstance(body.get("error"), dict):  # a refusal that ends the job here
+                self._end = {"job": self._job, "status": "failed", "pending": [], "error": body["error"]}
+                self._conn.close_inbox(self._job)
             elif kind is Msg.JOB_END:
                 self._end = body
                 self._conn.close_inbox(self._job)

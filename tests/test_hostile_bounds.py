@@ -1,0 +1,310 @@
+"""Peers inside the authorized set that try to grow the boss or speak as someone else, with no daemon: every
+structure peers feed has a bound, with a log line and a counter at it, and every message acts under its
+sender's identity (the pure state machine, the guard, the outbox on real zmq sockets, the log rate bound)."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import pickle
+
+import pytest
+import zmq
+from test_boss_state import CLIENT, add_agent, make_state, submit
+
+from taylorism_zmq.boss.agentkeys import AgentKeys
+from taylorism_zmq.boss.guard import Denied, Guard
+from taylorism_zmq.boss.outbox import Outbox
+from taylorism_zmq.boss.plugins import load_placement_plugin
+from taylorism_zmq.wire import protocol
+from taylorism_zmq.wire.keystore import Identity
+from taylorism_zmq.wire.protocol import Msg
+from taylorism_zmq.wire.sockets import RateLimitedLog, _Budget
+
+ALICE = Identity("key-alice", "alice", frozenset({"client"}))
+BOB = Identity("key-bob", "bob", frozenset({"client"}))
+ROOT = Identity("key-root", "operator", frozenset({"admin"}))
+
+
+# -- agent ids (agentkeys.py) ------------------------------------------------------------------------------
+def test_departed_agents_are_forgotten_at_the_limit_even_behind_live_ones(caplog):
+    counters: collections.Counter = collections.Counter()
+    book = AgentKeys(limit=100, counters=counters)
+    live = {f"live-{i}" for i in range(50)}
+    for aid in sorted(live):
+        book.remember(aid, "key-node", b"r", live)
+    with caplog.at_level(logging.WARNING, "taylorism_zmq.boss"):
+        for i in range(100_000):
+            book.remember(f"gone-{i}", "key-node", b"r", live)
+    assert len(book) == 100  # the cap holds: 50 live, and the 50 agents gone most recently
+    assert all(book.get(aid) is not None for aid in live)
+    assert book.get("gone-0") is None and book.get("gone-99949") is None
+    assert book.get("gone-99950") is not None and book.get("gone-99999") is not None
+    assert counters["agent_ids_forgotten"] == 100_000 - 50
+    forgot = [r for r in caplog.records if "forgot the key of agent" in r.getMessage()]
+    assert 1 <= len(forgot) <= 20  # logged, and readable under a flood
+
+
+def test_when_only_live_agents_are_known_none_is_forgotten():
+    book = AgentKeys(limit=2)
+    live = {"a", "b", "c"}
+    for aid in ("a", "b", "c"):
+        book.remember(aid, "key-node", b"r", live)
+    assert len(book) == 3 and all(book.get(a) for a in live)
+
+
+# -- routes (guard.py) -----------------------------------------------------------------------------------
+def test_a_flood_of_new_routes_never_drops_a_busy_clients_route_and_says_so(caplog):
+    counters: collections.Counter = collections.Counter()
+    busy = b"busy-client"
+    g = Guard(None, False, counters, max_routes=1000, in_use=lambda: {busy})
+    g.check(Msg.SUBMIT, busy, ALICE)
+    with caplog.at_level(logging.WARNING, "taylorism_zmq.boss"):
+        for i in range(5000):
+            g.check(Msg.HELLO, b"flood-%d" % i, BOB)
+    assert len(g.routes) <= 1000
+    assert g.route_of(busy, ALICE)  # its CLIENT_ALIVE still counts
+    g.check(Msg.CLIENT_ALIVE, busy, ALICE)
+    assert counters["routes_forgotten"] >= 4000
+    sweeps = [r for r in caplog.records if "forgot the" in r.getMessage() and "connections known" in r.getMessage()]
+    assert 1 <= len(sweeps) <= 50  # one line per sweep of a tenth of the cap, not one per route
+
+
+def test_another_key_speaking_from_a_route_pauses_it_until_its_owner_speaks_again():
+    counters: collections.Counter = collections.Counter()
+    g = Guard(None, False, counters)
+    g.check(Msg.HELLO, b"r1", ALICE)
+    with pytest.raises(Denied, match="another identity"):
+        g.check(Msg.PING, b"r1", BOB)
+    assert b"r1" in g.contested and counters["routes_contested"] == 1
+    with pytest.raises(Denied):
+        g.check(Msg.PING, b"r1", ROOT)  # even an admin
+    assert counters["routes_contested"] == 1  # counted once per takeover
+    g.check(Msg.PING, b"r1", ALICE)
+    assert b"r1" not in g.contested and g.route_of(b"r1", ALICE)
+
+
+# -- clients and orphans (state.py) ------------------------------------------------------------------------
+def test_hello_and_ping_do_not_grow_the_clients_a_boss_follows():
+    state = make_state()
+    for i in range(1000):
+        route = b"peer-%d" % i
+        state.hello(route, {})
+        state.client_alive(route, now=1.0)
+    assert state.clients == {}
+
+
+def test_client_connections_are_bounded_keeping_those_of_live_jobs(caplog):
+    state = make_state()
+    state.max_clients = 10
+    submit(state, {"kind": "nosort"}, job="live", n=1)
+    with caplog.at_level(logging.WARNING, "taylorism_zmq.boss"):
+        for i in range(30):
+            route = b"c-%d" % i
+            state.submit(route, {"job": f"j{i}", "name": "x", "policy": {"kind": "nosort"}, "env": {},
+                                 "trusted": False, "shm_host": None, "halted": False, "resubmit": False,
+                                 "detach": False, "timeout": None, "stream": False, "started": False,
+                                 "max_tasks": 1}, now=0.0)
+            state.control(route, {"job": f"j{i}", "action": "stop_now"})
+    assert len(state.clients) <= 11 and CLIENT in state.clients
+    assert state.counters["clients_forgotten"] >= 19
+    assert any("client connections followed" in r.getMessage() for r in caplog.records)
+
+
+def test_tasks_registered_for_unknown_jobs_are_bounded(caplog):
+    state = make_state()
+    state.max_orphan_running = 100
+    with caplog.at_level(logging.WARNING, "taylorism_zmq.boss"):
+        for n in range(5):
+            running = [[i, f"unknown-{n}", i, None] for i in range(100)]
+            add_agent(state, f"h{n}", slots=100, running=running)
+    assert len(state.orphan_running) == 100
+    assert state.counters["orphan_running_dropped"] == 400
+    assert ("unknown-4", 99) in state.orphan_running and ("unknown-0", 0) not in state.orphan_running
+    assert any("was running" in r.getMessage() for r in caplog.records)
+
+
+# -- ATTACH (state.py) -------------------------------------------------------------------------------------
+def _detached_job(state) -> None:
+    submit(state, {"kind": "nosort"}, job="d", n=0, detach=True)
+
+
+def test_a_refused_attach_is_a_droppable_answer():
+    state = make_state()
+    _detached_job(state)
+    out = state.attach(b"other", {"job": "nope"}, now=1.0)
+    assert [k for _, k, _ in out] == [Msg.ERROR]
+    from taylorism_zmq.boss.outbox import DROP, POLICY
+    assert POLICY[Msg.ERROR][0] == DROP
+
+
+def test_attach_to_a_job_on_its_way_to_a_connection_that_does_not_read_is_refused():
+    state = make_state()
+    _detached_job(state)
+    waiting: set[bytes] = set()
+    state.backlogged = waiting
+    assert [k for _, k, _ in state.attach(b"me", {"job": "d"}, now=1.0)] == [Msg.REPORTS]
+    # asked again in the same pass of the loop (the daemon reads up to 256 messages in one), before any is sent
+    assert [k for _, k, _ in state.attach(b"me", {"job": "d"}, now=1.0)] == [Msg.ERROR]
+    state.attached_now.clear()  # (the daemon does, once it has sent what the pass made)
+    waiting.add(b"me")  # what the boss sent it is not read yet
+    for route in (b"me", b"me-again"):
+        out = state.attach(route, {"job": "d"}, now=2.0)
+        assert [k for _, k, _ in out] == [Msg.ERROR], out
+        assert "being delivered already" in out[0][2]["message"]
+    assert state.counters["attach_refused"] == 3 and state.jobs["d"].client == b"me"
+    waiting.clear()
+    assert [k for _, k, _ in state.attach(b"me-again", {"job": "d"}, now=3.0)] == [Msg.REPORTS]
+
+
+def test_a_client_cut_for_not_reading_has_its_jobs_stopped_and_its_detached_jobs_kept():
+    state = make_state()
+    submit(state, {"kind": "nosort"}, job="attached", n=2)
+    _detached_job(state)
+    out = state.client_cut(CLIENT)
+    assert [b["status"] for _, k, b in out if k is Msg.JOB_END] == ["stopped"]
+    assert "attached" not in state.jobs and state.jobs["d"].client == b""  # kept for an ATTACH
+    assert [k for _, k, _ in state.attach(b"back", {"job": "d"}, now=1.0)] == [Msg.REPORTS]
+
+
+# -- STATUS (status.py) ------------------------------------------------------------------------------------
+def test_status_shows_a_client_only_its_own_jobs():
+    state = make_state()
+    for jid, who in (("ja", ALICE), ("jb", BOB), ("jb2", BOB)):
+        state.submit(jid.encode(), {"job": jid, "name": f"name-{jid}", "policy": {"kind": "nosort"}, "env": {},
+                                    "trusted": False, "shm_host": None, "halted": False, "resubmit": False,
+                                    "detach": False, "timeout": None, "stream": False, "started": False,
+                                    "max_tasks": 1}, now=0.0, who=who)
+    snapshot = state.status(1.0)
+    alice = state.status_for(snapshot, ALICE)
+    assert [j["job"] for j in alice["jobs"]] == ["ja"]
+    assert alice["other_jobs"] == {"jobs": 2, "running": 0, "pending": 0}
+    assert "jb" not in repr(alice) and "name-jb" not in repr(alice)
+    assert {j["job"] for j in state.status_for(snapshot, ROOT)["jobs"]} == {"ja", "jb", "jb2"}
+
+
+# -- placement plugins (plugins.py) ------------------------------------------------------------------------
+class _Evil:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def test_a_placement_class_by_value_from_an_unauthenticated_link_is_refused_unread(tmp_path):
+    state = make_state(plugin_loader=load_placement_plugin)
+    state.vouch = False  # an --insecure boss on tcp: it cannot tell who sent this
+    marker = tmp_path / "pwned"
+    policy = {"kind": "nosort", "placement": "evil:Sched", "placement_class": pickle.dumps(_Evil(str(marker)))}
+    out = state.submit(CLIENT, {"job": "j", "name": "j", "policy": policy, "env": {}, "trusted": False,
+                                "shm_host": None, "halted": False, "resubmit": False, "detach": False,
+                                "timeout": None, "stream": False, "started": False, "max_tasks": 1}, now=0.0)
+    assert [k for _, k, _ in out] == [Msg.JOB_END]
+    error = out[0][2]["error"]
+    assert error["type"] == "PermissionError" and "authenticated link" in error["message"]
+    assert not marker.exists() and "j" not in state.jobs
+
+
+# -- the outbox, on real sockets (outbox.py) ---------------------------------------------------------------
+@pytest.fixture
+def router_and_peer(tmp_path):
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    router.sndhwm = 4
+    router.router_mandatory = 1
+    endpoint = f"ipc://{tmp_path}/r"
+    router.bind(endpoint)
+    peers = []
+
+    def peer(route: bytes) -> zmq.Socket:
+        sock = ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.rcvhwm = 4
+        sock.routing_id = route
+        sock.connect(endpoint)
+        sock.send_multipart(protocol.encode(Msg.PING, {}))
+        assert router.poll(5000)
+        assert router.recv_multipart()[0] == route
+        peers.append(sock)
+        return sock
+
+    yield router, peer
+    for sock in peers:
+        sock.close()
+    router.close()
+    ctx.term()
+
+
+def _reports(route: bytes, size: int) -> tuple:
+    return (route, Msg.REPORTS, {"job": "j", "reports": [[0, True, b"x" * size, "h", "n", b"", b""]],
+                                 "trusted": True})
+
+
+def test_a_peer_that_never_reads_is_cut_at_the_byte_bound_and_its_route_never_logged(router_and_peer, caplog):
+    router, peer = router_and_peer
+    route = b"route-secret-42"
+    peer(route)
+    counters: collections.Counter = collections.Counter()
+    cut = []
+    outbox = Outbox(router, counters, lambda r: [], overflow=lambda r: cut.append(r) or [],
+                    describe=lambda r: "key alice", max_bytes=1 << 20)
+    with caplog.at_level(logging.INFO, "taylorism_zmq.boss"):
+        for _ in range(200):  # 200 x 64 KiB to a peer that reads nothing
+            outbox.send([_reports(route, 64 << 10)])
+            assert outbox._total <= (1 << 20) + (128 << 10)
+    assert cut and set(cut) == {route} and counters["peers_cut"] == len(cut)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "key alice" in text and "treated as gone" in text
+    assert route.decode() not in text and route.hex() not in text
+
+
+def test_the_largest_backlog_is_cut_when_all_together_pass_their_bound(router_and_peer):
+    router, peer = router_and_peer
+    routes = [b"peer-a", b"peer-b"]
+    for r in routes:
+        peer(r)
+    cut = []
+    outbox = Outbox(router, collections.Counter(), lambda r: [], overflow=lambda r: cut.append(r) or [],
+                    max_bytes=10 << 20, max_total=1 << 20)
+    for _ in range(10):
+        outbox.send([_reports(b"peer-a", 64 << 10), _reports(b"peer-b", 16 << 10)])
+    outbox.send([_reports(b"peer-a", 512 << 10), _reports(b"peer-b", 512 << 10)])
+    assert cut and cut[0] == b"peer-a" and outbox._total <= 1 << 20
+
+
+def test_nothing_goes_to_a_paused_route_until_it_is_resumed(router_and_peer):
+    router, peer = router_and_peer
+    route = b"contested"
+    sock = peer(route)
+    paused = {route}
+    counters: collections.Counter = collections.Counter()
+    outbox = Outbox(router, counters, lambda r: [], paused=paused)
+    outbox.send([(route, Msg.PONG, {"boss": "b"}), _reports(route, 10)])
+    outbox.flush()
+    assert not sock.poll(200) and counters["replies_dropped"] == 1 and not outbox  # held, and no busy loop
+    paused.clear()
+    assert outbox
+    outbox.flush()
+    assert sock.poll(5000)
+    kind, body = protocol.decode(sock.recv_multipart())
+    assert kind is Msg.REPORTS and body["job"] == "j"
+
+
+# -- logs (wire/sockets.py) --------------------------------------------------------------------------------
+def test_log_lines_about_peers_have_an_overall_rate_bound(caplog):
+    clock = [100.0]
+    budget = _Budget(per_second=5)
+    logger = logging.getLogger("taylorism_zmq.test.ratelimit")
+    rl = RateLimitedLog(logger, period=10.0, max_keys=64, budget=budget, clock=lambda: clock[0])
+    with caplog.at_level(logging.WARNING, logger.name):
+        for i in range(10_000):  # fresh keys, as fresh connections or keys would be
+            rl.warning(f"key-{i}", "refused something from %s", i)
+        assert len(caplog.records) == 5
+        clock[0] = 101.0
+        rl.warning("one-more", "refused something from %s", "one-more")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 7 and "9995 log line(s) about peers suppressed" in lines[5]
+    assert lines[6] == "refused something from one-more"
