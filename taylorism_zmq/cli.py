@@ -365,6 +365,10 @@ def format_jobs(status: dict) -> str:
                      f"{j['pending']:>6} {j['failed']:>5} {j['age']:>7.1f}s")
     if not status["jobs"]:
         lines.append("(no jobs)")
+    others = status.get("other_jobs") or {}
+    if others.get("jobs"):
+        lines.append(f"and {others['jobs']} job(s) of other users: {others.get('running', 0)} task(s) running, "
+                     f"{others.get('pending', 0)} pending")
     return "\n".join(lines)
 
 
