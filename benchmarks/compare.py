@@ -304,6 +304,8 @@ def main() -> int:
     parser.add_argument("--scale", type=int, default=None, help="divide the sizes by this (--quick: 10)")
     parser.add_argument("--runs", type=int, default=3, help="runs of each workload per runtime (default 3)")
     parser.add_argument("--json", default=None, help="write the figures to this file")
+    parser.add_argument("--without", default="", metavar="PEER[,PEER]",
+                        help="leave these peers out: dask, parsl (the tests' short run)")
     args = parser.parse_args()
     quiet_logs()
     scale = args.scale or (10 if args.quick else 1)
@@ -331,8 +333,12 @@ def main() -> int:
         run("taylorism-zmq boss+2 agents, reused", TaylorismLike(
             taylorism_zmq, NewMaxThreadsScheduler, boss=control, hosts=2, options=reuse), ours=True, curve=True)
     run("ProcessPoolExecutor", Pool(process_pool))
+    without = {w.strip().lower() for w in args.without.split(",") if w.strip()}
     for name, factory, module in (("dask LocalCluster", dask_pool, "dask.distributed"),
                                   ("parsl HTEX", parsl_pool, "parsl")):
+        if name.split()[0].lower() in without:
+            results[name] = {"skipped": "left out (--without)"}
+            continue
         try:
             __import__(module)
         except ImportError:

@@ -38,6 +38,9 @@ class _BoundedServer(ThreadingHTTPServer):
     """A thread per request, but at most MAX_CONNECTIONS of them."""
 
     daemon_threads = True
+    #: connections the kernel queues before they are accepted (socketserver's 5 made a burst of connections
+    #: wait a second each, their SYN dropped and sent again, although each is accepted or closed at once)
+    request_queue_size = 128
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
