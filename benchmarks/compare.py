@@ -10,7 +10,9 @@ W4: 1000 tasks returning 100 KB each, 2 at once -> MB/s of reports.
 Every runtime runs every workload at the same size and the same total concurrency: taylorism-zmq's limits
 apply per host, so its two-agent row gives each host half of it. The tcp row runs with CURVE, as users run
 it. taylorism 1.1.0 is driven by its own scheduler class. Each row is run --runs times (3 by default): the
-table shows the median and, in brackets, the smallest and largest figure, since this machine is noisy.
+table shows the median and, in brackets, the smallest and largest figure, since this machine is noisy. Each
+row runs in a fresh process of its own, so that no runtime pays for the imports and threads of another
+(taylorism 1.1.0 and the embedded default fork the caller: a bigger caller costs them more).
 A failure of a taylorism-zmq row is raised; a peer that does not run here is reported as skipped (pip
 install '.[bench]' for the peers).
 """
@@ -25,6 +27,7 @@ import json
 import logging
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -286,6 +289,53 @@ def measure(runtime: Any, workloads: dict[str, tuple[int, int]], runs: int, ours
     return row
 
 
+#: the rows of the table, in order
+ROWS = ["bare fork loop", "taylorism-zmq embedded", "taylorism-zmq embedded, lean launchers",
+        "taylorism-zmq embedded, reused (N=1000)", "taylorism-zmq boss+2 agents tcp",
+        "taylorism-zmq boss+2 agents, reused", "ProcessPoolExecutor", "dask LocalCluster", "parsl HTEX",
+        "taylorism 1.1.0"]
+
+
+def run_row(name: str, workloads: dict[str, tuple[int, int]], runs: int, without: str) -> dict:
+    """Measure one row (a skipped peer's row says why)."""
+    quiet_logs()
+    reuse = {"max_tasks_per_process": 1000}
+    if name == "bare fork loop":
+        return measure(BareFork(), workloads, runs, False, {})
+    if name.startswith("taylorism-zmq"):
+        import taylorism_zmq
+        from taylorism_zmq.schedulers import NewMaxThreadsScheduler
+
+        options = reuse if "reused" in name else None
+        if "agents" not in name:
+            environ = {"TAYLORISM_FORK_CALLER": "0"} if "lean" in name else None
+            return measure(TaylorismLike(taylorism_zmq, NewMaxThreadsScheduler, options=options, environ=environ),
+                           workloads, runs, True, {"curve": False})
+        with tcp_cluster() as control:
+            return measure(TaylorismLike(taylorism_zmq, NewMaxThreadsScheduler, boss=control, hosts=2,
+                                         options=options), workloads, runs, True, {"curve": True})
+    if name == "ProcessPoolExecutor":
+        return measure(Pool(process_pool), workloads, runs, False, {})
+    if name == "taylorism 1.1.0":
+        try:
+            import bench_taylorism_workers  # noqa: F401
+            import taylorism
+            import taylorism.schedulers
+        except ImportError:
+            return {"skipped": "taylorism 1.1.0 not installed (pip install '.[bench]')"}
+        # its own scheduler class, not a footprints lookup that could find ours
+        return measure(TaylorismLike(taylorism, taylorism.schedulers.NewMaxThreadsScheduler, zmq=False),
+                       workloads, runs, False, {})
+    factory, module = {"dask LocalCluster": (dask_pool, "dask.distributed"), "parsl HTEX": (parsl_pool, "parsl")}[name]
+    if name.split()[0].lower() in {w.strip().lower() for w in without.split(",")}:
+        return {"skipped": "left out (--without)"}
+    try:
+        __import__(module)
+    except ImportError:
+        return {"skipped": f"{module} not installed (pip install '.[bench]')"}
+    return measure(Pool(factory), workloads, runs, False, {})
+
+
 def summary(row: dict, workload: str, key: str) -> tuple[float, float, float] | None:
     values = [run[key] for run in row.get("runs", {}).get(workload, [])]
     return (statistics.median(values), min(values), max(values)) if values else None
@@ -306,53 +356,30 @@ def main() -> int:
     parser.add_argument("--json", default=None, help="write the figures to this file")
     parser.add_argument("--without", default="", metavar="PEER[,PEER]",
                         help="leave these peers out: dask, parsl (the tests' short run)")
+    parser.add_argument("--row", choices=ROWS, help=argparse.SUPPRESS)  # run one row (in a process of its own)
     args = parser.parse_args()
     quiet_logs()
     scale = args.scale or (10 if args.quick else 1)
     workloads = {w: (n // scale, slots) for w, (n, slots) in WORKLOADS.items()}
     results: dict[str, dict] = {}
 
-    def run(name: str, runtime: Any, ours: bool = False, **extra: Any) -> None:
-        print(f"  {name} ...", file=sys.stderr, flush=True)
-        quiet_logs()
-        results[name] = measure(runtime, workloads, args.runs, ours, extra)
-
-    import taylorism_zmq
-    from taylorism_zmq.schedulers import NewMaxThreadsScheduler
-
-    run("bare fork loop", BareFork())
-    reuse = {"max_tasks_per_process": 1000}
-    run("taylorism-zmq embedded", TaylorismLike(taylorism_zmq, NewMaxThreadsScheduler), ours=True, curve=False)
-    run("taylorism-zmq embedded, lean launchers", TaylorismLike(
-        taylorism_zmq, NewMaxThreadsScheduler, environ={"TAYLORISM_FORK_CALLER": "0"}), ours=True, curve=False)
-    run("taylorism-zmq embedded, reused (N=1000)", TaylorismLike(
-        taylorism_zmq, NewMaxThreadsScheduler, options=reuse), ours=True, curve=False)
-    with tcp_cluster() as control:
-        run("taylorism-zmq boss+2 agents tcp", TaylorismLike(taylorism_zmq, NewMaxThreadsScheduler, boss=control,
-                                                             hosts=2), ours=True, curve=True)
-        run("taylorism-zmq boss+2 agents, reused", TaylorismLike(
-            taylorism_zmq, NewMaxThreadsScheduler, boss=control, hosts=2, options=reuse), ours=True, curve=True)
-    run("ProcessPoolExecutor", Pool(process_pool))
-    without = {w.strip().lower() for w in args.without.split(",") if w.strip()}
-    for name, factory, module in (("dask LocalCluster", dask_pool, "dask.distributed"),
-                                  ("parsl HTEX", parsl_pool, "parsl")):
-        if name.split()[0].lower() in without:
-            results[name] = {"skipped": "left out (--without)"}
-            continue
-        try:
-            __import__(module)
-        except ImportError:
-            results[name] = {"skipped": f"{module} not installed (pip install '.[bench]')"}
-            continue
-        run(name, Pool(factory))
-    try:
-        import bench_taylorism_workers  # noqa: F401
-        import taylorism
-        import taylorism.schedulers
-    except ImportError:
-        results["taylorism 1.1.0"] = {"skipped": "taylorism 1.1.0 not installed (pip install '.[bench]')"}
-    else:  # its own scheduler class, not a footprints lookup that could find ours
-        run("taylorism 1.1.0", TaylorismLike(taylorism, taylorism.schedulers.NewMaxThreadsScheduler, zmq=False))
+    if args.row:  # one row, in this fresh process
+        results[args.row] = run_row(args.row, workloads, args.runs, args.without)
+        with open(args.json, "w") as f:
+            json.dump(results, f)
+        return 0
+    for name in ROWS:  # each row in a process of its own: one runtime's imports and threads never weigh
+        print(f"  {name} ...", file=sys.stderr, flush=True)  # on another (forks of the caller pay for them)
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            done = subprocess.run([sys.executable, os.path.abspath(__file__), "--row", name, "--scale", str(scale),
+                                   "--runs", str(args.runs), "--without", args.without, "--json", out.name])
+            if done.returncode == 0:
+                with open(out.name) as f:
+                    results.update(json.load(f))
+            elif name.startswith("taylorism-zmq"):
+                raise SystemExit(f"the row {name!r} failed (exit status {done.returncode})")
+            else:
+                results[name] = {"skipped": f"its process ended with status {done.returncode}"}
 
     sizes = ", ".join(f"{w.upper()} {n} tasks, {slots} at once" for w, (n, slots) in workloads.items())
     print(f"{sizes}; {args.runs} run(s) each: median [min-max]")
