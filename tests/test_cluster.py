@@ -556,3 +556,21 @@ def test_an_idle_launcher_and_its_spares_go_away(cluster_factory, tmp_path):
     report = batch_main(dict(zt="nap"), dict(tag=[3]), scheduler=threads(1), boss=cluster.control,
                         print_report=quiet)  # a new one comes for the next job
     assert report["workers_report"][0]["report"]["tag"] == "3"
+
+
+def test_reused_processes_on_an_agent_serve_several_jobs_and_a_failure_ends_one(cluster_factory):
+    cluster = cluster_factory()
+    cluster.add_agent(slots=1)
+    cluster.wait_agents(1)
+
+    def pids(tags: list[str], **extra) -> set[int]:
+        report = batch_main(dict(zt="nap", **extra), dict(tag=tags), scheduler=threads(1), boss=cluster.control,
+                            max_tasks_per_process=100, print_report=quiet)
+        return {r["report"]["pid"] for r in report["workers_report"]}
+
+    first, second = pids(["a", "b", "c"]), pids(["d", "e"])
+    assert len(first) == 1 and second == first  # one process ran the five tasks of the two jobs
+    with pytest.raises(ValueError, match="failed on purpose"):
+        pids(["boom"], fail="value")
+    after = pids(["f", "g"])
+    assert len(after) == 1 and after != first  # the failure ended that process: a fresh one took over
