@@ -31,9 +31,9 @@ if "TAYLORISM_TEST_KEYS" not in os.environ:
 
 @contextlib.contextmanager
 def authorized_socket(kind: int, endpoint: str, routing_id: bytes | None = None,
-                      key_dir: pathlib.Path | None = None) -> Iterator:
+                      key_dir: pathlib.Path | None = None, options: dict[int, int] | None = None) -> Iterator:
     """A zmq socket with the tests' CURVE keys (an authorized peer; or those of *key_dir*) connected to
-    *endpoint*, closed after."""
+    *endpoint*, closed after; *options* are socket options set before it connects."""
     import zmq
 
     from taylorism_zmq import security
@@ -41,6 +41,8 @@ def authorized_socket(kind: int, endpoint: str, routing_id: bytes | None = None,
     ctx = zmq.Context()
     sock = ctx.socket(kind)
     sock.linger = 0
+    for option, value in (options or {}).items():
+        sock.setsockopt(option, value)
     security.secure_client(sock, security.load_keys(key_dir))
     if routing_id is not None:
         sock.routing_id = routing_id
@@ -50,6 +52,17 @@ def authorized_socket(kind: int, endpoint: str, routing_id: bytes | None = None,
     finally:
         sock.close()
         ctx.term()
+
+
+def undecodable(frames: list[bytes]) -> bool:
+    """True if the protocol's own decoder refuses *frames* (what the boss must count as a bad message)."""
+    from taylorism_zmq.wire import protocol
+
+    try:
+        protocol.decode(frames)
+    except protocol.ProtocolError:
+        return True
+    return False
 
 
 def free_port() -> int:

@@ -189,7 +189,8 @@ def test_lost_agent_tasks_are_requeued_elsewhere_then_fail_with_agent_lost():
     assert "host b" in end["error"]["message"] and "w0" in end["error"]["message"]
 
 
-def test_report_from_a_lost_agent_still_counts_once():
+def requeued_after_loss() -> tuple[BossState, str, str, int]:
+    """A one-task job whose agent *a* was lost while running it; the task now runs again on agent *b*."""
     state = make_state()
     a = add_agent(state, "a", slots=1)
     submit(state, {"kind": "nosort"}, n=1)
@@ -197,6 +198,11 @@ def test_report_from_a_lost_agent_still_counts_once():
     state.agent_lost(a, "test")
     b = add_agent(state, "b", slots=1)
     runs(state.dispatch())
+    return state, a, b, tid
+
+
+def test_report_from_a_lost_agent_still_counts_once():
+    state, a, b, tid = requeued_after_loss()
     out = report(state, a, tid)  # the old agent finished it after all
     assert len(of_kind(out, Msg.REPORTS)) == 1
     assert [(r, body) for r, k, body in out if k is Msg.KILL] == [(b.encode(), {"tasks": [tid]})]
@@ -204,13 +210,7 @@ def test_report_from_a_lost_agent_still_counts_once():
 
 
 def test_a_failure_from_a_stale_copy_does_not_fail_the_task_running_elsewhere():
-    state = make_state()
-    a = add_agent(state, "a", slots=1)
-    submit(state, {"kind": "nosort"}, n=1)
-    tid = runs(state.dispatch())[a][0][0]
-    state.agent_lost(a, "test")
-    b = add_agent(state, "b", slots=1)
-    runs(state.dispatch())
+    state, a, b, tid = requeued_after_loss()
     assert report(state, a, tid, ok=False) == []  # the stale copy was killed: not the task's fate
     assert state.counters["late_or_duplicate_reports"] == 1 and state.jobs
     c = add_agent(state, "c", slots=1)

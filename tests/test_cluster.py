@@ -18,7 +18,7 @@ import psutil
 import pytest
 import zmq
 import zt_workers  # noqa: F401 - registers the test worker classes
-from conftest import authorized_socket, journal_rows, wait_until
+from conftest import authorized_socket, journal_rows, undecodable, wait_until
 
 from taylorism_zmq import AgentLostError, BossUnreachableError, batch_main, run_as_server
 from taylorism_zmq.client.connection import Connection
@@ -193,7 +193,7 @@ def test_hostile_frames_do_not_stop_the_boss(cluster_factory):
     ]
     # on the control socket, all but the CONTROL of an unknown job (nothing to do) are bad; on the report
     # socket, all are (only agents' reports and output go there)
-    bad = sum(_undecodable(frames) for frames in garbage) + len(garbage)
+    bad = sum(undecodable(frames) for frames in garbage) + len(garbage)
     assert bad == 15
     with authorized_socket(zmq.DEALER, cluster.control) as dealer, \
             authorized_socket(zmq.PUSH, cluster.reports) as push:
@@ -207,13 +207,6 @@ def test_hostile_frames_do_not_stop_the_boss(cluster_factory):
     assert sorted(int(r["report"]["tag"]) for r in report["workers_report"]) == [1, 2, 3]
     assert cluster.boss.poll() is None
 
-
-def _undecodable(frames: list[bytes]) -> bool:
-    try:
-        protocol.decode(frames)
-    except protocol.ProtocolError:
-        return True
-    return False
 
 
 def test_boss_killed_mid_job_is_a_clear_error_not_a_hang(cluster_factory, monkeypatch):

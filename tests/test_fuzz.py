@@ -13,7 +13,7 @@ import psutil
 import pytest
 import zmq
 import zt_workers  # noqa: F401 - registers the test worker classes
-from conftest import free_port, wait_until
+from conftest import free_port, undecodable, wait_until
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -143,14 +143,6 @@ def hostile_sockets(fuzz_cluster):
     ctx.term()
 
 
-def _undecodable(frames: list[bytes]) -> bool:
-    """True if the protocol's own decoder refuses *frames* (what the boss must count as a bad message)."""
-    try:
-        protocol.decode(frames)
-    except protocol.ProtocolError:
-        return True
-    return False
-
 
 def _drain_all_but(cluster, host: str) -> None:
     """Drain the agents a hostile peer registered (an authorized key may): the real job runs on *host*."""
@@ -185,7 +177,7 @@ def test_hostile_frames_are_counted_and_the_boss_stays_small_and_works(fuzz_clus
     for frames, via in storm:
         if frames:  # (zmq sends no message of no frame)
             hostile_sockets[via].send_multipart(frames)
-            refused += _undecodable(frames)
+            refused += undecodable(frames)
     wait_until(lambda: bad_messages() - before >= refused, 30, f"{refused} undecodable messages counted")
     assert fuzz_cluster.boss.poll() is None
     assert boss.memory_info().rss < 300 * 2**20

@@ -4,16 +4,14 @@ role); mallory has the client role only."""
 
 from __future__ import annotations
 
-import contextlib
 import secrets
-from collections.abc import Iterator
 
 import zmq
 from conftest import authorized_socket, wait_until
-from test_security import ask, mallory, threads, victim_job, wait_key_known  # noqa: F401 - mallory is a fixture
+from test_security import ask, mallory, threads, victim_cluster, victim_job  # noqa: F401 - mallory is a fixture
 
 from taylorism_zmq import run_as_server
-from taylorism_zmq.wire import protocol, security
+from taylorism_zmq.wire import protocol
 from taylorism_zmq.wire.protocol import Msg
 
 
@@ -29,30 +27,14 @@ def drain(sock: zmq.Socket, quiet_ms: int = 500) -> list[tuple[Msg, dict]]:
     return got
 
 
-@contextlib.contextmanager
-def non_reader(endpoint: str, key_dir=None) -> Iterator[zmq.Socket]:
-    """A DEALER that takes (next to) nothing off the wire until asked: what is sent to it stays with the
-    sender (libzmq's queues on this side would otherwise read on the program's behalf)."""
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.linger = 0
-    sock.rcvhwm = 1
-    sock.rcvbuf = 16 << 10
-    security.secure_client(sock, security.load_keys(key_dir))
-    sock.connect(endpoint)
-    try:
-        yield sock
-    finally:
-        sock.close()
-        ctx.term()
+#: a DEALER that takes (next to) nothing off the wire until asked: what is sent to it stays with the sender
+#: (libzmq's queues on this side would otherwise read on the program's behalf)
+NON_READER = {zmq.RCVHWM: 1, zmq.RCVBUF: 16 << 10}
 
 
 def test_status_shows_another_users_jobs_as_counts_without_ids(cluster_factory, mallory):  # noqa: F811
-    cluster = cluster_factory()
-    cluster.add_agent(slots=2)
-    cluster.wait_agents(1)
     key_dir, _ = mallory
-    wait_key_known(cluster, key_dir)
+    cluster = victim_cluster(cluster_factory, key_dir)
     boss = victim_job(cluster, n=4, seconds=1.0)
     with authorized_socket(zmq.DEALER, cluster.control, key_dir=key_dir) as sock:
         sock.send_multipart(protocol.encode(Msg.STATUS, {}))
@@ -67,11 +49,8 @@ def test_status_shows_another_users_jobs_as_counts_without_ids(cluster_factory, 
 
 
 def test_attach_floods_without_reading_grow_nothing(cluster_factory, mallory):  # noqa: F811
-    cluster = cluster_factory()
-    cluster.add_agent(slots=2)
-    cluster.wait_agents(1)
     key_dir, _ = mallory
-    wait_key_known(cluster, key_dir)
+    cluster = victim_cluster(cluster_factory, key_dir)
     boss = run_as_server(dict(zt="big", size=256 << 10), dict(tag=list(range(4))), scheduler=threads(2),
                          boss=cluster.control, detach=True)
     boss.wait_till_finished()
@@ -87,7 +66,7 @@ def test_attach_floods_without_reading_grow_nothing(cluster_factory, mallory):  
     assert any("no detached job" in b["message"] for _, b in got)
     # its owner asks again and again without reading (1 MiB of reports each time): refused while the boss
     # still holds a copy for this connection (was: a copy queued per ATTACH, 300 MiB here)
-    with non_reader(cluster.control) as sock:
+    with authorized_socket(zmq.DEALER, cluster.control, options=NON_READER) as sock:
         for _ in range(300):
             sock.send_multipart(protocol.encode(Msg.ATTACH, {"job": job}))
         wait_until(lambda: counters(cluster).get("attach_refused", 0) > 0, 30, "attaches to be refused")
@@ -109,11 +88,8 @@ def test_attach_floods_without_reading_grow_nothing(cluster_factory, mallory):  
 
 def test_another_key_taking_a_routing_id_over_gets_nothing_of_its_traffic(cluster_factory, mallory, tmp_path):  # noqa: F811
     log = tmp_path / "boss.log"
-    cluster = cluster_factory(boss_log=str(log))
-    cluster.add_agent(slots=2)
-    cluster.wait_agents(1)
     key_dir, name = mallory
-    wait_key_known(cluster, key_dir)
+    cluster = victim_cluster(cluster_factory, key_dir, boss_log=str(log))
     boss = victim_job(cluster, n=4, seconds=1.5, detach=True)
     boss.end()  # it ends once its tasks are done, whoever listens
     job = boss.job_id

@@ -76,6 +76,15 @@ def wait_key_known(cluster, key_dir: Path) -> None:
     wait_until(connects, 15, "the boss to know the new key")
 
 
+def victim_cluster(cluster_factory, key_dir: Path, host_name: str | None = None, **boss_options):
+    """A boss with one agent of two slots, once it lets *key_dir*'s key in."""
+    cluster = cluster_factory(**boss_options)
+    cluster.add_agent(slots=2, host_name=host_name)
+    cluster.wait_agents(1)
+    wait_key_known(cluster, key_dir)
+    return cluster
+
+
 def victim_job(cluster, n: int = 4, seconds: float = 1.0, detach: bool = False):
     boss = run_as_server(dict(zt="nap", seconds=seconds), dict(tag=list(range(n))), scheduler=threads(2),
                          boss=cluster.control, detach=detach)
@@ -109,11 +118,8 @@ class _Evil:
 
 def test_forged_reports_with_pickle_from_a_client_key_are_refused(cluster_factory, mallory, tmp_path):
     log = tmp_path / "boss.log"
-    cluster = cluster_factory(boss_log=str(log))
-    cluster.add_agent(slots=2)
-    cluster.wait_agents(1)
     key_dir, name = mallory
-    wait_key_known(cluster, key_dir)
+    cluster = victim_cluster(cluster_factory, key_dir, boss_log=str(log))
     boss = victim_job(cluster, n=4, seconds=1.0)
     job = boss.job_id
     agent = cluster.status()["hosts"][0]["agent"]
@@ -133,11 +139,8 @@ def test_forged_reports_with_pickle_from_a_client_key_are_refused(cluster_factor
 
 
 def test_the_ids_status_shows_take_over_nothing(cluster_factory, mallory):
-    cluster = cluster_factory()
-    cluster.add_agent(slots=2)
-    cluster.wait_agents(1)
     key_dir, _ = mallory
-    wait_key_known(cluster, key_dir)
+    cluster = victim_cluster(cluster_factory, key_dir)
     boss = victim_job(cluster, n=4, seconds=1.0)
     status = cluster.status()
     agent = status["hosts"][0]["agent"]
@@ -165,11 +168,8 @@ except PermissionError as exc:
 
 
 def test_attach_control_and_drain_by_a_non_owner_are_refused(cluster_factory, mallory):
-    cluster = cluster_factory()
-    cluster.add_agent(slots=2, host_name="node-v")
-    cluster.wait_agents(1)
     key_dir, name = mallory
-    wait_key_known(cluster, key_dir)
+    cluster = victim_cluster(cluster_factory, key_dir, host_name="node-v")
     boss = victim_job(cluster, n=4, seconds=1.0, detach=True)
     job = boss.job_id
     with authorized_socket(zmq.DEALER, cluster.control, key_dir=key_dir) as sock:
@@ -224,11 +224,8 @@ def test_forged_goodbye_heartbeat_and_ack_batches_from_another_agent_key(cluster
 
 
 def test_a_client_key_cannot_register_as_agent(cluster_factory, mallory):
-    cluster = cluster_factory()
-    cluster.add_agent(slots=2, host_name="node-real")
-    cluster.wait_agents(1)
     key_dir, _ = mallory
-    wait_key_known(cluster, key_dir)
+    cluster = victim_cluster(cluster_factory, key_dir, host_name="node-real")
     boss = victim_job(cluster, n=4, seconds=0.5)
     env = dict(os.environ, TAYLORISM_KEY_DIR=str(key_dir))
     proc = subprocess.run([sys.executable, "-m", "taylorism_zmq", "agent", "--boss", cluster.control,
