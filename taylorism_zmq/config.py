@@ -21,6 +21,17 @@ ENV_BOSS = "TAYLORISM_BOSS"
 CONFIG_PLACES = (os.path.join("~", ".config", "taylorism", "config.toml"), "/etc/taylorism/config.toml")
 
 
+def parse_bool(text: str) -> bool | None:
+    """A yes/no setting as the commands and programs spell it (1/0, true/false, yes/no, on/off; empty is no);
+    None if it is none of those."""
+    text = text.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    return None
+
+
 def config_places(explicit: str | None = None) -> list[str]:
     """Where the config file is looked for, in order."""
     return [c for c in (explicit, os.environ.get("TAYLORISM_CONFIG"), *CONFIG_PLACES) if c]

@@ -20,7 +20,7 @@ import os
 import sys
 from typing import Any
 
-from .config import find_config, load_config
+from .config import find_config, load_config, parse_bool
 
 _UNSET = object()
 #: options that are not settings
@@ -119,12 +119,10 @@ def _convert(action: argparse.Action, value: Any, where: str) -> Any:
     if isinstance(action, argparse._StoreTrueAction):
         if isinstance(value, bool):
             return value
-        text = str(value).strip().lower()
-        if text in ("1", "true", "yes", "on"):
-            return True
-        if text in ("0", "false", "no", "off", ""):
-            return False
-        raise SystemExit(f"{where}: {value!r} is not a boolean")
+        flag = parse_bool(str(value))
+        if flag is None:
+            raise SystemExit(f"{where}: {value!r} is not a boolean")
+        return flag
     if callable(action.type):
         try:
             return action.type(value)

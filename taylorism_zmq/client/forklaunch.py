@@ -26,6 +26,8 @@ import warnings
 
 import msgpack
 
+from ..config import parse_bool
+
 #: seconds a new fork has to reach the agent and be welcomed
 READY_TIMEOUT = 30.0
 
@@ -55,12 +57,11 @@ _lock = threading.Lock()
 def fork_caller() -> bool:
     """Whether the embedded default forks this process for each job's tasks (TAYLORISM_FORK_CALLER, default
     yes; no: tasks start from a lean launcher that imports the workers' modules, as on agents)."""
-    value = os.environ.get("TAYLORISM_FORK_CALLER", "1").strip().lower()
-    if value in ("1", "yes", "true", "on", ""):
-        return True
-    if value in ("0", "no", "false", "off"):
-        return False
-    raise ValueError(f"TAYLORISM_FORK_CALLER must be yes or no, not {value!r}")
+    value = os.environ.get("TAYLORISM_FORK_CALLER", "").strip().lower()
+    flag = parse_bool(value) if value else True  # unset or empty: the default
+    if flag is None:
+        raise ValueError(f"TAYLORISM_FORK_CALLER must be yes or no, not {value!r}")
+    return flag
 
 
 def fork_launcher(socket_path: str, launcher_id: str, wait: bool = True) -> ForkedLauncher:
