@@ -1,6 +1,6 @@
 """Where the CPU of a trivial task goes, process by process, on the embedded default.
 
-    python benchmarks/cpu_breakdown.py [--tasks 1000] [--slots 2] [--lean]
+    python benchmarks/cpu_breakdown.py [--tasks 1000] [--slots 2] [--lean] [--reuse N]
 
 Runs W1 (trivial tasks) and reads, from /proc, the user and system time and
 the minor page faults of the client, the boss, the agent, the launcher and
@@ -8,7 +8,8 @@ the minor page faults of the client, the boss, the agent, the launcher and
 job's launcher is a fork of this process (the embedded default): it and its
 task processes are counted together, from this process's reaped children;
 with --lean (TAYLORISM_FORK_CALLER=0) it is a launcher of the agent's zygote,
-counted apart. Beside it, the same for a bare fork loop in this process: what
+counted apart. With --reuse N (max_tasks_per_process=N, implies --lean) the task
+processes live on after the run: they are read from /proc too. Beside it, the same for a bare fork loop in this process: what
 one fork, a child that exits at once and its reaping cost on this machine.
 """
 
@@ -59,8 +60,9 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--lean", action="store_true", help="launchers from the agent's zygote, not forks of this")
+    parser.add_argument("--reuse", type=int, default=1, metavar="N", help="max_tasks_per_process (implies --lean)")
     args = parser.parse_args()
-    if args.lean:
+    if args.lean or args.reuse > 1:
         os.environ["TAYLORISM_FORK_CALLER"] = "0"
     import taylorism_zmq
     from taylorism_zmq.client import forklaunch
@@ -71,7 +73,7 @@ def main() -> int:
         start = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
             taylorism_zmq.batch_main(dict(bench_zmq=True), dict(bench_value=list(range(n))), scheduler=scheduler,
-                                     print_report=lambda r: None)
+                                     print_report=lambda r: None, max_tasks_per_process=args.reuse)
         return time.perf_counter() - start
 
     run(2 * args.slots)  # start the daemons and the job's launcher
@@ -81,6 +83,8 @@ def main() -> int:
     agent = next(p for p in daemons if "agent" in p.cmdline())
     zygote = agent.children()[0]
     roles = {boss.pid: "boss", agent.pid: "agent", **{p.pid: "launcher" for p in zygote.children()}}
+    live_tasks = {p.pid: "  live task procs" for p in zygote.children(recursive=True) if p.pid not in roles}
+    roles.update(live_tasks if args.reuse > 1 else {})
     before = {pid: proc_times(pid) for pid in roles}
     client0, forks0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     elapsed = run(args.tasks)
@@ -101,12 +105,16 @@ def main() -> int:
         print(f"{'launcher + tasks':18} {forked[0] / n * 1e3:>8.2f} {forked[1] / n * 1e3:>8.2f} "
               f"{(forks1.ru_minflt - forks0.ru_minflt) / n:>7.0f}   (a fork of this process, and its forks)")
         total += sum(forked)
+    by_role: dict[str, list[float]] = {}
     for pid, role in roles.items():
         try:
             after = proc_times(pid)
         except FileNotFoundError:
             continue
         d = [b - a for a, b in zip(before[pid], after, strict=True)]
+        summed = by_role.setdefault(role, [0.0] * 6)
+        summed[:] = [s + x for s, x in zip(summed, d, strict=True)]
+    for role, d in by_role.items():
         print(f"{role:18} {d[0] / n * 1e3:>8.2f} {d[1] / n * 1e3:>8.2f} {d[4] / n:>7.0f}")
         total += d[0] + d[1]
         if role == "launcher":
