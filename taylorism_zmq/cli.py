@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 
 from . import __version__, settings
+from .boss.quota import MAX_HELD_BYTES_PER_KEY, MAX_JOBS_PER_KEY
 from .config import CONFIG_PLACES, reports_endpoint
 
 DEFAULT_CONTROL = "tcp://127.0.0.1:5555"
@@ -85,6 +86,12 @@ def boss_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frame-mb", type=float, default=None, metavar="MIB",
                    help="largest message the boss accepts, in MiB (default and most: 256); clients split their "
                         "tasks under it and agents cap reports under it")
+    p.add_argument("--max-jobs-per-key", type=int, default=MAX_JOBS_PER_KEY, metavar="N",
+                   help="live jobs one key may have on the boss; beyond, a SUBMIT fails with the reason "
+                        "(default %(default)s)")
+    p.add_argument("--max-held-mb-per-key", type=float, default=MAX_HELD_BYTES_PER_KEY / 2**20, metavar="MIB",
+                   help="MiB of task instructions not reported yet one key may have on the boss; beyond, the job "
+                        "that adds them fails with the reason (default %(default)g)")
     p.add_argument("--allow-placement-plugins", action="store_true",
                    help="let jobs whose scheduler overrides place() run that method here: it imports the "
                         "users' modules in the boss, so allow it only where you trust the users")
@@ -201,6 +208,8 @@ def boss_main(argv: Sequence[str] | None = None) -> int:
                             f"({args.agent_timeout:g}) / {MIN_BEATS_PER_TIMEOUT:g}: agents follow the boss's "
                             "heartbeat, and one late beat must not lose an agent; lower --heartbeat or raise "
                             "--agent-timeout")
+    if args.max_jobs_per_key < 1 or not args.max_held_mb_per_key > 0:
+        boss_parser().error("--max-jobs-per-key must be at least 1 and --max-held-mb-per-key above 0")
     _use_key_dir(args)
     _setup_logging(args)
     args.reports = args.reports or reports_endpoint(args.control)

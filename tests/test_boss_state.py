@@ -547,3 +547,50 @@ def test_agent_messages_only_from_the_key_that_registered_the_agent():
     state.agent_lost(a, "silent")  # even once it is gone, its id stays its key's
     with pytest.raises(Refused):
         state.agent_reports({"agent": a, "batch": 8, "reports": []}, 2.0, who=intruder)
+
+
+def _submit_as(state: BossState, who: Identity, jid: str, payloads: list[bytes] = ()) -> list:
+    route = who.name.encode()
+    out = state.submit(route, {"job": jid, "name": jid, "policy": {"kind": "nosort"}, "env": {}, "trusted": False,
+                               "shm_host": None, "halted": False, "resubmit": False, "detach": False,
+                               "timeout": None, "stream": False, "started": False, "max_tasks": 1}, now=0.0, who=who)
+    rows = [[i, f"{jid}-{i}", "m:W", 0.0, 0.0, [], p] for i, p in enumerate(payloads)]
+    if jid in state.jobs:
+        out += state.add_tasks(route, {"job": jid, "tasks": rows, "classes": {}}, who=who)
+    return out
+
+
+def test_a_key_at_its_job_limit_is_refused_until_one_of_its_jobs_ends_and_others_are_not():
+    state = make_state()
+    state.quota.max_jobs = 2
+    a = add_agent(state, "a", slots=1)
+    alice = Identity("key-alice", "alice", frozenset({"client"}))
+    bob = Identity("key-bob", "bob", frozenset({"client"}))
+    assert _submit_as(state, alice, "a1", [b"x"]) == [] and _submit_as(state, alice, "a2") == []
+    refused = of_kind(_submit_as(state, alice, "a3"), Msg.JOB_END)
+    assert refused[0]["status"] == "failed" and "2 live job(s) on this boss" in refused[0]["error"]["message"]
+    assert "a3" not in state.jobs and state.counters["quota_refused"] == 1
+    assert _submit_as(state, bob, "b1") == []  # another key has its own room
+    tid = runs(state.dispatch())[a][0][0]
+    state.control(b"alice", {"job": "a1", "action": "end"}, who=alice)
+    assert of_kind(report(state, a, tid), Msg.JOB_END)[0]["status"] == "finished"
+    assert _submit_as(state, alice, "a4") == []  # a1 ended: room for one more
+
+
+def test_instruction_bytes_over_a_keys_limit_fail_the_job_that_adds_them_and_room_comes_back_as_tasks_end():
+    state = make_state()
+    state.quota.max_bytes = 1000
+    a = add_agent(state, "a", slots=1)
+    alice = Identity("key-alice", "alice", frozenset({"client"}))
+    assert _submit_as(state, alice, "a1", [b"x" * 400, b"y" * 400]) == []
+    assert state.quota.bytes["key-alice"] == 800
+    out = _submit_as(state, alice, "a2", [b"z" * 300])  # 1100 bytes held: over
+    end = of_kind(out, Msg.JOB_END)[0]
+    assert end["status"] == "failed" and "over its limit per key" in end["error"]["message"]
+    assert end["pending"] == [] and "a2" not in state.jobs and state.counters["quota_refused"] == 1
+    assert state.quota.bytes["key-alice"] == 800 and state.quota.jobs["key-alice"] == 1
+    report(state, a, runs(state.dispatch())[a][0][0])  # one of a1's tasks is done: its 400 bytes go
+    assert state.quota.bytes["key-alice"] == 400
+    assert _submit_as(state, alice, "a3", [b"z" * 300]) == []
+    state.control(b"alice", {"job": "a1", "action": "stop_now"}, who=alice)  # an ended job gives all back
+    assert state.quota.bytes["key-alice"] == 300 and state.quota.jobs["key-alice"] == 1

@@ -398,3 +398,25 @@ def test_ctl_authorize_keys_revoke_and_keygen_gives_every_role(tmp_path):
     boss_pair = ctl("keygen", "--boss")
     assert boss_pair.returncode == 0 and (tmp_path / "boss" / "boss.key_secret").stat().st_mode & 0o777 == 0o600
     assert security.load_boss_keys(tmp_path / "boss").public == security.load_keys(tmp_path / "boss").server_public
+
+
+def test_a_key_over_its_quota_of_jobs_or_held_instructions_gets_a_clear_error_and_its_room_back(cluster_factory,
+                                                                                              tmp_path):
+    cluster = cluster_factory(boss_args=("--max-jobs-per-key", "1", "--max-held-mb-per-key", "0.05"))
+    cluster.add_agent(slots=2)
+    cluster.wait_agents(1)
+    with pytest.raises(RuntimeError, match="would take 98 KiB on this boss, over its limit per key of 51 KiB"):  # 5 x 20 KB > 51 KiB
+        batch_main(dict(zt="big"), dict(tag=[f"{i}" + "x" * 20_000 for i in range(5)]), boss=cluster.control,
+                   print_report=lambda r: None)
+    gate = tmp_path / "gate"
+    first = run_as_server(dict(zt="big", gate=str(gate)), dict(tag=[1]), boss=cluster.control)
+    second = run_as_server(dict(zt="big"), dict(tag=[2]), boss=cluster.control)
+    with pytest.raises(RuntimeError, match="1 live job"):
+        second.wait_till_finished()
+    gate.touch()
+    first.wait_till_finished()
+    assert [r["report"]["tag"] for r in first.get_report()["workers_report"]] == ["1"]
+    third = batch_main(dict(zt="big", size=3), dict(tag=[3]), boss=cluster.control, print_report=lambda r: None)
+    assert [len(r["report"]["blob"]) for r in third["workers_report"]] == [3]
+    status = cluster.status()
+    assert status["counters"]["quota_refused"] == 2

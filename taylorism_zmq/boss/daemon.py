@@ -29,6 +29,7 @@ from ..wire.sockets import EndpointInUseError, RateLimitedLog, bind, check_binda
 from .guard import Denied, Guard, Refused
 from .outbox import Outbox
 from .plugins import load_placement_plugin
+from .quota import MAX_HELD_BYTES_PER_KEY, MAX_JOBS_PER_KEY, OwnerQuota
 from .state import BossState, Out
 from .status import refusal
 
@@ -46,7 +47,8 @@ class BossDaemon:
     def __init__(self, control: str, reports: str, heartbeat: float = 1.0, agent_timeout: float = 30.0,
                  max_retries: int = 1, max_frame: int = protocol.MAX_FRAME, allow_plugins: bool = False,
                  recovery_grace: float = 3.0, insecure: bool = False, client_timeout: float = 60.0,
-                 http: str | None = None, metrics_port: int | None = None, metrics_address: str = "127.0.0.1"):
+                 http: str | None = None, metrics_port: int | None = None, metrics_address: str = "127.0.0.1",
+                 quota: OwnerQuota | None = None):
         self.control_endpoint = control
         self.reports_endpoint = reports
         if not 64 * 1024 < max_frame <= protocol.MAX_FRAME:
@@ -62,6 +64,7 @@ class BossDaemon:
                                plugin_loader=load_placement_plugin if allow_plugins else None,
                                started=time.monotonic(), recovery_grace=recovery_grace,
                                client_timeout=client_timeout)
+        self.state.quota = quota or OwnerQuota()
         self._bad_log = RateLimitedLog(log, period=10.0)
         self.http = http
         self.status_server: Any = None
@@ -366,7 +369,10 @@ def run_boss(args: Any) -> int:
                         agent_timeout=args.agent_timeout, max_retries=args.max_retries,
                         allow_plugins=args.allow_placement_plugins, recovery_grace=args.recovery_grace,
                         insecure=args.insecure, client_timeout=args.client_timeout, http=args.http,
-                        metrics_port=args.metrics_port, metrics_address=args.metrics_address)
+                        metrics_port=args.metrics_port, metrics_address=args.metrics_address,
+                        quota=OwnerQuota(getattr(args, "max_jobs_per_key", MAX_JOBS_PER_KEY),
+                                         int(getattr(args, "max_held_mb_per_key", MAX_HELD_BYTES_PER_KEY / 2**20)
+                                             * 2**20)))
     ready_fd = getattr(args, "ready_fd", None)
 
     def ready() -> None:

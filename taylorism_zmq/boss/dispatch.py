@@ -16,6 +16,7 @@ from .fairshare import OwnerTurns
 from .free_hosts import FreeHosts
 from .placement import HostUsage, TicketPool, fits, fits_nowhere
 from .plugins import PlacementError, plugin_pick
+from .quota import OwnerQuota
 from .records import AgentRecord, JobRecord, TaskRecord
 
 #: a message to send: (routing id, kind, body)
@@ -37,6 +38,7 @@ class Dispatcher:
     owner_turns: OwnerTurns
     max_frame: int
     held_clients: set[bytes]
+    quota: OwnerQuota
 
     def _end_job(self, job: JobRecord, status: str, kill: bool,
                  error: tuple[str, str] | None = None) -> list[Out]:
@@ -203,6 +205,9 @@ class Dispatcher:
         if state != "pending":
             del self.tasks[task.tid]
             job.by_index.pop(task.index, None)
+            if self.jobs.get(job.jid) is job:  # its instructions leave the boss: room for its owner's next
+                job.held -= len(task.payload)
+                self.quota.release(job.owner.key, len(task.payload))
 
     def _refresh_ready(self, job: JobRecord) -> None:
         if job.n_pending and not job.halted and not job.stopping and job.jid in self.jobs:

@@ -30,3 +30,11 @@ def check_invariants(state: BossState) -> None:
     state.free.check(state.agents)
     live = {t.tid for j in state.jobs.values() for t in (*j.pending_tasks(), *j.running.values())}
     assert live == set(state.tasks), sorted(live ^ set(state.tasks))
+    held: dict[str, int] = {}
+    jobs: dict[str, int] = {}
+    for job in state.jobs.values():
+        assert job.held == sum(len(t.payload) for t in job.by_index.values()), (job.jid, "held", job.held)
+        held[job.owner.key] = held.get(job.owner.key, 0) + job.held
+        jobs[job.owner.key] = jobs.get(job.owner.key, 0) + 1
+    assert {k: v for k, v in held.items() if v} == dict(state.quota.bytes), (held, state.quota.bytes)
+    assert jobs == dict(state.quota.jobs), (jobs, state.quota.jobs)

@@ -119,6 +119,8 @@ class JobRecord:
     n_pending: int = 0
     #: who submitted it: only that identity (or an admin) may control or attach to it
     owner: Identity = LOCAL
+    #: bytes of instructions of its tasks not reported yet (counted against its owner's quota)
+    held: int = 0
 
     def __post_init__(self) -> None:
         self.pending = [] if self.policy.longer_first else collections.deque()

@@ -31,6 +31,7 @@ from .invariants import check_invariants
 from .orphans import OrphanReports
 from .placement import Policy
 from .plugins import PluginLoader
+from .quota import OwnerQuota
 from .records import AgentRecord, JobRecord, TaskRecord
 from .status import status_for, status_snapshot, text_tail, traceback_tail
 from .validation import env_problem, register_problem, ticket_fits
@@ -105,6 +106,8 @@ class BossState(ClientConnections, Dispatcher):
         #: observers of a task's wait for a slot and of its run time, in seconds (the metrics)
         self.on_dispatch: Callable[[float], None] | None = None
         self.on_task_end: Callable[[float], None] | None = None
+        #: live jobs and held instruction bytes per key (quota.py)
+        self.quota = OwnerQuota()
 
     # -- clients --------------------------------------------------------------
     def hello(self, route: bytes, body: dict) -> list[Out]:
@@ -118,6 +121,10 @@ class BossState(ClientConnections, Dispatcher):
         if problem is not None:
             return [(route, Msg.JOB_END, self._end_body(jid, "failed", [], "ValueError",
                                                         f"the job's code environment is refused: {problem}"))]
+        problem = self.quota.job_problem(who.key)
+        if problem is not None:
+            self._quota_refused(jid, who, problem)
+            return [(route, Msg.JOB_END, self._end_body(jid, "failed", [], "RuntimeError", problem))]
         try:
             policy = Policy.from_wire(body["policy"])
         except (TypeError, ValueError) as exc:
@@ -161,6 +168,7 @@ class BossState(ClientConnections, Dispatcher):
                    f"and no agent runs on that host (agents: {sorted({a.host for a in self.agents.values()})})")
             return [(route, Msg.JOB_END, self._end_body(jid, "failed", [], "RuntimeError", msg))]
         self.jobs[jid] = job
+        self.quota.open_job(who.key)
         log.info("job %s (%s) submitted", jid, job.name)
         return []
 
@@ -171,6 +179,11 @@ class BossState(ClientConnections, Dispatcher):
         problem = _classes_problem(body["classes"], job.classes)
         if problem is not None:
             return self._end_job(job, "failed", kill=True, error=("ValueError", problem))
+        size = sum(len(row[6]) for row in body["tasks"] if row[0] not in job.indexes)
+        problem = self.quota.bytes_problem(job.owner.key, size)
+        if problem is not None:
+            self._quota_refused(job.jid, job.owner, problem)
+            return self._end_job(job, "failed", kill=True, error=("RuntimeError", problem))
         job.classes.update(body["classes"])
         new: list[TaskRecord] = []
         out: list[Out] = []
@@ -189,6 +202,8 @@ class BossState(ClientConnections, Dispatcher):
                               files, payload)
             self._next_tid += 1
             self.tasks[task.tid] = task
+            job.held += len(payload)
+            self.quota.hold(job.owner.key, len(payload))
             job.by_index[index] = task
             job.push(task)
             new.append(task)
@@ -226,6 +241,10 @@ class BossState(ClientConnections, Dispatcher):
             return [(route, Msg.ERROR, {"message": f"unknown control action {action!r}", "job": job.jid})]
         self._refresh_ready(job)
         return self._maybe_finished(job)
+
+    def _quota_refused(self, jid: str, who: Identity, problem: str) -> None:
+        self.counters["quota_refused"] += 1
+        self._refused_log.warning(f"quota:{who.key}", "job %s of %s refused: %s", jid, who.label, problem)
 
     def _client_job(self, jid: str, who: Identity) -> JobRecord | None:
         """The job, if *who* owns it (or is an admin); Refused if someone else does."""
@@ -512,6 +531,8 @@ class BossState(ClientConnections, Dispatcher):
         job.pending.clear()
         job.n_pending = 0
         del self.jobs[job.jid]
+        self.quota.close_job(job.owner.key, job.held)
+        job.held = 0
         self.ready_jobs.pop(job.jid, None)
         self.ended[job.jid] = status
         self.counters[f"jobs_{status}"] += 1

@@ -1,0 +1,68 @@
+"""What one key may hold on the boss: live jobs, and bytes of task instructions not reported yet.
+
+The boss keeps each task's instructions until the task is reported (it may have to send them again), so
+without a bound per key one authorized client could fill the boss's memory for every other user with jobs
+it never runs.  At the bound the SUBMIT or ADD_TASKS is refused: its job fails at once with the reason (the
+client raises it), and the boss logs it (rate-limited) and counts it (``quota_refused``).  A key gets its
+room back as its tasks are reported and its jobs end.
+"""
+
+from __future__ import annotations
+
+import collections
+
+#: live jobs one key may have on the boss
+MAX_JOBS_PER_KEY = 10_000
+#: bytes of task instructions one key may have on the boss, not reported yet
+MAX_HELD_BYTES_PER_KEY = 2 << 30
+
+
+class OwnerQuota:
+    """Live jobs and held instruction bytes, per key."""
+
+    def __init__(self, max_jobs: int = MAX_JOBS_PER_KEY, max_bytes: int = MAX_HELD_BYTES_PER_KEY):
+        self.max_jobs = max_jobs
+        self.max_bytes = max_bytes
+        self.jobs: collections.Counter[str] = collections.Counter()
+        self.bytes: collections.Counter[str] = collections.Counter()
+
+    def job_problem(self, key: str) -> str | None:
+        """Why one more job of *key* is refused, if it is."""
+        if self.jobs[key] >= self.max_jobs:
+            return (f"your key has {self.jobs[key]} live job(s) on this boss, the most one key may have "
+                    "(taylorism-boss --max-jobs-per-key): wait for some to end")
+        return None
+
+    def bytes_problem(self, key: str, more: int) -> str | None:
+        """Why *more* bytes of instructions of *key* are refused, if they are."""
+        if self.bytes[key] + more > self.max_bytes:
+            return (f"the instructions of your tasks not reported yet would take {_size(self.bytes[key] + more)} on "
+                    f"this boss, over its limit per key of {_size(self.max_bytes)} (taylorism-boss "
+                    "--max-held-mb-per-key): pass large data as files (their paths in the instructions), or "
+                    "submit fewer tasks at once")
+        return None
+
+    def open_job(self, key: str) -> None:
+        self.jobs[key] += 1
+
+    def close_job(self, key: str, held: int) -> None:
+        """A job of *key* ended, still holding *held* bytes."""
+        self.jobs[key] -= 1
+        self.release(key, held)
+        if self.jobs[key] <= 0:
+            del self.jobs[key]
+
+    def hold(self, key: str, size: int) -> None:
+        if size:
+            self.bytes[key] += size
+
+    def release(self, key: str, size: int) -> None:
+        if not size:
+            return
+        self.bytes[key] -= size
+        if self.bytes[key] <= 0:
+            del self.bytes[key]
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"
