@@ -88,10 +88,10 @@ def boss_parser() -> argparse.ArgumentParser:
                         "tasks under it and agents cap reports under it")
     p.add_argument("--max-jobs-per-key", type=int, default=MAX_JOBS_PER_KEY, metavar="N",
                    help="live jobs one key may have on the boss; beyond, a SUBMIT fails with the reason "
-                        "(default %(default)s)")
+                        f"(default {MAX_JOBS_PER_KEY})")
     p.add_argument("--max-held-mb-per-key", type=float, default=MAX_HELD_BYTES_PER_KEY / 2**20, metavar="MIB",
                    help="MiB of task instructions not reported yet one key may have on the boss; beyond, the job "
-                        "that adds them fails with the reason (default %(default)g)")
+                        f"that adds them fails with the reason (default {MAX_HELD_BYTES_PER_KEY >> 20})")
     p.add_argument("--allow-placement-plugins", action="store_true",
                    help="let jobs whose scheduler overrides place() run that method here: it imports the "
                         "users' modules in the boss, so allow it only where you trust the users")
