@@ -9,8 +9,9 @@ job's launcher is a fork of this process (the embedded default): it and its
 task processes are counted together, from this process's reaped children;
 with --lean (TAYLORISM_FORK_CALLER=0) it is a launcher of the agent's zygote,
 counted apart. With --reuse N (max_tasks_per_process=N, implies --lean) the task
-processes live on after the run: they are read from /proc too. Beside it, the same for a bare fork loop in this process: what
-one fork, a child that exits at once and its reaping cost on this machine.
+processes live on after the run: they are read from /proc too. Beside it, the
+same for a bare fork loop in this process: what one fork, a child that exits at
+once and its reaping cost on this machine.
 """
 
 from __future__ import annotations

@@ -5,21 +5,26 @@ sender's identity (the pure state machine, the guard, the outbox on real zmq soc
 from __future__ import annotations
 
 import collections
+import io
 import logging
 import os
 import pickle
+import types
 
 import pytest
 import zmq
 from test_boss_state import CLIENT, add_agent, make_state, submit
 
+from taylorism_zmq import Boss
 from taylorism_zmq.boss.agentkeys import AgentKeys
+from taylorism_zmq.boss.gaps import OutputGaps
 from taylorism_zmq.boss.guard import Denied, Guard
 from taylorism_zmq.boss.outbox import Outbox
 from taylorism_zmq.boss.plugins import load_placement_plugin
+from taylorism_zmq.client.live_output import LiveOutput
 from taylorism_zmq.wire import protocol
 from taylorism_zmq.wire.keystore import Identity
-from taylorism_zmq.wire.protocol import Msg
+from taylorism_zmq.wire.protocol import STDERR, STDOUT, Msg, output_gap
 from taylorism_zmq.wire.sockets import RateLimitedLog, _Budget
 
 ALICE = Identity("key-alice", "alice", frozenset({"client"}))
@@ -308,3 +313,54 @@ def test_log_lines_about_peers_have_an_overall_rate_bound(caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 7 and "9995 log line(s) about peers suppressed" in lines[5]
     assert lines[6] == "refused something from one-more"
+
+
+def test_live_output_dropped_for_a_client_is_said_in_its_next_chunk_or_with_its_report(router_and_peer):
+    router, peer = router_and_peer
+    route = b"slow-client"
+    sock = peer(route)
+    paused = {route}  # (what the boss drops for a paused route it drops for a full queue alike)
+    counters: collections.Counter = collections.Counter()
+    outbox = Outbox(router, counters, lambda r: [], paused=paused)
+    def output(*chunks: list) -> tuple:
+        return (route, Msg.OUTPUT, {"job": "j", "chunks": list(chunks)})
+
+    outbox.send([output([0, "w0", STDOUT, b"a" * 100], [1, "w1", STDERR, b"b" * 50]),
+                 output([0, "w0", STDOUT, b"c" * 20])])
+    assert counters["output_dropped"] == 2
+    paused.clear()
+    outbox.send([output([0, "w0", STDOUT, b"next\n"], [0, "w0", STDOUT, b"more\n"]),
+                 output([0, "w0", STDOUT, b"last\n"]),
+                 (route, Msg.REPORTS, {"job": "j", "reports": [[1, True, b"r", "h", "w1", b"", b""]], "trusted": True}),
+                 (route, Msg.JOB_END, {"job": "j", "status": "finished", "pending": [], "error": None})])
+    got = []
+    while sock.poll(2000):
+        got.append(protocol.decode(sock.recv_multipart()))
+        if got[-1][0] is Msg.JOB_END:
+            break
+    assert [kind for kind, _ in got] == [Msg.OUTPUT, Msg.OUTPUT, Msg.REPORTS, Msg.JOB_END]
+    assert got[0][1]["chunks"] == [[0, "w0", STDOUT, output_gap(120) + b"next\n"], [0, "w0", STDOUT, b"more\n"]]
+    assert got[1][1]["chunks"] == [[0, "w0", STDOUT, b"last\n"]]  # said once
+    assert got[2][1]["output_dropped"] == [[1, STDERR, 50]]  # no later chunk of its stderr: with its report
+    assert outbox.gaps._gaps == {} and outbox.gaps._count == 0
+
+
+def test_gaps_are_bounded_and_forgotten_with_their_job_or_connection():
+    counters: collections.Counter = collections.Counter()
+    gaps = OutputGaps(counters, max_gaps=3)
+    gaps.dropped(b"r1", {"job": "j", "chunks": [[i, "w", STDOUT, b"x"] for i in range(5)]})
+    assert gaps._count == 3 and counters["output_gaps_unmarked"] == 2
+    gaps.forget(b"r1", "j")
+    gaps.dropped(b"r2", {"job": "k", "chunks": [[0, "w", STDERR, b"x"]]})
+    gaps.forget(b"r2")
+    assert gaps._gaps == {} and gaps._count == 0
+
+
+def test_the_client_says_at_the_end_of_a_tasks_live_output_what_the_boss_dropped_of_it():
+    out, err = io.StringIO(), io.StringIO()
+    client = types.SimpleNamespace(_live=LiveOutput(out, err), _rows={3: [3, "w3"], 4: [4, "w4"]}, _reported={4})
+    Boss._say_gaps(client, [[3, STDERR, 77], [4, STDOUT, 5], [3, 9, 1], ["3", STDOUT, 1], [3, STDOUT]])
+    client._live.end(3, "w3")
+    assert out.getvalue() == ""  # a task reported already, a stream that is none, malformed rows: nothing
+    assert err.getvalue() == "[w3] \n[w3] [... 77 bytes of live output dropped here; the task's report keeps its " \
+                             "output ...]\n"

@@ -405,7 +405,8 @@ def test_a_key_over_its_quota_of_jobs_or_held_instructions_gets_a_clear_error_an
     cluster = cluster_factory(boss_args=("--max-jobs-per-key", "1", "--max-held-mb-per-key", "0.05"))
     cluster.add_agent(slots=2)
     cluster.wait_agents(1)
-    with pytest.raises(RuntimeError, match="would take 98 KiB on this boss, over its limit per key of 51 KiB"):  # 5 x 20 KB > 51 KiB
+    # 5 x 20 KB of instructions, over 51 KiB
+    with pytest.raises(RuntimeError, match="would take 98 KiB on this boss, over its limit per key of 51 KiB"):
         batch_main(dict(zt="big"), dict(tag=[f"{i}" + "x" * 20_000 for i in range(5)]), boss=cluster.control,
                    print_report=lambda r: None)
     gate = tmp_path / "gate"

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import time
 
+from ..wire.protocol import output_gap
+
 #: live task output an agent sends, in bytes per second (bursts up to a second's worth)
 LIVE_OUTPUT_RATE = 8 << 20
-
-
-def drop_mark(dropped: int) -> bytes:
-    return f"\n[... {dropped} bytes of live output dropped here; the task's report keeps its output ...]\n".encode()
 
 
 class LiveGate:
@@ -41,7 +39,7 @@ class LiveGate:
             return None
         self._budget -= len(data)
         dropped = self._dropped.pop((tid, stream), 0)
-        return drop_mark(dropped) + data if dropped else data
+        return output_gap(dropped) + data if dropped else data
 
     def finish(self, tid: int) -> list[tuple[int, bytes]]:
         """The marks still owed for a task that ended: (stream, mark) pairs (sent whatever the rate)."""
@@ -49,5 +47,5 @@ class LiveGate:
         for stream in (1, 2):
             dropped = self._dropped.pop((tid, stream), 0)
             if dropped:
-                marks.append((stream, drop_mark(dropped)))
+                marks.append((stream, output_gap(dropped)))
         return marks

@@ -25,6 +25,7 @@ import zmq
 from ..wire import protocol
 from ..wire.protocol import Msg
 from .dispatch import Out
+from .gaps import OutputGaps
 
 log = logging.getLogger("taylorism_zmq.boss")
 
@@ -76,6 +77,8 @@ class Outbox:
         self._total = 0
         #: peers whose backlog is over HOLD_BYTES (the boss dispatches nothing for their jobs)
         self.held: set[bytes] = set()
+        #: live output dropped and not said yet (gaps.py)
+        self.gaps = OutputGaps(counters)
 
     def __bool__(self) -> bool:
         """True while messages wait for a slow peer that may take them."""
@@ -89,15 +92,31 @@ class Outbox:
         for route, kind, body in _coalesce(out):
             if not route:
                 continue  # a detached job without a client now: its reports are kept for an ATTACH
-            frames = [route, *protocol.encode(kind, body)]
             policy, dropped_as = POLICY.get(kind, (PUSH_BACK, None))
+            said: list = []
+            if kind is Msg.OUTPUT:
+                if route in self._backlog or route in self.paused:
+                    self.gaps.dropped(route, body)
+                    self._drop(route, kind, dropped_as)
+                    continue
+                unmarked, (body, said) = body, self.gaps.mark_output(route, body)
+            elif kind is Msg.REPORTS:
+                body = self.gaps.mark_reports(route, body)
+            elif kind is Msg.JOB_END:
+                self.gaps.forget(route, body["job"])
+            frames = [route, *protocol.encode(kind, body)]
             if route in self._backlog or route in self.paused:
                 if policy == DROP:
                     self._drop(route, kind, dropped_as)
                 else:
                     self._queue(route, frames)
                 continue
-            self._send(route, frames, kind, policy, dropped_as)
+            sent = self._send(route, frames, kind, policy, dropped_as)
+            if kind is Msg.OUTPUT:
+                if sent:
+                    self.gaps.said(route, body["job"], said)
+                else:
+                    self.gaps.dropped(route, unmarked)
 
     def _send(self, route: bytes, frames: list[bytes], kind: Msg, policy: str, dropped_as: str | None) -> bool:
         try:
@@ -145,6 +164,7 @@ class Outbox:
                     "dropped them, and it is treated as gone (%d peer(s) cut so far)", self.describe(route),
                     self._backlog_bytes[route], self.max_bytes, self.max_total, self.counters["peers_cut"])
         self._forget(route)
+        self.gaps.forget(route)
         self.send(self.overflow(route))
 
     def _forget(self, route: bytes) -> None:
@@ -154,6 +174,7 @@ class Outbox:
 
     def _unreachable(self, route: bytes) -> None:
         self._forget(route)
+        self.gaps.forget(route)
         self.send(self.unreachable(route))
 
     def flush(self) -> None:

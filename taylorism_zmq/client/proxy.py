@@ -20,7 +20,7 @@ from ..config import boss_address, tasks_per_process
 from ..errors import AgentLostError, WorkerError
 from ..procutil import host_key
 from ..wire.codec import Codec
-from ..wire.protocol import ENVELOPE, Msg, approx_size
+from ..wire.protocol import ENVELOPE, STDERR, STDOUT, Msg, approx_size, output_gap
 from .connection import Connection, connect
 from .embedded import embedded_endpoint, embedded_launchers
 from .forklaunch import ForkedLauncher, fork_caller, fork_launcher
@@ -313,6 +313,7 @@ class Boss:
             if kind is Msg.REPORTS:
                 # pickle only along a trusted chain: a link we trust, to a boss that vouches for the agent keys
                 codec = self._codec if body["trusted"] is True else self._untrusted_codec
+                self._say_gaps(body.get("output_dropped"))
                 for row in body["reports"]:
                     self._take_report(codec, *row)
                 if isinstance(body.get("running"), int):
@@ -334,6 +335,16 @@ class Boss:
                 self._conn.close_inbox(self._job)
                 if self._forked is not None and self._forked is not _pooled.get(self._conn.endpoint):
                     self._forked.close()
+
+    def _say_gaps(self, gaps: object) -> None:
+        """Live output the boss dropped for this process and could not say in a later chunk: said at the end
+        of the task's live output (its report keeps all of it)."""
+        if self._live is None or not isinstance(gaps, list):
+            return
+        for gap in gaps:
+            if isinstance(gap, list) and len(gap) == 3 and all(type(x) is int for x in gap) \
+                    and gap[1] in (STDOUT, STDERR) and gap[0] in self._rows and gap[0] not in self._reported:
+                self._live.feed(gap[0], self._rows[gap[0]][1], gap[1], output_gap(gap[2]))
 
     def _take_report(self, codec: Codec, index: int, ok: bool, payload: bytes, host: str, name: str,
                      stdout: bytes, stderr: bytes) -> None:

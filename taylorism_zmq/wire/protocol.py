@@ -34,6 +34,11 @@ ENVELOPE = 64 * 1024
 STDOUT, STDERR = 1, 2
 
 
+def output_gap(dropped: int) -> bytes:
+    """The line live output carries where an agent or the boss dropped some of it (reports keep it all)."""
+    return f"\n[... {dropped} bytes of live output dropped here; the task's report keeps its output ...]\n".encode()
+
+
 class ProtocolError(ValueError):
     """A message that does not follow the protocol."""
 
