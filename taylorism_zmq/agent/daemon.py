@@ -26,7 +26,6 @@ from typing import Any
 import psutil
 import zmq
 
-from ..launch.isolation import user_problem
 from ..launch.launcher import DEFAULT_MAX_REPORT
 from ..launch.output import DEFAULT_MAX_OUTPUT
 from ..launch.pipes import LauncherLink
@@ -39,6 +38,7 @@ from ..wire.sockets import RateLimitedLog, configure_connected, report_endpoint_
 from . import forked
 from .journal import default_state_dir, open_journal
 from .live import LiveGate
+from .runenv import JobRefused, launcher_env
 from .sender import ReportSender, report_size
 from .zygote import Zygote
 
@@ -375,27 +375,14 @@ class AgentDaemon:
         return max(1, min(self.max_report or DEFAULT_MAX_REPORT, room))
 
     def _run(self, body: dict[str, Any]) -> None:
-        problem = _env_problem(body["env"])
-        if problem is not None:
-            log.warning("agent %s: job %s has a malformed code environment: %s", self.aid, body["job"], problem)
-            self._fail_all(body, f"malformed code environment for the job: {problem}")
+        try:
+            env = launcher_env(body, self.host, self.run_as_client_user, self._report_cap(), self.max_output,
+                               self.trusted_link, self.keep_env)
+        except JobRefused as refused:
+            log.warning("agent %s: job %s %s", self.aid, body["job"], refused.why)
+            self._fail_all(body, refused.told)
             return
-        env = dict(body["env"], host=self.host)
-        env.pop("run_as", None)
-        if self.run_as_client_user:
-            problem = user_problem(body["user"])
-            if problem is not None:
-                log.warning("agent %s: job %s refused: %s", self.aid, body["job"], problem)
-                self._fail_all(body, f"agent on host {self.host} refused the job: {problem}")
-                return
-            env["run_as"] = body["user"]
-        env["max_report"] = self._report_cap()
-        if self.max_output is not None:
-            env["max_output"] = self.max_output
-        trusted = body["trusted"] and self.trusted_link
-        env["trusted"] = trusted  # a launcher takes things by value only from a trusted job
-        if self.keep_env:
-            env["keep_env"] = list(self.keep_env)
+        trusted = env["trusted"]
         if "fork" in env:  # a fork of the client, for this job (the embedded default)
             link = self.launchers.get(forked.PREFIX + str(env["fork"]))
             if link is None and self.fork_waits.is_gone(str(env["fork"])):
@@ -536,24 +523,6 @@ def _boss_period(period: float, aid: str) -> float:
         log.warning("agent %s: the boss asks for a heartbeat every %ss; beating every %gs instead", aid, period,
                     sane)
     return sane
-
-
-def _env_problem(env: dict[str, Any]) -> str | None:
-    """What is wrong with a job's code environment, if anything (it comes from the network)."""
-    path = env.get("path", [])
-    if not isinstance(path, list) or not all(isinstance(p, str) for p in path):
-        return "path must be a list of str"
-    if env.get("cwd") is not None and not isinstance(env["cwd"], str):
-        return "cwd must be a str"
-    environ = env.get("environ", {})
-    if not isinstance(environ, dict) or not all(isinstance(k, str) and isinstance(v, str) and "\0" not in k + v
-                                                 and "=" not in k for k, v in environ.items()):
-        return "environ must map variable names to str values"
-    if not isinstance(env.get("fork", ""), str):
-        return "fork must be a str"
-    if not isinstance(env.get("setup"), (str, bytes, type(None))):
-        return "setup must be a reference or bytes"
-    return None
 
 
 def run_agent(args: Any) -> int:

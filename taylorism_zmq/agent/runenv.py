@@ -1,0 +1,58 @@
+"""What a job's launcher starts from on this agent: the code environment the client sent (checked: it comes
+from the network) with what the agent adds to it (its host, its caps, the trust of the link, the variables it
+keeps, the Unix user the job's owner maps to)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..launch.isolation import user_problem
+
+
+class JobRefused(Exception):
+    """A RUN whose tasks this agent does not start: *why* for the agent's log, *told* for the tasks' reports."""
+
+    def __init__(self, why: str, told: str):
+        super().__init__(why)
+        self.why, self.told = why, told
+
+
+def launcher_env(body: dict[str, Any], host: str, run_as_client_user: bool, max_report: int,
+                 max_output: int | None, trusted_link: bool, keep_env: tuple[str, ...]) -> dict[str, Any]:
+    """The launcher environment of a RUN's job; JobRefused if it cannot run here."""
+    problem = env_problem(body["env"])
+    if problem is not None:
+        raise JobRefused(f"has a malformed code environment: {problem}",
+                         f"malformed code environment for the job: {problem}")
+    env = dict(body["env"], host=host)
+    env.pop("run_as", None)
+    if run_as_client_user:
+        problem = user_problem(body["user"])
+        if problem is not None:
+            raise JobRefused(f"refused: {problem}", f"agent on host {host} refused the job: {problem}")
+        env["run_as"] = body["user"]
+    env["max_report"] = max_report
+    if max_output is not None:
+        env["max_output"] = max_output
+    env["trusted"] = body["trusted"] and trusted_link  # a launcher takes things by value only from a trusted job
+    if keep_env:
+        env["keep_env"] = list(keep_env)
+    return env
+
+
+def env_problem(env: dict[str, Any]) -> str | None:
+    """What is wrong with a job's code environment, if anything (it comes from the network)."""
+    path = env.get("path", [])
+    if not isinstance(path, list) or not all(isinstance(p, str) for p in path):
+        return "path must be a list of str"
+    if env.get("cwd") is not None and not isinstance(env["cwd"], str):
+        return "cwd must be a str"
+    environ = env.get("environ", {})
+    if not isinstance(environ, dict) or not all(isinstance(k, str) and isinstance(v, str) and "\0" not in k + v
+                                                 and "=" not in k for k, v in environ.items()):
+        return "environ must map variable names to str values"
+    if not isinstance(env.get("fork", ""), str):
+        return "fork must be a str"
+    if not isinstance(env.get("setup"), (str, bytes, type(None))):
+        return "setup must be a reference or bytes"
+    return None
