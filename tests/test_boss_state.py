@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from taylorism_zmq.boss.guard import Refused
+from taylorism_zmq.boss.quota import task_bytes
 from taylorism_zmq.boss.state import BossState
 from taylorism_zmq.wire.keystore import Identity
 from taylorism_zmq.wire.protocol import Msg
@@ -579,18 +580,77 @@ def test_a_key_at_its_job_limit_is_refused_until_one_of_its_jobs_ends_and_others
 
 def test_instruction_bytes_over_a_keys_limit_fail_the_job_that_adds_them_and_room_comes_back_as_tasks_end():
     state = make_state()
-    state.quota.max_bytes = 1000
+    state.quota.max_bytes = 2000
     a = add_agent(state, "a", slots=1)
     alice = Identity("key-alice", "alice", frozenset({"client"}))
+    each = task_bytes("a1-0", "m:W", [], b"x" * 400)  # the row and the record: 807 bytes
     assert _submit_as(state, alice, "a1", [b"x" * 400, b"y" * 400]) == []
-    assert state.quota.bytes["key-alice"] == 800
-    out = _submit_as(state, alice, "a2", [b"z" * 300])  # 1100 bytes held: over
+    assert state.quota.bytes["key-alice"] == 2 * each
+    out = _submit_as(state, alice, "a2", [b"z" * 300])  # 2 x 807 + 707 bytes held: over
     end = of_kind(out, Msg.JOB_END)[0]
     assert end["status"] == "failed" and "over its limit per key" in end["error"]["message"]
     assert end["pending"] == [] and "a2" not in state.jobs and state.counters["quota_refused"] == 1
-    assert state.quota.bytes["key-alice"] == 800 and state.quota.jobs["key-alice"] == 1
-    report(state, a, runs(state.dispatch())[a][0][0])  # one of a1's tasks is done: its 400 bytes go
-    assert state.quota.bytes["key-alice"] == 400
+    assert state.quota.bytes["key-alice"] == 2 * each and state.quota.jobs["key-alice"] == 1
+    report(state, a, runs(state.dispatch())[a][0][0])  # one of a1's tasks is done: its bytes go
+    assert state.quota.bytes["key-alice"] == each
     assert _submit_as(state, alice, "a3", [b"z" * 300]) == []
     state.control(b"alice", {"job": "a1", "action": "stop_now"}, who=alice)  # an ended job gives all back
-    assert state.quota.bytes["key-alice"] == 300 and state.quota.jobs["key-alice"] == 1
+    assert state.quota.bytes["key-alice"] == task_bytes("a3-0", "m:W", [], b"z" * 300)
+    assert state.quota.jobs["key-alice"] == 1
+
+
+def test_names_files_empty_tasks_and_classes_count_against_the_quota_not_only_instructions():
+    state = make_state()
+    state.quota.max_bytes = 100_000
+    alice = Identity("key-alice", "alice", frozenset({"client"}))
+    route = b"alice"
+    _submit_as(state, alice, "a1")
+    rows = [[0, "n" * 60_000, "m:W", 0.0, 0.0, ["f" * 60_000], b""]]
+    end = of_kind(state.add_tasks(route, {"job": "a1", "tasks": rows, "classes": {}}, who=alice), Msg.JOB_END)
+    assert end and "over its limit" in end[0]["error"]["message"]
+    _submit_as(state, alice, "a2")
+    rows = [[i, f"w{i}", "m:W", 0.0, 0.0, [], b""] for i in range(300)]  # 300 empty tasks: 300 records
+    end = of_kind(state.add_tasks(route, {"job": "a2", "tasks": rows, "classes": {}}, who=alice), Msg.JOB_END)
+    assert end and "over its limit" in end[0]["error"]["message"]
+    _submit_as(state, alice, "a3")
+    assert state.add_tasks(route, {"job": "a3", "tasks": [], "classes": {"m:C": b"c" * 60_000}}, who=alice) == []
+    assert state.quota.bytes["key-alice"] == 60_000
+    end = of_kind(state.add_tasks(route, {"job": "a3", "tasks": [], "classes": {"m:D": b"d" * 60_000}}, who=alice),
+                  Msg.JOB_END)
+    assert end and "over its limit" in end[0]["error"]["message"] and state.quota.bytes == {}
+
+
+def test_a_job_submitted_again_after_a_restart_counts_only_the_tasks_still_to_run():
+    state = make_state(started=100.0)
+    state.quota.max_bytes = 1000
+    alice = Identity("key-alice", "alice", frozenset({"client"}))
+    a = add_agent(state, "a")
+    # task 0 (600 bytes of instructions) ended while the boss was away: its report waits for its job
+    state.agent_reports({"agent": a, "batch": 1, "reports": [[9, "j", 0, True, b"r", 0.0, 1.0, b"", b""]]}, now=100.0)
+    route = b"alice"
+    state.submit(route, {"job": "j", "name": "j", "policy": {"kind": "nosort"}, "env": {}, "trusted": False,
+                         "shm_host": None, "halted": False, "resubmit": True, "detach": False, "timeout": None,
+                         "stream": False, "started": False, "max_tasks": 1}, now=100.0, who=alice)
+    rows = [[0, "w0", "m:W", 0, 0, [], b"x" * 300], [1, "w1", "m:W", 0, 0, [], b"y" * 300],
+            [1, "w1", "m:W", 0, 0, [], b"y" * 300]]  # (an index twice counts once)
+    out = state.add_tasks(route, {"job": "j", "tasks": rows, "classes": {}}, who=alice)
+    assert of_kind(out, Msg.REPORTS)[0]["reports"][0][0] == 0 and not of_kind(out, Msg.JOB_END)
+    assert state.quota.bytes["key-alice"] == task_bytes("w1", "m:W", [], b"y" * 300)
+
+
+def test_job_ids_and_names_are_bounded():
+    state = make_state()
+    out = state.submit(CLIENT, {"job": "j" * 10_000, "name": "n", "policy": {"kind": "nosort"}, "env": {},
+                                "trusted": False, "shm_host": None, "halted": False, "resubmit": False,
+                                "detach": False, "timeout": None, "stream": False, "started": False,
+                                "max_tasks": 1}, now=0.0)
+    assert of_kind(out, Msg.JOB_END)[0]["error"]["message"].startswith("a job id takes at most 256")
+    assert state.jobs == {} and state.quota.jobs == {}
+
+
+def test_a_report_of_a_task_that_ran_before_a_restart_takes_its_job_off_the_ready_list():
+    state = make_state(started=100.0)
+    a = add_agent(state, "a")
+    submit(state, {"kind": "nosort"}, n=1, resubmit=True)  # back after a boss restart: task 0 pending here
+    report(state, a, 999, job="j1", index=0)  # the agent delivers the report it kept (validated after it)
+    assert "j1" not in state.ready_jobs and state.jobs["j1"].done == 1

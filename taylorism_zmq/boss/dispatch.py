@@ -16,7 +16,7 @@ from .fairshare import OwnerTurns
 from .free_hosts import FreeHosts
 from .placement import HostUsage, TicketPool, fits, fits_nowhere
 from .plugins import PlacementError, plugin_pick
-from .quota import OwnerQuota
+from .quota import OwnerQuota, task_bytes
 from .records import AgentRecord, JobRecord, TaskRecord
 
 #: a message to send: (routing id, kind, body)
@@ -206,8 +206,9 @@ class Dispatcher:
             del self.tasks[task.tid]
             job.by_index.pop(task.index, None)
             if self.jobs.get(job.jid) is job:  # its instructions leave the boss: room for its owner's next
-                job.held -= len(task.payload)
-                self.quota.release(job.owner.key, len(task.payload))
+                size = task_bytes(task.name, task.cls, task.files, task.payload)
+                job.held -= size
+                self.quota.release(job.owner.key, size)
 
     def _refresh_ready(self, job: JobRecord) -> None:
         if job.n_pending and not job.halted and not job.stopping and job.jid in self.jobs:

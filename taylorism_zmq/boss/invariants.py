@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .quota import task_bytes
+
 if TYPE_CHECKING:
     from .state import BossState
 
@@ -33,7 +35,9 @@ def check_invariants(state: BossState) -> None:
     held: dict[str, int] = {}
     jobs: dict[str, int] = {}
     for job in state.jobs.values():
-        assert job.held == sum(len(t.payload) for t in job.by_index.values()), (job.jid, "held", job.held)
+        held_now = sum(task_bytes(t.name, t.cls, t.files, t.payload) for t in job.by_index.values()) + \
+            sum(len(blob) for blob in job.classes.values())
+        assert job.held == held_now, (job.jid, "held", job.held, held_now)
         held[job.owner.key] = held.get(job.owner.key, 0) + job.held
         jobs[job.owner.key] = jobs.get(job.owner.key, 0) + 1
     assert {k: v for k, v in held.items() if v} == dict(state.quota.bytes), (held, state.quota.bytes)

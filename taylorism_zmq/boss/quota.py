@@ -1,4 +1,5 @@
-"""What one key may hold on the boss: live jobs, and bytes of task instructions not reported yet.
+"""What one key may hold on the boss: live jobs, and bytes of task instructions not reported yet (each task's
+row and record, and the worker classes its jobs sent by value).
 
 The boss keeps each task's instructions until the task is reported (it may have to send them again), so
 without a bound per key one authorized client could fill the boss's memory for every other user with jobs
@@ -15,6 +16,13 @@ import collections
 MAX_JOBS_PER_KEY = 10_000
 #: bytes of task instructions one key may have on the boss, not reported yet
 MAX_HELD_BYTES_PER_KEY = 2 << 30
+#: what the boss's records of one task cost beside its instructions (counted as if instructions)
+TASK_OVERHEAD = 400
+
+
+def task_bytes(name: str, cls: str, files: list[str], payload: bytes) -> int:
+    """What one task counts against its owner's quota: its row as the boss keeps it."""
+    return TASK_OVERHEAD + len(payload) + len(name) + len(cls) + sum(len(f) for f in files)
 
 
 class OwnerQuota:

@@ -33,7 +33,7 @@ from .invariants import check_invariants
 from .orphans import OrphanReports
 from .placement import Policy
 from .plugins import PluginLoader
-from .quota import OwnerQuota
+from .quota import OwnerQuota, task_bytes
 from .records import AgentRecord, JobRecord, TaskRecord
 from .status import status_for, status_snapshot, text_tail, traceback_tail
 from .validation import env_problem, ticket_fits
@@ -47,6 +47,8 @@ ENDED_MEMORY = 1024
 DETACHED_MEMORY = 256
 #: what the status page shows of the past: tasks on the timeline, recent failures
 TIMELINE, FAILURES = 3000, 20
+#: characters of a job id and of a job name (they are kept, logged and shown)
+MAX_JOB_ID, MAX_JOB_NAME = 256, 1024
 #: tasks agents said they ran for jobs unknown here (a boss restart): the oldest are forgotten beyond
 ORPHAN_RUNNING = 100_000
 
@@ -117,6 +119,10 @@ class BossState(ClientConnections, AgentEvents):
 
     def submit(self, route: bytes, body: dict, now: float, who: Identity = LOCAL) -> list[Out]:
         jid = body["job"]
+        if len(jid) > MAX_JOB_ID or len(body["name"]) > MAX_JOB_NAME:
+            return [(route, Msg.JOB_END, self._end_body(jid[:MAX_JOB_ID], "failed", [], "ValueError",
+                                                        f"a job id takes at most {MAX_JOB_ID} characters and a job "
+                                                        f"name {MAX_JOB_NAME}"))]
         if jid in self.jobs or jid in self.ended:
             return [(route, Msg.ERROR, {"message": f"job {jid} exists already", "job": jid})]
         problem = env_problem(body["env"])
@@ -181,11 +187,19 @@ class BossState(ClientConnections, AgentEvents):
         problem = _classes_problem(body["classes"], job.classes)
         if problem is not None:
             return self._end_job(job, "failed", kill=True, error=("ValueError", problem))
-        size = sum(len(row[6]) for row in body["tasks"] if row[0] not in job.indexes)
+        size = sum(len(blob) for ref, blob in body["classes"].items() if ref not in job.classes)
+        new_indexes: set[int] = set()
+        for index, name, cls, _memory, _expected, files, payload in body["tasks"]:
+            if index not in job.indexes and index not in new_indexes and (job.jid, index) not in self.orphan_reports:
+                new_indexes.add(index)  # (not a task known already, nor one that ended while the boss was away)
+                size += task_bytes(name, cls, files, payload)
         problem = self.quota.bytes_problem(job.owner.key, size)
         if problem is not None:
             self._quota_refused(job.jid, job.owner, problem)
             return self._end_job(job, "failed", kill=True, error=("RuntimeError", problem))
+        fresh = sum(len(blob) for ref, blob in body["classes"].items() if ref not in job.classes)
+        job.held += fresh
+        self.quota.hold(job.owner.key, fresh)
         job.classes.update(body["classes"])
         new: list[TaskRecord] = []
         out: list[Out] = []
@@ -204,8 +218,9 @@ class BossState(ClientConnections, AgentEvents):
                               files, payload)
             self._next_tid += 1
             self.tasks[task.tid] = task
-            job.held += len(payload)
-            self.quota.hold(job.owner.key, len(payload))
+            size = task_bytes(name, cls, files, payload)
+            job.held += size
+            self.quota.hold(job.owner.key, size)
             job.by_index[index] = task
             job.push(task)
             new.append(task)
@@ -302,7 +317,10 @@ class BossState(ClientConnections, AgentEvents):
                     self.counters["late_or_duplicate_reports"] += 1
                     continue
                 out.append((task.agent.route, Msg.KILL, {"tasks": [task.tid]}))
+            was_pending = task.state == "pending"  # (it ran before a boss restart: see above)
             self._release(task, "done" if ok else "failed")
+            if was_pending:
+                self._refresh_ready(job)
             if agent is not None:
                 agent.done += 1
             job.done += 1
