@@ -208,8 +208,9 @@ def boss_main(argv: Sequence[str] | None = None) -> int:
                             f"({args.agent_timeout:g}) / {MIN_BEATS_PER_TIMEOUT:g}: agents follow the boss's "
                             "heartbeat, and one late beat must not lose an agent; lower --heartbeat or raise "
                             "--agent-timeout")
-    if args.max_jobs_per_key < 1 or not args.max_held_mb_per_key > 0:
-        boss_parser().error("--max-jobs-per-key must be at least 1 and --max-held-mb-per-key above 0")
+    if args.max_jobs_per_key < 1 or not 1 / 1024 <= args.max_held_mb_per_key <= 2**40:  # (nan, inf: no)
+        boss_parser().error("--max-jobs-per-key must be at least 1 and --max-held-mb-per-key a number of MiB "
+                            "from 0.001 (1 KiB)")
     _use_key_dir(args)
     _setup_logging(args)
     args.reports = args.reports or reports_endpoint(args.control)

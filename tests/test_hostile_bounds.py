@@ -345,15 +345,24 @@ def test_live_output_dropped_for_a_client_is_said_in_its_next_chunk_or_with_its_
     assert outbox.gaps._gaps == {} and outbox.gaps._count == 0
 
 
-def test_gaps_are_bounded_and_forgotten_with_their_job_or_connection():
+def test_gaps_are_bounded_per_connection_and_in_all_and_forgotten_with_their_job_or_connection():
     counters: collections.Counter = collections.Counter()
-    gaps = OutputGaps(counters, max_gaps=3)
+    gaps = OutputGaps(counters, max_gaps=5, max_per_route=3)
     gaps.dropped(b"r1", {"job": "j", "chunks": [[i, "w", STDOUT, b"x"] for i in range(5)]})
-    assert gaps._count == 3 and counters["output_gaps_unmarked"] == 2
-    gaps.forget(b"r1", "j")
-    gaps.dropped(b"r2", {"job": "k", "chunks": [[0, "w", STDERR, b"x"]]})
-    gaps.forget(b"r2")
-    assert gaps._gaps == {} and gaps._count == 0
+    assert gaps._count == 3 and counters["output_gaps_unmarked"] == 2  # one slow connection: 3 at most
+    gaps.dropped(b"r2", {"job": "k", "chunks": [[i, "w", STDERR, b"x"] for i in range(3)]})
+    assert gaps._count == 5 and counters["output_gaps_unmarked"] == 3  # 5 in all
+    gaps.forget_job("j")
+    gaps.forget_route(b"r2")
+    assert gaps._gaps == {} and gaps._count == 0 and not +gaps._per_route
+
+
+def test_gaps_of_a_job_whose_output_goes_to_another_connection_are_forgotten_there():
+    counters: collections.Counter = collections.Counter()
+    gaps = OutputGaps(counters)
+    gaps.dropped(b"first", {"job": "j", "chunks": [[0, "w", STDOUT, b"x" * 10]]})
+    body, said = gaps.mark_output(b"second", {"job": "j", "chunks": [[0, "w", STDOUT, b"y"]]})  # after ATTACH
+    assert said == set() and body["chunks"][0][3] == b"y" and gaps._count == 0 and not +gaps._per_route
 
 
 def test_the_client_says_at_the_end_of_a_tasks_live_output_what_the_boss_dropped_of_it():

@@ -406,14 +406,13 @@ def test_a_key_over_its_quota_of_jobs_or_held_instructions_gets_a_clear_error_an
     cluster.add_agent(slots=2)
     cluster.wait_agents(1)
     # 5 x 20 KB of instructions, over 51 KiB
-    with pytest.raises(RuntimeError, match="would take 98 KiB on this boss, over its limit per key of 51 KiB"):
+    with pytest.raises(RuntimeError, match=r"would take 10\d KiB on this boss, over its limit per key of 51 KiB"):
         batch_main(dict(zt="big"), dict(tag=[f"{i}" + "x" * 20_000 for i in range(5)]), boss=cluster.control,
                    print_report=lambda r: None)
     gate = tmp_path / "gate"
     first = run_as_server(dict(zt="big", gate=str(gate)), dict(tag=[1]), boss=cluster.control)
-    second = run_as_server(dict(zt="big"), dict(tag=[2]), boss=cluster.control)
-    with pytest.raises(RuntimeError, match="1 live job"):
-        second.wait_till_finished()
+    with pytest.raises(RuntimeError, match="1 live job"):  # (raised as soon as the boss's answer is read)
+        run_as_server(dict(zt="big"), dict(tag=[2]), boss=cluster.control).wait_till_finished()
     gate.touch()
     first.wait_till_finished()
     assert [r["report"]["tag"] for r in first.get_report()["workers_report"]] == ["1"]

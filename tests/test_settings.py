@@ -274,3 +274,11 @@ def test_a_boss_heartbeat_that_would_lose_its_agents_is_refused_in_one_line(tmp_
     assert "Traceback" not in out.stderr
     s = settings_of("agent")
     assert s["heartbeat"] == (None, "default")  # an agent follows its boss unless told otherwise
+
+
+@pytest.mark.parametrize("option", [("--max-held-mb-per-key", "inf"), ("--max-held-mb-per-key", "nan"),
+                                    ("--max-held-mb-per-key", "0"), ("--max-jobs-per-key", "0")])
+def test_a_quota_that_is_no_number_of_bytes_or_jobs_is_refused_in_one_line(option):
+    out = command("boss", *option, "--control", "ipc:///nonexistent/x")
+    assert out.returncode == 2 and "--max-held-mb-per-key a number of MiB from 0.001" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr

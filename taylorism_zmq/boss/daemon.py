@@ -170,8 +170,8 @@ class BossDaemon:
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, lambda *_: self.stop())
-            log.info("boss %s listening: control %s, reports %s%s", self.state.boss_id,
-                     self.control_endpoint, self.reports_endpoint, " (CURVE)" if self.curve else "")
+            log.info("boss %s listening: control %s, reports %s%s", self.state.boss_id, self.control_endpoint,
+                     self.state.reports_endpoint, " (CURVE)" if self.curve else "")
             if self.http:
                 from .webstatus import StatusServer, load_token
 

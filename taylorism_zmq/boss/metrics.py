@@ -26,7 +26,8 @@ DROPPED = {"bad_messages": "bad_message", "unknown_agent_messages": "unknown_age
            "started_dropped": "start_notice_to_a_peer_not_reading",
            "agent_messages_dropped": "answer_to_an_agent_not_reading",
            "orphan_reports_dropped": "unclaimed_report_over_the_cap",
-           "quota_refused": "job_over_its_keys_quota"}
+           "quota_refused": "job_over_its_keys_quota",
+           "output_gaps_unmarked": "live_output_gap_not_marked"}
 #: boss counters exported as taylorism_jobs_ended_total{status=...}
 JOB_ENDS = ("finished", "failed", "stopped")
 

@@ -93,7 +93,7 @@ class Outbox:
             if not route:
                 continue  # a detached job without a client now: its reports are kept for an ATTACH
             policy, dropped_as = POLICY.get(kind, (PUSH_BACK, None))
-            said: list = []
+            said: set = set()
             if kind is Msg.OUTPUT:
                 if route in self._backlog or route in self.paused:
                     self.gaps.dropped(route, body)
@@ -103,7 +103,7 @@ class Outbox:
             elif kind is Msg.REPORTS:
                 body = self.gaps.mark_reports(route, body)
             elif kind is Msg.JOB_END:
-                self.gaps.forget(route, body["job"])
+                self.gaps.forget_job(body["job"])
             frames = [route, *protocol.encode(kind, body)]
             if route in self._backlog or route in self.paused:
                 if policy == DROP:
@@ -164,7 +164,7 @@ class Outbox:
                     "dropped them, and it is treated as gone (%d peer(s) cut so far)", self.describe(route),
                     self._backlog_bytes[route], self.max_bytes, self.max_total, self.counters["peers_cut"])
         self._forget(route)
-        self.gaps.forget(route)
+        self.gaps.forget_route(route)
         self.send(self.overflow(route))
 
     def _forget(self, route: bytes) -> None:
@@ -174,7 +174,7 @@ class Outbox:
 
     def _unreachable(self, route: bytes) -> None:
         self._forget(route)
-        self.gaps.forget(route)
+        self.gaps.forget_route(route)
         self.send(self.unreachable(route))
 
     def flush(self) -> None:
