@@ -654,3 +654,30 @@ def test_a_report_of_a_task_that_ran_before_a_restart_takes_its_job_off_the_read
     submit(state, {"kind": "nosort"}, n=1, resubmit=True)  # back after a boss restart: task 0 pending here
     report(state, a, 999, job="j1", index=0)  # the agent delivers the report it kept (validated after it)
     assert "j1" not in state.ready_jobs and state.jobs["j1"].done == 1
+
+
+def test_reports_kept_for_a_detached_job_count_against_its_owner_until_they_are_forgotten():
+    state = make_state()
+    state.quota.max_bytes = 5000
+    a = add_agent(state, "a", slots=3)
+    alice = Identity("key-alice", "alice", frozenset({"client"}))
+    route = b"alice"
+    state.submit(route, {"job": "d", "name": "d", "policy": {"kind": "nosort"}, "env": {}, "trusted": False,
+                         "shm_host": None, "halted": False, "resubmit": False, "detach": True, "timeout": None,
+                         "stream": False, "started": False, "max_tasks": 1}, now=0.0, who=alice)
+    state.add_tasks(route, {"job": "d", "tasks": [[i, f"w{i}", "m:W", 0.0, 0.0, [], b""] for i in range(3)],
+                            "classes": {}}, who=alice)
+    tids = [tid for tid, _ticket in runs(state.dispatch())[a]]
+
+    def result(tid: int, index: int) -> list:
+        return state.agent_reports({"agent": a, "batch": tid, "reports": [
+            [tid, "d", index, True, b"r" * 2500, 0.0, 1.0, b"", b""]]}, now=1.0)
+
+    assert not of_kind(result(tids[0], 0), Msg.JOB_END)  # 2.5 KB kept, 2 tasks of ~400 bytes left
+    end = of_kind(result(tids[1], 1), Msg.JOB_END)[0]  # 5 KB kept + 1 task: over 5000
+    assert end["status"] == "failed" and "reports kept for detached job d" in end["error"]["message"]
+    kept = state.detached_done["d"][3]
+    assert kept > 5000 and state.quota.bytes["key-alice"] == kept  # an ATTACH may still collect them
+    assert of_kind(state.attach(b"later", {"job": "d"}, now=2.0, who=alice), Msg.REPORTS)
+    state._forget_detached("d")  # (the oldest, beyond DETACHED_MEMORY)
+    assert state.quota.bytes == {}

@@ -26,7 +26,7 @@ class ClientConnections:
     jobs: dict[str, JobRecord]
     clients: dict[bytes, float]
     max_clients: int
-    detached_done: collections.OrderedDict[str, tuple[list, dict, Identity]]
+    detached_done: collections.OrderedDict[str, tuple[list, dict, Identity, int]]
     counters: collections.Counter
     backlogged: Container[bytes]
     attached_now: set[bytes]
@@ -82,7 +82,7 @@ class ClientConnections:
             return [(route, Msg.REPORTS, {"job": jid, "reports": part, "trusted": self.vouch})
                     for part in split_rows(job.kept)]
         assert done is not None
-        kept, end, _owner = done
+        kept, end, _owner, _size = done
         return [*((route, Msg.REPORTS, {"job": jid, "reports": part, "trusted": self.vouch})
                   for part in split_rows(kept)),
                 (route, Msg.JOB_END, end)]

@@ -36,9 +36,11 @@ def check_invariants(state: BossState) -> None:
     jobs: dict[str, int] = {}
     for job in state.jobs.values():
         held_now = sum(task_bytes(t.name, t.cls, t.files, t.payload) for t in job.by_index.values()) + \
-            sum(len(blob) for blob in job.classes.values())
+            sum(len(blob) for blob in job.classes.values()) + job.kept_bytes
         assert job.held == held_now, (job.jid, "held", job.held, held_now)
         held[job.owner.key] = held.get(job.owner.key, 0) + job.held
         jobs[job.owner.key] = jobs.get(job.owner.key, 0) + 1
+    for _kept, _end, owner, size in state.detached_done.values():
+        held[owner.key] = held.get(owner.key, 0) + size
     assert {k: v for k, v in held.items() if v} == dict(state.quota.bytes), (held, state.quota.bytes)
     assert jobs == dict(state.quota.jobs), (jobs, state.quota.jobs)

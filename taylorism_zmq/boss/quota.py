@@ -1,5 +1,5 @@
 """What one key may hold on the boss: live jobs, and bytes of task instructions not reported yet (each task's
-row and record, and the worker classes its jobs sent by value).
+row and record, and the worker classes its jobs sent by value) and of reports kept for its detached jobs.
 
 The boss keeps each task's instructions until the task is reported (it may have to send them again), so
 without a bound per key one authorized client could fill the boss's memory for every other user with jobs
@@ -48,6 +48,15 @@ class OwnerQuota:
                     f"this boss, over its limit per key of {_size(self.max_bytes)} (taylorism-boss "
                     "--max-held-mb-per-key): pass large data as files (their paths in the instructions), or "
                     "submit fewer tasks at once")
+        return None
+
+    def kept_problem(self, key: str, jid: str) -> str | None:
+        """Why detached job *jid* of *key* cannot go on, if its kept reports took its owner over the limit."""
+        if self.bytes[key] > self.max_bytes:
+            return (f"the reports kept for detached job {jid} (until Boss.attach collects them) and the "
+                    f"instructions of your tasks not reported yet take {_size(self.bytes[key])} on this boss, over "
+                    f"its limit per key of {_size(self.max_bytes)} (taylorism-boss --max-held-mb-per-key): return "
+                    "less from each task, or run fewer tasks in one detached job")
         return None
 
     def open_job(self, key: str) -> None:

@@ -102,6 +102,8 @@ class JobRecord:
     #: survives its client: reports are kept for whoever attaches
     detach: bool = False
     kept: list = field(default_factory=list)
+    #: bytes of the reports kept (they count against the owner's quota until they are forgotten)
+    kept_bytes: int = 0
     #: seconds a task may run before its agent kills it
     timeout: float | None = None
     #: its tasks' output goes live to its client

@@ -20,7 +20,7 @@ from collections.abc import Callable, Container
 from typing import Any
 
 from ..wire.keystore import LOCAL, Identity
-from ..wire.protocol import MAX_FRAME, STDERR, STDOUT, Msg
+from ..wire.protocol import MAX_FRAME, STDERR, STDOUT, Msg, approx_size
 from ..wire.sockets import RateLimitedLog
 from .agentkeys import AgentKeys
 from .agents import AgentEvents
@@ -70,8 +70,9 @@ class BossState(ClientConnections, AgentEvents):
         #: when each client connection with a job was last heard of (routes that only say HELLO are not kept)
         self.clients: dict[bytes, float] = {}
         self.max_clients = MAX_CLIENTS
-        #: ended detached jobs: job -> (kept report rows, JOB_END body, owner)
-        self.detached_done: collections.OrderedDict[str, tuple[list, dict, Identity]] = collections.OrderedDict()
+        #: ended detached jobs: job -> (kept report rows, JOB_END body, owner, their bytes)
+        self.detached_done: collections.OrderedDict[str, tuple[list, dict, Identity, int]] = \
+            collections.OrderedDict()
         self.counters: collections.Counter = collections.Counter()
         #: reports for jobs unknown here yet (a boss restart): (job, index) -> (ok, payload, host, stdout, stderr)
         self.orphan_reports = OrphanReports(self.counters)
@@ -339,15 +340,23 @@ class BossState(ClientConnections, AgentEvents):
         for jid, reports in forward.items():
             job = self.jobs[jid]
             out += self._forward(job, reports)
-            if not all(r[1] for r in reports):
+            kept_problem = self.quota.kept_problem(job.owner.key, jid) if job.detach else None
+            if kept_problem is not None:
+                self._quota_refused(jid, job.owner, kept_problem)
+                out += self._end_job(job, "failed", kill=True, error=("RuntimeError", kept_problem))
+            elif not all(r[1] for r in reports):
                 out += self._end_job(job, "failed", kill=True)
             else:
                 out += self._maybe_finished(job)
         return out
 
     def _forward(self, job: JobRecord, rows: list) -> list[Out]:
-        if job.detach:
+        if job.detach:  # kept for Boss.attach, counted against the owner's quota
             job.kept.extend(rows)
+            size = approx_size(rows)
+            job.kept_bytes += size
+            job.held += size
+            self.quota.hold(job.owner.key, size)
         # the counts ride along, for progress bars (extra fields are ignored by older readers)
         return [(job.client, Msg.REPORTS, {"job": job.jid, "reports": rows, "trusted": self.vouch,
                                            "running": len(job.running), "pending": job.n_pending})]
@@ -424,8 +433,8 @@ class BossState(ClientConnections, AgentEvents):
         job.pending.clear()
         job.n_pending = 0
         del self.jobs[job.jid]
-        self.quota.close_job(job.owner.key, job.held)
-        job.held = 0
+        self.quota.close_job(job.owner.key, job.held - job.kept_bytes)  # (kept reports stay while they are kept)
+        job.held = job.kept_bytes
         self.ready_jobs.pop(job.jid, None)
         self.ended[job.jid] = status
         self.counters[f"jobs_{status}"] += 1
@@ -436,11 +445,18 @@ class BossState(ClientConnections, AgentEvents):
         end = self._end_body(job.jid, status, pending, etype, emsg)
         out.append((job.client, Msg.JOB_END, end))
         if job.detach:
-            self.detached_done[job.jid] = (job.kept, end, job.owner)
+            self.detached_done[job.jid] = (job.kept, end, job.owner, job.kept_bytes)
             while len(self.detached_done) > DETACHED_MEMORY:
-                self.detached_done.popitem(last=False)
+                self._forget_detached(next(iter(self.detached_done)))
+        else:
+            self.quota.release(job.owner.key, job.kept_bytes)
         log.info("job %s %s (%d task(s) done, %d never started)", job.jid, status, job.done, len(pending))
         return out
+
+    def _forget_detached(self, jid: str) -> None:
+        """An ended detached job no one attached to is forgotten (the oldest, beyond DETACHED_MEMORY)."""
+        _kept, _end, owner, size = self.detached_done.pop(jid)
+        self.quota.release(owner.key, size)
 
     @staticmethod
     def _end_body(jid: str, status: str, pending: list[int], etype: str | None, emsg: str | None) -> dict:
