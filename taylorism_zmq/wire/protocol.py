@@ -125,7 +125,8 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
     Msg.CLIENT_ALIVE: {"client": str},
     # max_frame: the largest frame the boss accepts (clients split their submissions under it)
     Msg.WELCOME: {"agents": int, "boss": str, "max_frame": int},
-    # index, ok, payload, host, name, stdout, stderr
+    # index, ok, payload, host, name, stdout, stderr; optional: running, pending (counts), output_dropped
+    # ([index, stream, bytes] of live output the boss dropped and did not mark in a later chunk)
     # trusted: every row came from an agent key the task was sent to (the client may unpickle it)
     Msg.REPORTS: {"job": str, "reports": Rows((int, bool, bytes, str, str, bytes, bytes)), "trusted": bool},
     Msg.OUTPUT: {"job": str, "chunks": Rows((int, str, int, bytes))},  # index, name, stream (1|2), data
