@@ -12,7 +12,6 @@ journal of :mod:`.journal`).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -37,6 +36,7 @@ from ..wire.protocol import ENVELOPE, Msg, ProtocolError
 from ..wire.sockets import RateLimitedLog, configure_connected, report_endpoint_for
 from . import forked
 from .journal import default_state_dir, open_journal
+from .launchers import Launchers
 from .live import LiveGate
 from .runenv import JobRefused, launcher_env
 from .sender import ReportSender, report_size
@@ -44,8 +44,6 @@ from .zygote import Zygote
 
 log = logging.getLogger("taylorism_zmq.agent")
 
-#: launchers kept alive per agent (one per client code environment)
-MAX_LAUNCHERS = 8
 #: default seconds a launcher with no task may stay (its process and spares hold memory on the host)
 LAUNCHER_IDLE = 600.0
 #: how long without a REGISTERED answer before registering again
@@ -97,8 +95,6 @@ class AgentDaemon:
         #: pickle may travel on this link: private ipc, or authenticated tcp
         self.trusted_link = self.curve or security.link_is_trusted(control)
         self.aid = f"agent-{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.launchers: dict[str, LauncherLink] = {}
-        self.task_launcher: dict[int, LauncherLink] = {}
         #: task id -> (job, index, ticket), for reports and for a boss that restarted
         self.task_info: dict[int, tuple[str, int, int | None]] = {}
         #: streamed task output not sent yet: [job, index, stream, data] rows (best effort, never resent)
@@ -136,6 +132,7 @@ class AgentDaemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
         self.zygote = Zygote.start()  # before any zmq context: children must not inherit its fds
+        self.launchers = Launchers(self.aid, self.zygote, self.poller)
         try:  # after the zygote: no launcher may hold the journal's lock after this agent is gone
             self.sender = ReportSender(self.aid, open_journal(self.state_dir or str(default_state_dir() /
                                                                                       f"agent-{self.host}")))
@@ -177,7 +174,7 @@ class AgentDaemon:
                 self.dealer.send_multipart(protocol.encode(Msg.GOODBYE, {"agent": self.aid}), zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass
-            for link in list(self.launchers.values()):
+            for link in self.launchers:
                 self._close_launcher(link)
             if self.fork_listener is not None:
                 self.fork_listener.close()
@@ -206,11 +203,7 @@ class AgentDaemon:
         assert self.handshake is not None
         poller.register(self.handshake.monitor, zmq.POLLIN)
         while not self._stop:
-            for link in self.launchers.values():
-                flags = zmq.POLLIN | (zmq.POLLOUT if link.outbuf else 0)
-                if flags != link.flags:
-                    poller.register(link.sock, flags)  # (registering again changes the flags)
-                    link.flags = flags
+            self.launchers.watch()
             if self.sender.blocked != self._push_polled:  # reports wait for room: wake when there is
                 if self.sender.blocked:
                     poller.register(self.push, zmq.POLLOUT)
@@ -225,8 +218,8 @@ class AgentDaemon:
                 self._read_boss()
             if self.fork_listener is not None and self.fork_listener.fileno() in events:
                 for link in forked.accept_all(self.fork_listener):
-                    self.launchers[link.key] = link
-            for link in list(self.launchers.values()):
+                    self.launchers.add(link)
+            for link in self.launchers:
                 ev = events.get(link.sock.fileno(), 0)
                 if ev & zmq.POLLOUT:
                     link.flush()
@@ -290,8 +283,7 @@ class AgentDaemon:
             self._register()
 
     def _close_idle_launchers(self, now: float) -> None:
-        for link in [x for x in self.launchers.values() if not x.tasks and now - x.last_used > self.launcher_idle
-                     and not x.key.startswith(forked.PREFIX)]:  # (a forked one leaves when its client says)
+        for link in self.launchers.idle(now, self.launcher_idle):
             log.info("agent %s: closing launcher %d, idle for %.0fs", self.aid, link.pid, now - link.last_used)
             self._close_launcher(link)
 
@@ -299,7 +291,7 @@ class AgentDaemon:
         load = [x + self.inject_load for x in os.getloadavg()]
         mem_avail = min(self.memory, psutil.virtual_memory().available / 2**20)
         body = {"agent": self.aid, "load": load, "cpu": psutil.cpu_percent(None), "mem_avail": mem_avail,
-                "running": len(self.task_launcher)}
+                "running": self.launchers.running()}
         try:  # on the control socket: never behind reports; a beat that cannot go now is not worth keeping
             self.dealer.send_multipart(protocol.encode(Msg.HEARTBEAT, body), zmq.NOBLOCK)
         except zmq.Again:
@@ -384,7 +376,7 @@ class AgentDaemon:
             return
         trusted = env["trusted"]
         if "fork" in env:  # a fork of the client, for this job (the embedded default)
-            link = self.launchers.get(forked.PREFIX + str(env["fork"]))
+            link = self.launchers.forked(str(env["fork"]))
             if link is None and self.fork_waits.is_gone(str(env["fork"])):
                 self._fail_all(body, "the job's launcher (a fork of its client) is gone")
                 return
@@ -393,46 +385,24 @@ class AgentDaemon:
                 return
             forked.send_limits(link, env["max_report"], env.get("max_output", DEFAULT_MAX_OUTPUT))
         else:
-            link = self._launcher_for(env)
+            link = self.launchers.for_env(env)
         for ref, blob in body["classes"].items():
             if ref not in link.classes and isinstance(ref, str) and isinstance(blob, bytes):
                 link.classes.add(ref)
                 link.send(["class", ref, blob, trusted])
         for tid, index, ticket, cls_ref, payload in body["tasks"]:
-            link.tasks.add(tid)
-            self.task_launcher[tid] = link
             self.task_info[tid] = (body["job"], index, ticket)
-            link.send(["run", tid, ticket, cls_ref, payload, body["binded"], trusted, body["timeout"], body["stream"],
-                       body["max_tasks"]])
+            self.launchers.give(link, tid, ["run", tid, ticket, cls_ref, payload, body["binded"], trusted,
+                                            body["timeout"], body["stream"], body["max_tasks"]])
 
     def _fail_all(self, body: dict[str, Any], why: str) -> None:
         """Report every task of a RUN as failed, with *why*, without running any."""
         for tid, index, _ticket, _cls, _payload in body["tasks"]:
             self.task_info[tid] = (body["job"], index, None)
-            self._done(None, tid, False, died(why), time.time(), time.time(), b"", b"")
+            self._done(tid, False, died(why), time.time(), time.time(), b"", b"")
 
     def _kill(self, tids: list[int]) -> None:
-        by_link: dict[str, list[int]] = {}
-        for tid in tids:
-            link = self.task_launcher.get(tid)
-            if link is not None:
-                by_link.setdefault(link.key, []).append(tid)
-        for key, group in by_link.items():
-            self.launchers[key].send(["kill", group])
-
-    def _launcher_for(self, env: dict[str, Any]) -> LauncherLink:
-        key = json.dumps(env, sort_keys=True)
-        link = self.launchers.get(key)
-        if link is None:
-            if len(self.launchers) >= MAX_LAUNCHERS:
-                idle = [x for x in self.launchers.values() if not x.tasks and not forked.is_forked(x)]
-                if idle:
-                    self._close_launcher(min(idle, key=lambda x: x.last_used))
-            pid, sock = self.zygote.spawn_launcher(env)
-            link = self.launchers[key] = LauncherLink(key, pid, sock)
-            log.debug("agent %s: launcher %d for cwd %s", self.aid, pid, env.get("cwd"))
-        link.last_used = time.monotonic()
-        return link
+        self.launchers.kill(tids)
 
     def _read_launcher(self, link: LauncherLink) -> None:
         msgs = link.read()
@@ -443,32 +413,28 @@ class AgentDaemon:
                 log.error("agent %s: launcher %d ended unexpectedly", self.aid, link.pid)
             for tid in list(link.tasks):
                 payload = died(f"the launcher of this task on host {self.host} died")
-                self._done(link, tid, False, payload, time.time(), time.time(), b"", b"")
+                self._done(tid, False, payload, time.time(), time.time(), b"", b"")
             self._close_launcher(link)
             return
         for msg in msgs:
             if msg[0] == "hello" and link.key.startswith(forked.PENDING):  # a fork of the client: its id
-                self.launchers.pop(link.key, None)
-                link.key, link.pid = forked.PREFIX + str(msg[1]), int(msg[2])
-                self.launchers[link.key] = link
+                link.pid = int(msg[2])
+                self.launchers.rekey(link, forked.PREFIX + str(msg[1]))
                 link.send(["welcome"])
                 log.debug("agent %s: launcher %d, a fork of the client, for %s", self.aid, link.pid, msg[1])
                 for body in self.fork_waits.release(str(msg[1])):
                     self._run(body)
             elif msg[0] == "done":
-                self._done(link, *msg[1:9])
+                self._done(*msg[1:9])
             elif msg[0] == "out":
                 info = self.task_info.get(msg[1])
                 data = self.live.admit(msg[1], msg[2], msg[3]) if info is not None else None
                 if info is not None and data is not None:
                     self.output_box.append([info[0], info[1], msg[2], data])
 
-    def _done(self, link: LauncherLink | None, tid: int, ok: bool, payload: bytes, t0: float, t1: float,
+    def _done(self, tid: int, ok: bool, payload: bytes, t0: float, t1: float,
               stdout: bytes, stderr: bytes) -> None:
-        if link is not None:
-            link.tasks.discard(tid)
-            link.last_used = time.monotonic()
-        self.task_launcher.pop(tid, None)
+        self.launchers.finished(tid)
         info = self.task_info.pop(tid, None)
         if info is None:
             return  # a task this agent was never told about
@@ -500,19 +466,10 @@ class AgentDaemon:
             self.sender.flush()
 
     def _close_launcher(self, link: LauncherLink) -> None:
-        self.launchers.pop(link.key, None)
         if link.key.startswith(forked.PREFIX):
             self.fork_waits.left(link.key[len(forked.PREFIX):])
-        if link.flags:
-            self.poller.unregister(link.sock)
-            link.flags = 0
-        for tid in link.tasks:
-            self.task_launcher.pop(tid, None)
+        for tid in self.launchers.close(link):
             self.task_info.pop(tid, None)
-        try:
-            link.sock.close()  # the launcher sees the end of stream: it stops its tasks and leaves
-        except OSError:
-            pass
 
 
 def _boss_period(period: float, aid: str) -> float:

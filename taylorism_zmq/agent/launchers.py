@@ -1,0 +1,116 @@
+"""The agent's launchers: one per code environment (forked by the zygote), or a fork of a client (the embedded
+default), each behind a stream socket the agent's poller watches; and which launcher runs which task."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import zmq
+
+from ..launch.pipes import LauncherLink
+from . import forked
+from .zygote import Zygote
+
+log = logging.getLogger("taylorism_zmq.agent")
+
+#: launchers kept alive per agent (one per client code environment)
+MAX_LAUNCHERS = 8
+
+
+class Launchers:
+    """Launcher links by key (the code environment, or ``forked.PREFIX`` + the fork's id) and by task."""
+
+    def __init__(self, aid: str, zygote: Zygote, poller: zmq.Poller):
+        self.aid = aid
+        self.zygote = zygote
+        self.poller = poller
+        self.links: dict[str, LauncherLink] = {}
+        #: the launcher each running task was given to
+        self.of_task: dict[int, LauncherLink] = {}
+
+    def __iter__(self) -> Iterator[LauncherLink]:
+        return iter(list(self.links.values()))
+
+    def running(self) -> int:
+        return len(self.of_task)
+
+    def forked(self, fork_id: str) -> LauncherLink | None:
+        """The fork of a client that said it is *fork_id*, if it did."""
+        return self.links.get(forked.PREFIX + fork_id)
+
+    def add(self, link: LauncherLink) -> None:
+        """A fork of a client that connected (its key says it has not said who it is yet)."""
+        self.links[link.key] = link
+
+    def rekey(self, link: LauncherLink, key: str) -> None:
+        self.links.pop(link.key, None)
+        link.key = key
+        self.links[key] = link
+
+    def for_env(self, env: dict[str, Any]) -> LauncherLink:
+        """The zygote's launcher for this code environment: the one there is, else a new one (the least
+        recently used idle one goes first when MAX_LAUNCHERS are alive)."""
+        key = json.dumps(env, sort_keys=True)
+        link = self.links.get(key)
+        if link is None:
+            if len(self.links) >= MAX_LAUNCHERS:
+                idle = [x for x in self.links.values() if not x.tasks and not forked.is_forked(x)]
+                if idle:
+                    self.close(min(idle, key=lambda x: x.last_used))
+            pid, sock = self.zygote.spawn_launcher(env)
+            link = self.links[key] = LauncherLink(key, pid, sock)
+            log.debug("agent %s: launcher %d for cwd %s", self.aid, pid, env.get("cwd"))
+        link.last_used = time.monotonic()
+        return link
+
+    def give(self, link: LauncherLink, tid: int, order: list) -> None:
+        link.tasks.add(tid)
+        self.of_task[tid] = link
+        link.send(order)
+
+    def finished(self, tid: int) -> None:
+        link = self.of_task.pop(tid, None)
+        if link is not None:
+            link.tasks.discard(tid)
+            link.last_used = time.monotonic()
+
+    def kill(self, tids: list[int]) -> None:
+        by_link: dict[str, list[int]] = {}
+        for tid in tids:
+            link = self.of_task.get(tid)
+            if link is not None:
+                by_link.setdefault(link.key, []).append(tid)
+        for key, group in by_link.items():
+            self.links[key].send(["kill", group])
+
+    def idle(self, now: float, idle_for: float) -> list[LauncherLink]:
+        """The zygote's launchers with no task for *idle_for* seconds (a fork of a client leaves when its
+        client says)."""
+        return [x for x in self.links.values()
+                if not x.tasks and now - x.last_used > idle_for and not x.key.startswith(forked.PREFIX)]
+
+    def watch(self) -> None:
+        """Poll each launcher for what it says, and for room to write when it has not read all it was sent."""
+        for link in self.links.values():
+            flags = zmq.POLLIN | (zmq.POLLOUT if link.outbuf else 0)
+            if flags != link.flags:
+                self.poller.register(link.sock, flags)  # (registering again changes the flags)
+                link.flags = flags
+
+    def close(self, link: LauncherLink) -> set[int]:
+        """Let a launcher go (it sees the end of its stream, stops its tasks and leaves); the tasks it had."""
+        self.links.pop(link.key, None)
+        if link.flags:
+            self.poller.unregister(link.sock)
+            link.flags = 0
+        for tid in link.tasks:
+            self.of_task.pop(tid, None)
+        try:
+            link.sock.close()
+        except OSError:
+            pass
+        return link.tasks
