@@ -211,8 +211,10 @@ def process_pool(slots: int) -> tuple[Callable, Callable]:
 
 
 def dask_pool(slots: int) -> tuple[Callable, Callable]:
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # (its worker processes read it too)
     from dask.distributed import Client, LocalCluster
 
+    quiet_logs()
     cluster = LocalCluster(n_workers=slots, threads_per_worker=1, processes=True, dashboard_address=None)
     client = Client(cluster)
 
