@@ -111,6 +111,8 @@ class AgentDaemon:
         self.exit_code = 0
         self._stop = False
         self._bad_log = RateLimitedLog(log)
+        #: messages of a launcher about tasks it was not given (ignored)
+        self.foreign_task_messages = 0
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self.handshake: HandshakeWatch | None = None
@@ -424,6 +426,13 @@ class AgentDaemon:
                 log.debug("agent %s: launcher %d, a fork of the client, for %s", self.aid, link.pid, msg[1])
                 for body in self.fork_waits.release(str(msg[1])):
                     self._run(body)
+            elif msg[0] in ("done", "out") and msg[1] not in link.tasks:
+                # a launcher speaks only of its own tasks (under --run-as-client-user it runs as its job's
+                # owner, whose tasks could drive it): never of another job's
+                self.foreign_task_messages += 1
+                self._bad_log.warning(f"launcher:{link.pid}", "agent %s: launcher %d spoke of task %r, not one of "
+                                      "its own: ignored (%d such message(s) so far)", self.aid, link.pid, msg[1],
+                                      self.foreign_task_messages)
             elif msg[0] == "done":
                 self._done(*msg[1:9])
             elif msg[0] == "out":
