@@ -420,6 +420,10 @@ class AgentDaemon:
             return
         for msg in msgs:
             if msg[0] == "hello" and link.key.startswith(forked.PENDING):  # a fork of the client: its id
+                if self.launchers.forked(str(msg[1])) is not None:  # that one is here already: not another
+                    log.warning("agent %s: a second launcher said it is %s: let go", self.aid, msg[1])
+                    self._close_launcher(link)
+                    return
                 link.pid = int(msg[2])
                 self.launchers.rekey(link, forked.PREFIX + str(msg[1]))
                 link.send(["welcome"])
