@@ -188,19 +188,20 @@ class BossState(ClientConnections, AgentEvents):
         problem = _classes_problem(body["classes"], job.classes)
         if problem is not None:
             return self._end_job(job, "failed", kill=True, error=("ValueError", problem))
+        # what the new classes and the tasks to be made of these rows will hold (not a task known already, nor
+        # one that ended while the boss was away; an index once)
         size = sum(len(blob) for ref, blob in body["classes"].items() if ref not in job.classes)
         new_indexes: set[int] = set()
         for index, name, cls, _memory, _expected, files, payload in body["tasks"]:
             if index not in job.indexes and index not in new_indexes and (job.jid, index) not in self.orphan_reports:
-                new_indexes.add(index)  # (not a task known already, nor one that ended while the boss was away)
+                new_indexes.add(index)
                 size += task_bytes(name, cls, files, payload)
         problem = self.quota.bytes_problem(job.owner.key, size)
         if problem is not None:
             self._quota_refused(job.jid, job.owner, problem)
             return self._end_job(job, "failed", kill=True, error=("RuntimeError", problem))
-        fresh = sum(len(blob) for ref, blob in body["classes"].items() if ref not in job.classes)
-        job.held += fresh
-        self.quota.hold(job.owner.key, fresh)
+        job.held += size
+        self.quota.hold(job.owner.key, size)
         job.classes.update(body["classes"])
         new: list[TaskRecord] = []
         out: list[Out] = []
@@ -219,9 +220,6 @@ class BossState(ClientConnections, AgentEvents):
                               files, payload)
             self._next_tid += 1
             self.tasks[task.tid] = task
-            size = task_bytes(name, cls, files, payload)
-            job.held += size
-            self.quota.hold(job.owner.key, size)
             job.by_index[index] = task
             job.push(task)
             new.append(task)
