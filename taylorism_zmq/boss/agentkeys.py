@@ -13,6 +13,7 @@ from collections.abc import Container
 
 from ..wire.keystore import Identity
 from .guard import Refused
+from .lru import forget_oldest
 
 log = logging.getLogger("taylorism_zmq.boss")
 
@@ -41,16 +42,8 @@ class AgentKeys:
         """Bind *aid* to *key* (and its last *route*); forget the agents gone longest ago beyond the limit."""
         self._known[aid] = (key, route)
         self._known.move_to_end(aid)
-        # the oldest entries first; a live one met on the way goes to the end (it is not the one to forget),
-        # so each is passed over once per overflow at most; only live agents left: the map holds them all
-        for _ in range(len(self._known)):
-            if len(self._known) <= self.limit:
-                return
-            old = next(iter(self._known))
-            if old in live:
-                self._known.move_to_end(old)
-                continue
-            del self._known[old]
+        # only live agents left: the map holds them all
+        for old in forget_oldest(self._known, self.limit, live.__contains__):
             self.counters["agent_ids_forgotten"] += 1
             n = self.counters["agent_ids_forgotten"]
             if n & (n - 1) == 0:  # the 1st, 2nd, 4th...: readable under a flood of fresh agent ids

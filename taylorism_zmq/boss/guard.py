@@ -20,6 +20,7 @@ import zmq
 from ..wire.keystore import ANONYMOUS, LOCAL, Identity, KeyStore, fingerprint
 from ..wire.protocol import Msg
 from ..wire.sockets import RateLimitedLog
+from .lru import forget_oldest
 
 log = logging.getLogger("taylorism_zmq.boss")
 
@@ -121,17 +122,8 @@ class Guard:
     def _forget_routes(self) -> None:
         """Forget the routing ids heard of longest ago that no live job or agent uses, down to 90% of the cap."""
         keep = self.in_use()
-        target = self.max_routes * 9 // 10
-        forgotten = 0
-        for _ in range(len(self.routes)):
-            if len(self.routes) <= target:
-                break
-            route = next(iter(self.routes))
-            if route in keep or route in self.contested:
-                self.routes.move_to_end(route)
-                continue
-            del self.routes[route]
-            forgotten += 1
+        forgotten = len(forget_oldest(self.routes, self.max_routes * 9 // 10,
+                                      lambda route: route in keep or route in self.contested))
         self.counters["routes_forgotten"] += forgotten
         log.warning("%d connections known (more than %d): forgot the %d heard of longest ago that no job or agent "
                     "uses (%d forgotten so far)", len(self.routes) + forgotten, self.max_routes, forgotten,
