@@ -29,7 +29,7 @@ from ..wire.sockets import EndpointInUseError, RateLimitedLog, bind, check_binda
 from .guard import Denied, Guard, Refused
 from .outbox import Outbox
 from .plugins import load_placement_plugin
-from .quota import MAX_HELD_BYTES_PER_KEY, MAX_JOBS_PER_KEY, OwnerQuota
+from .quota import OwnerQuota
 from .state import BossState, Out
 from .status import refusal
 
@@ -63,8 +63,7 @@ class BossDaemon:
                                heartbeat=heartbeat, agent_timeout=agent_timeout,
                                plugin_loader=load_placement_plugin if allow_plugins else None,
                                started=time.monotonic(), recovery_grace=recovery_grace,
-                               client_timeout=client_timeout)
-        self.state.quota = quota or OwnerQuota()
+                               client_timeout=client_timeout, quota=quota)
         self._bad_log = RateLimitedLog(log, period=10.0)
         self.http = http
         self.status_server: Any = None
@@ -370,9 +369,7 @@ def run_boss(args: Any) -> int:
                         allow_plugins=args.allow_placement_plugins, recovery_grace=args.recovery_grace,
                         insecure=args.insecure, client_timeout=args.client_timeout, http=args.http,
                         metrics_port=args.metrics_port, metrics_address=args.metrics_address,
-                        quota=OwnerQuota(getattr(args, "max_jobs_per_key", MAX_JOBS_PER_KEY),
-                                         int(getattr(args, "max_held_mb_per_key", MAX_HELD_BYTES_PER_KEY / 2**20)
-                                             * 2**20)))
+                        quota=OwnerQuota(args.max_jobs_per_key, int(args.max_held_mb_per_key * 2**20)))
     ready_fd = getattr(args, "ready_fd", None)
 
     def ready() -> None:

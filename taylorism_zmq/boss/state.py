@@ -58,7 +58,8 @@ class BossState(ClientConnections, AgentEvents):
 
     def __init__(self, boss_id: str = "boss", max_retries: int = 1, heartbeat: float = 1.0,
                  agent_timeout: float = 30.0, plugin_loader: PluginLoader | None = None,
-                 started: float = 0.0, recovery_grace: float = 3.0, client_timeout: float = 60.0):
+                 started: float = 0.0, recovery_grace: float = 3.0, client_timeout: float = 60.0,
+                 quota: OwnerQuota | None = None):
         self.boss_id = boss_id
         self.max_retries = max_retries
         self.heartbeat = heartbeat
@@ -111,8 +112,8 @@ class BossState(ClientConnections, AgentEvents):
         #: observers of a task's wait for a slot and of its run time, in seconds (the metrics)
         self.on_dispatch: Callable[[float], None] | None = None
         self.on_task_end: Callable[[float], None] | None = None
-        #: live jobs and held instruction bytes per key (quota.py)
-        self.quota = OwnerQuota()
+        #: live jobs and held bytes per key (quota.py)
+        self.quota = quota or OwnerQuota()
 
     # -- clients --------------------------------------------------------------
     def hello(self, route: bytes, body: dict) -> list[Out]:
