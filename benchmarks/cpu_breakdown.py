@@ -84,8 +84,8 @@ def main() -> int:
     agent = next(p for p in daemons if "agent" in p.cmdline())
     zygote = agent.children()[0]
     roles = {boss.pid: "boss", agent.pid: "agent", **{p.pid: "launcher" for p in zygote.children()}}
-    live_tasks = {p.pid: "  live task procs" for p in zygote.children(recursive=True) if p.pid not in roles}
-    roles.update(live_tasks if args.reuse > 1 else {})
+    if args.reuse > 1:  # reused task processes outlive the run: read them from /proc too
+        roles.update({p.pid: "  live task procs" for p in zygote.children(recursive=True) if p.pid not in roles})
     before = {pid: proc_times(pid) for pid in roles}
     client0, forks0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     elapsed = run(args.tasks)
