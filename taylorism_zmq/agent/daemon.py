@@ -430,7 +430,7 @@ class AgentDaemon:
                 log.debug("agent %s: launcher %d, a fork of the client, for %s", self.aid, link.pid, msg[1])
                 for body in self.fork_waits.release(str(msg[1])):
                     self._run(body)
-            elif msg[0] in ("done", "out") and msg[1] not in link.tasks:
+            elif msg[0] in ("done", "out") and (type(msg[1]) is not int or msg[1] not in link.tasks):
                 # a launcher speaks only of its own tasks (under --run-as-client-user it runs as its job's
                 # owner, whose tasks could drive it): never of another job's
                 self.foreign_task_messages += 1
