@@ -93,9 +93,10 @@ class Outbox:
             if not route:
                 continue  # a detached job without a client now: its reports are kept for an ATTACH
             policy, dropped_as = POLICY.get(kind, (PUSH_BACK, None))
+            waits = route in self._backlog or route in self.paused  # (what is sent now would pass it)
             said: set = set()
             if kind is Msg.OUTPUT:
-                if route in self._backlog or route in self.paused:
+                if waits:
                     self.gaps.dropped(route, body)
                     self._drop(route, kind, dropped_as)
                     continue
@@ -105,7 +106,7 @@ class Outbox:
             elif kind is Msg.JOB_END:
                 self.gaps.forget_job(body["job"])
             frames = [route, *protocol.encode(kind, body)]
-            if route in self._backlog or route in self.paused:
+            if waits:
                 if policy == DROP:
                     self._drop(route, kind, dropped_as)
                 else:
