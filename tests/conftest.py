@@ -65,6 +65,16 @@ def undecodable(frames: list[bytes]) -> bool:
     return False
 
 
+def alive(pid: int) -> bool:
+    """The process runs and is not a zombie (False also when it went away while it was looked at)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

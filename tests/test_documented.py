@@ -13,7 +13,7 @@ import footprints
 import psutil
 import zmq
 import zt_workers  # noqa: F401 - registers the test worker classes
-from conftest import wait_until
+from conftest import alive, wait_until
 
 from taylorism_zmq import batch_main, run_as_server
 from taylorism_zmq.client.connection import Connection
@@ -44,14 +44,14 @@ def test_a_task_that_ignores_sigterm_is_killed_after_a_grace_second(tmp_path):
     (pid,) = wait_for_pids(pids, 1)
     boss.stop_them_working()
     boss.wait_till_finished()
-    wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 20,
+    wait_until(lambda: not alive(pid), 20,
                "the task to be killed")
     lines = ledger.read_text().splitlines()
     termed = [float(line.split()[1]) for line in lines if line.startswith("TERM")]
-    alive = [float(line.split()[1]) for line in lines if line.startswith("ALIVE")]
+    alive_at = [float(line.split()[1]) for line in lines if line.startswith("ALIVE")]
     assert len(termed) == 1  # it was asked to go first, and did not
     # it lived on for the grace second (it said so every 20 ms), then was killed long before its 60 s
-    assert 0.75 <= alive[-1] - termed[0] < 10, (termed, alive[-1])
+    assert 0.75 <= alive_at[-1] - termed[0] < 10, (termed, alive_at[-1])
 
 
 def test_embedded_endpoints_live_in_a_private_directory():
@@ -135,7 +135,7 @@ def test_a_rejoining_agent_kills_its_stale_copies(cluster_factory, tmp_path):
     finally:
         agent.resume()
     wait_until(lambda: "node-stale" in {h["host"] for h in cluster.status()["hosts"]}, 15, "the agent to rejoin")
-    wait_until(lambda: not psutil.pid_exists(stale) or psutil.Process(stale).status() == psutil.STATUS_ZOMBIE,
+    wait_until(lambda: not alive(stale),
                15, "the stale copy killed")
     assert any(h["running"] for h in cluster.status()["hosts"] if h["host"] == "node-alive")  # the live copy runs
     boss.stop_them_working()

@@ -7,21 +7,13 @@ import socket
 import time
 
 import msgpack
-import psutil
 import pytest
 import zt_workers  # noqa: F401 - registers the test worker classes
-from conftest import wait_until
+from conftest import alive, wait_until
 
 from taylorism_zmq.client.instructions import resolve_worker, task_row
 from taylorism_zmq.launch.launcher import Launcher
 from taylorism_zmq.wire.codec import Codec
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 class Channel:

@@ -17,7 +17,7 @@ import psutil
 import pytest
 import zmq
 import zt_workers  # noqa: F401 - registers the test worker classes
-from conftest import authorized_socket, free_port, journal_rows, wait_until
+from conftest import alive, authorized_socket, free_port, journal_rows, wait_until
 
 from taylorism_zmq import batch_main, run_as_server
 from taylorism_zmq.wire import protocol
@@ -209,7 +209,7 @@ def test_issue14_the_zygote_passes_a_large_code_environment_to_a_launcher():
         pid, sock = zygote.spawn_launcher({"path": ["/nowhere" * 40_000], "cwd": "/"})
         assert psutil.pid_exists(pid)
         sock.close()  # the launcher sees the end of its channel and leaves
-        wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+        wait_until(lambda: not alive(pid),
                    10, "the launcher gone")
     finally:
         zygote.close()
