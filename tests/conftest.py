@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import random
 import shutil
 import socket
 import subprocess
@@ -75,10 +76,33 @@ def alive(pid: int) -> bool:
         return False
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(pathlib.Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, taken below the kernel's ephemeral range: a port the kernel picked for us
+    (bind to 0) is one it may hand again, between our check and the daemon's bind, to any outgoing
+    connection of the suite as its local port (a CI run lost the metrics port so). Never the same twice."""
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(20000, max(20001, _ephemeral_low() - 1))
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
@@ -167,6 +191,8 @@ class Cluster:
         from taylorism_zmq.client.connection import Connection
         from taylorism_zmq.wire.protocol import Msg
 
+        if self.boss is not None and self.boss.poll() is not None:
+            raise AssertionError(f"the boss exited (code {self.boss.returncode}); its log is above")
         conn = Connection(self.control, timeout=30)
         try:
             return conn.request(Msg.STATUS, {}, Msg.STATUS_REPLY)["status"]
