@@ -453,3 +453,41 @@ def test_a_launcher_cannot_report_the_tasks_of_another(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "REPORT ['real']" in done.stdout, done.stdout[-2000:]
+
+
+BREAKER = """
+import socket, sys, time
+sys.path.insert(0, {tests!r})
+import msgpack, zt_workers
+from taylorism_zmq import run_as_server
+from taylorism_zmq.client.embedded import embedded_endpoint, embedded_launchers
+
+gate = {gate!r}
+boss = run_as_server(dict(zt="big", gate=gate), dict(tag=["real"]))
+bad = [b"\\xc1", msgpack.packb(5), msgpack.packb([]), msgpack.packb([["done"], 1]), msgpack.packb(["done"]),
+       msgpack.packb(["hello", "x", "not a pid"]), msgpack.packb(["hello", ["x"], 1]),
+       msgpack.packb(["done", 1, True, "not bytes", 0.0, 0.0, b"", b""]), msgpack.packb({{"done": 1}})]
+for frame in bad:  # each on a connection of its own: the agent lets a launcher go at its first broken message
+    breaker = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    breaker.connect(embedded_launchers(embedded_endpoint()))
+    breaker.sendall(frame)
+    breaker.settimeout(10)
+    assert breaker.recv(100) == b"", frame  # let go, and nothing said
+    breaker.close()
+open(gate, "w").close()
+boss.wait_till_finished()
+print("REPORT", [r["report"]["tag"] for r in boss.get_report()["workers_report"]])
+again = run_as_server(dict(zt="big"), dict(tag=["again"]))
+again.wait_till_finished()
+print("AGAIN", [r["report"]["tag"] for r in again.get_report()["workers_report"]])
+"""
+
+
+def test_a_launcher_that_breaks_the_protocol_is_let_go_and_the_agent_goes_on(tmp_path):
+    """Under --run-as-client-user a launcher runs as its job's owner: what it sends, however malformed, must
+    not end the agent that runs other users' tasks (here the embedded agent's fork socket, same code)."""
+    script = tmp_path / "breaker.py"
+    script.write_text(BREAKER.format(tests=str(Path(__file__).parent), gate=str(tmp_path / "gate")))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "REPORT ['real']" in done.stdout and "AGAIN ['again']" in done.stdout, done.stdout[-2000:]

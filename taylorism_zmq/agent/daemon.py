@@ -22,6 +22,7 @@ import time
 import uuid
 from typing import Any
 
+import msgpack
 import psutil
 import zmq
 
@@ -36,7 +37,7 @@ from ..wire.protocol import ENVELOPE, Msg, ProtocolError
 from ..wire.sockets import RateLimitedLog, configure_connected, report_endpoint_for
 from . import forked
 from .journal import default_state_dir, open_journal
-from .launchers import Launchers
+from .launchers import Launchers, well_formed
 from .live import LiveGate
 from .runenv import JobRefused, launcher_env
 from .sender import ReportSender, report_size
@@ -113,6 +114,8 @@ class AgentDaemon:
         self._bad_log = RateLimitedLog(log)
         #: messages of a launcher about tasks it was not given (ignored)
         self.foreign_task_messages = 0
+        #: launchers let go because they sent what is not a launcher's message
+        self.broken_launchers = 0
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self.handshake: HandshakeWatch | None = None
@@ -407,30 +410,27 @@ class AgentDaemon:
         self.launchers.kill(tids)
 
     def _read_launcher(self, link: LauncherLink) -> None:
-        msgs = link.read()
+        try:
+            msgs = link.read()
+        except (ValueError, msgpack.UnpackException) as exc:  # (its errors of format are ValueErrors)
+            return self._launcher_gone(link, f"sent what is not msgpack ({exc})")
         if msgs is None:
-            if forked.is_forked(link) and not link.tasks:  # a fork of the client, let go when its job ended
-                log.debug("agent %s: launcher %d, a fork of the client, left", self.aid, link.pid)
-            else:
-                log.error("agent %s: launcher %d ended unexpectedly", self.aid, link.pid)
-            for tid in list(link.tasks):
-                payload = died(f"the launcher of this task on host {self.host} died")
-                self._done(tid, False, payload, time.time(), time.time(), b"", b"")
-            self._close_launcher(link)
-            return
+            return self._launcher_gone(link, None)
         for msg in msgs:
+            if not well_formed(msg):
+                return self._launcher_gone(link, f"sent a message of no known shape: {str(msg)[:200]}")
             if msg[0] == "hello" and link.key.startswith(forked.PENDING):  # a fork of the client: its id
                 if self.launchers.forked(str(msg[1])) is not None:  # that one is here already: not another
                     log.warning("agent %s: a second launcher said it is %s: let go", self.aid, msg[1])
                     self._close_launcher(link)
                     return
-                link.pid = int(msg[2])
+                link.pid = msg[2]
                 self.launchers.rekey(link, forked.PREFIX + str(msg[1]))
                 link.send(["welcome"])
                 log.debug("agent %s: launcher %d, a fork of the client, for %s", self.aid, link.pid, msg[1])
                 for body in self.fork_waits.release(str(msg[1])):
                     self._run(body)
-            elif msg[0] in ("done", "out") and (type(msg[1]) is not int or msg[1] not in link.tasks):
+            elif msg[0] in ("done", "out") and msg[1] not in link.tasks:
                 # a launcher speaks only of its own tasks (under --run-as-client-user it runs as its job's
                 # owner, whose tasks could drive it): never of another job's
                 self.foreign_task_messages += 1
@@ -438,12 +438,29 @@ class AgentDaemon:
                                       "its own: ignored (%d such message(s) so far)", self.aid, link.pid, msg[1],
                                       self.foreign_task_messages)
             elif msg[0] == "done":
-                self._done(*msg[1:9])
+                self._done(*msg[1:])
             elif msg[0] == "out":
                 info = self.task_info.get(msg[1])
                 data = self.live.admit(msg[1], msg[2], msg[3]) if info is not None else None
                 if info is not None and data is not None:
                     self.output_box.append([info[0], info[1], msg[2], data])
+
+    def _launcher_gone(self, link: LauncherLink, broken: str | None) -> None:
+        """A launcher that ended, or that is let go because it *broken* (says how it broke the protocol):
+        its tasks fail."""
+        if broken is not None:
+            self.broken_launchers += 1
+            self._bad_log.warning("broken launcher", "agent %s: launcher %d %s: let go (%d such launcher(s) so far)",
+                                  self.aid, link.pid, broken, self.broken_launchers)
+        elif forked.is_forked(link) and not link.tasks:  # a fork of the client, let go when its job ended
+            log.debug("agent %s: launcher %d, a fork of the client, left", self.aid, link.pid)
+        else:
+            log.error("agent %s: launcher %d ended unexpectedly", self.aid, link.pid)
+        why = "died" if broken is None else "broke the protocol with the agent"
+        for tid in list(link.tasks):
+            payload = died(f"the launcher of this task on host {self.host} {why}")
+            self._done(tid, False, payload, time.time(), time.time(), b"", b"")
+        self._close_launcher(link)
 
     def _done(self, tid: int, ok: bool, payload: bytes, t0: float, t1: float,
               stdout: bytes, stderr: bytes) -> None:

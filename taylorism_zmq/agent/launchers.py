@@ -20,6 +20,23 @@ log = logging.getLogger("taylorism_zmq.agent")
 #: launchers kept alive per agent (one per client code environment)
 MAX_LAUNCHERS = 8
 
+_INT, _BOOL, _BYTES, _STR, _NUMBER = (int,), (bool,), (bytes,), (str,), (int, float)
+#: what a launcher may say, field by field (see launch.launcher): anything else is a broken or hostile launcher
+_SHAPES: dict[str, tuple[tuple[type, ...], ...]] = {
+    "hello": (_STR, _INT),
+    "done": (_INT, _BOOL, _BYTES, _NUMBER, _NUMBER, _BYTES, _BYTES),
+    "out": (_INT, _INT, _BYTES),
+}
+
+
+def well_formed(msg: object) -> bool:
+    """Whether *msg* has the shape of a launcher's message, types exact (a launcher under --run-as-client-user
+    runs as its job's owner, whose tasks could drive it: nothing it sends may fail the agent)."""
+    if type(msg) is not list or not msg or type(msg[0]) is not str or msg[0] not in _SHAPES:
+        return False
+    shape = _SHAPES[msg[0]]
+    return len(msg) == len(shape) + 1 and all(type(v) in t for v, t in zip(msg[1:], shape, strict=True))
+
 
 class Launchers:
     """Launcher links by key (the code environment, or ``forked.PREFIX`` + the fork's id) and by task."""

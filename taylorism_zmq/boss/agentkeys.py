@@ -12,6 +12,7 @@ import logging
 from collections.abc import Container
 
 from ..wire.keystore import Identity
+from ..wire.sockets import worth_logging
 from .guard import Refused
 from .lru import forget_oldest
 
@@ -46,7 +47,7 @@ class AgentKeys:
         for old in forget_oldest(self._known, self.limit, live.__contains__):
             self.counters["agent_ids_forgotten"] += 1
             n = self.counters["agent_ids_forgotten"]
-            if n & (n - 1) == 0:  # the 1st, 2nd, 4th...: readable under a flood of fresh agent ids
+            if worth_logging(n):  # (under a flood of fresh agent ids)
                 log.warning("forgot the key of agent %s, gone longest ago (%d agent ids are remembered at most; "
                             "%d forgotten so far)", old, self.limit, n)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..wire.keystore import LOCAL, Identity
 from ..wire.protocol import Msg
+from ..wire.sockets import worth_logging
 from .agentkeys import AgentKeys
 from .dispatch import Dispatcher, Out
 from .records import AgentRecord
@@ -110,7 +111,7 @@ class AgentEvents(Dispatcher):
             (old_jid, old_index), _ = self.orphan_running.popitem(last=False)
             self.counters["orphan_running_dropped"] += 1
             n = self.counters["orphan_running_dropped"]
-            if n & (n - 1) == 0:
+            if worth_logging(n):
                 log.warning("forgot that task %d of job %s (unknown here) was running: more than %d such tasks "
                             "(%d forgotten so far)", old_index, old_jid, self.max_orphan_running, n)
 

@@ -24,6 +24,7 @@ import zmq
 
 from ..wire import protocol
 from ..wire.protocol import Msg
+from ..wire.sockets import worth_logging
 from .dispatch import Out
 from .gaps import OutputGaps
 
@@ -139,7 +140,7 @@ class Outbox:
         counter = dropped_as or "replies_dropped"
         self.counters[counter] += 1
         n = self.counters[counter]
-        if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th...: a log that stays readable under a flood
+        if worth_logging(n):
             why = "whose connection another key took over" if route in self.paused else "which does not read"
             log.warning("dropped %s for %s, %s (%d %s so far)", kind.name, self.describe(route), why, n, counter)
 

@@ -29,6 +29,8 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from ..wire.sockets import worth_logging
+
 log = logging.getLogger("taylorism_zmq.boss")
 
 #: requests served at once (each on a thread of its own); more connections are closed at once
@@ -54,7 +56,7 @@ class _BoundedServer(ThreadingHTTPServer):
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
             self.refused += 1
-            if self.refused & (self.refused - 1) == 0:
+            if worth_logging(self.refused):
                 log.warning("status page: %d connection(s) closed at once, %d being served already",
                             self.refused, MAX_CONNECTIONS)
             self.shutdown_request(request)

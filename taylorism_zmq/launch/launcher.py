@@ -393,6 +393,8 @@ class Launcher:
                 ok, payload = msgpack.unpackb(data)
             except (ValueError, TypeError):
                 continue  # a broken report: its exit status will say what happened
+            if type(payload) is not bytes:
+                continue  # (the task's own code can write on that pipe)
             # its output was flushed before its result: it is in the pipes already
             self._drain_outputs(proc)
             self._finish(proc, bool(ok), payload)

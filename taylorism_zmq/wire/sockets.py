@@ -131,6 +131,12 @@ class _Budget:
 _budget = _Budget(LINES_PER_SECOND)
 
 
+def worth_logging(count: int) -> bool:
+    """Whether the *count*-th occurrence of an event is logged: the 1st, 2nd, 4th, 8th... (a log that stays
+    readable under a flood, and still says how many there were)."""
+    return count & (count - 1) == 0
+
+
 class RateLimitedLog:
     """Log at most one line per key and period, and (all of them together) LINES_PER_SECOND lines a second:
     hostile peers choose the keys (fresh keys, fresh connections), and must not flood logs."""
