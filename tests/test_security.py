@@ -491,3 +491,25 @@ def test_a_launcher_that_breaks_the_protocol_is_let_go_and_the_agent_goes_on(tmp
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "REPORT ['real']" in done.stdout and "AGAIN ['again']" in done.stdout, done.stdout[-2000:]
+
+
+def test_client_alive_speaks_only_for_a_connection_of_its_own_key(cluster_factory, mallory):
+    """A heartbeat names the connection it keeps alive: another key's is refused; one the boss has not heard from
+    yet (its main socket has not spoken since a boss restart) is nothing to refuse, and nothing to keep."""
+    key_dir, name = mallory
+    cluster = victim_cluster(cluster_factory, key_dir)
+    victim = Connection(cluster.control)  # its HELLO makes its route known to the boss
+    try:
+        before = refused_count(cluster)
+        with authorized_socket(zmq.DEALER, cluster.control, key_dir=key_dir) as sock:
+            kind, body = ask(sock, Msg.CLIENT_ALIVE, {"client": victim.client_id})
+            assert kind is Msg.REFUSED and "another identity" in body["message"]
+        with authorized_socket(zmq.DEALER, cluster.control) as sock:  # the victim's own key: no answer needed
+            sock.send_multipart(protocol.encode(Msg.CLIENT_ALIVE, {"client": victim.client_id}))
+            sock.send_multipart(protocol.encode(Msg.CLIENT_ALIVE, {"client": "client-not-heard-yet"}))
+            ping_kind, _ = ask(sock, Msg.PING, {})  # (answered after the two heartbeats: they were handled)
+            assert ping_kind is Msg.PONG
+            assert not sock.poll(200)
+        assert refused_count(cluster) == before + 1
+    finally:
+        victim.close()

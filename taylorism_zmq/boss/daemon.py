@@ -107,9 +107,12 @@ class BossDaemon:
 
     def _client_alive(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
         client = body["client"].encode()  # sent from the client's heartbeat socket, for its main one
-        if not self.guard.route_of(client, who):
+        if self.guard.route_of(client, who):
+            self.state.client_alive(client, now)
+        elif client in self.guard.routes:
             raise Refused("CLIENT_ALIVE for a connection of another identity")
-        self.state.client_alive(client, now)
+        # else a connection not heard yet (this boss just restarted, and its main socket has not spoken): nothing
+        # to keep alive
         return []
 
     def _admin(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
