@@ -49,6 +49,9 @@ log = logging.getLogger("taylorism_zmq.agent")
 LAUNCHER_IDLE = 600.0
 #: how long without a REGISTERED answer before registering again
 REGISTER_RETRY = 5.0
+#: seconds between heartbeats to a boss silent for long, at least and at most (half the silence between): each
+#: beat queued for it brings a REREGISTER when it comes back, and a new connection registers this agent anyway
+SILENT_BEAT = (5.0, 60.0)
 #: seconds between heartbeats until the boss names its period (an agent with no --heartbeat follows the boss's)
 DEFAULT_HEARTBEAT = 1.0
 #: the periods an agent takes from a boss (a number from the network: never a busy loop, never a silent agent)
@@ -105,6 +108,7 @@ class AgentDaemon:
         #: the largest frame the boss accepts (from REGISTERED): reports are capped under it
         self.max_frame = protocol.MAX_FRAME
         self._push_polled = False
+        self._last_beat = 0.0
         self.boss_id: str | None = None
         self.last_heard = time.monotonic()
         self._boss_silent = False
@@ -237,7 +241,7 @@ class AgentDaemon:
                     pass
             now = time.monotonic()
             if now >= next_beat:
-                self._beat()
+                self._beat(now)
                 self._close_idle_launchers(now)
                 for body in self.fork_waits.expired(now):
                     self._fail_all(body, "the job's launcher (a fork of its client) did not come")
@@ -292,7 +296,12 @@ class AgentDaemon:
             log.info("agent %s: closing launcher %d, idle for %.0fs", self.aid, link.pid, now - link.last_used)
             self._close_launcher(link)
 
-    def _beat(self) -> None:
+    def _beat(self, now: float) -> None:
+        silent = now - self.last_heard
+        if silent > max(2.0, 5 * self.heartbeat) and now - self._last_beat < min(max(silent / 2, SILENT_BEAT[0]),
+                                                                                 SILENT_BEAT[1]):
+            return
+        self._last_beat = now
         load = [x + self.inject_load for x in os.getloadavg()]
         mem_avail = min(self.memory, psutil.virtual_memory().available / 2**20)
         body = {"agent": self.aid, "load": load, "cpu": psutil.cpu_percent(None), "mem_avail": mem_avail,
