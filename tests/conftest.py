@@ -148,7 +148,7 @@ class Cluster:
         self.client_timeout = client_timeout
         self.http = http
         self.metrics_port = metrics_port
-        #: a file the boss logs to (for tests that read its log lines)
+        #: a file the boss logs to, from level INFO (for tests that read its log lines)
         self.boss_log = boss_log
         #: more options for the boss's command line
         self.boss_args = boss_args
@@ -158,8 +158,9 @@ class Cluster:
         self.state_dir = tempfile.mkdtemp(prefix="taylorism-test-state-")
         self.start_boss()
 
-    def _spawn(self, *args: str, env: dict | None = None, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
-        return subprocess.Popen([*prefix, sys.executable, "-m", "taylorism_zmq", *args, "--log-level", "WARNING"],
+    def _spawn(self, *args: str, env: dict | None = None, prefix: tuple[str, ...] = (),
+               level: str = "WARNING") -> subprocess.Popen:
+        return subprocess.Popen([*prefix, sys.executable, "-m", "taylorism_zmq", *args, "--log-level", level],
                                 stdin=subprocess.DEVNULL, env=env, cwd="/")
 
     def start_boss(self) -> subprocess.Popen:
@@ -171,7 +172,7 @@ class Cluster:
                                 *(["--http", self.http] if self.http else []),
                                 *(["--metrics-port", str(self.metrics_port)] if self.metrics_port else []),
                                 *(["--log-file", self.boss_log] if self.boss_log else []),
-                                *self.boss_args)
+                                *self.boss_args, level="INFO" if self.boss_log else "WARNING")
         return self.boss
 
     def add_agent(self, slots: int = 2, host_name: str | None = None, clean_env: bool = True,

@@ -263,7 +263,8 @@ def test_a_connection_idle_longer_than_the_timeout_still_works(cluster_factory, 
 # backoff reaches its longest (the kept reports must still come within the restarted boss's recovery grace)
 @pytest.mark.parametrize("longer", [0.0, 12.0], ids=["short-outage", "long-outage"])
 def test_boss_killed_and_restarted_mid_job_every_task_runs_and_reports_once(cluster_factory, tmp_path, longer):
-    cluster = cluster_factory(agent_timeout=30)
+    boss_log = tmp_path / "boss.log"  # (the restarted boss's, which says what it adopted and recovered)
+    cluster = cluster_factory(agent_timeout=30, boss_log=str(boss_log))
     cluster.add_agent(slots=2, host_name="node-a")
     cluster.add_agent(slots=2, host_name="node-b")
     cluster.wait_agents(2)
@@ -282,7 +283,7 @@ def test_boss_killed_and_restarted_mid_job_every_task_runs_and_reports_once(clus
     tags = sorted(int(r["report"]["tag"]) for r in report["workers_report"])
     assert tags == list(range(12))  # every report, once
     runs = sorted(int(line) for line in ledger.read_text().split())
-    assert runs == list(range(12)), ledger.read_text().split()  # no task ran twice
+    assert runs == list(range(12)), (ledger.read_text().split(), boss_log.read_text()[-6000:])  # none ran twice
     wait_until(lambda: journal_rows(cluster.state_dir) == 0, 20, "the kept reports acknowledged")
     # an agent beats seldom to a silent boss: what it queued meanwhile is not a flood of REREGISTER when it is back
     assert cluster.status()["counters"].get("agent_messages_dropped", 0) == 0

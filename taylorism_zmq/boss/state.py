@@ -207,6 +207,7 @@ class BossState(ClientConnections, AgentEvents):
         new: list[TaskRecord] = []
         out: list[Out] = []
         recovered: list[list] = []
+        adopted = 0
         for index, name, cls, memory, expected_time, files, payload in body["tasks"]:
             if index in job.indexes:
                 continue  # a resubmission: the task is known already
@@ -228,6 +229,10 @@ class BossState(ClientConnections, AgentEvents):
             if running is not None and running[0] in self.agents \
                     and ticket_fits(job, self.agents[running[0]], running[1]):  # still running where it was
                 self._adopt(task, self.agents[running[0]], running[1])
+                adopted += 1
+        if job.resubmitted and body["tasks"]:
+            log.info("job %s, submitted again: %d task(s) ended while the boss was away, %d still run where they "
+                     "ran (adopted), %d to run", job.jid, len(recovered), adopted, len(new) - adopted)
         if recovered:
             out += self._forward(job, recovered)
             if not all(r[1] for r in recovered):
