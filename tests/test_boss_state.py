@@ -1,6 +1,8 @@
-"""The boss state machine, driven by events with no sockets."""
+"""The boss state machine, driven by events with no sockets (and, in one test, with the agent's report sender)."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
@@ -681,3 +683,76 @@ def test_reports_kept_for_a_detached_job_count_against_its_owner_until_they_are_
     assert of_kind(state.attach(b"later", {"job": "d"}, now=2.0, who=alice), Msg.REPORTS)
     state._forget_detached("d")  # (the oldest, beyond DETACHED_MEMORY)
     assert state.quota.bytes == {}
+
+
+def test_reports_a_boss_acknowledged_then_died_before_passing_on_are_sent_to_the_next_one(tmp_path):
+    """The boss acknowledges a batch in the same pass as it forwards the reports to their client: killed in
+    between, the client never has them and submits those tasks again. The agent keeps what was acknowledged in
+    the last seconds and gives it to the next boss, which finds those tasks done instead of running them twice."""
+    import zmq
+
+    from taylorism_zmq.agent.journal import Journal
+    from taylorism_zmq.agent.sender import ReportSender
+    from taylorism_zmq.wire import protocol
+
+    ctx = zmq.Context()
+    pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    pull.bind("inproc://reports")
+    push.connect("inproc://reports")
+    try:
+        old = make_state()
+        aid = add_agent(old, "a", slots=2)
+        submit(old, {"kind": "threads", "max_threads": 2}, n=4)
+        first = runs(old.dispatch())[aid]
+        sender = ReportSender(aid, Journal(tmp_path))
+        sender.connect(push, "inproc://reports", protocol.MAX_FRAME)
+        for tid, _ticket in first:
+            job, index = REMEMBERED[tid]
+            sender.add([tid, job, index, True, b"r", 0.0, 1.0, b"", b""])
+        sender.flush()
+        _kind, batch = protocol.decode(pull.recv_multipart())
+        out = old.agent_reports(batch, now=1.0)
+        assert [k for _r, k, _b in out] == [Msg.REPORTS_ACK, Msg.REPORTS]
+        sender.ack(out[0][2]["batch"])  # the acknowledgement got out; the boss was killed before the REPORTS
+        assert sender.unacked == 0
+
+        new = make_state(started=100.0, recovery_grace=3.0)
+        add_agent(new, "a", slots=2)
+        sender.boss_restarted()
+        sender.boss_back()
+        sender.flush()
+        _kind, again = protocol.decode(pull.recv_multipart())
+        assert new.agent_reports(again, now=100.5)[0][1] is Msg.REPORTS_ACK  # kept for a job not back yet
+        submit(new, {"kind": "threads", "max_threads": 2}, resubmit=True)
+        out = new.add_tasks(CLIENT, {"job": "j1", "tasks": [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p"]
+                                                             for i in range(4)], "classes": {}})
+        recovered = sorted(r[0] for _r, k, b in out if k is Msg.REPORTS for r in b["reports"])
+        assert recovered == sorted(REMEMBERED[tid][1] for tid, _ in first)
+        later = [REMEMBERED[tid][1] for tids in runs(new.dispatch(now=104.0)).values() for tid, _ in tids]
+        assert sorted(later) == sorted(set(range(4)) - set(recovered))  # only those never run
+        sender.tick(time.monotonic() + 11)  # and, acknowledged long enough ago, they are forgotten
+        sender.boss_restarted()
+        assert not sender.rows
+    finally:
+        pull.close(linger=0)
+        push.close(linger=0)
+        ctx.term()
+
+
+def test_reports_no_client_claims_are_forgotten_after_a_while_and_counted():
+    from taylorism_zmq.boss.orphans import ORPHAN_TTL
+
+    state = make_state()
+    aid = add_agent(state, "a")
+    rows = [[7, "gone-job", i, True, b"r", 0.0, 1.0, b"", b""] for i in range(3)]
+    state.agent_reports({"agent": aid, "batch": 1, "reports": rows}, now=10.0)
+    assert len(state.orphan_reports) == 3
+    state.heartbeat_from({"agent": aid, "load": [0.0] * 3, "cpu": 0, "mem_avail": 8000.0, "running": 0},
+                         now=10.0 + ORPHAN_TTL - 1)
+    state.expire(10.0 + ORPHAN_TTL - 1)
+    assert len(state.orphan_reports) == 3
+    state.heartbeat_from({"agent": aid, "load": [0.0] * 3, "cpu": 0, "mem_avail": 8000.0, "running": 0},
+                         now=10.0 + ORPHAN_TTL)
+    state.expire(10.0 + ORPHAN_TTL)
+    assert len(state.orphan_reports) == 0 and state.orphan_reports.bytes == 0
+    assert state.counters["orphan_reports_expired"] == 3

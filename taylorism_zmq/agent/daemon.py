@@ -365,6 +365,7 @@ class AgentDaemon:
         if self.boss_id is not None and body["boss"] != self.boss_id:
             log.warning("agent %s: the boss restarted (%s); sending %d unacknowledged report batch(es)",
                         self.aid, body["boss"], self.sender.unacked)
+            self.sender.boss_restarted()
         self.boss_id = body["boss"]
         if self.own_heartbeat is None:
             self.heartbeat = _boss_period(body["heartbeat"], self.aid)

@@ -25,6 +25,7 @@ import zmq
 
 from ..wire import protocol
 from ..wire.protocol import ENVELOPE, Msg
+from ..wire.sockets import worth_logging
 from .journal import Journal
 
 log = logging.getLogger("taylorism_zmq.agent")
@@ -40,6 +41,11 @@ BATCH_BYTES = 4 << 20
 RESEND_AFTER = 5.0
 #: bytes a report row takes beyond its payload and output (ids, job, times, msgpack headers)
 ROW_OVERHEAD = 256
+#: seconds the reports of an acknowledged batch are still kept, in memory, and their bytes at most (the oldest
+#: forgotten first): a boss killed just after its acknowledgement may not have passed them on to their client,
+#: which then submits those tasks again to the next boss; sent to that boss too, they are found, not run twice
+RETAIN = 10.0
+RETAIN_BYTES = 32 << 20
 
 
 class ReportSender:
@@ -71,6 +77,11 @@ class ReportSender:
         #: when each unacknowledged batch was made (or found in the journal)
         self._born: dict[int, float] = dict.fromkeys(self.spilled, time.monotonic())
         self._warned = False
+        #: (when acknowledged, rows, bytes) of the last RETAIN seconds, oldest first
+        self._retained: collections.deque[tuple[float, list[list], int]] = collections.deque()
+        self._retained_bytes = 0
+        #: retained reports forgotten before RETAIN seconds, for RETAIN_BYTES
+        self.retained_forgotten = 0
         if self.spilled:
             log.info("agent %s: %d report batch(es) (%d bytes) in the journal %s from a previous run, to send",
                      aid, len(self.spilled), journal.size, journal.directory)
@@ -181,12 +192,41 @@ class ReportSender:
         entry = self.memory.pop(batch, None)
         if entry is not None:
             self.memory_bytes -= entry[1]
+            self._retain(entry[0], entry[1])
         if batch in self.spilled:
             del self.spilled[batch]
+            data = self.journal.get(batch)
+            try:
+                if data is not None:
+                    self._retain(msgpack.unpackb(data, raw=False), len(data))
+            except (ValueError, TypeError, UnicodeDecodeError):
+                pass  # (it was read back and sent before: unreadable now, it is not worth keeping)
             self.journal.remove(batch)
         if self._warned and not self.unacked:
             self._warned = False
             log.warning("agent %s: the boss acknowledges reports again at %s", self.aid, self.endpoint)
+
+    def _retain(self, rows: list[list], size: int) -> None:
+        self._retained.append((self.last_ack, rows, size))
+        self._retained_bytes += size
+        while self._retained_bytes > RETAIN_BYTES and len(self._retained) > 1:
+            _when, old, old_size = self._retained.popleft()
+            self._retained_bytes -= old_size
+            self.retained_forgotten += len(old)
+            if worth_logging(self.retained_forgotten):
+                log.warning("agent %s: forgot %d acknowledged report(s) sooner than %gs after their "
+                            "acknowledgement (more than %d MiB of them; %d so far)", self.aid, len(old), RETAIN,
+                            RETAIN_BYTES >> 20, self.retained_forgotten)
+
+    def boss_restarted(self) -> None:
+        """Send the new boss, again, the reports the previous one acknowledged in its last RETAIN seconds."""
+        rows = [row for _when, batch, _size in self._retained for row in batch]
+        self._retained.clear()
+        self._retained_bytes = 0
+        if rows:
+            log.info("agent %s: sending again %d report(s) the previous boss acknowledged in its last %gs (it "
+                     "may not have passed them on)", self.aid, len(rows), RETAIN)
+            self.rows[:0] = rows
 
     def boss_back(self) -> None:
         """A boss answers (again): send what waits now, rather than at its next resend time."""
@@ -200,7 +240,10 @@ class ReportSender:
         self.tick(time.monotonic())
 
     def tick(self, now: float) -> None:
-        """Every heartbeat: move batches the boss left unanswered to the journal, resend from it, paced."""
+        """Every heartbeat: move batches the boss left unanswered to the journal, resend from it, paced; forget
+        what was acknowledged RETAIN seconds ago."""
+        while self._retained and now - self._retained[0][0] >= RETAIN:
+            self._retained_bytes -= self._retained.popleft()[2]
         # unanswered (or not even sent: no boss) for RESEND_AFTER: to disk, where an agent killed now finds it
         for batch in [b for b in self.memory if now - self._born[b] >= RESEND_AFTER]:
             self._spill(batch)

@@ -1,5 +1,7 @@
 """Reports for jobs the boss does not know (yet): after a boss restart, agents deliver what ended meanwhile
-before the clients submit their jobs again.  Kept, oldest dropped first, within a count and a byte cap."""
+before the clients submit their jobs again.  Kept, oldest dropped first, within a count and a byte cap, and
+for ORPHAN_TTL seconds (agents also send again what the previous boss acknowledged last, most of which no
+client will claim: its client had it)."""
 
 from __future__ import annotations
 
@@ -11,10 +13,12 @@ log = logging.getLogger("taylorism_zmq.boss")
 #: reports kept, and their bytes at most
 ORPHAN_REPORTS = 100_000
 ORPHAN_BYTES = 256 << 20
+#: seconds a report is kept for a client to submit its job again (clients do so as soon as they hear the new boss)
+ORPHAN_TTL = 600.0
 
 
 class OrphanReports:
-    """(job, index) -> (ok, payload, host, stdout, stderr), bounded in count and bytes."""
+    """(job, index) -> (ok, payload, host, stdout, stderr), bounded in count, bytes and time."""
 
     def __init__(self, counters: collections.Counter, max_count: int = ORPHAN_REPORTS,
                  max_bytes: int = ORPHAN_BYTES):
@@ -22,6 +26,8 @@ class OrphanReports:
         self.max_count, self.max_bytes = max_count, max_bytes
         self.bytes = 0
         self._reports: collections.OrderedDict[tuple[str, int], tuple] = collections.OrderedDict()
+        #: when each was kept (the same order)
+        self._kept_at: dict[tuple[str, int], float] = {}
 
     def __len__(self) -> int:
         return len(self._reports)
@@ -29,15 +35,17 @@ class OrphanReports:
     def __contains__(self, key: tuple[str, int]) -> bool:
         return key in self._reports
 
-    def keep(self, jid: str, index: int, report: tuple) -> None:
+    def keep(self, jid: str, index: int, report: tuple, now: float) -> None:
         if (jid, index) in self._reports:
             self.counters["late_or_duplicate_reports"] += 1
             return
         self._reports[(jid, index)] = report
+        self._kept_at[(jid, index)] = now
         self.bytes += _size(report)
         self.counters["orphan_reports"] += 1
         while len(self._reports) > self.max_count or self.bytes > self.max_bytes:
             (old_jid, old_index), old = self._reports.popitem(last=False)
+            del self._kept_at[(old_jid, old_index)]
             self.bytes -= _size(old)
             self.counters["orphan_reports_dropped"] += 1
             log.warning("dropped the kept report of task %d of job %s, which no client claimed (kept reports "
@@ -46,8 +54,23 @@ class OrphanReports:
     def pop(self, key: tuple[str, int]) -> tuple | None:
         report = self._reports.pop(key, None)
         if report is not None:
+            del self._kept_at[key]
             self.bytes -= _size(report)
         return report
+
+    def expire(self, now: float) -> None:
+        """Forget the reports no client claimed within ORPHAN_TTL seconds."""
+        expired = 0
+        while self._reports:
+            key = next(iter(self._reports))
+            if now - self._kept_at[key] < ORPHAN_TTL:
+                break
+            self.pop(key)
+            expired += 1
+        if expired:
+            self.counters["orphan_reports_expired"] += expired
+            log.info("forgot %d kept report(s) of tasks of jobs no client submitted again within %.0fs", expired,
+                     ORPHAN_TTL)
 
 
 def _size(report: tuple) -> int:

@@ -311,7 +311,7 @@ class BossState(ClientConnections, AgentEvents):
             if job is None or task is None:
                 if (job is None and jid not in self.ended) or (job is not None and index not in job.indexes):
                     # a job not submitted (again) yet, after a boss restart
-                    self._keep_orphan(jid, index, (ok, payload, host, stdout, stderr))
+                    self._keep_orphan(jid, index, (ok, payload, host, stdout, stderr), now)
                 else:
                     self.counters["late_or_duplicate_reports"] += 1
                 continue
@@ -383,9 +383,9 @@ class BossState(ClientConnections, AgentEvents):
         """The connections of live jobs and agents (the guard never forgets whose they are)."""
         return {j.client for j in self.jobs.values()} | {a.route for a in self.agents.values()}
 
-    def _keep_orphan(self, jid: str, index: int, report: tuple) -> None:
+    def _keep_orphan(self, jid: str, index: int, report: tuple, now: float) -> None:
         self.orphan_running.pop((jid, index), None)
-        self.orphan_reports.keep(jid, index, report)
+        self.orphan_reports.keep(jid, index, report, now)
 
     def expire(self, now: float, loop_lag: float = 0.0) -> list[Out]:
         """Declare lost the agents silent for longer than agent_timeout."""
@@ -406,6 +406,7 @@ class BossState(ClientConnections, AgentEvents):
                 log.warning("client of job %s (%s) silent for %.0fs: stopping the job",
                             job.jid, job.owner.label, silent)
                 out += self._end_job(job, "stopped", kill=True)
+        self.orphan_reports.expire(now)
         live = {j.client for j in self.jobs.values()}
         for route in [r for r, seen in self.clients.items() if r not in live and now - seen > self.client_timeout]:
             del self.clients[route]
