@@ -301,3 +301,28 @@ def test_not_verbose_logs_no_starts(caplog):
     caplog.set_level(logging.INFO, logger="taylorism_zmq")
     batch_main(dict(zt="nap"), dict(name=["q1"]), scheduler=threads(1), print_report=lambda r: None)
     assert not [r for r in caplog.records if "started." in r.getMessage()]
+
+
+def test_a_job_submitted_again_leaves_out_the_tasks_whose_reports_wait_in_its_inbox(tmp_path):
+    """A new boss is noticed while the previous one's reports are read but not taken yet: those tasks ran,
+    and must not be submitted again (the restart is driven by hand here, on the embedded boss)."""
+    gate = tmp_path / "gate"
+    boss = run_as_server(dict(zt="big", gate=str(gate)), dict(tag=[0, 1, 2]), scheduler=threads(3))
+    try:
+        wait_until(lambda: boss._rows and len(boss._rows) == 3, 10, "the rows sent")
+        sent: list[tuple[Msg, dict]] = []
+        real_send = boss._conn.send
+        boss._conn.send = lambda kind, body: sent.append((kind, body))
+        boss._inbox.append((Msg.REPORTS, {"job": boss.job_id, "trusted": False,
+                                          "reports": [[1, True, b"", "host", "w1", b"", b""]]}))
+        try:
+            boss._resubmit()
+        finally:
+            boss._conn.send = real_send
+            boss._inbox.pop()
+        assert [k for k, _ in sent][:2] == [Msg.SUBMIT, Msg.ADD_TASKS] and sent[0][1]["resubmit"] is True
+        assert sorted(row[0] for k, b in sent if k is Msg.ADD_TASKS for row in b["tasks"]) == [0, 2]
+    finally:
+        gate.touch()
+        boss.wait_till_finished()
+    assert sorted(r["report"]["tag"] for r in boss.get_report()["workers_report"]) == ["0", "1", "2"]

@@ -278,7 +278,9 @@ class Boss:
         if self._end is not None or self._final is not None:
             return
         self._conn.send(Msg.SUBMIT, dict(self._submit, resubmit=True))
-        self._send_rows([self._rows[i] for i in sorted(self._rows)], self._classes)
+        # (reports of the previous boss may wait in the inbox, read but not taken yet: those tasks ran)
+        waiting = {row[0] for kind, body in self._inbox if kind is Msg.REPORTS for row in body["reports"]}
+        self._send_rows([self._rows[i] for i in sorted(self._rows) if i not in waiting], self._classes)
         for action in self._controls:
             self._conn.send(Msg.CONTROL, {"job": self._job, "action": action})
 
