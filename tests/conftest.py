@@ -90,9 +90,13 @@ def free_port() -> int:
     """A port nothing listens on, taken below the kernel's ephemeral range: a port the kernel picked for us
     (bind to 0) is one it may hand again, between our check and the daemon's bind, to any outgoing
     connection of the suite as its local port (a CI run lost the metrics port so). Never the same twice."""
+    if _ephemeral_low() < 21000:  # (no room below it: the kernel's pick, as before)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
     rng = random.Random()
     for _ in range(1000):
-        port = rng.randrange(20000, max(20001, _ephemeral_low() - 1))
+        port = rng.randrange(20000, _ephemeral_low())
         if port in _handed_out:
             continue
         with socket.socket() as s:

@@ -692,7 +692,7 @@ def test_reports_a_boss_acknowledged_then_died_before_passing_on_are_sent_to_the
     import zmq
 
     from taylorism_zmq.agent.journal import Journal
-    from taylorism_zmq.agent.sender import ReportSender
+    from taylorism_zmq.agent.sender import RETAIN, ReportSender
     from taylorism_zmq.wire import protocol
 
     ctx = zmq.Context()
@@ -715,6 +715,8 @@ def test_reports_a_boss_acknowledged_then_died_before_passing_on_are_sent_to_the
         assert [k for _r, k, _b in out] == [Msg.REPORTS_ACK, Msg.REPORTS]
         sender.ack(out[0][2]["batch"])  # the acknowledgement got out; the boss was killed before the REPORTS
         assert sender.unacked == 0
+        sender.tick(time.monotonic() + 60)  # a long outage: no boss heard from, nothing forgotten
+        assert sender.retained_rows == len(first)
 
         new = make_state(started=100.0, recovery_grace=3.0)
         add_agent(new, "a", slots=2)
@@ -730,7 +732,12 @@ def test_reports_a_boss_acknowledged_then_died_before_passing_on_are_sent_to_the
         assert recovered == sorted(REMEMBERED[tid][1] for tid, _ in first)
         later = [REMEMBERED[tid][1] for tids in runs(new.dispatch(now=104.0)).values() for tid, _ in tids]
         assert sorted(later) == sorted(set(range(4)) - set(recovered))  # only those never run
-        sender.tick(time.monotonic() + 11)  # and, acknowledged long enough ago, they are forgotten
+        sender.ack(again["batch"])  # kept again, for a boss after this one
+        sender.tick(time.monotonic() + 60)
+        assert sender.retained_rows == len(first)
+        sender.boss_heard = time.monotonic() + RETAIN  # its PONGs RETAIN s after its acknowledgement: forgotten
+        sender.tick(time.monotonic())
+        assert sender.retained_rows == 0
         sender.boss_restarted()
         assert not sender.rows
     finally:

@@ -466,7 +466,9 @@ gate = {gate!r}
 boss = run_as_server(dict(zt="big", gate=gate), dict(tag=["real"]))
 bad = [b"\\xc1", msgpack.packb(5), msgpack.packb([]), msgpack.packb([["done"], 1]), msgpack.packb(["done"]),
        msgpack.packb(["hello", "x", "not a pid"]), msgpack.packb(["hello", ["x"], 1]),
-       msgpack.packb(["done", 1, True, "not bytes", 0.0, 0.0, b"", b""]), msgpack.packb({{"done": 1}})]
+       msgpack.packb(["done", 1, True, "not bytes", 0.0, 0.0, b"", b""]), msgpack.packb({{"done": 1}}),
+       msgpack.packb(["out", 1, 3, b"a third stream"]),
+       msgpack.packb(["done", 1, True, b"", float("nan"), 0.0, b"", b""])]
 for frame in bad:  # each on a connection of its own: the agent lets a launcher go at its first broken message
     breaker = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     breaker.connect(embedded_launchers(embedded_endpoint()))

@@ -330,6 +330,8 @@ class AgentDaemon:
             if kind is Msg.PONG:
                 if self.boss_id is not None and body["boss"] != self.boss_id:
                     self.registered = False  # a new boss: it will ask us to register
+                else:
+                    self.sender.boss_heard = self.last_heard
                 continue
             if kind is Msg.RUN:
                 self._run(body)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -35,7 +36,13 @@ def well_formed(msg: object) -> bool:
     if type(msg) is not list or not msg or type(msg[0]) is not str or msg[0] not in _SHAPES:
         return False
     shape = _SHAPES[msg[0]]
-    return len(msg) == len(shape) + 1 and all(type(v) in t for v, t in zip(msg[1:], shape, strict=True))
+    if len(msg) != len(shape) + 1 or not all(type(v) in t for v, t in zip(msg[1:], shape, strict=True)):
+        return False
+    if msg[0] == "out":
+        return msg[2] in (1, 2)  # stdout, stderr (each stream is state the agent keeps)
+    if msg[0] == "done":
+        return math.isfinite(msg[4]) and math.isfinite(msg[5])  # (the boss refuses a batch with NaN in it)
+    return True
 
 
 class Launchers:

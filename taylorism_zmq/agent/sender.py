@@ -41,11 +41,12 @@ BATCH_BYTES = 4 << 20
 RESEND_AFTER = 5.0
 #: bytes a report row takes beyond its payload and output (ids, job, times, msgpack headers)
 ROW_OVERHEAD = 256
-#: seconds the reports of an acknowledged batch are still kept, in memory, and their bytes at most (the oldest
-#: forgotten first): a boss killed just after its acknowledgement may not have passed them on to their client,
-#: which then submits those tasks again to the next boss; sent to that boss too, they are found, not run twice
+#: seconds the boss that acknowledged a batch must be heard from after it before its reports are forgotten,
+#: and their bytes kept at most (the oldest forgotten first): a boss killed just after its acknowledgement may
+#: not have passed them on to their client, which then submits those tasks again to the next boss; sent to that
+#: boss too, they are found, not run twice
 RETAIN = 10.0
-RETAIN_BYTES = 32 << 20
+RETAIN_BYTES = 8 << 20
 
 
 class ReportSender:
@@ -80,8 +81,11 @@ class ReportSender:
         #: (when acknowledged, rows, bytes) of the last RETAIN seconds, oldest first
         self._retained: collections.deque[tuple[float, list[list], int]] = collections.deque()
         self._retained_bytes = 0
-        #: retained reports forgotten before RETAIN seconds, for RETAIN_BYTES
+        #: retained reports forgotten before RETAIN seconds, for RETAIN_BYTES (and how many times)
         self.retained_forgotten = 0
+        self._forgettings = 0
+        #: when the boss that acknowledged last was last heard from (its acknowledgements, its PONGs)
+        self.boss_heard = 0.0
         if self.spilled:
             log.info("agent %s: %d report batch(es) (%d bytes) in the journal %s from a previous run, to send",
                      aid, len(self.spilled), journal.size, journal.directory)
@@ -186,7 +190,7 @@ class ReportSender:
 
     # -- acknowledgements and the journal -----------------------------------------------
     def ack(self, batch: int) -> None:
-        self.last_ack = time.monotonic()
+        self.last_ack = self.boss_heard = time.monotonic()
         self._born.pop(batch, None)
         self._forget_in_flight(batch)
         entry = self.memory.pop(batch, None)
@@ -213,10 +217,15 @@ class ReportSender:
             _when, old, old_size = self._retained.popleft()
             self._retained_bytes -= old_size
             self.retained_forgotten += len(old)
-            if worth_logging(self.retained_forgotten):
+            self._forgettings += 1
+            if worth_logging(self._forgettings):
                 log.warning("agent %s: forgot %d acknowledged report(s) sooner than %gs after their "
                             "acknowledgement (more than %d MiB of them; %d so far)", self.aid, len(old), RETAIN,
                             RETAIN_BYTES >> 20, self.retained_forgotten)
+
+    @property
+    def retained_rows(self) -> int:
+        return sum(len(rows) for _when, rows, _size in self._retained)
 
     def boss_restarted(self) -> None:
         """Send the new boss, again, the reports the previous one acknowledged in its last RETAIN seconds."""
@@ -241,8 +250,9 @@ class ReportSender:
 
     def tick(self, now: float) -> None:
         """Every heartbeat: move batches the boss left unanswered to the journal, resend from it, paced; forget
-        what was acknowledged RETAIN seconds ago."""
-        while self._retained and now - self._retained[0][0] >= RETAIN:
+        what was acknowledged by a boss heard from RETAIN seconds after (it has passed it on by then: a boss
+        gone meanwhile has its next one sent it)."""
+        while self._retained and self.boss_heard - self._retained[0][0] >= RETAIN:
             self._retained_bytes -= self._retained.popleft()[2]
         # unanswered (or not even sent: no boss) for RESEND_AFTER: to disk, where an agent killed now finds it
         for batch in [b for b in self.memory if now - self._born[b] >= RESEND_AFTER]:

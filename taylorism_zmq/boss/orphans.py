@@ -8,6 +8,8 @@ from __future__ import annotations
 import collections
 import logging
 
+from ..wire.sockets import worth_logging
+
 log = logging.getLogger("taylorism_zmq.boss")
 
 #: reports kept, and their bytes at most
@@ -48,8 +50,10 @@ class OrphanReports:
             del self._kept_at[(old_jid, old_index)]
             self.bytes -= _size(old)
             self.counters["orphan_reports_dropped"] += 1
-            log.warning("dropped the kept report of task %d of job %s, which no client claimed (kept reports "
-                        "are capped at %d and %d MiB)", old_index, old_jid, self.max_count, self.max_bytes >> 20)
+            if worth_logging(self.counters["orphan_reports_dropped"]):
+                log.warning("dropped the kept report of task %d of job %s, which no client claimed (kept reports "
+                            "are capped at %d and %d MiB; %d dropped so far)", old_index, old_jid, self.max_count,
+                            self.max_bytes >> 20, self.counters["orphan_reports_dropped"])
 
     def pop(self, key: tuple[str, int]) -> tuple | None:
         report = self._reports.pop(key, None)

@@ -230,7 +230,7 @@ class BossState(ClientConnections, AgentEvents):
                     and ticket_fits(job, self.agents[running[0]], running[1]):  # still running where it was
                 self._adopt(task, self.agents[running[0]], running[1])
                 adopted += 1
-        if job.resubmitted and body["tasks"]:
+        if job.resubmitted and (recovered or adopted):
             log.info("job %s, submitted again: %d task(s) ended while the boss was away, %d still run where they "
                      "ran (adopted), %d to run", job.jid, len(recovered), adopted, len(new) - adopted)
         if recovered:
