@@ -50,8 +50,9 @@ LAUNCHER_IDLE = 600.0
 #: how long without a REGISTERED answer before registering again
 REGISTER_RETRY = 5.0
 #: seconds between heartbeats to a boss silent for long, at least and at most (half the silence between): each
-#: beat queued for it brings a REREGISTER when it comes back, and a new connection registers this agent anyway
-SILENT_BEAT = (5.0, 60.0)
+#: beat queued for it brings a REREGISTER when it comes back, and a new connection registers this agent anyway;
+#: at most half the boss's default --agent-timeout (a boss that hears us but is not heard keeps us)
+SILENT_BEAT = (5.0, 15.0)
 #: seconds between heartbeats until the boss names its period (an agent with no --heartbeat follows the boss's)
 DEFAULT_HEARTBEAT = 1.0
 #: the periods an agent takes from a boss (a number from the network: never a busy loop, never a silent agent)
