@@ -13,6 +13,7 @@ from typing import Any
 import zmq
 
 from ..launch.pipes import LauncherLink
+from ..wire.protocol import STDERR, STDOUT
 from . import forked
 from .zygote import Zygote
 
@@ -39,7 +40,7 @@ def well_formed(msg: object) -> bool:
     if len(msg) != len(shape) + 1 or not all(type(v) in t for v, t in zip(msg[1:], shape, strict=True)):
         return False
     if msg[0] == "out":
-        return msg[2] in (1, 2)  # stdout, stderr (each stream is state the agent keeps)
+        return msg[2] in (STDOUT, STDERR)  # (each stream is state the agent keeps)
     if msg[0] == "done":
         return math.isfinite(msg[4]) and math.isfinite(msg[5])  # (the boss refuses a batch with NaN in it)
     return True

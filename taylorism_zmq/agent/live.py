@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from ..wire.protocol import output_gap
+from ..wire.protocol import STDERR, STDOUT, output_gap
 
 #: live task output an agent sends, in bytes per second (bursts up to a second's worth)
 LIVE_OUTPUT_RATE = 8 << 20
@@ -44,7 +44,7 @@ class LiveGate:
     def finish(self, tid: int) -> list[tuple[int, bytes]]:
         """The marks still owed for a task that ended: (stream, mark) pairs (sent whatever the rate)."""
         marks = []
-        for stream in (1, 2):
+        for stream in (STDOUT, STDERR):
             dropped = self._dropped.pop((tid, stream), 0)
             if dropped:
                 marks.append((stream, output_gap(dropped)))

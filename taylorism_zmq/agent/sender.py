@@ -9,7 +9,9 @@ the PUSH is ``immediate`` and queues nothing for a boss that is not there):
   deleted when acknowledged.  No more than :data:`WINDOW` bytes are in flight (sent, not acknowledged, for
   less than RESEND_AFTER), and nothing is read back from the journal while the PUSH has no room: memory
   stays bounded however long the boss is away, and an agent restarted on the same journal delivers what
-  its previous run left.  The boss drops duplicates by task.
+  its previous run left.  The boss drops duplicates by task.  What a boss acknowledged is kept RETAIN seconds
+  more (of that boss heard from), RETAIN_BYTES at most, and sent to a boss that restarted: the previous one
+  may have died before it passed them on to their client.
 - live output is best effort: dropped and counted (the reports keep all of it).
 - heartbeats do not go here: they go on the control socket, so they never wait behind reports.
 """

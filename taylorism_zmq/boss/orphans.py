@@ -27,9 +27,8 @@ class OrphanReports:
         self.counters = counters
         self.max_count, self.max_bytes = max_count, max_bytes
         self.bytes = 0
-        self._reports: collections.OrderedDict[tuple[str, int], tuple] = collections.OrderedDict()
-        #: when each was kept (the same order)
-        self._kept_at: dict[tuple[str, int], float] = {}
+        #: (job, index) -> (when kept, report), oldest first
+        self._reports: collections.OrderedDict[tuple[str, int], tuple[float, tuple]] = collections.OrderedDict()
 
     def __len__(self) -> int:
         return len(self._reports)
@@ -41,13 +40,11 @@ class OrphanReports:
         if (jid, index) in self._reports:
             self.counters["late_or_duplicate_reports"] += 1
             return
-        self._reports[(jid, index)] = report
-        self._kept_at[(jid, index)] = now
+        self._reports[(jid, index)] = (now, report)
         self.bytes += _size(report)
         self.counters["orphan_reports"] += 1
         while len(self._reports) > self.max_count or self.bytes > self.max_bytes:
-            (old_jid, old_index), old = self._reports.popitem(last=False)
-            del self._kept_at[(old_jid, old_index)]
+            (old_jid, old_index), (_when, old) = self._reports.popitem(last=False)
             self.bytes -= _size(old)
             self.counters["orphan_reports_dropped"] += 1
             if worth_logging(self.counters["orphan_reports_dropped"]):
@@ -56,18 +53,18 @@ class OrphanReports:
                             self.max_bytes >> 20, self.counters["orphan_reports_dropped"])
 
     def pop(self, key: tuple[str, int]) -> tuple | None:
-        report = self._reports.pop(key, None)
-        if report is not None:
-            del self._kept_at[key]
-            self.bytes -= _size(report)
-        return report
+        entry = self._reports.pop(key, None)
+        if entry is None:
+            return None
+        self.bytes -= _size(entry[1])
+        return entry[1]
 
     def expire(self, now: float) -> None:
         """Forget the reports no client claimed within ORPHAN_TTL seconds."""
         expired = 0
         while self._reports:
-            key = next(iter(self._reports))
-            if now - self._kept_at[key] < ORPHAN_TTL:
+            key, (when, _report) = next(iter(self._reports.items()))
+            if now - when < ORPHAN_TTL:
                 break
             self.pop(key)
             expired += 1

@@ -453,8 +453,6 @@ class BossState(ClientConnections, AgentEvents):
             self.detached_done[job.jid] = (job.kept, end, job.owner, job.kept_bytes)
             while len(self.detached_done) > DETACHED_MEMORY:
                 self._forget_detached(next(iter(self.detached_done)))
-        else:
-            self.quota.release(job.owner.key, job.kept_bytes)
         log.info("job %s %s (%d task(s) done, %d never started)", job.jid, status, job.done, len(pending))
         return out
 
