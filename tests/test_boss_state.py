@@ -45,13 +45,18 @@ def add_agent(state: BossState, name: str, slots: int = 4, cpus: int = 4, memory
     return aid
 
 
+def submit_body(job: str = "j1", **fields) -> dict:
+    """A SUBMIT body as a client sends it (a no-sort job), with *fields* changed."""
+    return {"job": job, "name": job, "policy": {"kind": "nosort"}, "env": {}, "trusted": False, "shm_host": None,
+            "halted": False, "resubmit": False, "detach": False, "timeout": None, "stream": False, "started": False,
+            "max_tasks": 1, **fields}
+
+
 def submit(state: BossState, policy: dict, n: int = 0, job: str = "j1", memory: float = 0.0,
            expected=None, files=None, shm_host=None, halted: bool = False, resubmit: bool = False,
            detach: bool = False, stream: bool = False) -> str:
-    out = state.submit(CLIENT, {"job": job, "name": job, "policy": policy, "env": {}, "trusted": False,
-                                "shm_host": shm_host, "halted": halted, "resubmit": resubmit,
-                                "detach": detach, "timeout": None, "stream": stream, "started": False,
-                                "max_tasks": 1}, now=0.0)
+    out = state.submit(CLIENT, submit_body(job, policy=policy, shm_host=shm_host, halted=halted, resubmit=resubmit,
+                                           detach=detach, stream=stream), now=0.0)
     assert out == []
     add(state, job, range(n), memory=memory, expected=expected, files=files)
     return job
@@ -306,10 +311,7 @@ def test_shared_memory_jobs_run_only_on_the_clients_machine():
     b = add_agent(state, "b", shm_host="machine-b")
     submit(state, {"kind": "nosort"}, n=3, shm_host="machine-b")
     assert list(runs(state.dispatch())) == [b]
-    out = state.submit(CLIENT, {"job": "j2", "name": "j2", "policy": {"kind": "nosort"}, "env": {},
-                                "trusted": False, "shm_host": "machine-z", "halted": False, "resubmit": False,
-                                "detach": False, "timeout": None, "stream": False, "started": False, "max_tasks": 1},
-                       now=0.0)
+    out = state.submit(CLIENT, submit_body("j2", shm_host="machine-z"), now=0.0)
     assert "no agent runs on that host" in of_kind(out, Msg.JOB_END)[0]["error"]["message"]
 
 
@@ -330,9 +332,7 @@ def test_other_clients_cannot_control_a_job_an_admin_can():
                                     {"kind": "memory", "memory_per_task": "lots"}])
 def test_nonsense_policy_fails_the_job(policy):
     state = make_state()
-    out = state.submit(CLIENT, {"job": "j", "name": "j", "policy": policy, "env": {}, "trusted": False,
-                                "shm_host": None, "halted": False, "resubmit": False, "detach": False,
-                          "timeout": None, "stream": False, "started": False, "max_tasks": 1}, now=0.0)
+    out = state.submit(CLIENT, submit_body("j", policy=policy), now=0.0)
     assert of_kind(out, Msg.JOB_END)[0]["status"] == "failed"
 
 
@@ -500,9 +500,7 @@ def test_free_slots_go_round_robin_between_owners_first_come_first_served_within
     policy = {"kind": "nosort"}
     for jid, who, n in (("alice-big", alice, 100), ("alice-late", alice, 3), ("bob-small", bob, 10)):
         route = who.name.encode()
-        state.submit(route, {"job": jid, "name": jid, "policy": policy, "env": {}, "trusted": False,
-                             "shm_host": None, "halted": False, "resubmit": False, "detach": False,
-                             "timeout": None, "stream": False, "started": False, "max_tasks": 1}, now=0.0, who=who)
+        state.submit(route, submit_body(jid, policy=policy), now=0.0, who=who)
         rows = [[i, f"{jid}-{i}", "m:W", 0.0, 0.0, [], b"p"] for i in range(n)]
         state.add_tasks(route, {"job": jid, "tasks": rows, "classes": {}}, who=who)
     order = []  # the job of each task started, in order
@@ -554,9 +552,7 @@ def test_agent_messages_only_from_the_key_that_registered_the_agent():
 
 def _submit_as(state: BossState, who: Identity, jid: str, payloads: list[bytes] = ()) -> list:
     route = who.name.encode()
-    out = state.submit(route, {"job": jid, "name": jid, "policy": {"kind": "nosort"}, "env": {}, "trusted": False,
-                               "shm_host": None, "halted": False, "resubmit": False, "detach": False,
-                               "timeout": None, "stream": False, "started": False, "max_tasks": 1}, now=0.0, who=who)
+    out = state.submit(route, submit_body(jid), now=0.0, who=who)
     rows = [[i, f"{jid}-{i}", "m:W", 0.0, 0.0, [], p] for i, p in enumerate(payloads)]
     if jid in state.jobs:
         out += state.add_tasks(route, {"job": jid, "tasks": rows, "classes": {}}, who=who)
@@ -630,9 +626,7 @@ def test_a_job_submitted_again_after_a_restart_counts_only_the_tasks_still_to_ru
     # task 0 (600 bytes of instructions) ended while the boss was away: its report waits for its job
     state.agent_reports({"agent": a, "batch": 1, "reports": [[9, "j", 0, True, b"r", 0.0, 1.0, b"", b""]]}, now=100.0)
     route = b"alice"
-    state.submit(route, {"job": "j", "name": "j", "policy": {"kind": "nosort"}, "env": {}, "trusted": False,
-                         "shm_host": None, "halted": False, "resubmit": True, "detach": False, "timeout": None,
-                         "stream": False, "started": False, "max_tasks": 1}, now=100.0, who=alice)
+    state.submit(route, submit_body("j", resubmit=True), now=100.0, who=alice)
     rows = [[0, "w0", "m:W", 0, 0, [], b"x" * 300], [1, "w1", "m:W", 0, 0, [], b"y" * 300],
             [1, "w1", "m:W", 0, 0, [], b"y" * 300]]  # (an index twice counts once)
     out = state.add_tasks(route, {"job": "j", "tasks": rows, "classes": {}}, who=alice)
@@ -642,10 +636,7 @@ def test_a_job_submitted_again_after_a_restart_counts_only_the_tasks_still_to_ru
 
 def test_job_ids_and_names_are_bounded():
     state = make_state()
-    out = state.submit(CLIENT, {"job": "j" * 10_000, "name": "n", "policy": {"kind": "nosort"}, "env": {},
-                                "trusted": False, "shm_host": None, "halted": False, "resubmit": False,
-                                "detach": False, "timeout": None, "stream": False, "started": False,
-                                "max_tasks": 1}, now=0.0)
+    out = state.submit(CLIENT, submit_body("j" * 10_000, name="n"), now=0.0)
     assert of_kind(out, Msg.JOB_END)[0]["error"]["message"].startswith("a job id takes at most 256")
     assert state.jobs == {} and state.quota.jobs == {}
 
@@ -664,9 +655,7 @@ def test_reports_kept_for_a_detached_job_count_against_its_owner_until_they_are_
     a = add_agent(state, "a", slots=3)
     alice = Identity("key-alice", "alice", frozenset({"client"}))
     route = b"alice"
-    state.submit(route, {"job": "d", "name": "d", "policy": {"kind": "nosort"}, "env": {}, "trusted": False,
-                         "shm_host": None, "halted": False, "resubmit": False, "detach": True, "timeout": None,
-                         "stream": False, "started": False, "max_tasks": 1}, now=0.0, who=alice)
+    state.submit(route, submit_body("d", detach=True), now=0.0, who=alice)
     state.add_tasks(route, {"job": "d", "tasks": [[i, f"w{i}", "m:W", 0.0, 0.0, [], b""] for i in range(3)],
                             "classes": {}}, who=alice)
     tids = [tid for tid, _ticket in runs(state.dispatch())[a]]

@@ -11,6 +11,7 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_boss_state import submit_body
 
 from taylorism_zmq.agent.journal import HEADER, Journal, JournalBusyError, JournalError, open_journal
 from taylorism_zmq.boss import outbox
@@ -204,9 +205,7 @@ def _register(state, aid, running, slots=2):
 
 
 def _submit(state, jid, policy):
-    state.submit(b"c", {"job": jid, "name": jid, "policy": policy, "env": {}, "trusted": False,
-                        "shm_host": None, "halted": False, "resubmit": False, "detach": False, "timeout": None,
-                        "stream": False, "started": False, "max_tasks": 1}, 0.0)
+    state.submit(b"c", submit_body(jid, policy=policy), 0.0)
     state.add_tasks(b"c", {"job": jid, "tasks": [[0, "t0", "m:C", 0.0, 0.0, [], b""]], "classes": {}})
 
 

@@ -208,7 +208,6 @@ def test_hostile_frames_do_not_stop_the_boss(cluster_factory):
     assert cluster.boss.poll() is None
 
 
-
 def test_boss_killed_mid_job_is_a_clear_error_not_a_hang(cluster_factory, monkeypatch):
     monkeypatch.setenv("TAYLORISM_BOSS_TIMEOUT", "3")
     cluster = cluster_factory()

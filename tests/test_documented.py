@@ -44,8 +44,7 @@ def test_a_task_that_ignores_sigterm_is_killed_after_a_grace_second(tmp_path):
     (pid,) = wait_for_pids(pids, 1)
     boss.stop_them_working()
     boss.wait_till_finished()
-    wait_until(lambda: not alive(pid), 20,
-               "the task to be killed")
+    wait_until(lambda: not alive(pid), 20, "the task to be killed")
     lines = ledger.read_text().splitlines()
     termed = [float(line.split()[1]) for line in lines if line.startswith("TERM")]
     alive_at = [float(line.split()[1]) for line in lines if line.startswith("ALIVE")]
@@ -135,8 +134,7 @@ def test_a_rejoining_agent_kills_its_stale_copies(cluster_factory, tmp_path):
     finally:
         agent.resume()
     wait_until(lambda: "node-stale" in {h["host"] for h in cluster.status()["hosts"]}, 15, "the agent to rejoin")
-    wait_until(lambda: not alive(stale),
-               15, "the stale copy killed")
+    wait_until(lambda: not alive(stale), 15, "the stale copy killed")
     assert any(h["running"] for h in cluster.status()["hosts"] if h["host"] == "node-alive")  # the live copy runs
     boss.stop_them_working()
     boss.wait_till_finished()

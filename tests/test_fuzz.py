@@ -143,7 +143,6 @@ def hostile_sockets(fuzz_cluster):
     ctx.term()
 
 
-
 def _drain_all_but(cluster, host: str) -> None:
     """Drain the agents a hostile peer registered (an authorized key may): the real job runs on *host*."""
     from taylorism_zmq.client.connection import Connection

@@ -13,7 +13,7 @@ import types
 
 import pytest
 import zmq
-from test_boss_state import CLIENT, add_agent, make_state, submit
+from test_boss_state import CLIENT, add_agent, make_state, submit, submit_body
 
 from taylorism_zmq import Boss
 from taylorism_zmq.boss.agentkeys import AgentKeys
@@ -107,10 +107,7 @@ def test_client_connections_are_bounded_keeping_those_of_live_jobs(caplog):
     with caplog.at_level(logging.WARNING, "taylorism_zmq.boss"):
         for i in range(30):
             route = b"c-%d" % i
-            state.submit(route, {"job": f"j{i}", "name": "x", "policy": {"kind": "nosort"}, "env": {},
-                                 "trusted": False, "shm_host": None, "halted": False, "resubmit": False,
-                                 "detach": False, "timeout": None, "stream": False, "started": False,
-                                 "max_tasks": 1}, now=0.0)
+            state.submit(route, submit_body(f"j{i}", name="x"), now=0.0)
             state.control(route, {"job": f"j{i}", "action": "stop_now"})
     assert len(state.clients) <= 11 and CLIENT in state.clients
     assert state.counters["clients_forgotten"] >= 19
@@ -177,10 +174,7 @@ def test_a_client_cut_for_not_reading_has_its_jobs_stopped_and_its_detached_jobs
 def test_status_shows_a_client_only_its_own_jobs():
     state = make_state()
     for jid, who in (("ja", ALICE), ("jb", BOB), ("jb2", BOB)):
-        state.submit(jid.encode(), {"job": jid, "name": f"name-{jid}", "policy": {"kind": "nosort"}, "env": {},
-                                    "trusted": False, "shm_host": None, "halted": False, "resubmit": False,
-                                    "detach": False, "timeout": None, "stream": False, "started": False,
-                                    "max_tasks": 1}, now=0.0, who=who)
+        state.submit(jid.encode(), submit_body(jid, name=f"name-{jid}"), now=0.0, who=who)
     snapshot = state.status(1.0)
     alice = state.status_for(snapshot, ALICE)
     assert [j["job"] for j in alice["jobs"]] == ["ja"]
@@ -203,9 +197,7 @@ def test_a_placement_class_by_value_from_an_unauthenticated_link_is_refused_unre
     state.vouch = False  # an --insecure boss on tcp: it cannot tell who sent this
     marker = tmp_path / "pwned"
     policy = {"kind": "nosort", "placement": "evil:Sched", "placement_class": pickle.dumps(_Evil(str(marker)))}
-    out = state.submit(CLIENT, {"job": "j", "name": "j", "policy": policy, "env": {}, "trusted": False,
-                                "shm_host": None, "halted": False, "resubmit": False, "detach": False,
-                                "timeout": None, "stream": False, "started": False, "max_tasks": 1}, now=0.0)
+    out = state.submit(CLIENT, submit_body("j", policy=policy), now=0.0)
     assert [k for _, k, _ in out] == [Msg.JOB_END]
     error = out[0][2]["error"]
     assert error["type"] == "PermissionError" and "authenticated link" in error["message"]
