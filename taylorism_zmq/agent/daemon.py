@@ -41,7 +41,7 @@ from .launchers import Launchers, well_formed
 from .live import LiveGate
 from .runenv import JobRefused, launcher_env
 from .sender import ReportSender, report_size
-from .zygote import Zygote
+from .zygote import Zygote, ZygoteGone
 
 log = logging.getLogger("taylorism_zmq.agent")
 
@@ -121,6 +121,8 @@ class AgentDaemon:
         self.foreign_task_messages = 0
         #: launchers let go because they sent what is not a launcher's message
         self.broken_launchers = 0
+        #: RUNs whose handling raised (a bug): their tasks failed, the agent went on
+        self.job_errors = 0
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self.handshake: HandshakeWatch | None = None
@@ -385,6 +387,20 @@ class AgentDaemon:
         return max(1, min(self.max_report or DEFAULT_MAX_REPORT, room))
 
     def _run(self, body: dict[str, Any]) -> None:
+        """Start a RUN's tasks; whatever in the job breaks that fails the job's tasks, never the agent."""
+        try:
+            self._start(body)
+        except ZygoteGone:
+            raise  # the agent cannot start any task any more
+        except Exception as exc:
+            self.job_errors += 1
+            log.exception("agent %s: job %s could not be started (a bug; %d such job(s) so far)", self.aid,
+                          body["job"], self.job_errors)
+            given = set(self.launchers.of_task)
+            self._fail_all(body, f"agent on host {self.host} could not start the task: {type(exc).__name__}: {exc}",
+                           skip=given)
+
+    def _start(self, body: dict[str, Any]) -> None:
         try:
             env = launcher_env(body, self.host, self.run_as_client_user, self._report_cap(), self.max_output,
                                self.trusted_link, self.keep_env)
@@ -413,9 +429,11 @@ class AgentDaemon:
             self.launchers.give(link, tid, ["run", tid, ticket, cls_ref, payload, body["binded"], trusted,
                                             body["timeout"], body["stream"], body["max_tasks"]])
 
-    def _fail_all(self, body: dict[str, Any], why: str) -> None:
-        """Report every task of a RUN as failed, with *why*, without running any."""
+    def _fail_all(self, body: dict[str, Any], why: str, skip: frozenset[int] | set[int] = frozenset()) -> None:
+        """Report every task of a RUN as failed, with *why*, without running any (but those in *skip*)."""
         for tid, index, _ticket, _cls, _payload in body["tasks"]:
+            if tid in skip:
+                continue
             self.task_info[tid] = (body["job"], index, None)
             self._done(tid, False, died(why), time.time(), time.time(), b"", b"")
 

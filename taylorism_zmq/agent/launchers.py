@@ -46,6 +46,11 @@ def well_formed(msg: object) -> bool:
     return True
 
 
+def env_key(env: dict[str, Any]) -> str:
+    """One key per code environment, whatever it holds (a setup callable by value is bytes)."""
+    return json.dumps(env, sort_keys=True, default=lambda v: {"bytes": v.hex()} if isinstance(v, bytes) else repr(v))
+
+
 class Launchers:
     """Launcher links by key (the code environment, or ``forked.PREFIX`` + the fork's id) and by task."""
 
@@ -79,7 +84,7 @@ class Launchers:
     def for_env(self, env: dict[str, Any]) -> LauncherLink:
         """The zygote's launcher for this code environment: the one there is, else a new one (the least
         recently used idle one goes first when MAX_LAUNCHERS are alive)."""
-        key = json.dumps(env, sort_keys=True)
+        key = env_key(env)
         link = self.links.get(key)
         if link is None:
             if len(self.links) >= MAX_LAUNCHERS:

@@ -28,6 +28,10 @@ from ..procutil import die_with_parent
 _PID = struct.Struct("i")
 
 
+class ZygoteGone(OSError):
+    """The zygote process ended: its agent cannot start launchers any more."""
+
+
 class Zygote:
     """The agent's handle on its zmq-free zygote process."""
 
@@ -60,7 +64,7 @@ class Zygote:
         answer = read_exactly(self.sock.fileno(), _PID.size)
         if len(answer) < _PID.size:
             ours.close()
-            raise OSError("the agent's zygote process is gone: it cannot start task launchers")
+            raise ZygoteGone("the agent's zygote process is gone: it cannot start task launchers")
         (pid,) = _PID.unpack(answer)
         ours.setblocking(False)
         return pid, ours
