@@ -39,7 +39,6 @@ class Dispatcher:
     max_frame: int
     held_clients: set[bytes]
     quota: OwnerQuota
-    counted: list[tuple[JobRecord, dict]]
 
     def _end_job(self, job: JobRecord, status: str, kill: bool,
                  error: tuple[str, str] | None = None) -> list[Out]:
@@ -88,9 +87,6 @@ class Dispatcher:
             job = self.jobs[jid]
             out.append((job.client, Msg.STARTED, {"job": jid, "indexes": indexes, "running": len(job.running),
                                                   "pending": job.n_pending}))
-        for job, body in self.counted:  # the REPORTS of this pass: a task that ended has a successor now
-            body["running"], body["pending"] = len(job.running), job.n_pending
-        self.counted.clear()
         return out
 
     def _share(self, by_owner: dict[str, list[JobRecord]], batches: dict) -> list[Out]:

@@ -1,9 +1,9 @@
 """A progress bar for batch_main(progress=True): tqdm when installed, else one line on stderr.
 
 While the bar is drawn, what else goes to the terminal goes above it: the tasks' live output, and the records
-of log handlers writing to stdout or stderr (``verbose=True`` logs each start and report; so does Python's
-last-resort handler, which prints warnings when logging is not set up).  The bar's line is cleared before such
-a write and drawn again after, so that the two never share a line.
+of log handlers writing to stdout or stderr (``verbose=True`` logs each start and report; footprints sets up a
+handler on stderr for the root logger).  The bar's line is cleared before such a write and drawn again after,
+so that the two never share a line.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ class Progress:
                 self._bar = tqdm(total=total, file=self.stream, unit="task", dynamic_ncols=True, desc=name)
         #: log handlers writing to the terminal, and the stream each had
         self._handlers: list[tuple[logging.StreamHandler, Any]] = []
-        self._last_resort = logging.lastResort
         self._redirect_logs()
 
     def update(self, done: int, running: int, failed: int) -> None:
@@ -56,7 +55,6 @@ class Progress:
         for handler, stream in self._handlers:
             handler.setStream(stream)
         self._handlers.clear()
-        logging.lastResort = self._last_resort
         if self._bar is not None:
             self._bar.close()
         else:
@@ -92,10 +90,6 @@ class Progress:
                 stream = getattr(handler, "stream", None)
                 if isinstance(handler, logging.StreamHandler) and id(stream) in terminal:
                     self._handlers.append((handler, handler.setStream(_AboveTheBar(self, stream))))
-        if self._last_resort is not None:  # used when no handler is set up: it writes to sys.stderr
-            last = logging.StreamHandler(_AboveTheBar(self, sys.stderr))
-            last.setLevel(self._last_resort.level)
-            logging.lastResort = last
 
 
 class _AboveTheBar:
