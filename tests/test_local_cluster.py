@@ -224,3 +224,16 @@ def test_the_embedded_default_serves_its_page_when_asked_and_says_where_once(how
             reader.join(timeout=10)
     assert proc.returncode == 0 and out[-1].strip() == "ENDED", "".join(err)
     assert sum("status page at" in x for x in err) == 1  # said once, for both jobs
+
+
+def test_an_embedded_page_that_cannot_be_served_is_said_and_done_without():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        env = dict(os.environ, TAYLORISM_HTTP=str(busy.getsockname()[1]))
+        env.pop("TAYLORISM_BOSS", None)
+        done = subprocess.run([sys.executable, "-c", EMBEDDED_PAGE.format(tests=str(TESTS), http={})],
+                              capture_output=True, text=True, env=env, cwd="/", timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ENDED"), done.stderr
+    assert "the embedded boss serves no status page: cannot serve the status page at 127.0.0.1:" in done.stderr
+    assert "status page at http" not in done.stderr

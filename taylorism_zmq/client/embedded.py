@@ -11,7 +11,9 @@ program that works here behaves the same there; but they are this process's
 own: they read no config file and no ``TAYLORISM_*`` daemon setting (a
 ``[agent] reports`` or ``[boss] http`` meant for the host's daemons would
 send their reports away or make them fail to bind), only the options given
-here.
+here.  The one the client reads for them is its status page's address
+(``http=`` of the first job, else ``TAYLORISM_HTTP``): served there if that
+port is free, its URL printed once the boss answers; else said, and left out.
 """
 
 from __future__ import annotations
@@ -155,12 +157,22 @@ def embedded_endpoint(http: bool | int | str | None = None) -> str:
                 _embedded.close()
             _embedded = None
         if _embedded is None:
-            _embedded = Embedded(page=page_setting(http))
+            _embedded = Embedded(page=_page(http))
         elif http and _embedded.page is None and not _embedded.page_refused:
             _embedded.page_refused = True
             log.warning("the embedded boss runs already, without a status page: http=%r is ignored (give it, or "
                         "TAYLORISM_HTTP, to the first job of this process)", http)
         return _embedded.control
+
+
+def _page(http: bool | int | str | None) -> StatusPage | None:
+    """The embedded boss's page, if asked for; a page that cannot be served is said, and done without (the
+    program runs all the same)."""
+    try:
+        return page_setting(http)
+    except (OSError, ValueError) as exc:
+        log.warning("the embedded boss serves no status page: %s", exc)
+        return None
 
 
 def announce_page() -> None:

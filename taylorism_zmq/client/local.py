@@ -105,15 +105,16 @@ class LocalCluster:
         """Start the boss and wait until it answers; return its control address."""
         for _ in range(PORT_TRIES if port == 0 else 1):
             control = port or _free_port_pair()
+            if port and not (_free(port) and _free(port + 1)):  # (else its ready check could meet the other boss)
+                raise OSError(f"tcp://127.0.0.1:{port} (or the next port, for the reports) is in use: is a boss "
+                              "running there already? Choose another --port (0: free ones)")
             address = f"tcp://127.0.0.1:{control}"
             self.boss = self._spawn("boss", "--control", address, "--reports", f"tcp://127.0.0.1:{control + 1}",
                                     *(["--http", page.address] if page else []), fd=fd, page=page)
             if self._wait_boss(address):
                 return address
-            if port:
-                raise OSError(f"the local boss could not bind tcp://127.0.0.1:{port} (or the next port, for its "
-                              "reports): is a boss running there already? Choose another port")
-        raise OSError(f"the local boss found no free ports in {PORT_TRIES} tries")
+        raise OSError(f"the local boss could not bind tcp://127.0.0.1:{port or 'PORT'} (taken meanwhile; "
+                      f"{PORT_TRIES if port == 0 else 1} tries)")
 
     def _wait_boss(self, address: str) -> bool:
         """True once the boss at *address* answers; False if it exited (its ports taken: its log says)."""
@@ -144,6 +145,7 @@ class LocalCluster:
                 if time.monotonic() > deadline:
                     raise BossUnreachableError(f"the local agents did not all join in {START_TIMEOUT:.0f}s")
                 time.sleep(0.05)
+            self._check_alive()
         finally:
             conn.close()
 
@@ -256,7 +258,9 @@ def _free_port_pair() -> int:
 
 
 def _free(port: int) -> bool:
+    """Nothing listens on *port* of the loopback (a connection of the past, in TIME_WAIT, is no hindrance)."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as zmq binds
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:

@@ -65,4 +65,4 @@ def _bindable(host: str, port: int) -> int:
             probe.bind((host, port))
             return int(probe.getsockname()[1])
     except OSError as exc:
-        raise OSError(exc.errno, f"cannot serve the status page at {host}:{port}: {exc.strerror or exc}") from None
+        raise OSError(f"cannot serve the status page at {host}:{port}: {exc.strerror or exc}") from None

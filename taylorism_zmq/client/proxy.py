@@ -34,6 +34,8 @@ taylorism_log = logging.getLogger("taylorism_zmq")
 #: the launcher forked for the jobs that reuse task processes, by embedded boss (one for all such jobs)
 _pooled: dict[str, ForkedLauncher] = {}
 
+#: the bosses told that http= is not theirs to take
+_told_page: set[str] = set()
 #: lines of a failed task's stderr written after its traceback, when its output was not streamed live
 STDERR_TAIL = 20
 #: rows per ADD_TASKS message at most (and never more bytes than the boss accepts in one message)
@@ -50,6 +52,10 @@ def _connect(boss: str | None, http: bool | int | str | None = None) -> tuple[Co
         conn = connect(embedded_endpoint(http), wait_agents=True)
         announce_page()
         return conn, True
+    if http and address not in _told_page:
+        _told_page.add(address)
+        taylorism_log.warning("http=%r is for the embedded boss: the boss at %s serves its own page, if any "
+                              "(taylorism-boss --http, taylorism-ctl local --http)", http, address)
     return connect(address), False
 
 
