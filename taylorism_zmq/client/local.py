@@ -55,6 +55,7 @@ class LocalCluster:
     ``TAYLORISM_BOSS`` in other processes).  *http* serves the status page (True: on a free port; a port;
     "HOST:PORT"), whose URL is printed once and kept in :attr:`url`.  *port* is the boss's control port (its
     report port is the next one; 0: free ones).  The daemons log at *log_level* on this process's stderr.
+    *announce*: say on stderr the page's URL, and that a key pair was made if one was.
     """
 
     def __init__(self, agents: int = 2, slots: int | None = None, http: bool | int | str = False, port: int = 0,
