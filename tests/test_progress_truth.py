@@ -96,7 +96,8 @@ def test_live_output_and_log_lines_go_above_the_progress_line_never_on_it():
     out = subprocess.run([sys.executable, "-c", TALKERS.format(tests=str(TESTS))], stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, timeout=120, cwd="/").stdout.decode()
     seen = screen(out)
-    seen = seen[:seen.index("WORKER NAME: sq-1") - 1]  # (then the reports, once the bar is closed)
+    seen = seen[:next(i for i, line in enumerate(seen) if line.startswith("WORKER NAME: ")) - 1]  # (then the
+    # reports, once the bar is closed)
     bars = [line for line in seen if line.startswith("talkers: [")]
     assert bars and bars[-1] == seen[-1] and "2/2 done, 0 running, 0 failed" in seen[-1], out
     for line in seen:
