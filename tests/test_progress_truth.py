@@ -71,6 +71,33 @@ def test_the_running_count_is_the_bosss_as_taylorism_ctl_jobs_and_the_page_say(c
     assert drawn[-1] == (4, 0)
 
 
+def test_the_counts_a_report_carries_are_those_after_the_dispatch_of_its_pass():
+    """No sockets: a task ends and its successor starts in one pass of the boss; the REPORTS of that pass say
+    two running, as the boss does after it, never the one of the moment in between."""
+    from taylorism_zmq.boss.state import BossState
+    from taylorism_zmq.wire.protocol import Msg
+
+    state, client = BossState("boss-test"), b"client-1"
+    state.register(b"agent-a", {"agent": "agent-a", "host": "a", "shm_host": "m", "cpus": 4, "memory": 8000.0,
+                                "slots": 2, "pid": 1, "running": []}, now=0.0)
+    state.submit(client, {"job": "j1", "name": "counted", "policy": {"kind": "nosort"}, "env": {}, "trusted": False,
+                          "shm_host": None, "halted": False, "resubmit": False, "detach": False, "timeout": None,
+                          "stream": False, "started": True, "max_tasks": 1}, now=0.0)
+    state.add_tasks(client, {"job": "j1", "tasks": [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p"] for i in range(4)],
+                             "classes": {}})
+    first = state.dispatch()
+    (started,) = [body for _, kind, body in first if kind is Msg.STARTED]
+    assert (started["indexes"], started["running"], started["pending"]) == ([0, 1], 2, 2)
+    (tid, *_), _ = next(body["tasks"] for _, kind, body in first if kind is Msg.RUN)
+    out = state.agent_reports({"agent": "agent-a", "batch": 1, "reports": [[tid, "j1", 0, True, b"r", 0.0, 1.0,
+                                                                             b"", b""]]}, now=1.0)
+    out += state.dispatch(now=1.0)  # (the boss's loop: what it read, then dispatch, then it sends)
+    (reports,) = [body for _, kind, body in out if kind is Msg.REPORTS]
+    (started,) = [body for _, kind, body in out if kind is Msg.STARTED]
+    assert (reports["running"], reports["pending"]) == (2, 1) == (started["running"], started["pending"])
+    assert [(j["running"], j["pending"], j["done"]) for j in state.status(1.0)["jobs"]] == [(2, 1, 1)]
+
+
 def page_counts(port: int, token: str) -> list[tuple[int, int]]:
     """(done, running) of the job named count-check on the status page."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=10) as page:
