@@ -7,8 +7,16 @@ Existing taylorism programs change their import only::
 
 from . import schedulers, util
 from .alias import install_as_taylorism
-from .client import Boss, batch_main, run_as_server, taylorism_log
-from .errors import AgentLostError, BossUnreachableError, TaskDiedError, WorkerError
+from .client import Boss, LocalCluster, batch_main, cluster_status, run_as_server, taylorism_log
+from .errors import (
+    AccessDeniedError,
+    AgentLostError,
+    BossUnreachableError,
+    KeyRefusedError,
+    RemoteTraceback,
+    TaskDiedError,
+    WorkerError,
+)
 from .schedulers import BaseScheduler, MaxThreadsScheduler, binding_setup
 from .wire import security
 from .worker import BindedWorker, Worker
@@ -16,9 +24,10 @@ from .worker import BindedWorker, Worker
 __version__ = "0.2.0"
 
 __all__ = [
-    "AgentLostError", "BaseScheduler", "BindedWorker", "Boss", "BossUnreachableError", "MaxThreadsScheduler",
-    "TaskDiedError", "Worker", "WorkerError", "batch_main", "binding_setup", "install_as_taylorism",
-    "run_as_server", "schedulers", "security", "taylorism_log", "util",
+    "AccessDeniedError", "AgentLostError", "BaseScheduler", "BindedWorker", "Boss", "BossUnreachableError",
+    "KeyRefusedError", "LocalCluster", "MaxThreadsScheduler", "RemoteTraceback", "TaskDiedError", "Worker",
+    "WorkerError", "batch_main", "binding_setup", "cluster_status", "install_as_taylorism", "run_as_server",
+    "schedulers", "security", "taylorism_log", "util",
 ]
 
 

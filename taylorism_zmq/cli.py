@@ -184,6 +184,19 @@ def ctl_parser() -> argparse.ArgumentParser:
                        ("undrain", "place tasks on HOST again")):
         c = sub.add_parser(name, help=text)
         c.add_argument("host", help="host name (as the agents report it) or agent id")
+    c = sub.add_parser("local", help="run a boss and agents on this machine, in the foreground, until Ctrl-C",
+                       description="Run a boss and agents on this machine (a key pair is made if there is none), "
+                                   "print the line to export in the shells whose programs should use them, and "
+                                   "stop them all on Ctrl-C or SIGTERM.")
+    c.add_argument("--agents", type=int, default=2, metavar="N", help="agents to run (default 2)")
+    c.add_argument("--slots", type=int, default=None, metavar="S",
+                   help="tasks at once on each agent (default: this machine's cpu count)")
+    c.add_argument("--http", nargs="?", const="0", default=None, metavar="PORT",
+                   help="serve the status page on 127.0.0.1:PORT (a free port when PORT is left out)")
+    c.add_argument("--port", type=int, default=5555,
+                   help="the boss's control port on 127.0.0.1 (its report port is the next one; default "
+                        "%(default)s; 0: free ones)")
+    c.add_argument("--log-level", default="WARNING", help="the daemons' logging level (default %(default)s)")
     return p
 
 
@@ -268,10 +281,17 @@ def ctl_main(argv: Sequence[str] | None = None) -> int:
     args = settings.parse(parser, "ctl", argv)
     _use_key_dir(args)
     if args.command is None:
-        parser.error("a command is needed: status, jobs, drain, undrain, keygen, authorize, revoke or keys")
+        parser.error("a command is needed: status, jobs, drain, undrain, keygen, authorize, revoke, keys or local")
     if args.command in ("keygen", "authorize", "revoke", "keys"):
         return _keys_command(args)
+    if args.command == "local":
+        if args.agents < 1 or (args.slots is not None and args.slots < 1) or not 0 <= args.port < 65535:
+            parser.error("local needs --agents and --slots of 1 or more, and a --port from 0 to 65534")
+        from .client.local import run_in_foreground
+
+        return run_in_foreground(args.agents, args.slots, args.http, args.port, args.log_level)
     from .client.connection import Connection
+    from .client.status import cluster_status
     from .config import boss_address
     from .errors import AccessDeniedError, BossUnreachableError
     from .wire.protocol import Msg
@@ -290,18 +310,18 @@ def ctl_main(argv: Sequence[str] | None = None) -> int:
               f"(or [client]) table of {where}", file=sys.stderr)
         return 2
     try:
-        conn = Connection(address, timeout=args.timeout)
         if args.command in ("drain", "undrain"):
+            conn = Connection(address, timeout=args.timeout)
             reply = conn.request(Msg.ADMIN, {"action": args.command, "target": args.host}, Msg.ADMIN_REPLY)
+            conn.close()
         else:
-            status = conn.request(Msg.STATUS, {}, Msg.STATUS_REPLY)["status"]
+            status = cluster_status(address, timeout=args.timeout)
     except KeysError as exc:
         print(f"taylorism-ctl: {exc}", file=sys.stderr)
         return 2
     except (BossUnreachableError, AccessDeniedError) as exc:
         print(f"taylorism-ctl: {exc}", file=sys.stderr)
         return 1
-    conn.close()
     if args.command in ("drain", "undrain"):
         print(reply["message"], file=sys.stdout if reply["ok"] else sys.stderr)
         return 0 if reply["ok"] else 1

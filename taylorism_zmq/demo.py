@@ -19,11 +19,13 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=8, help="tasks at once (default 8)")
     args = parser.parse_args()
     start = time.perf_counter()
+    # binded: each task is pinned to the core of its ticket, which its report names ("on cpu [1]")
     report = batch_main(
         common_instructions=dict(wakeup_sentence="Hello from taylorism-zmq!"),
         individual_instructions=dict(sleeping_time=[0.1] * args.tasks,
                                      name=[f"sleeper-{i:03d}" for i in range(args.tasks)]),
-        scheduler=footprints.proxy.scheduler(limit="threads", max_threads=args.threads),
+        scheduler=footprints.proxy.scheduler(limit="threads", max_threads=args.threads, binded=True),
+        name="demo", progress=True,
     )
     elapsed = time.perf_counter() - start
     print(f"\n{len(report['workers_report'])} tasks, status {report['status']!r}, "

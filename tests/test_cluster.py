@@ -20,7 +20,7 @@ import zmq
 import zt_workers  # noqa: F401 - registers the test worker classes
 from conftest import authorized_socket, journal_rows, undecodable, wait_until
 
-from taylorism_zmq import AgentLostError, BossUnreachableError, batch_main, run_as_server
+from taylorism_zmq import AgentLostError, BossUnreachableError, KeyRefusedError, batch_main, run_as_server
 from taylorism_zmq.client.connection import Connection
 from taylorism_zmq.wire import protocol, security
 from taylorism_zmq.wire.protocol import Msg
@@ -297,7 +297,7 @@ def test_curve_keeps_out_unknown_keys_and_plain_clients(cluster_factory, tmp_pat
     security.keygen(stranger, authorize=False)
     (stranger / "boss.key").write_bytes((security.key_dir() / "id.key").read_bytes())
     monkeypatch.setenv("TAYLORISM_KEY_DIR", str(stranger))
-    with pytest.raises(BossUnreachableError, match="authorized keys"):
+    with pytest.raises(KeyRefusedError, match="authorized keys"):  # a PermissionError (see test_remote_errors)
         Connection(cluster.control, timeout=1.5)
     monkeypatch.setenv("TAYLORISM_INSECURE", "1")  # plain tcp
     with pytest.raises(BossUnreachableError):

@@ -39,6 +39,7 @@ class Dispatcher:
     max_frame: int
     held_clients: set[bytes]
     quota: OwnerQuota
+    counted: list[tuple[JobRecord, dict]]
 
     def _end_job(self, job: JobRecord, status: str, kill: bool,
                  error: tuple[str, str] | None = None) -> list[Out]:
@@ -83,8 +84,13 @@ class Dispatcher:
                     "job": jid, "env": job.env, "trusted": job.trusted, "binded": job.policy.binded,
                     "timeout": job.timeout, "stream": job.stream, "tasks": part, "user": job.owner.user,
                     "max_tasks": job.max_tasks, "classes": classes}))
-        for jid, indexes in started.items():
-            out.append((self.jobs[jid].client, Msg.STARTED, {"job": jid, "indexes": indexes}))
+        for jid, indexes in started.items():  # with the job's counts, as taylorism-ctl jobs tells them
+            job = self.jobs[jid]
+            out.append((job.client, Msg.STARTED, {"job": jid, "indexes": indexes, "running": len(job.running),
+                                                  "pending": job.n_pending}))
+        for job, body in self.counted:  # this pass's REPORTS: a task that ended there may have a successor now
+            body["running"], body["pending"] = len(job.running), job.n_pending
+        self.counted.clear()
         return out
 
     def _share(self, by_owner: dict[str, list[JobRecord]], batches: dict) -> list[Out]:

@@ -114,6 +114,8 @@ class BossState(ClientConnections, AgentEvents):
         self.on_task_end: Callable[[float], None] | None = None
         #: live jobs and held bytes per key (quota.py)
         self.quota = quota or OwnerQuota()
+        #: the REPORTS of this pass, not sent yet: dispatch() gives them the job's counts as they stand after it
+        self.counted: list[tuple[JobRecord, dict]] = []
 
     # -- clients --------------------------------------------------------------
     def hello(self, route: bytes, body: dict) -> list[Out]:
@@ -362,8 +364,10 @@ class BossState(ClientConnections, AgentEvents):
             job.held += size
             self.quota.hold(job.owner.key, size)
         # the counts ride along, for progress bars (extra fields are ignored by older readers)
-        return [(job.client, Msg.REPORTS, {"job": job.jid, "reports": rows, "trusted": self.vouch,
-                                           "running": len(job.running), "pending": job.n_pending})]
+        body = {"job": job.jid, "reports": rows, "trusted": self.vouch,
+                "running": len(job.running), "pending": job.n_pending}
+        self.counted.append((job, body))
+        return [(job.client, Msg.REPORTS, body)]
 
     def agent_output(self, body: dict, who: Identity = LOCAL) -> list[Out]:
         """Live task output, passed on to the clients of the jobs that stream it (else dropped)."""

@@ -18,7 +18,7 @@ from typing import Any
 
 import zmq
 
-from ..errors import AccessDeniedError, BossUnreachableError, ProtocolVersionError
+from ..errors import AccessDeniedError, BossUnreachableError, KeyRefusedError, ProtocolVersionError
 from ..wire import protocol, security
 from ..wire.handshake import HandshakeWatch
 from ..wire.protocol import Msg, ProtocolError
@@ -127,7 +127,22 @@ class Connection:
     def _check_handshake(self) -> None:
         problem = self._handshake.check()
         if problem is not None and not self._handshake.succeeded:
+            if self._handshake.key_refused and self._keys is not None:
+                raise self._key_refused()
             raise BossUnreachableError(problem)
+
+    def _key_refused(self) -> KeyRefusedError:
+        """The boss does not know this key: say which one, and the command that lets it in."""
+        from ..wire.keystore import fingerprint
+
+        assert self._keys is not None
+        key_file = str(security.key_dir() / "id.key")
+        finger = fingerprint(self._keys.public)
+        fix = f"taylorism-ctl authorize --role client {key_file}"
+        return KeyRefusedError(
+            f"the boss at {self.endpoint} refused this key ({key_file}, {finger}): it is not among its authorized "
+            f"keys, or was revoked; where the boss runs, with a copy of that file, run `{fix}`",
+            key_file=key_file, fingerprint=finger, fix=fix)
 
     def pump(self, timeout: float) -> bool:
         """Receive what is there (waiting up to *timeout* s for the first); True if anything came."""

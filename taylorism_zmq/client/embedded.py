@@ -11,7 +11,9 @@ program that works here behaves the same there; but they are this process's
 own: they read no config file and no ``TAYLORISM_*`` daemon setting (a
 ``[agent] reports`` or ``[boss] http`` meant for the host's daemons would
 send their reports away or make them fail to bind), only the options given
-here.
+here.  The one the client reads for them is its status page's address
+(``http=`` of the first job, else ``TAYLORISM_HTTP``): served there if that
+port is free, its URL printed once the boss answers; else said, and left out.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import threading
 from collections.abc import Sequence
 
 from ..procutil import owner_alive, owner_tag, stop_processes
+from .page import StatusPage, page_setting
 
 log = logging.getLogger("taylorism_zmq")
 
@@ -37,9 +40,13 @@ EMBEDDED_SLOTS = 4096
 class Embedded:
     """A boss and an agent running for this process only."""
 
-    def __init__(self, agent_args: Sequence[str] = ()) -> None:
-        """*agent_args*: more options for the agent's command line (tests)."""
+    def __init__(self, agent_args: Sequence[str] = (), page: StatusPage | None = None) -> None:
+        """*agent_args*: more options for the agent's command line (tests); *page*: the status page to serve."""
         clean_leftovers()
+        #: the status page the boss serves, if any (and whether a later job was told it has none)
+        self.page = page
+        self.page_refused = False
+        self.page_announced = False
         self.directory = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{owner_tag()}-")  # mode 0700
         self.control = f"ipc://{self.directory}/control"
         self.reports = f"ipc://{self.directory}/reports"
@@ -56,8 +63,8 @@ class Embedded:
         try:
             self.processes = [
                 subprocess.Popen([*cmd, "boss", *common, "--agent-timeout", "30", "--allow-placement-plugins",
-                                  "--recovery-grace", "0"],
-                                 stdin=subprocess.DEVNULL, pass_fds=(watch_r,)),
+                                  "--recovery-grace", "0", *(["--http", page.address] if page else [])],
+                                 stdin=subprocess.DEVNULL, pass_fds=(watch_r,), env=page.environ() if page else None),
                 subprocess.Popen([*cmd, "agent", *common, "--slots", str(EMBEDDED_SLOTS), "--host-name",
                                   "localhost", "--state-dir", os.path.join(self.directory, "agent"),
                                   "--fork-socket", self.launchers, *agent_args],
@@ -136,8 +143,12 @@ def embedded_launchers(control: str) -> str | None:
     return None
 
 
-def embedded_endpoint() -> str:
-    """The control endpoint of this process's embedded boss, started on first use."""
+def embedded_endpoint(http: bool | int | str | None = None) -> str:
+    """The control endpoint of this process's embedded boss, started on first use.
+
+    *http*: serve the status page (True: on a free port; a port; "HOST:PORT"; default ``TAYLORISM_HTTP``),
+    its URL printed once; the boss's first start decides.
+    """
     global _embedded
     with _lock:
         if _embedded is not None and (_embedded.pid != os.getpid() or not _embedded.alive()):
@@ -146,8 +157,30 @@ def embedded_endpoint() -> str:
                 _embedded.close()
             _embedded = None
         if _embedded is None:
-            _embedded = Embedded()
+            _embedded = Embedded(page=_page(http))
+        elif http and _embedded.page is None and not _embedded.page_refused:
+            _embedded.page_refused = True
+            log.warning("the embedded boss runs already, without a status page: http=%r is ignored (give it, or "
+                        "TAYLORISM_HTTP, to the first job of this process)", http)
         return _embedded.control
+
+
+def _page(http: bool | int | str | None) -> StatusPage | None:
+    """The embedded boss's page, if asked for; a page that cannot be served is said, and done without (the
+    program runs all the same)."""
+    try:
+        return page_setting(http)
+    except (OSError, ValueError) as exc:
+        log.warning("the embedded boss serves no status page: %s", exc)
+        return None
+
+
+def announce_page() -> None:
+    """Say the URL of the embedded boss's status page, once it answers (once per boss)."""
+    with _lock:
+        if _embedded is not None and _embedded.page is not None and not _embedded.page_announced:
+            _embedded.page_announced = True
+            _embedded.page.announce()
 
 
 def shutdown_embedded() -> None:

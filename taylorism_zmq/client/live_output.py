@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import TextIO
 
 from ..wire.protocol import STDERR, STDOUT
@@ -26,6 +27,8 @@ class LiveOutput:
         self._partial: dict[tuple[int, int], bytes] = {}
         #: per terminal stream: the (task index, stream) whose long line is written in part and not ended
         self._open: dict[int, tuple[int, int]] = {}
+        #: writes ``(text, file)`` instead of this, while a progress line is drawn (above it)
+        self.write: Callable[[str, TextIO], None] | None = None
 
     def _file(self, stream: int) -> TextIO:
         return self._files.get(stream) or (sys.stderr if stream == STDERR else sys.stdout)
@@ -72,5 +75,8 @@ class LiveOutput:
                 parts.append("\n")
         if not ended:
             self._open[terminal] = key
-        out.write("".join(parts))
-        out.flush()
+        if self.write is not None:
+            self.write("".join(parts), out)
+        else:
+            out.write("".join(parts))
+            out.flush()

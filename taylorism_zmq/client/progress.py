@@ -1,7 +1,9 @@
 """A progress bar for batch_main(progress=True): tqdm when installed, else one line on stderr.
 
-While the bar is drawn, log records written to the same stream (``verbose=True`` logs each start and report)
-go above it: the bar's line is cleared before a record and drawn again after, so the two never share a line.
+While the bar is drawn, what else goes to the terminal goes above it: the tasks' live output, and the records
+of log handlers writing to stdout or stderr (``verbose=True`` logs each start and report; footprints sets up a
+handler on stderr for the root logger).  The bar's line is cleared before such a write and drawn again after,
+so that the two never share a line.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from typing import Any, TextIO
 
 
 class Progress:
-    """Done, running and failed counts of a job, with an ETA."""
+    """Done, running and failed counts of a job, with an ETA; *name* (the job's) leads the line."""
 
-    def __init__(self, total: int, stream: TextIO | None = None, use_tqdm: bool = True):
+    def __init__(self, total: int, stream: TextIO | None = None, use_tqdm: bool = True, name: str | None = None):
         self.total = total
         self.stream = stream or sys.stderr
+        self.name = name
         self.start = time.monotonic()
         self.done = 0
         self._line = ""
@@ -28,8 +31,8 @@ class Progress:
             except ImportError:
                 pass
             else:
-                self._bar = tqdm(total=total, file=self.stream, unit="task", dynamic_ncols=True)
-        #: log handlers writing to our stream, and the stream each had
+                self._bar = tqdm(total=total, file=self.stream, unit="task", dynamic_ncols=True, desc=name)
+        #: log handlers writing to the terminal, and the stream each had
         self._handlers: list[tuple[logging.StreamHandler, Any]] = []
         self._redirect_logs()
 
@@ -42,8 +45,8 @@ class Progress:
             eta = f"{elapsed / done * (self.total - done):.0f}s" if done else "?"
             width = 30
             filled = int(width * done / self.total) if self.total else width
-            self._line = (f"[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} done, "
-                          f"{running} running, {failed} failed, ETA {eta}")
+            self._line = (f"{self.name + ': ' if self.name else ''}[{'#' * filled}{'.' * (width - filled)}] "
+                          f"{done}/{self.total} done, {running} running, {failed} failed, ETA {eta}")
             self.stream.write(f"\r{self._line}   ")
             self.stream.flush()
         self.done = done
@@ -58,36 +61,46 @@ class Progress:
             self.stream.write("\n")
             self.stream.flush()
 
-    def write_above(self, text: str) -> None:
-        """Write *text* on the bar's stream, above the bar."""
+    def write_above(self, text: str, file: TextIO | None = None) -> None:
+        """Write *text* to *file* (default: the bar's stream), above the bar; a line it leaves open is ended,
+        so that the bar drawn again after it has a line of its own."""
+        file = file or self.stream
+        if text and not text.endswith("\n"):
+            text += "\n"
         if self._bar is not None:
             with self._bar.external_write_mode(file=self.stream):
-                self.stream.write(text)
+                file.write(text)
+                file.flush()
             return
         if self._line:
             self.stream.write("\r" + " " * (len(self._line) + 3) + "\r")
-        self.stream.write(text)
+            self.stream.flush()
+        file.write(text)
+        file.flush()
         if self._line:
             self.stream.write(f"{self._line}   ")
-        self.stream.flush()
+            self.stream.flush()
 
     def _redirect_logs(self) -> None:
+        terminal = {id(self.stream), id(sys.stdout), id(sys.stderr)}
         loggers = [logging.getLogger(), *(obj for obj in logging.Logger.manager.loggerDict.values()
                                           if isinstance(obj, logging.Logger))]
         for logger in loggers:
             for handler in logger.handlers:
-                if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) is self.stream:
-                    self._handlers.append((handler, handler.setStream(_AboveTheBar(self))))
+                stream = getattr(handler, "stream", None)
+                if isinstance(handler, logging.StreamHandler) and id(stream) in terminal:
+                    self._handlers.append((handler, handler.setStream(_AboveTheBar(self, stream))))
 
 
 class _AboveTheBar:
-    """A stream for log handlers: what they write goes above the progress bar."""
+    """A stream for log handlers: what they write goes above the progress bar, to the stream they had."""
 
-    def __init__(self, progress: Progress):
+    def __init__(self, progress: Progress, stream: Any):
         self._progress = progress
+        self._stream = stream
 
     def write(self, text: str) -> None:
-        self._progress.write_above(text)
+        self._progress.write_above(text, self._stream)
 
     def flush(self) -> None:
-        self._progress.stream.flush()
+        self._stream.flush()

@@ -22,28 +22,40 @@ from ..procutil import host_key
 from ..wire.codec import Codec
 from ..wire.protocol import ENVELOPE, STDERR, STDOUT, Msg, approx_size, output_gap
 from .connection import Connection, connect
-from .embedded import embedded_endpoint, embedded_launchers
+from .embedded import announce_page, embedded_endpoint, embedded_launchers
 from .forklaunch import ForkedLauncher, fork_caller, fork_launcher
 from .instructions import by_value_classes, client_env, instruction_sets, resolve_worker, task_row
 from .live_output import LiveOutput
+from .local import active_address
 from .policy import to_policy
-from .reports import report_entry
+from .reports import report_entry, with_origin
 
 taylorism_log = logging.getLogger("taylorism_zmq")
 #: the launcher forked for the jobs that reuse task processes, by embedded boss (one for all such jobs)
 _pooled: dict[str, ForkedLauncher] = {}
 
+#: the bosses told that http= is not theirs to take
+_told_page: set[str] = set()
+#: lines of a failed task's stderr written after its traceback, when its output was not streamed live
+STDERR_TAIL = 20
 #: rows per ADD_TASKS message at most (and never more bytes than the boss accepts in one message)
 BATCH = 1000
 _ERRORS = {"AgentLostError": AgentLostError, "MemoryError": MemoryError, "RuntimeError": RuntimeError,
            "ValueError": ValueError, "PermissionError": PermissionError}
 
 
-def _connect(boss: str | None) -> tuple[Connection, bool]:
-    """A connection to the boss, and whether that boss is embedded."""
-    address = boss_address(boss)
+def _connect(boss: str | None, http: bool | int | str | None = None) -> tuple[Connection, bool]:
+    """A connection to the boss (*boss*, else a LocalCluster's block, else the configured one, else the embedded
+    one, with its status page if *http*), and whether that boss is embedded."""
+    address = boss_address(boss or active_address())
     if address is None:
-        return connect(embedded_endpoint(), wait_agents=True), True
+        conn = connect(embedded_endpoint(http), wait_agents=True)
+        announce_page()
+        return conn, True
+    if http and address not in _told_page:
+        _told_page.add(address)
+        taylorism_log.warning("http=%r is for the embedded boss: the boss at %s serves its own page, if any "
+                              "(taylorism-boss --http, taylorism-ctl local --http)", http, address)
     return connect(address), False
 
 
@@ -73,8 +85,13 @@ class Boss:
 
     Optionally a *name* and a *verbose*-ity (to log the workers' reports), and
     a *scheduler* ruling how many tasks run at once on each host.
-    *boss* is the control address of a boss daemon; by default
-    ``TAYLORISM_BOSS``, the config file, or an embedded boss.
+    *boss* is the control address of a boss daemon; by default that of the
+    :class:`~taylorism_zmq.LocalCluster` whose block runs, else
+    ``TAYLORISM_BOSS``, the config file, or an embedded boss; *http* has the
+    embedded boss serve its status page (True: on a free port; a port;
+    "HOST:PORT"; default ``TAYLORISM_HTTP``), its URL printed once.
+    The job's *name* (default: its id) is what ``taylorism-ctl jobs``, the
+    status page and the progress line show.
     Each report entry carries the task's ``stdout`` and ``stderr`` (when it
     wrote any); *stream_output* also prints them as they come, each line
     prefixed with ``[worker name]`` (default: with an embedded boss only, as
@@ -103,7 +120,8 @@ class Boss:
                  maxlenreport: int = 1024, sharedmemory_common_instructions: dict = dict(),
                  boss: str | None = None, detach: bool = False, timeout: float | None = None,
                  stream_output: bool | None = None, max_tasks_per_process: int | None = None,
-                 setup: Any = None, _attach: str | None = None):
+                 setup: Any = None, http: bool | int | str | None = None, _attach: str | None = None,
+                 _counts: bool = False):
         if scheduler is None:
             scheduler = fpx.scheduler(limit="threads", max_threads=0)
         assert hasattr(scheduler, "launchable") and callable(scheduler.launchable)
@@ -113,7 +131,7 @@ class Boss:
         self.maxlenreport = int(maxlenreport)
         self._shared = dict(sharedmemory_common_instructions)
         max_tasks = tasks_per_process(max_tasks_per_process)
-        self._conn, embedded = _connect(boss)
+        self._conn, embedded = _connect(boss, http)
         policy = to_policy(scheduler, trusted=self._conn.trusted)
         self._singlefile = policy["singlefile"]
         stream = embedded if stream_output is None else bool(stream_output)
@@ -152,7 +170,8 @@ class Boss:
             "job": self._job, "name": str(name or self._job), "policy": policy,
             "env": env, "trusted": self._conn.trusted,
             "shm_host": host_key() if self._shared else None, "halted": True, "resubmit": False,
-            "detach": bool(detach), "timeout": timeout, "stream": stream, "started": bool(verbose),
+            # STARTED: for verbose's "Worker X started." and for progress bars (the boss's running count)
+            "detach": bool(detach), "timeout": timeout, "stream": stream, "started": bool(verbose or _counts),
             "max_tasks": max_tasks,
         }
         if self._attached:
@@ -320,8 +339,10 @@ class Boss:
                     self._take_report(codec, *row)
                 if isinstance(body.get("running"), int):
                     self._running = body["running"]
-            elif kind is Msg.STARTED and self.verbose:
-                for index in body["indexes"]:
+            elif kind is Msg.STARTED:
+                if isinstance(body.get("running"), int):
+                    self._running = body["running"]
+                for index in body["indexes"] if self.verbose else ():
                     row = self._rows.get(index)
                     if row is not None:
                         taylorism_log.info("Worker %s started.", row[1])
@@ -382,13 +403,23 @@ class Boss:
             self._final["pending"] = pending
         return self._final
 
+    def _say_stderr_tail(self, failure: dict) -> None:
+        """What the failed task wrote last on its stderr, as streamed output shows it (when it was not)."""
+        lines = str(failure.get("stderr") or "").splitlines()[-STDERR_TAIL:]
+        if self._live is None and lines:
+            name = failure["name"]
+            sys.stderr.write(f"The last {len(lines)} line(s) of worker {name}'s stderr:\n")
+            sys.stderr.writelines(f"[{name}] {line}\n" for line in lines)
+
     def _fail(self, end: dict) -> BaseException:
         failure = self._failure
         if failure is not None:
             exc, tb = failure["report"], failure["traceback"]
+            with_origin(exc, tb, failure["name"], failure["host"], self._job)
             taylorism_log.error("error encountered with worker %s on host %s with traceback:",
                                 failure["name"], failure["host"])
             sys.stderr.writelines(tb)
+            self._say_stderr_tail(failure)
             instructions = self._instructions.get(failure["index"], {})
             sys.stderr.write("Instructions of guilty worker:\n")
             sys.stderr.writelines([repr(a) + "\n" for a in sorted(instructions.items(), key=lambda kv: kv[0])])

@@ -6,7 +6,7 @@ import pickle
 import sys
 from typing import Any
 
-from ..errors import TaskDiedError, WorkerError
+from ..errors import RemoteTraceback, TaskDiedError, WorkerError
 from ..wire.codec import Codec, resolve_ref
 
 
@@ -62,3 +62,16 @@ def rebuild_exception(info: Any, codec: Codec) -> tuple[BaseException, list[str]
         except Exception:
             pass
     return WorkerError(f"{ref}: {exc_info.get('str', '')}", text), tb
+
+
+def with_origin(exc: BaseException, traceback_lines: list[str], task: str, host: str, job: str) -> BaseException:
+    """*exc*, a task's exception about to be raised again in the caller, with where it came from: the task's
+    traceback as its ``__cause__`` (a :class:`RemoteTraceback`; a WorkerError carries it already) and a note
+    naming the task and its host, both shown by ``traceback.format_exception``."""
+    text = "".join(traceback_lines)
+    if text.strip() and not isinstance(exc, WorkerError):
+        exc.__cause__ = RemoteTraceback(text, task, host, job)
+    note = f"(raised by task {task} of job {job} on host {host})"
+    if hasattr(exc, "add_note"):  # Python 3.11
+        exc.add_note(note)
+    return exc

@@ -16,6 +16,11 @@ from ..procutil import die_with_parent
 from ..wire.codec import Codec, ref_of, resolve_ref
 from .pipes import LENGTH, read_exactly, write_all
 
+#: this project's own code at the top of every task's traceback (the task process, Worker._work): left out of
+#: the traceback the client shows, which starts at the user's code
+_LAUNCH_FILES = frozenset({os.path.abspath(__file__),
+                           os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "worker.py")})
+
 #: worker classes of the driver script, by reference, as they came by value to the launcher (task processes
 #: are forks of it: each has those that came before it was forked)
 CLASSES: dict[str, Any] = {}
@@ -28,7 +33,7 @@ def died(message: str) -> bytes:
 
 def failure(codec: Codec, exc: BaseException) -> bytes:
     """Encode an exception with its traceback, as the client rebuilds it."""
-    tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    tb = user_traceback(exc)
     info: dict[str, Any] = {"type": ref_of(type(exc)), "str": str(exc), "repr": repr(exc), "traceback": tb}
     try:
         info["args"] = codec.dumps(list(exc.args))
@@ -43,6 +48,24 @@ def failure(codec: Codec, exc: BaseException) -> bytes:
             pass
     return msgpack.packb({"exc": info}, use_bin_type=True)
 
+
+def user_traceback(exc: BaseException) -> list[str]:
+    """The lines of *exc*'s traceback from the user's code on: the frames of this launch code that lead to it
+    (and to each exception chained to it) are left out; the last frame stays, whatever its file."""
+    shown = traceback.TracebackException.from_exception(exc)
+    seen: set[int] = set()
+    todo = [shown]
+    while todo:
+        te = todo.pop()
+        if id(te) in seen:
+            continue
+        seen.add(id(te))
+        frames = list(te.stack)
+        while len(frames) > 1 and os.path.abspath(frames[0].filename) in _LAUNCH_FILES:
+            frames.pop(0)
+        te.stack = traceback.StackSummary.from_list(frames)
+        todo += [t for t in (te.__cause__, te.__context__, *(getattr(te, "exceptions", None) or ())) if t]
+    return list(shown.format())
 
 
 def _footprints_values(attrs: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,8 @@ class HandshakeWatch:
         self._sock = sock
         #: handshakes that went through (each new connection to the boss)
         self.succeeded = 0
+        #: the last failure was the boss refusing this key (not a mismatch of keys or mechanisms)
+        self.key_refused = False
 
     def check(self) -> str | None:
         """Read the events there are; return the cause of a failed handshake, if one failed."""
@@ -44,6 +46,7 @@ class HandshakeWatch:
                 problem = None
             else:
                 problem = self._explain(kind, event["value"])
+                self.key_refused = kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH
 
     def _explain(self, kind: int, value: int) -> str:
         where = f"the boss at {self.endpoint}"
