@@ -359,7 +359,7 @@ def _start_boss(command: list[str], env: dict[str, str], log: pathlib.Path) -> s
 
 def test_the_readmes_cluster_quick_start_runs_on_one_machine(tmp_path):
     """keygen, a boss, two agents (each with a --host-name, as the README says for one machine), the README's
-    my_driver.py with TAYLORISM_BOSS exported, then taylorism-ctl status."""
+    my_driver.py with TAYLORISM_BOSS exported (its tasks run on those agents), then taylorism-ctl status."""
     (block,) = blocks_of_section(README, "A cluster", "sh")
     address = re.search(r"tcp://([\d.]+):5555", block)
     assert address, "the quick-start names its boss's address"
@@ -398,6 +398,7 @@ def test_the_readmes_cluster_quick_start_runs_on_one_machine(tmp_path):
     assert (tmp_path / ".taylorism" / "authorized").is_dir()  # keygen wrote to ~/.taylorism
     squares = eval(outputs["python my_driver.py"].strip().splitlines()[-1])
     assert [square for square, _host in squares] == [1, 4, 9, 16]
+    assert {host for _square, host in squares} <= {"node-1", "node-2"}
     status = outputs["taylorism-ctl status"]
     done = {row.split()[0]: int(row.split()[5]) for row in status.splitlines() if row.startswith("node-")}
     assert set(done) == {"node-1", "node-2"} and sum(done.values()) == 4, status
