@@ -452,3 +452,16 @@ def test_every_benchmark_command_of_the_docs_names_a_script_and_flags_it_takes()
         assert usage.returncode == 0, usage.stderr
         for flag in re.findall(r"--[\w-]+", args):
             assert flag in usage.stdout, f"{script} takes no {flag}"
+
+
+def test_the_operations_print_config_example_prints_a_toml_table_saying_where_each_value_came_from(tmp_path):
+    (block,) = blocks_of_section(ROOT / "docs" / "operations.md", "Settings: flags, environment, config file", "sh")
+    (line,) = commands(block)
+    env = dict(clean_env(tmp_path), TAYLORISM_AGENT_TIMEOUT="45")
+    done = subprocess.run(argv(line), env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    from taylorism_zmq.config import tomllib  # (tomli before Python 3.11)
+
+    table = tomllib.loads(done.stdout)["boss"]
+    assert table["agent-timeout"] == 45.0 and table["control"] == "tcp://127.0.0.1:5555"
+    assert "agent-timeout = 45.0    # environment TAYLORISM_AGENT_TIMEOUT" in done.stdout
