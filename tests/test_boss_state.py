@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from taylorism_zmq.boss.guard import Refused
+from taylorism_zmq.boss.model import JobState, Refused, TaskState, TransitionError
 from taylorism_zmq.boss.quota import task_bytes
 from taylorism_zmq.boss.state import BossState
 from taylorism_zmq.wire.keystore import Identity
@@ -20,7 +20,8 @@ class ValidatedState(BossState):
 
     def __getattribute__(self, name):
         attr = super().__getattribute__(name)
-        if callable(attr) and not name.startswith("_") and name not in ("validate", "status"):  # every event
+        if callable(attr) and not name.startswith("_") and \
+                name not in ("validate", "status", "transition", "move_job"):  # every event
             def checked(*args, **kw):
                 out = attr(*args, **kw)
                 self.validate()
@@ -752,3 +753,37 @@ def test_reports_no_client_claims_are_forgotten_after_a_while_and_counted():
     state.expire(10.0 + ORPHAN_TTL)
     assert len(state.orphan_reports) == 0 and state.orphan_reports.bytes == 0
     assert state.counters["orphan_reports_expired"] == 3
+
+
+def test_a_late_report_of_a_requeued_singlefile_task_frees_its_file_once():
+    """A task requeued when its agent was lost, then reported by that agent, held its file once: the next task
+    on that file still runs."""
+    state = make_state(max_retries=1)
+    a = add_agent(state, "a", slots=2)
+    submit(state, {"kind": "nosort", "singlefile": True}, n=1, files={0: ["f"]})
+    (tid, _ticket), = runs(state.dispatch())[a]
+    state.agent_lost(a, "test")  # task 0 waits to run again
+    b = add_agent(state, "b", slots=2)
+    state.drain("b", True)  # (so that it does not start again before the late report)
+    out = state.agent_reports({"agent": a, "batch": 1, "reports": [[tid, "j1", 0, True, b"r", 0.0, 1.0, b"", b""]]},
+                              now=1.0)
+    assert of_kind(out, Msg.REPORTS)  # the lost agent's report counts: the work was done
+    add(state, "j1", [1], files={1: ["f"]})
+    state.drain("b", False)
+    assert list(runs(state.dispatch())) == [b]  # task 1 takes the file task 0 no longer holds
+
+
+def test_a_move_the_model_does_not_list_raises_and_changes_nothing():
+    state = make_state()
+    a = add_agent(state, "a")
+    submit(state, {"kind": "nosort"}, n=2)
+    runs(state.dispatch())
+    task = state.jobs["j1"].by_index[0]
+    for to in (TaskState.RUNNING, TaskState.NEW):
+        with pytest.raises(TransitionError, match="cannot go from running to"):
+            state.transition(task, to, 0.0, state.agents[a])
+    assert task.state is TaskState.RUNNING and task.tid in state.agents[a].running
+    state.control(CLIENT, {"job": "j1", "action": "halt"})
+    with pytest.raises(TransitionError, match="cannot go from halted to halted"):
+        state.move_job(state.jobs["j1"], JobState.HALTED)
+    state.validate()

@@ -15,7 +15,7 @@ from test_boss_state import submit_body
 
 from taylorism_zmq.agent.journal import HEADER, Journal, JournalBusyError, JournalError, open_journal
 from taylorism_zmq.boss import outbox
-from taylorism_zmq.boss.placement import TicketPool
+from taylorism_zmq.boss.model import TicketPool
 from taylorism_zmq.boss.state import BossState
 from taylorism_zmq.boss.validation import env_problem
 from taylorism_zmq.boss.webstatus import finite

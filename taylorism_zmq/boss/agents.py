@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 from typing import Any
 
 from ..wire.keystore import LOCAL, Identity
 from ..wire.protocol import Msg
 from ..wire.sockets import worth_logging
 from .agentkeys import AgentKeys
-from .dispatch import Dispatcher, Out
-from .records import AgentRecord
+from .dispatch import Dispatcher
+from .model import AgentRecord, JobState, Out, TaskState
 from .validation import register_problem, ticket_fits
 
 log = logging.getLogger("taylorism_zmq.boss")
@@ -54,8 +55,8 @@ class AgentEvents(Dispatcher):
             task = job.by_index.get(index) if job is not None else None
             if job is not None and not ticket_fits(job, agent, ticket):
                 stale.append(tid)  # not a ticket this job could have given it there: stop that copy
-            elif task is not None and task.state == "pending" and (not task.tried or aid in task.tried):
-                self._adopt(task, agent, ticket)
+            elif task is not None and task.state is TaskState.PENDING and (not task.tried or aid in task.tried):
+                self.transition(task, TaskState.RUNNING, now, agent, ticket, adopted=True)
             elif job is None and jid not in self.ended:
                 self._keep_orphan_running(jid, index, aid, ticket)
             else:  # its job ended, or the task runs elsewhere now: stop this copy
@@ -115,11 +116,11 @@ class AgentEvents(Dispatcher):
                 log.warning("forgot that task %d of job %s (unknown here) was running: more than %d such tasks "
                             "(%d forgotten so far)", old_index, old_jid, self.max_orphan_running, n)
 
-    def agent_left(self, aid: str) -> list[Out]:
+    def agent_left(self, aid: str, now: float | None = None) -> list[Out]:
         """An agent said goodbye (it was stopped): its running tasks go elsewhere now."""
-        return self.agent_lost(aid, "it shut down", clean=True)
+        return self.agent_lost(aid, "it shut down", clean=True, now=now)
 
-    def agent_lost(self, aid: str, reason: str, clean: bool = False) -> list[Out]:
+    def agent_lost(self, aid: str, reason: str, clean: bool = False, now: float | None = None) -> list[Out]:
         agent = self.agents.pop(aid, None)
         if agent is None:
             return []
@@ -132,25 +133,22 @@ class AgentEvents(Dispatcher):
             log.warning("agent %s on host %s lost (%s); %d task(s) were running there",
                         aid, agent.host, reason, len(agent.running))
             self.counters["agents_lost"] += 1
+        clock = now if now is not None else time.monotonic()
         out: list[Out] = []
         for tid in sorted(agent.running):
             task = self.tasks.get(tid)
             if task is None or task.agent is not agent:
                 continue  # cancelled meanwhile, with its job
             job = task.job
-            self._release(task, "pending")  # stays in self.tasks until requeued or dropped
             task.lost += 1
             if job.jid in self.jobs and task.lost <= self.max_retries:
-                job.push(task, front=True)
-                self._refresh_ready(job)
+                self.transition(task, TaskState.PENDING, clock)
                 continue
-            task.state = "cancelled"
-            del self.tasks[tid]
-            job.by_index.pop(task.index, None)
+            self.transition(task, TaskState.FAILED, clock)
             if job.jid in self.jobs:
                 msg = (f"task {task.name} was running on host {agent.host} (agent {aid}) when it was lost "
                        f"({reason}); lost {task.lost} time(s), more than max_retries={self.max_retries}")
-                out += self._end_job(job, "failed", kill=True, error=("AgentLostError", msg))
+                out += self._end_job(job, JobState.FAILED, kill=True, error=("AgentLostError", msg))
         for job in list(self.jobs.values()):
             job.usage.pop(aid, None)
         if self.orphan_running:

@@ -9,9 +9,7 @@ from collections.abc import Container
 
 from ..wire.keystore import LOCAL, Identity
 from ..wire.protocol import Msg, split_rows
-from .dispatch import Out
-from .guard import Refused
-from .records import JobRecord
+from .model import JobRecord, JobState, Out, Refused
 from .status import refusal
 
 log = logging.getLogger("taylorism_zmq.boss")
@@ -35,7 +33,7 @@ class ClientConnections:
     def _client_job(self, jid: str, who: Identity) -> JobRecord | None:
         raise NotImplementedError
 
-    def _end_job(self, job: JobRecord, status: str, kill: bool,
+    def _end_job(self, job: JobRecord, status: JobState, kill: bool,
                  error: tuple[str, str] | None = None) -> list[Out]:
         raise NotImplementedError
 
@@ -98,5 +96,5 @@ class ClientConnections:
                 continue
             log.warning("client of job %s (%s) does not read what the boss sends: stopping the job",
                         job.jid, job.owner.label)
-            out += self._end_job(job, "stopped", kill=True)
+            out += self._end_job(job, JobState.STOPPED, kill=True)
         return out

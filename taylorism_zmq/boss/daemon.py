@@ -26,11 +26,12 @@ from ..wire import protocol, security
 from ..wire.keystore import ANONYMOUS, LOCAL, Identity, KeyStore
 from ..wire.protocol import Msg, ProtocolError
 from ..wire.sockets import EndpointInUseError, RateLimitedLog, bind, check_bindable, configure_bound
-from .guard import Denied, Guard, Refused
+from .guard import Denied, Guard
+from .model import Out, Refused
 from .outbox import Outbox
 from .plugins import load_placement_plugin
 from .quota import OwnerQuota
-from .state import BossState, Out
+from .state import BossState
 from .status import refusal
 
 log = logging.getLogger("taylorism_zmq.boss")

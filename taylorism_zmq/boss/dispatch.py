@@ -9,18 +9,27 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Callable
-from typing import Any
 
 from ..wire.protocol import ENVELOPE, Msg, approx_size, split_rows
 from .fairshare import OwnerTurns
 from .free_hosts import FreeHosts
-from .placement import HostUsage, TicketPool, fits, fits_nowhere
+from .model import (
+    JOB_MOVES,
+    TASK_MOVES,
+    AgentRecord,
+    HostUsage,
+    JobRecord,
+    JobState,
+    Out,
+    TaskRecord,
+    TaskState,
+    TicketPool,
+    TransitionError,
+)
+from .placement import fits, fits_nowhere
 from .plugins import PlacementError, plugin_pick
 from .quota import OwnerQuota, task_bytes
-from .records import AgentRecord, JobRecord, TaskRecord
 
-#: a message to send: (routing id, kind, body)
-Out = tuple[bytes, Msg, dict[str, Any]]
 #: how many pending tasks of a job are tried per pass when the head does not fit
 LOOKAHEAD = 32
 
@@ -40,7 +49,7 @@ class Dispatcher:
     held_clients: set[bytes]
     quota: OwnerQuota
 
-    def _end_job(self, job: JobRecord, status: str, kill: bool,
+    def _end_job(self, job: JobRecord, status: JobState, kill: bool,
                  error: tuple[str, str] | None = None) -> list[Out]:
         raise NotImplementedError
 
@@ -49,6 +58,7 @@ class Dispatcher:
 
         The jobs of one owner go first come, first served; several owners take turns (:mod:`.fairshare`).
         """
+        clock = now if now is not None else time.monotonic()
         self.free.update_freed(self.agents)
         batches: dict[tuple[str, str], list] = {}
         out: list[Out] = []
@@ -60,14 +70,13 @@ class Dispatcher:
                 continue  # its client does not read its reports: make no more until it does
             by_owner.setdefault(job.owner.key, []).append(job)
         if len(by_owner) > 1:
-            out += self._share(by_owner, batches)
+            out += self._share(by_owner, batches, clock)
         else:
             for jobs in by_owner.values():
                 for job in jobs:
                     if not self.free:
                         break
-                    out += self._dispatch_job(job, batches)[1]
-                    self._refresh_ready(job)
+                    out += self._dispatch_job(job, batches, clock)[1]
         started: dict[str, list[int]] = {}
         for (aid, jid), rows in batches.items():
             job = self.jobs.get(jid)
@@ -87,7 +96,7 @@ class Dispatcher:
             out.append((self.jobs[jid].client, Msg.STARTED, {"job": jid, "indexes": indexes}))
         return out
 
-    def _share(self, by_owner: dict[str, list[JobRecord]], batches: dict) -> list[Out]:
+    def _share(self, by_owner: dict[str, list[JobRecord]], batches: dict, now: float) -> list[Out]:
         """Owners take turns, one task each, until the slots or the placeable tasks run out."""
         out: list[Out] = []
         turns = self.owner_turns.order(by_owner)
@@ -97,21 +106,18 @@ class Dispatcher:
             placed = 0
             while jobs and not placed:
                 job = jobs[0]
-                placed, msgs = self._dispatch_job(job, batches, limit=1)
+                placed, msgs = self._dispatch_job(job, batches, now, limit=1)
                 out += msgs
                 if not placed or not job.n_pending or job.jid not in self.jobs:
                     jobs.pop(0)  # done with it for this pass
-                    self._refresh_ready(job)
             if placed:
                 self.owner_turns.served(owner)
                 if jobs:
                     turns.append(owner)
-        for jobs in by_owner.values():
-            for job in jobs:
-                self._refresh_ready(job)
         return out
 
-    def _dispatch_job(self, job: JobRecord, batches: dict, limit: int | None = None) -> tuple[int, list[Out]]:
+    def _dispatch_job(self, job: JobRecord, batches: dict, now: float,
+                      limit: int | None = None) -> tuple[int, list[Out]]:
         """Place tasks of *job* (up to *limit*); return how many, and what to send because of it."""
         total = 0
         while job.n_pending and self.free and (limit is None or total < limit):
@@ -126,11 +132,12 @@ class Dispatcher:
                     agent = self._pick_agent(job, task) if self.free else None
                 except PlacementError as exc:
                     job.push_back(held + window[i:])
-                    return total + placed, self._end_job(job, "failed", kill=True, error=("RuntimeError", str(exc)))
+                    return total + placed, self._end_job(job, JobState.FAILED, kill=True,
+                                                         error=("RuntimeError", str(exc)))
                 if agent is None:
                     held.append(task)
                     continue
-                self._start(task, agent)
+                self.transition(task, TaskState.RUNNING, now, agent)
                 batches.setdefault((agent.aid, job.jid), []).append(
                     [task.tid, task.index, task.ticket, task.cls, task.payload])
                 placed += 1
@@ -152,10 +159,50 @@ class Dispatcher:
     def _check_fits_somewhere(self, job: JobRecord, task: TaskRecord) -> list[Out]:
         """Fail a job at once when its task could not run even on an idle host."""
         why = fits_nowhere(job, task, self.agents.values())
-        return self._end_job(job, "failed", kill=True, error=("MemoryError", why)) if why else []
+        return self._end_job(job, JobState.FAILED, kill=True, error=("MemoryError", why)) if why else []
 
-    def _start(self, task: TaskRecord, agent: AgentRecord, ticket: int | None = None,
-               adopted: bool = False) -> None:
+    def transition(self, task: TaskRecord, to: TaskState, now: float, agent: AgentRecord | None = None,
+                   ticket: int | None = None, adopted: bool = False) -> None:
+        """Move *task* to *to*, keeping every index in step with it: the one place a task changes state.
+
+        To RUNNING it goes on *agent*: with the smallest free ticket of its job there, or, *adopted* (an agent
+        said it runs it there, after a boss restart), with its own *ticket*.  A move :data:`TASK_MOVES` does not
+        list raises :class:`TransitionError`.
+        """
+        was = task.state
+        if (was, to) not in TASK_MOVES:
+            raise TransitionError(f"task {task.name} of job {task.job.jid} cannot go from {was.value} to {to.value}")
+        job = task.job
+        if was is TaskState.PENDING:
+            job.n_pending -= 1
+        elif was is TaskState.RUNNING:
+            self._leave_slot(task)
+        task.state = to
+        if to is TaskState.PENDING:
+            job.n_pending += 1
+            task.queued = now
+            job.queue(task, front=was is TaskState.RUNNING)  # a task that ran first goes first again
+        elif to is TaskState.RUNNING:
+            assert agent is not None, "a task runs on an agent"
+            self._take_slot(task, agent, ticket, adopted, now)
+        else:  # an end: the task is forgotten, its instructions leave the boss
+            del self.tasks[task.tid]
+            job.by_index.pop(task.index, None)
+            if self.jobs.get(job.jid) is job:
+                size = task_bytes(task.name, task.cls, task.files, task.payload)
+                job.held -= size
+                self.quota.release(job.owner.key, size)
+        self._refresh_ready(job)
+
+    def move_job(self, job: JobRecord, to: JobState) -> None:
+        """Move *job* to *to*: the one place a job changes state (:data:`JOB_MOVES`, else TransitionError)."""
+        if (job.state, to) not in JOB_MOVES:
+            raise TransitionError(f"job {job.jid} cannot go from {job.state.value} to {to.value}")
+        job.state = to
+        self._refresh_ready(job)
+
+    def _take_slot(self, task: TaskRecord, agent: AgentRecord, ticket: int | None, adopted: bool,
+                   now: float) -> None:
         job = task.job
         usage = job.usage.get(agent.aid)
         if usage is None:
@@ -165,50 +212,36 @@ class Dispatcher:
         if adopted:
             usage.tickets.claim(ticket)
             task.ticket = ticket
+            self.counters["tasks_adopted"] += 1
         else:
             task.ticket = usage.tickets.take()
+            if self.on_dispatch is not None:
+                self.on_dispatch(now - task.queued)
         for f in task.files:
             job.open_files[f] += 1
-        task.state, task.agent = "running", agent
+        task.agent = agent
         if agent.aid not in task.tried:
             task.tried += (agent.aid,)
-        job.n_pending -= 1
-        if self.on_dispatch is not None and not adopted:
-            self.on_dispatch(time.monotonic() - task.queued)
         job.running[task.tid] = task
         agent.running.add(task.tid)
         self.free.update(agent)
 
-    def _adopt(self, task: TaskRecord, agent: AgentRecord, ticket: int | None) -> None:
-        """Take over a pending task as running where an agent says it runs (after a boss restart)."""
-        self._start(task, agent, ticket, adopted=True)
-        self.counters["tasks_adopted"] += 1
-
-    def _release(self, task: TaskRecord, state: str) -> None:
-        """Free what a task holds and move it to *state*."""
+    def _leave_slot(self, task: TaskRecord) -> None:
+        """Free what a running task holds: its agent's slot, its ticket, its share of the host, its files."""
         job, agent = task.job, task.agent
-        if task.state == "pending":
-            job.n_pending -= 1
-        if agent is not None:
-            agent.running.discard(task.tid)
-            usage = job.usage.get(agent.aid)
-            if usage is not None:
-                usage.running -= 1
-                usage.memory -= job.policy.task_memory(task.memory)
-                usage.tickets.give_back(task.ticket)
-            if agent.aid in self.agents:
-                self.free.freed(agent)  # re-indexed once, before the next dispatch
+        assert agent is not None, "a running task runs on an agent"
+        agent.running.discard(task.tid)
+        usage = job.usage.get(agent.aid)
+        if usage is not None:
+            usage.running -= 1
+            usage.memory -= job.policy.task_memory(task.memory)
+            usage.tickets.give_back(task.ticket)
+        if agent.aid in self.agents:
+            self.free.freed(agent)  # re-indexed once, before the next dispatch
         for f in task.files:
             job.open_files[f] -= 1
         job.running.pop(task.tid, None)
-        task.agent, task.ticket, task.state = None, None, state
-        if state != "pending":
-            del self.tasks[task.tid]
-            job.by_index.pop(task.index, None)
-            if self.jobs.get(job.jid) is job:  # its instructions leave the boss: room for its owner's next
-                size = task_bytes(task.name, task.cls, task.files, task.payload)
-                job.held -= size
-                self.quota.release(job.owner.key, size)
+        task.agent, task.ticket = None, None
 
     def _refresh_ready(self, job: JobRecord) -> None:
         if job.n_pending and not job.halted and not job.stopping and job.jid in self.jobs:

@@ -5,8 +5,10 @@ Tests run it after each transition of :class:`~.state.BossState`; it only reads.
 
 from __future__ import annotations
 
+import collections
 from typing import TYPE_CHECKING
 
+from .model import JobState, TaskState
 from .quota import task_bytes
 
 if TYPE_CHECKING:
@@ -19,8 +21,11 @@ def check_invariants(state: BossState) -> None:
         pending = list(job.pending_tasks())
         assert job.n_pending == len(pending), (job.jid, job.n_pending, len(pending))
         assert all(state.tasks[t.tid] is t for t in pending)
+        assert job.state in (JobState.RUNNING, JobState.HALTED), (job.jid, job.state)
         for tid, task in job.running.items():
-            assert task.state == "running" and task.agent is not None and tid in task.agent.running
+            assert task.state is TaskState.RUNNING and task.agent is not None and tid in task.agent.running
+        files = collections.Counter(f for t in job.running.values() for f in t.files)
+        assert +job.open_files == files and not -job.open_files, (job.jid, "open files", job.open_files, files)
         for aid, usage in job.usage.items():
             on_host = [t for t in job.running.values() if t.agent is not None and t.agent.aid == aid]
             assert usage.running == len(on_host), (job.jid, aid, usage.running, len(on_host))

@@ -25,16 +25,13 @@ from ..wire.sockets import RateLimitedLog
 from .agentkeys import AgentKeys
 from .agents import AgentEvents
 from .clients import MAX_CLIENTS, ClientConnections
-from .dispatch import Out
 from .fairshare import OwnerTurns
 from .free_hosts import FreeHosts
-from .guard import Refused
 from .invariants import check_invariants
+from .model import AgentRecord, JobRecord, JobState, Out, Policy, Refused, TaskRecord, TaskState
 from .orphans import OrphanReports
-from .placement import Policy
 from .plugins import PluginLoader
 from .quota import OwnerQuota, task_bytes
-from .records import AgentRecord, JobRecord, TaskRecord
 from .status import status_for, status_snapshot, text_tail, traceback_tail
 from .validation import env_problem, ticket_fits
 
@@ -122,32 +119,32 @@ class BossState(ClientConnections, AgentEvents):
     def submit(self, route: bytes, body: dict, now: float, who: Identity = LOCAL) -> list[Out]:
         jid = body["job"]
         if len(jid) > MAX_JOB_ID or len(body["name"]) > MAX_JOB_NAME:
-            return [(route, Msg.JOB_END, self._end_body(jid[:MAX_JOB_ID], "failed", [], "ValueError",
+            return [(route, Msg.JOB_END, self._end_body(jid[:MAX_JOB_ID], JobState.FAILED, [], "ValueError",
                                                         f"a job id takes at most {MAX_JOB_ID} characters and a job "
                                                         f"name {MAX_JOB_NAME}"))]
         if jid in self.jobs or jid in self.ended:
             return [(route, Msg.ERROR, {"message": f"job {jid} exists already", "job": jid})]
         problem = env_problem(body["env"])
         if problem is not None:
-            return [(route, Msg.JOB_END, self._end_body(jid, "failed", [], "ValueError",
+            return [(route, Msg.JOB_END, self._end_body(jid, JobState.FAILED, [], "ValueError",
                                                         f"the job's code environment is refused: {problem}"))]
         problem = self.quota.job_problem(who.key)
         if problem is not None:
             self._quota_refused(jid, who, problem)
-            return [(route, Msg.JOB_END, self._end_body(jid, "failed", [], "RuntimeError", problem))]
+            return [(route, Msg.JOB_END, self._end_body(jid, JobState.FAILED, [], "RuntimeError", problem))]
         try:
             policy = Policy.from_wire(body["policy"])
         except (TypeError, ValueError) as exc:
-            return [(route, Msg.JOB_END, self._end_body(jid, "failed", [], "ValueError", str(exc)))]
-        job = JobRecord(jid, route, body["name"], policy, body["env"], body["trusted"],
-                        body["shm_host"], body["halted"], now)
+            return [(route, Msg.JOB_END, self._end_body(jid, JobState.FAILED, [], "ValueError", str(exc)))]
+        job = JobRecord(jid, route, body["name"], policy, body["env"], body["trusted"], body["shm_host"], now,
+                        state=JobState.HALTED if body["halted"] else JobState.RUNNING)
         job.detach = body["detach"]
         job.timeout = body["timeout"]
         job.stream = body["stream"]
         job.started = body["started"]
         if not 1 <= body["max_tasks"] <= MAX_TASKS_PER_PROCESS:
             return [(route, Msg.JOB_END, self._end_body(
-                jid, "failed", [], "ValueError", f"max_tasks_per_process must be 1 to {MAX_TASKS_PER_PROCESS}"))]
+                jid, JobState.FAILED, [], "ValueError", f"max_tasks_per_process must be 1 to {MAX_TASKS_PER_PROCESS}"))]
         job.max_tasks = body["max_tasks"]
         job.owner = who
         self._client_seen(route, now)
@@ -162,33 +159,33 @@ class BossState(ClientConnections, AgentEvents):
                        "it runs --insecure on tcp): define the scheduler in a module the boss can import")
                 self.counters["refused"] += 1
                 log.warning("job %s: refused a placement class by value from an unauthenticated link", jid)
-                return [(route, Msg.JOB_END, self._end_body(jid, "failed", [], "PermissionError", msg))]
+                return [(route, Msg.JOB_END, self._end_body(jid, JobState.FAILED, [], "PermissionError", msg))]
             if self.plugin_loader is None:
                 msg = (f"the scheduler's place() ({policy.placement}) would run on the boss, and this boss does "
                        "not run placement plugins (start it with --allow-placement-plugins)")
-                return [(route, Msg.JOB_END, self._end_body(jid, "failed", [], "RuntimeError", msg))]
+                return [(route, Msg.JOB_END, self._end_body(jid, JobState.FAILED, [], "RuntimeError", msg))]
             try:
                 job.plugin = self.plugin_loader(policy, job.env)
             except Exception as exc:
                 msg = f"cannot load placement plugin {policy.placement}: {type(exc).__name__}: {exc}"
-                return [(route, Msg.JOB_END, self._end_body(jid, "failed", [], "RuntimeError", msg))]
+                return [(route, Msg.JOB_END, self._end_body(jid, JobState.FAILED, [], "RuntimeError", msg))]
         if job.shm_host is not None and self.agents and not any(
                 a.shm_host == job.shm_host for a in self.agents.values()):
             msg = ("this job uses shared-memory instructions, which live on the client's host, "
                    f"and no agent runs on that host (agents: {sorted({a.host for a in self.agents.values()})})")
-            return [(route, Msg.JOB_END, self._end_body(jid, "failed", [], "RuntimeError", msg))]
+            return [(route, Msg.JOB_END, self._end_body(jid, JobState.FAILED, [], "RuntimeError", msg))]
         self.jobs[jid] = job
         self.quota.open_job(who.key)
         log.info("job %s (%s) submitted", jid, job.name)
         return []
 
-    def add_tasks(self, route: bytes, body: dict, who: Identity = LOCAL) -> list[Out]:
+    def add_tasks(self, route: bytes, body: dict, who: Identity = LOCAL, now: float | None = None) -> list[Out]:
         job = self._client_job(body["job"], who)
         if job is None or job.ending or job.stopping:
             return []
         problem = _classes_problem(body["classes"], job.classes)
         if problem is not None:
-            return self._end_job(job, "failed", kill=True, error=("ValueError", problem))
+            return self._end_job(job, JobState.FAILED, kill=True, error=("ValueError", problem))
         # what the new classes and the tasks to be made of these rows will hold (not a task known already, nor
         # one that ended while the boss was away; an index once)
         size = sum(len(blob) for ref, blob in body["classes"].items() if ref not in job.classes)
@@ -200,10 +197,11 @@ class BossState(ClientConnections, AgentEvents):
         problem = self.quota.bytes_problem(job.owner.key, size)
         if problem is not None:
             self._quota_refused(job.jid, job.owner, problem)
-            return self._end_job(job, "failed", kill=True, error=("RuntimeError", problem))
+            return self._end_job(job, JobState.FAILED, kill=True, error=("RuntimeError", problem))
         job.held += size
         self.quota.hold(job.owner.key, size)
         job.classes.update(body["classes"])
+        clock = now if now is not None else time.monotonic()
         new: list[TaskRecord] = []
         out: list[Out] = []
         recovered: list[list] = []
@@ -223,12 +221,12 @@ class BossState(ClientConnections, AgentEvents):
             self._next_tid += 1
             self.tasks[task.tid] = task
             job.by_index[index] = task
-            job.push(task)
+            self.transition(task, TaskState.PENDING, clock)
             new.append(task)
             running = self.orphan_running.pop((job.jid, index), None)
             if running is not None and running[0] in self.agents \
                     and ticket_fits(job, self.agents[running[0]], running[1]):  # still running where it was
-                self._adopt(task, self.agents[running[0]], running[1])
+                self.transition(task, TaskState.RUNNING, clock, self.agents[running[0]], running[1], adopted=True)
                 adopted += 1
         if job.resubmitted and (recovered or adopted):
             log.info("job %s, submitted again: %d task(s) ended while the boss was away, %d still run where they "
@@ -236,8 +234,7 @@ class BossState(ClientConnections, AgentEvents):
         if recovered:
             out += self._forward(job, recovered)
             if not all(r[1] for r in recovered):
-                return out + self._end_job(job, "failed", kill=True)
-        self._refresh_ready(job)
+                return out + self._end_job(job, JobState.FAILED, kill=True)
         if job.policy.limits_memory and new:
             out += self._check_fits_somewhere(job, max(new, key=lambda t: t.memory))
         return out
@@ -247,18 +244,18 @@ class BossState(ClientConnections, AgentEvents):
         if job is None:
             return []
         action = body["action"]
-        if action == "halt":
-            job.halted = True
-        elif action == "resume":
-            job.halted = False
+        if action in ("halt", "resume"):
+            to = JobState.HALTED if action == "halt" else JobState.RUNNING
+            if job.state is not to:
+                self.move_job(job, to)
         elif action == "end":
             job.ending = True
         elif action == "stop":
             job.ending = job.stopping = True
         elif action == "stop_now":
-            return self._end_job(job, "stopped", kill=True)
+            return self._end_job(job, JobState.STOPPED, kill=True)
         elif action == "stop_listening":
-            return self._end_job(job, "stopped", kill=False)
+            return self._end_job(job, JobState.STOPPED, kill=False)
         else:
             return [(route, Msg.ERROR, {"message": f"unknown control action {action!r}", "job": job.jid})]
         self._refresh_ready(job)
@@ -322,10 +319,7 @@ class BossState(ClientConnections, AgentEvents):
                     self.counters["late_or_duplicate_reports"] += 1
                     continue
                 out.append((task.agent.route, Msg.KILL, {"tasks": [task.tid]}))
-            was_pending = task.state == "pending"  # (it ran before a boss restart: see above)
-            self._release(task, "done" if ok else "failed")
-            if was_pending:
-                self._refresh_ready(job)
+            self.transition(task, TaskState.DONE if ok else TaskState.FAILED, now)
             if agent is not None:
                 agent.done += 1
             job.done += 1
@@ -347,9 +341,9 @@ class BossState(ClientConnections, AgentEvents):
             kept_problem = self.quota.kept_problem(job.owner.key, jid) if job.detach else None
             if kept_problem is not None:
                 self._quota_refused(jid, job.owner, kept_problem)
-                out += self._end_job(job, "failed", kill=True, error=("RuntimeError", kept_problem))
+                out += self._end_job(job, JobState.FAILED, kill=True, error=("RuntimeError", kept_problem))
             elif not all(r[1] for r in reports):
-                out += self._end_job(job, "failed", kill=True)
+                out += self._end_job(job, JobState.FAILED, kill=True)
             else:
                 out += self._maybe_finished(job)
         return out
@@ -405,7 +399,7 @@ class BossState(ClientConnections, AgentEvents):
             if silent > self.client_timeout:
                 log.warning("client of job %s (%s) silent for %.0fs: stopping the job",
                             job.jid, job.owner.label, silent)
-                out += self._end_job(job, "stopped", kill=True)
+                out += self._end_job(job, JobState.STOPPED, kill=True)
         self.orphan_reports.expire(now)
         live = {j.client for j in self.jobs.values()}
         for route in [r for r, seen in self.clients.items() if r not in live and now - seen > self.client_timeout]:
@@ -417,13 +411,13 @@ class BossState(ClientConnections, AgentEvents):
         if job.jid not in self.jobs or job.running:
             return []
         if job.stopping:
-            return self._end_job(job, "stopped", kill=False)
+            return self._end_job(job, JobState.STOPPED, kill=False)
         if job.ending and not job.n_pending:
-            return self._end_job(job, "finished", kill=False)
+            return self._end_job(job, JobState.FINISHED, kill=False)
         return []
 
-    def _end_job(self, job: JobRecord, status: str, kill: bool,
-                 error: tuple[str, str] | None = None) -> list[Out]:
+    def _end_job(self, job: JobRecord, status: JobState, kill: bool,
+                 error: tuple[str, str] | None = None, now: float = 0.0) -> list[Out]:
         if job.jid not in self.jobs:
             return []
         out: list[Out] = []
@@ -431,18 +425,19 @@ class BossState(ClientConnections, AgentEvents):
         for task in list(job.running.values()):
             if kill and task.agent is not None:
                 kills.setdefault(task.agent.route, []).append(task.tid)
-            self._release(task, "cancelled")
-        pending = sorted(t.index for t in job.pending_tasks())
-        for task in job.pending_tasks():
-            self.tasks.pop(task.tid, None)
-        job.pending.clear()
-        job.n_pending = 0
+            self.transition(task, TaskState.CANCELLED, now)
+        waiting = list(job.pending_tasks())
+        pending = sorted(t.index for t in waiting)
+        for task in waiting:
+            self.transition(task, TaskState.CANCELLED, now)
+        job.pending.clear()  # (what is left are stale entries)
+        self.move_job(job, status)
         del self.jobs[job.jid]
         self.quota.close_job(job.owner.key, job.held - job.kept_bytes)  # (kept reports stay while they are kept)
         job.held = job.kept_bytes
         self.ready_jobs.pop(job.jid, None)
         self.ended[job.jid] = status
-        self.counters[f"jobs_{status}"] += 1
+        self.counters[f"jobs_{status.value}"] += 1
         while len(self.ended) > ENDED_MEMORY:
             self.ended.popitem(last=False)
         out += [(route, Msg.KILL, {"tasks": tids}) for route, tids in kills.items()]
@@ -453,7 +448,7 @@ class BossState(ClientConnections, AgentEvents):
             self.detached_done[job.jid] = (job.kept, end, job.owner, job.kept_bytes)
             while len(self.detached_done) > DETACHED_MEMORY:
                 self._forget_detached(next(iter(self.detached_done)))
-        log.info("job %s %s (%d task(s) done, %d never started)", job.jid, status, job.done, len(pending))
+        log.info("job %s %s (%d task(s) done, %d never started)", job.jid, status.value, job.done, len(pending))
         return out
 
     def _forget_detached(self, jid: str) -> None:
@@ -462,9 +457,9 @@ class BossState(ClientConnections, AgentEvents):
         self.quota.release(owner.key, size)
 
     @staticmethod
-    def _end_body(jid: str, status: str, pending: list[int], etype: str | None, emsg: str | None) -> dict:
+    def _end_body(jid: str, status: JobState, pending: list[int], etype: str | None, emsg: str | None) -> dict:
         error = {"type": etype, "message": emsg} if etype else None
-        return {"job": jid, "status": status, "pending": pending, "error": error}
+        return {"job": jid, "status": status.value, "pending": pending, "error": error}
 
     def status_for(self, snapshot: dict[str, Any], who: Identity) -> dict[str, Any]:
         """What *who* may see of *snapshot*: all of it for an admin; else its own jobs, and counts of the rest."""
@@ -504,4 +499,4 @@ def _may_have_run_before_a_restart(task: TaskRecord) -> bool:
     """True for a task of a job submitted again after a boss restart that this boss never sent anywhere: an
     agent that ran it before the restart may report it (as it may report the tasks of jobs not submitted again
     yet, kept as orphans)."""
-    return task.job.resubmitted and not task.tried and task.state == "pending"
+    return task.job.resubmitted and not task.tried and task.state is TaskState.PENDING
