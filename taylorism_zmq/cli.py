@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 
 from . import __version__, settings
-from .boss.quota import MAX_HELD_BYTES_PER_KEY, MAX_JOBS_PER_KEY
+from .boss.options import DEFAULTS
 from .config import CONFIG_PLACES, reports_endpoint
 
 DEFAULT_CONTROL = "tcp://127.0.0.1:5555"
@@ -86,12 +86,12 @@ def boss_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frame-mb", type=float, default=None, metavar="MIB",
                    help="largest message the boss accepts, in MiB (default and most: 256); clients split their "
                         "tasks under it and agents cap reports under it")
-    p.add_argument("--max-jobs-per-key", type=int, default=MAX_JOBS_PER_KEY, metavar="N",
+    p.add_argument("--max-jobs-per-key", type=int, default=DEFAULTS.max_jobs_per_key, metavar="N",
                    help="live jobs one key may have on the boss; beyond, a SUBMIT fails with the reason "
-                        f"(default {MAX_JOBS_PER_KEY})")
-    p.add_argument("--max-held-mb-per-key", type=float, default=MAX_HELD_BYTES_PER_KEY / 2**20, metavar="MIB",
+                        f"(default {DEFAULTS.max_jobs_per_key})")
+    p.add_argument("--max-held-mb-per-key", type=float, default=DEFAULTS.max_held_bytes_per_key / 2**20, metavar="MIB",
                    help="MiB of task instructions not reported yet one key may have on the boss; beyond, the job "
-                        f"that adds them fails with the reason (default {MAX_HELD_BYTES_PER_KEY >> 20})")
+                        f"that adds them fails with the reason (default {DEFAULTS.max_held_bytes_per_key >> 20})")
     p.add_argument("--allow-placement-plugins", action="store_true",
                    help="let jobs whose scheduler overrides place() run that method here: it imports the "
                         "users' modules in the boss, so allow it only where you trust the users")

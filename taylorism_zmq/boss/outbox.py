@@ -25,8 +25,8 @@ import zmq
 from ..wire import protocol
 from ..wire.protocol import Msg
 from ..wire.sockets import worth_logging
-from .dispatch import Out
 from .gaps import OutputGaps
+from .model import Out
 
 log = logging.getLogger("taylorism_zmq.boss")
 
