@@ -95,6 +95,10 @@ def boss_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-placement-plugins", action="store_true",
                    help="let jobs whose scheduler overrides place() run that method here: it imports the "
                         "users' modules in the boss, so allow it only where you trust the users")
+    p.add_argument("--validate", action="store_true",
+                   help="check every index of the boss's records against the records after every event, and log "
+                        "a disagreement as a bug (for tests and debugging: it costs time in the number of tasks "
+                        "at every event)")
     return p
 
 

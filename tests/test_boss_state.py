@@ -790,3 +790,17 @@ def test_a_move_the_model_does_not_list_raises_and_changes_nothing():
     with pytest.raises(TransitionError, match="cannot go from halted to halted"):
         state.ledger.move_job(state.ledger.jobs["j1"], JobState.HALTED)
     check_invariants(state.ledger)
+
+
+def test_validate_checks_every_index_after_every_event():
+    for validate in (False, True):
+        state = BossState(validate=validate)
+        a = add_agent(state, "a")
+        submit(state, {"kind": "nosort"}, n=1)
+        state.ledger.ready_jobs.clear()  # an index gone wrong
+        if validate:
+            with pytest.raises(AssertionError):
+                state.on_ping(b"p", {}, now=0.0)
+        else:
+            assert state.on_ping(b"p", {}, now=0.0) == [(b"p", Msg.PONG, {"boss": "boss"})]
+        assert a in state.ledger.agents

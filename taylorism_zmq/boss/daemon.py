@@ -342,7 +342,7 @@ def run_boss(args: Any) -> int:
                           max_held_bytes_per_key=int(args.max_held_mb_per_key * 2**20))
     daemon = BossDaemon(args.control, args.reports, options, allow_plugins=args.allow_placement_plugins,
                         insecure=args.insecure, http=args.http, metrics_port=args.metrics_port,
-                        metrics_address=args.metrics_address)
+                        metrics_address=args.metrics_address, validate=args.validate)
     ready_fd = getattr(args, "ready_fd", None)
 
     def ready() -> None:

@@ -11,7 +11,9 @@ program that works here behaves the same there; but they are this process's
 own: they read no config file and no ``TAYLORISM_*`` daemon setting (a
 ``[agent] reports`` or ``[boss] http`` meant for the host's daemons would
 send their reports away or make them fail to bind), only the options given
-here.
+here (and two of the environment's: ``TAYLORISM_EMBEDDED_LOG_LEVEL``, and
+``TAYLORISM_EMBEDDED_VALIDATE=1`` for a boss that checks its records after
+every event, as the test suite runs it).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class Embedded:
         #: where the launchers forked from this process connect to the agent (see forklaunch.py)
         self.launchers = f"{self.directory}/launchers"
         level = os.environ.get("TAYLORISM_EMBEDDED_LOG_LEVEL", "ERROR")
+        validate = os.environ.get("TAYLORISM_EMBEDDED_VALIDATE") == "1"
         # the daemons stop when this pipe ends: when this process is gone (its write end is not inherited
         # by what other threads exec)
         watch_r, self._watch_w = os.pipe()
@@ -56,7 +59,7 @@ class Embedded:
         try:
             self.processes = [
                 subprocess.Popen([*cmd, "boss", *common, "--agent-timeout", "30", "--allow-placement-plugins",
-                                  "--recovery-grace", "0"],
+                                  "--recovery-grace", "0", *(["--validate"] if validate else [])],
                                  stdin=subprocess.DEVNULL, pass_fds=(watch_r,)),
                 subprocess.Popen([*cmd, "agent", *common, "--slots", str(EMBEDDED_SLOTS), "--host-name",
                                   "localhost", "--state-dir", os.path.join(self.directory, "agent"),
