@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import psutil
 import pytest
+from bug_check import bug_lines, pytest_configure, pytest_runtest_makereport  # noqa: F401 - the suite's hooks
 
 # the boss checks its records after every event (--validate), the embedded one too (cheap at the sizes tests run)
 os.environ.setdefault("TAYLORISM_EMBEDDED_VALIDATE", "1")
@@ -228,6 +229,9 @@ class Cluster:
 
         stop_processes([p for p in [*self.agents, self.boss] if p is not None], grace=10)
         shutil.rmtree(self.state_dir, ignore_errors=True)
+        if self.boss_log:  # (without one, the boss logs to the test's stderr: see pytest_runtest_makereport)
+            bugs = bug_lines(pathlib.Path(self.boss_log).read_text(errors="replace"))
+            assert not bugs, "the boss logged a bug:\n" + "\n".join(bugs)
 
 
 @pytest.fixture

@@ -5,6 +5,15 @@ Each pass of the loop: A. read control messages (clients and agents),
 B. read reports and heartbeats, C. expire silent agents, D. dispatch pending
 tasks to free slots, E. flush messages that met back-pressure.  The loop
 blocks only in ``poller.poll``.
+
+What a peer can cause is answered where it happens: a message that breaks the
+protocol (:class:`~..wire.protocol.ProtocolError`) is dropped and counted, one
+its sender may not send (:class:`~.model.Refused`) is refused.  Anything else
+raised is a bug of the boss: logged as one (:data:`BUG`) with its traceback,
+counted (``bugs``), and the loop goes on; what the failing event made before it
+raised is sent all the same (the state machine adds each message to its
+outgoing list as it makes it), so that no peer misses a change the records
+already show.
 """
 
 from __future__ import annotations
@@ -18,14 +27,14 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ParamSpec
 
 import zmq
 
 from ..wire import protocol, security
 from ..wire.keystore import ANONYMOUS, LOCAL, Identity, KeyStore
 from ..wire.protocol import Msg, ProtocolError
-from ..wire.sockets import EndpointInUseError, RateLimitedLog, bind, check_bindable, configure_bound
+from ..wire.sockets import EndpointInUseError, RateLimitedLog, bind, check_bindable, configure_bound, worth_logging
 from .guard import Denied, Guard
 from .ledger import refusal
 from .model import Out, Refused
@@ -36,8 +45,12 @@ from .state import BossState
 
 log = logging.getLogger("taylorism_zmq.boss")
 
+P = ParamSpec("P")
+
 #: messages read from one socket per pass, so one busy peer cannot starve the others
 DRAIN_BATCH = 256
+#: what the log says of a bug of the boss (the test suite fails a test during which a daemon logs it)
+BUG = "a bug of the boss"
 #: messages that show a client is alive
 _CLIENT_KINDS = frozenset({Msg.HELLO, Msg.SUBMIT, Msg.ADD_TASKS, Msg.CONTROL, Msg.PING, Msg.ATTACH})
 
@@ -65,6 +78,7 @@ class BossDaemon:
                                plugin_loader=load_placement_plugin if allow_plugins else None,
                                vouch=self.curve or self.private, validate=validate)
         self.ledger = self.state.ledger
+        self.ledger.counters["bugs"] = 0  # (shown in the status and the metrics even when none happened)
         self._bad_log = RateLimitedLog(log, period=10.0)
         self.http = http
         self.status_server: Any = None
@@ -215,19 +229,42 @@ class BossDaemon:
             if now >= next_check:
                 if self.guard.handshakes_refused:
                     self.ledger.counters["handshakes_refused"] = self.guard.handshakes_refused
-                lag = now - before - timeout / 1000
-                out += self.state.expire(now, loop_lag=max(0.0, lag))
+                lag = max(0.0, now - before - timeout / 1000)
+                out += self._safely("expiring silent peers", self.state.expire, now, loop_lag=lag)
                 next_check = now + check_every
-                if self.status_server is not None or self.metrics is not None:
-                    snapshot = self.state.status(now, page=self.status_server is not None)
-                    for server in (self.status_server, self.metrics):
-                        if server is not None:
-                            server.publish(snapshot)
-            out += self.state.dispatch(now, held=outbox.held)  # push back: none for a client that does not read
-            outbox.send(out)
+                out += self._safely("publishing the status", self._publish, now)
+            # push back: no dispatch for a client that does not read
+            out += self._safely("dispatching", self.state.dispatch, now, held=outbox.held)
+            unsent = self._safely("sending", outbox.send, out)
             self.state.sent()
             if outbox:
-                outbox.flush()
+                unsent += self._safely("sending what waits", outbox.flush)
+            if unsent:  # made by an event that failed while sending (a peer found gone): sent as the others
+                self._safely("sending", outbox.send, unsent)
+
+    def _publish(self, now: float) -> None:
+        """A fresh snapshot for the status page and the metrics."""
+        if self.status_server is not None or self.metrics is not None:
+            snapshot = self.state.status(now, page=self.status_server is not None)
+            for server in (self.status_server, self.metrics):
+                if server is not None:
+                    server.publish(snapshot)
+
+    def _safely(self, what: str, step: Callable[P, list[Out] | None], *args: P.args, **kwargs: P.kwargs) -> list[Out]:
+        """Run one step of the loop; a bug in it does not stop the boss (see the module's doc)."""
+        try:
+            return step(*args, **kwargs) or []
+        except Exception:
+            return self._bug(what)
+
+    def _bug(self, what: str) -> list[Out]:
+        """Log (with its traceback) and count an exception of the boss's own code; the messages the failing
+        event made before it raised, to send."""
+        self.ledger.counters["bugs"] += 1
+        n = self.ledger.counters["bugs"]
+        if worth_logging(n):
+            log.error("%s, while %s (the boss goes on; %d so far)", BUG, what, n, exc_info=True)
+        return self.state.take_unsent()
 
     # -- reading ---------------------------------------------------------------
     def _read(self, sock: zmq.Socket, routed: bool, now: float) -> list[Out]:
@@ -256,10 +293,12 @@ class BossDaemon:
                 self.guard.check(kind, route, who)
                 out += self._handle(kind, route, body, now, routed, who)
             except Refused as exc:
-                out += self._refuse(kind, route, body, who, exc)
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                # a message that is well formed but makes no sense must not kill the loop
-                out += self._bad_message(route, payload, exc)
+                out += self.state.take_unsent() + self._refuse(kind, route, body, who, exc)
+            except ProtocolError as exc:
+                out += self.state.take_unsent() + self._bad_message(route, payload, exc)
+            except Exception:
+                peer = self.guard.label_of(route) if route else "the report socket"
+                out += self._bug(f"handling {kind.name} from {peer}")
         return out
 
     def _handle(self, kind: Msg, route: bytes, body: dict, now: float, routed: bool, who: Identity) -> list[Out]:
@@ -268,7 +307,7 @@ class BossDaemon:
                 return self.state.on_agent_reports(route, body, now, who)
             if kind is Msg.AGENT_OUTPUT:
                 return self.state.on_agent_output(route, body, now, who)
-            raise ValueError(f"{kind.name} is not a report-socket message")
+            raise ProtocolError(f"{kind.name} is not a report-socket message")
         handler = self._handlers.get(kind)
         if handler is None:
             return [(route, Msg.ERROR, {"message": f"{kind.name} is not a control message"})]

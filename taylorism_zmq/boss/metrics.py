@@ -108,6 +108,10 @@ class _StatusCollector(Collector):
         left = CounterMetricFamily("taylorism_agents_left", "Agents that said goodbye since the boss started")
         left.add_metric([], counters.get("agents_left", 0))
         yield left
+        bugs = CounterMetricFamily("taylorism_bugs", "Exceptions of the boss's own code since it started (each "
+                                   "logged as a bug with its traceback; the boss went on)")
+        bugs.add_metric([], counters.get("bugs", 0))
+        yield bugs
         dropped = CounterMetricFamily("taylorism_dropped_messages", "Messages the boss dropped, by reason",
                                       labels=["reason"])
         for counter, reason in DROPPED.items():

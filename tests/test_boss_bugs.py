@@ -1,0 +1,112 @@
+"""A bug of the boss (an exception of its own code, not a peer's doing) is logged as one with its traceback and
+counted, the boss goes on, what the failing event made before it raised is sent, and the test suite fails on
+the log line."""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import threading
+
+import pytest
+import zmq
+
+from taylorism_zmq.boss.daemon import BUG, BossDaemon
+from taylorism_zmq.boss.model import Refused
+from taylorism_zmq.wire import protocol
+from taylorism_zmq.wire.protocol import Msg
+
+
+def _ask(sock: zmq.Socket, kind: Msg, body: dict) -> tuple[Msg, dict]:
+    sock.send_multipart(protocol.encode(kind, body))
+    assert sock.poll(10_000), f"no answer to {kind.name}"
+    return protocol.decode(sock.recv_multipart())
+
+
+@pytest.mark.expected_bug
+def test_a_bug_in_a_handler_is_logged_counted_and_what_it_made_is_sent(tmp_path, caplog):
+    daemon = BossDaemon(f"ipc://{tmp_path}/control", f"ipc://{tmp_path}/reports", validate=True)
+
+    def broken_control(route: bytes, body: dict, now: float, who: object) -> None:
+        daemon.ledger.out.add(route, Msg.ERROR, {"message": "made before the fault"})
+        raise RuntimeError("a fault of the boss's own code")
+
+    daemon.state.requests.control = broken_control  # type: ignore[method-assign]
+    ready = threading.Event()
+    thread = threading.Thread(target=daemon.serve, kwargs={"ready": ready.set})
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    thread.start()
+    try:
+        assert ready.wait(10)
+        sock.connect(daemon.control_endpoint)
+        with caplog.at_level(logging.ERROR, "taylorism_zmq.boss"):
+            kind, body = _ask(sock, Msg.CONTROL, {"job": "j", "action": "halt"})
+        assert (kind, body["message"]) == (Msg.ERROR, "made before the fault")
+        assert _ask(sock, Msg.PING, {})[0] is Msg.PONG  # the boss goes on
+        status = _ask(sock, Msg.STATUS, {})[1]["status"]
+        assert status["counters"]["bugs"] == 1 and status["counters"].get("bad_messages", 0) == 0
+        bugs = [r for r in caplog.records if BUG in r.getMessage()]
+        assert len(bugs) == 1 and "handling CONTROL" in bugs[0].getMessage()
+        assert bugs[0].exc_info is not None and "a fault of the boss's own code" in caplog.text
+    finally:
+        daemon.stop()
+        thread.join(10)
+        sock.close()
+        ctx.term()
+    assert not thread.is_alive()
+
+
+def test_what_a_peer_may_not_do_is_refused_not_a_bug(tmp_path):
+    """Refused (and a protocol error) raised by a handler are the peer's doing: answered, never counted as bugs."""
+    daemon = BossDaemon(f"ipc://{tmp_path}/control", f"ipc://{tmp_path}/reports", validate=True)
+
+    def refusing(route: bytes, body: dict, now: float, who: object) -> None:
+        raise Refused("job j belongs to another user")
+
+    daemon.state.requests.control = refusing  # type: ignore[method-assign]
+    ready = threading.Event()
+    thread = threading.Thread(target=daemon.serve, kwargs={"ready": ready.set})
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    thread.start()
+    try:
+        assert ready.wait(10)
+        sock.connect(daemon.control_endpoint)
+        kind, body = _ask(sock, Msg.CONTROL, {"job": "j", "action": "halt"})
+        assert (kind, body) == (Msg.ERROR, {"message": "job j belongs to another user", "job": "j"})
+        counters = _ask(sock, Msg.STATUS, {})[1]["status"]["counters"]
+        assert counters["bugs"] == 0 and counters["refused"] == 1
+    finally:
+        daemon.stop()
+        thread.join(10)
+        sock.close()
+        ctx.term()
+
+
+pytest_plugins = ["pytester"]
+
+
+def test_the_suite_fails_a_test_during_which_a_daemon_logs_a_bug(pytester):
+    """What the suite's own check (bug_check.py) does with a daemon's bug line on the test's stderr (where
+    Cluster and embedded daemons log), and with none."""
+    pytester.syspathinsert(pathlib.Path(__file__).parent)
+    pytester.makeconftest("pytest_plugins = ['bug_check']\n")
+    line = f"# [2026/01/01-00:00:00][taylorism_zmq.boss][_bug:0001][ERROR]: {BUG}, while handling X\\n"
+    pytester.makepyfile(f"""
+        import subprocess, sys
+
+        def _daemon_says(text):
+            subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write(sys.argv[1])", text], check=True)
+
+        def test_a_daemon_meets_a_bug():
+            _daemon_says("{line}")
+
+        def test_a_daemon_only_warns():
+            _daemon_says("WARNING all is well\\n")
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*a daemon logged a bug during this test*", f"*{BUG}*"])
