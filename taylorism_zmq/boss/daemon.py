@@ -53,6 +53,10 @@ DRAIN_BATCH = 256
 BUG = "a bug of the boss"
 #: messages that show a client is alive
 _CLIENT_KINDS = frozenset({Msg.HELLO, Msg.SUBMIT, Msg.ADD_TASKS, Msg.CONTROL, Msg.PING, Msg.ATTACH})
+#: what agents send on the report socket (PULL); every other message comes on the control ROUTER
+REPORT_SOCKET_KINDS = frozenset({Msg.AGENT_REPORTS, Msg.AGENT_OUTPUT})
+#: a message handler: (route, validated body, now, sender's identity) -> the messages to send
+Handler = Callable[[bytes, dict, float, Identity], list[Out]]
 
 
 class BossDaemon:
@@ -93,18 +97,25 @@ class BossDaemon:
         #: set when serving: what the boss sends, and the pressure of peers that do not read
         self.outbox: Outbox | None = None
         state = self.state
-        self._handlers: dict[Msg, Callable[[bytes, dict, float, Identity], list[Out]]] = {
+        #: the one handler of each kind of message the boss takes: the state machine's events, and two of the
+        #: daemon's, for what only it knows (the outbox's backlog, the guard's routes)
+        self.handlers: dict[Msg, Handler] = {
+            # clients
             Msg.HELLO: state.on_hello, Msg.SUBMIT: state.on_submit, Msg.ADD_TASKS: state.on_add_tasks,
-            Msg.CONTROL: state.on_control, Msg.PING: state.on_ping, Msg.STATUS: state.on_status,
-            Msg.REGISTER: state.on_register, Msg.GOODBYE: state.on_goodbye, Msg.ADMIN: state.on_admin,
-            Msg.ATTACH: self._attach, Msg.CLIENT_ALIVE: self._client_alive, Msg.HEARTBEAT: state.on_heartbeat,
+            Msg.CONTROL: state.on_control, Msg.ATTACH: self.on_attach, Msg.CLIENT_ALIVE: self.on_client_alive,
+            Msg.PING: state.on_ping, Msg.STATUS: state.on_status, Msg.ADMIN: state.on_admin,
+            # agents: on the control socket, then on the report socket
+            Msg.REGISTER: state.on_register, Msg.HEARTBEAT: state.on_heartbeat, Msg.GOODBYE: state.on_goodbye,
+            Msg.AGENT_REPORTS: state.on_agent_reports, Msg.AGENT_OUTPUT: state.on_agent_output,
         }
 
-    def _attach(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
+    def on_attach(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
+        """ATTACH, refused for a job on its way to a connection that has not read it yet (the outbox knows)."""
         backlogged = self.outbox.waiting() if self.outbox is not None else frozenset()
         return self.state.on_attach(route, body, now, who, backlogged=backlogged)
 
-    def _client_alive(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
+    def on_client_alive(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
+        """A client's heartbeat, from its heartbeat socket, for its main connection (which must be its own)."""
         client = body["client"].encode()  # sent from the client's heartbeat socket, for its main one
         if self.guard.route_of(client, who):
             return self.state.client_alive(client, now)
@@ -302,15 +313,12 @@ class BossDaemon:
         return out
 
     def _handle(self, kind: Msg, route: bytes, body: dict, now: float, routed: bool, who: Identity) -> list[Out]:
-        if not routed:
-            if kind is Msg.AGENT_REPORTS:
-                return self.state.on_agent_reports(route, body, now, who)
-            if kind is Msg.AGENT_OUTPUT:
-                return self.state.on_agent_output(route, body, now, who)
+        if not routed and kind not in REPORT_SOCKET_KINDS:
             raise ProtocolError(f"{kind.name} is not a report-socket message")
-        handler = self._handlers.get(kind)
-        if handler is None:
+        handler = self.handlers.get(kind)
+        if routed and (handler is None or kind in REPORT_SOCKET_KINDS):
             return [(route, Msg.ERROR, {"message": f"{kind.name} is not a control message"})]
+        assert handler is not None
         out = handler(route, body, now, who)
         if kind in _CLIENT_KINDS:
             self.state.client_alive(route, now)

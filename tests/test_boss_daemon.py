@@ -1,6 +1,6 @@
-"""A bug of the boss (an exception of its own code, not a peer's doing) is logged as one with its traceback and
-counted, the boss goes on, what the failing event made before it raised is sent, and the test suite fails on
-the log line."""
+"""The boss daemon's handlers, one per kind of message; a bug of the boss (an exception of its own code, not a
+peer's doing) is logged as one with its traceback and counted, the boss goes on, what the failing event made
+before it raised is sent, and the test suite fails on the log line."""
 
 from __future__ import annotations
 
@@ -110,3 +110,17 @@ def test_the_suite_fails_a_test_during_which_a_daemon_logs_a_bug(pytester):
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*a daemon logged a bug during this test*", f"*{BUG}*"])
+
+
+def test_every_message_a_peer_may_send_the_boss_has_one_handler_named_after_it(tmp_path):
+    from taylorism_zmq.boss.guard import NEEDS
+
+    daemon = BossDaemon(f"ipc://{tmp_path}/control", f"ipc://{tmp_path}/reports")
+    try:
+        assert set(daemon.handlers) == set(NEEDS)  # what the guard lets in is what the boss handles
+        assert {kind: handler.__name__ for kind, handler in daemon.handlers.items()} == \
+            {kind: f"on_{kind.name.lower()}" for kind in NEEDS}
+    finally:
+        daemon.stop()
+        daemon._wake_r.close()
+        daemon._wake_w.close()
