@@ -113,7 +113,7 @@ def test_the_suite_fails_a_test_during_which_a_daemon_logs_a_bug(pytester):
 
 
 def test_every_message_a_peer_may_send_the_boss_has_one_handler_named_after_it(tmp_path):
-    from taylorism_zmq.boss.guard import NEEDS
+    from taylorism_zmq.boss.authorization import NEEDS
 
     daemon = BossDaemon(f"ipc://{tmp_path}/control", f"ipc://{tmp_path}/reports")
     try:

@@ -17,9 +17,9 @@ from test_boss_state import CLIENT, add_agent, make_state, submit, submit_body
 
 from taylorism_zmq import Boss
 from taylorism_zmq.boss.agentkeys import AgentKeys
-from taylorism_zmq.boss.gaps import OutputGaps
-from taylorism_zmq.boss.guard import Denied, Guard
+from taylorism_zmq.boss.authorization import Denied, Guard
 from taylorism_zmq.boss.outbox import Outbox
+from taylorism_zmq.boss.output_gaps import OutputGaps
 from taylorism_zmq.boss.plugins import load_placement_plugin
 from taylorism_zmq.client.live_output import LiveOutput
 from taylorism_zmq.wire import protocol
@@ -59,7 +59,7 @@ def test_when_only_live_agents_are_known_none_is_forgotten():
     assert len(book) == 3 and all(book.get(a) for a in live)
 
 
-# -- routes (guard.py) -----------------------------------------------------------------------------------
+# -- routes (authorization.py) -----------------------------------------------------------------------------
 def test_a_flood_of_new_routes_never_drops_a_busy_clients_route_and_says_so(caplog):
     counters: collections.Counter = collections.Counter()
     busy = b"busy-client"

@@ -35,10 +35,10 @@ from ..wire import protocol, security
 from ..wire.keystore import ANONYMOUS, LOCAL, Identity, KeyStore
 from ..wire.protocol import Msg, ProtocolError
 from ..wire.sockets import EndpointInUseError, RateLimitedLog, bind, check_bindable, configure_bound, worth_logging
-from .guard import Denied, Guard
+from .authorization import Denied, Guard
 from .ledger import refusal
 from .model import Out, Refused
-from .options import DEFAULTS, BossOptions
+from .options import DEFAULTS, METRICS_ADDRESS, BossOptions
 from .outbox import Outbox
 from .plugins import load_placement_plugin
 from .state import BossState
@@ -64,7 +64,7 @@ class BossDaemon:
 
     def __init__(self, control: str, reports: str, options: BossOptions = DEFAULTS, allow_plugins: bool = False,
                  insecure: bool = False, http: str | None = None, metrics_port: int | None = None,
-                 metrics_address: str = "127.0.0.1", validate: bool = False):
+                 metrics_address: str = METRICS_ADDRESS, validate: bool = False):
         self.control_endpoint = control
         self.reports_endpoint = reports
         if not 64 * 1024 < options.max_frame <= protocol.MAX_FRAME:

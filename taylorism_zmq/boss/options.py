@@ -32,3 +32,5 @@ class BossOptions:
 
 #: the defaults
 DEFAULTS = BossOptions()
+#: where the metrics server binds unless told (--metrics-address): this host only
+METRICS_ADDRESS = "127.0.0.1"

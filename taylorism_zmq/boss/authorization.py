@@ -20,7 +20,7 @@ import zmq
 from ..wire.keystore import ANONYMOUS, LOCAL, Identity, KeyStore, fingerprint
 from ..wire.protocol import Msg
 from ..wire.sockets import RateLimitedLog
-from .lru import forget_oldest
+from .bounded_maps import forget_oldest
 from .model import Refused
 
 log = logging.getLogger("taylorism_zmq.boss")
