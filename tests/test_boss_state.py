@@ -804,3 +804,21 @@ def test_validate_checks_every_index_after_every_event():
         else:
             assert state.on_ping(b"p", {}, now=0.0) == [(b"p", Msg.PONG, {"boss": "boss"})]
         assert a in state.ledger.agents
+
+
+def test_the_architecture_page_lists_every_move_of_the_model_and_no_other():
+    import pathlib
+
+    from taylorism_zmq.boss.model import JOB_MOVES, TASK_MOVES
+
+    text = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "architecture.md").read_text()
+
+    def moves(header: str) -> set[tuple[str, str]]:
+        found = set()
+        for row in text.split(header)[1].split("\n\n")[0].splitlines()[2:]:
+            start, end = (cell.strip() for cell in row.strip("|").split("|")[:2])
+            found |= {(a.strip(), b.strip()) for a in start.split(",") for b in end.split(",")}
+        return found
+
+    assert moves("| task from | to |") == {(a.value, b.value) for a, b in TASK_MOVES}
+    assert moves("| job from | to |") == {(a.value, b.value) for a, b in JOB_MOVES}
