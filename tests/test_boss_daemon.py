@@ -4,9 +4,12 @@ before it raised is sent, and the test suite fails on the log line."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import pathlib
 import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 import zmq
@@ -23,15 +26,12 @@ def _ask(sock: zmq.Socket, kind: Msg, body: dict) -> tuple[Msg, dict]:
     return protocol.decode(sock.recv_multipart())
 
 
-@pytest.mark.expected_bug
-def test_a_bug_in_a_handler_is_logged_counted_and_what_it_made_is_sent(tmp_path, caplog):
+@contextlib.contextmanager
+def boss_whose_control_does(tmp_path: pathlib.Path, control: Callable[..., None]) -> Iterator[tuple]:
+    """A boss serving in a thread, on ipc, its CONTROL handler's work done by *control* (a fault injected);
+    yields the daemon and a DEALER connected to it."""
     daemon = BossDaemon(f"ipc://{tmp_path}/control", f"ipc://{tmp_path}/reports", validate=True)
-
-    def broken_control(route: bytes, body: dict, now: float, who: object) -> None:
-        daemon.ledger.out.add(route, Msg.ERROR, {"message": "made before the fault"})
-        raise RuntimeError("a fault of the boss's own code")
-
-    daemon.state.requests.control = broken_control  # type: ignore[method-assign]
+    daemon.state.requests.control = functools.partial(control, daemon)  # type: ignore[method-assign]
     ready = threading.Event()
     thread = threading.Thread(target=daemon.serve, kwargs={"ready": ready.set})
     ctx = zmq.Context()
@@ -41,15 +41,7 @@ def test_a_bug_in_a_handler_is_logged_counted_and_what_it_made_is_sent(tmp_path,
     try:
         assert ready.wait(10)
         sock.connect(daemon.control_endpoint)
-        with caplog.at_level(logging.ERROR, "taylorism_zmq.boss"):
-            kind, body = _ask(sock, Msg.CONTROL, {"job": "j", "action": "halt"})
-        assert (kind, body["message"]) == (Msg.ERROR, "made before the fault")
-        assert _ask(sock, Msg.PING, {})[0] is Msg.PONG  # the boss goes on
-        status = _ask(sock, Msg.STATUS, {})[1]["status"]
-        assert status["counters"]["bugs"] == 1 and status["counters"].get("bad_messages", 0) == 0
-        bugs = [r for r in caplog.records if BUG in r.getMessage()]
-        assert len(bugs) == 1 and "handling CONTROL" in bugs[0].getMessage()
-        assert bugs[0].exc_info is not None and "a fault of the boss's own code" in caplog.text
+        yield daemon, sock
     finally:
         daemon.stop()
         thread.join(10)
@@ -58,32 +50,34 @@ def test_a_bug_in_a_handler_is_logged_counted_and_what_it_made_is_sent(tmp_path,
     assert not thread.is_alive()
 
 
-def test_what_a_peer_may_not_do_is_refused_not_a_bug(tmp_path):
-    """Refused (and a protocol error) raised by a handler are the peer's doing: answered, never counted as bugs."""
-    daemon = BossDaemon(f"ipc://{tmp_path}/control", f"ipc://{tmp_path}/reports", validate=True)
+@pytest.mark.expected_bug
+def test_a_bug_in_a_handler_is_logged_counted_and_what_it_made_is_sent(tmp_path, caplog):
+    def broken(daemon: BossDaemon, route: bytes, body: dict, now: float, who: object) -> None:
+        daemon.ledger.out.add(route, Msg.ERROR, {"message": "made before the fault"})
+        raise RuntimeError("a fault of the boss's own code")
 
-    def refusing(route: bytes, body: dict, now: float, who: object) -> None:
+    with boss_whose_control_does(tmp_path, broken) as (_daemon, sock):
+        with caplog.at_level(logging.ERROR, "taylorism_zmq.boss"):
+            kind, body = _ask(sock, Msg.CONTROL, {"job": "j", "action": "halt"})
+        assert (kind, body["message"]) == (Msg.ERROR, "made before the fault")
+        assert _ask(sock, Msg.PING, {})[0] is Msg.PONG  # the boss goes on
+        status = _ask(sock, Msg.STATUS, {})[1]["status"]
+        assert status["counters"]["bugs"] == 1 and status["counters"].get("bad_messages", 0) == 0
+    bugs = [r for r in caplog.records if BUG in r.getMessage()]
+    assert len(bugs) == 1 and "handling CONTROL" in bugs[0].getMessage()
+    assert bugs[0].exc_info is not None and "a fault of the boss's own code" in caplog.text
+
+
+def test_what_a_peer_may_not_do_is_refused_not_a_bug(tmp_path):
+    """Refused raised by a handler is the peer's doing: answered, never counted as a bug."""
+    def refusing(daemon: BossDaemon, route: bytes, body: dict, now: float, who: object) -> None:
         raise Refused("job j belongs to another user")
 
-    daemon.state.requests.control = refusing  # type: ignore[method-assign]
-    ready = threading.Event()
-    thread = threading.Thread(target=daemon.serve, kwargs={"ready": ready.set})
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.linger = 0
-    thread.start()
-    try:
-        assert ready.wait(10)
-        sock.connect(daemon.control_endpoint)
+    with boss_whose_control_does(tmp_path, refusing) as (_daemon, sock):
         kind, body = _ask(sock, Msg.CONTROL, {"job": "j", "action": "halt"})
         assert (kind, body) == (Msg.ERROR, {"message": "job j belongs to another user", "job": "j"})
         counters = _ask(sock, Msg.STATUS, {})[1]["status"]["counters"]
         assert counters["bugs"] == 0 and counters["refused"] == 1
-    finally:
-        daemon.stop()
-        thread.join(10)
-        sock.close()
-        ctx.term()
 
 
 pytest_plugins = ["pytester"]
