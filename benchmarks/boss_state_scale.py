@@ -17,6 +17,7 @@ import logging
 import sys
 import time
 
+from taylorism_zmq.boss.options import BossOptions
 from taylorism_zmq.boss.state import BossState
 from taylorism_zmq.wire.protocol import Msg
 
@@ -24,26 +25,26 @@ CLIENT = b"client"
 
 
 def run(hosts: int, tasks: int, policy: dict) -> float:
-    state = BossState("bench", agent_timeout=1e9)
+    state = BossState("bench", BossOptions(agent_timeout=1e9))
     for h in range(hosts):
         aid = f"agent-{h}"
-        state.register(aid.encode(), {"agent": aid, "host": f"h{h}", "shm_host": "m", "cpus": 8,
-                                      "memory": 64000.0, "slots": 8, "pid": 1, "running": []}, now=0.0)
-    state.submit(CLIENT, {"job": "j", "name": "j", "policy": policy, "env": {}, "trusted": False,
-                          "shm_host": None, "halted": False, "resubmit": False, "detach": False,
-                          "timeout": None, "stream": False, "started": False, "max_tasks": 1}, now=0.0)
+        state.on_register(aid.encode(), {"agent": aid, "host": f"h{h}", "shm_host": "m", "cpus": 8,
+                                         "memory": 64000.0, "slots": 8, "pid": 1, "running": []}, now=0.0)
+    state.on_submit(CLIENT, {"job": "j", "name": "j", "policy": policy, "env": {}, "trusted": False,
+                             "shm_host": None, "halted": False, "resubmit": False, "detach": False,
+                             "timeout": None, "stream": False, "started": False, "max_tasks": 1}, now=0.0)
     start = time.process_time()
     for first in range(0, tasks, 1000):
         rows = [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p"] for i in range(first, min(tasks, first + 1000))]
-        state.add_tasks(CLIENT, {"job": "j", "tasks": rows, "classes": {}})
-    state.control(CLIENT, {"job": "j", "action": "end"})
+        state.on_add_tasks(CLIENT, {"job": "j", "tasks": rows, "classes": {}}, now=0.0)
+    state.on_control(CLIENT, {"job": "j", "action": "end"}, now=0.0)
     done = 0
-    while state.jobs:
-        out = state.dispatch()
+    while state.ledger.jobs:
+        out = state.dispatch(0.0)
         for route, kind, body in out:
             if kind is Msg.RUN:
                 reports = [[row[0], body["job"], row[1], True, b"r", 0.0, 0.0, b"", b""] for row in body["tasks"]]
-                state.agent_reports({"agent": route.decode(), "batch": done, "reports": reports}, now=0.0)
+                state.on_agent_reports(b"", {"agent": route.decode(), "batch": done, "reports": reports}, now=0.0)
                 done += len(reports)
     assert done == tasks, (done, tasks)
     return time.process_time() - start

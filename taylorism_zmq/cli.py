@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 
 from . import __version__, settings
-from .boss.quota import MAX_HELD_BYTES_PER_KEY, MAX_JOBS_PER_KEY
+from .boss.options import DEFAULTS, METRICS_ADDRESS
 from .config import CONFIG_PLACES, reports_endpoint
 
 DEFAULT_CONTROL = "tcp://127.0.0.1:5555"
@@ -58,14 +58,14 @@ def boss_parser() -> argparse.ArgumentParser:
     p.add_argument("--reports", default=None,
                    help="report endpoint to bind (default: the control port + 1, or PATH-reports for ipc); "
                         "agents learn it when they register")
-    p.add_argument("--heartbeat", type=float, default=1.0,
+    p.add_argument("--heartbeat", type=float, default=DEFAULTS.heartbeat,
                    help="agents' heartbeat period in s, told to each agent when it registers; agents given no "
-                        "--heartbeat of their own follow it (default 1)")
-    p.add_argument("--agent-timeout", type=float, default=30.0,
-                   help="seconds of silence after which an agent is lost and its tasks requeued (default 30; at "
-                        f"least {MIN_BEATS_PER_TIMEOUT:g} heartbeats)")
-    p.add_argument("--max-retries", type=int, default=1,
-                   help="times a task may be requeued because its agent was lost (default 1)")
+                        f"--heartbeat of their own follow it (default {DEFAULTS.heartbeat:g})")
+    p.add_argument("--agent-timeout", type=float, default=DEFAULTS.agent_timeout,
+                   help="seconds of silence after which an agent is lost and its tasks requeued (default "
+                        f"{DEFAULTS.agent_timeout:g}; at least {MIN_BEATS_PER_TIMEOUT:g} heartbeats)")
+    p.add_argument("--max-retries", type=int, default=DEFAULTS.max_retries,
+                   help=f"times a task may be requeued because its agent was lost (default {DEFAULTS.max_retries})")
     p.add_argument("--insecure", action="store_true",
                    help="serve tcp without CURVE authentication and encryption (then pickle is refused)")
     p.add_argument("--http", default=None, metavar="HOST:PORT",
@@ -74,27 +74,32 @@ def boss_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                    help="serve Prometheus metrics on http://ADDRESS:PORT/metrics (off by default; 0 picks a free "
                         "port, logged at start-up)")
-    p.add_argument("--metrics-address", default="127.0.0.1",
+    p.add_argument("--metrics-address", default=METRICS_ADDRESS,
                    help="address the metrics server binds (default %(default)s; 0.0.0.0 for a remote Prometheus: "
                         "metrics show host names and task counts, no task data)")
-    p.add_argument("--client-timeout", type=float, default=60.0,
+    p.add_argument("--client-timeout", type=float, default=DEFAULTS.client_timeout,
                    help="seconds without news from a client after which its jobs are stopped and their tasks "
-                        "killed, unless submitted with detach=True (default 60)")
-    p.add_argument("--recovery-grace", type=float, default=3.0,
-                   help="seconds a job submitted again after a boss restart waits for the agents to say which "
-                        "of its tasks still run, before the others are dispatched (default 3)")
+                        f"killed, unless submitted with detach=True (default {DEFAULTS.client_timeout:g})")
+    p.add_argument("--recovery-grace", type=float, default=DEFAULTS.recovery_grace,
+                   help="seconds a job submitted again after a boss restart waits for the agents to say which of "
+                        "its tasks still run, before the others are dispatched "
+                        f"(default {DEFAULTS.recovery_grace:g})")
     p.add_argument("--max-frame-mb", type=float, default=None, metavar="MIB",
-                   help="largest message the boss accepts, in MiB (default and most: 256); clients split their "
-                        "tasks under it and agents cap reports under it")
-    p.add_argument("--max-jobs-per-key", type=int, default=MAX_JOBS_PER_KEY, metavar="N",
+                   help=f"largest message the boss accepts, in MiB (default and most: {DEFAULTS.max_frame >> 20}); "
+                        "clients split their tasks under it and agents cap reports under it")
+    p.add_argument("--max-jobs-per-key", type=int, default=DEFAULTS.max_jobs_per_key, metavar="N",
                    help="live jobs one key may have on the boss; beyond, a SUBMIT fails with the reason "
-                        f"(default {MAX_JOBS_PER_KEY})")
-    p.add_argument("--max-held-mb-per-key", type=float, default=MAX_HELD_BYTES_PER_KEY / 2**20, metavar="MIB",
+                        f"(default {DEFAULTS.max_jobs_per_key})")
+    p.add_argument("--max-held-mb-per-key", type=float, default=DEFAULTS.max_held_bytes_per_key / 2**20, metavar="MIB",
                    help="MiB of task instructions not reported yet one key may have on the boss; beyond, the job "
-                        f"that adds them fails with the reason (default {MAX_HELD_BYTES_PER_KEY >> 20})")
+                        f"that adds them fails with the reason (default {DEFAULTS.max_held_bytes_per_key >> 20})")
     p.add_argument("--allow-placement-plugins", action="store_true",
                    help="let jobs whose scheduler overrides place() run that method here: it imports the "
                         "users' modules in the boss, so allow it only where you trust the users")
+    p.add_argument("--validate", action="store_true",
+                   help="check every index of the boss's records against the records after every event, and log "
+                        "a disagreement as a bug (for tests and debugging: it costs time in the number of tasks "
+                        "at every event)")
     return p
 
 

@@ -18,6 +18,10 @@ from typing import NamedTuple
 
 import psutil
 import pytest
+from bug_check import bug_lines, pytest_configure, pytest_runtest_makereport  # noqa: F401 - the suite's hooks
+
+# the boss checks its records after every event (--validate), the embedded one too (cheap at the sizes tests run)
+os.environ.setdefault("TAYLORISM_EMBEDDED_VALIDATE", "1")
 
 # tcp endpoints use CURVE: the tests get a key pair of their own, authorized, for every process they start
 # (removed at the end of the run)
@@ -141,7 +145,8 @@ class Cluster:
 
     def __init__(self, agent_timeout: float = 30.0, max_retries: int = 1, allow_plugins: bool = False,
                  insecure: bool = False, client_timeout: float = 60.0, http: str | None = None,
-                 metrics_port: int | None = None, boss_log: str | None = None, boss_args: tuple[str, ...] = ()):
+                 metrics_port: int | None = None, boss_log: str | None = None, boss_args: tuple[str, ...] = (),
+                 validate: bool = True):
         self.control = f"tcp://127.0.0.1:{free_port()}"
         self.reports = f"tcp://127.0.0.1:{free_port()}"
         self.agent_timeout = agent_timeout
@@ -156,6 +161,8 @@ class Cluster:
         self.boss_log = boss_log
         #: more options for the boss's command line
         self.boss_args = boss_args
+        #: the boss checks its records after every event (--validate: O(records) each, off for large runs)
+        self.validate = validate
         self.boss: subprocess.Popen | None = None
         self.agents: list[subprocess.Popen] = []
         #: the agents' report journals (each agent takes a free one; a restarted agent sends what is left)
@@ -176,6 +183,7 @@ class Cluster:
                                 *(["--http", self.http] if self.http else []),
                                 *(["--metrics-port", str(self.metrics_port)] if self.metrics_port else []),
                                 *(["--log-file", self.boss_log] if self.boss_log else []),
+                                *(["--validate"] if self.validate else []),
                                 *self.boss_args, level="INFO" if self.boss_log else "WARNING")
         return self.boss
 
@@ -221,6 +229,9 @@ class Cluster:
 
         stop_processes([p for p in [*self.agents, self.boss] if p is not None], grace=10)
         shutil.rmtree(self.state_dir, ignore_errors=True)
+        if self.boss_log:  # (without one, the boss logs to the test's stderr: see pytest_runtest_makereport)
+            bugs = bug_lines(pathlib.Path(self.boss_log).read_text(errors="replace"))
+            assert not bugs, "the boss logged a bug:\n" + "\n".join(bugs)
 
 
 @pytest.fixture

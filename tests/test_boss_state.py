@@ -6,7 +6,9 @@ import time
 
 import pytest
 
-from taylorism_zmq.boss.guard import Refused
+from taylorism_zmq.boss.invariants import check_invariants
+from taylorism_zmq.boss.model import JobState, Refused, TaskState, TransitionError
+from taylorism_zmq.boss.options import BossOptions
 from taylorism_zmq.boss.quota import task_bytes
 from taylorism_zmq.boss.state import BossState
 from taylorism_zmq.wire.keystore import Identity
@@ -15,33 +17,29 @@ from taylorism_zmq.wire.protocol import Msg
 CLIENT = b"client-1"
 
 
-class ValidatedState(BossState):
-    """Checks every index after every event (dask's validate mode)."""
-
-    def __getattribute__(self, name):
-        attr = super().__getattribute__(name)
-        if callable(attr) and not name.startswith("_") and name not in ("validate", "status"):  # every event
-            def checked(*args, **kw):
-                out = attr(*args, **kw)
-                self.validate()
-                return out
-            return checked
-        return attr
-
-
 def make_state(**kw) -> BossState:
-    return ValidatedState("boss-test", **kw)
+    """A state machine that checks every index after every event (dask's validate mode); *kw*: its options
+    (BossOptions fields) and constructor arguments."""
+    options = {k: kw.pop(k) for k in list(kw) if k in BossOptions.__dataclass_fields__}
+    return BossState("boss-test", BossOptions(**options), validate=True, **kw)
+
+
+def drain(state: BossState, target: str, draining: bool = True) -> dict:
+    """What an operator's drain (or undrain) of *target* answers."""
+    out = state.on_admin(b"admin", {"action": "drain" if draining else "undrain", "target": target}, now=0.0)
+    assert [kind for _, kind, _ in out] == [Msg.ADMIN_REPLY]
+    return out[0][2]
 
 
 def add_agent(state: BossState, name: str, slots: int = 4, cpus: int = 4, memory: float = 8000.0,
               shm_host: str = "machine-a", load: float | None = None, running=()) -> str:
     aid = f"agent-{name}"
-    out = state.register(aid.encode(), {"agent": aid, "host": name, "shm_host": shm_host, "cpus": cpus,
-                                        "memory": memory, "slots": slots, "pid": 1, "running": running}, now=0.0)
+    out = state.on_register(aid.encode(), {"agent": aid, "host": name, "shm_host": shm_host, "cpus": cpus,
+                                           "memory": memory, "slots": slots, "pid": 1, "running": running}, now=0.0)
     assert out[-1][1] is Msg.REGISTERED
     if load is not None:
-        state.heartbeat_from({"agent": aid, "load": [load, load, load], "cpu": 0, "mem_avail": memory,
-                              "running": 0}, now=0.0)
+        state.on_heartbeat(b"", {"agent": aid, "load": [load, load, load], "cpu": 0, "mem_avail": memory,
+                                 "running": 0}, now=0.0)
     return aid
 
 
@@ -55,8 +53,8 @@ def submit_body(job: str = "j1", **fields) -> dict:
 def submit(state: BossState, policy: dict, n: int = 0, job: str = "j1", memory: float = 0.0,
            expected=None, files=None, shm_host=None, halted: bool = False, resubmit: bool = False,
            detach: bool = False, stream: bool = False) -> str:
-    out = state.submit(CLIENT, submit_body(job, policy=policy, shm_host=shm_host, halted=halted, resubmit=resubmit,
-                                           detach=detach, stream=stream), now=0.0)
+    out = state.on_submit(CLIENT, submit_body(job, policy=policy, shm_host=shm_host, halted=halted, resubmit=resubmit,
+                                              detach=detach, stream=stream), now=0.0)
     assert out == []
     add(state, job, range(n), memory=memory, expected=expected, files=files)
     return job
@@ -65,7 +63,7 @@ def submit(state: BossState, policy: dict, n: int = 0, job: str = "j1", memory: 
 def add(state, job, indexes, memory=0.0, expected=None, files=None):
     rows = [[i, f"w{i}", "m:W", memory, (expected or {}).get(i, 0.0), (files or {}).get(i, []), b"p"]
             for i in indexes]
-    assert state.add_tasks(CLIENT, {"job": job, "tasks": rows, "classes": {}}) == []
+    assert state.on_add_tasks(CLIENT, {"job": job, "tasks": rows, "classes": {}}, now=0.0) == []
 
 
 def runs(out) -> dict[str, list]:
@@ -81,10 +79,10 @@ def runs(out) -> dict[str, list]:
 
 def report(state, aid, tid, ok=True, job=None, index=None):
     if job is None:
-        task = state.tasks[tid] if tid in state.tasks else None
+        task = state.ledger.tasks[tid] if tid in state.ledger.tasks else None
         job, index = (task.job.jid, task.index) if task else REMEMBERED[tid]
     rows = [[tid, job, index, ok, b"r", 0.0, 1.0, b"", b""]]
-    out = state.agent_reports({"agent": aid, "batch": 1, "reports": rows}, now=1.0)
+    out = state.on_agent_reports(b"", {"agent": aid, "batch": 1, "reports": rows}, now=1.0)
     assert out[0] == (aid.encode(), Msg.REPORTS_ACK, {"batch": 1})
     return out[1:]
 
@@ -101,23 +99,23 @@ def test_threads_limit_applies_per_host_and_tasks_spread():
     state = make_state()
     a, b = add_agent(state, "a"), add_agent(state, "b")
     submit(state, {"kind": "threads", "max_threads": 2}, n=10)
-    placed = runs(state.dispatch())
+    placed = runs(state.dispatch(0.0))
     assert len(placed[a]) == 2 and len(placed[b]) == 2
-    assert state.dispatch() == []  # nothing more until a task ends
+    assert state.dispatch(0.0) == []  # nothing more until a task ends
 
 
 def test_agent_slots_cap_every_job():
     state = make_state()
     a = add_agent(state, "a", slots=3)
     submit(state, {"kind": "nosort"}, n=10)
-    assert len(runs(state.dispatch())[a]) == 3
+    assert len(runs(state.dispatch(0.0))[a]) == 3
 
 
 def test_auto_threads_is_half_the_hosts_cpus():
     state = make_state()
     a, b = add_agent(state, "a", cpus=8), add_agent(state, "b", cpus=2, slots=8)
     submit(state, {"kind": "threads", "max_threads": None}, n=20)
-    placed = runs(state.dispatch())
+    placed = runs(state.dispatch(0.0))
     assert len(placed[a]) == 4 and len(placed[b]) == 1
 
 
@@ -125,10 +123,10 @@ def test_tickets_are_smallest_free_per_host():
     state = make_state()
     a = add_agent(state, "a")
     submit(state, {"kind": "threads", "max_threads": 3}, n=5)
-    rows = runs(state.dispatch())[a]
+    rows = runs(state.dispatch(0.0))[a]
     assert [r[1] for r in rows] == [0, 1, 2]
     report(state, a, rows[1][0])
-    rows2 = runs(state.dispatch())[a]
+    rows2 = runs(state.dispatch(0.0))[a]
     assert [r[1] for r in rows2] == [1]
 
 
@@ -136,21 +134,21 @@ def test_finished_job_reports_then_ends():
     state = make_state()
     a = add_agent(state, "a")
     submit(state, {"kind": "threads", "max_threads": 4}, n=2)
-    rows = runs(state.dispatch())[a]
-    state.control(CLIENT, {"job": "j1", "action": "end"})
+    rows = runs(state.dispatch(0.0))[a]
+    state.on_control(CLIENT, {"job": "j1", "action": "end"}, now=0.0)
     out = report(state, a, rows[0][0])
     assert of_kind(out, Msg.REPORTS)[0]["reports"] == [[0, True, b"r", "a", "w0", b"", b""]]
     assert not of_kind(out, Msg.JOB_END)
     out = report(state, a, rows[1][0])
     assert of_kind(out, Msg.JOB_END) == [{"job": "j1", "status": "finished", "pending": [], "error": None}]
-    assert state.tasks == {} and state.jobs == {}
+    assert state.ledger.tasks == {} and state.ledger.jobs == {}
 
 
 def test_failed_task_stops_the_job_and_kills_the_others():
     state = make_state()
     a, b = add_agent(state, "a"), add_agent(state, "b")
     submit(state, {"kind": "threads", "max_threads": 1}, n=5)
-    placed = runs(state.dispatch())
+    placed = runs(state.dispatch(0.0))
     out = report(state, a, placed[a][0][0], ok=False)
     kills = [(route, body) for route, kind, body in out if kind is Msg.KILL]
     assert kills == [(b.encode(), {"tasks": [placed[b][0][0]]})]
@@ -158,14 +156,14 @@ def test_failed_task_stops_the_job_and_kills_the_others():
     assert end["status"] == "failed" and end["pending"] == [2, 3, 4]
     # the killed task's report arrives late: dropped
     assert report(state, b, placed[b][0][0]) == []
-    assert state.counters["late_or_duplicate_reports"] == 1
+    assert state.ledger.counters["late_or_duplicate_reports"] == 1
 
 
 def test_duplicate_reports_are_dropped():
     state = make_state()
     a = add_agent(state, "a")
     submit(state, {"kind": "nosort"}, n=2)
-    rows = runs(state.dispatch())[a]
+    rows = runs(state.dispatch(0.0))[a]
     assert of_kind(report(state, a, rows[0][0]), Msg.REPORTS)
     assert report(state, a, rows[0][0]) == []
 
@@ -174,24 +172,24 @@ def test_an_agent_that_says_goodbye_left_and_its_tasks_move_at_once():
     state = make_state(max_retries=1)
     a, b = add_agent(state, "a", slots=1), add_agent(state, "b", slots=1)
     submit(state, {"kind": "nosort"}, n=2)
-    placed = runs(state.dispatch())
+    placed = runs(state.dispatch(0.0))
     tid = placed[a][0][0]
-    assert state.agent_left(a) == []
-    assert runs(state.dispatch()) == {}  # b is busy: the task waits, requeued
+    assert state.on_goodbye(b"", {"agent": a}, 0.0) == []
+    assert runs(state.dispatch(0.0)) == {}  # b is busy: the task waits, requeued
     report(state, b, placed[b][0][0])
-    assert runs(state.dispatch())[b][0][0] == tid
-    assert state.counters["agents_left"] == 1 and state.counters["agents_lost"] == 0
+    assert runs(state.dispatch(0.0))[b][0][0] == tid
+    assert state.ledger.counters["agents_left"] == 1 and state.ledger.counters["agents_lost"] == 0
 
 
 def test_lost_agent_tasks_are_requeued_elsewhere_then_fail_with_agent_lost():
     state = make_state(max_retries=1)
     a = add_agent(state, "a", slots=1)
     submit(state, {"kind": "nosort"}, n=1)
-    tid = runs(state.dispatch())[a][0][0]
-    assert state.agent_lost(a, "test") == []
+    tid = runs(state.dispatch(0.0))[a][0][0]
+    assert state.agent_lost(a, "test", 0.0) == []
     b = add_agent(state, "b", slots=1)
-    assert runs(state.dispatch())[b][0][0] == tid  # requeued, same task id
-    out = state.agent_lost(b, "test again")
+    assert runs(state.dispatch(0.0))[b][0][0] == tid  # requeued, same task id
+    out = state.agent_lost(b, "test again", 0.0)
     end = of_kind(out, Msg.JOB_END)[0]
     assert end["status"] == "failed" and end["error"]["type"] == "AgentLostError"
     assert "host b" in end["error"]["message"] and "w0" in end["error"]["message"]
@@ -202,10 +200,10 @@ def requeued_after_loss() -> tuple[BossState, str, str, int]:
     state = make_state()
     a = add_agent(state, "a", slots=1)
     submit(state, {"kind": "nosort"}, n=1)
-    tid = runs(state.dispatch())[a][0][0]
-    state.agent_lost(a, "test")
+    tid = runs(state.dispatch(0.0))[a][0][0]
+    state.agent_lost(a, "test", 0.0)
     b = add_agent(state, "b", slots=1)
-    runs(state.dispatch())
+    runs(state.dispatch(0.0))
     return state, a, b, tid
 
 
@@ -220,7 +218,7 @@ def test_report_from_a_lost_agent_still_counts_once():
 def test_a_failure_from_a_stale_copy_does_not_fail_the_task_running_elsewhere():
     state, a, b, tid = requeued_after_loss()
     assert report(state, a, tid, ok=False) == []  # the stale copy was killed: not the task's fate
-    assert state.counters["late_or_duplicate_reports"] == 1 and state.jobs
+    assert state.ledger.counters["late_or_duplicate_reports"] == 1 and state.ledger.jobs
     c = add_agent(state, "c", slots=1)
     assert report(state, c, tid) == []  # and an agent it was never sent to has no say
     assert len(of_kind(report(state, b, tid), Msg.REPORTS)) == 1  # the live copy's report counts
@@ -230,20 +228,20 @@ def test_expire_skips_when_the_boss_loop_itself_stalled():
     state = make_state(agent_timeout=5.0)
     add_agent(state, "a")
     assert state.expire(now=100.0, loop_lag=50.0) == []
-    assert len(state.agents) == 1
+    assert len(state.ledger.agents) == 1
     state.expire(now=106.0)
-    assert state.agents == {}
+    assert state.ledger.agents == {}
 
 
 def test_lost_agent_heartbeat_asks_to_register_again_and_known_ones_get_an_answer():
     state = make_state()
     beat = {"load": [0.1], "cpu": 0, "mem_avail": 0, "running": 0}
     # an agent never seen: its route is unknown (it registers again on its own when its connection comes up)
-    assert state.heartbeat_from(dict(beat, agent="ghost"), 1.0) == []
+    assert state.on_heartbeat(b"", dict(beat, agent="ghost"), 1.0) == []
     a = add_agent(state, "a")
-    assert state.heartbeat_from(dict(beat, agent=a), 1.0) == [(a.encode(), Msg.PONG, {"boss": "boss-test"})]
-    state.agent_lost(a, "silent")
-    assert state.heartbeat_from(dict(beat, agent=a), 2.0) == [(a.encode(), Msg.REREGISTER, {})]
+    assert state.on_heartbeat(b"", dict(beat, agent=a), 1.0) == [(a.encode(), Msg.PONG, {"boss": "boss-test"})]
+    state.agent_lost(a, "silent", 0.0)
+    assert state.on_heartbeat(b"", dict(beat, agent=a), 2.0) == [(a.encode(), Msg.REREGISTER, {})]
 
 
 def test_memory_limit_per_host_and_task_that_fits_nowhere_fails_at_once():
@@ -252,10 +250,11 @@ def test_memory_limit_per_host_and_task_that_fits_nowhere_fails_at_once():
     submit(state, {"kind": "memory", "max_memory": None, "memory_per_task": 100.0,
                    "memory_max_percentage": 0.5}, n=10)
     # 500 MiB usable, tasks of 100 MiB, strictly below the cap: 4 at once
-    assert len(runs(state.dispatch())[a]) == 4
+    assert len(runs(state.dispatch(0.0))[a]) == 4
     submit(state, {"kind": "memory", "max_memory": None, "memory_per_task": 100.0,
                    "memory_max_percentage": 0.5}, job="big")
-    out = state.add_tasks(CLIENT, {"job": "big", "tasks": [[0, "huge", "m:W", 900.0, 0.0, [], b"p"]], "classes": {}})
+    out = state.on_add_tasks(CLIENT, {"job": "big", "tasks": [[0, "huge", "m:W", 900.0, 0.0, [], b"p"]],
+                                      "classes": {}}, now=0.0)
     end = of_kind(out, Msg.JOB_END)[0]
     assert end["job"] == "big" and end["error"]["type"] == "MemoryError"
 
@@ -267,8 +266,8 @@ def test_longer_first_orders_by_expected_time():
            expected={0: 1.0, 1: 5.0, 2: 3.0, 3: 9.0})
     order = []
     for _ in range(4):
-        row = runs(state.dispatch())[a][0]
-        order.append(state.tasks[row[0]].index)
+        row = runs(state.dispatch(0.0))[a][0]
+        order.append(state.ledger.tasks[row[0]].index)
         report(state, a, row[0])
     assert order == [3, 1, 2, 0]
 
@@ -278,7 +277,7 @@ def test_singlefile_never_runs_two_tasks_on_one_file():
     a = add_agent(state, "a", slots=8)
     submit(state, {"kind": "threads", "max_threads": 8, "singlefile": True}, n=3,
            files={0: ["x", "y"], 1: ["y", "z"], 2: ["u", "v"]})
-    placed = [state.tasks[r[0]].index for r in runs(state.dispatch())[a]]
+    placed = [state.ledger.tasks[r[0]].index for r in runs(state.dispatch(0.0))[a]]
     assert placed == [0, 2]
 
 
@@ -286,10 +285,10 @@ def test_halt_resume_and_stop_report_pending():
     state = make_state()
     a = add_agent(state, "a", slots=1)
     submit(state, {"kind": "nosort"}, n=3, halted=True)
-    assert state.dispatch() == []
-    state.control(CLIENT, {"job": "j1", "action": "resume"})
-    tid = runs(state.dispatch())[a][0][0]
-    state.control(CLIENT, {"job": "j1", "action": "stop"})
+    assert state.dispatch(0.0) == []
+    state.on_control(CLIENT, {"job": "j1", "action": "resume"}, now=0.0)
+    tid = runs(state.dispatch(0.0))[a][0][0]
+    state.on_control(CLIENT, {"job": "j1", "action": "stop"}, now=0.0)
     out = report(state, a, tid)
     assert of_kind(out, Msg.JOB_END)[0]["pending"] == [1, 2]
 
@@ -298,11 +297,11 @@ def test_stop_now_kills_running_tasks():
     state = make_state()
     a = add_agent(state, "a", slots=1)
     submit(state, {"kind": "nosort"}, n=2)
-    tid = runs(state.dispatch())[a][0][0]
-    out = state.control(CLIENT, {"job": "j1", "action": "stop_now"})
+    tid = runs(state.dispatch(0.0))[a][0][0]
+    out = state.on_control(CLIENT, {"job": "j1", "action": "stop_now"}, now=0.0)
     assert (a.encode(), Msg.KILL, {"tasks": [tid]}) in out
     assert of_kind(out, Msg.JOB_END)[0]["status"] == "stopped"
-    assert state.agents[a].free == 1
+    assert state.ledger.agents[a].free == 1
 
 
 def test_shared_memory_jobs_run_only_on_the_clients_machine():
@@ -310,8 +309,8 @@ def test_shared_memory_jobs_run_only_on_the_clients_machine():
     add_agent(state, "a", shm_host="machine-a")
     b = add_agent(state, "b", shm_host="machine-b")
     submit(state, {"kind": "nosort"}, n=3, shm_host="machine-b")
-    assert list(runs(state.dispatch())) == [b]
-    out = state.submit(CLIENT, submit_body("j2", shm_host="machine-z"), now=0.0)
+    assert list(runs(state.dispatch(0.0))) == [b]
+    out = state.on_submit(CLIENT, submit_body("j2", shm_host="machine-z"), now=0.0)
     assert "no agent runs on that host" in of_kind(out, Msg.JOB_END)[0]["error"]["message"]
 
 
@@ -321,18 +320,18 @@ def test_other_clients_cannot_control_a_job_an_admin_can():
     submit(state, {"kind": "nosort"}, n=1, halted=True)
     mallory = Identity("key-mallory", "mallory", frozenset({"client"}))
     with pytest.raises(Refused, match="belongs to another user"):
-        state.control(CLIENT, {"job": "j1", "action": "resume"}, who=mallory)  # even from the owner's route
-    assert state.dispatch() == []
+        state.on_control(CLIENT, {"job": "j1", "action": "resume"}, now=0.0, who=mallory)  # even from the owner's route
+    assert state.dispatch(0.0) == []
     operator = Identity("key-operator", "operator", frozenset({"admin"}))
-    state.control(b"elsewhere", {"job": "j1", "action": "resume"}, who=operator)
-    assert runs(state.dispatch())
+    state.on_control(b"elsewhere", {"job": "j1", "action": "resume"}, now=0.0, who=operator)
+    assert runs(state.dispatch(0.0))
 
 
 @pytest.mark.parametrize("policy", [{"kind": "fastest"}, {"kind": "threads", "max_threads": -1},
                                     {"kind": "memory", "memory_per_task": "lots"}])
 def test_nonsense_policy_fails_the_job(policy):
     state = make_state()
-    out = state.submit(CLIENT, submit_body("j", policy=policy), now=0.0)
+    out = state.on_submit(CLIENT, submit_body("j", policy=policy), now=0.0)
     assert of_kind(out, Msg.JOB_END)[0]["status"] == "failed"
 
 
@@ -340,23 +339,23 @@ def test_task_requeued_then_reported_by_its_lost_agent_is_not_run_again():
     state = make_state()
     a = add_agent(state, "a", slots=1)
     submit(state, {"kind": "nosort"}, n=1)
-    tid = runs(state.dispatch())[a][0][0]
-    state.control(CLIENT, {"job": "j1", "action": "end"})
-    state.agent_lost(a, "test")  # requeued, no agent to run it
+    tid = runs(state.dispatch(0.0))[a][0][0]
+    state.on_control(CLIENT, {"job": "j1", "action": "end"}, now=0.0)
+    state.agent_lost(a, "test", 0.0)  # requeued, no agent to run it
     out = report(state, a, tid)  # the lost agent did finish it
     assert of_kind(out, Msg.REPORTS) and of_kind(out, Msg.JOB_END)[0]["status"] == "finished"
     add_agent(state, "b")
-    assert state.dispatch() == []
+    assert state.dispatch(0.0) == []
 
 
 def test_agent_lost_beyond_retries_leaves_no_task_behind():
     state = make_state(max_retries=0)
     a = add_agent(state, "a", slots=2)
     submit(state, {"kind": "nosort"}, n=3)
-    runs(state.dispatch())
-    out = state.agent_lost(a, "test")
+    runs(state.dispatch(0.0))
+    out = state.agent_lost(a, "test", 0.0)
     assert of_kind(out, Msg.JOB_END)[0]["error"]["type"] == "AgentLostError"
-    assert state.tasks == {} and state.jobs == {}
+    assert state.ledger.tasks == {} and state.ledger.jobs == {}
 
 
 def test_placement_prefers_the_host_with_most_headroom():
@@ -364,28 +363,29 @@ def test_placement_prefers_the_host_with_most_headroom():
     busy = add_agent(state, "busy", slots=4, load=6.0)  # foreign load on a 4-slot host
     idle = add_agent(state, "idle", slots=4, load=0.0)
     submit(state, {"kind": "nosort"}, n=4)
-    assert list(runs(state.dispatch())) == [idle]
+    assert list(runs(state.dispatch(0.0))) == [idle]
     submit(state, {"kind": "nosort"}, job="j2", n=3)
-    assert list(runs(state.dispatch())) == [busy]  # slots are the cap: the busy host still takes work
+    assert list(runs(state.dispatch(0.0))) == [busy]  # slots are the cap: the busy host still takes work
 
 
 def test_spread_follows_free_slots():
     state = make_state()
     agents = [add_agent(state, name, slots=n) for name, n in (("one", 1), ("two", 2), ("three", 3))]
     submit(state, {"kind": "nosort"}, n=6)
-    placed = runs(state.dispatch())
+    placed = runs(state.dispatch(0.0))
     assert [len(placed[a]) for a in agents] == [1, 2, 3]
 
 
 def test_drain_stops_placement_and_undrain_resumes():
     state = make_state()
     a, b = add_agent(state, "a", slots=2), add_agent(state, "b", slots=2)
-    assert state.drain("a", True) == [a]
+    assert drain(state, "a") == {"ok": True, "message": "drained 1 agent(s) on a"}
+    assert state.ledger.agents[a].draining
     submit(state, {"kind": "nosort"}, n=4)
-    assert list(runs(state.dispatch())) == [b]
-    assert state.drain("a", False) == [a]
-    assert list(runs(state.dispatch())) == [a]
-    assert state.drain("nowhere", True) == []
+    assert list(runs(state.dispatch(0.0))) == [b]
+    assert drain(state, "a", False) == {"ok": True, "message": "undrained 1 agent(s) on a"}
+    assert list(runs(state.dispatch(0.0))) == [a]
+    assert drain(state, "nowhere") == {"ok": False, "message": "no agent on host 'nowhere' (hosts: a, b)"}
 
 
 def test_restarted_boss_recovers_jobs_without_running_anything_twice():
@@ -393,23 +393,23 @@ def test_restarted_boss_recovers_jobs_without_running_anything_twice():
     a = add_agent(state, "a", slots=4, running=[[55, "j1", 0, 0]])  # index 0 still runs there
     # index 1 ended while the boss was away: its report arrives before the client comes back
     assert report(state, a, 999, job="j1", index=1) == []
-    assert state.counters["orphan_reports"] == 1
+    assert state.ledger.counters["orphan_reports"] == 1
     submit(state, {"kind": "threads", "max_threads": 4}, resubmit=True)
-    out = state.add_tasks(CLIENT, {"job": "j1", "tasks": [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p"]
-                                                          for i in range(4)], "classes": {}})
+    out = state.on_add_tasks(CLIENT, {"job": "j1", "tasks": [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p"]
+                                                             for i in range(4)], "classes": {}}, now=0.0)
     assert of_kind(out, Msg.REPORTS)[0]["reports"] == [[1, True, b"r", "a", "w1", b"", b""]]
-    assert state.jobs["j1"].by_index[0].state == "running" and state.counters["tasks_adopted"] == 1
+    assert state.ledger.jobs["j1"].by_index[0].state == "running" and state.ledger.counters["tasks_adopted"] == 1
     assert state.dispatch(now=101.0) == []  # held: other agents may still re-register
     placed = runs(state.dispatch(now=104.0))[a]
     assert sorted(REMEMBERED[tid][1] for tid, _ in placed) == [2, 3]
     assert sorted(ticket for _, ticket in placed) == [1, 2]  # ticket 0 is the adopted task's
-    state.control(CLIENT, {"job": "j1", "action": "end"})
+    state.on_control(CLIENT, {"job": "j1", "action": "end"}, now=0.0)
     reported = []
     for tid, index in [(777, 0)] + [(tid, REMEMBERED[tid][1]) for tid, _ in placed]:
         out = report(state, a, tid, job="j1", index=index)
         reported += [r[0] for body in of_kind(out, Msg.REPORTS) for r in body["reports"]]
     assert sorted(reported) == [0, 2, 3]
-    assert state.jobs == {} and state.ended["j1"] == "finished"
+    assert state.ledger.jobs == {} and state.ledger.ended["j1"] == "finished"
     # a report sent again (its acknowledgement was lost) is dropped
     assert report(state, a, 777, job="j1", index=0) == []
 
@@ -424,10 +424,10 @@ def test_a_task_that_ended_while_the_boss_was_away_counts_when_its_report_comes_
     assert sorted(REMEMBERED[tid][1] for tid, _ in placed) == [0, 2]  # index 1 does not run again
     b = add_agent(state, "b")
     assert report(state, b, placed[0][0]) == []  # once sent to an agent, its report counts only from there
-    assert state.counters["refused"] == 1
+    assert state.ledger.counters["refused"] == 1
     submit(state, {"kind": "nosort"}, n=1, job="fresh")  # not submitted again: no agent ran it before
     assert report(state, b, 998, job="fresh", index=0) == []
-    assert state.counters["refused"] == 2 and state.jobs["fresh"].n_pending == 1
+    assert state.ledger.counters["refused"] == 2 and state.ledger.jobs["fresh"].n_pending == 1
 
 
 def test_jobs_of_a_vanished_client_are_stopped_unless_detached():
@@ -435,20 +435,20 @@ def test_jobs_of_a_vanished_client_are_stopped_unless_detached():
     a = add_agent(state, "a", slots=4)
     submit(state, {"kind": "nosort"}, job="attached", n=1)
     submit(state, {"kind": "nosort"}, job="detached", n=1, detach=True)
-    placed = runs(state.dispatch())[a]
+    placed = runs(state.dispatch(0.0))[a]
     state.client_alive(CLIENT, now=5.0)
-    assert state.expire(now=12.0) == [] and len(state.jobs) == 2
+    assert state.expire(now=12.0) == [] and len(state.ledger.jobs) == 2
     out = state.expire(now=16.0)
     assert [b["job"] for b in of_kind(out, Msg.JOB_END)] == ["attached"]
     assert any(k is Msg.KILL for _, k, _ in out)
     # the detached job goes on; its reports are kept for whoever attaches
     detached_tid = next(tid for tid, _ in placed if REMEMBERED[tid][0] == "detached")
-    state.control(CLIENT, {"job": "detached", "action": "end"})
+    state.on_control(CLIENT, {"job": "detached", "action": "end"}, now=0.0)
     report(state, a, detached_tid)
-    out = state.attach(b"client-2", {"job": "detached"}, now=20.0)
+    out = state.on_attach(b"client-2", {"job": "detached"}, now=20.0)
     assert [k for _, k, _ in out] == [Msg.REPORTS, Msg.JOB_END]
     assert out[0][2]["reports"][0][0] == 0 and out[1][2]["status"] == "finished"
-    out = state.attach(b"client-2", {"job": "nope"}, now=20.0)
+    out = state.on_attach(b"client-2", {"job": "nope"}, now=20.0)
     assert [k for _, k, _ in out] == [Msg.ERROR]  # a droppable answer: a peer that never reads grows nothing
     assert "no detached job" in out[0][2]["error"]["message"] and out[0][2]["error"]["type"] == "ValueError"
 
@@ -457,13 +457,13 @@ def test_an_agent_rejoining_with_tasks_that_ran_elsewhere_is_told_to_stop_them()
     state = make_state()
     b = add_agent(state, "b", slots=2)
     submit(state, {"kind": "nosort"}, n=1)
-    runs(state.dispatch())
+    runs(state.dispatch(0.0))
     aid = "agent-a"
-    out = state.register(aid.encode(), {"agent": aid, "host": "a", "shm_host": "m", "cpus": 2, "memory": 1.0,
-                                        "slots": 2, "pid": 1, "running": [[9, "j1", 0, None], [10, "gone", 3, None]]},
-                         now=1.0)
+    running = [[9, "j1", 0, None], [10, "gone", 3, None]]
+    out = state.on_register(aid.encode(), {"agent": aid, "host": "a", "shm_host": "m", "cpus": 2, "memory": 1.0,
+                                           "slots": 2, "pid": 1, "running": running}, now=1.0)
     assert (aid.encode(), Msg.KILL, {"tasks": [9]}) in out
-    assert state.jobs["j1"].by_index[0].agent.aid == b
+    assert state.ledger.jobs["j1"].by_index[0].agent.aid == b
 
 
 @pytest.mark.parametrize("stream", [True, False])
@@ -471,25 +471,25 @@ def test_live_output_goes_to_the_client_only_from_where_the_task_runs(stream):
     state = make_state()
     a, b = add_agent(state, "a", slots=1), add_agent(state, "b", slots=1)
     submit(state, {"kind": "nosort"}, n=2, stream=stream)
-    placed = runs(state.dispatch())
+    placed = runs(state.dispatch(0.0))
     index_on_a = REMEMBERED[placed[a][0][0]][1]
     chunks = [["j1", index_on_a, 1, b"hello\n"], ["j1", index_on_a, 2, b"oops\n"],
               ["j1", 1 - index_on_a, 1, b"not from here\n"], ["j1", index_on_a, 7, b"bad stream\n"],
               ["nope", 0, 1, b"no such job\n"]]
-    out = state.agent_output({"agent": a, "chunks": chunks})
+    out = state.on_agent_output(b"", {"agent": a, "chunks": chunks}, now=0.0)
     if not stream:
         assert out == []
         return
     assert out == [(CLIENT, Msg.OUTPUT, {"job": "j1", "chunks": [[index_on_a, f"w{index_on_a}", 1, b"hello\n"],
                                                                  [index_on_a, f"w{index_on_a}", 2, b"oops\n"]]})]
-    assert state.agent_output({"agent": b, "chunks": chunks[:2]}) == []  # b does not run that task
+    assert state.on_agent_output(b"", {"agent": b, "chunks": chunks[:2]}, now=0.0) == []  # b does not run that task
 
 
 def test_run_messages_carry_the_jobs_stream_flag():
     state = make_state()
     add_agent(state, "a")
     submit(state, {"kind": "nosort"}, n=1, stream=True)
-    assert [body["stream"] for _, kind, body in state.dispatch() if kind is Msg.RUN] == [True]
+    assert [body["stream"] for _, kind, body in state.dispatch(0.0) if kind is Msg.RUN] == [True]
 
 
 def test_free_slots_go_round_robin_between_owners_first_come_first_served_within_one():
@@ -500,14 +500,14 @@ def test_free_slots_go_round_robin_between_owners_first_come_first_served_within
     policy = {"kind": "nosort"}
     for jid, who, n in (("alice-big", alice, 100), ("alice-late", alice, 3), ("bob-small", bob, 10)):
         route = who.name.encode()
-        state.submit(route, submit_body(jid, policy=policy), now=0.0, who=who)
+        state.on_submit(route, submit_body(jid, policy=policy), now=0.0, who=who)
         rows = [[i, f"{jid}-{i}", "m:W", 0.0, 0.0, [], b"p"] for i in range(n)]
-        state.add_tasks(route, {"job": jid, "tasks": rows, "classes": {}}, who=who)
+        state.on_add_tasks(route, {"job": jid, "tasks": rows, "classes": {}}, now=0.0, who=who)
     order = []  # the job of each task started, in order
     running = []
     for _ in range(60):
-        for tid in sorted(runs(state.dispatch()).get("agent-a", [])):
-            task = state.tasks[tid[0]]
+        for tid in sorted(runs(state.dispatch(0.0)).get("agent-a", [])):
+            task = state.ledger.tasks[tid[0]]
             order.append(task.job.jid)
             running.append(tid[0])
         report(state, "agent-a", running.pop(0))  # one task ends: one slot frees
@@ -523,14 +523,14 @@ def test_a_report_counts_only_from_an_agent_its_task_was_sent_to():
     a = add_agent(state, "a", slots=1)
     b = add_agent(state, "b", slots=1)
     submit(state, {"kind": "nosort"}, n=1)
-    placed = runs(state.dispatch())
+    placed = runs(state.dispatch(0.0))
     (sent_to,) = placed
     other = b if sent_to == a else a
     tid = placed[sent_to][0][0]
     assert report(state, other, tid) == []  # refused: not counted, nothing forwarded
-    assert state.counters["refused"] == 1 and state.jobs["j1"].done == 0
+    assert state.ledger.counters["refused"] == 1 and state.ledger.jobs["j1"].done == 0
     forwarded = of_kind(report(state, sent_to, tid), Msg.REPORTS)
-    assert forwarded and forwarded[0]["trusted"] is True and state.jobs["j1"].done == 1
+    assert forwarded and forwarded[0]["trusted"] is True and state.ledger.jobs["j1"].done == 1
 
 
 def test_agent_messages_only_from_the_key_that_registered_the_agent():
@@ -539,106 +539,110 @@ def test_agent_messages_only_from_the_key_that_registered_the_agent():
     intruder = Identity("key-other-node", "node99", frozenset({"agent"}))
     beat = {"agent": a, "load": [9.0], "cpu": 0, "mem_avail": 0, "running": 0}
     with pytest.raises(Refused, match="registered by another key"):
-        state.heartbeat_from(beat, 1.0, who=intruder)
+        state.on_heartbeat(b"", beat, 1.0, who=intruder)
     with pytest.raises(Refused, match="registered by another key"):
-        state.agent_reports({"agent": a, "batch": 7, "reports": []}, 1.0, who=intruder)
+        state.on_agent_reports(b"", {"agent": a, "batch": 7, "reports": []}, 1.0, who=intruder)
     with pytest.raises(Refused, match="registered by another key"):
-        state.register(b"elsewhere", {"agent": a, "host": "x", "shm_host": "x", "cpus": 1, "memory": 1.0,
-                                      "slots": 1, "pid": 1, "running": []}, 1.0, who=intruder)
-    state.agent_lost(a, "silent")  # even once it is gone, its id stays its key's
+        state.on_register(b"elsewhere", {"agent": a, "host": "x", "shm_host": "x", "cpus": 1, "memory": 1.0,
+                                         "slots": 1, "pid": 1, "running": []}, 1.0, who=intruder)
+    state.agent_lost(a, "silent", 0.0)  # even once it is gone, its id stays its key's
     with pytest.raises(Refused):
-        state.agent_reports({"agent": a, "batch": 8, "reports": []}, 2.0, who=intruder)
+        state.on_agent_reports(b"", {"agent": a, "batch": 8, "reports": []}, 2.0, who=intruder)
 
 
 def _submit_as(state: BossState, who: Identity, jid: str, payloads: list[bytes] = ()) -> list:
     route = who.name.encode()
-    out = state.submit(route, submit_body(jid), now=0.0, who=who)
+    out = state.on_submit(route, submit_body(jid), now=0.0, who=who)
     rows = [[i, f"{jid}-{i}", "m:W", 0.0, 0.0, [], p] for i, p in enumerate(payloads)]
-    if jid in state.jobs:
-        out += state.add_tasks(route, {"job": jid, "tasks": rows, "classes": {}}, who=who)
+    if jid in state.ledger.jobs:
+        out += state.on_add_tasks(route, {"job": jid, "tasks": rows, "classes": {}}, now=0.0, who=who)
     return out
 
 
 def test_a_key_at_its_job_limit_is_refused_until_one_of_its_jobs_ends_and_others_are_not():
     state = make_state()
-    state.quota.max_jobs = 2
+    state.ledger.quota.max_jobs = 2
     a = add_agent(state, "a", slots=1)
     alice = Identity("key-alice", "alice", frozenset({"client"}))
     bob = Identity("key-bob", "bob", frozenset({"client"}))
     assert _submit_as(state, alice, "a1", [b"x"]) == [] and _submit_as(state, alice, "a2") == []
     refused = of_kind(_submit_as(state, alice, "a3"), Msg.JOB_END)
     assert refused[0]["status"] == "failed" and "2 live job(s) on this boss" in refused[0]["error"]["message"]
-    assert "a3" not in state.jobs and state.counters["quota_refused"] == 1
+    assert "a3" not in state.ledger.jobs and state.ledger.counters["quota_refused"] == 1
     assert _submit_as(state, bob, "b1") == []  # another key has its own room
-    tid = runs(state.dispatch())[a][0][0]
-    state.control(b"alice", {"job": "a1", "action": "end"}, who=alice)
+    tid = runs(state.dispatch(0.0))[a][0][0]
+    state.on_control(b"alice", {"job": "a1", "action": "end"}, now=0.0, who=alice)
     assert of_kind(report(state, a, tid), Msg.JOB_END)[0]["status"] == "finished"
     assert _submit_as(state, alice, "a4") == []  # a1 ended: room for one more
 
 
 def test_instruction_bytes_over_a_keys_limit_fail_the_job_that_adds_them_and_room_comes_back_as_tasks_end():
     state = make_state()
-    state.quota.max_bytes = 2000
+    state.ledger.quota.max_bytes = 2000
     a = add_agent(state, "a", slots=1)
     alice = Identity("key-alice", "alice", frozenset({"client"}))
     each = task_bytes("a1-0", "m:W", [], b"x" * 400)  # the row and the record: 807 bytes
     assert _submit_as(state, alice, "a1", [b"x" * 400, b"y" * 400]) == []
-    assert state.quota.bytes["key-alice"] == 2 * each
+    assert state.ledger.quota.bytes["key-alice"] == 2 * each
     out = _submit_as(state, alice, "a2", [b"z" * 300])  # 2 x 807 + 707 bytes held: over
     end = of_kind(out, Msg.JOB_END)[0]
     assert end["status"] == "failed" and "over its limit per key" in end["error"]["message"]
-    assert end["pending"] == [] and "a2" not in state.jobs and state.counters["quota_refused"] == 1
-    assert state.quota.bytes["key-alice"] == 2 * each and state.quota.jobs["key-alice"] == 1
-    report(state, a, runs(state.dispatch())[a][0][0])  # one of a1's tasks is done: its bytes go
-    assert state.quota.bytes["key-alice"] == each
+    assert end["pending"] == [] and "a2" not in state.ledger.jobs and state.ledger.counters["quota_refused"] == 1
+    assert state.ledger.quota.bytes["key-alice"] == 2 * each and state.ledger.quota.jobs["key-alice"] == 1
+    report(state, a, runs(state.dispatch(0.0))[a][0][0])  # one of a1's tasks is done: its bytes go
+    assert state.ledger.quota.bytes["key-alice"] == each
     assert _submit_as(state, alice, "a3", [b"z" * 300]) == []
-    state.control(b"alice", {"job": "a1", "action": "stop_now"}, who=alice)  # an ended job gives all back
-    assert state.quota.bytes["key-alice"] == task_bytes("a3-0", "m:W", [], b"z" * 300)
-    assert state.quota.jobs["key-alice"] == 1
+    state.on_control(b"alice", {"job": "a1", "action": "stop_now"}, now=0.0, who=alice)  # an ended job gives all back
+    assert state.ledger.quota.bytes["key-alice"] == task_bytes("a3-0", "m:W", [], b"z" * 300)
+    assert state.ledger.quota.jobs["key-alice"] == 1
 
 
 def test_names_files_empty_tasks_and_classes_count_against_the_quota_not_only_instructions():
     state = make_state()
-    state.quota.max_bytes = 100_000
+    state.ledger.quota.max_bytes = 100_000
     alice = Identity("key-alice", "alice", frozenset({"client"}))
     route = b"alice"
     _submit_as(state, alice, "a1")
     rows = [[0, "n" * 60_000, "m:W", 0.0, 0.0, ["f" * 60_000], b""]]
-    end = of_kind(state.add_tasks(route, {"job": "a1", "tasks": rows, "classes": {}}, who=alice), Msg.JOB_END)
+    end = of_kind(state.on_add_tasks(route, {"job": "a1", "tasks": rows, "classes": {}}, now=0.0, who=alice),
+                  Msg.JOB_END)
     assert end and "over its limit" in end[0]["error"]["message"]
     _submit_as(state, alice, "a2")
     rows = [[i, f"w{i}", "m:W", 0.0, 0.0, [], b""] for i in range(300)]  # 300 empty tasks: 300 records
-    end = of_kind(state.add_tasks(route, {"job": "a2", "tasks": rows, "classes": {}}, who=alice), Msg.JOB_END)
+    end = of_kind(state.on_add_tasks(route, {"job": "a2", "tasks": rows, "classes": {}}, now=0.0, who=alice),
+                  Msg.JOB_END)
     assert end and "over its limit" in end[0]["error"]["message"]
     _submit_as(state, alice, "a3")
-    assert state.add_tasks(route, {"job": "a3", "tasks": [], "classes": {"m:C": b"c" * 60_000}}, who=alice) == []
-    assert state.quota.bytes["key-alice"] == 60_000
-    end = of_kind(state.add_tasks(route, {"job": "a3", "tasks": [], "classes": {"m:D": b"d" * 60_000}}, who=alice),
-                  Msg.JOB_END)
-    assert end and "over its limit" in end[0]["error"]["message"] and state.quota.bytes == {}
+    assert state.on_add_tasks(route, {"job": "a3", "tasks": [], "classes": {"m:C": b"c" * 60_000}}, now=0.0,
+                              who=alice) == []
+    assert state.ledger.quota.bytes["key-alice"] == 60_000
+    end = of_kind(state.on_add_tasks(route, {"job": "a3", "tasks": [], "classes": {"m:D": b"d" * 60_000}}, now=0.0,
+                                     who=alice), Msg.JOB_END)
+    assert end and "over its limit" in end[0]["error"]["message"] and state.ledger.quota.bytes == {}
 
 
 def test_a_job_submitted_again_after_a_restart_counts_only_the_tasks_still_to_run():
     state = make_state(started=100.0)
-    state.quota.max_bytes = 1000
+    state.ledger.quota.max_bytes = 1000
     alice = Identity("key-alice", "alice", frozenset({"client"}))
     a = add_agent(state, "a")
     # task 0 (600 bytes of instructions) ended while the boss was away: its report waits for its job
-    state.agent_reports({"agent": a, "batch": 1, "reports": [[9, "j", 0, True, b"r", 0.0, 1.0, b"", b""]]}, now=100.0)
+    state.on_agent_reports(b"", {"agent": a, "batch": 1, "reports": [[9, "j", 0, True, b"r", 0.0, 1.0, b"", b""]]},
+                           now=100.0)
     route = b"alice"
-    state.submit(route, submit_body("j", resubmit=True), now=100.0, who=alice)
+    state.on_submit(route, submit_body("j", resubmit=True), now=100.0, who=alice)
     rows = [[0, "w0", "m:W", 0, 0, [], b"x" * 300], [1, "w1", "m:W", 0, 0, [], b"y" * 300],
             [1, "w1", "m:W", 0, 0, [], b"y" * 300]]  # (an index twice counts once)
-    out = state.add_tasks(route, {"job": "j", "tasks": rows, "classes": {}}, who=alice)
+    out = state.on_add_tasks(route, {"job": "j", "tasks": rows, "classes": {}}, now=0.0, who=alice)
     assert of_kind(out, Msg.REPORTS)[0]["reports"][0][0] == 0 and not of_kind(out, Msg.JOB_END)
-    assert state.quota.bytes["key-alice"] == task_bytes("w1", "m:W", [], b"y" * 300)
+    assert state.ledger.quota.bytes["key-alice"] == task_bytes("w1", "m:W", [], b"y" * 300)
 
 
 def test_job_ids_and_names_are_bounded():
     state = make_state()
-    out = state.submit(CLIENT, submit_body("j" * 10_000, name="n"), now=0.0)
+    out = state.on_submit(CLIENT, submit_body("j" * 10_000, name="n"), now=0.0)
     assert of_kind(out, Msg.JOB_END)[0]["error"]["message"].startswith("a job id takes at most 256")
-    assert state.jobs == {} and state.quota.jobs == {}
+    assert state.ledger.jobs == {} and state.ledger.quota.jobs == {}
 
 
 def test_a_report_of_a_task_that_ran_before_a_restart_takes_its_job_off_the_ready_list():
@@ -646,32 +650,32 @@ def test_a_report_of_a_task_that_ran_before_a_restart_takes_its_job_off_the_read
     a = add_agent(state, "a")
     submit(state, {"kind": "nosort"}, n=1, resubmit=True)  # back after a boss restart: task 0 pending here
     report(state, a, 999, job="j1", index=0)  # the agent delivers the report it kept (validated after it)
-    assert "j1" not in state.ready_jobs and state.jobs["j1"].done == 1
+    assert "j1" not in state.ledger.ready_jobs and state.ledger.jobs["j1"].done == 1
 
 
 def test_reports_kept_for_a_detached_job_count_against_its_owner_until_they_are_forgotten():
     state = make_state()
-    state.quota.max_bytes = 5000
+    state.ledger.quota.max_bytes = 5000
     a = add_agent(state, "a", slots=3)
     alice = Identity("key-alice", "alice", frozenset({"client"}))
     route = b"alice"
-    state.submit(route, submit_body("d", detach=True), now=0.0, who=alice)
-    state.add_tasks(route, {"job": "d", "tasks": [[i, f"w{i}", "m:W", 0.0, 0.0, [], b""] for i in range(3)],
-                            "classes": {}}, who=alice)
-    tids = [tid for tid, _ticket in runs(state.dispatch())[a]]
+    state.on_submit(route, submit_body("d", detach=True), now=0.0, who=alice)
+    state.on_add_tasks(route, {"job": "d", "tasks": [[i, f"w{i}", "m:W", 0.0, 0.0, [], b""] for i in range(3)],
+                               "classes": {}}, now=0.0, who=alice)
+    tids = [tid for tid, _ticket in runs(state.dispatch(0.0))[a]]
 
     def result(tid: int, index: int) -> list:
-        return state.agent_reports({"agent": a, "batch": tid, "reports": [
+        return state.on_agent_reports(b"", {"agent": a, "batch": tid, "reports": [
             [tid, "d", index, True, b"r" * 2500, 0.0, 1.0, b"", b""]]}, now=1.0)
 
     assert not of_kind(result(tids[0], 0), Msg.JOB_END)  # 2.5 KB kept, 2 tasks of ~400 bytes left
     end = of_kind(result(tids[1], 1), Msg.JOB_END)[0]  # 5 KB kept + 1 task: over 5000
     assert end["status"] == "failed" and "reports kept for detached job d" in end["error"]["message"]
-    kept = state.detached_done["d"][3]
-    assert kept > 5000 and state.quota.bytes["key-alice"] == kept  # an ATTACH may still collect them
-    assert of_kind(state.attach(b"later", {"job": "d"}, now=2.0, who=alice), Msg.REPORTS)
-    state._forget_detached("d")  # (the oldest, beyond DETACHED_MEMORY)
-    assert state.quota.bytes == {}
+    kept = state.ledger.detached_done["d"][3]
+    assert kept > 5000 and state.ledger.quota.bytes["key-alice"] == kept  # an ATTACH may still collect them
+    assert of_kind(state.on_attach(b"later", {"job": "d"}, now=2.0, who=alice), Msg.REPORTS)
+    state.ledger.forget_detached("d")  # (the oldest, beyond DETACHED_MEMORY)
+    assert state.ledger.quota.bytes == {}
 
 
 def test_reports_a_boss_acknowledged_then_died_before_passing_on_are_sent_to_the_next_one(tmp_path):
@@ -692,7 +696,7 @@ def test_reports_a_boss_acknowledged_then_died_before_passing_on_are_sent_to_the
         old = make_state()
         aid = add_agent(old, "a", slots=2)
         submit(old, {"kind": "threads", "max_threads": 2}, n=4)
-        first = runs(old.dispatch())[aid]
+        first = runs(old.dispatch(0.0))[aid]
         sender = ReportSender(aid, Journal(tmp_path))
         sender.connect(push, "inproc://reports", protocol.MAX_FRAME)
         for tid, _ticket in first:
@@ -700,7 +704,7 @@ def test_reports_a_boss_acknowledged_then_died_before_passing_on_are_sent_to_the
             sender.add([tid, job, index, True, b"r", 0.0, 1.0, b"", b""])
         sender.flush()
         _kind, batch = protocol.decode(pull.recv_multipart())
-        out = old.agent_reports(batch, now=1.0)
+        out = old.on_agent_reports(b"", batch, now=1.0)
         assert [k for _r, k, _b in out] == [Msg.REPORTS_ACK, Msg.REPORTS]
         sender.ack(out[0][2]["batch"])  # the acknowledgement got out; the boss was killed before the REPORTS
         assert sender.unacked == 0
@@ -713,10 +717,10 @@ def test_reports_a_boss_acknowledged_then_died_before_passing_on_are_sent_to_the
         sender.boss_back()
         sender.flush()
         _kind, again = protocol.decode(pull.recv_multipart())
-        assert new.agent_reports(again, now=100.5)[0][1] is Msg.REPORTS_ACK  # kept for a job not back yet
+        assert new.on_agent_reports(b"", again, now=100.5)[0][1] is Msg.REPORTS_ACK  # kept for a job not back yet
         submit(new, {"kind": "threads", "max_threads": 2}, resubmit=True)
-        out = new.add_tasks(CLIENT, {"job": "j1", "tasks": [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p"]
-                                                             for i in range(4)], "classes": {}})
+        out = new.on_add_tasks(CLIENT, {"job": "j1", "tasks": [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p"]
+                                                               for i in range(4)], "classes": {}}, now=0.0)
         recovered = sorted(r[0] for _r, k, b in out if k is Msg.REPORTS for r in b["reports"])
         assert recovered == sorted(REMEMBERED[tid][1] for tid, _ in first)
         later = [REMEMBERED[tid][1] for tids in runs(new.dispatch(now=104.0)).values() for tid, _ in tids]
@@ -741,14 +745,80 @@ def test_reports_no_client_claims_are_forgotten_after_a_while_and_counted():
     state = make_state()
     aid = add_agent(state, "a")
     rows = [[7, "gone-job", i, True, b"r", 0.0, 1.0, b"", b""] for i in range(3)]
-    state.agent_reports({"agent": aid, "batch": 1, "reports": rows}, now=10.0)
-    assert len(state.orphan_reports) == 3
-    state.heartbeat_from({"agent": aid, "load": [0.0] * 3, "cpu": 0, "mem_avail": 8000.0, "running": 0},
-                         now=10.0 + ORPHAN_TTL - 1)
+    state.on_agent_reports(b"", {"agent": aid, "batch": 1, "reports": rows}, now=10.0)
+    assert len(state.ledger.orphan_reports) == 3
+    state.on_heartbeat(b"", {"agent": aid, "load": [0.0] * 3, "cpu": 0, "mem_avail": 8000.0, "running": 0},
+                       now=10.0 + ORPHAN_TTL - 1)
     state.expire(10.0 + ORPHAN_TTL - 1)
-    assert len(state.orphan_reports) == 3
-    state.heartbeat_from({"agent": aid, "load": [0.0] * 3, "cpu": 0, "mem_avail": 8000.0, "running": 0},
-                         now=10.0 + ORPHAN_TTL)
+    assert len(state.ledger.orphan_reports) == 3
+    state.on_heartbeat(b"", {"agent": aid, "load": [0.0] * 3, "cpu": 0, "mem_avail": 8000.0, "running": 0},
+                       now=10.0 + ORPHAN_TTL)
     state.expire(10.0 + ORPHAN_TTL)
-    assert len(state.orphan_reports) == 0 and state.orphan_reports.bytes == 0
-    assert state.counters["orphan_reports_expired"] == 3
+    assert len(state.ledger.orphan_reports) == 0 and state.ledger.orphan_reports.bytes == 0
+    assert state.ledger.counters["orphan_reports_expired"] == 3
+
+
+def test_a_late_report_of_a_requeued_singlefile_task_frees_its_file_once():
+    """A task requeued when its agent was lost, then reported by that agent, held its file once: the next task
+    on that file still runs."""
+    state = make_state(max_retries=1)
+    a = add_agent(state, "a", slots=2)
+    submit(state, {"kind": "nosort", "singlefile": True}, n=1, files={0: ["f"]})
+    (tid, _ticket), = runs(state.dispatch(0.0))[a]
+    state.agent_lost(a, "test", 0.0)  # task 0 waits to run again
+    b = add_agent(state, "b", slots=2)
+    drain(state, "b")  # (so that it does not start again before the late report)
+    rows = [[tid, "j1", 0, True, b"r", 0.0, 1.0, b"", b""]]
+    out = state.on_agent_reports(b"", {"agent": a, "batch": 1, "reports": rows}, now=1.0)
+    assert of_kind(out, Msg.REPORTS)  # the lost agent's report counts: the work was done
+    add(state, "j1", [1], files={1: ["f"]})
+    drain(state, "b", False)
+    assert list(runs(state.dispatch(0.0))) == [b]  # task 1 takes the file task 0 no longer holds
+
+
+def test_a_move_the_model_does_not_list_raises_and_changes_nothing():
+    state = make_state()
+    a = add_agent(state, "a")
+    submit(state, {"kind": "nosort"}, n=2)
+    runs(state.dispatch(0.0))
+    task = state.ledger.jobs["j1"].by_index[0]
+    for to in (TaskState.RUNNING, TaskState.NEW):
+        with pytest.raises(TransitionError, match="cannot go from running to"):
+            state.ledger.transition(task, to, 0.0, state.ledger.agents[a])
+    assert task.state is TaskState.RUNNING and task.tid in state.ledger.agents[a].running
+    state.on_control(CLIENT, {"job": "j1", "action": "halt"}, now=0.0)
+    with pytest.raises(TransitionError, match="cannot go from halted to halted"):
+        state.ledger.move_job(state.ledger.jobs["j1"], JobState.HALTED)
+    check_invariants(state.ledger)
+
+
+def test_validate_checks_every_index_after_every_event():
+    for validate in (False, True):
+        state = BossState(validate=validate)
+        a = add_agent(state, "a")
+        submit(state, {"kind": "nosort"}, n=1)
+        state.ledger.ready_jobs.clear()  # an index gone wrong
+        if validate:
+            with pytest.raises(AssertionError):
+                state.on_ping(b"p", {}, now=0.0)
+        else:
+            assert state.on_ping(b"p", {}, now=0.0) == [(b"p", Msg.PONG, {"boss": "boss"})]
+        assert a in state.ledger.agents
+
+
+def test_the_architecture_page_lists_every_move_of_the_model_and_no_other():
+    import pathlib
+
+    from taylorism_zmq.boss.model import JOB_MOVES, TASK_MOVES
+
+    text = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "architecture.md").read_text()
+
+    def moves(header: str) -> set[tuple[str, str]]:
+        found = set()
+        for row in text.split(header)[1].split("\n\n")[0].splitlines()[2:]:
+            start, end = (cell.strip() for cell in row.strip("|").split("|")[:2])
+            found |= {(a.strip(), b.strip()) for a in start.split(",") for b in end.split(",")}
+        return found
+
+    assert moves("| task from | to |") == {(a.value, b.value) for a, b in TASK_MOVES}
+    assert moves("| job from | to |") == {(a.value, b.value) for a, b in JOB_MOVES}

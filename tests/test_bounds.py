@@ -15,7 +15,7 @@ from test_boss_state import submit_body
 
 from taylorism_zmq.agent.journal import HEADER, Journal, JournalBusyError, JournalError, open_journal
 from taylorism_zmq.boss import outbox
-from taylorism_zmq.boss.placement import TicketPool
+from taylorism_zmq.boss.model import TicketPool
 from taylorism_zmq.boss.state import BossState
 from taylorism_zmq.boss.validation import env_problem
 from taylorism_zmq.boss.webstatus import finite
@@ -200,33 +200,32 @@ def test_ticket_pool_hands_out_the_smallest_free_ticket_never_one_in_use(ops):
 
 
 def _register(state, aid, running, slots=2):
-    return state.register(aid.encode(), {"agent": aid, "host": "h", "shm_host": "s", "cpus": 4, "memory": 1e3,
-                                         "slots": slots, "pid": 1, "running": running}, 0.0)
+    return state.on_register(aid.encode(), {"agent": aid, "host": "h", "shm_host": "s", "cpus": 4, "memory": 1e3,
+                                            "slots": slots, "pid": 1, "running": running}, 0.0)
 
 
 def _submit(state, jid, policy):
-    state.submit(b"c", submit_body(jid, policy=policy), 0.0)
-    state.add_tasks(b"c", {"job": jid, "tasks": [[0, "t0", "m:C", 0.0, 0.0, [], b""]], "classes": {}})
+    state.on_submit(b"c", submit_body(jid, policy=policy), 0.0)
+    state.on_add_tasks(b"c", {"job": jid, "tasks": [[0, "t0", "m:C", 0.0, 0.0, [], b""]], "classes": {}}, now=0.0)
 
 
 def test_a_registered_running_task_with_a_ticket_out_of_its_job_range_is_killed_not_adopted():
-    state = BossState()
+    state = BossState(validate=True)
     _submit(state, "j", {"kind": "threads", "max_threads": 2})
     out = _register(state, "agent-a", [[9, "j", 0, 30_000_000]])
     assert (b"agent-a", Msg.KILL, {"tasks": [9]}) in out
-    assert state.jobs["j"].by_index[0].state == "pending"
+    assert state.ledger.jobs["j"].by_index[0].state == "pending"
     out = _register(state, "agent-b", [[9, "j", 0, 1]])
-    assert state.jobs["j"].by_index[0].state == "running"
+    assert state.ledger.jobs["j"].by_index[0].state == "running"
     state.dispatch(0.0)
-    state.validate()
 
 
 def test_a_registration_that_makes_no_sense_is_refused():
-    state = BossState()
+    state = BossState(validate=True)
     out = _register(state, "agent-a", [[i, "j", i, None] for i in range(5)], slots=2)
     assert out[0][1] is Msg.REFUSED and "5 running tasks" in out[0][2]["message"]
     assert _register(state, "agent-b", [], slots=0)[0][1] is Msg.REFUSED
-    assert not state.agents
+    assert not state.ledger.agents
 
 
 def test_env_is_checked_for_types_size_and_fields():

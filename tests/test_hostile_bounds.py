@@ -17,9 +17,9 @@ from test_boss_state import CLIENT, add_agent, make_state, submit, submit_body
 
 from taylorism_zmq import Boss
 from taylorism_zmq.boss.agentkeys import AgentKeys
-from taylorism_zmq.boss.gaps import OutputGaps
-from taylorism_zmq.boss.guard import Denied, Guard
+from taylorism_zmq.boss.authorization import Denied, Guard
 from taylorism_zmq.boss.outbox import Outbox
+from taylorism_zmq.boss.output_gaps import OutputGaps
 from taylorism_zmq.boss.plugins import load_placement_plugin
 from taylorism_zmq.client.live_output import LiveOutput
 from taylorism_zmq.wire import protocol
@@ -59,7 +59,7 @@ def test_when_only_live_agents_are_known_none_is_forgotten():
     assert len(book) == 3 and all(book.get(a) for a in live)
 
 
-# -- routes (guard.py) -----------------------------------------------------------------------------------
+# -- routes (authorization.py) -----------------------------------------------------------------------------
 def test_a_flood_of_new_routes_never_drops_a_busy_clients_route_and_says_so(caplog):
     counters: collections.Counter = collections.Counter()
     busy = b"busy-client"
@@ -95,35 +95,35 @@ def test_hello_and_ping_do_not_grow_the_clients_a_boss_follows():
     state = make_state()
     for i in range(1000):
         route = b"peer-%d" % i
-        state.hello(route, {})
+        state.on_hello(route, {}, now=0.0)
         state.client_alive(route, now=1.0)
-    assert state.clients == {}
+    assert state.connections.seen == {}
 
 
 def test_client_connections_are_bounded_keeping_those_of_live_jobs(caplog):
     state = make_state()
-    state.max_clients = 10
+    state.connections.max_clients = 10
     submit(state, {"kind": "nosort"}, job="live", n=1)
     with caplog.at_level(logging.WARNING, "taylorism_zmq.boss"):
         for i in range(30):
             route = b"c-%d" % i
-            state.submit(route, submit_body(f"j{i}", name="x"), now=0.0)
-            state.control(route, {"job": f"j{i}", "action": "stop_now"})
-    assert len(state.clients) <= 11 and CLIENT in state.clients
-    assert state.counters["clients_forgotten"] >= 19
+            state.on_submit(route, submit_body(f"j{i}", name="x"), now=0.0)
+            state.on_control(route, {"job": f"j{i}", "action": "stop_now"}, now=0.0)
+    assert len(state.connections.seen) <= 11 and CLIENT in state.connections.seen
+    assert state.ledger.counters["clients_forgotten"] >= 19
     assert any("client connections followed" in r.getMessage() for r in caplog.records)
 
 
 def test_tasks_registered_for_unknown_jobs_are_bounded(caplog):
     state = make_state()
-    state.max_orphan_running = 100
+    state.ledger.orphan_running.limit = 100
     with caplog.at_level(logging.WARNING, "taylorism_zmq.boss"):
         for n in range(5):
             running = [[i, f"unknown-{n}", i, None] for i in range(100)]
             add_agent(state, f"h{n}", slots=100, running=running)
-    assert len(state.orphan_running) == 100
-    assert state.counters["orphan_running_dropped"] == 400
-    assert ("unknown-4", 99) in state.orphan_running and ("unknown-0", 0) not in state.orphan_running
+    assert len(state.ledger.orphan_running) == 100
+    assert state.ledger.counters["orphan_running_dropped"] == 400
+    assert ("unknown-4", 99) in state.ledger.orphan_running and ("unknown-0", 0) not in state.ledger.orphan_running
     assert any("was running" in r.getMessage() for r in caplog.records)
 
 
@@ -135,7 +135,7 @@ def _detached_job(state) -> None:
 def test_a_refused_attach_is_a_droppable_answer():
     state = make_state()
     _detached_job(state)
-    out = state.attach(b"other", {"job": "nope"}, now=1.0)
+    out = state.on_attach(b"other", {"job": "nope"}, now=1.0)
     assert [k for _, k, _ in out] == [Msg.ERROR]
     from taylorism_zmq.boss.outbox import DROP, POLICY
     assert POLICY[Msg.ERROR][0] == DROP
@@ -145,36 +145,35 @@ def test_attach_to_a_job_on_its_way_to_a_connection_that_does_not_read_is_refuse
     state = make_state()
     _detached_job(state)
     waiting: set[bytes] = set()
-    state.backlogged = waiting
-    assert [k for _, k, _ in state.attach(b"me", {"job": "d"}, now=1.0)] == [Msg.REPORTS]
+    assert [k for _, k, _ in state.on_attach(b"me", {"job": "d"}, now=1.0, backlogged=waiting)] == [Msg.REPORTS]
     # asked again in the same pass of the loop (the daemon reads up to 256 messages in one), before any is sent
-    assert [k for _, k, _ in state.attach(b"me", {"job": "d"}, now=1.0)] == [Msg.ERROR]
-    state.attached_now.clear()  # (the daemon does, once it has sent what the pass made)
+    assert [k for _, k, _ in state.on_attach(b"me", {"job": "d"}, now=1.0, backlogged=waiting)] == [Msg.ERROR]
+    state.sent()  # (the daemon says so, once it has sent what the pass made)
     waiting.add(b"me")  # what the boss sent it is not read yet
     for route in (b"me", b"me-again"):
-        out = state.attach(route, {"job": "d"}, now=2.0)
+        out = state.on_attach(route, {"job": "d"}, now=2.0, backlogged=waiting)
         assert [k for _, k, _ in out] == [Msg.ERROR], out
         assert "being delivered already" in out[0][2]["message"]
-    assert state.counters["attach_refused"] == 3 and state.jobs["d"].client == b"me"
+    assert state.ledger.counters["attach_refused"] == 3 and state.ledger.jobs["d"].client == b"me"
     waiting.clear()
-    assert [k for _, k, _ in state.attach(b"me-again", {"job": "d"}, now=3.0)] == [Msg.REPORTS]
+    assert [k for _, k, _ in state.on_attach(b"me-again", {"job": "d"}, now=3.0, backlogged=waiting)] == [Msg.REPORTS]
 
 
 def test_a_client_cut_for_not_reading_has_its_jobs_stopped_and_its_detached_jobs_kept():
     state = make_state()
     submit(state, {"kind": "nosort"}, job="attached", n=2)
     _detached_job(state)
-    out = state.client_cut(CLIENT)
+    out = state.client_cut(CLIENT, 0.0)
     assert [b["status"] for _, k, b in out if k is Msg.JOB_END] == ["stopped"]
-    assert "attached" not in state.jobs and state.jobs["d"].client == b""  # kept for an ATTACH
-    assert [k for _, k, _ in state.attach(b"back", {"job": "d"}, now=1.0)] == [Msg.REPORTS]
+    assert "attached" not in state.ledger.jobs and state.ledger.jobs["d"].client == b""  # kept for an ATTACH
+    assert [k for _, k, _ in state.on_attach(b"back", {"job": "d"}, now=1.0)] == [Msg.REPORTS]
 
 
 # -- STATUS (status.py) ------------------------------------------------------------------------------------
 def test_status_shows_a_client_only_its_own_jobs():
     state = make_state()
     for jid, who in (("ja", ALICE), ("jb", BOB), ("jb2", BOB)):
-        state.submit(jid.encode(), submit_body(jid, name=f"name-{jid}"), now=0.0, who=who)
+        state.on_submit(jid.encode(), submit_body(jid, name=f"name-{jid}"), now=0.0, who=who)
     snapshot = state.status(1.0)
     alice = state.status_for(snapshot, ALICE)
     assert [j["job"] for j in alice["jobs"]] == ["ja"]
@@ -193,15 +192,15 @@ class _Evil:
 
 
 def test_a_placement_class_by_value_from_an_unauthenticated_link_is_refused_unread(tmp_path):
-    state = make_state(plugin_loader=load_placement_plugin)
-    state.vouch = False  # an --insecure boss on tcp: it cannot tell who sent this
+    state = make_state(plugin_loader=load_placement_plugin, vouch=False)  # an --insecure boss on tcp: it cannot
+    # tell who sent this
     marker = tmp_path / "pwned"
     policy = {"kind": "nosort", "placement": "evil:Sched", "placement_class": pickle.dumps(_Evil(str(marker)))}
-    out = state.submit(CLIENT, submit_body("j", policy=policy), now=0.0)
+    out = state.on_submit(CLIENT, submit_body("j", policy=policy), now=0.0)
     assert [k for _, k, _ in out] == [Msg.JOB_END]
     error = out[0][2]["error"]
     assert error["type"] == "PermissionError" and "authenticated link" in error["message"]
-    assert not marker.exists() and "j" not in state.jobs
+    assert not marker.exists() and "j" not in state.ledger.jobs
 
 
 # -- the outbox, on real sockets (outbox.py) ---------------------------------------------------------------

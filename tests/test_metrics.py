@@ -58,6 +58,7 @@ def test_metrics_count_hosts_tasks_jobs_latency_and_drops(cluster_factory):
     assert m[("taylorism_task_duration_seconds_bucket", (("le", "0.01"),))] <= 1
     assert m[("taylorism_task_duration_seconds_sum", ())] >= 7 * 0.05
     assert m[("taylorism_agents_lost_total", ())] == 0
+    assert m[("taylorism_bugs_total", ())] == 0
 
     cluster.agents[1].terminate()
     cluster.agents[1].wait(10)

@@ -78,20 +78,20 @@ def test_the_counts_a_report_carries_are_those_after_the_dispatch_of_its_pass():
     from taylorism_zmq.wire.protocol import Msg
 
     state, client = BossState("boss-test"), b"client-1"
-    state.register(b"agent-a", {"agent": "agent-a", "host": "a", "shm_host": "m", "cpus": 4, "memory": 8000.0,
+    state.on_register(b"agent-a", {"agent": "agent-a", "host": "a", "shm_host": "m", "cpus": 4, "memory": 8000.0,
                                 "slots": 2, "pid": 1, "running": []}, now=0.0)
-    state.submit(client, {"job": "j1", "name": "counted", "policy": {"kind": "nosort"}, "env": {}, "trusted": False,
+    state.on_submit(client, {"job": "j1", "name": "counted", "policy": {"kind": "nosort"}, "env": {}, "trusted": False,
                           "shm_host": None, "halted": False, "resubmit": False, "detach": False, "timeout": None,
                           "stream": False, "started": True, "max_tasks": 1}, now=0.0)
-    state.add_tasks(client, {"job": "j1", "tasks": [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p"] for i in range(4)],
-                             "classes": {}})
-    first = state.dispatch()
+    state.on_add_tasks(client, {"job": "j1", "tasks": [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p"] for i in range(4)],
+                                "classes": {}}, now=0.0)
+    first = state.dispatch(0.0)
     (started,) = [body for _, kind, body in first if kind is Msg.STARTED]
     assert (started["indexes"], started["running"], started["pending"]) == ([0, 1], 2, 2)
     (tid, *_), _ = next(body["tasks"] for _, kind, body in first if kind is Msg.RUN)
-    out = state.agent_reports({"agent": "agent-a", "batch": 1, "reports": [[tid, "j1", 0, True, b"r", 0.0, 1.0,
-                                                                             b"", b""]]}, now=1.0)
-    out += state.dispatch(now=1.0)  # (the boss's loop: what it read, then dispatch, then it sends)
+    out = state.on_agent_reports(b"", {"agent": "agent-a", "batch": 1,
+                                       "reports": [[tid, "j1", 0, True, b"r", 0.0, 1.0, b"", b""]]}, now=1.0)
+    out += state.dispatch(1.0)  # (the boss's loop: what it read, then dispatch, then it sends)
     (reports,) = [body for _, kind, body in out if kind is Msg.REPORTS]
     (started,) = [body for _, kind, body in out if kind is Msg.STARTED]
     assert (reports["running"], reports["pending"]) == (2, 1) == (started["running"], started["pending"])

@@ -13,8 +13,8 @@ from collections.abc import Container
 
 from ..wire.keystore import Identity
 from ..wire.sockets import worth_logging
-from .guard import Refused
-from .lru import forget_oldest
+from .bounded_maps import forget_oldest
+from .model import Refused
 
 log = logging.getLogger("taylorism_zmq.boss")
 

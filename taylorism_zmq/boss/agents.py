@@ -1,72 +1,72 @@
-"""The agents' side of the boss state machine: who registered, their heartbeats, draining, and what
-happens to their tasks when one leaves or is lost (a mixin of :class:`~.state.BossState`, which holds the
-records; their reports are in :mod:`.state`)."""
+"""The agents' side of the boss state machine: who registered, their heartbeats, draining, and what happens to
+their tasks when one leaves or is lost (their reports: :mod:`.reports`)."""
 
 from __future__ import annotations
 
-import collections
 import logging
 from typing import Any
 
-from ..wire.keystore import LOCAL, Identity
+from ..wire.keystore import Identity
 from ..wire.protocol import Msg
-from ..wire.sockets import worth_logging
-from .agentkeys import AgentKeys
-from .dispatch import Dispatcher, Out
-from .records import AgentRecord
+from .ledger import Ledger
+from .model import AgentRecord, JobState, TaskState
+from .options import BossOptions
 from .validation import register_problem, ticket_fits
 
 log = logging.getLogger("taylorism_zmq.boss")
 
 
-class AgentEvents(Dispatcher):
+class AgentEvents:
     """Registration, heartbeats, drain, departure and loss of agents."""
 
-    agent_keys: AgentKeys
-    heartbeat: float
-    boss_id: str
-    reports_endpoint: str
-    max_retries: int
-    ended: collections.OrderedDict[str, str]
-    orphan_running: collections.OrderedDict[tuple[str, int], tuple[str, int | None]]
-    max_orphan_running: int
+    def __init__(self, ledger: Ledger, boss_id: str, options: BossOptions) -> None:
+        self.ledger = ledger
+        self.boss_id = boss_id
+        self.heartbeat = options.heartbeat
+        self.agent_timeout = options.agent_timeout
+        self.max_retries = options.max_retries
+        self.max_frame = options.max_frame
+        #: the report endpoint agents are told to push to (the daemon sets it once bound: tcp://H:0 gets a port)
+        self.reports_endpoint = ""
 
-    def register(self, route: bytes, body: dict, now: float, who: Identity = LOCAL) -> list[Out]:
-        out: list[Out] = []
+    def register(self, route: bytes, body: dict, now: float, who: Identity) -> None:
+        """An agent (re)joins: a new one is indexed, and the tasks it says it runs adopted or stopped."""
+        ledger = self.ledger
         aid = body["agent"]
-        self.agent_keys.check(aid, who)
-        old = self.agents.get(aid)
+        ledger.agent_keys.check(aid, who)
+        old = ledger.agents.get(aid)
         if old is not None:  # the same incarnation asking again (a lost answer, a new connection): keep its tasks
             old.last_seen = now
             old.route = route  # the connection it last spoke from
-            self.agent_keys.remember(aid, who.key, route, self.agents)
-            return [(route, Msg.REGISTERED, self._registered())]
+            ledger.agent_keys.remember(aid, who.key, route, ledger.agents)
+            ledger.out.add(route, Msg.REGISTERED, self._registered())
+            return
         problem = register_problem(body)
         if problem is not None:
-            return [(route, Msg.REFUSED, {"message": f"registration refused: {problem}"})]
+            ledger.out.add(route, Msg.REFUSED, {"message": f"registration refused: {problem}"})
+            return
         agent = AgentRecord(aid, route, body["host"], body["shm_host"], body["cpus"], float(body["memory"]),
                             body["slots"], body["pid"], now, key=who.key)
-        self.agents[aid] = agent
-        self.agent_keys.remember(aid, who.key, route, self.agents)
+        ledger.agents[aid] = agent
+        ledger.agent_keys.remember(aid, who.key, route, ledger.agents)
         stale = []
         for tid, jid, index, ticket in body["running"]:  # tasks it ran before it (or the boss) went away
-            job = self.jobs.get(jid)
+            job = ledger.jobs.get(jid)
             task = job.by_index.get(index) if job is not None else None
             if job is not None and not ticket_fits(job, agent, ticket):
                 stale.append(tid)  # not a ticket this job could have given it there: stop that copy
-            elif task is not None and task.state == "pending" and (not task.tried or aid in task.tried):
-                self._adopt(task, agent, ticket)
-            elif job is None and jid not in self.ended:
-                self._keep_orphan_running(jid, index, aid, ticket)
+            elif task is not None and task.state is TaskState.PENDING and (not task.tried or aid in task.tried):
+                ledger.transition(task, TaskState.RUNNING, now, agent, ticket, adopted=True)
+            elif job is None and jid not in ledger.ended:
+                ledger.orphan_running.keep(jid, index, aid, ticket)
             else:  # its job ended, or the task runs elsewhere now: stop this copy
                 stale.append(tid)
         if stale:
-            out.append((route, Msg.KILL, {"tasks": stale}))
-        self.free.update(agent)
+            ledger.out.add(route, Msg.KILL, {"tasks": stale})
+        ledger.free.update(agent)
         log.info("agent %s joined from host %s (%d slots, %d cpus, %d task(s) running)", aid, agent.host,
                  agent.slots, agent.cpus, len(body["running"]))
-        out.append((route, Msg.REGISTERED, self._registered()))
-        return out
+        ledger.out.add(route, Msg.REGISTERED, self._registered())
 
     def _registered(self) -> dict[str, Any]:
         return {"heartbeat": self.heartbeat, "boss": self.boss_id, "reports": self.reports_endpoint,
@@ -74,86 +74,75 @@ class AgentEvents(Dispatcher):
 
     def drain(self, target: str, draining: bool) -> list[str]:
         """Stop (or resume) placing tasks on the agents of host *target* (or agent id); return their ids."""
-        hit = [a for a in self.agents.values() if target in (a.host, a.aid)]
+        hit = [a for a in self.ledger.agents.values() if target in (a.host, a.aid)]
         for agent in hit:
             agent.draining = draining
-            self.free.update(agent)
+            self.ledger.free.update(agent)
             log.info("agent %s on host %s %s", agent.aid, agent.host, "draining" if draining else "undrained")
         return [a.aid for a in hit]
 
-    def agent_of(self, aid: str, who: Identity) -> AgentRecord | None:
-        """The registered agent *aid*, if *who* registered it; Refused if another key did."""
-        self.agent_keys.check(aid, who)
-        return self.agents.get(aid)
-
     def agent_at(self, route: bytes) -> AgentRecord | None:
         """The agent whose connection is *route* (a rare question: when the ROUTER cannot reach it)."""
-        return next((a for a in self.agents.values() if a.route == route), None)
+        return next((a for a in self.ledger.agents.values() if a.route == route), None)
 
-    def heartbeat_from(self, body: dict, now: float, who: Identity = LOCAL, route: bytes = b"") -> list[Out]:
+    def heartbeat_from(self, route: bytes, body: dict, now: float, who: Identity) -> None:
         """An agent's heartbeat, from the connection *route*: an agent unknown here (lost, or the boss
         restarted) is asked to register again."""
-        agent = self.agent_of(body["agent"], who)
+        ledger = self.ledger
+        agent = ledger.agent_of(body["agent"], who)
         if agent is None:
-            self.counters["unknown_agent_messages"] += 1
-            known = self.agent_keys.get(body["agent"])
+            ledger.counters["unknown_agent_messages"] += 1
+            known = ledger.agent_keys.get(body["agent"])
             route = route or (known[1] if known is not None else b"")
-            return [(route, Msg.REREGISTER, {})] if route else []
+            if route:
+                ledger.out.add(route, Msg.REREGISTER, {})
+            return
         agent.last_seen = now
         agent.load, agent.cpu, agent.mem_avail = body["load"], body["cpu"], body["mem_avail"]
-        if agent.aid in self.free:
-            self.free.update(agent)  # its headroom changed
-        return [(agent.route, Msg.PONG, {"boss": self.boss_id})]  # so that agents notice a dead boss
+        if agent.aid in ledger.free:
+            ledger.free.update(agent)  # its headroom changed
+        ledger.out.add(agent.route, Msg.PONG, {"boss": self.boss_id})  # so that agents notice a dead boss
 
-    def _keep_orphan_running(self, jid: str, index: int, aid: str, ticket: int | None) -> None:
-        self.orphan_running[(jid, index)] = (aid, ticket)
-        if len(self.orphan_running) > self.max_orphan_running:
-            (old_jid, old_index), _ = self.orphan_running.popitem(last=False)
-            self.counters["orphan_running_dropped"] += 1
-            n = self.counters["orphan_running_dropped"]
-            if worth_logging(n):
-                log.warning("forgot that task %d of job %s (unknown here) was running: more than %d such tasks "
-                            "(%d forgotten so far)", old_index, old_jid, self.max_orphan_running, n)
-
-    def agent_left(self, aid: str) -> list[Out]:
-        """An agent said goodbye (it was stopped): its running tasks go elsewhere now."""
-        return self.agent_lost(aid, "it shut down", clean=True)
-
-    def agent_lost(self, aid: str, reason: str, clean: bool = False) -> list[Out]:
-        agent = self.agents.pop(aid, None)
+    def lost(self, aid: str, reason: str, now: float, clean: bool = False) -> None:
+        """Agent *aid* is gone (*clean*: it said goodbye): its running tasks run again elsewhere, up to
+        max_retries times each; a task lost once more fails its job."""
+        ledger = self.ledger
+        agent = ledger.agents.pop(aid, None)
         if agent is None:
-            return []
-        self.free.remove(aid)
+            return
+        ledger.free.remove(aid)
         if clean:
             log.info("agent %s on host %s left (%s); %d task(s) were running there",
                      aid, agent.host, reason, len(agent.running))
-            self.counters["agents_left"] += 1
+            ledger.counters["agents_left"] += 1
         else:
             log.warning("agent %s on host %s lost (%s); %d task(s) were running there",
                         aid, agent.host, reason, len(agent.running))
-            self.counters["agents_lost"] += 1
-        out: list[Out] = []
+            ledger.counters["agents_lost"] += 1
         for tid in sorted(agent.running):
-            task = self.tasks.get(tid)
+            task = ledger.tasks.get(tid)
             if task is None or task.agent is not agent:
                 continue  # cancelled meanwhile, with its job
             job = task.job
-            self._release(task, "pending")  # stays in self.tasks until requeued or dropped
             task.lost += 1
-            if job.jid in self.jobs and task.lost <= self.max_retries:
-                job.push(task, front=True)
-                self._refresh_ready(job)
+            if job.jid in ledger.jobs and task.lost <= self.max_retries:
+                ledger.transition(task, TaskState.PENDING, now)
                 continue
-            task.state = "cancelled"
-            del self.tasks[tid]
-            job.by_index.pop(task.index, None)
-            if job.jid in self.jobs:
+            ledger.transition(task, TaskState.FAILED, now)
+            if job.jid in ledger.jobs:
                 msg = (f"task {task.name} was running on host {agent.host} (agent {aid}) when it was lost "
                        f"({reason}); lost {task.lost} time(s), more than max_retries={self.max_retries}")
-                out += self._end_job(job, "failed", kill=True, error=("AgentLostError", msg))
-        for job in list(self.jobs.values()):
+                ledger.end_job(job, JobState.FAILED, now, error=("AgentLostError", msg))
+        for job in list(ledger.jobs.values()):
             job.usage.pop(aid, None)
-        if self.orphan_running:
-            for key in [k for k, (a, _) in self.orphan_running.items() if a == aid]:
-                del self.orphan_running[key]
-        return out
+        ledger.orphan_running.forget_agent(aid)
+
+    def expire(self, now: float) -> None:
+        """Declare lost the agents silent for longer than agent_timeout."""
+        for agent in [a for a in self.ledger.agents.values() if now - a.last_seen > self.agent_timeout]:
+            self.lost(agent.aid, f"silent for {now - agent.last_seen:.1f}s", now)
+
+    def forgive(self, now: float) -> None:
+        """The boss itself stalled: every agent gets a fresh chance."""
+        for agent in self.ledger.agents.values():
+            agent.last_seen = now

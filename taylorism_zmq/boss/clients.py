@@ -3,16 +3,13 @@ for not reading.  Every structure here is fed by peers: each has a bound, a log 
 
 from __future__ import annotations
 
-import collections
 import logging
 from collections.abc import Container
 
-from ..wire.keystore import LOCAL, Identity
+from ..wire.keystore import Identity
 from ..wire.protocol import Msg, split_rows
-from .dispatch import Out
-from .guard import Refused
-from .records import JobRecord
-from .status import refusal
+from .ledger import Ledger, refusal
+from .model import JobState, Refused
 
 log = logging.getLogger("taylorism_zmq.boss")
 
@@ -21,82 +18,97 @@ MAX_CLIENTS = 100_000
 
 
 class ClientConnections:
-    """The client half of :class:`~.state.BossState` (it holds the records)."""
+    """When each client connection with a job was last heard of; ATTACH; clients gone or not reading."""
 
-    jobs: dict[str, JobRecord]
-    clients: dict[bytes, float]
-    max_clients: int
-    detached_done: collections.OrderedDict[str, tuple[list, dict, Identity, int]]
-    counters: collections.Counter
-    backlogged: Container[bytes]
-    attached_now: set[bytes]
-    vouch: bool
+    def __init__(self, ledger: Ledger, client_timeout: float, max_clients: int = MAX_CLIENTS) -> None:
+        self.ledger = ledger
+        self.client_timeout = client_timeout
+        self.max_clients = max_clients
+        #: route -> when it was last heard of (routes that only say HELLO are not kept)
+        self.seen: dict[bytes, float] = {}
+        #: connections given a job by ATTACH since the daemon last sent what the state machine made
+        self.attached_now: set[bytes] = set()
 
-    def _client_job(self, jid: str, who: Identity) -> JobRecord | None:
-        raise NotImplementedError
-
-    def _end_job(self, job: JobRecord, status: str, kill: bool,
-                 error: tuple[str, str] | None = None) -> list[Out]:
-        raise NotImplementedError
-
-    def client_alive(self, route: bytes, now: float) -> None:
+    def alive(self, route: bytes, now: float) -> None:
         """A client connection spoke: its jobs' clock restarts (a connection without a job is not followed)."""
-        if route in self.clients:
-            self.clients[route] = now
+        if route in self.seen:
+            self.seen[route] = now
 
-    def _client_seen(self, route: bytes, now: float) -> None:
-        self.clients[route] = now
-        if len(self.clients) > self.max_clients:
-            live = {j.client for j in self.jobs.values()} | {route}
-            gone = [r for r in self.clients if r not in live]
+    def follow(self, route: bytes, now: float) -> None:
+        """Follow *route* from now on (it submitted or attached to a job)."""
+        self.seen[route] = now
+        if len(self.seen) > self.max_clients:
+            live = {j.client for j in self.ledger.jobs.values()} | {route}
+            gone = [r for r in self.seen if r not in live]
             for r in gone:
-                del self.clients[r]
-            self.counters["clients_forgotten"] += len(gone)
+                del self.seen[r]
+            self.ledger.counters["clients_forgotten"] += len(gone)
             log.warning("%d client connections followed (more than %d): forgot the %d without a live job",
-                        len(self.clients) + len(gone), self.max_clients, len(gone))
+                        len(self.seen) + len(gone), self.max_clients, len(gone))
 
-    def attach(self, route: bytes, body: dict, now: float, who: Identity = LOCAL) -> list[Out]:
+    def attach(self, route: bytes, body: dict, now: float, who: Identity, backlogged: Container[bytes]) -> None:
         """Hand a detached job of *who* (or any, to an admin), and its reports so far, to the client at *route*.
 
         Refusals are droppable ERRORs: a peer that never reads cannot make the boss hold anything for them; and
-        a job already on its way to a connection that has not read it yet is not sent a second time.
+        a job already on its way to a connection that has not read it yet (*backlogged*: the outbox's pressure,
+        or given by ATTACH in this pass) is not sent a second time.
         """
+        ledger = self.ledger
         jid = body["job"]
-        job = self._client_job(jid, who)
-        done = self.detached_done.get(jid)
+        job = ledger.owned_job(jid, who)
+        done = ledger.detached_done.get(jid)
         if done is not None and done[2].key != who.key and not who.can("admin"):
             raise Refused(f"job {jid} belongs to another user")
         live = job is not None and job.detach
         if not live and done is None:
-            return [(route, Msg.ERROR, refusal(jid, "ValueError", f"no detached job {jid} on this boss"))]
+            ledger.out.add(route, Msg.ERROR, refusal(jid, "ValueError", f"no detached job {jid} on this boss"))
+            return
         busy = (route, job.client) if job is not None else (route,)
-        if any(r in self.backlogged or r in self.attached_now for r in busy):
-            self.counters["attach_refused"] += 1
-            return [(route, Msg.ERROR, refusal(jid, "RuntimeError", (
+        if any(r in backlogged or r in self.attached_now for r in busy):
+            ledger.counters["attach_refused"] += 1
+            ledger.out.add(route, Msg.ERROR, refusal(jid, "RuntimeError", (
                 f"job {jid} is being delivered already, to a connection that has not read it all yet: "
-                "attach again once that one has read it or is gone")))]
-        self._client_seen(route, now)
+                "attach again once that one has read it or is gone")))
+            return
+        self.follow(route, now)
         self.attached_now.add(route)
         if job is not None and live:
             job.client = route
-            return [(route, Msg.REPORTS, {"job": jid, "reports": part, "trusted": self.vouch})
-                    for part in split_rows(job.kept)]
+            for part in split_rows(job.kept):
+                ledger.out.add(route, Msg.REPORTS, {"job": jid, "reports": part, "trusted": ledger.vouch})
+            return
         assert done is not None
         kept, end, _owner, _size = done
-        return [*((route, Msg.REPORTS, {"job": jid, "reports": part, "trusted": self.vouch})
-                  for part in split_rows(kept)),
-                (route, Msg.JOB_END, end)]
+        for part in split_rows(kept):
+            ledger.out.add(route, Msg.REPORTS, {"job": jid, "reports": part, "trusted": ledger.vouch})
+        ledger.out.add(route, Msg.JOB_END, end)
 
-    def client_cut(self, route: bytes) -> list[Out]:
+    def cut(self, route: bytes, now: float) -> None:
         """A client connection the boss stopped writing to (it read nothing of a backlog past its bound): its
         jobs are stopped as on a client timeout; a detached job goes on, its reports kept for an ATTACH."""
-        self.clients.pop(route, None)
-        out: list[Out] = []
-        for job in [j for j in self.jobs.values() if j.client == route]:
+        self.seen.pop(route, None)
+        for job in [j for j in self.ledger.jobs.values() if j.client == route]:
             if job.detach:
                 job.client = b""  # nothing is sent for it until its owner attaches again
                 continue
             log.warning("client of job %s (%s) does not read what the boss sends: stopping the job",
                         job.jid, job.owner.label)
-            out += self._end_job(job, "stopped", kill=True)
-        return out
+            self.ledger.end_job(job, JobState.STOPPED, now)
+
+    def expire(self, now: float) -> None:
+        """Stop the jobs whose client is silent for longer than client_timeout (not the detached ones); forget
+        the connections without a live job silent as long."""
+        for job in [j for j in self.ledger.jobs.values() if not j.detach]:
+            silent = now - self.seen.get(job.client, job.created)
+            if silent > self.client_timeout:
+                log.warning("client of job %s (%s) silent for %.0fs: stopping the job",
+                            job.jid, job.owner.label, silent)
+                self.ledger.end_job(job, JobState.STOPPED, now)
+        live = {j.client for j in self.ledger.jobs.values()}
+        for route in [r for r, seen in self.seen.items() if r not in live and now - seen > self.client_timeout]:
+            del self.seen[route]
+
+    def forgive(self, now: float) -> None:
+        """The boss itself stalled: every client gets a fresh chance."""
+        for route in self.seen:
+            self.seen[route] = now

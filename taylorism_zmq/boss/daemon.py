@@ -5,6 +5,15 @@ Each pass of the loop: A. read control messages (clients and agents),
 B. read reports and heartbeats, C. expire silent agents, D. dispatch pending
 tasks to free slots, E. flush messages that met back-pressure.  The loop
 blocks only in ``poller.poll``.
+
+What a peer can cause is answered where it happens: a message that breaks the
+protocol (:class:`~..wire.protocol.ProtocolError`) is dropped and counted, one
+its sender may not send (:class:`~.model.Refused`) is refused.  Anything else
+raised is a bug of the boss: logged as one (:data:`BUG`) with its traceback,
+counted (``bugs``), and the loop goes on; what the failing event made before it
+raised is sent all the same (the state machine adds each message to its
+outgoing list as it makes it), so that no peer misses a change the records
+already show.
 """
 
 from __future__ import annotations
@@ -18,113 +27,103 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ParamSpec
 
 import zmq
 
 from ..wire import protocol, security
 from ..wire.keystore import ANONYMOUS, LOCAL, Identity, KeyStore
 from ..wire.protocol import Msg, ProtocolError
-from ..wire.sockets import EndpointInUseError, RateLimitedLog, bind, check_bindable, configure_bound
-from .guard import Denied, Guard, Refused
+from ..wire.sockets import EndpointInUseError, RateLimitedLog, bind, check_bindable, configure_bound, worth_logging
+from .authorization import Denied, Guard
+from .ledger import refusal
+from .model import Out, Refused
+from .options import DEFAULTS, METRICS_ADDRESS, BossOptions
 from .outbox import Outbox
 from .plugins import load_placement_plugin
-from .quota import OwnerQuota
-from .state import BossState, Out
-from .status import refusal
+from .state import BossState
 
 log = logging.getLogger("taylorism_zmq.boss")
 
+P = ParamSpec("P")
+
 #: messages read from one socket per pass, so one busy peer cannot starve the others
 DRAIN_BATCH = 256
+#: what the log says of a bug of the boss (the test suite fails a test during which a daemon logs it)
+BUG = "a bug of the boss"
 #: messages that show a client is alive
 _CLIENT_KINDS = frozenset({Msg.HELLO, Msg.SUBMIT, Msg.ADD_TASKS, Msg.CONTROL, Msg.PING, Msg.ATTACH})
+#: what agents send on the report socket (PULL); every other message comes on the control ROUTER
+REPORT_SOCKET_KINDS = frozenset({Msg.AGENT_REPORTS, Msg.AGENT_OUTPUT})
+#: a message handler: (route, validated body, now, sender's identity) -> the messages to send
+Handler = Callable[[bytes, dict, float, Identity], list[Out]]
 
 
 class BossDaemon:
     """Bind the boss sockets and serve until stopped."""
 
-    def __init__(self, control: str, reports: str, heartbeat: float = 1.0, agent_timeout: float = 30.0,
-                 max_retries: int = 1, max_frame: int = protocol.MAX_FRAME, allow_plugins: bool = False,
-                 recovery_grace: float = 3.0, insecure: bool = False, client_timeout: float = 60.0,
-                 http: str | None = None, metrics_port: int | None = None, metrics_address: str = "127.0.0.1",
-                 quota: OwnerQuota | None = None):
+    def __init__(self, control: str, reports: str, options: BossOptions = DEFAULTS, allow_plugins: bool = False,
+                 insecure: bool = False, http: str | None = None, metrics_port: int | None = None,
+                 metrics_address: str = METRICS_ADDRESS, validate: bool = False):
         self.control_endpoint = control
         self.reports_endpoint = reports
-        if not 64 * 1024 < max_frame <= protocol.MAX_FRAME:
+        if not 64 * 1024 < options.max_frame <= protocol.MAX_FRAME:
             raise ValueError(f"the frame cap (--max-frame-mb) must be between 64 KiB and "
                              f"{protocol.MAX_FRAME >> 20} MiB")
-        self.max_frame = max_frame
+        self.max_frame = options.max_frame
         self.curve = not insecure and any(e.startswith("tcp://") for e in (control, reports))
         for endpoint in (control, reports):
             if insecure and endpoint.startswith("tcp://") and not security.is_loopback(endpoint):
                 log.warning("%s is bound without CURVE: anyone who reaches it can submit tasks", endpoint)
-        self.state = BossState(f"boss-{uuid.uuid4().hex[:8]}", max_retries=max_retries,
-                               heartbeat=heartbeat, agent_timeout=agent_timeout,
+        #: peers of an ipc boss (a 0700 directory) are its owner
+        self.private = all(e.startswith("ipc://") for e in (control, reports))
+        # without CURVE (plain tcp) the boss cannot tell who sent a report: clients must not unpickle it
+        self.state = BossState(f"boss-{uuid.uuid4().hex[:8]}", options, started=time.monotonic(),
                                plugin_loader=load_placement_plugin if allow_plugins else None,
-                               started=time.monotonic(), recovery_grace=recovery_grace,
-                               client_timeout=client_timeout, quota=quota)
+                               vouch=self.curve or self.private, validate=validate)
+        self.ledger = self.state.ledger
+        self.ledger.counters["bugs"] = 0  # (shown in the status and the metrics even when none happened)
         self._bad_log = RateLimitedLog(log, period=10.0)
         self.http = http
         self.status_server: Any = None
         self.metrics_port, self.metrics_address = metrics_port, metrics_address
         self.metrics: Any = None
         self._stop = False
-        self._status_cache: tuple[float, dict] = (-1.0, {})
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         #: set when serving: who sent each message, and what its roles allow
-        self.guard = Guard(None, False, self.state.counters, in_use=self.state.routes_in_use)
-        self._handlers: dict[Msg, Callable[[bytes, dict, float, Identity], list[Out]]] = {
-            Msg.HELLO: lambda r, b, now, who: self.state.hello(r, b),
-            Msg.SUBMIT: lambda r, b, now, who: self.state.submit(r, b, now, who=who),
-            Msg.ADD_TASKS: lambda r, b, now, who: self.state.add_tasks(r, b, who=who),
-            Msg.CONTROL: lambda r, b, now, who: self.state.control(r, b, who=who),
-            Msg.PING: lambda r, b, now, who: [(r, Msg.PONG, {"boss": self.state.boss_id})],
-            Msg.STATUS: lambda r, b, now, who: [(r, Msg.STATUS_REPLY,
-                                                 {"status": self.state.status_for(self._status(now), who)})],
-            Msg.REGISTER: lambda r, b, now, who: self.state.register(r, b, now, who=who),
-            Msg.GOODBYE: self._goodbye,
-            Msg.ADMIN: self._admin,
-            Msg.ATTACH: lambda r, b, now, who: self.state.attach(r, b, now, who=who),
-            Msg.CLIENT_ALIVE: self._client_alive,
-            Msg.HEARTBEAT: self._heartbeat,
+        self.guard = Guard(None, False, self.ledger.counters, in_use=self.ledger.routes_in_use)
+        #: set when serving: what the boss sends, and the pressure of peers that do not read
+        self.outbox: Outbox | None = None
+        state = self.state
+        #: the one handler of each kind of message the boss takes: the state machine's events, and two of the
+        #: daemon's, for what only it knows (the outbox's backlog, the guard's routes)
+        self.handlers: dict[Msg, Handler] = {
+            # clients
+            Msg.HELLO: state.on_hello, Msg.SUBMIT: state.on_submit, Msg.ADD_TASKS: state.on_add_tasks,
+            Msg.CONTROL: state.on_control, Msg.ATTACH: self.on_attach, Msg.CLIENT_ALIVE: self.on_client_alive,
+            Msg.PING: state.on_ping, Msg.STATUS: state.on_status, Msg.ADMIN: state.on_admin,
+            # agents: on the control socket, then on the report socket
+            Msg.REGISTER: state.on_register, Msg.HEARTBEAT: state.on_heartbeat, Msg.GOODBYE: state.on_goodbye,
+            Msg.AGENT_REPORTS: state.on_agent_reports, Msg.AGENT_OUTPUT: state.on_agent_output,
         }
 
-    def _status(self, now: float) -> dict:
-        """One snapshot per pass of the loop, however many peers ask (a flood of STATUS costs one)."""
-        if self._status_cache[0] != now:
-            self._status_cache = (now, self.state.status(now))
-        return self._status_cache[1]
+    def on_attach(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
+        """ATTACH, refused for a job on its way to a connection that has not read it yet (the outbox knows)."""
+        backlogged = self.outbox.waiting() if self.outbox is not None else frozenset()
+        return self.state.on_attach(route, body, now, who, backlogged=backlogged)
 
-    def _heartbeat(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
-        return self.state.heartbeat_from(body, now, who=who, route=route)
-
-    def _goodbye(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
-        self.state.agent_of(body["agent"], who)  # only the key that registered it may say it leaves
-        return self.state.agent_left(body["agent"])
-
-    def _client_alive(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
+    def on_client_alive(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
+        """A client's heartbeat, from its heartbeat socket, for its main connection (which must be its own)."""
         client = body["client"].encode()  # sent from the client's heartbeat socket, for its main one
         if self.guard.route_of(client, who):
-            self.state.client_alive(client, now)
-        elif client in self.guard.routes:
+            return self.state.client_alive(client, now)
+        if client in self.guard.routes:
             raise Refused("CLIENT_ALIVE for a connection of another identity")
         # else a connection not heard yet (this boss just restarted, and its main socket has not spoken): nothing
         # to keep alive
         return []
-
-    def _admin(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
-        action, target = body["action"], body["target"]
-        if action not in ("drain", "undrain"):
-            return [(route, Msg.ADMIN_REPLY, {"ok": False, "message": f"unknown action {action!r}"})]
-        hit = self.state.drain(target, draining=action == "drain")
-        if not hit:
-            known = sorted({a.host for a in self.state.agents.values()})
-            return [(route, Msg.ADMIN_REPLY, {"ok": False, "message": f"no agent on host {target!r} "
-                                                                      f"(hosts: {', '.join(known) or 'none'})"})]
-        return [(route, Msg.ADMIN_REPLY, {"ok": True, "message": f"{action}ed {len(hit)} agent(s) on {target}"})]
 
     def stop(self) -> None:
         """Ask the loop to end (thread- and signal-safe)."""
@@ -146,18 +145,17 @@ class BossDaemon:
             if self.curve:  # the authenticator first: CURVE without ZAP would let any key in
                 keys = security.load_boss_keys()
                 store = KeyStore(security.key_dir() / "authorized", owner=keys.public.decode("ascii"))
-                self.guard = Guard(store, True, self.state.counters, in_use=self.state.routes_in_use)
+                self.guard = Guard(store, True, self.ledger.counters, in_use=self.ledger.routes_in_use)
                 auth = security.start_authenticator(ctx, store, self.guard.zap_refused)
                 store.start()
                 security.secure_server(router, keys)
                 security.secure_server(pull, keys)
                 log.info("%d authorized key(s) in %s", len(store.keys), store.directory)
             else:
-                self.guard = Guard(None, False, self.state.counters, in_use=self.state.routes_in_use)
-                if all(e.startswith("ipc://") for e in (self.control_endpoint, self.reports_endpoint)):
+                self.guard = Guard(None, False, self.ledger.counters, in_use=self.ledger.routes_in_use)
+                if self.private:
                     self.guard.default = LOCAL  # in a 0700 directory: only its owner can connect
-            # without CURVE (plain tcp) the boss cannot tell who sent a report: clients must not unpickle it
-            self.state.vouch = self.guard.default is not ANONYMOUS
+            assert self.ledger.vouch == (self.guard.default is not ANONYMOUS)
             configure_bound(router, self.max_frame)
             router.router_mandatory = 1
             # a reconnecting peer takes its routing id back at once (else a half-open old connection would leave
@@ -167,13 +165,12 @@ class BossDaemon:
             bind(router, self.control_endpoint)
             bind(pull, self.reports_endpoint)
             # agents learn where to push reports from the boss (REGISTERED): the port as bound (tcp://H:0 too)
-            self.state.reports_endpoint = str(pull.get_string(zmq.LAST_ENDPOINT))
-            self.state.max_frame = self.max_frame
+            self.state.agent_events.reports_endpoint = str(pull.get_string(zmq.LAST_ENDPOINT))
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, lambda *_: self.stop())
             log.info("boss %s listening: control %s, reports %s%s", self.state.boss_id, self.control_endpoint,
-                     self.state.reports_endpoint, " (CURVE)" if self.curve else "")
+                     self.state.agent_events.reports_endpoint, " (CURVE)" if self.curve else "")
             if self.http:
                 from .webstatus import StatusServer, load_token
 
@@ -208,16 +205,14 @@ class BossDaemon:
 
         with _serving("the metrics (--metrics-port)", f"{self.metrics_address}:{self.metrics_port}"):
             self.metrics = BossMetrics(self.metrics_port or 0, self.metrics_address)
-        self.state.on_dispatch = self.metrics.dispatch_latency.observe
-        self.state.on_task_end = self.metrics.task_duration.observe
+        self.ledger.on_dispatch = self.metrics.dispatch_latency.observe
+        self.ledger.on_task_end = self.metrics.task_duration.observe
         self.metrics.publish(self.state.status(time.monotonic()))
         log.info("Prometheus metrics: http://%s:%d/metrics", self.metrics_address, self.metrics.port)
 
     def _loop(self, router: zmq.Socket, pull: zmq.Socket) -> None:
-        outbox = Outbox(router, self.state.counters, self._unreachable, overflow=self._cut,
-                        describe=self.guard.label_of, paused=self.guard.contested)
-        self.state.held_clients = outbox.held  # push back: no dispatch for a client that does not read
-        self.state.backlogged = outbox.waiting()  # and no ATTACH adds to what a peer has not read yet
+        self.outbox = outbox = Outbox(router, self.ledger.counters, self._unreachable, overflow=self._cut,
+                                      describe=self.guard.label_of, paused=self.guard.contested)
         # what exists now lives as long as the boss: keep the collector off it, and let it run less often
         # (tasks and jobs are freed by reference counting; the cycle collector only has leftovers to find)
         gc.freeze()
@@ -226,7 +221,7 @@ class BossDaemon:
         poller.register(router, zmq.POLLIN)
         poller.register(pull, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
-        check_every = max(0.05, min(1.0, self.state.agent_timeout / 4))
+        check_every = max(0.05, min(1.0, self.state.options.agent_timeout / 4))
         if self.status_server is not None or self.metrics is not None:
             check_every = min(check_every, 0.5)  # the snapshots are refreshed at the same pace
         next_check = time.monotonic() + check_every
@@ -244,20 +239,43 @@ class BossDaemon:
                 self._drain_wake()
             if now >= next_check:
                 if self.guard.handshakes_refused:
-                    self.state.counters["handshakes_refused"] = self.guard.handshakes_refused
-                lag = now - before - timeout / 1000
-                out += self.state.expire(now, loop_lag=max(0.0, lag))
+                    self.ledger.counters["handshakes_refused"] = self.guard.handshakes_refused
+                lag = max(0.0, now - before - timeout / 1000)
+                out += self._safely("expiring silent peers", self.state.expire, now, loop_lag=lag)
                 next_check = now + check_every
-                if self.status_server is not None or self.metrics is not None:
-                    snapshot = self.state.status(now, page=self.status_server is not None)
-                    for server in (self.status_server, self.metrics):
-                        if server is not None:
-                            server.publish(snapshot)
-            out += self.state.dispatch(now)
-            outbox.send(out)
-            self.state.attached_now.clear()
+                out += self._safely("publishing the status", self._publish, now)
+            # push back: no dispatch for a client that does not read
+            out += self._safely("dispatching", self.state.dispatch, now, held=outbox.held)
+            unsent = self._safely("sending", outbox.send, out)
+            self.state.sent()
             if outbox:
-                outbox.flush()
+                unsent += self._safely("sending what waits", outbox.flush)
+            if unsent:  # made by an event that failed while sending (a peer found gone): sent as the others
+                self._safely("sending", outbox.send, unsent)
+
+    def _publish(self, now: float) -> None:
+        """A fresh snapshot for the status page and the metrics."""
+        if self.status_server is not None or self.metrics is not None:
+            snapshot = self.state.status(now, page=self.status_server is not None)
+            for server in (self.status_server, self.metrics):
+                if server is not None:
+                    server.publish(snapshot)
+
+    def _safely(self, what: str, step: Callable[P, list[Out] | None], *args: P.args, **kwargs: P.kwargs) -> list[Out]:
+        """Run one step of the loop; a bug in it does not stop the boss (see the module's doc)."""
+        try:
+            return step(*args, **kwargs) or []
+        except Exception:
+            return self._bug(what)
+
+    def _bug(self, what: str) -> list[Out]:
+        """Log (with its traceback) and count an exception of the boss's own code; the messages the failing
+        event made before it raised, to send."""
+        self.ledger.counters["bugs"] += 1
+        n = self.ledger.counters["bugs"]
+        if worth_logging(n):
+            log.error("%s, while %s (the boss goes on; %d so far)", BUG, what, n, exc_info=True)
+        return self.state.take_unsent()
 
     # -- reading ---------------------------------------------------------------
     def _read(self, sock: zmq.Socket, routed: bool, now: float) -> list[Out]:
@@ -286,22 +304,21 @@ class BossDaemon:
                 self.guard.check(kind, route, who)
                 out += self._handle(kind, route, body, now, routed, who)
             except Refused as exc:
-                out += self._refuse(kind, route, body, who, exc)
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                # a message that is well formed but makes no sense must not kill the loop
-                out += self._bad_message(route, payload, exc)
+                out += self.state.take_unsent() + self._refuse(kind, route, body, who, exc)
+            except ProtocolError as exc:
+                out += self.state.take_unsent() + self._bad_message(route, payload, exc)
+            except Exception:
+                peer = self.guard.label_of(route) if route else "the report socket"
+                out += self._bug(f"handling {kind.name} from {peer}")
         return out
 
     def _handle(self, kind: Msg, route: bytes, body: dict, now: float, routed: bool, who: Identity) -> list[Out]:
-        if not routed:
-            if kind is Msg.AGENT_REPORTS:
-                return self.state.agent_reports(body, now, who=who)
-            if kind is Msg.AGENT_OUTPUT:
-                return self.state.agent_output(body, who=who)
-            raise ValueError(f"{kind.name} is not a report-socket message")
-        handler = self._handlers.get(kind)
-        if handler is None:
+        if not routed and kind not in REPORT_SOCKET_KINDS:
+            raise ProtocolError(f"{kind.name} is not a report-socket message")
+        handler = self.handlers.get(kind)
+        if routed and (handler is None or kind in REPORT_SOCKET_KINDS):
             return [(route, Msg.ERROR, {"message": f"{kind.name} is not a control message"})]
+        assert handler is not None
         out = handler(route, body, now, who)
         if kind in _CLIENT_KINDS:
             self.state.client_alive(route, now)
@@ -325,7 +342,7 @@ class BossDaemon:
         return [(route, Msg.REFUSED, {"message": why, "denied": True})]
 
     def _bad_message(self, route: bytes, frames: list, exc: Exception) -> list[Out]:
-        self.state.counters["bad_messages"] += 1
+        self.ledger.counters["bad_messages"] += 1
         peer = self.guard.label_of(route) if route else "the report socket"
         self._bad_log.warning(peer, "dropped a bad message from %s: %s", peer, exc)
         version = protocol.version_of(frames)
@@ -340,13 +357,12 @@ class BossDaemon:
     def _cut(self, route: bytes) -> list[Out]:
         """A peer that read nothing of a backlog past its bound: its jobs end as on a client timeout; an agent
         is lost."""
-        out = self.state.client_cut(route)
-        return out + self._unreachable(route)
+        now = time.monotonic()
+        return self.state.client_cut(route, now) + self.state.peer_unreachable(route, now)
 
     def _unreachable(self, route: bytes) -> list[Out]:
         """A peer the ROUTER cannot reach any more: if it was an agent, it is lost."""
-        agent = self.state.agent_at(route)
-        return self.state.agent_lost(agent.aid, "unreachable") if agent is not None else []
+        return self.state.peer_unreachable(route, time.monotonic())
 
     def _drain_wake(self) -> None:
         try:
@@ -366,13 +382,14 @@ def _serving(what: str, address: str) -> Iterator[None]:
 
 def run_boss(args: Any) -> int:
     """Entry point used by the CLI and by embedded mode."""
-    max_frame = int(args.max_frame_mb * 2**20) if getattr(args, "max_frame_mb", None) else protocol.MAX_FRAME
-    daemon = BossDaemon(args.control, args.reports, heartbeat=args.heartbeat, max_frame=max_frame,
-                        agent_timeout=args.agent_timeout, max_retries=args.max_retries,
-                        allow_plugins=args.allow_placement_plugins, recovery_grace=args.recovery_grace,
-                        insecure=args.insecure, client_timeout=args.client_timeout, http=args.http,
-                        metrics_port=args.metrics_port, metrics_address=args.metrics_address,
-                        quota=OwnerQuota(args.max_jobs_per_key, int(args.max_held_mb_per_key * 2**20)))
+    max_frame = int(args.max_frame_mb * 2**20) if getattr(args, "max_frame_mb", None) else DEFAULTS.max_frame
+    options = BossOptions(heartbeat=args.heartbeat, agent_timeout=args.agent_timeout, max_retries=args.max_retries,
+                          recovery_grace=args.recovery_grace, client_timeout=args.client_timeout,
+                          max_frame=max_frame, max_jobs_per_key=args.max_jobs_per_key,
+                          max_held_bytes_per_key=int(args.max_held_mb_per_key * 2**20))
+    daemon = BossDaemon(args.control, args.reports, options, allow_plugins=args.allow_placement_plugins,
+                        insecure=args.insecure, http=args.http, metrics_port=args.metrics_port,
+                        metrics_address=args.metrics_address, validate=args.validate)
     ready_fd = getattr(args, "ready_fd", None)
 
     def ready() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterator
 
-from .records import AgentRecord
+from .model import AgentRecord
 
 
 class FreeHosts:

@@ -18,6 +18,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
+from .options import METRICS_ADDRESS
+
 #: boss counters exported as taylorism_dropped_messages_total{reason=...}
 DROPPED = {"bad_messages": "bad_message", "unknown_agent_messages": "unknown_agent",
            "late_or_duplicate_reports": "late_or_duplicate_report", "output_dropped": "live_output",
@@ -35,7 +37,7 @@ JOB_ENDS = ("finished", "failed", "stopped")
 class BossMetrics:
     """A registry with the boss's metrics, and the HTTP server that exposes it."""
 
-    def __init__(self, port: int, address: str = "127.0.0.1"):
+    def __init__(self, port: int, address: str = METRICS_ADDRESS):
         self.registry = CollectorRegistry()
         self.dispatch_latency = Histogram(
             "taylorism_dispatch_latency_seconds", "Time a task waited in the boss between ready and sent to an agent",
@@ -108,6 +110,10 @@ class _StatusCollector(Collector):
         left = CounterMetricFamily("taylorism_agents_left", "Agents that said goodbye since the boss started")
         left.add_metric([], counters.get("agents_left", 0))
         yield left
+        bugs = CounterMetricFamily("taylorism_bugs", "Exceptions of the boss's own code since it started (each "
+                                   "logged as a bug with its traceback; the boss went on)")
+        bugs.add_metric([], counters.get("bugs", 0))
+        yield bugs
         dropped = CounterMetricFamily("taylorism_dropped_messages", "Messages the boss dropped, by reason",
                                       labels=["reason"])
         for counter, reason in DROPPED.items():

@@ -1,7 +1,11 @@
-"""Reports for jobs the boss does not know (yet): after a boss restart, agents deliver what ended meanwhile
-before the clients submit their jobs again.  Kept, oldest dropped first, within a count and a byte cap, and
-for ORPHAN_TTL seconds (agents also send again what the previous boss acknowledged last, most of which no
-client will claim: its client had it)."""
+"""What agents tell of tasks of jobs the boss does not know (yet): after a boss restart, agents deliver the
+reports of what ended meanwhile, and say what still runs, before the clients submit their jobs again.
+
+Reports are kept, oldest dropped first, within a count and a byte cap, and for ORPHAN_TTL seconds (agents also
+send again what the previous boss acknowledged last, most of which no client will claim: its client had it).
+Running tasks are kept within a count, the oldest forgotten first, until their job comes back or their agent
+goes.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ ORPHAN_REPORTS = 100_000
 ORPHAN_BYTES = 256 << 20
 #: seconds a report is kept for a client to submit its job again (clients do so as soon as they hear the new boss)
 ORPHAN_TTL = 600.0
+#: tasks agents said were running for jobs unknown here: the oldest are forgotten beyond
+ORPHAN_RUNNING = 100_000
 
 
 class OrphanReports:
@@ -72,6 +78,40 @@ class OrphanReports:
             self.counters["orphan_reports_expired"] += expired
             log.info("forgot %d kept report(s) of tasks of jobs no client submitted again within %.0fs", expired,
                      ORPHAN_TTL)
+
+
+class OrphanRunning:
+    """(job, index) -> (agent id, ticket) of tasks agents said they run, for jobs unknown here, bounded in count."""
+
+    def __init__(self, counters: collections.Counter, limit: int = ORPHAN_RUNNING):
+        self.counters = counters
+        self.limit = limit
+        self._running: collections.OrderedDict[tuple[str, int], tuple[str, int | None]] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    def __contains__(self, key: tuple[str, int]) -> bool:
+        return key in self._running
+
+    def keep(self, jid: str, index: int, aid: str, ticket: int | None) -> None:
+        self._running[(jid, index)] = (aid, ticket)
+        if len(self._running) > self.limit:
+            (old_jid, old_index), _ = self._running.popitem(last=False)
+            self.counters["orphan_running_dropped"] += 1
+            n = self.counters["orphan_running_dropped"]
+            if worth_logging(n):
+                log.warning("forgot that task %d of job %s (unknown here) was running: more than %d such tasks "
+                            "(%d forgotten so far)", old_index, old_jid, self.limit, n)
+
+    def pop(self, key: tuple[str, int]) -> tuple[str, int | None] | None:
+        return self._running.pop(key, None)
+
+    def forget_agent(self, aid: str) -> None:
+        """The agent is gone: what it ran is not running any more (O(kept), and only when any is kept)."""
+        if self._running:
+            for key in [k for k, (a, _) in self._running.items() if a == aid]:
+                del self._running[key]
 
 
 def _size(report: tuple) -> int:

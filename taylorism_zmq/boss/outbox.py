@@ -25,8 +25,8 @@ import zmq
 from ..wire import protocol
 from ..wire.protocol import Msg
 from ..wire.sockets import worth_logging
-from .dispatch import Out
-from .gaps import OutputGaps
+from .model import Out
+from .output_gaps import OutputGaps
 
 log = logging.getLogger("taylorism_zmq.boss")
 
@@ -78,7 +78,7 @@ class Outbox:
         self._total = 0
         #: peers whose backlog is over HOLD_BYTES (the boss dispatches nothing for their jobs)
         self.held: set[bytes] = set()
-        #: live output dropped and not said yet (gaps.py)
+        #: live output dropped and not said yet (output_gaps.py)
         self.gaps = OutputGaps(counters)
 
     def __bool__(self) -> bool:

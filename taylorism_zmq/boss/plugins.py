@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..wire.codec import resolve_ref
-from .placement import HostView, Policy, TaskView
-
-if TYPE_CHECKING:
-    from .records import AgentRecord, JobRecord, TaskRecord
+from .model import AgentRecord, JobRecord, Policy, TaskRecord
+from .placement import HostView, TaskView
 
 #: builds a job's placement plugin from its policy and code environment (the daemon provides it)
 PluginLoader = Callable[[Policy, dict], Any]

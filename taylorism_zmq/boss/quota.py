@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import collections
 
-#: live jobs one key may have on the boss
-MAX_JOBS_PER_KEY = 10_000
-#: bytes of task instructions one key may have on the boss, not reported yet
-MAX_HELD_BYTES_PER_KEY = 2 << 30
+from .options import DEFAULTS
+
 #: what the boss's records of one task cost beside its instructions (counted as if instructions)
 TASK_OVERHEAD = 400
 
@@ -28,7 +26,7 @@ def task_bytes(name: str, cls: str, files: list[str], payload: bytes) -> int:
 class OwnerQuota:
     """Live jobs and held instruction bytes, per key."""
 
-    def __init__(self, max_jobs: int = MAX_JOBS_PER_KEY, max_bytes: int = MAX_HELD_BYTES_PER_KEY):
+    def __init__(self, max_jobs: int = DEFAULTS.max_jobs_per_key, max_bytes: int = DEFAULTS.max_held_bytes_per_key):
         self.max_jobs = max_jobs
         self.max_bytes = max_bytes
         self.jobs: collections.Counter[str] = collections.Counter()

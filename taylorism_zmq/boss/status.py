@@ -1,49 +1,53 @@
-"""Views of the boss's state: the status snapshot (taylorism-ctl, the status page, the metrics) and the
-tail of a failure's traceback."""
+"""Views of the boss's state: the status snapshot (taylorism-ctl, the status page, the metrics) and what one
+identity may see of it."""
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any
 
-import msgpack
-
-if TYPE_CHECKING:
-    from ..wire.keystore import Identity
-    from .state import BossState
+from ..wire.keystore import Identity
+from .ledger import Ledger
 
 
-def status_snapshot(state: BossState, now: float, page: bool = False) -> dict[str, Any]:
-    """Hosts, jobs and counters; with *page*, also the timeline and failures of the status page."""
-    extra = {"timeline": list(state.timeline), "failures": list(state.failures)} if page else {}
+def status_snapshot(boss_id: str, ledger: Ledger, now: float,
+                    page: tuple[Iterable[tuple], Iterable[dict]] | None = None) -> dict[str, Any]:
+    """Hosts, jobs and counters, as of *now* (the boss's monotonic clock); with *page* (the status page's
+    timeline and failures), those too, the failures' times on the wall clock."""
+    wall = time.time()
+    extra = {}
+    if page is not None:
+        timeline, failures = page
+        extra = {"timeline": list(timeline), "failures": [dict(f, time=wall - (now - f["time"])) for f in failures]}
     return extra | {
-        "boss": state.boss_id,
-        "time": time.time(),
+        "boss": boss_id,
+        "time": wall,
         "hosts": [
             {"agent": a.aid, "host": a.host, "slots": a.slots, "running": len(a.running),
              "cpus": a.cpus, "memory": a.memory, "mem_avail": a.mem_avail, "load": a.load,
              "cpu": a.cpu, "done": a.done, "draining": a.draining, "last_seen": now - a.last_seen,
-             "tickets": sum(1 for tid in a.running if state.tasks[tid].ticket is not None)}
-            for a in state.agents.values()
+             "tickets": sum(1 for tid in a.running if ledger.tasks[tid].ticket is not None)}
+            for a in ledger.agents.values()
         ],
         "jobs": [
             {"job": j.jid, "name": j.name, "client": j.owner.name,  # (routing ids stay secret)
              "running": len(j.running), "pending": j.n_pending, "done": j.done, "failed": j.failed,
              "halted": j.halted, "age": now - j.created}
-            for j in state.jobs.values()
+            for j in ledger.jobs.values()
         ],
-        "counters": dict(state.counters),
+        "counters": dict(ledger.counters),
     }
 
 
-def status_for(state: BossState, snapshot: dict[str, Any], who: Identity) -> dict[str, Any]:
+def status_for(ledger: Ledger, snapshot: dict[str, Any], who: Identity) -> dict[str, Any]:
     """What *who* may see of a STATUS *snapshot*: an admin all; a client the ids and names of its own jobs
     only, the others' as counts (a job id is what ATTACH and a resubmission after a boss restart go by)."""
     if who.can("admin"):
         return snapshot
     mine, others = [], {"jobs": 0, "running": 0, "pending": 0}
     for row in snapshot["jobs"]:
-        job = state.jobs.get(row["job"])
+        job = ledger.jobs.get(row["job"])
         if job is not None and job.owner.key == who.key:
             mine.append(row)
         else:
@@ -51,25 +55,3 @@ def status_for(state: BossState, snapshot: dict[str, Any], who: Identity) -> dic
             others["running"] += row["running"]
             others["pending"] += row["pending"]
     return dict(snapshot, jobs=mine, other_jobs=others)
-
-
-def refusal(jid: str, etype: str, message: str) -> dict[str, Any]:
-    """An ERROR about job *jid* that its client turns into the exception *etype* (a droppable answer)."""
-    return {"message": message, "job": jid, "error": {"type": etype, "message": message}}
-
-
-def text_tail(data: bytes, size: int = 1500) -> str:
-    """The end of a task's output, as text (what a failing task wrote last is where its trouble shows)."""
-    return data[-size:].decode(errors="replace")
-
-
-def traceback_tail(payload: bytes, lines: int = 4) -> str:
-    """The last lines of a failure's traceback (a msgpack map made by our launcher; nothing is unpickled)."""
-    try:
-        info = msgpack.unpackb(payload, raw=False, strict_map_key=True)
-        if "died" in info:
-            return str(info["died"])[:500]
-        tb = info["exc"]["traceback"]
-        return "".join(str(x) for x in tb[-lines:])[-2000:]
-    except Exception:
-        return "(no traceback)"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ..wire.protocol import approx_size
 
 if TYPE_CHECKING:
-    from .records import AgentRecord, JobRecord
+    from .model import AgentRecord, JobRecord
 
 #: the largest code environment a job may carry, packed (a long sys.path is a few KiB)
 MAX_ENV_BYTES = 256 * 1024

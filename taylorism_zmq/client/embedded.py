@@ -11,9 +11,12 @@ program that works here behaves the same there; but they are this process's
 own: they read no config file and no ``TAYLORISM_*`` daemon setting (a
 ``[agent] reports`` or ``[boss] http`` meant for the host's daemons would
 send their reports away or make them fail to bind), only the options given
-here.  The one the client reads for them is its status page's address
-(``http=`` of the first job, else ``TAYLORISM_HTTP``): served there if that
-port is free, its URL printed once the boss answers; else said, and left out.
+here (and two of the environment's: ``TAYLORISM_EMBEDDED_LOG_LEVEL``, and
+``TAYLORISM_EMBEDDED_VALIDATE=1`` for a boss that checks its records after
+every event, as the test suite runs it).  The one the client reads for them is
+its status page's address (``http=`` of the first job, else
+``TAYLORISM_HTTP``): served there if that port is free, its URL printed once
+the boss answers; else said, and left out.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class Embedded:
         #: where the launchers forked from this process connect to the agent (see forklaunch.py)
         self.launchers = f"{self.directory}/launchers"
         level = os.environ.get("TAYLORISM_EMBEDDED_LOG_LEVEL", "ERROR")
+        validate = os.environ.get("TAYLORISM_EMBEDDED_VALIDATE") == "1"
         # the daemons stop when this pipe ends: when this process is gone (its write end is not inherited
         # by what other threads exec)
         watch_r, self._watch_w = os.pipe()
@@ -63,7 +67,8 @@ class Embedded:
         try:
             self.processes = [
                 subprocess.Popen([*cmd, "boss", *common, "--agent-timeout", "30", "--allow-placement-plugins",
-                                  "--recovery-grace", "0", *(["--http", page.address] if page else [])],
+                                  "--recovery-grace", "0", *(["--http", page.address] if page else []),
+                                  *(["--validate"] if validate else [])],
                                  stdin=subprocess.DEVNULL, pass_fds=(watch_r,), env=page.environ() if page else None),
                 subprocess.Popen([*cmd, "agent", *common, "--slots", str(EMBEDDED_SLOTS), "--host-name",
                                   "localhost", "--state-dir", os.path.join(self.directory, "agent"),

@@ -6,7 +6,8 @@ import collections
 
 import pytest
 
-from taylorism_zmq.boss.guard import NEEDS, Guard, Refused
+from taylorism_zmq.boss.authorization import NEEDS, Guard
+from taylorism_zmq.boss.model import Refused
 from taylorism_zmq.wire.keystore import LOCAL, Identity
 from taylorism_zmq.wire.protocol import Msg
 

@@ -20,7 +20,8 @@ import zmq
 from ..wire.keystore import ANONYMOUS, LOCAL, Identity, KeyStore, fingerprint
 from ..wire.protocol import Msg
 from ..wire.sockets import RateLimitedLog
-from .lru import forget_oldest
+from .bounded_maps import forget_oldest
+from .model import Refused
 
 log = logging.getLogger("taylorism_zmq.boss")
 
@@ -39,10 +40,6 @@ NEEDS: dict[Msg, frozenset[str] | None] = {
 #: routing ids remembered with the identity that first used them: beyond, the least recently heard of that no
 #: live job or agent uses are forgotten, down to 90% of it (one log line per such sweep)
 MAX_ROUTES = 100_000
-
-
-class Refused(Exception):
-    """A message its sender may not send: answered with the reason, logged and counted."""
 
 
 class Denied(Refused):

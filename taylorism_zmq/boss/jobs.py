@@ -1,0 +1,214 @@
+"""What clients ask of their jobs: SUBMIT makes one, ADD_TASKS feeds it (and finds the tasks that ended or
+still run after a boss restart), CONTROL steers it."""
+
+from __future__ import annotations
+
+import logging
+
+from ..wire.keystore import Identity
+from ..wire.protocol import Msg
+from .clients import ClientConnections
+from .dispatch import Dispatcher
+from .ledger import Ledger, end_body
+from .model import JobRecord, JobState, Policy, TaskRecord, TaskState
+from .plugins import PluginLoader
+from .quota import task_bytes
+from .validation import env_problem, ticket_fits
+
+log = logging.getLogger("taylorism_zmq.boss")
+
+#: characters of a job id and of a job name (they are kept, logged and shown)
+MAX_JOB_ID, MAX_JOB_NAME = 256, 1024
+#: the most tasks a job may let one task process run in turn
+MAX_TASKS_PER_PROCESS = 10**9
+#: bytes of worker classes by value a job may bring (they travel with every RUN that needs one)
+MAX_CLASS_BYTES = 4 << 20
+
+
+def _classes_problem(classes: dict, known: dict[str, bytes]) -> str | None:
+    """What is wrong with the classes an ADD_TASKS brings (they come from the network), if anything."""
+    size = sum(len(v) for v in known.values())
+    for ref, blob in classes.items():
+        if not isinstance(ref, str) or ":" not in ref or not isinstance(blob, bytes):
+            return "worker classes by value must map 'module:qualname' to bytes"
+        size += len(blob)
+    if size > MAX_CLASS_BYTES:
+        return (f"the job's worker classes by value take {size} bytes, more than {MAX_CLASS_BYTES}: "
+                "define them in a module the agents can import")
+    return None
+
+
+class JobRequests:
+    """SUBMIT, ADD_TASKS and CONTROL."""
+
+    def __init__(self, ledger: Ledger, clients: ClientConnections, dispatcher: Dispatcher,
+                 plugin_loader: PluginLoader | None, resubmit_hold: float) -> None:
+        self.ledger = ledger
+        self.clients = clients
+        self.dispatcher = dispatcher
+        #: builds a job's placement plugin; None: this boss runs none (no --allow-placement-plugins)
+        self.plugin_loader = plugin_loader
+        #: until when a job submitted again after a boss restart waits for the agents to re-register
+        self.resubmit_hold = resubmit_hold
+
+    def _refuse(self, route: bytes, jid: str, etype: str, message: str) -> None:
+        """A SUBMIT refused: its job fails at once with the reason (its client raises it)."""
+        self.ledger.out.add(route, Msg.JOB_END, end_body(jid, JobState.FAILED, [], etype, message))
+
+    def submit(self, route: bytes, body: dict, now: float, who: Identity) -> None:
+        ledger = self.ledger
+        jid = body["job"]
+        if len(jid) > MAX_JOB_ID or len(body["name"]) > MAX_JOB_NAME:
+            self._refuse(route, jid[:MAX_JOB_ID], "ValueError",
+                         f"a job id takes at most {MAX_JOB_ID} characters and a job name {MAX_JOB_NAME}")
+            return
+        if jid in ledger.jobs or jid in ledger.ended:
+            ledger.out.add(route, Msg.ERROR, {"message": f"job {jid} exists already", "job": jid})
+            return
+        problem = env_problem(body["env"])
+        if problem is not None:
+            self._refuse(route, jid, "ValueError", f"the job's code environment is refused: {problem}")
+            return
+        problem = ledger.quota.job_problem(who.key)
+        if problem is not None:
+            ledger.quota_refused(jid, who, problem)
+            self._refuse(route, jid, "RuntimeError", problem)
+            return
+        try:
+            policy = Policy.from_wire(body["policy"])
+        except (TypeError, ValueError) as exc:
+            self._refuse(route, jid, "ValueError", str(exc))
+            return
+        job = JobRecord(jid, route, body["name"], policy, body["env"], body["trusted"], body["shm_host"], now,
+                        state=JobState.HALTED if body["halted"] else JobState.RUNNING)
+        job.detach = body["detach"]
+        job.timeout = body["timeout"]
+        job.stream = body["stream"]
+        job.started = body["started"]
+        if not 1 <= body["max_tasks"] <= MAX_TASKS_PER_PROCESS:
+            self._refuse(route, jid, "ValueError", f"max_tasks_per_process must be 1 to {MAX_TASKS_PER_PROCESS}")
+            return
+        job.max_tasks = body["max_tasks"]
+        job.owner = who
+        self.clients.follow(route, now)
+        if body["resubmit"]:
+            job.hold_until = self.resubmit_hold
+            job.resubmitted = True
+            log.info("job %s submitted again (the boss restarted)", jid)
+        if policy.placement is not None and not self._load_plugin(route, job):
+            return
+        if job.shm_host is not None and ledger.agents and not any(
+                a.shm_host == job.shm_host for a in ledger.agents.values()):
+            self._refuse(route, jid, "RuntimeError", (
+                "this job uses shared-memory instructions, which live on the client's host, and no agent runs on "
+                f"that host (agents: {sorted({a.host for a in ledger.agents.values()})})"))
+            return
+        ledger.jobs[jid] = job
+        ledger.quota.open_job(who.key)
+        log.info("job %s (%s) submitted", jid, job.name)
+
+    def _load_plugin(self, route: bytes, job: JobRecord) -> bool:
+        """Build the job's placement plugin; False (the SUBMIT refused) where this boss may not or cannot."""
+        policy = job.policy
+        if policy.placement_class is not None and not self.ledger.vouch:
+            self.ledger.counters["refused"] += 1
+            log.warning("job %s: refused a placement class by value from an unauthenticated link", job.jid)
+            self._refuse(route, job.jid, "PermissionError", (
+                f"the scheduler {policy.placement} is a class of the driver script, which travels by value "
+                "(pickle), and this boss takes code by value only over an authenticated link (CURVE or ipc; "
+                "it runs --insecure on tcp): define the scheduler in a module the boss can import"))
+            return False
+        if self.plugin_loader is None:
+            self._refuse(route, job.jid, "RuntimeError", (
+                f"the scheduler's place() ({policy.placement}) would run on the boss, and this boss does not run "
+                "placement plugins (start it with --allow-placement-plugins)"))
+            return False
+        try:
+            job.plugin = self.plugin_loader(policy, job.env)
+        except Exception as exc:  # the user's code, imported here: its job fails, never the boss
+            self._refuse(route, job.jid, "RuntimeError",
+                         f"cannot load placement plugin {policy.placement}: {type(exc).__name__}: {exc}")
+            return False
+        return True
+
+    def add_tasks(self, route: bytes, body: dict, now: float, who: Identity) -> None:
+        ledger = self.ledger
+        job = ledger.owned_job(body["job"], who)
+        if job is None or job.ending or job.stopping:
+            return
+        problem = _classes_problem(body["classes"], job.classes)
+        if problem is not None:
+            ledger.end_job(job, JobState.FAILED, now, error=("ValueError", problem))
+            return
+        # what the new classes and the tasks to be made of these rows will hold (not a task known already, nor
+        # one that ended while the boss was away; an index once)
+        size = sum(len(blob) for ref, blob in body["classes"].items() if ref not in job.classes)
+        new_indexes: set[int] = set()
+        for index, name, cls, _memory, _expected, files, payload in body["tasks"]:
+            if index not in job.indexes and index not in new_indexes and (job.jid, index) not in ledger.orphan_reports:
+                new_indexes.add(index)
+                size += task_bytes(name, cls, files, payload)
+        problem = ledger.quota.bytes_problem(job.owner.key, size)
+        if problem is not None:
+            ledger.quota_refused(job.jid, job.owner, problem)
+            ledger.end_job(job, JobState.FAILED, now, error=("RuntimeError", problem))
+            return
+        job.held += size
+        ledger.quota.hold(job.owner.key, size)
+        job.classes.update(body["classes"])
+        new: list[TaskRecord] = []
+        recovered: list[list] = []
+        adopted = 0
+        for index, name, cls, memory, expected_time, files, payload in body["tasks"]:
+            if index in job.indexes:
+                continue  # a resubmission: the task is known already
+            job.indexes.add(index)
+            report = ledger.orphan_reports.pop((job.jid, index))
+            if report is not None:  # it ended while the boss was away
+                ok, payload, host, stdout, stderr = report
+                recovered.append([index, ok, payload, host, name, stdout, stderr])
+                job.done += 1
+                continue
+            task = ledger.add_task(job, index, name, cls, float(memory), float(expected_time), files, payload, now)
+            new.append(task)
+            running = ledger.orphan_running.pop((job.jid, index))
+            if running is not None and running[0] in ledger.agents \
+                    and ticket_fits(job, ledger.agents[running[0]], running[1]):  # still running where it was
+                ledger.transition(task, TaskState.RUNNING, now, ledger.agents[running[0]], running[1], adopted=True)
+                adopted += 1
+        if job.resubmitted and (recovered or adopted):
+            log.info("job %s, submitted again: %d task(s) ended while the boss was away, %d still run where they "
+                     "ran (adopted), %d to run", job.jid, len(recovered), adopted, len(new) - adopted)
+        if recovered:
+            ledger.forward(job, recovered)
+            if not all(r[1] for r in recovered):
+                ledger.end_job(job, JobState.FAILED, now)
+                return
+        if job.policy.limits_memory and new:
+            self.dispatcher.fail_if_fits_nowhere(job, max(new, key=lambda t: t.memory), now)
+
+    def control(self, route: bytes, body: dict, now: float, who: Identity) -> None:
+        ledger = self.ledger
+        job = ledger.owned_job(body["job"], who)
+        if job is None:
+            return
+        action = body["action"]
+        if action in ("halt", "resume"):
+            to = JobState.HALTED if action == "halt" else JobState.RUNNING
+            if job.state is not to:
+                ledger.move_job(job, to)
+        elif action == "end":
+            job.ending = True
+        elif action == "stop":
+            job.ending = job.stopping = True
+            ledger.refresh_ready(job)  # (a stopping job dispatches nothing more)
+        elif action == "stop_now":
+            ledger.end_job(job, JobState.STOPPED, now)
+            return
+        elif action == "stop_listening":
+            ledger.end_job(job, JobState.STOPPED, now, kill=False)
+            return
+        else:
+            ledger.out.add(route, Msg.ERROR, {"message": f"unknown control action {action!r}", "job": job.jid})
+            return
+        ledger.maybe_finished(job, now)

@@ -1,0 +1,36 @@
+"""The boss's settings and their defaults, written once: the command line (``taylorism-boss``), the daemon and
+the state machine read them here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..wire.protocol import MAX_FRAME
+
+
+@dataclass(frozen=True, slots=True)
+class BossOptions:
+    """What an operator may set on a boss (each field is a ``taylorism-boss`` option of the same name)."""
+
+    #: agents' heartbeat period in s, told to each agent when it registers
+    heartbeat: float = 1.0
+    #: seconds of silence after which an agent is lost and its tasks requeued
+    agent_timeout: float = 30.0
+    #: times a task may be requeued because its agent was lost
+    max_retries: int = 1
+    #: seconds a job submitted again after a boss restart waits for the agents to say which of its tasks still run
+    recovery_grace: float = 3.0
+    #: seconds without news from a client after which its jobs (not detached) are stopped
+    client_timeout: float = 60.0
+    #: the largest frame the boss accepts
+    max_frame: int = MAX_FRAME
+    #: live jobs one key may have on the boss
+    max_jobs_per_key: int = 10_000
+    #: bytes of task instructions not reported yet (and of detached jobs' kept reports) one key may have on the boss
+    max_held_bytes_per_key: int = 2 << 30
+
+
+#: the defaults
+DEFAULTS = BossOptions()
+#: where the metrics server binds unless told (--metrics-address): this host only
+METRICS_ADDRESS = "127.0.0.1"

@@ -1,0 +1,153 @@
+"""What agents send on the report socket: task reports (found by job and index, so that they survive a boss
+restart) and live output; and the recent past the status page shows."""
+
+from __future__ import annotations
+
+import collections
+import logging
+
+import msgpack
+
+from ..wire.keystore import Identity
+from ..wire.protocol import STDERR, STDOUT, Msg
+from ..wire.sockets import RateLimitedLog
+from .ledger import Ledger
+from .model import JobState, TaskRecord, TaskState
+
+log = logging.getLogger("taylorism_zmq.boss")
+
+#: what the status page shows of the past: tasks on the timeline, recent failures
+TIMELINE, FAILURES = 3000, 20
+
+
+def text_tail(data: bytes, size: int = 1500) -> str:
+    """The end of a task's output, as text (what a failing task wrote last is where its trouble shows)."""
+    return data[-size:].decode(errors="replace")
+
+
+def traceback_tail(payload: bytes, lines: int = 4) -> str:
+    """The last lines of a failure's traceback (a msgpack map made by our launcher; nothing is unpickled)."""
+    try:
+        info = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+        if "died" in info:
+            return str(info["died"])[:500]
+        tb = info["exc"]["traceback"]
+        return "".join(str(x) for x in tb[-lines:])[-2000:]
+    except Exception:
+        return "(no traceback)"
+
+
+def _may_have_run_before_a_restart(task: TaskRecord) -> bool:
+    """True for a task of a job submitted again after a boss restart that this boss never sent anywhere: an
+    agent that ran it before the restart may report it (as it may report the tasks of jobs not submitted again
+    yet, kept as orphans)."""
+    return task.job.resubmitted and not task.tried and task.state is TaskState.PENDING
+
+
+class Reports:
+    """Task reports and live output from the agents."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        #: (host, job, task name, start, end, ok) of recent tasks, and recent failures, for the status page
+        self.timeline: collections.deque = collections.deque(maxlen=TIMELINE)
+        #: (each with "time": the boss's monotonic clock when it came)
+        self.failures: collections.deque = collections.deque(maxlen=FAILURES)
+        self._refused_log = RateLimitedLog(log, period=10.0)
+
+    def agent_reports(self, body: dict, now: float, who: Identity) -> None:
+        """Reports, found by (job, index) so that they survive a boss restart; acknowledged to the agent.
+
+        Only from the key that registered the agent, and a report counts only from an agent its task was
+        sent to (a report of an agent unknown here is kept for a job submitted again after a boss restart;
+        so is one for a task of such a job that this boss has not sent anywhere yet: it ended on an agent
+        while the boss was away, and the agent delivers it once it finds the boss again).
+        """
+        ledger = self.ledger
+        aid = body["agent"]
+        agent = ledger.agent_of(aid, who)
+        if agent is None:
+            # reports of a lost agent still count: the work was done
+            ledger.counters["unknown_agent_messages"] += 1
+            known = ledger.agent_keys.get(aid)
+            if known is None:  # a boss restart: the agent id is its sender's from now on
+                ledger.agent_keys.remember(aid, who.key, b"", ledger.agents)
+            route = known[1] if known is not None else b""
+        else:
+            agent.last_seen = now
+            route = agent.route
+        host = agent.host if agent is not None else aid
+        if route:
+            ledger.out.add(route, Msg.REPORTS_ACK, {"batch": body["batch"]})
+        forward: dict[str, list] = {}
+        try:
+            for _tid, jid, index, ok, payload, t0, t1, stdout, stderr in body["reports"]:
+                job = ledger.jobs.get(jid)
+                task = job.by_index.get(index) if job is not None else None
+                if task is not None and aid not in task.tried and not _may_have_run_before_a_restart(task):
+                    ledger.counters["refused"] += 1
+                    self._refused_log.warning(f"report:{who.key}", "refused a report for task %s of job %s from "
+                                              "agent %s (%s): that task was never sent there", task.name, jid, aid,
+                                              who.label)
+                    continue
+                if job is None or task is None:
+                    if (job is None and jid not in ledger.ended) or (job is not None and index not in job.indexes):
+                        # a job not submitted (again) yet, after a boss restart
+                        ledger.orphan_running.pop((jid, index))
+                        ledger.orphan_reports.keep(jid, index, (ok, payload, host, stdout, stderr), now)
+                    else:
+                        ledger.counters["late_or_duplicate_reports"] += 1
+                    continue
+                if task.agent is not None and task.agent is not agent:
+                    # from a copy on an agent lost since (it was sent there: see above): its success counts (the
+                    # work is done, the live copy is stopped); its failure does not (it may have been killed as
+                    # stale)
+                    if not ok:
+                        ledger.counters["late_or_duplicate_reports"] += 1
+                        continue
+                    ledger.out.add(task.agent.route, Msg.KILL, {"tasks": [task.tid]})
+                ledger.transition(task, TaskState.DONE if ok else TaskState.FAILED, now)
+                forward.setdefault(jid, []).append([index, ok, payload, host, task.name, stdout, stderr])
+                if agent is not None:
+                    agent.done += 1
+                job.done += 1
+                self.timeline.append((host, jid, task.name, t0, t1, ok))
+                if ledger.on_task_end is not None:
+                    ledger.on_task_end(max(0.0, t1 - t0))
+                if not ok:
+                    job.failed += 1
+                    ledger.counters["tasks_failed"] += 1
+                    log.warning("task %s of job %s failed on host %s", task.name, jid, host)
+                    self.failures.append({"time": now, "job": jid, "name": task.name, "host": host,
+                                          "traceback": traceback_tail(payload), "stderr": text_tail(stderr)})
+                else:
+                    ledger.counters["tasks_done"] += 1
+        finally:  # the tasks that moved are reported to their clients, whatever stopped the loop
+            for jid, rows in forward.items():
+                ledger.forward(ledger.jobs[jid], rows)
+        for jid, rows in forward.items():
+            job = ledger.jobs[jid]
+            kept_problem = ledger.quota.kept_problem(job.owner.key, jid) if job.detach else None
+            if kept_problem is not None:
+                ledger.quota_refused(jid, job.owner, kept_problem)
+                ledger.end_job(job, JobState.FAILED, now, error=("RuntimeError", kept_problem))
+            elif not all(r[1] for r in rows):
+                ledger.end_job(job, JobState.FAILED, now)
+            else:
+                ledger.maybe_finished(job, now)
+
+    def agent_output(self, body: dict, who: Identity) -> None:
+        """Live task output, passed on to the clients of the jobs that stream it (else dropped)."""
+        ledger = self.ledger
+        chunks: dict[str, list] = {}
+        aid = body["agent"]
+        ledger.agent_keys.check(aid, who)
+        for jid, index, stream, data in body["chunks"]:
+            job = ledger.jobs.get(jid)
+            task = job.by_index.get(index) if job is not None else None
+            # only from where the task runs now (not from a stale copy on an agent thought lost)
+            if task is not None and job is not None and job.stream and task.agent is not None \
+                    and task.agent.aid == aid and stream in (STDOUT, STDERR):
+                chunks.setdefault(jid, []).append([index, task.name, stream, data])
+        for jid, rows in chunks.items():
+            ledger.out.add(ledger.jobs[jid].client, Msg.OUTPUT, {"job": jid, "chunks": rows})
