@@ -18,7 +18,8 @@ import psutil
 import pytest
 import zmq
 import zt_workers  # noqa: F401 - registers the test worker classes
-from conftest import authorized_socket, journal_rows, undecodable, wait_until
+from conftest import alive, authorized_socket, journal_rows, undecodable, wait_until
+from zt_workers import execution_ledger
 
 from taylorism_zmq import AgentLostError, BossUnreachableError, KeyRefusedError, batch_main, run_as_server
 from taylorism_zmq.client.connection import Connection
@@ -102,6 +103,30 @@ def test_unserializable_instruction_on_an_untrusted_link_is_a_clear_type_error(c
     with pytest.raises(TypeError, match="untrusted link"):
         run_as_server(dict(zt="nap", extra=footprints.FPDict(x=object())), dict(seconds=[0.0]), scheduler=threads(1),
                       boss=cluster.control)
+
+
+def test_a_failed_task_stops_the_others_on_every_agent(cluster_factory, tmp_path):
+    """On daemon agents (the embedded default also ends its own fork of the client's launcher at the job's end,
+    which kills its tasks whatever the boss says): the boss kills the job's other tasks where they run."""
+    cluster = cluster_factory()
+    cluster.add_agent(slots=2, host_name="node-a")
+    cluster.add_agent(slots=2, host_name="node-b")
+    cluster.wait_agents(2)
+    pids, runs = tmp_path / "pids", tmp_path / "runs"
+    pids.mkdir()
+    runs.mkdir()
+    # task 0 fails once the four run (two on each host)
+    boss = run_as_server(dict(zt="nap", pids=str(pids), gather=4, runs=str(runs)),
+                         dict(tag=[0, 1, 2, 3], seconds=[0.05, 30, 30, 30], fail=["value", "no", "no", "no"]),
+                         scheduler=threads(2), boss=cluster.control)
+    with pytest.raises(ValueError, match="failed on purpose"):
+        boss.wait_till_finished()
+    others = [int(name.split(".")[1]) for name in os.listdir(pids) if not name.startswith("0.")]
+    assert len(others) == 3, os.listdir(pids)
+    wait_until(lambda: not any(alive(pid) for pid in others), 10, "the other three tasks to be killed")
+    executions = execution_ledger.read(str(runs))
+    assert executions.started() == {("zt", i): 1 for i in range(4)} and not executions.finished()
+    wait_until(lambda: all(h["running"] == 0 for h in cluster.status()["hosts"]), 10, "the slots free")
 
 
 def test_sigkilled_agent_tasks_rerun_on_the_other_agent(cluster_factory):
