@@ -17,6 +17,7 @@ from pathlib import Path
 
 import footprints
 import msgpack
+import psutil
 import pytest
 import zmq
 import zt_workers  # noqa: F401 - registers the test worker classes
@@ -324,15 +325,26 @@ def test_a_revoked_key_is_refused_from_its_next_message_on(cluster_factory, tmp_
         conn.close()
 
 
-def test_tasks_do_not_inherit_the_agents_key_directory(cluster_factory):
+#: what the README promises tasks never see: TAYLORISM_KEY_DIR and any TAYLORISM_* variable whose name holds
+#: KEY, SECRET or TOKEN (anywhere in the name)
+DAEMON_SECRETS = ("TAYLORISM_KEY_DIR", "TAYLORISM_ZT_KEY", "TAYLORISM_ZT_SECRET", "TAYLORISM_HTTP_TOKEN",
+                  "TAYLORISM_ZT_MYSECRETS", "TAYLORISM_TOKENS_ZT", "TAYLORISM_ZT_APIKEYS")
+
+
+def test_tasks_do_not_inherit_the_agents_secrets(cluster_factory, monkeypatch):
+    for name in DAEMON_SECRETS[1:]:
+        monkeypatch.setenv(name, "hush")
+    monkeypatch.setenv("TAYLORISM_ZT_PLAIN", "seen")  # no secret: tasks see it (the probe sees the variables)
     cluster = cluster_factory()
-    cluster.add_agent(slots=1)
+    agent = cluster.add_agent(slots=1)  # (with the test process's environment, these included)
     cluster.wait_agents(1)
+    assert set(DAEMON_SECRETS) <= set(psutil.Process(agent.pid).environ())
     keys = os.environ["TAYLORISM_TEST_KEYS"]
     report = batch_main(dict(zt="probe"), dict(paths=[[keys]]), scheduler=threads(1), boss=cluster.control,
                         print_report=quiet)
-    probe = report["workers_report"][0]["report"]
-    assert not any("KEY" in name for name in probe["env"]), probe["env"]
+    seen = report["workers_report"][0]["report"]["env"]
+    assert "TAYLORISM_ZT_PLAIN" in seen, seen
+    assert not set(DAEMON_SECRETS) & set(seen), seen
 
 
 def test_key_files_are_checked_like_ssh_strict_modes(tmp_path):
