@@ -23,7 +23,7 @@ import zmq
 import zt_workers  # noqa: F401 - registers the test worker classes
 from conftest import authorized_socket, wait_until
 
-from taylorism_zmq import Boss, BossUnreachableError, batch_main, run_as_server
+from taylorism_zmq import Boss, BossUnreachableError, WorkerError, batch_main, run_as_server
 from taylorism_zmq.client.connection import Connection
 from taylorism_zmq.errors import AccessDeniedError
 from taylorism_zmq.wire import keystore, protocol, security
@@ -137,6 +137,45 @@ def test_forged_reports_with_pickle_from_a_client_key_are_refused(cluster_factor
     assert not marker.exists()  # nothing of the forger's ran in the victim's process
     wait_until(lambda: name in log.read_text(), 10, "the refusal in the boss's log")
     assert "AGENT_REPORTS" in log.read_text()
+
+
+def test_a_client_does_not_unpickle_reports_its_boss_does_not_vouch_for(cluster_factory, tmp_path):
+    """The client's own check, reached: its link to the boss is trusted (private ipc), but the boss takes reports
+    over plain tcp (--insecure), where anyone has every role, the agent's included: a forger naming the agent and
+    its running task gets its report relayed, marked not vouched for, and the client must not unpickle it."""
+    cluster = cluster_factory(insecure=True)
+    cluster.boss.terminate()  # again with its control socket on ipc, in a 0700 directory
+    cluster.boss.wait()
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    cluster.control = f"ipc://{private}/control"
+    cluster.start_boss()
+    cluster.add_agent(slots=1)
+    cluster.wait_agents(1)
+    assert security.link_is_trusted(cluster.control)  # (the client would unpickle along a vouched chain)
+    started, gate, marker = tmp_path / "started", tmp_path / "gate", tmp_path / "pwned"
+    started.mkdir()
+    boss = run_as_server(dict(zt="big", gate=str(gate), started=str(started)), dict(tag=["real"]),
+                         boss=cluster.control)
+    boss.make_them_work(terminate=True)
+    wait_until(lambda: os.listdir(started), 20, "the real task to run on the agent")
+    agent = cluster.status()["hosts"][0]["agent"]
+    payload = msgpack.packb(msgpack.ExtType(PICKLE, pickle.dumps(_Evil(str(marker)))))
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.linger = 0
+    push.connect(cluster.reports)  # plain tcp, no key: what the boss cannot tell from its agent
+    try:
+        push.send_multipart(protocol.encode(Msg.AGENT_REPORTS, {"agent": agent, "batch": 1, "reports": [
+            [1, boss.job_id, 0, True, payload, 0.0, 1.0, b"", b""]]}))
+        boss.wait_till_finished()  # the forged report ends the job: the boss could not tell it from the agent's
+    finally:
+        push.close()
+        ctx.term()
+        gate.touch()
+    (entry,) = boss.get_report()["workers_report"]
+    assert isinstance(entry["report"], WorkerError) and "pickle payload refused" in str(entry["report"]), entry
+    assert not marker.exists()  # nothing of the forger's ran in the client
 
 
 def test_the_ids_status_shows_take_over_nothing(cluster_factory, mallory):
