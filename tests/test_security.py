@@ -27,7 +27,7 @@ from taylorism_zmq import Boss, BossUnreachableError, WorkerError, batch_main, r
 from taylorism_zmq.client.connection import Connection
 from taylorism_zmq.errors import AccessDeniedError
 from taylorism_zmq.wire import keystore, protocol, security
-from taylorism_zmq.wire.codec import PICKLE
+from taylorism_zmq.wire.codec import PICKLE, Codec
 from taylorism_zmq.wire.protocol import Msg
 
 
@@ -259,6 +259,41 @@ def test_forged_goodbye_heartbeat_and_ack_batches_from_another_agent_key(cluster
         assert [h["agent"] for h in status["hosts"]] == [agent]  # not orphaned, still there
         assert status["hosts"][0]["load"] != [99.0]
         assert status["counters"].get("agents_lost", 0) == 0
+    finally:
+        (authorized_dir() / f"{name}.key").unlink(missing_ok=True)
+
+
+def test_an_agent_key_cannot_report_the_tasks_sent_to_another_agent(cluster_factory, tmp_path):
+    """A second agent, with a key of its own and the agent role, registers and then reports the tasks another
+    agent runs: every such report is refused (the task was never sent to it), and the real ones count."""
+    key_dir, name = make_user(tmp_path, {"agent"})
+    try:
+        cluster = cluster_factory()
+        cluster.add_agent(slots=2, host_name="node-real")
+        cluster.wait_agents(1)
+        wait_key_known(cluster, key_dir)
+        started, gate = tmp_path / "started", tmp_path / "gate"
+        started.mkdir()
+        boss = run_as_server(dict(zt="big", gate=str(gate), started=str(started)), dict(tag=[0, 1]),
+                             scheduler=threads(2), boss=cluster.control)
+        boss.make_them_work(terminate=True)
+        wait_until(lambda: len(os.listdir(started)) == 2, 20, "both tasks to run on the real agent")
+        forged = Codec(False).dumps({"tag": "forged", "host": "node-mallory", "blob": b""})
+        with authorized_socket(zmq.DEALER, cluster.control, routing_id=b"agent-mallory", key_dir=key_dir) as dealer, \
+                authorized_socket(zmq.PUSH, cluster.reports, key_dir=key_dir) as push:
+            kind, _ = ask(dealer, Msg.REGISTER, {"agent": "agent-mallory", "host": "node-mallory", "shm_host": "x",
+                                                 "cpus": 2, "memory": 1000.0, "slots": 1, "pid": 1, "running": []})
+            assert kind is Msg.REGISTERED
+            before = refused_count(cluster)
+            push.send_multipart(protocol.encode(Msg.AGENT_REPORTS, {"agent": "agent-mallory", "batch": 1, "reports": [
+                [tid, boss.job_id, i, True, forged, 0.0, 1.0, b"", b""] for i, tid in enumerate((1, 2))]}))
+            wait_until(lambda: refused_count(cluster) >= before + 2, 10, "both forged reports to be refused")
+            gate.touch()
+            boss.wait_till_finished()
+            dealer.send_multipart(protocol.encode(Msg.GOODBYE, {"agent": "agent-mallory"}))
+        report = boss.get_report()
+        assert tags(report) == [0, 1]
+        assert {r["report"]["host"] for r in report["workers_report"]} == {"node-real"}
     finally:
         (authorized_dir() / f"{name}.key").unlink(missing_ok=True)
 
