@@ -516,15 +516,22 @@ from taylorism_zmq import run_as_server
 from taylorism_zmq.client.embedded import embedded_endpoint, embedded_launchers
 from taylorism_zmq.wire.codec import Codec
 
-gate = {gate!r}
-boss = run_as_server(dict(zt="big", gate=gate), dict(tag=["real"]))
+gate, started = {gate!r}, {started!r}
+boss = run_as_server(dict(zt="big", gate=gate, started=started), dict(tag=["real"]))
+deadline = time.monotonic() + 30
+while not os.listdir(started):  # the real task runs: the agent knows it, as its launcher's
+    assert time.monotonic() < deadline, "the real task never started"
+    time.sleep(0.02)
 forger = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # a second launcher on the agent's fork socket
 forger.connect(embedded_launchers(embedded_endpoint()))
 forger.sendall(msgpack.packb(["hello", "forger", os.getpid()]))
-time.sleep(0.5)
 forged = Codec(True).dumps(dict(tag="forged"))
 forger.sendall(b"".join(msgpack.packb(["done", tid, True, forged, 0.0, 0.0, b"", b""]) for tid in range(1, 50)))
-time.sleep(0.5)
+# then a message of no launcher's shape: the agent handles the above in order, then lets the forger go
+forger.sendall(msgpack.packb(["no such message"]))
+forger.settimeout(10)
+while forger.recv(4096):
+    pass
 open(gate, "w").close()
 boss.wait_till_finished()
 print("REPORT", [r["report"]["tag"] for r in boss.get_report()["workers_report"]])
@@ -535,7 +542,9 @@ def test_a_launcher_cannot_report_the_tasks_of_another(tmp_path):
     """A launcher is heard only about the tasks given to it (under --run-as-client-user a launcher runs as its
     job's owner): another one, here a second connection on the embedded agent's fork socket, cannot end them."""
     script = tmp_path / "forger.py"
-    script.write_text(FORGER.format(tests=str(Path(__file__).parent), gate=str(tmp_path / "gate")))
+    (tmp_path / "started").mkdir()
+    script.write_text(FORGER.format(tests=str(Path(__file__).parent), gate=str(tmp_path / "gate"),
+                                    started=str(tmp_path / "started")))
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "REPORT ['real']" in done.stdout, done.stdout[-2000:]
