@@ -292,8 +292,9 @@ def test_boss_killed_and_restarted_mid_job_every_task_runs_and_reports_once(clus
     cluster.add_agent(slots=2, host_name="node-a")
     cluster.add_agent(slots=2, host_name="node-b")
     cluster.wait_agents(2)
-    ledger = tmp_path / "ledger"
-    boss = run_as_server(dict(zt="nap", seconds=1.0, ledger=str(ledger)), dict(tag=list(range(12))),
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    boss = run_as_server(dict(zt="nap", seconds=1.0, runs=str(runs)), dict(tag=list(range(12))),
                          scheduler=threads(2), boss=cluster.control)
     wait_until(lambda: sum(h["done"] for h in cluster.status()["hosts"]) >= 2, 15, "some tasks done")
     cluster.boss.send_signal(signal.SIGKILL)
@@ -306,11 +307,91 @@ def test_boss_killed_and_restarted_mid_job_every_task_runs_and_reports_once(clus
     report = boss.get_report()
     tags = sorted(int(r["report"]["tag"]) for r in report["workers_report"])
     assert tags == list(range(12))  # every report, once
-    runs = sorted(int(line) for line in ledger.read_text().split())
-    assert runs == list(range(12)), (ledger.read_text().split(), boss_log.read_text()[-6000:])  # none ran twice
+    executions = execution_ledger.read(str(runs))  # and every task ran once, to its end, by its own ledger
+    assert executions.started() == executions.finished() == {("zt", i): 1 for i in range(12)}, \
+        (executions.entries, boss_log.read_text()[-6000:])
     wait_until(lambda: journal_rows(cluster.state_dir) == 0, 20, "the kept reports acknowledged")
     # an agent beats seldom to a silent boss: what it queued meanwhile is not a flood of REREGISTER when it is back
     assert cluster.status()["counters"].get("agent_messages_dropped", 0) == 0
+
+
+def _in_thread(call) -> tuple[threading.Thread, list]:
+    """Run *call* in a thread of its own; the list gets its exception, if it raises."""
+    raised: list = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:  # (the test raises it again)
+            raised.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, raised
+
+
+@pytest.mark.parametrize("first", ["client", "agent"])
+def test_boss_killed_while_tasks_run_adopts_them_where_they_run(cluster_factory, tmp_path, first):
+    """Tasks still running when the boss is killed are adopted by the restarted boss where they run, and run once.
+
+    "client": their agent is held (SIGSTOP, the agent alone: its tasks run on) until the client has submitted
+    the job again and another agent with free slots has joined the new boss: its recovery grace keeps the tasks
+    from that one meanwhile; then their agent registers with them, and the boss takes them as running there.
+    "agent": the client is held (it does not read) until both agents have registered, their agent saying what
+    runs there for a job the new boss does not know yet; the job submitted again takes them as running there."""
+    cluster = cluster_factory(agent_timeout=30, boss_args=("--recovery-grace", "60"))
+    runner = cluster.add_agent(slots=2, host_name="node-runner")
+    cluster.wait_agents(1)
+    started, gate, runs = tmp_path / "started", tmp_path / "gate", tmp_path / "runs"
+    started.mkdir()
+    runs.mkdir()
+    boss = run_as_server(dict(zt="big", gate=str(gate), started=str(started), runs=str(runs)), dict(tag=[0, 1]),
+                         scheduler=threads(2), boss=cluster.control)
+    boss.make_them_work(terminate=True)
+    wait_until(lambda: len(os.listdir(started)) == 2, 20, "both tasks to run on node-runner")
+    cluster.add_agent(slots=2, host_name="node-idle")
+    cluster.wait_agents(2)
+    cluster.boss.send_signal(signal.SIGKILL)
+    cluster.boss.wait()
+
+    def job_and_hosts() -> tuple[dict | None, set[str]]:
+        status = cluster.status()
+        return (next((j for j in status["jobs"] if j["job"] == boss.job_id), None),
+                {h["host"] for h in status["hosts"]})
+
+    if first == "client":
+        runner.send_signal(signal.SIGSTOP)
+        try:
+            cluster.start_boss()
+            client, raised = _in_thread(boss.wait_till_finished)  # (it finds the new boss, submits the job again)
+
+            def resubmitted() -> dict | None:
+                job, hosts = job_and_hosts()
+                return job if job is not None and job["pending"] + job["running"] == 2 and hosts == {"node-idle"} \
+                    else None
+
+            job = wait_until(resubmitted, 30, "the job submitted again, and node-idle joined")
+            assert (job["pending"], job["running"]) == (2, 0), job  # the grace: not on node-idle's free slots
+        finally:
+            runner.send_signal(signal.SIGCONT)
+    else:
+        cluster.start_boss()
+        cluster.wait_agents(2, timeout=30)
+        assert job_and_hosts()[0] is None  # (the client has not submitted it again yet)
+        client, raised = _in_thread(boss.wait_till_finished)
+    wait_until(lambda: cluster.status()["counters"].get("tasks_adopted", 0) == 2, 30,
+               "both tasks adopted on node-runner")
+    job, _ = job_and_hosts()
+    assert job is not None and (job["pending"], job["running"]) == (0, 2), job
+    gate.touch()
+    client.join(60)
+    assert not client.is_alive() and not raised, raised
+    report = boss.get_report()
+    assert sorted(int(r["report"]["tag"]) for r in report["workers_report"]) == [0, 1]
+    assert {r["report"]["host"] for r in report["workers_report"]} == {"node-runner"}
+    executions = execution_ledger.read(str(runs))  # each ran once, where it started
+    assert executions.started() == executions.finished() == {("zt", 0): 1, ("zt", 1): 1}, executions.entries
+    assert cluster.status()["counters"]["tasks_adopted"] == 2
 
 
 def test_curve_keeps_out_unknown_keys_and_plain_clients(cluster_factory, tmp_path, monkeypatch):
