@@ -129,24 +129,31 @@ def test_a_failed_task_stops_the_others_on_every_agent(cluster_factory, tmp_path
     wait_until(lambda: all(h["running"] == 0 for h in cluster.status()["hosts"]), 10, "the slots free")
 
 
-def test_sigkilled_agent_tasks_rerun_on_the_other_agent(cluster_factory):
+def test_sigkilled_agent_tasks_rerun_on_the_other_agent(cluster_factory, tmp_path):
     cluster = cluster_factory(agent_timeout=1.5, max_retries=1)
     victim = cluster.add_agent(slots=2, host_name="node-victim")
     cluster.wait_agents(1)
     cluster.add_agent(slots=2, host_name="node-survivor")
     cluster.wait_agents(2)
-    boss = run_as_server(dict(zt="nap", seconds=1.0), dict(tag=list(range(8))), scheduler=threads(2),
-                         boss=cluster.control)
-    cluster.wait_running_on("node-victim")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    boss = run_as_server(dict(zt="nap", seconds=1.0, runs=str(runs)), dict(tag=list(range(8))),
+                         scheduler=threads(2), boss=cluster.control)
+    wait_until(lambda: any(victim.pid in e.ancestors and not e.finished
+                           for e in execution_ledger.read(str(runs)).entries), 15, "a task running on node-victim")
     children = psutil.Process(victim.pid).children(recursive=True)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     boss.wait_till_finished()
     report = boss.get_report()
     tags = sorted(int(r["report"]["tag"]) for r in report["workers_report"])
-    assert tags == list(range(8))  # every task reported exactly once
+    assert tags == list(range(8))  # every task reported once
     wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in children),
                10, "the victim's launcher and tasks to die with it")
+    # and ran to its end exactly once: the copies killed with the victim never finished
+    executions = execution_ledger.read(str(runs))
+    assert executions.finished() == {("zt", i): 1 for i in range(8)}, executions.entries
+    assert executions.interrupted() and all(victim.pid in e.ancestors for e in executions.interrupted())
 
 
 def test_sigkilled_only_agent_fails_the_job_with_agent_lost(cluster_factory):
@@ -247,14 +254,16 @@ def test_boss_killed_mid_job_is_a_clear_error_not_a_hang(cluster_factory, monkey
     assert time.monotonic() - start < 15
 
 
-def test_agent_stopped_gracefully_hands_its_tasks_back_at_once(cluster_factory):
+def test_agent_stopped_gracefully_hands_its_tasks_back_at_once(cluster_factory, tmp_path):
     cluster = cluster_factory(agent_timeout=60, max_retries=1)
     leaver = cluster.add_agent(slots=2, host_name="node-leaver")
     cluster.wait_agents(1)
     cluster.add_agent(slots=2, host_name="node-stayer")
     cluster.wait_agents(2)
-    boss = run_as_server(dict(zt="nap", seconds=1.0), dict(tag=list(range(6))), scheduler=threads(2),
-                         boss=cluster.control)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    boss = run_as_server(dict(zt="nap", seconds=1.0, runs=str(runs)), dict(tag=list(range(6))),
+                         scheduler=threads(2), boss=cluster.control)
     cluster.wait_running_on("node-leaver")
     start = time.monotonic()
     leaver.send_signal(signal.SIGTERM)
@@ -263,6 +272,10 @@ def test_agent_stopped_gracefully_hands_its_tasks_back_at_once(cluster_factory):
     tags = sorted(int(r["report"]["tag"]) for r in boss.get_report()["workers_report"])
     assert tags == list(range(6))
     assert leaver.wait(timeout=10) == 0
+    wait_until(lambda: _ended(runs), 10, "every copy to end")
+    executions = execution_ledger.read(str(runs))  # the copies it stopped never finished; each task once
+    assert executions.finished() == {("zt", i): 1 for i in range(6)}, executions.entries
+    assert all(leaver.pid in e.ancestors for e in executions.interrupted())
 
 
 def test_a_connection_idle_longer_than_the_timeout_still_works(cluster_factory, monkeypatch):
@@ -536,14 +549,20 @@ def test_detached_job_survives_its_client_and_can_be_attached(cluster_factory, t
     assert sorted(int(r["report"]["tag"]) for r in report["workers_report"]) == [1, 2]
 
 
+def _ended(runs) -> bool:
+    """Every execution recorded in the ledger *runs* has ended (its process is gone)."""
+    return not any(alive(e.pid) for e in execution_ledger.read(str(runs)).entries)
+
+
 def test_a_hung_agent_is_declared_lost_then_rejoins_cleanly(cluster_factory, tmp_path):
     cluster = cluster_factory(agent_timeout=1.5, max_retries=1)
     frozen = cluster.add_agent(slots=2, host_name="node-frozen")
     cluster.wait_agents(1)
     cluster.add_agent(slots=2, host_name="node-alive")
     cluster.wait_agents(2)
-    ledger = tmp_path / "ledger"
-    boss = run_as_server(dict(zt="nap", seconds=1.0, ledger=str(ledger)), dict(tag=list(range(8))),
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    boss = run_as_server(dict(zt="nap", seconds=1.0, runs=str(runs)), dict(tag=list(range(8))),
                          scheduler=threads(2), boss=cluster.control)
     cluster.wait_running_on("node-frozen")
     frozen_family = [psutil.Process(frozen.pid), *psutil.Process(frozen.pid).children(recursive=True)]
@@ -556,10 +575,53 @@ def test_a_hung_agent_is_declared_lost_then_rejoins_cleanly(cluster_factory, tmp
     wait_until(lambda: "node-frozen" in {h["host"] for h in cluster.status()["hosts"]}, 15, "the agent to rejoin")
     report = boss.get_report()
     assert sorted(int(r["report"]["tag"]) for r in report["workers_report"]) == list(range(8))  # once each
+    # every task ran to its end; twice only those that ran on the frozen agent too (a copy it thawed with)
+    wait_until(lambda: _ended(runs), 15, "the thawed copies to end")
+    executions = execution_ledger.read(str(runs))
+    assert set(executions.finished()) == {("zt", i) for i in range(8)}, executions.entries
+    for task, twice in executions.ran_twice().items():
+        assert len(twice) == 2 and any(frozen.pid in e.ancestors for e in twice), (task, twice)
     # the thawed agent's stale reports were dropped; it takes new work
     report = batch_main(dict(zt="nap", seconds=0.2), dict(tag=list(range(8))), scheduler=threads(2),
                         boss=cluster.control, print_report=quiet)
     assert {r["report"]["host"] for r in report["workers_report"]} == {"node-frozen", "node-alive"}
+
+
+def test_a_stale_copys_report_counts_and_stops_the_live_copy(cluster_factory, tmp_path):
+    """A hung agent is declared lost and its tasks run again elsewhere; thawed, it reports them done (the work
+    was done): the boss counts those reports and kills the copies that run again, which never finish."""
+    cluster = cluster_factory(agent_timeout=1.5, max_retries=1)
+    frozen = cluster.add_agent(slots=2, host_name="node-frozen")
+    cluster.wait_agents(1)
+    pids, runs = tmp_path / "pids", tmp_path / "runs"
+    pids.mkdir()
+    runs.mkdir()
+    # 1 s on the agent that hangs (done by wall time when it thaws), 60 s where they run again
+    boss = run_as_server(dict(zt="nap", pids=str(pids), runs=str(runs),
+                              host_seconds=footprints.FPDict({"node-frozen": 1.0, "node-alive": 60.0})),
+                         dict(tag=[0, 1]), scheduler=threads(2), boss=cluster.control)
+    wait_until(lambda: len(os.listdir(pids)) == 2, 20, "both tasks to run on node-frozen")
+    cluster.add_agent(slots=2, host_name="node-alive")
+    cluster.wait_agents(2)
+    agent = psutil.Process(frozen.pid)
+    below = agent.children(recursive=True)  # its launcher and tasks
+    for p in [agent, *below]:
+        p.suspend()
+    wait_until(lambda: "node-frozen" not in {h["host"] for h in cluster.status()["hosts"]}, 10, "declared lost")
+    wait_until(lambda: len(os.listdir(pids)) == 4, 20, "both tasks to run again on node-alive")
+    for p in below:  # the tasks end (their second is long past) and hand their reports to the frozen agent
+        p.resume()
+    wait_until(lambda: len(execution_ledger.read(str(runs)).finished()) == 2, 20, "the stale copies to finish")
+    agent.resume()  # which sends them to the boss
+    boss.wait_till_finished()
+    report = boss.get_report()
+    assert sorted(int(r["report"]["tag"]) for r in report["workers_report"]) == [0, 1]
+    assert {r["report"]["host"] for r in report["workers_report"]} == {"node-frozen"}
+    wait_until(lambda: _ended(runs), 15, "the copies that ran again to be killed")
+    executions = execution_ledger.read(str(runs))
+    assert executions.started() == {("zt", 0): 2, ("zt", 1): 2}, executions.entries
+    assert executions.finished() == {("zt", 0): 1, ("zt", 1): 1}, executions.entries  # the live copies never did
+    assert all(frozen.pid in e.ancestors for e in executions.entries if e.finished)
 
 
 def test_network_partition_of_an_agent_then_healing(cluster_factory, namespaces):
