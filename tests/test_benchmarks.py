@@ -131,3 +131,25 @@ print("LEDGER OK")
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert "LEDGER OK" in done.stdout, done.stdout[-2000:] + done.stderr[-3000:]
+
+
+def test_many_agents_fails_a_run_whose_tasks_ran_twice_or_never_or_whose_reports_name_no_execution():
+    ledger, many = bench_module("ledger"), bench_module("many_agents")
+
+    def ran(index, uid, finished=True):
+        return ledger.Entry("many", index, 100, uid, 1.0, 2.0 if finished else None, (99,))
+
+    def report(*rows):
+        return {"workers_report": [{"name": f"w{i}", "report": ["many", i, uid, b""]} for i, uid in rows]}
+
+    once = ledger.Ledger([ran(0, "a"), ran(1, "b"), ran(1, "c", finished=False)])
+    many.check_once(2, 2, report((0, "a"), (1, "b")), once)  # (an interrupted copy is no second run)
+    for bad_report, executions in [
+        (report((0, "a"), (1, "b")), ledger.Ledger([*once.entries, ran(0, "d")])),  # task 0 ran twice
+        (report((0, "a"), (1, "c")), once),  # task 1's report names an execution that never finished
+        (report((0, "a"), (1, "a")), once),  # ...or another task's
+        (report((0, "a")), once),  # a report lost
+        (report((0, "a"), (1, "b")), ledger.Ledger([ran(0, "a")])),  # task 1 never ran to its end
+    ]:
+        with pytest.raises(SystemExit, match="2 agents"):
+            many.check_once(2, 2, bad_report, executions)
