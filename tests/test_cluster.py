@@ -624,6 +624,45 @@ def test_a_stale_copys_report_counts_and_stops_the_live_copy(cluster_factory, tm
     assert all(frozen.pid in e.ancestors for e in executions.entries if e.finished)
 
 
+@pytest.mark.parametrize("job", ["running", "ended"])
+def test_a_thawed_agent_stops_its_copies_of_tasks_run_elsewhere(cluster_factory, tmp_path, job):
+    """A hung agent declared lost, whose tasks ran again elsewhere, thaws with its copies still running (60 s
+    there): when it registers again they are stopped, the job still running ("running": its copies' failures,
+    killed, do not fail it) or ended ("ended")."""
+    cluster = cluster_factory(agent_timeout=1.5, max_retries=1)
+    frozen = cluster.add_agent(slots=2, host_name="node-frozen")
+    cluster.wait_agents(1)
+    pids, runs = tmp_path / "pids", tmp_path / "runs"
+    pids.mkdir()
+    runs.mkdir()
+    elsewhere = 8.0 if job == "running" else 0.2
+    boss = run_as_server(dict(zt="nap", pids=str(pids), runs=str(runs),
+                              host_seconds=footprints.FPDict({"node-frozen": 60.0, "node-alive": elsewhere})),
+                         dict(tag=[0, 1]), scheduler=threads(2), boss=cluster.control)
+    wait_until(lambda: len(os.listdir(pids)) == 2, 20, "both tasks to run on node-frozen")
+    stale = [int(name.split(".")[1]) for name in os.listdir(pids)]
+    cluster.add_agent(slots=2, host_name="node-alive")
+    cluster.wait_agents(2)
+    family = [psutil.Process(frozen.pid), *psutil.Process(frozen.pid).children(recursive=True)]
+    for p in family:
+        p.suspend()
+    wait_until(lambda: "node-frozen" not in {h["host"] for h in cluster.status()["hosts"]}, 10, "declared lost")
+    wait_until(lambda: len(os.listdir(pids)) == 4, 20, "both tasks to run again on node-alive")
+    if job == "ended":
+        boss.wait_till_finished()
+    for p in family:
+        p.resume()
+    wait_until(lambda: "node-frozen" in {h["host"] for h in cluster.status()["hosts"]}, 15, "the agent to rejoin")
+    wait_until(lambda: not any(alive(pid) for pid in stale), 15, "its copies to be stopped")
+    boss.wait_till_finished()
+    report = boss.get_report()
+    assert report["status"] == "finished"
+    assert {r["report"]["host"] for r in report["workers_report"]} == {"node-alive"}
+    executions = execution_ledger.read(str(runs))
+    assert executions.finished() == {("zt", 0): 1, ("zt", 1): 1}, executions.entries
+    assert {e.pid for e in executions.interrupted()} == set(stale)
+
+
 def test_network_partition_of_an_agent_then_healing(cluster_factory, namespaces):
     """One agent behind a veth link that the test cuts: declared lost, tasks rerun elsewhere, then it rejoins."""
     from conftest import free_port
