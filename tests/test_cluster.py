@@ -407,6 +407,31 @@ def test_boss_killed_while_tasks_run_adopts_them_where_they_run(cluster_factory,
     assert cluster.status()["counters"]["tasks_adopted"] == 2
 
 
+def test_a_task_that_failed_while_the_boss_was_away_fails_its_job(cluster_factory, tmp_path):
+    """The agent delivers to the restarted boss the reports of tasks that ended while it was away, before the
+    client submits the job again (it does not read meanwhile): the failure among them fails the job."""
+    cluster = cluster_factory(agent_timeout=30)
+    cluster.add_agent(slots=2, host_name="node-a")
+    cluster.wait_agents(1)
+    started, gate = tmp_path / "started", tmp_path / "gate"
+    started.mkdir()
+    boss = run_as_server(dict(zt="big", gate=str(gate), started=str(started)), dict(tag=[0, 1], fail=[True, False]),
+                         scheduler=threads(2), boss=cluster.control)
+    boss.make_them_work(terminate=True)
+    wait_until(lambda: len(os.listdir(started)) == 2, 20, "both tasks to run")
+    tasks = [int(name.split(".")[1]) for name in os.listdir(started)]
+    cluster.boss.send_signal(signal.SIGKILL)
+    cluster.boss.wait()
+    gate.touch()
+    wait_until(lambda: not any(alive(pid) for pid in tasks), 20, "both tasks to end, the boss away")
+    cluster.start_boss()
+    wait_until(lambda: cluster.status()["counters"].get("orphan_reports", 0) == 2, 30,
+               "the agent to deliver both reports to the restarted boss")
+    with pytest.raises(ValueError, match="failed on purpose, through the gate"):
+        boss.wait_till_finished()
+    assert cluster.status()["counters"]["jobs_failed"] == 1
+
+
 def test_curve_keeps_out_unknown_keys_and_plain_clients(cluster_factory, tmp_path, monkeypatch):
     cluster = cluster_factory()
     cluster.add_agent(slots=1)

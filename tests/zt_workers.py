@@ -225,7 +225,7 @@ class ZtBig(Worker):
     """Returns *size* bytes and prints *out* bytes (reports near a cap); waits for *gate* to exist first.
 
     With *runs*, records its execution in that ledger; with *started*, leaves a file named TAG.PID in that
-    directory when it starts (before it waits for the gate)."""
+    directory when it starts (before it waits for the gate); with *fail*, raises once through the gate."""
 
     _footprint = dict(
         info="Test worker with a large report.",
@@ -237,6 +237,8 @@ class ZtBig(Worker):
             tag=dict(optional=True, default=None),
             runs=dict(optional=True, default=None),
             started=dict(optional=True, default=None),
+            #: raise once through the gate
+            fail=dict(type=bool, optional=True, default=False),
         ),
     )
 
@@ -246,6 +248,8 @@ class ZtBig(Worker):
             open(os.path.join(self.started, f"{self.tag}.{os.getpid()}"), "w").close()
         while self.gate and not os.path.exists(self.gate):
             time.sleep(0.05)
+        if self.fail:
+            raise ValueError(f"{self.name} failed on purpose, through the gate")
         if self.out:
             os.write(1, b"o" * self.out)
         blob = os.urandom(self.size)
