@@ -28,7 +28,7 @@ from taylorism_zmq.client.connection import Connection
 from taylorism_zmq.errors import AccessDeniedError
 from taylorism_zmq.wire import keystore, protocol, security
 from taylorism_zmq.wire.codec import PICKLE, Codec
-from taylorism_zmq.wire.protocol import Msg
+from taylorism_zmq.wire.protocol import STDOUT, Msg
 
 
 def threads(n: int):
@@ -263,9 +263,10 @@ def test_forged_goodbye_heartbeat_and_ack_batches_from_another_agent_key(cluster
         (authorized_dir() / f"{name}.key").unlink(missing_ok=True)
 
 
-def test_an_agent_key_cannot_report_the_tasks_sent_to_another_agent(cluster_factory, tmp_path):
+def test_an_agent_key_cannot_report_the_tasks_sent_to_another_agent(cluster_factory, tmp_path, capsys):
     """A second agent, with a key of its own and the agent role, registers and then reports the tasks another
-    agent runs: every such report is refused (the task was never sent to it), and the real ones count."""
+    agent runs, and their output: every such report is refused (the task was never sent to it), its output
+    is not passed on, and the real ones count."""
     key_dir, name = make_user(tmp_path, {"agent"})
     try:
         cluster = cluster_factory()
@@ -274,8 +275,8 @@ def test_an_agent_key_cannot_report_the_tasks_sent_to_another_agent(cluster_fact
         wait_key_known(cluster, key_dir)
         started, gate = tmp_path / "started", tmp_path / "gate"
         started.mkdir()
-        boss = run_as_server(dict(zt="big", gate=str(gate), started=str(started)), dict(tag=[0, 1]),
-                             scheduler=threads(2), boss=cluster.control)
+        boss = run_as_server(dict(zt="big", gate=str(gate), started=str(started), out=5), dict(tag=[0, 1]),
+                             scheduler=threads(2), boss=cluster.control, stream_output=True)
         boss.make_them_work(terminate=True)
         wait_until(lambda: len(os.listdir(started)) == 2, 20, "both tasks to run on the real agent")
         forged = Codec(False).dumps({"tag": "forged", "host": "node-mallory", "blob": b""})
@@ -285,6 +286,8 @@ def test_an_agent_key_cannot_report_the_tasks_sent_to_another_agent(cluster_fact
                                                  "cpus": 2, "memory": 1000.0, "slots": 1, "pid": 1, "running": []})
             assert kind is Msg.REGISTERED
             before = refused_count(cluster)
+            push.send_multipart(protocol.encode(Msg.AGENT_OUTPUT, {"agent": "agent-mallory", "chunks": [
+                [boss.job_id, i, STDOUT, b"forged output\n"] for i in (0, 1)]}))  # (handled before what follows)
             push.send_multipart(protocol.encode(Msg.AGENT_REPORTS, {"agent": "agent-mallory", "batch": 1, "reports": [
                 [tid, boss.job_id, i, True, forged, 0.0, 1.0, b"", b""] for i, tid in enumerate((1, 2))]}))
             wait_until(lambda: refused_count(cluster) >= before + 2, 10, "both forged reports to be refused")
@@ -294,6 +297,8 @@ def test_an_agent_key_cannot_report_the_tasks_sent_to_another_agent(cluster_fact
         report = boss.get_report()
         assert tags(report) == [0, 1]
         assert {r["report"]["host"] for r in report["workers_report"]} == {"node-real"}
+        shown = capsys.readouterr().out
+        assert shown.count("ooooo") == 2 and "forged" not in shown, shown  # the real tasks' output only
     finally:
         (authorized_dir() / f"{name}.key").unlink(missing_ok=True)
 
