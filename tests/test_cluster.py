@@ -129,6 +129,28 @@ def test_a_failed_task_stops_the_others_on_every_agent(cluster_factory, tmp_path
     wait_until(lambda: all(h["running"] == 0 for h in cluster.status()["hosts"]), 10, "the slots free")
 
 
+def test_of_two_failures_reported_together_the_first_is_raised(cluster_factory, tmp_path):
+    """Two tasks fail while their agent is held (SIGSTOP), one after the other: their reports come to the client
+    together, and the exception raised is the first task's (the guilty one taylorism names)."""
+    cluster = cluster_factory()
+    agent = cluster.add_agent(slots=2)
+    cluster.wait_agents(1)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    boss = run_as_server(dict(zt="nap", pids=str(pids), gather=2, fail="value"),
+                         dict(tag=[0, 1], name=["first", "second"], seconds=[1.0, 2.0]), scheduler=threads(2),
+                         boss=cluster.control)
+    wait_until(lambda: len(os.listdir(pids)) == 2, 20, "both tasks to run")
+    agent.send_signal(signal.SIGSTOP)
+    try:
+        tasks = [int(name.split(".")[1]) for name in os.listdir(pids)]
+        wait_until(lambda: not any(alive(pid) for pid in tasks), 20, "both tasks to fail, one after the other")
+    finally:
+        agent.send_signal(signal.SIGCONT)
+    with pytest.raises(ValueError, match="^first failed on purpose"):
+        boss.wait_till_finished()
+
+
 def test_sigkilled_agent_tasks_rerun_on_the_other_agent(cluster_factory, tmp_path):
     cluster = cluster_factory(agent_timeout=1.5, max_retries=1)
     victim = cluster.add_agent(slots=2, host_name="node-victim")
