@@ -90,7 +90,7 @@ class ZtNap(Worker):
         deadline = time.monotonic() + 30
         while self.gather and len(os.listdir(self.pids)) < self.gather and time.monotonic() < deadline:
             time.sleep(0.02)
-        time.sleep(float(self.host_seconds.get(os.environ.get("TAYLORISM_HOST"), self.seconds)))
+        time.sleep(float((self.host_seconds or {}).get(os.environ.get("TAYLORISM_HOST"), self.seconds)))
         if self.fail == "value":
             raise ValueError(f"{self.name} failed on purpose")
         if self.fail == "weird":
