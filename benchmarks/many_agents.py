@@ -7,6 +7,9 @@ they take to register, then one job of --tasks trivial tasks, during which `tayl
 status page's /api/status, and a drain then undrain of one host are timed. Prints the job's wall time, the
 boss's CPU per task (user + system, over the job), and those latencies. The boss's CPU per task should
 stay flat as agents are added: it places tasks from an index of free hosts, never by scanning them.
+
+Each task records its execution in a ledger (ledger.py: a file per execution, which the client never reads):
+the run fails if a task ran to its end twice or never, or if a report names no finished execution of its task.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -27,6 +32,7 @@ import psutil
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_workers  # noqa: E402,F401 - registers the workers
+import ledger  # noqa: E402
 from cluster import daemons  # noqa: E402
 
 TOKEN = "many-agents-benchmark"
@@ -74,6 +80,20 @@ class Prober(threading.Thread):
             self._time("drain+undrain", self._drain)
 
 
+def check_once(agents: int, tasks: int, report: dict, executions: ledger.Ledger) -> None:
+    """Every task ran to its end once, by its own ledger (the client drops a task reported twice, so its reports
+    cannot show that), and its report names that execution: else the run fails."""
+    finished = executions.finished()
+    twice = sorted(index for (_, index), n in finished.items() if n > 1)
+    never = sorted(index for _, index in executions.never_finished(("many", i) for i in range(tasks)))
+    finished_ids = {e.id: e.task for e in executions.entries if e.finished}
+    named = sorted(r["report"][1] for r in report["workers_report"]
+                   if finished_ids.get(r["report"][2]) == ("many", r["report"][1]))
+    if twice or never or named != list(range(tasks)):
+        raise SystemExit(f"{agents} agents: {len(twice)} task(s) ran twice {twice[:10]}, {len(never)} never "
+                         f"finished {never[:10]}, {tasks - len(named)} report(s) lost or not of their execution")
+
+
 def one(agents: int, tasks: int) -> dict:
     import taylorism_zmq
 
@@ -90,17 +110,19 @@ def one(agents: int, tasks: int) -> dict:
         cpu0 = sum(boss.cpu_times()[:2])
         start = time.perf_counter()
         prober.start()
-        with contextlib.redirect_stdout(io.StringIO()):
-            report = taylorism_zmq.batch_main(dict(bench_zmq=True), dict(bench_value=list(range(tasks))),
-                                              scheduler=scheduler, boss=cluster.control,
-                                              print_report=lambda r: None)
-        wall = time.perf_counter() - start
-        cpu = sum(boss.cpu_times()[:2]) - cpu0
-        prober.stop.set()
-        prober.join(timeout=120)
-        values = sorted(r["report"] for r in report["workers_report"])
-        if values != list(range(tasks)):
-            raise SystemExit(f"{agents} agents: {tasks - len(set(values))} report(s) lost or duplicated")
+        runs = tempfile.mkdtemp(prefix="many-agents-ledger-")  # each task records its execution there
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                report = taylorism_zmq.batch_main(dict(soak_ledger=runs, soak_job="many"),
+                                                  dict(soak_index=list(range(tasks))), scheduler=scheduler,
+                                                  boss=cluster.control, print_report=lambda r: None)
+            wall = time.perf_counter() - start
+            cpu = sum(boss.cpu_times()[:2]) - cpu0
+            prober.stop.set()
+            prober.join(timeout=120)
+            check_once(agents, tasks, report, ledger.read(runs))
+        finally:
+            shutil.rmtree(runs, ignore_errors=True)
         return {"agents": agents, "tasks": tasks, "registration_s": registration, "wall_s": wall,
                 "tasks_per_s": tasks / wall, "boss_cpu_us_per_task": 1e6 * cpu / tasks,
                 "probes": {k: {"n": len(v), "median_s": statistics.median(v) if v else None,

@@ -80,7 +80,9 @@ SCHEDULERS = {  # a description -> situations: (pending, running)
     "threads+memory": (dict(limit="threads+memory", max_threads=3, max_memory=4000.0, memory_per_task=1000.0), [
         (tasks(dict(expected_time=1.0), dict(expected_time=5.0, memory=2500.0), {}, dict(expected_time=3.0)),
          [Running(0)]),
-        (tasks(dict(expected_time=2.0), dict(expected_time=9.0, memory=3500.0)), [])]),
+        (tasks(dict(expected_time=2.0), dict(expected_time=9.0, memory=3500.0)), []),
+        # a task that takes exactly the memory left (it starts), then one that finds none left
+        (tasks(dict(expected_time=1.0, memory=1.0), dict(expected_time=4.0, memory=3000.0)), [Running(0)])]),
     "singlefile": (dict(limit="threads", max_threads=3, singlefile=True), [
         (tasks(dict(fileA="a", fileB="b"), dict(fileA="c", fileB="d"), dict(fileA="x", fileB="c"),
                dict(fileA="e", fileB="f"), dict(fileA="g", fileB="h")), [Running(0, files=("x", "y"))])]),

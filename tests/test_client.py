@@ -12,8 +12,8 @@ import time
 import footprints
 import numpy
 import pytest
-from conftest import wait_until
-from zt_workers import WeirdError
+from conftest import alive, wait_until
+from zt_workers import WeirdError, execution_ledger
 
 import taylorism_zmq
 from taylorism_zmq import (
@@ -90,9 +90,14 @@ def test_nothing_runs_before_make_them_work_and_server_mode_appends(tmp_path):
     assert sorted(r["report"]["tag"] for r in boss.get_report()["workers_report"]) == ["a", "b", "c"]
 
 
-def test_worker_exception_stops_the_others_and_is_raised_again():
+def test_worker_exception_stops_the_others_and_is_raised_again(tmp_path):
+    pids, runs = tmp_path / "pids", tmp_path / "runs"
+    pids.mkdir()
+    runs.mkdir()
     start = time.monotonic()
-    boss = run_as_server(dict(zt="nap"), dict(seconds=[0.05, 30, 30], fail=["value", "no", "no"]),
+    # the failing task fails once the three have started (gather): the other two are running when it does
+    boss = run_as_server(dict(zt="nap", pids=str(pids), gather=3, runs=str(runs)),
+                         dict(tag=[0, 1, 2], seconds=[0.05, 30, 30], fail=["value", "no", "no"]),
                          scheduler=threads(3))
     with pytest.raises(ValueError, match="failed on purpose"):
         boss.wait_till_finished()
@@ -100,6 +105,12 @@ def test_worker_exception_stops_the_others_and_is_raised_again():
     report = boss.get_report()
     assert report["status"] == "workers exception" and isinstance(report["workers_report"], ValueError)
     assert any("failed on purpose" in line for line in report["traceback"])
+    # the others were stopped: their processes are gone long before their 30 s, and none finished its work
+    others = [int(name.split(".")[1]) for name in os.listdir(pids) if not name.startswith("0.")]
+    assert len(others) == 2, os.listdir(pids)
+    wait_until(lambda: not any(alive(pid) for pid in others), 10, "the other two tasks to be killed")
+    executions = execution_ledger.read(str(runs))
+    assert executions.started() == {("zt", i): 1 for i in range(3)} and not executions.finished()
 
 
 def test_exception_that_cannot_be_rebuilt_becomes_worker_error():

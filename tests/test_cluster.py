@@ -18,7 +18,8 @@ import psutil
 import pytest
 import zmq
 import zt_workers  # noqa: F401 - registers the test worker classes
-from conftest import authorized_socket, journal_rows, undecodable, wait_until
+from conftest import alive, authorized_socket, journal_rows, undecodable, wait_until
+from zt_workers import execution_ledger
 
 from taylorism_zmq import AgentLostError, BossUnreachableError, KeyRefusedError, batch_main, run_as_server
 from taylorism_zmq.client.connection import Connection
@@ -104,24 +105,77 @@ def test_unserializable_instruction_on_an_untrusted_link_is_a_clear_type_error(c
                       boss=cluster.control)
 
 
-def test_sigkilled_agent_tasks_rerun_on_the_other_agent(cluster_factory):
+def test_a_failed_task_stops_the_others_on_every_agent(cluster_factory, tmp_path):
+    """On daemon agents (the embedded default also ends its own fork of the client's launcher at the job's end,
+    which kills its tasks whatever the boss says): the boss kills the job's other tasks where they run."""
+    cluster = cluster_factory()
+    cluster.add_agent(slots=2, host_name="node-a")
+    cluster.add_agent(slots=2, host_name="node-b")
+    cluster.wait_agents(2)
+    pids, runs = tmp_path / "pids", tmp_path / "runs"
+    pids.mkdir()
+    runs.mkdir()
+    # task 0 fails once the four run (two on each host)
+    boss = run_as_server(dict(zt="nap", pids=str(pids), gather=4, runs=str(runs)),
+                         dict(tag=[0, 1, 2, 3], seconds=[0.05, 30, 30, 30], fail=["value", "no", "no", "no"]),
+                         scheduler=threads(2), boss=cluster.control)
+    with pytest.raises(ValueError, match="failed on purpose"):
+        boss.wait_till_finished()
+    others = [int(name.split(".")[1]) for name in os.listdir(pids) if not name.startswith("0.")]
+    assert len(others) == 3, os.listdir(pids)
+    wait_until(lambda: not any(alive(pid) for pid in others), 10, "the other three tasks to be killed")
+    executions = execution_ledger.read(str(runs))
+    assert executions.started() == {("zt", i): 1 for i in range(4)} and not executions.finished()
+    wait_until(lambda: all(h["running"] == 0 for h in cluster.status()["hosts"]), 10, "the slots free")
+
+
+def test_of_two_failures_reported_together_the_first_is_raised(cluster_factory, tmp_path):
+    """Two tasks fail while their agent is held (SIGSTOP), one after the other: their reports come to the client
+    together, and the exception raised is the first task's (the guilty one taylorism names)."""
+    cluster = cluster_factory()
+    agent = cluster.add_agent(slots=2)
+    cluster.wait_agents(1)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    boss = run_as_server(dict(zt="nap", pids=str(pids), gather=2, fail="value"),
+                         dict(tag=[0, 1], name=["first", "second"], seconds=[1.0, 2.0]), scheduler=threads(2),
+                         boss=cluster.control)
+    wait_until(lambda: len(os.listdir(pids)) == 2, 20, "both tasks to run")
+    agent.send_signal(signal.SIGSTOP)
+    try:
+        tasks = [int(name.split(".")[1]) for name in os.listdir(pids)]
+        wait_until(lambda: not any(alive(pid) for pid in tasks), 20, "both tasks to fail, one after the other")
+    finally:
+        agent.send_signal(signal.SIGCONT)
+    with pytest.raises(ValueError, match="^first failed on purpose"):
+        boss.wait_till_finished()
+
+
+def test_sigkilled_agent_tasks_rerun_on_the_other_agent(cluster_factory, tmp_path):
     cluster = cluster_factory(agent_timeout=1.5, max_retries=1)
     victim = cluster.add_agent(slots=2, host_name="node-victim")
     cluster.wait_agents(1)
     cluster.add_agent(slots=2, host_name="node-survivor")
     cluster.wait_agents(2)
-    boss = run_as_server(dict(zt="nap", seconds=1.0), dict(tag=list(range(8))), scheduler=threads(2),
-                         boss=cluster.control)
-    cluster.wait_running_on("node-victim")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    boss = run_as_server(dict(zt="nap", seconds=1.0, runs=str(runs)), dict(tag=list(range(8))),
+                         scheduler=threads(2), boss=cluster.control)
+    wait_until(lambda: any(victim.pid in e.ancestors and not e.finished
+                           for e in execution_ledger.read(str(runs)).entries), 15, "a task running on node-victim")
     children = psutil.Process(victim.pid).children(recursive=True)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     boss.wait_till_finished()
     report = boss.get_report()
     tags = sorted(int(r["report"]["tag"]) for r in report["workers_report"])
-    assert tags == list(range(8))  # every task reported exactly once
+    assert tags == list(range(8))  # every task reported once
     wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in children),
                10, "the victim's launcher and tasks to die with it")
+    # and ran to its end exactly once: the copies killed with the victim never finished
+    executions = execution_ledger.read(str(runs))
+    assert executions.finished() == {("zt", i): 1 for i in range(8)}, executions.entries
+    assert executions.interrupted() and all(victim.pid in e.ancestors for e in executions.interrupted())
 
 
 def test_sigkilled_only_agent_fails_the_job_with_agent_lost(cluster_factory):
@@ -222,14 +276,16 @@ def test_boss_killed_mid_job_is_a_clear_error_not_a_hang(cluster_factory, monkey
     assert time.monotonic() - start < 15
 
 
-def test_agent_stopped_gracefully_hands_its_tasks_back_at_once(cluster_factory):
+def test_agent_stopped_gracefully_hands_its_tasks_back_at_once(cluster_factory, tmp_path):
     cluster = cluster_factory(agent_timeout=60, max_retries=1)
     leaver = cluster.add_agent(slots=2, host_name="node-leaver")
     cluster.wait_agents(1)
     cluster.add_agent(slots=2, host_name="node-stayer")
     cluster.wait_agents(2)
-    boss = run_as_server(dict(zt="nap", seconds=1.0), dict(tag=list(range(6))), scheduler=threads(2),
-                         boss=cluster.control)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    boss = run_as_server(dict(zt="nap", seconds=1.0, runs=str(runs)), dict(tag=list(range(6))),
+                         scheduler=threads(2), boss=cluster.control)
     cluster.wait_running_on("node-leaver")
     start = time.monotonic()
     leaver.send_signal(signal.SIGTERM)
@@ -238,6 +294,10 @@ def test_agent_stopped_gracefully_hands_its_tasks_back_at_once(cluster_factory):
     tags = sorted(int(r["report"]["tag"]) for r in boss.get_report()["workers_report"])
     assert tags == list(range(6))
     assert leaver.wait(timeout=10) == 0
+    wait_until(lambda: _ended(runs), 10, "every copy to end")
+    executions = execution_ledger.read(str(runs))  # the copies it stopped never finished; each task once
+    assert executions.finished() == {("zt", i): 1 for i in range(6)}, executions.entries
+    assert all(leaver.pid in e.ancestors for e in executions.interrupted())
 
 
 def test_a_connection_idle_longer_than_the_timeout_still_works(cluster_factory, monkeypatch):
@@ -267,8 +327,9 @@ def test_boss_killed_and_restarted_mid_job_every_task_runs_and_reports_once(clus
     cluster.add_agent(slots=2, host_name="node-a")
     cluster.add_agent(slots=2, host_name="node-b")
     cluster.wait_agents(2)
-    ledger = tmp_path / "ledger"
-    boss = run_as_server(dict(zt="nap", seconds=1.0, ledger=str(ledger)), dict(tag=list(range(12))),
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    boss = run_as_server(dict(zt="nap", seconds=1.0, runs=str(runs)), dict(tag=list(range(12))),
                          scheduler=threads(2), boss=cluster.control)
     wait_until(lambda: sum(h["done"] for h in cluster.status()["hosts"]) >= 2, 15, "some tasks done")
     cluster.boss.send_signal(signal.SIGKILL)
@@ -281,11 +342,116 @@ def test_boss_killed_and_restarted_mid_job_every_task_runs_and_reports_once(clus
     report = boss.get_report()
     tags = sorted(int(r["report"]["tag"]) for r in report["workers_report"])
     assert tags == list(range(12))  # every report, once
-    runs = sorted(int(line) for line in ledger.read_text().split())
-    assert runs == list(range(12)), (ledger.read_text().split(), boss_log.read_text()[-6000:])  # none ran twice
+    executions = execution_ledger.read(str(runs))  # and every task ran once, to its end, by its own ledger
+    assert executions.started() == executions.finished() == {("zt", i): 1 for i in range(12)}, \
+        (executions.entries, boss_log.read_text()[-6000:])
     wait_until(lambda: journal_rows(cluster.state_dir) == 0, 20, "the kept reports acknowledged")
     # an agent beats seldom to a silent boss: what it queued meanwhile is not a flood of REREGISTER when it is back
     assert cluster.status()["counters"].get("agent_messages_dropped", 0) == 0
+
+
+def _in_thread(call) -> tuple[threading.Thread, list]:
+    """Run *call* in a thread of its own; the list gets its exception, if it raises."""
+    raised: list = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:  # (the test raises it again)
+            raised.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, raised
+
+
+@pytest.mark.parametrize("first", ["client", "agent"])
+def test_boss_killed_while_tasks_run_adopts_them_where_they_run(cluster_factory, tmp_path, first):
+    """Tasks still running when the boss is killed are adopted by the restarted boss where they run, and run once.
+
+    "client": their agent is held (SIGSTOP, the agent alone: its tasks run on) until the client has submitted
+    the job again and another agent with free slots has joined the new boss: its recovery grace keeps the tasks
+    from that one meanwhile; then their agent registers with them, and the boss takes them as running there.
+    "agent": the client is held (it does not read) until both agents have registered, their agent saying what
+    runs there for a job the new boss does not know yet; the job submitted again takes them as running there."""
+    cluster = cluster_factory(agent_timeout=30, boss_args=("--recovery-grace", "60"))
+    runner = cluster.add_agent(slots=2, host_name="node-runner")
+    cluster.wait_agents(1)
+    started, gate, runs = tmp_path / "started", tmp_path / "gate", tmp_path / "runs"
+    started.mkdir()
+    runs.mkdir()
+    boss = run_as_server(dict(zt="big", gate=str(gate), started=str(started), runs=str(runs)), dict(tag=[0, 1]),
+                         scheduler=threads(2), boss=cluster.control)
+    boss.make_them_work(terminate=True)
+    wait_until(lambda: len(os.listdir(started)) == 2, 20, "both tasks to run on node-runner")
+    cluster.add_agent(slots=2, host_name="node-idle")
+    cluster.wait_agents(2)
+    cluster.boss.send_signal(signal.SIGKILL)
+    cluster.boss.wait()
+
+    def job_and_hosts() -> tuple[dict | None, set[str]]:
+        status = cluster.status()
+        return (next((j for j in status["jobs"] if j["job"] == boss.job_id), None),
+                {h["host"] for h in status["hosts"]})
+
+    if first == "client":
+        runner.send_signal(signal.SIGSTOP)
+        try:
+            cluster.start_boss()
+            client, raised = _in_thread(boss.wait_till_finished)  # (it finds the new boss, submits the job again)
+
+            def resubmitted() -> dict | None:
+                job, hosts = job_and_hosts()
+                return job if job is not None and job["pending"] + job["running"] == 2 and hosts == {"node-idle"} \
+                    else None
+
+            job = wait_until(resubmitted, 30, "the job submitted again, and node-idle joined")
+            assert (job["pending"], job["running"]) == (2, 0), job  # the grace: not on node-idle's free slots
+        finally:
+            runner.send_signal(signal.SIGCONT)
+    else:
+        cluster.start_boss()
+        cluster.wait_agents(2, timeout=30)
+        assert job_and_hosts()[0] is None  # (the client has not submitted it again yet)
+        client, raised = _in_thread(boss.wait_till_finished)
+    wait_until(lambda: cluster.status()["counters"].get("tasks_adopted", 0) == 2, 30,
+               "both tasks adopted on node-runner")
+    job, _ = job_and_hosts()
+    assert job is not None and (job["pending"], job["running"]) == (0, 2), job
+    gate.touch()
+    client.join(60)
+    assert not client.is_alive() and not raised, raised
+    report = boss.get_report()
+    assert sorted(int(r["report"]["tag"]) for r in report["workers_report"]) == [0, 1]
+    assert {r["report"]["host"] for r in report["workers_report"]} == {"node-runner"}
+    executions = execution_ledger.read(str(runs))  # each ran once, where it started
+    assert executions.started() == executions.finished() == {("zt", 0): 1, ("zt", 1): 1}, executions.entries
+    assert cluster.status()["counters"]["tasks_adopted"] == 2
+
+
+def test_a_task_that_failed_while_the_boss_was_away_fails_its_job(cluster_factory, tmp_path):
+    """The agent delivers to the restarted boss the reports of tasks that ended while it was away, before the
+    client submits the job again (it does not read meanwhile): the failure among them fails the job."""
+    cluster = cluster_factory(agent_timeout=30)
+    cluster.add_agent(slots=2, host_name="node-a")
+    cluster.wait_agents(1)
+    started, gate = tmp_path / "started", tmp_path / "gate"
+    started.mkdir()
+    boss = run_as_server(dict(zt="big", gate=str(gate), started=str(started)), dict(tag=[0, 1], fail=[True, False]),
+                         scheduler=threads(2), boss=cluster.control)
+    boss.make_them_work(terminate=True)
+    wait_until(lambda: len(os.listdir(started)) == 2, 20, "both tasks to run")
+    tasks = [int(name.split(".")[1]) for name in os.listdir(started)]
+    cluster.boss.send_signal(signal.SIGKILL)
+    cluster.boss.wait()
+    gate.touch()
+    wait_until(lambda: not any(alive(pid) for pid in tasks), 20, "both tasks to end, the boss away")
+    cluster.start_boss()
+    wait_until(lambda: cluster.status()["counters"].get("orphan_reports", 0) == 2, 30,
+               "the agent to deliver both reports to the restarted boss")
+    with pytest.raises(ValueError, match="failed on purpose, through the gate"):
+        boss.wait_till_finished()
+    assert cluster.status()["counters"]["jobs_failed"] == 1
 
 
 def test_curve_keeps_out_unknown_keys_and_plain_clients(cluster_factory, tmp_path, monkeypatch):
@@ -430,14 +596,20 @@ def test_detached_job_survives_its_client_and_can_be_attached(cluster_factory, t
     assert sorted(int(r["report"]["tag"]) for r in report["workers_report"]) == [1, 2]
 
 
+def _ended(runs) -> bool:
+    """Every execution recorded in the ledger *runs* has ended (its process is gone)."""
+    return not any(alive(e.pid) for e in execution_ledger.read(str(runs)).entries)
+
+
 def test_a_hung_agent_is_declared_lost_then_rejoins_cleanly(cluster_factory, tmp_path):
     cluster = cluster_factory(agent_timeout=1.5, max_retries=1)
     frozen = cluster.add_agent(slots=2, host_name="node-frozen")
     cluster.wait_agents(1)
     cluster.add_agent(slots=2, host_name="node-alive")
     cluster.wait_agents(2)
-    ledger = tmp_path / "ledger"
-    boss = run_as_server(dict(zt="nap", seconds=1.0, ledger=str(ledger)), dict(tag=list(range(8))),
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    boss = run_as_server(dict(zt="nap", seconds=1.0, runs=str(runs)), dict(tag=list(range(8))),
                          scheduler=threads(2), boss=cluster.control)
     cluster.wait_running_on("node-frozen")
     frozen_family = [psutil.Process(frozen.pid), *psutil.Process(frozen.pid).children(recursive=True)]
@@ -450,10 +622,92 @@ def test_a_hung_agent_is_declared_lost_then_rejoins_cleanly(cluster_factory, tmp
     wait_until(lambda: "node-frozen" in {h["host"] for h in cluster.status()["hosts"]}, 15, "the agent to rejoin")
     report = boss.get_report()
     assert sorted(int(r["report"]["tag"]) for r in report["workers_report"]) == list(range(8))  # once each
+    # every task ran to its end; twice only those that ran on the frozen agent too (a copy it thawed with)
+    wait_until(lambda: _ended(runs), 15, "the thawed copies to end")
+    executions = execution_ledger.read(str(runs))
+    assert set(executions.finished()) == {("zt", i) for i in range(8)}, executions.entries
+    for task, twice in executions.ran_twice().items():
+        assert len(twice) == 2 and any(frozen.pid in e.ancestors for e in twice), (task, twice)
     # the thawed agent's stale reports were dropped; it takes new work
     report = batch_main(dict(zt="nap", seconds=0.2), dict(tag=list(range(8))), scheduler=threads(2),
                         boss=cluster.control, print_report=quiet)
     assert {r["report"]["host"] for r in report["workers_report"]} == {"node-frozen", "node-alive"}
+
+
+def test_a_stale_copys_report_counts_and_stops_the_live_copy(cluster_factory, tmp_path):
+    """A hung agent is declared lost and its tasks run again elsewhere; thawed, it reports them done (the work
+    was done): the boss counts those reports and kills the copies that run again, which never finish."""
+    cluster = cluster_factory(agent_timeout=1.5, max_retries=1)
+    frozen = cluster.add_agent(slots=2, host_name="node-frozen")
+    cluster.wait_agents(1)
+    pids, runs = tmp_path / "pids", tmp_path / "runs"
+    pids.mkdir()
+    runs.mkdir()
+    # 1 s on the agent that hangs (done by wall time when it thaws), 60 s where they run again
+    boss = run_as_server(dict(zt="nap", pids=str(pids), runs=str(runs),
+                              host_seconds=footprints.FPDict({"node-frozen": 1.0, "node-alive": 60.0})),
+                         dict(tag=[0, 1]), scheduler=threads(2), boss=cluster.control)
+    wait_until(lambda: len(os.listdir(pids)) == 2, 20, "both tasks to run on node-frozen")
+    cluster.add_agent(slots=2, host_name="node-alive")
+    cluster.wait_agents(2)
+    agent = psutil.Process(frozen.pid)
+    below = agent.children(recursive=True)  # its launcher and tasks
+    for p in [agent, *below]:
+        p.suspend()
+    wait_until(lambda: "node-frozen" not in {h["host"] for h in cluster.status()["hosts"]}, 10, "declared lost")
+    wait_until(lambda: len(os.listdir(pids)) == 4, 20, "both tasks to run again on node-alive")
+    for p in below:  # the tasks end (their second is long past) and hand their reports to the frozen agent
+        p.resume()
+    wait_until(lambda: len(execution_ledger.read(str(runs)).finished()) == 2, 20, "the stale copies to finish")
+    agent.resume()  # which sends them to the boss
+    boss.wait_till_finished()
+    report = boss.get_report()
+    assert sorted(int(r["report"]["tag"]) for r in report["workers_report"]) == [0, 1]
+    assert {r["report"]["host"] for r in report["workers_report"]} == {"node-frozen"}
+    wait_until(lambda: _ended(runs), 15, "the copies that ran again to be killed")
+    executions = execution_ledger.read(str(runs))
+    assert executions.started() == {("zt", 0): 2, ("zt", 1): 2}, executions.entries
+    assert executions.finished() == {("zt", 0): 1, ("zt", 1): 1}, executions.entries  # the live copies never did
+    assert all(frozen.pid in e.ancestors for e in executions.entries if e.finished)
+
+
+@pytest.mark.parametrize("job", ["running", "ended"])
+def test_a_thawed_agent_stops_its_copies_of_tasks_run_elsewhere(cluster_factory, tmp_path, job):
+    """A hung agent declared lost, whose tasks ran again elsewhere, thaws with its copies still running (60 s
+    there): when it registers again they are stopped, the job still running ("running": its copies' failures,
+    killed, do not fail it) or ended ("ended")."""
+    cluster = cluster_factory(agent_timeout=1.5, max_retries=1)
+    frozen = cluster.add_agent(slots=2, host_name="node-frozen")
+    cluster.wait_agents(1)
+    pids, runs = tmp_path / "pids", tmp_path / "runs"
+    pids.mkdir()
+    runs.mkdir()
+    elsewhere = 8.0 if job == "running" else 0.2
+    boss = run_as_server(dict(zt="nap", pids=str(pids), runs=str(runs),
+                              host_seconds=footprints.FPDict({"node-frozen": 60.0, "node-alive": elsewhere})),
+                         dict(tag=[0, 1]), scheduler=threads(2), boss=cluster.control)
+    wait_until(lambda: len(os.listdir(pids)) == 2, 20, "both tasks to run on node-frozen")
+    stale = [int(name.split(".")[1]) for name in os.listdir(pids)]
+    cluster.add_agent(slots=2, host_name="node-alive")
+    cluster.wait_agents(2)
+    family = [psutil.Process(frozen.pid), *psutil.Process(frozen.pid).children(recursive=True)]
+    for p in family:
+        p.suspend()
+    wait_until(lambda: "node-frozen" not in {h["host"] for h in cluster.status()["hosts"]}, 10, "declared lost")
+    wait_until(lambda: len(os.listdir(pids)) == 4, 20, "both tasks to run again on node-alive")
+    if job == "ended":
+        boss.wait_till_finished()
+    for p in family:
+        p.resume()
+    wait_until(lambda: "node-frozen" in {h["host"] for h in cluster.status()["hosts"]}, 15, "the agent to rejoin")
+    wait_until(lambda: not any(alive(pid) for pid in stale), 15, "its copies to be stopped")
+    boss.wait_till_finished()
+    report = boss.get_report()
+    assert report["status"] == "finished"
+    assert {r["report"]["host"] for r in report["workers_report"]} == {"node-alive"}
+    executions = execution_ledger.read(str(runs))
+    assert executions.finished() == {("zt", 0): 1, ("zt", 1): 1}, executions.entries
+    assert {e.pid for e in executions.interrupted()} == set(stale)
 
 
 def test_network_partition_of_an_agent_then_healing(cluster_factory, namespaces):

@@ -18,6 +18,7 @@ import pytest
 import zmq
 import zt_workers  # noqa: F401 - registers the test worker classes
 from conftest import alive, authorized_socket, free_port, journal_rows, wait_until
+from zt_workers import execution_ledger
 
 from taylorism_zmq import batch_main, run_as_server
 from taylorism_zmq.wire import protocol
@@ -254,8 +255,9 @@ def test_issue14_agent_holding_reports_for_a_dead_boss_stays_bounded_and_deliver
     cluster = cluster_factory()
     agent = cluster.add_agent(slots=4, host_name="holder")
     cluster.wait_agents(1)
-    gate = tmp_path / "gate"
-    boss = run_as_server(dict(zt="big", size=30 << 20, gate=str(gate)), dict(tag=[0, 1, 2, 3]),
+    gate, runs = tmp_path / "gate", tmp_path / "runs"
+    runs.mkdir()
+    boss = run_as_server(dict(zt="big", size=30 << 20, gate=str(gate), runs=str(runs)), dict(tag=[0, 1, 2, 3]),
                          boss=cluster.control, scheduler=threads(4))
     boss.make_them_work(terminate=True)
     cluster.wait_running_on("holder")
@@ -275,6 +277,8 @@ def test_issue14_agent_holding_reports_for_a_dead_boss_stays_bounded_and_deliver
     report = boss.get_report()
     assert sorted(int(r["report"]["tag"]) for r in report["workers_report"]) == [0, 1, 2, 3]
     assert all(len(r["report"]["blob"]) == 30 << 20 for r in report["workers_report"])
+    executions = execution_ledger.read(str(runs))  # delivered from the agent, not run again
+    assert executions.started() == executions.finished() == {("zt", i): 1 for i in range(4)}, executions.entries
     print(f"agent peak RSS {peak >> 20} MiB")
     assert peak < 400 * 2**20, f"agent peaked at {peak >> 20} MiB"
     wait_until(lambda: journal_rows(cluster.state_dir) == 0, 20, "the journal emptied once acknowledged")
@@ -284,9 +288,10 @@ def test_issue14_reports_in_the_journal_survive_an_agent_restart(cluster_factory
     cluster = cluster_factory()
     agent = cluster.add_agent(slots=2, host_name="phoenix")
     cluster.wait_agents(1)
-    gate = tmp_path / "gate"
-    boss2 = run_as_server(dict(zt="big", size=1000, gate=str(gate)), dict(tag=[5, 6]), boss=cluster.control,
-                          scheduler=threads(2))
+    gate, runs = tmp_path / "gate", tmp_path / "runs"
+    runs.mkdir()
+    boss2 = run_as_server(dict(zt="big", size=1000, gate=str(gate), runs=str(runs)), dict(tag=[5, 6]),
+                          boss=cluster.control, scheduler=threads(2))
     boss2.make_them_work(terminate=True)
     wait_until(lambda: cluster.status()["jobs"] and cluster.status()["jobs"][0]["running"] == 2, 20, "running")
     cluster.boss.send_signal(signal.SIGKILL)
@@ -300,6 +305,9 @@ def test_issue14_reports_in_the_journal_survive_an_agent_restart(cluster_factory
     cluster.add_agent(slots=2, host_name="phoenix")  # the same state directory: it sends what is left
     boss2.wait_till_finished()
     assert sorted(int(r["report"]["tag"]) for r in boss2.get_report()["workers_report"]) == [5, 6]
+    # the reports came from the journal: the tasks did not run again (their own ledger says so)
+    executions = execution_ledger.read(str(runs))
+    assert executions.started() == executions.finished() == {("zt", 5): 1, ("zt", 6): 1}, executions.entries
 
 
 def test_issue14_embedded_daemons_outlive_the_thread_that_started_them(tmp_path):

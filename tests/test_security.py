@@ -17,17 +17,18 @@ from pathlib import Path
 
 import footprints
 import msgpack
+import psutil
 import pytest
 import zmq
 import zt_workers  # noqa: F401 - registers the test worker classes
 from conftest import authorized_socket, wait_until
 
-from taylorism_zmq import Boss, BossUnreachableError, batch_main, run_as_server
+from taylorism_zmq import Boss, BossUnreachableError, WorkerError, batch_main, run_as_server
 from taylorism_zmq.client.connection import Connection
 from taylorism_zmq.errors import AccessDeniedError
 from taylorism_zmq.wire import keystore, protocol, security
-from taylorism_zmq.wire.codec import PICKLE
-from taylorism_zmq.wire.protocol import Msg
+from taylorism_zmq.wire.codec import PICKLE, Codec
+from taylorism_zmq.wire.protocol import STDOUT, Msg
 
 
 def threads(n: int):
@@ -138,6 +139,45 @@ def test_forged_reports_with_pickle_from_a_client_key_are_refused(cluster_factor
     assert "AGENT_REPORTS" in log.read_text()
 
 
+def test_a_client_does_not_unpickle_reports_its_boss_does_not_vouch_for(cluster_factory, tmp_path):
+    """The client's own check, reached: its link to the boss is trusted (private ipc), but the boss takes reports
+    over plain tcp (--insecure), where anyone has every role, the agent's included: a forger naming the agent and
+    its running task gets its report relayed, marked not vouched for, and the client must not unpickle it."""
+    cluster = cluster_factory(insecure=True)
+    cluster.boss.terminate()  # again with its control socket on ipc, in a 0700 directory
+    cluster.boss.wait()
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    cluster.control = f"ipc://{private}/control"
+    cluster.start_boss()
+    cluster.add_agent(slots=1)
+    cluster.wait_agents(1)
+    assert security.link_is_trusted(cluster.control)  # (the client would unpickle along a vouched chain)
+    started, gate, marker = tmp_path / "started", tmp_path / "gate", tmp_path / "pwned"
+    started.mkdir()
+    boss = run_as_server(dict(zt="big", gate=str(gate), started=str(started)), dict(tag=["real"]),
+                         boss=cluster.control)
+    boss.make_them_work(terminate=True)
+    wait_until(lambda: os.listdir(started), 20, "the real task to run on the agent")
+    agent = cluster.status()["hosts"][0]["agent"]
+    payload = msgpack.packb(msgpack.ExtType(PICKLE, pickle.dumps(_Evil(str(marker)))))
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.linger = 0
+    push.connect(cluster.reports)  # plain tcp, no key: what the boss cannot tell from its agent
+    try:
+        push.send_multipart(protocol.encode(Msg.AGENT_REPORTS, {"agent": agent, "batch": 1, "reports": [
+            [1, boss.job_id, 0, True, payload, 0.0, 1.0, b"", b""]]}))
+        boss.wait_till_finished()  # the forged report ends the job: the boss could not tell it from the agent's
+    finally:
+        push.close()
+        ctx.term()
+        gate.touch()
+    (entry,) = boss.get_report()["workers_report"]
+    assert isinstance(entry["report"], WorkerError) and "pickle payload refused" in str(entry["report"]), entry
+    assert not marker.exists()  # nothing of the forger's ran in the client
+
+
 def test_the_ids_status_shows_take_over_nothing(cluster_factory, mallory):
     key_dir, _ = mallory
     cluster = victim_cluster(cluster_factory, key_dir)
@@ -219,6 +259,46 @@ def test_forged_goodbye_heartbeat_and_ack_batches_from_another_agent_key(cluster
         assert [h["agent"] for h in status["hosts"]] == [agent]  # not orphaned, still there
         assert status["hosts"][0]["load"] != [99.0]
         assert status["counters"].get("agents_lost", 0) == 0
+    finally:
+        (authorized_dir() / f"{name}.key").unlink(missing_ok=True)
+
+
+def test_an_agent_key_cannot_report_the_tasks_sent_to_another_agent(cluster_factory, tmp_path, capsys):
+    """A second agent, with a key of its own and the agent role, registers and then reports the tasks another
+    agent runs, and their output: every such report is refused (the task was never sent to it), its output
+    is not passed on, and the real ones count."""
+    key_dir, name = make_user(tmp_path, {"agent"})
+    try:
+        cluster = cluster_factory()
+        cluster.add_agent(slots=2, host_name="node-real")
+        cluster.wait_agents(1)
+        wait_key_known(cluster, key_dir)
+        started, gate = tmp_path / "started", tmp_path / "gate"
+        started.mkdir()
+        boss = run_as_server(dict(zt="big", gate=str(gate), started=str(started), out=5), dict(tag=[0, 1]),
+                             scheduler=threads(2), boss=cluster.control, stream_output=True)
+        boss.make_them_work(terminate=True)
+        wait_until(lambda: len(os.listdir(started)) == 2, 20, "both tasks to run on the real agent")
+        forged = Codec(False).dumps({"tag": "forged", "host": "node-mallory", "blob": b""})
+        with authorized_socket(zmq.DEALER, cluster.control, routing_id=b"agent-mallory", key_dir=key_dir) as dealer, \
+                authorized_socket(zmq.PUSH, cluster.reports, key_dir=key_dir) as push:
+            kind, _ = ask(dealer, Msg.REGISTER, {"agent": "agent-mallory", "host": "node-mallory", "shm_host": "x",
+                                                 "cpus": 2, "memory": 1000.0, "slots": 1, "pid": 1, "running": []})
+            assert kind is Msg.REGISTERED
+            before = refused_count(cluster)
+            push.send_multipart(protocol.encode(Msg.AGENT_OUTPUT, {"agent": "agent-mallory", "chunks": [
+                [boss.job_id, i, STDOUT, b"forged output\n"] for i in (0, 1)]}))  # (handled before what follows)
+            push.send_multipart(protocol.encode(Msg.AGENT_REPORTS, {"agent": "agent-mallory", "batch": 1, "reports": [
+                [tid, boss.job_id, i, True, forged, 0.0, 1.0, b"", b""] for i, tid in enumerate((1, 2))]}))
+            wait_until(lambda: refused_count(cluster) >= before + 2, 10, "both forged reports to be refused")
+            gate.touch()
+            boss.wait_till_finished()
+            dealer.send_multipart(protocol.encode(Msg.GOODBYE, {"agent": "agent-mallory"}))
+        report = boss.get_report()
+        assert tags(report) == [0, 1]
+        assert {r["report"]["host"] for r in report["workers_report"]} == {"node-real"}
+        shown = capsys.readouterr().out
+        assert shown.count("ooooo") == 2 and "forged" not in shown, shown  # the real tasks' output only
     finally:
         (authorized_dir() / f"{name}.key").unlink(missing_ok=True)
 
@@ -324,15 +404,26 @@ def test_a_revoked_key_is_refused_from_its_next_message_on(cluster_factory, tmp_
         conn.close()
 
 
-def test_tasks_do_not_inherit_the_agents_key_directory(cluster_factory):
+#: what the README promises tasks never see: TAYLORISM_KEY_DIR and any TAYLORISM_* variable whose name holds
+#: KEY, SECRET or TOKEN (anywhere in the name)
+DAEMON_SECRETS = ("TAYLORISM_KEY_DIR", "TAYLORISM_ZT_KEY", "TAYLORISM_ZT_SECRET", "TAYLORISM_HTTP_TOKEN",
+                  "TAYLORISM_ZT_MYSECRETS", "TAYLORISM_TOKENS_ZT", "TAYLORISM_ZT_APIKEYS")
+
+
+def test_tasks_do_not_inherit_the_agents_secrets(cluster_factory, monkeypatch):
+    for name in DAEMON_SECRETS[1:]:
+        monkeypatch.setenv(name, "hush")
+    monkeypatch.setenv("TAYLORISM_ZT_PLAIN", "seen")  # no secret: tasks see it (the probe sees the variables)
     cluster = cluster_factory()
-    cluster.add_agent(slots=1)
+    agent = cluster.add_agent(slots=1)  # (with the test process's environment, these included)
     cluster.wait_agents(1)
+    assert set(DAEMON_SECRETS) <= set(psutil.Process(agent.pid).environ())
     keys = os.environ["TAYLORISM_TEST_KEYS"]
     report = batch_main(dict(zt="probe"), dict(paths=[[keys]]), scheduler=threads(1), boss=cluster.control,
                         print_report=quiet)
-    probe = report["workers_report"][0]["report"]
-    assert not any("KEY" in name for name in probe["env"]), probe["env"]
+    seen = report["workers_report"][0]["report"]["env"]
+    assert "TAYLORISM_ZT_PLAIN" in seen, seen
+    assert not set(DAEMON_SECRETS) & set(seen), seen
 
 
 def test_key_files_are_checked_like_ssh_strict_modes(tmp_path):
@@ -430,15 +521,22 @@ from taylorism_zmq import run_as_server
 from taylorism_zmq.client.embedded import embedded_endpoint, embedded_launchers
 from taylorism_zmq.wire.codec import Codec
 
-gate = {gate!r}
-boss = run_as_server(dict(zt="big", gate=gate), dict(tag=["real"]))
+gate, started = {gate!r}, {started!r}
+boss = run_as_server(dict(zt="big", gate=gate, started=started), dict(tag=["real"]))
+deadline = time.monotonic() + 30
+while not os.listdir(started):  # the real task runs: the agent knows it, as its launcher's
+    assert time.monotonic() < deadline, "the real task never started"
+    time.sleep(0.02)
 forger = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # a second launcher on the agent's fork socket
 forger.connect(embedded_launchers(embedded_endpoint()))
 forger.sendall(msgpack.packb(["hello", "forger", os.getpid()]))
-time.sleep(0.5)
 forged = Codec(True).dumps(dict(tag="forged"))
 forger.sendall(b"".join(msgpack.packb(["done", tid, True, forged, 0.0, 0.0, b"", b""]) for tid in range(1, 50)))
-time.sleep(0.5)
+# then a message of no launcher's shape: the agent handles the above in order, then lets the forger go
+forger.sendall(msgpack.packb(["no such message"]))
+forger.settimeout(10)
+while forger.recv(4096):
+    pass
 open(gate, "w").close()
 boss.wait_till_finished()
 print("REPORT", [r["report"]["tag"] for r in boss.get_report()["workers_report"]])
@@ -449,7 +547,9 @@ def test_a_launcher_cannot_report_the_tasks_of_another(tmp_path):
     """A launcher is heard only about the tasks given to it (under --run-as-client-user a launcher runs as its
     job's owner): another one, here a second connection on the embedded agent's fork socket, cannot end them."""
     script = tmp_path / "forger.py"
-    script.write_text(FORGER.format(tests=str(Path(__file__).parent), gate=str(tmp_path / "gate")))
+    (tmp_path / "started").mkdir()
+    script.write_text(FORGER.format(tests=str(Path(__file__).parent), gate=str(tmp_path / "gate"),
+                                    started=str(tmp_path / "started")))
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "REPORT ['real']" in done.stdout, done.stdout[-2000:]

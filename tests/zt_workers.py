@@ -5,12 +5,27 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 
 from footprints import FPDict
 
 from taylorism_zmq import Worker
 from taylorism_zmq.schedulers import NewMaxThreadsScheduler
+
+sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+#: the execution ledger the tasks write themselves (benchmarks/ledger.py): a file per execution, started and
+#: finished, which the client never reads (it drops a task index reported twice, so its reports cannot show a
+#: task that ran twice); tests read it with execution_ledger.read(directory)
+import ledger as execution_ledger  # noqa: E402
+
+#: the job name tasks record their executions under in a ledger (the task's index is its tag)
+LEDGER_JOB = "zt"
+
+
+def begin_execution(runs: str | None, tag: object) -> execution_ledger.Execution | None:
+    """Record in the ledger directory *runs* (if given) that task *tag* starts its work in this process."""
+    return execution_ledger.begin(runs, LEDGER_JOB, int(str(tag))) if runs else None
 
 
 class WeirdError(Exception):
@@ -28,6 +43,8 @@ class ZtNap(Worker):
         attr=dict(
             zt=dict(values=["nap"]),
             seconds=dict(type=float, optional=True, default=0.0),
+            #: host name -> seconds: how long the task sleeps on that host instead of *seconds*
+            host_seconds=dict(optional=True, default=FPDict(), type=FPDict),
             fail=dict(optional=True, default="no", values=["no", "value", "weird", "signal", "exit"]),
             spawn=dict(optional=True, default=None),
             ledger=dict(optional=True, default=None),
@@ -37,6 +54,10 @@ class ZtNap(Worker):
             on_term=dict(optional=True, default="die", values=["die", "note"]),
             #: a directory where the task leaves a file named TAG.PID when it starts
             pids=dict(optional=True, default=None),
+            #: then waits (30 s at most) until that directory holds this many files, before its sleep
+            gather=dict(type=int, optional=True, default=0),
+            #: the execution ledger's directory: the task records its execution there (TAG is its index)
+            runs=dict(optional=True, default=None),
             tag=dict(optional=True, default=None),
             extra=dict(optional=True, default=FPDict(), type=FPDict),
         ),
@@ -44,6 +65,7 @@ class ZtNap(Worker):
 
     def _task(self):
         t0 = time.time()
+        execution = begin_execution(self.runs, self.tag)
         if self.ledger:  # one line per run: a task run twice shows up twice
             with open(self.ledger, "a") as f:
                 f.write(f"{self.tag}\n")
@@ -65,7 +87,10 @@ class ZtNap(Worker):
             child = subprocess.Popen(["sleep", "60"])
             with open(self.spawn, "w") as f:
                 f.write(str(child.pid))
-        time.sleep(self.seconds)
+        deadline = time.monotonic() + 30
+        while self.gather and len(os.listdir(self.pids)) < self.gather and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(float((self.host_seconds or {}).get(os.environ.get("TAYLORISM_HOST"), self.seconds)))
         if self.fail == "value":
             raise ValueError(f"{self.name} failed on purpose")
         if self.fail == "weird":
@@ -74,6 +99,8 @@ class ZtNap(Worker):
             os.kill(os.getpid(), signal.SIGKILL)
         if self.fail == "exit":
             os._exit(7)
+        if execution is not None:
+            execution.finish()
         return {"name": self.name, "host": os.environ.get("TAYLORISM_HOST"), "pid": os.getpid(),
                 "tag": self.tag, "ticket": self.scheduler_ticket, "cwd": os.getcwd(), "t0": t0, "t1": time.time()}
 
@@ -195,7 +222,10 @@ class ZtLook(Worker):
 
 
 class ZtBig(Worker):
-    """Returns *size* bytes and prints *out* bytes (reports near a cap); waits for *gate* to exist first."""
+    """Returns *size* bytes and prints *out* bytes (reports near a cap); waits for *gate* to exist first.
+
+    With *runs*, records its execution in that ledger; with *started*, leaves a file named TAG.PID in that
+    directory when it starts (before it waits for the gate); with *fail*, raises once through the gate."""
 
     _footprint = dict(
         info="Test worker with a large report.",
@@ -205,12 +235,24 @@ class ZtBig(Worker):
             out=dict(type=int, optional=True, default=0),
             gate=dict(optional=True, default=None),
             tag=dict(optional=True, default=None),
+            runs=dict(optional=True, default=None),
+            started=dict(optional=True, default=None),
+            #: raise once through the gate
+            fail=dict(type=bool, optional=True, default=False),
         ),
     )
 
     def _task(self):
+        execution = begin_execution(self.runs, self.tag)
+        if self.started:
+            open(os.path.join(self.started, f"{self.tag}.{os.getpid()}"), "w").close()
         while self.gate and not os.path.exists(self.gate):
             time.sleep(0.05)
+        if self.fail:
+            raise ValueError(f"{self.name} failed on purpose, through the gate")
         if self.out:
             os.write(1, b"o" * self.out)
-        return {"tag": self.tag, "blob": os.urandom(self.size)}
+        blob = os.urandom(self.size)
+        if execution is not None:
+            execution.finish()
+        return {"tag": self.tag, "blob": blob, "host": os.environ.get("TAYLORISM_HOST")}
