@@ -27,6 +27,7 @@ import psutil
 import zmq
 
 from ..launch.launcher import DEFAULT_MAX_REPORT
+from ..launch.link_protocol import TO_AGENT, LinkError, LinkMsg, decode
 from ..launch.output import DEFAULT_MAX_OUTPUT
 from ..launch.pipes import LauncherLink
 from ..launch.task import died
@@ -37,7 +38,7 @@ from ..wire.protocol import ENVELOPE, Msg, ProtocolError
 from ..wire.sockets import RateLimitedLog, configure_connected, report_endpoint_for
 from . import forked
 from .journal import default_state_dir, open_journal
-from .launchers import Launchers, well_formed
+from .launchers import Launchers
 from .live import LiveGate
 from .runenv import JobRefused, launcher_env
 from .sender import ReportSender, report_size
@@ -423,11 +424,11 @@ class AgentDaemon:
         for ref, blob in body["classes"].items():
             if ref not in link.classes and isinstance(ref, str) and isinstance(blob, bytes):
                 link.classes.add(ref)
-                link.send(["class", ref, blob, trusted])
+                link.send(LinkMsg.CLASS, ref, blob, trusted)
         for tid, index, ticket, cls_ref, payload in body["tasks"]:
             self.task_info[tid] = (body["job"], index, ticket)
-            self.launchers.give(link, tid, ["run", tid, ticket, cls_ref, payload, body["binded"], trusted,
-                                            body["timeout"], body["stream"], body["max_tasks"]])
+            self.launchers.give(link, tid, ticket, cls_ref, payload, body["binded"], trusted, body["timeout"],
+                                body["stream"], body["max_tasks"])
 
     def _fail_all(self, body: dict[str, Any], why: str, skip: frozenset[int] | set[int] = frozenset()) -> None:
         """Report every task of a RUN as failed, with *why*, without running any (but those in *skip*)."""
@@ -448,33 +449,37 @@ class AgentDaemon:
         if msgs is None:
             return self._launcher_gone(link, None)
         for msg in msgs:
-            if not well_formed(msg):
-                return self._launcher_gone(link, f"sent a message of no known shape: {str(msg)[:200]}")
-            if msg[0] == "hello" and link.key.startswith(forked.PENDING):  # a fork of the client: its id
-                if self.launchers.forked(str(msg[1])) is not None:  # that one is here already: not another
-                    log.warning("agent %s: a second launcher said it is %s: let go", self.aid, msg[1])
+            try:
+                kind, fields = decode(msg, TO_AGENT)
+            except LinkError as exc:
+                return self._launcher_gone(link, f"sent {exc}")
+            if kind is LinkMsg.HELLO and link.key.startswith(forked.PENDING):  # a fork of the client: its id
+                launcher_id, pid = fields
+                if self.launchers.forked(launcher_id) is not None:  # that one is here already: not another
+                    log.warning("agent %s: a second launcher said it is %s: let go", self.aid, launcher_id)
                     self._close_launcher(link)
                     return
-                link.pid = msg[2]
-                self.launchers.rekey(link, forked.PREFIX + str(msg[1]))
-                link.send(["welcome"])
-                log.debug("agent %s: launcher %d, a fork of the client, for %s", self.aid, link.pid, msg[1])
-                for body in self.fork_waits.release(str(msg[1])):
+                link.pid = pid
+                self.launchers.rekey(link, forked.PREFIX + launcher_id)
+                link.send(LinkMsg.WELCOME)
+                log.debug("agent %s: launcher %d, a fork of the client, for %s", self.aid, link.pid, launcher_id)
+                for body in self.fork_waits.release(launcher_id):
                     self._run(body)
-            elif msg[0] in ("done", "out") and msg[1] not in link.tasks:
+            elif kind in (LinkMsg.DONE, LinkMsg.OUT) and fields[0] not in link.tasks:
                 # a launcher speaks only of its own tasks (under --run-as-client-user it runs as its job's
                 # owner, whose tasks could drive it): never of another job's
                 self.foreign_task_messages += 1
                 self._bad_log.warning(f"launcher:{link.pid}", "agent %s: launcher %d spoke of task %r, not one of "
-                                      "its own: ignored (%d such message(s) so far)", self.aid, link.pid, msg[1],
+                                      "its own: ignored (%d such message(s) so far)", self.aid, link.pid, fields[0],
                                       self.foreign_task_messages)
-            elif msg[0] == "done":
-                self._done(*msg[1:])
-            elif msg[0] == "out":
-                info = self.task_info.get(msg[1])
-                data = self.live.admit(msg[1], msg[2], msg[3]) if info is not None else None
+            elif kind is LinkMsg.DONE:
+                self._done(*fields)
+            elif kind is LinkMsg.OUT:
+                tid, stream, chunk = fields
+                info = self.task_info.get(tid)
+                data = self.live.admit(tid, stream, chunk) if info is not None else None
                 if info is not None and data is not None:
-                    self.output_box.append([info[0], info[1], msg[2], data])
+                    self.output_box.append([info[0], info[1], stream, data])
 
     def _launcher_gone(self, link: LauncherLink, broken: str | None) -> None:
         """A launcher that ended, or that is let go because it *broken* (says how it broke the protocol):

@@ -8,18 +8,12 @@ process takes up to that many tasks in turn (:mod:`.taskprocs`).  Task processes
 launcher owns its tasks: it reads each task's report from a pipe, reaps it with ``waitpid``, and sends the agent
 one terminal message per task, whatever happened (a report, an exception, an exit code or a signal), with the
 task's stdout and stderr, read from two more pipes (see :mod:`.output`).  What runs in a task process is in
-:mod:`.task`.
-
-Launcher <-> agent messages are msgpack arrays on a stream socket.  Agent to launcher:
-``["class", ref, blob, trusted]`` (a driver script's class, by value), ``["run", tid, ticket, cls, payload,
-binded, trusted, timeout, stream, max_tasks]``, ``["kill", [tid...]]``, and to a fork of the client, which has
-no environment from the agent, ``["limits", max_report, max_output]`` before a job's tasks.  Launcher to
-agent: ``["done", tid, ok, payload, t0, t1, stdout, stderr]`` and, for tasks whose output is streamed,
-``["out", tid, 1|2, data]``.
+:mod:`.task`; what the launcher and its agent say to each other, in :mod:`.link_protocol`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import selectors
@@ -35,6 +29,7 @@ from ..procutil import die_with_parent
 from ..wire.codec import Codec, resolve_ref
 from ..wire.protocol import STDERR, STDOUT
 from . import environ, isolation, task
+from .link_protocol import TO_LAUNCHER, LinkMsg, decode, encode
 from .output import DEFAULT_MAX_OUTPUT
 from .pipes import READ_CHUNK, StreamDecoder, recv_available, write_all
 from .task import died, failure
@@ -50,6 +45,8 @@ SPARES_WHILE_RUNNING = 8
 LINGER = 60.0
 #: reusable task processes kept waiting for a next task, per launcher (the least recently used go first)
 MAX_IDLE = 64
+log = logging.getLogger("taylorism_zmq.launcher")
+
 #: default cap on one task's report (the boss caps frames at this size too)
 DEFAULT_MAX_REPORT = 256 * 1024 * 1024 - 4096
 
@@ -246,28 +243,35 @@ class Launcher:
         if not data:
             self._shutdown()
             return
-        for msg in self.decoder.feed(data):
-            if msg[0] == "run":
-                self._run(*msg[1:11])
-            elif msg[0] == "class":
-                self._receive_class(*msg[1:4])
-            elif msg[0] == "limits":
-                self._set_limits(*msg[1:3])
-            elif msg[0] == "kill":
-                self._kill(set(msg[1]))
+        try:
+            orders = [decode(msg, TO_LAUNCHER) for msg in self.decoder.feed(data)]
+        except ValueError as exc:  # LinkError, or msgpack's errors of format
+            # a bug of the agent: leave (it reports the tasks of this launcher as failed)
+            log.error("launcher %d: its agent sent %s: leaving", os.getpid(), exc)
+            self._shutdown()
+            return
+        for kind, fields in orders:
+            if kind is LinkMsg.RUN:
+                self._run(*fields)
+            elif kind is LinkMsg.CLASS:
+                self._receive_class(*fields)
+            elif kind is LinkMsg.LIMITS:
+                self._set_limits(*fields)
+            elif kind is LinkMsg.KILL:
+                self._kill(set(fields[0]))
 
-    def _set_limits(self, max_report: object, max_output: object) -> None:
+    def _set_limits(self, max_report: int, max_output: int) -> None:
         """A fork of the client learns the agent's caps by message (a launcher of the zygote, from its
         environment); they hold for the tasks given from now on."""
-        if isinstance(max_report, int) and max_report > 0:
+        if max_report > 0:
             self.max_report = max_report
-        if isinstance(max_output, int) and max_output >= 0:
+        if max_output >= 0:
             self.max_output = max_output
 
-    def _send(self, msg: list) -> None:
+    def _send(self, kind: LinkMsg, *fields: object) -> None:
         if self.closing and self.sock.fileno() < 0:
             return
-        self.outbuf += msgpack.packb(msg, use_bin_type=True)
+        self.outbuf += encode(kind, *fields)
         self._flush()
 
     def _flush(self, blocking: bool = False) -> None:
@@ -300,7 +304,7 @@ class Launcher:
             self._load(cls_ref)
         except (ImportError, RuntimeError) as exc:
             codec = Codec(trusted)
-            self._send(["done", tid, False, failure(codec, exc), t0, time.time(), b"", b""])
+            self._send(LinkMsg.DONE, tid, False, failure(codec, exc), t0, time.time(), b"", b"")
             return
         if self.closing or self.term_requested:
             return  # going away: the agent will not hear of this task anyway
@@ -438,7 +442,7 @@ class Launcher:
                     continue
                 task.outputs[stream].add(chunk)
                 if task.stream:
-                    self._send(["out", task.tid, stream, chunk])
+                    self._send(LinkMsg.OUT, task.tid, stream, chunk)
         except BlockingIOError:
             pass
 
@@ -492,8 +496,8 @@ class Launcher:
             else:
                 what = f"exited with code {os.waitstatus_to_exitcode(status)} without a report"
             ok, payload = False, died(f"task process {proc.pid} on host {self.host} {what}")
-        self._send(["done", task.tid, ok, payload, task.t0, time.time(),
-                    task.outputs[STDOUT].getvalue(), task.outputs[STDERR].getvalue()])
+        self._send(LinkMsg.DONE, task.tid, ok, payload, task.t0, time.time(), task.outputs[STDOUT].getvalue(),
+                   task.outputs[STDERR].getvalue())
 
     def _kill(self, tids: set[int]) -> None:
         deadline = time.monotonic() + KILL_GRACE

@@ -13,6 +13,8 @@ import time
 
 import msgpack
 
+from .link_protocol import LinkMsg, encode
+
 #: the most a launcher channel's msgpack stream may buffer of one message
 MAX_BUFFER = 1 << 30
 #: bytes asked of one read: a pipe's capacity (asking for 1 MiB makes Python allocate, and the kernel map,
@@ -106,8 +108,8 @@ class LauncherLink:
         #: the caps last sent to it (a fork of a client gets them by message: see agent/forked.py)
         self.limits: list[int] | None = None
 
-    def send(self, msg: list) -> None:
-        self.outbuf += msgpack.packb(msg, use_bin_type=True)
+    def send(self, kind: LinkMsg, *fields: object) -> None:
+        self.outbuf += encode(kind, *fields)
         self.flush()
 
     def flush(self) -> None:
@@ -122,7 +124,8 @@ class LauncherLink:
             del self.outbuf[:sent]
 
     def read(self) -> list | None:
-        """Return the complete messages received, or None at end of stream."""
+        """Return the complete messages received (unchecked: see link_protocol.decode), or None at end of
+        stream."""
         data = recv_available(self.sock)
         if data is None:
             return []
