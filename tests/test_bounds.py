@@ -14,12 +14,13 @@ from hypothesis import strategies as st
 from test_boss_state import submit_body
 
 from taylorism_zmq.agent.journal import HEADER, Journal, JournalBusyError, JournalError, open_journal
+from taylorism_zmq.agent.runenv import JobRefused, launcher_env
 from taylorism_zmq.boss import outbox
 from taylorism_zmq.boss.placement import TicketPool
 from taylorism_zmq.boss.state import BossState
-from taylorism_zmq.boss.validation import env_problem
 from taylorism_zmq.boss.webstatus import finite
 from taylorism_zmq.wire import codec, protocol
+from taylorism_zmq.wire.code_env import env_problem
 from taylorism_zmq.wire.protocol import Msg, ProtocolError
 from taylorism_zmq.wire.sockets import report_endpoint_for
 
@@ -237,6 +238,31 @@ def test_env_is_checked_for_types_size_and_fields():
     assert "unknown field 'max_report'" in env_problem({"max_report": 1 << 40})
     assert "path must be" in env_problem({"path": [1]})
     assert "cwd is int" in env_problem({"cwd": 3})
+
+
+#: code environments one of the boss and the agents refused and the other took, before they shared one rule
+ONCE_HALF_REFUSED = [
+    ({"environ": {"A=B": "x"}}, "environ must map"),  # (agents refused these three)
+    ({"environ": {"A": "x\0y"}}, "environ must map"),
+    ({"environ": {"A\0": "x"}}, "environ must map"),
+    ({"max_report": 1 << 40}, "unknown field"),  # (the boss refused these four)
+    ({"alias_taylorism": "yes"}, "alias_taylorism is str"),
+    ({"setup": None}, "setup is NoneType"),
+    ({"path": ["/x" * 200_000]}, "more than"),
+]
+
+
+@pytest.mark.parametrize("env, why", ONCE_HALF_REFUSED)
+def test_the_boss_and_agents_refuse_a_code_environment_by_one_rule(env, why):
+    assert why in env_problem(env)
+    state = BossState()
+    out = state.submit(b"client-1", submit_body(env=env), now=0.0)
+    assert [(kind, body["status"]) for _route, kind, body in out] == [(Msg.JOB_END, "failed")]
+    assert why in out[0][2]["error"]["message"]
+    run = {"job": "j", "env": env, "trusted": False, "user": None}
+    with pytest.raises(JobRefused, match="malformed code environment") as refused:
+        launcher_env(run, "host", False, 1 << 20, None, True, ())
+    assert why in refused.value.told
 
 
 def test_nan_and_infinity_are_refused_at_decode():

@@ -1,12 +1,13 @@
-"""What a job's launcher starts from on this agent: the code environment the client sent (checked: it comes
-from the network) with what the agent adds to it (its host, its caps, the trust of the link, the variables it
-keeps, the Unix user the job's owner maps to)."""
+"""What a job's launcher starts from on this agent: the code environment the client sent (checked by the rule
+the boss checks it by: it comes from the network) with what the agent adds to it (its host, its caps, the trust
+of the link, the variables it keeps, the Unix user the job's owner maps to)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..launch.isolation import user_problem
+from ..wire.code_env import env_problem
 
 
 class JobRefused(Exception):
@@ -38,21 +39,3 @@ def launcher_env(body: dict[str, Any], host: str, run_as_client_user: bool, max_
     if keep_env:
         env["keep_env"] = list(keep_env)
     return env
-
-
-def env_problem(env: dict[str, Any]) -> str | None:
-    """What is wrong with a job's code environment, if anything (it comes from the network)."""
-    path = env.get("path", [])
-    if not isinstance(path, list) or not all(isinstance(p, str) for p in path):
-        return "path must be a list of str"
-    if env.get("cwd") is not None and not isinstance(env["cwd"], str):
-        return "cwd must be a str"
-    environ = env.get("environ", {})
-    if not isinstance(environ, dict) or not all(isinstance(k, str) and isinstance(v, str) and "\0" not in k + v
-                                                 and "=" not in k for k, v in environ.items()):
-        return "environ must map variable names to str values"
-    if not isinstance(env.get("fork", ""), str):
-        return "fork must be a str"
-    if not isinstance(env.get("setup"), (str, bytes, type(None))):
-        return "setup must be a reference or bytes"
-    return None

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Container
 from typing import Any
 
+from ..wire.code_env import env_problem
 from ..wire.keystore import LOCAL, Identity
 from ..wire.protocol import MAX_FRAME, STDERR, STDOUT, Msg, approx_size
 from ..wire.sockets import RateLimitedLog
@@ -36,7 +37,7 @@ from .plugins import PluginLoader
 from .quota import OwnerQuota, task_bytes
 from .records import AgentRecord, JobRecord, TaskRecord
 from .status import status_for, status_snapshot, text_tail, traceback_tail
-from .validation import env_problem, ticket_fits
+from .validation import ticket_fits
 
 log = logging.getLogger("taylorism_zmq.boss")
 
