@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import math
+import os
+import socket
 
 import msgpack
 import pytest
 
+from taylorism_zmq.agent.daemon import AgentDaemon
+from taylorism_zmq.launch.launcher import Launcher
 from taylorism_zmq.launch.link_protocol import (
     FIELDS,
     TO_AGENT,
@@ -82,3 +86,13 @@ def test_what_is_not_a_message_is_refused(data):
     for kinds in READERS.values():
         with pytest.raises(LinkError):
             decode_bytes(data, kinds)
+
+
+def test_each_reader_has_a_handler_for_each_kind_it_accepts(tmp_path):
+    ours, theirs = socket.socketpair()
+    try:
+        assert set(Launcher(theirs, {"host": "h"}, os.getpid()).handlers) == TO_LAUNCHER
+    finally:
+        ours.close()
+        theirs.close()
+    assert set(AgentDaemon(f"ipc://{tmp_path}/boss", None).launcher_handlers) == TO_AGENT

@@ -20,6 +20,7 @@ import signal
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -124,6 +125,18 @@ class AgentDaemon:
         self.broken_launchers = 0
         #: RUNs whose handling raised (a bug): their tasks failed, the agent went on
         self.job_errors = 0
+        #: messages of the boss of a type not for agents (ignored)
+        self.unknown_messages = 0
+        #: what the boss says, by type
+        self.handlers: dict[Msg, Callable[[dict[str, Any]], None]] = {
+            Msg.RUN: self.on_run, Msg.KILL: self.on_kill, Msg.REGISTERED: self.on_registered,
+            Msg.REPORTS_ACK: self.on_reports_ack, Msg.PONG: self.on_pong, Msg.REREGISTER: self.on_reregister,
+            Msg.SHUTDOWN: self.on_shutdown, Msg.REFUSED: self.on_refused,
+        }
+        #: what launchers say, by type (each handler takes the launcher's link, then the message's fields)
+        self.launcher_handlers: dict[LinkMsg, Callable[..., None]] = {
+            LinkMsg.HELLO: self.on_hello, LinkMsg.DONE: self.on_done, LinkMsg.OUT: self.on_out,
+        }
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self.handshake: HandshakeWatch | None = None
@@ -331,34 +344,44 @@ class AgentDaemon:
             if self._boss_silent:
                 self._boss_silent = False
                 log.warning("agent %s: the boss answers again", self.aid)
-            if kind is Msg.PONG:
-                if self.boss_id is not None and body["boss"] != self.boss_id:
-                    self.registered = False  # a new boss: it will ask us to register
-                else:
-                    self.sender.boss_heard = self.last_heard
+            handler = self.handlers.get(kind)
+            if handler is None:
+                self.unknown_messages += 1
+                self._bad_log.warning("boss:unknown", "agent %s: the boss sent a %s, which is not for agents: "
+                                      "ignored (%d such message(s) so far)", self.aid, kind.name,
+                                      self.unknown_messages)
                 continue
-            if kind is Msg.RUN:
-                self._run(body)
-            elif kind is Msg.KILL:
-                self._kill(body["tasks"])
-            elif kind is Msg.REGISTERED:
-                self._registered(body)
-            elif kind is Msg.REPORTS_ACK:
-                self.sender.ack(body["batch"])
-            elif kind is Msg.REREGISTER:
-                # heartbeats queued while the boss was away each bring one: register once, not once each
-                if self.registered or time.monotonic() - self._registered_at > max(0.5, self.heartbeat):
-                    self.registered = False
-                    self._register()
-            elif kind is Msg.SHUTDOWN:
-                log.info("agent %s: shutdown asked by the boss", self.aid)
-                self.stop()
-            elif kind is Msg.REFUSED:
-                log.error("agent %s refused by the boss: %s", self.aid, body["message"])
-                self.exit_code = 2
-                self.stop()
+            handler(body)
 
-    def _registered(self, body: dict[str, Any]) -> None:
+    # -- what the boss says, by type (the table is self.handlers) ------------------------
+    def on_pong(self, body: dict[str, Any]) -> None:
+        if self.boss_id is not None and body["boss"] != self.boss_id:
+            self.registered = False  # a new boss: it will ask us to register
+        else:
+            self.sender.boss_heard = self.last_heard
+
+    def on_kill(self, body: dict[str, Any]) -> None:
+        self.launchers.kill(body["tasks"])
+
+    def on_reports_ack(self, body: dict[str, Any]) -> None:
+        self.sender.ack(body["batch"])
+
+    def on_reregister(self, body: dict[str, Any]) -> None:
+        # heartbeats queued while the boss was away each bring one: register once, not once each
+        if self.registered or time.monotonic() - self._registered_at > max(0.5, self.heartbeat):
+            self.registered = False
+            self._register()
+
+    def on_shutdown(self, body: dict[str, Any]) -> None:
+        log.info("agent %s: shutdown asked by the boss", self.aid)
+        self.stop()
+
+    def on_refused(self, body: dict[str, Any]) -> None:
+        log.error("agent %s refused by the boss: %s", self.aid, body["message"])
+        self.exit_code = 2
+        self.stop()
+
+    def on_registered(self, body: dict[str, Any]) -> None:
         fresh = not self.registered or body["boss"] != self.boss_id
         self.registered = True
         self.max_frame = min(body["max_frame"], protocol.MAX_FRAME)
@@ -387,7 +410,7 @@ class AgentDaemon:
         room = self.max_frame - ENVELOPE - 2 * max_output - 2 * 4096  # output markers, the row's fields
         return max(1, min(self.max_report or DEFAULT_MAX_REPORT, room))
 
-    def _run(self, body: dict[str, Any]) -> None:
+    def on_run(self, body: dict[str, Any]) -> None:
         """Start a RUN's tasks; whatever in the job breaks that fails the job's tasks, never the agent."""
         try:
             self._start(body)
@@ -438,9 +461,6 @@ class AgentDaemon:
             self.task_info[tid] = (body["job"], index, None)
             self._done(tid, False, died(why), time.time(), time.time(), b"", b"")
 
-    def _kill(self, tids: list[int]) -> None:
-        self.launchers.kill(tids)
-
     def _read_launcher(self, link: LauncherLink) -> None:
         try:
             msgs = link.read()
@@ -453,33 +473,49 @@ class AgentDaemon:
                 kind, fields = decode(msg, TO_AGENT)
             except LinkError as exc:
                 return self._launcher_gone(link, f"sent {exc}")
-            if kind is LinkMsg.HELLO and link.key.startswith(forked.PENDING):  # a fork of the client: its id
-                launcher_id, pid = fields
-                if self.launchers.forked(launcher_id) is not None:  # that one is here already: not another
-                    log.warning("agent %s: a second launcher said it is %s: let go", self.aid, launcher_id)
-                    self._close_launcher(link)
-                    return
-                link.pid = pid
-                self.launchers.rekey(link, forked.PREFIX + launcher_id)
-                link.send(LinkMsg.WELCOME)
-                log.debug("agent %s: launcher %d, a fork of the client, for %s", self.aid, link.pid, launcher_id)
-                for body in self.fork_waits.release(launcher_id):
-                    self._run(body)
-            elif kind in (LinkMsg.DONE, LinkMsg.OUT) and fields[0] not in link.tasks:
-                # a launcher speaks only of its own tasks (under --run-as-client-user it runs as its job's
-                # owner, whose tasks could drive it): never of another job's
-                self.foreign_task_messages += 1
-                self._bad_log.warning(f"launcher:{link.pid}", "agent %s: launcher %d spoke of task %r, not one of "
-                                      "its own: ignored (%d such message(s) so far)", self.aid, link.pid, fields[0],
-                                      self.foreign_task_messages)
-            elif kind is LinkMsg.DONE:
-                self._done(*fields)
-            elif kind is LinkMsg.OUT:
-                tid, stream, chunk = fields
-                info = self.task_info.get(tid)
-                data = self.live.admit(tid, stream, chunk) if info is not None else None
-                if info is not None and data is not None:
-                    self.output_box.append([info[0], info[1], stream, data])
+            self.launcher_handlers[kind](link, *fields)
+            if link.closed:
+                return  # let go by the handler
+
+    # -- what launchers say, by type (the table is self.launcher_handlers) ---------------
+    def on_hello(self, link: LauncherLink, launcher_id: str, pid: int) -> None:
+        """A fork of the client says which one it is (once: a later hello is ignored)."""
+        if not link.key.startswith(forked.PENDING):
+            return
+        if self.launchers.forked(launcher_id) is not None:  # that one is here already: not another
+            log.warning("agent %s: a second launcher said it is %s: let go", self.aid, launcher_id)
+            self._close_launcher(link)
+            return
+        link.pid = pid
+        self.launchers.rekey(link, forked.PREFIX + launcher_id)
+        link.send(LinkMsg.WELCOME)
+        log.debug("agent %s: launcher %d, a fork of the client, for %s", self.aid, link.pid, launcher_id)
+        for body in self.fork_waits.release(launcher_id):
+            self.on_run(body)
+
+    def on_done(self, link: LauncherLink, tid: int, ok: bool, payload: bytes, t0: float, t1: float,
+                stdout: bytes, stderr: bytes) -> None:
+        if self._owns(link, tid):
+            self._done(tid, ok, payload, t0, t1, stdout, stderr)
+
+    def on_out(self, link: LauncherLink, tid: int, stream: int, chunk: bytes) -> None:
+        info = self.task_info.get(tid)
+        if not self._owns(link, tid) or info is None:
+            return
+        data = self.live.admit(tid, stream, chunk)
+        if data is not None:
+            self.output_box.append([info[0], info[1], stream, data])
+
+    def _owns(self, link: LauncherLink, tid: int) -> bool:
+        """Whether *link* was given task *tid*: a launcher speaks only of its own tasks (under
+        --run-as-client-user it runs as its job's owner, whose tasks could drive it), never of another job's."""
+        if tid in link.tasks:
+            return True
+        self.foreign_task_messages += 1
+        self._bad_log.warning(f"launcher:{link.pid}", "agent %s: launcher %d spoke of task %r, not one of its own: "
+                              "ignored (%d such message(s) so far)", self.aid, link.pid, tid,
+                              self.foreign_task_messages)
+        return False
 
     def _launcher_gone(self, link: LauncherLink, broken: str | None) -> None:
         """A launcher that ended, or that is let go because it *broken* (says how it broke the protocol):

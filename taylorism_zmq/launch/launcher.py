@@ -21,6 +21,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -93,6 +94,11 @@ class Launcher:
         #: tasks given so far, and the max_tasks_per_process of the last one
         self.given = 0
         self.max_tasks = 1
+        #: what the agent says, by type (link_protocol.TO_LAUNCHER)
+        self.handlers: dict[LinkMsg, Callable[..., None]] = {
+            LinkMsg.RUN: self.on_run, LinkMsg.CLASS: self.on_class, LinkMsg.KILL: self.on_kill,
+            LinkMsg.LIMITS: self.on_limits,
+        }
 
     # -- set up ------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -159,7 +165,7 @@ class Launcher:
                 self._drop_spares()  # they were forked before this import: fork fresh ones
         return cls
 
-    def _receive_class(self, ref: str, blob: bytes, trusted: bool) -> None:
+    def on_class(self, ref: str, blob: bytes, trusted: bool) -> None:
         """A worker class of the driver script, by value: task processes forked from now on have it
         (a fork of the client has the class itself: that one is kept, for identity's sake)."""
         if ref in self.classes or not trusted:
@@ -251,16 +257,13 @@ class Launcher:
             self._shutdown()
             return
         for kind, fields in orders:
-            if kind is LinkMsg.RUN:
-                self._run(*fields)
-            elif kind is LinkMsg.CLASS:
-                self._receive_class(*fields)
-            elif kind is LinkMsg.LIMITS:
-                self._set_limits(*fields)
-            elif kind is LinkMsg.KILL:
-                self._kill(set(fields[0]))
+            self.handlers[kind](*fields)
 
-    def _set_limits(self, max_report: int, max_output: int) -> None:
+    # -- what the agent says, by type (the table is self.handlers) -----------------------
+    def on_kill(self, tids: list[int]) -> None:
+        self._kill(set(tids))
+
+    def on_limits(self, max_report: int, max_output: int) -> None:
         """A fork of the client learns the agent's caps by message (a launcher of the zygote, from its
         environment); they hold for the tasks given from now on."""
         if max_report > 0:
@@ -292,8 +295,8 @@ class Launcher:
             self.sel.modify(self.sock, events, "agent")
 
     # -- tasks ---------------------------------------------------------------------
-    def _run(self, tid: int, ticket: int | None, cls_ref: str, payload: bytes, binded: bool,
-             trusted: bool, timeout: float | None = None, stream: bool = False, max_tasks: int = 1) -> None:
+    def on_run(self, tid: int, ticket: int | None, cls_ref: str, payload: bytes, binded: bool, trusted: bool,
+               timeout: float | None, stream: bool, max_tasks: int) -> None:
         t0 = time.time()
         try:
             if self.setup_error is not None:

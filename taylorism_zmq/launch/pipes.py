@@ -108,6 +108,10 @@ class LauncherLink:
         #: the caps last sent to it (a fork of a client gets them by message: see agent/forked.py)
         self.limits: list[int] | None = None
 
+    @property
+    def closed(self) -> bool:
+        return self.sock.fileno() < 0
+
     def send(self, kind: LinkMsg, *fields: object) -> None:
         self.outbuf += encode(kind, *fields)
         self.flush()
