@@ -13,7 +13,7 @@ import os
 import socket
 
 from ..launch.link_protocol import LinkMsg
-from ..launch.pipes import LauncherLink
+from .launcher_link import LauncherLink
 
 #: the key of a forked launcher among the agent's launchers
 PREFIX = "fork:"

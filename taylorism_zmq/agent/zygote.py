@@ -22,7 +22,7 @@ from typing import Any
 from ..launch.launcher import Launcher
 from ..launch.link_protocol import TO_ZYGOTE, LinkError, LinkMsg, decode_bytes, encode
 from ..launch.pipes import LENGTH, read_exactly
-from ..procutil import die_with_parent
+from ..processes import die_with_parent
 
 _PID = struct.Struct("i")
 

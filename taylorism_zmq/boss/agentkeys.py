@@ -12,7 +12,7 @@ import logging
 from collections.abc import Container
 
 from ..wire.keystore import Identity
-from ..wire.sockets import worth_logging
+from ..wire.peer_logging import worth_logging
 from .guard import Refused
 from .lru import forget_oldest
 

@@ -9,8 +9,8 @@ import logging
 from typing import Any
 
 from ..wire.keystore import LOCAL, Identity
+from ..wire.peer_logging import worth_logging
 from ..wire.protocol import Msg
-from ..wire.sockets import worth_logging
 from .agentkeys import AgentKeys
 from .dispatch import Dispatcher, Out
 from .records import AgentRecord

@@ -24,8 +24,9 @@ import zmq
 
 from ..wire import protocol, security
 from ..wire.keystore import ANONYMOUS, LOCAL, Identity, KeyStore
+from ..wire.peer_logging import RateLimitedLog
 from ..wire.protocol import Msg, ProtocolError
-from ..wire.sockets import EndpointInUseError, RateLimitedLog, bind, check_bindable, configure_bound
+from ..wire.sockets import EndpointInUseError, bind, check_bindable, configure_bound
 from .guard import Denied, Guard, Refused
 from .outbox import Outbox
 from .plugins import load_placement_plugin

@@ -18,8 +18,8 @@ from typing import Any
 import zmq
 
 from ..wire.keystore import ANONYMOUS, LOCAL, Identity, KeyStore, fingerprint
+from ..wire.peer_logging import RateLimitedLog
 from ..wire.protocol import Msg
-from ..wire.sockets import RateLimitedLog
 from .lru import forget_oldest
 
 log = logging.getLogger("taylorism_zmq.boss")

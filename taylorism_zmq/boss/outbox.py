@@ -23,8 +23,8 @@ from collections.abc import Callable, Container
 import zmq
 
 from ..wire import protocol
+from ..wire.peer_logging import worth_logging
 from ..wire.protocol import Msg
-from ..wire.sockets import worth_logging
 from .dispatch import Out
 from .gaps import OutputGaps
 

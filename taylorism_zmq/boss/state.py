@@ -21,8 +21,8 @@ from typing import Any
 
 from ..wire.code_env import env_problem
 from ..wire.keystore import LOCAL, Identity
+from ..wire.peer_logging import RateLimitedLog
 from ..wire.protocol import MAX_FRAME, STDERR, STDOUT, Msg, approx_size
-from ..wire.sockets import RateLimitedLog
 from .agentkeys import AgentKeys
 from .agents import AgentEvents
 from .clients import MAX_CLIENTS, ClientConnections

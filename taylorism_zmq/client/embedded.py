@@ -26,7 +26,7 @@ import tempfile
 import threading
 from collections.abc import Sequence
 
-from ..procutil import owner_alive, owner_tag, stop_processes
+from ..processes import owner_alive, owner_tag, stop_processes
 
 log = logging.getLogger("taylorism_zmq")
 

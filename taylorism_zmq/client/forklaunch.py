@@ -24,7 +24,7 @@ import threading
 import time
 import warnings
 
-from ..config import parse_bool
+from ..config_file import parse_bool
 from ..launch.link_protocol import TO_FORK, LinkError, LinkMsg, decode_bytes, encode
 
 #: seconds a new fork has to reach the agent and be welcomed

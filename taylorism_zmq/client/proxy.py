@@ -17,9 +17,9 @@ from typing import Any
 from bronx.system import interrupt
 from footprints import proxy as fpx
 
-from ..config import boss_address, tasks_per_process
+from ..client_settings import boss_address, tasks_per_process
 from ..errors import AgentLostError, WorkerError
-from ..procutil import host_key
+from ..machine import host_key
 from ..wire.codec import Codec
 from ..wire.protocol import ENVELOPE, STDERR, STDOUT, Msg, approx_size, output_gap
 from .connection import Connection, connect

@@ -12,8 +12,8 @@ from typing import Any
 import zmq
 
 from ..launch.link_protocol import LinkMsg
-from ..launch.pipes import LauncherLink
 from . import forked
+from .launcher_link import LauncherLink
 from .zygote import Zygote
 
 log = logging.getLogger("taylorism_zmq.agent")
@@ -26,7 +26,7 @@ def env_key(env: dict[str, Any]) -> str:
     return json.dumps(env, sort_keys=True, default=lambda v: {"bytes": v.hex()} if isinstance(v, bytes) else repr(v))
 
 
-class Launchers:
+class LauncherPool:
     """Launcher links by key (the code environment, or ``forked.PREFIX`` + the fork's id) and by task."""
 
     def __init__(self, aid: str, zygote: Zygote, poller: zmq.Poller):
