@@ -237,5 +237,7 @@ class TaskRunner:
 
     def take_output(self) -> list[list]:
         """The live output gathered since the last call."""
+        if not self.output_box:
+            return []
         chunks, self.output_box = self.output_box, []
         return chunks

@@ -86,8 +86,8 @@ class LinkError(ValueError):
 
 
 def encode(kind: LinkMsg, *fields: Any) -> bytes:
-    """The bytes of one message (its reader checks it)."""
-    return msgpack.packb([kind.value, *fields], use_bin_type=True)
+    """The bytes of one message (its reader checks it); the kind packs as its value (it is a str)."""
+    return msgpack.packb([kind, *fields], use_bin_type=True)
 
 
 def decode(msg: object, accepted: frozenset[LinkMsg]) -> tuple[LinkMsg, list]:
