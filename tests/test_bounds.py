@@ -9,12 +9,15 @@ import time
 
 import msgpack
 import pytest
+import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_boss_state import submit_body
 
 from taylorism_zmq.agent.journal import HEADER, Journal, JournalBusyError, JournalError, open_journal
+from taylorism_zmq.agent.launcher_pool import LauncherPool
 from taylorism_zmq.agent.runenv import JobRefused, launcher_env
+from taylorism_zmq.agent.task_runner import TaskRunner
 from taylorism_zmq.boss import outbox
 from taylorism_zmq.boss.placement import TicketPool
 from taylorism_zmq.boss.state import BossState
@@ -263,6 +266,28 @@ def test_the_boss_and_agents_refuse_a_code_environment_by_one_rule(env, why):
     with pytest.raises(JobRefused, match="malformed code environment") as refused:
         launcher_env(run, "host", False, 1 << 20, None, True, ())
     assert why in refused.value.told
+
+
+def test_an_agent_checks_the_env_of_every_run_not_only_the_first_of_a_job():
+    """(It skips the check of an env equal to the last one it found good: the RUNs of a job carry the same.)"""
+    class Sender:
+        def __init__(self):
+            self.rows = []
+
+        def add(self, row):
+            self.rows.append(row)
+
+        def row_cap(self):
+            return 1 << 30
+
+    runner = TaskRunner("agent", "host", LauncherPool("agent", None, zmq.Poller()), Sender())
+    good = {"fork": "f", "path": ["/a"], "cwd": "/"}
+    for tid, env in enumerate([good, dict(good), dict(good, environ={"A=B": "x"}), dict(good)]):
+        runner.run({"job": "j", "env": env, "trusted": False, "binded": False, "timeout": None, "stream": False,
+                    "user": None, "max_tasks": 1, "classes": {}, "tasks": [[tid, tid, None, "m:C", b""]]})
+    # the good ones wait for their forked launcher; the one with a '=' in a variable's name fails at once
+    assert [(row[0], row[3]) for row in runner.sender.rows] == [(2, False)]
+    assert b"malformed code environment" in runner.sender.rows[0][4]
 
 
 def test_nan_and_infinity_are_refused_at_decode():

@@ -19,14 +19,17 @@ class JobRefused(Exception):
 
 
 def launcher_env(body: dict[str, Any], host: str, run_as_client_user: bool, max_report: int,
-                 max_output: int | None, trusted_link: bool, keep_env: tuple[str, ...]) -> dict[str, Any]:
-    """The launcher environment of a RUN's job; JobRefused if it cannot run here."""
-    problem = env_problem(body["env"])
+                 max_output: int | None, trusted_link: bool, keep_env: tuple[str, ...],
+                 checked: bool = False) -> dict[str, Any]:
+    """The launcher environment of a RUN's job; JobRefused if it cannot run here.
+
+    *checked*: the job's code environment is one found good already (the RUNs of a job carry the same).
+    """
+    problem = None if checked else env_problem(body["env"])
     if problem is not None:
         raise JobRefused(f"has a malformed code environment: {problem}",
                          f"malformed code environment for the job: {problem}")
     env = dict(body["env"], host=host)
-    env.pop("run_as", None)
     if run_as_client_user:
         problem = user_problem(body["user"])
         if problem is not None:

@@ -47,6 +47,8 @@ class TaskRunner:
         self.max_output = max_output
         #: the largest frame the boss accepts (from REGISTERED): reports are capped under it
         self.max_frame = protocol.MAX_FRAME
+        #: the last code environment found good: the RUNs of a job carry the same, checked once in a row
+        self._env_found_good: dict[str, Any] | None = None
         #: tasks that came before their forked launcher did
         self.fork_waits = forked.Waiting()
         #: task id -> (job, index, ticket), for reports and for a boss that restarted
@@ -85,11 +87,12 @@ class TaskRunner:
     def _start(self, body: dict[str, Any]) -> None:
         try:
             env = launcher_env(body, self.host, self.run_as_client_user, self._report_cap(), self.max_output,
-                               self.trusted_link, self.keep_env)
+                               self.trusted_link, self.keep_env, checked=body["env"] == self._env_found_good)
         except JobRefused as refused:
             log.warning("agent %s: job %s %s", self.aid, body["job"], refused.why)
             self._fail_all(body, refused.told)
             return
+        self._env_found_good = body["env"]
         trusted = env["trusted"]
         if "fork" in env:  # a fork of the client, for this job (the embedded default)
             link = self.launchers.forked(str(env["fork"]))
