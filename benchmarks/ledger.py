@@ -58,10 +58,15 @@ def begin(ledger: str, job: str, index: int) -> Execution:
     """Record that task *index* of *job* starts, in this process; the file is new (never reused)."""
     if "/" in job or "\0" in job:
         raise ValueError(f"a ledger job name cannot hold '/': {job!r}")
-    path = os.path.join(ledger, f"{job}-{int(index)}-{os.getpid()}-{uuid.uuid4().hex}")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    uid = uuid.uuid4().hex
+    path = os.path.join(ledger, f"{job}-{int(index)}-{os.getpid()}-{uid}")
+    # written whole under a hidden name, then renamed into place: a process killed meanwhile leaves no entry
+    # (an empty one would be an execution of unknown start and ancestors)
+    hidden = os.path.join(ledger, f".{uid}")
+    fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     with os.fdopen(fd, "w") as f:
         f.write(f"start {time.time()!r}\nancestors {' '.join(map(str, _ancestors(os.getpid())))}\n")
+    os.rename(hidden, path)
     return Execution(path)
 
 
@@ -126,6 +131,8 @@ def read(ledger: str) -> Ledger:
     """Every execution recorded under *ledger* (a file being written as this reads is taken as it is)."""
     entries = []
     for name in os.listdir(ledger):
+        if name.startswith("."):
+            continue  # an entry being written (see begin)
         job, index, pid, uid = name.rsplit("-", 3)
         fields: dict[str, str] = {}
         with open(os.path.join(ledger, name)) as f:

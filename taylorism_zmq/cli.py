@@ -9,9 +9,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-from . import __version__, settings
+from . import __version__, command_settings
 from .boss.options import DEFAULTS, METRICS_ADDRESS
-from .config import CONFIG_PLACES, reports_endpoint
+from .config_file import CONFIG_PLACES
 
 DEFAULT_CONTROL = "tcp://127.0.0.1:5555"
 #: a boss's --agent-timeout spans at least this many of its --heartbeat periods: an agent is lost after missing
@@ -24,10 +24,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING, ERROR)")
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--parent-fd", type=int, default=None, help=argparse.SUPPRESS)  # stop when it ends
-    # a client's embedded daemons: private to it, set by its command line only (see settings.parse)
+    # a client's embedded daemons: private to it, set by its command line only (see command_settings.parse)
     parser.add_argument("--embedded", action="store_true", help=argparse.SUPPRESS)
     _key_dir_option(parser)
-    settings.add_config_options(parser)
+    command_settings.add_config_options(parser)
 
 
 def _key_dir_option(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +45,7 @@ def _use_key_dir(args: argparse.Namespace) -> None:
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
-    settings.setup_logging(args.log_level, args.log_file, args.log_json)
+    command_settings.setup_logging(args.log_level, args.log_file, args.log_json)
 
 
 def boss_parser() -> argparse.ArgumentParser:
@@ -207,7 +207,7 @@ def ctl_parser() -> argparse.ArgumentParser:
 
 def _check_endpoints(parser: argparse.ArgumentParser, args: argparse.Namespace, options: dict[str, str]) -> None:
     """Refuse a malformed endpoint at once, in one line naming the option (not a ZMQError from deep inside)."""
-    from .config import check_endpoint
+    from .wire.sockets import check_endpoint
 
     for dest, option in options.items():
         value = getattr(args, dest)
@@ -219,7 +219,7 @@ def _check_endpoints(parser: argparse.ArgumentParser, args: argparse.Namespace, 
 
 
 def boss_main(argv: Sequence[str] | None = None) -> int:
-    args = settings.parse(boss_parser(), "boss", argv)
+    args = command_settings.parse(boss_parser(), "boss", argv)
     _check_endpoints(boss_parser(), args, {"control": "--control", "reports": "--reports"})
     if not 0 < args.heartbeat <= args.agent_timeout / MIN_BEATS_PER_TIMEOUT:
         boss_parser().error(f"--heartbeat {args.heartbeat:g} must be above 0 and at most --agent-timeout "
@@ -231,10 +231,11 @@ def boss_main(argv: Sequence[str] | None = None) -> int:
                             "from 0.001 (1 KiB)")
     _use_key_dir(args)
     _setup_logging(args)
-    args.reports = args.reports or reports_endpoint(args.control)
     from .boss.daemon import run_boss
-    from .procutil import die_with_parent, stop_with_pipe
-    from .wire.sockets import EndpointInUseError
+    from .processes import die_with_parent, stop_with_pipe
+    from .wire.sockets import EndpointInUseError, default_reports_endpoint
+
+    args.reports = args.reports or default_reports_endpoint(args.control)
 
     if args.parent_pid is not None:
         import signal
@@ -252,7 +253,7 @@ def boss_main(argv: Sequence[str] | None = None) -> int:
 
 
 def agent_main(argv: Sequence[str] | None = None) -> int:
-    args = settings.parse(agent_parser(), "agent", argv)
+    args = command_settings.parse(agent_parser(), "agent", argv)
     _check_endpoints(agent_parser(), args, {"boss": "--boss", "reports": "--reports"})
     _use_key_dir(args)
     _setup_logging(args)
@@ -266,7 +267,7 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
         agent_parser().error("--run-as-client-user needs an agent started as root (it becomes each job's user)")
     from .agent.daemon import run_agent
     from .agent.journal import JournalError
-    from .procutil import stop_with_pipe
+    from .processes import stop_with_pipe
     from .wire.security import KeysError
 
     if args.parent_fd is not None:
@@ -283,7 +284,7 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
 
 def ctl_main(argv: Sequence[str] | None = None) -> int:
     parser = ctl_parser()
-    args = settings.parse(parser, "ctl", argv)
+    args = command_settings.parse(parser, "ctl", argv)
     _use_key_dir(args)
     if args.command is None:
         parser.error("a command is needed: status, jobs, drain, undrain, keygen, authorize, revoke, keys or local")
@@ -297,12 +298,12 @@ def ctl_main(argv: Sequence[str] | None = None) -> int:
         return run_in_foreground(args.agents, args.slots, args.http, args.port, args.log_level)
     from .client.connection import Connection
     from .client.status import cluster_status
-    from .config import boss_address
+    from .client_settings import boss_address
     from .errors import AccessDeniedError, BossUnreachableError
     from .wire.protocol import Msg
     from .wire.security import KeysError
 
-    path = settings.config_file(args.config)  # (--config, else the programs' file: see config.find_config)
+    path = command_settings.config_file(args.config)  # (--config, else the programs' file: see config_file.find_config)
     try:
         address = boss_address(args.boss, path)
     except ValueError as exc:

@@ -6,6 +6,9 @@ task process on the client's host can attach it by name, and its lock is an
 ``flock`` on a file beside it (released by the kernel if a holder dies).
 Tasks of a job that carries such arrays run only on agents of the client's
 host.
+
+The module keeps taylorism's name (``taylorism.util`` holds its ``SharedNumpyArray``): a program changes its
+import only, and ``import taylorism.util`` under the alias (:mod:`.alias`) gives this one.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import uuid
 import weakref
 from typing import Any
 
-from .procutil import owner_tag
+from .processes import owner_tag
 
 SHM_DIR = "/dev/shm"
 _DTYPES = ("float64", "int64", "int32", "float32")

@@ -225,7 +225,7 @@ class Cluster:
                               capture_output=True, text=True, timeout=30)
 
     def close(self) -> None:
-        from taylorism_zmq.procutil import stop_processes
+        from taylorism_zmq.processes import stop_processes
 
         stop_processes([p for p in [*self.agents, self.boss] if p is not None], grace=10)
         shutil.rmtree(self.state_dir, ignore_errors=True)

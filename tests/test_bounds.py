@@ -9,17 +9,21 @@ import time
 
 import msgpack
 import pytest
+import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_boss_state import submit_body
 
 from taylorism_zmq.agent.journal import HEADER, Journal, JournalBusyError, JournalError, open_journal
+from taylorism_zmq.agent.launcher_pool import LauncherPool
+from taylorism_zmq.agent.runenv import JobRefused, launcher_env
+from taylorism_zmq.agent.task_runner import TaskRunner
 from taylorism_zmq.boss import outbox
 from taylorism_zmq.boss.model import TicketPool
 from taylorism_zmq.boss.state import BossState
-from taylorism_zmq.boss.validation import env_problem
 from taylorism_zmq.boss.webstatus import finite
 from taylorism_zmq.wire import codec, protocol
+from taylorism_zmq.wire.code_env import env_problem
 from taylorism_zmq.wire.protocol import Msg, ProtocolError
 from taylorism_zmq.wire.sockets import report_endpoint_for
 
@@ -236,6 +240,53 @@ def test_env_is_checked_for_types_size_and_fields():
     assert "unknown field 'max_report'" in env_problem({"max_report": 1 << 40})
     assert "path must be" in env_problem({"path": [1]})
     assert "cwd is int" in env_problem({"cwd": 3})
+
+
+#: code environments one of the boss and the agents refused and the other took, before they shared one rule
+ONCE_HALF_REFUSED = [
+    ({"environ": {"A=B": "x"}}, "environ must map"),  # (agents refused these three)
+    ({"environ": {"A": "x\0y"}}, "environ must map"),
+    ({"environ": {"A\0": "x"}}, "environ must map"),
+    ({"max_report": 1 << 40}, "unknown field"),  # (the boss refused these four)
+    ({"alias_taylorism": "yes"}, "alias_taylorism is str"),
+    ({"setup": None}, "setup is NoneType"),
+    ({"path": ["/x" * 200_000]}, "more than"),
+]
+
+
+@pytest.mark.parametrize("env, why", ONCE_HALF_REFUSED)
+def test_the_boss_and_agents_refuse_a_code_environment_by_one_rule(env, why):
+    assert why in env_problem(env)
+    state = BossState()
+    out = state.on_submit(b"client-1", submit_body(env=env), now=0.0)
+    assert [(kind, body["status"]) for _route, kind, body in out] == [(Msg.JOB_END, "failed")]
+    assert why in out[0][2]["error"]["message"]
+    run = {"job": "j", "env": env, "trusted": False, "user": None}
+    with pytest.raises(JobRefused, match="malformed code environment") as refused:
+        launcher_env(run, "host", False, 1 << 20, None, True, ())
+    assert why in refused.value.told
+
+
+def test_an_agent_checks_the_env_of_every_run_not_only_the_first_of_a_job():
+    """(It skips the check of an env equal to the last one it found good: the RUNs of a job carry the same.)"""
+    class Sender:
+        def __init__(self):
+            self.rows = []
+
+        def add(self, row):
+            self.rows.append(row)
+
+        def row_cap(self):
+            return 1 << 30
+
+    runner = TaskRunner("agent", "host", LauncherPool("agent", None, zmq.Poller()), Sender())
+    good = {"fork": "f", "path": ["/a"], "cwd": "/"}
+    for tid, env in enumerate([good, dict(good), dict(good, environ={"A=B": "x"}), dict(good)]):
+        runner.run({"job": "j", "env": env, "trusted": False, "binded": False, "timeout": None, "stream": False,
+                    "user": None, "max_tasks": 1, "classes": {}, "tasks": [[tid, tid, None, "m:C", b""]]})
+    # the good ones wait for their forked launcher; the one with a '=' in a variable's name fails at once
+    assert [(row[0], row[3]) for row in runner.sender.rows] == [(2, False)]
+    assert b"malformed code environment" in runner.sender.rows[0][4]
 
 
 def test_nan_and_infinity_are_refused_at_decode():

@@ -17,7 +17,7 @@ import psutil
 import pytest
 from conftest import free_port, wait_until
 
-from taylorism_zmq.procutil import stop_processes
+from taylorism_zmq.processes import stop_processes
 
 DAEMONS = Path(__file__).resolve().parent.parent / "daemons"
 SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "salloc", "srun", "sinfo", "scontrol")

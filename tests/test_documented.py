@@ -392,7 +392,7 @@ def test_the_readmes_cluster_quick_start_runs_on_one_machine(tmp_path):
                 assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
                 outputs[line] = done.stdout
     finally:
-        from taylorism_zmq.procutil import stop_processes
+        from taylorism_zmq.processes import stop_processes
 
         stop_processes(daemons, grace=10)
     assert (tmp_path / ".taylorism" / "authorized").is_dir()  # keygen wrote to ~/.taylorism
@@ -460,7 +460,7 @@ def test_the_operations_print_config_example_prints_a_toml_table_saying_where_ea
     env = dict(clean_env(tmp_path), TAYLORISM_AGENT_TIMEOUT="45")
     done = subprocess.run(argv(line), env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    from taylorism_zmq.config import tomllib  # (tomli before Python 3.11)
+    from taylorism_zmq.config_file import tomllib  # (tomli before Python 3.11)
 
     table = tomllib.loads(done.stdout)["boss"]
     assert table["agent-timeout"] == 45.0 and table["control"] == "tcp://127.0.0.1:5555"

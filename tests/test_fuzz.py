@@ -1,10 +1,13 @@
-"""Hostile input on the ports of a running boss and of an agent: nothing crashes, real work still runs."""
+"""Hostile input on the ports of a running boss and of an agent, and a boss saying what is not for its peer:
+nothing crashes, real work still runs."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import footprints
@@ -18,6 +21,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from taylorism_zmq import batch_main
+from taylorism_zmq.client.connection import Connection
 from taylorism_zmq.wire import protocol, security
 from taylorism_zmq.wire.codec import Codec
 from taylorism_zmq.wire.protocol import Msg
@@ -200,9 +204,10 @@ def fake_boss(tmp_path):
     control, reports = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     router.bind(control)
     pull.bind(reports)
-    agent = subprocess.Popen([sys.executable, "-m", "taylorism_zmq", "agent", "--boss", control, "--reports",
-                              reports, "--slots", "2", "--heartbeat", "0.2", "--log-level", "ERROR",
-                              "--state-dir", str(tmp_path)], cwd="/")
+    with open(tmp_path / "agent.log", "wb") as agent_log:  # (read by the tests: tmp_path / "agent.log")
+        agent = subprocess.Popen([sys.executable, "-m", "taylorism_zmq", "agent", "--boss", control, "--reports",
+                                  reports, "--slots", "2", "--heartbeat", "0.2", "--log-level", "WARNING",
+                                  "--state-dir", str(tmp_path)], cwd="/", stderr=agent_log)
     yield router, pull, agent
     agent.terminate()
     agent.wait(timeout=10)
@@ -260,3 +265,61 @@ def test_hostile_frames_at_an_agent_then_it_still_runs_a_task(fake_boss):
     assert seen[4][0] is False and b"no.such.module" in seen[4][1]  # a clear import error, as a report
     assert seen[2][0] is False  # malformed payload: a failed task, not a dead agent
     assert agent.poll() is None
+
+
+def test_messages_not_for_agents_are_logged_counted_and_ignored(fake_boss, tmp_path):
+    router, pull, agent = fake_boss
+    route, *frames = _recv(router)
+    assert protocol.decode(frames)[0] is Msg.REGISTER
+    router.send_multipart([route, *protocol.encode(Msg.REGISTERED, {"heartbeat": 0.2, "boss": "fake",
+                                                                     "reports": "", "max_frame": protocol.MAX_FRAME})])
+    router.send_multipart([route, *protocol.encode(Msg.WELCOME, {"agents": 1, "boss": "fake", "max_frame": 1})])
+    router.send_multipart([route, *protocol.encode(Msg.JOB_END, {"job": "j", "status": "done", "pending": [],
+                                                                  "error": None})])
+    env = {"path": [os.path.dirname(__file__), *[p for p in os.sys.path if p]], "cwd": "/"}
+    payload = Codec().dumps({"zt": "nap", "tag": "ok", "name": "good", "seconds": 0.0, "fail": "no", "spawn": None,
+                             "ledger": None, "chdir": None, "extra": footprints.FPDict(),
+                             "scheduler_hooks": footprints.FPList(), "memory": 0.0, "expected_time": 0.0})
+    router.send_multipart([route, *protocol.encode(Msg.RUN, {
+        "job": "j", "env": env, "trusted": False, "binded": False, "timeout": None, "stream": False, "user": None,
+        "max_tasks": 1, "classes": {}, "tasks": [[1, 0, 0, "zt_workers:ZtNap", payload]]})])
+    deadline = time.monotonic() + 60
+    while True:  # the agent goes on
+        assert time.monotonic() < deadline
+        kind, body = protocol.decode(_recv(pull))
+        if kind is Msg.AGENT_REPORTS:
+            assert [row[3] for row in body["reports"]] == [True]
+            break
+    assert agent.poll() is None
+    log = (tmp_path / "agent.log").read_text()
+    assert "the boss sent a WELCOME, which is not for agents: ignored (1 such message(s) so far)" in log, log
+
+
+def test_messages_not_for_clients_are_logged_counted_and_ignored(tmp_path, caplog):
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    endpoint = f"ipc://{tmp_path}/boss"
+    router.bind(endpoint)
+
+    def boss() -> None:  # a KILL (for agents), then the WELCOME the connection waits for
+        while router.poll(20000):
+            route, *frames = router.recv_multipart()
+            if protocol.decode(frames)[0] is Msg.HELLO:
+                router.send_multipart([route, *protocol.encode(Msg.KILL, {"tasks": [1]})])
+                router.send_multipart([route, *protocol.encode(Msg.WELCOME, {"agents": 1, "boss": "fake",
+                                                                              "max_frame": protocol.MAX_FRAME})])
+                return
+
+    thread = threading.Thread(target=boss)
+    thread.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="taylorism_zmq"):
+            connection = Connection(endpoint, timeout=20)
+        connection.close()
+    finally:
+        thread.join(30)
+        router.close()
+        ctx.term()
+    assert connection.unknown_messages == 1 and connection.boss_id == "fake"
+    assert "sent a KILL, which is not for clients: ignored (1 such message(s) so far)" in caplog.text

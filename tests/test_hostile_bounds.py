@@ -24,8 +24,8 @@ from taylorism_zmq.boss.plugins import load_placement_plugin
 from taylorism_zmq.client.live_output import LiveOutput
 from taylorism_zmq.wire import protocol
 from taylorism_zmq.wire.keystore import Identity
+from taylorism_zmq.wire.peer_logging import RateLimitedLog, _Budget
 from taylorism_zmq.wire.protocol import STDERR, STDOUT, Msg, output_gap
-from taylorism_zmq.wire.sockets import RateLimitedLog, _Budget
 
 ALICE = Identity("key-alice", "alice", frozenset({"client"}))
 BOB = Identity("key-bob", "bob", frozenset({"client"}))

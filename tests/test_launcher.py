@@ -113,3 +113,21 @@ def test_concurrent_tasks_each_get_a_process_and_are_reused(launcher):
     second = [launcher.done() for _ in range(4)]
     before = {d["report"]["pid"] for d in first}
     assert len(before) == 4 and {d["report"]["pid"] for d in second} == before
+
+
+@pytest.mark.parametrize("order", [
+    ["run", "not a task id", None, "zt_workers:ZtNap", b"", False, True, None, False, 1],
+    ["run", 7, None, "zt_workers:ZtNap", b"", False, True, float("nan"), False, 1],
+    ["run", 7, None, "zt_workers:ZtNap", b""],
+    ["done", 7, True, b"", 0.0, 0.0, b"", b""],
+    ["kill", [True]],
+    ["limits", 1, 2, 3],
+    "run",
+])
+def test_a_launcher_leaves_an_agent_that_breaks_the_protocol(launcher, order):
+    """A launcher checks what its agent says, as the agent checks what launchers say: what it cannot read is a
+    bug of the agent, and it leaves (the agent then reports its tasks as failed) rather than act on it."""
+    assert launcher.one(dict(zt="nap", tag=1))["ok"]
+    launcher.sock.sendall(msgpack.packb(order))
+    launcher.sock.settimeout(10)
+    assert launcher.sock.recv(1 << 16) == b""

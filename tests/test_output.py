@@ -188,7 +188,7 @@ def test_a_long_line_left_open_is_broken_only_when_another_task_writes():
 
 
 def test_a_flood_streamed_live_is_thinned_not_queued_and_the_report_keeps_its_ends(capsys):
-    from taylorism_zmq.agent.live import LIVE_OUTPUT_RATE
+    from taylorism_zmq.agent.output_rate import LIVE_OUTPUT_RATE
 
     flood = 40_000_000
     start = time.monotonic()
@@ -205,7 +205,7 @@ def test_a_flood_streamed_live_is_thinned_not_queued_and_the_report_keeps_its_en
 
 
 def test_the_live_gate_marks_where_it_dropped_output():
-    from taylorism_zmq.agent.live import LiveGate
+    from taylorism_zmq.agent.output_rate import LiveGate
 
     gate = LiveGate(rate=100)
     assert gate.admit(1, 1, b"x" * 60) == b"x" * 60

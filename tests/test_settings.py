@@ -64,11 +64,11 @@ def test_the_example_config_parses_for_every_command():
     assert settings_of("agent", "--config", example)["boss"][0] == "tcp://head-node:5555"
     assert settings_of("agent", "--config", example)["max-output-kb"][0] == 1024.0
     assert settings_of("ctl", "--config", example)["timeout"][0] == 5.0
-    from taylorism_zmq import config
+    from taylorism_zmq import client_settings
 
     os.environ["TAYLORISM_CONFIG"] = example
     try:
-        assert config.boss_address() == "tcp://head-node:5555"
+        assert client_settings.boss_address() == "tcp://head-node:5555"
     finally:
         del os.environ["TAYLORISM_CONFIG"]
 
@@ -200,36 +200,36 @@ def test_a_busy_port_for_the_page_or_the_metrics_is_one_clear_line(tmp_path, opt
 
 
 def test_an_unreadable_config_file_is_a_clear_value_error(tmp_path):
-    from taylorism_zmq import config
+    from taylorism_zmq import config_file
 
     with pytest.raises(ValueError, match="cannot read the taylorism config file .*: Is a directory"):
-        config.load_config(str(tmp_path))  # (root reads any file: a directory stands for an unreadable one)
+        config_file.load_config(str(tmp_path))  # (root reads any file: a directory stands for an unreadable one)
 
 
 def test_programs_read_the_config_file_the_commands_read_in_the_same_order(tmp_path, monkeypatch):
-    from taylorism_zmq import cli, config, settings
+    from taylorism_zmq import cli, client_settings, command_settings, config_file
 
     home, system = tmp_path / "home.toml", tmp_path / "etc.toml"
-    monkeypatch.setattr(config, "CONFIG_PLACES", (str(home), str(system)))  # ~/.config, /etc
+    monkeypatch.setattr(config_file, "CONFIG_PLACES", (str(home), str(system)))  # ~/.config, /etc
     for name in ("TAYLORISM_CONFIG", "TAYLORISM_BOSS", "TAYLORISM_HEARTBEAT", "TAYLORISM_MAX_TASKS_PER_PROCESS"):
         monkeypatch.delenv(name, raising=False)
     # a machine-wide file only: the commands and the programs both read it
     system.write_text('[client]\nboss = "tcp://head:5555"\nmax-tasks-per-process = 4\n[boss]\nheartbeat = 2.0\n')
-    assert settings.parse(cli.boss_parser(), "boss", []).heartbeat == 2.0
-    assert config.boss_address() == "tcp://head:5555" and config.tasks_per_process() == 4
+    assert command_settings.parse(cli.boss_parser(), "boss", []).heartbeat == 2.0
+    assert client_settings.boss_address() == "tcp://head:5555" and client_settings.tasks_per_process() == 4
     # the user's own file comes first, for both, and alone (the machine's is not read then)
     home.write_text("[client]\nmax-tasks-per-process = 2\n[boss]\nagent-timeout = 40.0\n")
-    args = settings.parse(cli.boss_parser(), "boss", [])
+    args = command_settings.parse(cli.boss_parser(), "boss", [])
     assert args.agent_timeout == 40.0 and args.heartbeat == 1.0
-    assert config.boss_address() is None and config.tasks_per_process() == 2
+    assert client_settings.boss_address() is None and client_settings.tasks_per_process() == 2
     # TAYLORISM_CONFIG before both
     named = tmp_path / "named.toml"
     named.write_text('[client]\nboss = "tcp://named:1"\n')
     monkeypatch.setenv("TAYLORISM_CONFIG", str(named))
-    assert config.boss_address() == "tcp://named:1"
+    assert client_settings.boss_address() == "tcp://named:1"
     named.write_text('[client]\nboss = "named:1"\n')
     with pytest.raises(ValueError, match=f"boss in the .client. table of {named} 'named:1' is not an endpoint"):
-        config.boss_address()
+        client_settings.boss_address()
 
 
 def test_ctl_names_the_config_file_it_read_and_takes_the_boss_of_its_config(tmp_path):

@@ -4,10 +4,10 @@ It forks its zygote (see :mod:`.zygote`) before any zmq context exists,
 then connects a DEALER to the boss's control ROUTER, registers, and connects
 a PUSH to the report endpoint the boss names in its answer (``--reports``
 overrides it, e.g. behind NAT).  It loops on one ``zmq.Poller`` over the
-DEALER, the launchers' channels and a wake-up pipe: run what the boss sends,
-kill what it cancels, send heartbeats with the host's load on the DEALER, and
-push reports in batches kept until acknowledged (:mod:`.sender`, with the
-journal of :mod:`.journal`).
+DEALER, the launchers' channels and a wake-up pipe: run what the boss sends
+(on the launchers of :mod:`.task_runner`), kill what it cancels, send
+heartbeats with the host's load on the DEALER, and push reports in batches
+kept until acknowledged (:mod:`.sender`, with the journal of :mod:`.journal`).
 """
 
 from __future__ import annotations
@@ -20,28 +20,25 @@ import signal
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
-import msgpack
 import psutil
 import zmq
 
-from ..launch.launcher import DEFAULT_MAX_REPORT
-from ..launch.output import DEFAULT_MAX_OUTPUT
-from ..launch.pipes import LauncherLink
-from ..launch.task import died
-from ..procutil import die_with_parent, host_key
+from ..machine import host_key
+from ..processes import die_with_parent
 from ..wire import protocol, security
 from ..wire.handshake import HandshakeWatch
-from ..wire.protocol import ENVELOPE, Msg, ProtocolError
-from ..wire.sockets import RateLimitedLog, configure_connected, report_endpoint_for
+from ..wire.peer_logging import RateLimitedLog
+from ..wire.protocol import Msg, ProtocolError
+from ..wire.sockets import configure_connected, report_endpoint_for
 from . import forked
 from .journal import default_state_dir, open_journal
-from .launchers import Launchers, well_formed
-from .live import LiveGate
-from .runenv import JobRefused, launcher_env
-from .sender import ReportSender, report_size
-from .zygote import Zygote, ZygoteGone
+from .launcher_pool import LauncherPool
+from .sender import ReportSender
+from .task_runner import TaskRunner
+from .zygote import Zygote
 
 log = logging.getLogger("taylorism_zmq.agent")
 
@@ -72,8 +69,6 @@ class AgentDaemon:
         #: where forks of the client connect as launchers (the embedded default), if anywhere
         self.fork_socket = fork_socket
         self.fork_listener: socket.socket | None = None
-        #: tasks that came before their forked launcher did
-        self.fork_waits = forked.Waiting()
         #: where reports go: given (an override, e.g. behind NAT), else learned from the boss's REGISTERED
         self.reports_override = reports
         self.reports_endpoint: str | None = None
@@ -100,14 +95,6 @@ class AgentDaemon:
         #: pickle may travel on this link: private ipc, or authenticated tcp
         self.trusted_link = self.curve or security.link_is_trusted(control)
         self.aid = f"agent-{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        #: task id -> (job, index, ticket), for reports and for a boss that restarted
-        self.task_info: dict[int, tuple[str, int, int | None]] = {}
-        #: streamed task output not sent yet: [job, index, stream, data] rows (best effort, never resent)
-        self.output_box: list[list] = []
-        #: which chunks of live output go on (at most a rate), with a mark where some were dropped
-        self.live = LiveGate()
-        #: the largest frame the boss accepts (from REGISTERED): reports are capped under it
-        self.max_frame = protocol.MAX_FRAME
         self._push_polled = False
         self._last_beat = 0.0
         self.boss_id: str | None = None
@@ -117,12 +104,14 @@ class AgentDaemon:
         self.exit_code = 0
         self._stop = False
         self._bad_log = RateLimitedLog(log)
-        #: messages of a launcher about tasks it was not given (ignored)
-        self.foreign_task_messages = 0
-        #: launchers let go because they sent what is not a launcher's message
-        self.broken_launchers = 0
-        #: RUNs whose handling raised (a bug): their tasks failed, the agent went on
-        self.job_errors = 0
+        #: messages of the boss of a type not for agents (ignored)
+        self.unknown_messages = 0
+        #: what the boss says, by type
+        self.handlers: dict[Msg, Callable[[dict[str, Any]], None]] = {
+            Msg.RUN: self.on_run, Msg.KILL: self.on_kill, Msg.REGISTERED: self.on_registered,
+            Msg.REPORTS_ACK: self.on_reports_ack, Msg.PONG: self.on_pong, Msg.REREGISTER: self.on_reregister,
+            Msg.SHUTDOWN: self.on_shutdown, Msg.REFUSED: self.on_refused,
+        }
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self.handshake: HandshakeWatch | None = None
@@ -144,13 +133,16 @@ class AgentDaemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
         self.zygote = Zygote.start()  # before any zmq context: children must not inherit its fds
-        self.launchers = Launchers(self.aid, self.zygote, self.poller)
+        self.launchers = LauncherPool(self.aid, self.zygote, self.poller)
         try:  # after the zygote: no launcher may hold the journal's lock after this agent is gone
             self.sender = ReportSender(self.aid, open_journal(self.state_dir or str(default_state_dir() /
                                                                                       f"agent-{self.host}")))
         except BaseException:
             self.zygote.close()
             raise
+        self.tasks = TaskRunner(self.aid, self.host, self.launchers, self.sender,
+                                run_as_client_user=self.run_as_client_user, trusted_link=self.trusted_link,
+                                keep_env=self.keep_env, max_report=self.max_report, max_output=self.max_output)
         self._wake_r, self._wake_w = socket.socketpair()
         for s in (self._wake_r, self._wake_w):
             s.setblocking(False)
@@ -187,7 +179,7 @@ class AgentDaemon:
             except zmq.ZMQError:
                 pass
             for link in self.launchers:
-                self._close_launcher(link)
+                self.tasks.close_launcher(link)
             if self.fork_listener is not None:
                 self.fork_listener.close()
             self.sender.close()
@@ -236,7 +228,7 @@ class AgentDaemon:
                 if ev & zmq.POLLOUT:
                     link.flush()
                 if ev & zmq.POLLIN:
-                    self._read_launcher(link)
+                    self.tasks.read(link)
             if self._wake_r is not None and self._wake_r.fileno() in events:  # raw sockets come back as fds
                 try:
                     self._wake_r.recv(4096)
@@ -245,9 +237,8 @@ class AgentDaemon:
             now = time.monotonic()
             if now >= next_beat:
                 self._beat(now)
-                self._close_idle_launchers(now)
-                for body in self.fork_waits.expired(now):
-                    self._fail_all(body, "the job's launcher (a fork of its client) did not come")
+                self.tasks.close_idle(now, self.launcher_idle)
+                self.tasks.expire_waits(now)
                 next_beat = now + self.heartbeat
                 if not self.registered and now - self._registered_at > REGISTER_RETRY:
                     self._register()
@@ -275,7 +266,7 @@ class AgentDaemon:
         self._registered_at = time.monotonic()
         body = {"agent": self.aid, "host": self.host, "shm_host": host_key(), "cpus": self.cpus,
                 "memory": self.memory, "slots": self.slots, "pid": os.getpid(),
-                "running": [[tid, *info] for tid, info in self.task_info.items()]}
+                "running": [[tid, *info] for tid, info in self.tasks.task_info.items()]}
         try:
             self.dealer.send_multipart(protocol.encode(Msg.REGISTER, body), zmq.NOBLOCK)
         except zmq.Again:
@@ -293,11 +284,6 @@ class AgentDaemon:
             self.stop()
         elif self.handshake.succeeded > before and before:
             self._register()
-
-    def _close_idle_launchers(self, now: float) -> None:
-        for link in self.launchers.idle(now, self.launcher_idle):
-            log.info("agent %s: closing launcher %d, idle for %.0fs", self.aid, link.pid, now - link.last_used)
-            self._close_launcher(link)
 
     def _beat(self, now: float) -> None:
         silent = now - self.last_heard
@@ -330,43 +316,56 @@ class AgentDaemon:
             if self._boss_silent:
                 self._boss_silent = False
                 log.warning("agent %s: the boss answers again", self.aid)
-            if kind is Msg.PONG:
-                if self.boss_id is not None and body["boss"] != self.boss_id:
-                    self.registered = False  # a new boss: it will ask us to register
-                else:
-                    self.sender.boss_heard = self.last_heard
+            handler = self.handlers.get(kind)
+            if handler is None:
+                self.unknown_messages += 1
+                self._bad_log.warning("boss:unknown", "agent %s: the boss sent a %s, which is not for agents: "
+                                      "ignored (%d such message(s) so far)", self.aid, kind.name,
+                                      self.unknown_messages)
                 continue
-            if kind is Msg.RUN:
-                self._run(body)
-            elif kind is Msg.KILL:
-                self._kill(body["tasks"])
-            elif kind is Msg.REGISTERED:
-                self._registered(body)
-            elif kind is Msg.REPORTS_ACK:
-                self.sender.ack(body["batch"])
-            elif kind is Msg.REREGISTER:
-                # heartbeats queued while the boss was away each bring one: register once, not once each
-                if self.registered or time.monotonic() - self._registered_at > max(0.5, self.heartbeat):
-                    self.registered = False
-                    self._register()
-            elif kind is Msg.SHUTDOWN:
-                log.info("agent %s: shutdown asked by the boss", self.aid)
-                self.stop()
-            elif kind is Msg.REFUSED:
-                log.error("agent %s refused by the boss: %s", self.aid, body["message"])
-                self.exit_code = 2
-                self.stop()
+            handler(body)
 
-    def _registered(self, body: dict[str, Any]) -> None:
+    # -- what the boss says, by type (the table is self.handlers) ------------------------
+    def on_pong(self, body: dict[str, Any]) -> None:
+        if self.boss_id is not None and body["boss"] != self.boss_id:
+            self.registered = False  # a new boss: it will ask us to register
+        else:
+            self.sender.boss_heard = self.last_heard
+
+    def on_run(self, body: dict[str, Any]) -> None:
+        self.tasks.run(body)
+
+    def on_kill(self, body: dict[str, Any]) -> None:
+        self.launchers.kill(body["tasks"])
+
+    def on_reports_ack(self, body: dict[str, Any]) -> None:
+        self.sender.ack(body["batch"])
+
+    def on_reregister(self, body: dict[str, Any]) -> None:
+        # heartbeats queued while the boss was away each bring one: register once, not once each
+        if self.registered or time.monotonic() - self._registered_at > max(0.5, self.heartbeat):
+            self.registered = False
+            self._register()
+
+    def on_shutdown(self, body: dict[str, Any]) -> None:
+        log.info("agent %s: shutdown asked by the boss", self.aid)
+        self.stop()
+
+    def on_refused(self, body: dict[str, Any]) -> None:
+        log.error("agent %s refused by the boss: %s", self.aid, body["message"])
+        self.exit_code = 2
+        self.stop()
+
+    def on_registered(self, body: dict[str, Any]) -> None:
         fresh = not self.registered or body["boss"] != self.boss_id
         self.registered = True
-        self.max_frame = min(body["max_frame"], protocol.MAX_FRAME)
+        self.tasks.max_frame = min(body["max_frame"], protocol.MAX_FRAME)  # (reports are capped under it)
         endpoint = self.reports_override or report_endpoint_for(body["reports"], self.control_endpoint)
         if not endpoint:
             log.error("agent %s: the boss names no report endpoint; give one with --reports", self.aid)
         else:
             self._connect_reports(endpoint)
-        self.sender.connect(self.push, endpoint, self.max_frame)
+        self.sender.connect(self.push, endpoint, self.tasks.max_frame)
         if self.boss_id is not None and body["boss"] != self.boss_id:
             log.warning("agent %s: the boss restarted (%s); sending %d unacknowledged report batch(es)",
                         self.aid, body["boss"], self.sender.unacked)
@@ -380,141 +379,11 @@ class AgentDaemon:
                      f"its own --heartbeat; the boss's is {body['heartbeat']:g}s")
             self.sender.boss_back()
 
-    def _report_cap(self) -> int:
-        """The largest task result the launcher lets through: under the boss's frame cap, with the output."""
-        max_output = self.max_output if self.max_output is not None else DEFAULT_MAX_OUTPUT
-        room = self.max_frame - ENVELOPE - 2 * max_output - 2 * 4096  # output markers, the row's fields
-        return max(1, min(self.max_report or DEFAULT_MAX_REPORT, room))
-
-    def _run(self, body: dict[str, Any]) -> None:
-        """Start a RUN's tasks; whatever in the job breaks that fails the job's tasks, never the agent."""
-        try:
-            self._start(body)
-        except ZygoteGone:
-            raise  # the agent cannot start any task any more
-        except Exception as exc:
-            self.job_errors += 1
-            log.exception("agent %s: job %s could not be started (a bug; %d such job(s) so far)", self.aid,
-                          body["job"], self.job_errors)
-            given = set(self.launchers.of_task)
-            self._fail_all(body, f"agent on host {self.host} could not start the task: {type(exc).__name__}: {exc}",
-                           skip=given)
-
-    def _start(self, body: dict[str, Any]) -> None:
-        try:
-            env = launcher_env(body, self.host, self.run_as_client_user, self._report_cap(), self.max_output,
-                               self.trusted_link, self.keep_env)
-        except JobRefused as refused:
-            log.warning("agent %s: job %s %s", self.aid, body["job"], refused.why)
-            self._fail_all(body, refused.told)
-            return
-        trusted = env["trusted"]
-        if "fork" in env:  # a fork of the client, for this job (the embedded default)
-            link = self.launchers.forked(str(env["fork"]))
-            if link is None and self.fork_waits.is_gone(str(env["fork"])):
-                self._fail_all(body, "the job's launcher (a fork of its client) is gone")
-                return
-            if link is None:  # it is on its way (its client did not wait for it): hold its tasks
-                self.fork_waits.hold(str(env["fork"]), body, time.monotonic())
-                return
-            forked.send_limits(link, env["max_report"], env.get("max_output", DEFAULT_MAX_OUTPUT))
-        else:
-            link = self.launchers.for_env(env)
-        for ref, blob in body["classes"].items():
-            if ref not in link.classes and isinstance(ref, str) and isinstance(blob, bytes):
-                link.classes.add(ref)
-                link.send(["class", ref, blob, trusted])
-        for tid, index, ticket, cls_ref, payload in body["tasks"]:
-            self.task_info[tid] = (body["job"], index, ticket)
-            self.launchers.give(link, tid, ["run", tid, ticket, cls_ref, payload, body["binded"], trusted,
-                                            body["timeout"], body["stream"], body["max_tasks"]])
-
-    def _fail_all(self, body: dict[str, Any], why: str, skip: frozenset[int] | set[int] = frozenset()) -> None:
-        """Report every task of a RUN as failed, with *why*, without running any (but those in *skip*)."""
-        for tid, index, _ticket, _cls, _payload in body["tasks"]:
-            if tid in skip:
-                continue
-            self.task_info[tid] = (body["job"], index, None)
-            self._done(tid, False, died(why), time.time(), time.time(), b"", b"")
-
-    def _kill(self, tids: list[int]) -> None:
-        self.launchers.kill(tids)
-
-    def _read_launcher(self, link: LauncherLink) -> None:
-        try:
-            msgs = link.read()
-        except (ValueError, msgpack.UnpackException) as exc:  # (its errors of format are ValueErrors)
-            return self._launcher_gone(link, f"sent what is not msgpack ({exc})")
-        if msgs is None:
-            return self._launcher_gone(link, None)
-        for msg in msgs:
-            if not well_formed(msg):
-                return self._launcher_gone(link, f"sent a message of no known shape: {str(msg)[:200]}")
-            if msg[0] == "hello" and link.key.startswith(forked.PENDING):  # a fork of the client: its id
-                if self.launchers.forked(str(msg[1])) is not None:  # that one is here already: not another
-                    log.warning("agent %s: a second launcher said it is %s: let go", self.aid, msg[1])
-                    self._close_launcher(link)
-                    return
-                link.pid = msg[2]
-                self.launchers.rekey(link, forked.PREFIX + str(msg[1]))
-                link.send(["welcome"])
-                log.debug("agent %s: launcher %d, a fork of the client, for %s", self.aid, link.pid, msg[1])
-                for body in self.fork_waits.release(str(msg[1])):
-                    self._run(body)
-            elif msg[0] in ("done", "out") and msg[1] not in link.tasks:
-                # a launcher speaks only of its own tasks (under --run-as-client-user it runs as its job's
-                # owner, whose tasks could drive it): never of another job's
-                self.foreign_task_messages += 1
-                self._bad_log.warning(f"launcher:{link.pid}", "agent %s: launcher %d spoke of task %r, not one of "
-                                      "its own: ignored (%d such message(s) so far)", self.aid, link.pid, msg[1],
-                                      self.foreign_task_messages)
-            elif msg[0] == "done":
-                self._done(*msg[1:])
-            elif msg[0] == "out":
-                info = self.task_info.get(msg[1])
-                data = self.live.admit(msg[1], msg[2], msg[3]) if info is not None else None
-                if info is not None and data is not None:
-                    self.output_box.append([info[0], info[1], msg[2], data])
-
-    def _launcher_gone(self, link: LauncherLink, broken: str | None) -> None:
-        """A launcher that ended, or that is let go because it *broken* (says how it broke the protocol):
-        its tasks fail."""
-        if broken is not None:
-            self.broken_launchers += 1
-            self._bad_log.warning("broken launcher", "agent %s: launcher %d %s: let go (%d such launcher(s) so far)",
-                                  self.aid, link.pid, broken, self.broken_launchers)
-        elif forked.is_forked(link) and not link.tasks:  # a fork of the client, let go when its job ended
-            log.debug("agent %s: launcher %d, a fork of the client, left", self.aid, link.pid)
-        else:
-            log.error("agent %s: launcher %d ended unexpectedly", self.aid, link.pid)
-        why = "died" if broken is None else "broke the protocol with the agent"
-        for tid in list(link.tasks):
-            payload = died(f"the launcher of this task on host {self.host} {why}")
-            self._done(tid, False, payload, time.time(), time.time(), b"", b"")
-        self._close_launcher(link)
-
-    def _done(self, tid: int, ok: bool, payload: bytes, t0: float, t1: float,
-              stdout: bytes, stderr: bytes) -> None:
-        self.launchers.finished(tid)
-        info = self.task_info.pop(tid, None)
-        if info is None:
-            return  # a task this agent was never told about
-        self.output_box += [[info[0], info[1], stream, mark] for stream, mark in self.live.finish(tid)]
-        row = [tid, info[0], info[1], ok, payload, t0, t1, stdout, stderr]
-        size = report_size(row)
-        if size > self.sender.row_cap():  # the launcher caps results; this catches what it could not see
-            why = (f"its report with its output takes {size} bytes, more than the boss accepts in one message "
-                   f"({self.sender.row_cap()} bytes): return less, or print less")
-            row = [tid, info[0], info[1], False, died(f"task on host {self.host} failed: {why}"), t0, t1,
-                   stdout[-65536:], stderr[-65536:]]
-            log.warning("agent %s: report of task %d of job %s refused: %s", self.aid, tid, info[0], why)
-        self.sender.add(row)
-
     def _flush_output(self) -> None:
         """Send streamed output before the reports of the same pass (the boss keeps the order)."""
-        if not self.output_box:
+        chunks = self.tasks.take_output()
+        if not chunks:
             return
-        chunks, self.output_box = self.output_box, []
         dropped = self.sender.output_dropped
         self.sender.output(chunks)  # live output is best effort; reports keep it all
         if self.sender.output_dropped > dropped:
@@ -526,11 +395,6 @@ class AgentDaemon:
         if self.sender.rows or self.sender.blocked or self.sender.memory_bytes > self.sender.window:
             self.sender.flush()
 
-    def _close_launcher(self, link: LauncherLink) -> None:
-        if link.key.startswith(forked.PREFIX):
-            self.fork_waits.left(link.key[len(forked.PREFIX):])
-        for tid in self.launchers.close(link):
-            self.task_info.pop(tid, None)
 
 
 def _boss_period(period: float, aid: str) -> float:

@@ -3,8 +3,8 @@
 taylorism's tasks are forks of the caller, and see what it set up at run time: environment, settings, classes
 and objects of the driver script.  With the embedded default the client forks a launcher of its own when it
 submits a job and that launcher connects to this socket (in the embedded daemons' private directory) and says
-``["hello", launcher id, pid]``; the job's code environment names that launcher (``{"fork": id}``) and its
-tasks go there instead of to a launcher of the zygote.
+hello with its id (:mod:`..launch.link_protocol`); the job's code environment names that launcher
+(``{"fork": id}``) and its tasks go there instead of to a launcher of the zygote.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import socket
 
-from ..launch.pipes import LauncherLink
+from ..launch.link_protocol import LinkMsg
+from .launcher_link import LauncherLink
 
 #: the key of a forked launcher among the agent's launchers
 PREFIX = "fork:"
@@ -57,7 +58,7 @@ def send_limits(link: LauncherLink, max_report: int, max_output: int) -> None:
     limits = [max_report, max_output]
     if link.limits != limits:
         link.limits = limits
-        link.send(["limits", *limits])
+        link.send(LinkMsg.LIMITS, *limits)
 
 
 #: seconds the tasks of a job wait for their forked launcher to come, before they fail

@@ -1,12 +1,13 @@
-"""What a job's launcher starts from on this agent: the code environment the client sent (checked: it comes
-from the network) with what the agent adds to it (its host, its caps, the trust of the link, the variables it
-keeps, the Unix user the job's owner maps to)."""
+"""What a job's launcher starts from on this agent: the code environment the client sent (checked by the rule
+the boss checks it by: it comes from the network) with what the agent adds to it (its host, its caps, the trust
+of the link, the variables it keeps, the Unix user the job's owner maps to)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..launch.isolation import user_problem
+from ..wire.code_env import env_problem
 
 
 class JobRefused(Exception):
@@ -18,14 +19,17 @@ class JobRefused(Exception):
 
 
 def launcher_env(body: dict[str, Any], host: str, run_as_client_user: bool, max_report: int,
-                 max_output: int | None, trusted_link: bool, keep_env: tuple[str, ...]) -> dict[str, Any]:
-    """The launcher environment of a RUN's job; JobRefused if it cannot run here."""
-    problem = env_problem(body["env"])
+                 max_output: int | None, trusted_link: bool, keep_env: tuple[str, ...],
+                 checked: bool = False) -> dict[str, Any]:
+    """The launcher environment of a RUN's job; JobRefused if it cannot run here.
+
+    *checked*: the job's code environment is one found good already (the RUNs of a job carry the same).
+    """
+    problem = None if checked else env_problem(body["env"])
     if problem is not None:
         raise JobRefused(f"has a malformed code environment: {problem}",
                          f"malformed code environment for the job: {problem}")
     env = dict(body["env"], host=host)
-    env.pop("run_as", None)
     if run_as_client_user:
         problem = user_problem(body["user"])
         if problem is not None:
@@ -38,21 +42,3 @@ def launcher_env(body: dict[str, Any], host: str, run_as_client_user: bool, max_
     if keep_env:
         env["keep_env"] = list(keep_env)
     return env
-
-
-def env_problem(env: dict[str, Any]) -> str | None:
-    """What is wrong with a job's code environment, if anything (it comes from the network)."""
-    path = env.get("path", [])
-    if not isinstance(path, list) or not all(isinstance(p, str) for p in path):
-        return "path must be a list of str"
-    if env.get("cwd") is not None and not isinstance(env["cwd"], str):
-        return "cwd must be a str"
-    environ = env.get("environ", {})
-    if not isinstance(environ, dict) or not all(isinstance(k, str) and isinstance(v, str) and "\0" not in k + v
-                                                 and "=" not in k for k, v in environ.items()):
-        return "environ must map variable names to str values"
-    if not isinstance(env.get("fork", ""), str):
-        return "fork must be a str"
-    if not isinstance(env.get("setup"), (str, bytes, type(None))):
-        return "setup must be a reference or bytes"
-    return None

@@ -26,8 +26,8 @@ import msgpack
 import zmq
 
 from ..wire import protocol
+from ..wire.peer_logging import worth_logging
 from ..wire.protocol import ENVELOPE, Msg
-from ..wire.sockets import worth_logging
 from .journal import Journal
 
 log = logging.getLogger("taylorism_zmq.agent")

@@ -4,10 +4,10 @@ A task forked from a process holding a zmq context would inherit its TCP connect
 would then look alive to the boss while its tasks run; so the agent forks this process before it creates
 any context, and every launcher and task descends from it.
 
-The agent <-> zygote channel is a stream socket: each request is its length (:data:`.pipes.LENGTH`) then its
-msgpack body, the launcher's end of its own channel riding with the length (``SCM_RIGHTS``), so a request
-of any size goes through (a datagram socket refused a large code environment with ``EMSGSIZE``, which
-killed the agent); the answer is the launcher's pid.
+The agent <-> zygote channel is a stream socket: each request is its length (:data:`..launch.pipes.LENGTH`)
+then its message (a SPAWN of :mod:`..launch.link_protocol`), the launcher's end of its own channel riding with
+the length (``SCM_RIGHTS``), so a request of any size goes through (a datagram socket refused a large code
+environment with ``EMSGSIZE``, which killed the agent); the answer is the launcher's pid.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ import struct
 import traceback
 from typing import Any
 
-import msgpack
-
 from ..launch.launcher import Launcher
+from ..launch.link_protocol import TO_ZYGOTE, LinkError, LinkMsg, decode_bytes, encode
 from ..launch.pipes import LENGTH, read_exactly
-from ..procutil import die_with_parent
+from ..processes import die_with_parent
 
 _PID = struct.Struct("i")
 
@@ -57,7 +56,7 @@ class Zygote:
     def spawn_launcher(self, env: dict[str, Any]) -> tuple[int, socket.socket]:
         """Fork a launcher for *env*; return its pid and the agent's end of its channel."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        body = msgpack.packb(env)
+        body = encode(LinkMsg.SPAWN, env)
         socket.send_fds(self.sock, [LENGTH.pack(len(body))], [theirs.fileno()])
         self.sock.sendall(body)
         theirs.close()
@@ -95,7 +94,11 @@ def _zygote_main(sock: socket.socket, agent_pid: int) -> None:  # pragma: no cov
         body = read_exactly(sock.fileno(), LENGTH.unpack(head)[0]) if len(head) == LENGTH.size else b""
         if not fds or len(head) < LENGTH.size or len(body) < LENGTH.unpack(head)[0]:
             return  # the agent is gone mid-request
-        env = msgpack.unpackb(body)
+        try:
+            _kind, (env,) = decode_bytes(body, TO_ZYGOTE)
+        except LinkError:  # a bug of the agent
+            traceback.print_exc()
+            return  # (the agent sees this process gone)
         pid = os.fork()
         if pid == 0:
             sock.close()

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Container
 
 from ..wire.keystore import Identity
-from ..wire.sockets import worth_logging
+from ..wire.peer_logging import worth_logging
 from .bounded_maps import forget_oldest
 from .model import Refused
 

@@ -18,8 +18,8 @@ from typing import Any
 import zmq
 
 from ..wire.keystore import ANONYMOUS, LOCAL, Identity, KeyStore, fingerprint
+from ..wire.peer_logging import RateLimitedLog
 from ..wire.protocol import Msg
-from ..wire.sockets import RateLimitedLog
 from .bounded_maps import forget_oldest
 from .model import Refused
 

@@ -33,8 +33,9 @@ import zmq
 
 from ..wire import protocol, security
 from ..wire.keystore import ANONYMOUS, LOCAL, Identity, KeyStore
+from ..wire.peer_logging import RateLimitedLog, worth_logging
 from ..wire.protocol import Msg, ProtocolError
-from ..wire.sockets import EndpointInUseError, RateLimitedLog, bind, check_bindable, configure_bound, worth_logging
+from ..wire.sockets import EndpointInUseError, bind, check_bindable, configure_bound
 from .authorization import Denied, Guard
 from .ledger import refusal
 from .model import Out, Refused

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from ..wire.code_env import env_problem
 from ..wire.keystore import Identity
 from ..wire.protocol import Msg
 from .clients import ClientConnections
@@ -13,7 +14,7 @@ from .ledger import Ledger, end_body
 from .model import JobRecord, JobState, Policy, TaskRecord, TaskState
 from .plugins import PluginLoader
 from .quota import task_bytes
-from .validation import env_problem, ticket_fits
+from .validation import ticket_fits
 
 log = logging.getLogger("taylorism_zmq.boss")
 

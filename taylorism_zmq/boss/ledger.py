@@ -16,8 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..wire.keystore import Identity
+from ..wire.peer_logging import RateLimitedLog
 from ..wire.protocol import Msg, approx_size
-from ..wire.sockets import RateLimitedLog
 from .agentkeys import AgentKeys
 from .free_hosts import FreeHosts
 from .model import (

@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 import logging
 
-from ..wire.sockets import worth_logging
+from ..wire.peer_logging import worth_logging
 
 log = logging.getLogger("taylorism_zmq.boss")
 

@@ -23,8 +23,8 @@ from collections.abc import Callable, Container
 import zmq
 
 from ..wire import protocol
+from ..wire.peer_logging import worth_logging
 from ..wire.protocol import Msg
-from ..wire.sockets import worth_logging
 from .model import Out
 from .output_gaps import OutputGaps
 

@@ -9,8 +9,8 @@ import logging
 import msgpack
 
 from ..wire.keystore import Identity
+from ..wire.peer_logging import RateLimitedLog
 from ..wire.protocol import STDERR, STDOUT, Msg
-from ..wire.sockets import RateLimitedLog
 from .ledger import Ledger
 from .model import JobState, TaskRecord, TaskState
 

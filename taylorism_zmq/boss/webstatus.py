@@ -29,7 +29,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ..wire.sockets import worth_logging
+from ..wire.peer_logging import worth_logging
 
 log = logging.getLogger("taylorism_zmq.boss")
 

@@ -77,6 +77,15 @@ class Connection:
         self.boss_id = ""
         #: the largest message the boss accepts (WELCOME): submissions are split, or refused, under it
         self.max_frame = protocol.MAX_FRAME
+        #: messages of the boss of a type not for clients (ignored)
+        self.unknown_messages = 0
+        #: what the boss says, by type
+        self.handlers: dict[Msg, Callable[[dict[str, Any]], None]] = {
+            Msg.REFUSED: self.on_refused, Msg.WELCOME: self.on_welcome, Msg.PONG: self.on_pong,
+            Msg.STATUS_REPLY: self.on_status_reply, Msg.ADMIN_REPLY: self.on_admin_reply, Msg.ERROR: self.on_error,
+            Msg.REPORTS: self.on_reports, Msg.OUTPUT: self.on_output, Msg.STARTED: self.on_started,
+            Msg.JOB_END: self.on_job_end,
+        }
         try:
             welcome = self.request(Msg.HELLO, {"client": self.client_id}, Msg.WELCOME)
             self.boss_id = welcome["boss"]
@@ -162,19 +171,64 @@ class Connection:
                 except ProtocolError as exc:
                     log.warning("dropped a bad message from the boss at %s: %s", self.endpoint, exc)
                     continue
-                if kind is Msg.REFUSED:
-                    if body.get("denied") is True:
-                        raise AccessDeniedError(f"the boss at {self.endpoint} refused: {body['message']}")
-                    raise ProtocolVersionError(f"the boss at {self.endpoint} refused us: {body['message']}")
-                if kind in (Msg.WELCOME, Msg.PONG) and body["boss"] != self.boss_id and self.boss_id:
-                    self._boss_restarted(body["boss"])
-                job = body.get("job")
-                if isinstance(job, str) and job in self.inboxes:
-                    self.inboxes[job].append((kind, body))
-                elif kind in (Msg.WELCOME, Msg.PONG, Msg.STATUS_REPLY, Msg.ADMIN_REPLY):
-                    self.replies.append((kind, body))
-                elif kind is Msg.ERROR:
-                    log.error("the boss at %s says: %s", self.endpoint, body["message"])
+                handler = self.handlers.get(kind)
+                if handler is None:
+                    self.unknown_messages += 1
+                    log.warning("the boss at %s sent a %s, which is not for clients: ignored (%d such message(s) "
+                                "so far)", self.endpoint, kind.name, self.unknown_messages)
+                    continue
+                handler(body)
+
+    # -- what the boss says, by type (the table is self.handlers) ------------------------
+    def on_refused(self, body: dict[str, Any]) -> None:
+        if body.get("denied") is True:
+            raise AccessDeniedError(f"the boss at {self.endpoint} refused: {body['message']}")
+        raise ProtocolVersionError(f"the boss at {self.endpoint} refused us: {body['message']}")
+
+    def on_welcome(self, body: dict[str, Any]) -> None:
+        self._check_boss(body["boss"])
+        self.replies.append((Msg.WELCOME, body))
+
+    def on_pong(self, body: dict[str, Any]) -> None:
+        self._check_boss(body["boss"])
+        self.replies.append((Msg.PONG, body))
+
+    def on_status_reply(self, body: dict[str, Any]) -> None:
+        self.replies.append((Msg.STATUS_REPLY, body))
+
+    def on_admin_reply(self, body: dict[str, Any]) -> None:
+        self.replies.append((Msg.ADMIN_REPLY, body))
+
+    def on_error(self, body: dict[str, Any]) -> None:
+        if not self._to_job(Msg.ERROR, body):
+            log.error("the boss at %s says: %s", self.endpoint, body["message"])
+
+    def on_reports(self, body: dict[str, Any]) -> None:
+        self._to_job(Msg.REPORTS, body)
+
+    def on_output(self, body: dict[str, Any]) -> None:
+        self._to_job(Msg.OUTPUT, body)
+
+    def on_started(self, body: dict[str, Any]) -> None:
+        self._to_job(Msg.STARTED, body)
+
+    def on_job_end(self, body: dict[str, Any]) -> None:
+        self._to_job(Msg.JOB_END, body)
+
+    def _to_job(self, kind: Msg, body: dict[str, Any]) -> bool:
+        """Queue a message in the inbox of its job, if this process follows that job (a message for a job that
+        ended here is late: dropped)."""
+        job = body.get("job")  # (optional in an ERROR: checked here)
+        inbox = self.inboxes.get(job) if isinstance(job, str) else None
+        if inbox is None:
+            return False
+        inbox.append((kind, body))
+        return True
+
+    def _check_boss(self, boss_id: str) -> None:
+        """A boss of another id than the one greeted: it restarted, and this process's jobs submit again."""
+        if boss_id != self.boss_id and self.boss_id:
+            self._boss_restarted(boss_id)
 
     def _heartbeat_loop(self) -> None:
         """Tell the boss this client lives, from a thread of its own (the program may be busy)."""

@@ -31,7 +31,7 @@ import tempfile
 import threading
 from collections.abc import Sequence
 
-from ..procutil import owner_alive, owner_tag, stop_processes
+from ..processes import owner_alive, owner_tag, stop_processes
 from .page import StatusPage, page_setting
 
 log = logging.getLogger("taylorism_zmq")

@@ -24,9 +24,8 @@ import threading
 import time
 import warnings
 
-import msgpack
-
-from ..config import parse_bool
+from ..config_file import parse_bool
+from ..launch.link_protocol import TO_FORK, LinkError, LinkMsg, decode_bytes, encode
 
 #: seconds a new fork has to reach the agent and be welcomed
 READY_TIMEOUT = 30.0
@@ -149,16 +148,18 @@ def _connect(path: str, launcher_id: str) -> socket.socket:  # pragma: no cover 
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
-    sock.sendall(msgpack.packb(["hello", launcher_id, os.getpid()]))
-    welcome = msgpack.packb(["welcome"])
+    sock.sendall(encode(LinkMsg.HELLO, launcher_id, os.getpid()))
+    size = len(encode(LinkMsg.WELCOME))
     answer = b""
-    while len(answer) < len(welcome):  # not a byte more: the job's first orders may follow at once
-        data = sock.recv(len(welcome) - len(answer))
+    while len(answer) < size:  # not a byte more: the job's first orders may follow at once
+        data = sock.recv(size - len(answer))
         if not data:
             raise ConnectionError("the agent closed the connection")
         answer += data
-    if answer != welcome:
-        raise ConnectionError(f"the agent answered {answer!r}, not a welcome")
+    try:
+        decode_bytes(answer, TO_FORK)
+    except LinkError:
+        raise ConnectionError(f"the agent answered {answer!r}, not a welcome") from None
     sock.settimeout(None)
     return sock
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 
 from ..errors import BossUnreachableError, TaylorismError
-from ..procutil import stop_processes
+from ..processes import stop_processes
 from ..wire import security
 from .page import StatusPage, page_setting
 

@@ -11,14 +11,15 @@ import logging
 import sys
 import traceback
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from bronx.system import interrupt
 from footprints import proxy as fpx
 
-from ..config import boss_address, tasks_per_process
+from ..client_settings import boss_address, tasks_per_process
 from ..errors import AgentLostError, WorkerError
-from ..procutil import host_key
+from ..machine import host_key
 from ..wire.codec import Codec
 from ..wire.protocol import ENVELOPE, STDERR, STDOUT, Msg, approx_size, output_gap
 from .connection import Connection, connect
@@ -142,6 +143,11 @@ class Boss:
         self._job = _attach or f"job-{uuid.uuid4().hex[:12]}"
         self._attached = _attach is not None
         self._inbox = self._conn.open_inbox(self._job)
+        #: what the boss says of this job, by type (the connection queues these in the job's inbox)
+        self._handlers: dict[Msg, Callable[[dict[str, Any]], None]] = {
+            Msg.REPORTS: self._on_reports, Msg.STARTED: self._on_started, Msg.OUTPUT: self._on_output,
+            Msg.ERROR: self._on_error, Msg.JOB_END: self._on_job_end,
+        }
         self._instructions: dict[int, dict] = {}
         #: names of the tasks not reported yet (taylorism: no two running workers share a name)
         self._running_names: dict[str, int] = {}
@@ -331,33 +337,44 @@ class Boss:
             self._conn.pump(0)
         while self._inbox:
             kind, body = self._inbox.popleft()
-            if kind is Msg.REPORTS:
-                # pickle only along a trusted chain: a link we trust, to a boss that vouches for the agent keys
-                codec = self._codec if body["trusted"] is True else self._untrusted_codec
-                self._say_gaps(body.get("output_dropped"))
-                for row in body["reports"]:
-                    self._take_report(codec, *row)
-                if isinstance(body.get("running"), int):
-                    self._running = body["running"]
-            elif kind is Msg.STARTED:
-                if isinstance(body.get("running"), int):
-                    self._running = body["running"]
-                for index in body["indexes"] if self.verbose else ():
-                    row = self._rows.get(index)
-                    if row is not None:
-                        taylorism_log.info("Worker %s started.", row[1])
-            elif kind is Msg.OUTPUT and self._live is not None:
-                for index, name, stream, data in body["chunks"]:
-                    if index not in self._reported:
-                        self._live.feed(index, name, stream, data)
-            elif kind is Msg.ERROR and isinstance(body.get("error"), dict):  # a refusal that ends the job here
-                self._end = {"job": self._job, "status": "failed", "pending": [], "error": body["error"]}
-                self._conn.close_inbox(self._job)
-            elif kind is Msg.JOB_END:
-                self._end = body
-                self._conn.close_inbox(self._job)
-                if self._forked is not None and self._forked is not _pooled.get(self._conn.endpoint):
-                    self._forked.close()
+            self._handlers[kind](body)
+
+    # -- what the boss says of this job, by type (the table is self._handlers; private, as this class's public
+    # names are taylorism's API) -------------------------------------------------------------------------------
+    def _on_reports(self, body: dict[str, Any]) -> None:
+        # pickle only along a trusted chain: a link we trust, to a boss that vouches for the agent keys
+        codec = self._codec if body["trusted"] is True else self._untrusted_codec
+        self._say_gaps(body.get("output_dropped"))
+        for row in body["reports"]:
+            self._take_report(codec, *row)
+        if isinstance(body.get("running"), int):
+            self._running = body["running"]
+
+    def _on_started(self, body: dict[str, Any]) -> None:
+        if isinstance(body.get("running"), int):  # (for progress bars: the boss's own count)
+            self._running = body["running"]
+        for index in body["indexes"] if self.verbose else ():
+            row = self._rows.get(index)
+            if row is not None:
+                taylorism_log.info("Worker %s started.", row[1])
+
+    def _on_output(self, body: dict[str, Any]) -> None:
+        if self._live is None:
+            return
+        for index, name, stream, data in body["chunks"]:
+            if index not in self._reported:
+                self._live.feed(index, name, stream, data)
+
+    def _on_error(self, body: dict[str, Any]) -> None:
+        if isinstance(body.get("error"), dict):  # a refusal that ends the job here
+            self._end = {"job": self._job, "status": "failed", "pending": [], "error": body["error"]}
+            self._conn.close_inbox(self._job)
+
+    def _on_job_end(self, body: dict[str, Any]) -> None:
+        self._end = body
+        self._conn.close_inbox(self._job)
+        if self._forked is not None and self._forked is not _pooled.get(self._conn.endpoint):
+            self._forked.close()
 
     def _say_gaps(self, gaps: object) -> None:
         """Live output the boss dropped for this process and could not say in a later chunk: said at the end

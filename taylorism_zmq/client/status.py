@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import boss_address
+from ..client_settings import boss_address
 from ..wire.protocol import Msg
 from .connection import Connection
 from .embedded import embedded_endpoint

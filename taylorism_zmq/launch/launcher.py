@@ -2,43 +2,43 @@
 
 A launcher serves one code environment (the client's ``sys.path``, working directory and main script).  On a
 cluster the agent's zygote forks it (:mod:`taylorism_zmq.agent.zygote`); with the embedded default it is a fork
-of the client itself (:mod:`taylorism_zmq.client.forklaunch`).  It imports the worker modules once and forks one
-process per task, ahead of its task, so the fork is off the task's path; with ``max_tasks`` above one a task
+of the client itself (:mod:`taylorism_zmq.client.forklaunch`).  It takes on the job's code environment
+(:mod:`.prepare`), imports the worker modules once (:mod:`.worker_classes`) and forks one process per task,
+ahead of its task, so the fork is off the task's path; with ``max_tasks`` above one a task
 process takes up to that many tasks in turn (:mod:`.taskprocs`).  Task processes inherit no zmq socket.  The
 launcher owns its tasks: it reads each task's report from a pipe, reaps it with ``waitpid``, and sends the agent
 one terminal message per task, whatever happened (a report, an exception, an exit code or a signal), with the
 task's stdout and stderr, read from two more pipes (see :mod:`.output`).  What runs in a task process is in
-:mod:`.task`.
-
-Launcher <-> agent messages are msgpack arrays on a stream socket.  Agent to launcher:
-``["class", ref, blob, trusted]`` (a driver script's class, by value), ``["run", tid, ticket, cls, payload,
-binded, trusted, timeout, stream, max_tasks]``, ``["kill", [tid...]]``, and to a fork of the client, which has
-no environment from the agent, ``["limits", max_report, max_output]`` before a job's tasks.  Launcher to
-agent: ``["done", tid, ok, payload, t0, t1, stdout, stderr]`` and, for tasks whose output is streamed,
-``["out", tid, 1|2, data]``.
+:mod:`.task`; what the launcher and its agent say to each other, in :mod:`.link_protocol` (its end of the
+channel: :mod:`.agent_link`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import pickle
 import selectors
 import signal
 import socket
-import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
 
-from ..procutil import die_with_parent
-from ..wire.codec import Codec, resolve_ref
+from ..processes import die_with_parent
+from ..wire.codec import Codec
 from ..wire.protocol import STDERR, STDOUT
-from . import environ, isolation, task
+from . import isolation
+from .agent_link import KEY as AGENT
+from .agent_link import AgentLink
+from .link_protocol import LinkError, LinkMsg
 from .output import DEFAULT_MAX_OUTPUT
-from .pipes import READ_CHUNK, StreamDecoder, recv_available, write_all
+from .pipes import READ_CHUNK, write_all
+from .prepare import prepare
 from .task import died, failure
 from .taskprocs import Task, TaskProcess, fork_task_process
+from .worker_classes import WorkerClasses
 
 #: seconds between SIGTERM and SIGKILL when tasks are stopped
 KILL_GRACE = 1.0
@@ -53,12 +53,13 @@ MAX_IDLE = 64
 #: default cap on one task's report (the boss caps frames at this size too)
 DEFAULT_MAX_REPORT = 256 * 1024 * 1024 - 4096
 
+log = logging.getLogger("taylorism_zmq.launcher")
+
 
 class Launcher:
     """Fork task processes in a prepared code environment, and give them tasks."""
 
     def __init__(self, sock: socket.socket, env: dict[str, Any], zygote_pid: int, life_fd: int | None = None):
-        self.sock = sock
         self.env = env
         self.zygote_pid = zygote_pid
         #: a fork of the client (the embedded default), in the state the client had: nothing to prepare
@@ -78,24 +79,23 @@ class Launcher:
         self.spares: list[TaskProcess] = []
         #: processes that ran tasks and wait for a next one (max_tasks_per_process > 1), oldest first
         self.idle: list[TaskProcess] = []
-        self.classes: dict[str, Any] = {}
-        #: worker classes that came by value and could not be loaded, with why
-        self.bad_classes: dict[str, str] = {}
-        #: a class that came by value is known to the processes forked after it came: the launcher's
-        #: generation counts such arrivals, and each class keeps the generation it came with
-        self.generation = 0
-        self.loaded_at: dict[str, int] = {}
+        self.classes = WorkerClasses(self.host, self.forked)
         #: the error of the job's setup callable, if it failed: every task reports it
         self.setup_error: BaseException | None = None
-        self.decoder = StreamDecoder()
-        self.outbuf = bytearray()
         self.sel = selectors.DefaultSelector()
+        #: the channel to the agent
+        self.agent = AgentLink(sock, self.sel)
         self.closing = False
         self.linger_until = 0.0
         self.term_requested = False
         #: tasks given so far, and the max_tasks_per_process of the last one
         self.given = 0
         self.max_tasks = 1
+        #: what the agent says, by type (link_protocol.TO_LAUNCHER)
+        self.handlers: dict[LinkMsg, Callable[..., None]] = {
+            LinkMsg.RUN: self.on_run, LinkMsg.CLASS: self.on_class, LinkMsg.KILL: self.on_kill,
+            LinkMsg.LIMITS: self.on_limits,
+        }
 
     # -- set up ------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -103,80 +103,13 @@ class Launcher:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         # the handler only sets a flag: the loop acts on it, never in the middle of a fork
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "term_requested", True))
-        client_environ = self.env.get("environ")
-        if isinstance(client_environ, dict):  # the client's variables, before any of its modules is imported
-            environ.apply(environ.task_environ(client_environ, os.environ, self.env.get("keep_env", ())))
-        os.environ["TAYLORISM_HOST"] = self.host  # tasks may want to know where they run
-        path = [p for p in self.env.get("path", []) if isinstance(p, str)]
-        sys.path[:0] = [p for p in path if p not in sys.path]
-        cwd = self.env.get("cwd")
-        if isinstance(cwd, str) and os.path.isdir(cwd):
-            os.chdir(cwd)
-        if self.env.get("alias_taylorism") is True:
-            from ..alias import install_as_taylorism
-
-            install_as_taylorism()
-        self._run_setup()
+        self.setup_error = prepare(self.env, self.host)
 
     def _prepare_forked(self) -> None:
         """A fork of the client: its state is the job's, as in taylorism; only what launching needs changes."""
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "term_requested", True))
         os.environ["TAYLORISM_HOST"] = self.host
-
-    def _run_setup(self) -> None:
-        """The job's setup callable, if it has one: run-time setup of the client, replayed here once."""
-        setup = self.env.get("setup")
-        if setup is None:
-            return
-        try:
-            if isinstance(setup, bytes):
-                if not self.env.get("trusted"):
-                    raise ValueError("a setup callable by value is refused on an untrusted link")
-                function = pickle.loads(setup)
-            else:
-                function = resolve_ref(str(setup))
-            function()
-        except BaseException as exc:
-            self.setup_error = RuntimeError(f"the job's setup {setup if isinstance(setup, str) else ''} failed on "
-                                            f"host {self.host}: {type(exc).__name__}: {exc}")
-            self.setup_error.__traceback__ = exc.__traceback__
-
-    def _load(self, ref: str) -> Any:
-        """A worker class: one that came by value (from the driver script), or imported by reference."""
-        cls = self.classes.get(ref)
-        if cls is None:
-            module = ref.partition(":")[0]
-            if module in ("__main__", "__mp_main__") and not self.forked:
-                raise ImportError(f"worker class {ref} of the driver script did not come with its job")
-            fresh = module not in sys.modules
-            try:
-                cls = resolve_ref(ref)
-            except BaseException as exc:
-                raise ImportError(
-                    f"cannot import worker class {ref} on host {self.host} "
-                    f"(module {module!r}, file {_module_file(module)}, sys.path {sys.path[:6]}...): "
-                    f"{type(exc).__name__}: {exc}") from None
-            self.classes[ref] = cls
-            if fresh:
-                self._drop_spares()  # they were forked before this import: fork fresh ones
-        return cls
-
-    def _receive_class(self, ref: str, blob: bytes, trusted: bool) -> None:
-        """A worker class of the driver script, by value: task processes forked from now on have it
-        (a fork of the client has the class itself: that one is kept, for identity's sake)."""
-        if ref in self.classes or not trusted:
-            return
-        try:
-            cls = resolve_ref(ref) if self.forked else pickle.loads(blob)
-        except BaseException as exc:
-            self.bad_classes[ref] = f"{type(exc).__name__}: {exc}"
-            return
-        self.classes[ref] = task.CLASSES[ref] = cls
-        if not self.forked:  # (a fork of the client: its spares have the class already)
-            self.generation += 1
-            self.loaded_at[ref] = self.generation
-            self._drop_spares()
 
     # -- the loop ------------------------------------------------------------------
     def serve(self) -> None:
@@ -190,19 +123,18 @@ class Launcher:
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
-        self.sock.setblocking(False)
-        self.sel.register(self.sock, selectors.EVENT_READ, "agent")
+        self.agent.watch()
         self.sel.register(wake_r, selectors.EVENT_READ, "wake")
         if self.life_fd is not None:
             self.sel.register(self.life_fd, selectors.EVENT_READ, "life")
         self._wake = (wake_r, wake_w)
         while not (self.closing and not self.running and not self._lingering()):
             for key, mask in self.sel.select(self._timeout()):
-                if key.data == "agent":
+                if key.data == AGENT:
                     if mask & selectors.EVENT_READ:
                         self._read_agent()
                     if mask & selectors.EVENT_WRITE:
-                        self._flush()
+                        self.agent.flush()
                 elif key.data == "life":
                     self._shutdown()  # the client is gone (or its job ended)
                     self.sel.unregister(key.fd)
@@ -222,7 +154,7 @@ class Launcher:
             self._reap()
             self._kill_overdue()
             self._refill_spares()
-        self._flush(blocking=True)
+        self.agent.flush(blocking=True)
 
     def _timeout(self) -> float | None:
         deadlines = [d for p in self.running.values()
@@ -240,73 +172,52 @@ class Launcher:
         return any(key.data[1] == "output" for key in self.sel.get_map().values() if isinstance(key.data, tuple))
 
     def _read_agent(self) -> None:
-        data = recv_available(self.sock)
-        if data is None:
-            return
-        if not data:
+        try:
+            orders = self.agent.read()
+        except LinkError as exc:  # a bug of the agent: leave (it reports the tasks of this launcher as failed)
+            log.error("launcher %d: its agent sent %s: leaving", os.getpid(), exc)
+            orders = None
+        if orders is None:
             self._shutdown()
             return
-        for msg in self.decoder.feed(data):
-            if msg[0] == "run":
-                self._run(*msg[1:11])
-            elif msg[0] == "class":
-                self._receive_class(*msg[1:4])
-            elif msg[0] == "limits":
-                self._set_limits(*msg[1:3])
-            elif msg[0] == "kill":
-                self._kill(set(msg[1]))
+        for kind, fields in orders:
+            self.handlers[kind](*fields)
 
-    def _set_limits(self, max_report: object, max_output: object) -> None:
+    # -- what the agent says, by type (the table is self.handlers) -----------------------
+    def on_class(self, ref: str, blob: bytes, trusted: bool) -> None:
+        """A worker class of the driver script, by value: task processes forked from now on have it."""
+        if self.classes.receive(ref, blob, trusted):
+            self._drop_spares()  # forked before it came
+
+    def on_kill(self, tids: list[int]) -> None:
+        self._kill(set(tids))
+
+    def on_limits(self, max_report: int, max_output: int) -> None:
         """A fork of the client learns the agent's caps by message (a launcher of the zygote, from its
         environment); they hold for the tasks given from now on."""
-        if isinstance(max_report, int) and max_report > 0:
+        if max_report > 0:
             self.max_report = max_report
-        if isinstance(max_output, int) and max_output >= 0:
+        if max_output >= 0:
             self.max_output = max_output
 
-    def _send(self, msg: list) -> None:
-        if self.closing and self.sock.fileno() < 0:
-            return
-        self.outbuf += msgpack.packb(msg, use_bin_type=True)
-        self._flush()
-
-    def _flush(self, blocking: bool = False) -> None:
-        while self.outbuf:
-            try:
-                sent = self.sock.send(self.outbuf)
-            except (BlockingIOError, InterruptedError):
-                if not blocking:
-                    break
-                self.sock.setblocking(True)
-                continue
-            except OSError:
-                self.outbuf.clear()
-                break
-            del self.outbuf[:sent]
-        if self.sock.fileno() >= 0:
-            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.outbuf else 0)
-            self.sel.modify(self.sock, events, "agent")
-
     # -- tasks ---------------------------------------------------------------------
-    def _run(self, tid: int, ticket: int | None, cls_ref: str, payload: bytes, binded: bool,
-             trusted: bool, timeout: float | None = None, stream: bool = False, max_tasks: int = 1) -> None:
+    def on_run(self, tid: int, ticket: int | None, cls_ref: str, payload: bytes, binded: bool, trusted: bool,
+               timeout: float | None, stream: bool, max_tasks: int) -> None:
         t0 = time.time()
         try:
             if self.setup_error is not None:
                 raise self.setup_error
-            if cls_ref in self.bad_classes:
-                raise ImportError(f"worker class {cls_ref} of the driver script cannot be loaded on host "
-                                  f"{self.host}: {self.bad_classes[cls_ref]}")
-            self._load(cls_ref)
+            if self.classes.load(cls_ref):
+                self._drop_spares()  # they were forked before this import: fork fresh ones
         except (ImportError, RuntimeError) as exc:
             codec = Codec(trusted)
-            self._send(["done", tid, False, failure(codec, exc), t0, time.time(), b"", b""])
+            self.agent.send(LinkMsg.DONE, tid, False, failure(codec, exc), t0, time.time(), b"", b"")
             return
         if self.closing or self.term_requested:
             return  # going away: the agent will not hear of this task anyway
         self.given += 1
         self.max_tasks = max_tasks
-        proc = self._process_for(max_tasks, self.loaded_at.get(cls_ref, 0))
+        proc = self._process_for(max_tasks, self.classes.generation_of(cls_ref))
         more = proc.runs + 1 < max_tasks
         order = msgpack.packb([cls_ref, payload, ticket, binded, trusted, stream, more], use_bin_type=True)
         proc.give(Task(tid, timeout, bool(stream), self.max_output), order, more)
@@ -338,7 +249,7 @@ class Launcher:
         # a fork of the client keeps the client's open files for its tasks (as taylorism's forks do): only
         # what belongs to this launcher is closed in a task process; from the zygote, everything is
         proc = fork_task_process(os.getpid(), self._own_fds() if self.forked else None)
-        proc.generation = self.generation
+        proc.generation = self.classes.generation
         self.procs[proc.pid] = proc
         self.sel.register(proc.result_r, selectors.EVENT_READ, (proc, "result"))
         for fd in proc.outputs:
@@ -346,7 +257,7 @@ class Launcher:
         return proc
 
     def _own_fds(self) -> list[int]:
-        fds = [self.sock.fileno(), self.sel.fileno(), *getattr(self, "_wake", ())]
+        fds = [self.agent.sock.fileno(), self.sel.fileno(), *getattr(self, "_wake", ())]
         if self.life_fd is not None:
             fds.append(self.life_fd)
         for proc in self.procs.values():
@@ -438,7 +349,7 @@ class Launcher:
                     continue
                 task.outputs[stream].add(chunk)
                 if task.stream:
-                    self._send(["out", task.tid, stream, chunk])
+                    self.agent.send(LinkMsg.OUT, task.tid, stream, chunk)
         except BlockingIOError:
             pass
 
@@ -492,8 +403,8 @@ class Launcher:
             else:
                 what = f"exited with code {os.waitstatus_to_exitcode(status)} without a report"
             ok, payload = False, died(f"task process {proc.pid} on host {self.host} {what}")
-        self._send(["done", task.tid, ok, payload, task.t0, time.time(),
-                    task.outputs[STDOUT].getvalue(), task.outputs[STDERR].getvalue()])
+        self.agent.send(LinkMsg.DONE, task.tid, ok, payload, task.t0, time.time(),
+                        task.outputs[STDOUT].getvalue(), task.outputs[STDERR].getvalue())
 
     def _kill(self, tids: set[int]) -> None:
         deadline = time.monotonic() + KILL_GRACE
@@ -531,11 +442,7 @@ class Launcher:
             proc.close_orders()
         self.idle.clear()
         self._kill(set(self.running))
-        try:
-            self.sel.unregister(self.sock)
-        except (KeyError, ValueError):
-            pass
-        self.sock.close()
+        self.agent.close()
 
 
 def _signal_group(pid: int, sig: int) -> None:
@@ -545,9 +452,3 @@ def _signal_group(pid: int, sig: int) -> None:
         pass
     except PermissionError:  # pragma: no cover
         pass
-
-
-def _module_file(module: str) -> str | None:
-    mod = sys.modules.get(module)
-    return getattr(mod, "__file__", None)
-

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgpack
 
-from ..procutil import die_with_parent
+from ..processes import die_with_parent
 from ..wire.codec import Codec, ref_of, resolve_ref
 from .pipes import LENGTH, read_exactly, write_all
 

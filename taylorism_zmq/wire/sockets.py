@@ -1,12 +1,8 @@
-"""Socket settings shared by the daemons and the client (see the pitfalls notes)."""
+"""Socket options shared by the daemons and the client, each with its reason; binding; endpoints."""
 
 from __future__ import annotations
 
-import logging
 import socket
-import threading
-import time
-from collections.abc import Callable
 
 import zmq
 
@@ -99,74 +95,26 @@ def report_endpoint_for(advertised: str, control: str) -> str:
     return f"tcp://{control_host}:{port}"
 
 
-#: log lines all RateLimitedLogs of a process write in one second at most (their keys are chosen by peers)
-LINES_PER_SECOND = 20
+def check_endpoint(endpoint: object, what: str) -> str:
+    """*endpoint* if it is a tcp://HOST:PORT or ipc:///PATH endpoint, else a ValueError saying where it came from."""
+    text = endpoint if isinstance(endpoint, str) else repr(endpoint)
+    if isinstance(endpoint, str):
+        if endpoint.startswith("ipc://") and len(endpoint) > len("ipc://"):
+            return endpoint
+        host, _, port = endpoint[len("tcp://"):].rpartition(":")
+        if endpoint.startswith("tcp://") and host and (port.isdigit() or port == "*"):
+            return endpoint
+    hint = f" (did you mean tcp://{text}?)" if ":" in text and "://" not in text else ""
+    raise ValueError(f"{what} {text!r} is not an endpoint: use tcp://HOST:PORT or ipc:///PATH{hint}")
 
 
-class _Budget:
-    """The log lines of a second, shared by every RateLimitedLog (the ZAP handler's thread logs too)."""
-
-    def __init__(self, per_second: int):
-        self.per_second = per_second
-        self.lock = threading.Lock()
-        self.second = 0
-        self.used = 0
-        #: lines refused since the last one written
-        self.suppressed = 0
-
-    def take(self, now: float) -> int | None:
-        """None if the budget of this second is spent (the line is counted); else the lines suppressed before."""
-        with self.lock:
-            second = int(now)
-            if second != self.second:
-                self.second, self.used = second, 0
-            if self.used >= self.per_second:
-                self.suppressed += 1
-                return None
-            self.used += 1
-            suppressed, self.suppressed = self.suppressed, 0
-            return suppressed
-
-
-_budget = _Budget(LINES_PER_SECOND)
-
-
-def worth_logging(count: int) -> bool:
-    """Whether the *count*-th occurrence of an event is logged: the 1st, 2nd, 4th, 8th... (a log that stays
-    readable under a flood, and still says how many there were)."""
-    return count & (count - 1) == 0
-
-
-class RateLimitedLog:
-    """Log at most one line per key and period, and (all of them together) LINES_PER_SECOND lines a second:
-    hostile peers choose the keys (fresh keys, fresh connections), and must not flood logs."""
-
-    def __init__(self, logger: logging.Logger, period: float = 10.0, max_keys: int = 4096,
-                 budget: _Budget | None = None, clock: Callable[[], float] = time.monotonic):
-        self.logger = logger
-        self.clock = clock
-        self.period = period
-        self.max_keys = max_keys
-        self.budget = budget or _budget
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def warning(self, key: str, fmt: str, *args: object) -> None:
-        now = self.clock()
-        last = self._last.get(key)
-        if last is not None and now - last < self.period:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        overall = self.budget.take(now)
-        if overall is None:
-            return  # counted in the budget, summarized with the next line written
-        if overall:
-            self.logger.warning("%d log line(s) about peers suppressed: more than %d a second",
-                                overall, self.budget.per_second)
-        if len(self._last) >= self.max_keys:
-            self._last.clear()
-            self._suppressed.clear()
-        self._last[key] = now
-        skipped = self._suppressed.pop(key, 0)
-        suffix = f" ({skipped} similar suppressed)" if skipped else ""
-        self.logger.warning(fmt + suffix, *args)
+def default_reports_endpoint(control: str) -> str:
+    """The report endpoint a boss binds beside its control endpoint unless told another (port + 1, or -reports)."""
+    if control.startswith("tcp://"):
+        host, _, port = control[len("tcp://"):].rpartition(":")
+        if not port.isdigit():
+            raise ValueError(f"a tcp endpoint needs a port: {control}")
+        return f"tcp://{host}:{int(port) + 1}"
+    if control.startswith("ipc://"):
+        return control + "-reports"
+    raise ValueError(f"unsupported endpoint {control!r} (use tcp://host:port or ipc:///path)")

@@ -20,7 +20,7 @@ import os
 import sys
 from typing import Any
 
-from .config import find_config, load_config, parse_bool
+from .config_file import find_config, load_config, parse_bool
 
 _UNSET = object()
 #: options that are not settings
@@ -37,7 +37,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def config_file(explicit: str | None) -> str | None:
-    """The config file a command reads (the programs read the same: see config.find_config)."""
+    """The config file a command reads (the programs read the same: see config_file.find_config)."""
     try:
         return find_config(explicit)
     except ValueError as exc:

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import zmq
 
-from ..launch.pipes import LauncherLink
-from ..wire.protocol import STDERR, STDOUT
+from ..launch.link_protocol import LinkMsg
 from . import forked
+from .launcher_link import LauncherLink
 from .zygote import Zygote
 
 log = logging.getLogger("taylorism_zmq.agent")
@@ -22,36 +21,12 @@ log = logging.getLogger("taylorism_zmq.agent")
 #: launchers kept alive per agent (one per client code environment)
 MAX_LAUNCHERS = 8
 
-_INT, _BOOL, _BYTES, _STR, _NUMBER = (int,), (bool,), (bytes,), (str,), (int, float)
-#: what a launcher may say, field by field (see launch.launcher): anything else is a broken or hostile launcher
-_SHAPES: dict[str, tuple[tuple[type, ...], ...]] = {
-    "hello": (_STR, _INT),
-    "done": (_INT, _BOOL, _BYTES, _NUMBER, _NUMBER, _BYTES, _BYTES),
-    "out": (_INT, _INT, _BYTES),
-}
-
-
-def well_formed(msg: object) -> bool:
-    """Whether *msg* has the shape of a launcher's message, types exact (a launcher under --run-as-client-user
-    runs as its job's owner, whose tasks could drive it: nothing it sends may fail the agent)."""
-    if type(msg) is not list or not msg or type(msg[0]) is not str or msg[0] not in _SHAPES:
-        return False
-    shape = _SHAPES[msg[0]]
-    if len(msg) != len(shape) + 1 or not all(type(v) in t for v, t in zip(msg[1:], shape, strict=True)):
-        return False
-    if msg[0] == "out":
-        return msg[2] in (STDOUT, STDERR)  # (each stream is state the agent keeps)
-    if msg[0] == "done":
-        return math.isfinite(msg[4]) and math.isfinite(msg[5])  # (the boss refuses a batch with NaN in it)
-    return True
-
-
 def env_key(env: dict[str, Any]) -> str:
     """One key per code environment, whatever it holds (a setup callable by value is bytes)."""
     return json.dumps(env, sort_keys=True, default=lambda v: {"bytes": v.hex()} if isinstance(v, bytes) else repr(v))
 
 
-class Launchers:
+class LauncherPool:
     """Launcher links by key (the code environment, or ``forked.PREFIX`` + the fork's id) and by task."""
 
     def __init__(self, aid: str, zygote: Zygote, poller: zmq.Poller):
@@ -97,10 +72,11 @@ class Launchers:
         link.last_used = time.monotonic()
         return link
 
-    def give(self, link: LauncherLink, tid: int, order: list) -> None:
+    def give(self, link: LauncherLink, tid: int, *order: object) -> None:
+        """Send a task to a launcher: its RUN message's fields after the task id."""
         link.tasks.add(tid)
         self.of_task[tid] = link
-        link.send(order)
+        link.send(LinkMsg.RUN, tid, *order)
 
     def finished(self, tid: int) -> None:
         link = self.of_task.pop(tid, None)
@@ -115,7 +91,7 @@ class Launchers:
             if link is not None:
                 by_link.setdefault(link.key, []).append(tid)
         for key, group in by_link.items():
-            self.links[key].send(["kill", group])
+            self.links[key].send(LinkMsg.KILL, group)
 
     def idle(self, now: float, idle_for: float) -> list[LauncherLink]:
         """The zygote's launchers with no task for *idle_for* seconds (a fork of a client leaves when its

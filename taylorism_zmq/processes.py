@@ -1,11 +1,11 @@
-"""Process hygiene: children die with their parent; owners of leftovers; machine identity."""
+"""Process lifetimes: children die with their parent, daemons stopped in bounded time, and the identity of a
+process that survives pid reuse (the owners of what processes leave on disk)."""
 
 from __future__ import annotations
 
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import threading
 from collections.abc import Iterable
@@ -87,13 +87,3 @@ def stop_processes(procs: Iterable[subprocess.Popen], grace: float) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def host_key() -> str:
-    """Identify this machine (hostname + boot id): POSIX shared memory is shared within it."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            boot = f.read().strip()
-    except OSError:  # pragma: no cover - not Linux
-        boot = "unknown-boot"
-    return f"{socket.gethostname()}/{boot}"

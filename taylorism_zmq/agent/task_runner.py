@@ -1,0 +1,246 @@
+"""The tasks an agent runs: the boss's RUNs handed to launchers, and what launchers say of them turned into
+report rows and live output for the boss (the agent's loop, its link to the boss, is :mod:`.daemon`)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from ..launch.launcher import DEFAULT_MAX_REPORT
+from ..launch.link_protocol import TO_AGENT, LinkError, LinkMsg, decode
+from ..launch.output import DEFAULT_MAX_OUTPUT
+from ..launch.task import died
+from ..wire import protocol
+from ..wire.peer_logging import RateLimitedLog
+from ..wire.protocol import ENVELOPE
+from . import forked
+from .launcher_link import LauncherLink
+from .launcher_pool import LauncherPool
+from .output_rate import LiveGate
+from .runenv import JobRefused, launcher_env
+from .sender import ReportSender, report_size
+from .zygote import ZygoteGone
+
+log = logging.getLogger("taylorism_zmq.agent")
+
+
+class TaskRunner:
+    """Start the tasks of RUNs on this host's launchers; hand their ends to the report sender."""
+
+    def __init__(self, aid: str, host: str, launchers: LauncherPool, sender: ReportSender, *,
+                 run_as_client_user: bool = False, trusted_link: bool = False, keep_env: tuple[str, ...] = (),
+                 max_report: int | None = None, max_output: int | None = None):
+        self.aid, self.host = aid, host
+        self.launchers = launchers
+        self.sender = sender
+        #: run each job's tasks as the Unix user its owner's key maps to (an agent started as root)
+        self.run_as_client_user = run_as_client_user
+        #: pickle may travel on the link to the boss: private ipc, or authenticated tcp
+        self.trusted_link = trusted_link
+        #: variables of the host that a job's environment does not replace (see launch/environ.py)
+        self.keep_env = keep_env
+        self.max_report = max_report
+        self.max_output = max_output
+        #: the largest frame the boss accepts (from REGISTERED): reports are capped under it
+        self.max_frame = protocol.MAX_FRAME
+        #: the last code environment found good: the RUNs of a job carry the same, checked once in a row
+        self._env_found_good: dict[str, Any] | None = None
+        #: tasks that came before their forked launcher did
+        self.fork_waits = forked.Waiting()
+        #: task id -> (job, index, ticket), for reports and for a boss that restarted
+        self.task_info: dict[int, tuple[str, int, int | None]] = {}
+        #: streamed task output not sent yet: [job, index, stream, data] rows (best effort, never resent)
+        self.output_box: list[list] = []
+        #: which chunks of live output go on (at most a rate), with a mark where some were dropped
+        self.live = LiveGate()
+        self._bad_log = RateLimitedLog(log)
+        #: messages of a launcher about tasks it was not given (ignored)
+        self.foreign_task_messages = 0
+        #: launchers let go because they sent what is not a launcher's message
+        self.broken_launchers = 0
+        #: RUNs whose handling raised (a bug): their tasks failed, the agent went on
+        self.job_errors = 0
+        #: what launchers say, by type (each handler takes the launcher's link, then the message's fields)
+        self.handlers: dict[LinkMsg, Callable[..., None]] = {
+            LinkMsg.HELLO: self.on_hello, LinkMsg.DONE: self.on_done, LinkMsg.OUT: self.on_out,
+        }
+
+    # -- the boss's RUNs -------------------------------------------------------------------
+    def run(self, body: dict[str, Any]) -> None:
+        """Start a RUN's tasks; whatever in the job breaks that fails the job's tasks, never the agent."""
+        try:
+            self._start(body)
+        except ZygoteGone:
+            raise  # the agent cannot start any task any more
+        except Exception as exc:
+            self.job_errors += 1
+            log.exception("agent %s: job %s could not be started (a bug; %d such job(s) so far)", self.aid,
+                          body["job"], self.job_errors)
+            given = set(self.launchers.of_task)
+            self._fail_all(body, f"agent on host {self.host} could not start the task: {type(exc).__name__}: {exc}",
+                           skip=given)
+
+    def _start(self, body: dict[str, Any]) -> None:
+        try:
+            env = launcher_env(body, self.host, self.run_as_client_user, self._report_cap(), self.max_output,
+                               self.trusted_link, self.keep_env, checked=body["env"] == self._env_found_good)
+        except JobRefused as refused:
+            log.warning("agent %s: job %s %s", self.aid, body["job"], refused.why)
+            self._fail_all(body, refused.told)
+            return
+        self._env_found_good = body["env"]
+        trusted = env["trusted"]
+        if "fork" in env:  # a fork of the client, for this job (the embedded default)
+            link = self.launchers.forked(str(env["fork"]))
+            if link is None and self.fork_waits.is_gone(str(env["fork"])):
+                self._fail_all(body, "the job's launcher (a fork of its client) is gone")
+                return
+            if link is None:  # it is on its way (its client did not wait for it): hold its tasks
+                self.fork_waits.hold(str(env["fork"]), body, time.monotonic())
+                return
+            forked.send_limits(link, env["max_report"], env.get("max_output", DEFAULT_MAX_OUTPUT))
+        else:
+            link = self.launchers.for_env(env)
+        for ref, blob in body["classes"].items():
+            if ref not in link.classes and isinstance(ref, str) and isinstance(blob, bytes):
+                link.classes.add(ref)
+                link.send(LinkMsg.CLASS, ref, blob, trusted)
+        for tid, index, ticket, cls_ref, payload in body["tasks"]:
+            self.task_info[tid] = (body["job"], index, ticket)
+            self.launchers.give(link, tid, ticket, cls_ref, payload, body["binded"], trusted, body["timeout"],
+                                body["stream"], body["max_tasks"])
+
+    def _fail_all(self, body: dict[str, Any], why: str, skip: frozenset[int] | set[int] = frozenset()) -> None:
+        """Report every task of a RUN as failed, with *why*, without running any (but those in *skip*)."""
+        for tid, index, _ticket, _cls, _payload in body["tasks"]:
+            if tid in skip:
+                continue
+            self.task_info[tid] = (body["job"], index, None)
+            self._done(tid, False, died(why), time.time(), time.time(), b"", b"")
+
+    def _report_cap(self) -> int:
+        """The largest task result the launcher lets through: under the boss's frame cap, with the output."""
+        max_output = self.max_output if self.max_output is not None else DEFAULT_MAX_OUTPUT
+        room = self.max_frame - ENVELOPE - 2 * max_output - 2 * 4096  # output markers, the row's fields
+        return max(1, min(self.max_report or DEFAULT_MAX_REPORT, room))
+
+    # -- launchers ------------------------------------------------------------------------
+    def read(self, link: LauncherLink) -> None:
+        """Act on what a launcher says."""
+        try:
+            msgs = link.read()
+        except (ValueError, msgpack.UnpackException) as exc:  # (its errors of format are ValueErrors)
+            return self._launcher_gone(link, f"sent what is not msgpack ({exc})")
+        if msgs is None:
+            return self._launcher_gone(link, None)
+        for msg in msgs:
+            try:
+                kind, fields = decode(msg, TO_AGENT)
+            except LinkError as exc:
+                return self._launcher_gone(link, f"sent {exc}")
+            self.handlers[kind](link, *fields)
+            if link.closed:
+                return  # let go by the handler
+
+    # -- what launchers say, by type (the table is self.handlers) -----------------------
+    def on_hello(self, link: LauncherLink, launcher_id: str, pid: int) -> None:
+        """A fork of the client says which one it is (once: a later hello is ignored)."""
+        if not link.key.startswith(forked.PENDING):
+            return
+        if self.launchers.forked(launcher_id) is not None:  # that one is here already: not another
+            log.warning("agent %s: a second launcher said it is %s: let go", self.aid, launcher_id)
+            self.close_launcher(link)
+            return
+        link.pid = pid
+        self.launchers.rekey(link, forked.PREFIX + launcher_id)
+        link.send(LinkMsg.WELCOME)
+        log.debug("agent %s: launcher %d, a fork of the client, for %s", self.aid, link.pid, launcher_id)
+        for body in self.fork_waits.release(launcher_id):
+            self.run(body)
+
+    def on_done(self, link: LauncherLink, tid: int, ok: bool, payload: bytes, t0: float, t1: float,
+                stdout: bytes, stderr: bytes) -> None:
+        if self._owns(link, tid):
+            self._done(tid, ok, payload, t0, t1, stdout, stderr)
+
+    def on_out(self, link: LauncherLink, tid: int, stream: int, chunk: bytes) -> None:
+        info = self.task_info.get(tid)
+        if not self._owns(link, tid) or info is None:
+            return
+        data = self.live.admit(tid, stream, chunk)
+        if data is not None:
+            self.output_box.append([info[0], info[1], stream, data])
+
+    def _owns(self, link: LauncherLink, tid: int) -> bool:
+        """Whether *link* was given task *tid*: a launcher speaks only of its own tasks (under
+        --run-as-client-user it runs as its job's owner, whose tasks could drive it), never of another job's."""
+        if tid in link.tasks:
+            return True
+        self.foreign_task_messages += 1
+        self._bad_log.warning(f"launcher:{link.pid}", "agent %s: launcher %d spoke of task %r, not one of its own: "
+                              "ignored (%d such message(s) so far)", self.aid, link.pid, tid,
+                              self.foreign_task_messages)
+        return False
+
+    def _launcher_gone(self, link: LauncherLink, broken: str | None) -> None:
+        """A launcher that ended, or that is let go because it *broken* (says how it broke the protocol):
+        its tasks fail."""
+        if broken is not None:
+            self.broken_launchers += 1
+            self._bad_log.warning("broken launcher", "agent %s: launcher %d %s: let go (%d such launcher(s) so far)",
+                                  self.aid, link.pid, broken, self.broken_launchers)
+        elif forked.is_forked(link) and not link.tasks:  # a fork of the client, let go when its job ended
+            log.debug("agent %s: launcher %d, a fork of the client, left", self.aid, link.pid)
+        else:
+            log.error("agent %s: launcher %d ended unexpectedly", self.aid, link.pid)
+        why = "died" if broken is None else "broke the protocol with the agent"
+        for tid in list(link.tasks):
+            payload = died(f"the launcher of this task on host {self.host} {why}")
+            self._done(tid, False, payload, time.time(), time.time(), b"", b"")
+        self.close_launcher(link)
+
+    def _done(self, tid: int, ok: bool, payload: bytes, t0: float, t1: float,
+              stdout: bytes, stderr: bytes) -> None:
+        self.launchers.finished(tid)
+        info = self.task_info.pop(tid, None)
+        if info is None:
+            return  # a task this agent was never told about
+        self.output_box += [[info[0], info[1], stream, mark] for stream, mark in self.live.finish(tid)]
+        row = [tid, info[0], info[1], ok, payload, t0, t1, stdout, stderr]
+        size = report_size(row)
+        if size > self.sender.row_cap():  # the launcher caps results; this catches what it could not see
+            why = (f"its report with its output takes {size} bytes, more than the boss accepts in one message "
+                   f"({self.sender.row_cap()} bytes): return less, or print less")
+            row = [tid, info[0], info[1], False, died(f"task on host {self.host} failed: {why}"), t0, t1,
+                   stdout[-65536:], stderr[-65536:]]
+            log.warning("agent %s: report of task %d of job %s refused: %s", self.aid, tid, info[0], why)
+        self.sender.add(row)
+
+    def close_launcher(self, link: LauncherLink) -> None:
+        """Let a launcher go: its tasks are forgotten (those it ran are reported by then)."""
+        if link.key.startswith(forked.PREFIX):
+            self.fork_waits.left(link.key[len(forked.PREFIX):])
+        for tid in self.launchers.close(link):
+            self.task_info.pop(tid, None)
+
+    def close_idle(self, now: float, idle_for: float) -> None:
+        """Let go of the zygote's launchers idle for *idle_for* seconds (their processes and spares hold memory)."""
+        for link in self.launchers.idle(now, idle_for):
+            log.info("agent %s: closing launcher %d, idle for %.0fs", self.aid, link.pid, now - link.last_used)
+            self.close_launcher(link)
+
+    def expire_waits(self, now: float) -> None:
+        """Fail the tasks that waited too long for their forked launcher."""
+        for body in self.fork_waits.expired(now):
+            self._fail_all(body, "the job's launcher (a fork of its client) did not come")
+
+    def take_output(self) -> list[list]:
+        """The live output gathered since the last call."""
+        if not self.output_box:
+            return []
+        chunks, self.output_box = self.output_box, []
+        return chunks

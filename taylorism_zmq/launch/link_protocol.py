@@ -1,0 +1,149 @@
+"""The host-internal protocol: what an agent, its zygote and its launchers say to each other.
+
+The wire's counterpart inside one host (:mod:`..wire.protocol` is between hosts).  Each message is a msgpack
+array ``[kind, field, ...]`` on a stream socket, its fields in the order :data:`FIELDS` gives: positional, as
+the orders and ends of the tasks of reused processes are the hot path (no map keys to pack and read).  Every
+reader checks what it reads with :func:`decode`, each field's exact type, in both directions: the agent what
+its launchers say (a launcher run as a job's owner, or a fork of a client, could say anything: such a launcher
+is let go), a launcher and the zygote what the agent says (a message they cannot read is a bug of the agent:
+they leave, and the agent reports their tasks as failed).
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from ..wire.protocol import STDERR, STDOUT
+
+
+class LinkMsg(str, enum.Enum):
+    """Message kinds; the value is what travels."""
+
+    # agent -> zygote: fork a launcher for this code environment (its channel rides along, SCM_RIGHTS)
+    SPAWN = "spawn"
+    # agent -> launcher
+    CLASS = "class"  # a worker class of the driver script, by value
+    RUN = "run"  # a task
+    KILL = "kill"  # stop these tasks
+    LIMITS = "limits"  # to a fork of a client (it has no environment from the agent), before a job's tasks
+    # a fork of a client -> agent, and the agent's answer (the fork reads it before it serves as a launcher)
+    HELLO = "hello"
+    WELCOME = "welcome"
+    # launcher -> agent
+    DONE = "done"  # a task's end, whatever happened
+    OUT = "out"  # a chunk of a task's output, for tasks that stream it
+
+
+@dataclass(frozen=True, slots=True)
+class ListOf:
+    """A list whose items all have this exact type."""
+
+    kind: type
+
+
+@dataclass(frozen=True, slots=True)
+class OneOf:
+    """An int that is one of these values."""
+
+    values: tuple[int, ...]
+
+
+NUM = (int, float)
+OPT_INT = (int, type(None))
+OPT_NUM = (int, float, type(None))
+
+#: the fields of each kind, in order, with their types (exact: a bool is not an int; floats must be finite)
+FIELDS: dict[LinkMsg, tuple[tuple[str, Any], ...]] = {
+    LinkMsg.SPAWN: (("env", dict),),
+    LinkMsg.CLASS: (("ref", str), ("blob", bytes), ("trusted", bool)),
+    LinkMsg.RUN: (("tid", int), ("ticket", OPT_INT), ("cls_ref", str), ("payload", bytes), ("binded", bool),
+                  ("trusted", bool), ("timeout", OPT_NUM), ("stream", bool), ("max_tasks", int)),
+    LinkMsg.KILL: (("tids", ListOf(int)),),
+    LinkMsg.LIMITS: (("max_report", int), ("max_output", int)),
+    LinkMsg.HELLO: (("launcher_id", str), ("pid", int)),
+    LinkMsg.WELCOME: (),
+    LinkMsg.DONE: (("tid", int), ("ok", bool), ("payload", bytes), ("t0", NUM), ("t1", NUM), ("stdout", bytes),
+                   ("stderr", bytes)),
+    LinkMsg.OUT: (("tid", int), ("stream", OneOf((STDOUT, STDERR))), ("data", bytes)),
+}
+
+#: what each reader accepts
+TO_ZYGOTE = frozenset({LinkMsg.SPAWN})
+TO_LAUNCHER = frozenset({LinkMsg.CLASS, LinkMsg.RUN, LinkMsg.KILL, LinkMsg.LIMITS})
+TO_FORK = frozenset({LinkMsg.WELCOME})  # a fork of a client, before it serves
+TO_AGENT = frozenset({LinkMsg.HELLO, LinkMsg.DONE, LinkMsg.OUT})
+
+
+class LinkError(ValueError):
+    """A message that does not follow the host-internal protocol."""
+
+
+def encode(kind: LinkMsg, *fields: Any) -> bytes:
+    """The bytes of one message (its reader checks it); the kind packs as its value (it is a str)."""
+    return msgpack.packb([kind, *fields], use_bin_type=True)
+
+
+def decode(msg: object, accepted: frozenset[LinkMsg]) -> tuple[LinkMsg, list]:
+    """The kind and fields of a message msgpack gave, checked field by field; LinkError if it is not one of
+    the *accepted* kinds with its fields."""
+    if type(msg) is not list or not msg or type(msg[0]) is not str:
+        raise LinkError(f"not a message: {str(msg)[:200]}")
+    check = _CHECKS.get(msg[0])
+    if check is None or check[0] not in accepted:
+        raise LinkError(f"a message of a kind not expected here: {str(msg)[:200]}")
+    kind, combos, floats, deep = check
+    if tuple(map(type, msg)) not in combos:
+        raise LinkError(f"a {kind.value} message of the wrong shape: {str(msg)[:200]}")
+    for i in floats:  # (NaN and infinities: the boss refuses a report batch with one in it)
+        if type(msg[i]) is float and not math.isfinite(msg[i]):
+            raise LinkError(f"a {kind.value} message with a number that is not finite: {str(msg)[:200]}")
+    for i, ok in deep:
+        if not ok(msg[i]):
+            raise LinkError(f"a {kind.value} message with a wrong {FIELDS[kind][i - 1][0]}: {str(msg)[:200]}")
+    return kind, msg[1:]
+
+
+def decode_bytes(data: bytes, accepted: frozenset[LinkMsg]) -> tuple[LinkMsg, list]:
+    """:func:`decode` of one whole message's bytes."""
+    try:
+        msg = msgpack.unpackb(data)
+    except (ValueError, TypeError) as exc:  # (msgpack's errors of format are ValueErrors)
+        raise LinkError(f"not msgpack ({exc})") from None
+    return decode(msg, accepted)
+
+
+def _exact_types(spec: Any) -> tuple[type, ...]:
+    if isinstance(spec, ListOf):
+        return (list,)
+    if isinstance(spec, OneOf):
+        return (int,)
+    return spec if isinstance(spec, tuple) else (spec,)
+
+
+def _deep(spec: Any) -> Callable[[Any], bool] | None:
+    if isinstance(spec, ListOf):
+        kind = spec.kind
+        return lambda value: all(type(v) is kind for v in value)
+    if isinstance(spec, OneOf):
+        return spec.values.__contains__
+    return None
+
+
+def _compile(kind: LinkMsg) -> tuple[LinkMsg, frozenset, tuple[int, ...], tuple]:
+    """What decode checks of a kind, made once: msgpack gives exact types, so a message has the right types
+    when the tuple of its items' types is one of the few allowed combinations (one set lookup, done in C)."""
+    specs = [spec for _name, spec in FIELDS[kind]]
+    combos = frozenset(itertools.product((str,), *(_exact_types(s) for s in specs)))
+    floats = tuple(i for i, s in enumerate(specs, 1) if float in _exact_types(s))
+    deep = tuple((i, check) for i, s in enumerate(specs, 1) if (check := _deep(s)) is not None)
+    return kind, combos, floats, deep
+
+
+_CHECKS = {kind.value: _compile(kind) for kind in LinkMsg}
