@@ -96,6 +96,15 @@ def boss_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-placement-plugins", action="store_true",
                    help="let jobs whose scheduler overrides place() run that method here: it imports the "
                         "users' modules in the boss, so allow it only where you trust the users")
+    p.add_argument("--peer", default=None, metavar="ENDPOINT",
+                   help="the control endpoint of the other boss of a pair: the active one streams its state to the "
+                        "standby, which takes over when the active is silent for --peer-timeout and a client or "
+                        "agent turns to it (the pair shares one boss key pair)")
+    p.add_argument("--standby", action="store_true",
+                   help="(with --peer) start as the standby: follow the active boss, never serve first")
+    p.add_argument("--peer-timeout", type=float, default=3.0, metavar="SECONDS",
+                   help="seconds of silence from the active boss after which its standby may take over "
+                        "(default %(default)s)")
     p.add_argument("--validate", action="store_true",
                    help="check every index of the boss's records against the records after every event, and log "
                         "a disagreement as a bug (for tests and debugging: it costs time in the number of tasks "
@@ -109,7 +118,8 @@ def agent_parser() -> argparse.ArgumentParser:
         "in its own process, and sends back reports, tracebacks and the host's load."))
     _common(p)
     p.add_argument("--boss", default=DEFAULT_CONTROL,
-                   help="the boss's control endpoint (default %(default)s)")
+                   help="the boss's control endpoint, or a comma-separated list (a pair of bosses: the agent "
+                        "follows the active one) (default %(default)s)")
     p.add_argument("--reports", default=None,
                    help="the boss's report endpoint (default: the one the boss names when the agent registers; "
                         "give it only where the agent reaches the boss at another address, e.g. through NAT)")
@@ -173,9 +183,10 @@ def ctl_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-authorize", action="store_true", help="do not add the public key to authorized/")
     c = sub.add_parser("authorize", help="let a public key in, with its roles (the boss sees it within a second)")
     c.add_argument("public_key", metavar="PUBLIC_KEY_FILE", help="the key's public file (someone's id.key)")
-    c.add_argument("--role", action="append", choices=("client", "agent", "admin"), required=True,
+    c.add_argument("--role", action="append", choices=("client", "agent", "admin", "boss"), required=True,
                    help="client: submit, control and attach to its own jobs; agent: run tasks; admin: drain and "
-                        "act on any job (repeat for several)")
+                        "act on any job; boss: the other boss of a pair, which gets every job's state (repeat for "
+                        "several)")
     c.add_argument("--name", default=None, help="the key's name in logs and status (default: the file's name)")
     c.add_argument("--user", default=None, metavar="UNIX_USER",
                    help="the Unix user this key's jobs run as on agents started with --run-as-client-user")
@@ -207,20 +218,25 @@ def ctl_parser() -> argparse.ArgumentParser:
 
 def _check_endpoints(parser: argparse.ArgumentParser, args: argparse.Namespace, options: dict[str, str]) -> None:
     """Refuse a malformed endpoint at once, in one line naming the option (not a ZMQError from deep inside)."""
+    from .wire.endpoints import check_endpoints
     from .wire.sockets import check_endpoint
 
     for dest, option in options.items():
         value = getattr(args, dest)
         if value is not None:
-            try:
-                check_endpoint(value, option)
+            try:  # (a list, for a pair of bosses, where a boss is named to connect to)
+                (check_endpoints if dest == "boss" else check_endpoint)(value, option)
             except ValueError as exc:
                 parser.error(str(exc))
 
 
 def boss_main(argv: Sequence[str] | None = None) -> int:
     args = command_settings.parse(boss_parser(), "boss", argv)
-    _check_endpoints(boss_parser(), args, {"control": "--control", "reports": "--reports"})
+    _check_endpoints(boss_parser(), args, {"control": "--control", "reports": "--reports", "peer": "--peer"})
+    if args.standby and not args.peer:
+        boss_parser().error("--standby needs --peer (the active boss's control endpoint)")
+    if not 0.3 <= args.peer_timeout <= 3600:
+        boss_parser().error("--peer-timeout must be between 0.3 and 3600 seconds")
     if not 0 < args.heartbeat <= args.agent_timeout / MIN_BEATS_PER_TIMEOUT:
         boss_parser().error(f"--heartbeat {args.heartbeat:g} must be above 0 and at most --agent-timeout "
                             f"({args.agent_timeout:g}) / {MIN_BEATS_PER_TIMEOUT:g}: agents follow the boss's "
@@ -357,8 +373,8 @@ def _keys_command(args: argparse.Namespace) -> int:
                                 force=args.force)
             print(f"wrote {public} and {public}_secret (0600)")
             if not args.boss and not args.no_authorize:
-                print(f"authorized it in {public.parent / 'authorized'} with every role (client, agent, admin): "
-                      "a boss reading that directory accepts it")
+                print(f"authorized it in {public.parent / 'authorized'} with every role (client, agent, admin, "
+                      "boss): a boss reading that directory accepts it")
         elif args.command == "authorize":
             path = keystore.authorize(authorized, Path(args.public_key), frozenset(args.role), args.name, args.user)
             print(f"authorized {path.stem} ({', '.join(r for r in keystore.ROLES if r in args.role)}"

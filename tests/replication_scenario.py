@@ -165,9 +165,11 @@ class Scenario:
 if __name__ == "__main__":  # a child process with another PYTHONHASHSEED: replay the events, print the snapshot's hash
     import hashlib
 
+    import msgpack
+
     from taylorism_zmq.boss import replication, snapshot
 
     state = make_state()
     with open(sys.argv[1], "rb") as f:
-        replication.apply(state, replication.unpack_events(f.read()))
+        replication.apply(state, replication.unpack_events(msgpack.unpackb(f.read())))
     print(hashlib.sha256(snapshot.take(state, 0.0)).hexdigest())

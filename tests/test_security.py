@@ -461,7 +461,7 @@ def test_a_key_file_without_roles_is_a_client_unless_it_is_the_bosss_own(tmp_pat
     boss_key = zmq.auth.load_certificate(own / "id.key")[0].decode()
     keys, problems = keystore.load_authorized(authorized, owner=boss_key)
     assert not problems
-    assert {i.name: set(i.roles) for i in keys.values()} == {"own": {"client", "agent", "admin"},
+    assert {i.name: set(i.roles) for i in keys.values()} == {"own": {"client", "agent", "admin", "boss"},
                                                              "other": {"client"}}
 
 

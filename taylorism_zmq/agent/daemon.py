@@ -29,6 +29,7 @@ import zmq
 from ..machine import host_key
 from ..processes import die_with_parent
 from ..wire import protocol, security
+from ..wire.endpoints import ASK_AGAIN, BossFinder, endpoint_list
 from ..wire.handshake import HandshakeWatch
 from ..wire.peer_logging import RateLimitedLog
 from ..wire.protocol import Msg, ProtocolError
@@ -54,6 +55,11 @@ SILENT_BEAT = (5.0, 15.0)
 DEFAULT_HEARTBEAT = 1.0
 #: the periods an agent takes from a boss (a number from the network: never a busy loop, never a silent agent)
 HEARTBEAT_RANGE = (0.05, 60.0)
+#: an agent given several bosses (a pair) turns to the next after this many of its heartbeats unanswered, and
+#: at least SWITCH_AFTER seconds
+SWITCH_BEATS, SWITCH_AFTER = 3, 1.5
+#: what a boss of a pair stamps with its epoch: an agent obeys no older epoch than the newest it has seen
+FENCED = frozenset({Msg.RUN, Msg.KILL, Msg.REGISTERED, Msg.PONG})
 
 
 class AgentDaemon:
@@ -65,7 +71,14 @@ class AgentDaemon:
                  max_output: int | None = None, launcher_idle: float = LAUNCHER_IDLE,
                  run_as_client_user: bool = False, keep_env: tuple[str, ...] = (), state_dir: str | None = None,
                  fork_socket: str | None = None):
-        self.control_endpoint = control
+        #: the bosses to talk to (one, or a pair), and the one this agent talks to now
+        self.finder = BossFinder(endpoint_list(control))
+        self.control_endpoint = self.finder.current
+        #: the newest epoch of a boss of a pair this agent obeyed; messages of older ones are ignored (fenced)
+        self.epoch = 0
+        self.fenced = 0
+        self._moved_at = 0.0
+        self._ask_at = 0.0
         #: where forks of the client connect as launchers (the embedded default), if anywhere
         self.fork_socket = fork_socket
         self.fork_listener: socket.socket | None = None
@@ -91,9 +104,9 @@ class AgentDaemon:
         #: run each job's tasks as the Unix user its owner's key maps to (an agent started as root)
         self.run_as_client_user = run_as_client_user
         self.state_dir = state_dir
-        self.curve = not insecure and security.needs_curve(control)
+        self.curve = not insecure and security.needs_curve(self.control_endpoint)
         #: pickle may travel on this link: private ipc, or authenticated tcp
-        self.trusted_link = self.curve or security.link_is_trusted(control)
+        self.trusted_link = self.curve or security.link_is_trusted(self.control_endpoint)
         self.aid = f"agent-{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._push_polled = False
         self._last_beat = 0.0
@@ -110,7 +123,7 @@ class AgentDaemon:
         self.handlers: dict[Msg, Callable[[dict[str, Any]], None]] = {
             Msg.RUN: self.on_run, Msg.KILL: self.on_kill, Msg.REGISTERED: self.on_registered,
             Msg.REPORTS_ACK: self.on_reports_ack, Msg.PONG: self.on_pong, Msg.REREGISTER: self.on_reregister,
-            Msg.SHUTDOWN: self.on_shutdown, Msg.REFUSED: self.on_refused,
+            Msg.SHUTDOWN: self.on_shutdown, Msg.REFUSED: self.on_refused, Msg.NOT_ACTIVE: self.on_not_active,
         }
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
@@ -242,6 +255,7 @@ class AgentDaemon:
                 next_beat = now + self.heartbeat
                 if not self.registered and now - self._registered_at > REGISTER_RETRY:
                     self._register()
+                self._follow_the_active(now)
                 self.sender.tick(now)
                 silent = now - self.last_heard
                 if silent > max(10.0, 10 * self.heartbeat) and not self._boss_silent:
@@ -251,6 +265,54 @@ class AgentDaemon:
                                 self.sender.unacked)
             self._flush_output()
             self._flush_reports()
+
+    def _follow_the_active(self, now: float) -> None:
+        """Of a pair: turn to the other boss when this one is silent; ask a standby again when it may take over."""
+        if self._ask_at and now >= self._ask_at:
+            self._ask_at = 0.0
+            self._register()
+        silent = now - max(self.last_heard, self._moved_at)
+        if self.finder.several and silent > max(SWITCH_AFTER, SWITCH_BEATS * self.heartbeat):
+            self._move(self.finder.silent(), f"silent for {silent:.1f}s")
+
+    def _move(self, endpoint: str | None, why: str) -> None:
+        """Talk to the boss at *endpoint* from now on, and register there."""
+        if endpoint is None:
+            return
+        old, self.control_endpoint = self.control_endpoint, endpoint
+        try:
+            self.dealer.disconnect(old)
+        except zmq.ZMQError:
+            pass
+        self.dealer.connect(endpoint)
+        if self.handshake is not None:
+            self.handshake.endpoint = endpoint
+        self._moved_at = time.monotonic()
+        self.registered = False
+        log.warning("agent %s: the boss at %s does not serve (%s): turning to %s", self.aid, old, why, endpoint)
+        self._register()
+
+    def on_not_active(self, body: dict[str, Any]) -> None:
+        """The boss is the standby of a pair: turn to the other one, or ask again shortly (it may take over)."""
+        endpoint = self.finder.not_active(body["peer_alive"] is True)
+        if endpoint is None:
+            self._ask_at = time.monotonic() + ASK_AGAIN
+        else:
+            self._move(endpoint, "it is the standby")
+
+    def _obeys(self, kind: Msg, body: dict[str, Any]) -> bool:
+        """False for a message of a boss of a pair whose epoch is older than the newest this agent has seen."""
+        epoch = body.get("epoch")
+        if kind not in FENCED or type(epoch) is not int:
+            return True
+        if epoch < self.epoch:
+            self.fenced += 1
+            self._bad_log.warning("fenced", "agent %s: ignored a %s of a boss of epoch %d, older than the active "
+                                  "one's (%d); %d such message(s) so far", self.aid, kind.name, epoch, self.epoch,
+                                  self.fenced)
+            return False
+        self.epoch = epoch
+        return True
 
     def _connect_reports(self, endpoint: str) -> None:
         if endpoint == self.reports_endpoint:
@@ -265,7 +327,7 @@ class AgentDaemon:
     def _register(self) -> None:
         self._registered_at = time.monotonic()
         body = {"agent": self.aid, "host": self.host, "shm_host": host_key(), "cpus": self.cpus,
-                "memory": self.memory, "slots": self.slots, "pid": os.getpid(),
+                "memory": self.memory, "slots": self.slots, "pid": os.getpid(), "epoch": self.epoch,
                 "running": [[tid, *info] for tid, info in self.tasks.task_info.items()]}
         try:
             self.dealer.send_multipart(protocol.encode(Msg.REGISTER, body), zmq.NOBLOCK)
@@ -286,7 +348,7 @@ class AgentDaemon:
             self._register()
 
     def _beat(self, now: float) -> None:
-        silent = now - self.last_heard
+        silent = now - max(self.last_heard, self._moved_at)
         if silent > max(2.0, 5 * self.heartbeat) and now - self._last_beat < min(max(silent / 2, SILENT_BEAT[0]),
                                                                                  SILENT_BEAT[1]):
             return
@@ -294,7 +356,7 @@ class AgentDaemon:
         load = [x + self.inject_load for x in os.getloadavg()]
         mem_avail = min(self.memory, psutil.virtual_memory().available / 2**20)
         body = {"agent": self.aid, "load": load, "cpu": psutil.cpu_percent(None), "mem_avail": mem_avail,
-                "running": self.launchers.running()}
+                "running": self.launchers.running(), "epoch": self.epoch}
         try:  # on the control socket: never behind reports; a beat that cannot go now is not worth keeping
             self.dealer.send_multipart(protocol.encode(Msg.HEARTBEAT, body), zmq.NOBLOCK)
         except zmq.Again:
@@ -311,6 +373,8 @@ class AgentDaemon:
                 kind, body = protocol.decode(frames)
             except ProtocolError as exc:
                 self._bad_log.warning("boss", "dropped a bad message from the boss: %s", exc)
+                continue
+            if not self._obeys(kind, body):
                 continue
             self.last_heard = time.monotonic()
             if self._boss_silent:

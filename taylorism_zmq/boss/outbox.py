@@ -37,6 +37,7 @@ POLICY: dict[Msg, tuple[str, str | None]] = {
     Msg.WELCOME: (DROP, "replies_dropped"), Msg.PONG: (DROP, "replies_dropped"),
     Msg.STATUS_REPLY: (DROP, "replies_dropped"), Msg.ADMIN_REPLY: (DROP, "replies_dropped"),
     Msg.ERROR: (DROP, "replies_dropped"), Msg.REFUSED: (DROP, "replies_dropped"),
+    Msg.NOT_ACTIVE: (DROP, "replies_dropped"),
     # best effort: the reports keep the whole output; STARTED only feeds verbose log lines
     Msg.OUTPUT: (DROP, "output_dropped"), Msg.STARTED: (DROP, "started_dropped"),
     # an agent registers again without an answer, resends an unacknowledged batch, re-registers on a beat
@@ -173,6 +174,11 @@ class Outbox:
         self._backlog.pop(route, None)
         self._total -= self._backlog_bytes.pop(route, 0)
         self.held.discard(route)
+
+    def forget_all(self) -> None:
+        """Forget every backlog (this boss stood down: what it had to say is no longer its to say)."""
+        for route in list(self._backlog):
+            self._forget(route)
 
     def _unreachable(self, route: bytes) -> None:
         self._forget(route)

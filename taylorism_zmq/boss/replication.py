@@ -43,10 +43,10 @@ def _ext(value: Any) -> msgpack.ExtType:
     return msgpack.ExtType(_SET, msgpack.packb(items, use_bin_type=True))
 
 
-def pack_events(events: Iterable[tuple[str, tuple, dict]]) -> bytes:
-    """One message of events: ``[[name, args, kwargs], ...]``."""
-    return msgpack.packb([[name, list(args), kwargs] for name, args, kwargs in events], default=_ext,
-                         use_bin_type=True)
+def pack_events(events: Iterable[tuple[str, tuple, dict]]) -> list[bytes]:
+    """Each event as ``[name, args, kwargs]``, packed alone (a message carries as many as fit under a frame)."""
+    return [msgpack.packb([name, list(args), kwargs], default=_ext, use_bin_type=True)
+            for name, args, kwargs in events]
 
 
 class _Identities:
@@ -72,12 +72,13 @@ class _Identities:
 _identities = _Identities()
 
 
-def unpack_events(data: bytes) -> list[tuple[str, list, dict]]:
-    """The events of a message of :func:`pack_events`; ReplicationError for anything else."""
+def unpack_events(packed: list[bytes]) -> list[tuple[str, list, dict]]:
+    """The events of :func:`pack_events`; ReplicationError for anything else."""
     try:
-        events = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True, ext_hook=_identities.hook)
         out = []
-        for name, args, kwargs in events:
+        for data in packed:
+            name, args, kwargs = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True,
+                                                 ext_hook=_identities.hook)
             if name not in EVENTS or type(args) is not list or type(kwargs) is not dict:
                 raise ReplicationError(f"not an event: {str(name)[:40]!r}")
             out.append((name, args, kwargs))

@@ -154,9 +154,17 @@ class BossState:
 
     def sent(self) -> None:
         """The daemon sent what the events made: ATTACH may hand those connections a job again."""
+        if not self.connections.attached_now:
+            return  # (nothing to note: a pass that changed nothing streams nothing)
         if self.journal is not None:
             self.journal.append(("sent", (), {}))
         self.connections.attached_now.clear()
+
+    def dispatch_due(self) -> bool:
+        """False when a dispatch would change nothing (no ready job, no slot freed, no report to count, no
+        agent waited for): the daemon skips it, and a standby is sent nothing for the pass."""
+        ledger = self.ledger
+        return bool(ledger.ready_jobs or ledger.free.has_freed() or ledger.counted or self.takeover.waiting_agents)
 
     # -- agents ----------------------------------------------------------------------------------------------
     @event
@@ -227,9 +235,10 @@ class BossState:
         self.ledger.orphan_reports.expire(now)
 
     @event
-    def promoted(self, now: float, epoch: int) -> None:
-        """This boss becomes the active one of its pair, with *epoch* (a failover, or a takeover by hand)."""
-        self.takeover.promote(now, epoch)
+    def promoted(self, now: float, epoch: int, failover: bool = True) -> None:
+        """This boss becomes the active one of its pair, with *epoch*: taking over from its peer (*failover*, or
+        a takeover by hand), or the first of the pair, with no state."""
+        self.takeover.promote(now, epoch, failover)
 
     def take_unsent(self) -> list[Out]:
         """What an event made before it raised (see :func:`event`)."""

@@ -54,10 +54,13 @@ class Takeover:
         self.promotions = 0
         self.last_promoted: float | None = None
 
-    def promote(self, now: float, epoch: int) -> None:
-        """This boss becomes the active one, with *epoch*."""
+    def promote(self, now: float, epoch: int, failover: bool = True) -> None:
+        """This boss becomes the active one, with *epoch*: taking over from another (*failover*), or first of a
+        pair with no state (then only the epoch changes)."""
         ledger = self.ledger
         self.epoch = epoch
+        if not failover:
+            return
         self.promotions += 1
         self.last_promoted = now
         self.hold_until = now + self.recovery_grace

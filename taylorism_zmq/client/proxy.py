@@ -181,6 +181,7 @@ class Boss:
             "max_tasks": max_tasks,
         }
         if self._attached:
+            self._conn.on_restart[self._job] = self._attach_again
             self._conn.send(Msg.ATTACH, {"job": self._job})
             return
         self._conn.on_restart[self._job] = self._resubmit
@@ -308,6 +309,11 @@ class Boss:
         self._send_rows([self._rows[i] for i in sorted(self._rows) if i not in waiting], self._classes)
         for action in self._controls:
             self._conn.send(Msg.CONTROL, {"job": self._job, "action": action})
+
+    def _attach_again(self) -> None:
+        """Another boss (a restart, or the other of a pair): follow the job there."""
+        if self._end is None and self._final is None:
+            self._conn.send(Msg.ATTACH, {"job": self._job})
 
     def _send_rows(self, rows: list[list], classes: dict[str, bytes]) -> None:
         """ADD_TASKS messages of at most BATCH rows, each under the boss's frame cap (every row is); the
