@@ -200,6 +200,11 @@ def ctl_parser() -> argparse.ArgumentParser:
                        ("undrain", "place tasks on HOST again")):
         c = sub.add_parser(name, help=text)
         c.add_argument("host", help="host name (as the agents report it) or agent id")
+    c = sub.add_parser("takeover", help="make the standby boss of a pair (--boss) the active one",
+                       description="Ask the standby boss given by --boss to take over: its active peer streams its "
+                                   "last events and stands by, then this one serves (clients and agents follow).")
+    c.add_argument("--force", action="store_true",
+                   help="take over even if not in sync with the active boss (what it has not got is lost)")
     c = sub.add_parser("local", help="run a boss and agents on this machine, in the foreground, until Ctrl-C",
                        description="Run a boss and agents on this machine (a key pair is made if there is none), "
                                    "print the line to export in the shells whose programs should use them, and "
@@ -303,7 +308,8 @@ def ctl_main(argv: Sequence[str] | None = None) -> int:
     args = command_settings.parse(parser, "ctl", argv)
     _use_key_dir(args)
     if args.command is None:
-        parser.error("a command is needed: status, jobs, drain, undrain, keygen, authorize, revoke, keys or local")
+        parser.error("a command is needed: status, jobs, drain, undrain, takeover, keygen, authorize, revoke, keys "
+                     "or local")
     if args.command in ("keygen", "authorize", "revoke", "keys"):
         return _keys_command(args)
     if args.command == "local":
@@ -336,6 +342,8 @@ def ctl_main(argv: Sequence[str] | None = None) -> int:
             conn = Connection(address, timeout=args.timeout)
             reply = conn.request(Msg.ADMIN, {"action": args.command, "target": args.host}, Msg.ADMIN_REPLY)
             conn.close()
+        elif args.command == "takeover":
+            reply = _takeover(address, args.force, args.timeout)
         else:
             status = cluster_status(address, timeout=args.timeout)
     except KeysError as exc:
@@ -344,7 +352,7 @@ def ctl_main(argv: Sequence[str] | None = None) -> int:
     except (BossUnreachableError, AccessDeniedError) as exc:
         print(f"taylorism-ctl: {exc}", file=sys.stderr)
         return 1
-    if args.command in ("drain", "undrain"):
+    if args.command in ("drain", "undrain", "takeover"):
         print(reply["message"], file=sys.stdout if reply["ok"] else sys.stderr)
         return 0 if reply["ok"] else 1
     if args.json:
@@ -354,6 +362,32 @@ def ctl_main(argv: Sequence[str] | None = None) -> int:
         print(format_hosts(status, address))
     print(format_jobs(status))
     return 0
+
+
+def _takeover(address: str, force: bool, timeout: float) -> dict:
+    """TAKEOVER to one boss of a pair, then wait (up to *timeout*) until it says it is active."""
+    from .client.status import cluster_status
+    from .wire.protocol import Msg
+
+    if "," in address:
+        return {"ok": False, "message": "give the one boss to make active (--boss ENDPOINT), not a list"}
+    from .client.connection import Connection
+
+    conn = Connection(address, timeout=timeout, any_role=True)
+    try:
+        reply = conn.request(Msg.TAKEOVER, {"force": force}, Msg.ADMIN_REPLY)
+    finally:
+        conn.close()
+    deadline = time.monotonic() + timeout
+    while reply["ok"]:
+        pair = cluster_status(address, timeout=timeout).get("pair") or {}
+        if pair.get("role") == "active":
+            return {"ok": True, "message": f"{reply['message']}\nthe boss at {address} is active (epoch "
+                                           f"{pair['epoch']})"}
+        if time.monotonic() > deadline:
+            return {"ok": False, "message": f"{reply['message']}\nbut it is not active after {timeout:g}s"}
+        time.sleep(0.1)
+    return reply
 
 
 def _keys_command(args: argparse.Namespace) -> int:
@@ -396,9 +430,25 @@ def _keys_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def format_pair(pair: dict) -> str:
+    """The pair line of taylorism-ctl status: which boss is active, the standby's sync and lag, the epoch, the
+    last failover."""
+    line = f"{pair['role']} boss of a pair (epoch {pair['epoch']}; peer {pair['peer']}, {pair['peer_role']})"
+    standby = pair.get("standby")
+    if pair["role"] == "active":
+        line += (f"; standby {'in sync' if standby['in_sync'] else 'catching up'}, lag {standby['lag']:.3f}s, "
+                 f"{standby['unacked_events']} event(s) unacknowledged" if standby else "; no standby in sync")
+    else:
+        line += f"; {'in sync' if standby and standby['in_sync'] else 'not in sync'}"
+    last = pair.get("last_failover")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["time"])) if last else ""
+    return line + (f"; last failover {when} ({last['why']})" if last else "; no failover")
+
+
 def format_hosts(status: dict, address: str) -> str:
     """The hosts table of taylorism-ctl status."""
     lines = [f"boss {status['boss']} at {address}: {len(status['hosts'])} agent(s)",
+             *([format_pair(status["pair"])] if status.get("pair") else []),
              f"{'HOST':20} {'SLOTS USED':>10} {'LOAD':>6} {'CPU%':>5} {'MEM FREE':>10} {'DONE':>7} "
              f"{'SEEN':>6}  STATE"]
     for h in sorted(status["hosts"], key=lambda h: h["host"]):

@@ -29,6 +29,9 @@ class PairCluster:
         self.peer_timeout, self.agent_timeout, self.client_timeout = peer_timeout, agent_timeout, client_timeout
         self.validate, self.heartbeat, self.boss_args = validate, heartbeat, boss_args
         self.bosses: list[subprocess.Popen | None] = [None, None]
+        #: where each boss reaches its peer (its control endpoint, or a relay: PeerLink)
+        self.peers = [self.controls[1], self.controls[0]]
+        self.links: list[PeerLink] = []
         self.lives = [0, 0]
         self.agents: list[subprocess.Popen] = []
         self.state_dir = tempfile.mkdtemp(prefix="taylorism-test-state-")
@@ -43,7 +46,7 @@ class PairCluster:
 
     def start_boss(self, i: int, standby: bool = False, extra: tuple[str, ...] = ()) -> subprocess.Popen:
         self.lives[i] += 1
-        args = ["boss", "--control", self.controls[i], "--reports", self.reports[i], "--peer", self.controls[1 - i],
+        args = ["boss", "--control", self.controls[i], "--reports", self.reports[i], "--peer", self.peers[i],
                 "--peer-timeout", str(self.peer_timeout), "--agent-timeout", str(self.agent_timeout),
                 "--client-timeout", str(self.client_timeout), "--heartbeat", str(self.heartbeat),
                 "--log-file", str(self.log(i)), "--log-level", "INFO", *(["--standby"] if standby else []),
@@ -51,6 +54,13 @@ class PairCluster:
         self.bosses[i] = subprocess.Popen([sys.executable, "-m", "taylorism_zmq", *args], stdin=subprocess.DEVNULL,
                                           cwd="/")
         return self.bosses[i]
+
+    def through_relays(self) -> PairCluster:
+        """Each boss reaches its peer through a relay (PeerLink) the test can cut (before they start)."""
+        ports = [int(control.rsplit(":", 1)[1]) for control in self.controls]
+        self.links = [PeerLink(ports[1]), PeerLink(ports[0])]
+        self.peers = [link.endpoint for link in self.links]
+        return self
 
     def start(self) -> PairCluster:
         """Boss 0 active, boss 1 its standby in sync."""
@@ -120,6 +130,8 @@ class PairCluster:
         from taylorism_zmq.processes import stop_processes
 
         stop_processes([p for p in [*self.agents, *self.bosses] if p is not None], grace=10)
+        for link in self.links:
+            link.close()
         shutil.rmtree(self.state_dir, ignore_errors=True)
         bugs = [line for path in sorted(self.log_dir.glob("boss*.log"))
                 for line in bug_lines(path.read_text(errors="replace"))]
@@ -134,3 +146,90 @@ def log_tail(cluster: PairCluster, size: int = 4000) -> str:
 
 def since(t0: float) -> float:
     return time.monotonic() - t0
+
+
+class PeerLink:
+    """A TCP relay standing for the network between two bosses: cut, nothing passes (the bosses reach each
+    other's control port only through it; clients and agents reach them directly)."""
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+        import threading
+
+        self.target = target_port
+        self.port = free_port()
+        self._cut = threading.Event()
+        self._stop = threading.Event()
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", self.port))
+        self._listener.listen(16)
+        self._listener.settimeout(0.1)
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            if self._cut.is_set():
+                conn.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=2)
+            except OSError:
+                conn.close()
+                continue
+            with self._lock:
+                self._conns += [conn, upstream]
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src, dst) -> None:
+        try:
+            while not self._cut.is_set():
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        """Nothing passes any more (the connections through the relay are dropped, new ones refused)."""
+        import socket
+
+        self._cut.set()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+
+    def mend(self) -> None:
+        self._cut.clear()
+
+    def close(self) -> None:
+        self.cut()
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._listener.close()

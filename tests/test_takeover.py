@@ -10,9 +10,9 @@ from taylorism_zmq.boss.takeover import CONFIRM_WAIT
 from taylorism_zmq.wire.protocol import Msg
 
 
-def register_again(state, aid: str, running, now: float, slots: int = 4):
+def register_again(state, aid: str, running, now: float, slots: int = 4, finished=None):
     body = {"agent": aid, "host": aid.split("-", 1)[1], "shm_host": "machine-a", "cpus": 4, "memory": 8000.0,
-            "slots": slots, "pid": 2, "running": running}
+            "slots": slots, "pid": 2, "running": running, **({} if finished is None else {"finished": finished})}
     return state.on_register(f"{aid}.new".encode(), body, now=now)
 
 
@@ -105,3 +105,24 @@ def test_a_task_moved_meanwhile_is_not_taken_back():
     assert state.ledger.tasks[t1].agent is state.ledger.agents[c]
     state.expire(20.0)
     assert state.ledger.tasks[t1].state is TaskState.RUNNING and state.ledger.tasks[t1].agent.aid == c
+
+
+def test_an_agent_back_says_what_ended_there_and_the_rest_of_its_tasks_runs_again_at_once():
+    """An agent registering again says which tasks ended there, their reports not acknowledged yet: those are
+    kept as running there (a pending one too: its RUN was the active's last word) until their reports come; a
+    task it says nothing of runs again at once (its RUN was lost with the active)."""
+    state = make_state(recovery_grace=3.0)
+    a = add_agent(state, "a", slots=4)
+    submit(state, {"kind": "nosort"}, n=4)
+    placed = runs(state.dispatch(0.0))[a]
+    tasks = [state.ledger.tasks[tid] for tid, _ticket in placed]
+    state.ledger.transition(tasks[3], TaskState.PENDING, 1.0)  # (sent after the active's last streamed event)
+    state.promoted(10.0, 3)
+    register_again(state, a, [[tasks[0].tid, "j1", tasks[0].index, tasks[0].ticket]], 10.5,
+                   finished=[["j1", tasks[1].index], ["j1", tasks[3].index]])
+    assert [t.state for t in tasks] == [TaskState.RUNNING, TaskState.RUNNING, TaskState.PENDING, TaskState.RUNNING]
+    assert tasks[3].agent is state.ledger.agents[a]
+    assert state.ledger.counters["tasks_unconfirmed"] == 1  # tasks[2]: pending again, first in line
+    report = [[tasks[3].tid, "j1", tasks[3].index, True, b"r", 0.0, 1.0, b"", b""]]
+    state.on_agent_reports(b"", {"agent": a, "batch": 1, "reports": report}, now=10.6)
+    assert tasks[3].tid not in state.ledger.tasks

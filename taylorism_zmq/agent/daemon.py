@@ -58,6 +58,8 @@ HEARTBEAT_RANGE = (0.05, 60.0)
 #: an agent given several bosses (a pair) turns to the next after this many of its heartbeats unanswered, and
 #: at least SWITCH_AFTER seconds
 SWITCH_BEATS, SWITCH_AFTER = 3, 1.5
+#: tasks ended here whose reports wait for an acknowledgement, said at most when registering
+MAX_FINISHED_SAID = 100_000
 #: what a boss of a pair stamps with its epoch: an agent obeys no older epoch than the newest it has seen
 FENCED = frozenset({Msg.RUN, Msg.KILL, Msg.REGISTERED, Msg.PONG})
 
@@ -329,6 +331,9 @@ class AgentDaemon:
         body = {"agent": self.aid, "host": self.host, "shm_host": host_key(), "cpus": self.cpus,
                 "memory": self.memory, "slots": self.slots, "pid": os.getpid(), "epoch": self.epoch,
                 "running": [[tid, *info] for tid, info in self.tasks.task_info.items()]}
+        finished = self.sender.pending_tasks()
+        if len(finished) <= MAX_FINISHED_SAID:  # ended here, their reports not acknowledged yet: a boss that
+            body["finished"] = finished  # took over from another waits for them (else it waits a while)
         try:
             self.dealer.send_multipart(protocol.encode(Msg.REGISTER, body), zmq.NOBLOCK)
         except zmq.Again:

@@ -117,6 +117,9 @@ class BossDaemon:
             Msg.CONTROL: state.on_control, Msg.ATTACH: self.on_attach, Msg.CLIENT_ALIVE: self.on_client_alive,
             Msg.PING: state.on_ping, Msg.STATUS: self.on_status, Msg.ADMIN: state.on_admin,
             Msg.TAKEOVER: self.on_takeover,
+            # the other boss of a pair (boss/peer.py)
+            Msg.PEER_STATE: self.on_peer_state, Msg.SYNC: self.on_sync, Msg.REPL_ACK: self.on_repl_ack,
+            Msg.HANDOVER: self.on_handover,
             # agents: on the control socket, then on the report socket
             Msg.REGISTER: state.on_register, Msg.HEARTBEAT: state.on_heartbeat, Msg.GOODBYE: state.on_goodbye,
             Msg.AGENT_REPORTS: state.on_agent_reports, Msg.AGENT_OUTPUT: state.on_agent_output,
@@ -125,6 +128,8 @@ class BossDaemon:
     def on_attach(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
         """ATTACH, refused for a job on its way to a connection that has not read it yet (the outbox knows)."""
         backlogged = self.outbox.waiting() if self.outbox is not None else frozenset()
+        if self.pair is not None and self.pair.awaited.routes:  # (not connected since a failover: not reading)
+            backlogged = frozenset(r for r in backlogged if r not in self.pair.awaited)
         return self.state.on_attach(route, body, now, who, backlogged=backlogged)
 
     def on_status(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
@@ -140,6 +145,27 @@ class BossDaemon:
         if self.pair is None:
             return [(route, Msg.ADMIN_REPLY, {"ok": False, "message": "this boss is not one of a pair (--peer)"})]
         return self.pair.takeover(route, body["force"], now)
+
+    def on_peer_state(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
+        """The other boss of the pair beats: its role, epoch, stream."""
+        return self._to_pair(Msg.PEER_STATE, route, body, now)
+
+    def on_sync(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
+        """The standby asks for the state: a snapshot, then every event."""
+        return self._to_pair(Msg.SYNC, route, body, now)
+
+    def on_repl_ack(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
+        """The standby has applied the events up to a number."""
+        return self._to_pair(Msg.REPL_ACK, route, body, now)
+
+    def on_handover(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
+        """The standby asks this active boss to step down (taylorism-ctl takeover)."""
+        return self._to_pair(Msg.HANDOVER, route, body, now)
+
+    def _to_pair(self, kind: Msg, route: bytes, body: dict, now: float) -> list[Out]:
+        if self.pair is None:
+            return [(route, Msg.ERROR, {"message": "this boss is not one of a pair (--peer)"})]
+        return self.pair.on_peer(kind, route, body, now)
 
     def on_client_alive(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
         """A client's heartbeat, from its heartbeat socket, for its main connection (which must be its own)."""
@@ -376,12 +402,11 @@ class BossDaemon:
         pair = self.pair
         assert pair is not None
         if kind in PEER_KINDS:
-            out += pair.on_peer(kind, route, body, now)
-            return False
+            return True
         if not pair.active and kind not in EITHER_ROLE_KINDS:
             if not routed or kind not in VOTES:
                 return False  # (reports and heartbeat sockets of a client: not for a boss that is not active)
-            out += pair.turned_to(kind, route, now)
+            out += pair.turned_to(kind, route, now, vote=body.get("observer") is not True)
             if not pair.active:
                 return False
         if pair.active and route:

@@ -19,6 +19,7 @@ from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
 from .options import METRICS_ADDRESS
+from .pair_metrics import pair_metrics
 
 #: boss counters exported as taylorism_dropped_messages_total{reason=...}
 DROPPED = {"bad_messages": "bad_message", "unknown_agent_messages": "unknown_agent",
@@ -119,3 +120,4 @@ class _StatusCollector(Collector):
         for counter, reason in DROPPED.items():
             dropped.add_metric([reason], counters.get(counter, 0))
         yield dropped
+        yield from pair_metrics(status.get("pair"))

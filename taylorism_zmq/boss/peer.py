@@ -97,7 +97,7 @@ class Pair:
         self.started = clock()
         #: the peer as last heard: when (this boss's clock), its role, epoch, stream and seq
         self.peer_heard: float | None = None
-        self.peer_role, self.peer_epoch, self.peer_stream = STARTING, 0, 0
+        self.peer_role, self.peer_epoch, self.peer_stream, self.peer_id = STARTING, 0, 0, ""
         self.link: zmq.Socket | None = None
         self.router: zmq.Socket | None = None
         # -- the active side
@@ -117,6 +117,7 @@ class Pair:
         self._parts: list[bytes] = []
         self._snapshot_stream = 0
         self._asked_sync = -1e9
+        self._part_came = -1e9
         self._ack_due = False
         self._last_replicate = 0.0
         self.recent = RecentOutput()
@@ -167,8 +168,10 @@ class Pair:
         out: list[Out] = []
         if now >= self._next_beat:
             self._next_beat = now + self.peer_timeout / 6
+            # stream: the one this standby follows; the one this active streams to its standby (0: none)
+            stream = self.stream if not self.active else (self.follower.stream if self.follower else 0)
             self._to_peer(Msg.PEER_STATE, {"boss": self.state.boss_id, "role": self.role, "epoch": self.epoch,
-                                           "stream": self.stream if not self.active else 0,
+                                           "stream": stream,
                                            "seq": self.seq if self.active else self.applied,
                                            "synced": self.synced})
         if self.role == STARTING:
@@ -178,10 +181,10 @@ class Pair:
                     and self.ever_synced and self.stream:
                 log.warning("the peer boss came back without a state: this one, which has it, takes over")
                 out += self.promote(now, "the peer came back without a state")
-            elif self._both_empty_standbys() and self.control < self.peer_endpoint:
+            elif self._both_empty_standbys() and self._comes_first():
                 out += self._start_fresh(now, "both bosses stood by with no state")
             elif not self.synced and self.peer_role == ACTIVE and not self.peer_silent(now) \
-                    and now - self._asked_sync >= SYNC_RETRY:
+                    and now - max(self._asked_sync, self._part_came) >= SYNC_RETRY:
                 self._asked_sync = now
                 self._parts, self._snapshot_stream = [], 0
                 self._to_peer(Msg.SYNC, {"boss": self.state.boss_id})
@@ -207,9 +210,13 @@ class Pair:
             self._become(STANDBY, f"the peer boss is active (epoch {self.peer_epoch})")
         elif self.peer_role == STANDBY and not self.peer_stream:
             return self._start_fresh(now, "the peer boss stands by, with no state")
-        elif self.peer_role == STARTING and self.control < self.peer_endpoint:
-            return self._start_fresh(now, "both bosses start (this one's endpoint comes first)")
+        elif self.peer_role == STARTING and self._comes_first():
+            return self._start_fresh(now, "both bosses start (this one's id comes first)")
         return []  # (a peer standby with a state takes over, seeing this one start; then this one stands by)
+
+    def _comes_first(self) -> bool:
+        """Of two bosses in the same case, the one that goes first (both tell it alike: by their ids)."""
+        return self.state.boss_id < self.peer_id
 
     def _start_fresh(self, now: float, why: str) -> list[Out]:
         """Become active with an empty state (a pair's first start)."""
@@ -236,10 +243,11 @@ class Pair:
             self.stream = 0
 
     # -- a client or agent turns to a boss that is not active (the vote) -------------------------------------
-    def turned_to(self, kind: Msg, route: bytes, now: float) -> list[Out]:
-        """A client or agent message to this boss, not active: the vote.  If this boss becomes active, what the
-        promotion made (and :attr:`active` is then true: the message is handled as usual); else the answer."""
-        if self.role == STANDBY and self.peer_silent(now) and self._may_take_over():
+    def turned_to(self, kind: Msg, route: bytes, now: float, vote: bool = True) -> list[Out]:
+        """A client or agent message to this boss, not active: the vote (not from a HELLO of a connection that
+        only looks: taylorism-ctl status).  If this boss becomes active, what the promotion made (and
+        :attr:`active` is then true: the message is handled as usual); else the answer."""
+        if vote and self.role == STANDBY and self.peer_silent(now) and self._may_take_over():
             return self.promote(now, f"{kind.name} from a client or agent, the active boss silent for "
                                      f"{self.peer_timeout:g}s or more")
         alive = not self.peer_silent(now)
@@ -280,7 +288,10 @@ class Pair:
         self.peer_heard = now
         if kind is Msg.PEER_STATE:
             self.peer_role, self.peer_epoch = body["role"], body["epoch"]
-            self.peer_stream = body["stream"]
+            self.peer_stream, self.peer_id = body["stream"], body["boss"]
+            if self.role == STANDBY and self.synced and self.peer_role == ACTIVE and self.peer_stream != self.stream:
+                log.warning("the active boss streams to no one, or to another: this standby is out of sync")
+                self.synced = False
             if self.active and self.peer_role == ACTIVE and (self.peer_epoch, body["boss"]) > (self.epoch,
                                                                                                 self.state.boss_id):
                 self.step_down(f"the peer boss is active with a newer epoch ({self.peer_epoch} > {self.epoch})")
@@ -387,7 +398,9 @@ class Pair:
         if follower is None:
             return
         self._flush()
-        if follower.unacked and now - follower.unacked[0][2] > self.peer_timeout:
+        if self.peer_silent(now):
+            self._drop_follower(f"it has been silent for {self.peer_timeout:g}s")
+        elif follower.unacked and now - follower.unacked[0][2] > self.peer_timeout:
             self._drop_follower(f"it acknowledged nothing for {self.peer_timeout:g}s")
         elif follower.unacked_bytes > WINDOW:
             self._drop_follower(f"{follower.unacked_bytes} bytes of events wait for its acknowledgement")
@@ -452,7 +465,7 @@ class Pair:
                 continue
             self.peer_heard = now
             if kind is Msg.SNAPSHOT:
-                self._snapshot_part(body)
+                self._snapshot_part(body, now)
             elif kind is Msg.REPLICATE:
                 self._replicate(body, now)
             elif kind is Msg.HANDED_OVER:
@@ -464,9 +477,10 @@ class Pair:
             self._to_peer(Msg.REPL_ACK, {"stream": self.stream, "seq": self.applied})
         return out
 
-    def _snapshot_part(self, body: dict) -> None:
+    def _snapshot_part(self, body: dict, now: float) -> None:
         if self.role != STANDBY or self.synced:
             return
+        self._part_came = now
         if body["part"] == 0:
             self._parts, self._snapshot_stream = [], body["stream"]
         if body["stream"] != self._snapshot_stream or body["part"] != len(self._parts):

@@ -8,8 +8,9 @@ next): every agent and client gets a fresh timeout; nothing is dispatched until 
 has registered again, or ``recovery_grace`` seconds went by; and an agent that registers again is reconciled
 with the records (:meth:`Takeover.register`): a pending task it runs is adopted there (its ``RUN`` was the
 active's last word), a task it runs that ended or runs elsewhere is killed, and a task the records say runs
-there but it does not list goes back to pending after :data:`CONFIRM_WAIT` seconds unless its report comes
-first (its ``RUN`` was lost with the active, or its report is on its way).
+there but it lists neither as running nor as ended (its report not acknowledged yet: REGISTER's ``finished``)
+goes back to pending: its ``RUN`` was lost with the active.  A pending task an agent says ended there is
+taken as running there until its report comes.
 """
 
 from __future__ import annotations
@@ -30,6 +31,20 @@ log = logging.getLogger("taylorism_zmq.boss")
 #: seconds a task the records say runs on an agent, which that agent does not list when it registers again,
 #: waits for its report before it goes back to pending
 CONFIRM_WAIT = 2.0
+
+
+def _finished(body: dict) -> list[tuple[str, int]] | None:
+    """The [job, index] of tasks an agent says ended there, their reports on their way (REGISTER's
+    ``finished``); None if it says nothing of them (or says it wrong)."""
+    said = body.get("finished")
+    if type(said) is not list:
+        return None
+    out = []
+    for item in said:
+        if type(item) is not list or len(item) != 2 or type(item[0]) is not str or type(item[1]) is not int:
+            return None
+        out.append((item[0], item[1]))
+    return out
 
 
 class Takeover:
@@ -119,15 +134,29 @@ class Takeover:
                 ledger.orphan_running.keep(jid, index, aid, ticket)
             else:
                 stale.append(tid)
+        finished = _finished(body)
+        for jid, index in finished or ():  # ended there, the report on its way: running there until it comes
+            job = ledger.jobs.get(jid)
+            task = job.by_index.get(index) if job is not None else None
+            if task is not None and task.state is TaskState.RUNNING and task.agent is agent:
+                listed.add(task.tid)
+            elif task is not None and task.state is TaskState.PENDING and (not task.tried or aid in task.tried):
+                ledger.transition(task, TaskState.RUNNING, now, agent, None, adopted=True)
+                listed.add(task.tid)
+                adopted += 1
         missing = [tid for tid in sorted(agent.running) if tid not in listed]
         for tid in missing:
-            self.unconfirmed[tid] = (now + CONFIRM_WAIT, aid)
+            if finished is None:  # (an agent that does not say what ended: its reports may be on their way)
+                self.unconfirmed[tid] = (now + CONFIRM_WAIT, aid)
+            else:  # neither running nor ended there: its RUN was lost with the active
+                self.ledger.counters["tasks_unconfirmed"] += 1
+                ledger.transition(ledger.tasks[tid], TaskState.PENDING, now)
         if stale:
             ledger.out.add(route, Msg.KILL, {"tasks": stale})
         ledger.free.update(agent)
-        log.info("agent %s on host %s is back after the failover: %d task(s) running as the records say, %d "
-                 "adopted, %d stopped, %d not there (pending again unless reported within %gs)", aid, agent.host,
-                 len(listed) - adopted, adopted, len(stale), len(missing), CONFIRM_WAIT)
+        log.info("agent %s on host %s is back after the failover: %d task(s) running or ended there as the "
+                 "records say, %d adopted, %d stopped, %d not there (pending again)", aid, agent.host,
+                 len(listed) - adopted, adopted, len(stale), len(missing))
         ledger.out.add(route, Msg.REGISTERED, self.agents.registered())
         return True
 

@@ -102,7 +102,7 @@ class Connection:
             Msg.JOB_END: self.on_job_end, Msg.NOT_ACTIVE: self.on_not_active,
         }
         try:
-            welcome = self.request(Msg.HELLO, {"client": self.client_id}, Msg.WELCOME)
+            welcome = self.request(Msg.HELLO, self._hello(), Msg.WELCOME)
             self.boss_id = welcome["boss"]
             self.max_frame = min(welcome["max_frame"], protocol.MAX_FRAME)
             if wait_agents:
@@ -118,7 +118,7 @@ class Connection:
             if time.monotonic() > deadline:
                 raise BossUnreachableError(f"the boss at {self.address} has no agent after {self.timeout:.0f}s")
             time.sleep(0.01)
-            agents = self.request(Msg.HELLO, {"client": self.client_id}, Msg.WELCOME)["agents"]
+            agents = self.request(Msg.HELLO, self._hello(), Msg.WELCOME)["agents"]
 
     def send(self, kind: Msg, body: dict[str, Any]) -> None:
         """Send, waiting while the boss's queue is full (push back), up to self.timeout."""
@@ -221,7 +221,12 @@ class Connection:
             self._handshake.endpoint = endpoint
             self._moved_at = time.monotonic()
             log.info("the boss at %s does not serve (silent, or not the active one): turning to %s", old, endpoint)
-            self.send(Msg.HELLO, {"client": self.client_id})
+            self.send(Msg.HELLO, self._hello())
+
+    def _hello(self) -> dict[str, Any]:
+        """HELLO; from a connection that only looks (any_role: taylorism-ctl status), not a vote for a standby
+        of a pair to take over."""
+        return {"client": self.client_id, "observer": True} if self.any_role else {"client": self.client_id}
 
     # -- what the boss says, by type (the table is self.handlers) ------------------------
     def on_not_active(self, body: dict[str, Any]) -> None:
@@ -331,7 +336,7 @@ class Connection:
                     f"the boss at {self.address} has not answered for {silent:.0f}s; giving up")
             if self._ask_at and now >= self._ask_at:
                 self._ask_at = 0.0
-                self.send(Msg.HELLO, {"client": self.client_id})
+                self.send(Msg.HELLO, self._hello())
             if silent > PING_AFTER and not pinged:
                 self.send(Msg.PING, {})
                 pinged = now
