@@ -25,7 +25,7 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from typing import Any, ParamSpec
 
 import zmq
@@ -127,9 +127,10 @@ class BossDaemon:
 
     def on_attach(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
         """ATTACH, refused for a job on its way to a connection that has not read it yet (the outbox knows)."""
-        backlogged = self.outbox.waiting() if self.outbox is not None else frozenset()
-        if self.pair is not None and self.pair.awaited.routes:  # (not connected since a failover: not reading)
-            backlogged = frozenset(r for r in backlogged if r not in self.pair.awaited)
+        backlogged: Container[bytes] = self.outbox.waiting() if self.outbox is not None else frozenset()
+        if self.pair is not None and self.pair.awaited.routes and self.outbox is not None:
+            # (a route not connected since a failover is not reading: no delivery of its is on its way)
+            backlogged = frozenset(r for r in self.outbox.waiting() if r not in self.pair.awaited)
         return self.state.on_attach(route, body, now, who, backlogged=backlogged)
 
     def on_status(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:

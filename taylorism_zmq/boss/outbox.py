@@ -18,7 +18,7 @@ from __future__ import annotations
 import collections
 import errno
 import logging
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, KeysView
 
 import zmq
 
@@ -86,7 +86,7 @@ class Outbox:
         """True while messages wait for a slow peer that may take them."""
         return any(route not in self.paused for route in self._backlog)
 
-    def waiting(self) -> Container[bytes]:
+    def waiting(self) -> KeysView[bytes]:
         """The routes messages wait for (a live view)."""
         return self._backlog.keys()
 
