@@ -40,7 +40,8 @@ from .ledger import refusal
 from .model import Out, Refused
 from .options import DEFAULTS, METRICS_ADDRESS, BossOptions
 from .outbox import Outbox
-from .peer import VOTES, Clock, Pair
+from .pair_clock import Clock
+from .peer import VOTES, Pair
 from .plugins import load_placement_plugin
 from .replay import EitherPaused
 from .state import BossState
@@ -93,7 +94,7 @@ class BossDaemon:
         self.ledger = self.state.ledger
         self.ledger.counters["bugs"] = 0  # (shown in the status and the metrics even when none happened)
         #: this boss's side of a pair (--peer), if it is one of two
-        self.pair = Pair(self.state, peer, control, standby, peer_timeout, self.clock, options.agent_timeout,
+        self.pair = Pair(self.state, peer, standby, peer_timeout, self.clock, options.agent_timeout,
                          options.client_timeout) if peer else None
         self._bad_log = RateLimitedLog(log, period=10.0)
         self.http = http
