@@ -4,11 +4,13 @@ takes over when it is killed, and nothing is lost or run twice (each task's own 
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import zt_workers  # noqa: F401 - registers the test worker classes
 from conftest import wait_until
 from pair_cluster import PairCluster, log_tail
+from test_fuzz import _recv, fake_boss  # noqa: F401 - a fixture: a ROUTER and a PULL standing in for a boss
 from zt_workers import execution_ledger
 
 from taylorism_zmq import run_as_server
@@ -250,3 +252,166 @@ def test_the_standby_killed_and_restarted_takes_the_state_again_and_can_take_ove
     executions = execution_ledger.read(str(runs))
     assert executions.started() == executions.finished() == {("zt", i): 1 for i in range(12)}, \
         (executions.ran_twice(), log_tail(cluster))
+
+
+def test_an_agent_never_obeys_a_boss_of_an_older_epoch(fake_boss, tmp_path):  # noqa: F811 - the fixture
+    """A stand-in boss says epoch 10, then sends a RUN of epoch 5 (an old active come back): ignored; a RUN of
+    epoch 10 runs.  The agent says the newest epoch it obeys in its heartbeats."""
+    import os
+
+    import footprints
+
+    from taylorism_zmq.wire import protocol
+    from taylorism_zmq.wire.codec import Codec
+    from taylorism_zmq.wire.protocol import Msg
+
+    router, pull, agent = fake_boss
+    route, *frames = _recv(router)
+    assert protocol.decode(frames)[0] is Msg.REGISTER
+    router.send_multipart([route, *protocol.encode(Msg.REGISTERED, {
+        "heartbeat": 0.2, "boss": "fake-10", "reports": "", "max_frame": protocol.MAX_FRAME, "epoch": 10})])
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    env = {"path": [os.path.dirname(__file__), *[p for p in os.sys.path if p]], "cwd": "/"}
+
+    def run(tid: int, tag: int, epoch: int) -> list:
+        payload = Codec().dumps({"zt": "nap", "tag": str(tag), "name": f"w{tag}", "seconds": 0.0, "fail": "no",
+                                 "spawn": None, "ledger": None, "runs": str(runs), "extra": footprints.FPDict(),
+                                 "scheduler_hooks": footprints.FPList(), "memory": 0.0, "expected_time": 0.0})
+        return [route, *protocol.encode(Msg.RUN, {
+            "job": "j", "env": env, "trusted": False, "binded": False, "timeout": None, "stream": False,
+            "user": None, "max_tasks": 1, "classes": {}, "tasks": [[tid, tag, None, "zt_workers:ZtNap", payload]],
+            "epoch": epoch})]
+
+    router.send_multipart(run(1, 1, 5))  # an older active's
+    router.send_multipart(run(2, 2, 10))
+    reported = set()
+    deadline = time.monotonic() + 60
+    while 2 not in reported:
+        assert time.monotonic() < deadline, reported
+        kind, body = protocol.decode(_recv(pull))
+        if kind is Msg.AGENT_REPORTS:
+            reported |= {row[0] for row in body["reports"]}
+    beats = []
+    while len(beats) < 3:  # (its heartbeats, on the control socket)
+        kind, body = protocol.decode(_recv(router)[1:])
+        if kind is Msg.HEARTBEAT:
+            beats.append(body)
+    assert all(beat["epoch"] == 10 for beat in beats)
+    assert reported == {2}
+    assert set(execution_ledger.read(str(runs)).finished()) == {("zt", 2)}  # the fenced RUN never ran
+    assert "ignored a RUN of a boss of epoch 5, older than the active one's (10)" in \
+        (tmp_path / "agent.log").read_text()
+
+
+def test_takeover_by_hand_moves_the_active_mid_job_and_status_and_metrics_say_so(pair, tmp_path):
+    import json
+    import subprocess
+    import sys
+    import urllib.request
+
+    from conftest import free_port
+
+    cluster = pair()
+    metrics = [free_port(), free_port()]
+    cluster.start_boss(0, extra=("--metrics-port", str(metrics[0])))
+    wait_until(lambda: cluster.role(0) == "active", 20, "boss 0 active")
+    cluster.start_boss(1, standby=True, extra=("--metrics-port", str(metrics[1])))
+    cluster.wait_in_sync()
+    cluster.add_agent(slots=2, host_name="node-a")
+    cluster.add_agent(slots=2, host_name="node-b")
+    cluster.wait_agents(2)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    boss = run_as_server(dict(zt="nap", seconds=0.5, runs=str(runs)), dict(tag=list(range(16))),
+                         scheduler=threads(2), boss=cluster.address)
+    boss.make_them_work(terminate=True)
+    wait_until(lambda: cluster.status(0)["counters"].get("tasks_done", 0) >= 2, 30, "some tasks done")
+
+    def ctl(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "taylorism_zmq", "ctl", *args], capture_output=True, text=True,
+                              timeout=60, cwd="/")
+
+    done = ctl("--boss", cluster.controls[1], "takeover")
+    assert done.returncode == 0, done.stderr
+    assert f"the boss at {cluster.controls[1]} is active" in done.stdout
+    boss.wait_till_finished()
+    assert sorted(int(r["report"]["tag"]) for r in boss.get_report()["workers_report"]) == list(range(16))
+    executions = execution_ledger.read(str(runs))
+    assert executions.started() == executions.finished() == {("zt", i): 1 for i in range(16)}, \
+        (executions.ran_twice(), log_tail(cluster))
+    wait_until(lambda: cluster.role(0) == "standby", 20, "the old active to stand by")
+    cluster.wait_in_sync()
+    status = ctl("--boss", cluster.address, "status")
+    assert status.returncode == 0, status.stderr
+    line = status.stdout.splitlines()[1]
+    assert line.startswith("active boss of a pair (epoch ") and "standby in sync" in line, status.stdout
+    assert "last failover" in line and "handed over" in line, line
+    pair_json = json.loads(ctl("--boss", cluster.controls[0], "status", "--json").stdout)["pair"]
+    assert pair_json["role"] == "standby" and pair_json["standby"]["in_sync"]
+
+    def scrape(port: int) -> str:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+
+    def sample(text: str, name: str) -> float:
+        return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name)))
+
+    wait_until(lambda: sample(scrape(metrics[1]), 'taylorism_pair_role{role="active"}') == 1.0, 10,
+               "the new active's metrics")
+    text = scrape(metrics[1])
+    assert sample(text, "taylorism_failovers_total") == 1.0
+    assert sample(text, "taylorism_standby_in_sync") == 1.0
+    assert sample(text, "taylorism_pair_epoch") == pair_json["epoch"]
+    assert sample(scrape(metrics[0]), 'taylorism_pair_role{role="standby"}') == 1.0
+
+
+def test_a_takeover_by_hand_is_refused_to_a_boss_not_in_sync_and_to_the_active(pair):
+    import subprocess
+    import sys
+
+    cluster = pair().start()
+    active = subprocess.run([sys.executable, "-m", "taylorism_zmq", "ctl", "--boss", cluster.controls[0],
+                             "takeover"], capture_output=True, text=True, timeout=60, cwd="/")
+    assert active.returncode == 0 and "active one already" in active.stdout
+    listed = subprocess.run([sys.executable, "-m", "taylorism_zmq", "ctl", "--boss", cluster.address, "takeover"],
+                            capture_output=True, text=True, timeout=60, cwd="/")
+    assert listed.returncode == 1 and "not a list" in listed.stderr
+
+
+def test_only_a_key_with_the_boss_role_gets_the_state_or_steps_the_active_down(pair, tmp_path):
+    """An admin key (every role but boss) asks the active for the state, acknowledges events, asks it to hand
+    over: each refused, and the active goes on, its standby in sync; a TAKEOVER needs the admin role."""
+    import zmq
+    from conftest import authorized_socket
+    from test_security import ask, authorized_dir, make_user, wait_key_known
+
+    from taylorism_zmq.wire import protocol
+    from taylorism_zmq.wire.protocol import Msg
+
+    cluster = pair().start()
+    admin_dir, admin = make_user(tmp_path, {"client", "agent", "admin"})
+    client_dir, client = make_user(tmp_path, {"client"})
+    try:
+        class Active:  # (what wait_key_known asks of a cluster)
+            control = cluster.controls[0]
+
+        wait_key_known(Active, admin_dir)
+        with authorized_socket(zmq.DEALER, cluster.controls[0], key_dir=admin_dir) as sock:
+            for kind, body in ((Msg.SYNC, {"boss": "mallory"}), (Msg.REPL_ACK, {"stream": 1, "seq": 10**9}),
+                               (Msg.HANDOVER, {"boss": "mallory"}),
+                               (Msg.PEER_STATE, {"boss": "zzz", "role": "active", "epoch": 2**62, "stream": 0,
+                                                 "seq": 0, "synced": True})):
+                answer, reply = ask(sock, kind, body)
+                assert answer is Msg.REFUSED and reply["denied"] and "boss role" in reply["message"], (kind, reply)
+        def asked_the_standby() -> tuple | None:  # (once it knows the key: it reloads its keys on its own)
+            with authorized_socket(zmq.DEALER, cluster.controls[1], key_dir=client_dir) as sock:
+                sock.send_multipart(protocol.encode(Msg.TAKEOVER, {"force": True}))
+                return protocol.decode(sock.recv_multipart()) if sock.poll(1000) else None
+
+        answer, reply = wait_until(asked_the_standby, 20, "an answer of the standby")
+        assert answer is Msg.REFUSED and reply["denied"] and "admin role" in reply["message"], reply
+        assert cluster.role(0) == "active" and cluster.role(1) == "standby"
+        assert cluster.status(0)["pair"]["standby"]["in_sync"]
+    finally:
+        for name in (admin, client):
+            (authorized_dir() / f"{name}.key").unlink(missing_ok=True)
