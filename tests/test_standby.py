@@ -415,3 +415,27 @@ def test_only_a_key_with_the_boss_role_gets_the_state_or_steps_the_active_down(p
     finally:
         for name in (admin, client):
             (authorized_dir() / f"{name}.key").unlink(missing_ok=True)
+
+
+def test_a_client_busy_through_the_failover_and_past_the_client_timeout_gets_every_report(pair, tmp_path):
+    """The program does not wait on its job while the active is killed, and for longer than --client-timeout
+    after: its heartbeats reach the new active (they go to both bosses), which keeps its job and what it made
+    for it, until the program waits again and turns to it."""
+    cluster = pair(client_timeout=6.0, agent_timeout=6.0).start()
+    cluster.add_agent(slots=2, host_name="node-a")
+    cluster.wait_agents(1)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    boss = run_as_server(dict(zt="nap", seconds=0.5, runs=str(runs)), dict(tag=list(range(8))),
+                         scheduler=threads(2), boss=cluster.address)
+    boss.make_them_work(terminate=True)
+    wait_until(lambda: cluster.status(0)["counters"].get("tasks_done", 0) >= 2, 30, "some tasks done")
+    cluster.kill(0)
+    wait_until(lambda: cluster.role(1) == "active", 30, "boss 1 to take over (the agent's vote)")
+    wait_until(lambda: cluster.status(1)["counters"].get("jobs_finished", 0) == 1, 30, "the job to end there")
+    time.sleep(8.0)  # (the program busy elsewhere, past the client timeout: not a synchronisation)
+    boss.wait_till_finished()
+    assert sorted(int(r["report"]["tag"]) for r in boss.get_report()["workers_report"]) == list(range(8)), \
+        log_tail(cluster)
+    executions = execution_ledger.read(str(runs))
+    assert executions.started() == executions.finished() == {("zt", i): 1 for i in range(8)}

@@ -126,3 +126,26 @@ def test_an_agent_back_says_what_ended_there_and_the_rest_of_its_tasks_runs_agai
     report = [[tasks[3].tid, "j1", tasks[3].index, True, b"r", 0.0, 1.0, b"", b""]]
     state.on_agent_reports(b"", {"agent": a, "batch": 1, "reports": report}, now=10.6)
     assert tasks[3].tid not in state.ledger.tasks
+
+
+def test_a_job_submitted_again_after_it_ended_is_told_how_it_ended():
+    """Its end was lost with the active that sent it: the client submitting it again gets it (a detached job
+    its kept reports first), not an error that leaves it waiting."""
+    from test_boss_state import submit_body
+
+    state = make_state()
+    a = add_agent(state, "a", slots=2)
+    submit(state, {"kind": "nosort"}, n=1, job="plain")
+    submit(state, {"kind": "nosort"}, n=1, job="kept", detach=True)
+    for tid, _ticket in runs(state.dispatch(0.0))[a]:
+        task = state.ledger.tasks[tid]
+        jid = task.job.jid
+        state.on_control(CLIENT, {"job": jid, "action": "end"}, now=0.5)
+        state.on_agent_reports(b"", {"agent": a, "batch": tid, "reports": [[tid, jid, 0, True, b"r", 0.0, 1.0, b"",
+                                                                            b""]]}, now=1.0)
+    assert not state.ledger.jobs
+    out = state.on_submit(b"client-2", submit_body("plain", resubmit=True), now=2.0)
+    assert out == [(b"client-2", Msg.JOB_END, {"job": "plain", "status": "finished", "pending": [], "error": None})]
+    out = state.on_submit(b"client-2", submit_body("kept", resubmit=True), now=2.0)
+    assert [kind for _route, kind, _body in out] == [Msg.REPORTS, Msg.JOB_END]
+    assert [row[0] for row in out[0][2]["reports"]] == [0] and out[1][2]["status"] == "finished"

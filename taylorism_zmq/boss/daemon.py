@@ -176,6 +176,12 @@ class BossDaemon:
             return self.state.client_alive(client, now)
         if client in self.guard.routes:
             raise Refused("CLIENT_ALIVE for a connection of another identity")
+        if self.pair is not None:
+            self.pair.awaited.beat(client, now)  # (what this boss holds for it since a failover waits on)
+        if self.pair is not None and any(job.client == client and job.owner.key == who.key
+                                         for job in self.ledger.jobs.values()):
+            # a job of this key took over from the other boss of the pair, its client busy: kept alive
+            return self.state.client_alive(client, now)
         # else a connection not heard yet (this boss just restarted, and its main socket has not spoken): nothing
         # to keep alive
         return []

@@ -129,7 +129,7 @@ class Pair:
                 self._to_peer(Msg.SYNC, {"boss": self.state.boss_id})
         else:
             self.stream.check(now, self.peer_silent(now))
-            self.awaited.expire(now)
+            self.awaited.expire(now, self.state.connections.client_timeout)
         return out
 
     def after_pass(self, now: float) -> None:

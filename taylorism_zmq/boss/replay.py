@@ -67,6 +67,8 @@ class Awaited(Container[bytes]):
     def __init__(self) -> None:
         self.routes: set[bytes] = set()
         self.until = 0.0
+        #: when a client's heartbeat last named each of these routes (its program busy elsewhere)
+        self.beats: dict[bytes, float] = {}
 
     def __contains__(self, route: object) -> bool:
         return route in self.routes
@@ -74,14 +76,23 @@ class Awaited(Container[bytes]):
     def wait_for(self, routes: set[bytes], until: float) -> None:
         self.routes = {r for r in routes if r}
         self.until = until
+        self.beats = {}
+
+    def beat(self, route: bytes, now: float) -> None:
+        """A client's heartbeat names *route*: it lives (only its owner knows a route: they are secret)."""
+        if route in self.routes:
+            self.beats[route] = now
 
     def heard(self, route: bytes) -> None:
         self.routes.discard(route)
+        self.beats.pop(route, None)
 
-    def expire(self, now: float) -> None:
-        """Past the deadline, what waits is sent as to anyone (a peer still not there is gone)."""
+    def expire(self, now: float, timeout: float) -> None:
+        """Past the deadline, what waits is sent as to anyone (a peer still not there is gone), but to the
+        clients that beat within *timeout* (busy elsewhere, they have not turned to this boss yet)."""
         if self.routes and now >= self.until:
-            self.routes.clear()
+            self.routes = {r for r in self.routes if now - self.beats.get(r, -1e18) < timeout}
+            self.beats = {r: t for r, t in self.beats.items() if r in self.routes}
 
 
 class EitherPaused(Container[bytes]):

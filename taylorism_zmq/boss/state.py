@@ -116,6 +116,8 @@ class BossState:
 
     @event
     def on_submit(self, route: bytes, body: dict, now: float, who: Identity = LOCAL) -> None:
+        if body["resubmit"] and self.takeover.ended_again(route, body, who):
+            return  # (a job that ended here: its client missed its end)
         self.requests.submit(route, body, now, who)
 
     @event

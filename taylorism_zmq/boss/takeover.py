@@ -18,12 +18,12 @@ from __future__ import annotations
 import logging
 
 from ..wire.keystore import Identity
-from ..wire.protocol import Msg
+from ..wire.protocol import Msg, split_rows
 from .agents import AgentEvents
 from .clients import ClientConnections
 from .jobs import JobRequests
-from .ledger import Ledger
-from .model import TaskState
+from .ledger import Ledger, end_body
+from .model import JobState, TaskState
 from .validation import register_problem, ticket_fits
 
 log = logging.getLogger("taylorism_zmq.boss")
@@ -175,3 +175,24 @@ class Takeover:
                 log.warning("task %s of job %s was not running on host %s after the failover: it runs again",
                             task.name, task.job.jid, task.agent.host if task.agent else "?")
                 self.ledger.transition(task, TaskState.PENDING, now)
+
+    def ended_again(self, route: bytes, body: dict, who: Identity) -> bool:
+        """A client submits again a job that ended here (its end was lost on its way, with the active that
+        sent it): it is told how the job ended (a detached job's kept reports first).  False if the job did
+        not end here."""
+        ledger = self.ledger
+        jid = body["job"]
+        status = ledger.ended.get(jid)
+        if status is None or jid in ledger.jobs:
+            return False
+        done = ledger.detached_done.get(jid)
+        if done is not None:
+            kept, end, owner, _size = done
+            if owner.key != who.key and not who.can("admin"):
+                return False  # (the usual refusal)
+            for part in split_rows(kept):
+                ledger.out.add(route, Msg.REPORTS, {"job": jid, "reports": part, "trusted": ledger.vouch})
+            ledger.out.add(route, Msg.JOB_END, end)
+            return True
+        ledger.out.add(route, Msg.JOB_END, end_body(jid, JobState(status), [], None, None))
+        return True

@@ -298,14 +298,13 @@ class Connection:
             configure_connected(sock, linger_ms=0)
             if self._keys is not None:
                 security.secure_client(sock, self._keys)
-            connected = self.endpoint
-            sock.connect(connected)
+            # to every boss of a pair (those connected take turns; only the active one listens): the active
+            # hears this client is alive even when the program is busy and its main socket has not turned to it
+            sock.immediate = 1
+            for endpoint in self.finder.endpoints:
+                sock.connect(endpoint)
             frames = protocol.encode(Msg.CLIENT_ALIVE, {"client": self.client_id})
             while not self._stop_beating.wait(CLIENT_HEARTBEAT):
-                if self.endpoint != connected:  # (the main connection turned to the other boss of a pair)
-                    sock.disconnect(connected)
-                    connected = self.endpoint
-                    sock.connect(connected)
                 try:
                     sock.send_multipart(frames, zmq.NOBLOCK)
                 except zmq.Again:

@@ -420,6 +420,13 @@ class Boss:
             raise exc
         if end["status"] == "failed":
             raise self._fail(end)
+        if end["status"] == "finished" and self._rows:  # (the boss reported every task; some never came)
+            lost = sorted(self._rows)
+            exc = RuntimeError(f"job {self._job} finished on the boss, but the reports of {len(lost)} task(s) "
+                               f"never reached this program (indexes {lost[:20]}{' ...' if len(lost) > 20 else ''}): "
+                               "they were lost on their way, with a boss that died")
+            self._final = {"workers_report": exc, "status": "workers exception", "traceback": []}
+            raise exc
         pending = [self._instructions[i] for i in end["pending"] if i in self._instructions]
         self._final = {"workers_report": self._reports, "status": "pending" if pending else "finished"}
         if pending:
