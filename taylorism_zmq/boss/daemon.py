@@ -299,6 +299,8 @@ class BossDaemon:
         was_active = pair is None or pair.active
         while not self._stop:
             timeout = 10 if outbox else max(0.0, next_check - self.clock()) * 1000
+            if pair is not None and (due := pair.wake_in(self.clock())) is not None:
+                timeout = min(timeout, due * 1000)
             before = self.clock()
             events = dict(poller.poll(int(timeout)))
             now = self.clock()

@@ -137,6 +137,10 @@ class Pair:
         if self.active:
             self.stream.after_pass(now, self.epoch)
 
+    def wake_in(self, now: float) -> float | None:
+        """Seconds until this boss must act on its own (events waiting to go to the standby), if it must."""
+        return self.stream.wake_in(now) if self.active else None
+
     def outgoing(self, out: list[Out]) -> list[Out]:
         """What to send now (an active boss holds what commits until its standby has it)."""
         return self.stream.outgoing(out, self.epoch) if self.active else out

@@ -98,8 +98,8 @@ class Awaited(Container[bytes]):
 class EitherPaused(Container[bytes]):
     """A route paused for one reason or another (another key took it over, or it has not spoken yet)."""
 
-    def __init__(self, *containers: Container[bytes]) -> None:
-        self.containers = containers
+    def __init__(self, one: Container[bytes], other: Container[bytes]) -> None:
+        self.one, self.other = one, other
 
     def __contains__(self, route: object) -> bool:
-        return any(route in c for c in self.containers)
+        return route in self.one or route in self.other

@@ -10,7 +10,6 @@ A digest of the state (:func:`digest`, O(1)) travels with each batch, for the st
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 import msgpack
@@ -26,27 +25,39 @@ EVENTS = frozenset({
     "on_register", "on_heartbeat", "on_goodbye", "on_admin", "on_agent_reports", "on_agent_output",
     "agent_lost", "peer_unreachable", "dispatch", "expire", "promoted",
 })
-_IDENTITY, _SET = 1, 2
+_IDENTITY = 1
 
 
 class ReplicationError(ValueError):
     """A batch of events this code cannot apply (not the active's doing: a bug or another version)."""
 
 
-def _ext(value: Any) -> msgpack.ExtType:
+_PACKED_IDENTITIES: dict[Identity, msgpack.ExtType] = {}
+
+
+def _ext(value: Any) -> Any:
     if isinstance(value, Identity):
-        return msgpack.ExtType(_IDENTITY, msgpack.packb([value.key, value.name, sorted(value.roles), value.user]))
+        ext = _PACKED_IDENTITIES.get(value)
+        if ext is None:  # (few identities, met at every event: packed once each)
+            if len(_PACKED_IDENTITIES) > 10_000:
+                _PACKED_IDENTITIES.clear()
+            ext = _PACKED_IDENTITIES[value] = msgpack.ExtType(_IDENTITY, msgpack.packb(
+                [value.key, value.name, sorted(value.roles), value.user]))
+        return ext
     try:
-        items = sorted(value)  # a set of routes (held, backlogged): sorted, so that equal sets pack alike
+        return sorted(value)  # a set of routes (held, backlogged), only asked what it holds: as a list
     except TypeError:
         raise TypeError(f"an event cannot carry a {type(value).__name__}") from None
-    return msgpack.ExtType(_SET, msgpack.packb(items, use_bin_type=True))
 
 
-def pack_events(events: Iterable[tuple[str, tuple, dict]]) -> list[bytes]:
-    """Each event as ``[name, args, kwargs]``, packed alone (a message carries as many as fit under a frame)."""
-    return [msgpack.packb([name, list(args), kwargs], default=_ext, use_bin_type=True)
-            for name, args, kwargs in events]
+def pack_events(events: list[tuple[str, tuple, dict]], most: int = 8 << 20) -> list[tuple[bytes, int]]:
+    """Events as ``[[name, args, kwargs], ...]``: one packed list, or, past *most* bytes, one per event (a
+    message carries as many as fit under a frame); each with the number of events it holds."""
+    rows = [[name, args, kwargs] for name, args, kwargs in events]
+    whole = msgpack.packb(rows, default=_ext, use_bin_type=True)
+    if len(whole) <= most or len(rows) == 1:
+        return [(whole, len(rows))]
+    return [(msgpack.packb([row], default=_ext, use_bin_type=True), 1) for row in rows]
 
 
 class _Identities:
@@ -64,8 +75,6 @@ class _Identities:
                 if len(self._known) > 100_000:  # (keys seldom change; never unbounded)
                     self._known.clear()
             return who
-        if code == _SET:
-            return frozenset(msgpack.unpackb(data, raw=False, use_list=True))
         raise ReplicationError(f"unknown ext type {code}")
 
 
@@ -73,15 +82,15 @@ _identities = _Identities()
 
 
 def unpack_events(packed: list[bytes]) -> list[tuple[str, list, dict]]:
-    """The events of :func:`pack_events`; ReplicationError for anything else."""
+    """The events of :func:`pack_events`' parts, in order; ReplicationError for anything else."""
     try:
         out = []
         for data in packed:
-            name, args, kwargs = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True,
-                                                 ext_hook=_identities.hook)
-            if name not in EVENTS or type(args) is not list or type(kwargs) is not dict:
-                raise ReplicationError(f"not an event: {str(name)[:40]!r}")
-            out.append((name, args, kwargs))
+            for name, args, kwargs in msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True,
+                                                      ext_hook=_identities.hook):
+                if name not in EVENTS or type(args) is not list or type(kwargs) is not dict:
+                    raise ReplicationError(f"not an event: {str(name)[:40]!r}")
+                out.append((name, args, kwargs))
         return out
     except ReplicationError:
         raise

@@ -29,6 +29,9 @@ log = logging.getLogger("taylorism_zmq.boss")
 WINDOW = 64 << 20
 #: bytes of events in one REPLICATE, and of one SNAPSHOT part (an event larger than that goes alone)
 MESSAGE_BYTES = 8 << 20
+#: seconds the events of a pass may wait for those of the next passes, to go to the standby in one message (a
+#: REPLICATE per pass, and its acknowledgement, would cost the active more than the events themselves)
+BATCH_SECONDS = 0.02
 #: what an active boss sends only once its standby has the events that made it
 COMMITS = frozenset({Msg.REPORTS_ACK, Msg.JOB_END, Msg.PONG, Msg.ADMIN_REPLY})
 #: what carries the epoch (an agent obeys no older one)
@@ -70,6 +73,15 @@ class Stream:
         #: (number of the last event of the pass that made it, message) of what waits for the standby
         self.held: collections.deque[tuple[int, Out]] = collections.deque()
         self._stream_ids = secrets.randbelow(1 << 30) + 1
+        #: events numbered and not sent yet (packed), the number of the first, their bytes, since when they
+        #: wait, the state's digest after the last of them, and the active's clock then
+        self._batch: list[bytes] = []
+        self._batch_events = 0
+        self._first = 0
+        self._batch_bytes = 0
+        self._batch_since = 0.0
+        self._digest: list[int] = []
+        self._batch_now = 0.0
 
     @property
     def current(self) -> int:
@@ -86,32 +98,46 @@ class Stream:
         events = state.journal or []
         state.journal = [] if self.follower is not None else None
         if events:
-            first = self.seq + 1
-            self.seq += len(events)
             if self.follower is not None:
-                self._stream(first, events, now)
+                self._add(events, now)
+            self.seq += len(events)
+        if self._batch and (now - self._batch_since >= BATCH_SECONDS or self._batch_bytes >= MESSAGE_BYTES):
+            self._send_batch()
         if self._sync_from is not None:
+            self._send_batch()
             self._start(self._sync_from, now, epoch)
             self._sync_from = None
         self.flush()
 
-    def _stream(self, first: int, events: list, now: float) -> None:
-        follower = self.follower
-        assert follower is not None
-        packed = replication.pack_events(events)
-        batch: list[bytes] = []
-        size = 0
-        for i, event in enumerate(packed):
-            if batch and size + len(event) > MESSAGE_BYTES:
-                self._send(Msg.REPLICATE, {"stream": follower.stream, "first": first, "events": batch, "now": now,
-                                           "digest": []}, first + len(batch) - 1, size)
-                first += len(batch)
-                batch, size = [], 0
-            batch.append(event)
-            size += len(event)
-            if i == len(packed) - 1:  # (the digest of the state after the pass goes with its last events)
-                self._send(Msg.REPLICATE, {"stream": follower.stream, "first": first, "events": batch, "now": now,
-                                           "digest": replication.digest(self.state)}, first + len(batch) - 1, size)
+    def _add(self, events: list, now: float) -> None:
+        """The pass's events join those waiting to go (a message at most MESSAGE_BYTES: an event larger goes
+        alone); the digest of the state after them goes with them."""
+        if not self._batch:
+            self._first, self._batch_since = self.seq + 1, now
+        for part, n in replication.pack_events(events, MESSAGE_BYTES):
+            if self._batch and self._batch_bytes + len(part) > MESSAGE_BYTES:
+                self._digest = []  # (the state after these events is not known any more: only after the last)
+                self._send_batch()
+                self._batch_since = now
+            self._batch.append(part)
+            self._batch_events += n
+            self._batch_bytes += len(part)
+        self._digest = replication.digest(self.state)
+        self._batch_now = now
+
+    def _send_batch(self) -> None:
+        if not self._batch or self.follower is None:
+            self._batch, self._batch_bytes, self._batch_events = [], 0, 0
+            return
+        last = self._first + self._batch_events - 1
+        self._send(Msg.REPLICATE, {"stream": self.follower.stream, "first": self._first, "events": self._batch,
+                                   "now": self._batch_now, "digest": self._digest}, last, self._batch_bytes)
+        self._first = last + 1
+        self._batch, self._batch_bytes, self._batch_events = [], 0, 0
+
+    def wake_in(self, now: float) -> float | None:
+        """Seconds until the events waiting must go (None: none wait)."""
+        return max(0.0, self._batch_since + BATCH_SECONDS - now) if self._batch else None
 
     def _start(self, route: bytes, now: float, epoch: int) -> None:
         self.drop("it asked for the state again", counted=False)
@@ -130,6 +156,7 @@ class Stream:
 
     def send_last(self, kind: Msg, body: dict) -> None:
         """A message to the standby after the events (HANDED_OVER)."""
+        self._send_batch()
         self._send(kind, body, self.seq, 0)
         self.flush()
 
@@ -189,6 +216,7 @@ class Stream:
             log.warning("the standby boss is out of sync (%s): this boss goes on alone until it asks again", why)
         self.follower = None
         self.state.journal = None
+        self._batch, self._batch_bytes, self._batch_events = [], 0, 0
 
     def outgoing(self, out: list[Out], epoch: int) -> list[Out]:
         """What to send now: *out* with the epoch on what agents fence by, less what waits for the standby;
