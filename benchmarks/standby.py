@@ -145,7 +145,7 @@ def failovers(n: int) -> dict:
 
     runs = tempfile.mkdtemp(prefix="standby-bench-ledger-")
     pair = PairDaemons()
-    client = multiprocessing.get_context("spawn").Process(target=_long_job, args=(pair.address, runs, 100_000),
+    client = multiprocessing.get_context("spawn").Process(target=_long_job, args=(pair.address, runs, 3000),
                                                           daemon=True)
     try:
         pair.start(agents=2, slots=2)

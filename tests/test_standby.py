@@ -3,6 +3,7 @@ takes over when it is killed, and nothing is lost or run twice (each task's own 
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 
@@ -439,3 +440,34 @@ def test_a_client_busy_through_the_failover_and_past_the_client_timeout_gets_eve
         log_tail(cluster)
     executions = execution_ledger.read(str(runs))
     assert executions.started() == executions.finished() == {("zt", i): 1 for i in range(8)}
+
+
+def test_an_active_only_slow_keeps_its_clients_and_agents_and_nothing_is_lost(pair, tmp_path):
+    """The active is frozen (SIGSTOP) for less than the peer timeout while tasks run: clients and agents ask the
+    standby (on a socket of their own), which still counts its active alive, and they stay: no failover, no
+    agent lost, every task once."""
+    cluster = pair(peer_timeout=5.0).start()
+    cluster.add_agent(slots=2, host_name="node-a")
+    cluster.add_agent(slots=2, host_name="node-b")
+    cluster.wait_agents(2)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    boss = run_as_server(dict(zt="nap", seconds=0.3, runs=str(runs)), dict(tag=list(range(30))),
+                         scheduler=threads(2), boss=cluster.address)
+    boss.make_them_work(terminate=True)
+    wait_until(lambda: cluster.status(0)["counters"].get("tasks_done", 0) >= 4, 30, "some tasks done")
+    client, raised = _in_thread(boss.wait_till_finished)
+    cluster.bosses[0].send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(3.0)  # (the stall: longer than the agents' and the client's patience, shorter than 5 s)
+    finally:
+        cluster.bosses[0].send_signal(signal.SIGCONT)
+    client.join(120)
+    assert not client.is_alive() and not raised, (raised, log_tail(cluster))
+    assert sorted(int(r["report"]["tag"]) for r in boss.get_report()["workers_report"]) == list(range(30))
+    executions = execution_ledger.read(str(runs))
+    assert executions.started() == executions.finished() == {("zt", i): 1 for i in range(30)}, \
+        (executions.ran_twice(), log_tail(cluster))
+    status = cluster.status(0)
+    assert status["pair"]["role"] == "active" and status["pair"]["failovers"] == 0
+    assert status["counters"].get("agents_lost", 0) == 0 and len(status["hosts"]) == 2

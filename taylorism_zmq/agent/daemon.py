@@ -29,7 +29,7 @@ import zmq
 from ..machine import host_key
 from ..processes import die_with_parent
 from ..wire import protocol, security
-from ..wire.endpoints import ASK_AGAIN, BossFinder, endpoint_list
+from ..wire.endpoints import ASK_AGAIN, BossFinder, Probe, endpoint_list
 from ..wire.handshake import HandshakeWatch
 from ..wire.peer_logging import RateLimitedLog
 from ..wire.protocol import Msg, ProtocolError
@@ -55,8 +55,8 @@ SILENT_BEAT = (5.0, 15.0)
 DEFAULT_HEARTBEAT = 1.0
 #: the periods an agent takes from a boss (a number from the network: never a busy loop, never a silent agent)
 HEARTBEAT_RANGE = (0.05, 60.0)
-#: an agent given several bosses (a pair) turns to the next after this many of its heartbeats unanswered, and
-#: at least SWITCH_AFTER seconds
+#: an agent given several bosses (a pair) asks another whether it is active (Binary Star's vote) after this
+#: many of its heartbeats unanswered, and at least SWITCH_AFTER seconds; it turns to it if it is
 SWITCH_BEATS, SWITCH_AFTER = 3, 1.5
 #: tasks ended here whose reports wait for an acknowledgement, said at most when registering
 MAX_FINISHED_SAID = 100_000
@@ -81,6 +81,9 @@ class AgentDaemon:
         self.fenced = 0
         self._moved_at = 0.0
         self._ask_at = 0.0
+        self.probe: Probe | None = None
+        self._probe_after = 0.0
+        self._polled_probe: zmq.Socket | None = None
         #: where forks of the client connect as launchers (the embedded default), if anywhere
         self.fork_socket = fork_socket
         self.fork_listener: socket.socket | None = None
@@ -175,6 +178,9 @@ class AgentDaemon:
             self.dealer.routing_id = f"{self.aid}.{secrets.token_hex(16)}".encode()
             self.handshake = HandshakeWatch(self.dealer, self.control_endpoint, self.curve,
                                             security.key_dir() if self.curve else None, role="agent")
+            if self.finder.several:
+                keys = security.load_keys() if self.curve else None
+                self.probe = Probe(ctx, lambda sock: security.secure_client(sock, keys) if keys else None)
             # find a restarted boss within its recovery grace: register, and deliver the reports kept while it
             # was away before it gives their tasks to agents again
             for sock in (self.dealer, self.push):
@@ -201,6 +207,8 @@ class AgentDaemon:
             self.zygote.close()
             if self.handshake is not None:
                 self.handshake.close()
+            if self.probe is not None:
+                self.probe.close()
             self.dealer.close(linger=500)
             self.push.close(linger=2000)
             ctx.term()
@@ -235,6 +243,8 @@ class AgentDaemon:
                 self._check_handshake()
             if self.dealer in events:
                 self._read_boss()
+            if self._polled_probe is not None and self._polled_probe in events:
+                self._probe_answer(time.monotonic())
             if self.fork_listener is not None and self.fork_listener.fileno() in events:
                 for link in forked.accept_all(self.fork_listener):
                     self.launchers.add(link)
@@ -269,13 +279,42 @@ class AgentDaemon:
             self._flush_reports()
 
     def _follow_the_active(self, now: float) -> None:
-        """Of a pair: turn to the other boss when this one is silent; ask a standby again when it may take over."""
+        """Of a pair: when this boss is silent, ask the other whether it is active, and turn to it if it is; ask
+        a standby again when it may take over."""
         if self._ask_at and now >= self._ask_at:
             self._ask_at = 0.0
             self._register()
+        probe = self.probe
+        if probe is None:
+            return
         silent = now - max(self.last_heard, self._moved_at)
-        if self.finder.several and silent > max(SWITCH_AFTER, SWITCH_BEATS * self.heartbeat):
-            self._move(self.finder.silent(), f"silent for {silent:.1f}s")
+        if silent > max(SWITCH_AFTER, SWITCH_BEATS * self.heartbeat) and now >= self._probe_after \
+                and (not probe.asked or now - probe.asked >= ASK_AGAIN):
+            probe.ask(self.finder.next, now)
+            if probe.sock is not self._polled_probe:
+                if self._polled_probe is not None:
+                    self.poller.unregister(self._polled_probe)
+                self._polled_probe = probe.sock
+                self.poller.register(probe.sock, zmq.POLLIN)
+
+    def _probe_answer(self, now: float) -> None:
+        """The other boss answers: active (turn to it), standby hearing this one (stay), or not (ask again)."""
+        probe = self.probe
+        answer = probe.answer() if probe is not None else None
+        if answer is None:
+            return
+        assert probe is not None and probe.endpoint is not None
+        kind, body = answer
+        if kind is Msg.PONG:
+            endpoint = probe.endpoint
+            if self._polled_probe is not None:
+                self.poller.unregister(self._polled_probe)
+                self._polled_probe = None
+            probe.close()
+            self.finder.moved_to(endpoint)
+            self._move(endpoint, "silent, and the other one is active")
+        elif body["peer_alive"] is True:
+            self._probe_after = now + max(SWITCH_AFTER, SWITCH_BEATS * self.heartbeat)  # (this one is only slow)
 
     def _move(self, endpoint: str | None, why: str) -> None:
         """Talk to the boss at *endpoint* from now on, and register there."""

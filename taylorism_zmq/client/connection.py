@@ -24,7 +24,7 @@ import zmq
 
 from ..errors import AccessDeniedError, BossUnreachableError, KeyRefusedError, ProtocolVersionError
 from ..wire import protocol, security
-from ..wire.endpoints import ASK_AGAIN, BossFinder, endpoint_list
+from ..wire.endpoints import ASK_AGAIN, BossFinder, Probe, endpoint_list
 from ..wire.handshake import HandshakeWatch
 from ..wire.protocol import Msg, ProtocolError
 from ..wire.sockets import configure_connected
@@ -35,7 +35,8 @@ log = logging.getLogger("taylorism_zmq")
 PING_AFTER = 2.0
 #: seconds between the client's heartbeats (its jobs are stopped when they stop, unless detached)
 CLIENT_HEARTBEAT = 2.0
-#: seconds a request, or a ping, waits for its answer before a client of a pair turns to the next boss
+#: seconds a request, or a ping, waits for its answer before a client of a pair asks the other boss whether it
+#: is the active one (the question is Binary Star's vote)
 SWITCH_AFTER = 1.5
 
 
@@ -75,6 +76,9 @@ class Connection:
         self.on_restart: dict[str, Callable[[], None]] = {}
         self.replies: collections.deque = collections.deque()
         self.ctx = zmq.Context()
+        #: asks the other boss of a pair whether it is active, when this one is silent
+        self._probe = Probe(self.ctx, self._secure) if self.finder.several else None
+        self._probe_after = 0.0
         self.sock = self.ctx.socket(zmq.DEALER)
         configure_connected(self.sock, linger_ms=1000)
         if self._keys is not None:
@@ -151,7 +155,8 @@ class Connection:
                         self.send(kind, body)
                         asked = now
                     else:
-                        self._move(self.finder.silent())
+                        self._look_elsewhere(now)
+                self._probe_answer(now)
                 left = deadline - now
                 self._check_handshake()
                 if left <= 0:
@@ -159,7 +164,41 @@ class Connection:
                         f"no answer from the boss at {self.address} after {self.timeout:.0f}s "
                         "(is taylorism-boss running there, is the address right, and is your key in its "
                         "authorized keys?)")
-                self.pump(min(left, 0.5))
+                self.pump(min(left, 0.05 if self._probing else 0.5))
+
+    @property
+    def _probing(self) -> bool:
+        return self._probe is not None and self._probe.asked > 0
+
+    def _secure(self, sock: zmq.Socket) -> None:
+        if self._keys is not None:
+            security.secure_client(sock, self._keys)
+
+    def _look_elsewhere(self, now: float) -> None:
+        """This boss is silent: ask the next one whether it is active (a vote), at most every ASK_AGAIN s."""
+        with self.lock:
+            probe = self._probe
+            if probe is None or now < self._probe_after or (probe.asked and now - probe.asked < ASK_AGAIN):
+                return
+            probe.ask(self.finder.next, now)
+
+    def _probe_answer(self, now: float) -> None:
+        """What the boss asked said: active (turn to it), standby hearing this one (stay), standby not hearing
+        it either (ask again: it may take over)."""
+        with self.lock:
+            probe = self._probe
+            answer = probe.answer() if probe is not None else None
+            if answer is None:
+                return
+            assert probe is not None and probe.endpoint is not None
+            kind, body = answer
+            if kind is Msg.PONG:
+                endpoint = probe.endpoint
+                probe.close()
+                self.finder.moved_to(endpoint)
+                self._move(endpoint)
+            elif body["peer_alive"] is True:
+                self._probe_after = now + SWITCH_AFTER  # (its active, this one, is alive: only slow)
 
     def _check_handshake(self) -> None:
         problem = self._handshake.check()
@@ -208,7 +247,7 @@ class Connection:
                 handler(body)
 
     def _move(self, endpoint: str | None) -> None:
-        """Talk to *endpoint* from now on (the next boss of the list), and greet it."""
+        """Talk to *endpoint* from now on (another boss of the list), and greet it."""
         if endpoint is None:
             return
         with self.lock:
@@ -340,8 +379,10 @@ class Connection:
                 self.send(Msg.PING, {})
                 pinged = now
             elif pinged and self.finder.several and now - max(pinged, self._moved_at) > SWITCH_AFTER:
-                self._move(self.finder.silent())
-            step = 0.5 if deadline is None else max(0.0, min(0.5, deadline - now))
+                self._look_elsewhere(now)
+            self._probe_answer(now)
+            most = 0.05 if self._probing else 0.5
+            step = most if deadline is None else max(0.0, min(most, deadline - now))
             if self.pump(step):
                 pinged = 0.0
         return True
@@ -360,6 +401,8 @@ class Connection:
         if self._beater.is_alive():
             self._beater.join(timeout=5)
         self._handshake.close()
+        if self._probe is not None:
+            self._probe.close()
         self.sock.close(linger=200)
         self.ctx.term()
 
