@@ -60,8 +60,11 @@ class PairDaemons:
         return ",".join(self.controls)
 
     def _spawn(self, *args: str, nice: int = 0) -> subprocess.Popen:
+        logs = os.environ.get("STANDBY_BENCH_LOGS")  # (a directory for the daemons' INFO logs, to look into a run)
+        level = ["--log-level", "INFO", "--log-file", os.path.join(logs, f"{args[0]}-{time.time_ns()}.log")] \
+            if logs else ["--log-level", "ERROR"]
         return subprocess.Popen([*(["nice", "-n", str(nice)] if nice else []), sys.executable, "-m", "taylorism_zmq",
-                                 *args, "--log-level", "ERROR"], stdin=subprocess.DEVNULL, cwd="/")
+                                 *args, *level], stdin=subprocess.DEVNULL, cwd="/")
 
     def start_boss(self, i: int, standby: bool) -> None:
         self.bosses[i] = self._spawn("boss", "--control", self.controls[i], "--reports", self.reports[i],
@@ -281,6 +284,10 @@ def main() -> int:
     parser.add_argument("--json", default=None, help="write the figures to this file")
     args = parser.parse_args()
     with daemons() as _keys:  # (a key pair for the run: TAYLORISM_KEY_DIR while it lasts)
+        if not args.rounds:
+            fail = failovers(args.failovers)
+            print(fail)
+            return 0
         cost = replication_cost(args.tasks, args.rounds, args.standby_nice)
         print(f"boss CPU per task, {args.tasks} tasks, median of {args.rounds}: alone "
               f"{cost['boss_cpu_us_per_task_alone']:.0f} us, active with a standby in sync "

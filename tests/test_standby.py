@@ -471,3 +471,26 @@ def test_an_active_only_slow_keeps_its_clients_and_agents_and_nothing_is_lost(pa
     status = cluster.status(0)
     assert status["pair"]["role"] == "active" and status["pair"]["failovers"] == 0
     assert status["counters"].get("agents_lost", 0) == 0 and len(status["hosts"]) == 2
+
+
+def test_a_standby_never_changes_its_state_for_what_its_own_peers_do(tmp_path):
+    """A peer gone from the standby (an agent that asked it, then moved on), or one that does not read what it
+    answers, is nothing to the state it holds, which is its active's (a standby lost an agent so, its state
+    no longer its active's)."""
+    from taylorism_zmq.boss.daemon import BossDaemon
+    from taylorism_zmq.boss.peer import STANDBY
+
+    daemon = BossDaemon(f"ipc://{tmp_path}/control", f"ipc://{tmp_path}/reports", peer=f"ipc://{tmp_path}/peer")
+    try:
+        daemon.state.on_register(b"agent-a.r", {"agent": "agent-a", "host": "a", "shm_host": "m", "cpus": 2,
+                                                "memory": 1000.0, "slots": 2, "pid": 1, "running": []}, 0.0)
+        daemon.pair.role = STANDBY
+        assert daemon._unreachable(b"agent-a.r") == [] and daemon._cut(b"agent-a.r") == []
+        assert "agent-a" in daemon.state.ledger.agents
+        daemon.pair.role = "active"
+        daemon._unreachable(b"agent-a.r")
+        assert "agent-a" not in daemon.state.ledger.agents  # (the active's own: it is lost)
+    finally:
+        daemon.stop()
+        daemon._wake_r.close()
+        daemon._wake_w.close()

@@ -473,11 +473,15 @@ class BossDaemon:
     def _cut(self, route: bytes) -> list[Out]:
         """A peer that read nothing of a backlog past its bound: its jobs end as on a client timeout; an agent
         is lost."""
+        if self.pair is not None and not self.pair.active:
+            return []  # (a standby's state is its active's: what it answers peers changes nothing there)
         now = self.clock()
         return self.state.client_cut(route, now) + self.state.peer_unreachable(route, now)
 
     def _unreachable(self, route: bytes) -> list[Out]:
         """A peer the ROUTER cannot reach any more: if it was an agent, it is lost."""
+        if self.pair is not None and not self.pair.active:
+            return []  # (a standby's state is its active's: a peer gone from it is nothing to it)
         return self.state.peer_unreachable(route, self.clock())
 
     def _drain_wake(self) -> None:

@@ -124,8 +124,8 @@ class Pair:
             elif self._both_empty_standbys() and self._comes_first():
                 out += self._start_fresh(now, "both bosses stood by with no state")
             elif not replica.synced and self.peer_role == ACTIVE and not self.peer_silent(now) \
-                    and now - max(self._asked_sync, replica.part_came) >= SYNC_RETRY:
-                self._asked_sync = now
+                    and (replica.resync or now - max(self._asked_sync, replica.part_came) >= SYNC_RETRY):
+                self._asked_sync, replica.resync = now, False
                 self._to_peer(Msg.SYNC, {"boss": self.state.boss_id})
         else:
             self.stream.check(now, self.peer_silent(now))

@@ -40,6 +40,9 @@ class Replica:
         self.part_came = -1e9
         self.last_events = 0.0
         self._ack_due = False
+        #: the state was found not to be the active's (a gap, events it cannot apply, another digest): ask again
+        #: at once
+        self.resync = False
 
     def snapshot_part(self, body: dict, now: float) -> None:
         if self.synced:
@@ -72,13 +75,13 @@ class Replica:
             return
         if body["first"] != self.applied + 1:
             log.warning("events %d and on came after %d: asking for the state again", body["first"], self.applied)
-            self.synced = False
+            self.synced, self.resync = False, True
             return
         try:
             events = replication.unpack_events(body["events"])
         except replication.ReplicationError as exc:
             log.error("the active boss's events cannot be applied: %s; asking for the state again", exc)
-            self.synced = False
+            self.synced, self.resync = False, True
             return
         made = replication.apply(self.state, events)
         self.applied += len(events)
@@ -91,7 +94,7 @@ class Replica:
             log.error("%s: this standby's state differs from the active's after event %d (%s, there %s); asking "
                       "for the state again", "a bug of the boss", self.applied, replication.digest(self.state),
                       body["digest"])
-            self.synced = False
+            self.synced, self.resync = False, True
 
     def ack(self) -> dict | None:
         """The REPL_ACK due, if events were applied since the last."""
@@ -102,7 +105,7 @@ class Replica:
 
     def stale(self) -> None:
         """The state is no longer the active's (a step down, or the active streams to another)."""
-        self.synced = False
+        self.synced, self.resync = False, True
         self.stream = 0
         self.recent.clear()
 
