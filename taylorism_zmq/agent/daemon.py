@@ -238,6 +238,8 @@ class AgentDaemon:
                     poller.unregister(self.push)
                 self._push_polled = self.sender.blocked
             timeout = max(0.0, next_beat - time.monotonic()) * 1000
+            if self.probe is not None and (self.probe.asked or self._ask_at):  # (a boss of a pair asked again soon)
+                timeout = min(timeout, ASK_AGAIN * 1000)
             events = dict(poller.poll(int(timeout)))
             if self.handshake.monitor in events:
                 self._check_handshake()
@@ -267,7 +269,6 @@ class AgentDaemon:
                 next_beat = now + self.heartbeat
                 if not self.registered and now - self._registered_at > REGISTER_RETRY:
                     self._register()
-                self._follow_the_active(now)
                 self.sender.tick(now)
                 silent = now - self.last_heard
                 if silent > max(10.0, 10 * self.heartbeat) and not self._boss_silent:
@@ -275,6 +276,8 @@ class AgentDaemon:
                     log.warning("agent %s: no word from the boss at %s for %.0fs; tasks go on and %d report "
                                 "batch(es) wait for it", self.aid, self.control_endpoint, silent,
                                 self.sender.unacked)
+            if self.probe is not None or self._ask_at:
+                self._follow_the_active(now)
             self._flush_output()
             self._flush_reports()
 

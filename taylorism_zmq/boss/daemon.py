@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import math
 import os
 import signal
 import socket
@@ -300,7 +301,7 @@ class BossDaemon:
         while not self._stop:
             timeout = 10 if outbox else max(0.0, next_check - self.clock()) * 1000
             if pair is not None and (due := pair.wake_in(self.clock())) is not None:
-                timeout = min(timeout, due * 1000)
+                timeout = min(timeout, math.ceil(due * 1000))  # (never a 0 ms poll before it is due: a spin)
             before = self.clock()
             events = dict(poller.poll(int(timeout)))
             now = self.clock()

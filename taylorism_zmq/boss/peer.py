@@ -219,7 +219,9 @@ class Pair:
         if vote and self.role == STANDBY and self.peer_silent(now) and self._may_take_over():
             return self.promote(now, f"{kind.name} from a client or agent, the active boss silent for "
                                      f"{self.peer_timeout:g}s or more")
-        alive = not self.peer_silent(now)
+        # (it hears its active if a beat came within two beat periods: a client or agent that finds that active
+        # silent is only slow to hear it; otherwise it asks again shortly, a vote each time)
+        alive = self.peer_heard is not None and now - self.peer_heard < self.peer_timeout / 3
         message = (f"this boss is the {self.role} one of a pair: "
                    + ("its active peer answers it" if alive else "its peer is silent; ask again"))
         return [(route, Msg.NOT_ACTIVE, {"boss": self.state.boss_id, "peer_alive": alive, "message": message})]
