@@ -366,8 +366,7 @@ def test_issue14_a_killed_client_leaves_nothing_for_long(tmp_path):
         proc.wait()
         proc.stdout.close()
     # its daemons see the pipe end and stop
-    wait_until(lambda: not any(psutil.pid_exists(int(p)) and psutil.Process(int(p)).status() != psutil.STATUS_ZOMBIE
-                               for p in pids), 20, "the embedded daemons gone")
+    wait_until(lambda: not any(alive(int(p)) for p in pids), 20, "the embedded daemons gone")
     from taylorism_zmq.client.embedded import clean_leftovers
 
     removed = clean_leftovers()
