@@ -379,13 +379,14 @@ def test_spread_follows_free_slots():
 def test_drain_stops_placement_and_undrain_resumes():
     state = make_state()
     a, b = add_agent(state, "a", slots=2), add_agent(state, "b", slots=2)
-    assert drain(state, "a") == {"ok": True, "message": "drained 1 agent(s) on a"}
+    assert drain(state, "a") == {"ok": True, "message": "drained 1 agent(s) on a: agent-a"}
     assert state.ledger.agents[a].draining
     submit(state, {"kind": "nosort"}, n=4)
     assert list(runs(state.dispatch(0.0))) == [b]
-    assert drain(state, "a", False) == {"ok": True, "message": "undrained 1 agent(s) on a"}
+    assert drain(state, "a", False) == {"ok": True, "message": "undrained 1 agent(s) on a: agent-a"}
     assert list(runs(state.dispatch(0.0))) == [a]
-    assert drain(state, "nowhere") == {"ok": False, "message": "no agent on host 'nowhere' (hosts: a, b)"}
+    assert drain(state, "nowhere") == {"ok": False,
+                                       "message": "no agent on host 'nowhere' nor of that id (hosts: a, b)"}
 
 
 def test_restarted_boss_recovers_jobs_without_running_anything_twice():

@@ -133,8 +133,10 @@ class AgentEvents:
                 msg = (f"task {task.name} was running on host {agent.host} (agent {aid}) when it was lost "
                        f"({reason}); lost {task.lost} time(s), more than max_retries={self.max_retries}")
                 ledger.end_job(job, JobState.FAILED, now, error=("AgentLostError", msg))
-        for job in list(ledger.jobs.values()):
-            job.usage.pop(aid, None)
+        for job in list(ledger.jobs.values()):  # (another agent of that host may still run some of its tasks)
+            usage = job.usage.get(agent.host)
+            if usage is not None and not usage.running:
+                del job.usage[agent.host]
         ledger.orphan_running.forget_agent(aid)
 
     def expire(self, now: float) -> None:

@@ -154,9 +154,9 @@ class Ledger:
     def _take_slot(self, task: TaskRecord, agent: AgentRecord, ticket: int | None, adopted: bool,
                    now: float) -> None:
         job = task.job
-        usage = job.usage.get(agent.aid)
+        usage = job.usage.get(agent.host)  # (per host: agents on one host share the job's limits and tickets)
         if usage is None:
-            usage = job.usage[agent.aid] = HostUsage(TicketPool(job.policy.ticket_range(agent.cpus)))
+            usage = job.usage[agent.host] = HostUsage(TicketPool(job.policy.ticket_range(agent.cpus)))
         usage.running += 1
         usage.memory += job.policy.task_memory(task.memory)
         if adopted:
@@ -181,7 +181,7 @@ class Ledger:
         job, agent = task.job, task.agent
         assert agent is not None, "a running task runs on an agent"
         agent.running.discard(task.tid)
-        usage = job.usage.get(agent.aid)
+        usage = job.usage.get(agent.host)
         if usage is not None:
             usage.running -= 1
             usage.memory -= job.policy.task_memory(task.memory)

@@ -143,10 +143,11 @@ class BossState:
         if action not in ("drain", "undrain"):
             reply = {"ok": False, "message": f"unknown action {action!r}"}
         elif hit := self.agent_events.drain(target, draining=action == "drain"):
-            reply = {"ok": True, "message": f"{action}ed {len(hit)} agent(s) on {target}"}
+            reply = {"ok": True, "message": f"{action}ed {len(hit)} agent(s) on {target}: {', '.join(sorted(hit))}"}
         else:
             known = sorted({a.host for a in self.ledger.agents.values()})
-            reply = {"ok": False, "message": f"no agent on host {target!r} (hosts: {', '.join(known) or 'none'})"}
+            reply = {"ok": False, "message": f"no agent on host {target!r} nor of that id "
+                                             f"(hosts: {', '.join(known) or 'none'})"}
         self.ledger.out.add(route, Msg.ADMIN_REPLY, reply)
 
     @event

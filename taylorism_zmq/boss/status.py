@@ -9,6 +9,7 @@ from typing import Any
 
 from ..wire.keystore import Identity
 from .ledger import Ledger
+from .model import JobRecord
 
 
 def status_snapshot(boss_id: str, ledger: Ledger, now: float,
@@ -33,11 +34,20 @@ def status_snapshot(boss_id: str, ledger: Ledger, now: float,
         "jobs": [
             {"job": j.jid, "name": j.name, "client": j.owner.name,  # (routing ids stay secret)
              "running": len(j.running), "pending": j.n_pending, "done": j.done, "failed": j.failed,
-             "halted": j.halted, "age": now - j.created}
+             "halted": j.halted, "age": now - j.created, "agents": _agents_of(j)}
             for j in ledger.jobs.values()
         ],
         "counters": dict(ledger.counters),
     }
+
+
+def _agents_of(job: JobRecord) -> dict[str, int]:
+    """Tasks of *job* running on each agent, by agent id (two agents of one host told apart)."""
+    counts: dict[str, int] = {}
+    for task in job.running.values():
+        if task.agent is not None:
+            counts[task.agent.aid] = counts.get(task.agent.aid, 0) + 1
+    return counts
 
 
 def status_for(ledger: Ledger, snapshot: dict[str, Any], who: Identity) -> dict[str, Any]:
