@@ -18,6 +18,7 @@ from bronx.system import interrupt
 from footprints import proxy as fpx
 
 from ..client_settings import boss_address, tasks_per_process
+from ..environment_variables import warn_unknown_variables
 from ..errors import AgentLostError, WorkerError
 from ..machine import host_key
 from ..wire.codec import Codec
@@ -48,6 +49,7 @@ _ERRORS = {"AgentLostError": AgentLostError, "MemoryError": MemoryError, "Runtim
 def _connect(boss: str | None, http: bool | int | str | None = None) -> tuple[Connection, bool]:
     """A connection to the boss (*boss*, else a LocalCluster's block, else the configured one, else the embedded
     one, with its status page if *http*), and whether that boss is embedded."""
+    warn_unknown_variables()
     address = boss_address(boss or active_address())
     if address is None:
         conn = connect(embedded_endpoint(http), wait_agents=True)
