@@ -74,6 +74,9 @@ class JobState(str, enum.Enum):
     FINISHED = "finished"
     FAILED = "failed"
     STOPPED = "stopped"
+    #: ended by its owner or an admin (taylorism-ctl cancel): its tasks killed, its client raises
+    #: JobCancelledError naming who
+    CANCELLED = "cancelled"
 
 
 #: every move a job may make, and what makes it; the others raise
@@ -86,9 +89,11 @@ JOB_MOVES: dict[tuple[JobState, JobState], str] = {
        for live in (JobState.RUNNING, JobState.HALTED)},
     **{(live, JobState.STOPPED): "its client stopped it (CONTROL), or is gone, or does not read"
        for live in (JobState.RUNNING, JobState.HALTED)},
+    **{(live, JobState.CANCELLED): "its owner or an admin cancelled it (CONTROL cancel: taylorism-ctl cancel)"
+       for live in (JobState.RUNNING, JobState.HALTED)},
 }
 #: the states a job leaves no more
-JOB_ENDS = frozenset({JobState.FINISHED, JobState.FAILED, JobState.STOPPED})
+JOB_ENDS = frozenset({JobState.FINISHED, JobState.FAILED, JobState.STOPPED, JobState.CANCELLED})
 
 
 #: taylorism's bound on tickets for memory-limited schedulers

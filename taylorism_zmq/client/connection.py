@@ -200,7 +200,8 @@ class Connection:
         self.replies.append((Msg.STATUS_REPLY, body))
 
     def on_admin_reply(self, body: dict[str, Any]) -> None:
-        self.replies.append((Msg.ADMIN_REPLY, body))
+        if not self._to_job(Msg.ADMIN_REPLY, body):  # (a reply about a job, e.g. a cancel's, goes to its inbox)
+            self.replies.append((Msg.ADMIN_REPLY, body))
 
     def on_error(self, body: dict[str, Any]) -> None:
         if not self._to_job(Msg.ERROR, body):
