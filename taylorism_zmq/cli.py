@@ -13,6 +13,7 @@ from . import command_settings
 from .ctl import ctl_main, ctl_parser, format_hosts, format_jobs  # taylorism-ctl (its own package)
 from .daemon_parsers import MIN_BEATS_PER_TIMEOUT, agent_parser, boss_parser
 from .environment_variables import warn_unknown_variables
+from .log_setup import setup_logging
 
 __all__ = ["agent_main", "agent_parser", "boss_main", "boss_parser", "ctl_main", "ctl_parser", "format_hosts",
            "format_jobs", "main"]
@@ -27,7 +28,7 @@ def _use_key_dir(args: argparse.Namespace) -> None:
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
-    command_settings.setup_logging(args.log_level, args.log_file, args.log_json)
+    setup_logging(args.log_level, args.log_file, args.log_json)
 
 
 def _check_endpoints(parser: argparse.ArgumentParser, args: argparse.Namespace, options: dict[str, str],

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -149,22 +147,3 @@ def _convert(action: argparse.Action, value: Any, where: str) -> Any:
         except (TypeError, ValueError):
             raise SystemExit(f"{where}: {value!r} is not a valid {getattr(action.type, '__name__', 'value')}") from None
     return value
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log collectors."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({"time": record.created, "level": record.levelname, "logger": record.name,
-                           "message": record.getMessage()})
-
-
-def setup_logging(level: str, log_file: str | None = None, as_json: bool = False) -> None:
-    # footprints/bronx may have put their own handler on the root logger: ours is set explicitly
-    logger = logging.getLogger("taylorism_zmq")
-    logger.setLevel(level.upper())
-    handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if as_json else
-                         logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    logger.handlers[:] = [handler]
-    logger.propagate = False

@@ -65,7 +65,7 @@ class AgentEvents:
             ledger.out.add(route, Msg.KILL, {"tasks": stale})
         ledger.free.update(agent)
         log.info("agent %s joined from host %s (%d slots, %d cpus, %d task(s) running)", aid, agent.host,
-                 agent.slots, agent.cpus, len(body["running"]))
+                 agent.slots, agent.cpus, len(body["running"]), extra={"agent": aid, "host": agent.host})
         ledger.out.add(route, Msg.REGISTERED, self._registered())
 
     def _registered(self) -> dict[str, Any]:
@@ -78,7 +78,8 @@ class AgentEvents:
         for agent in hit:
             agent.draining = draining
             self.ledger.free.update(agent)
-            log.info("agent %s on host %s %s", agent.aid, agent.host, "draining" if draining else "undrained")
+            log.info("agent %s on host %s %s", agent.aid, agent.host, "draining" if draining else "undrained",
+                     extra={"agent": agent.aid, "host": agent.host})
         return [a.aid for a in hit]
 
     def agent_at(self, route: bytes) -> AgentRecord | None:
@@ -113,11 +114,11 @@ class AgentEvents:
         ledger.free.remove(aid)
         if clean:
             log.info("agent %s on host %s left (%s); %d task(s) were running there",
-                     aid, agent.host, reason, len(agent.running))
+                     aid, agent.host, reason, len(agent.running), extra={"agent": aid, "host": agent.host})
             ledger.counters["agents_left"] += 1
         else:
             log.warning("agent %s on host %s lost (%s); %d task(s) were running there",
-                        aid, agent.host, reason, len(agent.running))
+                        aid, agent.host, reason, len(agent.running), extra={"agent": aid, "host": agent.host})
             ledger.counters["agents_lost"] += 1
         for tid in sorted(agent.running):
             task = ledger.tasks.get(tid)

@@ -95,7 +95,7 @@ class JobRequests:
         if body["resubmit"]:
             job.hold_until = self.resubmit_hold
             job.resubmitted = True
-            log.info("job %s submitted again (the boss restarted)", jid)
+            log.info("job %s submitted again (the boss restarted)", jid, extra={"job": jid})
         if policy.placement is not None and not self._load_plugin(route, job):
             return
         if job.shm_host is not None and ledger.agents and not any(
@@ -106,7 +106,7 @@ class JobRequests:
             return
         ledger.jobs[jid] = job
         ledger.quota.open_job(who.key)
-        log.info("job %s (%s) submitted", jid, job.name)
+        log.info("job %s (%s) submitted", jid, job.name, extra={"job": jid})
 
     def _load_plugin(self, route: bytes, job: JobRecord) -> bool:
         """Build the job's placement plugin; False (the SUBMIT refused) where this boss may not or cannot."""
@@ -224,7 +224,8 @@ class JobRequests:
         JobCancelledError naming who; *route* (taylorism-ctl) is answered."""
         running, pending = len(job.running), job.n_pending
         why = f"job {job.jid} ({job.name}) was cancelled by {who.label} (taylorism-ctl cancel)"
-        log.warning("%s: %d running task(s) killed, %d pending dropped", why, running, pending)
+        log.warning("%s: %d running task(s) killed, %d pending dropped", why, running, pending,
+                    extra={"job": job.jid})
         self.ledger.out.add(route, Msg.ADMIN_REPLY, {
             "ok": True, "job": job.jid,
             "message": f"cancelled job {job.jid} ({job.name}): {running} running task(s) killed, {pending} pending "

@@ -243,7 +243,8 @@ class Ledger:
             self.detached_done[job.jid] = (job.kept, end, job.owner, job.kept_bytes)
             while len(self.detached_done) > DETACHED_MEMORY:
                 self.forget_detached(next(iter(self.detached_done)))
-        log.info("job %s %s (%d task(s) done, %d never started)", job.jid, status.value, job.done, len(waiting))
+        log.info("job %s %s (%d task(s) done, %d never started)", job.jid, status.value, job.done, len(waiting),
+                 extra={"job": job.jid})
 
     def maybe_finished(self, job: JobRecord, now: float) -> None:
         """End *job* if its client said end (or stop) and nothing of it runs (or waits) any more."""

@@ -12,6 +12,7 @@ from typing import Any
 from .. import command_settings
 from ..config_file import CONFIG_PLACES
 from ..environment_variables import warn_unknown_variables
+from ..log_setup import setup_logging
 from .keys import keys_command
 from .parser import COMMANDS, KEY_COMMANDS, ctl_parser
 from .tables import format_hosts, format_jobs
@@ -52,7 +53,7 @@ def ctl_main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "insecure", False):
         os.environ["TAYLORISM_INSECURE"] = "1"
     try:
-        command_settings.setup_logging(args.log_level)
+        setup_logging(args.log_level)
     except ValueError:
         parser.error(f"--log-level {args.log_level!r} is no logging level (DEBUG, INFO, WARNING, ERROR)")
     if args.command is None:
