@@ -170,6 +170,7 @@ class Ledger:
         for f in task.files:
             job.open_files[f] += 1
         task.agent = agent
+        task.started = now
         if agent.aid not in task.tried:
             task.tried += (agent.aid,)
         job.running[task.tid] = task

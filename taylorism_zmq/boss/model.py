@@ -300,6 +300,9 @@ class TaskRecord:
     lost: int = 0
     #: when it last became pending (the boss's monotonic clock), for the dispatch latency
     queued: float = 0.0
+    #: when it last started running (sent to an agent, or adopted; the boss's monotonic clock), for the status
+    #: page's running tasks
+    started: float = 0.0
     #: the agents it was sent to: a report counts only from one of them
     tried: tuple[str, ...] = ()
 

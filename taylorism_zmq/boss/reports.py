@@ -64,7 +64,8 @@ class Reports:
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
-        #: (host, job, task name, start, end, ok) of recent tasks, and recent failures, for the status page
+        #: (host, job, task name, start, end, ok, agent, job name) of recent tasks, and recent failures, for the
+        #: status page
         self.timeline: collections.deque = collections.deque(maxlen=TIMELINE)
         #: (each with "time": the boss's monotonic clock when it came)
         self.failures: collections.deque = collections.deque(maxlen=FAILURES)
@@ -126,7 +127,7 @@ class Reports:
                 if agent is not None:
                     agent.done += 1
                 job.done += 1
-                self.timeline.append((host, jid, task.name, t0, t1, ok))
+                self.timeline.append((host, jid, task.name, t0, t1, ok, aid, job.name))
                 if ledger.on_task_end is not None:
                     ledger.on_task_end(max(0.0, t1 - t0))
                 if not ok:

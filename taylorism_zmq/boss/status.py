@@ -15,12 +15,14 @@ from .model import JobRecord
 def status_snapshot(boss_id: str, ledger: Ledger, now: float,
                     page: tuple[Iterable[tuple], Iterable[dict]] | None = None) -> dict[str, Any]:
     """Hosts, jobs and counters, as of *now* (the boss's monotonic clock); with *page* (the status page's
-    timeline and failures), those too, the failures' times on the wall clock."""
+    timeline and failures), what the page draws: the timeline of recent tasks (host, job, task, start, end, ok,
+    agent, job name), the running ones (agent, job, task, start) and recent failures, times on the wall clock."""
     wall = time.time()
     extra = {}
     if page is not None:
         timeline, failures = page
-        extra = {"timeline": list(timeline), "failures": [dict(f, time=wall - (now - f["time"])) for f in failures]}
+        extra = {"timeline": list(timeline), "failures": [dict(f, time=wall - (now - f["time"])) for f in failures],
+                 "running": _running(ledger, now, wall)}
     return extra | {
         "boss": boss_id,
         "time": wall,
@@ -39,6 +41,13 @@ def status_snapshot(boss_id: str, ledger: Ledger, now: float,
         ],
         "counters": dict(ledger.counters),
     }
+
+
+def _running(ledger: Ledger, now: float, wall: float) -> list[list]:
+    """The running tasks as the page draws them: agent id, job, task name, start (wall clock, as the
+    timeline's, from when the boss sent it)."""
+    return [[a.aid, task.job.jid, task.name, wall - (now - task.started)]
+            for a in ledger.agents.values() for task in (ledger.tasks[tid] for tid in a.running)]
 
 
 def _agents_of(job: JobRecord) -> dict[str, int]:
