@@ -127,8 +127,23 @@ def boss_main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def agent_slots(args: argparse.Namespace) -> tuple[int | None, str]:
+    """The agent's slots and where they come from: --slots, else (in a Slurm job) the CPUs Slurm gave the job on
+    this node, else None (the agent takes the cpu count)."""
+    if args.slots is not None or getattr(args, "embedded", False):
+        return args.slots, args._sources.get("slots", "default")
+    import os
+
+    slurm = os.environ.get("SLURM_CPUS_ON_NODE", "").strip()
+    if slurm.isdigit() and int(slurm) > 0:
+        return int(slurm), "Slurm's allocation on this node (SLURM_CPUS_ON_NODE)"
+    return None, "default: the cpu count"
+
+
 def agent_main(argv: Sequence[str] | None = None) -> int:
-    args = command_settings.parse(agent_parser(), "agent", argv, warn_unknown=warn_unknown_variables)
+    args = command_settings.parse(agent_parser(), "agent", argv, effective=lambda a: {"slots": agent_slots(a)},
+                                  warn_unknown=warn_unknown_variables)
+    args.slots = agent_slots(args)[0]
     _check_endpoints(agent_parser(), args, {"boss": "--boss", "reports": "--reports"}, connect=True)
     _use_key_dir(args)
     _setup_logging(args)

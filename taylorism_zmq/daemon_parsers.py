@@ -108,7 +108,9 @@ def agent_parser() -> argparse.ArgumentParser:
                    help="the boss's report endpoint (default: the one the boss names when the agent registers; "
                         "give it only where the agent reaches the boss at another address, e.g. through NAT)")
     p.add_argument("--control", dest="boss", help=argparse.SUPPRESS)  # the boss's own name of it
-    p.add_argument("--slots", type=int, default=None, help="tasks at once on this host (default: cpu count)")
+    p.add_argument("--slots", type=int, default=None,
+                   help="tasks at once on this host (default: in a Slurm job, its CPUs on this node, "
+                        "SLURM_CPUS_ON_NODE; else the cpu count)")
     p.add_argument("--host-name", default=None, help="name this host reports (default: its hostname)")
     p.add_argument("--heartbeat", type=float, default=None,
                    help="heartbeat period in s (default: the boss's --heartbeat, which it tells agents when they "
