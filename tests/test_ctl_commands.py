@@ -66,7 +66,9 @@ def test_cancel_kills_the_tasks_and_the_program_is_told_who(cluster_factory, tmp
 DETACHED = textwrap.dedent("""
     import sys, footprints, zt_workers
     from taylorism_zmq import run_as_server
-    boss = run_as_server(dict(zt="nap", seconds=0.4), dict(tag=list(range(4)), fail=["no"] * 3 + [sys.argv[2]]),
+    # the last task ends well after the others (it runs beside the third): a failure ends the job at once
+    boss = run_as_server(dict(zt="nap"), dict(tag=list(range(4)), fail=["no"] * 3 + [sys.argv[2]],
+                                              seconds=[0.4] * 3 + [2.0]),
                          boss=sys.argv[1], detach=True,
                          scheduler=footprints.proxy.scheduler(limit="threads", max_threads=2))
     boss.make_them_work(terminate=True)
