@@ -379,13 +379,14 @@ def test_spread_follows_free_slots():
 def test_drain_stops_placement_and_undrain_resumes():
     state = make_state()
     a, b = add_agent(state, "a", slots=2), add_agent(state, "b", slots=2)
-    assert drain(state, "a") == {"ok": True, "message": "drained 1 agent(s) on a"}
+    assert drain(state, "a") == {"ok": True, "message": "drained 1 agent(s) on a: agent-a"}
     assert state.ledger.agents[a].draining
     submit(state, {"kind": "nosort"}, n=4)
     assert list(runs(state.dispatch(0.0))) == [b]
-    assert drain(state, "a", False) == {"ok": True, "message": "undrained 1 agent(s) on a"}
+    assert drain(state, "a", False) == {"ok": True, "message": "undrained 1 agent(s) on a: agent-a"}
     assert list(runs(state.dispatch(0.0))) == [a]
-    assert drain(state, "nowhere") == {"ok": False, "message": "no agent on host 'nowhere' (hosts: a, b)"}
+    assert drain(state, "nowhere") == {"ok": False,
+                                       "message": "no agent on host 'nowhere' nor of that id (hosts: a, b)"}
 
 
 def test_restarted_boss_recovers_jobs_without_running_anything_twice():
@@ -822,3 +823,65 @@ def test_the_architecture_page_lists_every_move_of_the_model_and_no_other():
 
     assert moves("| task from | to |") == {(a.value, b.value) for a, b in TASK_MOVES}
     assert moves("| job from | to |") == {(a.value, b.value) for a, b in JOB_MOVES}
+
+
+def test_cancel_kills_the_running_cancels_the_pending_and_tells_who():
+    state = make_state()
+    a = add_agent(state, "a", slots=2)
+    submit(state, {"kind": "nosort"}, n=5)
+    placed = runs(state.dispatch(0.0))
+    assert len(placed[a]) == 2
+    mallory = Identity("key-mallory", "mallory", frozenset({"client"}))
+    with pytest.raises(Refused, match="belongs to another user"):
+        state.on_control(b"ctl", {"job": "j1", "action": "cancel"}, now=1.0, who=mallory)
+    assert "j1" in state.ledger.jobs
+    operator = Identity("key-operator", "operator", frozenset({"admin"}))
+    out = state.on_control(b"ctl", {"job": "j1", "action": "cancel"}, now=1.0, who=operator)
+    assert [(route, kind) for route, kind, _ in out] == [(b"ctl", Msg.ADMIN_REPLY), (a.encode(), Msg.KILL),
+                                                         (CLIENT, Msg.JOB_END)]
+    reply, end = of_kind(out, Msg.ADMIN_REPLY)[0], of_kind(out, Msg.JOB_END)[0]
+    assert reply["ok"] and reply["message"] == "cancelled job j1 (j1): 2 running task(s) killed, 3 pending dropped"
+    assert sorted(of_kind(out, Msg.KILL)[0]["tasks"]) == sorted(tid for tid, _ in placed[a])
+    assert end["status"] == "cancelled" and end["pending"] == [2, 3, 4]
+    assert end["error"]["type"] == "JobCancelledError"
+    assert end["error"]["message"].startswith("job j1 (j1) was cancelled by operator")
+    assert not state.ledger.tasks and not state.ledger.agents[a].running
+    assert state.ledger.ended["j1"] is JobState.CANCELLED and state.ledger.counters["jobs_cancelled"] == 1
+    again = state.on_control(b"ctl", {"job": "j1", "action": "cancel"}, now=2.0, who=operator)
+    assert again == [(b"ctl", Msg.ADMIN_REPLY, {"ok": False, "job": "j1",
+                                                "message": "cannot cancel job j1: it cancelled already"})]
+    none = state.on_control(b"ctl", {"job": "j9", "action": "cancel"}, now=2.0)
+    assert none[0][2]["message"] == "cannot cancel job j9: no such job on this boss"
+    assert state.on_control(b"ctl", {"job": "j9", "action": "stop"}, now=2.0) == []  # (as before: ignored)
+
+
+def test_a_follower_gets_a_copy_of_the_jobs_messages_until_its_end_within_bounds(monkeypatch):
+    from taylorism_zmq.boss import followers
+
+    state = make_state()
+    a = add_agent(state, "a", slots=1)
+    submit(state, {"kind": "nosort"}, n=2)
+    first = state.on_attach(b"f1", {"job": "j1", "follow": True}, now=0.0)
+    assert first == [(b"f1", Msg.REPORTS, {"job": "j1", "reports": [], "trusted": True, "running": 0,
+                                           "pending": 2})]
+    assert "j1" in state.ledger.jobs and state.ledger.jobs["j1"].client == CLIENT  # not taken from its client
+    monkeypatch.setattr(followers, "MAX_PER_JOB", 2)
+    state.on_attach(b"f2", {"job": "j1", "follow": True}, now=0.0)
+    (refused,) = state.on_attach(b"f3", {"job": "j1", "follow": True}, now=0.0)
+    assert refused[1] is Msg.ERROR and "2 follower(s) already" in refused[2]["message"]
+    assert state.ledger.counters["follow_refused"] == 1
+    state.client_cut(b"f2", now=0.0)  # a follower that does not read follows nothing more
+    (tid, _), = runs(state.dispatch(0.0))[a]
+    out = report(state, a, tid)
+    assert [route for route, kind, _ in out if kind is Msg.REPORTS] == [CLIENT, b"f1"]
+    (tid, _), = runs(state.dispatch(1.0))[a]
+    state.on_control(CLIENT, {"job": "j1", "action": "end"}, now=1.0)
+    out = report(state, a, tid)
+    assert [route for route, kind, _ in out if kind is Msg.JOB_END] == [CLIENT, b"f1"]
+    assert state.followers.by_job == {} and state.followers.count == 0
+    ended = state.on_attach(b"f1", {"job": "j1", "follow": True}, now=2.0)
+    assert ended == [(b"f1", Msg.JOB_END, {"job": "j1", "status": "finished", "pending": [], "error": None})]
+    submit(state, {"kind": "nosort"}, n=1, job="j2")
+    with pytest.raises(Refused, match="belongs to another user"):
+        state.on_attach(b"f4", {"job": "j2", "follow": True}, now=2.0,
+                        who=Identity("key-mallory", "mallory", frozenset({"client"})))

@@ -26,6 +26,7 @@ from typing import Any
 import psutil
 import zmq
 
+from ..log_setup import log_fields
 from ..machine import host_key
 from ..processes import die_with_parent
 from ..wire import protocol, security
@@ -417,4 +418,5 @@ def run_agent(args: Any) -> int:
                         launcher_idle=args.launcher_idle, run_as_client_user=args.run_as_client_user,
                         keep_env=tuple(v.strip() for v in (args.keep_env or "").split(",") if v.strip()),
                         state_dir=getattr(args, "state_dir", None), fork_socket=getattr(args, "fork_socket", None))
+    log_fields(agent=agent.aid, host=agent.host)  # (every line of this agent's log says which)
     return agent.serve()

@@ -78,8 +78,8 @@ class TaskRunner:
             raise  # the agent cannot start any task any more
         except Exception as exc:
             self.job_errors += 1
-            log.exception("agent %s: job %s could not be started (a bug; %d such job(s) so far)", self.aid,
-                          body["job"], self.job_errors)
+            log.exception("agent %s: job %s could not be started (a bug; %d such job(s) so far): %s", self.aid,
+                          body["job"], self.job_errors, type(exc).__name__, extra={"job": body["job"]})
             given = set(self.launchers.of_task)
             self._fail_all(body, f"agent on host {self.host} could not start the task: {type(exc).__name__}: {exc}",
                            skip=given)
@@ -89,7 +89,7 @@ class TaskRunner:
             env = launcher_env(body, self.host, self.run_as_client_user, self._report_cap(), self.max_output,
                                self.trusted_link, self.keep_env, checked=body["env"] == self._env_found_good)
         except JobRefused as refused:
-            log.warning("agent %s: job %s %s", self.aid, body["job"], refused.why)
+            log.warning("agent %s: job %s %s", self.aid, body["job"], refused.why, extra={"job": body["job"]})
             self._fail_all(body, refused.told)
             return
         self._env_found_good = body["env"]
@@ -217,7 +217,8 @@ class TaskRunner:
                    f"({self.sender.row_cap()} bytes): return less, or print less")
             row = [tid, info[0], info[1], False, died(f"task on host {self.host} failed: {why}"), t0, t1,
                    stdout[-65536:], stderr[-65536:]]
-            log.warning("agent %s: report of task %d of job %s refused: %s", self.aid, tid, info[0], why)
+            log.warning("agent %s: report of task %d of job %s refused: %s", self.aid, tid, info[0], why,
+                        extra={"job": info[0]})
         self.sender.add(row)
 
     def close_launcher(self, link: LauncherLink) -> None:

@@ -65,7 +65,7 @@ class AgentEvents:
             ledger.out.add(route, Msg.KILL, {"tasks": stale})
         ledger.free.update(agent)
         log.info("agent %s joined from host %s (%d slots, %d cpus, %d task(s) running)", aid, agent.host,
-                 agent.slots, agent.cpus, len(body["running"]))
+                 agent.slots, agent.cpus, len(body["running"]), extra={"agent": aid, "host": agent.host})
         ledger.out.add(route, Msg.REGISTERED, self._registered())
 
     def _registered(self) -> dict[str, Any]:
@@ -78,7 +78,8 @@ class AgentEvents:
         for agent in hit:
             agent.draining = draining
             self.ledger.free.update(agent)
-            log.info("agent %s on host %s %s", agent.aid, agent.host, "draining" if draining else "undrained")
+            log.info("agent %s on host %s %s", agent.aid, agent.host, "draining" if draining else "undrained",
+                     extra={"agent": agent.aid, "host": agent.host})
         return [a.aid for a in hit]
 
     def agent_at(self, route: bytes) -> AgentRecord | None:
@@ -113,11 +114,11 @@ class AgentEvents:
         ledger.free.remove(aid)
         if clean:
             log.info("agent %s on host %s left (%s); %d task(s) were running there",
-                     aid, agent.host, reason, len(agent.running))
+                     aid, agent.host, reason, len(agent.running), extra={"agent": aid, "host": agent.host})
             ledger.counters["agents_left"] += 1
         else:
             log.warning("agent %s on host %s lost (%s); %d task(s) were running there",
-                        aid, agent.host, reason, len(agent.running))
+                        aid, agent.host, reason, len(agent.running), extra={"agent": aid, "host": agent.host})
             ledger.counters["agents_lost"] += 1
         for tid in sorted(agent.running):
             task = ledger.tasks.get(tid)
@@ -133,8 +134,10 @@ class AgentEvents:
                 msg = (f"task {task.name} was running on host {agent.host} (agent {aid}) when it was lost "
                        f"({reason}); lost {task.lost} time(s), more than max_retries={self.max_retries}")
                 ledger.end_job(job, JobState.FAILED, now, error=("AgentLostError", msg))
-        for job in list(ledger.jobs.values()):
-            job.usage.pop(aid, None)
+        for job in list(ledger.jobs.values()):  # (another agent of that host may still run some of its tasks)
+            usage = job.usage.get(agent.host)
+            if usage is not None and not usage.running:
+                del job.usage[agent.host]
         ledger.orphan_running.forget_agent(aid)
 
     def expire(self, now: float) -> None:

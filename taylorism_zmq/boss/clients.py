@@ -92,7 +92,7 @@ class ClientConnections:
                 job.client = b""  # nothing is sent for it until its owner attaches again
                 continue
             log.warning("client of job %s (%s) does not read what the boss sends: stopping the job",
-                        job.jid, job.owner.label)
+                        job.jid, job.owner.label, extra={"job": job.jid})
             self.ledger.end_job(job, JobState.STOPPED, now)
 
     def expire(self, now: float) -> None:
@@ -102,7 +102,7 @@ class ClientConnections:
             silent = now - self.seen.get(job.client, job.created)
             if silent > self.client_timeout:
                 log.warning("client of job %s (%s) silent for %.0fs: stopping the job",
-                            job.jid, job.owner.label, silent)
+                            job.jid, job.owner.label, silent, extra={"job": job.jid})
                 self.ledger.end_job(job, JobState.STOPPED, now)
         live = {j.client for j in self.ledger.jobs.values()}
         for route in [r for r, seen in self.seen.items() if r not in live and now - seen > self.client_timeout]:

@@ -95,7 +95,7 @@ class JobRequests:
         if body["resubmit"]:
             job.hold_until = self.resubmit_hold
             job.resubmitted = True
-            log.info("job %s submitted again (the boss restarted)", jid)
+            log.info("job %s submitted again (the boss restarted)", jid, extra={"job": jid})
         if policy.placement is not None and not self._load_plugin(route, job):
             return
         if job.shm_host is not None and ledger.agents and not any(
@@ -106,7 +106,7 @@ class JobRequests:
             return
         ledger.jobs[jid] = job
         ledger.quota.open_job(who.key)
-        log.info("job %s (%s) submitted", jid, job.name)
+        log.info("job %s (%s) submitted", jid, job.name, extra={"job": jid})
 
     def _load_plugin(self, route: bytes, job: JobRecord) -> bool:
         """Build the job's placement plugin; False (the SUBMIT refused) where this boss may not or cannot."""
@@ -192,6 +192,8 @@ class JobRequests:
         ledger = self.ledger
         job = ledger.owned_job(body["job"], who)
         if job is None:
+            if body["action"] == "cancel":
+                self._no_job_to_cancel(route, body["job"])
             return
         action = body["action"]
         if action in ("halt", "resume"):
@@ -209,7 +211,30 @@ class JobRequests:
         elif action == "stop_listening":
             ledger.end_job(job, JobState.STOPPED, now, kill=False)
             return
+        elif action == "cancel":  # taylorism-ctl cancel: its tasks killed, its client told who did it
+            self._cancel(job, route, now, who)
+            return
         else:
             ledger.out.add(route, Msg.ERROR, {"message": f"unknown control action {action!r}", "job": job.jid})
             return
         ledger.maybe_finished(job, now)
+
+    def _cancel(self, job: JobRecord, route: bytes, now: float, who: Identity) -> None:
+        """End *job* as cancelled by *who* (its owner or an admin): its tasks killed, its client raises a
+        JobCancelledError naming who; *route* (taylorism-ctl) is answered."""
+        running, pending = len(job.running), job.n_pending
+        why = f"job {job.jid} ({job.name}) was cancelled by {who.label} (taylorism-ctl cancel)"
+        log.warning("%s: %d running task(s) killed, %d pending dropped", why, running, pending,
+                    extra={"job": job.jid})
+        self.ledger.out.add(route, Msg.ADMIN_REPLY, {
+            "ok": True, "job": job.jid,
+            "message": f"cancelled job {job.jid} ({job.name}): {running} running task(s) killed, {pending} pending "
+                       "dropped"})
+        self.ledger.end_job(job, JobState.CANCELLED, now, error=("JobCancelledError", why))
+
+    def _no_job_to_cancel(self, route: bytes, jid: str) -> None:
+        """A cancel for a job not here is told why (other actions on it are ignored, as always)."""
+        ended = self.ledger.ended.get(jid)
+        where = f"it {ended.value} already" if ended is not None else "no such job on this boss"
+        self.ledger.out.add(route, Msg.ADMIN_REPLY, {"ok": False, "job": jid,
+                                                      "message": f"cannot cancel job {jid}: {where}"})

@@ -154,9 +154,9 @@ class Ledger:
     def _take_slot(self, task: TaskRecord, agent: AgentRecord, ticket: int | None, adopted: bool,
                    now: float) -> None:
         job = task.job
-        usage = job.usage.get(agent.aid)
+        usage = job.usage.get(agent.host)  # (per host: agents on one host share the job's limits and tickets)
         if usage is None:
-            usage = job.usage[agent.aid] = HostUsage(TicketPool(job.policy.ticket_range(agent.cpus)))
+            usage = job.usage[agent.host] = HostUsage(TicketPool(job.policy.ticket_range(agent.cpus)))
         usage.running += 1
         usage.memory += job.policy.task_memory(task.memory)
         if adopted:
@@ -170,6 +170,7 @@ class Ledger:
         for f in task.files:
             job.open_files[f] += 1
         task.agent = agent
+        task.started = now
         if agent.aid not in task.tried:
             task.tried += (agent.aid,)
         job.running[task.tid] = task
@@ -181,7 +182,7 @@ class Ledger:
         job, agent = task.job, task.agent
         assert agent is not None, "a running task runs on an agent"
         agent.running.discard(task.tid)
-        usage = job.usage.get(agent.aid)
+        usage = job.usage.get(agent.host)
         if usage is not None:
             usage.running -= 1
             usage.memory -= job.policy.task_memory(task.memory)
@@ -243,7 +244,8 @@ class Ledger:
             self.detached_done[job.jid] = (job.kept, end, job.owner, job.kept_bytes)
             while len(self.detached_done) > DETACHED_MEMORY:
                 self.forget_detached(next(iter(self.detached_done)))
-        log.info("job %s %s (%d task(s) done, %d never started)", job.jid, status.value, job.done, len(waiting))
+        log.info("job %s %s (%d task(s) done, %d never started)", job.jid, status.value, job.done, len(waiting),
+                 extra={"job": job.jid})
 
     def maybe_finished(self, job: JobRecord, now: float) -> None:
         """End *job* if its client said end (or stop) and nothing of it runs (or waits) any more."""

@@ -74,6 +74,9 @@ class JobState(str, enum.Enum):
     FINISHED = "finished"
     FAILED = "failed"
     STOPPED = "stopped"
+    #: ended by its owner or an admin (taylorism-ctl cancel): its tasks killed, its client raises
+    #: JobCancelledError naming who
+    CANCELLED = "cancelled"
 
 
 #: every move a job may make, and what makes it; the others raise
@@ -86,9 +89,11 @@ JOB_MOVES: dict[tuple[JobState, JobState], str] = {
        for live in (JobState.RUNNING, JobState.HALTED)},
     **{(live, JobState.STOPPED): "its client stopped it (CONTROL), or is gone, or does not read"
        for live in (JobState.RUNNING, JobState.HALTED)},
+    **{(live, JobState.CANCELLED): "its owner or an admin cancelled it (CONTROL cancel: taylorism-ctl cancel)"
+       for live in (JobState.RUNNING, JobState.HALTED)},
 }
 #: the states a job leaves no more
-JOB_ENDS = frozenset({JobState.FINISHED, JobState.FAILED, JobState.STOPPED})
+JOB_ENDS = frozenset({JobState.FINISHED, JobState.FAILED, JobState.STOPPED, JobState.CANCELLED})
 
 
 #: taylorism's bound on tickets for memory-limited schedulers
@@ -295,6 +300,9 @@ class TaskRecord:
     lost: int = 0
     #: when it last became pending (the boss's monotonic clock), for the dispatch latency
     queued: float = 0.0
+    #: when it last started running (sent to an agent, or adopted; the boss's monotonic clock), for the status
+    #: page's running tasks
+    started: float = 0.0
     #: the agents it was sent to: a report counts only from one of them
     tried: tuple[str, ...] = ()
 
@@ -320,6 +328,7 @@ class JobRecord:
     #: FIFO of tasks, or a heap of (-expected_time, index, task) for longer-first
     pending: Any = None
     running: dict[int, TaskRecord] = field(default_factory=dict)
+    #: what it uses on each host, by host name (agents of one host share it: cores belong to the machine)
     usage: dict[str, HostUsage] = field(default_factory=dict)
     open_files: collections.Counter = field(default_factory=collections.Counter)
     #: the job's placement plugin, if its scheduler brings one

@@ -25,6 +25,21 @@ def text_tail(data: bytes, size: int = 1500) -> str:
     return data[-size:].decode(errors="replace")
 
 
+def failure_kind(payload: bytes) -> str:
+    """A failure's exception type and message, in one line (``ValueError: bad input``), or how its task
+    died (a msgpack map made by our launcher; nothing is unpickled)."""
+    try:
+        info = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+        if "died" in info:
+            return str(info["died"])[:300]
+        exc = info["exc"]
+        kind = str(exc["type"]).rpartition(":")[2] or "an exception"
+        message = str(exc.get("str", "")).strip().splitlines()
+        return f"{kind}: {message[0][:300]}" if message else kind
+    except Exception:
+        return "(no exception type)"
+
+
 def traceback_tail(payload: bytes, lines: int = 4) -> str:
     """The last lines of a failure's traceback (a msgpack map made by our launcher; nothing is unpickled)."""
     try:
@@ -49,7 +64,8 @@ class Reports:
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
-        #: (host, job, task name, start, end, ok) of recent tasks, and recent failures, for the status page
+        #: (host, job, task name, start, end, ok, agent, job name) of recent tasks, and recent failures, for the
+        #: status page
         self.timeline: collections.deque = collections.deque(maxlen=TIMELINE)
         #: (each with "time": the boss's monotonic clock when it came)
         self.failures: collections.deque = collections.deque(maxlen=FAILURES)
@@ -111,13 +127,15 @@ class Reports:
                 if agent is not None:
                     agent.done += 1
                 job.done += 1
-                self.timeline.append((host, jid, task.name, t0, t1, ok))
+                self.timeline.append((host, jid, task.name, t0, t1, ok, aid, job.name))
                 if ledger.on_task_end is not None:
                     ledger.on_task_end(max(0.0, t1 - t0))
                 if not ok:
                     job.failed += 1
                     ledger.counters["tasks_failed"] += 1
-                    log.warning("task %s of job %s failed on host %s", task.name, jid, host)
+                    log.warning("task %s of job %s failed on host %s: %s", task.name, jid, host,
+                                failure_kind(payload),
+                                extra={"job": jid, "task": task.name, "host": host, "agent": aid})
                     self.failures.append({"time": now, "job": jid, "name": task.name, "host": host,
                                           "traceback": traceback_tail(payload), "stderr": text_tail(stderr)})
                 else:

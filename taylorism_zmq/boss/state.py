@@ -5,7 +5,8 @@ the messages to send as ``(route, Msg, body)`` tuples; the daemon (:mod:`.daemon
 share one :class:`~.ledger.Ledger` (the records, their indexes, the moves between states):
 :mod:`.jobs` (SUBMIT, ADD_TASKS, CONTROL), :mod:`.dispatch` (placement), :mod:`.agents` (agents joining,
 beating, draining, leaving, lost), :mod:`.reports` (reports and live output), :mod:`.clients` (client
-connections, ATTACH).  Task and job states: :mod:`.model`.
+connections, ATTACH), :mod:`.followers` (ATTACH with ``follow``: taylorism-ctl attach).  Task and job
+states: :mod:`.model`.
 
 With *validate*, every index is checked against the records after every event (:mod:`.invariants`; tests and
 ``taylorism-boss --validate``).
@@ -23,6 +24,7 @@ from ..wire.protocol import Msg
 from .agents import AgentEvents
 from .clients import ClientConnections
 from .dispatch import Dispatcher
+from .followers import Followers
 from .invariants import check_invariants
 from .jobs import JobRequests
 from .ledger import Ledger
@@ -50,7 +52,7 @@ def event(method: Callable[Concatenate[BossState, P], None]) -> Callable[Concate
         method(self, *args, **kwargs)
         if self.validate:
             check_invariants(self.ledger)
-        return self.ledger.out.take()
+        return self.take_unsent()
 
     return handle
 
@@ -72,6 +74,8 @@ class BossState:
                                     resubmit_hold=started + options.recovery_grace)
         self.agent_events = AgentEvents(self.ledger, boss_id, options)
         self.reports = Reports(self.ledger)
+        #: connections following a job (taylorism-ctl attach): they get a copy of its messages
+        self.followers = Followers(self.ledger)
         self._snapshot: tuple[float, dict[str, Any]] = (-1.0, {})
 
     # -- clients ---------------------------------------------------------------------------------------------
@@ -95,8 +99,12 @@ class BossState:
     @event
     def on_attach(self, route: bytes, body: dict, now: float, who: Identity = LOCAL,
                   backlogged: Container[bytes] = frozenset()) -> None:
-        """*backlogged*: the connections the boss holds messages for, not read yet (the outbox's pressure)."""
-        self.connections.attach(route, body, now, who, backlogged)
+        """*backlogged*: the connections the boss holds messages for, not read yet (the outbox's pressure).
+        With ``follow``, the job is followed (taylorism-ctl attach), not taken from its client."""
+        if body.get("follow") is True:
+            self.followers.follow(route, body, who)
+        else:
+            self.connections.attach(route, body, now, who, backlogged)
 
     @event
     def on_ping(self, route: bytes, body: dict, now: float, who: Identity = LOCAL) -> None:
@@ -115,7 +123,9 @@ class BossState:
 
     @event
     def client_cut(self, route: bytes, now: float) -> None:
-        """A client connection cut for not reading: its jobs are stopped (a detached job waits for ATTACH)."""
+        """A client connection cut for not reading: its jobs are stopped (a detached job waits for ATTACH), and
+        it follows no job any more."""
+        self.followers.forget(route)
         self.connections.cut(route, now)
 
     def sent(self) -> None:
@@ -143,10 +153,11 @@ class BossState:
         if action not in ("drain", "undrain"):
             reply = {"ok": False, "message": f"unknown action {action!r}"}
         elif hit := self.agent_events.drain(target, draining=action == "drain"):
-            reply = {"ok": True, "message": f"{action}ed {len(hit)} agent(s) on {target}"}
+            reply = {"ok": True, "message": f"{action}ed {len(hit)} agent(s) on {target}: {', '.join(sorted(hit))}"}
         else:
             known = sorted({a.host for a in self.ledger.agents.values()})
-            reply = {"ok": False, "message": f"no agent on host {target!r} (hosts: {', '.join(known) or 'none'})"}
+            reply = {"ok": False, "message": f"no agent on host {target!r} nor of that id "
+                                             f"(hosts: {', '.join(known) or 'none'})"}
         self.ledger.out.add(route, Msg.ADMIN_REPLY, reply)
 
     @event
@@ -188,8 +199,9 @@ class BossState:
         self.ledger.orphan_reports.expire(now)
 
     def take_unsent(self) -> list[Out]:
-        """What an event made before it raised (see :func:`event`)."""
-        return self.ledger.out.take()
+        """What the state machine made since the last take (an event's messages, or what an event made before
+        it raised: see :func:`event`), with the copies for the followers of the jobs they are about."""
+        return self.followers.copy(self.ledger.out.take())
 
     # -- views -------------------------------------------------------------------------------------------------
     def status(self, now: float, page: bool = False) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from ..errors import AccessDeniedError, BossUnreachableError, KeyRefusedError, P
 from ..wire import protocol, security
 from ..wire.handshake import HandshakeWatch
 from ..wire.protocol import Msg, ProtocolError
-from ..wire.sockets import configure_connected
+from ..wire.sockets import configure_connected, resolve_problem
 
 log = logging.getLogger("taylorism_zmq")
 
@@ -46,6 +46,9 @@ class Connection:
     def __init__(self, endpoint: str, timeout: float | None = None, wait_agents: bool = False):
         self.endpoint = endpoint
         self.timeout = default_timeout() if timeout is None else timeout
+        problem = resolve_problem(endpoint)  # at once, not after the timeout's wait for an answer
+        if problem is not None:
+            raise BossUnreachableError(f"the boss at {endpoint}: {problem}")
         curve = security.needs_curve(endpoint)
         #: read once, before any socket exists (a missing key pair is a clear error, nothing to clean up)
         self._keys = security.load_keys() if curve else None
@@ -197,7 +200,8 @@ class Connection:
         self.replies.append((Msg.STATUS_REPLY, body))
 
     def on_admin_reply(self, body: dict[str, Any]) -> None:
-        self.replies.append((Msg.ADMIN_REPLY, body))
+        if not self._to_job(Msg.ADMIN_REPLY, body):  # (a reply about a job, e.g. a cancel's, goes to its inbox)
+            self.replies.append((Msg.ADMIN_REPLY, body))
 
     def on_error(self, body: dict[str, Any]) -> None:
         if not self._to_job(Msg.ERROR, body):

@@ -18,7 +18,8 @@ from bronx.system import interrupt
 from footprints import proxy as fpx
 
 from ..client_settings import boss_address, tasks_per_process
-from ..errors import AgentLostError, WorkerError
+from ..environment_variables import warn_unknown_variables
+from ..errors import AgentLostError, JobCancelledError, WorkerError
 from ..machine import host_key
 from ..wire.codec import Codec
 from ..wire.protocol import ENVELOPE, STDERR, STDOUT, Msg, approx_size, output_gap
@@ -42,12 +43,13 @@ STDERR_TAIL = 20
 #: rows per ADD_TASKS message at most (and never more bytes than the boss accepts in one message)
 BATCH = 1000
 _ERRORS = {"AgentLostError": AgentLostError, "MemoryError": MemoryError, "RuntimeError": RuntimeError,
-           "ValueError": ValueError, "PermissionError": PermissionError}
+           "ValueError": ValueError, "PermissionError": PermissionError, "JobCancelledError": JobCancelledError}
 
 
 def _connect(boss: str | None, http: bool | int | str | None = None) -> tuple[Connection, bool]:
     """A connection to the boss (*boss*, else a LocalCluster's block, else the configured one, else the embedded
     one, with its status page if *http*), and whether that boss is embedded."""
+    warn_unknown_variables()
     address = boss_address(boss or active_address())
     if address is None:
         conn = connect(embedded_endpoint(http), wait_agents=True)
@@ -412,7 +414,7 @@ class Boss:
             exc: BaseException = interrupt.SignalInterruptError("the job was interrupted")
             self._final = {"workers_report": exc, "status": "workers exception", "traceback": []}
             raise exc
-        if end["status"] == "failed":
+        if end["status"] in ("failed", "cancelled"):
             raise self._fail(end)
         pending = [self._instructions[i] for i in end["pending"] if i in self._instructions]
         self._final = {"workers_report": self._reports, "status": "pending" if pending else "finished"}
@@ -429,12 +431,13 @@ class Boss:
             sys.stderr.writelines(f"[{name}] {line}\n" for line in lines)
 
     def _fail(self, end: dict) -> BaseException:
-        failure = self._failure
+        failure = self._failure if end["status"] == "failed" else None  # (cancelled: who did it, not a task)
         if failure is not None:
             exc, tb = failure["report"], failure["traceback"]
             with_origin(exc, tb, failure["name"], failure["host"], self._job)
-            taylorism_log.error("error encountered with worker %s on host %s with traceback:",
-                                failure["name"], failure["host"])
+            taylorism_log.error("error encountered with worker %s on host %s (%s) with traceback:",
+                                failure["name"], failure["host"], type(exc).__name__,
+                                extra={"job": self._job, "task": failure["name"], "host": failure["host"]})
             sys.stderr.writelines(tb)
             self._say_stderr_tail(failure)
             instructions = self._instructions.get(failure["index"], {})
@@ -444,6 +447,7 @@ class Boss:
             error = end.get("error") or {}
             cls = _ERRORS.get(error.get("type", ""), WorkerError)
             exc, tb = cls(error.get("message", "the job failed")), []
-            taylorism_log.error("job %s failed: %s", self._job, exc)
+            taylorism_log.error("job %s %s: %s: %s", self._job, end["status"], type(exc).__name__, exc,
+                                extra={"job": self._job})
         self._final = {"workers_report": exc, "status": "workers exception", "traceback": tb}
         return exc
