@@ -29,7 +29,13 @@ DROPPED = {"bad_messages": "bad_message", "unknown_agent_messages": "unknown_age
            "quota_refused": "job_over_its_keys_quota",
            "output_gaps_unmarked": "live_output_gap_not_marked"}
 #: boss counters exported as taylorism_jobs_ended_total{status=...}
-JOB_ENDS = ("finished", "failed", "stopped")
+JOB_ENDS = ("finished", "failed", "stopped", "cancelled")
+#: jobs that get series of their own in taylorism_job_tasks; the others are summed under job="other"
+JOB_SERIES = 20
+#: the label values of the bucket of the jobs beyond JOB_SERIES
+OTHER_JOBS = "other"
+#: the task states of taylorism_job_tasks, and the job row field of each
+JOB_TASK_STATES = ("running", "pending", "done", "failed")
 
 
 class BossMetrics:
@@ -92,16 +98,8 @@ class _StatusCollector(Collector):
         slots.add_metric(["total"], sum(h["slots"] for h in hosts))
         slots.add_metric(["busy"], sum(h["running"] for h in hosts))
         yield slots
-        per_host = {
-            "running": GaugeMetricFamily("taylorism_host_running_tasks", "Tasks running on a host", labels=["host"]),
-            "slots": GaugeMetricFamily("taylorism_host_slots", "Task slots of a host", labels=["host"]),
-            "load": GaugeMetricFamily("taylorism_host_load1", "1-minute load average of a host", labels=["host"]),
-        }
-        for h in hosts:
-            per_host["running"].add_metric([h["host"]], h["running"])
-            per_host["slots"].add_metric([h["host"]], h["slots"])
-            per_host["load"].add_metric([h["host"]], h["load"][0] if h["load"] else 0.0)
-        yield from per_host.values()
+        yield from agent_families(hosts)
+        yield job_family(jobs)
         lost = CounterMetricFamily("taylorism_agents_lost", "Agents declared lost since the boss started")
         lost.add_metric([], counters.get("agents_lost", 0))
         yield lost
@@ -113,3 +111,38 @@ class _StatusCollector(Collector):
         for counter, reason in DROPPED.items():
             dropped.add_metric([reason], counters.get(counter, 0))
         yield dropped
+
+
+def agent_families(hosts: list[dict[str, Any]]) -> list[GaugeMetricFamily]:
+    """Per-agent gauges, keyed by agent id and host (two agents on one host are two series)."""
+    labels = ["agent", "host"]
+    running = GaugeMetricFamily("taylorism_host_running_tasks", "Tasks running on an agent", labels=labels)
+    slots = GaugeMetricFamily("taylorism_host_slots", "Task slots of an agent", labels=labels)
+    load = GaugeMetricFamily("taylorism_host_load1", "1-minute load average of an agent's host", labels=labels)
+    for h in hosts:
+        key = [h["agent"], h["host"]]
+        running.add_metric(key, h["running"])
+        slots.add_metric(key, h["slots"])
+        load.add_metric(key, h["load"][0] if h["load"] else 0.0)
+    return [running, slots, load]
+
+
+def job_family(jobs: list[dict[str, Any]], cap: int = JOB_SERIES) -> GaugeMetricFamily:
+    """Tasks of each live job by state: the *cap* jobs with the most tasks running (then pending) have series
+    of their own, the rest are summed under job="other" (bounded cardinality, every series unique)."""
+    family = GaugeMetricFamily("taylorism_job_tasks", "Tasks of a live job, by state (jobs beyond the "
+                               f"{cap} busiest summed under job=\"{OTHER_JOBS}\")",
+                               labels=["job", "name", "owner", "state"])
+    ranked = sorted((j for j in jobs if j["job"] != OTHER_JOBS), key=lambda j: (-j["running"], -j["pending"],
+                                                                               j["job"]))
+    other = {state: 0 for state in JOB_TASK_STATES}
+    for j in [j for j in jobs if j["job"] == OTHER_JOBS] + ranked[cap:]:
+        for state in JOB_TASK_STATES:
+            other[state] += j[state]
+    for j in ranked[:cap]:
+        for state in JOB_TASK_STATES:
+            family.add_metric([j["job"], j["name"], j["client"], state], j[state])
+    if len(jobs) > min(cap, len(ranked)):
+        for state in JOB_TASK_STATES:
+            family.add_metric([OTHER_JOBS, "", "", state], other[state])
+    return family
