@@ -100,6 +100,7 @@ def test_the_page_in_a_headless_browser_while_a_job_runs(page_cluster, tmp_path)
     if os.environ.get("TAYLORISM_SCREENSHOT"):
         shutil.copy(shot, os.environ["TAYLORISM_SCREENSHOT"])
     assert 'data-host="node-a"' in dom and 'data-host="node-b"' in dom
+    assert dom.count('data-agent="agent-node-') == 2  # each agent a row of its own
     assert 'class="job"' in dom and "data-done=" in dom and "<rect" in dom  # progress and timeline drawn
     boss.stop_them_working()
     boss.wait_till_finished()

@@ -151,8 +151,9 @@ class AgentEvents(Dispatcher):
                 msg = (f"task {task.name} was running on host {agent.host} (agent {aid}) when it was lost "
                        f"({reason}); lost {task.lost} time(s), more than max_retries={self.max_retries}")
                 out += self._end_job(job, "failed", kill=True, error=("AgentLostError", msg))
-        for job in list(self.jobs.values()):
-            job.usage.pop(aid, None)
+        for job in list(self.jobs.values()):  # (another agent of that host may still run some of its tasks)
+            if job.usage.get(agent.host) is not None and not job.usage[agent.host].running:
+                del job.usage[agent.host]
         if self.orphan_running:
             for key in [k for k, (a, _) in self.orphan_running.items() if a == aid]:
                 del self.orphan_running[key]

@@ -122,9 +122,10 @@ class BossDaemon:
         hit = self.state.drain(target, draining=action == "drain")
         if not hit:
             known = sorted({a.host for a in self.state.agents.values()})
-            return [(route, Msg.ADMIN_REPLY, {"ok": False, "message": f"no agent on host {target!r} "
+            return [(route, Msg.ADMIN_REPLY, {"ok": False, "message": f"no agent on host {target!r} nor of that id "
                                                                       f"(hosts: {', '.join(known) or 'none'})"})]
-        return [(route, Msg.ADMIN_REPLY, {"ok": True, "message": f"{action}ed {len(hit)} agent(s) on {target}"})]
+        return [(route, Msg.ADMIN_REPLY, {"ok": True, "message": f"{action}ed {len(hit)} agent(s) on {target}: "
+                                                                 f"{', '.join(sorted(hit))}"})]
 
     def stop(self) -> None:
         """Ask the loop to end (thread- and signal-safe)."""

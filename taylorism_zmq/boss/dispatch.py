@@ -163,9 +163,9 @@ class Dispatcher:
     def _start(self, task: TaskRecord, agent: AgentRecord, ticket: int | None = None,
                adopted: bool = False) -> None:
         job = task.job
-        usage = job.usage.get(agent.aid)
+        usage = job.usage.get(agent.host)  # (per host: agents on one host share the job's limits and tickets)
         if usage is None:
-            usage = job.usage[agent.aid] = HostUsage(TicketPool(job.policy.ticket_range(agent.cpus)))
+            usage = job.usage[agent.host] = HostUsage(TicketPool(job.policy.ticket_range(agent.cpus)))
         usage.running += 1
         usage.memory += job.policy.task_memory(task.memory)
         if adopted:
@@ -197,7 +197,7 @@ class Dispatcher:
             job.n_pending -= 1
         if agent is not None:
             agent.running.discard(task.tid)
-            usage = job.usage.get(agent.aid)
+            usage = job.usage.get(agent.host)
             if usage is not None:
                 usage.running -= 1
                 usage.memory -= job.policy.task_memory(task.memory)

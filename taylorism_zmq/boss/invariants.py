@@ -21,9 +21,9 @@ def check_invariants(state: BossState) -> None:
         assert all(state.tasks[t.tid] is t for t in pending)
         for tid, task in job.running.items():
             assert task.state == "running" and task.agent is not None and tid in task.agent.running
-        for aid, usage in job.usage.items():
-            on_host = [t for t in job.running.values() if t.agent is not None and t.agent.aid == aid]
-            assert usage.running == len(on_host), (job.jid, aid, usage.running, len(on_host))
+        for host, usage in job.usage.items():
+            on_host = [t for t in job.running.values() if t.agent is not None and t.agent.host == host]
+            assert usage.running == len(on_host), (job.jid, host, usage.running, len(on_host))
         assert (job.jid in state.ready_jobs) == bool(job.n_pending and not job.halted and not job.stopping)
         job_live = [*pending, *job.running.values()]
         assert {t.index: t for t in job_live} == job.by_index, (job.jid, "by_index")

@@ -89,6 +89,7 @@ class JobRecord:
     #: FIFO of tasks, or a heap of (-expected_time, index, task) for longer-first
     pending: Any = None
     running: dict[int, TaskRecord] = field(default_factory=dict)
+    #: what it uses on each host, by host name (agents of one host share it)
     usage: dict[str, HostUsage] = field(default_factory=dict)
     open_files: collections.Counter = field(default_factory=collections.Counter)
     #: the job's placement plugin, if its scheduler brings one

@@ -10,6 +10,7 @@ import msgpack
 
 if TYPE_CHECKING:
     from ..wire.keystore import Identity
+    from .records import JobRecord
     from .state import BossState
 
 
@@ -29,11 +30,20 @@ def status_snapshot(state: BossState, now: float, page: bool = False) -> dict[st
         "jobs": [
             {"job": j.jid, "name": j.name, "client": j.owner.name,  # (routing ids stay secret)
              "running": len(j.running), "pending": j.n_pending, "done": j.done, "failed": j.failed,
-             "halted": j.halted, "age": now - j.created}
+             "halted": j.halted, "age": now - j.created, "agents": _agents_of(j)}
             for j in state.jobs.values()
         ],
         "counters": dict(state.counters),
     }
+
+
+def _agents_of(job: JobRecord) -> dict[str, int]:
+    """Tasks of *job* running on each agent, by agent id (two agents of one host told apart)."""
+    counts: dict[str, int] = {}
+    for task in job.running.values():
+        if task.agent is not None:
+            counts[task.agent.aid] = counts.get(task.agent.aid, 0) + 1
+    return counts
 
 
 def status_for(state: BossState, snapshot: dict[str, Any], who: Identity) -> dict[str, Any]:
