@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -11,9 +10,16 @@ from collections.abc import Sequence
 
 from . import __version__, settings
 from .boss.quota import MAX_HELD_BYTES_PER_KEY, MAX_JOBS_PER_KEY
-from .config import CONFIG_PLACES, reports_endpoint
+from .config import reports_endpoint
+from .ctl import ctl_main, ctl_parser, format_hosts, format_jobs  # taylorism-ctl (its own package)
+
+__all__ = ["agent_main", "agent_parser", "boss_main", "boss_parser", "ctl_main", "ctl_parser", "format_hosts",
+           "format_jobs", "main"]
 
 DEFAULT_CONTROL = "tcp://127.0.0.1:5555"
+#: the boss's control endpoint when --control is left out: its port is --port's
+DEFAULT_CONTROL_HOST = "tcp://127.0.0.1"
+DEFAULT_PORT = 5555
 #: a boss's --agent-timeout spans at least this many of its --heartbeat periods: an agent is lost after missing
 #: several heartbeats, never one late one
 MIN_BEATS_PER_TIMEOUT = 3.0
@@ -53,11 +59,18 @@ def boss_parser() -> argparse.ArgumentParser:
         "Run the taylorism-zmq boss: it binds a control ROUTER (clients and agents) and a report PULL "
         "(agents' reports and heartbeats), and places the jobs' tasks on the agents' free slots."))
     _common(p)
-    p.add_argument("--control", default=DEFAULT_CONTROL,
-                   help="control endpoint to bind, tcp://HOST:PORT or ipc:///PATH (default %(default)s)")
+    p.add_argument("--control", default=DEFAULT_CONTROL_HOST,
+                   help="control endpoint to bind, tcp://HOST[:PORT] or ipc:///PATH; without a port, --port's "
+                        f"(default {DEFAULT_CONTROL_HOST}:{DEFAULT_PORT})")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help="the control port, for a --control given without one (default %(default)s; "
+                        "TAYLORISM_PORT)")
     p.add_argument("--reports", default=None,
-                   help="report endpoint to bind (default: the control port + 1, or PATH-reports for ipc); "
-                        "agents learn it when they register")
+                   help="report endpoint to bind (default: the control host at --reports-port; ipc: "
+                        "PATH-reports); agents learn it when they register")
+    p.add_argument("--reports-port", type=int, default=None, metavar="PORT",
+                   help="the report port on the control host (default: the control port + 1; 0: a free port; "
+                        "TAYLORISM_REPORTS_PORT)")
     p.add_argument("--heartbeat", type=float, default=1.0,
                    help="agents' heartbeat period in s, told to each agent when it registers; agents given no "
                         "--heartbeat of their own follow it (default 1)")
@@ -144,77 +157,69 @@ def agent_parser() -> argparse.ArgumentParser:
     return p
 
 
-def ctl_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="taylorism-ctl", description="Look at and steer a running taylorism-zmq boss.")
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    p.add_argument("--boss", default=None, help="the boss's control endpoint (default: TAYLORISM_BOSS, else boss "
-                   "in the [ctl], then the [client] table of the config file)")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the boss (default 5)")
-    _key_dir_option(p)
-    p.add_argument("--config", default=None, help="TOML config file: its [ctl] table, and [client] for the boss "
-                   "(default: TAYLORISM_CONFIG, ~/.config/taylorism/config.toml, /etc/taylorism/config.toml)")
-    p.add_argument("--print-config", action="store_true", help="print the settings in effect and exit")
-    sub = p.add_subparsers(dest="command")
-    for name, text in (("status", "hosts and jobs"), ("jobs", "jobs only")):
-        c = sub.add_parser(name, help=f"show {text}")
-        c.add_argument("--json", action="store_true", help="print raw JSON")
-    c = sub.add_parser("keygen", help="write a CURVE key pair to the key directory and authorize it (all roles)")
-    c.add_argument("--dir", default=None, help="key directory (default TAYLORISM_KEY_DIR or ~/.taylorism)")
-    c.add_argument("--name", default="id", help="key name (default id: the key every command uses)")
-    c.add_argument("--boss", action="store_true",
-                   help="write the boss's own key pair (boss.key, boss.key_secret) instead: a boss uses it when "
-                        "present, so agents never hold its secret; give boss.key to clients and agents")
-    c.add_argument("--force", action="store_true", help="replace an existing key pair")
-    c.add_argument("--no-authorize", action="store_true", help="do not add the public key to authorized/")
-    c = sub.add_parser("authorize", help="let a public key in, with its roles (the boss sees it within a second)")
-    c.add_argument("public_key", metavar="PUBLIC_KEY_FILE", help="the key's public file (someone's id.key)")
-    c.add_argument("--role", action="append", choices=("client", "agent", "admin"), required=True,
-                   help="client: submit, control and attach to its own jobs; agent: run tasks; admin: drain and "
-                        "act on any job (repeat for several)")
-    c.add_argument("--name", default=None, help="the key's name in logs and status (default: the file's name)")
-    c.add_argument("--user", default=None, metavar="UNIX_USER",
-                   help="the Unix user this key's jobs run as on agents started with --run-as-client-user")
-    c.add_argument("--dir", default=None, help="authorized keys directory (default <key dir>/authorized)")
-    c = sub.add_parser("revoke", help="remove an authorized key (refused from its next message on)")
-    c.add_argument("name", help="the key's name (see taylorism-ctl keys)")
-    c.add_argument("--dir", default=None, help="authorized keys directory (default <key dir>/authorized)")
-    c = sub.add_parser("keys", help="list the authorized keys: names, roles, Unix users, fingerprints")
-    c.add_argument("--dir", default=None, help="authorized keys directory (default <key dir>/authorized)")
-    for name, text in (("drain", "stop placing tasks on HOST (running ones finish)"),
-                       ("undrain", "place tasks on HOST again")):
-        c = sub.add_parser(name, help=text)
-        c.add_argument("host", help="host name (as the agents report it) or agent id")
-    c = sub.add_parser("local", help="run a boss and agents on this machine, in the foreground, until Ctrl-C",
-                       description="Run a boss and agents on this machine (a key pair is made if there is none), "
-                                   "print the line to export in the shells whose programs should use them, and "
-                                   "stop them all on Ctrl-C or SIGTERM.")
-    c.add_argument("--agents", type=int, default=2, metavar="N", help="agents to run (default 2)")
-    c.add_argument("--slots", type=int, default=None, metavar="S",
-                   help="tasks at once on each agent (default: this machine's cpu count)")
-    c.add_argument("--http", nargs="?", const="0", default=None, metavar="PORT",
-                   help="serve the status page on 127.0.0.1:PORT (a free port when PORT is left out)")
-    c.add_argument("--port", type=int, default=5555,
-                   help="the boss's control port on 127.0.0.1 (its report port is the next one; default "
-                        "%(default)s; 0: free ones)")
-    c.add_argument("--log-level", default="WARNING", help="the daemons' logging level (default %(default)s)")
-    return p
-
-
-def _check_endpoints(parser: argparse.ArgumentParser, args: argparse.Namespace, options: dict[str, str]) -> None:
-    """Refuse a malformed endpoint at once, in one line naming the option (not a ZMQError from deep inside)."""
+def _check_endpoints(parser: argparse.ArgumentParser, args: argparse.Namespace, options: dict[str, str],
+                     connect: bool = False) -> None:
+    """Refuse a malformed endpoint at once, in one line naming the option (not a ZMQError from deep inside, nor
+    retries in silence): to connect to, a port from 1 and a host name that resolves."""
     from .config import check_endpoint
+    from .endpoints import resolve_problem
 
     for dest, option in options.items():
         value = getattr(args, dest)
         if value is not None:
             try:
-                check_endpoint(value, option)
+                check_endpoint(value, option, connect=connect)
             except ValueError as exc:
                 parser.error(str(exc))
+            problem = resolve_problem(value) if connect else None
+            if problem is not None:
+                parser.error(f"{option} {value}: {problem}")
+
+
+def _boss_endpoints(args: argparse.Namespace) -> tuple[str, str, str | None]:
+    """The control and report endpoints the boss binds, and how the report endpoint was derived (None: given
+    as --reports). One story: --reports; else the control host at --reports-port; else control port + 1."""
+    from .endpoints import split_tcp
+
+    control = args.control
+    if control.startswith("tcp://") and not split_tcp(control)[1]:
+        control = f"{control}:{args.port}"
+    elif control.startswith("tcp://") and args._sources.get("port", "default") != "default" \
+            and split_tcp(control)[1] != str(args.port):
+        raise ValueError(f"--control {control} names a port and --port ({args._sources['port']}) another: "
+                         "give the port once")
+    if args.reports:
+        return control, args.reports, None
+    if args.reports_port is not None and control.startswith("tcp://"):
+        host = split_tcp(control)[0]
+        host = f"[{host}]" if ":" in host else host
+        return control, f"tcp://{host}:{args.reports_port}", "--reports-port"
+    try:
+        return control, reports_endpoint(control), "the control port + 1" if control.startswith("tcp://") else \
+            "the control path + -reports"
+    except ValueError:
+        return control, "", None  # (said by the endpoint check)
+
+
+def _boss_effective(args: argparse.Namespace) -> dict:
+    """What --print-config shows the boss binds."""
+    try:
+        control, reports, derived = _boss_endpoints(args)
+    except ValueError as exc:
+        return {"control": (args.control, str(exc))}
+    shown = {"control": (control, args._sources["control"] + (f", port from {args._sources['port']}"
+                                                              if control != args.control else ""))}
+    if derived is not None:
+        shown["reports"] = (reports, f"derived: {derived}")
+    return shown
 
 
 def boss_main(argv: Sequence[str] | None = None) -> int:
-    args = settings.parse(boss_parser(), "boss", argv)
+    args = settings.parse(boss_parser(), "boss", argv, effective=_boss_effective)
+    try:
+        args.control, args.reports, derived = _boss_endpoints(args)
+    except ValueError as exc:
+        boss_parser().error(str(exc))
     _check_endpoints(boss_parser(), args, {"control": "--control", "reports": "--reports"})
     if not 0 < args.heartbeat <= args.agent_timeout / MIN_BEATS_PER_TIMEOUT:
         boss_parser().error(f"--heartbeat {args.heartbeat:g} must be above 0 and at most --agent-timeout "
@@ -226,7 +231,6 @@ def boss_main(argv: Sequence[str] | None = None) -> int:
                             "from 0.001 (1 KiB)")
     _use_key_dir(args)
     _setup_logging(args)
-    args.reports = args.reports or reports_endpoint(args.control)
     from .boss.daemon import run_boss
     from .procutil import die_with_parent, stop_with_pipe
     from .wire.sockets import EndpointInUseError
@@ -242,13 +246,16 @@ def boss_main(argv: Sequence[str] | None = None) -> int:
     try:
         return run_boss(args)
     except (EndpointInUseError, KeysError, ValueError) as exc:
-        logging.getLogger("taylorism_zmq.boss").error("%s", exc)
+        why = ""
+        if isinstance(exc, EndpointInUseError) and derived and args.reports in str(exc):
+            why = f" (the report endpoint is {derived} unless --reports or --reports-port says otherwise)"
+        logging.getLogger("taylorism_zmq.boss").error("%s%s", exc, why)
         return 2
 
 
 def agent_main(argv: Sequence[str] | None = None) -> int:
     args = settings.parse(agent_parser(), "agent", argv)
-    _check_endpoints(agent_parser(), args, {"boss": "--boss", "reports": "--reports"})
+    _check_endpoints(agent_parser(), args, {"boss": "--boss", "reports": "--reports"}, connect=True)
     _use_key_dir(args)
     _setup_logging(args)
     if args.slots is not None and args.slots < 1:
@@ -274,136 +281,6 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
     except JournalError as exc:  # the state directory: not writable, or every journal in it taken
         logging.getLogger("taylorism_zmq.agent").error("%s (choose another --state-dir)", exc)
         return 2
-
-
-def ctl_main(argv: Sequence[str] | None = None) -> int:
-    parser = ctl_parser()
-    args = settings.parse(parser, "ctl", argv)
-    _use_key_dir(args)
-    if args.command is None:
-        parser.error("a command is needed: status, jobs, drain, undrain, keygen, authorize, revoke, keys or local")
-    if args.command in ("keygen", "authorize", "revoke", "keys"):
-        return _keys_command(args)
-    if args.command == "local":
-        if args.agents < 1 or (args.slots is not None and args.slots < 1) or not 0 <= args.port < 65535:
-            parser.error("local needs --agents and --slots of 1 or more, and a --port from 0 to 65534")
-        from .client.local import run_in_foreground
-
-        return run_in_foreground(args.agents, args.slots, args.http, args.port, args.log_level)
-    from .client.connection import Connection
-    from .client.status import cluster_status
-    from .config import boss_address
-    from .errors import AccessDeniedError, BossUnreachableError
-    from .wire.protocol import Msg
-    from .wire.security import KeysError
-
-    path = settings.config_file(args.config)  # (--config, else the programs' file: see config.find_config)
-    try:
-        address = boss_address(args.boss, path)
-    except ValueError as exc:
-        print(f"taylorism-ctl: {exc}", file=sys.stderr)
-        return 2
-    if address is None:
-        where = (f"{path}" if path else "a config file (none found: --config, TAYLORISM_CONFIG, "
-                 f"{', '.join(CONFIG_PLACES)})")
-        print(f"taylorism-ctl: no boss given: --boss, TAYLORISM_BOSS, or boss = \"tcp://HOST:PORT\" in the [ctl] "
-              f"(or [client]) table of {where}", file=sys.stderr)
-        return 2
-    try:
-        if args.command in ("drain", "undrain"):
-            conn = Connection(address, timeout=args.timeout)
-            reply = conn.request(Msg.ADMIN, {"action": args.command, "target": args.host}, Msg.ADMIN_REPLY)
-            conn.close()
-        else:
-            status = cluster_status(address, timeout=args.timeout)
-    except KeysError as exc:
-        print(f"taylorism-ctl: {exc}", file=sys.stderr)
-        return 2
-    except (BossUnreachableError, AccessDeniedError) as exc:
-        print(f"taylorism-ctl: {exc}", file=sys.stderr)
-        return 1
-    if args.command in ("drain", "undrain"):
-        print(reply["message"], file=sys.stdout if reply["ok"] else sys.stderr)
-        return 0 if reply["ok"] else 1
-    if args.json:
-        print(json.dumps(status if args.command == "status" else status["jobs"], indent=2))
-        return 0
-    if args.command == "status":
-        print(format_hosts(status, address))
-    print(format_jobs(status))
-    return 0
-
-
-def _keys_command(args: argparse.Namespace) -> int:
-    """keygen, authorize, revoke, keys: they work on the key directory, no boss needed."""
-    from pathlib import Path
-
-    from .wire import keystore
-    from .wire.security import key_dir, keygen
-
-    authorized = Path(args.dir) if getattr(args, "dir", None) else key_dir() / "authorized"
-    try:
-        if args.command == "keygen":
-            if args.boss:
-                public = keygen(Path(args.dir) if args.dir else None, "boss", authorize=False, force=args.force)
-            else:
-                public = keygen(Path(args.dir) if args.dir else None, args.name, authorize=not args.no_authorize,
-                                force=args.force)
-            print(f"wrote {public} and {public}_secret (0600)")
-            if not args.boss and not args.no_authorize:
-                print(f"authorized it in {public.parent / 'authorized'} with every role (client, agent, admin): "
-                      "a boss reading that directory accepts it")
-        elif args.command == "authorize":
-            path = keystore.authorize(authorized, Path(args.public_key), frozenset(args.role), args.name, args.user)
-            print(f"authorized {path.stem} ({', '.join(r for r in keystore.ROLES if r in args.role)}"
-                  f"{', runs as ' + args.user if args.user else ''}): {path}")
-        elif args.command == "revoke":
-            path = keystore.revoke(authorized, args.name)
-            print(f"revoked {args.name} (removed {path}); a running boss refuses it from its next message on")
-        else:
-            keys, problems = keystore.list_keys(authorized)
-            print(f"{'NAME':32} {'ROLES':20} {'USER':12} FINGERPRINT")
-            for ident in keys:
-                print(f"{ident.name[:32]:32} {','.join(r for r in keystore.ROLES if r in ident.roles):20} "
-                      f"{(ident.user or '-')[:12]:12} {keystore.fingerprint(ident.key)}")
-            for problem in problems:
-                print(f"refused: {problem}", file=sys.stderr)
-    except (FileExistsError, keystore.KeysError) as exc:
-        print(f"taylorism-ctl: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def format_hosts(status: dict, address: str) -> str:
-    """The hosts table of taylorism-ctl status."""
-    hosts = sorted(status["hosts"], key=lambda h: (h["host"], h["agent"]))
-    lines = [f"boss {status['boss']} at {address}: {len(hosts)} agent(s) on {len({h['host'] for h in hosts})} "
-             "host(s)",
-             f"{'HOST':16} {'AGENT':32} {'SLOTS USED':>10} {'LOAD':>6} {'CPU%':>5} {'MEM FREE':>10} {'DONE':>7} "
-             f"{'SEEN':>6}  STATE"]
-    for h in hosts:
-        load = f"{h['load'][0]:.2f}" if h["load"] else "-"
-        state = "draining" if h["draining"] else "ok"
-        lines.append(f"{h['host'][:16]:16} {h['agent'][:32]:32} {h['running']:>4}/{h['slots']:<5} {load:>6} "
-                     f"{h['cpu']:>5.0f} {h['mem_avail']:>7.0f}MiB {h['done']:>7} {h['last_seen']:>5.1f}s  {state}")
-    return "\n".join(lines)
-
-
-def format_jobs(status: dict) -> str:
-    """The jobs table of taylorism-ctl status and jobs."""
-    lines = [f"{'JOB':18} {'NAME':20} {'CLIENT':26} {'DONE':>6} {'RUN':>5} {'PEND':>6} {'FAIL':>5} {'AGE':>8}  "
-             "RUNNING ON"]
-    for j in status["jobs"]:
-        on = " ".join(f"{aid}:{n}" for aid, n in sorted((j.get("agents") or {}).items()))
-        lines.append(f"{j['job']:18} {j['name'][:20]:20} {j['client'][:26]:26} {j['done']:>6} {j['running']:>5} "
-                     f"{j['pending']:>6} {j['failed']:>5} {j['age']:>7.1f}s  {on or '-'}".rstrip())
-    if not status["jobs"]:
-        lines.append("(no jobs)")
-    others = status.get("other_jobs") or {}
-    if others.get("jobs"):
-        lines.append(f"and {others['jobs']} job(s) of other users: {others.get('running', 0)} task(s) running, "
-                     f"{others.get('pending', 0)} pending")
-    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,8 @@ import os
 import sys
 from typing import Any
 
+from .endpoints import endpoint_problem
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -72,27 +74,25 @@ def boss_address(explicit: str | None = None, config: str | None = None) -> str 
     *config*: the config file to read (default: the one in effect), for ``boss`` in its [client] table.
     """
     if explicit:
-        return check_endpoint(explicit, "boss address")
+        return check_endpoint(explicit, "boss address", connect=True)
     env = os.environ.get(ENV_BOSS, "").strip()
     if env:
-        return check_endpoint(env, ENV_BOSS)
+        return check_endpoint(env, ENV_BOSS, connect=True)
     path = os.path.expanduser(config) if config else find_config()
     client = load_config(path).get("client", {}) if path else {}
     value = client.get("boss") if isinstance(client, dict) else None
-    return check_endpoint(value, f"boss in the [client] table of {path}") if value else None
+    return check_endpoint(value, f"boss in the [client] table of {path}", connect=True) if value else None
 
 
-def check_endpoint(endpoint: object, what: str) -> str:
-    """*endpoint* if it is a tcp://HOST:PORT or ipc:///PATH endpoint, else a ValueError saying where it came from."""
+def check_endpoint(endpoint: object, what: str, connect: bool = False) -> str:
+    """*endpoint* if it is a tcp://HOST:PORT or ipc:///PATH endpoint (to bind, or with *connect* to connect
+    to: a port from 1), else a ValueError saying where it came from and what was probably meant."""
+    problem = endpoint_problem(endpoint, connect)
+    if problem is None:
+        assert isinstance(endpoint, str)
+        return endpoint
     text = endpoint if isinstance(endpoint, str) else repr(endpoint)
-    if isinstance(endpoint, str):
-        if endpoint.startswith("ipc://") and len(endpoint) > len("ipc://"):
-            return endpoint
-        host, _, port = endpoint[len("tcp://"):].rpartition(":")
-        if endpoint.startswith("tcp://") and host and (port.isdigit() or port == "*"):
-            return endpoint
-    hint = f" (did you mean tcp://{text}?)" if ":" in text and "://" not in text else ""
-    raise ValueError(f"{what} {text!r} is not an endpoint: use tcp://HOST:PORT or ipc:///PATH{hint}")
+    raise ValueError(f"{what} {text!r} is not an endpoint: {problem}")
 
 
 def reports_endpoint(control: str) -> str:

@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import sys
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .config import find_config, load_config, parse_bool
@@ -44,8 +45,17 @@ def config_file(explicit: str | None) -> str | None:
         raise SystemExit(str(exc)) from None
 
 
-def parse(parser: argparse.ArgumentParser, section: str, argv: Any = None) -> argparse.Namespace:
-    """Parse *argv*, then fill what the command line left out from the environment, the config file, defaults."""
+#: what the command will use of a setting left out, and where it comes from: {dest: (value, source)}
+Effective = Callable[[argparse.Namespace], dict[str, tuple[Any, str]]]
+
+
+def parse(parser: argparse.ArgumentParser, section: str, argv: Any = None,
+          effective: Effective | None = None) -> argparse.Namespace:
+    """Parse *argv*, then fill what the command line left out from the environment, the config file, defaults.
+
+    *effective* tells ``--print-config`` what the command will use where a setting's own value is not the
+    whole story (the boss of the [client] table for taylorism-ctl, the control port for the boss).
+    """
     defaults: dict[str, tuple[argparse.Action, Any]] = {}
     for action in parser._actions:
         if action.dest in _SKIP or action.dest == argparse.SUPPRESS:
@@ -87,10 +97,61 @@ def parse(parser: argparse.ArgumentParser, section: str, argv: Any = None) -> ar
             value, source = default, "default"
         setattr(args, dest, value)
         args._sources[dest] = source
+    if not private:
+        warn_unknown_variables()
     if args.print_config:
-        print(config_text(section, {dest: getattr(args, dest) for dest in defaults}, args._sources))
+        values = {dest: getattr(args, dest) for dest in defaults}
+        sources = dict(args._sources)
+        if "key_dir" in values and values["key_dir"] is None:
+            values["key_dir"] = os.path.expanduser(os.path.join("~", ".taylorism"))
+        for dest, (value, source) in (effective(args) if effective else {}).items():
+            values[dest], sources[dest] = value, source
+        print(config_text(section, values, sources))
         raise SystemExit(0)
     return args
+
+
+#: TAYLORISM_* variables of the programs (the commands' own are TAYLORISM_ + each long option's name); the
+#: test suite's are TAYLORISM_TEST_*
+LIBRARY_VARIABLES = frozenset({
+    "TAYLORISM_BOSS", "TAYLORISM_CONFIG", "TAYLORISM_KEY_DIR", "TAYLORISM_INSECURE", "TAYLORISM_BOSS_TIMEOUT",
+    "TAYLORISM_MAX_TASKS_PER_PROCESS", "TAYLORISM_HTTP", "TAYLORISM_HTTP_TOKEN", "TAYLORISM_FORK_CALLER",
+    "TAYLORISM_EMBEDDED_LOG_LEVEL", "TAYLORISM_HOST", "TAYLORISM_PORT", "TAYLORISM_REPORTS_PORT"})
+_warned_unknown = False
+
+
+def known_variables() -> set[str]:
+    """Every TAYLORISM_* variable some part of taylorism-zmq reads."""
+    from . import cli  # (the parsers: their options are the commands' variables)
+
+    known = set(LIBRARY_VARIABLES)
+    for parser in (cli.boss_parser(), cli.agent_parser(), cli.ctl_parser()):
+        for action in parser._actions:
+            known.update("TAYLORISM_" + o[2:].replace("-", "_").upper() for o in action.option_strings
+                         if o.startswith("--"))
+    return known
+
+
+def unknown_variables(environ: Iterable[str]) -> list[tuple[str, str | None]]:
+    """The TAYLORISM_* names of *environ* that nothing reads, each with the known name it is closest to."""
+    import difflib
+
+    known = known_variables()
+    return [(name, next(iter(difflib.get_close_matches(name, known, n=1, cutoff=0.8)), None))
+            for name in sorted(environ)
+            if name.startswith("TAYLORISM_") and name not in known and not name.startswith("TAYLORISM_TEST_")]
+
+
+def warn_unknown_variables() -> None:
+    """Say once per process which TAYLORISM_* variables nothing reads (a typo would pass unnoticed)."""
+    global _warned_unknown
+    if _warned_unknown:
+        return
+    _warned_unknown = True
+    for name, close in unknown_variables(os.environ):
+        hint = f" (did you mean {close}?)" if close else ""
+        print(f"taylorism-zmq: warning: {name} is set but is no taylorism-zmq setting{hint}; it is ignored",
+              file=sys.stderr)
 
 
 def config_text(section: str, values: dict[str, Any], sources: dict[str, str]) -> str:

@@ -312,14 +312,14 @@ def test_curve_keeps_out_unknown_keys_and_plain_clients(cluster_factory, tmp_pat
 
 
 def test_keygen_writes_a_private_secret_and_authorizes_it(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "taylorism_zmq", "ctl", "keygen", "--dir", str(tmp_path / "k")],
+    proc = subprocess.run([sys.executable, "-m", "taylorism_zmq", "ctl", "keygen", "--key-dir", str(tmp_path / "k")],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     secret = tmp_path / "k" / "id.key_secret"
     assert secret.stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "k").stat().st_mode & 0o777 == 0o700
     assert len(list((tmp_path / "k" / "authorized").glob("*.key"))) == 1
-    again = subprocess.run([sys.executable, "-m", "taylorism_zmq", "ctl", "keygen", "--dir", str(tmp_path / "k")],
+    again = subprocess.run([sys.executable, "-m", "taylorism_zmq", "ctl", "--key-dir", str(tmp_path / "k"), "keygen"],
                            capture_output=True, text=True, timeout=30)
     assert again.returncode == 1 and "exists already" in again.stderr
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import zmq
 
+from ..endpoints import resolve_problem
 from ..errors import AccessDeniedError, BossUnreachableError, KeyRefusedError, ProtocolVersionError
 from ..wire import protocol, security
 from ..wire.handshake import HandshakeWatch
@@ -46,6 +47,9 @@ class Connection:
     def __init__(self, endpoint: str, timeout: float | None = None, wait_agents: bool = False):
         self.endpoint = endpoint
         self.timeout = default_timeout() if timeout is None else timeout
+        problem = resolve_problem(endpoint)  # at once, not after the timeout's wait for an answer
+        if problem is not None:
+            raise BossUnreachableError(f"the boss at {endpoint}: {problem}")
         curve = security.needs_curve(endpoint)
         #: read once, before any socket exists (a missing key pair is a clear error, nothing to clean up)
         self._keys = security.load_keys() if curve else None

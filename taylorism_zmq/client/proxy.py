@@ -19,6 +19,7 @@ from footprints import proxy as fpx
 from ..config import boss_address, tasks_per_process
 from ..errors import AgentLostError, WorkerError
 from ..procutil import host_key
+from ..settings import warn_unknown_variables
 from ..wire.codec import Codec
 from ..wire.protocol import ENVELOPE, STDERR, STDOUT, Msg, approx_size, output_gap
 from .connection import Connection, connect
@@ -47,6 +48,7 @@ _ERRORS = {"AgentLostError": AgentLostError, "MemoryError": MemoryError, "Runtim
 def _connect(boss: str | None, http: bool | int | str | None = None) -> tuple[Connection, bool]:
     """A connection to the boss (*boss*, else a LocalCluster's block, else the configured one, else the embedded
     one, with its status page if *http*), and whether that boss is embedded."""
+    warn_unknown_variables()
     address = boss_address(boss or active_address())
     if address is None:
         conn = connect(embedded_endpoint(http), wait_agents=True)
