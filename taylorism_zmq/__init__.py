@@ -12,6 +12,7 @@ from .errors import (
     AccessDeniedError,
     AgentLostError,
     BossUnreachableError,
+    JobCancelledError,
     KeyRefusedError,
     RemoteTraceback,
     TaskDiedError,
@@ -25,7 +26,8 @@ __version__ = "0.2.0"
 
 __all__ = [
     "AccessDeniedError", "AgentLostError", "BaseScheduler", "BindedWorker", "Boss", "BossUnreachableError",
-    "KeyRefusedError", "LocalCluster", "MaxThreadsScheduler", "RemoteTraceback", "TaskDiedError", "Worker",
+    "JobCancelledError", "KeyRefusedError", "LocalCluster", "MaxThreadsScheduler", "RemoteTraceback",
+    "TaskDiedError", "Worker",
     "WorkerError", "batch_main", "binding_setup", "cluster_status", "install_as_taylorism", "run_as_server",
     "schedulers", "security", "taylorism_log", "util",
 ]

@@ -39,6 +39,11 @@ class AgentLostError(TaylorismError):
     """The agent running a task was lost more often than the job allows."""
 
 
+class JobCancelledError(TaylorismError):
+    """The job was cancelled (``taylorism-ctl cancel``) by its owner or an admin, named in the message: its
+    tasks were killed."""
+
+
 class BossUnreachableError(TaylorismError, ConnectionError):
     """The boss does not answer."""
 

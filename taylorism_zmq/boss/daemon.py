@@ -26,6 +26,7 @@ from ..wire import protocol, security
 from ..wire.keystore import ANONYMOUS, LOCAL, Identity, KeyStore
 from ..wire.protocol import Msg, ProtocolError
 from ..wire.sockets import EndpointInUseError, RateLimitedLog, bind, check_bindable, configure_bound
+from .followers import Followers
 from .guard import Denied, Guard, Refused
 from .outbox import Outbox
 from .plugins import load_placement_plugin
@@ -65,6 +66,8 @@ class BossDaemon:
                                started=time.monotonic(), recovery_grace=recovery_grace,
                                client_timeout=client_timeout, quota=quota)
         self._bad_log = RateLimitedLog(log, period=10.0)
+        #: connections following a job (taylorism-ctl attach): they get a copy of its messages
+        self.followers = Followers(self.state)
         self.http = http
         self.status_server: Any = None
         self.metrics_port, self.metrics_address = metrics_port, metrics_address
@@ -87,7 +90,8 @@ class BossDaemon:
             Msg.REGISTER: lambda r, b, now, who: self.state.register(r, b, now, who=who),
             Msg.GOODBYE: self._goodbye,
             Msg.ADMIN: self._admin,
-            Msg.ATTACH: lambda r, b, now, who: self.state.attach(r, b, now, who=who),
+            Msg.ATTACH: lambda r, b, now, who: (self.followers.follow(r, b, who) if b.get("follow") is True
+                                                else self.state.attach(r, b, now, who=who)),
             Msg.CLIENT_ALIVE: self._client_alive,
             Msg.HEARTBEAT: self._heartbeat,
         }
@@ -255,7 +259,7 @@ class BossDaemon:
                         if server is not None:
                             server.publish(snapshot)
             out += self.state.dispatch(now)
-            outbox.send(out)
+            outbox.send(self.followers.copy(out))
             self.state.attached_now.clear()
             if outbox:
                 outbox.flush()

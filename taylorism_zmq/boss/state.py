@@ -247,7 +247,7 @@ class BossState(ClientConnections, AgentEvents):
     def control(self, route: bytes, body: dict, who: Identity = LOCAL) -> list[Out]:
         job = self._client_job(body["job"], who)
         if job is None:
-            return []
+            return _no_job_to_cancel(self, route, body)
         action = body["action"]
         if action == "halt":
             job.halted = True
@@ -261,6 +261,8 @@ class BossState(ClientConnections, AgentEvents):
             return self._end_job(job, "stopped", kill=True)
         elif action == "stop_listening":
             return self._end_job(job, "stopped", kill=False)
+        elif action == "cancel":  # taylorism-ctl cancel: its tasks killed, its client told who did it
+            return _cancel(self, job, route, who)
         else:
             return [(route, Msg.ERROR, {"message": f"unknown control action {action!r}", "job": job.jid})]
         self._refresh_ready(job)
@@ -502,6 +504,28 @@ def _classes_problem(classes: dict, known: dict[str, bytes]) -> str | None:
         return (f"the job's worker classes by value take {size} bytes, more than {MAX_CLASS_BYTES}: "
                 "define them in a module the agents can import")
     return None
+
+
+def _cancel(state: BossState, job: JobRecord, route: bytes, who: Identity) -> list[Out]:
+    """End *job* as cancelled by *who* (its owner or an admin): its tasks killed, its client raises a
+    JobCancelledError naming who; *route* (taylorism-ctl) is answered."""
+    running = len(job.running)
+    why = f"job {job.jid} ({job.name}) was cancelled by {who.label} (taylorism-ctl cancel)"
+    log.warning("%s: %d running task(s) killed, %d pending dropped", why, running, job.n_pending,
+                extra={"job": job.jid})
+    reply = (route, Msg.ADMIN_REPLY, {"ok": True, "job": job.jid, "message": f"cancelled job {job.jid} "
+                                      f"({job.name}): {running} running task(s) killed, {job.n_pending} pending "
+                                      "dropped"})
+    return [reply, *state._end_job(job, "cancelled", kill=True, error=("JobCancelledError", why))]
+
+
+def _no_job_to_cancel(state: BossState, route: bytes, body: dict) -> list[Out]:
+    """A CONTROL for a job not here: nothing, but a cancel is told why."""
+    if body["action"] != "cancel":
+        return []
+    jid = body["job"]
+    where = f"it {state.ended[jid]} already" if jid in state.ended else "no such job on this boss"
+    return [(route, Msg.ADMIN_REPLY, {"ok": False, "job": jid, "message": f"cannot cancel job {jid}: {where}"})]
 
 
 def _may_have_run_before_a_restart(task: TaskRecord) -> bool:

@@ -17,7 +17,7 @@ from bronx.system import interrupt
 from footprints import proxy as fpx
 
 from ..config import boss_address, tasks_per_process
-from ..errors import AgentLostError, WorkerError
+from ..errors import AgentLostError, JobCancelledError, WorkerError
 from ..procutil import host_key
 from ..settings import warn_unknown_variables
 from ..wire.codec import Codec
@@ -42,7 +42,7 @@ STDERR_TAIL = 20
 #: rows per ADD_TASKS message at most (and never more bytes than the boss accepts in one message)
 BATCH = 1000
 _ERRORS = {"AgentLostError": AgentLostError, "MemoryError": MemoryError, "RuntimeError": RuntimeError,
-           "ValueError": ValueError, "PermissionError": PermissionError}
+           "ValueError": ValueError, "PermissionError": PermissionError, "JobCancelledError": JobCancelledError}
 
 
 def _connect(boss: str | None, http: bool | int | str | None = None) -> tuple[Connection, bool]:
@@ -397,7 +397,7 @@ class Boss:
             exc: BaseException = interrupt.SignalInterruptError("the job was interrupted")
             self._final = {"workers_report": exc, "status": "workers exception", "traceback": []}
             raise exc
-        if end["status"] == "failed":
+        if end["status"] in ("failed", "cancelled"):
             raise self._fail(end)
         pending = [self._instructions[i] for i in end["pending"] if i in self._instructions]
         self._final = {"workers_report": self._reports, "status": "pending" if pending else "finished"}
@@ -414,7 +414,7 @@ class Boss:
             sys.stderr.writelines(f"[{name}] {line}\n" for line in lines)
 
     def _fail(self, end: dict) -> BaseException:
-        failure = self._failure
+        failure = self._failure if end["status"] == "failed" else None  # (cancelled: who did it, not a task)
         if failure is not None:
             exc, tb = failure["report"], failure["traceback"]
             with_origin(exc, tb, failure["name"], failure["host"], self._job)

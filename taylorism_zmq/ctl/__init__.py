@@ -57,6 +57,11 @@ def ctl_main(argv: Sequence[str] | None = None) -> int:
         parser.error("a command is needed: " + ", ".join(COMMANDS))
     if args.command in KEY_COMMANDS:
         return keys_command(args)
+    if args.command == "completion":
+        from .completion import bash_script
+
+        print(bash_script(parser), end="")
+        return 0
     if args.command == "local":
         if args.agents < 1 or (args.slots is not None and args.slots < 1) or not 0 <= args.port < 65535:
             parser.error("local needs --agents and --slots of 1 or more, and a --port from 0 to 65534")
@@ -93,6 +98,47 @@ def _address(args: argparse.Namespace) -> str | None:
 
 
 def _boss_command(args: argparse.Namespace, address: str) -> int:
+    from ..errors import AccessDeniedError, BossUnreachableError
+    from ..wire.security import KeysError
+
+    try:
+        if args.command == "cancel":
+            from .follow import cancel
+
+            return cancel(address, args.job, args.timeout)
+        if args.command == "attach":
+            from .follow import CANNOT_FOLLOW, attach
+
+            try:
+                return attach(address, args.job, args.timeout)
+            except KeyboardInterrupt:
+                return 130
+            except (BossUnreachableError, AccessDeniedError) as exc:
+                print(f"taylorism-ctl: {exc}", file=sys.stderr)
+                return CANNOT_FOLLOW
+        if args.command == "wait":
+            from .watch import WAIT_DEFAULT, wait_agents
+
+            timeout = WAIT_DEFAULT if args._sources.get("timeout") == "default" else args.timeout
+            return wait_agents(address, args.agents, timeout)
+        if getattr(args, "watch", None) is not None:
+            from .watch import watch
+
+            if not args.watch > 0:
+                print("taylorism-ctl: --watch takes a number of seconds above 0", file=sys.stderr)
+                return 2
+            return watch(address, args.watch, args.timeout, hosts=args.command == "status")
+    except KeysError as exc:
+        print(f"taylorism-ctl: {exc}", file=sys.stderr)
+        return 2
+    except (BossUnreachableError, AccessDeniedError) as exc:
+        print(f"taylorism-ctl: {exc}", file=sys.stderr)
+        return 1
+    return _show(args, address)
+
+
+def _show(args: argparse.Namespace, address: str) -> int:
+    """status, jobs, drain and undrain."""
     from ..client.connection import Connection
     from ..client.status import cluster_status
     from ..errors import AccessDeniedError, BossUnreachableError

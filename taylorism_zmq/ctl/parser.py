@@ -9,9 +9,9 @@ from collections.abc import Callable
 from .. import __version__
 
 #: commands that talk to a boss, and those that work on the key directory only
-BOSS_COMMANDS = ("status", "jobs", "drain", "undrain")
+BOSS_COMMANDS = ("status", "jobs", "drain", "undrain", "cancel", "attach", "wait")
 KEY_COMMANDS = ("keygen", "authorize", "revoke", "keys")
-COMMANDS = (*BOSS_COMMANDS, *KEY_COMMANDS, "local")
+COMMANDS = (*BOSS_COMMANDS, *KEY_COMMANDS, "local", "completion")
 
 
 def _boss_options(add: Callable[..., object], given_only: bool) -> None:
@@ -58,6 +58,8 @@ def ctl_parser() -> argparse.ArgumentParser:
     for name, text in (("status", "hosts and jobs"), ("jobs", "jobs only")):
         c = _sub(sub, name, True, help=f"show {text}")
         c.add_argument("--json", action="store_true", help="print raw JSON")
+        c.add_argument("-w", "--watch", nargs="?", type=float, const=2.0, default=None, metavar="SECONDS",
+                       help="print it again every SECONDS (default 2), as watch(1) does, until Ctrl-C")
         if name == "jobs":
             c.add_argument("-q", "--quiet", action="store_true", help="print the job ids only, one a line")
     c = _sub(sub, "keygen", False, help="write a CURVE key pair to the key directory (--key-dir) and authorize it "
@@ -85,6 +87,20 @@ def ctl_parser() -> argparse.ArgumentParser:
         c = _sub(sub, name, True, help=text)
         c.add_argument("host", metavar="HOST_OR_AGENT",
                        help="a host name (all its agents) or an agent id (see taylorism-ctl status)")
+    c = _sub(sub, "cancel", True, help="cancel a job (its owner's key, or an admin's): its tasks are killed and "
+             "its program gets a JobCancelledError naming who cancelled it")
+    c.add_argument("job", metavar="JOB", help="the job's id (taylorism-ctl jobs)")
+    c = _sub(sub, "attach", True, help="follow a job, detached or not, to its end: its reports, and its live "
+             "output when it streams it; exits with the job's status (0 finished, 1 failed, 3 stopped, "
+             "4 cancelled, 5 not followed)")
+    c.add_argument("job", metavar="JOB", help="the job's id (taylorism-ctl jobs)")
+    c = _sub(sub, "wait", True, help="wait until agents have registered (for scripts): 0 once they have, 1 at "
+             "--timeout (here: seconds to wait in all, default 60)")
+    c.add_argument("--agents", type=int, default=1, metavar="N", help="agents to wait for (default 1)")
+    c = _sub(sub, "completion", False, help="print a bash completion script: "
+             "eval \"$(taylorism-ctl completion bash)\" in ~/.bashrc, or save it in "
+             "/etc/bash_completion.d/taylorism-ctl")
+    c.add_argument("shell", nargs="?", choices=("bash",), default="bash", help="the shell (bash)")
     c = _sub(sub, "local", False, help="run a boss and agents on this machine, in the foreground, until Ctrl-C",
              description="Run a boss and agents on this machine (a key pair is made if there is none), "
                          "print the line to export in the shells whose programs should use them, and "
