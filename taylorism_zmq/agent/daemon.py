@@ -31,6 +31,7 @@ from ..launch.output import DEFAULT_MAX_OUTPUT
 from ..launch.pipes import LauncherLink
 from ..launch.task import died
 from ..procutil import die_with_parent, host_key
+from ..settings import log_fields
 from ..wire import protocol, security
 from ..wire.handshake import HandshakeWatch
 from ..wire.protocol import ENVELOPE, Msg, ProtocolError
@@ -394,8 +395,8 @@ class AgentDaemon:
             raise  # the agent cannot start any task any more
         except Exception as exc:
             self.job_errors += 1
-            log.exception("agent %s: job %s could not be started (a bug; %d such job(s) so far)", self.aid,
-                          body["job"], self.job_errors)
+            log.exception("agent %s: job %s could not be started (a bug; %d such job(s) so far): %s", self.aid,
+                          body["job"], self.job_errors, type(exc).__name__, extra={"job": body["job"]})
             given = set(self.launchers.of_task)
             self._fail_all(body, f"agent on host {self.host} could not start the task: {type(exc).__name__}: {exc}",
                            skip=given)
@@ -405,7 +406,7 @@ class AgentDaemon:
             env = launcher_env(body, self.host, self.run_as_client_user, self._report_cap(), self.max_output,
                                self.trusted_link, self.keep_env)
         except JobRefused as refused:
-            log.warning("agent %s: job %s %s", self.aid, body["job"], refused.why)
+            log.warning("agent %s: job %s %s", self.aid, body["job"], refused.why, extra={"job": body["job"]})
             self._fail_all(body, refused.told)
             return
         trusted = env["trusted"]
@@ -507,7 +508,8 @@ class AgentDaemon:
                    f"({self.sender.row_cap()} bytes): return less, or print less")
             row = [tid, info[0], info[1], False, died(f"task on host {self.host} failed: {why}"), t0, t1,
                    stdout[-65536:], stderr[-65536:]]
-            log.warning("agent %s: report of task %d of job %s refused: %s", self.aid, tid, info[0], why)
+            log.warning("agent %s: report of task %d of job %s refused: %s", self.aid, tid, info[0], why,
+                        extra={"job": info[0]})
         self.sender.add(row)
 
     def _flush_output(self) -> None:
@@ -553,4 +555,5 @@ def run_agent(args: Any) -> int:
                         launcher_idle=args.launcher_idle, run_as_client_user=args.run_as_client_user,
                         keep_env=tuple(v.strip() for v in (args.keep_env or "").split(",") if v.strip()),
                         state_dir=getattr(args, "state_dir", None), fork_socket=getattr(args, "fork_socket", None))
+    log_fields(agent=agent.aid, host=agent.host)  # (every line of this agent's log says which)
     return agent.serve()

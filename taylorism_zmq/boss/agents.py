@@ -64,7 +64,7 @@ class AgentEvents(Dispatcher):
             out.append((route, Msg.KILL, {"tasks": stale}))
         self.free.update(agent)
         log.info("agent %s joined from host %s (%d slots, %d cpus, %d task(s) running)", aid, agent.host,
-                 agent.slots, agent.cpus, len(body["running"]))
+                 agent.slots, agent.cpus, len(body["running"]), extra={"agent": aid, "host": agent.host})
         out.append((route, Msg.REGISTERED, self._registered()))
         return out
 
@@ -78,7 +78,8 @@ class AgentEvents(Dispatcher):
         for agent in hit:
             agent.draining = draining
             self.free.update(agent)
-            log.info("agent %s on host %s %s", agent.aid, agent.host, "draining" if draining else "undrained")
+            log.info("agent %s on host %s %s", agent.aid, agent.host, "draining" if draining else "undrained",
+                     extra={"agent": agent.aid, "host": agent.host})
         return [a.aid for a in hit]
 
     def agent_of(self, aid: str, who: Identity) -> AgentRecord | None:
@@ -126,11 +127,11 @@ class AgentEvents(Dispatcher):
         self.free.remove(aid)
         if clean:
             log.info("agent %s on host %s left (%s); %d task(s) were running there",
-                     aid, agent.host, reason, len(agent.running))
+                     aid, agent.host, reason, len(agent.running), extra={"agent": aid, "host": agent.host})
             self.counters["agents_left"] += 1
         else:
             log.warning("agent %s on host %s lost (%s); %d task(s) were running there",
-                        aid, agent.host, reason, len(agent.running))
+                        aid, agent.host, reason, len(agent.running), extra={"agent": aid, "host": agent.host})
             self.counters["agents_lost"] += 1
         out: list[Out] = []
         for tid in sorted(agent.running):

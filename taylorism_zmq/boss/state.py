@@ -35,7 +35,7 @@ from .placement import Policy
 from .plugins import PluginLoader
 from .quota import OwnerQuota, task_bytes
 from .records import AgentRecord, JobRecord, TaskRecord
-from .status import status_for, status_snapshot, text_tail, traceback_tail
+from .status import failure_kind, status_for, status_snapshot, text_tail, traceback_tail
 from .validation import env_problem, ticket_fits
 
 log = logging.getLogger("taylorism_zmq.boss")
@@ -156,7 +156,7 @@ class BossState(ClientConnections, AgentEvents):
         if body["resubmit"]:
             job.hold_until = self.started + self.recovery_grace
             job.resubmitted = True
-            log.info("job %s submitted again (the boss restarted)", jid)
+            log.info("job %s submitted again (the boss restarted)", jid, extra={"job": jid})
         if policy.placement is not None:
             if policy.placement_class is not None and not self.vouch:
                 msg = (f"the scheduler {policy.placement} is a class of the driver script, which travels by value "
@@ -181,7 +181,7 @@ class BossState(ClientConnections, AgentEvents):
             return [(route, Msg.JOB_END, self._end_body(jid, "failed", [], "RuntimeError", msg))]
         self.jobs[jid] = job
         self.quota.open_job(who.key)
-        log.info("job %s (%s) submitted", jid, job.name)
+        log.info("job %s (%s) submitted", jid, job.name, extra={"job": jid})
         return []
 
     def add_tasks(self, route: bytes, body: dict, who: Identity = LOCAL) -> list[Out]:
@@ -340,7 +340,8 @@ class BossState(ClientConnections, AgentEvents):
             if not ok:
                 job.failed += 1
                 self.counters["tasks_failed"] += 1
-                log.warning("task %s of job %s failed on host %s", task.name, jid, host)
+                log.warning("task %s of job %s failed on host %s: %s", task.name, jid, host, failure_kind(payload),
+                            extra={"job": jid, "task": task.name, "host": host, "agent": aid})
                 self.failures.append({"time": time.time(), "job": jid, "name": task.name, "host": host,
                                       "traceback": traceback_tail(payload), "stderr": text_tail(stderr)})
             else:
@@ -410,7 +411,7 @@ class BossState(ClientConnections, AgentEvents):
             silent = now - self.clients.get(job.client, job.created)
             if silent > self.client_timeout:
                 log.warning("client of job %s (%s) silent for %.0fs: stopping the job",
-                            job.jid, job.owner.label, silent)
+                            job.jid, job.owner.label, silent, extra={"job": job.jid})
                 out += self._end_job(job, "stopped", kill=True)
         self.orphan_reports.expire(now)
         live = {j.client for j in self.jobs.values()}
@@ -459,7 +460,8 @@ class BossState(ClientConnections, AgentEvents):
             self.detached_done[job.jid] = (job.kept, end, job.owner, job.kept_bytes)
             while len(self.detached_done) > DETACHED_MEMORY:
                 self._forget_detached(next(iter(self.detached_done)))
-        log.info("job %s %s (%d task(s) done, %d never started)", job.jid, status, job.done, len(pending))
+        log.info("job %s %s (%d task(s) done, %d never started)", job.jid, status, job.done, len(pending),
+                 extra={"job": job.jid})
         return out
 
     def _forget_detached(self, jid: str) -> None:

@@ -73,6 +73,21 @@ def text_tail(data: bytes, size: int = 1500) -> str:
     return data[-size:].decode(errors="replace")
 
 
+def failure_kind(payload: bytes) -> str:
+    """A failure's exception type and message, in one line (``ValueError: bad input``), or how its task
+    died (a msgpack map made by our launcher; nothing is unpickled)."""
+    try:
+        info = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+        if "died" in info:
+            return str(info["died"])[:300]
+        exc = info["exc"]
+        kind = str(exc["type"]).rpartition(":")[2] or "an exception"
+        message = str(exc.get("str", "")).strip().splitlines()
+        return f"{kind}: {message[0][:300]}" if message else kind
+    except Exception:
+        return "(no exception type)"
+
+
 def traceback_tail(payload: bytes, lines: int = 4) -> str:
     """The last lines of a failure's traceback (a msgpack map made by our launcher; nothing is unpickled)."""
     try:

@@ -418,8 +418,9 @@ class Boss:
         if failure is not None:
             exc, tb = failure["report"], failure["traceback"]
             with_origin(exc, tb, failure["name"], failure["host"], self._job)
-            taylorism_log.error("error encountered with worker %s on host %s with traceback:",
-                                failure["name"], failure["host"])
+            taylorism_log.error("error encountered with worker %s on host %s (%s) with traceback:",
+                                failure["name"], failure["host"], type(exc).__name__,
+                                extra={"job": self._job, "task": failure["name"], "host": failure["host"]})
             sys.stderr.writelines(tb)
             self._say_stderr_tail(failure)
             instructions = self._instructions.get(failure["index"], {})
@@ -429,6 +430,7 @@ class Boss:
             error = end.get("error") or {}
             cls = _ERRORS.get(error.get("type", ""), WorkerError)
             exc, tb = cls(error.get("message", "the job failed")), []
-            taylorism_log.error("job %s failed: %s", self._job, exc)
+            taylorism_log.error("job %s %s: %s: %s", self._job, end["status"], type(exc).__name__, exc,
+                                extra={"job": self._job})
         self._final = {"workers_report": exc, "status": "workers exception", "traceback": tb}
         return exc
