@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -59,6 +60,10 @@ def test_status_json_shows_hosts_jobs_failures_and_timeline(page_cluster):
     assert failure["host"] in ("node-a", "node-b") and "failed on purpose" in failure["traceback"]
     assert {row[0] for row in s["timeline"]} <= {"node-a", "node-b"} and len(s["timeline"]) >= 2
     assert all(row[3] <= row[4] for row in s["timeline"])
+    agents = {h["agent"] for h in s["hosts"]}
+    assert {row[6] for row in s["timeline"]} <= agents  # each task's agent, for the lanes
+    assert {row[7] for row in s["timeline"]} == {boss.job_id}  # and its job's name (unnamed: its id)
+    assert s["running"] == []
     assert failure["stderr"] == ""  # that worker wrote nothing
     with pytest.raises(ValueError):
         batch_main(dict(zt="talk", lines=2, fail=True), dict(name=["noisy"]), boss=cluster.control,
@@ -75,32 +80,59 @@ def _chromium():
     pytest.skip("no headless browser here (.ci/run installs Debian's chromium)")
 
 
-def test_the_page_in_a_headless_browser_while_a_job_runs(page_cluster, tmp_path):
-    browser = _chromium()
-    cluster, base = page_cluster
-    boss = run_as_server(dict(zt="nap", seconds=1.0), dict(tag=list(range(16))), boss=cluster.control,
-                         scheduler=footprints.proxy.scheduler(limit="threads", max_threads=2))
-    def some_done():
-        jobs = json.loads(get(f"{base}/api/status?token={TOKEN}")[1])["jobs"]
-        return jobs and jobs[0]["done"] >= 2
-
-    wait_until(some_done, 20, "some tasks done")
+def _browse(browser: str, url: str, shot=None) -> str:
+    """The page's DOM once its script ran (and a screenshot of it, if asked), from a headless browser."""
     profile = tempfile.mkdtemp(prefix="chromium-")
     flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--virtual-time-budget=4000", "--window-size=1200,800"]
-    url = f"{base}/?token={TOKEN}"
+             f"--user-data-dir={profile}", "--virtual-time-budget=4000", "--window-size=1200,1000"]
     try:
-        shot = tmp_path / "page.png"
-        subprocess.run([*flags, f"--screenshot={shot}", url], capture_output=True, timeout=60)
-        dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=60).stdout
+        if shot is not None:
+            subprocess.run([*flags, f"--screenshot={shot}", url], capture_output=True, timeout=60)
+        return subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=60).stdout
     finally:
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_the_page_in_a_headless_browser_while_a_job_runs(page_cluster, tmp_path):
+    browser = _chromium()
+    cluster, base = page_cluster
+    earlier = run_as_server(dict(zt="nap", seconds=0.2), dict(tag=list(range(4))), boss=cluster.control,
+                            scheduler=footprints.proxy.scheduler(limit="threads", max_threads=2), name="warm-up")
+    earlier.wait_till_finished()
+    boss = run_as_server(dict(zt="nap", seconds=2.5), dict(tag=list(range(16))), boss=cluster.control,
+                         scheduler=footprints.proxy.scheduler(limit="threads", max_threads=2), name="naps")
+    boss.make_them_work()
+
+    def some_done():
+        jobs = json.loads(get(f"{base}/api/status?token={TOKEN}")[1])["jobs"]
+        return jobs and jobs[0]["done"] >= 4
+
+    wait_until(some_done, 20, "some tasks done")
+    shot = tmp_path / "page.png"
+    dom = _browse(browser, f"{base}/?token={TOKEN}", shot)
     assert shot.exists() and shot.stat().st_size > 10_000
-    if os.environ.get("TAYLORISM_SCREENSHOT"):
-        shutil.copy(shot, os.environ["TAYLORISM_SCREENSHOT"])
+    if os.environ.get("TAYLORISM_TEST_SCREENSHOT"):
+        shutil.copy(shot, os.environ["TAYLORISM_TEST_SCREENSHOT"])
     assert 'data-host="node-a"' in dom and 'data-host="node-b"' in dom
-    assert dom.count('data-agent="agent-node-') == 2  # each agent a row of its own
-    assert 'class="job"' in dom and "data-done=" in dom and "<rect" in dom  # progress and timeline drawn
+    assert dom.count('data-agent="agent-node-') >= 2  # each agent a row of its own
+    assert 'class="job"' in dom and "data-done=" in dom  # progress
+    # the task stream: a lane per slot of each agent (2 agents of 2 slots), running tasks drawn as they run
+    lanes = re.findall(r'class="lane" data-agent="(agent-node-[ab]-[^"]+)" data-slot="(\d+)"', dom)
+    assert len({a for a, _ in lanes}) == 2 and {slot for _, slot in lanes} >= {"0", "1"}, lanes
+    assert f'class="task running" data-job="{boss.job_id}"' in dom
+    assert f'class="task done" data-job="{boss.job_id}"' in dom
+    # a legend of the jobs, and a window that fits the live job (a few seconds, not 5 minutes)
+    assert f'class="legend-job" data-job="{boss.job_id}"' in dom
+    window = float(re.search(r'data-window="([\d.]+)"', dom).group(1))
+    assert 1 <= window < 60, window
+    # the job's page: its tasks, newest first, with state, host and duration
+    job_dom = _browse(browser, f"{base}/?token={TOKEN}&job={boss.job_id}")
+    rows = re.findall(r'<tr class="task" data-state="(\w+)" data-start="([\d.]+)">', job_dom)
+    assert {state for state, _ in rows} >= {"running", "done"}, rows
+    starts = [float(start) for _, start in rows]
+    assert starts == sorted(starts, reverse=True)
+    assert "node-a" in job_dom and "node-b" in job_dom and " s so far" in job_dom
+    assert f'data-job="{earlier.job_id}"' not in job_dom.split('id="failures"')[0]  # that job's page only
     boss.stop_them_working()
     boss.wait_till_finished()

@@ -176,6 +176,7 @@ class Dispatcher:
         for f in task.files:
             job.open_files[f] += 1
         task.state, task.agent = "running", agent
+        task.started = time.monotonic()
         if agent.aid not in task.tried:
             task.tried += (agent.aid,)
         job.n_pending -= 1

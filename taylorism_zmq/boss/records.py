@@ -69,6 +69,8 @@ class TaskRecord:
     lost: int = 0
     #: when it last became pending (time.monotonic), for the dispatch latency
     queued: float = 0.0
+    #: when it was last sent to an agent (time.monotonic), for the status page's running tasks
+    started: float = 0.0
     #: the agents it was sent to: a report counts only from one of them
     tried: tuple[str, ...] = ()
 

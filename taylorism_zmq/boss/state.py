@@ -91,7 +91,8 @@ class BossState(ClientConnections, AgentEvents):
         #: whose turn it is when jobs of several owners wait for slots
         self.owner_turns = OwnerTurns()
         self.ended: collections.OrderedDict[str, str] = collections.OrderedDict()
-        #: (host, job, task name, start, end, ok) of recent tasks, and recent failures, for the status page
+        #: (host, job, task name, start, end, ok, agent, job name) of recent tasks, and recent failures, for the
+        #: status page
         self.timeline: collections.deque = collections.deque(maxlen=TIMELINE)
         self.failures: collections.deque = collections.deque(maxlen=FAILURES)
         self._next_tid = 1
@@ -334,7 +335,7 @@ class BossState(ClientConnections, AgentEvents):
                 agent.done += 1
             job.done += 1
             forward.setdefault(jid, []).append([index, ok, payload, host, task.name, stdout, stderr])
-            self.timeline.append((host, jid, task.name, t0, t1, ok))
+            self.timeline.append((host, jid, task.name, t0, t1, ok, aid, job.name))
             if self.on_task_end is not None:
                 self.on_task_end(max(0.0, t1 - t0))
             if not ok:

@@ -15,8 +15,11 @@ if TYPE_CHECKING:
 
 
 def status_snapshot(state: BossState, now: float, page: bool = False) -> dict[str, Any]:
-    """Hosts, jobs and counters; with *page*, also the timeline and failures of the status page."""
-    extra = {"timeline": list(state.timeline), "failures": list(state.failures)} if page else {}
+    """Hosts, jobs and counters; with *page*, also what the status page draws: the timeline of recent tasks
+    (host, job, task, start, end, ok, agent, job name), the running ones (agent, job, task, start) and recent
+    failures."""
+    extra = {"timeline": list(state.timeline), "failures": list(state.failures),
+             "running": _running(state, now, time.time())} if page else {}
     return extra | {
         "boss": state.boss_id,
         "time": time.time(),
@@ -35,6 +38,13 @@ def status_snapshot(state: BossState, now: float, page: bool = False) -> dict[st
         ],
         "counters": dict(state.counters),
     }
+
+
+def _running(state: BossState, now: float, wall: float) -> list[list]:
+    """The running tasks as the page draws them: agent id, job, task name, start (wall clock, as the
+    timeline's, from when the boss sent it)."""
+    return [[a.aid, task.job.jid, task.name, wall - (now - task.started)]
+            for a in state.agents.values() for task in (state.tasks[tid] for tid in a.running)]
 
 
 def _agents_of(job: JobRecord) -> dict[str, int]:
