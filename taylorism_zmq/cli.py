@@ -122,7 +122,9 @@ def agent_parser() -> argparse.ArgumentParser:
                    help="the boss's report endpoint (default: the one the boss names when the agent registers; "
                         "give it only where the agent reaches the boss at another address, e.g. through NAT)")
     p.add_argument("--control", dest="boss", help=argparse.SUPPRESS)  # the boss's own name of it
-    p.add_argument("--slots", type=int, default=None, help="tasks at once on this host (default: cpu count)")
+    p.add_argument("--slots", type=int, default=None,
+                   help="tasks at once on this host (default: in a Slurm job, its CPUs on this node, "
+                        "SLURM_CPUS_ON_NODE; else the cpu count)")
     p.add_argument("--host-name", default=None, help="name this host reports (default: its hostname)")
     p.add_argument("--heartbeat", type=float, default=None,
                    help="heartbeat period in s (default: the boss's --heartbeat, which it tells agents when they "
@@ -253,8 +255,22 @@ def boss_main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def agent_slots(args: argparse.Namespace) -> tuple[int | None, str]:
+    """The agent's slots and where they come from: --slots, else (in a Slurm job) the CPUs Slurm gave the job on
+    this node, else None (the agent takes the cpu count)."""
+    if args.slots is not None or getattr(args, "embedded", False):
+        return args.slots, args._sources.get("slots", "default")
+    import os
+
+    slurm = os.environ.get("SLURM_CPUS_ON_NODE", "").strip()
+    if slurm.isdigit() and int(slurm) > 0:
+        return int(slurm), "Slurm's allocation on this node (SLURM_CPUS_ON_NODE)"
+    return None, "default: the cpu count"
+
+
 def agent_main(argv: Sequence[str] | None = None) -> int:
-    args = settings.parse(agent_parser(), "agent", argv)
+    args = settings.parse(agent_parser(), "agent", argv, effective=lambda a: {"slots": agent_slots(a)})
+    args.slots = agent_slots(args)[0]
     _check_endpoints(agent_parser(), args, {"boss": "--boss", "reports": "--reports"}, connect=True)
     _use_key_dir(args)
     _setup_logging(args)
