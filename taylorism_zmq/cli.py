@@ -146,6 +146,22 @@ def agent_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-as-client-user", action="store_true",
                    help="(agent started as root) run each job's tasks as the Unix user its owner's key maps to "
                         "(taylorism-ctl authorize --user); jobs of keys with no user are refused")
+    p.add_argument("--allow-root-tasks", action="store_true",
+                   help="(agent started as root) run every job's tasks as root, whoever submits them; without it, "
+                        "or --run-as-client-user, an agent started as root refuses to start")
+    p.add_argument("--launcher-output", default=None, metavar="FILE",
+                   help="where launchers' own stdout and stderr go (what a job's setup or worker modules print "
+                        "outside a task, a launcher's errors), appended; never the agent's log (default "
+                        "launchers.log in --state-dir)")
+    p.add_argument("--max-processes", type=int, default=None, metavar="N",
+                   help="RLIMIT_NPROC of launchers and their tasks: the most processes and threads their Unix user "
+                        "may have at once (a fork bomb stops there; the kernel does not hold root to it; default: "
+                        "the agent's own limit)")
+    p.add_argument("--task-cgroups", choices=("auto", "off"), default="auto",
+                   help="auto: where this agent can make cgroups (cgroup v2 with cgroup.kill, write access to its "
+                        "own: root, or systemd's Delegate=yes), hold each launcher's tasks in one, so that nothing "
+                        "they start outlives them whatever it does; off, or where it cannot: process tracking only "
+                        "(default %(default)s)")
     return p
 
 
@@ -265,6 +281,13 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
 
     if args.run_as_client_user and os.geteuid() != 0:
         agent_parser().error("--run-as-client-user needs an agent started as root (it becomes each job's user)")
+    # (a client's own agent, embedded or local, runs its client's tasks as its client's user, whoever that is)
+    if os.geteuid() == 0 and not (args.run_as_client_user or args.allow_root_tasks or args.embedded):
+        agent_parser().error("this agent runs as root and would run every user's tasks as root: give "
+                             "--run-as-client-user (each job's tasks run as the Unix user its owner's key maps to) "
+                             "or, to run them as root indeed, --allow-root-tasks")
+    if args.max_processes is not None and args.max_processes < 1:
+        agent_parser().error("--max-processes must be at least 1")
     from .agent.daemon import run_agent
     from .agent.journal import JournalError
     from .processes import stop_with_pipe
