@@ -216,7 +216,7 @@ class Launcher:
         try:
             if self.setup_error is not None:
                 raise self.setup_error
-            if self._keeping_children(self.classes.load, cls_ref):
+            if cls_ref not in self.classes.classes and self._keeping_children(self.classes.load, cls_ref):
                 self._drop_spares()  # they were forked before this import: fork fresh ones
         except (ImportError, RuntimeError) as exc:
             codec = Codec(trusted)
