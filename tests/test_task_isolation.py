@@ -92,6 +92,18 @@ def readable_environs(snoop: dict) -> list[str]:
 
 
 # -- what a task sees of the agent ----------------------------------------------------------------------------
+def test_the_zygote_starts_from_the_hosts_variables_and_what_python_needs_only():
+    from taylorism_zmq.launch.environ import zygote_environ
+
+    agent = {"PATH": "/usr/bin", "LD_LIBRARY_PATH": "/opt/lib", "LC_ALL": "C", "HOME": "/home/agent",
+             "SLURM_JOB_ID": "7", "TAYLORISM_BOSS": "tcp://h:5555", "TAYLORISM_KEY_DIR": "/k",
+             "TAYLORISM_API_TOKEN": "t", "AGENT_DB_PASSWORD": "p", "AWS_SECRET_ACCESS_KEY": "s", "SITE_X": "x"}
+    assert zygote_environ(agent, keep=("SITE_*",)) == {
+        "PATH": "/usr/bin", "LD_LIBRARY_PATH": "/opt/lib", "LC_ALL": "C", "HOME": "/home/agent",
+        "SLURM_JOB_ID": "7", "TAYLORISM_BOSS": "tcp://h:5555", "SITE_X": "x"}
+
+
+
 @needs_users
 def test_a_task_run_as_its_user_reads_no_variable_of_the_agent_even_dumpable(cluster_factory, two_users, tmp_path):
     (user, _), _ = two_users
@@ -101,12 +113,17 @@ def test_a_task_run_as_its_user_reads_no_variable_of_the_agent_even_dumpable(clu
         env, secrets = secrets_env()
         spawn_agent(cluster, "--run-as-client-user", env=env)
         cluster.wait_agents(1)
-        snoop = run_as(cluster, keys, dict(zt="snoop"), dict(name=["s"]))
+        snoop = run_as(cluster, keys, dict(zt="snoop", escape=True), dict(name=["s"]))
         assert "error" not in snoop, snoop
         assert snoop["uid"] != 0 and snoop["self"] not in ("denied", "gone"), snoop
         for text in readable_environs(snoop):
             assert not any(secret in text for secret in secrets), text
             assert "TAYLORISM_KEY_DIR" not in text and "AGENT_DB_PASSWORD" not in text
+        from taylorism_zmq.launch import cgroups
+
+        if cgroups.usable() is None:  # its launcher's cgroup holds it: it cannot move itself out
+            assert "/taylorism-" in snoop["cgroup"] and "/launcher-" in snoop["cgroup"], snoop["cgroup"]
+            assert snoop["escape"] and set(snoop["escape"].values()) == {"denied"}, snoop["escape"]
     finally:
         (Path(os.environ["TAYLORISM_TEST_KEYS"]) / "authorized" / f"{name}.key").unlink(missing_ok=True)
 

@@ -56,19 +56,43 @@ def open_fds() -> dict[int, str]:
     return found
 
 
+def own_cgroup() -> str:
+    with open("/proc/self/cgroup") as f:
+        return f.read()
+
+
+def try_escape() -> dict[str, str]:
+    """Try to move this process into each cgroup above its own (v2): what each try gave."""
+    from taylorism_zmq.launch.cgroups import own_dir
+
+    tried, here = {}, own_dir()
+    while here and os.path.exists(os.path.join(os.path.dirname(here), "cgroup.procs")):
+        here = os.path.dirname(here)
+        try:
+            with open(os.path.join(here, "cgroup.procs"), "w") as f:
+                f.write("0")
+            tried[here] = "moved"
+        except PermissionError:
+            tried[here] = "denied"
+        except OSError as exc:
+            tried[here] = f"error {exc.errno}"
+    return tried
+
+
 class ZtSnoop(Worker):
     """Makes itself dumpable, as any task may, then says what it can read of the environments above it, which
-    descriptors it holds, its limits and its cgroup."""
+    descriptors it holds, its limits and its cgroup; with *escape*, tries to leave its cgroup first."""
 
-    _footprint = dict(info="Test worker.", attr=dict(zt=dict(values=["snoop"])))
+    _footprint = dict(info="Test worker.", attr=dict(zt=dict(values=["snoop"]),
+                                                     escape=dict(type=bool, optional=True, default=False)))
 
     def _task(self):
         ctypes.CDLL(None).prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)
-        with open("/proc/self/cgroup") as f:
-            cgroup = f.read()
+        escaped = try_escape() if self.escape else {}
         return {"pid": os.getpid(), "uid": os.getuid(), "self": environ_of("self"),
                 "ancestors": {str(pid): environ_of(pid) for pid in ancestors()}, "fds": open_fds(),
-                "nproc": list(resource.getrlimit(resource.RLIMIT_NPROC)), "cgroup": cgroup}
+                "nproc": list(resource.getrlimit(resource.RLIMIT_NPROC)), "cgroup": own_cgroup(),
+                "escape": escaped}
 
 
 def _double_fork(daemonize: bool) -> int:
