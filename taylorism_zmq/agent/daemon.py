@@ -222,9 +222,8 @@ class AgentDaemon:
         else:
             import pwd
 
-            user = pwd.getpwuid(os.geteuid()).pw_name
             log.info("agent %s: tasks run as user %s, this agent's: they can read what it can, its keys included",
-                     self.aid, "root" if os.geteuid() == 0 else user)
+                     self.aid, pwd.getpwuid(os.geteuid()).pw_name)
 
     def _make_cgroup(self) -> str | None:
         """A cgroup for the launchers' tasks, under this agent's own (after removing those of agents that are

@@ -8,9 +8,10 @@ ahead of its task, so the fork is off the task's path; with ``max_tasks`` above 
 process takes up to that many tasks in turn (:mod:`.taskprocs`).  Task processes inherit no zmq socket.  The
 launcher owns its tasks: it reads each task's report from a pipe, reaps it with ``waitpid``, and sends the agent
 one terminal message per task, whatever happened (a report, an exception, an exit code or a signal), with the
-task's stdout and stderr, read from two more pipes (see :mod:`.output`).  What runs in a task process is in
-:mod:`.task`; what the launcher and its agent say to each other, in :mod:`.link_protocol` (its end of the
-channel: :mod:`.agent_link`).
+task's stdout and stderr, read from two more pipes (see :mod:`.output`).  Nothing a task starts outlives it: the
+task processes and the launcher are child subreapers, and kill what their tasks leave (:mod:`.descendants`).
+What runs in a task process is in :mod:`.task`; what the launcher and its agent say to each other, in
+:mod:`.link_protocol` (its end of the channel: :mod:`.agent_link`).
 """
 
 from __future__ import annotations
