@@ -22,9 +22,9 @@ from pathlib import Path
 
 import footprints
 import pytest
-import zt_isolation  # noqa: F401 - its workers
 from conftest import alive, wait_until
 from test_run_as_user import client_keys
+from zt_isolation import FORGED
 
 from taylorism_zmq import batch_main, run_as_server
 
@@ -166,8 +166,6 @@ def test_launchers_and_tasks_hold_none_of_the_agents_descriptors(cluster_factory
     """A worker module writes a forged ERROR line, at import in its launcher, to every file and standard
     stream it holds: none reaches the agent's log file or its stdout and stderr, only the launchers' output
     file (--launcher-output, here its default in the state directory)."""
-    from zt_forger import FORGED
-
     (user, _), _ = two_users
     keys, name = client_keys(tmp_path, user)
     log, out = tmp_path / "agent.log", tmp_path / "agent.out"

@@ -1,17 +1,15 @@
 """A worker module whose import, in the launcher that loads it, writes a forged log line to every descriptor
-that is a file or a standard stream: what a hostile user's module could do to what the launcher inherited."""
+that is a file or a standard stream: what a hostile user's module could do to what the launcher inherited.
+(Never import it in the test process: it would write there too.)"""
 
 from __future__ import annotations
 
 import os
 import stat
 
-from zt_isolation import open_fds
+from zt_isolation import FORGED, open_fds
 
 from taylorism_zmq import Worker
-
-#: the forged line (the test looks for it in the agent's log and output)
-FORGED = "2099-01-01 00:00:00,000 taylorism_zmq.agent ERROR forged by a worker module\n"
 
 #: the descriptors of the process that imported this module (the launcher), and its pid
 IMPORTED_IN = os.getpid()

@@ -12,6 +12,8 @@ import time
 from taylorism_zmq import Worker
 
 _PR_SET_DUMPABLE = 4
+#: the line zt_forger writes wherever it can (the test looks for it in the agent's log and output)
+FORGED = "2099-01-01 00:00:00,000 taylorism_zmq.agent ERROR forged by a worker module\n"
 
 
 def environ_of(pid: int | str) -> str:
