@@ -217,6 +217,11 @@ def test_a_root_agent_refuses_to_run_tasks_as_root_unless_told(tmp_path):
         proc.wait(timeout=30)
 
 
+def test_an_agent_whose_launchers_output_cannot_be_written_says_so_and_ends(tmp_path):
+    done = _agent_alone("--launcher-output", str(tmp_path / "missing" / "launchers.log"), env=dict(os.environ))
+    assert done.returncode == 2 and "launchers' output" in done.stderr and "missing" in done.stderr, done.stderr
+
+
 # -- nothing a task starts outlives it --------------------------------------------------------------------------
 def left_pids(path: Path) -> list[int]:
     return [int(x) for x in path.read_text().split()] if path.exists() else []

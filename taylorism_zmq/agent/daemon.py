@@ -155,7 +155,15 @@ class AgentDaemon:
         self.zygote = Zygote(zygote_environ(os.environ, self.keep_env), self.launcher_output, self.cgroup,
                              self.max_processes)
         if not self.fork_socket:
-            self.zygote.start()
+            try:
+                self.zygote.start()
+            except OSError as exc:  # (its output file, most likely: said with it)
+                log.error("agent %s: cannot start its zygote, with the launchers' output in %s: %s", self.aid,
+                          self.launcher_output, exc)
+                self.sender.close()
+                if self.cgroup is not None:
+                    cgroups.remove(self.cgroup)
+                return 2
         self.launchers = LauncherPool(self.aid, self.zygote, self.poller)
         self.tasks = TaskRunner(self.aid, self.host, self.launchers, self.sender,
                                 run_as_client_user=self.run_as_client_user, trusted_link=self.trusted_link,
