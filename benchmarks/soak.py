@@ -161,7 +161,8 @@ def main() -> int:
 
     def agent() -> subprocess.Popen:
         return subprocess.Popen([*cmd, "agent", "--boss", control, "--insecure", "--slots", "3",
-                                 "--heartbeat", "0.5", "--state-dir", state_dir, "--log-level", "ERROR"])
+                                 "--heartbeat", "0.5", "--state-dir", state_dir, "--log-level", "ERROR",
+                                 *(["--allow-root-tasks"] if os.geteuid() == 0 else [])])
 
     boss = start_boss()
     agents = [agent() for _ in range(args.agents)]

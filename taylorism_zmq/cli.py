@@ -155,6 +155,13 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
 
     if args.run_as_client_user and os.geteuid() != 0:
         agent_parser().error("--run-as-client-user needs an agent started as root (it becomes each job's user)")
+    # (a client's own agent, embedded or local, runs its client's tasks as its client's user, whoever that is)
+    if os.geteuid() == 0 and not (args.run_as_client_user or args.allow_root_tasks or args.embedded):
+        agent_parser().error("this agent runs as root and would run every user's tasks as root: give "
+                             "--run-as-client-user (each job's tasks run as the Unix user its owner's key maps to) "
+                             "or, to run them as root indeed, --allow-root-tasks")
+    if args.max_processes is not None and args.max_processes < 1:
+        agent_parser().error("--max-processes must be at least 1")
     from .agent.daemon import run_agent
     from .agent.journal import JournalError
     from .processes import stop_with_pipe

@@ -142,4 +142,20 @@ def agent_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-as-client-user", action="store_true",
                    help="(agent started as root) run each job's tasks as the Unix user its owner's key maps to "
                         "(taylorism-ctl authorize --user); jobs of keys with no user are refused")
+    p.add_argument("--allow-root-tasks", action="store_true",
+                   help="(agent started as root) run every job's tasks as root, whoever submits them; without it, "
+                        "or --run-as-client-user, an agent started as root refuses to start")
+    p.add_argument("--launcher-output", default=None, metavar="FILE",
+                   help="where launchers' own stdout and stderr go (what a job's setup or worker modules print "
+                        "outside a task, a launcher's errors), appended; never the agent's log (default "
+                        "launchers.log in --state-dir)")
+    p.add_argument("--max-processes", type=int, default=None, metavar="N",
+                   help="RLIMIT_NPROC of launchers and their tasks: the most processes and threads their Unix user "
+                        "may have at once (a fork bomb stops there; the kernel does not hold root to it; default: "
+                        "the agent's own limit)")
+    p.add_argument("--task-cgroups", choices=("auto", "off"), default="auto",
+                   help="auto: where this agent can make cgroups (cgroup v2 with cgroup.kill, write access to its "
+                        "own: root, or systemd's Delegate=yes), hold each launcher's tasks in one, so that nothing "
+                        "they start outlives them whatever it does; off, or where it cannot: process tracking only "
+                        "(default %(default)s)")
     return p

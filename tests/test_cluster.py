@@ -797,7 +797,9 @@ def test_an_idle_launcher_and_its_spares_go_away(cluster_factory, tmp_path):
     boss.make_them_work(terminate=True)
     wait_until(lambda: cluster.status()["hosts"][0]["running"] == 2, 20, "the tasks to run")
     zygote = psutil.Process(agent.pid).children()[0]
-    launchers = zygote.children()  # busy (its tasks wait for the gate): it cannot have idled out
+    # busy (its tasks wait for the gate): it cannot have idled out (the boss counts them running once sent: the
+    # launcher comes when the zygote, a fresh exec, is up)
+    launchers = wait_until(zygote.children, 15, "the job's launcher")
     assert len(launchers) == 1, launchers
     family = [launchers[0], *launchers[0].children(recursive=True)]  # the launcher, its tasks and spares
     gate.touch()

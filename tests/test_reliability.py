@@ -205,7 +205,7 @@ def test_issue14_a_large_env_is_refused_by_the_boss_and_agents_survive(cluster_f
 def test_issue14_the_zygote_passes_a_large_code_environment_to_a_launcher():
     from taylorism_zmq.agent.zygote import Zygote
 
-    zygote = Zygote.start()
+    zygote = Zygote().start()
     try:
         pid, sock = zygote.spawn_launcher({"path": ["/nowhere" * 40_000], "cwd": "/"})
         assert psutil.pid_exists(pid)

@@ -1,7 +1,9 @@
 """The agent daemon: one per host, between the boss and the task processes.
 
-It forks its zygote (see :mod:`.zygote`) before any zmq context exists,
-then connects a DEALER to the boss's control ROUTER, registers, and connects
+It makes itself not dumpable (its tasks, even of its own user, cannot read its memory or its /proc entries),
+starts its zygote (a fresh exec with a clean environment: see :mod:`.zygote`; at its first launcher for a
+client's own agent, whose launchers are forks of the client), makes a cgroup for its launchers where the host
+allows it (:mod:`..launch.cgroups`), then connects a DEALER to the boss's control ROUTER, registers, and connects
 a PUSH to the report endpoint the boss names in its answer (``--reports``
 overrides it, e.g. behind NAT).  It loops on one ``zmq.Poller`` over the
 DEALER, the launchers' channels and a wake-up pipe: run what the boss sends
@@ -26,9 +28,11 @@ from typing import Any
 import psutil
 import zmq
 
+from ..launch import cgroups, descendants
+from ..launch.environ import zygote_environ
 from ..log_setup import log_fields
 from ..machine import host_key
-from ..processes import die_with_parent
+from ..processes import die_with_parent, owner_alive, owner_tag
 from ..wire import protocol, security
 from ..wire.handshake import HandshakeWatch
 from ..wire.peer_logging import RateLimitedLog
@@ -65,7 +69,8 @@ class AgentDaemon:
                  inject_load: float = 0.0, insecure: bool = False, max_report: int | None = None,
                  max_output: int | None = None, launcher_idle: float = LAUNCHER_IDLE,
                  run_as_client_user: bool = False, keep_env: tuple[str, ...] = (), state_dir: str | None = None,
-                 fork_socket: str | None = None):
+                 fork_socket: str | None = None, launcher_output: str | None = None,
+                 max_processes: int | None = None, task_cgroups: bool = True, allow_root_tasks: bool = False):
         self.control_endpoint = control
         #: where forks of the client connect as launchers (the embedded default), if anywhere
         self.fork_socket = fork_socket
@@ -91,7 +96,16 @@ class AgentDaemon:
         self.launcher_idle = launcher_idle
         #: run each job's tasks as the Unix user its owner's key maps to (an agent started as root)
         self.run_as_client_user = run_as_client_user
-        self.state_dir = state_dir
+        #: an agent started as root told to run tasks as root (--allow-root-tasks): said in its log
+        self.allow_root_tasks = allow_root_tasks
+        self.state_dir = state_dir or str(default_state_dir() / f"agent-{self.host}")
+        #: where the launchers' own stdout and stderr go (never this agent's log or output)
+        self.launcher_output = launcher_output or os.path.join(self.state_dir, "launchers.log")
+        #: RLIMIT_NPROC of launchers and their tasks, if set
+        self.max_processes = max_processes
+        #: try a cgroup for the launchers (--task-cgroups auto); the one made, if any
+        self.task_cgroups = task_cgroups
+        self.cgroup: str | None = None
         self.curve = not insecure and security.needs_curve(control)
         #: pickle may travel on this link: private ipc, or authenticated tcp
         self.trusted_link = self.curve or security.link_is_trusted(control)
@@ -133,14 +147,25 @@ class AgentDaemon:
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
-        self.zygote = Zygote.start()  # before any zmq context: children must not inherit its fds
+        descendants.set_dumpable(False)  # its tasks, of its user or not, cannot read its memory or /proc entries
+        self.sender = ReportSender(self.aid, open_journal(self.state_dir))
+        self._say_who_runs_tasks()
+        self.cgroup = self._make_cgroup()
+        # a fresh exec, with a clean environment and no descriptor of ours but its socket; a client's own agent
+        # (whose launchers are forks of the client) starts it only if a job needs it
+        self.zygote = Zygote(zygote_environ(os.environ, self.keep_env), self.launcher_output, self.cgroup,
+                             self.max_processes)
+        if not self.fork_socket:
+            try:
+                self.zygote.start()
+            except OSError as exc:  # (its output file, most likely: said with it)
+                log.error("agent %s: cannot start its zygote, with the launchers' output in %s: %s", self.aid,
+                          self.launcher_output, exc)
+                self.sender.close()
+                if self.cgroup is not None:
+                    cgroups.remove(self.cgroup)
+                return 2
         self.launchers = LauncherPool(self.aid, self.zygote, self.poller)
-        try:  # after the zygote: no launcher may hold the journal's lock after this agent is gone
-            self.sender = ReportSender(self.aid, open_journal(self.state_dir or str(default_state_dir() /
-                                                                                      f"agent-{self.host}")))
-        except BaseException:
-            self.zygote.close()
-            raise
         self.tasks = TaskRunner(self.aid, self.host, self.launchers, self.sender,
                                 run_as_client_user=self.run_as_client_user, trusted_link=self.trusted_link,
                                 keep_env=self.keep_env, max_report=self.max_report, max_output=self.max_output)
@@ -184,7 +209,9 @@ class AgentDaemon:
             if self.fork_listener is not None:
                 self.fork_listener.close()
             self.sender.close()
-            self.zygote.close()
+            self.zygote.close()  # (it waits for its launchers to stop their tasks)
+            if self.cgroup is not None:
+                cgroups.remove(self.cgroup, timeout=2.0)  # whatever is left of them
             if self.handshake is not None:
                 self.handshake.close()
             self.dealer.close(linger=500)
@@ -194,6 +221,41 @@ class AgentDaemon:
                 s.close()
             log.info("agent %s stopped", self.aid)
         return self.exit_code
+
+    def _say_who_runs_tasks(self) -> None:
+        if self.run_as_client_user:
+            log.info("agent %s: each job's tasks run as the Unix user its owner's key maps to", self.aid)
+        elif os.geteuid() == 0 and self.allow_root_tasks:
+            log.warning("agent %s: tasks run as root, whoever submits them (--allow-root-tasks): they can do "
+                        "anything on this host; --run-as-client-user runs each as its owner's Unix user", self.aid)
+        else:
+            import pwd
+
+            log.info("agent %s: tasks run as user %s, this agent's: they can read what it can, its keys included",
+                     self.aid, pwd.getpwuid(os.geteuid()).pw_name)
+
+    def _make_cgroup(self) -> str | None:
+        """A cgroup for the launchers' tasks, under this agent's own (after removing those of agents that are
+        gone), if the host allows it: said in the log either way."""
+        if not self.task_cgroups:
+            log.info("agent %s: tasks held by process tracking (--task-cgroups off)", self.aid)
+            return None
+        parent = cgroups.own_dir()
+        problem = "no cgroup v2 hierarchy mounted"
+        if parent is not None:
+            for path in cgroups.stale(parent, owner_alive):
+                if cgroups.remove(path, timeout=1.0):
+                    log.info("agent %s: removed %s, the cgroup of an agent that is gone, and what it held",
+                             self.aid, path)
+            try:
+                path = cgroups.make(parent, f"{cgroups.PREFIX}{owner_tag()}")
+            except OSError as exc:
+                problem = f"cannot make a cgroup under {parent}: {exc.strerror}"
+            else:
+                log.info("agent %s: each launcher's tasks held in a cgroup of its own under %s", self.aid, path)
+                return path
+        log.info("agent %s: tasks held by process tracking only (%s)", self.aid, problem)
+        return None
 
     # -- the loop ------------------------------------------------------------------
     def _loop(self) -> None:
@@ -417,6 +479,10 @@ def run_agent(args: Any) -> int:
                         max_output=int(args.max_output_kb * 1024) if args.max_output_kb is not None else None,
                         launcher_idle=args.launcher_idle, run_as_client_user=args.run_as_client_user,
                         keep_env=tuple(v.strip() for v in (args.keep_env or "").split(",") if v.strip()),
-                        state_dir=getattr(args, "state_dir", None), fork_socket=getattr(args, "fork_socket", None))
+                        state_dir=getattr(args, "state_dir", None), fork_socket=getattr(args, "fork_socket", None),
+                        launcher_output=getattr(args, "launcher_output", None),
+                        max_processes=getattr(args, "max_processes", None),
+                        task_cgroups=getattr(args, "task_cgroups", "auto") != "off",
+                        allow_root_tasks=getattr(args, "allow_root_tasks", False))
     log_fields(agent=agent.aid, host=agent.host)  # (every line of this agent's log says which)
     return agent.serve()

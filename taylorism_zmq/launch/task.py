@@ -14,6 +14,7 @@ import msgpack
 
 from ..processes import die_with_parent
 from ..wire.codec import Codec, ref_of, resolve_ref
+from .descendants import end_all
 from .pipes import LENGTH, read_exactly, write_all
 
 #: this project's own code at the top of every task's traceback (the task process, Worker._work): left out of
@@ -125,6 +126,7 @@ def task_main(launcher_pid: int, task_fd: int, result_fd: int,
                 write_all(result_fd, LENGTH.pack(len(data)) + data)
             except BrokenPipeError:
                 break
+            end_all()  # nothing the task started outlives it (this process is their subreaper)
             if not (result[0] and more):
                 break
         # the report is complete: say so now, not after the slow teardown of this process
