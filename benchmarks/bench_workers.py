@@ -39,16 +39,22 @@ class ZmqSleep(taylorism_zmq.Worker):
 
 
 class ZmqSoak(taylorism_zmq.Worker):
-    """Sleep a little and return the task's key (with *soak_blob* bytes if asked), for the soak test."""
+    """Task *soak_index* of job *soak_job*: records its execution in the ledger *soak_ledger* (see ledger.py),
+    sleeps, and returns [job, index, execution id, *soak_blob* bytes] (the soak test; tests may use it too)."""
 
-    _footprint = dict(attr=dict(soak_key=dict(), soak_sleep=dict(type=float),
+    _footprint = dict(attr=dict(soak_ledger=dict(), soak_job=dict(), soak_index=dict(type=int),
+                                soak_sleep=dict(type=float, optional=True, default=0.0),
                                 soak_blob=dict(type=int, optional=True, default=0)))
 
     def _task(self):
         import time
 
+        from ledger import begin
+
+        execution = begin(self.soak_ledger, self.soak_job, self.soak_index)
         time.sleep(self.soak_sleep)
-        return [self.soak_key, b"x" * self.soak_blob] if self.soak_blob else self.soak_key
+        execution.finish()
+        return [self.soak_job, self.soak_index, execution.id, b"x" * self.soak_blob]
 
 
 class ZmqBlob(taylorism_zmq.Worker):

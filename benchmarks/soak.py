@@ -14,8 +14,14 @@ reports (--blob-mb each). Meanwhile:
   tasks that end meanwhile (in memory up to a window, then in their journals) and deliver them when it is
   back; the clients submit their jobs again.
 
-Prints tasks run, reports lost (must be 0), duplicate reports (must be 0), jobs failed, the boss's counters
-of what it dropped, and the peak RSS of every daemon. Exits 1 if anything was lost or duplicated.
+Every task records its own execution in a ledger (ledger.py: a file per execution, in a directory the
+clients never read), and its report names that execution.  Prints jobs and tasks, the jobs that failed (each
+a failure of the run), reports lost from the jobs that succeeded, the tasks that ran to their end more than once
+(counted from the ledger, not from the reports, which the client de-duplicates: those with one of their
+executions on an agent that was SIGKILLed, whose tasks are queued again by design, apart from the others),
+reports that name no finished execution of their task, the boss's counters of what it dropped, and the peak
+RSS of every daemon. Exits 1 if a job failed, a report was lost or names no execution of its task, or a task
+ran twice with no agent killed under it.
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 
+import ledger
 import psutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -46,7 +54,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def client_loop(control: str, seed: int, stop_at: float, blob: int, results) -> None:
+def client_loop(control: str, seed: int, stop_at: float, blob: int, ledger: str, results) -> None:
+    """Submit jobs until *stop_at*; put each job's outcome on *results*: ("ok", job, tasks, [(index, execution
+    id) of each report]) or ("failed", job, tasks, why)."""
     sys.path.insert(0, HERE)
     os.environ["TAYLORISM_INSECURE"] = "1"
     os.environ["TAYLORISM_BOSS_TIMEOUT"] = "60"  # the boss is away for a while once
@@ -58,21 +68,23 @@ def client_loop(control: str, seed: int, stop_at: float, blob: int, results) -> 
     rng = random.Random(seed)
     while time.time() < stop_at:
         n = rng.randint(2, 6) if blob else rng.randint(5, 40)
-        keys = [f"{seed}-{time.time_ns()}-{i}" for i in range(n)]
+        job = f"{seed}.{time.time_ns()}"
         scheduler = rng.choice([footprints.proxy.scheduler(nosort=True),
                                 footprints.proxy.scheduler(limit="threads", max_threads=rng.randint(1, 4))])
         try:
             with contextlib.redirect_stdout(io.StringIO()):
-                report = batch_main({"soak_blob": blob},
-                                    dict(soak_key=keys, soak_sleep=[rng.choice([0.0, 0.05, 0.2, 1.0]) for _ in keys]),
+                report = batch_main(dict(soak_ledger=ledger, soak_job=job, soak_blob=blob),
+                                    dict(soak_index=list(range(n)),
+                                         soak_sleep=[rng.choice([0.0, 0.05, 0.2, 1.0]) for _ in range(n)]),
                                     scheduler=scheduler, boss=control, print_report=lambda r: None)
-        except Exception as exc:  # a job may fail (e.g. an agent lost too often): count it
-            results.put(("failed", n, 0, 0, repr(exc)[:200]))
+        except Exception as exc:  # a job may fail (e.g. an agent lost too often): a failure of the run
+            results.put(("failed", job, n, repr(exc)[:200]))
             continue
-        got = [r["report"][0] if blob else r["report"] for r in report["workers_report"]]
-        lost = len(set(keys) - set(got))
-        dups = len(got) - len(set(got))
-        results.put(("ok", n, lost, dups, ""))
+        reports = [r["report"] for r in report["workers_report"]]
+        if blob and any(len(r[3]) != blob for r in reports):
+            results.put(("failed", job, n, "a report lost bytes"))
+            continue
+        results.put(("ok", job, n, [(r[1], r[2]) for r in reports if r[0] == job]))
 
 
 def hostile_peer(control: str, reports: str, max_frame: int, stop: threading.Event, sent: dict) -> None:
@@ -139,6 +151,7 @@ def main() -> int:
     rng = random.Random(args.seed)
     control, reports = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     state_dir = tempfile.mkdtemp(prefix="taylorism-soak-")
+    ledger_dir = tempfile.mkdtemp(prefix="taylorism-soak-ledger-")
     cmd = [sys.executable, "-m", "taylorism_zmq"]
 
     def start_boss() -> subprocess.Popen:
@@ -157,7 +170,7 @@ def main() -> int:
     results = ctx.Queue()
     blob = int(args.blob_mb * 2**20)
     clients = [ctx.Process(target=client_loop, args=(control, args.seed * 100 + i, stop_at, blob if i == 0 else 0,
-                                                     results))
+                                                     ledger_dir, results))
                for i in range(args.clients)]
     for c in clients:
         c.start()
@@ -166,7 +179,7 @@ def main() -> int:
                                                           stop_hostile, sent), daemon=True)
     hostile.start()
     peaks: dict[str, int] = {}
-    kills = 0
+    killed: dict[int, float] = {}  # the pids of the agents SIGKILLed, and when
     next_kill = time.time() + rng.uniform(3, 8)
     outage_at, back_at = time.time() + 60 * args.minutes / 3, None
     boss_counters: dict = {}
@@ -196,10 +209,10 @@ def main() -> int:
                 boss, back_at = start_boss(), None
             if now >= next_kill and now < stop_at and back_at is None:
                 victim = agents.pop(rng.randrange(len(agents)))
+                killed[victim.pid] = time.time()
                 victim.send_signal(signal.SIGKILL)
                 victim.wait()
                 agents.append(agent())
-                kills += 1
                 next_kill = time.time() + rng.uniform(3, 8)
             time.sleep(0.2)
         final = _counters(control)
@@ -212,29 +225,88 @@ def main() -> int:
         for p in [*agents, boss]:
             p.wait(timeout=15)
         shutil.rmtree(state_dir, ignore_errors=True)
-    jobs = tasks = lost = dups = failed = 0
-    reasons = []
+    outcomes = []
     while not results.empty():
-        status, n, job_lost, job_dups, why = results.get()
-        jobs += 1
-        tasks += n
-        lost += job_lost
-        dups += job_dups
-        if status == "failed":
-            failed += 1
-            reasons.append(why)
+        outcomes.append(results.get())
+    executions = ledger.read(ledger_dir)
+    shutil.rmtree(ledger_dir, ignore_errors=True)
+    t = tally(outcomes, executions, killed)
     print(f"{args.minutes:g} min, {args.clients} clients (one with {args.blob_mb:g} MiB reports), {args.agents} "
-          f"agents, {kills} agent(s) SIGKILLed, boss SIGKILLed once for {args.outage:g}s")
+          f"agents, {len(killed)} agent(s) SIGKILLed, boss SIGKILLed once for {args.outage:g}s")
     print(f"hostile peer sent: {', '.join(f'{k} {v}' for k, v in sorted(sent.items()))}")
-    print(f"jobs {jobs} (failed {failed}), tasks {tasks}, reports lost {lost}, duplicate reports {dups}")
+    print(f"jobs {t.jobs} (failed {t.failed_jobs}, with {t.tasks_of_failed_jobs} tasks), tasks {t.tasks}, "
+          f"reports lost {t.lost}, reports naming no finished execution of their task {t.foreign}")
+    print(f"ledger: {t.executions} executions, {t.interrupted} started and never finished (killed with their "
+          f"agent); tasks run to their end more than once: {t.twice_after_kill} with an execution on an agent "
+          f"SIGKILLed, {t.twice_otherwise} otherwise; {t.unclaimed} executions of jobs with no outcome")
+    if t.before_kill:
+        print(f"  of those on a killed agent, the first finished {min(t.before_kill):.2f} to "
+              f"{max(t.before_kill):.2f} s before the kill")
     for label, counters in (("boss before its kill", boss_counters), ("boss after its restart", final)):
         shown = {k: v for k, v in counters.items() if "drop" in k or k in ("bad_messages", "orphan_reports",
                                                                            "late_or_duplicate_reports")}
         print(f"{label}: {', '.join(f'{k} {v}' for k, v in sorted(shown.items())) or '-'}")
     print("peak RSS: " + ", ".join(f"{name} {rss / 2**20:.0f} MiB" for name, rss in sorted(peaks.items())))
-    for why in reasons[:5]:
+    for why in t.reasons[:5]:
         print("  failed:", why)
-    return 1 if lost or dups else 0
+    for task in t.twice_otherwise_tasks[:5]:
+        print("  ran twice:", task)
+    return 0 if t.clean else 1
+
+
+@dataclass
+class Tally:
+    """What a soak run delivered, from the clients' outcomes and the tasks' own ledger."""
+
+    jobs: int = 0
+    failed_jobs: int = 0
+    tasks: int = 0
+    tasks_of_failed_jobs: int = 0
+    lost: int = 0
+    foreign: int = 0
+    executions: int = 0
+    interrupted: int = 0
+    twice_after_kill: int = 0
+    twice_otherwise: int = 0
+    unclaimed: int = 0
+    reasons: list[str] = field(default_factory=list)
+    twice_otherwise_tasks: list[tuple[str, int]] = field(default_factory=list)
+    #: for each task run twice with an execution on a killed agent: seconds from that execution's end to the kill
+    before_kill: list[float] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.failed_jobs or self.lost or self.foreign or self.twice_otherwise)
+
+
+def tally(outcomes: list[tuple], executions: ledger.Ledger, killed: dict[int, float]) -> Tally:
+    """Count *outcomes* (client_loop's) against *executions*; *killed*: the agents SIGKILLed (pid: when)."""
+    t = Tally(executions=len(executions.entries), interrupted=len(executions.interrupted()))
+    finished = {e.id: e for e in executions.entries if e.finished}
+    jobs = set()
+    for status, job, n, detail in outcomes:
+        jobs.add(job)
+        t.jobs += 1
+        t.tasks += n
+        if status == "failed":
+            t.failed_jobs += 1
+            t.tasks_of_failed_jobs += n
+            t.reasons.append(detail)
+            continue
+        reported = {index for index, _ in detail}
+        t.lost += len(set(range(n)) - reported)
+        t.foreign += sum(1 for index, eid in detail if eid not in finished or finished[eid].task != (job, index))
+    for task, runs in executions.ran_twice().items():
+        on_killed = [(e, pid) for e in runs for pid in e.ancestors if pid in killed]
+        if on_killed:
+            t.twice_after_kill += 1
+            e, pid = on_killed[0]
+            t.before_kill.append(killed[pid] - (e.end or e.start))
+        else:
+            t.twice_otherwise += 1
+            t.twice_otherwise_tasks.append(task)
+    t.unclaimed = sum(1 for e in executions.entries if e.job not in jobs)
+    return t
 
 
 def _counters(control: str) -> dict:

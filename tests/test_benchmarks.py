@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -97,3 +98,88 @@ def test_compare_runs_the_peers_at_the_concurrency_asked(tmp_path, peer, module)
     row = compare(tmp_path, "--scale", "25", "--runs", "1", "--rows", peer, "--workloads", "w2")["rows"][peer]
     assert "skipped" not in row, row
     assert row["concurrency"] == {"w2": 8} and row["observed"] == {"w2": [8]}, row
+
+
+def bench_module(name: str):
+    sys.path.insert(0, str(BENCH))
+    return __import__(name)
+
+
+def test_the_ledger_counts_every_execution_of_a_task(tmp_path):
+    ledger = bench_module("ledger")
+
+    def run(job: str, index: int, finish: bool) -> None:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                execution = ledger.begin(str(tmp_path), job, index)
+                if finish:
+                    execution.finish()
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+
+    for job, index, finish in [("a-1", 0, True), ("a-1", 0, True), ("a-1", 1, False), ("a-1", 1, True),
+                               ("a-1", 2, False), ("b", 0, True)]:
+        run(job, index, finish)
+    executions = ledger.read(str(tmp_path))
+    assert len(executions.entries) == 6 and len({e.id for e in executions.entries}) == 6
+    assert executions.finished() == {("a-1", 0): 2, ("a-1", 1): 1, ("b", 0): 1}
+    assert executions.started() == {("a-1", 0): 2, ("a-1", 1): 2, ("a-1", 2): 1, ("b", 0): 1}
+    assert list(executions.ran_twice()) == [("a-1", 0)] and len(executions.ran_twice()[("a-1", 0)]) == 2
+    assert sorted(e.task for e in executions.interrupted()) == [("a-1", 1), ("a-1", 2)]
+    assert executions.never_finished([("a-1", i) for i in range(4)]) == {("a-1", 2), ("a-1", 3)}
+    assert all(e.ancestors[0] == os.getpid() and e.pid != os.getpid() for e in executions.entries)
+
+
+def test_soak_counts_failed_jobs_lost_reports_and_executions_run_twice(tmp_path):
+    ledger, soak = bench_module("ledger"), bench_module("soak")
+    entry = ledger.Entry
+
+    def ran(job, index, uid, agent, finished=True):
+        return entry(job, index, 100, uid, 1.0, 2.0 if finished else None, (99, agent))
+
+    executions = ledger.Ledger([ran("ok", 0, "e0", 7), ran("ok", 1, "e1", 7), ran("ok", 2, "e2", 7),
+                                ran("kill", 0, "k0", 666), ran("kill", 0, "k1", 8),
+                                ran("twice", 0, "t0", 7), ran("twice", 0, "t1", 8), ran("twice", 1, "t2", 8, False),
+                                ran("failed", 0, "f0", 7)])
+    some = ledger.Ledger([e for e in executions.entries if e.job != "twice"])
+    clean = soak.tally([("ok", "ok", 3, [(0, "e0"), (1, "e1"), (2, "e2")]), ("ok", "kill", 1, [(0, "k1")])],
+                       some, {666: 3.0})
+    assert clean.clean and (clean.jobs, clean.tasks, clean.lost, clean.foreign) == (2, 4, 0, 0)
+    assert (clean.twice_after_kill, clean.before_kill) == (1, [1.0])  # one run on the agent killed 1 s after
+    assert (clean.twice_otherwise, clean.interrupted, clean.unclaimed) == (0, 0, 1)  # "failed" has no outcome
+
+    t = soak.tally([("ok", "ok", 3, [(0, "e0"), (1, "e2")]), ("failed", "failed", 5, "AgentLostError(...)"),
+                    ("ok", "twice", 2, [(0, "t1"), (1, "t2")])], executions, {666: 3.0})
+    assert not t.clean
+    assert (t.jobs, t.failed_jobs, t.tasks_of_failed_jobs, t.tasks) == (3, 1, 5, 10)
+    assert t.lost == 1  # "ok" 2 never reported; a failed job's tasks are not counted as lost or delivered
+    assert t.foreign == 2  # "ok" 1 names task 2's execution; "twice" 1 names one that never finished
+    assert (t.twice_after_kill, t.twice_otherwise, t.twice_otherwise_tasks) == (1, 1, [("twice", 0)])
+    assert t.reasons == ["AgentLostError(...)"]
+    # each alone makes the run fail
+    assert not soak.tally([("failed", "failed", 1, "x")], ledger.Ledger([]), {}).clean
+    assert not soak.tally([("ok", "ok", 3, [(0, "e0"), (1, "e1")])], executions, {}).clean
+    assert not soak.tally([("ok", "ok", 3, [(0, "e0"), (1, "e1"), (2, "e1")])], executions, {}).clean
+    assert not soak.tally([], ledger.Ledger([ran("twice", 0, "t0", 7), ran("twice", 0, "t1", 8)]), {}).clean
+
+
+def test_soak_tasks_record_one_finished_execution_each_and_their_reports_name_it(tmp_path):
+    script = f"""
+import sys
+sys.path.insert(0, {str(BENCH)!r})
+import bench_workers, ledger
+from taylorism_zmq import batch_main
+report = batch_main(dict(soak_ledger={str(tmp_path)!r}, soak_job="j", soak_blob=10),
+                    dict(soak_index=list(range(6)), soak_sleep=[0.0, 0.1] * 3), print_report=lambda r: None)
+executions = ledger.read({str(tmp_path)!r})
+ids = {{e.id: e.task for e in executions.entries if e.finished}}
+assert executions.finished() == {{("j", i): 1 for i in range(6)}}, executions.entries
+named = sorted((r["report"][1], ids[r["report"][2]]) for r in report["workers_report"])
+assert named == [(i, ("j", i)) for i in range(6)], named
+assert all(r["report"][3] == b"x" * 10 for r in report["workers_report"])
+print("LEDGER OK")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert "LEDGER OK" in done.stdout, done.stdout[-2000:] + done.stderr[-3000:]
