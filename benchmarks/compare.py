@@ -495,7 +495,8 @@ def main() -> int:
     parser.add_argument("--json", default=None, help="write the figures to this file")
     parser.add_argument("--without", default="", metavar="PEER[,PEER]",
                         help="leave these peers out: dask, parsl (the tests' short run)")
-    parser.add_argument("--rows", default=None, metavar="ROW[,ROW]", help="only these rows (names as printed)")
+    parser.add_argument("--only", action="append", metavar="ROW", choices=ROWS,
+                        help="only this row (its name as printed; again for more)")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), metavar="W[,W]",
                         help="only these workloads (default: w1,w2,w3,w4)")
     parser.add_argument("--row", choices=ROWS, help=argparse.SUPPRESS)  # run one row (in a process of its own)
@@ -513,9 +514,7 @@ def main() -> int:
         with open(args.json, "w") as f:
             json.dump({args.row: row}, f)
         return 0
-    rows = ROWS if args.rows is None else [r.strip() for r in args.rows.split(",")]
-    if unknown := set(rows) - set(ROWS):
-        parser.error(f"unknown rows: {', '.join(sorted(unknown))} (rows: {', '.join(ROWS)})")
+    rows = args.only or ROWS
     left_out = {w.strip().lower() for w in args.without.split(",") if w.strip()}
     results: dict[str, dict] = {}
     for name in [r for r in ROWS if r in rows]:

@@ -95,7 +95,7 @@ def test_compare_runs_every_runtime_at_the_same_sizes_and_concurrency(tmp_path):
 def test_compare_runs_the_peers_at_the_concurrency_asked(tmp_path, peer, module):
     """W2 asks for 8 sleeping tasks at once on two cores: the tasks' own times show the peer ran 8 at once."""
     pytest.importorskip(module)
-    row = compare(tmp_path, "--scale", "25", "--runs", "1", "--rows", peer, "--workloads", "w2")["rows"][peer]
+    row = compare(tmp_path, "--scale", "25", "--runs", "1", "--only", peer, "--workloads", "w2")["rows"][peer]
     assert "skipped" not in row, row
     assert row["concurrency"] == {"w2": 8} and row["observed"] == {"w2": [8]}, row
 
