@@ -19,6 +19,8 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
     ("throughput.py", ["--tasks", "40", "--rounds", "10", "--no-taylorism"], "taylorism-zmq embedded"),
     ("cpu_breakdown.py", ["--tasks", "40"], "launcher + tasks"),
     ("cpu_breakdown.py", ["--tasks", "40", "--lean"], "task processes"),
+    ("fork_cost.py", ["--tasks", "40", "--runs", "2", "--ballast-mb", "20"], "caller holding 20 MB"),
+    ("fork_cost.py", ["--tasks", "40", "--runs", "1", "--lean"], "lean launchers"),
 ])
 def test_benchmark_script_runs(script, args, expect):
     done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
