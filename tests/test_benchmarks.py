@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -63,10 +64,9 @@ def test_compare_runs_every_runtime_at_the_same_sizes_and_concurrency(tmp_path):
                for w in ("w1", "w3"))
     assert all(row["curve"] is ("agents" in name) for name, row in ran.items() if name.startswith("taylorism-zmq"))
     assert all(len(runs) == 2 for row in ran.values() for runs in row["runs"].values())
-    # the concurrency the tasks saw: W2's sleeping tasks all at once in every run, W3's one at a time
+    # the concurrency the tasks saw: W3's one at a time, never more than asked (W2's: the next test)
     for name, row in ran.items():
         assert all(len(seen) == 2 for seen in row["observed"].values()), name
-        assert row["observed"].get("w2", [8, 8]) == [8, 8], (name, row["observed"])
         assert row["observed"]["w3"] == [1, 1], (name, row["observed"])
         assert all(1 <= seen <= row["concurrency"][w] for w, runs in row["observed"].items() for seen in runs)
     # each row's process imported its own runtime only
@@ -79,7 +79,6 @@ def test_compare_runs_every_runtime_at_the_same_sizes_and_concurrency(tmp_path):
         assert "taylorism_zmq" not in ran["taylorism 1.1.0"]["imports"]
     # every ratio between a taylorism-zmq row and the others is printed, W4 included
     out = run["stdout"]
-    assert "W2 ran fewer tasks at once than asked in: no row" in out
     ratios = out[out.index("ratios of medians"):]
     header = ratios.splitlines()[1].split()
     assert header[-4:] == ["W1", "W2", "W3", "W4"]
@@ -93,11 +92,25 @@ def test_compare_runs_every_runtime_at_the_same_sizes_and_concurrency(tmp_path):
             assert all(float(c.removesuffix("x")) > 0 for c in shown), line
 
 
+def test_compare_sees_every_runtime_run_w2_at_the_concurrency_asked(tmp_path):
+    """W2's 40 tasks sleep 50 ms, 8 at once: in each run the tasks' own times show 8 of them running together
+    (five waves: a loaded machine that starts the first wave slowly still shows it in a later one)."""
+    run = compare(tmp_path, "--scale", "5", "--runs", "2", "--without", "dask,parsl", "--workloads", "w2")
+    ran = {name: row for name, row in run["rows"].items() if "skipped" not in row and row["sizes"]}
+    assert {"taylorism-zmq embedded", "taylorism-zmq boss+2 agents tcp", "ProcessPoolExecutor"} <= set(ran)
+    for name, row in ran.items():
+        assert row["sizes"] == {"w2": 40} and row["concurrency"] == {"w2": 8}, (name, row)
+        assert row["observed"] == {"w2": [8, 8]}, (name, row["observed"])
+    assert "W2 ran fewer tasks at once than asked in: no row" in run["stdout"]
+
+
 @pytest.mark.parametrize("peer, module", [("parsl HTEX", "parsl"), ("dask LocalCluster", "distributed")])
 def test_compare_runs_the_peers_at_the_concurrency_asked(tmp_path, peer, module):
-    """W2 asks for 8 sleeping tasks at once on two cores: the tasks' own times show the peer ran 8 at once."""
-    pytest.importorskip(module)
-    row = compare(tmp_path, "--scale", "25", "--runs", "1", "--only", peer, "--workloads", "w2")["rows"][peer]
+    """W2 asks for 8 sleeping tasks at once on two cores: the tasks' own times show the peer ran 8 at once (parsl
+    started 2 workers on 2 cores, whatever max_workers_per_node asked, until cores_per_worker was set)."""
+    if importlib.util.find_spec(module) is None:  # (not imported here: parsl and dask set up logging on import)
+        pytest.skip(f"{module} is not installed")
+    row = compare(tmp_path, "--scale", "5", "--runs", "1", "--only", peer, "--workloads", "w2")["rows"][peer]
     assert "skipped" not in row, row
     assert row["concurrency"] == {"w2": 8} and row["observed"] == {"w2": [8]}, row
 
