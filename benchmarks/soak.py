@@ -31,6 +31,7 @@ import contextlib
 import io
 import multiprocessing
 import os
+import queue
 import random
 import shutil
 import signal
@@ -184,6 +185,15 @@ def main() -> int:
     next_kill = time.time() + rng.uniform(3, 8)
     outage_at, back_at = time.time() + 60 * args.minutes / 3, None
     boss_counters: dict = {}
+    outcomes: list[tuple] = []
+
+    def drain() -> None:
+        """Read the clients' outcomes as they come (a client cannot exit while its queue's pipe is full)."""
+        while True:
+            try:
+                outcomes.append(results.get_nowait())
+            except queue.Empty:
+                return
 
     def sample(name: str, proc: subprocess.Popen | None) -> None:
         if proc is None or proc.poll() is not None:
@@ -195,6 +205,7 @@ def main() -> int:
 
     try:
         while any(c.is_alive() for c in clients):
+            drain()
             sample("boss", boss)
             for a in agents:
                 sample("agent (any)", a)
@@ -219,16 +230,20 @@ def main() -> int:
         final = _counters(control)
     finally:
         stop_hostile.set()
+        deadline = time.time() + 60
         for c in clients:
-            c.join(timeout=30)
+            while c.is_alive() and time.time() < deadline:
+                drain()
+                c.join(timeout=0.2)
+            if c.is_alive():  # (interrupted): no client is left behind
+                c.terminate()
+                c.join(timeout=5)
+        drain()
         for p in [*agents, boss]:
             p.send_signal(signal.SIGTERM)
         for p in [*agents, boss]:
             p.wait(timeout=15)
         shutil.rmtree(state_dir, ignore_errors=True)
-    outcomes = []
-    while not results.empty():
-        outcomes.append(results.get())
     executions = ledger.read(ledger_dir)
     shutil.rmtree(ledger_dir, ignore_errors=True)
     t = tally(outcomes, executions, killed)
