@@ -61,6 +61,11 @@ class Identity:
         """Name and fingerprint, for logs."""
         return self.name if self.key in ("local", "anonymous") else f"{self.name} ({fingerprint(self.key)})"
 
+    @property
+    def key_id(self) -> str:
+        """The key's fingerprint: what agents keep with each task as its job's owner (not a secret)."""
+        return fingerprint(self.key)
+
 
 #: the peers of an ipc boss (a 0700 directory: only its owner can connect) and of an --insecure one
 LOCAL = Identity("local", "local", frozenset(ROLES), None)
