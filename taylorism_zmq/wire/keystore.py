@@ -18,6 +18,7 @@ never waits on the disk and a revoked key is refused from its next message on.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -72,8 +73,10 @@ LOCAL = Identity("local", "local", frozenset(ROLES), None)
 ANONYMOUS = Identity("anonymous", "anonymous", frozenset(ROLES), None)
 
 
+@functools.lru_cache(maxsize=4096)
 def fingerprint(key: str | bytes) -> str:
-    """A short, stable name for a public key (what logs show of a key the boss does not know)."""
+    """A short, stable name for a public key (what logs show of a key the boss does not know; the key id agents
+    keep with each task, compared for each report: remembered for the keys seen lately)."""
     raw = key.encode() if isinstance(key, str) else key
     return "SHA256:" + hashlib.sha256(raw).hexdigest()[:16]
 
