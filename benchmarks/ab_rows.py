@@ -5,7 +5,8 @@
 Each run is a fresh process importing taylorism-zmq from its checkout (PYTHONPATH), A (the base) then B
 (this checkout), again and again, so that a machine whose speed drifts weighs on both alike; each pair
 gives the ratio B/A of each figure, and the median of those ratios is the change's cost (the smallest and
-largest say how noisy the machine was). Both checkouts need compare.py's run_row.
+largest say how noisy the machine was); beside each workload's figure, the CPU all its processes spent per
+task, less sensitive to what else the machine runs. Both checkouts need compare.py's run_row.
 """
 
 from __future__ import annotations
@@ -23,8 +24,24 @@ FIGURES = {"w1": ("tasks_per_s", True), "w2": ("wall_over_ideal", False), "w3": 
            "w4": ("mb_per_s", True)}
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its live descendants (an embedded boss, its agent, launchers, tasks)."""
+    import psutil
+
+    total = 0.0
+    me = psutil.Process()
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def one(tree: str, row: str, workloads: list[str]) -> dict[str, float]:
-    """Run *row* once from the checkout *tree* (in this process) and return its figures."""
+    """Run *row* once from the checkout *tree* (in this process) and return its figures, and each workload's
+    CPU per task ("<w>_cpu_us": every process of the row, those still alive at its end)."""
     sys.path.insert(0, os.path.join(tree, "benchmarks"))
     import compare  # noqa: E402 - the checkout's own
 
@@ -32,9 +49,15 @@ def one(tree: str, row: str, workloads: list[str]) -> dict[str, float]:
 
     if not os.path.abspath(taylorism_zmq.__file__).startswith(os.path.abspath(tree)):
         raise SystemExit(f"taylorism_zmq came from {taylorism_zmq.__file__}, not from {tree}")
-    sizes = {w: compare.WORKLOADS[w] for w in workloads}
-    result = compare.run_row(row, sizes, 1, "")
-    return {w: result["runs"][w][0][FIGURES[w][0]] for w in workloads}
+    figures = {}
+    for w in workloads:
+        size, slots = compare.WORKLOADS[w]
+        compare.run_row(row, {w: (max(4, size // 20), slots)}, 1, "")  # (the daemons' start is not the change's)
+        before = cpu_seconds()
+        result = compare.run_row(row, {w: compare.WORKLOADS[w]}, 1, "")
+        figures[w] = result["runs"][w][0][FIGURES[w][0]]
+        figures[f"{w}_cpu_us"] = 1e6 * (cpu_seconds() - before) / compare.WORKLOADS[w][0]
+    return figures
 
 
 def main() -> int:
@@ -67,11 +90,13 @@ def main() -> int:
     print(f"{args.row}: A = {trees['A']}, B = {trees['B']}, {args.pairs} pairs")
     for w in workloads:
         key, more_is_better = FIGURES[w]
-        a, b = [r[w] for r in runs["A"]], [r[w] for r in runs["B"]]
-        ratios = sorted(y / x for x, y in zip(a, b, strict=True))
-        print(f"{w.upper()} {key}: A median {statistics.median(a):.3g}, B median {statistics.median(b):.3g}; "
-              f"B/A pair by pair: median {statistics.median(ratios):.3f} [{ratios[0]:.2f}-{ratios[-1]:.2f}]"
-              f" ({'higher' if more_is_better else 'lower'} is better)")
+        for figure, label, better in ((w, key, "higher" if more_is_better else "lower"),
+                                      (f"{w}_cpu_us", "CPU us per task", "lower")):
+            a, b = [r[figure] for r in runs["A"]], [r[figure] for r in runs["B"]]
+            ratios = sorted(y / x for x, y in zip(a, b, strict=True))
+            print(f"{w.upper()} {label}: A median {statistics.median(a):.3g}, B median {statistics.median(b):.3g}; "
+                  f"B/A pair by pair: median {statistics.median(ratios):.3f} [{ratios[0]:.2f}-{ratios[-1]:.2f}]"
+                  f" ({better} is better)")
     return 0
 
 
