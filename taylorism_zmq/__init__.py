@@ -16,6 +16,7 @@ from .errors import (
     KeyRefusedError,
     RemoteTraceback,
     TaskDiedError,
+    UnverifiedReportError,
     WorkerError,
 )
 from .schedulers import BaseScheduler, MaxThreadsScheduler, binding_setup
@@ -27,9 +28,8 @@ __version__ = "0.2.0"
 __all__ = [
     "AccessDeniedError", "AgentLostError", "BaseScheduler", "BindedWorker", "Boss", "BossUnreachableError",
     "JobCancelledError", "KeyRefusedError", "LocalCluster", "MaxThreadsScheduler", "RemoteTraceback",
-    "TaskDiedError", "Worker",
-    "WorkerError", "batch_main", "binding_setup", "cluster_status", "install_as_taylorism", "run_as_server",
-    "schedulers", "security", "taylorism_log", "util",
+    "TaskDiedError", "UnverifiedReportError", "Worker", "WorkerError", "batch_main", "binding_setup",
+    "cluster_status", "install_as_taylorism", "run_as_server", "schedulers", "security", "taylorism_log", "util",
 ]
 
 

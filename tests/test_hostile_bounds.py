@@ -119,7 +119,7 @@ def test_tasks_registered_for_unknown_jobs_are_bounded(caplog):
     state.ledger.orphan_running.limit = 100
     with caplog.at_level(logging.WARNING, "taylorism_zmq.boss"):
         for n in range(5):
-            running = [[i, f"unknown-{n}", i, None] for i in range(100)]
+            running = [[i, f"unknown-{n}", i, None, "SHA256:o"] for i in range(100)]
             add_agent(state, f"h{n}", slots=100, running=running)
     assert len(state.ledger.orphan_running) == 100
     assert state.ledger.counters["orphan_running_dropped"] == 400
@@ -235,8 +235,8 @@ def router_and_peer(tmp_path):
 
 
 def _reports(route: bytes, size: int) -> tuple:
-    return (route, Msg.REPORTS, {"job": "j", "reports": [[0, True, b"x" * size, "h", "n", b"", b""]],
-                                 "trusted": True})
+    return (route, Msg.REPORTS, {"job": "j", "reports": [[0, True, b"x" * size, "h", "n", b"", b"", b"t" * 32]],
+                                 "trusted": True, "owned": True})
 
 
 def test_a_peer_that_never_reads_is_cut_at_the_byte_bound_and_its_route_never_logged(router_and_peer, caplog):
@@ -322,7 +322,8 @@ def test_live_output_dropped_for_a_client_is_said_in_its_next_chunk_or_with_its_
     paused.clear()
     outbox.send([output([0, "w0", STDOUT, b"next\n"], [0, "w0", STDOUT, b"more\n"]),
                  output([0, "w0", STDOUT, b"last\n"]),
-                 (route, Msg.REPORTS, {"job": "j", "reports": [[1, True, b"r", "h", "w1", b"", b""]], "trusted": True}),
+                 (route, Msg.REPORTS, {"job": "j", "reports": [[1, True, b"r", "h", "w1", b"", b"", b"t" * 32]],
+                                       "trusted": True, "owned": True}),
                  (route, Msg.JOB_END, {"job": "j", "status": "finished", "pending": [], "error": None})])
     got = []
     while sock.poll(2000):

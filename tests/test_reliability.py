@@ -21,7 +21,7 @@ from conftest import alive, authorized_socket, free_port, journal_rows, wait_unt
 from zt_workers import execution_ledger
 
 from taylorism_zmq import batch_main, run_as_server
-from taylorism_zmq.wire import protocol
+from taylorism_zmq.wire import keystore, protocol, security
 from taylorism_zmq.wire.protocol import Msg
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -166,10 +166,11 @@ def test_issue14_a_hostile_ticket_does_not_freeze_the_boss(cluster_factory):
     cluster.add_agent(slots=2)
     cluster.wait_agents(1)
     boss = run_as_server(dict(zt="nap", seconds=0.1), dict(tag=[1, 2]), boss=cluster.control, scheduler=threads(2))
+    owner = keystore.fingerprint(security.load_keys().public.decode())  # (the job's, as its agents would say)
     with authorized_socket(zmq.DEALER, cluster.control, routing_id=b"agent-liar") as liar:
         liar.send_multipart(protocol.encode(Msg.REGISTER, {
             "agent": "agent-liar", "host": "liar", "shm_host": "x", "cpus": 2, "memory": 1000.0, "slots": 2,
-            "pid": 1, "running": [[1, boss.job_id, 0, 30_000_000]]}))
+            "pid": 1, "running": [[1, boss.job_id, 0, 30_000_000, owner]]}))
         assert liar.poll(10000), "no answer to the registration"
         kinds = []
         while liar.poll(1000):

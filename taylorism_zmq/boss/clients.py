@@ -7,6 +7,7 @@ import logging
 from collections.abc import Container
 
 from ..wire.keystore import Identity
+from ..wire.peer_logging import job_label
 from ..wire.protocol import Msg, split_rows
 from .ledger import Ledger, refusal
 from .model import JobState, Refused
@@ -58,7 +59,7 @@ class ClientConnections:
         job = ledger.owned_job(jid, who)
         done = ledger.detached_done.get(jid)
         if done is not None and done[2].key != who.key and not who.can("admin"):
-            raise Refused(f"job {jid} belongs to another user")
+            raise Refused(f"job {jid} belongs to another user", f"job {job_label(jid)} belongs to another user")
         live = job is not None and job.detach
         if not live and done is None:
             ledger.out.add(route, Msg.ERROR, refusal(jid, "ValueError", f"no detached job {jid} on this boss"))
@@ -72,15 +73,19 @@ class ClientConnections:
             return
         self.follow(route, now)
         self.attached_now.add(route)
+        # an admin's connection is told it is not the owner's: it shows the payloads, and unpickles none
         if job is not None and live:
             job.client = route
+            job.client_owned = who.key == job.owner.key
             for part in split_rows(job.kept):
-                ledger.out.add(route, Msg.REPORTS, {"job": jid, "reports": part, "trusted": ledger.vouch})
+                ledger.out.add(route, Msg.REPORTS, {"job": jid, "reports": part, "trusted": ledger.vouch,
+                                                    "owned": job.client_owned})
             return
         assert done is not None
-        kept, end, _owner, _size = done
+        kept, end, owner, _size = done
         for part in split_rows(kept):
-            ledger.out.add(route, Msg.REPORTS, {"job": jid, "reports": part, "trusted": ledger.vouch})
+            ledger.out.add(route, Msg.REPORTS, {"job": jid, "reports": part, "trusted": ledger.vouch,
+                                                "owned": who.key == owner.key})
         ledger.out.add(route, Msg.JOB_END, end)
 
     def cut(self, route: bytes, now: float) -> None:
@@ -92,7 +97,7 @@ class ClientConnections:
                 job.client = b""  # nothing is sent for it until its owner attaches again
                 continue
             log.warning("client of job %s (%s) does not read what the boss sends: stopping the job",
-                        job.jid, job.owner.label, extra={"job": job.jid})
+                        job.label, job.owner.label, extra={"job": job.label})
             self.ledger.end_job(job, JobState.STOPPED, now)
 
     def expire(self, now: float) -> None:
@@ -102,7 +107,7 @@ class ClientConnections:
             silent = now - self.seen.get(job.client, job.created)
             if silent > self.client_timeout:
                 log.warning("client of job %s (%s) silent for %.0fs: stopping the job",
-                            job.jid, job.owner.label, silent, extra={"job": job.jid})
+                            job.label, job.owner.label, silent, extra={"job": job.label})
                 self.ledger.end_job(job, JobState.STOPPED, now)
         live = {j.client for j in self.ledger.jobs.values()}
         for route in [r for r, seen in self.seen.items() if r not in live and now - seen > self.client_timeout]:

@@ -328,7 +328,7 @@ class BossDaemon:
     def _refuse(self, kind: Msg, route: bytes, body: dict, who: Identity, exc: Refused) -> list[Out]:
         """Log and count a refused message, and tell its sender why (in the answer it waits for)."""
         why = str(exc)
-        self.guard.refused(kind.name, who, why)
+        self.guard.refused(kind.name, who, exc.logged)
         if not route:
             return []
         if kind is Msg.ADMIN:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..wire.keystore import LOCAL, Identity
+from ..wire.peer_logging import job_label
 from ..wire.protocol import Msg
 
 #: a message to send: (routing id, kind, body)
@@ -22,7 +23,12 @@ Out = tuple[bytes, Msg, dict[str, Any]]
 
 
 class Refused(Exception):
-    """A message its sender may not send: answered with the reason, logged and counted."""
+    """A message its sender may not send: answered with the reason, logged (as *logged*, if the reason names
+    what the log must not: a job id) and counted."""
+
+    def __init__(self, message: str, logged: str | None = None):
+        super().__init__(message)
+        self.logged = message if logged is None else logged
 
 
 class TransitionError(RuntimeError):
@@ -292,6 +298,8 @@ class TaskRecord:
     expected_time: float
     files: list[str]
     payload: bytes
+    #: the task's key from its client (relayed with its RUN only: its process tags its result with it)
+    key: bytes = b""
     #: changed only by transition()
     state: TaskState = TaskState.NEW
     agent: AgentRecord | None = None
@@ -361,11 +369,23 @@ class JobRecord:
     n_pending: int = 0
     #: who submitted it: only that identity (or an admin) may control or attach to it
     owner: Identity = LOCAL
+    #: the connection its reports go to (its client) is its owner's key, not an admin's that attached
+    client_owned: bool = True
     #: bytes of instructions of its tasks not reported yet (counted against its owner's quota)
     held: int = 0
 
     def __post_init__(self) -> None:
         self.pending = [] if self.policy.longer_first else collections.deque()
+
+    @property
+    def owner_id(self) -> str:
+        """Its owner's key id: what agents keep with its tasks, and say again to a restarted boss."""
+        return self.owner.key_id
+
+    @property
+    def label(self) -> str:
+        """How logs name it: its name and a short digest of its id (other users may read the log)."""
+        return job_label(self.jid, self.name)
 
     @property
     def halted(self) -> bool:

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 #: bounds on what an agent declares
 MAX_SLOTS = 1_000_000
 MAX_TICKET = 2**31
+#: characters of a key id (a fingerprint, "SHA256:" and 16 hex digits) an agent says owns a task
+MAX_KEY_ID = 64
 
 
 def register_problem(body: dict[str, Any]) -> str | None:
@@ -29,9 +31,11 @@ def register_problem(body: dict[str, Any]) -> str | None:
     running = body["running"]
     if len(running) > body["slots"]:
         return f"{len(running)} running tasks declared on {body['slots']} slots"
-    for _tid, _job, index, ticket in running:
+    for _tid, _job, index, ticket, owner in running:
         if index < 0 or (ticket is not None and not 0 <= ticket < MAX_TICKET):
             return f"task index {index} or ticket {ticket} out of range"
+        if len(owner) > MAX_KEY_ID:
+            return f"a task's owner key id takes {len(owner)} characters, more than {MAX_KEY_ID}"
     return None
 
 

@@ -51,7 +51,7 @@ class Connection:
             raise BossUnreachableError(f"the boss at {endpoint}: {problem}")
         curve = security.needs_curve(endpoint)
         #: read once, before any socket exists (a missing key pair is a clear error, nothing to clean up)
-        self._keys = security.load_keys() if curve else None
+        self.keys = security.load_keys() if curve else None
         #: pickle may travel on this link: private ipc, or authenticated tcp
         self.trusted = curve or security.link_is_trusted(endpoint)
         self.pid = os.getpid()
@@ -65,8 +65,8 @@ class Connection:
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         configure_connected(self.sock, linger_ms=1000)
-        if self._keys is not None:
-            security.secure_client(self.sock, self._keys)
+        if self.keys is not None:
+            security.secure_client(self.sock, self.keys)
         self.sock.routing_id = self.client_id.encode()
         self.sock.sndtimeo = int(self.timeout * 1000)  # a queue full for that long: the boss is gone
         if endpoint.startswith("ipc://"):
@@ -139,7 +139,7 @@ class Connection:
     def _check_handshake(self) -> None:
         problem = self._handshake.check()
         if problem is not None and not self._handshake.succeeded:
-            if self._handshake.key_refused and self._keys is not None:
+            if self._handshake.key_refused and self.keys is not None:
                 raise self._key_refused()
             raise BossUnreachableError(problem)
 
@@ -147,9 +147,9 @@ class Connection:
         """The boss does not know this key: say which one, and the command that lets it in."""
         from ..wire.keystore import fingerprint
 
-        assert self._keys is not None
+        assert self.keys is not None
         key_file = str(security.key_dir() / "id.key")
-        finger = fingerprint(self._keys.public)
+        finger = fingerprint(self.keys.public)
         fix = f"taylorism-ctl authorize --role client {key_file}"
         return KeyRefusedError(
             f"the boss at {self.endpoint} refused this key ({key_file}, {finger}): it is not among its authorized "
@@ -239,8 +239,8 @@ class Connection:
         sock = self.ctx.socket(zmq.DEALER)
         try:
             configure_connected(sock, linger_ms=0)
-            if self._keys is not None:
-                security.secure_client(sock, self._keys)
+            if self.keys is not None:
+                security.secure_client(sock, self.keys)
             sock.connect(self.endpoint)
             frames = protocol.encode(Msg.CLIENT_ALIVE, {"client": self.client_id})
             while not self._stop_beating.wait(CLIENT_HEARTBEAT):

@@ -29,6 +29,7 @@ import msgpack
 
 from ..processes import die_with_parent
 from ..wire.codec import Codec
+from ..wire.integrity import NO_TAG
 from ..wire.protocol import STDERR, STDOUT
 from . import descendants, isolation
 from .agent_link import KEY as AGENT
@@ -212,7 +213,7 @@ class Launcher:
 
     # -- tasks ---------------------------------------------------------------------
     def on_run(self, tid: int, ticket: int | None, cls_ref: str, payload: bytes, binded: bool, trusted: bool,
-               timeout: float | None, stream: bool, max_tasks: int) -> None:
+               timeout: float | None, stream: bool, max_tasks: int, key: bytes) -> None:
         t0 = time.time()
         try:
             if self.setup_error is not None:
@@ -220,8 +221,10 @@ class Launcher:
             if cls_ref not in self.classes.classes and self._keeping_children(self.classes.load, cls_ref):
                 self._drop_spares()  # they were forked before this import: fork fresh ones
         except (ImportError, RuntimeError) as exc:
-            codec = Codec(trusted)
-            self.agent.send(LinkMsg.DONE, tid, False, failure(codec, exc), t0, time.time(), b"", b"")
+            # the launcher's own word, not the task's: no tag, so nothing in it that needs pickle (the client
+            # reads it without pickle)
+            self.agent.send(LinkMsg.DONE, tid, False, failure(Codec(False), exc), t0, time.time(), b"", b"",
+                            NO_TAG)
             return
         if self.closing or self.term_requested:
             return  # going away: the agent will not hear of this task anyway
@@ -229,7 +232,7 @@ class Launcher:
         self.max_tasks = max_tasks
         proc = self._process_for(max_tasks, self.classes.generation_of(cls_ref))
         more = proc.runs + 1 < max_tasks
-        order = msgpack.packb([cls_ref, payload, ticket, binded, trusted, stream, more], use_bin_type=True)
+        order = msgpack.packb([cls_ref, payload, ticket, binded, trusted, stream, more, key], use_bin_type=True)
         proc.give(Task(tid, timeout, bool(stream), self.max_output), order, more)
         self.running[tid] = proc
 
@@ -322,14 +325,14 @@ class Launcher:
             if task is None or task.reported or proc.why is not None:
                 continue
             try:
-                ok, payload = msgpack.unpackb(data)
+                ok, payload, tag = msgpack.unpackb(data)
             except (ValueError, TypeError):
                 continue  # a broken report: its exit status will say what happened
-            if type(payload) is not bytes:
+            if type(payload) is not bytes or type(tag) is not bytes:
                 continue  # (the task's own code can write on that pipe)
             # its output was flushed before its result: it is in the pipes already
             self._drain_outputs(proc)
-            self._finish(proc, bool(ok), payload)
+            self._finish(proc, bool(ok), payload, tag)
             if ok and proc.task_w >= 0 and proc.status is None:
                 self._park(proc)
         if ended:
@@ -406,7 +409,7 @@ class Launcher:
                 self._close_results(proc)
             proc.close_orders()
             if proc.task is not None and not proc.task.reported:
-                self._finish(proc, False, None)
+                self._finish(proc, False, None, NO_TAG)
             for pool in (self.spares, self.idle):
                 if proc in pool:
                     pool.remove(proc)
@@ -415,8 +418,9 @@ class Launcher:
             # whatever is a child of this launcher and not a task process nor kept goes
             descendants.kill_children(self.children, self.procs.keys() | self.kept)
 
-    def _finish(self, proc: TaskProcess, ok: bool, payload: bytes | None) -> None:
-        """Tell the agent how the process's task ended; with no payload, how the process died."""
+    def _finish(self, proc: TaskProcess, ok: bool, payload: bytes | None, tag: bytes) -> None:
+        """Tell the agent how the process's task ended, with the tag its process put on it; with no payload, how
+        the process died (the launcher's own word: no tag)."""
         task = proc.task
         assert task is not None
         task.reported = True
@@ -430,9 +434,9 @@ class Launcher:
                 what = f"killed by signal {sig} ({signal.Signals(sig).name})"
             else:
                 what = f"exited with code {os.waitstatus_to_exitcode(status)} without a report"
-            ok, payload = False, died(f"task process {proc.pid} on host {self.host} {what}")
+            ok, payload, tag = False, died(f"task process {proc.pid} on host {self.host} {what}"), NO_TAG
         self.agent.send(LinkMsg.DONE, task.tid, ok, payload, task.t0, time.time(),
-                        task.outputs[STDOUT].getvalue(), task.outputs[STDERR].getvalue())
+                        task.outputs[STDOUT].getvalue(), task.outputs[STDERR].getvalue(), tag)
 
     def _kill(self, tids: set[int]) -> None:
         deadline = time.monotonic() + KILL_GRACE

@@ -18,6 +18,7 @@ never waits on the disk and a revoked key is refused from its next message on.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -61,14 +62,21 @@ class Identity:
         """Name and fingerprint, for logs."""
         return self.name if self.key in ("local", "anonymous") else f"{self.name} ({fingerprint(self.key)})"
 
+    @property
+    def key_id(self) -> str:
+        """The key's fingerprint: what agents keep with each task as its job's owner (not a secret)."""
+        return fingerprint(self.key)
+
 
 #: the peers of an ipc boss (a 0700 directory: only its owner can connect) and of an --insecure one
 LOCAL = Identity("local", "local", frozenset(ROLES), None)
 ANONYMOUS = Identity("anonymous", "anonymous", frozenset(ROLES), None)
 
 
+@functools.lru_cache(maxsize=4096)
 def fingerprint(key: str | bytes) -> str:
-    """A short, stable name for a public key (what logs show of a key the boss does not know)."""
+    """A short, stable name for a public key (what logs show of a key the boss does not know; the key id agents
+    keep with each task, compared for each report: remembered for the keys seen lately)."""
     raw = key.encode() if isinstance(key, str) else key
     return "SHA256:" + hashlib.sha256(raw).hexdigest()[:16]
 

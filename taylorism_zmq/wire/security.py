@@ -125,6 +125,18 @@ def load_boss_keys(directory: Path | None = None) -> Keys:
     return Keys(public, secret, public)
 
 
+def own_secret(directory: Path | None = None) -> bytes | None:
+    """This user's CURVE secret key, if the key directory holds a pair fit for use (else None): a client's jobs
+    derive the keys of their tasks from it, so that another process of this user can check their results."""
+    directory = Path(directory or key_dir())
+    if not (directory / "id.key_secret").exists():
+        return None
+    try:
+        return _pair(directory, "id")[1]
+    except KeysError:
+        return None
+
+
 def _pair(directory: Path, name: str) -> tuple[bytes, bytes]:
     secret_file = directory / f"{name}.key_secret"
     if not secret_file.exists():
