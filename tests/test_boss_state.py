@@ -850,7 +850,7 @@ def test_cancel_kills_the_running_cancels_the_pending_and_tells_who():
     assert end["error"]["type"] == "JobCancelledError"
     assert end["error"]["message"].startswith("job j1 (j1) was cancelled by operator")
     assert not state.ledger.tasks and not state.ledger.agents[a].running
-    assert state.ledger.ended["j1"] is JobState.CANCELLED and state.ledger.counters["jobs_cancelled"] == 1
+    assert state.ledger.ended["j1"][0] is JobState.CANCELLED and state.ledger.counters["jobs_cancelled"] == 1
     again = state.on_control(b"ctl", {"job": "j1", "action": "cancel"}, now=2.0, who=operator)
     assert again == [(b"ctl", Msg.ADMIN_REPLY, {"ok": False, "job": "j1",
                                                 "message": "cannot cancel job j1: it cancelled already"})]

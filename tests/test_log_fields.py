@@ -34,7 +34,9 @@ def test_json_log_records_carry_job_task_agent_and_host(cluster_factory, tmp_pat
     failed = wait_until(lambda: [r for r in records(boss_log) if "failed on host" in r["message"]], 10,
                         "the failure in the boss's log")
     (line,) = failed
-    assert line["task"] and line["job"].startswith("job-") and line["host"] == "vm"
+    # a job is named by its label (its name and a digest of its id: other users may read the log), never its id
+    assert line["task"] and line["job"].startswith("'logged' #") and line["host"] == "vm"
+    assert not any("job-" in str(r.get("job")) or "job-" in r["message"] for r in records(boss_log))
     assert line["agent"].startswith("agent-vm-")
     assert "ValueError: " in line["message"] and "failed on purpose" in line["message"]  # the exception type
     boss_records = records(boss_log)

@@ -39,9 +39,11 @@ class Followers:
             self._rows(route, jid, kept)
             ledger.out.add(route, Msg.JOB_END, end)
             return
-        if job is None and jid in ledger.ended:
-            ledger.out.add(route, Msg.JOB_END, {"job": jid, "status": ledger.ended[jid].value, "pending": [],
-                                                "error": None})
+        ended = ledger.ended.get(jid)
+        if job is None and ended is not None and ended[1] != who.key and not who.can("admin"):
+            raise Refused(f"job {jid} belongs to another user")
+        if job is None and ended is not None:
+            ledger.out.add(route, Msg.JOB_END, {"job": jid, "status": ended[0].value, "pending": [], "error": None})
             return
         if job is None:
             ledger.out.add(route, Msg.ERROR, refusal(jid, "ValueError", f"no job {jid} on this boss"))

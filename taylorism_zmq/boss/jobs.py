@@ -225,7 +225,7 @@ class JobRequests:
         job = ledger.owned_job(body["job"], who)
         if job is None:
             if body["action"] == "cancel":
-                self._no_job_to_cancel(route, body["job"])
+                self._no_job_to_cancel(route, body["job"], who)
             return
         action = body["action"]
         if action in ("halt", "resume"):
@@ -264,9 +264,12 @@ class JobRequests:
                        "dropped"})
         self.ledger.end_job(job, JobState.CANCELLED, now, error=("JobCancelledError", why))
 
-    def _no_job_to_cancel(self, route: bytes, jid: str) -> None:
-        """A cancel for a job not here is told why (other actions on it are ignored, as always)."""
+    def _no_job_to_cancel(self, route: bytes, jid: str, who: Identity) -> None:
+        """A cancel for a job not here is told why (other actions on it are ignored, as always); how another
+        user's job ended is not said."""
         ended = self.ledger.ended.get(jid)
-        where = f"it {ended.value} already" if ended is not None else "no such job on this boss"
+        if ended is not None and ended[1] != who.key and not who.can("admin"):
+            ended = None
+        where = f"it {ended[0].value} already" if ended is not None else "no such job on this boss"
         self.ledger.out.add(route, Msg.ADMIN_REPLY, {"ok": False, "job": jid,
                                                       "message": f"cannot cancel job {jid}: {where}"})

@@ -441,7 +441,7 @@ class Boss:
             sys.stderr.writelines(f"[{name}] {line}\n" for line in lines)
 
     def _fail(self, end: dict) -> BaseException:
-        failure = self._failure if end["status"] == "failed" else None  # (cancelled: who did it, not a task)
+        failure = self._failure if end["status"] != "cancelled" else None  # (cancelled: who did it, not a task)
         if failure is not None:
             exc, tb = failure["report"], failure["traceback"]
             with_origin(exc, tb, failure["name"], failure["host"], self._job)

@@ -52,7 +52,7 @@ def attach(address: str, job: str, timeout: float) -> int:
             conn.wait(inbox, None)  # (a silent boss raises BossUnreachableError after the timeout)
             kind, body = inbox.popleft()
             if kind is Msg.REPORTS:
-                for index, ok, payload, host, name, _stdout, _stderr in body["reports"]:
+                for index, ok, payload, host, name, _stdout, _stderr, _tag in body["reports"]:
                     live.end(index, name)
                     print(_report_line(ok, payload, host, name, codec), flush=True)
                 if isinstance(body.get("running"), int) and not body["reports"]:
