@@ -364,3 +364,28 @@ def test_the_client_says_at_the_end_of_a_tasks_live_output_what_the_boss_dropped
     assert out.getvalue() == ""  # a task reported already, a stream that is none, malformed rows: nothing
     assert err.getvalue() == "[w3] \n[w3] [... 77 bytes of live output dropped here; the task's report keeps its " \
                              "output ...]\n"
+
+
+# -- what a job holds counts in its owner's quota (quota.py) ----------------------------------------------
+def test_a_jobs_own_record_counts_in_its_owners_quota_until_it_ends():
+    state = make_state(max_held_bytes_per_key=1 << 20)
+    env = {"path": ["/p"] * 2000, "cwd": "/"}  # 8 KiB packed; 2000 objects on the boss
+    out = state.on_submit(b"c", submit_body("j1", env=env), now=0.0, who=ALICE)
+    assert out == [] and state.ledger.quota.bytes[ALICE.key] > 2000 * 56
+    policy = {"kind": "nosort", "placement_class": b"x" * 700_000, "placement_attrs": {"a": "b" * 700_000}}
+    out = state.on_submit(b"c", submit_body("j2", policy=policy), now=0.0, who=ALICE)
+    assert [b["status"] for _, k, b in out if k is Msg.JOB_END] == ["failed"]  # over the key's 1 MiB
+    assert "limit per key" in out[0][2]["error"]["message"] and state.ledger.counters["quota_refused"] == 1
+    state.on_control(b"c", {"job": "j1", "action": "stop_now"}, now=1.0, who=ALICE)
+    assert not state.ledger.quota.bytes and not state.ledger.quota.jobs
+
+
+def test_placement_fields_are_bounded_and_not_kept_without_a_placement():
+    from taylorism_zmq.boss.model import MAX_PLACEMENT_CLASS, Policy
+
+    policy = Policy.from_wire({"kind": "nosort", "placement_attrs": {"a": 1}, "placement_class": b"x"})
+    assert policy.placement_attrs == {} and policy.placement_class is None
+    with pytest.raises(ValueError, match="more than"):
+        Policy.from_wire({"kind": "nosort", "placement": "m:S", "placement_class": b"x" * (MAX_PLACEMENT_CLASS + 1)})
+    with pytest.raises(ValueError, match="more than"):
+        Policy.from_wire({"kind": "nosort", "placement": "m:S", "placement_attrs": {"a": "b" * 100_000}})

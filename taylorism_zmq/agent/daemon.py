@@ -36,6 +36,7 @@ from ..wire.protocol import Msg, ProtocolError
 from ..wire.sockets import configure_connected, report_endpoint_for
 from . import forked
 from .journal import default_state_dir, open_journal
+from .launcher_link import message_cap
 from .launcher_pool import LauncherPool
 from .sender import ReportSender
 from .task_runner import TaskRunner
@@ -134,7 +135,7 @@ class AgentDaemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
         self.zygote = Zygote.start()  # before any zmq context: children must not inherit its fds
-        self.launchers = LauncherPool(self.aid, self.zygote, self.poller)
+        self.launchers = LauncherPool(self.aid, self.zygote, self.poller, message_cap(self.max_report, self.max_output))
         try:  # after the zygote: no launcher may hold the journal's lock after this agent is gone
             self.sender = ReportSender(self.aid, open_journal(self.state_dir or str(default_state_dir() /
                                                                                       f"agent-{self.host}")))
@@ -222,7 +223,7 @@ class AgentDaemon:
             if self.dealer in events:
                 self._read_boss()
             if self.fork_listener is not None and self.fork_listener.fileno() in events:
-                for link in forked.accept_all(self.fork_listener):
+                for link in forked.accept_all(self.fork_listener, self.launchers.max_message):
                     self.launchers.add(link)
             for link in self.launchers:
                 ev = events.get(link.sock.fileno(), 0)

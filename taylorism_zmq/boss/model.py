@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..wire.keystore import LOCAL, Identity
-from ..wire.protocol import Msg
+from ..wire.protocol import Msg, approx_size
 
 #: a message to send: (routing id, kind, body)
 Out = tuple[bytes, Msg, dict[str, Any]]
@@ -98,6 +98,8 @@ JOB_ENDS = frozenset({JobState.FINISHED, JobState.FAILED, JobState.STOPPED, JobS
 
 #: taylorism's bound on tickets for memory-limited schedulers
 MAX_TICKETS = 512
+#: bytes a placement scheduler's attributes and its class by value may take (they count in the owner's quota)
+MAX_PLACEMENT_ATTRS, MAX_PLACEMENT_CLASS = 64 << 10, 4 << 20
 KINDS = ("nosort", "threads", "memory", "threads+memory")
 
 
@@ -139,10 +141,17 @@ class Policy:
             raise ValueError("max_memory must be a number")
         if policy.placement is not None and (not isinstance(policy.placement, str) or ":" not in policy.placement):
             raise ValueError(f"placement must be 'module:qualname', not {policy.placement!r}")
+        if policy.placement is None:  # (what would serve no purpose is not kept)
+            policy.placement_attrs, policy.placement_class = {}, None
         if not isinstance(policy.placement_attrs, dict):
             raise ValueError("placement_attrs must be a map")
+        if approx_size(policy.placement_attrs) > MAX_PLACEMENT_ATTRS:
+            raise ValueError(f"placement_attrs take more than {MAX_PLACEMENT_ATTRS} bytes")
         if policy.placement_class is not None and not isinstance(policy.placement_class, bytes):
             raise ValueError("placement_class must be bytes")
+        if policy.placement_class is not None and len(policy.placement_class) > MAX_PLACEMENT_CLASS:
+            raise ValueError(f"the scheduler class by value takes {len(policy.placement_class)} bytes, more than "
+                             f"{MAX_PLACEMENT_CLASS}: define it in a module the boss can import")
         return policy
 
     @property
@@ -361,8 +370,11 @@ class JobRecord:
     n_pending: int = 0
     #: who submitted it: only that identity (or an admin) may control or attach to it
     owner: Identity = LOCAL
-    #: bytes of instructions of its tasks not reported yet (counted against its owner's quota)
+    #: bytes of instructions of its tasks not reported yet, and of its own record (counted against its owner's
+    #: quota)
     held: int = 0
+    #: bytes of its own record: its code environment, policy and names (part of held)
+    own_bytes: int = 0
 
     def __post_init__(self) -> None:
         self.pending = [] if self.policy.longer_first else collections.deque()

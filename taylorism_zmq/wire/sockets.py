@@ -14,8 +14,11 @@ HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 5000
 #: messages libzmq may queue per peer, by socket (never 0 = unbounded): past them a send meets back-pressure
 #: (zmq.Again with NOBLOCK), and the sender applies its policy for that kind of message (boss/outbox.py for
-#: the boss, agent/sender.py for agents); receive queues are bounded the same way
-BOSS_SNDHWM = 64
+#: the boss, agent/sender.py for agents); receive queues are bounded the same way.  libzmq counts messages,
+#: not bytes: the boss lets it hold few for each peer (a peer that reads nothing holds at most these and one
+#: being written, whatever their size; 64 STATUS answers of 1 MiB each for every connection that never read
+#: them grew a boss by 264 MiB for four of them), and keeps the rest in its outbox, where bytes are counted
+BOSS_SNDHWM = 4
 BOSS_RCVHWM = 1000
 CONNECTED_SNDHWM = 1000
 CONNECTED_RCVHWM = 1000
