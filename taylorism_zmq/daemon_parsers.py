@@ -74,6 +74,10 @@ def boss_parser() -> argparse.ArgumentParser:
     p.add_argument("--client-timeout", type=float, default=DEFAULTS.client_timeout,
                    help="seconds without news from a client after which its jobs are stopped and their tasks "
                         f"killed, unless submitted with detach=True (default {DEFAULTS.client_timeout:g})")
+    p.add_argument("--detached-timeout", type=float, default=DEFAULTS.detached_timeout, metavar="SECONDS",
+                   help="seconds a detached job with nothing to run (halted, or every task reported and no end "
+                        "said) waits for its client, silent or gone, before it is stopped, its reports kept for "
+                        f"Boss.attach (default {DEFAULTS.detached_timeout:g})")
     p.add_argument("--recovery-grace", type=float, default=DEFAULTS.recovery_grace,
                    help="seconds a job submitted again after a boss restart waits for the agents to say which of "
                         "its tasks still run, before the others are dispatched "

@@ -386,6 +386,7 @@ def run_boss(args: Any) -> int:
     max_frame = int(args.max_frame_mb * 2**20) if getattr(args, "max_frame_mb", None) else DEFAULTS.max_frame
     options = BossOptions(heartbeat=args.heartbeat, agent_timeout=args.agent_timeout, max_retries=args.max_retries,
                           recovery_grace=args.recovery_grace, client_timeout=args.client_timeout,
+                          detached_timeout=args.detached_timeout,
                           max_frame=max_frame, max_jobs_per_key=args.max_jobs_per_key,
                           max_held_bytes_per_key=int(args.max_held_mb_per_key * 2**20))
     daemon = BossDaemon(args.control, args.reports, options, allow_plugins=args.allow_placement_plugins,

@@ -22,6 +22,9 @@ class BossOptions:
     recovery_grace: float = 3.0
     #: seconds without news from a client after which its jobs (not detached) are stopped
     client_timeout: float = 60.0
+    #: seconds a detached job with nothing to run (halted, or every task reported and no end said) may wait for
+    #: its client, silent or gone, before it is stopped (its reports kept for Boss.attach)
+    detached_timeout: float = 86400.0
     #: the largest frame the boss accepts
     max_frame: int = MAX_FRAME
     #: live jobs one key may have on the boss
