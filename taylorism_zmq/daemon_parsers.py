@@ -91,6 +91,16 @@ def boss_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-held-mb-per-key", type=float, default=DEFAULTS.max_held_bytes_per_key / 2**20, metavar="MIB",
                    help="MiB of task instructions not reported yet one key may have on the boss; beyond, the job "
                         f"that adds them fails with the reason (default {DEFAULTS.max_held_bytes_per_key >> 20})")
+    p.add_argument("--max-connections-per-key", type=int, default=DEFAULTS.max_connections_per_key, metavar="N",
+                   help="connections one key may hold (an admin key's: any number; agents sharing a key hold two "
+                        "each); beyond, its handshakes are turned away for now, with the reason "
+                        f"(default {DEFAULTS.max_connections_per_key})")
+    p.add_argument("--max-pending-connections", type=int, default=DEFAULTS.max_pending_connections, metavar="N",
+                   help="connections that have not spoken yet (in their handshake, or silent since) kept at once; "
+                        f"beyond, the oldest is let go (default {DEFAULTS.max_pending_connections})")
+    p.add_argument("--handshake-timeout", type=float, default=DEFAULTS.handshake_timeout, metavar="SECONDS",
+                   help="seconds a connection may take to finish its handshake (default "
+                        f"{DEFAULTS.handshake_timeout:g})")
     p.add_argument("--allow-placement-plugins", action="store_true",
                    help="let jobs whose scheduler overrides place() run that method here: it imports the "
                         "users' modules in the boss, so allow it only where you trust the users")

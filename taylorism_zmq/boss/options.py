@@ -31,6 +31,12 @@ class BossOptions:
     max_jobs_per_key: int = 10_000
     #: bytes of task instructions not reported yet (and of detached jobs' kept reports) one key may have on the boss
     max_held_bytes_per_key: int = 2 << 30
+    #: connections one key may hold (an admin's: any number); agents sharing a key hold two each
+    max_connections_per_key: int = 1024
+    #: connections that have not spoken yet (in their handshake, or silent since) the boss keeps at once
+    max_pending_connections: int = 256
+    #: seconds a connection may take to finish its handshake
+    handshake_timeout: float = 5.0
 
 
 #: the defaults

@@ -58,9 +58,11 @@ def bind(sock: zmq.Socket, endpoint: str) -> None:
         raise
 
 
-def configure_bound(sock: zmq.Socket, max_frame: int) -> None:
-    """Options for the boss's bound sockets: bounded frames and queues, no hang at close."""
+def configure_bound(sock: zmq.Socket, max_frame: int, handshake_timeout: float = 5.0) -> None:
+    """Options for the boss's bound sockets: bounded frames and queues, handshakes bounded in time (a silent
+    connection holds a descriptor until then: libzmq's default is 30 s), no hang at close."""
     sock.linger = 0
+    sock.handshake_ivl = int(handshake_timeout * 1000)
     sock.maxmsgsize = max_frame
     sock.sndhwm = BOSS_SNDHWM
     sock.rcvhwm = BOSS_RCVHWM
