@@ -8,17 +8,21 @@ a connection accepted (its descriptor), and gone (the same).  A message carries 
 feeds both here; the ZAP handler's thread asks :meth:`Gate.busy` before a known key finishes a handshake.
 
 At a bound a connection is let go: its descriptor is shut down, libzmq sees the end of it and closes it (a
-peer's zmq socket connects again, and meets the ZAP handler):
+peer's zmq socket connects again at once: the gate lets go as few as it can, and turns keys away in the ZAP
+handler instead, which ends the peer's attempts):
 
-- a connection whose first message makes its key hold more than ``max_per_key`` (never an admin's), and the
-  key's next handshakes are turned away for now (ZAP 300, said to the peer) while it holds that many;
-- more than ``max_pending`` connections that have not spoken yet (a silent TCP connection holds a descriptor
-  until libzmq's handshake timeout, an authenticated silent one for ever): the oldest;
-- more than ``max_total`` in all (the boss's descriptors, less a reserve for its own use): the oldest that has
-  not spoken yet, else the newest of the key with the most connections (never an admin's).
+- a key's handshakes are turned away (ZAP 500, said to the peer) while it holds ``max_per_key`` connections,
+  counted from each handshake let in (never an admin's); a connection whose first message makes its key
+  hold more, though, is let go;
+- more than ``max_pending`` connections that have not spoken yet, or more than ``max_total`` in all (the
+  boss's descriptors, less a reserve for its own use): those stuck in their handshake (fewer bytes received
+  than a CURVE handshake takes, after a second) or authenticated and silent since (after APPROVED_FOR
+  seconds), oldest first; beyond ``max_total`` with none such, the newest of the key that holds the most
+  (never an admin's), and other keys' handshakes are turned away.
 
 So an admin's connection always finds a descriptor, and, new and quick to speak, is never the one let go.
-Each connection let go is logged (rate-limited, naming its key where known; never its address) and counted.
+A connection let go and a handshake turned away are logged (rate-limited, naming the key where known; never
+an address) and counted.
 """
 
 from __future__ import annotations
@@ -226,8 +230,10 @@ class Gate:
     # -- letting go ------------------------------------------------------------------------------------------
     def _largest_key_newest(self) -> tuple[str, int] | None:
         """The newest connection of the key that holds the most, among keys that are not admins'."""
+        if self.store is None:  # (every peer of an --insecure boss is anonymous, with every role)
+            return None
         for key, _n in self.per_key.most_common():
-            who = self.store.lookup(key) if self.store is not None else None
+            who = self.store.lookup(key)
             if who is not None and who.can("admin"):
                 continue
             newest = [(c.accepted, conn_id) for conn_id, c in self.conns.items() if c.key == key and not c.cut]
