@@ -63,8 +63,9 @@ def boss_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true",
                    help="serve tcp without CURVE authentication and encryption (then pickle is refused)")
     p.add_argument("--http", default=None, metavar="HOST:PORT",
-                   help="serve a live status page there (off by default; use a loopback address and an SSH tunnel; "
-                        "the URL with its token is logged at start-up, or put a token in <key dir>/http-token)")
+                   help="serve a live status page there (off by default; use a loopback address and an SSH tunnel). "
+                        "It shows every user's jobs and failures: its token is an admin's, TAYLORISM_HTTP_TOKEN or "
+                        "<key dir>/http-token (written there when there is none; never logged)")
     p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                    help="serve Prometheus metrics on http://ADDRESS:PORT/metrics (off by default; 0 picks a free "
                         "port, logged at start-up)")

@@ -184,11 +184,12 @@ class BossDaemon:
             if self.http:
                 from .webstatus import StatusServer, load_token
 
+                token, kept = load_token(str(security.key_dir()))
                 with _serving("the status page (--http)", self.http):
-                    self.status_server = StatusServer(self.http, load_token(str(security.key_dir())))
+                    self.status_server = StatusServer(self.http, token)
                 self.status_server.publish(self.state.status(time.monotonic(), page=True))
                 self.status_server.start()
-                log.info("status page: %s", self.status_server.url)
+                log.info("status page: %s?token=... (the token, an admin's: %s)", self.status_server.address, kept)
             if self.metrics_port is not None:
                 self._start_metrics()
             if ready is not None:

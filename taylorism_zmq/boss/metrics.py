@@ -1,4 +1,5 @@
-"""Prometheus metrics of the boss (``taylorism-boss --metrics-port``), served by prometheus_client.
+"""Prometheus metrics of the boss (``taylorism-boss --metrics-port``), made by prometheus_client and served
+with the bounds of the status page (:mod:`.http_bounds`).
 
 Two kinds of values: histograms the boss loop observes as events happen
 (how long a task waited for a slot, how long it ran; prometheus_client makes
@@ -15,9 +16,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import start_http_server
+from prometheus_client.exposition import MetricsHandler
 from prometheus_client.registry import Collector
 
+from .http_bounds import BoundedHandler, BoundedHTTPServer, serve
 from .options import METRICS_ADDRESS
 
 #: boss counters exported as taylorism_dropped_messages_total{reason=...}
@@ -56,7 +58,10 @@ class BossMetrics:
         self._status: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.registry.register(_StatusCollector(self))
-        self.server, self._thread = start_http_server(port, address, registry=self.registry)
+        # prometheus_client's own server (start_http_server) has no bound on connections or time: ours has
+        handler = type("Handler", (BoundedHandler, MetricsHandler), {"registry": self.registry})
+        self.server = BoundedHTTPServer((address, port), handler, "metrics")
+        self._thread = serve(self.server)
         self.port = self.server.server_port
 
     def publish(self, status: dict[str, Any]) -> None:
