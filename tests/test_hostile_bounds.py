@@ -430,3 +430,19 @@ def test_a_detached_job_whose_client_was_cut_waits_the_detached_timeout_from_the
     state.client_cut(b"alice", 500.0)  # (it read nothing) the job goes on for an ATTACH
     assert not [k for _, k, _ in state.expire(550.0) if k is Msg.JOB_END]
     assert [b["job"] for _, k, b in state.expire(601.0) if k is Msg.JOB_END] == ["d"]
+
+
+# -- a job's policy, checked at SUBMIT (model.py) -----------------------------------------------------------
+@pytest.mark.parametrize("field, value", [("binded", "yes"), ("singlefile", 1), ("max_threads", True),
+                                          ("memory_per_task", -1.0), ("memory_max_percentage", "0.5"),
+                                          ("max_memory", [1])])
+def test_a_policy_field_of_the_wrong_type_fails_its_job_at_submit(field, value):
+    """Issue 21 (12): binded="yes" went on in each RUN, which agents drop (a RUN's binded is a bool), while the
+    boss counted its tasks running for ever."""
+    state = make_state()
+    add_agent(state, "a", slots=2)
+    out = state.on_submit(b"c", submit_body("j", policy={"kind": "threads", "max_threads": 2, field: value}),
+                          now=0.0, who=ALICE)
+    (end,) = [b for _, k, b in out if k is Msg.JOB_END]
+    assert end["status"] == "failed" and end["error"]["type"] == "ValueError" and field in end["error"]["message"]
+    assert "j" not in state.ledger.jobs and not state.ledger.quota.jobs

@@ -292,6 +292,7 @@ class AgentDaemon:
                 pass
             log.warning("agent %s: reports now go to %s (were %s)", self.aid, endpoint, self.reports_endpoint)
         self.reports_endpoint = endpoint
+        self._push_spoke = 0.0  # (it says it is there at the next beat)
         assert self.push_handshake is not None
         self.push_handshake.endpoint = endpoint
         log.info("agent %s pushes reports to %s", self.aid, endpoint)
@@ -312,6 +313,7 @@ class AgentDaemon:
             except zmq.ZMQError:
                 pass  # (libzmq forgot it, after the refusal)
             sock.connect(endpoint)
+            self._push_spoke = 0.0
             log.info("agent %s: connecting again to %s", self.aid, endpoint)
 
     def _register(self) -> None:

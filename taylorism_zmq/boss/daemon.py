@@ -34,7 +34,7 @@ import zmq
 from ..wire import protocol, security
 from ..wire.keystore import ANONYMOUS, LOCAL, Identity, KeyStore
 from ..wire.peer_logging import RateLimitedLog, worth_logging
-from ..wire.protocol import Msg, ProtocolError
+from ..wire.protocol import FrameTooLarge, Msg, ProtocolError
 from ..wire.sockets import EndpointInUseError, bind, check_bindable, configure_bound
 from .authorization import Denied, Guard
 from .gate import Gate, connection_budget
@@ -69,8 +69,8 @@ class BossDaemon:
                  metrics_address: str = METRICS_ADDRESS, validate: bool = False):
         self.control_endpoint = control
         self.reports_endpoint = reports
-        if not 64 * 1024 < options.max_frame <= protocol.MAX_FRAME:
-            raise ValueError(f"the frame cap (--max-frame-mb) must be between 64 KiB and "
+        if not protocol.MIN_FRAME <= options.max_frame <= protocol.MAX_FRAME:
+            raise ValueError(f"the frame cap (--max-frame-mb) must be between {protocol.MIN_FRAME / 2**20:g} and "
                              f"{protocol.MAX_FRAME >> 20} MiB")
         self.max_frame = options.max_frame
         self.curve = not insecure and any(e.startswith("tcp://") for e in (control, reports))
@@ -394,7 +394,8 @@ class BossDaemon:
         return [(route, Msg.REFUSED, {"message": why, "denied": True})]
 
     def _bad_message(self, route: bytes, frames: list, exc: Exception) -> list[Out]:
-        self.ledger.counters["bad_messages"] += 1
+        # (a frame over the cap is a bad message counted apart: it may be a peer that misread the cap)
+        self.ledger.counters["frames_over_cap" if isinstance(exc, FrameTooLarge) else "bad_messages"] += 1
         peer = self.guard.label_of(route) if route else "the report socket"
         self._bad_log.warning(peer, "dropped a bad message from %s: %s", peer, exc)
         version = protocol.version_of(frames)

@@ -31,7 +31,7 @@ DROPPED = {"bad_messages": "bad_message", "unknown_agent_messages": "unknown_age
            "agent_messages_dropped": "answer_to_an_agent_not_reading",
            "orphan_reports_dropped": "unclaimed_report_over_the_cap",
            "quota_refused": "job_over_its_keys_quota",
-           "output_gaps_unmarked": "live_output_gap_not_marked"}
+           "output_gaps_unmarked": "live_output_gap_not_marked", "frames_over_cap": "frame_over_the_cap"}
 #: boss counters exported as taylorism_jobs_ended_total{status=...}
 JOB_ENDS = ("finished", "failed", "stopped", "cancelled")
 #: jobs that get series of their own in taylorism_job_tasks; the others are summed under job="other"

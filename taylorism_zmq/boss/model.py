@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import enum
 import heapq
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,13 +133,15 @@ class Policy:
         policy = cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
         if policy.kind not in KINDS:
             raise ValueError(f"unknown scheduler kind {policy.kind!r}")
-        if policy.max_threads is not None and (not isinstance(policy.max_threads, int) or policy.max_threads < 1):
-            raise ValueError(f"max_threads must be a positive int, not {policy.max_threads!r}")
-        for name in ("memory_per_task", "memory_max_percentage"):
-            if not isinstance(getattr(policy, name), (int, float)):
-                raise ValueError(f"{name} must be a number")
-        if policy.max_memory is not None and not isinstance(policy.max_memory, (int, float)):
-            raise ValueError("max_memory must be a number")
+        if policy.max_threads is not None and (type(policy.max_threads) is not int or policy.max_threads < 1):
+            raise ValueError(f"max_threads must be a positive int, not {policy.max_threads!r:.100}")
+        for name in ("binded", "singlefile"):  # (they travel on in each RUN, whose readers check their types)
+            if type(getattr(policy, name)) is not bool:
+                raise ValueError(f"{name} must be true or false, not {getattr(policy, name)!r:.100}")
+        for name in ("memory_per_task", "memory_max_percentage", "max_memory"):
+            value = getattr(policy, name)
+            if (value is not None or name != "max_memory") and not _non_negative(value):
+                raise ValueError(f"{name} must be a number, 0 or more, not {value!r:.100}")
         if policy.placement is not None and (not isinstance(policy.placement, str) or ":" not in policy.placement):
             raise ValueError(f"placement must be 'module:qualname', not {policy.placement!r}")
         if policy.placement is None:  # (what would serve no purpose is not kept)
@@ -188,6 +191,11 @@ class Policy:
     def memory_fits(self, used: float, wanted: float, cap: float) -> bool:
         # taylorism: memory scheduler wants used + new < max, longer-first wants new <= available
         return used + wanted <= cap if self.longer_first else used + wanted < cap
+
+
+def _non_negative(value: object) -> bool:
+    """A number (not a bool), finite, 0 or more."""
+    return type(value) in (int, float) and math.isfinite(value) and value >= 0  # type: ignore[arg-type,operator]
 
 
 @dataclass(slots=True)

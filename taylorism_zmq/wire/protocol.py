@@ -30,6 +30,9 @@ VERSION_FRAME = bytes([VERSION])
 MAX_FRAME = 256 * 1024 * 1024
 #: room left in a frame for what surrounds its rows (the message's other fields, msgpack headers)
 ENVELOPE = 64 * 1024
+#: the smallest frame cap a boss takes: room for a report beside its envelope and its outputs (agents shrink
+#: outputs to a quarter of what is left each)
+MIN_FRAME = 256 * 1024
 #: the stream numbers of live task output (OUTPUT and AGENT_OUTPUT chunks)
 STDOUT, STDERR = 1, 2
 
@@ -41,6 +44,10 @@ def output_gap(dropped: int) -> bytes:
 
 class ProtocolError(ValueError):
     """A message that does not follow the protocol."""
+
+
+class FrameTooLarge(ProtocolError):
+    """A message larger than its receiver takes (its frame cap, or what its kind may take)."""
 
 
 class Msg(enum.IntEnum):
@@ -194,7 +201,7 @@ def decode(frames: list, max_frame: int = MAX_FRAME) -> tuple[Msg, dict[str, Any
         raise ProtocolError(f"protocol version {version[:8]!r} is not {VERSION}", )
     most, items = KIND_LIMITS.get(kind, (max_frame, None))
     if len(body_frame) > min(max_frame, most):
-        raise ProtocolError(f"{kind.name} frame of {len(body_frame)} bytes exceeds {min(max_frame, most)}")
+        raise FrameTooLarge(f"{kind.name} frame of {len(body_frame)} bytes exceeds {min(max_frame, most)}")
     try:
         if items is None:
             body = msgpack.unpackb(body_frame, raw=False, strict_map_key=True, use_list=True)

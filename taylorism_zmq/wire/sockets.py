@@ -24,6 +24,8 @@ CONNECTED_SNDHWM = 1000
 CONNECTED_RCVHWM = 1000
 #: report batches in flight on an agent's PUSH: few, as each may be as large as a frame
 REPORT_SNDHWM = 8
+#: what the boss reads of a frame beyond its cap (--max-frame-mb), to refuse it with the reason and count it
+FRAME_SLACK = 1 << 20
 #: what a daemon or client accepts in one frame from a boss: the boss's own cap (it never accepts more than
 #: protocol.MAX_FRAME) plus room for what the boss adds to a forwarded payload (names, hosts, the job's env)
 DOWNLINK_SLACK = 16 << 20
@@ -63,7 +65,9 @@ def configure_bound(sock: zmq.Socket, max_frame: int, handshake_timeout: float =
     connection holds a descriptor until then: libzmq's default is 30 s), no hang at close."""
     sock.linger = 0
     sock.handshake_ivl = int(handshake_timeout * 1000)
-    sock.maxmsgsize = max_frame
+    # (a frame a little over the cap is read, refused with the reason and counted: boss/daemon.py; libzmq cuts
+    # a connection whose frame is over this, in silence)
+    sock.maxmsgsize = max_frame + FRAME_SLACK
     sock.sndhwm = BOSS_SNDHWM
     sock.rcvhwm = BOSS_RCVHWM
     sock.heartbeat_ivl = HEARTBEAT_IVL_MS
