@@ -45,6 +45,7 @@ class BoundedHTTPServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], handler: type[BoundedHandler], what: str):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
+        self._stopped = threading.Event()  # (before binding: a failed bind closes the server)
         super().__init__(address, handler)
         self.what = what
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
@@ -55,7 +56,6 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         self.refused = 0
         self.timed_out = 0
         self._reaper = threading.Thread(target=self._reap, name=f"taylorism-{what}-reaper", daemon=True)
-        self._stopped = threading.Event()
         self._reaper.start()
 
     def process_request(self, request: Any, client_address: Any) -> None:
