@@ -430,6 +430,7 @@ class AgentDaemon:
         fresh = not self.registered or body["boss"] != self.boss_id
         self.registered = True
         self.tasks.max_frame = min(body["max_frame"], protocol.MAX_FRAME)  # (reports are capped under it)
+        self.launchers.max_message = message_cap(*self.tasks.caps())  # (what launchers made from now on may send)
         endpoint = self.reports_override or report_endpoint_for(body["reports"], self.control_endpoint)
         if not endpoint:
             log.error("agent %s: the boss names no report endpoint; give one with --reports", self.aid)

@@ -86,7 +86,7 @@ class TaskRunner:
 
     def _start(self, body: dict[str, Any]) -> None:
         try:
-            env = launcher_env(body, self.host, self.run_as_client_user, *self._caps(),
+            env = launcher_env(body, self.host, self.run_as_client_user, *self.caps(),
                                self.trusted_link, self.keep_env, checked=body["env"] == self._env_found_good)
         except JobRefused as refused:
             log.warning("agent %s: job %s %s", self.aid, body["job"], refused.why, extra={"job": body["job"]})
@@ -122,7 +122,7 @@ class TaskRunner:
             self.task_info[tid] = (body["job"], index, None)
             self._done(tid, False, died(why), time.time(), time.time(), b"", b"")
 
-    def _caps(self) -> tuple[int, int]:
+    def caps(self) -> tuple[int, int]:
         """The largest task result a launcher lets through, and the bytes of each of a task's outputs it keeps:
         together under the boss's frame cap (a small one shrinks the outputs, to a quarter of it each at most,
         never the result to nothing: a 2 MiB cap left room for 1 byte of result beside two 1 MiB outputs)."""

@@ -1,12 +1,13 @@
 """The bounds of the boss's HTTP servers (the status page, the metrics): requests at once, time to send a
-request, time silent.
+request, time in all, time silent.
 
 Each request is served on a thread of its own, at most :data:`MAX_CONNECTIONS` at once.  A client has
 :data:`HEAD_TIMEOUT` seconds to send its request line and headers (a client dribbling a byte every few seconds
-held a thread for ever: 16 such closed every page request for 20 s), and a connection silent for
-:data:`IDLE_TIMEOUT` seconds is closed.  When every thread is busy, a new connection takes the place of the one
-that has waited longest for its request to come in, if one waits at all; else it is closed at once.  Either is
-counted and logged (rate-limited).
+held a thread for ever: 16 such closed every page request for 20 s), :data:`REQUEST_TIMEOUT` for all of it,
+reading the answer included, and a connection silent for :data:`IDLE_TIMEOUT` seconds is closed.  When every
+thread is busy, a new connection takes the place of the one that has waited longest for its request to come
+in, if one has waited :data:`TAKE_OVER_AFTER`; else it is closed at once.  Either is counted and logged
+(rate-limited).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ MAX_CONNECTIONS = 16
 IDLE_TIMEOUT = 10.0
 #: seconds a client has to send its request line and headers
 HEAD_TIMEOUT = 5.0
+#: seconds a request may take in all, its answer read included (a client reading a byte now and then)
+REQUEST_TIMEOUT = 60.0
 #: seconds a connection must have waited for its request before a new one may take its place, and seconds the
 #: new one then waits for its thread
 TAKE_OVER_AFTER, TAKE_OVER_WAIT = 0.5, 1.0
@@ -49,8 +52,9 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         super().__init__(address, handler)
         self.what = what
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        #: the connections still reading their request, and since when
+        #: the connections still reading their request, and since when; every connection served, and since when
         self._reading: dict[socket.socket, float] = {}
+        self._serving: dict[socket.socket, float] = {}
         self._lock = threading.Lock()
         #: connections closed because MAX_CONNECTIONS were being served, and those let go for being slow
         self.refused = 0
@@ -70,11 +74,11 @@ class BoundedHTTPServer(ThreadingHTTPServer):
                 self.shutdown_request(request)
                 return
         with self._lock:
-            self._reading[request] = time.monotonic()
+            self._reading[request] = self._serving[request] = time.monotonic()
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._done_reading(request)
+            self._done(request)
             self._slots.release()
             raise
 
@@ -82,12 +86,17 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._done_reading(request)
+            self._done(request)
             self._slots.release()
 
     def _done_reading(self, request: socket.socket) -> None:
         with self._lock:
             self._reading.pop(request, None)
+
+    def _done(self, request: socket.socket) -> None:
+        with self._lock:
+            self._reading.pop(request, None)
+            self._serving.pop(request, None)
 
     def _slowest(self) -> socket.socket | None:
         """The connection that has waited longest for its request, if one has waited TAKE_OVER_AFTER."""
@@ -97,15 +106,16 @@ class BoundedHTTPServer(ThreadingHTTPServer):
                 return None
             return slowest
 
-    def _let_go(self, request: socket.socket, why: str) -> bool:
+    def _let_go(self, request: socket.socket, why: str, reading: bool = True) -> bool:
         """Shut a connection down (its thread sees the end of it and ends)."""
         with self._lock:
-            if self._reading.pop(request, None) is None:
+            if (self._reading if reading else self._serving).pop(request, None) is None:
                 return False
         self.timed_out += 1
         if worth_logging(self.timed_out):
-            log.warning("%s: let go a connection that had not sent its request yet, %s (%d so far)", self.what,
-                        why, self.timed_out)
+            log.warning("%s: let go a connection %s, %s (%d so far)", self.what,
+                        "that had not sent its request yet" if reading else "whose request took too long", why,
+                        self.timed_out)
         try:
             request.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -113,13 +123,17 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         return True
 
     def _reap(self) -> None:
-        """Let go the connections whose request has not come in HEAD_TIMEOUT seconds."""
+        """Let go the connections whose request has not come in HEAD_TIMEOUT seconds, or that have taken
+        REQUEST_TIMEOUT in all."""
         while not self._stopped.wait(0.25):
             now = time.monotonic()
             with self._lock:
                 late = [r for r, since in self._reading.items() if now - since > HEAD_TIMEOUT]
+                slow = [r for r, since in self._serving.items() if now - since > REQUEST_TIMEOUT]
             for request in late:
                 self._let_go(request, f"in {HEAD_TIMEOUT:g} s")
+            for request in slow:
+                self._let_go(request, f"{REQUEST_TIMEOUT:g} s", reading=False)
 
     def server_close(self) -> None:
         self._stopped.set()
