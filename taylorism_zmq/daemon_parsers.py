@@ -63,8 +63,9 @@ def boss_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true",
                    help="serve tcp without CURVE authentication and encryption (then pickle is refused)")
     p.add_argument("--http", default=None, metavar="HOST:PORT",
-                   help="serve a live status page there (off by default; use a loopback address and an SSH tunnel; "
-                        "the URL with its token is logged at start-up, or put a token in <key dir>/http-token)")
+                   help="serve a live status page there (off by default; use a loopback address and an SSH tunnel). "
+                        "It shows every user's jobs and failures: its token is an admin's, TAYLORISM_HTTP_TOKEN or "
+                        "<key dir>/http-token (written there when there is none; never logged)")
     p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                    help="serve Prometheus metrics on http://ADDRESS:PORT/metrics (off by default; 0 picks a free "
                         "port, logged at start-up)")
@@ -74,6 +75,10 @@ def boss_parser() -> argparse.ArgumentParser:
     p.add_argument("--client-timeout", type=float, default=DEFAULTS.client_timeout,
                    help="seconds without news from a client after which its jobs are stopped and their tasks "
                         f"killed, unless submitted with detach=True (default {DEFAULTS.client_timeout:g})")
+    p.add_argument("--detached-timeout", type=float, default=DEFAULTS.detached_timeout, metavar="SECONDS",
+                   help="seconds a detached job with nothing to run (halted, or every task reported and no end "
+                        "said) waits for its client, silent or gone, before it is stopped, its reports kept for "
+                        f"Boss.attach (default {DEFAULTS.detached_timeout:g})")
     p.add_argument("--recovery-grace", type=float, default=DEFAULTS.recovery_grace,
                    help="seconds a job submitted again after a boss restart waits for the agents to say which of "
                         "its tasks still run, before the others are dispatched "
@@ -87,6 +92,16 @@ def boss_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-held-mb-per-key", type=float, default=DEFAULTS.max_held_bytes_per_key / 2**20, metavar="MIB",
                    help="MiB of task instructions not reported yet one key may have on the boss; beyond, the job "
                         f"that adds them fails with the reason (default {DEFAULTS.max_held_bytes_per_key >> 20})")
+    p.add_argument("--max-connections-per-key", type=int, default=DEFAULTS.max_connections_per_key, metavar="N",
+                   help="connections one key may hold (an admin key's: any number; agents sharing a key hold two "
+                        "each); beyond, its handshakes are turned away for now, with the reason "
+                        f"(default {DEFAULTS.max_connections_per_key})")
+    p.add_argument("--max-pending-connections", type=int, default=DEFAULTS.max_pending_connections, metavar="N",
+                   help="connections that have not spoken yet (in their handshake, or silent since) kept at once; "
+                        f"beyond, the oldest is let go (default {DEFAULTS.max_pending_connections})")
+    p.add_argument("--handshake-timeout", type=float, default=DEFAULTS.handshake_timeout, metavar="SECONDS",
+                   help="seconds a connection may take to finish its handshake (default "
+                        f"{DEFAULTS.handshake_timeout:g})")
     p.add_argument("--allow-placement-plugins", action="store_true",
                    help="let jobs whose scheduler overrides place() run that method here: it imports the "
                         "users' modules in the boss, so allow it only where you trust the users")

@@ -152,7 +152,7 @@ class Cluster:
     def __init__(self, agent_timeout: float = 30.0, max_retries: int = 1, allow_plugins: bool = False,
                  insecure: bool = False, client_timeout: float = 60.0, http: str | None = None,
                  metrics_port: int | None = None, boss_log: str | None = None, boss_args: tuple[str, ...] = (),
-                 validate: bool = True):
+                 validate: bool = True, boss_prefix: tuple[str, ...] = ()):
         self.control = f"tcp://127.0.0.1:{free_port()}"
         self.reports = f"tcp://127.0.0.1:{free_port()}"
         self.agent_timeout = agent_timeout
@@ -169,6 +169,8 @@ class Cluster:
         self.boss_args = boss_args
         #: the boss checks its records after every event (--validate: O(records) each, off for large runs)
         self.validate = validate
+        #: a command the boss runs under (prlimit, for a descriptor limit of its own)
+        self.boss_prefix = boss_prefix
         self.boss: subprocess.Popen | None = None
         self.agents: list[subprocess.Popen] = []
         #: the agents' report journals (each agent takes a free one; a restarted agent sends what is left)
@@ -190,7 +192,8 @@ class Cluster:
                                 *(["--metrics-port", str(self.metrics_port)] if self.metrics_port else []),
                                 *(["--log-file", self.boss_log] if self.boss_log else []),
                                 *(["--validate"] if self.validate else []),
-                                *self.boss_args, level="INFO" if self.boss_log else "WARNING")
+                                *self.boss_args, level="INFO" if self.boss_log else "WARNING",
+                                prefix=self.boss_prefix)
         return self.boss
 
     def add_agent(self, slots: int = 2, host_name: str | None = None, clean_env: bool = True,

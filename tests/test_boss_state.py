@@ -9,7 +9,7 @@ import pytest
 from taylorism_zmq.boss.invariants import check_invariants
 from taylorism_zmq.boss.model import JobState, Refused, TaskState, TransitionError
 from taylorism_zmq.boss.options import BossOptions
-from taylorism_zmq.boss.quota import task_bytes
+from taylorism_zmq.boss.quota import job_bytes, task_bytes
 from taylorism_zmq.boss.state import BossState
 from taylorism_zmq.wire.keystore import LOCAL, Identity
 from taylorism_zmq.wire.protocol import Msg
@@ -583,22 +583,23 @@ def test_a_key_at_its_job_limit_is_refused_until_one_of_its_jobs_ends_and_others
 
 def test_instruction_bytes_over_a_keys_limit_fail_the_job_that_adds_them_and_room_comes_back_as_tasks_end():
     state = make_state()
-    state.ledger.quota.max_bytes = 2000
+    own = job_bytes("a1", "a1", {}, {"kind": "nosort"})  # a job's own record (a2's and a3's alike)
+    state.ledger.quota.max_bytes = 2000 + 2 * own
     a = add_agent(state, "a", slots=1)
     alice = Identity("key-alice", "alice", frozenset({"client"}))
     each = task_bytes("a1-0", "m:W", [], b"x" * 400)  # the row and the record: 807 bytes
     assert _submit_as(state, alice, "a1", [b"x" * 400, b"y" * 400]) == []
-    assert state.ledger.quota.bytes["key-alice"] == 2 * each
-    out = _submit_as(state, alice, "a2", [b"z" * 300])  # 2 x 807 + 707 bytes held: over
+    assert state.ledger.quota.bytes["key-alice"] == own + 2 * each
+    out = _submit_as(state, alice, "a2", [b"z" * 300])  # 2 x 807 + 707 bytes held (and 2 jobs): over
     end = of_kind(out, Msg.JOB_END)[0]
     assert end["status"] == "failed" and "over its limit per key" in end["error"]["message"]
     assert end["pending"] == [] and "a2" not in state.ledger.jobs and state.ledger.counters["quota_refused"] == 1
-    assert state.ledger.quota.bytes["key-alice"] == 2 * each and state.ledger.quota.jobs["key-alice"] == 1
+    assert state.ledger.quota.bytes["key-alice"] == own + 2 * each and state.ledger.quota.jobs["key-alice"] == 1
     report(state, a, runs(state.dispatch(0.0))[a][0][0])  # one of a1's tasks is done: its bytes go
-    assert state.ledger.quota.bytes["key-alice"] == each
+    assert state.ledger.quota.bytes["key-alice"] == own + each
     assert _submit_as(state, alice, "a3", [b"z" * 300]) == []
     state.on_control(b"alice", {"job": "a1", "action": "stop_now"}, now=0.0, who=alice)  # an ended job gives all back
-    assert state.ledger.quota.bytes["key-alice"] == task_bytes("a3-0", "m:W", [], b"z" * 300)
+    assert state.ledger.quota.bytes["key-alice"] == own + task_bytes("a3-0", "m:W", [], b"z" * 300)
     assert state.ledger.quota.jobs["key-alice"] == 1
 
 
@@ -620,7 +621,7 @@ def test_names_files_empty_tasks_and_classes_count_against_the_quota_not_only_in
     _submit_as(state, alice, "a3")
     assert state.on_add_tasks(route, {"job": "a3", "tasks": [], "classes": {"m:C": b"c" * 60_000}}, now=0.0,
                               who=alice) == []
-    assert state.ledger.quota.bytes["key-alice"] == 60_000
+    assert state.ledger.quota.bytes["key-alice"] == job_bytes("a3", "a3", {}, {"kind": "nosort"}) + 60_000
     end = of_kind(state.on_add_tasks(route, {"job": "a3", "tasks": [], "classes": {"m:D": b"d" * 60_000}}, now=0.0,
                                      who=alice), Msg.JOB_END)
     assert end and "over its limit" in end[0]["error"]["message"] and state.ledger.quota.bytes == {}
@@ -628,7 +629,8 @@ def test_names_files_empty_tasks_and_classes_count_against_the_quota_not_only_in
 
 def test_a_job_submitted_again_after_a_restart_counts_only_the_tasks_still_to_run():
     state = make_state(started=100.0)
-    state.ledger.quota.max_bytes = 1000
+    own = job_bytes("j", "j", {}, {"kind": "nosort"})
+    state.ledger.quota.max_bytes = 1000 + own
     alice = Identity("key-alice", "alice", frozenset({"client"}))
     a = add_agent(state, "a")
     # task 0 (600 bytes of instructions) ended while the boss was away: its report waits for its job
@@ -640,7 +642,7 @@ def test_a_job_submitted_again_after_a_restart_counts_only_the_tasks_still_to_ru
             [1, "w1", "m:W", 0, 0, [], b"y" * 300, KEY]]  # (an index twice counts once)
     out = state.on_add_tasks(route, {"job": "j", "tasks": rows, "classes": {}}, now=0.0, who=alice)
     assert of_kind(out, Msg.REPORTS)[0]["reports"][0][0] == 0 and not of_kind(out, Msg.JOB_END)
-    assert state.ledger.quota.bytes["key-alice"] == task_bytes("w1", "m:W", [], b"y" * 300)
+    assert state.ledger.quota.bytes["key-alice"] == own + task_bytes("w1", "m:W", [], b"y" * 300)
 
 
 def test_job_ids_and_names_are_bounded():
@@ -660,7 +662,7 @@ def test_a_report_of_a_task_that_ran_before_a_restart_takes_its_job_off_the_read
 
 def test_reports_kept_for_a_detached_job_count_against_its_owner_until_they_are_forgotten():
     state = make_state()
-    state.ledger.quota.max_bytes = 5000
+    state.ledger.quota.max_bytes = 5000 + job_bytes("d", "d", {}, {"kind": "nosort"})
     a = add_agent(state, "a", slots=3)
     alice = Identity("key-alice", "alice", frozenset({"client"}))
     route = b"alice"
@@ -673,8 +675,8 @@ def test_reports_kept_for_a_detached_job_count_against_its_owner_until_they_are_
         return state.on_agent_reports(b"", {"agent": a, "batch": tid, "reports": [
             [tid, "d", index, True, b"r" * 2500, 0.0, 1.0, b"", b"", TAG, alice.key_id]]}, now=1.0)
 
-    assert not of_kind(result(tids[0], 0), Msg.JOB_END)  # 2.5 KB kept, 2 tasks of ~400 bytes left
-    end = of_kind(result(tids[1], 1), Msg.JOB_END)[0]  # 5 KB kept + 1 task: over 5000
+    assert not of_kind(result(tids[0], 0), Msg.JOB_END)  # 3 KB kept (a row's objects too), 2 tasks of ~400 left
+    end = of_kind(result(tids[1], 1), Msg.JOB_END)[0]  # 6 KB kept + 1 task: over 5000 (and the job's own)
     assert end["status"] == "failed" and "reports kept for detached job d" in end["error"]["message"]
     kept = state.ledger.detached_done["d"][3]
     assert kept > 5000 and state.ledger.quota.bytes["key-alice"] == kept  # an ATTACH may still collect them

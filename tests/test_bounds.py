@@ -296,7 +296,7 @@ def test_the_boss_and_agents_refuse_a_code_environment_by_one_rule(env, why):
     assert why in out[0][2]["error"]["message"]
     run = {"job": "j", "env": env, "trusted": False, "user": None}
     with pytest.raises(JobRefused, match="malformed code environment") as refused:
-        launcher_env(run, "host", False, 1 << 20, None, True, ())
+        launcher_env(run, "host", False, 1 << 20, 1 << 10, True, ())
     assert why in refused.value.told
 
 

@@ -197,7 +197,17 @@ def test_hostile_frames_are_counted_and_the_boss_stays_small_and_works(fuzz_clus
 
 @pytest.fixture
 def fake_boss(tmp_path):
-    """A ROUTER and a PULL standing in for the boss, to talk to a real agent."""
+    """A ROUTER and a PULL standing in for the boss, to talk to a real agent (told the PULL by --reports)."""
+    yield from _fake_boss(tmp_path, reports_option=True)
+
+
+@pytest.fixture
+def fake_boss_naming_reports(tmp_path):
+    """The same, to an agent that learns where to push reports from the boss's REGISTERED."""
+    yield from _fake_boss(tmp_path, reports_option=False)
+
+
+def _fake_boss(tmp_path, reports_option: bool):
     ctx = zmq.Context()
     keys = security.load_keys()
     router, pull = ctx.socket(zmq.ROUTER), ctx.socket(zmq.PULL)
@@ -209,9 +219,10 @@ def fake_boss(tmp_path):
     router.bind(control)
     pull.bind(reports)
     with open(tmp_path / "agent.log", "wb") as agent_log:  # (read by the tests: tmp_path / "agent.log")
-        agent = subprocess.Popen([sys.executable, "-m", "taylorism_zmq", "agent", "--boss", control, "--reports",
-                                  reports, "--slots", "2", "--heartbeat", "0.2", "--log-level", "WARNING",
-                                  "--state-dir", str(tmp_path)], cwd="/", stderr=agent_log)
+        agent = subprocess.Popen([sys.executable, "-m", "taylorism_zmq", "agent", "--boss", control,
+                                  *(["--reports", reports] if reports_option else []), "--slots", "2",
+                                  "--heartbeat", "0.2", "--log-level", "WARNING", "--state-dir", str(tmp_path)],
+                                 cwd="/", stderr=agent_log)
     yield router, pull, agent
     agent.terminate()
     agent.wait(timeout=10)
@@ -273,6 +284,28 @@ def test_hostile_frames_at_an_agent_then_it_still_runs_a_task(fake_boss):
     assert seen[4][0] is False and b"no.such.module" in seen[4][1]  # a clear import error, as a report
     assert seen[2][0] is False  # malformed payload: a failed task, not a dead agent
     assert agent.poll() is None
+
+
+def test_a_report_endpoint_zmq_cannot_connect_to_does_not_end_the_agent(fake_boss_naming_reports, tmp_path):
+    """Issue 21 (12): a REGISTERED naming a report endpoint zmq refuses (push.connect raised) ended the agent."""
+    router, pull, agent = fake_boss_naming_reports
+    route, *frames = _recv(router)
+    assert protocol.decode(frames)[0] is Msg.REGISTER
+    router.send_multipart([route, *protocol.encode(Msg.REGISTERED, {"heartbeat": 0.2, "boss": "fake",
+                                                                     "reports": "bogus://nowhere",
+                                                                     "max_frame": protocol.MAX_FRAME})])
+    beats = 0
+    while beats < 5:  # it goes on beating
+        kind, _body = protocol.decode(_recv(router)[1:])
+        beats += kind is Msg.HEARTBEAT
+    assert agent.poll() is None
+    reports = pull.getsockopt_string(zmq.LAST_ENDPOINT)
+    router.send_multipart([route, *protocol.encode(Msg.REGISTERED, {"heartbeat": 0.2, "boss": "fake",
+                                                                     "reports": reports,
+                                                                     "max_frame": protocol.MAX_FRAME})])
+    assert protocol.decode(_recv(pull))[0] is Msg.AGENT_OUTPUT  # (its report socket says it is there)
+    log = (tmp_path / "agent.log").read_text()
+    assert "cannot push reports to 'bogus://nowhere'" in log, log
 
 
 def test_messages_not_for_agents_are_logged_counted_and_ignored(fake_boss, tmp_path):

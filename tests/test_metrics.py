@@ -132,3 +132,35 @@ def test_job_series_are_capped_with_an_other_bucket():
         assert other == {"running": 100 + sum(range(5)), "pending": 5, "done": 10, "failed": 1}
     finally:
         metrics.stop()
+
+
+def test_the_metrics_server_has_the_bounds_of_the_status_page(cluster_factory):
+    """Issue 21 (10): the metrics server had no bound on connections or time: 300 idle sockets held 300 boss
+    threads; now as the status page, 16 at once, and a request must come within seconds."""
+    import socket
+    import time
+
+    import psutil
+
+    port = free_port()
+    cluster = cluster_factory(metrics_port=port)
+    def served() -> bool:
+        try:
+            return scrape(port)[("taylorism_hosts", ())] == 0
+        except OSError:  # (not yet)
+            return False
+    wait_until(served, 20, "the metrics")
+    before = psutil.Process(cluster.boss.pid).num_threads()
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(300)]
+    try:
+        wait_until(lambda: psutil.Process(cluster.boss.pid).num_threads() >= before + 10, 10, "threads to serve")
+        time.sleep(1.0)  # (the idle connections have every thread, and have waited)
+        threads = psutil.Process(cluster.boss.pid).num_threads()
+        assert scrape(port)[("taylorism_hosts", ())] == 0  # a scraper still gets in
+        wait_until(lambda: psutil.Process(cluster.boss.pid).num_threads() <= before + 1, 20,
+                   "the idle connections to be let go")
+    finally:
+        for s in idle:
+            s.close()
+    print(f"\n300 idle connections to the metrics: {threads - before} more threads at most in the boss")
+    assert threads - before <= 16 + 1

@@ -121,6 +121,34 @@ def test_issue14_a_report_near_the_cap_with_output_ends_its_job(cluster_factory)
         batch_main(dict(zt="big", out=1 << 20), dict(size=[cap + 4096]), boss=cluster.control, print_report=quiet)
 
 
+def test_issue21_a_small_frame_cap_shrinks_the_outputs_kept_never_the_result_to_nothing(cluster_factory):
+    """--max-frame-mb below ~2.1 MiB left room for a 1-byte result beside two 1 MiB outputs: every task failed."""
+    cluster = cluster_factory(boss_args=("--max-frame-mb", "1"))
+    cluster.add_agent(slots=1)  # (its --max-output-kb: 1024)
+    cluster.wait_agents(1)
+    report = batch_main(dict(zt="big", out=300_000), dict(size=[300_000]), boss=cluster.control, print_report=quiet)
+    (entry,) = report["workers_report"]
+    assert len(entry["report"]["blob"]) == 300_000
+    assert 200_000 < len(entry["stdout"]) < 300_000  # a quarter of the frame's room, head and tail
+    too_small = subprocess.run([sys.executable, "-m", "taylorism_zmq", "boss", "--control",
+                                f"tcp://127.0.0.1:{free_port()}", "--max-frame-mb", "0.1"],
+                               capture_output=True, text=True, timeout=30)
+    assert too_small.returncode == 2 and "between 0.25 and 256 MiB" in too_small.stderr, too_small.stderr
+
+
+def test_issue21_a_frame_over_the_cap_is_answered_and_counted(cluster_factory):
+    """Frames over the boss's cap vanished (libzmq closed the connection) with no counter and no answer."""
+    cluster = cluster_factory(boss_args=("--max-frame-mb", "1"))
+    with authorized_socket(zmq.DEALER, cluster.control) as sock:
+        sock.send_multipart(protocol.encode(Msg.ADD_TASKS, {"job": "j", "tasks": [], "classes": {"m:C": b"x" * (
+            (1 << 20) + 1000)}}))
+        assert sock.poll(10_000)
+        kind, body = protocol.decode(sock.recv_multipart())
+    assert kind is Msg.ERROR and "exceeds 1048576" in body["message"]
+    counters = cluster.status()["counters"]
+    assert counters.get("frames_over_cap") == 1 and counters.get("bad_messages", 0) == 0
+
+
 def test_issue14_the_boss_stays_small_under_a_flood_from_a_peer_that_never_reads(cluster_factory):
     cluster = cluster_factory()
     ctx = zmq.Context()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -515,10 +516,13 @@ def test_a_key_over_its_quota_of_jobs_or_held_instructions_gets_a_clear_error_an
     cluster = cluster_factory(boss_args=("--max-jobs-per-key", "1", "--max-held-mb-per-key", "0.05"))
     cluster.add_agent(slots=2)
     cluster.wait_agents(1)
-    # 5 x 20 KB of instructions, over 51 KiB
-    with pytest.raises(RuntimeError, match=r"would take 10\d KiB on this boss, over its limit per key of 51 KiB"):
+    # 5 x 20 KB of instructions, and the job's code environment (this process's variables and path): over 51 KiB
+    with pytest.raises(RuntimeError, match=r"would take (\d+) KiB on this boss, over its limit per key of 51 KiB") \
+            as refused:
         batch_main(dict(zt="big"), dict(tag=[f"{i}" + "x" * 20_000 for i in range(5)]), boss=cluster.control,
                    print_report=lambda r: None)
+    held = int(re.search(r"would take (\d+) KiB", str(refused.value)).group(1))
+    assert 98 < held < 98 + 40  # (20 KB rows 5 times, and some)
     gate = tmp_path / "gate"
     first = run_as_server(dict(zt="big", gate=str(gate)), dict(tag=[1]), boss=cluster.control)
     with pytest.raises(RuntimeError, match="1 live job"):  # (raised as soon as the boss's answer is read)

@@ -6,8 +6,11 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -136,3 +139,75 @@ def test_the_page_in_a_headless_browser_while_a_job_runs(page_cluster, tmp_path)
     assert f'data-job="{earlier.job_id}"' not in job_dom.split('id="failures"')[0]  # that job's page only
     boss.stop_them_working()
     boss.wait_till_finished()
+
+
+# -- issue 21 (10): the token, and clients that dribble ----------------------------------------------------
+def test_the_pages_token_is_never_logged_and_is_kept_for_admins(cluster_factory, tmp_path, monkeypatch):
+    """The token was logged at INFO, and with it the page shows every user's jobs and failures: it is an
+    admin's, kept in the key directory (0600), never in a log."""
+    monkeypatch.delenv("TAYLORISM_HTTP_TOKEN", raising=False)
+    kept = security.key_dir() / "http-token"
+    kept.unlink(missing_ok=True)
+    log = tmp_path / "boss.log"
+    port = free_port()
+    try:
+        cluster_factory(http=f"127.0.0.1:{port}", boss_log=str(log))
+        wait_until(lambda: log.exists() and "status page" in log.read_text(), 20, "the page to be served")
+        token = kept.read_text().strip()
+        assert len(token) >= 20 and (kept.stat().st_mode & 0o777) == 0o600
+        assert token not in log.read_text() and str(kept) in log.read_text()
+        assert get(f"http://127.0.0.1:{port}/api/status?token={token}")[0] == 200
+    finally:
+        kept.unlink(missing_ok=True)
+
+
+def dribble(port: int, n: int, stop: threading.Event) -> list[socket.socket]:
+    """*n* connections that send one byte of a request's head every 4 s, until *stop*."""
+    sockets = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+
+    def drip() -> None:
+        head = b"GET /api/status HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"y" * 100
+        for byte in head:
+            for s in sockets:
+                try:
+                    s.send(bytes([byte]))
+                except OSError:
+                    pass
+            if stop.wait(4):
+                return
+
+    threading.Thread(target=drip, daemon=True).start()
+    return sockets
+
+
+def test_clients_dribbling_their_request_do_not_close_the_page_to_others(page_cluster):
+    """16 connections dribbling a header byte every 4 s closed every page request for 20 s."""
+    _cluster, base = page_cluster
+    port = int(base.rsplit(":", 1)[1])
+    stop = threading.Event()
+    sockets = dribble(port, 16, stop)
+    try:
+        time.sleep(1.0)  # (every thread of the page taken by a dribbler)
+        start = time.monotonic()
+        for _ in range(5):
+            assert get(f"{base}/api/status?token={TOKEN}")[0] == 200
+        took = time.monotonic() - start
+        wait_until(lambda: all(s.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK) == b"" for s in sockets
+                               if _readable(s)) and all(_readable(s) for s in sockets), 15,
+                   "the dribblers to be let go")
+    finally:
+        stop.set()
+        for s in sockets:
+            s.close()
+    print(f"\n16 dribbling connections: 5 page requests took {took:.2f} s")
+    assert took < 5
+
+
+def _readable(sock: socket.socket) -> bool:
+    try:
+        sock.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK)
+        return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True

@@ -40,6 +40,7 @@ from ..wire.protocol import Msg, ProtocolError
 from ..wire.sockets import configure_connected, report_endpoint_for
 from . import forked
 from .journal import default_state_dir, open_journal
+from .launcher_link import message_cap
 from .launcher_pool import LauncherPool
 from .sender import ReportSender
 from .task_runner import TaskRunner
@@ -59,6 +60,12 @@ SILENT_BEAT = (5.0, 15.0)
 DEFAULT_HEARTBEAT = 1.0
 #: the periods an agent takes from a boss (a number from the network: never a busy loop, never a silent agent)
 HEARTBEAT_RANGE = (0.05, 60.0)
+#: seconds before an agent the boss turned away for now (its key's connections: wire/handshake.py BUSY)
+#: connects again (libzmq does not, after a refused handshake)
+BUSY_RETRY = 10.0
+#: seconds between two words of the report socket when it has nothing to say: a boss under a flood of
+#: connections lets go first those that have not spoken (boss/gate.py)
+PUSH_SPEAKS = 10.0
 
 
 class AgentDaemon:
@@ -112,6 +119,8 @@ class AgentDaemon:
         self.aid = f"agent-{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._push_polled = False
         self._last_beat = 0.0
+        #: when the report socket last said it is there (see PUSH_SPEAKS)
+        self._push_spoke = 0.0
         self.boss_id: str | None = None
         self.last_heard = time.monotonic()
         self._boss_silent = False
@@ -130,6 +139,10 @@ class AgentDaemon:
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self.handshake: HandshakeWatch | None = None
+        #: the report socket's handshakes (the boss may turn it away for now, as the control socket)
+        self.push_handshake: HandshakeWatch | None = None
+        #: "control" or "reports" -> when to connect that socket again (the boss turned it away for now)
+        self._connect_again_at: dict[str, float] = {}
         #: kept from pass to pass; a launcher's flags change only when its output buffer fills or empties
         self.poller = zmq.Poller()
 
@@ -165,7 +178,7 @@ class AgentDaemon:
                 if self.cgroup is not None:
                     cgroups.remove(self.cgroup)
                 return 2
-        self.launchers = LauncherPool(self.aid, self.zygote, self.poller)
+        self.launchers = LauncherPool(self.aid, self.zygote, self.poller, message_cap(self.max_report, self.max_output))
         self.tasks = TaskRunner(self.aid, self.host, self.launchers, self.sender,
                                 run_as_client_user=self.run_as_client_user, trusted_link=self.trusted_link,
                                 keep_env=self.keep_env, max_report=self.max_report, max_output=self.max_output)
@@ -186,6 +199,8 @@ class AgentDaemon:
             self.dealer.routing_id = f"{self.aid}.{secrets.token_hex(16)}".encode()
             self.handshake = HandshakeWatch(self.dealer, self.control_endpoint, self.curve,
                                             security.key_dir() if self.curve else None, role="agent")
+            self.push_handshake = HandshakeWatch(self.push, self.control_endpoint, self.curve,
+                                                 security.key_dir() if self.curve else None, role="agent")
             # find a restarted boss within its recovery grace: register, and deliver the reports kept while it
             # was away before it gives their tasks to agents again
             for sock in (self.dealer, self.push):
@@ -212,8 +227,9 @@ class AgentDaemon:
             self.zygote.close()  # (it waits for its launchers to stop their tasks)
             if self.cgroup is not None:
                 cgroups.remove(self.cgroup, timeout=2.0)  # whatever is left of them
-            if self.handshake is not None:
-                self.handshake.close()
+            for watch in (self.handshake, self.push_handshake):
+                if watch is not None:
+                    watch.close()
             self.dealer.close(linger=500)
             self.push.close(linger=2000)
             ctx.term()
@@ -267,8 +283,9 @@ class AgentDaemon:
         next_beat = time.monotonic() + self.heartbeat
         poller.register(self.dealer, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
-        assert self.handshake is not None
+        assert self.handshake is not None and self.push_handshake is not None
         poller.register(self.handshake.monitor, zmq.POLLIN)
+        poller.register(self.push_handshake.monitor, zmq.POLLIN)
         while not self._stop:
             self.launchers.watch()
             if self.sender.blocked != self._push_polled:  # reports wait for room: wake when there is
@@ -281,10 +298,12 @@ class AgentDaemon:
             events = dict(poller.poll(int(timeout)))
             if self.handshake.monitor in events:
                 self._check_handshake()
+            if self.push_handshake.monitor in events:
+                self._check_push_handshake()
             if self.dealer in events:
                 self._read_boss()
             if self.fork_listener is not None and self.fork_listener.fileno() in events:
-                for link in forked.accept_all(self.fork_listener):
+                for link in forked.accept_all(self.fork_listener, self.launchers.max_message):
                     self.launchers.add(link)
             for link in self.launchers:
                 ev = events.get(link.sock.fileno(), 0)
@@ -306,6 +325,7 @@ class AgentDaemon:
                 if not self.registered and now - self._registered_at > REGISTER_RETRY:
                     self._register()
                 self.sender.tick(now)
+                self._connect_again(now)
                 silent = now - self.last_heard
                 if silent > max(10.0, 10 * self.heartbeat) and not self._boss_silent:
                     self._boss_silent = True
@@ -315,15 +335,48 @@ class AgentDaemon:
             self._flush_output()
             self._flush_reports()
 
-    def _connect_reports(self, endpoint: str) -> None:
+    def _connect_reports(self, endpoint: str) -> bool:
+        """Push reports to *endpoint* from now on; False (said in the log) for one zmq cannot connect to (the
+        boss names it: a boss's word is no reason to end the agent)."""
         if endpoint == self.reports_endpoint:
-            return
+            return True
+        try:
+            self.push.connect(endpoint)
+        except zmq.ZMQError as exc:
+            self._bad_log.warning("reports", "agent %s: cannot push reports to %r: %s (reports wait; give the "
+                                  "report endpoint with --reports if the boss names a wrong one)", self.aid, endpoint,
+                                  exc)
+            return False
         if self.reports_endpoint is not None:
-            self.push.disconnect(self.reports_endpoint)
+            try:
+                self.push.disconnect(self.reports_endpoint)
+            except zmq.ZMQError:
+                pass
             log.warning("agent %s: reports now go to %s (were %s)", self.aid, endpoint, self.reports_endpoint)
-        self.push.connect(endpoint)
         self.reports_endpoint = endpoint
+        self._push_spoke = 0.0  # (it says it is there at the next beat)
+        assert self.push_handshake is not None
+        self.push_handshake.endpoint = endpoint
         log.info("agent %s pushes reports to %s", self.aid, endpoint)
+        return True
+
+    def _connect_again(self, now: float) -> None:
+        """Connect again the sockets the boss turned away a while ago."""
+        for which, at in list(self._connect_again_at.items()):
+            if now < at:
+                continue
+            del self._connect_again_at[which]
+            sock, endpoint = (self.dealer, self.control_endpoint) if which == "control" else \
+                (self.push, self.reports_endpoint)
+            if endpoint is None:
+                continue
+            try:
+                sock.disconnect(endpoint)
+            except zmq.ZMQError:
+                pass  # (libzmq forgot it, after the refusal)
+            sock.connect(endpoint)
+            self._push_spoke = 0.0
+            log.info("agent %s: connecting again to %s", self.aid, endpoint)
 
     def _register(self) -> None:
         self._registered_at = time.monotonic()
@@ -341,12 +394,25 @@ class AgentDaemon:
         assert self.handshake is not None
         before = self.handshake.succeeded
         problem = self.handshake.check()
-        if problem is not None and not self.handshake.succeeded:
+        if problem is not None and self.handshake.busy:  # turned away for now: connect again later
+            self._bad_log.warning("busy", "agent %s: %s; connecting again in %gs", self.aid, problem, BUSY_RETRY)
+            self._connect_again_at["control"] = time.monotonic() + BUSY_RETRY
+        elif problem is not None and not self.handshake.succeeded:
             log.error("agent %s: %s", self.aid, problem)
             self.exit_code = 2
             self.stop()
         elif self.handshake.succeeded > before and before:
             self._register()
+
+    def _check_push_handshake(self) -> None:
+        """The report socket turned away for now is connected again later; its other handshake failures are
+        the control socket's too (the same key and boss), which says them."""
+        assert self.push_handshake is not None
+        problem = self.push_handshake.check()
+        if problem is not None and self.push_handshake.busy:
+            self._bad_log.warning("busy reports", "agent %s: reports: %s; connecting again in %gs", self.aid,
+                                  problem, BUSY_RETRY)
+            self._connect_again_at["reports"] = time.monotonic() + BUSY_RETRY
 
     def _beat(self, now: float) -> None:
         silent = now - self.last_heard
@@ -363,6 +429,9 @@ class AgentDaemon:
         except zmq.Again:
             self._bad_log.warning("beat", "agent %s: heartbeat dropped, the control socket's queue to %s is full",
                                   self.aid, self.control_endpoint)
+        if self.registered and now - self._push_spoke >= PUSH_SPEAKS:
+            self._push_spoke = now
+            self.sender.output([])  # (an empty AGENT_OUTPUT: the boss lets go of connections that never speak)
 
     def _read_boss(self) -> None:
         for _ in range(256):
@@ -423,12 +492,12 @@ class AgentDaemon:
         fresh = not self.registered or body["boss"] != self.boss_id
         self.registered = True
         self.tasks.max_frame = min(body["max_frame"], protocol.MAX_FRAME)  # (reports are capped under it)
+        self.launchers.max_message = message_cap(*self.tasks.caps())  # (what launchers made from now on may send)
         endpoint = self.reports_override or report_endpoint_for(body["reports"], self.control_endpoint)
         if not endpoint:
             log.error("agent %s: the boss names no report endpoint; give one with --reports", self.aid)
-        else:
-            self._connect_reports(endpoint)
-        self.sender.connect(self.push, endpoint, self.tasks.max_frame)
+        elif self._connect_reports(endpoint):
+            self.sender.connect(self.push, endpoint, self.tasks.max_frame)
         if self.boss_id is not None and body["boss"] != self.boss_id:
             log.warning("agent %s: the boss restarted (%s); sending %d unacknowledged report batch(es)",
                         self.aid, body["boss"], self.sender.unacked)

@@ -89,7 +89,7 @@ class TaskRunner:
 
     def _start(self, body: dict[str, Any]) -> None:
         try:
-            env = launcher_env(body, self.host, self.run_as_client_user, self._report_cap(), self.max_output,
+            env = launcher_env(body, self.host, self.run_as_client_user, *self.caps(),
                                self.trusted_link, self.keep_env, checked=body["env"] == self._env_found_good)
         except JobRefused as refused:
             log.warning("agent %s: job %s %s", self.aid, job_label(body["job"]), refused.why,
@@ -106,7 +106,7 @@ class TaskRunner:
             if link is None:  # it is on its way (its client did not wait for it): hold its tasks
                 self.fork_waits.hold(str(env["fork"]), body, time.monotonic())
                 return
-            forked.send_limits(link, env["max_report"], env.get("max_output", DEFAULT_MAX_OUTPUT))
+            forked.send_limits(link, env["max_report"], env["max_output"])
         else:
             link = self.launchers.for_env(env)
         for ref, blob in body["classes"].items():
@@ -126,11 +126,14 @@ class TaskRunner:
             self.task_info[tid] = (body["job"], index, None, body["owner"])
             self._done(tid, False, died(why), time.time(), time.time(), b"", b"", NO_TAG)
 
-    def _report_cap(self) -> int:
-        """The largest task result the launcher lets through: under the boss's frame cap, with the output."""
+    def caps(self) -> tuple[int, int]:
+        """The largest task result a launcher lets through, and the bytes of each of a task's outputs it keeps:
+        together under the boss's frame cap (a small one shrinks the outputs, to a quarter of it each at most,
+        never the result to nothing: a 2 MiB cap left room for 1 byte of result beside two 1 MiB outputs)."""
+        room = self.max_frame - ENVELOPE - 2 * 4096  # the row's fields, the outputs' markers
         max_output = self.max_output if self.max_output is not None else DEFAULT_MAX_OUTPUT
-        room = self.max_frame - ENVELOPE - 2 * max_output - 2 * 4096  # output markers, the row's fields
-        return max(1, min(self.max_report or DEFAULT_MAX_REPORT, room))
+        max_output = max(0, min(max_output, room // 4))
+        return max(1, min(self.max_report or DEFAULT_MAX_REPORT, room - 2 * max_output)), max_output
 
     # -- launchers ------------------------------------------------------------------------
     def read(self, link: LauncherLink) -> None:

@@ -116,7 +116,8 @@ class AgentEvents:
                 ledger.out.add(route, Msg.REREGISTER, {})
             return
         agent.last_seen = now
-        agent.load, agent.cpu, agent.mem_avail = body["load"], body["cpu"], body["mem_avail"]
+        # (the 1, 5 and 15 minute averages: more is kept by no one)
+        agent.load, agent.cpu, agent.mem_avail = body["load"][:3], body["cpu"], body["mem_avail"]
         if agent.aid in ledger.free:
             ledger.free.update(agent)  # its headroom changed
         ledger.out.add(agent.route, Msg.PONG, {"boss": self.boss_id})  # so that agents notice a dead boss

@@ -39,7 +39,7 @@ def check_invariants(ledger: Ledger) -> None:
     jobs: dict[str, int] = {}
     for job in ledger.jobs.values():
         held_now = sum(task_bytes(t.name, t.cls, t.files, t.payload) for t in job.by_index.values()) + \
-            sum(len(blob) for blob in job.classes.values()) + job.kept_bytes
+            sum(len(blob) for blob in job.classes.values()) + job.kept_bytes + job.own_bytes
         assert job.held == held_now, (job.jid, "held", job.held, held_now)
         held[job.owner.key] = held.get(job.owner.key, 0) + job.held
         jobs[job.owner.key] = jobs.get(job.owner.key, 0) + 1

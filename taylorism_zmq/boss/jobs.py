@@ -15,7 +15,7 @@ from .dispatch import Dispatcher
 from .ledger import Ledger, end_body
 from .model import JobRecord, JobState, Policy, TaskRecord, TaskState
 from .plugins import PluginLoader
-from .quota import task_bytes
+from .quota import job_bytes, task_bytes
 from .validation import ticket_fits
 
 log = logging.getLogger("taylorism_zmq.boss")
@@ -99,7 +99,8 @@ class JobRequests:
         if problem is not None:
             self._refuse(route, jid, "ValueError", f"the job's code environment is refused: {problem}")
             return
-        problem = ledger.quota.job_problem(who.key)
+        size = job_bytes(jid, body["name"], body["env"], body["policy"])
+        problem = ledger.quota.job_problem(who.key) or ledger.quota.bytes_problem(who.key, size)
         if problem is not None:
             ledger.quota_refused(job_label(jid, body["name"]), who, problem)
             self._refuse(route, jid, "RuntimeError", problem)
@@ -135,6 +136,8 @@ class JobRequests:
             return
         ledger.jobs[jid] = job
         ledger.quota.open_job(who.key)
+        job.held = job.own_bytes = size
+        ledger.quota.hold(who.key, size)
         log.info("job %s of %s submitted", job.label, who.label, extra={"job": job.label})
 
     def _load_plugin(self, route: bytes, job: JobRecord) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..wire.keystore import Identity
 from ..wire.peer_logging import RateLimitedLog, job_label
-from ..wire.protocol import Msg, approx_size
+from ..wire.protocol import Msg
 from .agentkeys import AgentKeys
 from .free_hosts import FreeHosts
 from .model import (
@@ -35,7 +35,7 @@ from .model import (
     TransitionError,
 )
 from .orphans import OrphanReports, OrphanRunning
-from .quota import OwnerQuota, task_bytes
+from .quota import OwnerQuota, kept_bytes, task_bytes
 
 log = logging.getLogger("taylorism_zmq.boss")
 
@@ -267,7 +267,7 @@ class Ledger:
         owner's quota)."""
         if job.detach:
             job.kept.extend(rows)
-            size = approx_size(rows)
+            size = kept_bytes(rows)
             job.kept_bytes += size
             job.held += size
             self.quota.hold(job.owner.key, size)

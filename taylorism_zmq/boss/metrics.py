@@ -1,4 +1,5 @@
-"""Prometheus metrics of the boss (``taylorism-boss --metrics-port``), served by prometheus_client.
+"""Prometheus metrics of the boss (``taylorism-boss --metrics-port``), made by prometheus_client and served
+with the bounds of the status page (:mod:`.http_bounds`).
 
 Two kinds of values: histograms the boss loop observes as events happen
 (how long a task waited for a slot, how long it ran; prometheus_client makes
@@ -15,9 +16,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import start_http_server
+from prometheus_client.exposition import MetricsHandler
 from prometheus_client.registry import Collector
 
+from .http_bounds import BoundedHandler, BoundedHTTPServer, serve
 from .options import METRICS_ADDRESS
 
 #: boss counters exported as taylorism_dropped_messages_total{reason=...}
@@ -29,7 +31,7 @@ DROPPED = {"bad_messages": "bad_message", "unknown_agent_messages": "unknown_age
            "agent_messages_dropped": "answer_to_an_agent_not_reading",
            "orphan_reports_dropped": "unclaimed_report_over_the_cap",
            "quota_refused": "job_over_its_keys_quota",
-           "output_gaps_unmarked": "live_output_gap_not_marked"}
+           "output_gaps_unmarked": "live_output_gap_not_marked", "frames_over_cap": "frame_over_the_cap"}
 #: boss counters exported as taylorism_jobs_ended_total{status=...}
 JOB_ENDS = ("finished", "failed", "stopped", "cancelled")
 #: jobs that get series of their own in taylorism_job_tasks; the others are summed under job="other"
@@ -56,7 +58,10 @@ class BossMetrics:
         self._status: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.registry.register(_StatusCollector(self))
-        self.server, self._thread = start_http_server(port, address, registry=self.registry)
+        # prometheus_client's own server (start_http_server) has no bound on connections or time: ours has
+        handler = type("Handler", (BoundedHandler, MetricsHandler), {"registry": self.registry})
+        self.server = BoundedHTTPServer((address, port), handler, "metrics")
+        self._thread = serve(self.server)
         self.port = self.server.server_port
 
     def publish(self, status: dict[str, Any]) -> None:

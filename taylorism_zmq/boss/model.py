@@ -10,13 +10,14 @@ from __future__ import annotations
 import collections
 import enum
 import heapq
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..wire.keystore import LOCAL, Identity
 from ..wire.peer_logging import job_label
-from ..wire.protocol import Msg
+from ..wire.protocol import Msg, approx_size
 
 #: a message to send: (routing id, kind, body)
 Out = tuple[bytes, Msg, dict[str, Any]]
@@ -104,6 +105,8 @@ JOB_ENDS = frozenset({JobState.FINISHED, JobState.FAILED, JobState.STOPPED, JobS
 
 #: taylorism's bound on tickets for memory-limited schedulers
 MAX_TICKETS = 512
+#: bytes a placement scheduler's attributes and its class by value may take (they count in the owner's quota)
+MAX_PLACEMENT_ATTRS, MAX_PLACEMENT_CLASS = 64 << 10, 4 << 20
 KINDS = ("nosort", "threads", "memory", "threads+memory")
 
 
@@ -136,19 +139,28 @@ class Policy:
         policy = cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
         if policy.kind not in KINDS:
             raise ValueError(f"unknown scheduler kind {policy.kind!r}")
-        if policy.max_threads is not None and (not isinstance(policy.max_threads, int) or policy.max_threads < 1):
-            raise ValueError(f"max_threads must be a positive int, not {policy.max_threads!r}")
-        for name in ("memory_per_task", "memory_max_percentage"):
-            if not isinstance(getattr(policy, name), (int, float)):
-                raise ValueError(f"{name} must be a number")
-        if policy.max_memory is not None and not isinstance(policy.max_memory, (int, float)):
-            raise ValueError("max_memory must be a number")
+        if policy.max_threads is not None and (type(policy.max_threads) is not int or policy.max_threads < 1):
+            raise ValueError(f"max_threads must be a positive int, not {policy.max_threads!r:.100}")
+        for name in ("binded", "singlefile"):  # (they travel on in each RUN, whose readers check their types)
+            if type(getattr(policy, name)) is not bool:
+                raise ValueError(f"{name} must be true or false, not {getattr(policy, name)!r:.100}")
+        for name in ("memory_per_task", "memory_max_percentage", "max_memory"):
+            value = getattr(policy, name)
+            if (value is not None or name != "max_memory") and not _non_negative(value):
+                raise ValueError(f"{name} must be a number, 0 or more, not {value!r:.100}")
         if policy.placement is not None and (not isinstance(policy.placement, str) or ":" not in policy.placement):
             raise ValueError(f"placement must be 'module:qualname', not {policy.placement!r}")
+        if policy.placement is None:  # (what would serve no purpose is not kept)
+            policy.placement_attrs, policy.placement_class = {}, None
         if not isinstance(policy.placement_attrs, dict):
             raise ValueError("placement_attrs must be a map")
+        if approx_size(policy.placement_attrs) > MAX_PLACEMENT_ATTRS:
+            raise ValueError(f"placement_attrs take more than {MAX_PLACEMENT_ATTRS} bytes")
         if policy.placement_class is not None and not isinstance(policy.placement_class, bytes):
             raise ValueError("placement_class must be bytes")
+        if policy.placement_class is not None and len(policy.placement_class) > MAX_PLACEMENT_CLASS:
+            raise ValueError(f"the scheduler class by value takes {len(policy.placement_class)} bytes, more than "
+                             f"{MAX_PLACEMENT_CLASS}: define it in a module the boss can import")
         return policy
 
     @property
@@ -185,6 +197,11 @@ class Policy:
     def memory_fits(self, used: float, wanted: float, cap: float) -> bool:
         # taylorism: memory scheduler wants used + new < max, longer-first wants new <= available
         return used + wanted <= cap if self.longer_first else used + wanted < cap
+
+
+def _non_negative(value: object) -> bool:
+    """A number (not a bool), finite, 0 or more."""
+    return type(value) in (int, float) and math.isfinite(value) and value >= 0  # type: ignore[arg-type,operator]
 
 
 @dataclass(slots=True)
@@ -371,8 +388,11 @@ class JobRecord:
     owner: Identity = LOCAL
     #: the connection its reports go to (its client) is its owner's key, not an admin's that attached
     client_owned: bool = True
-    #: bytes of instructions of its tasks not reported yet (counted against its owner's quota)
+    #: bytes of instructions of its tasks not reported yet, and of its own record (counted against its owner's
+    #: quota)
     held: int = 0
+    #: bytes of its own record: its code environment, policy and names (part of held)
+    own_bytes: int = 0
 
     def __post_init__(self) -> None:
         self.pending = [] if self.policy.longer_first else collections.deque()

@@ -28,7 +28,7 @@ from .followers import Followers
 from .invariants import check_invariants
 from .jobs import JobRequests
 from .ledger import Ledger
-from .model import Out
+from .model import JobState, Out
 from .options import DEFAULTS, BossOptions
 from .plugins import PluginLoader
 from .quota import OwnerQuota
@@ -68,7 +68,7 @@ class BossState:
         self.options = options
         self.validate = validate
         self.ledger = Ledger(OwnerQuota(options.max_jobs_per_key, options.max_held_bytes_per_key), vouch=vouch)
-        self.connections = ClientConnections(self.ledger, options.client_timeout)
+        self.connections = ClientConnections(self.ledger, options.client_timeout, options.detached_timeout)
         self.dispatcher = Dispatcher(self.ledger, options.max_frame)
         self.requests = JobRequests(self.ledger, self.connections, self.dispatcher, plugin_loader,
                                     resubmit_hold=started + options.recovery_grace)
@@ -178,6 +178,21 @@ class BossState:
         agent = self.agent_events.agent_at(route)
         if agent is not None:
             self.agent_events.lost(agent.aid, "unreachable", now)
+
+    @event
+    def keys_revoked(self, keys: Container[str], now: float) -> None:
+        """Keys taken out of the authorized ones (taylorism-ctl revoke): their jobs are cancelled (their tasks
+        killed, the reports kept for their detached jobs forgotten), their agents lost (their tasks run
+        elsewhere).  Their connections are let go by the daemon (gate.py)."""
+        ledger = self.ledger
+        for job in [j for j in ledger.jobs.values() if j.owner.key in keys]:
+            why = f"job {job.jid} ({job.name}) was cancelled: the key of its owner, {job.owner.label}, was revoked"
+            log.warning("%s", why, extra={"job": job.jid})
+            ledger.end_job(job, JobState.CANCELLED, now, error=("JobCancelledError", why))
+        for jid in [jid for jid, done in ledger.detached_done.items() if done[2].key in keys]:
+            ledger.forget_detached(jid)
+        for agent in [a for a in ledger.agents.values() if a.key in keys]:
+            self.agent_events.lost(agent.aid, "its key was revoked", now)
 
     # -- the loop's own ticks --------------------------------------------------------------------------------
     @event

@@ -33,6 +33,9 @@ VERSION_FRAME = bytes([VERSION])
 MAX_FRAME = 256 * 1024 * 1024
 #: room left in a frame for what surrounds its rows (the message's other fields, msgpack headers)
 ENVELOPE = 64 * 1024
+#: the smallest frame cap a boss takes: room for a report beside its envelope and its outputs (agents shrink
+#: outputs to a quarter of what is left each)
+MIN_FRAME = 256 * 1024
 #: the stream numbers of live task output (OUTPUT and AGENT_OUTPUT chunks)
 STDOUT, STDERR = 1, 2
 
@@ -44,6 +47,10 @@ def output_gap(dropped: int) -> bytes:
 
 class ProtocolError(ValueError):
     """A message that does not follow the protocol."""
+
+
+class FrameTooLarge(ProtocolError):
+    """A message larger than its receiver takes (its frame cap, or what its kind may take)."""
 
 
 class Msg(enum.IntEnum):
@@ -172,6 +179,19 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
     Msg.HEARTBEAT: {"agent": str, "load": ListOf(NUM), "cpu": NUM, "mem_avail": NUM, "running": int},
 }
 
+#: what a message of these kinds may take: its body's bytes and the items of any one list in it, checked before
+#: anything of it is unpacked (a list's length is checked at its header): small messages stay small, and what
+#: a peer declares (an agent's running tasks, a heartbeat's load) costs the reader no more than it may; the
+#: other kinds are bounded by the receiver's frame cap
+KIND_LIMITS: dict[Msg, tuple[int, int]] = {
+    **{kind: (64 << 10, 64) for kind in (Msg.HELLO, Msg.PING, Msg.STATUS, Msg.CONTROL, Msg.ATTACH,
+                                          Msg.CLIENT_ALIVE, Msg.ADMIN, Msg.GOODBYE, Msg.HEARTBEAT)},
+    # as many tasks as an agent may have slots (boss/validation.py), each row with room for what it carries
+    Msg.REGISTER: (8 << 20, 1 << 16),
+    # a code environment (256 KiB), a scheduler by value (4 MiB) and its attributes (64 KiB)
+    Msg.SUBMIT: (8 << 20, 1 << 20),
+}
+
 _MSG_BY_BYTE = {bytes([m]): m for m in Msg}
 _TYPE_FRAMES = {m: bytes([m]) for m in Msg}
 
@@ -191,10 +211,14 @@ def decode(frames: list, max_frame: int = MAX_FRAME) -> tuple[Msg, dict[str, Any
         raise ProtocolError(f"unknown message type {kind_frame[:8]!r}")
     if version != VERSION_FRAME and kind is not Msg.REFUSED:
         raise ProtocolError(f"protocol version {version[:8]!r} is not {VERSION}", )
-    if len(body_frame) > max_frame:
-        raise ProtocolError(f"frame of {len(body_frame)} bytes exceeds {max_frame}")
+    most, items = KIND_LIMITS.get(kind, (max_frame, None))
+    if len(body_frame) > min(max_frame, most):
+        raise FrameTooLarge(f"{kind.name} frame of {len(body_frame)} bytes exceeds {min(max_frame, most)}")
     try:
-        body = msgpack.unpackb(body_frame, raw=False, strict_map_key=True, use_list=True)
+        if items is None:
+            body = msgpack.unpackb(body_frame, raw=False, strict_map_key=True, use_list=True)
+        else:
+            body = msgpack.unpackb(body_frame, raw=False, strict_map_key=True, use_list=True, max_array_len=items)
     except (ValueError, TypeError, UnicodeDecodeError, OverflowError, RecursionError) as exc:
         raise ProtocolError(f"malformed msgpack: {exc}") from None
     if not isinstance(body, dict):

@@ -14,13 +14,18 @@ HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 5000
 #: messages libzmq may queue per peer, by socket (never 0 = unbounded): past them a send meets back-pressure
 #: (zmq.Again with NOBLOCK), and the sender applies its policy for that kind of message (boss/outbox.py for
-#: the boss, agent/sender.py for agents); receive queues are bounded the same way
-BOSS_SNDHWM = 64
+#: the boss, agent/sender.py for agents); receive queues are bounded the same way.  libzmq counts messages,
+#: not bytes: the boss lets it hold few for each peer (a peer that reads nothing holds at most these and one
+#: being written, whatever their size; 64 STATUS answers of 1 MiB each for every connection that never read
+#: them grew a boss by 264 MiB for four of them), and keeps the rest in its outbox, where bytes are counted
+BOSS_SNDHWM = 4
 BOSS_RCVHWM = 1000
 CONNECTED_SNDHWM = 1000
 CONNECTED_RCVHWM = 1000
 #: report batches in flight on an agent's PUSH: few, as each may be as large as a frame
 REPORT_SNDHWM = 8
+#: what the boss reads of a frame beyond its cap (--max-frame-mb), to refuse it with the reason and count it
+FRAME_SLACK = 1 << 20
 #: what a daemon or client accepts in one frame from a boss: the boss's own cap (it never accepts more than
 #: protocol.MAX_FRAME) plus room for what the boss adds to a forwarded payload (names, hosts, the job's env)
 DOWNLINK_SLACK = 16 << 20
@@ -55,10 +60,14 @@ def bind(sock: zmq.Socket, endpoint: str) -> None:
         raise
 
 
-def configure_bound(sock: zmq.Socket, max_frame: int) -> None:
-    """Options for the boss's bound sockets: bounded frames and queues, no hang at close."""
+def configure_bound(sock: zmq.Socket, max_frame: int, handshake_timeout: float = 5.0) -> None:
+    """Options for the boss's bound sockets: bounded frames and queues, handshakes bounded in time (a silent
+    connection holds a descriptor until then: libzmq's default is 30 s), no hang at close."""
     sock.linger = 0
-    sock.maxmsgsize = max_frame
+    sock.handshake_ivl = int(handshake_timeout * 1000)
+    # (a frame a little over the cap is read, refused with the reason and counted: boss/daemon.py; libzmq cuts
+    # a connection whose frame is over this, in silence)
+    sock.maxmsgsize = max_frame + FRAME_SLACK
     sock.sndhwm = BOSS_SNDHWM
     sock.rcvhwm = BOSS_RCVHWM
     sock.heartbeat_ivl = HEARTBEAT_IVL_MS
