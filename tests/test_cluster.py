@@ -804,8 +804,7 @@ def test_an_idle_launcher_and_its_spares_go_away(cluster_factory, tmp_path):
     family = [launchers[0], *launchers[0].children(recursive=True)]  # the launcher, its tasks and spares
     gate.touch()
     boss.wait_till_finished()
-    wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in family), 15,
-               "the idle launcher and its spares to leave")
+    wait_until(lambda: not any(_still_there(p) for p in family), 15, "the idle launcher and its spares to leave")
     assert not zygote.children(recursive=True)
     report = batch_main(dict(zt="nap"), dict(tag=[3]), scheduler=threads(1), boss=cluster.control,
                         print_report=quiet)  # a new one comes for the next job
@@ -828,3 +827,12 @@ def test_reused_processes_on_an_agent_serve_several_jobs_and_a_failure_ends_one(
         pids(["boom"], fail="value")
     after = pids(["f", "g"])
     assert len(after) == 1 and after != first  # the failure ended that process: a fresh one took over
+
+
+def _still_there(process: psutil.Process) -> bool:
+    """*process* (the very one: psutil checks its start time) runs and is not a zombie; False also when it went
+    away while it was looked at."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

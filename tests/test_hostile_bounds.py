@@ -13,7 +13,7 @@ import types
 
 import pytest
 import zmq
-from test_boss_state import CLIENT, add_agent, make_state, submit, submit_body
+from test_boss_state import CLIENT, KEY, TAG, add_agent, make_state, submit, submit_body
 
 from taylorism_zmq import Boss
 from taylorism_zmq.boss.agentkeys import AgentKeys
@@ -400,13 +400,13 @@ def test_detached_jobs_left_with_nothing_to_run_are_stopped_after_the_detached_t
     alice = (b"alice", ALICE)
     for jid, halted in (("halted", True), ("idle", False), ("busy", False)):
         state.on_submit(alice[0], submit_body(jid, detach=True, halted=halted), now=0.0, who=ALICE)
-    state.on_add_tasks(alice[0], {"job": "idle", "tasks": [[0, "w0", "m:W", 0.0, 0.0, [], b"p"]], "classes": {}},
+    state.on_add_tasks(alice[0], {"job": "idle", "tasks": [[0, "w0", "m:W", 0.0, 0.0, [], b"p", KEY]], "classes": {}},
                        now=0.0, who=ALICE)
-    state.on_add_tasks(alice[0], {"job": "busy", "tasks": [[0, "w0", "m:W", 0.0, 0.0, [], b"p"]], "classes": {}},
+    state.on_add_tasks(alice[0], {"job": "busy", "tasks": [[0, "w0", "m:W", 0.0, 0.0, [], b"p", KEY]], "classes": {}},
                        now=0.0, who=ALICE)
     placed = {body["job"]: body["tasks"][0][0] for _, kind, body in state.dispatch(0.0) if kind is Msg.RUN}
-    state.on_agent_reports(b"", {"agent": aid, "batch": 1, "reports": [
-        [placed["idle"], "idle", 0, True, b"r", 0.0, 1.0, b"", b""]]}, now=1.0)  # every task of "idle" reported
+    row = [placed["idle"], "idle", 0, True, b"r", 0.0, 1.0, b"", b"", TAG, ALICE.key_id]
+    state.on_agent_reports(b"", {"agent": aid, "batch": 1, "reports": [row]}, now=1.0)  # every task of "idle" reported
     bob = state.on_submit(b"bob", submit_body("bobs", detach=True, halted=True), now=0.0, who=BOB)
     assert bob == []
     state.client_alive(b"bob", 90.0)  # bob's client still beats: his job waits

@@ -127,7 +127,7 @@ def test_a_policy_of_the_wrong_type_fails_at_submit_and_holds_no_slot(cluster_fa
     key_dir, _ = mallory
     cluster = victim_cluster(cluster_factory, key_dir)
     payload = Codec(True).dumps({"zt": "nap", "seconds": 0.0})
-    rows = [[i, f"nap-{i}", "zt_workers:ZtNap", 0.0, 0.0, [], payload] for i in range(2)]
+    rows = [[i, f"nap-{i}", "zt_workers:ZtNap", 0.0, 0.0, [], payload, b"k" * 32] for i in range(2)]
     with authorized_socket(zmq.DEALER, cluster.control, key_dir=key_dir) as sock:
         sock.send_multipart(protocol.encode(Msg.SUBMIT, submit_body(
             "yes-binded", policy={"kind": "threads", "max_threads": 2, "binded": "yes"})))

@@ -128,7 +128,8 @@ def test_status_answers_a_key_never_reads_cost_the_boss_a_few_per_connection(clu
 def _raw_job(sock: zmq.Socket, job: str, tasks: int, size: int) -> None:
     """A job of *tasks* tasks of the tests' ZtBig worker returning *size* bytes each, submitted and ended."""
     codec = Codec(True)
-    rows = [[i, f"big-{i}", "zt_workers:ZtBig", 0.0, 0.0, [], codec.dumps({"zt": "big", "size": size, "tag": str(i)})]
+    rows = [[i, f"big-{i}", "zt_workers:ZtBig", 0.0, 0.0, [], codec.dumps({"zt": "big", "size": size, "tag": str(i)}),
+             os.urandom(32)]  # (its task's key: the report's tag is made with it)
             for i in range(tasks)]
     sock.send_multipart(protocol.encode(Msg.SUBMIT, submit_body(job)))
     sock.send_multipart(protocol.encode(Msg.ADD_TASKS, {"job": job, "tasks": rows, "classes": {}}))

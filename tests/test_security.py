@@ -554,7 +554,8 @@ forger = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # a second launcher 
 forger.connect(embedded_launchers(embedded_endpoint()))
 forger.sendall(msgpack.packb(["hello", "forger", os.getpid()]))
 forged = Codec(True).dumps(dict(tag="forged"))
-forger.sendall(b"".join(msgpack.packb(["done", tid, True, forged, 0.0, 0.0, b"", b""]) for tid in range(1, 50)))
+forger.sendall(b"".join(msgpack.packb(["done", tid, True, forged, 0.0, 0.0, b"", b"", b"t" * 32])
+                           for tid in range(1, 50)))
 # then a message of no launcher's shape: the agent handles the above in order, then lets the forger go
 forger.sendall(msgpack.packb(["no such message"]))
 forger.settimeout(10)

@@ -28,7 +28,6 @@ DROPPED = {"bad_messages": "bad_message", "unknown_agent_messages": "unknown_age
            "replies_dropped": "reply_to_a_peer_not_reading", "refused": "refused_by_role_or_owner",
            "handshakes_refused": "handshake_of_an_unknown_key",
            "started_dropped": "start_notice_to_a_peer_not_reading",
-           "agent_messages_dropped": "answer_to_an_agent_not_reading",
            "orphan_reports_dropped": "unclaimed_report_over_the_cap",
            "quota_refused": "job_over_its_keys_quota",
            "output_gaps_unmarked": "live_output_gap_not_marked", "frames_over_cap": "frame_over_the_cap"}

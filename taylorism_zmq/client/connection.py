@@ -30,6 +30,8 @@ log = logging.getLogger("taylorism_zmq")
 PING_AFTER = 2.0
 #: seconds between the client's heartbeats (its jobs are stopped when they stop, unless detached)
 CLIENT_HEARTBEAT = 2.0
+#: seconds before a connection the boss turned away for now (its connections at a bound) asks again
+BUSY_RETRY = 0.5
 
 
 def default_timeout() -> float:
@@ -74,6 +76,8 @@ class Connection:
         #: why the handshake with the boss failed, if it did (a clear error instead of a silent timeout)
         self._handshake = HandshakeWatch(self.sock, endpoint, curve, security.key_dir() if curve else None)
         self.sock.connect(endpoint)
+        #: why the boss turned this connection away for now, while no handshake went through since
+        self._turned_away: str | None = None
         self._stop_beating = threading.Event()
         self._beater = threading.Thread(target=self._heartbeat_loop, name="taylorism-client-heartbeat", daemon=True)
         self.last_heard = time.monotonic()
@@ -118,7 +122,9 @@ class Connection:
                     f"the boss at {self.endpoint} took no message for {self.timeout:.0f}s; giving up") from None
 
     def request(self, kind: Msg, body: dict[str, Any], answer: Msg) -> dict[str, Any]:
-        """Send and wait for the first *answer* message (not tied to a job)."""
+        """Send and wait for the first *answer* message (not tied to a job).  A boss that turns this connection
+        away for now (its connections at a bound) is asked again every BUSY_RETRY s until the timeout: the
+        request never reached it."""
         with self.lock:
             self.send(kind, body)
             deadline = time.monotonic() + self.timeout
@@ -128,7 +134,14 @@ class Connection:
                         del self.replies[i]
                         return b
                 left = deadline - time.monotonic()
-                self._check_handshake()
+                if self._check_handshake(retry=left > BUSY_RETRY):
+                    time.sleep(BUSY_RETRY)
+                    self.sock.disconnect(self.endpoint)
+                    self.sock.connect(self.endpoint)
+                    self.send(kind, body)
+                    continue
+                if left <= 0 and self._turned_away is not None:
+                    raise BossUnreachableError(self._turned_away)
                 if left <= 0:
                     raise BossUnreachableError(
                         f"no answer from the boss at {self.endpoint} after {self.timeout:.0f}s "
@@ -136,12 +149,19 @@ class Connection:
                         "authorized keys?)")
                 self.pump(min(left, 0.5))
 
-    def _check_handshake(self) -> None:
+    def _check_handshake(self, retry: bool = False) -> bool:
+        """Raise for a handshake that failed; True where the boss turned it away for now and *retry*."""
         problem = self._handshake.check()
+        if problem is not None and not self._handshake.succeeded and self._handshake.busy:
+            self._turned_away = problem  # (said at the timeout, if no later attempt goes through)
+            if retry:
+                log.info("%s; asking again in %gs", problem, BUSY_RETRY)
+                return True
         if problem is not None and not self._handshake.succeeded:
             if self._handshake.key_refused and self.keys is not None:
                 raise self._key_refused()
             raise BossUnreachableError(problem)
+        return False
 
     def _key_refused(self) -> KeyRefusedError:
         """The boss does not know this key: say which one, and the command that lets it in."""
