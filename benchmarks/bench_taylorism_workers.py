@@ -32,3 +32,14 @@ class TaylorismBlob(taylorism.Worker):
 
     def _task(self):
         return b"x" * self.bench_blob_t
+
+
+class TaylorismCompare(taylorism.Worker):
+    """compare.py's task (compare_tasks.timed), for taylorism 1.1.0."""
+
+    _footprint = dict(attr=dict(cmpt_kind=dict(values=["trivial", "nap", "blob"]), cmpt_arg=dict(type=float)))
+
+    def _task(self):
+        from compare_tasks import timed
+
+        return timed(self.cmpt_kind, self.cmpt_arg)

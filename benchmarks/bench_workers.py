@@ -64,3 +64,14 @@ class ZmqBlob(taylorism_zmq.Worker):
 
     def _task(self):
         return b"x" * self.bench_blob
+
+
+class ZmqCompare(taylorism_zmq.Worker):
+    """compare.py's task (compare_tasks.timed): returns its result with its own start and end times."""
+
+    _footprint = dict(attr=dict(cmp_kind=dict(values=["trivial", "nap", "blob"]), cmp_arg=dict(type=float)))
+
+    def _task(self):
+        from compare_tasks import timed
+
+        return timed(self.cmp_kind, self.cmp_arg)

@@ -64,8 +64,8 @@ class FakeAgents:
                 kind, body = protocol.decode(frames)
                 if kind is Msg.RUN:
                     self.batch += 1
-                    rows = [[tid, body["job"], index, True, b"", 0.0, 0.0, b"", b""]
-                            for tid, index, _t, _c, _p in body["tasks"]]
+                    rows = [[tid, body["job"], index, True, b"", 0.0, 0.0, b"", b"", b"", body["owner"]]
+                            for tid, index, _t, _c, _p, _k in body["tasks"]]
                     self.push.send_multipart(protocol.encode(
                         Msg.AGENT_REPORTS, {"agent": aid, "batch": self.batch, "reports": rows}))
                     handled += len(rows)
@@ -99,7 +99,7 @@ def run(hosts: int, tasks: int, workdir: str) -> tuple[float, float]:
                                "shm_host": None, "halted": False, "resubmit": False, "detach": False, "timeout": None,
                                "stream": False, "started": False, "max_tasks": 1})
         for first in range(0, tasks, 1000):
-            rows = [[i, f"t{i}", "m:W", 0.0, 0.0, [], b""] for i in range(first, min(tasks, first + 1000))]
+            rows = [[i, f"t{i}", "m:W", 0.0, 0.0, [], b"", b"k" * 32] for i in range(first, min(tasks, first + 1000))]
             conn.send(Msg.ADD_TASKS, {"job": job, "tasks": rows, "classes": {}})
         conn.send(Msg.CONTROL, {"job": job, "action": "end"})
         seen: dict[int, int] = {}  # task index -> reports of it that reached the client

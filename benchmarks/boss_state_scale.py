@@ -35,7 +35,7 @@ def run(hosts: int, tasks: int, policy: dict) -> float:
                              "timeout": None, "stream": False, "started": False, "max_tasks": 1}, now=0.0)
     start = time.process_time()
     for first in range(0, tasks, 1000):
-        rows = [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p"] for i in range(first, min(tasks, first + 1000))]
+        rows = [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p", b"k" * 32] for i in range(first, min(tasks, first + 1000))]
         state.on_add_tasks(CLIENT, {"job": "j", "tasks": rows, "classes": {}}, now=0.0)
     state.on_control(CLIENT, {"job": "j", "action": "end"}, now=0.0)
     done = 0
@@ -43,7 +43,8 @@ def run(hosts: int, tasks: int, policy: dict) -> float:
         out = state.dispatch(0.0)
         for route, kind, body in out:
             if kind is Msg.RUN:
-                reports = [[row[0], body["job"], row[1], True, b"r", 0.0, 0.0, b"", b""] for row in body["tasks"]]
+                reports = [[row[0], body["job"], row[1], True, b"r", 0.0, 0.0, b"", b"", b"", body["owner"]]
+                           for row in body["tasks"]]
                 state.on_agent_reports(b"", {"agent": route.decode(), "batch": done, "reports": reports}, now=0.0)
                 done += len(reports)
     assert done == tasks, (done, tasks)

@@ -82,10 +82,11 @@ def main() -> int:
     daemons = me.children()
     boss = next(p for p in daemons if "boss" in p.cmdline())
     agent = next(p for p in daemons if "agent" in p.cmdline())
-    zygote = agent.children()[0]
-    roles = {boss.pid: "boss", agent.pid: "agent", **{p.pid: "launcher" for p in zygote.children()}}
+    zygotes = agent.children()  # (the embedded agent starts its zygote only for launchers of its own: --lean)
+    roles = {boss.pid: "boss", agent.pid: "agent", **{p.pid: "launcher" for z in zygotes for p in z.children()}}
     if args.reuse > 1:  # reused task processes outlive the run: read them from /proc too
-        roles.update({p.pid: "  live task procs" for p in zygote.children(recursive=True) if p.pid not in roles})
+        roles.update({p.pid: "  live task procs" for z in zygotes for p in z.children(recursive=True)
+                      if p.pid not in roles})
     before = {pid: proc_times(pid) for pid in roles}
     client0, forks0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     elapsed = run(args.tasks)

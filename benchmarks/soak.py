@@ -34,6 +34,7 @@ import contextlib
 import io
 import multiprocessing
 import os
+import queue
 import random
 import shutil
 import signal
@@ -171,7 +172,8 @@ def main() -> int:
 
     def agent() -> subprocess.Popen:
         return subprocess.Popen([*cmd, "agent", "--boss", address, "--insecure", "--slots", "3",
-                                 "--heartbeat", "0.5", "--state-dir", state_dir, "--log-level", "ERROR"])
+                                 "--heartbeat", "0.5", "--state-dir", state_dir, "--log-level", "ERROR",
+                                 *(["--allow-root-tasks"] if os.geteuid() == 0 else [])])
 
     boss = start_boss() if pair is None else pair.start()
     agents = [agent() for _ in range(args.agents)]
@@ -195,6 +197,15 @@ def main() -> int:
     next_boss_kill = time.time() + rng.uniform(*args.kill_every) if pair is not None else None
     boss_kills: list[float] = []
     boss_counters: dict = {}
+    outcomes: list[tuple] = []
+
+    def drain() -> None:
+        """Read the clients' outcomes as they come (a client cannot exit while its queue's pipe is full)."""
+        while True:
+            try:
+                outcomes.append(results.get_nowait())
+            except queue.Empty:
+                return
 
     def sample(name: str, proc: subprocess.Popen | None) -> None:
         if proc is None or proc.poll() is not None:
@@ -206,6 +217,7 @@ def main() -> int:
 
     try:
         while any(c.is_alive() for c in clients):
+            drain()
             if pair is not None:
                 for i, proc in enumerate(pair.bosses):
                     sample(f"boss {i}", proc)
@@ -241,17 +253,21 @@ def main() -> int:
         final = _counters(address)
     finally:
         stop_hostile.set()
+        deadline = time.time() + 60
         for c in clients:
-            c.join(timeout=30)
+            while c.is_alive() and time.time() < deadline:
+                drain()
+                c.join(timeout=0.2)
+            if c.is_alive():  # (interrupted): no client is left behind
+                c.terminate()
+                c.join(timeout=5)
+        drain()
         daemons = [*agents, *(pair.bosses if pair is not None else [boss])]
         for p in daemons:
             p.send_signal(signal.SIGTERM)
         for p in daemons:
             p.wait(timeout=15)
         shutil.rmtree(state_dir, ignore_errors=True)
-    outcomes = []
-    while not results.empty():
-        outcomes.append(results.get())
     executions = ledger.read(ledger_dir)
     shutil.rmtree(ledger_dir, ignore_errors=True)
     t = tally(outcomes, executions, killed)

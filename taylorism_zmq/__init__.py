@@ -12,9 +12,11 @@ from .errors import (
     AccessDeniedError,
     AgentLostError,
     BossUnreachableError,
+    JobCancelledError,
     KeyRefusedError,
     RemoteTraceback,
     TaskDiedError,
+    UnverifiedReportError,
     WorkerError,
 )
 from .schedulers import BaseScheduler, MaxThreadsScheduler, binding_setup
@@ -25,9 +27,9 @@ __version__ = "0.2.0"
 
 __all__ = [
     "AccessDeniedError", "AgentLostError", "BaseScheduler", "BindedWorker", "Boss", "BossUnreachableError",
-    "KeyRefusedError", "LocalCluster", "MaxThreadsScheduler", "RemoteTraceback", "TaskDiedError", "Worker",
-    "WorkerError", "batch_main", "binding_setup", "cluster_status", "install_as_taylorism", "run_as_server",
-    "schedulers", "security", "taylorism_log", "util",
+    "JobCancelledError", "KeyRefusedError", "LocalCluster", "MaxThreadsScheduler", "RemoteTraceback",
+    "TaskDiedError", "UnverifiedReportError", "Worker", "WorkerError", "batch_main", "binding_setup",
+    "cluster_status", "install_as_taylorism", "run_as_server", "schedulers", "security", "taylorism_log", "util",
 ]
 
 

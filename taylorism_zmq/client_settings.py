@@ -20,14 +20,14 @@ def boss_address(explicit: str | None = None, config: str | None = None) -> str 
     *config*: the config file to read (default: the one in effect), for ``boss`` in its [client] table.
     """
     if explicit:
-        return check_endpoints(explicit, "boss address")
+        return check_endpoints(explicit, "boss address", connect=True)
     env = os.environ.get(ENV_BOSS, "").strip()
     if env:
-        return check_endpoints(env, ENV_BOSS)
+        return check_endpoints(env, ENV_BOSS, connect=True)
     path = os.path.expanduser(config) if config else find_config()
     client = load_config(path).get("client", {}) if path else {}
     value = client.get("boss") if isinstance(client, dict) else None
-    return check_endpoints(value, f"boss in the [client] table of {path}") if value else None
+    return check_endpoints(value, f"boss in the [client] table of {path}", connect=True) if value else None
 
 
 def tasks_per_process(explicit: int | None = None) -> int:

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import os
-import sys
+from collections.abc import Callable
 from typing import Any
 
 from .config_file import find_config, load_config, parse_bool
@@ -44,8 +43,19 @@ def config_file(explicit: str | None) -> str | None:
         raise SystemExit(str(exc)) from None
 
 
-def parse(parser: argparse.ArgumentParser, section: str, argv: Any = None) -> argparse.Namespace:
-    """Parse *argv*, then fill what the command line left out from the environment, the config file, defaults."""
+#: what the command will use of a setting left out, and where it comes from: {dest: (value, source)}
+Effective = Callable[[argparse.Namespace], dict[str, tuple[Any, str]]]
+
+
+def parse(parser: argparse.ArgumentParser, section: str, argv: Any = None, effective: Effective | None = None,
+          warn_unknown: Callable[[], None] | None = None) -> argparse.Namespace:
+    """Parse *argv*, then fill what the command line left out from the environment, the config file, defaults.
+
+    *effective* tells ``--print-config`` what the command will use where a setting's own value is not the
+    whole story (the boss of the [client] table for taylorism-ctl, the control port for the boss).
+    *warn_unknown* says which TAYLORISM_* variables nothing reads (:mod:`.environment_variables`), unless
+    the command is a client's embedded daemon (the client said it already).
+    """
     defaults: dict[str, tuple[argparse.Action, Any]] = {}
     for action in parser._actions:
         if action.dest in _SKIP or action.dest == argparse.SUPPRESS:
@@ -87,8 +97,16 @@ def parse(parser: argparse.ArgumentParser, section: str, argv: Any = None) -> ar
             value, source = default, "default"
         setattr(args, dest, value)
         args._sources[dest] = source
+    if not private and warn_unknown is not None:
+        warn_unknown()
     if args.print_config:
-        print(config_text(section, {dest: getattr(args, dest) for dest in defaults}, args._sources))
+        values = {dest: getattr(args, dest) for dest in defaults}
+        sources = dict(args._sources)
+        if "key_dir" in values and values["key_dir"] is None:
+            values["key_dir"] = os.path.expanduser(os.path.join("~", ".taylorism"))
+        for dest, (value, source) in (effective(args) if effective else {}).items():
+            values[dest], sources[dest] = value, source
+        print(config_text(section, values, sources))
         raise SystemExit(0)
     return args
 
@@ -129,22 +147,3 @@ def _convert(action: argparse.Action, value: Any, where: str) -> Any:
         except (TypeError, ValueError):
             raise SystemExit(f"{where}: {value!r} is not a valid {getattr(action.type, '__name__', 'value')}") from None
     return value
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log collectors."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({"time": record.created, "level": record.levelname, "logger": record.name,
-                           "message": record.getMessage()})
-
-
-def setup_logging(level: str, log_file: str | None = None, as_json: bool = False) -> None:
-    # footprints/bronx may have put their own handler on the root logger: ours is set explicitly
-    logger = logging.getLogger("taylorism_zmq")
-    logger.setLevel(level.upper())
-    handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if as_json else
-                         logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    logger.handlers[:] = [handler]
-    logger.propagate = False

@@ -35,8 +35,18 @@ class TaskDiedError(WorkerError):
     """A task process ended without a report (killed by a signal, or exited)."""
 
 
+class UnverifiedReportError(WorkerError):
+    """A task's report that its task did not produce: it does not verify against the task's key (see
+    docs/security.md), so it is never opened (unpickled); the task counts as failed."""
+
+
 class AgentLostError(TaylorismError):
     """The agent running a task was lost more often than the job allows."""
+
+
+class JobCancelledError(TaylorismError):
+    """The job was cancelled (``taylorism-ctl cancel``) by its owner or an admin, named in the message: its
+    tasks were killed."""
 
 
 class BossUnreachableError(TaylorismError, ConnectionError):

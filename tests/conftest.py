@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import pwd
 import random
 import shutil
 import socket
@@ -22,6 +23,11 @@ from bug_check import bug_lines, pytest_configure, pytest_runtest_makereport  # 
 
 # the boss checks its records after every event (--validate), the embedded one too (cheap at the sizes tests run)
 os.environ.setdefault("TAYLORISM_EMBEDDED_VALIDATE", "1")
+
+# the tests run their agents as the user they run as, root included, with no --run-as-client-user: an agent
+# started as root refuses to run tasks as root unless told (test_task_isolation tries it without this)
+if os.geteuid() == 0:
+    os.environ.setdefault("TAYLORISM_ALLOW_ROOT_TASKS", "1")
 
 # tcp endpoints use CURVE: the tests get a key pair of their own, authorized, for every process they start
 # (removed at the end of the run)
@@ -146,7 +152,7 @@ class Cluster:
     def __init__(self, agent_timeout: float = 30.0, max_retries: int = 1, allow_plugins: bool = False,
                  insecure: bool = False, client_timeout: float = 60.0, http: str | None = None,
                  metrics_port: int | None = None, boss_log: str | None = None, boss_args: tuple[str, ...] = (),
-                 validate: bool = True):
+                 validate: bool = True, boss_prefix: tuple[str, ...] = ()):
         self.control = f"tcp://127.0.0.1:{free_port()}"
         self.reports = f"tcp://127.0.0.1:{free_port()}"
         self.agent_timeout = agent_timeout
@@ -163,6 +169,8 @@ class Cluster:
         self.boss_args = boss_args
         #: the boss checks its records after every event (--validate: O(records) each, off for large runs)
         self.validate = validate
+        #: a command the boss runs under (prlimit, for a descriptor limit of its own)
+        self.boss_prefix = boss_prefix
         self.boss: subprocess.Popen | None = None
         self.agents: list[subprocess.Popen] = []
         #: the agents' report journals (each agent takes a free one; a restarted agent sends what is left)
@@ -184,7 +192,8 @@ class Cluster:
                                 *(["--metrics-port", str(self.metrics_port)] if self.metrics_port else []),
                                 *(["--log-file", self.boss_log] if self.boss_log else []),
                                 *(["--validate"] if self.validate else []),
-                                *self.boss_args, level="INFO" if self.boss_log else "WARNING")
+                                *self.boss_args, level="INFO" if self.boss_log else "WARNING",
+                                prefix=self.boss_prefix)
         return self.boss
 
     def add_agent(self, slots: int = 2, host_name: str | None = None, clean_env: bool = True,
@@ -293,6 +302,37 @@ def no_stray_processes() -> Iterator[None]:
     left = _our_processes()
     assert not left, "processes the suite started are still running: " + "; ".join(
         f"pid {pid} from {node}: {' '.join(cmd)[:200]}" for pid, (node, cmd) in left.items())
+
+
+@pytest.fixture
+def two_users():
+    """Users A and B (unique names, removed after), each with a private directory holding a private file
+    (tests that run tasks as Unix users: root and useradd needed)."""
+    tag = f"{os.getpid() % 100000}{uuid.uuid4().hex[:3]}"
+    made = []
+    top = pathlib.Path(tempfile.mkdtemp(prefix="taylorism-users-"))
+    os.chmod(top, 0o755)  # (let the users walk to their own directory)
+    try:
+        for who in ("a", "b"):
+            name = f"tz{tag}{who}"
+            subprocess.run(["useradd", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin", name], check=True,
+                           capture_output=True)
+            made.append(name)
+        privates = {}
+        for name in made:
+            entry = pwd.getpwnam(name)
+            home = top / name
+            home.mkdir(mode=0o700)
+            (home / "secret.txt").write_text(f"{name}'s secret")
+            os.chmod(home / "secret.txt", 0o600)
+            for p in (home, home / "secret.txt"):
+                os.chown(p, entry.pw_uid, entry.pw_gid)
+            privates[name] = home / "secret.txt"
+        yield made, privates
+    finally:
+        for name in made:
+            subprocess.run(["userdel", name], capture_output=True)
+        shutil.rmtree(top, ignore_errors=True)
 
 
 def _can_make_namespaces() -> str | None:

@@ -2,9 +2,9 @@
 one state and replay into another (tests/test_replication.py, and a child process run with another hash seed).
 
 Every kind of event the active streams happens in it: several owners' jobs of every scheduler kind, halted and
-resumed, ended, stopped, failed, detached and attached; agents joining, beating, draining, leaving, lost and
-back with tasks of jobs the state does not know; clients cut or silent; the outbox's pressure; time passing
-past every timeout.
+resumed, ended, stopped, cancelled, failed, detached, attached and followed (taylorism-ctl attach); agents
+joining, beating, draining, leaving, lost and back with tasks of jobs the state does not know; clients cut or
+silent; keys revoked; the outbox's pressure; time passing past every timeout.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from taylorism_zmq.wire.protocol import Msg
 OWNERS = [Identity(f"key-{c}", f"user-{c}", frozenset({"client"}), None) for c in "abc"]
 ADMIN = Identity("key-admin", "admin", frozenset({"client", "admin"}), None)
 AGENT_KEY = Identity("key-agents", "agents", frozenset({"agent"}), None)
+#: a task's key as its client sends it, and the tag of its report (the boss holds and relays them)
+TASK_KEY, TAG = b"k" * 32, b"t" * 32
 POLICIES = [{"kind": "nosort"}, {"kind": "threads", "max_threads": 2}, {"kind": "memory", "max_memory": 3000.0},
             {"kind": "threads+memory", "max_threads": 3, "max_memory": 5000.0}, {"kind": "threads", "singlefile": True}]
 OPTIONS = BossOptions(agent_timeout=5.0, client_timeout=30.0, recovery_grace=1.0, max_retries=1,
@@ -44,7 +46,7 @@ class Scenario:
         self.now = 0.0
         self.step = 0
         self.agents: dict[str, int] = {}  # agent id -> slots
-        self.running: dict[str, list] = {}  # agent id -> [tid, job, index, ticket] of what it was sent
+        self.running: dict[str, list] = {}  # agent id -> [tid, job, index, ticket, owner] of what it was sent
         self.jobs: list[tuple[str, bytes, Identity]] = []
         self.n_jobs = 0
         self.made: list = []
@@ -54,8 +56,8 @@ class Scenario:
         for route, kind, body in out:
             if kind is Msg.RUN:
                 aid = route.decode().split(".")[0]
-                self.running.setdefault(aid, []).extend([tid, body["job"], index, ticket]
-                                                        for tid, index, ticket, _cls, _payload in body["tasks"])
+                self.running.setdefault(aid, []).extend([tid, body["job"], index, ticket, body["owner"]]
+                                                        for tid, index, ticket, _cls, _payload, _key in body["tasks"])
             elif kind is Msg.KILL:
                 aid = route.decode().split(".")[0]
                 self.running[aid] = [r for r in self.running.get(aid, []) if r[0] not in body["tasks"]]
@@ -82,7 +84,8 @@ class Scenario:
                 aid = f"agent-{rng.randrange(6)}"
                 known = running.get(aid, []) if rng.random() < 0.7 else []
                 # (sometimes with a task of a job no one knows: a job submitted again later takes it)
-                extra = [[999, f"job-{self.n_jobs}", 0, None]] if rng.random() < 0.1 else []
+                extra = [[999, f"job-{self.n_jobs}", 0, None, rng.choice(OWNERS).key_id]] if rng.random() < 0.1 \
+                    else []
                 slots = rng.choice([1, 2, 4])
                 body = {"agent": aid, "host": f"host-{aid[-1]}", "shm_host": "m", "cpus": rng.choice([2, 4, 8]),
                         "memory": rng.choice([4000.0, 16000.0]), "slots": slots, "pid": 1,
@@ -104,13 +107,13 @@ class Scenario:
                 jid, route, owner = rng.choice(jobs)
                 start = rng.randrange(40)
                 rows = [[i, f"w{i}", "m:W", rng.choice([0.0, 500.0, 1500.0]), rng.random() * 10,
-                         [f"f{i % 3}"] if rng.random() < 0.3 else [], b"x" * rng.randrange(1, 3000)]
+                         [f"f{i % 3}"] if rng.random() < 0.3 else [], b"x" * rng.randrange(1, 3000), TASK_KEY]
                         for i in range(start, start + rng.randrange(1, 12))]
                 call(state.on_add_tasks, route, {"job": jid, "tasks": rows, "classes": {}}, now, owner)
             elif r < 0.44 and jobs:
                 jid, route, owner = rng.choice(jobs)
                 action = rng.choice(["halt", "resume", "resume", "resume", "end", "end", "end", "stop", "stop_now",
-                                     "stop_listening"])
+                                     "stop_listening", "cancel"])
                 call(state.on_control, route, {"job": jid, "action": action}, now,
                      owner if rng.random() < 0.9 else rng.choice(OWNERS))
             elif r < 0.62 and running:
@@ -118,9 +121,10 @@ class Scenario:
                 if running[aid]:
                     rows = []
                     sample = rng.sample(running[aid], min(len(running[aid]), rng.randrange(1, 4)))
-                    for tid, jid, index, _ticket in sample:
+                    for tid, jid, index, _ticket, owner_id in sample:
                         ok = rng.random() < 0.93
-                        rows.append([tid, jid, index, ok, b"r" * rng.randrange(1, 500), now - 1, now, b"out", b""])
+                        rows.append([tid, jid, index, ok, b"r" * rng.randrange(1, 500), now - 1, now, b"out", b"",
+                                     TAG, owner_id])
                         running[aid] = [x for x in running[aid] if x[0] != tid]
                     call(state.on_agent_reports, b"", {"agent": aid, "batch": step, "reports": rows}, now, AGENT_KEY)
             elif r < 0.72 and agents:
@@ -140,7 +144,8 @@ class Scenario:
                 call(state.on_admin, b"admin", {"action": action, "target": f"host-{aid[-1]}"}, now, ADMIN)
             elif r < 0.81 and jobs:
                 jid, _route, owner = rng.choice(jobs)
-                call(state.on_attach, f"attach-{step}".encode(), {"job": jid}, now, owner,
+                follow = {"follow": True} if rng.random() < 0.4 else {}  # (taylorism-ctl attach: a follower)
+                call(state.on_attach, f"attach-{step % 7}".encode(), {"job": jid, **follow}, now, owner,
                      backlogged=frozenset({b"client-key-a-0"}) if rng.random() < 0.3 else frozenset())
             elif r < 0.84 and jobs:
                 _jid, route, _owner = rng.choice(jobs)
@@ -151,6 +156,8 @@ class Scenario:
             elif r < 0.86 and agents:
                 aid = rng.choice(sorted(agents))
                 call(state.peer_unreachable, f"{aid}.r".encode(), now)
+            elif r < 0.865:
+                call(state.keys_revoked, {rng.choice(OWNERS).key}, now)
             held = frozenset(route for _jid, route, _o in jobs if rng.random() < 0.1)
             call(state.dispatch, now, held=held)
             if rng.random() < 0.2:

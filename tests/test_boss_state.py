@@ -9,12 +9,15 @@ import pytest
 from taylorism_zmq.boss.invariants import check_invariants
 from taylorism_zmq.boss.model import JobState, Refused, TaskState, TransitionError
 from taylorism_zmq.boss.options import BossOptions
-from taylorism_zmq.boss.quota import task_bytes
+from taylorism_zmq.boss.quota import job_bytes, task_bytes
 from taylorism_zmq.boss.state import BossState
-from taylorism_zmq.wire.keystore import Identity
+from taylorism_zmq.wire.keystore import LOCAL, Identity
 from taylorism_zmq.wire.protocol import Msg
 
 CLIENT = b"client-1"
+#: a task's key as its client sends it, the tag a report carries, and the key id of the jobs' owner (the events'
+#: default identity)
+KEY, TAG, OWNER = b"k" * 32, b"t" * 32, LOCAL.key_id
 
 
 def make_state(**kw) -> BossState:
@@ -61,7 +64,7 @@ def submit(state: BossState, policy: dict, n: int = 0, job: str = "j1", memory: 
 
 
 def add(state, job, indexes, memory=0.0, expected=None, files=None):
-    rows = [[i, f"w{i}", "m:W", memory, (expected or {}).get(i, 0.0), (files or {}).get(i, []), b"p"]
+    rows = [[i, f"w{i}", "m:W", memory, (expected or {}).get(i, 0.0), (files or {}).get(i, []), b"p", KEY]
             for i in indexes]
     assert state.on_add_tasks(CLIENT, {"job": job, "tasks": rows, "classes": {}}, now=0.0) == []
 
@@ -71,7 +74,7 @@ def runs(out) -> dict[str, list]:
     placed: dict[str, list] = {}
     for route, kind, body in out:
         if kind is Msg.RUN:
-            for tid, index, ticket, _cls, _payload in body["tasks"]:
+            for tid, index, ticket, _cls, _payload, _key in body["tasks"]:
                 REMEMBERED[tid] = (body["job"], index)
                 placed.setdefault(route.decode(), []).append([tid, ticket])
     return placed
@@ -81,7 +84,8 @@ def report(state, aid, tid, ok=True, job=None, index=None):
     if job is None:
         task = state.ledger.tasks[tid] if tid in state.ledger.tasks else None
         job, index = (task.job.jid, task.index) if task else REMEMBERED[tid]
-    rows = [[tid, job, index, ok, b"r", 0.0, 1.0, b"", b""]]
+    owner = state.ledger.jobs[job].owner_id if job in state.ledger.jobs else OWNER
+    rows = [[tid, job, index, ok, b"r", 0.0, 1.0, b"", b"", TAG, owner]]
     out = state.on_agent_reports(b"", {"agent": aid, "batch": 1, "reports": rows}, now=1.0)
     assert out[0] == (aid.encode(), Msg.REPORTS_ACK, {"batch": 1})
     return out[1:]
@@ -137,7 +141,7 @@ def test_finished_job_reports_then_ends():
     rows = runs(state.dispatch(0.0))[a]
     state.on_control(CLIENT, {"job": "j1", "action": "end"}, now=0.0)
     out = report(state, a, rows[0][0])
-    assert of_kind(out, Msg.REPORTS)[0]["reports"] == [[0, True, b"r", "a", "w0", b"", b""]]
+    assert of_kind(out, Msg.REPORTS)[0]["reports"] == [[0, True, b"r", "a", "w0", b"", b"", TAG]]
     assert not of_kind(out, Msg.JOB_END)
     out = report(state, a, rows[1][0])
     assert of_kind(out, Msg.JOB_END) == [{"job": "j1", "status": "finished", "pending": [], "error": None}]
@@ -253,7 +257,7 @@ def test_memory_limit_per_host_and_task_that_fits_nowhere_fails_at_once():
     assert len(runs(state.dispatch(0.0))[a]) == 4
     submit(state, {"kind": "memory", "max_memory": None, "memory_per_task": 100.0,
                    "memory_max_percentage": 0.5}, job="big")
-    out = state.on_add_tasks(CLIENT, {"job": "big", "tasks": [[0, "huge", "m:W", 900.0, 0.0, [], b"p"]],
+    out = state.on_add_tasks(CLIENT, {"job": "big", "tasks": [[0, "huge", "m:W", 900.0, 0.0, [], b"p", KEY]],
                                       "classes": {}}, now=0.0)
     end = of_kind(out, Msg.JOB_END)[0]
     assert end["job"] == "big" and end["error"]["type"] == "MemoryError"
@@ -379,25 +383,26 @@ def test_spread_follows_free_slots():
 def test_drain_stops_placement_and_undrain_resumes():
     state = make_state()
     a, b = add_agent(state, "a", slots=2), add_agent(state, "b", slots=2)
-    assert drain(state, "a") == {"ok": True, "message": "drained 1 agent(s) on a"}
+    assert drain(state, "a") == {"ok": True, "message": "drained 1 agent(s) on a: agent-a"}
     assert state.ledger.agents[a].draining
     submit(state, {"kind": "nosort"}, n=4)
     assert list(runs(state.dispatch(0.0))) == [b]
-    assert drain(state, "a", False) == {"ok": True, "message": "undrained 1 agent(s) on a"}
+    assert drain(state, "a", False) == {"ok": True, "message": "undrained 1 agent(s) on a: agent-a"}
     assert list(runs(state.dispatch(0.0))) == [a]
-    assert drain(state, "nowhere") == {"ok": False, "message": "no agent on host 'nowhere' (hosts: a, b)"}
+    assert drain(state, "nowhere") == {"ok": False,
+                                       "message": "no agent on host 'nowhere' nor of that id (hosts: a, b)"}
 
 
 def test_restarted_boss_recovers_jobs_without_running_anything_twice():
     state = make_state(started=100.0, recovery_grace=3.0)  # a boss that just restarted
-    a = add_agent(state, "a", slots=4, running=[[55, "j1", 0, 0]])  # index 0 still runs there
+    a = add_agent(state, "a", slots=4, running=[[55, "j1", 0, 0, OWNER]])  # index 0 still runs there
     # index 1 ended while the boss was away: its report arrives before the client comes back
     assert report(state, a, 999, job="j1", index=1) == []
     assert state.ledger.counters["orphan_reports"] == 1
     submit(state, {"kind": "threads", "max_threads": 4}, resubmit=True)
-    out = state.on_add_tasks(CLIENT, {"job": "j1", "tasks": [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p"]
+    out = state.on_add_tasks(CLIENT, {"job": "j1", "tasks": [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p", KEY]
                                                              for i in range(4)], "classes": {}}, now=0.0)
-    assert of_kind(out, Msg.REPORTS)[0]["reports"] == [[1, True, b"r", "a", "w1", b"", b""]]
+    assert of_kind(out, Msg.REPORTS)[0]["reports"] == [[1, True, b"r", "a", "w1", b"", b"", TAG]]
     assert state.ledger.jobs["j1"].by_index[0].state == "running" and state.ledger.counters["tasks_adopted"] == 1
     assert state.dispatch(now=101.0) == []  # held: other agents may still re-register
     placed = runs(state.dispatch(now=104.0))[a]
@@ -409,7 +414,7 @@ def test_restarted_boss_recovers_jobs_without_running_anything_twice():
         out = report(state, a, tid, job="j1", index=index)
         reported += [r[0] for body in of_kind(out, Msg.REPORTS) for r in body["reports"]]
     assert sorted(reported) == [0, 2, 3]
-    assert state.ledger.jobs == {} and state.ledger.ended["j1"] == "finished"
+    assert state.ledger.jobs == {} and state.ledger.ended["j1"][0] == "finished"
     # a report sent again (its acknowledgement was lost) is dropped
     assert report(state, a, 777, job="j1", index=0) == []
 
@@ -419,7 +424,7 @@ def test_a_task_that_ended_while_the_boss_was_away_counts_when_its_report_comes_
     a = add_agent(state, "a", slots=4)  # registered again: nothing runs there any more
     submit(state, {"kind": "threads", "max_threads": 4}, n=3, resubmit=True)  # the client came back first
     out = report(state, a, 999, job="j1", index=1)  # then the agent delivers the report it kept
-    assert of_kind(out, Msg.REPORTS)[0]["reports"] == [[1, True, b"r", "a", "w1", b"", b""]]
+    assert of_kind(out, Msg.REPORTS)[0]["reports"] == [[1, True, b"r", "a", "w1", b"", b"", TAG]]
     placed = runs(state.dispatch(now=104.0))[a]
     assert sorted(REMEMBERED[tid][1] for tid, _ in placed) == [0, 2]  # index 1 does not run again
     b = add_agent(state, "b")
@@ -459,7 +464,7 @@ def test_an_agent_rejoining_with_tasks_that_ran_elsewhere_is_told_to_stop_them()
     submit(state, {"kind": "nosort"}, n=1)
     runs(state.dispatch(0.0))
     aid = "agent-a"
-    running = [[9, "j1", 0, None], [10, "gone", 3, None]]
+    running = [[9, "j1", 0, None, OWNER], [10, "gone", 3, None, OWNER]]
     out = state.on_register(aid.encode(), {"agent": aid, "host": "a", "shm_host": "m", "cpus": 2, "memory": 1.0,
                                            "slots": 2, "pid": 1, "running": running}, now=1.0)
     assert (aid.encode(), Msg.KILL, {"tasks": [9]}) in out
@@ -501,7 +506,7 @@ def test_free_slots_go_round_robin_between_owners_first_come_first_served_within
     for jid, who, n in (("alice-big", alice, 100), ("alice-late", alice, 3), ("bob-small", bob, 10)):
         route = who.name.encode()
         state.on_submit(route, submit_body(jid, policy=policy), now=0.0, who=who)
-        rows = [[i, f"{jid}-{i}", "m:W", 0.0, 0.0, [], b"p"] for i in range(n)]
+        rows = [[i, f"{jid}-{i}", "m:W", 0.0, 0.0, [], b"p", KEY] for i in range(n)]
         state.on_add_tasks(route, {"job": jid, "tasks": rows, "classes": {}}, now=0.0, who=who)
     order = []  # the job of each task started, in order
     running = []
@@ -553,7 +558,7 @@ def test_agent_messages_only_from_the_key_that_registered_the_agent():
 def _submit_as(state: BossState, who: Identity, jid: str, payloads: list[bytes] = ()) -> list:
     route = who.name.encode()
     out = state.on_submit(route, submit_body(jid), now=0.0, who=who)
-    rows = [[i, f"{jid}-{i}", "m:W", 0.0, 0.0, [], p] for i, p in enumerate(payloads)]
+    rows = [[i, f"{jid}-{i}", "m:W", 0.0, 0.0, [], p, KEY] for i, p in enumerate(payloads)]
     if jid in state.ledger.jobs:
         out += state.on_add_tasks(route, {"job": jid, "tasks": rows, "classes": {}}, now=0.0, who=who)
     return out
@@ -578,22 +583,23 @@ def test_a_key_at_its_job_limit_is_refused_until_one_of_its_jobs_ends_and_others
 
 def test_instruction_bytes_over_a_keys_limit_fail_the_job_that_adds_them_and_room_comes_back_as_tasks_end():
     state = make_state()
-    state.ledger.quota.max_bytes = 2000
+    own = job_bytes("a1", "a1", {}, {"kind": "nosort"})  # a job's own record (a2's and a3's alike)
+    state.ledger.quota.max_bytes = 2000 + 2 * own
     a = add_agent(state, "a", slots=1)
     alice = Identity("key-alice", "alice", frozenset({"client"}))
     each = task_bytes("a1-0", "m:W", [], b"x" * 400)  # the row and the record: 807 bytes
     assert _submit_as(state, alice, "a1", [b"x" * 400, b"y" * 400]) == []
-    assert state.ledger.quota.bytes["key-alice"] == 2 * each
-    out = _submit_as(state, alice, "a2", [b"z" * 300])  # 2 x 807 + 707 bytes held: over
+    assert state.ledger.quota.bytes["key-alice"] == own + 2 * each
+    out = _submit_as(state, alice, "a2", [b"z" * 300])  # 2 x 807 + 707 bytes held (and 2 jobs): over
     end = of_kind(out, Msg.JOB_END)[0]
     assert end["status"] == "failed" and "over its limit per key" in end["error"]["message"]
     assert end["pending"] == [] and "a2" not in state.ledger.jobs and state.ledger.counters["quota_refused"] == 1
-    assert state.ledger.quota.bytes["key-alice"] == 2 * each and state.ledger.quota.jobs["key-alice"] == 1
+    assert state.ledger.quota.bytes["key-alice"] == own + 2 * each and state.ledger.quota.jobs["key-alice"] == 1
     report(state, a, runs(state.dispatch(0.0))[a][0][0])  # one of a1's tasks is done: its bytes go
-    assert state.ledger.quota.bytes["key-alice"] == each
+    assert state.ledger.quota.bytes["key-alice"] == own + each
     assert _submit_as(state, alice, "a3", [b"z" * 300]) == []
     state.on_control(b"alice", {"job": "a1", "action": "stop_now"}, now=0.0, who=alice)  # an ended job gives all back
-    assert state.ledger.quota.bytes["key-alice"] == task_bytes("a3-0", "m:W", [], b"z" * 300)
+    assert state.ledger.quota.bytes["key-alice"] == own + task_bytes("a3-0", "m:W", [], b"z" * 300)
     assert state.ledger.quota.jobs["key-alice"] == 1
 
 
@@ -603,19 +609,19 @@ def test_names_files_empty_tasks_and_classes_count_against_the_quota_not_only_in
     alice = Identity("key-alice", "alice", frozenset({"client"}))
     route = b"alice"
     _submit_as(state, alice, "a1")
-    rows = [[0, "n" * 60_000, "m:W", 0.0, 0.0, ["f" * 60_000], b""]]
+    rows = [[0, "n" * 60_000, "m:W", 0.0, 0.0, ["f" * 60_000], b"", KEY]]
     end = of_kind(state.on_add_tasks(route, {"job": "a1", "tasks": rows, "classes": {}}, now=0.0, who=alice),
                   Msg.JOB_END)
     assert end and "over its limit" in end[0]["error"]["message"]
     _submit_as(state, alice, "a2")
-    rows = [[i, f"w{i}", "m:W", 0.0, 0.0, [], b""] for i in range(300)]  # 300 empty tasks: 300 records
+    rows = [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"", KEY] for i in range(300)]  # 300 empty tasks: 300 records
     end = of_kind(state.on_add_tasks(route, {"job": "a2", "tasks": rows, "classes": {}}, now=0.0, who=alice),
                   Msg.JOB_END)
     assert end and "over its limit" in end[0]["error"]["message"]
     _submit_as(state, alice, "a3")
     assert state.on_add_tasks(route, {"job": "a3", "tasks": [], "classes": {"m:C": b"c" * 60_000}}, now=0.0,
                               who=alice) == []
-    assert state.ledger.quota.bytes["key-alice"] == 60_000
+    assert state.ledger.quota.bytes["key-alice"] == job_bytes("a3", "a3", {}, {"kind": "nosort"}) + 60_000
     end = of_kind(state.on_add_tasks(route, {"job": "a3", "tasks": [], "classes": {"m:D": b"d" * 60_000}}, now=0.0,
                                      who=alice), Msg.JOB_END)
     assert end and "over its limit" in end[0]["error"]["message"] and state.ledger.quota.bytes == {}
@@ -623,19 +629,20 @@ def test_names_files_empty_tasks_and_classes_count_against_the_quota_not_only_in
 
 def test_a_job_submitted_again_after_a_restart_counts_only_the_tasks_still_to_run():
     state = make_state(started=100.0)
-    state.ledger.quota.max_bytes = 1000
+    own = job_bytes("j", "j", {}, {"kind": "nosort"})
+    state.ledger.quota.max_bytes = 1000 + own
     alice = Identity("key-alice", "alice", frozenset({"client"}))
     a = add_agent(state, "a")
     # task 0 (600 bytes of instructions) ended while the boss was away: its report waits for its job
-    state.on_agent_reports(b"", {"agent": a, "batch": 1, "reports": [[9, "j", 0, True, b"r", 0.0, 1.0, b"", b""]]},
-                           now=100.0)
+    state.on_agent_reports(b"", {"agent": a, "batch": 1, "reports": [
+        [9, "j", 0, True, b"r", 0.0, 1.0, b"", b"", TAG, alice.key_id]]}, now=100.0)
     route = b"alice"
     state.on_submit(route, submit_body("j", resubmit=True), now=100.0, who=alice)
-    rows = [[0, "w0", "m:W", 0, 0, [], b"x" * 300], [1, "w1", "m:W", 0, 0, [], b"y" * 300],
-            [1, "w1", "m:W", 0, 0, [], b"y" * 300]]  # (an index twice counts once)
+    rows = [[0, "w0", "m:W", 0, 0, [], b"x" * 300, KEY], [1, "w1", "m:W", 0, 0, [], b"y" * 300, KEY],
+            [1, "w1", "m:W", 0, 0, [], b"y" * 300, KEY]]  # (an index twice counts once)
     out = state.on_add_tasks(route, {"job": "j", "tasks": rows, "classes": {}}, now=0.0, who=alice)
     assert of_kind(out, Msg.REPORTS)[0]["reports"][0][0] == 0 and not of_kind(out, Msg.JOB_END)
-    assert state.ledger.quota.bytes["key-alice"] == task_bytes("w1", "m:W", [], b"y" * 300)
+    assert state.ledger.quota.bytes["key-alice"] == own + task_bytes("w1", "m:W", [], b"y" * 300)
 
 
 def test_job_ids_and_names_are_bounded():
@@ -655,21 +662,21 @@ def test_a_report_of_a_task_that_ran_before_a_restart_takes_its_job_off_the_read
 
 def test_reports_kept_for_a_detached_job_count_against_its_owner_until_they_are_forgotten():
     state = make_state()
-    state.ledger.quota.max_bytes = 5000
+    state.ledger.quota.max_bytes = 5000 + job_bytes("d", "d", {}, {"kind": "nosort"})
     a = add_agent(state, "a", slots=3)
     alice = Identity("key-alice", "alice", frozenset({"client"}))
     route = b"alice"
     state.on_submit(route, submit_body("d", detach=True), now=0.0, who=alice)
-    state.on_add_tasks(route, {"job": "d", "tasks": [[i, f"w{i}", "m:W", 0.0, 0.0, [], b""] for i in range(3)],
+    state.on_add_tasks(route, {"job": "d", "tasks": [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"", KEY] for i in range(3)],
                                "classes": {}}, now=0.0, who=alice)
     tids = [tid for tid, _ticket in runs(state.dispatch(0.0))[a]]
 
     def result(tid: int, index: int) -> list:
         return state.on_agent_reports(b"", {"agent": a, "batch": tid, "reports": [
-            [tid, "d", index, True, b"r" * 2500, 0.0, 1.0, b"", b""]]}, now=1.0)
+            [tid, "d", index, True, b"r" * 2500, 0.0, 1.0, b"", b"", TAG, alice.key_id]]}, now=1.0)
 
-    assert not of_kind(result(tids[0], 0), Msg.JOB_END)  # 2.5 KB kept, 2 tasks of ~400 bytes left
-    end = of_kind(result(tids[1], 1), Msg.JOB_END)[0]  # 5 KB kept + 1 task: over 5000
+    assert not of_kind(result(tids[0], 0), Msg.JOB_END)  # 3 KB kept (a row's objects too), 2 tasks of ~400 left
+    end = of_kind(result(tids[1], 1), Msg.JOB_END)[0]  # 6 KB kept + 1 task: over 5000 (and the job's own)
     assert end["status"] == "failed" and "reports kept for detached job d" in end["error"]["message"]
     kept = state.ledger.detached_done["d"][3]
     assert kept > 5000 and state.ledger.quota.bytes["key-alice"] == kept  # an ATTACH may still collect them
@@ -701,7 +708,7 @@ def test_reports_a_boss_acknowledged_then_died_before_passing_on_are_sent_to_the
         sender.connect(push, "inproc://reports", protocol.MAX_FRAME)
         for tid, _ticket in first:
             job, index = REMEMBERED[tid]
-            sender.add([tid, job, index, True, b"r", 0.0, 1.0, b"", b""])
+            sender.add([tid, job, index, True, b"r", 0.0, 1.0, b"", b"", TAG, OWNER])
         sender.flush()
         _kind, batch = protocol.decode(pull.recv_multipart())
         out = old.on_agent_reports(b"", batch, now=1.0)
@@ -719,7 +726,7 @@ def test_reports_a_boss_acknowledged_then_died_before_passing_on_are_sent_to_the
         _kind, again = protocol.decode(pull.recv_multipart())
         assert new.on_agent_reports(b"", again, now=100.5)[0][1] is Msg.REPORTS_ACK  # kept for a job not back yet
         submit(new, {"kind": "threads", "max_threads": 2}, resubmit=True)
-        out = new.on_add_tasks(CLIENT, {"job": "j1", "tasks": [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p"]
+        out = new.on_add_tasks(CLIENT, {"job": "j1", "tasks": [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p", KEY]
                                                                for i in range(4)], "classes": {}}, now=0.0)
         recovered = sorted(r[0] for _r, k, b in out if k is Msg.REPORTS for r in b["reports"])
         assert recovered == sorted(REMEMBERED[tid][1] for tid, _ in first)
@@ -744,7 +751,7 @@ def test_reports_no_client_claims_are_forgotten_after_a_while_and_counted():
 
     state = make_state()
     aid = add_agent(state, "a")
-    rows = [[7, "gone-job", i, True, b"r", 0.0, 1.0, b"", b""] for i in range(3)]
+    rows = [[7, "gone-job", i, True, b"r", 0.0, 1.0, b"", b"", TAG, OWNER] for i in range(3)]
     state.on_agent_reports(b"", {"agent": aid, "batch": 1, "reports": rows}, now=10.0)
     assert len(state.ledger.orphan_reports) == 3
     state.on_heartbeat(b"", {"agent": aid, "load": [0.0] * 3, "cpu": 0, "mem_avail": 8000.0, "running": 0},
@@ -768,7 +775,7 @@ def test_a_late_report_of_a_requeued_singlefile_task_frees_its_file_once():
     state.agent_lost(a, "test", 0.0)  # task 0 waits to run again
     b = add_agent(state, "b", slots=2)
     drain(state, "b")  # (so that it does not start again before the late report)
-    rows = [[tid, "j1", 0, True, b"r", 0.0, 1.0, b"", b""]]
+    rows = [[tid, "j1", 0, True, b"r", 0.0, 1.0, b"", b"", TAG, OWNER]]
     out = state.on_agent_reports(b"", {"agent": a, "batch": 1, "reports": rows}, now=1.0)
     assert of_kind(out, Msg.REPORTS)  # the lost agent's report counts: the work was done
     add(state, "j1", [1], files={1: ["f"]})
@@ -822,3 +829,168 @@ def test_the_architecture_page_lists_every_move_of_the_model_and_no_other():
 
     assert moves("| task from | to |") == {(a.value, b.value) for a, b in TASK_MOVES}
     assert moves("| job from | to |") == {(a.value, b.value) for a, b in JOB_MOVES}
+
+
+def test_cancel_kills_the_running_cancels_the_pending_and_tells_who():
+    state = make_state()
+    a = add_agent(state, "a", slots=2)
+    submit(state, {"kind": "nosort"}, n=5)
+    placed = runs(state.dispatch(0.0))
+    assert len(placed[a]) == 2
+    mallory = Identity("key-mallory", "mallory", frozenset({"client"}))
+    with pytest.raises(Refused, match="belongs to another user"):
+        state.on_control(b"ctl", {"job": "j1", "action": "cancel"}, now=1.0, who=mallory)
+    assert "j1" in state.ledger.jobs
+    operator = Identity("key-operator", "operator", frozenset({"admin"}))
+    out = state.on_control(b"ctl", {"job": "j1", "action": "cancel"}, now=1.0, who=operator)
+    assert [(route, kind) for route, kind, _ in out] == [(b"ctl", Msg.ADMIN_REPLY), (a.encode(), Msg.KILL),
+                                                         (CLIENT, Msg.JOB_END)]
+    reply, end = of_kind(out, Msg.ADMIN_REPLY)[0], of_kind(out, Msg.JOB_END)[0]
+    assert reply["ok"] and reply["message"] == "cancelled job j1 (j1): 2 running task(s) killed, 3 pending dropped"
+    assert sorted(of_kind(out, Msg.KILL)[0]["tasks"]) == sorted(tid for tid, _ in placed[a])
+    assert end["status"] == "cancelled" and end["pending"] == [2, 3, 4]
+    assert end["error"]["type"] == "JobCancelledError"
+    assert end["error"]["message"].startswith("job j1 (j1) was cancelled by operator")
+    assert not state.ledger.tasks and not state.ledger.agents[a].running
+    assert state.ledger.ended["j1"][0] is JobState.CANCELLED and state.ledger.counters["jobs_cancelled"] == 1
+    again = state.on_control(b"ctl", {"job": "j1", "action": "cancel"}, now=2.0, who=operator)
+    assert again == [(b"ctl", Msg.ADMIN_REPLY, {"ok": False, "job": "j1",
+                                                "message": "cannot cancel job j1: it cancelled already"})]
+    none = state.on_control(b"ctl", {"job": "j9", "action": "cancel"}, now=2.0)
+    assert none[0][2]["message"] == "cannot cancel job j9: no such job on this boss"
+    assert state.on_control(b"ctl", {"job": "j9", "action": "stop"}, now=2.0) == []  # (as before: ignored)
+
+
+def test_a_follower_gets_a_copy_of_the_jobs_messages_until_its_end_within_bounds(monkeypatch):
+    from taylorism_zmq.boss import followers
+
+    state = make_state()
+    a = add_agent(state, "a", slots=1)
+    submit(state, {"kind": "nosort"}, n=2)
+    first = state.on_attach(b"f1", {"job": "j1", "follow": True}, now=0.0)
+    assert first == [(b"f1", Msg.REPORTS, {"job": "j1", "reports": [], "trusted": True, "running": 0,
+                                           "pending": 2})]
+    assert "j1" in state.ledger.jobs and state.ledger.jobs["j1"].client == CLIENT  # not taken from its client
+    monkeypatch.setattr(followers, "MAX_PER_JOB", 2)
+    state.on_attach(b"f2", {"job": "j1", "follow": True}, now=0.0)
+    (refused,) = state.on_attach(b"f3", {"job": "j1", "follow": True}, now=0.0)
+    assert refused[1] is Msg.ERROR and "2 follower(s) already" in refused[2]["message"]
+    assert state.ledger.counters["follow_refused"] == 1
+    state.client_cut(b"f2", now=0.0)  # a follower that does not read follows nothing more
+    (tid, _), = runs(state.dispatch(0.0))[a]
+    out = report(state, a, tid)
+    assert [route for route, kind, _ in out if kind is Msg.REPORTS] == [CLIENT, b"f1"]
+    (tid, _), = runs(state.dispatch(1.0))[a]
+    state.on_control(CLIENT, {"job": "j1", "action": "end"}, now=1.0)
+    out = report(state, a, tid)
+    assert [route for route, kind, _ in out if kind is Msg.JOB_END] == [CLIENT, b"f1"]
+    assert state.followers.by_job == {} and state.followers.count == 0
+    ended = state.on_attach(b"f1", {"job": "j1", "follow": True}, now=2.0)
+    assert ended == [(b"f1", Msg.JOB_END, {"job": "j1", "status": "finished", "pending": [], "error": None})]
+    submit(state, {"kind": "nosort"}, n=1, job="j2")
+    with pytest.raises(Refused, match="belongs to another user"):
+        state.on_attach(b"f4", {"job": "j2", "follow": True}, now=2.0,
+                        who=Identity("key-mallory", "mallory", frozenset({"client"})))
+# -- adoption, kept reports and job ids after a restart: only for the job's owner, only where a restart needs it
+ALICE = Identity("key-alice", "alice", frozenset({"client"}))
+BOB = Identity("key-bob", "bob", frozenset({"client"}))
+
+
+def _rows(indexes) -> list:
+    return [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p", KEY] for i in indexes]
+
+
+def _report_row(tid: int, job: str, index: int, owner: str, tag: bytes = TAG) -> list:
+    return [tid, job, index, True, b"r", 0.0, 1.0, b"", b"", tag, owner]
+
+
+@pytest.mark.parametrize("resubmitted", [False, True])
+def test_a_task_is_adopted_at_register_only_for_a_job_submitted_again_or_where_it_was_sent(resubmitted):
+    """An agent that registers saying it runs a task this boss sent nowhere: taken as running there only for a
+    job submitted again after a restart (it may have run there since before), and for its owner; else stopped."""
+    state = make_state(started=100.0)
+    submit(state, {"kind": "nosort"}, n=2, resubmit=resubmitted)
+    owner = state.ledger.jobs["j1"].owner_id
+    out = state.on_register(b"agent-m", {"agent": "agent-m", "host": "m", "shm_host": "m", "cpus": 2, "memory": 1.0,
+                                         "slots": 2, "pid": 1, "running": [[7, "j1", 0, None, owner],
+                                                                          [8, "j1", 1, None, BOB.key_id]]}, now=100.0)
+    task0, task1 = state.ledger.jobs["j1"].by_index[0], state.ledger.jobs["j1"].by_index[1]
+    assert task1.state == "pending" and state.ledger.counters["refused"] == 1  # for another key: neither
+    if resubmitted:
+        assert task0.state == "running" and task0.agent.aid == "agent-m"
+        assert of_kind(out, Msg.KILL) == []
+    else:
+        assert task0.state == "pending" and of_kind(out, Msg.KILL) == [{"tasks": [7]}]
+        assert state.ledger.counters["tasks_adopted"] == 0
+
+
+@pytest.mark.parametrize("resubmitted", [False, True])
+def test_a_report_of_a_task_its_job_has_not_added_is_kept_only_for_a_job_submitted_again(resubmitted):
+    state = make_state(started=100.0)
+    a = add_agent(state, "a")
+    submit(state, {"kind": "nosort"}, n=1, resubmit=resubmitted)
+    owner = state.ledger.jobs["j1"].owner_id
+    state.on_agent_reports(b"", {"agent": a, "batch": 1, "reports": [_report_row(9, "j1", 5, owner)]}, now=100.0)
+    assert len(state.ledger.orphan_reports) == int(resubmitted)
+    assert state.ledger.counters["refused"] == int(not resubmitted)
+    out = state.on_add_tasks(CLIENT, {"job": "j1", "tasks": _rows([5]), "classes": {}}, now=100.0)
+    assert [r[0] for body in of_kind(out, Msg.REPORTS) for r in body["reports"]] == ([5] if resubmitted else [])
+    task = state.ledger.jobs["j1"].by_index.get(5)
+    if resubmitted:
+        assert task is None  # it ended on an agent before the restart: not run again
+    else:
+        assert task.state == "pending"  # it runs here, as its job's client asked
+
+
+def test_after_a_restart_another_keys_submit_of_a_job_id_its_agents_hold_for_its_owner_is_refused():
+    """What agents say whose their tasks are binds the job id to its owner before any SUBMIT: another key's is
+    refused with the reason (its ADD_TASKS and CONTROL then act on nothing); the owner's takes its running task
+    and its kept report."""
+    state = make_state(started=100.0)
+    a = add_agent(state, "a", running=[[55, "j", 0, None, ALICE.key_id]])
+    state.on_agent_reports(b"", {"agent": a, "batch": 1, "reports": [_report_row(56, "j", 1, ALICE.key_id)]},
+                           now=100.0)
+    out = state.on_submit(b"bob", submit_body("j", resubmit=True), now=100.0, who=BOB)
+    (end,) = of_kind(out, Msg.JOB_END)
+    assert end["status"] == "failed" and end["error"]["type"] == "PermissionError"
+    assert "belongs to another key" in end["error"]["message"]
+    assert state.on_add_tasks(b"bob", {"job": "j", "tasks": _rows([0, 1]), "classes": {}}, now=100.0,
+                              who=BOB) == []
+    assert state.on_control(b"bob", {"job": "j", "action": "stop_now"}, now=100.0, who=BOB) == []
+    assert state.ledger.jobs == {} and len(state.ledger.orphan_reports) == 1 and len(state.ledger.orphan_running) == 1
+    assert state.on_submit(b"alice", submit_body("j", resubmit=True), now=100.0, who=ALICE) == []
+    out = state.on_add_tasks(b"alice", {"job": "j", "tasks": _rows([0, 1]), "classes": {}}, now=100.0, who=ALICE)
+    assert [r[0] for body in of_kind(out, Msg.REPORTS) for r in body["reports"]] == [1]
+    assert state.ledger.jobs["j"].by_index[0].state == "running" and of_kind(out, Msg.KILL) == []
+
+
+def test_a_job_id_another_key_took_first_after_a_restart_gets_none_of_the_owners_tasks():
+    """The other key's SUBMIT came before the agents registered: the owner's running task is neither adopted into
+    that job nor stopped, its report is not passed on to it, and the owner's SUBMIT is refused with the reason
+    (its client raises it: it never hangs)."""
+    state = make_state(started=100.0)
+    assert state.on_submit(b"bob", submit_body("j", resubmit=True), now=100.0, who=BOB) == []
+    state.on_add_tasks(b"bob", {"job": "j", "tasks": _rows([0]), "classes": {}}, now=100.0, who=BOB)
+    out = state.on_register(b"agent-a", {"agent": "agent-a", "host": "a", "shm_host": "m", "cpus": 2,
+                                         "memory": 1.0, "slots": 2, "pid": 1,
+                                         "running": [[55, "j", 0, None, ALICE.key_id]]}, now=100.0)
+    assert of_kind(out, Msg.KILL) == [] and state.ledger.jobs["j"].by_index[0].state == "pending"
+    out = state.on_agent_reports(b"", {"agent": "agent-a", "batch": 1, "reports": [
+        _report_row(55, "j", 0, ALICE.key_id)]}, now=100.0)
+    assert of_kind(out, Msg.REPORTS) == [] and state.ledger.jobs["j"].by_index[0].state == "pending"
+    (end,) = of_kind(state.on_submit(b"alice", submit_body("j", resubmit=True), now=100.0, who=ALICE), Msg.JOB_END)
+    assert end["error"]["type"] == "PermissionError" and "belongs to another key" in end["error"]["message"]
+    # and once bob's job ended, its id is still not alice's to take (nor bob's job hers)
+    state.on_control(b"bob", {"job": "j", "action": "stop_now"}, now=100.0, who=BOB)
+    (end,) = of_kind(state.on_submit(b"alice", submit_body("j"), now=100.0, who=ALICE), Msg.JOB_END)
+    assert end["error"]["type"] == "PermissionError"
+
+
+def test_a_report_row_with_a_tag_of_another_size_is_refused_not_kept():
+    """A tag is 32 bytes or none: one of a MiB for a job unknown here would be held uncounted."""
+    state = make_state(started=100.0)
+    a = add_agent(state, "a")
+    state.on_agent_reports(b"", {"agent": a, "batch": 1, "reports": [
+        _report_row(9, "unknown", 0, ALICE.key_id, tag=b"t" * (1 << 20)),
+        _report_row(10, "unknown", 1, ALICE.key_id, tag=b"")]}, now=100.0)
+    assert len(state.ledger.orphan_reports) == 1 and state.ledger.counters["refused"] == 1

@@ -24,6 +24,7 @@ from taylorism_zmq.boss.state import BossState
 from taylorism_zmq.boss.webstatus import finite
 from taylorism_zmq.wire import codec, protocol
 from taylorism_zmq.wire.code_env import env_problem
+from taylorism_zmq.wire.keystore import LOCAL
 from taylorism_zmq.wire.protocol import Msg, ProtocolError
 from taylorism_zmq.wire.sockets import report_endpoint_for
 
@@ -107,7 +108,7 @@ def test_the_sender_spills_beyond_its_window_and_sends_from_the_journal(tmp_path
     try:
         sender = ReportSender("agent-x", Journal(tmp_path), window=1 << 20)
         for i in range(4):  # no boss yet: nothing can go
-            sender.add([i, "job", i, True, b"x" * (600 << 10), 0.0, 1.0, b"", b""])
+            sender.add([i, "job", i, True, b"x" * (600 << 10), 0.0, 1.0, b"", b"", b"t" * 32, "SHA256:o"])
             sender.flush()
         assert sender.memory_bytes <= 1 << 20 and len(sender.spilled) >= 2
         sender.connect(push, "inproc://reports", protocol.MAX_FRAME)
@@ -135,6 +136,36 @@ def test_the_sender_spills_beyond_its_window_and_sends_from_the_journal(tmp_path
         ctx.term()
 
 
+def test_a_journal_batch_of_an_older_version_is_set_aside_not_sent_for_ever(tmp_path, caplog):
+    """Rows of another shape (a journal left by an agent of an older version) would be refused by the boss at
+    every resend: the sender says so once and sets the batch aside; the others go."""
+    from taylorism_zmq.agent.sender import ReportSender
+
+    journal = Journal(tmp_path)
+    journal.put(1, msgpack.packb([[1, "j", 0, True, b"r", 0.0, 1.0, b"", b""]]))
+    journal.put(2, msgpack.packb([[2, "j", 1, True, b"r", 0.0, 1.0, b"", b"", b"t" * 32, "SHA256:o"]]))
+    ctx = zmq.Context()
+    pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    pull.bind("inproc://old-journal")
+    push.connect("inproc://old-journal")
+    try:
+        sender = ReportSender("agent-x", journal)
+        sender.connect(push, "inproc://old-journal", protocol.MAX_FRAME)
+        sender.boss_back()
+        kinds_bodies = []
+        while pull.poll(500):
+            kinds_bodies.append(protocol.decode(pull.recv_multipart()))
+        assert [(kind, [row[0] for row in body["reports"]]) for kind, body in kinds_bodies] == \
+            [(Msg.AGENT_REPORTS, [2])]
+        assert 1 not in sender.spilled and journal.batches() == [2]
+        assert "not those of this version" in caplog.text
+        sender.close()
+    finally:
+        pull.close(linger=0)
+        push.close(linger=0)
+        ctx.term()
+
+
 # -- policies and caps ----------------------------------------------------------------------
 def test_every_message_the_boss_sends_has_a_policy_at_the_bound():
     boss_sends = {Msg.WELCOME, Msg.REPORTS, Msg.JOB_END, Msg.ERROR, Msg.PONG, Msg.STATUS_REPLY, Msg.ADMIN_REPLY,
@@ -146,11 +177,11 @@ def test_every_message_the_boss_sends_has_a_policy_at_the_bound():
 
 
 def test_merged_reports_stay_under_a_frame():
-    rows = [[i, True, b"x" * (3 << 20), "h", f"t{i}", b"", b""] for i in range(4)]
+    rows = [[i, True, b"x" * (3 << 20), "h", f"t{i}", b"", b"", b"t" * 32] for i in range(4)]
     out = [(b"client", Msg.REPORTS, {"job": "j", "reports": [row]}) for row in rows]
     merged = outbox._coalesce(out)
     assert len(merged) == 4  # 3 MiB each: no two fit in MERGE_BYTES
-    small = [(b"client", Msg.REPORTS, {"job": "j", "reports": [[i, True, b"x", "h", "t", b"", b""]]})
+    small = [(b"client", Msg.REPORTS, {"job": "j", "reports": [[i, True, b"x", "h", "t", b"", b"", b"t" * 32]]})
              for i in range(50)]
     assert len(outbox._coalesce(small)) == 1
 
@@ -159,7 +190,7 @@ def test_a_run_message_is_split_under_the_frame_cap():
     from taylorism_zmq.boss.dispatch import _run_row_size
     from taylorism_zmq.wire.protocol import split_rows
 
-    rows = [[i, i, None, "m:C", b"x" * 1000] for i in range(10)]
+    rows = [[i, i, None, "m:C", b"x" * 1000, b"k" * 32] for i in range(10)]
     parts = split_rows(rows, 3500, _run_row_size)
     assert [len(p) for p in parts] == [3, 3, 3, 1]
     assert split_rows(rows[:1], 10, _run_row_size) == [rows[:1]]
@@ -208,25 +239,27 @@ def _register(state, aid, running, slots=2):
                                             "slots": slots, "pid": 1, "running": running}, 0.0)
 
 
-def _submit(state, jid, policy):
-    state.on_submit(b"c", submit_body(jid, policy=policy), 0.0)
-    state.on_add_tasks(b"c", {"job": jid, "tasks": [[0, "t0", "m:C", 0.0, 0.0, [], b""]], "classes": {}}, now=0.0)
+def _submit(state, jid, policy, resubmit=False):
+    state.on_submit(b"c", submit_body(jid, policy=policy, resubmit=resubmit), 0.0)
+    state.on_add_tasks(b"c", {"job": jid, "tasks": [[0, "t0", "m:C", 0.0, 0.0, [], b"", b"k" * 32]],
+                              "classes": {}}, now=0.0)
 
 
 def test_a_registered_running_task_with_a_ticket_out_of_its_job_range_is_killed_not_adopted():
     state = BossState(validate=True)
-    _submit(state, "j", {"kind": "threads", "max_threads": 2})
-    out = _register(state, "agent-a", [[9, "j", 0, 30_000_000]])
+    _submit(state, "j", {"kind": "threads", "max_threads": 2}, resubmit=True)  # (after a boss restart)
+    owner = LOCAL.key_id
+    out = _register(state, "agent-a", [[9, "j", 0, 30_000_000, owner]])
     assert (b"agent-a", Msg.KILL, {"tasks": [9]}) in out
     assert state.ledger.jobs["j"].by_index[0].state == "pending"
-    out = _register(state, "agent-b", [[9, "j", 0, 1]])
+    out = _register(state, "agent-b", [[9, "j", 0, 1, owner]])
     assert state.ledger.jobs["j"].by_index[0].state == "running"
     state.dispatch(0.0)
 
 
 def test_a_registration_that_makes_no_sense_is_refused():
     state = BossState(validate=True)
-    out = _register(state, "agent-a", [[i, "j", i, None] for i in range(5)], slots=2)
+    out = _register(state, "agent-a", [[i, "j", i, None, "SHA256:o"] for i in range(5)], slots=2)
     assert out[0][1] is Msg.REFUSED and "5 running tasks" in out[0][2]["message"]
     assert _register(state, "agent-b", [], slots=0)[0][1] is Msg.REFUSED
     assert not state.ledger.agents
@@ -263,7 +296,7 @@ def test_the_boss_and_agents_refuse_a_code_environment_by_one_rule(env, why):
     assert why in out[0][2]["error"]["message"]
     run = {"job": "j", "env": env, "trusted": False, "user": None}
     with pytest.raises(JobRefused, match="malformed code environment") as refused:
-        launcher_env(run, "host", False, 1 << 20, None, True, ())
+        launcher_env(run, "host", False, 1 << 20, 1 << 10, True, ())
     assert why in refused.value.told
 
 
@@ -283,7 +316,8 @@ def test_an_agent_checks_the_env_of_every_run_not_only_the_first_of_a_job():
     good = {"fork": "f", "path": ["/a"], "cwd": "/"}
     for tid, env in enumerate([good, dict(good), dict(good, environ={"A=B": "x"}), dict(good)]):
         runner.run({"job": "j", "env": env, "trusted": False, "binded": False, "timeout": None, "stream": False,
-                    "user": None, "max_tasks": 1, "classes": {}, "tasks": [[tid, tid, None, "m:C", b""]]})
+                    "user": None, "owner": "SHA256:o", "max_tasks": 1, "classes": {},
+                    "tasks": [[tid, tid, None, "m:C", b"", b"k" * 32]]})
     # the good ones wait for their forked launcher; the one with a '=' in a variable's name fails at once
     assert [(row[0], row[3]) for row in runner.sender.rows] == [(2, False)]
     assert b"malformed code environment" in runner.sender.rows[0][4]

@@ -13,7 +13,7 @@ import zt_workers  # noqa: F401 - registers the test worker classes
 from conftest import wait_until
 
 from taylorism_zmq import run_as_server
-from taylorism_zmq.wire import protocol
+from taylorism_zmq.wire import integrity, protocol
 from taylorism_zmq.wire.codec import Codec
 from taylorism_zmq.wire.protocol import Msg
 
@@ -85,13 +85,16 @@ def test_a_job_submitted_again_leaves_out_the_tasks_whose_reports_came_with_the_
     assert sorted(row[0] for body in submitted for row in body["tasks"]) == [0, 1, 2]
     first = len(boss.heard)
     payload = Codec(True).dumps({"tag": "0"})
-    # the boss before reports task 0; the new one answers a PING, both queued before the client reads
-    boss.to_send.extend([(Msg.REPORTS, {"job": job.job_id, "trusted": True,
-                                        "reports": [[0, True, payload, "node", "w0", b"", b""]]}),
+    key = next(row[7] for body in submitted for row in body["tasks"] if row[0] == 0)
+    # the boss before reports task 0 (as its task process tagged it); the new one answers a PING, both queued
+    # before the client reads
+    boss.to_send.extend([(Msg.REPORTS, {"job": job.job_id, "trusted": True, "owned": True, "reports": [
+                             [0, True, payload, "node", "w0", b"", b"", integrity.tag(key, True, payload)]]}),
                          (Msg.PONG, {"boss": "boss-after"})])
     assert boss.sent.wait(10)
     wait_until(lambda: job._conn.sock.poll(0), 10, "the client's socket to hold them")
     wait_until(lambda: job.get_report()["workers_report"], 10, "the report of task 0 taken")
+    assert [r["report"] for r in job.get_report()["workers_report"]] == [{"tag": "0"}]
     wait_until(lambda: any(k is Msg.CONTROL for k, _ in boss.heard[first:]), 10, "the job submitted again")
     again = boss.heard[first:]
     assert again[0][0] is Msg.SUBMIT and again[0][1]["resubmit"] is True, again

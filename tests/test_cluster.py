@@ -481,14 +481,14 @@ def test_curve_keeps_out_unknown_keys_and_plain_clients(cluster_factory, tmp_pat
 
 
 def test_keygen_writes_a_private_secret_and_authorizes_it(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "taylorism_zmq", "ctl", "keygen", "--dir", str(tmp_path / "k")],
+    proc = subprocess.run([sys.executable, "-m", "taylorism_zmq", "ctl", "keygen", "--key-dir", str(tmp_path / "k")],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     secret = tmp_path / "k" / "id.key_secret"
     assert secret.stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "k").stat().st_mode & 0o777 == 0o700
     assert len(list((tmp_path / "k" / "authorized").glob("*.key"))) == 1
-    again = subprocess.run([sys.executable, "-m", "taylorism_zmq", "ctl", "keygen", "--dir", str(tmp_path / "k")],
+    again = subprocess.run([sys.executable, "-m", "taylorism_zmq", "ctl", "--key-dir", str(tmp_path / "k"), "keygen"],
                            capture_output=True, text=True, timeout=30)
     assert again.returncode == 1 and "exists already" in again.stderr
 
@@ -797,13 +797,14 @@ def test_an_idle_launcher_and_its_spares_go_away(cluster_factory, tmp_path):
     boss.make_them_work(terminate=True)
     wait_until(lambda: cluster.status()["hosts"][0]["running"] == 2, 20, "the tasks to run")
     zygote = psutil.Process(agent.pid).children()[0]
-    launchers = zygote.children()  # busy (its tasks wait for the gate): it cannot have idled out
+    # busy (its tasks wait for the gate): it cannot have idled out (the boss counts them running once sent: the
+    # launcher comes when the zygote, a fresh exec, is up)
+    launchers = wait_until(zygote.children, 15, "the job's launcher")
     assert len(launchers) == 1, launchers
     family = [launchers[0], *launchers[0].children(recursive=True)]  # the launcher, its tasks and spares
     gate.touch()
     boss.wait_till_finished()
-    wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in family), 15,
-               "the idle launcher and its spares to leave")
+    wait_until(lambda: not any(_still_there(p) for p in family), 15, "the idle launcher and its spares to leave")
     assert not zygote.children(recursive=True)
     report = batch_main(dict(zt="nap"), dict(tag=[3]), scheduler=threads(1), boss=cluster.control,
                         print_report=quiet)  # a new one comes for the next job
@@ -826,3 +827,12 @@ def test_reused_processes_on_an_agent_serve_several_jobs_and_a_failure_ends_one(
         pids(["boom"], fail="value")
     after = pids(["f", "g"])
     assert len(after) == 1 and after != first  # the failure ended that process: a fresh one took over
+
+
+def _still_there(process: psutil.Process) -> bool:
+    """*process* (the very one: psutil checks its start time) runs and is not a zombie; False also when it went
+    away while it was looked at."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -20,6 +21,9 @@ from conftest import free_port, wait_until
 from taylorism_zmq.processes import stop_processes
 
 DAEMONS = Path(__file__).resolve().parent.parent / "daemons"
+#: the CPUs the test's Slurm node offers: fewer than the machine's, so that an agent's slots show where they
+#: came from (Slurm's allocation, not the cpu count)
+SLURM_CPUS = max(1, (os.cpu_count() or 2) - 1)
 SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "salloc", "srun", "sinfo", "scontrol")
 
 
@@ -28,16 +32,24 @@ SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "salloc", "srun", "
 def test_systemd_units_verify(unit, tmp_path):
     text = (DAEMONS / unit).read_text()
     assert "Restart=on-failure" in text and "User=taylorism" in text
-    # the units name /usr/local/bin; systemd checks the command exists, so point it at this installation
-    for command in ("taylorism-boss", "taylorism-agent"):
-        installed = shutil.which(command)
-        assert installed, f"{command} is not installed"
-        text = text.replace(f"/usr/local/bin/{command}", installed)
+    # the units run the commands of the virtualenv VIRTUAL_ENV names: point it at this installation
+    text = text.replace("VIRTUAL_ENV=/opt/taylorism", f"VIRTUAL_ENV={sys.prefix}")
     (tmp_path / unit).write_text(text)
     done = subprocess.run(["systemd-analyze", "verify", str(tmp_path / unit)], capture_output=True, text=True,
                           timeout=60)
     problems = [line for line in (done.stdout + done.stderr).splitlines() if unit in line]
     assert done.returncode == 0 and not problems, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("unit", ["taylorism-boss.service", "taylorism-agent.service"])
+def test_units_run_from_a_virtualenv_with_room_for_descriptors(unit):
+    """No command path of one installation (/usr/local/bin): the virtualenv VIRTUAL_ENV names; and more than
+    systemd's default 1024 descriptors (a boss holds one per connected agent and client)."""
+    service = unit_service(unit)
+    assert "/usr/local/bin" not in (DAEMONS / unit).read_text()
+    assert '"$VIRTUAL_ENV/bin/taylorism-' in service["ExecStart"]
+    assert "VIRTUAL_ENV=" in service["Environment"]
+    assert int(service["LimitNOFILE"]) >= 65536
 
 
 def test_systemd_verify_would_catch_a_broken_restart_directive(tmp_path):
@@ -92,12 +104,10 @@ def unit_service(unit: str) -> dict[str, str]:
 
 
 def exec_start(service: dict[str, str], boss: str, state_dir: Path) -> list[str]:
-    """The unit's ExecStart, run from this installation: its commands, a boss of the test, a state directory of
-    its own."""
+    """The unit's ExecStart with a boss of the test and a state directory of its own (its commands: those of
+    the virtualenv its VIRTUAL_ENV names, set by the caller to this installation)."""
     command = service["ExecStart"].replace("/var/lib/taylorism", str(state_dir))
-    command = command.replace("tcp://0.0.0.0:5555", boss)
-    for name in ("taylorism-boss", "taylorism-agent"):
-        command = command.replace(f"/usr/local/bin/{name}", str(Path(sys.executable).parent / name))
+    command = command.replace("--control tcp://0.0.0.0 --port 5555", f"--control {boss}")
     if command.startswith("/bin/sh -c "):
         return ["/bin/sh", "-c", shlex.split(command[len("/bin/sh -c "):])[0]]
     return shlex.split(command)
@@ -110,6 +120,8 @@ def _run_unit(unit: str, scenario: str, cluster_factory, tmp_path: Path) -> tupl
     service = unit_service(unit)
     env = dict(os.environ)
     env.update(dict(item.split("=", 1) for item in shlex.split(service.get("Environment", ""))))
+    # this installation's virtualenv, and no PATH to it: the unit finds its commands through VIRTUAL_ENV
+    env.update(VIRTUAL_ENV=sys.prefix, PATH="/usr/bin:/bin")
     is_boss = unit == "taylorism-boss.service"
     if is_boss:
         boss, reports = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
@@ -171,6 +183,7 @@ def test_only_restart_on_failure_keeps_the_promise():
 
 # -- a real Slurm ----------------------------------------------------------------------------
 DRIVER = textwrap.dedent("""
+    import os
     import socket
     import sys
 
@@ -180,6 +193,8 @@ DRIVER = textwrap.dedent("""
     report = taylorism.batch_main(dict(sleeping_time=0.1), dict(wakeup_sentence=[f"hello {i}" for i in range(6)]),
                                   print_report=print)
     print("DRIVER DONE", len(report["workers_report"]), "reports, driver on", socket.gethostname())
+    slots = [h["slots"] for h in taylorism.cluster_status()["hosts"]]
+    print("AGENT SLOTS", slots, "SLURM CPUS", os.environ["SLURM_JOB_CPUS_PER_NODE"], "CPU COUNT", os.cpu_count())
 """)
 
 
@@ -229,7 +244,7 @@ class Slurm:
             MpiDefault=none
             JobCompType=jobcomp/none
             AccountingStorageType=accounting_storage/none
-            NodeName={self.node} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} State=UNKNOWN
+            NodeName={self.node} NodeAddr=127.0.0.1 CPUs={SLURM_CPUS} State=UNKNOWN
             PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         """))
         for command in (["slurmctld", "-D", "-f", str(self.conf)], ["slurmd", "-D", "-f", str(self.conf),
@@ -292,6 +307,10 @@ def _no_daemons_left(port: int) -> bool:
 
 def _check_job_output(text: str) -> None:
     assert "DRIVER DONE 6 reports" in text, text[-3000:]
+    # the driver started once the agent had registered (taylorism-ctl wait), and the agent took Slurm's CPUs
+    assert text.index("1 agent(s) registered") < text.index("DRIVER DONE"), text[-3000:]
+    slots = re.search(r"AGENT SLOTS \[(\d+)\] SLURM CPUS (\d+) CPU COUNT (\d+)", text)
+    assert slots and slots.group(1) == slots.group(2) == str(SLURM_CPUS), text[-3000:]
     for i in range(6):
         assert f"hello {i} Woke up after 0.1 s sleep" in text, text[-3000:]
     assert "joined from host" in text  # the agent started by srun registered with the boss
@@ -317,3 +336,12 @@ def test_salloc_script_runs_a_driver_on_a_real_slurm(slurm):
     assert done.returncode == 0, done.stdout + done.stderr + slurm.log_tail()
     _check_job_output(done.stdout + done.stderr)
     wait_until(lambda: _no_daemons_left(port), 30, "the boss and agents to end with the allocation")
+
+
+def test_an_agent_in_a_slurm_job_takes_its_slots_from_the_allocation():
+    from test_settings import settings_of
+
+    slurm = "Slurm's allocation on this node (SLURM_CPUS_ON_NODE)"
+    assert settings_of("agent", env={"SLURM_CPUS_ON_NODE": "3"})["slots"] == (3, slurm)
+    assert settings_of("agent", "--slots", "5", env={"SLURM_CPUS_ON_NODE": "3"})["slots"] == (5, "command line")
+    assert settings_of("agent")["slots"] == (None, "default: the cpu count")

@@ -400,7 +400,8 @@ def test_the_readmes_cluster_quick_start_runs_on_one_machine(tmp_path):
     assert [square for square, _host in squares] == [1, 4, 9, 16]
     assert {host for _square, host in squares} <= {"node-1", "node-2"}
     status = outputs["taylorism-ctl status"]
-    done = {row.split()[0]: int(row.split()[5]) for row in status.splitlines() if row.startswith("node-")}
+    # (HOST AGENT SLOTS LOAD CPU% MEM DONE ...)
+    done = {row.split()[0]: int(row.split()[6]) for row in status.splitlines() if row.startswith("node-")}
     assert set(done) == {"node-1", "node-2"} and sum(done.values()) == 4, status
 
 

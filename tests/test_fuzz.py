@@ -22,20 +22,24 @@ from hypothesis import strategies as st
 
 from taylorism_zmq import batch_main
 from taylorism_zmq.client.connection import Connection
-from taylorism_zmq.wire import protocol, security
+from taylorism_zmq.wire import integrity, protocol, security
 from taylorism_zmq.wire.codec import Codec
 from taylorism_zmq.wire.protocol import Msg
+
+#: a task's key and its job owner's key id, in the RUNs a fake boss sends
+KEY, OWNER = integrity.task_key(b"secret", 0), "SHA256:0123456789abcdef"
 
 VALID = [protocol.encode(kind, body) for kind, body in [
     (Msg.HELLO, {"client": "c"}),
     (Msg.SUBMIT, {"job": "fuzz", "name": "n", "policy": {"kind": "nosort"}, "env": {}, "trusted": False,
                   "shm_host": None, "halted": False, "resubmit": False, "detach": False, "timeout": None,
                   "stream": True, "started": True, "max_tasks": 1}),
-    (Msg.ADD_TASKS, {"job": "fuzz", "tasks": [[0, "w", "os:system", 0, 0, [], b"\xc1"]], "classes": {}}),
+    (Msg.ADD_TASKS, {"job": "fuzz", "tasks": [[0, "w", "os:system", 0, 0, [], b"\xc1", b"k" * 32]], "classes": {}}),
     (Msg.CONTROL, {"job": "fuzz", "action": "end"}),
     (Msg.REGISTER, {"agent": "a", "host": "h", "shm_host": "s", "cpus": 1, "memory": 1, "slots": 1, "pid": 1,
-                    "running": [[7, "fuzz", 0, None]]}),
-    (Msg.AGENT_REPORTS, {"agent": "a", "batch": 1, "reports": [[1, "fuzz", 0, True, b"", 0, 0, b"", b""]]}),
+                    "running": [[7, "fuzz", 0, None, "SHA256:0123456789abcdef"]]}),
+    (Msg.AGENT_REPORTS, {"agent": "a", "batch": 1, "reports": [[1, "fuzz", 0, True, b"", 0, 0, b"", b"", b"t" * 32,
+                                                                "SHA256:0123456789abcdef"]]}),
     (Msg.HEARTBEAT, {"agent": "a", "load": [1.0], "cpu": 1, "mem_avail": 1, "running": 0}),
     (Msg.AGENT_OUTPUT, {"agent": "a", "chunks": [["fuzz", 0, 1, b"out\n"]]}),
     (Msg.ATTACH, {"job": "fuzz"}), (Msg.ADMIN, {"action": "drain", "target": "h"}),
@@ -193,7 +197,17 @@ def test_hostile_frames_are_counted_and_the_boss_stays_small_and_works(fuzz_clus
 
 @pytest.fixture
 def fake_boss(tmp_path):
-    """A ROUTER and a PULL standing in for the boss, to talk to a real agent."""
+    """A ROUTER and a PULL standing in for the boss, to talk to a real agent (told the PULL by --reports)."""
+    yield from _fake_boss(tmp_path, reports_option=True)
+
+
+@pytest.fixture
+def fake_boss_naming_reports(tmp_path):
+    """The same, to an agent that learns where to push reports from the boss's REGISTERED."""
+    yield from _fake_boss(tmp_path, reports_option=False)
+
+
+def _fake_boss(tmp_path, reports_option: bool):
     ctx = zmq.Context()
     keys = security.load_keys()
     router, pull = ctx.socket(zmq.ROUTER), ctx.socket(zmq.PULL)
@@ -205,9 +219,10 @@ def fake_boss(tmp_path):
     router.bind(control)
     pull.bind(reports)
     with open(tmp_path / "agent.log", "wb") as agent_log:  # (read by the tests: tmp_path / "agent.log")
-        agent = subprocess.Popen([sys.executable, "-m", "taylorism_zmq", "agent", "--boss", control, "--reports",
-                                  reports, "--slots", "2", "--heartbeat", "0.2", "--log-level", "WARNING",
-                                  "--state-dir", str(tmp_path)], cwd="/", stderr=agent_log)
+        agent = subprocess.Popen([sys.executable, "-m", "taylorism_zmq", "agent", "--boss", control,
+                                  *(["--reports", reports] if reports_option else []), "--slots", "2",
+                                  "--heartbeat", "0.2", "--log-level", "WARNING", "--state-dir", str(tmp_path)],
+                                 cwd="/", stderr=agent_log)
     yield router, pull, agent
     agent.terminate()
     agent.wait(timeout=10)
@@ -232,17 +247,20 @@ def test_hostile_frames_at_an_agent_then_it_still_runs_a_task(fake_boss):
     env = {"path": [os.path.dirname(__file__), *[p for p in os.sys.path if p]], "cwd": "/"}
     garbage = [[b"x"], [protocol.VERSION_FRAME, bytes([Msg.RUN]), b"\xc1"], [protocol.VERSION_FRAME, b"\xfe", b""],
                protocol.encode(Msg.RUN, {"job": "j", "env": {"path": 5}, "trusted": False, "binded": False,
-                                         "timeout": None, "stream": False, "user": None, "max_tasks": 1,
+                                         "timeout": None, "stream": False, "user": None, "owner": OWNER,
+                                         "max_tasks": 1,
                                          "classes": {},
-                                         "tasks": [[1, 0, None, "no.such.module:X", b"\xc1"]]}),
+                                         "tasks": [[1, 0, None, "no.such.module:X", b"\xc1", KEY]]}),
                protocol.encode(Msg.RUN, {"job": "j", "env": env, "trusted": False, "binded": False,
-                                         "timeout": None, "stream": False, "user": None, "max_tasks": 1,
+                                         "timeout": None, "stream": False, "user": None, "owner": OWNER,
+                                         "max_tasks": 1,
                                          "classes": {},
-                                         "tasks": [[2, 1, None, "zt_workers:ZtNap", b"\xc1\xc1"]]}),
+                                         "tasks": [[2, 1, None, "zt_workers:ZtNap", b"\xc1\xc1", KEY]]}),
                protocol.encode(Msg.RUN, {"job": "j", "env": env, "trusted": False, "binded": False,
-                                         "timeout": None, "stream": False, "user": None, "max_tasks": 1,
+                                         "timeout": None, "stream": False, "user": None, "owner": OWNER,
+                                         "max_tasks": 1,
                                          "classes": {},
-                                         "tasks": [[4, 3, None, "no.such.module:X", b""]]}),
+                                         "tasks": [[4, 3, None, "no.such.module:X", b"", KEY]]}),
                protocol.encode(Msg.KILL, {"tasks": [999, -1]}), [os.urandom(300)] * 3]
     for frames in garbage:
         router.send_multipart([route, *frames])
@@ -251,20 +269,43 @@ def test_hostile_frames_at_an_agent_then_it_still_runs_a_task(fake_boss):
                           "memory": 0.0, "expected_time": 0.0})
     router.send_multipart([route, *protocol.encode(Msg.RUN, {
         "job": "j", "env": env, "trusted": False, "binded": False, "timeout": None, "stream": False, "user": None,
-        "max_tasks": 1, "classes": {}, "tasks": [[3, 2, 0, "zt_workers:ZtNap", good]]})])
+        "owner": OWNER, "max_tasks": 1, "classes": {}, "tasks": [[3, 2, 0, "zt_workers:ZtNap", good, KEY]]})])
     seen: dict = {}
     deadline = time.monotonic() + 60
     while not {1, 2, 3, 4} <= set(seen):
         assert time.monotonic() < deadline, f"reports seen: {sorted(seen)}"
         kind, body = protocol.decode(_recv(pull))
         if kind is Msg.AGENT_REPORTS:
-            for tid, _job, _index, ok, payload, _t0, _t1, _out, _err in body["reports"]:
-                seen[tid] = (ok, payload)
+            for tid, _job, _index, ok, payload, _t0, _t1, _out, _err, tag, owner in body["reports"]:
+                seen[tid] = (ok, payload, tag, owner)
     assert seen[3][0] is True and Codec().loads(seen[3][1])["tag"] == "ok"
+    assert integrity.verifies(KEY, True, seen[3][1], seen[3][2]) and seen[3][3] == OWNER  # the task's own tag
     assert seen[1][0] is False and b"malformed code environment" in seen[1][1]
     assert seen[4][0] is False and b"no.such.module" in seen[4][1]  # a clear import error, as a report
     assert seen[2][0] is False  # malformed payload: a failed task, not a dead agent
     assert agent.poll() is None
+
+
+def test_a_report_endpoint_zmq_cannot_connect_to_does_not_end_the_agent(fake_boss_naming_reports, tmp_path):
+    """Issue 21 (12): a REGISTERED naming a report endpoint zmq refuses (push.connect raised) ended the agent."""
+    router, pull, agent = fake_boss_naming_reports
+    route, *frames = _recv(router)
+    assert protocol.decode(frames)[0] is Msg.REGISTER
+    router.send_multipart([route, *protocol.encode(Msg.REGISTERED, {"heartbeat": 0.2, "boss": "fake",
+                                                                     "reports": "bogus://nowhere",
+                                                                     "max_frame": protocol.MAX_FRAME})])
+    beats = 0
+    while beats < 5:  # it goes on beating
+        kind, _body = protocol.decode(_recv(router)[1:])
+        beats += kind is Msg.HEARTBEAT
+    assert agent.poll() is None
+    reports = pull.getsockopt_string(zmq.LAST_ENDPOINT)
+    router.send_multipart([route, *protocol.encode(Msg.REGISTERED, {"heartbeat": 0.2, "boss": "fake",
+                                                                     "reports": reports,
+                                                                     "max_frame": protocol.MAX_FRAME})])
+    assert protocol.decode(_recv(pull))[0] is Msg.AGENT_OUTPUT  # (its report socket says it is there)
+    log = (tmp_path / "agent.log").read_text()
+    assert "cannot push reports to 'bogus://nowhere'" in log, log
 
 
 def test_messages_not_for_agents_are_logged_counted_and_ignored(fake_boss, tmp_path):
@@ -282,7 +323,7 @@ def test_messages_not_for_agents_are_logged_counted_and_ignored(fake_boss, tmp_p
                              "scheduler_hooks": footprints.FPList(), "memory": 0.0, "expected_time": 0.0})
     router.send_multipart([route, *protocol.encode(Msg.RUN, {
         "job": "j", "env": env, "trusted": False, "binded": False, "timeout": None, "stream": False, "user": None,
-        "max_tasks": 1, "classes": {}, "tasks": [[1, 0, 0, "zt_workers:ZtNap", payload]]})])
+        "owner": OWNER, "max_tasks": 1, "classes": {}, "tasks": [[1, 0, 0, "zt_workers:ZtNap", payload, KEY]]})])
     deadline = time.monotonic() + 60
     while True:  # the agent goes on
         assert time.monotonic() < deadline

@@ -13,7 +13,7 @@ import types
 
 import pytest
 import zmq
-from test_boss_state import CLIENT, add_agent, make_state, submit, submit_body
+from test_boss_state import CLIENT, KEY, TAG, add_agent, make_state, submit, submit_body
 
 from taylorism_zmq import Boss
 from taylorism_zmq.boss.agentkeys import AgentKeys
@@ -119,7 +119,7 @@ def test_tasks_registered_for_unknown_jobs_are_bounded(caplog):
     state.ledger.orphan_running.limit = 100
     with caplog.at_level(logging.WARNING, "taylorism_zmq.boss"):
         for n in range(5):
-            running = [[i, f"unknown-{n}", i, None] for i in range(100)]
+            running = [[i, f"unknown-{n}", i, None, "SHA256:o"] for i in range(100)]
             add_agent(state, f"h{n}", slots=100, running=running)
     assert len(state.ledger.orphan_running) == 100
     assert state.ledger.counters["orphan_running_dropped"] == 400
@@ -235,8 +235,8 @@ def router_and_peer(tmp_path):
 
 
 def _reports(route: bytes, size: int) -> tuple:
-    return (route, Msg.REPORTS, {"job": "j", "reports": [[0, True, b"x" * size, "h", "n", b"", b""]],
-                                 "trusted": True})
+    return (route, Msg.REPORTS, {"job": "j", "reports": [[0, True, b"x" * size, "h", "n", b"", b"", b"t" * 32]],
+                                 "trusted": True, "owned": True})
 
 
 def test_a_peer_that_never_reads_is_cut_at_the_byte_bound_and_its_route_never_logged(router_and_peer, caplog):
@@ -322,7 +322,8 @@ def test_live_output_dropped_for_a_client_is_said_in_its_next_chunk_or_with_its_
     paused.clear()
     outbox.send([output([0, "w0", STDOUT, b"next\n"], [0, "w0", STDOUT, b"more\n"]),
                  output([0, "w0", STDOUT, b"last\n"]),
-                 (route, Msg.REPORTS, {"job": "j", "reports": [[1, True, b"r", "h", "w1", b"", b""]], "trusted": True}),
+                 (route, Msg.REPORTS, {"job": "j", "reports": [[1, True, b"r", "h", "w1", b"", b"", b"t" * 32]],
+                                       "trusted": True, "owned": True}),
                  (route, Msg.JOB_END, {"job": "j", "status": "finished", "pending": [], "error": None})])
     got = []
     while sock.poll(2000):
@@ -364,3 +365,85 @@ def test_the_client_says_at_the_end_of_a_tasks_live_output_what_the_boss_dropped
     assert out.getvalue() == ""  # a task reported already, a stream that is none, malformed rows: nothing
     assert err.getvalue() == "[w3] \n[w3] [... 77 bytes of live output dropped here; the task's report keeps its " \
                              "output ...]\n"
+
+
+# -- what a job holds counts in its owner's quota (quota.py) ----------------------------------------------
+def test_a_jobs_own_record_counts_in_its_owners_quota_until_it_ends():
+    state = make_state(max_held_bytes_per_key=1 << 20)
+    env = {"path": ["/p"] * 2000, "cwd": "/"}  # 8 KiB packed; 2000 objects on the boss
+    out = state.on_submit(b"c", submit_body("j1", env=env), now=0.0, who=ALICE)
+    assert out == [] and state.ledger.quota.bytes[ALICE.key] > 2000 * 56
+    policy = {"kind": "nosort", "placement_class": b"x" * 700_000, "placement_attrs": {"a": "b" * 700_000}}
+    out = state.on_submit(b"c", submit_body("j2", policy=policy), now=0.0, who=ALICE)
+    assert [b["status"] for _, k, b in out if k is Msg.JOB_END] == ["failed"]  # over the key's 1 MiB
+    assert "limit per key" in out[0][2]["error"]["message"] and state.ledger.counters["quota_refused"] == 1
+    state.on_control(b"c", {"job": "j1", "action": "stop_now"}, now=1.0, who=ALICE)
+    assert not state.ledger.quota.bytes and not state.ledger.quota.jobs
+
+
+def test_placement_fields_are_bounded_and_not_kept_without_a_placement():
+    from taylorism_zmq.boss.model import MAX_PLACEMENT_CLASS, Policy
+
+    policy = Policy.from_wire({"kind": "nosort", "placement_attrs": {"a": 1}, "placement_class": b"x"})
+    assert policy.placement_attrs == {} and policy.placement_class is None
+    with pytest.raises(ValueError, match="more than"):
+        Policy.from_wire({"kind": "nosort", "placement": "m:S", "placement_class": b"x" * (MAX_PLACEMENT_CLASS + 1)})
+    with pytest.raises(ValueError, match="more than"):
+        Policy.from_wire({"kind": "nosort", "placement": "m:S", "placement_attrs": {"a": "b" * 100_000}})
+
+
+# -- detached jobs left with nothing to run (clients.py) ------------------------------------------------------
+def test_detached_jobs_left_with_nothing_to_run_are_stopped_after_the_detached_timeout(caplog):
+    """Issue 21 (8): a detached job submitted halted, its client gone, lived (and held its quota) for ever."""
+    state = make_state(detached_timeout=100.0, client_timeout=10.0)
+    aid = add_agent(state, "a", slots=2)
+    alice = (b"alice", ALICE)
+    for jid, halted in (("halted", True), ("idle", False), ("busy", False)):
+        state.on_submit(alice[0], submit_body(jid, detach=True, halted=halted), now=0.0, who=ALICE)
+    state.on_add_tasks(alice[0], {"job": "idle", "tasks": [[0, "w0", "m:W", 0.0, 0.0, [], b"p", KEY]], "classes": {}},
+                       now=0.0, who=ALICE)
+    state.on_add_tasks(alice[0], {"job": "busy", "tasks": [[0, "w0", "m:W", 0.0, 0.0, [], b"p", KEY]], "classes": {}},
+                       now=0.0, who=ALICE)
+    placed = {body["job"]: body["tasks"][0][0] for _, kind, body in state.dispatch(0.0) if kind is Msg.RUN}
+    row = [placed["idle"], "idle", 0, True, b"r", 0.0, 1.0, b"", b"", TAG, ALICE.key_id]
+    state.on_agent_reports(b"", {"agent": aid, "batch": 1, "reports": [row]}, now=1.0)  # every task of "idle" reported
+    bob = state.on_submit(b"bob", submit_body("bobs", detach=True, halted=True), now=0.0, who=BOB)
+    assert bob == []
+    state.client_alive(b"bob", 90.0)  # bob's client still beats: his job waits
+    with caplog.at_level(logging.WARNING, "taylorism_zmq.boss"):
+        out = state.expire(99.0)
+        assert not [k for _, k, _ in out if k is Msg.JOB_END]
+        out = state.expire(101.0)
+    ends = {b["job"]: b for _, k, b in out if k is Msg.JOB_END}
+    assert set(ends) == {"halted", "idle"}, ends  # not "busy" (its task runs), not bob's (his client is there)
+    assert all(b["status"] == "stopped" and "--detached-timeout" in b["error"]["message"] for b in ends.values())
+    assert state.ledger.counters["detached_expired"] == 2 and "busy" in state.ledger.jobs
+    assert any("had nothing to run" in r.getMessage() for r in caplog.records)
+    attached = state.on_attach(b"alice-later", {"job": "idle"}, now=102.0, who=ALICE)  # its reports were kept
+    assert [k for _, k, _ in attached] == [Msg.REPORTS, Msg.JOB_END]
+    out = state.expire(195.0)
+    assert [b["job"] for _, k, b in out if k is Msg.JOB_END] == ["bobs"]  # 105 s after bob's last word
+
+
+def test_a_detached_job_whose_client_was_cut_waits_the_detached_timeout_from_then():
+    state = make_state(detached_timeout=100.0)
+    state.on_submit(b"alice", submit_body("d", detach=True, halted=True), now=0.0, who=ALICE)
+    state.client_cut(b"alice", 500.0)  # (it read nothing) the job goes on for an ATTACH
+    assert not [k for _, k, _ in state.expire(550.0) if k is Msg.JOB_END]
+    assert [b["job"] for _, k, b in state.expire(601.0) if k is Msg.JOB_END] == ["d"]
+
+
+# -- a job's policy, checked at SUBMIT (model.py) -----------------------------------------------------------
+@pytest.mark.parametrize("field, value", [("binded", "yes"), ("singlefile", 1), ("max_threads", True),
+                                          ("memory_per_task", -1.0), ("memory_max_percentage", "0.5"),
+                                          ("max_memory", [1])])
+def test_a_policy_field_of_the_wrong_type_fails_its_job_at_submit(field, value):
+    """Issue 21 (12): binded="yes" went on in each RUN, which agents drop (a RUN's binded is a bool), while the
+    boss counted its tasks running for ever."""
+    state = make_state()
+    add_agent(state, "a", slots=2)
+    out = state.on_submit(b"c", submit_body("j", policy={"kind": "threads", "max_threads": 2, field: value}),
+                          now=0.0, who=ALICE)
+    (end,) = [b for _, k, b in out if k is Msg.JOB_END]
+    assert end["status"] == "failed" and end["error"]["type"] == "ValueError" and field in end["error"]["message"]
+    assert "j" not in state.ledger.jobs and not state.ledger.quota.jobs

@@ -115,3 +115,27 @@ def test_another_key_taking_a_routing_id_over_gets_nothing_of_its_traffic(cluste
     text = log.read_text()
     assert name in text and "took over a connection" in text
     assert route.decode() not in text and route.hex() not in text  # routing ids are never logged
+
+
+def test_a_policy_of_the_wrong_type_fails_at_submit_and_holds_no_slot(cluster_factory, mallory):  # noqa: F811
+    """Issue 21 (12): policy.binded="yes" made the agent drop the RUN while the boss counted both slots running
+    for ever (another user's job then never ran)."""
+    from test_hostile_memory import submit_body
+
+    from taylorism_zmq.wire.codec import Codec
+
+    key_dir, _ = mallory
+    cluster = victim_cluster(cluster_factory, key_dir)
+    payload = Codec(True).dumps({"zt": "nap", "seconds": 0.0})
+    rows = [[i, f"nap-{i}", "zt_workers:ZtNap", 0.0, 0.0, [], payload, b"k" * 32] for i in range(2)]
+    with authorized_socket(zmq.DEALER, cluster.control, key_dir=key_dir) as sock:
+        sock.send_multipart(protocol.encode(Msg.SUBMIT, submit_body(
+            "yes-binded", policy={"kind": "threads", "max_threads": 2, "binded": "yes"})))
+        sock.send_multipart(protocol.encode(Msg.ADD_TASKS, {"job": "yes-binded", "tasks": rows, "classes": {}}))
+        got = drain(sock, 2000)
+    ends = [b for kind, b in got if kind is Msg.JOB_END]
+    assert ends and ends[0]["status"] == "failed" and "binded must be true or false" in ends[0]["error"]["message"]
+    assert [h["running"] for h in cluster.status()["hosts"]] == [0]
+    boss = victim_job(cluster, n=4, seconds=0.2)  # another user's job has the slots
+    boss.wait_till_finished()
+    assert len(boss.get_report()["workers_report"]) == 4

@@ -13,7 +13,11 @@ from conftest import alive, wait_until
 
 from taylorism_zmq.client.instructions import resolve_worker, task_row
 from taylorism_zmq.launch.launcher import Launcher
+from taylorism_zmq.wire import integrity
 from taylorism_zmq.wire.codec import Codec
+
+#: the key the tests' tasks are given (as a client derives one per task)
+KEY = integrity.task_key(b"a job's secret", 0)
 
 
 class Channel:
@@ -35,21 +39,22 @@ class Channel:
         self.unpacker = msgpack.Unpacker()
         self.tid = 0
 
-    def run(self, instructions: dict, max_tasks: int = 1, timeout: float | None = None) -> int:
-        row = task_row(0, resolve_worker(instructions, {}), Codec(trusted=True), False)
+    def run(self, instructions: dict, max_tasks: int = 1, timeout: float | None = None, key: bytes = KEY) -> int:
+        row = task_row(0, resolve_worker(instructions, {}), Codec(trusted=True), False, key)
         self.tid += 1
         self.sock.sendall(msgpack.packb(["run", self.tid, None, row[2], row[6], False, True, timeout, False,
-                                         max_tasks]))
+                                         max_tasks, row[7]]))
         return self.tid
 
     def done(self, timeout: float = 30.0) -> dict:
-        """The next task's end: {'tid', 'ok', 'report'}."""
+        """The next task's end: {'tid', 'ok', 'report', 'payload', 'tag'}."""
         deadline = time.monotonic() + timeout
         while True:
             for msg in self.unpacker:
                 if msg[0] == "done":
                     codec = Codec(trusted=True)
-                    return {"tid": msg[1], "ok": msg[2], "report": codec.loads(msg[3]) if msg[2] else msg[3]}
+                    return {"tid": msg[1], "ok": msg[2], "report": codec.loads(msg[3]) if msg[2] else msg[3],
+                            "payload": msg[3], "tag": msg[8]}
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
             self.unpacker.feed(self.sock.recv(1 << 16))
 
@@ -78,6 +83,28 @@ def test_a_process_runs_up_to_max_tasks_then_leaves(launcher):
     pids = [launcher.one(dict(zt="nap", tag=i), max_tasks=3)["report"]["pid"] for i in range(7)]
     assert pids[0] == pids[1] == pids[2] != pids[3] == pids[4] == pids[5] != pids[6]
     assert len(set(pids)) == 3
+
+
+@pytest.mark.parametrize("max_tasks", [1, 5])
+def test_a_task_process_tags_what_it_produced_with_its_tasks_key(launcher, max_tasks):
+    """The tag on a result is the task's key's HMAC of its ok flag and payload, made by the task process (a fresh
+    one, or one reused for another task with another key); what the launcher says itself carries none."""
+    other = integrity.task_key(b"a job's secret", 1)
+    for key, instructions in ((KEY, dict(zt="nap", tag=1)), (other, dict(zt="nap", tag=2, fail="value")),
+                              (other, dict(zt="nap", tag=3))):
+        launcher.run(instructions, max_tasks=max_tasks, key=key)
+        done = launcher.done()
+        assert integrity.verifies(key, done["ok"], done["payload"], done["tag"]), done
+        wrong = KEY if key is other else other
+        assert not integrity.verifies(wrong, done["ok"], done["payload"], done["tag"])
+        assert not integrity.verifies(key, not done["ok"], done["payload"], done["tag"])
+    launcher.run(dict(zt="nap", tag=4, fail="signal"), key=KEY)  # died: the launcher says so, with no tag
+    died = launcher.done()
+    assert not died["ok"] and b"killed by signal" in died["payload"] and died["tag"] == integrity.NO_TAG
+    launcher.sock.sendall(msgpack.packb(["run", 99, None, "no_such_module:W", b"", False, True, None, False, 1,
+                                         KEY]))
+    refused = launcher.done()  # the class cannot be imported: the launcher's word, no tag
+    assert not refused["ok"] and refused["tag"] == integrity.NO_TAG and b"No module named" in refused["payload"]
 
 
 def test_a_failed_task_ends_its_process(launcher):
@@ -116,10 +143,11 @@ def test_concurrent_tasks_each_get_a_process_and_are_reused(launcher):
 
 
 @pytest.mark.parametrize("order", [
-    ["run", "not a task id", None, "zt_workers:ZtNap", b"", False, True, None, False, 1],
-    ["run", 7, None, "zt_workers:ZtNap", b"", False, True, float("nan"), False, 1],
+    ["run", "not a task id", None, "zt_workers:ZtNap", b"", False, True, None, False, 1, KEY],
+    ["run", 7, None, "zt_workers:ZtNap", b"", False, True, float("nan"), False, 1, KEY],
+    ["run", 7, None, "zt_workers:ZtNap", b"", False, True, None, False, 1],
     ["run", 7, None, "zt_workers:ZtNap", b""],
-    ["done", 7, True, b"", 0.0, 0.0, b"", b""],
+    ["done", 7, True, b"", 0.0, 0.0, b"", b"", b""],
     ["kill", [True]],
     ["limits", 1, 2, 3],
     "run",

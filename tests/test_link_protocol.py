@@ -28,12 +28,12 @@ from taylorism_zmq.wire.protocol import STDERR
 GOOD = {
     LinkMsg.SPAWN: [{"path": ["/x"], "cwd": "/"}],
     LinkMsg.CLASS: ["m:C", b"blob", True],
-    LinkMsg.RUN: [7, None, "m:C", b"payload", False, True, 2.5, False, 1000],
+    LinkMsg.RUN: [7, None, "m:C", b"payload", False, True, 2.5, False, 1000, b"k" * 32],
     LinkMsg.KILL: [[1, 2, 3]],
     LinkMsg.LIMITS: [1 << 20, 4096],
     LinkMsg.HELLO: ["job-1", 1234],
     LinkMsg.WELCOME: [],
-    LinkMsg.DONE: [7, True, b"report", 1.0, 2, b"out", b""],
+    LinkMsg.DONE: [7, True, b"report", 1.0, 2, b"out", b"", b"t" * 32],
     LinkMsg.OUT: [7, STDERR, b"a line\n"],
 }
 READERS = {"zygote": TO_ZYGOTE, "launcher": TO_LAUNCHER, "fork": TO_FORK, "agent": TO_AGENT}

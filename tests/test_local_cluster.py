@@ -124,8 +124,8 @@ def test_the_readme_recipe_a_local_cluster_in_one_command(tmp_path):
         rows = {line.split()[0]: line.split() for line in status.stdout.splitlines()
                 if line.startswith(f"{HOST}-")}
         assert sorted(rows) == [f"{HOST}-1", f"{HOST}-2"]  # two agents, of two slots, ...
-        assert all(row[1].endswith("/2") for row in rows.values())
-        done = [int(row[5]) for row in rows.values()]
+        assert all(row[2].endswith("/2") for row in rows.values())  # (HOST AGENT SLOTS ... DONE)
+        done = [int(row[6]) for row in rows.values()]
         assert sum(done) == 8 and min(done) >= 1, status.stdout  # ... that shared the program's tasks
         assert get(url)[0] == 200
         tree = shell1.tree()

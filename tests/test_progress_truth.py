@@ -83,14 +83,15 @@ def test_the_counts_a_report_carries_are_those_after_the_dispatch_of_its_pass():
     state.on_submit(client, {"job": "j1", "name": "counted", "policy": {"kind": "nosort"}, "env": {}, "trusted": False,
                           "shm_host": None, "halted": False, "resubmit": False, "detach": False, "timeout": None,
                           "stream": False, "started": True, "max_tasks": 1}, now=0.0)
-    state.on_add_tasks(client, {"job": "j1", "tasks": [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p"] for i in range(4)],
-                                "classes": {}}, now=0.0)
+    rows = [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p", b"k" * 32] for i in range(4)]
+    state.on_add_tasks(client, {"job": "j1", "tasks": rows, "classes": {}}, now=0.0)
     first = state.dispatch(0.0)
     (started,) = [body for _, kind, body in first if kind is Msg.STARTED]
     assert (started["indexes"], started["running"], started["pending"]) == ([0, 1], 2, 2)
     (tid, *_), _ = next(body["tasks"] for _, kind, body in first if kind is Msg.RUN)
     out = state.on_agent_reports(b"", {"agent": "agent-a", "batch": 1,
-                                       "reports": [[tid, "j1", 0, True, b"r", 0.0, 1.0, b"", b""]]}, now=1.0)
+                                       "reports": [[tid, "j1", 0, True, b"r", 0.0, 1.0, b"", b"", b"t" * 32,
+                                                    state.ledger.jobs["j1"].owner_id]]}, now=1.0)
     out += state.dispatch(1.0)  # (the boss's loop: what it read, then dispatch, then it sends)
     (reports,) = [body for _, kind, body in out if kind is Msg.REPORTS]
     (started,) = [body for _, kind, body in out if kind is Msg.STARTED]

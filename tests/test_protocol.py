@@ -84,7 +84,7 @@ def test_codec_rejects_garbage_with_value_error():
 
 
 def test_protocol_round_trip():
-    body = {"job": "j", "tasks": [[0, "w", "m:C", 1.5, 0, ["f"], b"payload"]], "classes": {}}
+    body = {"job": "j", "tasks": [[0, "w", "m:C", 1.5, 0, ["f"], b"payload", b"k" * 32]], "classes": {}}
     kind, back = protocol.decode(protocol.encode(Msg.ADD_TASKS, body))
     assert kind is Msg.ADD_TASKS and back == body
 

@@ -21,7 +21,7 @@ from conftest import alive, authorized_socket, free_port, journal_rows, wait_unt
 from zt_workers import execution_ledger
 
 from taylorism_zmq import batch_main, run_as_server
-from taylorism_zmq.wire import protocol
+from taylorism_zmq.wire import keystore, protocol, security
 from taylorism_zmq.wire.protocol import Msg
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -121,6 +121,34 @@ def test_issue14_a_report_near_the_cap_with_output_ends_its_job(cluster_factory)
         batch_main(dict(zt="big", out=1 << 20), dict(size=[cap + 4096]), boss=cluster.control, print_report=quiet)
 
 
+def test_issue21_a_small_frame_cap_shrinks_the_outputs_kept_never_the_result_to_nothing(cluster_factory):
+    """--max-frame-mb below ~2.1 MiB left room for a 1-byte result beside two 1 MiB outputs: every task failed."""
+    cluster = cluster_factory(boss_args=("--max-frame-mb", "1"))
+    cluster.add_agent(slots=1)  # (its --max-output-kb: 1024)
+    cluster.wait_agents(1)
+    report = batch_main(dict(zt="big", out=300_000), dict(size=[300_000]), boss=cluster.control, print_report=quiet)
+    (entry,) = report["workers_report"]
+    assert len(entry["report"]["blob"]) == 300_000
+    assert 200_000 < len(entry["stdout"]) < 300_000  # a quarter of the frame's room, head and tail
+    too_small = subprocess.run([sys.executable, "-m", "taylorism_zmq", "boss", "--control",
+                                f"tcp://127.0.0.1:{free_port()}", "--max-frame-mb", "0.1"],
+                               capture_output=True, text=True, timeout=30)
+    assert too_small.returncode == 2 and "between 0.25 and 256 MiB" in too_small.stderr, too_small.stderr
+
+
+def test_issue21_a_frame_over_the_cap_is_answered_and_counted(cluster_factory):
+    """Frames over the boss's cap vanished (libzmq closed the connection) with no counter and no answer."""
+    cluster = cluster_factory(boss_args=("--max-frame-mb", "1"))
+    with authorized_socket(zmq.DEALER, cluster.control) as sock:
+        sock.send_multipart(protocol.encode(Msg.ADD_TASKS, {"job": "j", "tasks": [], "classes": {"m:C": b"x" * (
+            (1 << 20) + 1000)}}))
+        assert sock.poll(10_000)
+        kind, body = protocol.decode(sock.recv_multipart())
+    assert kind is Msg.ERROR and "exceeds 1048576" in body["message"]
+    counters = cluster.status()["counters"]
+    assert counters.get("frames_over_cap") == 1 and counters.get("bad_messages", 0) == 0
+
+
 def test_issue14_the_boss_stays_small_under_a_flood_from_a_peer_that_never_reads(cluster_factory):
     cluster = cluster_factory()
     ctx = zmq.Context()
@@ -166,10 +194,11 @@ def test_issue14_a_hostile_ticket_does_not_freeze_the_boss(cluster_factory):
     cluster.add_agent(slots=2)
     cluster.wait_agents(1)
     boss = run_as_server(dict(zt="nap", seconds=0.1), dict(tag=[1, 2]), boss=cluster.control, scheduler=threads(2))
+    owner = keystore.fingerprint(security.load_keys().public.decode())  # (the job's, as its agents would say)
     with authorized_socket(zmq.DEALER, cluster.control, routing_id=b"agent-liar") as liar:
         liar.send_multipart(protocol.encode(Msg.REGISTER, {
             "agent": "agent-liar", "host": "liar", "shm_host": "x", "cpus": 2, "memory": 1000.0, "slots": 2,
-            "pid": 1, "running": [[1, boss.job_id, 0, 30_000_000]]}))
+            "pid": 1, "running": [[1, boss.job_id, 0, 30_000_000, owner]]}))
         assert liar.poll(10000), "no answer to the registration"
         kinds = []
         while liar.poll(1000):
@@ -205,7 +234,7 @@ def test_issue14_a_large_env_is_refused_by_the_boss_and_agents_survive(cluster_f
 def test_issue14_the_zygote_passes_a_large_code_environment_to_a_launcher():
     from taylorism_zmq.agent.zygote import Zygote
 
-    zygote = Zygote.start()
+    zygote = Zygote().start()
     try:
         pid, sock = zygote.spawn_launcher({"path": ["/nowhere" * 40_000], "cwd": "/"})
         assert psutil.pid_exists(pid)
@@ -366,8 +395,7 @@ def test_issue14_a_killed_client_leaves_nothing_for_long(tmp_path):
         proc.wait()
         proc.stdout.close()
     # its daemons see the pipe end and stop
-    wait_until(lambda: not any(psutil.pid_exists(int(p)) and psutil.Process(int(p)).status() != psutil.STATUS_ZOMBIE
-                               for p in pids), 20, "the embedded daemons gone")
+    wait_until(lambda: not any(alive(int(p)) for p in pids), 20, "the embedded daemons gone")
     from taylorism_zmq.client.embedded import clean_leftovers
 
     removed = clean_leftovers()

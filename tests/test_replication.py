@@ -37,9 +37,11 @@ def recorded(seed: int, steps: int = 600, promote_at: int | None = None) -> tupl
 def test_a_state_fed_the_same_events_ends_equal_and_says_the_same(seed):
     active, events, made = recorded(seed)
     assert {name for name, _a, _k in events} >= {"on_submit", "on_add_tasks", "on_control", "on_register",
-                                                  "on_agent_reports", "dispatch", "expire", "sent"}
+                                                  "on_agent_reports", "dispatch", "expire", "sent", "keys_revoked"}
     counters = active.ledger.counters
     assert counters["tasks_done"] and counters["tasks_failed"] and counters["jobs_finished"], counters
+    assert counters["jobs_cancelled"] and any(name == "on_attach" and args[1].get("follow")
+                                              for name, args, _k in events), "cancels and followers happen too"
     standby = scenario.make_state("boss-b")
     replayed = replication.apply(standby, roundtrip(events))
     assert snapshot.take(standby, 0.0) == snapshot.take(active, 0.0)
@@ -120,22 +122,24 @@ def test_a_snapshot_makes_only_its_records_and_refuses_other_bytes():
 #: callbacks, the references between parts, loggers, and what lives within one pass of the loop
 OWN = {
     "BossState": {"boss_id", "options", "validate", "ledger", "connections", "dispatcher", "requests",
-                  "agent_events", "reports", "takeover", "_snapshot", "journal"},
+                  "agent_events", "reports", "takeover", "followers", "_snapshot", "journal"},
     "Ledger": {"out", "quota", "agent_keys", "orphan_reports", "orphan_running", "vouch", "on_dispatch",
                "on_task_end", "_refused_log", "free"},
     "FreeHosts": set(),
     "OwnerQuota": {"max_jobs", "max_bytes"},
     "AgentKeys": {"limit", "counters"},
-    "OrphanReports": {"counters", "max_count", "max_bytes"},
-    "OrphanRunning": {"counters", "limit"},
-    "ClientConnections": {"ledger", "client_timeout", "max_clients"},
+    "OrphanReports": {"counters", "max_count", "max_bytes", "_owners"},
+    "OrphanRunning": {"counters", "limit", "_owners"},
+    "_Owners": set(),
+    "ClientConnections": {"ledger", "client_timeout", "detached_timeout", "max_clients"},
     "Dispatcher": {"ledger", "max_frame", "owner_turns"},
     "OwnerTurns": set(),
     "JobRequests": {"ledger", "clients", "dispatcher", "plugin_loader"},
     "AgentEvents": {"ledger", "boss_id", "heartbeat", "agent_timeout", "max_retries", "max_frame",
-                    "reports_endpoint"},
+                    "reports_endpoint", "_refused_log"},
     "Reports": {"ledger", "_refused_log"},
     "Takeover": {"ledger", "agents", "clients", "requests", "recovery_grace"},
+    "Followers": {"ledger"},
 }
 
 
@@ -144,10 +148,12 @@ def test_every_attribute_of_the_state_is_in_the_snapshot_or_the_bosss_own():
     state = scenario.make_state()
     parts = {"": state, "ledger": state.ledger, "ledger.free": state.ledger.free, "ledger.quota": state.ledger.quota,
              "ledger.agent_keys": state.ledger.agent_keys, "ledger.orphan_reports": state.ledger.orphan_reports,
-             "ledger.orphan_running": state.ledger.orphan_running, "connections": state.connections,
+             "ledger.orphan_running": state.ledger.orphan_running,
+             "ledger.orphan_reports._owners": state.ledger.orphan_reports._owners,
+             "ledger.orphan_running._owners": state.ledger.orphan_running._owners, "connections": state.connections,
              "dispatcher": state.dispatcher, "dispatcher.owner_turns": state.dispatcher.owner_turns,
              "requests": state.requests, "agent_events": state.agent_events, "reports": state.reports,
-             "takeover": state.takeover}
+             "takeover": state.takeover, "followers": state.followers}
     unsaid = []
     for path, part in parts.items():
         for name in vars(part):

@@ -11,7 +11,6 @@ import pwd
 import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -36,36 +35,6 @@ try:
 except Exception as exc:
     print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
 """
-
-
-@pytest.fixture
-def two_users():
-    """Users A and B (unique names), each with a private directory holding a private file."""
-    tag = f"{os.getpid() % 100000}{uuid.uuid4().hex[:3]}"
-    made = []
-    top = Path(tempfile.mkdtemp(prefix="taylorism-users-"))
-    os.chmod(top, 0o755)  # (let the users walk to their own directory)
-    try:
-        for who in ("a", "b"):
-            name = f"tz{tag}{who}"
-            subprocess.run(["useradd", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin", name], check=True,
-                           capture_output=True)
-            made.append(name)
-        privates = {}
-        for name in made:
-            entry = pwd.getpwnam(name)
-            home = top / name
-            home.mkdir(mode=0o700)
-            (home / "secret.txt").write_text(f"{name}'s secret")
-            os.chmod(home / "secret.txt", 0o600)
-            for p in (home, home / "secret.txt"):
-                os.chown(p, entry.pw_uid, entry.pw_gid)
-            privates[name] = home / "secret.txt"
-        yield made, privates
-    finally:
-        for name in made:
-            subprocess.run(["userdel", name], capture_output=True)
-        shutil.rmtree(top, ignore_errors=True)
 
 
 def client_keys(tmp_path: Path, user: str | None) -> tuple[Path, str]:

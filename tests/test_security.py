@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -23,10 +24,10 @@ import zmq
 import zt_workers  # noqa: F401 - registers the test worker classes
 from conftest import authorized_socket, wait_until
 
-from taylorism_zmq import Boss, BossUnreachableError, WorkerError, batch_main, run_as_server
+from taylorism_zmq import Boss, BossUnreachableError, UnverifiedReportError, WorkerError, batch_main, run_as_server
 from taylorism_zmq.client.connection import Connection
 from taylorism_zmq.errors import AccessDeniedError
-from taylorism_zmq.wire import keystore, protocol, security
+from taylorism_zmq.wire import integrity, keystore, protocol, security
 from taylorism_zmq.wire.codec import PICKLE, Codec
 from taylorism_zmq.wire.protocol import STDOUT, Msg
 
@@ -86,6 +87,11 @@ def victim_cluster(cluster_factory, key_dir: Path, host_name: str | None = None,
     return cluster
 
 
+def victims_key_id() -> str:
+    """The key id of the tests' own key (the victims' jobs' owner): what agents keep with its tasks."""
+    return keystore.fingerprint(security.load_keys().public.decode())
+
+
 def victim_job(cluster, n: int = 4, seconds: float = 1.0, detach: bool = False):
     boss = run_as_server(dict(zt="nap", seconds=seconds), dict(tag=list(range(n))), scheduler=threads(2),
                          boss=cluster.control, detach=detach)
@@ -126,7 +132,7 @@ def test_forged_reports_with_pickle_from_a_client_key_are_refused(cluster_factor
     agent = cluster.status()["hosts"][0]["agent"]
     marker = tmp_path / "pwned"
     payload = msgpack.packb(msgpack.ExtType(PICKLE, pickle.dumps(_Evil(str(marker)))))
-    rows = [[1000 + i, job, i, True, payload, 0.0, 1.0, b"", b""] for i in range(4)]
+    rows = [[1000 + i, job, i, True, payload, 0.0, 1.0, b"", b"", b"t" * 32, victims_key_id()] for i in range(4)]
     with authorized_socket(zmq.PUSH, cluster.reports, key_dir=key_dir) as push:
         push.send_multipart(protocol.encode(Msg.AGENT_REPORTS, {"agent": agent, "batch": 1, "reports": rows}))
         wait_until(lambda: refused_count(cluster) >= 1, 10, "the forged batch to be refused")
@@ -139,10 +145,13 @@ def test_forged_reports_with_pickle_from_a_client_key_are_refused(cluster_factor
     assert "AGENT_REPORTS" in log.read_text()
 
 
-def test_a_client_does_not_unpickle_reports_its_boss_does_not_vouch_for(cluster_factory, tmp_path):
-    """The client's own check, reached: its link to the boss is trusted (private ipc), but the boss takes reports
+@pytest.mark.parametrize("forger", ["holding the task's key", "without it"])
+def test_a_client_does_not_unpickle_reports_its_boss_does_not_vouch_for(cluster_factory, tmp_path, forger):
+    """The client's own checks, reached: its link to the boss is trusted (private ipc), but the boss takes reports
     over plain tcp (--insecure), where anyone has every role, the agent's included: a forger naming the agent and
-    its running task gets its report relayed, marked not vouched for, and the client must not unpickle it."""
+    its running task gets its report relayed, marked not vouched for.  Without the task's key, its report does
+    not verify: the task fails with UnverifiedReportError, even for a plain value (a forged result is no result).
+    Holding the key (say it leaked), it still gets nothing unpickled: the boss does not vouch for the chain."""
     cluster = cluster_factory(insecure=True)
     cluster.boss.terminate()  # again with its control socket on ipc, in a 0700 directory
     cluster.boss.wait()
@@ -160,19 +169,29 @@ def test_a_client_does_not_unpickle_reports_its_boss_does_not_vouch_for(cluster_
     boss.make_them_work(terminate=True)
     wait_until(lambda: os.listdir(started), 20, "the real task to run on the agent")
     agent = cluster.status()["hosts"][0]["agent"]
-    payload = msgpack.packb(msgpack.ExtType(PICKLE, pickle.dumps(_Evil(str(marker)))))
+    if forger == "without it":
+        payload, tag = Codec(False).dumps({"tag": "forged", "blob": b"", "host": "node-forger"}), b"f" * 32
+    else:
+        payload = msgpack.packb(msgpack.ExtType(PICKLE, pickle.dumps(_Evil(str(marker)))))
+        tag = integrity.tag(boss._keys.key(0), True, payload)
     ctx = zmq.Context()
     push = ctx.socket(zmq.PUSH)
     push.linger = 0
     push.connect(cluster.reports)  # plain tcp, no key: what the boss cannot tell from its agent
     try:
         push.send_multipart(protocol.encode(Msg.AGENT_REPORTS, {"agent": agent, "batch": 1, "reports": [
-            [1, boss.job_id, 0, True, payload, 0.0, 1.0, b"", b""]]}))
-        boss.wait_till_finished()  # the forged report ends the job: the boss could not tell it from the agent's
+            [1, boss.job_id, 0, True, payload, 0.0, 1.0, b"", b"", tag, keystore.ANONYMOUS.key_id]]}))
+        if forger == "without it":
+            with pytest.raises(UnverifiedReportError, match="not produced by its task"):
+                boss.wait_till_finished()  # (the boss took the task as done: the client fails the job itself)
+        else:
+            boss.wait_till_finished()  # the forged report ends the job: the boss could not tell it from the agent's
     finally:
         push.close()
         ctx.term()
         gate.touch()
+    if forger == "without it":
+        return
     (entry,) = boss.get_report()["workers_report"]
     assert isinstance(entry["report"], WorkerError) and "pickle payload refused" in str(entry["report"]), entry
     assert not marker.exists()  # nothing of the forger's ran in the client
@@ -289,7 +308,8 @@ def test_an_agent_key_cannot_report_the_tasks_sent_to_another_agent(cluster_fact
             push.send_multipart(protocol.encode(Msg.AGENT_OUTPUT, {"agent": "agent-mallory", "chunks": [
                 [boss.job_id, i, STDOUT, b"forged output\n"] for i in (0, 1)]}))  # (handled before what follows)
             push.send_multipart(protocol.encode(Msg.AGENT_REPORTS, {"agent": "agent-mallory", "batch": 1, "reports": [
-                [tid, boss.job_id, i, True, forged, 0.0, 1.0, b"", b""] for i, tid in enumerate((1, 2))]}))
+                [tid, boss.job_id, i, True, forged, 0.0, 1.0, b"", b"", b"t" * 32, victims_key_id()]
+                for i, tid in enumerate((1, 2))]}))
             wait_until(lambda: refused_count(cluster) >= before + 2, 10, "both forged reports to be refused")
             gate.touch()
             boss.wait_till_finished()
@@ -496,10 +516,13 @@ def test_a_key_over_its_quota_of_jobs_or_held_instructions_gets_a_clear_error_an
     cluster = cluster_factory(boss_args=("--max-jobs-per-key", "1", "--max-held-mb-per-key", "0.05"))
     cluster.add_agent(slots=2)
     cluster.wait_agents(1)
-    # 5 x 20 KB of instructions, over 51 KiB
-    with pytest.raises(RuntimeError, match=r"would take 10\d KiB on this boss, over its limit per key of 51 KiB"):
+    # 5 x 20 KB of instructions, and the job's code environment (this process's variables and path): over 51 KiB
+    with pytest.raises(RuntimeError, match=r"would take (\d+) KiB on this boss, over its limit per key of 51 KiB") \
+            as refused:
         batch_main(dict(zt="big"), dict(tag=[f"{i}" + "x" * 20_000 for i in range(5)]), boss=cluster.control,
                    print_report=lambda r: None)
+    held = int(re.search(r"would take (\d+) KiB", str(refused.value)).group(1))
+    assert 98 < held < 98 + 40  # (20 KB rows 5 times, and some)
     gate = tmp_path / "gate"
     first = run_as_server(dict(zt="big", gate=str(gate)), dict(tag=[1]), boss=cluster.control)
     with pytest.raises(RuntimeError, match="1 live job"):  # (raised as soon as the boss's answer is read)
@@ -531,7 +554,8 @@ forger = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # a second launcher 
 forger.connect(embedded_launchers(embedded_endpoint()))
 forger.sendall(msgpack.packb(["hello", "forger", os.getpid()]))
 forged = Codec(True).dumps(dict(tag="forged"))
-forger.sendall(b"".join(msgpack.packb(["done", tid, True, forged, 0.0, 0.0, b"", b""]) for tid in range(1, 50)))
+forger.sendall(b"".join(msgpack.packb(["done", tid, True, forged, 0.0, 0.0, b"", b"", b"t" * 32])
+                           for tid in range(1, 50)))
 # then a message of no launcher's shape: the agent handles the above in order, then lets the forger go
 forger.sendall(msgpack.packb(["no such message"]))
 forger.settimeout(10)

@@ -156,7 +156,7 @@ def test_print_config_leaves_unset_settings_out_and_shows_where_each_came_from()
 
 @pytest.mark.parametrize("args,env,expected", [
     (("agent", "--boss", "127.0.0.1:5555"), {}, "--boss '127.0.0.1:5555' is not an endpoint"),
-    (("boss", "--control", "tcp://nohost"), {}, "--control 'tcp://nohost' is not an endpoint"),
+    (("boss", "--control", "tcp:/nohost:5555"), {}, "--control 'tcp:/nohost:5555' is not an endpoint"),
     (("ctl", "status"), {"TAYLORISM_BOSS": "127.0.0.1:5555"}, "did you mean tcp://127.0.0.1:5555?"),
     (("ctl", "status"), {}, "[ctl]"),
 ])

@@ -191,12 +191,27 @@ class PidRecorder:
         return (os.system, (f"echo $PPID >> {self.path}",))
 
 
-class ZtPickle(Worker):
-    """Returns an object that can only travel as a pickle, and says who unpickles it."""
+class PidRecordingError(Exception):
+    """An exception whose pickle, unpickled, appends the unpickling process's pid to a file (as PidRecorder)."""
 
-    _footprint = dict(info="Test worker.", attr=dict(zt=dict(values=["pickle"]), path=dict()))
+    def __init__(self, path: str):
+        super().__init__(f"a failure that records who unpickles it in {path}")
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"echo $PPID >> {self.path}",))
+
+
+class ZtPickle(Worker):
+    """Returns an object that can only travel as a pickle, and says who unpickles it; with *fail*, raises an
+    exception that does the same."""
+
+    _footprint = dict(info="Test worker.", attr=dict(zt=dict(values=["pickle"]), path=dict(),
+                                                     fail=dict(type=bool, optional=True, default=False)))
 
     def _task(self):
+        if self.fail:
+            raise PidRecordingError(self.path)
         return PidRecorder(self.path)
 
 

@@ -1,7 +1,9 @@
 """The agent daemon: one per host, between the boss and the task processes.
 
-It forks its zygote (see :mod:`.zygote`) before any zmq context exists,
-then connects a DEALER to the boss's control ROUTER, registers, and connects
+It makes itself not dumpable (its tasks, even of its own user, cannot read its memory or its /proc entries),
+starts its zygote (a fresh exec with a clean environment: see :mod:`.zygote`; at its first launcher for a
+client's own agent, whose launchers are forks of the client), makes a cgroup for its launchers where the host
+allows it (:mod:`..launch.cgroups`), then connects a DEALER to the boss's control ROUTER, registers, and connects
 a PUSH to the report endpoint the boss names in its answer (``--reports``
 overrides it, e.g. behind NAT).  It loops on one ``zmq.Poller`` over the
 DEALER, the launchers' channels and a wake-up pipe: run what the boss sends
@@ -26,8 +28,11 @@ from typing import Any
 import psutil
 import zmq
 
+from ..launch import cgroups, descendants
+from ..launch.environ import zygote_environ
+from ..log_setup import log_fields
 from ..machine import host_key
-from ..processes import die_with_parent
+from ..processes import die_with_parent, owner_alive, owner_tag
 from ..wire import protocol, security
 from ..wire.endpoints import ASK_AGAIN, BossFinder, Probe, endpoint_list
 from ..wire.handshake import HandshakeWatch
@@ -36,6 +41,7 @@ from ..wire.protocol import Msg, ProtocolError
 from ..wire.sockets import configure_connected, report_endpoint_for
 from . import forked
 from .journal import default_state_dir, open_journal
+from .launcher_link import message_cap
 from .launcher_pool import LauncherPool
 from .sender import ReportSender
 from .task_runner import TaskRunner
@@ -62,6 +68,12 @@ SWITCH_BEATS, SWITCH_AFTER = 3, 1.5
 MAX_FINISHED_SAID = 100_000
 #: what a boss of a pair stamps with its epoch: an agent obeys no older epoch than the newest it has seen
 FENCED = frozenset({Msg.RUN, Msg.KILL, Msg.REGISTERED, Msg.PONG})
+#: seconds before an agent the boss turned away for now (its key's connections: wire/handshake.py BUSY)
+#: connects again (libzmq does not, after a refused handshake)
+BUSY_RETRY = 10.0
+#: seconds between two words of the report socket when it has nothing to say: a boss under a flood of
+#: connections lets go first those that have not spoken (boss/gate.py)
+PUSH_SPEAKS = 10.0
 
 
 class AgentDaemon:
@@ -72,7 +84,8 @@ class AgentDaemon:
                  inject_load: float = 0.0, insecure: bool = False, max_report: int | None = None,
                  max_output: int | None = None, launcher_idle: float = LAUNCHER_IDLE,
                  run_as_client_user: bool = False, keep_env: tuple[str, ...] = (), state_dir: str | None = None,
-                 fork_socket: str | None = None):
+                 fork_socket: str | None = None, launcher_output: str | None = None,
+                 max_processes: int | None = None, task_cgroups: bool = True, allow_root_tasks: bool = False):
         #: the bosses to talk to (one, or a pair), and the one this agent talks to now
         self.finder = BossFinder(endpoint_list(control))
         self.control_endpoint = self.finder.current
@@ -108,13 +121,24 @@ class AgentDaemon:
         self.launcher_idle = launcher_idle
         #: run each job's tasks as the Unix user its owner's key maps to (an agent started as root)
         self.run_as_client_user = run_as_client_user
-        self.state_dir = state_dir
+        #: an agent started as root told to run tasks as root (--allow-root-tasks): said in its log
+        self.allow_root_tasks = allow_root_tasks
+        self.state_dir = state_dir or str(default_state_dir() / f"agent-{self.host}")
+        #: where the launchers' own stdout and stderr go (never this agent's log or output)
+        self.launcher_output = launcher_output or os.path.join(self.state_dir, "launchers.log")
+        #: RLIMIT_NPROC of launchers and their tasks, if set
+        self.max_processes = max_processes
+        #: try a cgroup for the launchers (--task-cgroups auto); the one made, if any
+        self.task_cgroups = task_cgroups
+        self.cgroup: str | None = None
         self.curve = not insecure and security.needs_curve(self.control_endpoint)
         #: pickle may travel on this link: private ipc, or authenticated tcp
         self.trusted_link = self.curve or security.link_is_trusted(self.control_endpoint)
         self.aid = f"agent-{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._push_polled = False
         self._last_beat = 0.0
+        #: when the report socket last said it is there (see PUSH_SPEAKS)
+        self._push_spoke = 0.0
         self.boss_id: str | None = None
         self.last_heard = time.monotonic()
         self._boss_silent = False
@@ -133,6 +157,10 @@ class AgentDaemon:
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self.handshake: HandshakeWatch | None = None
+        #: the report socket's handshakes (the boss may turn it away for now, as the control socket)
+        self.push_handshake: HandshakeWatch | None = None
+        #: "control" or "reports" -> when to connect that socket again (the boss turned it away for now)
+        self._connect_again_at: dict[str, float] = {}
         #: kept from pass to pass; a launcher's flags change only when its output buffer fills or empties
         self.poller = zmq.Poller()
 
@@ -150,14 +178,25 @@ class AgentDaemon:
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
-        self.zygote = Zygote.start()  # before any zmq context: children must not inherit its fds
-        self.launchers = LauncherPool(self.aid, self.zygote, self.poller)
-        try:  # after the zygote: no launcher may hold the journal's lock after this agent is gone
-            self.sender = ReportSender(self.aid, open_journal(self.state_dir or str(default_state_dir() /
-                                                                                      f"agent-{self.host}")))
-        except BaseException:
-            self.zygote.close()
-            raise
+        descendants.set_dumpable(False)  # its tasks, of its user or not, cannot read its memory or /proc entries
+        self.sender = ReportSender(self.aid, open_journal(self.state_dir))
+        self._say_who_runs_tasks()
+        self.cgroup = self._make_cgroup()
+        # a fresh exec, with a clean environment and no descriptor of ours but its socket; a client's own agent
+        # (whose launchers are forks of the client) starts it only if a job needs it
+        self.zygote = Zygote(zygote_environ(os.environ, self.keep_env), self.launcher_output, self.cgroup,
+                             self.max_processes)
+        if not self.fork_socket:
+            try:
+                self.zygote.start()
+            except OSError as exc:  # (its output file, most likely: said with it)
+                log.error("agent %s: cannot start its zygote, with the launchers' output in %s: %s", self.aid,
+                          self.launcher_output, exc)
+                self.sender.close()
+                if self.cgroup is not None:
+                    cgroups.remove(self.cgroup)
+                return 2
+        self.launchers = LauncherPool(self.aid, self.zygote, self.poller, message_cap(self.max_report, self.max_output))
         self.tasks = TaskRunner(self.aid, self.host, self.launchers, self.sender,
                                 run_as_client_user=self.run_as_client_user, trusted_link=self.trusted_link,
                                 keep_env=self.keep_env, max_report=self.max_report, max_output=self.max_output)
@@ -178,6 +217,8 @@ class AgentDaemon:
             self.dealer.routing_id = f"{self.aid}.{secrets.token_hex(16)}".encode()
             self.handshake = HandshakeWatch(self.dealer, self.control_endpoint, self.curve,
                                             security.key_dir() if self.curve else None, role="agent")
+            self.push_handshake = HandshakeWatch(self.push, self.control_endpoint, self.curve,
+                                                 security.key_dir() if self.curve else None, role="agent")
             if self.finder.several:
                 keys = security.load_keys() if self.curve else None
                 self.probe = Probe(ctx, lambda sock: security.secure_client(sock, keys) if keys else None)
@@ -204,11 +245,14 @@ class AgentDaemon:
             if self.fork_listener is not None:
                 self.fork_listener.close()
             self.sender.close()
-            self.zygote.close()
-            if self.handshake is not None:
-                self.handshake.close()
+            self.zygote.close()  # (it waits for its launchers to stop their tasks)
+            if self.cgroup is not None:
+                cgroups.remove(self.cgroup, timeout=2.0)  # whatever is left of them
             if self.probe is not None:
                 self.probe.close()
+            for watch in (self.handshake, self.push_handshake):
+                if watch is not None:
+                    watch.close()
             self.dealer.close(linger=500)
             self.push.close(linger=2000)
             ctx.term()
@@ -216,6 +260,41 @@ class AgentDaemon:
                 s.close()
             log.info("agent %s stopped", self.aid)
         return self.exit_code
+
+    def _say_who_runs_tasks(self) -> None:
+        if self.run_as_client_user:
+            log.info("agent %s: each job's tasks run as the Unix user its owner's key maps to", self.aid)
+        elif os.geteuid() == 0 and self.allow_root_tasks:
+            log.warning("agent %s: tasks run as root, whoever submits them (--allow-root-tasks): they can do "
+                        "anything on this host; --run-as-client-user runs each as its owner's Unix user", self.aid)
+        else:
+            import pwd
+
+            log.info("agent %s: tasks run as user %s, this agent's: they can read what it can, its keys included",
+                     self.aid, pwd.getpwuid(os.geteuid()).pw_name)
+
+    def _make_cgroup(self) -> str | None:
+        """A cgroup for the launchers' tasks, under this agent's own (after removing those of agents that are
+        gone), if the host allows it: said in the log either way."""
+        if not self.task_cgroups:
+            log.info("agent %s: tasks held by process tracking (--task-cgroups off)", self.aid)
+            return None
+        parent = cgroups.own_dir()
+        problem = "no cgroup v2 hierarchy mounted"
+        if parent is not None:
+            for path in cgroups.stale(parent, owner_alive):
+                if cgroups.remove(path, timeout=1.0):
+                    log.info("agent %s: removed %s, the cgroup of an agent that is gone, and what it held",
+                             self.aid, path)
+            try:
+                path = cgroups.make(parent, f"{cgroups.PREFIX}{owner_tag()}")
+            except OSError as exc:
+                problem = f"cannot make a cgroup under {parent}: {exc.strerror}"
+            else:
+                log.info("agent %s: each launcher's tasks held in a cgroup of its own under %s", self.aid, path)
+                return path
+        log.info("agent %s: tasks held by process tracking only (%s)", self.aid, problem)
+        return None
 
     # -- the loop ------------------------------------------------------------------
     def _loop(self) -> None:
@@ -227,8 +306,9 @@ class AgentDaemon:
         next_beat = time.monotonic() + self.heartbeat
         poller.register(self.dealer, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
-        assert self.handshake is not None
+        assert self.handshake is not None and self.push_handshake is not None
         poller.register(self.handshake.monitor, zmq.POLLIN)
+        poller.register(self.push_handshake.monitor, zmq.POLLIN)
         while not self._stop:
             self.launchers.watch()
             if self.sender.blocked != self._push_polled:  # reports wait for room: wake when there is
@@ -243,12 +323,14 @@ class AgentDaemon:
             events = dict(poller.poll(int(timeout)))
             if self.handshake.monitor in events:
                 self._check_handshake()
+            if self.push_handshake.monitor in events:
+                self._check_push_handshake()
             if self.dealer in events:
                 self._read_boss()
             if self._polled_probe is not None and self._polled_probe in events:
                 self._probe_answer(time.monotonic())
             if self.fork_listener is not None and self.fork_listener.fileno() in events:
-                for link in forked.accept_all(self.fork_listener):
+                for link in forked.accept_all(self.fork_listener, self.launchers.max_message):
                     self.launchers.add(link)
             for link in self.launchers:
                 ev = events.get(link.sock.fileno(), 0)
@@ -270,6 +352,7 @@ class AgentDaemon:
                 if not self.registered and now - self._registered_at > REGISTER_RETRY:
                     self._register()
                 self.sender.tick(now)
+                self._connect_again(now)
                 silent = now - self.last_heard
                 if silent > max(10.0, 10 * self.heartbeat) and not self._boss_silent:
                     self._boss_silent = True
@@ -358,15 +441,48 @@ class AgentDaemon:
         self.epoch = epoch
         return True
 
-    def _connect_reports(self, endpoint: str) -> None:
+    def _connect_reports(self, endpoint: str) -> bool:
+        """Push reports to *endpoint* from now on; False (said in the log) for one zmq cannot connect to (the
+        boss names it: a boss's word is no reason to end the agent)."""
         if endpoint == self.reports_endpoint:
-            return
+            return True
+        try:
+            self.push.connect(endpoint)
+        except zmq.ZMQError as exc:
+            self._bad_log.warning("reports", "agent %s: cannot push reports to %r: %s (reports wait; give the "
+                                  "report endpoint with --reports if the boss names a wrong one)", self.aid, endpoint,
+                                  exc)
+            return False
         if self.reports_endpoint is not None:
-            self.push.disconnect(self.reports_endpoint)
+            try:
+                self.push.disconnect(self.reports_endpoint)
+            except zmq.ZMQError:
+                pass
             log.warning("agent %s: reports now go to %s (were %s)", self.aid, endpoint, self.reports_endpoint)
-        self.push.connect(endpoint)
         self.reports_endpoint = endpoint
+        self._push_spoke = 0.0  # (it says it is there at the next beat)
+        assert self.push_handshake is not None
+        self.push_handshake.endpoint = endpoint
         log.info("agent %s pushes reports to %s", self.aid, endpoint)
+        return True
+
+    def _connect_again(self, now: float) -> None:
+        """Connect again the sockets the boss turned away a while ago."""
+        for which, at in list(self._connect_again_at.items()):
+            if now < at:
+                continue
+            del self._connect_again_at[which]
+            sock, endpoint = (self.dealer, self.control_endpoint) if which == "control" else \
+                (self.push, self.reports_endpoint)
+            if endpoint is None:
+                continue
+            try:
+                sock.disconnect(endpoint)
+            except zmq.ZMQError:
+                pass  # (libzmq forgot it, after the refusal)
+            sock.connect(endpoint)
+            self._push_spoke = 0.0
+            log.info("agent %s: connecting again to %s", self.aid, endpoint)
 
     def _register(self) -> None:
         self._registered_at = time.monotonic()
@@ -387,12 +503,25 @@ class AgentDaemon:
         assert self.handshake is not None
         before = self.handshake.succeeded
         problem = self.handshake.check()
-        if problem is not None and not self.handshake.succeeded:
+        if problem is not None and self.handshake.busy:  # turned away for now: connect again later
+            self._bad_log.warning("busy", "agent %s: %s; connecting again in %gs", self.aid, problem, BUSY_RETRY)
+            self._connect_again_at["control"] = time.monotonic() + BUSY_RETRY
+        elif problem is not None and not self.handshake.succeeded:
             log.error("agent %s: %s", self.aid, problem)
             self.exit_code = 2
             self.stop()
         elif self.handshake.succeeded > before and before:
             self._register()
+
+    def _check_push_handshake(self) -> None:
+        """The report socket turned away for now is connected again later; its other handshake failures are
+        the control socket's too (the same key and boss), which says them."""
+        assert self.push_handshake is not None
+        problem = self.push_handshake.check()
+        if problem is not None and self.push_handshake.busy:
+            self._bad_log.warning("busy reports", "agent %s: reports: %s; connecting again in %gs", self.aid,
+                                  problem, BUSY_RETRY)
+            self._connect_again_at["reports"] = time.monotonic() + BUSY_RETRY
 
     def _beat(self, now: float) -> None:
         silent = now - max(self.last_heard, self._moved_at)
@@ -409,6 +538,9 @@ class AgentDaemon:
         except zmq.Again:
             self._bad_log.warning("beat", "agent %s: heartbeat dropped, the control socket's queue to %s is full",
                                   self.aid, self.control_endpoint)
+        if self.registered and now - self._push_spoke >= PUSH_SPEAKS:
+            self._push_spoke = now
+            self.sender.output([])  # (an empty AGENT_OUTPUT: the boss lets go of connections that never speak)
 
     def _read_boss(self) -> None:
         for _ in range(256):
@@ -471,12 +603,12 @@ class AgentDaemon:
         fresh = not self.registered or body["boss"] != self.boss_id
         self.registered = True
         self.tasks.max_frame = min(body["max_frame"], protocol.MAX_FRAME)  # (reports are capped under it)
+        self.launchers.max_message = message_cap(*self.tasks.caps())  # (what launchers made from now on may send)
         endpoint = self.reports_override or report_endpoint_for(body["reports"], self.control_endpoint)
         if not endpoint:
             log.error("agent %s: the boss names no report endpoint; give one with --reports", self.aid)
-        else:
-            self._connect_reports(endpoint)
-        self.sender.connect(self.push, endpoint, self.tasks.max_frame)
+        elif self._connect_reports(endpoint):
+            self.sender.connect(self.push, endpoint, self.tasks.max_frame)
         if self.boss_id is not None and body["boss"] != self.boss_id:
             log.warning("agent %s: the boss restarted (%s); sending %d unacknowledged report batch(es)",
                         self.aid, body["boss"], self.sender.unacked)
@@ -527,5 +659,10 @@ def run_agent(args: Any) -> int:
                         max_output=int(args.max_output_kb * 1024) if args.max_output_kb is not None else None,
                         launcher_idle=args.launcher_idle, run_as_client_user=args.run_as_client_user,
                         keep_env=tuple(v.strip() for v in (args.keep_env or "").split(",") if v.strip()),
-                        state_dir=getattr(args, "state_dir", None), fork_socket=getattr(args, "fork_socket", None))
+                        state_dir=getattr(args, "state_dir", None), fork_socket=getattr(args, "fork_socket", None),
+                        launcher_output=getattr(args, "launcher_output", None),
+                        max_processes=getattr(args, "max_processes", None),
+                        task_cgroups=getattr(args, "task_cgroups", "auto") != "off",
+                        allow_root_tasks=getattr(args, "allow_root_tasks", False))
+    log_fields(agent=agent.aid, host=agent.host)  # (every line of this agent's log says which)
     return agent.serve()

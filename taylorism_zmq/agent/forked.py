@@ -35,8 +35,9 @@ def listen(path: str) -> socket.socket:
     return sock
 
 
-def accept_all(listener: socket.socket) -> list[LauncherLink]:
-    """Links to the launchers that connected, not yet known by their id."""
+def accept_all(listener: socket.socket, max_message: int) -> list[LauncherLink]:
+    """Links to the launchers that connected, not yet known by their id (reading messages of *max_message*
+    bytes at most)."""
     links: list[LauncherLink] = []
     while True:
         try:
@@ -44,7 +45,7 @@ def accept_all(listener: socket.socket) -> list[LauncherLink]:
         except (BlockingIOError, InterruptedError):
             return links
         sock.setblocking(False)
-        links.append(LauncherLink(f"{PENDING}{sock.fileno()}", 0, sock))
+        links.append(LauncherLink(f"{PENDING}{sock.fileno()}", 0, sock, max_message))
 
 
 def is_forked(link: LauncherLink) -> bool:

@@ -5,16 +5,28 @@ from __future__ import annotations
 import socket
 import time
 
+from ..launch.launcher import DEFAULT_MAX_REPORT
 from ..launch.link_protocol import LinkMsg, encode
+from ..launch.output import DEFAULT_MAX_OUTPUT
 from ..launch.pipes import StreamDecoder, recv_available
+
+#: what a launcher's message carries beside a task's result and its two outputs (its fields, the outputs' notes)
+LINK_SLACK = 1 << 20
+
+
+def message_cap(max_report: int | None, max_output: int | None) -> int:
+    """The largest message an agent reads from a launcher: one task's end with its result and its outputs at
+    their caps (a launcher caps them; one run as a job's owner could send more, and is let go at this)."""
+    return (max_report or DEFAULT_MAX_REPORT) + 2 * (DEFAULT_MAX_OUTPUT if max_output is None else max_output) \
+        + LINK_SLACK
 
 
 class LauncherLink:
     """The agent's end of one launcher's channel."""
 
-    def __init__(self, key: str, pid: int, sock: socket.socket):
+    def __init__(self, key: str, pid: int, sock: socket.socket, max_message: int = message_cap(None, None)):
         self.key, self.pid, self.sock = key, pid, sock
-        self.decoder = StreamDecoder()
+        self.decoder = StreamDecoder(max_message)
         self.outbuf = bytearray()
         self.tasks: set[int] = set()
         self.last_used = time.monotonic()

@@ -13,7 +13,7 @@ import zmq
 
 from ..launch.link_protocol import LinkMsg
 from . import forked
-from .launcher_link import LauncherLink
+from .launcher_link import LauncherLink, message_cap
 from .zygote import Zygote
 
 log = logging.getLogger("taylorism_zmq.agent")
@@ -29,10 +29,12 @@ def env_key(env: dict[str, Any]) -> str:
 class LauncherPool:
     """Launcher links by key (the code environment, or ``forked.PREFIX`` + the fork's id) and by task."""
 
-    def __init__(self, aid: str, zygote: Zygote, poller: zmq.Poller):
+    def __init__(self, aid: str, zygote: Zygote, poller: zmq.Poller, max_message: int = message_cap(None, None)):
         self.aid = aid
         self.zygote = zygote
         self.poller = poller
+        #: the largest message read from a launcher (launcher_link.message_cap)
+        self.max_message = max_message
         self.links: dict[str, LauncherLink] = {}
         #: the launcher each running task was given to
         self.of_task: dict[int, LauncherLink] = {}
@@ -67,7 +69,7 @@ class LauncherPool:
                 if idle:
                     self.close(min(idle, key=lambda x: x.last_used))
             pid, sock = self.zygote.spawn_launcher(env)
-            link = self.links[key] = LauncherLink(key, pid, sock)
+            link = self.links[key] = LauncherLink(key, pid, sock, self.max_message)
             log.debug("agent %s: launcher %d for cwd %s", self.aid, pid, env.get("cwd"))
         link.last_used = time.monotonic()
         return link

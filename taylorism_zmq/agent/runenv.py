@@ -19,7 +19,7 @@ class JobRefused(Exception):
 
 
 def launcher_env(body: dict[str, Any], host: str, run_as_client_user: bool, max_report: int,
-                 max_output: int | None, trusted_link: bool, keep_env: tuple[str, ...],
+                 max_output: int, trusted_link: bool, keep_env: tuple[str, ...],
                  checked: bool = False) -> dict[str, Any]:
     """The launcher environment of a RUN's job; JobRefused if it cannot run here.
 
@@ -35,9 +35,7 @@ def launcher_env(body: dict[str, Any], host: str, run_as_client_user: bool, max_
         if problem is not None:
             raise JobRefused(f"refused: {problem}", f"agent on host {host} refused the job: {problem}")
         env["run_as"] = body["user"]
-    env["max_report"] = max_report
-    if max_output is not None:
-        env["max_output"] = max_output
+    env["max_report"], env["max_output"] = max_report, max_output
     env["trusted"] = body["trusted"] and trusted_link  # a launcher takes things by value only from a trusted job
     if keep_env:
         env["keep_env"] = list(keep_env)

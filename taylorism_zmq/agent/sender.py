@@ -41,8 +41,10 @@ WINDOW = 32 << 20
 BATCH_BYTES = 4 << 20
 #: seconds a batch waits for its acknowledgement before it goes to the journal and is sent again from there
 RESEND_AFTER = 5.0
-#: bytes a report row takes beyond its payload and output (ids, job, times, msgpack headers)
+#: bytes a report row takes beyond its payload and output (ids, job, times, tag, owner, msgpack headers)
 ROW_OVERHEAD = 256
+#: fields of a report row: task id, job, index, ok, payload, start, end, stdout, stderr, tag, owner's key id
+REPORT_FIELDS = 11
 #: seconds the boss that acknowledged a batch must be heard from after it before its reports are forgotten,
 #: and their bytes kept at most (the oldest forgotten first): a boss killed just after its acknowledgement may
 #: not have passed them on to their client, which then submits those tasks again to the next boss; sent to that
@@ -288,6 +290,8 @@ class ReportSender:
                 continue
             try:
                 rows = msgpack.unpackb(data, raw=False)
+                if not all(type(row) is list and len(row) == REPORT_FIELDS for row in rows):
+                    raise ValueError("its rows are not those of this version (a journal left by an older agent)")
             except (ValueError, TypeError, UnicodeDecodeError) as exc:
                 log.error("agent %s: report batch %d in the journal is unreadable: %s", self.aid, batch, exc)
                 del self.spilled[batch]
@@ -323,5 +327,5 @@ class ReportSender:
 
 
 def report_size(row: list) -> int:
-    """Bytes of a report row: [tid, job, index, ok, payload, t0, t1, stdout, stderr]."""
+    """Bytes of a report row: [tid, job, index, ok, payload, t0, t1, stdout, stderr, tag, owner]."""
     return len(row[4]) + len(row[7]) + len(row[8]) + len(row[1]) + ROW_OVERHEAD

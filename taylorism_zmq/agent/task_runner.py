@@ -15,7 +15,8 @@ from ..launch.link_protocol import TO_AGENT, LinkError, LinkMsg, decode
 from ..launch.output import DEFAULT_MAX_OUTPUT
 from ..launch.task import died
 from ..wire import protocol
-from ..wire.peer_logging import RateLimitedLog
+from ..wire.integrity import NO_TAG
+from ..wire.peer_logging import RateLimitedLog, job_label
 from ..wire.protocol import ENVELOPE
 from . import forked
 from .launcher_link import LauncherLink
@@ -51,8 +52,9 @@ class TaskRunner:
         self._env_found_good: dict[str, Any] | None = None
         #: tasks that came before their forked launcher did
         self.fork_waits = forked.Waiting()
-        #: task id -> (job, index, ticket), for reports and for a boss that restarted
-        self.task_info: dict[int, tuple[str, int, int | None]] = {}
+        #: task id -> (job, index, ticket, the key id of the job's owner), for reports and for a boss that
+        #: restarted (it learns from them whose each task is before any client submits its job again)
+        self.task_info: dict[int, tuple[str, int, int | None, str]] = {}
         #: streamed task output not sent yet: [job, index, stream, data] rows (best effort, never resent)
         self.output_box: list[list] = []
         #: which chunks of live output go on (at most a rate), with a mark where some were dropped
@@ -78,18 +80,20 @@ class TaskRunner:
             raise  # the agent cannot start any task any more
         except Exception as exc:
             self.job_errors += 1
-            log.exception("agent %s: job %s could not be started (a bug; %d such job(s) so far)", self.aid,
-                          body["job"], self.job_errors)
+            log.exception("agent %s: job %s could not be started (a bug; %d such job(s) so far): %s", self.aid,
+                          job_label(body["job"]), self.job_errors, type(exc).__name__,
+                          extra={"job": job_label(body["job"])})
             given = set(self.launchers.of_task)
             self._fail_all(body, f"agent on host {self.host} could not start the task: {type(exc).__name__}: {exc}",
                            skip=given)
 
     def _start(self, body: dict[str, Any]) -> None:
         try:
-            env = launcher_env(body, self.host, self.run_as_client_user, self._report_cap(), self.max_output,
+            env = launcher_env(body, self.host, self.run_as_client_user, *self.caps(),
                                self.trusted_link, self.keep_env, checked=body["env"] == self._env_found_good)
         except JobRefused as refused:
-            log.warning("agent %s: job %s %s", self.aid, body["job"], refused.why)
+            log.warning("agent %s: job %s %s", self.aid, job_label(body["job"]), refused.why,
+                        extra={"job": job_label(body["job"])})
             self._fail_all(body, refused.told)
             return
         self._env_found_good = body["env"]
@@ -102,31 +106,34 @@ class TaskRunner:
             if link is None:  # it is on its way (its client did not wait for it): hold its tasks
                 self.fork_waits.hold(str(env["fork"]), body, time.monotonic())
                 return
-            forked.send_limits(link, env["max_report"], env.get("max_output", DEFAULT_MAX_OUTPUT))
+            forked.send_limits(link, env["max_report"], env["max_output"])
         else:
             link = self.launchers.for_env(env)
         for ref, blob in body["classes"].items():
             if ref not in link.classes and isinstance(ref, str) and isinstance(blob, bytes):
                 link.classes.add(ref)
                 link.send(LinkMsg.CLASS, ref, blob, trusted)
-        for tid, index, ticket, cls_ref, payload in body["tasks"]:
-            self.task_info[tid] = (body["job"], index, ticket)
+        for tid, index, ticket, cls_ref, payload, key in body["tasks"]:
+            self.task_info[tid] = (body["job"], index, ticket, body["owner"])
             self.launchers.give(link, tid, ticket, cls_ref, payload, body["binded"], trusted, body["timeout"],
-                                body["stream"], body["max_tasks"])
+                                body["stream"], body["max_tasks"], key)
 
     def _fail_all(self, body: dict[str, Any], why: str, skip: frozenset[int] | set[int] = frozenset()) -> None:
         """Report every task of a RUN as failed, with *why*, without running any (but those in *skip*)."""
-        for tid, index, _ticket, _cls, _payload in body["tasks"]:
+        for tid, index, _ticket, _cls, _payload, _key in body["tasks"]:
             if tid in skip:
                 continue
-            self.task_info[tid] = (body["job"], index, None)
-            self._done(tid, False, died(why), time.time(), time.time(), b"", b"")
+            self.task_info[tid] = (body["job"], index, None, body["owner"])
+            self._done(tid, False, died(why), time.time(), time.time(), b"", b"", NO_TAG)
 
-    def _report_cap(self) -> int:
-        """The largest task result the launcher lets through: under the boss's frame cap, with the output."""
+    def caps(self) -> tuple[int, int]:
+        """The largest task result a launcher lets through, and the bytes of each of a task's outputs it keeps:
+        together under the boss's frame cap (a small one shrinks the outputs, to a quarter of it each at most,
+        never the result to nothing: a 2 MiB cap left room for 1 byte of result beside two 1 MiB outputs)."""
+        room = self.max_frame - ENVELOPE - 2 * 4096  # the row's fields, the outputs' markers
         max_output = self.max_output if self.max_output is not None else DEFAULT_MAX_OUTPUT
-        room = self.max_frame - ENVELOPE - 2 * max_output - 2 * 4096  # output markers, the row's fields
-        return max(1, min(self.max_report or DEFAULT_MAX_REPORT, room))
+        max_output = max(0, min(max_output, room // 4))
+        return max(1, min(self.max_report or DEFAULT_MAX_REPORT, room - 2 * max_output)), max_output
 
     # -- launchers ------------------------------------------------------------------------
     def read(self, link: LauncherLink) -> None:
@@ -163,9 +170,9 @@ class TaskRunner:
             self.run(body)
 
     def on_done(self, link: LauncherLink, tid: int, ok: bool, payload: bytes, t0: float, t1: float,
-                stdout: bytes, stderr: bytes) -> None:
+                stdout: bytes, stderr: bytes, tag: bytes) -> None:
         if self._owns(link, tid):
-            self._done(tid, ok, payload, t0, t1, stdout, stderr)
+            self._done(tid, ok, payload, t0, t1, stdout, stderr, tag)
 
     def on_out(self, link: LauncherLink, tid: int, stream: int, chunk: bytes) -> None:
         info = self.task_info.get(tid)
@@ -200,24 +207,28 @@ class TaskRunner:
         why = "died" if broken is None else "broke the protocol with the agent"
         for tid in list(link.tasks):
             payload = died(f"the launcher of this task on host {self.host} {why}")
-            self._done(tid, False, payload, time.time(), time.time(), b"", b"")
+            self._done(tid, False, payload, time.time(), time.time(), b"", b"", NO_TAG)
         self.close_launcher(link)
 
     def _done(self, tid: int, ok: bool, payload: bytes, t0: float, t1: float,
-              stdout: bytes, stderr: bytes) -> None:
+              stdout: bytes, stderr: bytes, tag: bytes) -> None:
+        """A task ended: its report row, with the tag its process put on its result (none where the launcher or
+        this agent speaks for it) and its job owner's key id."""
         self.launchers.finished(tid)
         info = self.task_info.pop(tid, None)
         if info is None:
             return  # a task this agent was never told about
-        self.output_box += [[info[0], info[1], stream, mark] for stream, mark in self.live.finish(tid)]
-        row = [tid, info[0], info[1], ok, payload, t0, t1, stdout, stderr]
+        job, index, _ticket, owner = info
+        self.output_box += [[job, index, stream, mark] for stream, mark in self.live.finish(tid)]
+        row = [tid, job, index, ok, payload, t0, t1, stdout, stderr, tag, owner]
         size = report_size(row)
         if size > self.sender.row_cap():  # the launcher caps results; this catches what it could not see
             why = (f"its report with its output takes {size} bytes, more than the boss accepts in one message "
                    f"({self.sender.row_cap()} bytes): return less, or print less")
-            row = [tid, info[0], info[1], False, died(f"task on host {self.host} failed: {why}"), t0, t1,
-                   stdout[-65536:], stderr[-65536:]]
-            log.warning("agent %s: report of task %d of job %s refused: %s", self.aid, tid, info[0], why)
+            row = [tid, job, index, False, died(f"task on host {self.host} failed: {why}"), t0, t1,
+                   stdout[-65536:], stderr[-65536:], NO_TAG, owner]
+            log.warning("agent %s: report of task %d of job %s refused: %s", self.aid, tid, job_label(job), why,
+                        extra={"job": job_label(job)})
         self.sender.add(row)
 
     def close_launcher(self, link: LauncherLink) -> None:

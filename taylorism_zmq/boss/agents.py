@@ -7,13 +7,22 @@ import logging
 from typing import Any
 
 from ..wire.keystore import Identity
+from ..wire.peer_logging import RateLimitedLog
 from ..wire.protocol import Msg
 from .ledger import Ledger
-from .model import AgentRecord, JobState, TaskState
+from .model import AgentRecord, JobState, TaskRecord, TaskState
 from .options import BossOptions
 from .validation import register_problem, ticket_fits
 
 log = logging.getLogger("taylorism_zmq.boss")
+
+
+def _may_run_there(task: TaskRecord, aid: str) -> bool:
+    """Whether agent *aid*, registering, may be taking as running the pending *task*: it was sent there (the agent
+    was thought lost meanwhile), or its job was submitted again after a boss restart and this boss has sent it
+    nowhere yet (it may have been running there since before the restart).  Never a task of a job this boss
+    made, that it did not send there: an agent key cannot claim tasks it was never given."""
+    return aid in task.tried or (task.job.resubmitted and not task.tried)
 
 
 class AgentEvents:
@@ -28,6 +37,7 @@ class AgentEvents:
         self.max_frame = options.max_frame
         #: the report endpoint agents are told to push to (the daemon sets it once bound: tcp://H:0 gets a port)
         self.reports_endpoint = ""
+        self._refused_log = RateLimitedLog(log, period=10.0)
 
     def register(self, route: bytes, body: dict, now: float, who: Identity) -> None:
         """An agent (re)joins: a new one is indexed, and the tasks it says it runs adopted or stopped."""
@@ -50,22 +60,29 @@ class AgentEvents:
         ledger.agents[aid] = agent
         ledger.agent_keys.remember(aid, who.key, route, ledger.agents)
         stale = []
-        for tid, jid, index, ticket in body["running"]:  # tasks it ran before it (or the boss) went away
+        for tid, jid, index, ticket, owner in body["running"]:  # tasks it ran before it (or the boss) went away
             job = ledger.jobs.get(jid)
             task = job.by_index.get(index) if job is not None else None
-            if job is not None and not ticket_fits(job, agent, ticket):
+            if job is not None and job.owner_id != owner:
+                # a job of another key holds that id here (it came first after a restart), or a claim on a job
+                # this agent's tasks are not of: neither taken as running there nor stopped
+                ledger.counters["refused"] += 1
+                self._refused_log.warning(f"register:{who.key}", "agent %s (%s) says it runs task %d of job %s "
+                                          "for another key than the job's: not taken as running there", aid,
+                                          who.label, index, job.label)
+            elif job is not None and not ticket_fits(job, agent, ticket):
                 stale.append(tid)  # not a ticket this job could have given it there: stop that copy
-            elif task is not None and task.state is TaskState.PENDING and (not task.tried or aid in task.tried):
+            elif task is not None and task.state is TaskState.PENDING and _may_run_there(task, aid):
                 ledger.transition(task, TaskState.RUNNING, now, agent, ticket, adopted=True)
             elif job is None and jid not in ledger.ended:
-                ledger.orphan_running.keep(jid, index, aid, ticket)
-            else:  # its job ended, or the task runs elsewhere now: stop this copy
+                ledger.orphan_running.keep(jid, index, aid, ticket, owner)  # for its owner's job, submitted again
+            else:  # its job ended, or the task runs elsewhere now (or was never sent there): stop this copy
                 stale.append(tid)
         if stale:
             ledger.out.add(route, Msg.KILL, {"tasks": stale})
         ledger.free.update(agent)
         log.info("agent %s joined from host %s (%d slots, %d cpus, %d task(s) running)", aid, agent.host,
-                 agent.slots, agent.cpus, len(body["running"]))
+                 agent.slots, agent.cpus, len(body["running"]), extra={"agent": aid, "host": agent.host})
         ledger.out.add(route, Msg.REGISTERED, self.registered())
 
     def registered(self) -> dict[str, Any]:
@@ -78,7 +95,8 @@ class AgentEvents:
         for agent in hit:
             agent.draining = draining
             self.ledger.free.update(agent)
-            log.info("agent %s on host %s %s", agent.aid, agent.host, "draining" if draining else "undrained")
+            log.info("agent %s on host %s %s", agent.aid, agent.host, "draining" if draining else "undrained",
+                     extra={"agent": agent.aid, "host": agent.host})
         return [a.aid for a in hit]
 
     def agent_at(self, route: bytes) -> AgentRecord | None:
@@ -98,7 +116,8 @@ class AgentEvents:
                 ledger.out.add(route, Msg.REREGISTER, {})
             return
         agent.last_seen = now
-        agent.load, agent.cpu, agent.mem_avail = body["load"], body["cpu"], body["mem_avail"]
+        # (the 1, 5 and 15 minute averages: more is kept by no one)
+        agent.load, agent.cpu, agent.mem_avail = body["load"][:3], body["cpu"], body["mem_avail"]
         if agent.aid in ledger.free:
             ledger.free.update(agent)  # its headroom changed
         ledger.out.add(agent.route, Msg.PONG, {"boss": self.boss_id})  # so that agents notice a dead boss
@@ -113,11 +132,11 @@ class AgentEvents:
         ledger.free.remove(aid)
         if clean:
             log.info("agent %s on host %s left (%s); %d task(s) were running there",
-                     aid, agent.host, reason, len(agent.running))
+                     aid, agent.host, reason, len(agent.running), extra={"agent": aid, "host": agent.host})
             ledger.counters["agents_left"] += 1
         else:
             log.warning("agent %s on host %s lost (%s); %d task(s) were running there",
-                        aid, agent.host, reason, len(agent.running))
+                        aid, agent.host, reason, len(agent.running), extra={"agent": aid, "host": agent.host})
             ledger.counters["agents_lost"] += 1
         for tid in sorted(agent.running):
             task = ledger.tasks.get(tid)
@@ -133,8 +152,10 @@ class AgentEvents:
                 msg = (f"task {task.name} was running on host {agent.host} (agent {aid}) when it was lost "
                        f"({reason}); lost {task.lost} time(s), more than max_retries={self.max_retries}")
                 ledger.end_job(job, JobState.FAILED, now, error=("AgentLostError", msg))
-        for job in list(ledger.jobs.values()):
-            job.usage.pop(aid, None)
+        for job in list(ledger.jobs.values()):  # (another agent of that host may still run some of its tasks)
+            usage = job.usage.get(agent.host)
+            if usage is not None and not usage.running:
+                del job.usage[agent.host]
         ledger.orphan_running.forget_agent(aid)
 
     def expire(self, now: float) -> None:

@@ -7,9 +7,11 @@ import logging
 from collections.abc import Container
 
 from ..wire.keystore import Identity
+from ..wire.peer_logging import job_label
 from ..wire.protocol import Msg, split_rows
 from .ledger import Ledger, refusal
 from .model import JobState, Refused
+from .options import DEFAULTS
 
 log = logging.getLogger("taylorism_zmq.boss")
 
@@ -20,12 +22,16 @@ MAX_CLIENTS = 100_000
 class ClientConnections:
     """When each client connection with a job was last heard of; ATTACH; clients gone or not reading."""
 
-    def __init__(self, ledger: Ledger, client_timeout: float, max_clients: int = MAX_CLIENTS) -> None:
+    def __init__(self, ledger: Ledger, client_timeout: float, detached_timeout: float = DEFAULTS.detached_timeout,
+                 max_clients: int = MAX_CLIENTS) -> None:
         self.ledger = ledger
         self.client_timeout = client_timeout
+        self.detached_timeout = detached_timeout
         self.max_clients = max_clients
         #: route -> when it was last heard of (routes that only say HELLO are not kept)
         self.seen: dict[bytes, float] = {}
+        #: detached jobs whose connection was cut (not reading), and when: their client is gone since then
+        self.cut_at: dict[str, float] = {}
         #: connections given a job by ATTACH since the daemon last sent what the state machine made
         self.attached_now: set[bytes] = set()
 
@@ -58,7 +64,7 @@ class ClientConnections:
         job = ledger.owned_job(jid, who)
         done = ledger.detached_done.get(jid)
         if done is not None and done[2].key != who.key and not who.can("admin"):
-            raise Refused(f"job {jid} belongs to another user")
+            raise Refused(f"job {jid} belongs to another user", f"job {job_label(jid)} belongs to another user")
         live = job is not None and job.detach
         if live and job is not None and job.client == route:
             return  # this connection follows it already (it attaches again after a failover: nothing twice)
@@ -74,15 +80,19 @@ class ClientConnections:
             return
         self.follow(route, now)
         self.attached_now.add(route)
+        # an admin's connection is told it is not the owner's: it shows the payloads, and unpickles none
         if job is not None and live:
             job.client = route
+            job.client_owned = who.key == job.owner.key
             for part in split_rows(job.kept):
-                ledger.out.add(route, Msg.REPORTS, {"job": jid, "reports": part, "trusted": ledger.vouch})
+                ledger.out.add(route, Msg.REPORTS, {"job": jid, "reports": part, "trusted": ledger.vouch,
+                                                    "owned": job.client_owned})
             return
         assert done is not None
-        kept, end, _owner, _size = done
+        kept, end, owner, _size = done
         for part in split_rows(kept):
-            ledger.out.add(route, Msg.REPORTS, {"job": jid, "reports": part, "trusted": ledger.vouch})
+            ledger.out.add(route, Msg.REPORTS, {"job": jid, "reports": part, "trusted": ledger.vouch,
+                                                "owned": who.key == owner.key})
         ledger.out.add(route, Msg.JOB_END, end)
 
     def cut(self, route: bytes, now: float) -> None:
@@ -92,9 +102,10 @@ class ClientConnections:
         for job in [j for j in self.ledger.jobs.values() if j.client == route]:
             if job.detach:
                 job.client = b""  # nothing is sent for it until its owner attaches again
+                self.cut_at[job.jid] = now
                 continue
             log.warning("client of job %s (%s) does not read what the boss sends: stopping the job",
-                        job.jid, job.owner.label)
+                        job.label, job.owner.label, extra={"job": job.label})
             self.ledger.end_job(job, JobState.STOPPED, now)
 
     def expire(self, now: float) -> None:
@@ -104,11 +115,31 @@ class ClientConnections:
             silent = now - self.seen.get(job.client, job.created)
             if silent > self.client_timeout:
                 log.warning("client of job %s (%s) silent for %.0fs: stopping the job",
-                            job.jid, job.owner.label, silent)
+                            job.label, job.owner.label, silent, extra={"job": job.label})
                 self.ledger.end_job(job, JobState.STOPPED, now)
+        self._expire_detached(now)
         live = {j.client for j in self.ledger.jobs.values()}
         for route in [r for r, seen in self.seen.items() if r not in live and now - seen > self.client_timeout]:
             del self.seen[route]
+
+    def _expire_detached(self, now: float) -> None:
+        """Stop the detached jobs that have had nothing to run (halted, or every task reported and no end said)
+        while their client was silent or gone for longer than detached_timeout: else a job halted and left would
+        live, and hold what it holds, for ever.  Their reports stay for an ATTACH, as any ended detached job's."""
+        jobs = self.ledger.jobs
+        for jid in [jid for jid in self.cut_at if jid not in jobs or jobs[jid].client]:
+            del self.cut_at[jid]  # ended, or attached again
+        for job in [j for j in jobs.values() if j.detach and (j.halted or not (j.n_pending or j.running))]:
+            heard = self.seen.get(job.client, self.cut_at.get(job.jid, job.created)) if job.client else \
+                self.cut_at.get(job.jid, job.created)
+            silent = now - max(heard, job.created)
+            if silent > self.detached_timeout:
+                idle = "halted" if job.halted else "no task left, and no end said"
+                why = (f"detached job {job.jid} ({job.name}) had nothing to run ({idle}) and no client for "
+                       f"{silent:.0f}s (taylorism-boss --detached-timeout)")
+                log.warning("%s: stopping it (%s)", why, job.owner.label, extra={"job": job.jid})
+                self.ledger.counters["detached_expired"] += 1
+                self.ledger.end_job(job, JobState.STOPPED, now, error=("RuntimeError", why))
 
     def forgive(self, now: float) -> None:
         """The boss itself stalled: every client gets a fresh chance."""

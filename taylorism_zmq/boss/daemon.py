@@ -34,9 +34,10 @@ import zmq
 from ..wire import protocol, security
 from ..wire.keystore import ANONYMOUS, LOCAL, Identity, KeyStore
 from ..wire.peer_logging import RateLimitedLog, worth_logging
-from ..wire.protocol import Msg, ProtocolError
+from ..wire.protocol import FrameTooLarge, Msg, ProtocolError
 from ..wire.sockets import EndpointInUseError, bind, check_bindable, configure_bound
 from .authorization import Denied, Guard
+from .gate import Gate, connection_budget
 from .ledger import refusal
 from .model import Out, Refused
 from .options import DEFAULTS, METRICS_ADDRESS, BossOptions
@@ -76,8 +77,8 @@ class BossDaemon:
                  standby: bool = False, peer_timeout: float = 3.0):
         self.control_endpoint = control
         self.reports_endpoint = reports
-        if not 64 * 1024 < options.max_frame <= protocol.MAX_FRAME:
-            raise ValueError(f"the frame cap (--max-frame-mb) must be between 64 KiB and "
+        if not protocol.MIN_FRAME <= options.max_frame <= protocol.MAX_FRAME:
+            raise ValueError(f"the frame cap (--max-frame-mb) must be between {protocol.MIN_FRAME / 2**20:g} and "
                              f"{protocol.MAX_FRAME >> 20} MiB")
         self.max_frame = options.max_frame
         self.curve = not insecure and any(e.startswith("tcp://") for e in (control, reports))
@@ -110,6 +111,9 @@ class BossDaemon:
         self.guard = Guard(None, False, self.ledger.counters, in_use=self.ledger.routes_in_use)
         #: set when serving: what the boss sends, and the pressure of peers that do not read
         self.outbox: Outbox | None = None
+        #: set when serving on tcp: the connections, counted and bounded (gate.py)
+        self.gate: Gate | None = None
+        self._keys_seen: dict = {}
         state = self.state
         #: the one handler of each kind of message the boss takes: the state machine's events, and two of the
         #: daemon's, for what only it knows (the outbox's backlog, the guard's routes)
@@ -208,7 +212,9 @@ class BossDaemon:
                 keys = security.load_boss_keys()
                 store = KeyStore(security.key_dir() / "authorized", owner=keys.public.decode("ascii"))
                 self.guard = Guard(store, True, self.ledger.counters, in_use=self.ledger.routes_in_use)
-                auth = security.start_authenticator(ctx, store, self.guard.zap_refused)
+                self._open_gate(router, pull, store)
+                auth = security.start_authenticator(ctx, store, self.guard.zap_refused,
+                                                    busy=self.gate.busy if self.gate is not None else _never)
                 store.start()
                 security.secure_server(router, keys)
                 security.secure_server(pull, keys)
@@ -218,12 +224,15 @@ class BossDaemon:
                 if self.private:
                     self.guard.default = LOCAL  # in a 0700 directory: only its owner can connect
             assert self.ledger.vouch == (self.guard.default is not ANONYMOUS)
-            configure_bound(router, self.max_frame)
+            if self.gate is None:
+                self._open_gate(router, pull, None)
+            handshake = self.state.options.handshake_timeout
+            configure_bound(router, self.max_frame, handshake)
             router.router_mandatory = 1
             # a reconnecting peer takes its routing id back at once (else a half-open old connection would leave
             # it deaf); no one else can: routing ids are secret, and bound to the identity that first used them
             router.router_handover = 1
-            configure_bound(pull, self.max_frame)
+            configure_bound(pull, self.max_frame, handshake)
             bind(router, self.control_endpoint)
             bind(pull, self.reports_endpoint)
             if self.pair is not None:
@@ -238,11 +247,12 @@ class BossDaemon:
             if self.http:
                 from .webstatus import StatusServer, load_token
 
+                token, kept = load_token(str(security.key_dir()))
                 with _serving("the status page (--http)", self.http):
-                    self.status_server = StatusServer(self.http, load_token(str(security.key_dir())))
+                    self.status_server = StatusServer(self.http, token)
                 self.status_server.publish(self._status(self.clock(), page=True))
                 self.status_server.start()
-                log.info("status page: %s", self.status_server.url)
+                log.info("status page: %s?token=... (the token, an admin's: %s)", self.status_server.address, kept)
             if self.metrics_port is not None:
                 self._start_metrics()
             if ready is not None:
@@ -259,12 +269,43 @@ class BossDaemon:
                 self.metrics.stop()
             if auth is not None:
                 auth.stop()
+            if self.gate is not None:
+                self.gate.close()
             if self.guard.store is not None:
                 self.guard.store.stop()
             ctx.term()
             self._wake_r.close()
             self._wake_w.close()
             log.info("boss %s stopped", self.state.boss_id)
+
+    def _open_gate(self, router: zmq.Socket, pull: zmq.Socket, store: KeyStore | None) -> None:
+        """Count and bound the connections to tcp endpoints (gate.py); ipc ones are this user's only."""
+        if self.private:
+            return
+        options = self.state.options
+        self.gate = Gate(self.ledger.counters, store, options.max_connections_per_key,
+                         options.max_pending_connections, connection_budget())
+        self.gate.watch(router, "control")
+        self.gate.watch(pull, "reports")
+        self._keys_seen = store.keys if store is not None else {}
+
+    def _watch_keys(self, now: float) -> list[Out]:
+        """Connections over a bound let go (gate.py); keys revoked since the last look: their connections let
+        go, their jobs stopped, their agents lost."""
+        if self.gate is not None:
+            self.gate.sweep(now)
+        store = self.guard.store
+        if store is None or store.keys is self._keys_seen:
+            return []
+        gone = set(self._keys_seen) - set(store.keys)
+        self._keys_seen = store.keys
+        if not gone:
+            return []
+        cut = self.gate.let_go_keys(gone) if self.gate is not None else 0
+        log.warning("%d key(s) revoked: %d of their connection(s) let go", len(gone), cut)
+        if self.pair is not None and not self.pair.active:
+            return []  # (a standby's state is its active's: their jobs end there, and the standby follows)
+        return self.state.keys_revoked(gone, now)
 
     def _start_metrics(self) -> None:
         from .metrics import BossMetrics
@@ -289,6 +330,9 @@ class BossDaemon:
         poller.register(router, zmq.POLLIN)
         poller.register(pull, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
+        monitors = list(self.gate.monitors) if self.gate is not None else []
+        for monitor in monitors:
+            poller.register(monitor, zmq.POLLIN)
         if pair is not None and pair.link is not None:
             poller.register(pair.link, zmq.POLLIN)
         check_every = max(0.05, min(1.0, self.state.options.agent_timeout / 4))
@@ -306,6 +350,9 @@ class BossDaemon:
             events = dict(poller.poll(int(timeout)))
             now = self.clock()
             out: list[Out] = []
+            for monitor in monitors:  # (first: the connections the messages below come on)
+                if monitor in events:
+                    self._safely("counting connections", self.gate.read, monitor, now)  # type: ignore[union-attr]
             if pair is not None:
                 if pair.link in events:
                     out += self._safely("reading the peer boss", pair.read_link, now, self.max_frame)
@@ -320,9 +367,12 @@ class BossDaemon:
             if now >= next_check:
                 if self.guard.handshakes_refused:
                     self.ledger.counters["handshakes_refused"] = self.guard.handshakes_refused
+                if self.gate is not None and self.gate.turned_away:
+                    self.ledger.counters["handshakes_turned_away"] = self.gate.turned_away
                 lag = max(0.0, now - before - timeout / 1000)
                 if active:
                     out += self._safely("expiring silent peers", self.state.expire, now, loop_lag=lag)
+                out += self._safely("looking for revoked keys", self._watch_keys, now)
                 next_check = now + check_every
                 out += self._safely("publishing the status", self._publish, now)
             if active and self.state.dispatch_due():  # push back: no dispatch for a client that does not read
@@ -373,6 +423,7 @@ class BossDaemon:
     # -- reading ---------------------------------------------------------------
     def _read(self, sock: zmq.Socket, routed: bool, now: float) -> list[Out]:
         out: list[Out] = []
+        port = "control" if routed else "reports"
         for _ in range(DRAIN_BATCH):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -388,6 +439,8 @@ class BossDaemon:
                     out.append((route, Msg.REFUSED, {"message": "this key is not authorized on this boss any more",
                                                      "denied": True}))
                 continue
+            if self.gate is not None and not self.gate.spoke(port, frames[-1].get(zmq.SRCFD), who, now):
+                continue  # a connection over its key's bound, let go
             try:
                 kind, body = protocol.decode(payload, self.max_frame)
             except ProtocolError as exc:
@@ -444,7 +497,7 @@ class BossDaemon:
     def _refuse(self, kind: Msg, route: bytes, body: dict, who: Identity, exc: Refused) -> list[Out]:
         """Log and count a refused message, and tell its sender why (in the answer it waits for)."""
         why = str(exc)
-        self.guard.refused(kind.name, who, why)
+        self.guard.refused(kind.name, who, exc.logged)
         if not route:
             return []
         if kind is Msg.ADMIN:
@@ -459,7 +512,8 @@ class BossDaemon:
         return [(route, Msg.REFUSED, {"message": why, "denied": True})]
 
     def _bad_message(self, route: bytes, frames: list, exc: Exception) -> list[Out]:
-        self.ledger.counters["bad_messages"] += 1
+        # (a frame over the cap is a bad message counted apart: it may be a peer that misread the cap)
+        self.ledger.counters["frames_over_cap" if isinstance(exc, FrameTooLarge) else "bad_messages"] += 1
         peer = self.guard.label_of(route) if route else "the report socket"
         self._bad_log.warning(peer, "dropped a bad message from %s: %s", peer, exc)
         version = protocol.version_of(frames)
@@ -492,6 +546,11 @@ class BossDaemon:
         except (BlockingIOError, InterruptedError):
             pass
 
+def _never(who: Identity) -> None:
+    """No handshake is turned away for its connections (no gate)."""
+    return None
+
+
 @contextlib.contextmanager
 def _serving(what: str, address: str) -> Iterator[None]:
     """Say in one line why an HTTP server of the boss cannot start (a busy port, an address not here)."""
@@ -506,8 +565,12 @@ def run_boss(args: Any) -> int:
     max_frame = int(args.max_frame_mb * 2**20) if getattr(args, "max_frame_mb", None) else DEFAULTS.max_frame
     options = BossOptions(heartbeat=args.heartbeat, agent_timeout=args.agent_timeout, max_retries=args.max_retries,
                           recovery_grace=args.recovery_grace, client_timeout=args.client_timeout,
+                          detached_timeout=args.detached_timeout,
                           max_frame=max_frame, max_jobs_per_key=args.max_jobs_per_key,
-                          max_held_bytes_per_key=int(args.max_held_mb_per_key * 2**20))
+                          max_held_bytes_per_key=int(args.max_held_mb_per_key * 2**20),
+                          max_connections_per_key=args.max_connections_per_key,
+                          max_pending_connections=args.max_pending_connections,
+                          handshake_timeout=args.handshake_timeout)
     daemon = BossDaemon(args.control, args.reports, options, allow_plugins=args.allow_placement_plugins,
                         insecure=args.insecure, http=args.http, metrics_port=args.metrics_port,
                         metrics_address=args.metrics_address, validate=args.validate,

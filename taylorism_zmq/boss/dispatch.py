@@ -21,8 +21,8 @@ LOOKAHEAD = 32
 
 
 def _run_row_size(row: list) -> int:
-    """A RUN row's size in a frame, near enough (its payload and class name, plus the numbers)."""
-    return len(row[4]) + len(row[3]) + 32
+    """A RUN row's size in a frame, near enough (its payload, class name and key, plus the numbers)."""
+    return len(row[4]) + len(row[3]) + len(row[5]) + 32
 
 
 class Dispatcher:
@@ -80,7 +80,7 @@ class Dispatcher:
                 ledger.out.add(route, Msg.RUN, {
                     "job": jid, "env": job.env, "trusted": job.trusted, "binded": job.policy.binded,
                     "timeout": job.timeout, "stream": job.stream, "tasks": part, "user": job.owner.user,
-                    "max_tasks": job.max_tasks, "classes": classes})
+                    "owner": job.owner_id, "max_tasks": job.max_tasks, "classes": classes})
         for jid, indexes in started.items():  # with the job's counts, as taylorism-ctl jobs tells them
             job = ledger.jobs[jid]
             ledger.out.add(job.client, Msg.STARTED, {"job": jid, "indexes": indexes, "running": len(job.running),
@@ -129,7 +129,7 @@ class Dispatcher:
                     continue
                 ledger.transition(task, TaskState.RUNNING, now, agent)
                 batches.setdefault((agent.aid, job.jid), []).append(
-                    [task.tid, task.index, task.ticket, task.cls, task.payload])
+                    [task.tid, task.index, task.ticket, task.cls, task.payload, task.key])
                 placed += 1
             job.push_back(held)
             total += placed

@@ -24,9 +24,9 @@ def check_invariants(ledger: Ledger) -> None:
             assert task.state is TaskState.RUNNING and task.agent is not None and tid in task.agent.running
         files = collections.Counter(f for t in job.running.values() for f in t.files)
         assert +job.open_files == files and not -job.open_files, (job.jid, "open files", job.open_files, files)
-        for aid, usage in job.usage.items():
-            on_host = [t for t in job.running.values() if t.agent is not None and t.agent.aid == aid]
-            assert usage.running == len(on_host), (job.jid, aid, usage.running, len(on_host))
+        for host, usage in job.usage.items():
+            on_host = [t for t in job.running.values() if t.agent is not None and t.agent.host == host]
+            assert usage.running == len(on_host), (job.jid, host, usage.running, len(on_host))
         assert (job.jid in ledger.ready_jobs) == bool(job.n_pending and not job.halted and not job.stopping)
         job_live = [*pending, *job.running.values()]
         assert {t.index: t for t in job_live} == job.by_index, (job.jid, "by_index")
@@ -39,7 +39,7 @@ def check_invariants(ledger: Ledger) -> None:
     jobs: dict[str, int] = {}
     for job in ledger.jobs.values():
         held_now = sum(task_bytes(t.name, t.cls, t.files, t.payload) for t in job.by_index.values()) + \
-            sum(len(blob) for blob in job.classes.values()) + job.kept_bytes
+            sum(len(blob) for blob in job.classes.values()) + job.kept_bytes + job.own_bytes
         assert job.held == held_now, (job.jid, "held", job.held, held_now)
         held[job.owner.key] = held.get(job.owner.key, 0) + job.held
         jobs[job.owner.key] = jobs.get(job.owner.key, 0) + 1

@@ -6,14 +6,16 @@ from __future__ import annotations
 import logging
 
 from ..wire.code_env import env_problem
+from ..wire.integrity import KEY_BYTES
 from ..wire.keystore import Identity
+from ..wire.peer_logging import job_label
 from ..wire.protocol import Msg
 from .clients import ClientConnections
 from .dispatch import Dispatcher
 from .ledger import Ledger, end_body
 from .model import JobRecord, JobState, Policy, TaskRecord, TaskState
 from .plugins import PluginLoader
-from .quota import task_bytes
+from .quota import job_bytes, task_bytes
 from .validation import ticket_fits
 
 log = logging.getLogger("taylorism_zmq.boss")
@@ -39,6 +41,14 @@ def _classes_problem(classes: dict, known: dict[str, bytes]) -> str | None:
     return None
 
 
+def _keys_problem(rows: list) -> str | None:
+    """What is wrong with the tasks' keys of an ADD_TASKS, if anything (each is the boss's to hold and relay)."""
+    for row in rows:
+        if len(row[7]) != KEY_BYTES:
+            return f"task {row[1]}: its key takes {len(row[7])} bytes, not {KEY_BYTES}"
+    return None
+
+
 class JobRequests:
     """SUBMIT, ADD_TASKS and CONTROL."""
 
@@ -56,6 +66,17 @@ class JobRequests:
         """A SUBMIT refused: its job fails at once with the reason (its client raises it)."""
         self.ledger.out.add(route, Msg.JOB_END, end_body(jid, JobState.FAILED, [], etype, message))
 
+    def _owned_by_another(self, jid: str, who: Identity) -> bool:
+        """Whether another key than *who* owns job id *jid* here: a job of that key (live, or ended lately), or
+        tasks that agents run or ended for that key before this boss restarted (they said whose), so that no
+        one takes over another's job id, its running tasks and their reports after a boss restart."""
+        ledger = self.ledger
+        job, ended = ledger.jobs.get(jid), ledger.ended.get(jid)
+        if (job is not None and job.owner.key != who.key) or (ended is not None and ended[1] != who.key):
+            return True
+        owners = ledger.orphan_reports.owners(jid) | ledger.orphan_running.owners(jid)
+        return bool(owners) and who.key_id not in owners
+
     def submit(self, route: bytes, body: dict, now: float, who: Identity) -> None:
         ledger = self.ledger
         jid = body["job"]
@@ -63,16 +84,25 @@ class JobRequests:
             self._refuse(route, jid[:MAX_JOB_ID], "ValueError",
                          f"a job id takes at most {MAX_JOB_ID} characters and a job name {MAX_JOB_NAME}")
             return
-        if jid in ledger.jobs or jid in ledger.ended:
+        if self._owned_by_another(jid, who):  # its sender's job fails with the reason (a client never hangs)
+            ledger.counters["refused"] += 1
+            log.warning("refused a SUBMIT of job %s from %s: that job id belongs to another key here",
+                        job_label(jid), who.label)
+            self._refuse(route, jid, "PermissionError", (
+                f"job {jid} belongs to another key on this boss (a job of that key, or tasks that agents run or "
+                "ended for that key before the boss restarted): refused"))
+            return
+        if jid in ledger.jobs or jid in ledger.ended:  # its own, sent twice (queued while the boss restarted)
             ledger.out.add(route, Msg.ERROR, {"message": f"job {jid} exists already", "job": jid})
             return
         problem = env_problem(body["env"])
         if problem is not None:
             self._refuse(route, jid, "ValueError", f"the job's code environment is refused: {problem}")
             return
-        problem = ledger.quota.job_problem(who.key)
+        size = job_bytes(jid, body["name"], body["env"], body["policy"])
+        problem = ledger.quota.job_problem(who.key) or ledger.quota.bytes_problem(who.key, size)
         if problem is not None:
-            ledger.quota_refused(jid, who, problem)
+            ledger.quota_refused(job_label(jid, body["name"]), who, problem)
             self._refuse(route, jid, "RuntimeError", problem)
             return
         try:
@@ -95,7 +125,7 @@ class JobRequests:
         if body["resubmit"]:
             job.hold_until = self.resubmit_hold
             job.resubmitted = True
-            log.info("job %s submitted again (the boss restarted)", jid)
+            log.info("job %s submitted again (the boss restarted)", job.label, extra={"job": job.label})
         if policy.placement is not None and not self._load_plugin(route, job):
             return
         if job.shm_host is not None and ledger.agents and not any(
@@ -106,14 +136,16 @@ class JobRequests:
             return
         ledger.jobs[jid] = job
         ledger.quota.open_job(who.key)
-        log.info("job %s (%s) submitted", jid, job.name)
+        job.held = job.own_bytes = size
+        ledger.quota.hold(who.key, size)
+        log.info("job %s of %s submitted", job.label, who.label, extra={"job": job.label})
 
     def _load_plugin(self, route: bytes, job: JobRecord) -> bool:
         """Build the job's placement plugin; False (the SUBMIT refused) where this boss may not or cannot."""
         policy = job.policy
         if policy.placement_class is not None and not self.ledger.vouch:
             self.ledger.counters["refused"] += 1
-            log.warning("job %s: refused a placement class by value from an unauthenticated link", job.jid)
+            log.warning("job %s: refused a placement class by value from an unauthenticated link", job.label)
             self._refuse(route, job.jid, "PermissionError", (
                 f"the scheduler {policy.placement} is a class of the driver script, which travels by value "
                 "(pickle), and this boss takes code by value only over an authenticated link (CURVE or ipc; "
@@ -137,21 +169,23 @@ class JobRequests:
         job = ledger.owned_job(body["job"], who)
         if job is None or job.ending or job.stopping:
             return
-        problem = _classes_problem(body["classes"], job.classes)
+        problem = _classes_problem(body["classes"], job.classes) or _keys_problem(body["tasks"])
         if problem is not None:
             ledger.end_job(job, JobState.FAILED, now, error=("ValueError", problem))
             return
         # what the new classes and the tasks to be made of these rows will hold (not a task known already, nor
         # one that ended while the boss was away; an index once)
+        owner = job.owner_id
         size = sum(len(blob) for ref, blob in body["classes"].items() if ref not in job.classes)
         new_indexes: set[int] = set()
-        for index, name, cls, _memory, _expected, files, payload in body["tasks"]:
-            if index not in job.indexes and index not in new_indexes and (job.jid, index) not in ledger.orphan_reports:
+        for index, name, cls, _memory, _expected, files, payload, _key in body["tasks"]:
+            if index not in job.indexes and index not in new_indexes and \
+                    not ledger.orphan_reports.held_for((job.jid, index), owner):
                 new_indexes.add(index)
                 size += task_bytes(name, cls, files, payload)
         problem = ledger.quota.bytes_problem(job.owner.key, size)
         if problem is not None:
-            ledger.quota_refused(job.jid, job.owner, problem)
+            ledger.quota_refused(job.label, job.owner, problem)
             ledger.end_job(job, JobState.FAILED, now, error=("RuntimeError", problem))
             return
         job.held += size
@@ -160,26 +194,27 @@ class JobRequests:
         new: list[TaskRecord] = []
         recovered: list[list] = []
         adopted = 0
-        for index, name, cls, memory, expected_time, files, payload in body["tasks"]:
+        for index, name, cls, memory, expected_time, files, payload, key in body["tasks"]:
             if index in job.indexes:
                 continue  # a resubmission: the task is known already
             job.indexes.add(index)
-            report = ledger.orphan_reports.pop((job.jid, index))
+            report = ledger.orphan_reports.take((job.jid, index), owner)
             if report is not None:  # it ended while the boss was away
-                ok, payload, host, stdout, stderr = report
-                recovered.append([index, ok, payload, host, name, stdout, stderr])
+                ok, payload, host, stdout, stderr, tag = report
+                recovered.append([index, ok, payload, host, name, stdout, stderr, tag])
                 job.done += 1
                 continue
-            task = ledger.add_task(job, index, name, cls, float(memory), float(expected_time), files, payload, now)
+            task = ledger.add_task(job, index, name, cls, float(memory), float(expected_time), files, payload, key,
+                                   now)
             new.append(task)
-            running = ledger.orphan_running.pop((job.jid, index))
+            running = ledger.orphan_running.take((job.jid, index), owner)
             if running is not None and running[0] in ledger.agents \
                     and ticket_fits(job, ledger.agents[running[0]], running[1]):  # still running where it was
                 ledger.transition(task, TaskState.RUNNING, now, ledger.agents[running[0]], running[1], adopted=True)
                 adopted += 1
         if job.resubmitted and (recovered or adopted):
             log.info("job %s, submitted again: %d task(s) ended while the boss was away, %d still run where they "
-                     "ran (adopted), %d to run", job.jid, len(recovered), adopted, len(new) - adopted)
+                     "ran (adopted), %d to run", job.label, len(recovered), adopted, len(new) - adopted)
         if recovered:
             ledger.forward(job, recovered)
             if not all(r[1] for r in recovered):
@@ -192,6 +227,8 @@ class JobRequests:
         ledger = self.ledger
         job = ledger.owned_job(body["job"], who)
         if job is None:
+            if body["action"] == "cancel":
+                self._no_job_to_cancel(route, body["job"], who)
             return
         action = body["action"]
         if action in ("halt", "resume"):
@@ -209,7 +246,33 @@ class JobRequests:
         elif action == "stop_listening":
             ledger.end_job(job, JobState.STOPPED, now, kill=False)
             return
+        elif action == "cancel":  # taylorism-ctl cancel: its tasks killed, its client told who did it
+            self._cancel(job, route, now, who)
+            return
         else:
             ledger.out.add(route, Msg.ERROR, {"message": f"unknown control action {action!r}", "job": job.jid})
             return
         ledger.maybe_finished(job, now)
+
+    def _cancel(self, job: JobRecord, route: bytes, now: float, who: Identity) -> None:
+        """End *job* as cancelled by *who* (its owner or an admin): its tasks killed, its client raises a
+        JobCancelledError naming who; *route* (taylorism-ctl) is answered."""
+        running, pending = len(job.running), job.n_pending
+        why = f"job {job.jid} ({job.name}) was cancelled by {who.label} (taylorism-ctl cancel)"
+        log.warning("job %s was cancelled by %s: %d running task(s) killed, %d pending dropped", job.label,
+                    who.label, running, pending, extra={"job": job.label})
+        self.ledger.out.add(route, Msg.ADMIN_REPLY, {
+            "ok": True, "job": job.jid,
+            "message": f"cancelled job {job.jid} ({job.name}): {running} running task(s) killed, {pending} pending "
+                       "dropped"})
+        self.ledger.end_job(job, JobState.CANCELLED, now, error=("JobCancelledError", why))
+
+    def _no_job_to_cancel(self, route: bytes, jid: str, who: Identity) -> None:
+        """A cancel for a job not here is told why (other actions on it are ignored, as always); how another
+        user's job ended is not said."""
+        ended = self.ledger.ended.get(jid)
+        if ended is not None and ended[1] != who.key and not who.can("admin"):
+            ended = None
+        where = f"it {ended[0].value} already" if ended is not None else "no such job on this boss"
+        self.ledger.out.add(route, Msg.ADMIN_REPLY, {"ok": False, "job": jid,
+                                                      "message": f"cannot cancel job {jid}: {where}"})

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..wire.keystore import Identity
-from ..wire.peer_logging import RateLimitedLog
-from ..wire.protocol import Msg, approx_size
+from ..wire.peer_logging import RateLimitedLog, job_label
+from ..wire.protocol import Msg
 from .agentkeys import AgentKeys
 from .free_hosts import FreeHosts
 from .model import (
@@ -35,7 +35,7 @@ from .model import (
     TransitionError,
 )
 from .orphans import OrphanReports, OrphanRunning
-from .quota import OwnerQuota, task_bytes
+from .quota import OwnerQuota, kept_bytes, task_bytes
 
 log = logging.getLogger("taylorism_zmq.boss")
 
@@ -86,8 +86,8 @@ class Ledger:
         self.free = FreeHosts()
         #: jobs that have pending tasks and may dispatch them
         self.ready_jobs: dict[str, JobRecord] = {}
-        #: how the jobs that ended lately ended
-        self.ended: collections.OrderedDict[str, JobState] = collections.OrderedDict()
+        #: how the jobs that ended lately ended, and their owners' keys
+        self.ended: collections.OrderedDict[str, tuple[JobState, str]] = collections.OrderedDict()
         #: ended detached jobs: job -> (kept report rows, JOB_END body, owner, their bytes)
         self.detached_done: collections.OrderedDict[str, tuple[list, dict, Identity, int]] = \
             collections.OrderedDict()
@@ -108,9 +108,9 @@ class Ledger:
 
     # -- tasks -----------------------------------------------------------------------------------------------
     def add_task(self, job: JobRecord, index: int, name: str, cls: str, memory: float, expected_time: float,
-                 files: list[str], payload: bytes, now: float) -> TaskRecord:
-        """A new task of *job*, pending."""
-        task = TaskRecord(self._next_tid, job, index, name, cls, memory, expected_time, files, payload)
+                 files: list[str], payload: bytes, key: bytes, now: float) -> TaskRecord:
+        """A new task of *job*, pending; *key* is the task's own, relayed with its RUN only."""
+        task = TaskRecord(self._next_tid, job, index, name, cls, memory, expected_time, files, payload, key)
         self._next_tid += 1
         self.tasks[task.tid] = task
         job.by_index[index] = task
@@ -127,7 +127,8 @@ class Ledger:
         """
         was = task.state
         if (was, to) not in TASK_MOVES:
-            raise TransitionError(f"task {task.name} of job {task.job.jid} cannot go from {was.value} to {to.value}")
+            raise TransitionError(f"task {task.name} of job {task.job.label} cannot go from {was.value} to "
+                                  f"{to.value}")
         job = task.job
         if was is _PENDING:
             job.n_pending -= 1
@@ -154,9 +155,9 @@ class Ledger:
     def _take_slot(self, task: TaskRecord, agent: AgentRecord, ticket: int | None, adopted: bool,
                    now: float) -> None:
         job = task.job
-        usage = job.usage.get(agent.aid)
+        usage = job.usage.get(agent.host)  # (per host: agents on one host share the job's limits and tickets)
         if usage is None:
-            usage = job.usage[agent.aid] = HostUsage(TicketPool(job.policy.ticket_range(agent.cpus)))
+            usage = job.usage[agent.host] = HostUsage(TicketPool(job.policy.ticket_range(agent.cpus)))
         usage.running += 1
         usage.memory += job.policy.task_memory(task.memory)
         if adopted:
@@ -170,6 +171,7 @@ class Ledger:
         for f in task.files:
             job.open_files[f] += 1
         task.agent = agent
+        task.started = now
         if agent.aid not in task.tried:
             task.tried += (agent.aid,)
         job.running[task.tid] = task
@@ -181,7 +183,7 @@ class Ledger:
         job, agent = task.job, task.agent
         assert agent is not None, "a running task runs on an agent"
         agent.running.discard(task.tid)
-        usage = job.usage.get(agent.aid)
+        usage = job.usage.get(agent.host)
         if usage is not None:
             usage.running -= 1
             usage.memory -= job.policy.task_memory(task.memory)
@@ -198,7 +200,7 @@ class Ledger:
         """Move *job* to *to*: the one place a job changes state (:data:`~.model.JOB_MOVES`, else
         TransitionError)."""
         if (job.state, to) not in JOB_MOVES:
-            raise TransitionError(f"job {job.jid} cannot go from {job.state.value} to {to.value}")
+            raise TransitionError(f"job {job.label} cannot go from {job.state.value} to {to.value}")
         job.state = to
         self.refresh_ready(job)
 
@@ -235,7 +237,7 @@ class Ledger:
         self.ready_jobs.pop(job.jid, None)
         self.quota.close_job(job.owner.key, job.held - job.kept_bytes)  # (kept reports stay while they are kept)
         job.held = job.kept_bytes
-        self.ended[job.jid] = status
+        self.ended[job.jid] = (status, job.owner.key)
         self.counters[f"jobs_{status.value}"] += 1
         while len(self.ended) > ENDED_MEMORY:
             self.ended.popitem(last=False)
@@ -243,7 +245,8 @@ class Ledger:
             self.detached_done[job.jid] = (job.kept, end, job.owner, job.kept_bytes)
             while len(self.detached_done) > DETACHED_MEMORY:
                 self.forget_detached(next(iter(self.detached_done)))
-        log.info("job %s %s (%d task(s) done, %d never started)", job.jid, status.value, job.done, len(waiting))
+        log.info("job %s %s (%d task(s) done, %d never started)", job.label, status.value, job.done, len(waiting),
+                 extra={"job": job.label})
 
     def maybe_finished(self, job: JobRecord, now: float) -> None:
         """End *job* if its client said end (or stop) and nothing of it runs (or waits) any more."""
@@ -264,27 +267,27 @@ class Ledger:
         owner's quota)."""
         if job.detach:
             job.kept.extend(rows)
-            size = approx_size(rows)
+            size = kept_bytes(rows)
             job.kept_bytes += size
             job.held += size
             self.quota.hold(job.owner.key, size)
         # the counts ride along, for progress bars (extra fields are ignored by older readers)
-        body = {"job": job.jid, "reports": rows, "trusted": self.vouch,
+        body = {"job": job.jid, "reports": rows, "trusted": self.vouch, "owned": job.client_owned,
                 "running": len(job.running), "pending": job.n_pending}
         self.counted.append((job, body))
         self.out.add(job.client, Msg.REPORTS, body)
 
-    def quota_refused(self, jid: str, who: Identity, problem: str) -> None:
-        """Count and log (rate-limited, per key) a job refused or failed for its owner's quota."""
+    def quota_refused(self, label: str, who: Identity, problem: str) -> None:
+        """Count and log (rate-limited, per key) a job (its *label*) refused or failed for its owner's quota."""
         self.counters["quota_refused"] += 1
-        self._refused_log.warning(f"quota:{who.key}", "job %s of %s refused: %s", jid, who.label, problem)
+        self._refused_log.warning(f"quota:{who.key}", "job %s of %s refused: %s", label, who.label, problem)
 
     # -- who may speak for what --------------------------------------------------------------------------------
     def owned_job(self, jid: str, who: Identity) -> JobRecord | None:
         """The live job *jid*, if *who* owns it (or is an admin); Refused if someone else does."""
         job = self.jobs.get(jid)
         if job is not None and job.owner.key != who.key and not who.can("admin"):
-            raise Refused(f"job {jid} belongs to another user")
+            raise Refused(f"job {jid} belongs to another user", f"job {job_label(jid)} belongs to another user")
         return job
 
     def agent_of(self, aid: str, who: Identity) -> AgentRecord | None:

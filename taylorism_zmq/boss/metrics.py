@@ -1,4 +1,5 @@
-"""Prometheus metrics of the boss (``taylorism-boss --metrics-port``), served by prometheus_client.
+"""Prometheus metrics of the boss (``taylorism-boss --metrics-port``), made by prometheus_client and served
+with the bounds of the status page (:mod:`.http_bounds`).
 
 Two kinds of values: histograms the boss loop observes as events happen
 (how long a task waited for a slot, how long it ran; prometheus_client makes
@@ -15,9 +16,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import start_http_server
+from prometheus_client.exposition import MetricsHandler
 from prometheus_client.registry import Collector
 
+from .http_bounds import BoundedHandler, BoundedHTTPServer, serve
 from .options import METRICS_ADDRESS
 from .pair_metrics import pair_metrics
 
@@ -27,12 +29,17 @@ DROPPED = {"bad_messages": "bad_message", "unknown_agent_messages": "unknown_age
            "replies_dropped": "reply_to_a_peer_not_reading", "refused": "refused_by_role_or_owner",
            "handshakes_refused": "handshake_of_an_unknown_key",
            "started_dropped": "start_notice_to_a_peer_not_reading",
-           "agent_messages_dropped": "answer_to_an_agent_not_reading",
            "orphan_reports_dropped": "unclaimed_report_over_the_cap",
            "quota_refused": "job_over_its_keys_quota",
-           "output_gaps_unmarked": "live_output_gap_not_marked"}
+           "output_gaps_unmarked": "live_output_gap_not_marked", "frames_over_cap": "frame_over_the_cap"}
 #: boss counters exported as taylorism_jobs_ended_total{status=...}
-JOB_ENDS = ("finished", "failed", "stopped")
+JOB_ENDS = ("finished", "failed", "stopped", "cancelled")
+#: jobs that get series of their own in taylorism_job_tasks; the others are summed under job="other"
+JOB_SERIES = 20
+#: the label values of the bucket of the jobs beyond JOB_SERIES
+OTHER_JOBS = "other"
+#: the task states of taylorism_job_tasks, and the job row field of each
+JOB_TASK_STATES = ("running", "pending", "done", "failed")
 
 
 class BossMetrics:
@@ -51,7 +58,10 @@ class BossMetrics:
         self._status: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.registry.register(_StatusCollector(self))
-        self.server, self._thread = start_http_server(port, address, registry=self.registry)
+        # prometheus_client's own server (start_http_server) has no bound on connections or time: ours has
+        handler = type("Handler", (BoundedHandler, MetricsHandler), {"registry": self.registry})
+        self.server = BoundedHTTPServer((address, port), handler, "metrics")
+        self._thread = serve(self.server)
         self.port = self.server.server_port
 
     def publish(self, status: dict[str, Any]) -> None:
@@ -95,16 +105,8 @@ class _StatusCollector(Collector):
         slots.add_metric(["total"], sum(h["slots"] for h in hosts))
         slots.add_metric(["busy"], sum(h["running"] for h in hosts))
         yield slots
-        per_host = {
-            "running": GaugeMetricFamily("taylorism_host_running_tasks", "Tasks running on a host", labels=["host"]),
-            "slots": GaugeMetricFamily("taylorism_host_slots", "Task slots of a host", labels=["host"]),
-            "load": GaugeMetricFamily("taylorism_host_load1", "1-minute load average of a host", labels=["host"]),
-        }
-        for h in hosts:
-            per_host["running"].add_metric([h["host"]], h["running"])
-            per_host["slots"].add_metric([h["host"]], h["slots"])
-            per_host["load"].add_metric([h["host"]], h["load"][0] if h["load"] else 0.0)
-        yield from per_host.values()
+        yield from agent_families(hosts)
+        yield job_family(jobs)
         lost = CounterMetricFamily("taylorism_agents_lost", "Agents declared lost since the boss started")
         lost.add_metric([], counters.get("agents_lost", 0))
         yield lost
@@ -121,3 +123,38 @@ class _StatusCollector(Collector):
             dropped.add_metric([reason], counters.get(counter, 0))
         yield dropped
         yield from pair_metrics(status.get("pair"))
+
+
+def agent_families(hosts: list[dict[str, Any]]) -> list[GaugeMetricFamily]:
+    """Per-agent gauges, keyed by agent id and host (two agents on one host are two series)."""
+    labels = ["agent", "host"]
+    running = GaugeMetricFamily("taylorism_host_running_tasks", "Tasks running on an agent", labels=labels)
+    slots = GaugeMetricFamily("taylorism_host_slots", "Task slots of an agent", labels=labels)
+    load = GaugeMetricFamily("taylorism_host_load1", "1-minute load average of an agent's host", labels=labels)
+    for h in hosts:
+        key = [h["agent"], h["host"]]
+        running.add_metric(key, h["running"])
+        slots.add_metric(key, h["slots"])
+        load.add_metric(key, h["load"][0] if h["load"] else 0.0)
+    return [running, slots, load]
+
+
+def job_family(jobs: list[dict[str, Any]], cap: int = JOB_SERIES) -> GaugeMetricFamily:
+    """Tasks of each live job by state: the *cap* jobs with the most tasks running (then pending) have series
+    of their own, the rest are summed under job="other" (bounded cardinality, every series unique)."""
+    family = GaugeMetricFamily("taylorism_job_tasks", "Tasks of a live job, by state (jobs beyond the "
+                               f"{cap} busiest summed under job=\"{OTHER_JOBS}\")",
+                               labels=["job", "name", "owner", "state"])
+    ranked = sorted((j for j in jobs if j["job"] != OTHER_JOBS), key=lambda j: (-j["running"], -j["pending"],
+                                                                               j["job"]))
+    other = {state: 0 for state in JOB_TASK_STATES}
+    for j in [j for j in jobs if j["job"] == OTHER_JOBS] + ranked[cap:]:
+        for state in JOB_TASK_STATES:
+            other[state] += j[state]
+    for j in ranked[:cap]:
+        for state in JOB_TASK_STATES:
+            family.add_metric([j["job"], j["name"], j["client"], state], j[state])
+    if len(jobs) > min(cap, len(ranked)):
+        for state in JOB_TASK_STATES:
+            family.add_metric([OTHER_JOBS, "", "", state], other[state])
+    return family

@@ -10,19 +10,26 @@ from __future__ import annotations
 import collections
 import enum
 import heapq
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..wire.keystore import LOCAL, Identity
-from ..wire.protocol import Msg
+from ..wire.peer_logging import job_label
+from ..wire.protocol import Msg, approx_size
 
 #: a message to send: (routing id, kind, body)
 Out = tuple[bytes, Msg, dict[str, Any]]
 
 
 class Refused(Exception):
-    """A message its sender may not send: answered with the reason, logged and counted."""
+    """A message its sender may not send: answered with the reason, logged (as *logged*, if the reason names
+    what the log must not: a job id) and counted."""
+
+    def __init__(self, message: str, logged: str | None = None):
+        super().__init__(message)
+        self.logged = message if logged is None else logged
 
 
 class TransitionError(RuntimeError):
@@ -74,6 +81,9 @@ class JobState(str, enum.Enum):
     FINISHED = "finished"
     FAILED = "failed"
     STOPPED = "stopped"
+    #: ended by its owner or an admin (taylorism-ctl cancel): its tasks killed, its client raises
+    #: JobCancelledError naming who
+    CANCELLED = "cancelled"
 
 
 #: every move a job may make, and what makes it; the others raise
@@ -86,13 +96,17 @@ JOB_MOVES: dict[tuple[JobState, JobState], str] = {
        for live in (JobState.RUNNING, JobState.HALTED)},
     **{(live, JobState.STOPPED): "its client stopped it (CONTROL), or is gone, or does not read"
        for live in (JobState.RUNNING, JobState.HALTED)},
+    **{(live, JobState.CANCELLED): "its owner or an admin cancelled it (CONTROL cancel: taylorism-ctl cancel)"
+       for live in (JobState.RUNNING, JobState.HALTED)},
 }
 #: the states a job leaves no more
-JOB_ENDS = frozenset({JobState.FINISHED, JobState.FAILED, JobState.STOPPED})
+JOB_ENDS = frozenset({JobState.FINISHED, JobState.FAILED, JobState.STOPPED, JobState.CANCELLED})
 
 
 #: taylorism's bound on tickets for memory-limited schedulers
 MAX_TICKETS = 512
+#: bytes a placement scheduler's attributes and its class by value may take (they count in the owner's quota)
+MAX_PLACEMENT_ATTRS, MAX_PLACEMENT_CLASS = 64 << 10, 4 << 20
 KINDS = ("nosort", "threads", "memory", "threads+memory")
 
 
@@ -125,19 +139,28 @@ class Policy:
         policy = cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
         if policy.kind not in KINDS:
             raise ValueError(f"unknown scheduler kind {policy.kind!r}")
-        if policy.max_threads is not None and (not isinstance(policy.max_threads, int) or policy.max_threads < 1):
-            raise ValueError(f"max_threads must be a positive int, not {policy.max_threads!r}")
-        for name in ("memory_per_task", "memory_max_percentage"):
-            if not isinstance(getattr(policy, name), (int, float)):
-                raise ValueError(f"{name} must be a number")
-        if policy.max_memory is not None and not isinstance(policy.max_memory, (int, float)):
-            raise ValueError("max_memory must be a number")
+        if policy.max_threads is not None and (type(policy.max_threads) is not int or policy.max_threads < 1):
+            raise ValueError(f"max_threads must be a positive int, not {policy.max_threads!r:.100}")
+        for name in ("binded", "singlefile"):  # (they travel on in each RUN, whose readers check their types)
+            if type(getattr(policy, name)) is not bool:
+                raise ValueError(f"{name} must be true or false, not {getattr(policy, name)!r:.100}")
+        for name in ("memory_per_task", "memory_max_percentage", "max_memory"):
+            value = getattr(policy, name)
+            if (value is not None or name != "max_memory") and not _non_negative(value):
+                raise ValueError(f"{name} must be a number, 0 or more, not {value!r:.100}")
         if policy.placement is not None and (not isinstance(policy.placement, str) or ":" not in policy.placement):
             raise ValueError(f"placement must be 'module:qualname', not {policy.placement!r}")
+        if policy.placement is None:  # (what would serve no purpose is not kept)
+            policy.placement_attrs, policy.placement_class = {}, None
         if not isinstance(policy.placement_attrs, dict):
             raise ValueError("placement_attrs must be a map")
+        if approx_size(policy.placement_attrs) > MAX_PLACEMENT_ATTRS:
+            raise ValueError(f"placement_attrs take more than {MAX_PLACEMENT_ATTRS} bytes")
         if policy.placement_class is not None and not isinstance(policy.placement_class, bytes):
             raise ValueError("placement_class must be bytes")
+        if policy.placement_class is not None and len(policy.placement_class) > MAX_PLACEMENT_CLASS:
+            raise ValueError(f"the scheduler class by value takes {len(policy.placement_class)} bytes, more than "
+                             f"{MAX_PLACEMENT_CLASS}: define it in a module the boss can import")
         return policy
 
     @property
@@ -174,6 +197,11 @@ class Policy:
     def memory_fits(self, used: float, wanted: float, cap: float) -> bool:
         # taylorism: memory scheduler wants used + new < max, longer-first wants new <= available
         return used + wanted <= cap if self.longer_first else used + wanted < cap
+
+
+def _non_negative(value: object) -> bool:
+    """A number (not a bool), finite, 0 or more."""
+    return type(value) in (int, float) and math.isfinite(value) and value >= 0  # type: ignore[arg-type,operator]
 
 
 @dataclass(slots=True)
@@ -287,6 +315,8 @@ class TaskRecord:
     expected_time: float
     files: list[str]
     payload: bytes
+    #: the task's key from its client (relayed with its RUN only: its process tags its result with it)
+    key: bytes = b""
     #: changed only by transition()
     state: TaskState = TaskState.NEW
     agent: AgentRecord | None = None
@@ -295,6 +325,9 @@ class TaskRecord:
     lost: int = 0
     #: when it last became pending (the boss's monotonic clock), for the dispatch latency
     queued: float = 0.0
+    #: when it last started running (sent to an agent, or adopted; the boss's monotonic clock), for the status
+    #: page's running tasks
+    started: float = 0.0
     #: the agents it was sent to: a report counts only from one of them
     tried: tuple[str, ...] = ()
 
@@ -320,6 +353,7 @@ class JobRecord:
     #: FIFO of tasks, or a heap of (-expected_time, index, task) for longer-first
     pending: Any = None
     running: dict[int, TaskRecord] = field(default_factory=dict)
+    #: what it uses on each host, by host name (agents of one host share it: cores belong to the machine)
     usage: dict[str, HostUsage] = field(default_factory=dict)
     open_files: collections.Counter = field(default_factory=collections.Counter)
     #: the job's placement plugin, if its scheduler brings one
@@ -352,11 +386,26 @@ class JobRecord:
     n_pending: int = 0
     #: who submitted it: only that identity (or an admin) may control or attach to it
     owner: Identity = LOCAL
-    #: bytes of instructions of its tasks not reported yet (counted against its owner's quota)
+    #: the connection its reports go to (its client) is its owner's key, not an admin's that attached
+    client_owned: bool = True
+    #: bytes of instructions of its tasks not reported yet, and of its own record (counted against its owner's
+    #: quota)
     held: int = 0
+    #: bytes of its own record: its code environment, policy and names (part of held)
+    own_bytes: int = 0
 
     def __post_init__(self) -> None:
         self.pending = [] if self.policy.longer_first else collections.deque()
+
+    @property
+    def owner_id(self) -> str:
+        """Its owner's key id: what agents keep with its tasks, and say again to a restarted boss."""
+        return self.owner.key_id
+
+    @property
+    def label(self) -> str:
+        """How logs name it: its name and a short digest of its id (other users may read the log)."""
+        return job_label(self.jid, self.name)
 
     @property
     def halted(self) -> bool:

@@ -22,12 +22,21 @@ class BossOptions:
     recovery_grace: float = 3.0
     #: seconds without news from a client after which its jobs (not detached) are stopped
     client_timeout: float = 60.0
+    #: seconds a detached job with nothing to run (halted, or every task reported and no end said) may wait for
+    #: its client, silent or gone, before it is stopped (its reports kept for Boss.attach)
+    detached_timeout: float = 86400.0
     #: the largest frame the boss accepts
     max_frame: int = MAX_FRAME
     #: live jobs one key may have on the boss
     max_jobs_per_key: int = 10_000
     #: bytes of task instructions not reported yet (and of detached jobs' kept reports) one key may have on the boss
     max_held_bytes_per_key: int = 2 << 30
+    #: connections one key may hold (an admin's: any number); agents sharing a key hold two each
+    max_connections_per_key: int = 1024
+    #: connections that have not spoken yet (in their handshake, or silent since) the boss keeps at once
+    max_pending_connections: int = 256
+    #: seconds a connection may take to finish its handshake
+    handshake_timeout: float = 5.0
 
 
 #: the defaults

@@ -40,12 +40,13 @@ POLICY: dict[Msg, tuple[str, str | None]] = {
     Msg.NOT_ACTIVE: (DROP, "replies_dropped"),
     # best effort: the reports keep the whole output; STARTED only feeds verbose log lines
     Msg.OUTPUT: (DROP, "output_dropped"), Msg.STARTED: (DROP, "started_dropped"),
-    # an agent registers again without an answer, resends an unacknowledged batch, re-registers on a beat
-    Msg.REGISTERED: (DROP, "agent_messages_dropped"), Msg.REPORTS_ACK: (DROP, "agent_messages_dropped"),
-    Msg.REREGISTER: (DROP, "agent_messages_dropped"),
-    # what changes the peer's state waits, and the boss makes no more of it meanwhile
+    # what changes the peer's state waits, and the boss makes no more of it meanwhile.  An agent's answers wait
+    # too: libzmq holds only BOSS_SNDHWM messages for a peer, and the acknowledgements of the batches an agent
+    # sends again when a restarted boss comes back outnumber them (each dropped made it send that batch again);
+    # they are a few dozen bytes, and the backlog's byte bound holds for an agent that never reads them
     Msg.REPORTS: (PUSH_BACK, None), Msg.JOB_END: (PUSH_BACK, None), Msg.RUN: (PUSH_BACK, None),
     Msg.KILL: (PUSH_BACK, None), Msg.SHUTDOWN: (PUSH_BACK, None),
+    Msg.REGISTERED: (PUSH_BACK, None), Msg.REPORTS_ACK: (PUSH_BACK, None), Msg.REREGISTER: (PUSH_BACK, None),
 }
 #: a client whose backlog holds more than this has its jobs' dispatch held until it reads
 HOLD_BYTES = 8 << 20

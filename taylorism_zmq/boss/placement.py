@@ -2,7 +2,9 @@
 placement plugin sees of hosts and tasks.
 
 The client turns a footprints scheduler into a plain policy dict; the boss applies it here without footprints
-or user code.  Limits hold per job and per host: ``max_threads=2`` runs two tasks of the job on every host.
+or user code.  Limits hold per job and per host: ``max_threads=2`` runs two tasks of the job on every host,
+whatever the number of agents there (agents that report the same host name share the job's limits and its
+tickets, which ``binded`` maps to that machine's cores).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def fits(job: JobRecord, task: TaskRecord, agent: AgentRecord) -> bool:
     policy = job.policy
     if job.shm_host is not None and agent.shm_host != job.shm_host:
         return False
-    usage = job.usage.get(agent.aid)
+    usage = job.usage.get(agent.host)
     cap = policy.threads_cap(agent.cpus)
     if usage is not None and cap is not None and usage.running >= cap:
         return False

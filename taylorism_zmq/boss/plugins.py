@@ -47,7 +47,7 @@ def plugin_pick(job: JobRecord, task: TaskRecord, candidates: list[AgentRecord])
     """Ask the job's plugin to choose among *candidates* (O(hosts) per task: plugins see every candidate)."""
     views = {}
     for a in candidates:
-        usage = job.usage.get(a.aid)
+        usage = job.usage.get(a.host)
         views[a.aid] = HostView(a.host, a.aid, a.slots, a.free, len(a.running),
                                 usage.running if usage else 0, a.load[0] if a.load else 0.0, a.cpu,
                                 a.memory, a.mem_avail, a.headroom)

@@ -1,5 +1,9 @@
 """What one key may hold on the boss: live jobs, and bytes of task instructions not reported yet (each task's
-row and record, and the worker classes its jobs sent by value) and of reports kept for its detached jobs.
+row and record, and the worker classes its jobs sent by value), of its jobs' own records (their code
+environment, scheduling policy, names) and of reports kept for its detached jobs.
+
+Sizes are what the boss's Python objects take, near enough (never much less): a value counts its bytes and
+an overhead per object, so that many small strings cost what they cost, not what they weigh packed.
 
 The boss keeps each task's instructions until the task is reported (it may have to send them again), so
 without a bound per key one authorized client could fill the boss's memory for every other user with jobs
@@ -16,11 +20,43 @@ from .options import DEFAULTS
 
 #: what the boss's records of one task cost beside its instructions (counted as if instructions)
 TASK_OVERHEAD = 400
+#: what the boss's records of one job cost beside its code environment, policy and names
+JOB_OVERHEAD = 2048
+#: what one report row kept for a detached job costs beside its bytes (a list, its strings and bytes objects)
+KEPT_ROW_OVERHEAD = 400
+#: what a Python str or bytes object costs beside its characters, and a slot of a list or dict
+_STR, _SLOT = 56, 8
 
 
 def task_bytes(name: str, cls: str, files: list[str], payload: bytes) -> int:
     """What one task counts against its owner's quota: its row as the boss keeps it."""
-    return TASK_OVERHEAD + len(payload) + len(name) + len(cls) + sum(len(f) for f in files)
+    return TASK_OVERHEAD + len(payload) + len(name) + len(cls) + sum(len(f) + _STR + _SLOT for f in files)
+
+
+def job_bytes(jid: str, name: str, env: dict, policy: dict) -> int:
+    """What one job's own record counts against its owner's quota: its code environment and its scheduling
+    policy as a client sent them (placement fields included), its id and name."""
+    return JOB_OVERHEAD + len(jid) + len(name) + held_size(env) + held_size(policy)
+
+
+def kept_bytes(rows: list) -> int:
+    """What report rows kept for a detached job count against its owner's quota."""
+    return held_size(rows) + KEPT_ROW_OVERHEAD * len(rows)
+
+
+def held_size(value: object) -> int:
+    """The memory a value decoded from msgpack takes on the boss, near enough: its bytes, and an overhead for
+    each object in it (which a packed size does not show: a list of a million 1-byte strings packs in 2 MiB
+    and takes 60 MiB here)."""
+    if isinstance(value, bytes):
+        return _STR + len(value)
+    if isinstance(value, str):  # (1 to 4 bytes a character: isascii() is free, the width is not)
+        return _STR + (len(value) if value.isascii() else 4 * len(value))
+    if isinstance(value, list | tuple):
+        return _STR + sum(_SLOT + held_size(v) for v in value)
+    if isinstance(value, dict):
+        return 4 * _STR + sum(4 * _SLOT + held_size(k) + held_size(v) for k, v in value.items())
+    return 32
 
 
 class OwnerQuota:
@@ -42,10 +78,10 @@ class OwnerQuota:
     def bytes_problem(self, key: str, more: int) -> str | None:
         """Why *more* bytes of instructions of *key* are refused, if they are."""
         if self.bytes[key] + more > self.max_bytes:
-            return (f"the instructions of your tasks not reported yet would take {_size(self.bytes[key] + more)} on "
-                    f"this boss, over its limit per key of {_size(self.max_bytes)} (taylorism-boss "
-                    "--max-held-mb-per-key): pass large data as files (their paths in the instructions), or "
-                    "submit fewer tasks at once")
+            return (f"your jobs (the instructions of their tasks not reported yet, their code environments and "
+                    f"schedulers) would take {_size(self.bytes[key] + more)} on this boss, over its limit per key "
+                    f"of {_size(self.max_bytes)} (taylorism-boss --max-held-mb-per-key): pass large data as files "
+                    "(their paths in the instructions), or submit fewer tasks or jobs at once")
         return None
 
     def kept_problem(self, key: str, jid: str) -> str | None:

@@ -23,7 +23,7 @@ log = logging.getLogger("taylorism_zmq.boss")
 EVENTS = frozenset({
     "on_submit", "on_add_tasks", "on_control", "on_attach", "client_alive", "client_cut", "sent",
     "on_register", "on_heartbeat", "on_goodbye", "on_admin", "on_agent_reports", "on_agent_output",
-    "agent_lost", "peer_unreachable", "dispatch", "expire", "promoted",
+    "agent_lost", "peer_unreachable", "keys_revoked", "dispatch", "expire", "promoted",
 })
 _IDENTITY = 1
 

@@ -8,11 +8,13 @@ import logging
 
 import msgpack
 
+from ..wire.integrity import TAG_BYTES
 from ..wire.keystore import Identity
-from ..wire.peer_logging import RateLimitedLog
+from ..wire.peer_logging import RateLimitedLog, job_label
 from ..wire.protocol import STDERR, STDOUT, Msg
 from .ledger import Ledger
-from .model import JobState, TaskRecord, TaskState
+from .model import JobRecord, JobState, TaskRecord, TaskState
+from .validation import MAX_KEY_ID
 
 log = logging.getLogger("taylorism_zmq.boss")
 
@@ -23,6 +25,21 @@ TIMELINE, FAILURES = 3000, 20
 def text_tail(data: bytes, size: int = 1500) -> str:
     """The end of a task's output, as text (what a failing task wrote last is where its trouble shows)."""
     return data[-size:].decode(errors="replace")
+
+
+def failure_kind(payload: bytes) -> str:
+    """A failure's exception type and message, in one line (``ValueError: bad input``), or how its task
+    died (a msgpack map made by our launcher; nothing is unpickled)."""
+    try:
+        info = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+        if "died" in info:
+            return str(info["died"])[:300]
+        exc = info["exc"]
+        kind = str(exc["type"]).rpartition(":")[2] or "an exception"
+        message = str(exc.get("str", "")).strip().splitlines()
+        return f"{kind}: {message[0][:300]}" if message else kind
+    except Exception:
+        return "(no exception type)"
 
 
 def traceback_tail(payload: bytes, lines: int = 4) -> str:
@@ -40,7 +57,7 @@ def traceback_tail(payload: bytes, lines: int = 4) -> str:
 def _may_have_run_before_a_restart(task: TaskRecord) -> bool:
     """True for a task of a job submitted again after a boss restart that this boss never sent anywhere: an
     agent that ran it before the restart may report it (as it may report the tasks of jobs not submitted again
-    yet, kept as orphans)."""
+    yet, kept as orphans).  (The report says its job's owner: checked before.)"""
     return task.job.resubmitted and not task.tried and task.state is TaskState.PENDING
 
 
@@ -49,7 +66,8 @@ class Reports:
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
-        #: (host, job, task name, start, end, ok) of recent tasks, and recent failures, for the status page
+        #: (host, job, task name, start, end, ok, agent, job name) of recent tasks, and recent failures, for the
+        #: status page
         self.timeline: collections.deque = collections.deque(maxlen=TIMELINE)
         #: (each with "time": the boss's monotonic clock when it came)
         self.failures: collections.deque = collections.deque(maxlen=FAILURES)
@@ -59,9 +77,11 @@ class Reports:
         """Reports, found by (job, index) so that they survive a boss restart; acknowledged to the agent.
 
         Only from the key that registered the agent, and a report counts only from an agent its task was
-        sent to (a report of an agent unknown here is kept for a job submitted again after a boss restart;
-        so is one for a task of such a job that this boss has not sent anywhere yet: it ended on an agent
-        while the boss was away, and the agent delivers it once it finds the boss again).
+        sent to, for the job's owner (each row says the key id of its job's owner, as the agent had it from the
+        task's RUN).  Where the restart path needs it, and only there: a report for a job unknown here is kept
+        for that owner's job, submitted again after a boss restart; so is one for a task of such a job that this
+        boss has not sent anywhere yet (it ended on an agent while the boss was away, and the agent delivers it
+        once it finds the boss again).  Nothing here is checked against the task's key: the client does that.
         """
         ledger = self.ledger
         aid = body["agent"]
@@ -81,20 +101,22 @@ class Reports:
             ledger.out.add(route, Msg.REPORTS_ACK, {"batch": body["batch"]})
         forward: dict[str, list] = {}
         try:
-            for _tid, jid, index, ok, payload, t0, t1, stdout, stderr in body["reports"]:
+            for _tid, jid, index, ok, payload, t0, t1, stdout, stderr, tag, owner in body["reports"]:
                 job = ledger.jobs.get(jid)
                 task = job.by_index.get(index) if job is not None else None
-                if task is not None and aid not in task.tried and not _may_have_run_before_a_restart(task):
+                why = self._refusal(job, task, index, aid, owner, tag)
+                if why is not None:
                     ledger.counters["refused"] += 1
-                    self._refused_log.warning(f"report:{who.key}", "refused a report for task %s of job %s from "
-                                              "agent %s (%s): that task was never sent there", task.name, jid, aid,
-                                              who.label)
+                    self._refused_log.warning(f"report:{who.key}", "refused a report for task %d of job %s from "
+                                              "agent %s (%s): %s", index, job.label if job else job_label(jid),
+                                              aid, who.label, why)
                     continue
                 if job is None or task is None:
                     if (job is None and jid not in ledger.ended) or (job is not None and index not in job.indexes):
-                        # a job not submitted (again) yet, after a boss restart
-                        ledger.orphan_running.pop((jid, index))
-                        ledger.orphan_reports.keep(jid, index, (ok, payload, host, stdout, stderr), now)
+                        # a job not submitted again yet after a boss restart, or whose ADD_TASKS has not brought
+                        # this task yet: kept for its owner's
+                        ledger.orphan_running.ended((jid, index), aid)
+                        ledger.orphan_reports.keep(jid, index, (ok, payload, host, stdout, stderr, tag), owner, now)
                     else:
                         ledger.counters["late_or_duplicate_reports"] += 1
                     continue
@@ -107,17 +129,19 @@ class Reports:
                         continue
                     ledger.out.add(task.agent.route, Msg.KILL, {"tasks": [task.tid]})
                 ledger.transition(task, TaskState.DONE if ok else TaskState.FAILED, now)
-                forward.setdefault(jid, []).append([index, ok, payload, host, task.name, stdout, stderr])
+                forward.setdefault(jid, []).append([index, ok, payload, host, task.name, stdout, stderr, tag])
                 if agent is not None:
                     agent.done += 1
                 job.done += 1
-                self.timeline.append((host, jid, task.name, t0, t1, ok))
+                self.timeline.append((host, jid, task.name, t0, t1, ok, aid, job.name))
                 if ledger.on_task_end is not None:
                     ledger.on_task_end(max(0.0, t1 - t0))
                 if not ok:
                     job.failed += 1
                     ledger.counters["tasks_failed"] += 1
-                    log.warning("task %s of job %s failed on host %s", task.name, jid, host)
+                    log.warning("task %s of job %s failed on host %s: %s", task.name, job.label, host,
+                                failure_kind(payload),
+                                extra={"job": job.label, "task": task.name, "host": host, "agent": aid})
                     self.failures.append({"time": now, "job": jid, "name": task.name, "host": host,
                                           "traceback": traceback_tail(payload), "stderr": text_tail(stderr)})
                 else:
@@ -129,12 +153,28 @@ class Reports:
             job = ledger.jobs[jid]
             kept_problem = ledger.quota.kept_problem(job.owner.key, jid) if job.detach else None
             if kept_problem is not None:
-                ledger.quota_refused(jid, job.owner, kept_problem)
+                ledger.quota_refused(job.label, job.owner, kept_problem)
                 ledger.end_job(job, JobState.FAILED, now, error=("RuntimeError", kept_problem))
             elif not all(r[1] for r in rows):
                 ledger.end_job(job, JobState.FAILED, now)
             else:
                 ledger.maybe_finished(job, now)
+
+    @staticmethod
+    def _refusal(job: JobRecord | None, task: TaskRecord | None, index: int, aid: str, owner: str,
+                 tag: bytes) -> str | None:
+        """Why a report row of agent *aid* does not count, if it does not."""
+        if len(owner) > MAX_KEY_ID or len(tag) not in (0, TAG_BYTES):
+            return f"its owner key id takes {len(owner)} characters and its tag {len(tag)} bytes"
+        if job is None:
+            return None  # (kept for a job submitted again, of that owner, if its job did not end here)
+        if owner != job.owner_id:
+            return "it is for another key than the job's"
+        if task is not None and aid not in task.tried and not _may_have_run_before_a_restart(task):
+            return "that task was never sent there"
+        if task is None and index not in job.indexes and not job.resubmitted:
+            return "that task was never sent anywhere (its job has not added it, and the boss did not restart)"
+        return None
 
     def agent_output(self, body: dict, who: Identity) -> None:
         """Live task output, passed on to the clients of the jobs that stream it (else dropped)."""

@@ -5,7 +5,8 @@ the messages to send as ``(route, Msg, body)`` tuples; the daemon (:mod:`.daemon
 share one :class:`~.ledger.Ledger` (the records, their indexes, the moves between states):
 :mod:`.jobs` (SUBMIT, ADD_TASKS, CONTROL), :mod:`.dispatch` (placement), :mod:`.agents` (agents joining,
 beating, draining, leaving, lost), :mod:`.reports` (reports and live output), :mod:`.clients` (client
-connections, ATTACH).  Task and job states: :mod:`.model`.
+connections, ATTACH), :mod:`.followers` (ATTACH with ``follow``: taylorism-ctl attach).  Task and job
+states: :mod:`.model`.
 
 With *validate*, every index is checked against the records after every event (:mod:`.invariants`; tests and
 ``taylorism-boss --validate``).
@@ -23,10 +24,11 @@ from ..wire.protocol import Msg
 from .agents import AgentEvents
 from .clients import ClientConnections
 from .dispatch import Dispatcher
+from .followers import Followers
 from .invariants import check_invariants
 from .jobs import JobRequests
 from .ledger import Ledger
-from .model import Out
+from .model import JobState, Out
 from .options import DEFAULTS, BossOptions
 from .plugins import PluginLoader
 from .quota import OwnerQuota
@@ -66,7 +68,7 @@ def event(method: Callable[Concatenate[BossState, P], None]) -> Callable[Concate
         method(self, *args, **kwargs)
         if self.validate:
             check_invariants(self.ledger)
-        return self.ledger.out.take()
+        return self.take_unsent()
 
     return handle
 
@@ -79,7 +81,7 @@ def query(method: Callable[Concatenate[BossState, P], None]) -> Callable[Concate
         method(self, *args, **kwargs)
         if self.validate:
             check_invariants(self.ledger)
-        return self.ledger.out.take()
+        return self.take_unsent()
 
     return handle
 
@@ -95,7 +97,7 @@ class BossState:
         self.options = options
         self.validate = validate
         self.ledger = Ledger(OwnerQuota(options.max_jobs_per_key, options.max_held_bytes_per_key), vouch=vouch)
-        self.connections = ClientConnections(self.ledger, options.client_timeout)
+        self.connections = ClientConnections(self.ledger, options.client_timeout, options.detached_timeout)
         self.dispatcher = Dispatcher(self.ledger, options.max_frame)
         self.requests = JobRequests(self.ledger, self.connections, self.dispatcher, plugin_loader,
                                     resubmit_hold=started + options.recovery_grace)
@@ -104,6 +106,8 @@ class BossState:
         #: the pair's epoch, and what a standby that became active waits for (takeover.py)
         self.takeover = Takeover(self.ledger, self.agent_events, self.connections, self.requests,
                                  options.recovery_grace)
+        #: connections following a job (taylorism-ctl attach): they get a copy of its messages
+        self.followers = Followers(self.ledger)
         self._snapshot: tuple[float, dict[str, Any]] = (-1.0, {})
         #: the events of this pass, with their arguments, while a standby follows (None: not noted)
         self.journal: list[tuple[str, tuple, dict]] | None = None
@@ -131,8 +135,12 @@ class BossState:
     @event
     def on_attach(self, route: bytes, body: dict, now: float, who: Identity = LOCAL,
                   backlogged: Container[bytes] = frozenset()) -> None:
-        """*backlogged*: the connections the boss holds messages for, not read yet (the outbox's pressure)."""
-        self.connections.attach(route, body, now, who, backlogged)
+        """*backlogged*: the connections the boss holds messages for, not read yet (the outbox's pressure).
+        With ``follow``, the job is followed (taylorism-ctl attach), not taken from its client."""
+        if body.get("follow") is True:
+            self.followers.follow(route, body, who)
+        else:
+            self.connections.attach(route, body, now, who, backlogged)
 
     @query
     def on_ping(self, route: bytes, body: dict, now: float, who: Identity = LOCAL) -> None:
@@ -151,7 +159,9 @@ class BossState:
 
     @event
     def client_cut(self, route: bytes, now: float) -> None:
-        """A client connection cut for not reading: its jobs are stopped (a detached job waits for ATTACH)."""
+        """A client connection cut for not reading: its jobs are stopped (a detached job waits for ATTACH), and
+        it follows no job any more."""
+        self.followers.forget(route)
         self.connections.cut(route, now)
 
     def sent(self) -> None:
@@ -190,10 +200,11 @@ class BossState:
         if action not in ("drain", "undrain"):
             reply = {"ok": False, "message": f"unknown action {action!r}"}
         elif hit := self.agent_events.drain(target, draining=action == "drain"):
-            reply = {"ok": True, "message": f"{action}ed {len(hit)} agent(s) on {target}"}
+            reply = {"ok": True, "message": f"{action}ed {len(hit)} agent(s) on {target}: {', '.join(sorted(hit))}"}
         else:
             known = sorted({a.host for a in self.ledger.agents.values()})
-            reply = {"ok": False, "message": f"no agent on host {target!r} (hosts: {', '.join(known) or 'none'})"}
+            reply = {"ok": False, "message": f"no agent on host {target!r} nor of that id "
+                                             f"(hosts: {', '.join(known) or 'none'})"}
         self.ledger.out.add(route, Msg.ADMIN_REPLY, reply)
 
     @event
@@ -214,6 +225,21 @@ class BossState:
         agent = self.agent_events.agent_at(route)
         if agent is not None:
             self.agent_events.lost(agent.aid, "unreachable", now)
+
+    @event
+    def keys_revoked(self, keys: Container[str], now: float) -> None:
+        """Keys taken out of the authorized ones (taylorism-ctl revoke): their jobs are cancelled (their tasks
+        killed, the reports kept for their detached jobs forgotten), their agents lost (their tasks run
+        elsewhere).  Their connections are let go by the daemon (gate.py)."""
+        ledger = self.ledger
+        for job in [j for j in ledger.jobs.values() if j.owner.key in keys]:
+            why = f"job {job.jid} ({job.name}) was cancelled: the key of its owner, {job.owner.label}, was revoked"
+            log.warning("%s", why, extra={"job": job.jid})
+            ledger.end_job(job, JobState.CANCELLED, now, error=("JobCancelledError", why))
+        for jid in [jid for jid, done in ledger.detached_done.items() if done[2].key in keys]:
+            ledger.forget_detached(jid)
+        for agent in [a for a in ledger.agents.values() if a.key in keys]:
+            self.agent_events.lost(agent.aid, "its key was revoked", now)
 
     # -- the loop's own ticks --------------------------------------------------------------------------------
     @event
@@ -243,8 +269,9 @@ class BossState:
         self.takeover.promote(now, epoch, failover)
 
     def take_unsent(self) -> list[Out]:
-        """What an event made before it raised (see :func:`event`)."""
-        return self.ledger.out.take()
+        """What the state machine made since the last take (an event's messages, or what an event made before
+        it raised: see :func:`event`), with the copies for the followers of the jobs they are about."""
+        return self.followers.copy(self.ledger.out.take())
 
     # -- views -------------------------------------------------------------------------------------------------
     def status(self, now: float, page: bool = False) -> dict[str, Any]:

@@ -9,17 +9,20 @@ from typing import Any
 
 from ..wire.keystore import Identity
 from .ledger import Ledger
+from .model import JobRecord
 
 
 def status_snapshot(boss_id: str, ledger: Ledger, now: float,
                     page: tuple[Iterable[tuple], Iterable[dict]] | None = None) -> dict[str, Any]:
     """Hosts, jobs and counters, as of *now* (the boss's monotonic clock); with *page* (the status page's
-    timeline and failures), those too, the failures' times on the wall clock."""
+    timeline and failures), what the page draws: the timeline of recent tasks (host, job, task, start, end, ok,
+    agent, job name), the running ones (agent, job, task, start) and recent failures, times on the wall clock."""
     wall = time.time()
     extra = {}
     if page is not None:
         timeline, failures = page
-        extra = {"timeline": list(timeline), "failures": [dict(f, time=wall - (now - f["time"])) for f in failures]}
+        extra = {"timeline": list(timeline), "failures": [dict(f, time=wall - (now - f["time"])) for f in failures],
+                 "running": _running(ledger, now, wall)}
     return extra | {
         "boss": boss_id,
         "time": wall,
@@ -33,11 +36,27 @@ def status_snapshot(boss_id: str, ledger: Ledger, now: float,
         "jobs": [
             {"job": j.jid, "name": j.name, "client": j.owner.name,  # (routing ids stay secret)
              "running": len(j.running), "pending": j.n_pending, "done": j.done, "failed": j.failed,
-             "halted": j.halted, "age": now - j.created}
+             "halted": j.halted, "age": now - j.created, "agents": _agents_of(j)}
             for j in ledger.jobs.values()
         ],
         "counters": dict(ledger.counters),
     }
+
+
+def _running(ledger: Ledger, now: float, wall: float) -> list[list]:
+    """The running tasks as the page draws them: agent id, job, task name, start (wall clock, as the
+    timeline's, from when the boss sent it)."""
+    return [[a.aid, task.job.jid, task.name, wall - (now - task.started)]
+            for a in ledger.agents.values() for task in (ledger.tasks[tid] for tid in a.running)]
+
+
+def _agents_of(job: JobRecord) -> dict[str, int]:
+    """Tasks of *job* running on each agent, by agent id (two agents of one host told apart)."""
+    counts: dict[str, int] = {}
+    for task in job.running.values():
+        if task.agent is not None:
+            counts[task.agent.aid] = counts.get(task.agent.aid, 0) + 1
+    return counts
 
 
 def status_for(ledger: Ledger, snapshot: dict[str, Any], who: Identity) -> dict[str, Any]:

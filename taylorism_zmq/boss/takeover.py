@@ -23,7 +23,7 @@ from .agents import AgentEvents
 from .clients import ClientConnections
 from .jobs import JobRequests
 from .ledger import Ledger, end_body
-from .model import JobState, TaskState
+from .model import TaskState
 from .validation import register_problem, ticket_fits
 
 log = logging.getLogger("taylorism_zmq.boss")
@@ -119,10 +119,14 @@ class Takeover:
         listed: set[int] = set()
         stale: list[int] = []
         adopted = 0
-        for tid, jid, index, ticket in body["running"]:
+        for tid, jid, index, ticket, owner in body["running"]:
             job = ledger.jobs.get(jid)
             task = job.by_index.get(index) if job is not None else None
-            if job is not None and not ticket_fits(job, agent, ticket):
+            if job is not None and job.owner_id != owner:  # (a claim for another key: neither taken nor stopped)
+                ledger.counters["refused"] += 1
+                log.warning("agent %s says it runs task %d of job %s for another key than the job's: not taken "
+                            "as running there", aid, index, job.label)
+            elif job is not None and not ticket_fits(job, agent, ticket):
                 stale.append(tid)
             elif task is not None and task.state is TaskState.RUNNING and task.agent is agent:
                 listed.add(task.tid)
@@ -131,7 +135,7 @@ class Takeover:
                 listed.add(task.tid)
                 adopted += 1
             elif job is None and jid not in ledger.ended:
-                ledger.orphan_running.keep(jid, index, aid, ticket)
+                ledger.orphan_running.keep(jid, index, aid, ticket, owner)
             else:
                 stale.append(tid)
         finished = _finished(body)
@@ -173,7 +177,7 @@ class Takeover:
                     and task.agent.aid == aid:
                 self.ledger.counters["tasks_unconfirmed"] += 1
                 log.warning("task %s of job %s was not running on host %s after the failover: it runs again",
-                            task.name, task.job.jid, task.agent.host if task.agent else "?")
+                            task.name, task.job.label, task.agent.host if task.agent else "?")
                 self.ledger.transition(task, TaskState.PENDING, now)
 
     def ended_again(self, route: bytes, body: dict, who: Identity) -> bool:
@@ -182,17 +186,16 @@ class Takeover:
         not end here."""
         ledger = self.ledger
         jid = body["job"]
-        status = ledger.ended.get(jid)
-        if status is None or jid in ledger.jobs:
-            return False
+        ended = ledger.ended.get(jid)
+        if ended is None or jid in ledger.jobs or ended[1] != who.key:
+            return False  # (another key's job: the usual refusal, which says nothing of how it ended)
         done = ledger.detached_done.get(jid)
         if done is not None:
-            kept, end, owner, _size = done
-            if owner.key != who.key and not who.can("admin"):
-                return False  # (the usual refusal)
+            kept, end, _owner, _size = done
             for part in split_rows(kept):
-                ledger.out.add(route, Msg.REPORTS, {"job": jid, "reports": part, "trusted": ledger.vouch})
+                ledger.out.add(route, Msg.REPORTS, {"job": jid, "reports": part, "trusted": ledger.vouch,
+                                                    "owned": True})
             ledger.out.add(route, Msg.JOB_END, end)
             return True
-        ledger.out.add(route, Msg.JOB_END, end_body(jid, JobState(status), [], None, None))
+        ledger.out.add(route, Msg.JOB_END, end_body(jid, ended[0], [], None, None))
         return True

@@ -13,9 +13,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .model import AgentRecord, JobRecord
 
-#: bounds on what an agent declares
-MAX_SLOTS = 1_000_000
+#: bounds on what an agent declares (its running tasks are at most its slots: wire/protocol.py's KIND_LIMITS
+#: bounds the rows of a REGISTER alike)
+MAX_SLOTS = 1 << 16
 MAX_TICKET = 2**31
+#: characters of a key id (a fingerprint, "SHA256:" and 16 hex digits) an agent says owns a task
+MAX_KEY_ID = 64
+#: characters of an agent id, a host name and a machine id
+MAX_NAME = 256
 
 
 def register_problem(body: dict[str, Any]) -> str | None:
@@ -26,12 +31,16 @@ def register_problem(body: dict[str, Any]) -> str | None:
         return f"cpus must be between 1 and {MAX_SLOTS}, not {body['cpus']}"
     if body["memory"] < 0:
         return "memory must not be negative"
+    if max(len(body["agent"]), len(body["host"]), len(body["shm_host"])) > MAX_NAME:
+        return f"an agent id, a host name and a machine id take at most {MAX_NAME} characters"
     running = body["running"]
     if len(running) > body["slots"]:
         return f"{len(running)} running tasks declared on {body['slots']} slots"
-    for _tid, _job, index, ticket in running:
+    for _tid, _job, index, ticket, owner in running:
         if index < 0 or (ticket is not None and not 0 <= ticket < MAX_TICKET):
             return f"task index {index} or ticket {ticket} out of range"
+        if len(owner) > MAX_KEY_ID:
+            return f"a task's owner key id takes {len(owner)} characters, more than {MAX_KEY_ID}"
     return None
 
 

@@ -5,14 +5,14 @@ fresh snapshot dict (a reference swap); the HTTP thread encodes it to JSON when
 a page asks for it, once per snapshot whatever the number of viewers, so an
 unwatched page costs the boss's loop nothing (encoding the 3 000-task timeline
 at every publish took 70 % of the boss's CPU with ten busy agents).  Every
-request needs the token (``?token=``), printed at start-up or read from
-``<key dir>/http-token``.
+request needs the token (``?token=``): TAYLORISM_HTTP_TOKEN, or
+``<key dir>/http-token`` (written there when there is none).  The page shows
+what an admin's status shows, every user's jobs, failures and output tails:
+its token is an admin's, and the boss never logs it.
 
-The server is bounded: at most :data:`MAX_CONNECTIONS` requests are served at
-once (one thread each; a connection beyond them is closed at once, and
-counted), and a connection that sends nothing for :data:`IDLE_TIMEOUT`
-seconds is closed.  The JSON never carries NaN or Infinity (browsers refuse
-it): such numbers go as null.
+The server is bounded as the metrics' is (:mod:`.http_bounds`): requests at
+once, time to send a request, time silent.  The JSON never carries NaN or
+Infinity (browsers refuse it): such numbers go as null.
 """
 
 from __future__ import annotations
@@ -24,54 +24,14 @@ import math
 import os
 import secrets
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ..wire.peer_logging import worth_logging
+from .http_bounds import BoundedHandler, BoundedHTTPServer, serve
 
 log = logging.getLogger("taylorism_zmq.boss")
-
-#: requests served at once (each on a thread of its own); more connections are closed at once
-MAX_CONNECTIONS = 16
-#: seconds a connection may stay silent before it is closed
-IDLE_TIMEOUT = 10.0
-
-
-class _BoundedServer(ThreadingHTTPServer):
-    """A thread per request, but at most MAX_CONNECTIONS of them."""
-
-    daemon_threads = True
-    #: connections the kernel queues before they are accepted (socketserver's 5 made a burst of connections
-    #: wait a second each, their SYN dropped and sent again, although each is accepted or closed at once)
-    request_queue_size = 128
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        #: connections closed because MAX_CONNECTIONS were being served
-        self.refused = 0
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.refused += 1
-            if worth_logging(self.refused):
-                log.warning("status page: %d connection(s) closed at once, %d being served already",
-                            self.refused, MAX_CONNECTIONS)
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
 
 
 def finite(value: Any) -> Any:
@@ -85,20 +45,29 @@ def finite(value: Any) -> Any:
     return value
 
 
-def load_token(key_dir: str) -> str:
-    """The page's token: TAYLORISM_HTTP_TOKEN (set by a client for the boss it starts), else the key
-    directory's if one is there, else a fresh one."""
+def load_token(key_dir: str) -> tuple[str, str]:
+    """The page's token, and where an admin finds it: TAYLORISM_HTTP_TOKEN (set by a client for the boss it
+    starts), else the key directory's ``http-token`` if one is there, else a fresh one written there (0600,
+    in the 0700 key directory: the boss never logs it)."""
     if os.environ.get("TAYLORISM_HTTP_TOKEN", "").strip():
-        return os.environ["TAYLORISM_HTTP_TOKEN"].strip()
-    path = os.path.join(key_dir, "http-token")
+        return os.environ["TAYLORISM_HTTP_TOKEN"].strip(), "TAYLORISM_HTTP_TOKEN"
+    path = Path(key_dir) / "http-token"
     try:
-        with open(path) as f:
-            token = f.read().strip()
+        token = path.read_text().strip()
         if token:
-            return token
+            return token, str(path)
     except OSError:
         pass
-    return secrets.token_urlsafe(18)
+    token = secrets.token_urlsafe(18)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+    except OSError as exc:
+        log.warning("the status page's token could not be kept in %s (%s): set TAYLORISM_HTTP_TOKEN, or write a "
+                    "token of your own there", path, exc.strerror or exc)
+        return token, "nowhere (see the warning above)"
+    return token, str(path)
 
 
 class StatusServer:
@@ -116,9 +85,7 @@ class StatusServer:
         self._page = resources.files("taylorism_zmq.boss.web").joinpath("index.html").read_bytes()
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            timeout = IDLE_TIMEOUT  # on the connection's socket: a silent client does not keep its thread
-
+        class Handler(BoundedHandler):
             def do_GET(self) -> None:  # noqa: N802 - the http.server name
                 url = urlsplit(self.path)
                 given = parse_qs(url.query).get("token", [""])[0]
@@ -143,16 +110,20 @@ class StatusServer:
             def log_message(self, fmt: str, *args: Any) -> None:
                 log.debug("http %s", fmt % args)
 
-        self.httpd = _BoundedServer((host or "127.0.0.1", int(port)), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="taylorism-http", daemon=True)
+        self.httpd = BoundedHTTPServer((host or "127.0.0.1", int(port)), Handler, "status page")
+
+    @property
+    def address(self) -> str:
+        """Where the page is served (its token is never part of what the boss logs)."""
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host!s}:{port}/"
 
     @property
     def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host!s}:{port}/?token={self.token}"
+        return f"{self.address}?token={self.token}"
 
     def start(self) -> None:
-        self.thread.start()
+        self.thread = serve(self.httpd)
 
     def publish(self, snapshot: dict[str, Any]) -> None:
         """A fresh snapshot (the loop never changes it after: it is built anew each time)."""

@@ -27,7 +27,7 @@ from ..wire import protocol, security
 from ..wire.endpoints import ASK_AGAIN, BossFinder, Probe, endpoint_list
 from ..wire.handshake import HandshakeWatch
 from ..wire.protocol import Msg, ProtocolError
-from ..wire.sockets import configure_connected
+from ..wire.sockets import configure_connected, resolve_problem
 
 log = logging.getLogger("taylorism_zmq")
 
@@ -38,6 +38,8 @@ CLIENT_HEARTBEAT = 2.0
 #: seconds a request, or a ping, waits for its answer before a client of a pair asks the other boss whether it
 #: is the active one (the question is Binary Star's vote)
 SWITCH_AFTER = 1.5
+#: seconds before a connection the boss turned away for now (its connections at a bound) asks again
+BUSY_RETRY = 0.5
 
 
 def default_timeout() -> float:
@@ -62,9 +64,13 @@ class Connection:
         self._ask_at = 0.0
         self._moved_at = 0.0
         self.timeout = default_timeout() if timeout is None else timeout
+        for each in self.finder.endpoints:  # at once, not after the timeout's wait for an answer
+            problem = resolve_problem(each)
+            if problem is not None:
+                raise BossUnreachableError(f"the boss at {each}: {problem}")
         curve = security.needs_curve(self.endpoint)
         #: read once, before any socket exists (a missing key pair is a clear error, nothing to clean up)
-        self._keys = security.load_keys() if curve else None
+        self.keys = security.load_keys() if curve else None
         #: pickle may travel on this link: private ipc, or authenticated tcp
         self.trusted = curve or security.link_is_trusted(self.endpoint)
         self.pid = os.getpid()
@@ -81,8 +87,8 @@ class Connection:
         self._probe_after = 0.0
         self.sock = self.ctx.socket(zmq.DEALER)
         configure_connected(self.sock, linger_ms=1000)
-        if self._keys is not None:
-            security.secure_client(self.sock, self._keys)
+        if self.keys is not None:
+            security.secure_client(self.sock, self.keys)
         self.sock.routing_id = self.client_id.encode()
         self.sock.sndtimeo = int(self.timeout * 1000)  # a queue full for that long: the boss is gone
         if self.endpoint.startswith("ipc://"):
@@ -90,6 +96,8 @@ class Connection:
         #: why the handshake with the boss failed, if it did (a clear error instead of a silent timeout)
         self._handshake = HandshakeWatch(self.sock, self.endpoint, curve, security.key_dir() if curve else None)
         self.sock.connect(self.endpoint)
+        #: why the boss turned this connection away for now, while no handshake went through since
+        self._turned_away: str | None = None
         self._stop_beating = threading.Event()
         self._beater = threading.Thread(target=self._heartbeat_loop, name="taylorism-client-heartbeat", daemon=True)
         self.last_heard = time.monotonic()
@@ -135,7 +143,8 @@ class Connection:
 
     def request(self, kind: Msg, body: dict[str, Any], answer: Msg) -> dict[str, Any]:
         """Send and wait for the first *answer* message (not tied to a job); to a pair, asked again of the boss
-        this turns to."""
+        this turns to.  A boss that turns this connection away for now (its connections at a bound) is asked
+        again every BUSY_RETRY s until the timeout: the request never reached it."""
         with self.lock:
             self.send(kind, body)
             deadline = time.monotonic() + self.timeout
@@ -158,7 +167,14 @@ class Connection:
                         self._look_elsewhere(now)
                 self._probe_answer(now)
                 left = deadline - now
-                self._check_handshake()
+                if self._check_handshake(retry=left > BUSY_RETRY):
+                    time.sleep(BUSY_RETRY)
+                    self.sock.disconnect(self.endpoint)
+                    self.sock.connect(self.endpoint)
+                    self.send(kind, body)
+                    continue
+                if left <= 0 and self._turned_away is not None:
+                    raise BossUnreachableError(self._turned_away)
                 if left <= 0:
                     raise BossUnreachableError(
                         f"no answer from the boss at {self.address} after {self.timeout:.0f}s "
@@ -171,8 +187,8 @@ class Connection:
         return self._probe is not None and self._probe.asked > 0
 
     def _secure(self, sock: zmq.Socket) -> None:
-        if self._keys is not None:
-            security.secure_client(sock, self._keys)
+        if self.keys is not None:
+            security.secure_client(sock, self.keys)
 
     def _look_elsewhere(self, now: float) -> None:
         """This boss is silent: ask the next one whether it is active (a vote), at most every ASK_AGAIN s."""
@@ -200,20 +216,27 @@ class Connection:
             elif body["peer_alive"] is True:
                 self._probe_after = now + SWITCH_AFTER  # (its active, this one, is alive: only slow)
 
-    def _check_handshake(self) -> None:
+    def _check_handshake(self, retry: bool = False) -> bool:
+        """Raise for a handshake that failed; True where the boss turned it away for now and *retry*."""
         problem = self._handshake.check()
+        if problem is not None and not self._handshake.succeeded and self._handshake.busy:
+            self._turned_away = problem  # (said at the timeout, if no later attempt goes through)
+            if retry:
+                log.info("%s; asking again in %gs", problem, BUSY_RETRY)
+                return True
         if problem is not None and not self._handshake.succeeded:
-            if self._handshake.key_refused and self._keys is not None:
+            if self._handshake.key_refused and self.keys is not None:
                 raise self._key_refused()
             raise BossUnreachableError(problem)
+        return False
 
     def _key_refused(self) -> KeyRefusedError:
         """The boss does not know this key: say which one, and the command that lets it in."""
         from ..wire.keystore import fingerprint
 
-        assert self._keys is not None
+        assert self.keys is not None
         key_file = str(security.key_dir() / "id.key")
-        finger = fingerprint(self._keys.public)
+        finger = fingerprint(self.keys.public)
         fix = f"taylorism-ctl authorize --role client {key_file}"
         return KeyRefusedError(
             f"the boss at {self.endpoint} refused this key ({key_file}, {finger}): it is not among its authorized "
@@ -297,7 +320,8 @@ class Connection:
         self.replies.append((Msg.STATUS_REPLY, body))
 
     def on_admin_reply(self, body: dict[str, Any]) -> None:
-        self.replies.append((Msg.ADMIN_REPLY, body))
+        if not self._to_job(Msg.ADMIN_REPLY, body):  # (a reply about a job, e.g. a cancel's, goes to its inbox)
+            self.replies.append((Msg.ADMIN_REPLY, body))
 
     def on_error(self, body: dict[str, Any]) -> None:
         if not self._to_job(Msg.ERROR, body):
@@ -335,8 +359,8 @@ class Connection:
         sock = self.ctx.socket(zmq.DEALER)
         try:
             configure_connected(sock, linger_ms=0)
-            if self._keys is not None:
-                security.secure_client(sock, self._keys)
+            if self.keys is not None:
+                security.secure_client(sock, self.keys)
             # to every boss of a pair (those connected take turns; only the active one listens): the active
             # hears this client is alive even when the program is busy and its main socket has not turned to it
             sock.immediate = 1

@@ -113,8 +113,9 @@ def setup_ref(setup: Any, codec: Codec | None) -> str | bytes:
     return by_value(setup)
 
 
-def task_row(index: int, worker: Any, codec: Codec, singlefile: bool) -> list:
-    """Encode one resolved worker as an ADD_TASKS row; TypeError names an unsendable value."""
+def task_row(index: int, worker: Any, codec: Codec, singlefile: bool, key: bytes) -> list:
+    """Encode one resolved worker as an ADD_TASKS row, with the task's *key* (its result is tagged with it);
+    TypeError names an unsendable value."""
     attrs = {k: v for k, v in worker._attributes.items() if k not in _RUNTIME_ATTRS}
     try:
         payload = codec.dumps(attrs)
@@ -122,4 +123,4 @@ def task_row(index: int, worker: Any, codec: Codec, singlefile: bool) -> list:
         raise TypeError(f"instructions of worker {worker.name}: {exc}") from None
     files = [str(getattr(worker, f)) for f in ("fileA", "fileB") if singlefile and hasattr(worker, f)]
     return [index, str(worker.name), class_ref(type(worker)), float(worker.memory or 0.0),
-            float(worker.expected_time or 0.0), files, payload]
+            float(worker.expected_time or 0.0), files, payload, key]

@@ -18,7 +18,8 @@ from bronx.system import interrupt
 from footprints import proxy as fpx
 
 from ..client_settings import boss_address, tasks_per_process
-from ..errors import AgentLostError, WorkerError
+from ..environment_variables import warn_unknown_variables
+from ..errors import AgentLostError, JobCancelledError, WorkerError
 from ..machine import host_key
 from ..wire.codec import Codec
 from ..wire.protocol import ENVELOPE, STDERR, STDOUT, Msg, approx_size, output_gap
@@ -26,10 +27,11 @@ from .connection import Connection, connect
 from .embedded import announce_page, embedded_endpoint, embedded_launchers
 from .forklaunch import ForkedLauncher, fork_caller, fork_launcher
 from .instructions import by_value_classes, client_env, instruction_sets, resolve_worker, task_row
+from .integrity import JobKeys, ReportReader, user_secret
 from .live_output import LiveOutput
 from .local import active_address
 from .policy import to_policy
-from .reports import report_entry, with_origin
+from .reports import with_origin
 
 taylorism_log = logging.getLogger("taylorism_zmq")
 #: the launcher forked for the jobs that reuse task processes, by embedded boss (one for all such jobs)
@@ -42,12 +44,13 @@ STDERR_TAIL = 20
 #: rows per ADD_TASKS message at most (and never more bytes than the boss accepts in one message)
 BATCH = 1000
 _ERRORS = {"AgentLostError": AgentLostError, "MemoryError": MemoryError, "RuntimeError": RuntimeError,
-           "ValueError": ValueError, "PermissionError": PermissionError}
+           "ValueError": ValueError, "PermissionError": PermissionError, "JobCancelledError": JobCancelledError}
 
 
 def _connect(boss: str | None, http: bool | int | str | None = None) -> tuple[Connection, bool]:
     """A connection to the boss (*boss*, else a LocalCluster's block, else the configured one, else the embedded
     one, with its status page if *http*), and whether that boss is embedded."""
+    warn_unknown_variables()
     address = boss_address(boss or active_address())
     if address is None:
         conn = connect(embedded_endpoint(http), wait_agents=True)
@@ -138,10 +141,13 @@ class Boss:
         stream = embedded if stream_output is None else bool(stream_output)
         self._live = LiveOutput() if stream else None
         self._codec = Codec(trusted=self._conn.trusted)
-        #: for reports the boss does not vouch for (it cannot tell who sent them): never unpickled
-        self._untrusted_codec = Codec(trusted=False)
         self._job = _attach or f"job-{uuid.uuid4().hex[:12]}"
         self._attached = _attach is not None
+        #: the keys of this job's tasks, and which of their reports this process opens
+        self._keys = JobKeys.for_job(self._job, user_secret(self._conn.keys), self._attached)
+        self._reader = ReportReader(self._keys, self._codec)
+        #: a report its task did not produce, for a task the boss took as done: the job fails here
+        self._refused_report = False
         self._inbox = self._conn.open_inbox(self._job)
         #: what the boss says of this job, by type (the connection queues these in the job's inbox)
         self._handlers: dict[Msg, Callable[[dict[str, Any]], None]] = {
@@ -233,7 +239,8 @@ class Boss:
                     raise ValueError("several workers wear the same name: " + str(worker.name))
                 names.add(worker.name)
                 classes.add(type(worker))
-                row = task_row(first + offset, worker, self._codec, self._singlefile)
+                index = first + offset
+                row = task_row(index, worker, self._codec, self._singlefile, self._keys.key(index))
                 size, cap = approx_size(row), self._conn.max_frame - ENVELOPE
                 if size > cap:
                     raise ValueError(
@@ -348,11 +355,12 @@ class Boss:
     # -- what the boss says of this job, by type (the table is self._handlers; private, as this class's public
     # names are taylorism's API) -------------------------------------------------------------------------------
     def _on_reports(self, body: dict[str, Any]) -> None:
-        # pickle only along a trusted chain: a link we trust, to a boss that vouches for the agent keys
-        codec = self._codec if body["trusted"] is True else self._untrusted_codec
+        # pickle only what its task produced (it verifies), along a trusted chain: a link we trust, to a boss
+        # that vouches for the agent keys; an admin's connection opens nothing of another user's job
+        vouched, owned = body["trusted"] is True, body["owned"] is True
         self._say_gaps(body.get("output_dropped"))
-        for row in body["reports"]:
-            self._take_report(codec, *row)
+        for index, ok, payload, host, name, stdout, stderr, tag in body["reports"]:
+            self._take_report(index, ok, payload, host, name, stdout, stderr, tag, vouched, owned)
         if isinstance(body.get("running"), int):
             self._running = body["running"]
 
@@ -392,8 +400,8 @@ class Boss:
                     and gap[1] in (STDOUT, STDERR) and gap[0] in self._rows and gap[0] not in self._reported:
                 self._live.feed(gap[0], self._rows[gap[0]][1], gap[1], output_gap(gap[2]))
 
-    def _take_report(self, codec: Codec, index: int, ok: bool, payload: bytes, host: str, name: str,
-                     stdout: bytes, stderr: bytes) -> None:
+    def _take_report(self, index: int, ok: bool, payload: bytes, host: str, name: str, stdout: bytes,
+                     stderr: bytes, tag: bytes, vouched: bool, owned: bool) -> None:
         if index in self._reported:
             return  # reported already (a report sent again around a boss restart)
         self._reported.add(index)
@@ -401,8 +409,12 @@ class Boss:
         self._running_names.pop(name, None)
         if self._live is not None:
             self._live.end(index, name)
-        entry = report_entry(name, ok, payload, codec, stdout, stderr)
+        entry, succeeded = self._reader.entry(index, ok, payload, host, name, stdout, stderr, tag, vouched, owned)
         self._reports.append(entry)
+        if ok and not succeeded and not self._refused_report:  # the boss took it as done: stop the others here
+            self._refused_report = True
+            self._control("stop_now")
+        ok = succeeded
         if not ok and self._failure is None:
             self._failure = dict(entry, host=host, index=index)
         elif ok and self.verbose:
@@ -418,7 +430,7 @@ class Boss:
             exc: BaseException = interrupt.SignalInterruptError("the job was interrupted")
             self._final = {"workers_report": exc, "status": "workers exception", "traceback": []}
             raise exc
-        if end["status"] == "failed":
+        if end["status"] in ("failed", "cancelled") or self._refused_report:
             raise self._fail(end)
         if end["status"] == "finished" and self._rows:  # (the boss reported every task; some never came)
             lost = sorted(self._rows)
@@ -442,12 +454,13 @@ class Boss:
             sys.stderr.writelines(f"[{name}] {line}\n" for line in lines)
 
     def _fail(self, end: dict) -> BaseException:
-        failure = self._failure
+        failure = self._failure if end["status"] != "cancelled" else None  # (cancelled: who did it, not a task)
         if failure is not None:
             exc, tb = failure["report"], failure["traceback"]
             with_origin(exc, tb, failure["name"], failure["host"], self._job)
-            taylorism_log.error("error encountered with worker %s on host %s with traceback:",
-                                failure["name"], failure["host"])
+            taylorism_log.error("error encountered with worker %s on host %s (%s) with traceback:",
+                                failure["name"], failure["host"], type(exc).__name__,
+                                extra={"job": self._job, "task": failure["name"], "host": failure["host"]})
             sys.stderr.writelines(tb)
             self._say_stderr_tail(failure)
             instructions = self._instructions.get(failure["index"], {})
@@ -457,6 +470,7 @@ class Boss:
             error = end.get("error") or {}
             cls = _ERRORS.get(error.get("type", ""), WorkerError)
             exc, tb = cls(error.get("message", "the job failed")), []
-            taylorism_log.error("job %s failed: %s", self._job, exc)
+            taylorism_log.error("job %s %s: %s: %s", self._job, end["status"], type(exc).__name__, exc,
+                                extra={"job": self._job})
         self._final = {"workers_report": exc, "status": "workers exception", "traceback": tb}
         return exc

@@ -5,6 +5,11 @@ the client's variables travel with the job and are set in its launcher (so befor
 for libraries that read them then).  A few name the host rather than the program — its name, display,
 temporary directory, the Slurm allocation the agent runs in, the daemon's own settings — and keep the host's
 values; an operator adds names with ``taylorism-agent --keep-env``.
+
+A launcher of an agent starts from none of the agent's own variables: its zygote is a fresh exec of Python
+whose environment (:func:`zygote_environ`) holds only the host's variables and what that Python needs to
+start, never a daemon's secret; ``/proc/self/environ`` of every launcher and task (the block a process was
+exec'd with, which ``os.environ`` does not change) shows that, not the agent's.
 """
 
 from __future__ import annotations
@@ -15,11 +20,33 @@ from collections.abc import Iterable, Mapping
 #: variables that keep the host's value (a trailing * matches a prefix)
 HOST_VARIABLES = ("HOSTNAME", "HOST", "SHLVL", "PWD", "OLDPWD", "_", "DISPLAY", "XAUTHORITY", "XDG_RUNTIME_DIR",
                   "TMPDIR", "SSH_*", "SLURM_*", "PMI_*", "OMPI_*", "TAYLORISM_*")
+#: what the agent's Python needs to start again (its zygote is a fresh exec of it), its user and locale: the
+#: rest of a launcher's environment before it takes on its job's
+RUNTIME_VARIABLES = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "PYTHONHOME", "PYTHONNOUSERSITE", "VIRTUAL_ENV",
+                     "CONDA_PREFIX", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_*", "TZ")
+#: words that make a TAYLORISM_ variable a daemon's secret (TAYLORISM_KEY_DIR, a token)
+_SECRET_WORDS = ("KEY", "SECRET", "TOKEN")
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    return any(name.startswith(pattern[:-1]) if pattern.endswith("*") else name == pattern for pattern in patterns)
 
 
 def is_host_variable(name: str, keep: Iterable[str] = ()) -> bool:
-    return any(name.startswith(pattern[:-1]) if pattern.endswith("*") else name == pattern
-               for pattern in (*HOST_VARIABLES, *keep))
+    return _matches(name, (*HOST_VARIABLES, *keep))
+
+
+def is_daemon_secret(name: str) -> bool:
+    """A variable that leads to a daemon's keys or holds a token of its: never passed on to tasks."""
+    return name.startswith("TAYLORISM_") and any(word in name for word in _SECRET_WORDS)
+
+
+def zygote_environ(agent: Mapping[str, str], keep: Iterable[str] = ()) -> dict[str, str]:
+    """The environment an agent's zygote (and so every launcher and task of it) is exec'd with: the host's
+    variables (with those of --keep-env) and those its Python needs, never a daemon's secret, nothing else."""
+    keep = tuple(keep)
+    return {name: value for name, value in agent.items()
+            if (is_host_variable(name, keep) or _matches(name, RUNTIME_VARIABLES)) and not is_daemon_secret(name)}
 
 
 def task_environ(client: Mapping[str, str], host: Mapping[str, str], keep: Iterable[str] = ()) -> dict[str, str]:

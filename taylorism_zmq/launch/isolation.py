@@ -14,6 +14,8 @@ import ctypes
 import os
 import pwd
 
+from .environ import is_daemon_secret
+
 _PR_SET_NO_NEW_PRIVS = 38
 
 
@@ -22,9 +24,10 @@ class IsolationError(RuntimeError):
 
 
 def scrub_environment(environ: os._Environ | dict = os.environ) -> None:
-    """Remove the agent's key directory and any other daemon secret from the environment tasks inherit."""
+    """Remove the agent's key directory and any other daemon secret from the environment tasks inherit (the
+    zygote starts without them: this holds for variables a job's setup or a fork of the client sets)."""
     for name in list(environ):
-        if name.startswith("TAYLORISM_") and any(word in name for word in ("KEY", "SECRET", "TOKEN")):
+        if is_daemon_secret(name):
             del environ[name]
 
 

@@ -8,9 +8,10 @@ ahead of its task, so the fork is off the task's path; with ``max_tasks`` above 
 process takes up to that many tasks in turn (:mod:`.taskprocs`).  Task processes inherit no zmq socket.  The
 launcher owns its tasks: it reads each task's report from a pipe, reaps it with ``waitpid``, and sends the agent
 one terminal message per task, whatever happened (a report, an exception, an exit code or a signal), with the
-task's stdout and stderr, read from two more pipes (see :mod:`.output`).  What runs in a task process is in
-:mod:`.task`; what the launcher and its agent say to each other, in :mod:`.link_protocol` (its end of the
-channel: :mod:`.agent_link`).
+task's stdout and stderr, read from two more pipes (see :mod:`.output`).  Nothing a task starts outlives it: the
+task processes and the launcher are child subreapers, and kill what their tasks leave (:mod:`.descendants`).
+What runs in a task process is in :mod:`.task`; what the launcher and its agent say to each other, in
+:mod:`.link_protocol` (its end of the channel: :mod:`.agent_link`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ import msgpack
 
 from ..processes import die_with_parent
 from ..wire.codec import Codec
+from ..wire.integrity import NO_TAG
 from ..wire.protocol import STDERR, STDOUT
-from . import isolation
+from . import descendants, isolation
 from .agent_link import KEY as AGENT
 from .agent_link import AgentLink
 from .link_protocol import LinkError, LinkMsg
@@ -91,6 +93,11 @@ class Launcher:
         #: tasks given so far, and the max_tasks_per_process of the last one
         self.given = 0
         self.max_tasks = 1
+        #: this process's children, read from /proc (it is their subreaper: see descendants.py)
+        self.children: descendants.Children | None = None
+        #: children that are not task processes but stay as long as this launcher: those the job's setup or
+        #: its worker modules' imports started (any other is an orphan of a task, killed)
+        self.kept: set[int] = set()
         #: what the agent says, by type (link_protocol.TO_LAUNCHER)
         self.handlers: dict[LinkMsg, Callable[..., None]] = {
             LinkMsg.RUN: self.on_run, LinkMsg.CLASS: self.on_class, LinkMsg.KILL: self.on_kill,
@@ -113,11 +120,14 @@ class Launcher:
 
     # -- the loop ------------------------------------------------------------------
     def serve(self) -> None:
+        # orphans of its tasks come back here, whatever session they made: killed (see _reap)
+        descendants.become_subreaper()
+        self.children = descendants.Children()
         if self.forked:
             self._prepare_forked()
         else:
             isolation.enter(self.env)  # before anything of the job's: no daemon secrets, and its owner's user
-            self._prepare()
+            self._keeping_children(self._prepare)
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_r, False)
         os.set_blocking(wake_w, False)
@@ -155,6 +165,7 @@ class Launcher:
             self._kill_overdue()
             self._refill_spares()
         self.agent.flush(blocking=True)
+        descendants.end_all(KILL_GRACE)  # nothing of its tasks, nor of its job's setup, outlives it
 
     def _timeout(self) -> float | None:
         deadlines = [d for p in self.running.values()
@@ -186,7 +197,7 @@ class Launcher:
     # -- what the agent says, by type (the table is self.handlers) -----------------------
     def on_class(self, ref: str, blob: bytes, trusted: bool) -> None:
         """A worker class of the driver script, by value: task processes forked from now on have it."""
-        if self.classes.receive(ref, blob, trusted):
+        if self._keeping_children(self.classes.receive, ref, blob, trusted):
             self._drop_spares()  # forked before it came
 
     def on_kill(self, tids: list[int]) -> None:
@@ -202,16 +213,18 @@ class Launcher:
 
     # -- tasks ---------------------------------------------------------------------
     def on_run(self, tid: int, ticket: int | None, cls_ref: str, payload: bytes, binded: bool, trusted: bool,
-               timeout: float | None, stream: bool, max_tasks: int) -> None:
+               timeout: float | None, stream: bool, max_tasks: int, key: bytes) -> None:
         t0 = time.time()
         try:
             if self.setup_error is not None:
                 raise self.setup_error
-            if self.classes.load(cls_ref):
+            if cls_ref not in self.classes.classes and self._keeping_children(self.classes.load, cls_ref):
                 self._drop_spares()  # they were forked before this import: fork fresh ones
         except (ImportError, RuntimeError) as exc:
-            codec = Codec(trusted)
-            self.agent.send(LinkMsg.DONE, tid, False, failure(codec, exc), t0, time.time(), b"", b"")
+            # the launcher's own word, not the task's: no tag, so nothing in it that needs pickle (the client
+            # reads it without pickle)
+            self.agent.send(LinkMsg.DONE, tid, False, failure(Codec(False), exc), t0, time.time(), b"", b"",
+                            NO_TAG)
             return
         if self.closing or self.term_requested:
             return  # going away: the agent will not hear of this task anyway
@@ -219,7 +232,7 @@ class Launcher:
         self.max_tasks = max_tasks
         proc = self._process_for(max_tasks, self.classes.generation_of(cls_ref))
         more = proc.runs + 1 < max_tasks
-        order = msgpack.packb([cls_ref, payload, ticket, binded, trusted, stream, more], use_bin_type=True)
+        order = msgpack.packb([cls_ref, payload, ticket, binded, trusted, stream, more, key], use_bin_type=True)
         proc.give(Task(tid, timeout, bool(stream), self.max_output), order, more)
         self.running[tid] = proc
 
@@ -256,8 +269,19 @@ class Launcher:
             self.sel.register(fd, selectors.EVENT_READ, (proc, "output"))
         return proc
 
+    def _keeping_children(self, action: Callable[..., Any], *args: Any) -> Any:
+        """Run *action* (the job's setup, an import of its code): what children it starts are kept."""
+        assert self.children is not None
+        before = self.children.pids()
+        try:
+            return action(*args)
+        finally:
+            self.kept |= self.children.pids() - before
+
     def _own_fds(self) -> list[int]:
         fds = [self.agent.sock.fileno(), self.sel.fileno(), *getattr(self, "_wake", ())]
+        if self.children is not None and self.children.fd >= 0:
+            fds.append(self.children.fd)
         if self.life_fd is not None:
             fds.append(self.life_fd)
         for proc in self.procs.values():
@@ -301,14 +325,14 @@ class Launcher:
             if task is None or task.reported or proc.why is not None:
                 continue
             try:
-                ok, payload = msgpack.unpackb(data)
+                ok, payload, tag = msgpack.unpackb(data)
             except (ValueError, TypeError):
                 continue  # a broken report: its exit status will say what happened
-            if type(payload) is not bytes:
+            if type(payload) is not bytes or type(tag) is not bytes:
                 continue  # (the task's own code can write on that pipe)
             # its output was flushed before its result: it is in the pipes already
             self._drain_outputs(proc)
-            self._finish(proc, bool(ok), payload)
+            self._finish(proc, bool(ok), payload, tag)
             if ok and proc.task_w >= 0 and proc.status is None:
                 self._park(proc)
         if ended:
@@ -364,15 +388,18 @@ class Launcher:
             os.close(fd)
 
     def _reap(self) -> None:
-        while self.procs:
+        reaped = False
+        while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 break
             if pid == 0:
                 break
+            reaped = True
             proc = self.procs.pop(pid, None)
             if proc is None:
+                self.kept.discard(pid)
                 continue
             proc.status = status
             # it is gone: what is in its pipes is all there is (a child of its own may hold the output ones)
@@ -382,13 +409,18 @@ class Launcher:
                 self._close_results(proc)
             proc.close_orders()
             if proc.task is not None and not proc.task.reported:
-                self._finish(proc, False, None)
+                self._finish(proc, False, None, NO_TAG)
             for pool in (self.spares, self.idle):
                 if proc in pool:
                     pool.remove(proc)
+        if reaped and self.children is not None:
+            # a task process that ended left its orphans here (it could not kill them: killed, or it died):
+            # whatever is a child of this launcher and not a task process nor kept goes
+            descendants.kill_children(self.children, self.procs.keys() | self.kept)
 
-    def _finish(self, proc: TaskProcess, ok: bool, payload: bytes | None) -> None:
-        """Tell the agent how the process's task ended; with no payload, how the process died."""
+    def _finish(self, proc: TaskProcess, ok: bool, payload: bytes | None, tag: bytes) -> None:
+        """Tell the agent how the process's task ended, with the tag its process put on it; with no payload, how
+        the process died (the launcher's own word: no tag)."""
         task = proc.task
         assert task is not None
         task.reported = True
@@ -402,9 +434,9 @@ class Launcher:
                 what = f"killed by signal {sig} ({signal.Signals(sig).name})"
             else:
                 what = f"exited with code {os.waitstatus_to_exitcode(status)} without a report"
-            ok, payload = False, died(f"task process {proc.pid} on host {self.host} {what}")
+            ok, payload, tag = False, died(f"task process {proc.pid} on host {self.host} {what}"), NO_TAG
         self.agent.send(LinkMsg.DONE, task.tid, ok, payload, task.t0, time.time(),
-                        task.outputs[STDOUT].getvalue(), task.outputs[STDERR].getvalue())
+                        task.outputs[STDOUT].getvalue(), task.outputs[STDERR].getvalue(), tag)
 
     def _kill(self, tids: set[int]) -> None:
         deadline = time.monotonic() + KILL_GRACE

@@ -64,13 +64,13 @@ FIELDS: dict[LinkMsg, tuple[tuple[str, Any], ...]] = {
     LinkMsg.SPAWN: (("env", dict),),
     LinkMsg.CLASS: (("ref", str), ("blob", bytes), ("trusted", bool)),
     LinkMsg.RUN: (("tid", int), ("ticket", OPT_INT), ("cls_ref", str), ("payload", bytes), ("binded", bool),
-                  ("trusted", bool), ("timeout", OPT_NUM), ("stream", bool), ("max_tasks", int)),
+                  ("trusted", bool), ("timeout", OPT_NUM), ("stream", bool), ("max_tasks", int), ("key", bytes)),
     LinkMsg.KILL: (("tids", ListOf(int)),),
     LinkMsg.LIMITS: (("max_report", int), ("max_output", int)),
     LinkMsg.HELLO: (("launcher_id", str), ("pid", int)),
     LinkMsg.WELCOME: (),
     LinkMsg.DONE: (("tid", int), ("ok", bool), ("payload", bytes), ("t0", NUM), ("t1", NUM), ("stdout", bytes),
-                   ("stderr", bytes)),
+                   ("stderr", bytes), ("tag", bytes)),
     LinkMsg.OUT: (("tid", int), ("stream", OneOf((STDOUT, STDERR))), ("data", bytes)),
 }
 

@@ -12,11 +12,14 @@ import struct
 
 import msgpack
 
-#: the most a launcher channel's msgpack stream may buffer of one message
+#: the most a launcher channel's msgpack stream may buffer of one message (the agent's end lowers it to what a
+#: launcher may send it: see agent/launcher_link.py)
 MAX_BUFFER = 1 << 30
 #: bytes asked of one read: a pipe's capacity (asking for 1 MiB makes Python allocate, and the kernel map,
 #: a fresh 1 MiB buffer per call: ~25 us and two page faults for a 100-byte message)
 READ_CHUNK = 1 << 16
+#: reads of one recv_available, at most
+MAX_READS = 64
 #: the length before an order and a result on a task's pipes
 LENGTH = struct.Struct("<Q")
 #: a stream decoder whose buffer has held this much is replaced once it holds nothing (its buffer would
@@ -25,13 +28,18 @@ DECODER_RESET = 8 << 20
 
 
 class StreamDecoder:
-    """msgpack messages from a byte stream, with a buffer that does not stay as large as the largest one."""
+    """msgpack messages from a byte stream, with a buffer that does not stay as large as the largest one.
 
-    def __init__(self) -> None:
+    A message larger than *max_message* (what one recv_available may add beside it is room of its own) raises
+    msgpack.BufferFull as it comes: the stream is broken, nothing more of it is kept.
+    """
+
+    def __init__(self, max_message: int = MAX_BUFFER) -> None:
+        self.max_buffer = max_message + MAX_READS * READ_CHUNK
         self._reset()
 
     def _reset(self) -> None:
-        self._unpacker = msgpack.Unpacker(max_buffer_size=MAX_BUFFER)
+        self._unpacker = msgpack.Unpacker(max_buffer_size=self.max_buffer)
         self._fed = 0
 
     def feed(self, data: bytes) -> list:
@@ -44,7 +52,7 @@ class StreamDecoder:
         return messages
 
 
-def recv_available(sock: socket.socket, max_chunks: int = 64) -> bytes | None:
+def recv_available(sock: socket.socket, max_chunks: int = MAX_READS) -> bytes | None:
     """What a non-blocking stream socket has (up to *max_chunks* reads): None if nothing, b"" at its end."""
     chunks: list[bytes] = []
     for _ in range(max_chunks):

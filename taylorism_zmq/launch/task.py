@@ -1,5 +1,6 @@
 """The task process: forked by a launcher ahead of its task, it waits for its order on a pipe, builds the
-worker, runs it and writes ``[ok, payload]`` back, with the failure encoded as the client rebuilds it."""
+worker, runs it and writes ``[ok, payload, tag]`` back, with the failure encoded as the client rebuilds it and
+the tag of the task's key on what it produced (:mod:`..wire.integrity`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import msgpack
 
 from ..processes import die_with_parent
 from ..wire.codec import Codec, ref_of, resolve_ref
+from ..wire.integrity import tag
+from .descendants import end_all
 from .pipes import LENGTH, read_exactly, write_all
 
 #: this project's own code at the top of every task's traceback (the task process, Worker._work): left out of
@@ -87,7 +90,7 @@ def _flush_output() -> None:  # pragma: no cover - task process
 
 def task_main(launcher_pid: int, task_fd: int, result_fd: int,
               close: list[int] | None = None) -> None:  # pragma: no cover - task process
-    """Run the tasks ordered on *task_fd*, each result ``[ok, payload]`` on *result_fd*; never returns.
+    """Run the tasks ordered on *task_fd*, each result ``[ok, payload, tag]`` on *result_fd*; never returns.
 
     After a task that succeeded and whose order says more may come, wait for the next order (a reused
     process); after any other, or at the end of the task pipe, leave.
@@ -111,20 +114,23 @@ def task_main(launcher_pid: int, task_fd: int, result_fd: int,
                         pass
         _own_stdio()
         home, cpus = os.getcwd(), os.sched_getaffinity(0)
+        tag(b"warm", True, b"")  # the first HMAC of a fresh process costs ~0.1 ms: paid here, ahead of its task
         while True:
             order = _read_order(task_fd)
             if order is None:
                 break  # a spare that was not needed, or a reused process with no more work
             cls_ref, payload, ticket, binded, trusted, stream, *rest = msgpack.unpackb(order)
             more = bool(rest and rest[0])
+            key = rest[1] if len(rest) > 1 else b""
             _fresh_start(home, cpus, stream)
             result = _run(cls_ref, payload, ticket, binded, trusted)
             _flush_output()
             try:
-                data = msgpack.packb(result, use_bin_type=True)
+                data = msgpack.packb([*result, tag(key, *result)], use_bin_type=True)
                 write_all(result_fd, LENGTH.pack(len(data)) + data)
             except BrokenPipeError:
                 break
+            end_all()  # nothing the task started outlives it (this process is their subreaper)
             if not (result[0] and more):
                 break
         # the report is complete: say so now, not after the slow teardown of this process

@@ -1,8 +1,10 @@
 """The launcher's side of its task processes: each one's pipes, the task it runs, what it wrote.
 
 A task process runs one task, or, when its tasks allow it (``max_tasks_per_process``), several in turn:
-between two, it waits for its next order on its task pipe.  Its results come length-prefixed on its result
-pipe, so a whole result is known the moment its last byte comes, without waiting for the process to end.
+between two, it waits for its next order on its task pipe.  Nothing a task starts outlives the task, even in a
+reused process: the process is its descendants' subreaper, and kills them after each task.  Its results come
+length-prefixed on its result pipe, so a whole result is known the moment its last byte comes, without waiting
+for the process to end.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 import time
 
 from ..wire.protocol import STDERR, STDOUT
+from . import descendants
 from .output import CappedOutput
 from .pipes import LENGTH, READ_CHUNK, write_all
 from .task import task_main
@@ -127,6 +130,10 @@ def fork_task_process(launcher_pid: int, close: list[int] | None = None) -> Task
             os.close(fd)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
+        # what its tasks leave orphaned comes back to it, to be killed after each task (see descendants.py);
+        # a process of its user like any other, not closed to it as its launcher is
+        descendants.become_subreaper()
+        descendants.set_dumpable(True)
         task_main(launcher_pid, task_r, result_w, close)
     for fd in (task_r, result_w, out_w, err_w):
         os.close(fd)

@@ -104,11 +104,32 @@ def resolve_ref(ref: str) -> Any:
     return obj
 
 
-class Codec:
-    """msgpack with ext types; *trusted* allows the pickle fallback."""
+class PickledValue:
+    """A pickled value, shown unopened: what a decoder that may not unpickle (*sealed*: an admin's view of another
+    user's job) puts in its place."""
 
-    def __init__(self, trusted: bool = False):
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes):
+        self.data = bytes(data)
+
+    def __repr__(self) -> str:
+        return f"<pickled value, {len(self.data)} bytes, not unpickled>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PickledValue) and other.data == self.data
+
+    def __hash__(self) -> int:
+        return hash(self.data)
+
+
+class Codec:
+    """msgpack with ext types; *trusted* allows the pickle fallback; *sealed* (untrusted) shows a pickle as a
+    :class:`PickledValue` instead of refusing the payload."""
+
+    def __init__(self, trusted: bool = False, sealed: bool = False):
         self.trusted = trusted
+        self.sealed = sealed and not trusted
         self._containers: dict[type, tuple[int, Callable[[Any], Any]]] = {
             tuple: (TUPLE, list),
             set: (SET, list),
@@ -223,6 +244,8 @@ class Codec:
 
     def _ext_hook(self, code: int, data: bytes) -> Any:
         if code == PICKLE:
+            if self.sealed:
+                return PickledValue(data)
             if not self.trusted:
                 raise ValueError("pickle payload refused on an untrusted link")
             return pickle.loads(data)

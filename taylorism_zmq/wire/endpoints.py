@@ -22,19 +22,20 @@ from .sockets import check_endpoint
 ASK_AGAIN = 0.5
 
 
-def endpoint_list(text: str, what: str = "boss address") -> list[str]:
-    """The endpoints of a comma-separated list, each checked; ValueError naming *what* for a bad one."""
+def endpoint_list(text: str, what: str = "boss address", connect: bool = False) -> list[str]:
+    """The endpoints of a comma-separated list, each checked (with *connect*: as one to connect to); ValueError
+    naming *what* for a bad one."""
     endpoints = [part.strip() for part in text.split(",") if part.strip()]
     if not endpoints:
         raise ValueError(f"{what} {text!r} names no endpoint")
-    return [check_endpoint(endpoint, what) for endpoint in endpoints]
+    return [check_endpoint(endpoint, what, connect=connect) for endpoint in endpoints]
 
 
-def check_endpoints(text: object, what: str) -> str:
+def check_endpoints(text: object, what: str, connect: bool = False) -> str:
     """*text* if it is an endpoint or a comma-separated list of them (else ValueError), as given."""
     if not isinstance(text, str):
-        return check_endpoint(text, what)
-    endpoint_list(text, what)
+        return check_endpoint(text, what, connect=connect)
+    endpoint_list(text, what, connect)
     return text
 
 

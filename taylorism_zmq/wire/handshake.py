@@ -12,6 +12,8 @@ from pathlib import Path
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+#: the ZAP status of a key the boss knows and turns away for now (boss/gate.py, wire/zap.py)
+BUSY = 500
 _EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
 
@@ -31,6 +33,8 @@ class HandshakeWatch:
         self.succeeded = 0
         #: the last failure was the boss refusing this key (not a mismatch of keys or mechanisms)
         self.key_refused = False
+        #: the last failure was the boss turning this key away for now (its connections: ZAP status 500)
+        self.busy = False
 
     def check(self) -> str | None:
         """Read the events there are; return the cause of a failed handshake, if one failed."""
@@ -46,11 +50,16 @@ class HandshakeWatch:
                 problem = None
             else:
                 problem = self._explain(kind, event["value"])
-                self.key_refused = kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                self.busy = kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH and event["value"] == BUSY
+                self.key_refused = kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH and not self.busy
 
     def _explain(self, kind: int, value: int) -> str:
         where = f"the boss at {self.endpoint}"
         keys = self.key_dir or "the key directory"
+        if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH and value == BUSY:
+            return (f"{where} turned this connection away for now: this key holds as many connections as the boss "
+                    "lets one key hold (taylorism-boss --max-connections-per-key), or the boss holds as many as it "
+                    "can; close some, or ask its operator")
         if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             return (f"{where} refused this key: it is not among its authorized keys (or was revoked); "
                     f"ask its operator to run `taylorism-ctl authorize --role {self.role} {keys}/id.key`")

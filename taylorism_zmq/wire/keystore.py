@@ -18,6 +18,8 @@ never waits on the disk and a revoked key is refused from its next message on.
 
 from __future__ import annotations
 
+import errno
+import functools
 import hashlib
 import logging
 import os
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import zmq.auth
+from zmq.utils import z85
 
 log = logging.getLogger("taylorism_zmq.keys")
 
@@ -62,14 +65,21 @@ class Identity:
         """Name and fingerprint, for logs."""
         return self.name if self.key in ("local", "anonymous") else f"{self.name} ({fingerprint(self.key)})"
 
+    @property
+    def key_id(self) -> str:
+        """The key's fingerprint: what agents keep with each task as its job's owner (not a secret)."""
+        return fingerprint(self.key)
+
 
 #: the peers of an ipc boss (a 0700 directory: only its owner can connect) and of an --insecure one
 LOCAL = Identity("local", "local", frozenset(ROLES), None)
 ANONYMOUS = Identity("anonymous", "anonymous", frozenset(ROLES), None)
 
 
+@functools.lru_cache(maxsize=4096)
 def fingerprint(key: str | bytes) -> str:
-    """A short, stable name for a public key (what logs show of a key the boss does not know)."""
+    """A short, stable name for a public key (what logs show of a key the boss does not know; the key id agents
+    keep with each task, compared for each report: remembered for the keys seen lately)."""
     raw = key.encode() if isinstance(key, str) else key
     return "SHA256:" + hashlib.sha256(raw).hexdigest()[:16]
 
@@ -80,6 +90,11 @@ def check_mode(path: Path, secret: bool = False) -> None:
         st = path.stat()
     except OSError as exc:
         raise KeysError(f"cannot read {path}: {exc.strerror}") from None
+    check_stat(path, st, secret)
+
+
+def check_stat(path: Path, st: os.stat_result, secret: bool = False) -> None:
+    """:func:`check_mode` of what *path* was found to be (*st*)."""
     if st.st_uid not in (os.getuid(), 0):
         raise KeysError(f"{path} belongs to uid {st.st_uid}, not to this user: chown it, or use a key "
                         "directory of your own")
@@ -98,15 +113,46 @@ def parse_roles(text: str) -> frozenset[str]:
     return roles
 
 
+#: the most a key file may take (a file planted there to fill the boss's memory is refused)
+MAX_KEY_FILE = 64 << 10
+
+
+class KeyFileUnreadable(KeysError):
+    """A key file that could not be read just now (no descriptor left, say): it may be fine the next time."""
+
+
 def read_key_file(path: Path, owner: str | None = None) -> Identity:
     """An authorized key file: its public key, name (the file's), roles and Unix user (a file with no roles:
-    a client, or every role for the boss's own key *owner*)."""
-    check_mode(path)
+    a client, or every role for the boss's own key *owner*).  A symbolic link is not followed."""
+    return _read_key(path, owner)[0]
+
+
+def _read_key(path: Path, owner: str | None) -> tuple[Identity, os.stat_result]:
+    """:func:`read_key_file`, and what the file was found to be."""
     try:
-        public, _ = zmq.auth.load_certificate(path)
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except (OSError, ValueError) as exc:
-        raise KeysError(f"{path}: not a public key file ({exc})") from None
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise KeysError(f"{path} is a symbolic link: not followed (copy the key file there)") from None
+        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EINTR):
+            raise KeyFileUnreadable(f"cannot read {path} now: {exc.strerror}") from None
+        raise KeysError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise KeysError(f"{path} is not a regular file")
+        check_stat(path, st)
+        data = os.read(fd, MAX_KEY_FILE + 1)
+    except OSError as exc:
+        raise KeyFileUnreadable(f"cannot read {path} now: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_KEY_FILE:
+        raise KeysError(f"{path}: not a public key file (more than {MAX_KEY_FILE} bytes)")
+    text = data.decode("utf-8", errors="replace")
+    public = _public_key(text)
+    if public is None:
+        raise KeysError(f"{path}: not a public key file (no valid public-key line)")
     meta: dict[str, str] = {}
     section = ""
     for line in text.splitlines():
@@ -118,13 +164,28 @@ def read_key_file(path: Path, owner: str | None = None) -> Identity:
         if section == "metadata" and "=" in line:
             k, _, v = line.partition("=")
             meta[k.strip()] = v.strip().strip("'\"")
-    key = public.decode("ascii")
+    key = public
     if "roles" in meta:
         roles = parse_roles(meta["roles"])
     else:
         roles = frozenset(ROLES) if key == owner else frozenset({"client"})
     user = meta.get("user") or None
-    return Identity(key, path.stem, roles, user)
+    return Identity(key, path.stem, roles, user), st
+
+
+def _public_key(text: str) -> str | None:
+    """The z85 public key of a certificate's text (as zmq.auth.load_certificate reads it), if a valid one."""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("public-key"):
+            value = line.partition("=")[2].strip(" \t'\"")
+            try:
+                if len(value) == 40 and len(z85.decode(value)) == 32:
+                    return value
+            except (ValueError, KeyError, UnicodeEncodeError):
+                pass
+            return None
+    return None
 
 
 def write_key_file(path: Path, public: str, roles: frozenset[str] | set[str], user: str | None) -> None:
@@ -143,12 +204,25 @@ def write_key_file(path: Path, public: str, roles: frozenset[str] | set[str], us
 def load_authorized(directory: Path, owner: str | None = None) -> tuple[dict[str, Identity], list[str]]:
     """Every usable key in *directory* by z85 public key, and the problems of the files that are not
     (*owner*: the boss's own public key)."""
+    keys, problems, _files, _unreadable = _load(directory, owner)
+    return keys, problems
+
+
+def _load(directory: Path, owner: str | None) -> tuple[dict[str, Identity], list[str], dict[str, tuple], bool]:
+    """:func:`load_authorized`, with what each key's file was found to be (its :func:`_file_signature`) and
+    whether a file could not be read just now."""
     check_mode(directory)
     keys: dict[str, Identity] = {}
     problems: list[str] = []
+    files: dict[str, tuple] = {}
+    unreadable = False
     for path in sorted(directory.glob("*.key")):
         try:
-            ident = read_key_file(path, owner)
+            ident, st = _read_key(path, owner)
+        except KeyFileUnreadable as exc:
+            problems.append(str(exc))
+            unreadable = True
+            continue
         except KeysError as exc:
             problems.append(str(exc))
             continue
@@ -159,7 +233,13 @@ def load_authorized(directory: Path, owner: str | None = None) -> tuple[dict[str
             problems.append(f"{path}: the same key as {keys[ident.key].name}.key (the first one counts)")
             continue
         keys[ident.key] = ident
-    return keys, problems
+        files[ident.key] = _file_signature(st)
+    return keys, problems, files, unreadable
+
+
+def _file_signature(st: os.stat_result) -> tuple:
+    """What a key file is found to be: any change to it (or another file in its place) changes this."""
+    return (st.st_ino, st.st_mtime_ns, st.st_size, st.st_mode, st.st_uid)
 
 
 class KeyStore:
@@ -174,6 +254,8 @@ class KeyStore:
                             "(it authorizes its own key) or `taylorism-ctl authorize`")
         #: z85 key -> identity; replaced whole on reload, so readers in other threads need no lock
         self.keys: dict[str, Identity] = {}
+        #: z85 key -> its file's signature as loaded (to tell, with no descriptor, whether it is still there)
+        self._files: dict[str, tuple] = {}
         self._signature: tuple = ()
         self._told: set[str] = set()
         self._stop = threading.Event()
@@ -184,18 +266,29 @@ class KeyStore:
         return self.keys.get(key)
 
     def reload(self) -> bool:
-        """Read the directory again if anything in it changed; True if it did."""
+        """Read the directory again if anything in it changed; True if it did.
+
+        A directory that cannot be read just now (no descriptor left, say) fails closed: a key whose file is
+        gone or changed since it was loaded (a revocation meanwhile) is refused from then on, which a look at
+        each file by its name tells with no descriptor; no key is added until the directory can be read.
+        """
         try:
             signature = self._look()
         except OSError as exc:
-            log.error("cannot read the authorized keys in %s: %s (keeping the keys known)", self.directory, exc)
+            self._keep_unchanged(exc)
             return False
         if signature == self._signature:
             return False
+        unreadable = False
         try:
-            keys, problems = load_authorized(self.directory, self.owner)
+            keys, problems, files, unreadable = _load(self.directory, self.owner)
         except KeysError as exc:  # the directory itself: refuse every key until it is fixed
-            keys, problems = {}, [f"{exc} (no key is accepted until then)"]
+            keys, problems, files = {}, [f"{exc} (no key is accepted until then)"], {}
+        if unreadable:  # a key loaded before whose file is unchanged stays (it could not be read again just now)
+            for key, ident in self.keys.items():
+                if key not in keys and self._unchanged(key, ident):
+                    keys[key], files[key] = ident, self._files[key]
+                    problems = [p for p in problems if f"/{ident.name}.key" not in p]
         for problem in problems:
             if problem not in self._told:
                 log.error("authorized key refused: %s", problem)
@@ -205,8 +298,26 @@ class KeyStore:
             log.info("authorized keys reloaded: %d key(s)%s", len(keys),
                      f"; revoked: {', '.join(gone)}" if gone else "")
         self.keys = keys
-        self._signature = signature
+        self._files = files
+        # a file that could not be read just now is read again at the next look, whether anything changed or not
+        self._signature = () if unreadable else signature
         return True
+
+    def _keep_unchanged(self, exc: OSError) -> None:
+        """The directory cannot be read: keep only the keys whose file is as it was loaded (fail closed)."""
+        gone = [ident.name for key, ident in self.keys.items() if not self._unchanged(key, ident)]
+        if gone:
+            self.keys = {k: i for k, i in self.keys.items() if i.name not in gone}
+            self._signature = ()
+        log.error("cannot read the authorized keys in %s: %s (keeping the keys whose file is unchanged%s)",
+                  self.directory, exc.strerror or exc, f"; refused from now on: {', '.join(gone)}" if gone else "")
+
+    def _unchanged(self, key: str, ident: Identity) -> bool:
+        """Whether *ident*'s file is as it was loaded (a look by name, which takes no descriptor)."""
+        try:
+            return _file_signature(os.lstat(self.directory / f"{ident.name}.key")) == self._files.get(key)
+        except OSError:
+            return False
 
     def _look(self) -> tuple:
         st = self.directory.stat()
@@ -214,7 +325,7 @@ class KeyStore:
         with os.scandir(self.directory) as entries:
             for entry in entries:
                 if entry.name.endswith(".key"):
-                    s = entry.stat()
+                    s = entry.stat(follow_symlinks=False)
                     files.append((entry.name, s.st_mtime_ns, s.st_size, s.st_mode, s.st_uid, s.st_ino))
         return (st.st_mtime_ns, st.st_mode, st.st_uid, tuple(sorted(files)))
 

@@ -3,6 +3,7 @@ keys, fresh connections), and a daemon's log must stay readable, and its disk un
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -10,6 +11,16 @@ from collections.abc import Callable
 
 #: log lines all RateLimitedLogs of a process write in one second at most (their keys are chosen by peers)
 LINES_PER_SECOND = 20
+
+
+def job_label(jid: str, name: str | None = None) -> str:
+    """How a log line names a job: its name, and a short digest of its id.
+
+    A job id is what ATTACH and a resubmission after a boss restart go by, and other users may read a daemon's
+    log: the id itself is never logged (its owner, and admins, see it in ``taylorism-ctl jobs``).
+    """
+    digest = "#" + hashlib.sha256(jid.encode(errors="replace")).hexdigest()[:10]
+    return f"{name[:100]!r} {digest}" if name and name != jid else digest  # (a repr: one line, whatever it holds)
 
 
 class _Budget:

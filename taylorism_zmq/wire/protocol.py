@@ -24,14 +24,20 @@ import msgpack
 #:    REGISTERED names the report endpoint and the boss's frame cap, WELCOME the cap; heartbeats go on the
 #:    control socket (never behind reports); floats must be finite; SUBMIT and RUN carry max_tasks, ADD_TASKS
 #:    and RUN the driver script's worker classes by value
-#: 4: a pair of bosses (the PEER_* messages, NOT_ACTIVE, TAKEOVER); RUN, KILL, REGISTERED and PONG of a boss of a
+#: 4: each task has a key of its own (ADD_TASKS and RUN rows) and its result a tag (report rows); RUN names the
+#:    job owner's key id, which agents keep with the task and say again in REGISTER and report rows; REPORTS
+#:    say whether the connection they go to is the job owner's
+#: 5: a pair of bosses (the PEER_* messages, NOT_ACTIVE, TAKEOVER); RUN, KILL, REGISTERED and PONG of a boss of a
 #:    pair carry its epoch (an agent obeys no older one)
-VERSION = 4
+VERSION = 5
 VERSION_FRAME = bytes([VERSION])
 #: default (and largest) cap for one frame received by a daemon (zmq MAXMSGSIZE and decode check)
 MAX_FRAME = 256 * 1024 * 1024
 #: room left in a frame for what surrounds its rows (the message's other fields, msgpack headers)
 ENVELOPE = 64 * 1024
+#: the smallest frame cap a boss takes: room for a report beside its envelope and its outputs (agents shrink
+#: outputs to a quarter of what is left each)
+MIN_FRAME = 256 * 1024
 #: the stream numbers of live task output (OUTPUT and AGENT_OUTPUT chunks)
 STDOUT, STDERR = 1, 2
 
@@ -43,6 +49,10 @@ def output_gap(dropped: int) -> bytes:
 
 class ProtocolError(ValueError):
     """A message that does not follow the protocol."""
+
+
+class FrameTooLarge(ProtocolError):
+    """A message larger than its receiver takes (its frame cap, or what its kind may take)."""
 
 
 class Msg(enum.IntEnum):
@@ -126,9 +136,11 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
         "started": bool,  # tell the client when its tasks are sent to agents
         "max_tasks": int,  # tasks one task process may run in turn (1: a process per task)
     },
-    # task rows: index, name, worker class 'module:qualname', memory, expected_time, files, payload
+    # task rows: index, name, worker class 'module:qualname', memory, expected_time, files, payload, key (the
+    # task's own, from a secret the client keeps: its task process tags its result with it; see integrity.py)
     # classes: worker classes of the driver script, pickled by value, by reference (trusted links only)
-    Msg.ADD_TASKS: {"job": str, "tasks": Rows((int, str, str, NUM, NUM, ListOf(str), bytes)), "classes": dict},
+    Msg.ADD_TASKS: {"job": str, "tasks": Rows((int, str, str, NUM, NUM, ListOf(str), bytes, bytes)),
+                    "classes": dict},
     Msg.CONTROL: {"job": str, "action": str},
     Msg.PING: {},
     Msg.STATUS: {},
@@ -137,10 +149,13 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
     Msg.CLIENT_ALIVE: {"client": str},
     # max_frame: the largest frame the boss accepts (clients split their submissions under it)
     Msg.WELCOME: {"agents": int, "boss": str, "max_frame": int},
-    # index, ok, payload, host, name, stdout, stderr; optional: running, pending (counts), output_dropped
-    # ([index, stream, bytes] of live output the boss dropped and did not mark in a later chunk)
-    # trusted: every row came from an agent key the task was sent to (the client may unpickle it)
-    Msg.REPORTS: {"job": str, "reports": Rows((int, bool, bytes, str, str, bytes, bytes)), "trusted": bool},
+    # index, ok, payload, host, name, stdout, stderr, tag (the task process's, or empty: see integrity.py);
+    # optional: running, pending (counts), output_dropped ([index, stream, bytes] of live output the boss
+    # dropped and did not mark in a later chunk)
+    # trusted: every row came from an agent key the task was sent to (the client may unpickle what verifies)
+    # owned: the connection is the job owner's key (else an admin's: payloads are shown, never unpickled)
+    Msg.REPORTS: {"job": str, "reports": Rows((int, bool, bytes, str, str, bytes, bytes, bytes)), "trusted": bool,
+                  "owned": bool},
     Msg.OUTPUT: {"job": str, "chunks": Rows((int, str, int, bytes))},  # index, name, stream (1|2), data
     Msg.STARTED: {"job": str, "indexes": ListOf(int)},
     Msg.JOB_END: {"job": str, "status": str, "pending": ListOf(int), "error": (dict, type(None))},
@@ -150,7 +165,8 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
     Msg.ADMIN_REPLY: {"ok": bool, "message": str},
     Msg.REGISTER: {
         "agent": str, "host": str, "shm_host": str, "cpus": int, "memory": NUM, "slots": int,
-        "pid": int, "running": Rows((int, str, int, (int, type(None)))),  # task id, job, index, ticket
+        # task id, job, index, ticket, the key id of the job's owner (from its RUN)
+        "pid": int, "running": Rows((int, str, int, (int, type(None)), str)),
     },
     Msg.GOODBYE: {"agent": str},
     # reports: the endpoint agents push reports to (a wildcard host means: the host used for control)
@@ -158,16 +174,19 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
     Msg.REPORTS_ACK: {"batch": int},
     Msg.RUN: {
         "job": str, "env": dict, "trusted": bool, "binded": bool, "timeout": (int, float, type(None)), "stream": bool,
-        "tasks": Rows((int, int, (int, type(None)), str, bytes)),  # task id, index, ticket, class, payload
+        # task id, index, ticket, class, payload, key (the task's: see ADD_TASKS)
+        "tasks": Rows((int, int, (int, type(None)), str, bytes, bytes)),
         "user": OPT_STR,  # the Unix user of the job's owner (an agent run as root runs the tasks as this user)
+        "owner": str,  # the key id (fingerprint) of the job's owner: agents keep it with the task
         "max_tasks": int, "classes": dict,  # as in SUBMIT and ADD_TASKS (the classes these tasks need)
     },
     Msg.KILL: {"tasks": ListOf(int)},
     Msg.REREGISTER: {},
     Msg.SHUTDOWN: {},
-    # report rows: task id, job, index, ok, payload, start, end, stdout, stderr; unacknowledged batches are sent again
+    # report rows: task id, job, index, ok, payload, start, end, stdout, stderr, tag, the job owner's key id;
+    # unacknowledged batches are sent again
     Msg.AGENT_REPORTS: {"agent": str, "batch": int,
-                        "reports": Rows((int, str, int, bool, bytes, NUM, NUM, bytes, bytes))},
+                        "reports": Rows((int, str, int, bool, bytes, NUM, NUM, bytes, bytes, bytes, str))},
     Msg.AGENT_OUTPUT: {"agent": str, "chunks": Rows((str, int, int, bytes))},  # job, index, stream, data
     Msg.HEARTBEAT: {"agent": str, "load": ListOf(NUM), "cpu": NUM, "mem_avail": NUM, "running": int},
     # role: active, standby or starting; seq: the last event streamed (active) or applied (standby) on *stream*
@@ -182,6 +201,19 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
     Msg.HANDED_OVER: {"stream": int, "seq": int, "epoch": int},
     Msg.NOT_ACTIVE: {"boss": str, "peer_alive": bool, "message": str},
     Msg.TAKEOVER: {"force": bool},
+}
+
+#: what a message of these kinds may take: its body's bytes and the items of any one list in it, checked before
+#: anything of it is unpacked (a list's length is checked at its header): small messages stay small, and what
+#: a peer declares (an agent's running tasks, a heartbeat's load) costs the reader no more than it may; the
+#: other kinds are bounded by the receiver's frame cap
+KIND_LIMITS: dict[Msg, tuple[int, int]] = {
+    **{kind: (64 << 10, 64) for kind in (Msg.HELLO, Msg.PING, Msg.STATUS, Msg.CONTROL, Msg.ATTACH,
+                                          Msg.CLIENT_ALIVE, Msg.ADMIN, Msg.GOODBYE, Msg.HEARTBEAT)},
+    # as many tasks as an agent may have slots (boss/validation.py), each row with room for what it carries
+    Msg.REGISTER: (8 << 20, 1 << 16),
+    # a code environment (256 KiB), a scheduler by value (4 MiB) and its attributes (64 KiB)
+    Msg.SUBMIT: (8 << 20, 1 << 20),
 }
 
 _MSG_BY_BYTE = {bytes([m]): m for m in Msg}
@@ -203,10 +235,14 @@ def decode(frames: list, max_frame: int = MAX_FRAME) -> tuple[Msg, dict[str, Any
         raise ProtocolError(f"unknown message type {kind_frame[:8]!r}")
     if version != VERSION_FRAME and kind is not Msg.REFUSED:
         raise ProtocolError(f"protocol version {version[:8]!r} is not {VERSION}", )
-    if len(body_frame) > max_frame:
-        raise ProtocolError(f"frame of {len(body_frame)} bytes exceeds {max_frame}")
+    most, items = KIND_LIMITS.get(kind, (max_frame, None))
+    if len(body_frame) > min(max_frame, most):
+        raise FrameTooLarge(f"{kind.name} frame of {len(body_frame)} bytes exceeds {min(max_frame, most)}")
     try:
-        body = msgpack.unpackb(body_frame, raw=False, strict_map_key=True, use_list=True)
+        if items is None:
+            body = msgpack.unpackb(body_frame, raw=False, strict_map_key=True, use_list=True)
+        else:
+            body = msgpack.unpackb(body_frame, raw=False, strict_map_key=True, use_list=True, max_array_len=items)
     except (ValueError, TypeError, UnicodeDecodeError, OverflowError, RecursionError) as exc:
         raise ProtocolError(f"malformed msgpack: {exc}") from None
     if not isinstance(body, dict):

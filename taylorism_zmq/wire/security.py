@@ -24,14 +24,15 @@ import logging
 import os
 import socket
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import zmq
 import zmq.auth
 
-from .keystore import ROLES, KeysError, KeyStore, check_mode, write_key_file
+from .keystore import ROLES, Identity, KeysError, KeyStore, check_mode, write_key_file
+from .zap import OK, REFUSED, TRY_LATER, ZapHandler
 
 __all__ = ["KeysError", "KeyStore", "Keys", "keygen", "load_keys", "load_boss_keys", "start_authenticator"]
 
@@ -125,6 +126,18 @@ def load_boss_keys(directory: Path | None = None) -> Keys:
     return Keys(public, secret, public)
 
 
+def own_secret(directory: Path | None = None) -> bytes | None:
+    """This user's CURVE secret key, if the key directory holds a pair fit for use (else None): a client's jobs
+    derive the keys of their tasks from it, so that another process of this user can check their results."""
+    directory = Path(directory or key_dir())
+    if not (directory / "id.key_secret").exists():
+        return None
+    try:
+        return _pair(directory, "id")[1]
+    except KeysError:
+        return None
+
+
 def _pair(directory: Path, name: str) -> tuple[bytes, bytes]:
     secret_file = directory / f"{name}.key_secret"
     if not secret_file.exists():
@@ -164,33 +177,21 @@ def secure_client(sock: zmq.Socket, keys: Keys) -> None:
     sock.curve_serverkey = keys.server_public
 
 
-class _StoreProvider:
-    """The ZAP callback: a key gets in when the key store knows it; a refusal is logged with its fingerprint."""
-
-    def __init__(self, store: KeyStore, refused: Any):
-        self.store = store
-        self.refused = refused
-
-    def callback(self, domain: str, key: bytes) -> bool:
-        try:
-            z85 = key.decode("ascii")
-            if self.store.lookup(z85) is not None:
-                return True
-            self.refused(z85)
-        except Exception:  # an exception here would hang the peer's handshake: refuse instead
-            log.exception("ZAP callback failed")
-        return False
-
-
-def start_authenticator(ctx: zmq.Context, store: KeyStore, refused: Any = lambda key: None) -> Any:
-    """Accept only the keys of *store* (call before binding); *refused* is called with each key turned away.
+def start_authenticator(ctx: zmq.Context, store: KeyStore, refused: Callable[[str], None] = lambda key: None,
+                        busy: Callable[[Identity], str | None] = lambda who: None) -> ZapHandler:
+    """Accept only the keys of *store* (call before binding); *refused* is called with each key turned away,
+    *busy* says why a known key is turned away for now (its connections, the boss's: None lets it in).
 
     zmq's ``User-Id`` of every message is then the sender's z85 public key.
     """
-    from zmq.auth.thread import ThreadAuthenticator
+    def decide(domain: str, address: str, key: str) -> tuple[bytes, str, str]:
+        who = store.lookup(key)
+        if who is None:
+            refused(key)
+            return REFUSED, "key not authorized", ""
+        why = busy(who)
+        if why is not None:
+            return TRY_LATER, why, ""
+        return OK, "OK", key
 
-    auth = ThreadAuthenticator(ctx, log=logging.getLogger("taylorism_zmq.zap"))
-    auth.start()
-    auth.configure_curve_callback(domain="*", credentials_provider=_StoreProvider(store, refused))
-    return auth
-
+    return ZapHandler(ctx, decide)
