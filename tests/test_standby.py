@@ -11,7 +11,7 @@ import pytest
 import zt_workers  # noqa: F401 - registers the test worker classes
 from conftest import wait_until
 from pair_cluster import PairCluster, log_tail
-from test_fuzz import _recv, fake_boss  # noqa: F401 - a fixture: a ROUTER and a PULL standing in for a boss
+from test_fuzz import KEY, OWNER, _recv, fake_boss  # noqa: F401 - a fixture: a ROUTER and a PULL standing in for a boss
 from zt_workers import execution_ledger
 
 from taylorism_zmq import run_as_server
@@ -281,8 +281,8 @@ def test_an_agent_never_obeys_a_boss_of_an_older_epoch(fake_boss, tmp_path):  # 
                                  "scheduler_hooks": footprints.FPList(), "memory": 0.0, "expected_time": 0.0})
         return [route, *protocol.encode(Msg.RUN, {
             "job": "j", "env": env, "trusted": False, "binded": False, "timeout": None, "stream": False,
-            "user": None, "max_tasks": 1, "classes": {}, "tasks": [[tid, tag, None, "zt_workers:ZtNap", payload]],
-            "epoch": epoch})]
+            "user": None, "owner": OWNER, "max_tasks": 1, "classes": {},
+            "tasks": [[tid, tag, None, "zt_workers:ZtNap", payload, KEY]], "epoch": epoch})]
 
     router.send_multipart(run(1, 1, 5))  # an older active's
     router.send_multipart(run(2, 2, 10))

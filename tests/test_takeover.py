@@ -3,7 +3,7 @@ and reconciles what each says it runs with what its records say (takeover.py).""
 
 from __future__ import annotations
 
-from test_boss_state import CLIENT, add_agent, make_state, of_kind, runs, submit
+from test_boss_state import CLIENT, OWNER, TAG, add_agent, make_state, of_kind, runs, submit
 
 from taylorism_zmq.boss.model import TaskState
 from taylorism_zmq.boss.takeover import CONFIRM_WAIT
@@ -14,6 +14,11 @@ def register_again(state, aid: str, running, now: float, slots: int = 4, finishe
     body = {"agent": aid, "host": aid.split("-", 1)[1], "shm_host": "machine-a", "cpus": 4, "memory": 8000.0,
             "slots": slots, "pid": 2, "running": running, **({} if finished is None else {"finished": finished})}
     return state.on_register(f"{aid}.new".encode(), body, now=now)
+
+
+def listed(state, placed) -> list:
+    """REGISTER's running rows of the tasks placed on an agent ([task id, ticket] each)."""
+    return [[tid, "j1", state.ledger.tasks[tid].index, ticket, OWNER] for tid, ticket in placed]
 
 
 def promoted_with_tasks():
@@ -33,7 +38,7 @@ def test_nothing_is_dispatched_until_every_agent_of_the_records_is_back():
     c = add_agent(state, "c", slots=4)  # a new agent with free slots: somewhere to dispatch the 2 pending tasks
     assert not runs(state.dispatch(10.5)), "dispatched before agents a and b said what they run"
     for aid in (a, b):
-        tasks = [[tid, "j1", state.ledger.tasks[tid].index, ticket] for tid, ticket in placed[aid]]
+        tasks = [[tid, "j1", state.ledger.tasks[tid].index, ticket, OWNER] for tid, ticket in placed[aid]]
         out = register_again(state, aid, tasks, 11.0)
         assert of_kind(out, Msg.REGISTERED) and not of_kind(out, Msg.KILL)
     assert len(runs(state.dispatch(11.0))[c]) == 2, "every agent of the records is back: dispatch goes on"
@@ -42,14 +47,14 @@ def test_nothing_is_dispatched_until_every_agent_of_the_records_is_back():
 def test_an_agent_lost_meanwhile_is_not_waited_for():
     state, a, b, placed = promoted_with_tasks()
     state.agent_events.lost(a, "test", 10.2)
-    register_again(state, b, [[tid, "j1", state.ledger.tasks[tid].index, ticket] for tid, ticket in placed[b]], 10.5)
+    register_again(state, b, listed(state, placed[b]), 10.5)
     c = add_agent(state, "c", slots=4)
     assert len(runs(state.dispatch(10.6))[c]) == 4  # a's two (pending again) and the two pending
 
 
 def test_the_hold_ends_after_the_recovery_grace_when_an_agent_does_not_come_back():
     state, a, _b, placed = promoted_with_tasks()
-    tasks_a = [[tid, "j1", state.ledger.tasks[tid].index, ticket] for tid, ticket in placed[a]]
+    tasks_a = [[tid, "j1", state.ledger.tasks[tid].index, ticket, OWNER] for tid, ticket in placed[a]]
     register_again(state, a, tasks_a, 10.5)
     assert not runs(state.dispatch(12.9))  # b is not back, the grace (3 s) runs
     state.agent_events.lost(a, "test", 13.0)  # (free slots for the pending tasks once the grace is over)
@@ -67,12 +72,12 @@ def test_an_agent_back_adopts_a_pending_task_it_runs_and_stops_a_task_of_an_ende
     j2_tid = state.ledger.jobs["j2"].by_index[0].tid
     state.on_control(CLIENT, {"job": "j2", "action": "stop_now"}, now=1.0)  # j2 ended
     state.promoted(10.0, 2)
-    running = [[tid, "j1", state.ledger.tasks[tid].index, ticket] for tid, ticket in placed]
+    running = [[tid, "j1", state.ledger.tasks[tid].index, ticket, OWNER] for tid, ticket in placed]
     pending = [t for t in state.ledger.tasks.values() if t.state is TaskState.PENDING]
     assert pending == []  # (all three ran: make one pending as if its RUN came after the last streamed event)
     task = state.ledger.tasks[placed[2][0]]
     state.ledger.transition(task, TaskState.PENDING, 1.0)
-    out = register_again(state, a, [*running, [j2_tid, "j2", 0, None]], 10.5)
+    out = register_again(state, a, [*running, [j2_tid, "j2", 0, None, OWNER]], 10.5)
     assert of_kind(out, Msg.KILL) == [{"tasks": [j2_tid]}]
     assert task.state is TaskState.RUNNING and task.agent is state.ledger.agents[a]
     assert state.ledger.counters["tasks_adopted"] == 1
@@ -83,9 +88,9 @@ def test_a_task_its_agent_does_not_list_runs_again_unless_its_report_comes_first
     (t1, _), (t2, _) = placed[a]
     index2 = state.ledger.tasks[t2].index
     register_again(state, a, [], 10.5)  # neither listed: one RUN was lost, one report is on its way
-    register_again(state, b, [[tid, "j1", state.ledger.tasks[tid].index, ticket] for tid, ticket in placed[b]], 10.5)
+    register_again(state, b, listed(state, placed[b]), 10.5)
     state.on_agent_reports(b"", {"agent": a, "batch": 7, "reports": [[t2, "j1", index2, True, b"r", 0.0, 1.0, b"",
-                                                                     b""]]}, now=11.0)
+                                                                     b"", TAG, OWNER]]}, now=11.0)
     state.expire(10.5 + CONFIRM_WAIT - 0.01)
     assert state.ledger.tasks[t1].state is TaskState.RUNNING  # not yet
     state.expire(10.5 + CONFIRM_WAIT)
@@ -98,7 +103,7 @@ def test_a_task_moved_meanwhile_is_not_taken_back():
     state, a, b, placed = promoted_with_tasks()
     (t1, _), _ = placed[a]
     register_again(state, a, [], 10.5)
-    register_again(state, b, [[tid, "j1", state.ledger.tasks[tid].index, ticket] for tid, ticket in placed[b]], 10.5)
+    register_again(state, b, listed(state, placed[b]), 10.5)
     state.agent_events.lost(a, "test", 11.0)  # t1 goes back to pending, and runs on c
     c = add_agent(state, "c", slots=4)
     state.dispatch(11.0)
@@ -118,12 +123,12 @@ def test_an_agent_back_says_what_ended_there_and_the_rest_of_its_tasks_runs_agai
     tasks = [state.ledger.tasks[tid] for tid, _ticket in placed]
     state.ledger.transition(tasks[3], TaskState.PENDING, 1.0)  # (sent after the active's last streamed event)
     state.promoted(10.0, 3)
-    register_again(state, a, [[tasks[0].tid, "j1", tasks[0].index, tasks[0].ticket]], 10.5,
+    register_again(state, a, [[tasks[0].tid, "j1", tasks[0].index, tasks[0].ticket, OWNER]], 10.5,
                    finished=[["j1", tasks[1].index], ["j1", tasks[3].index]])
     assert [t.state for t in tasks] == [TaskState.RUNNING, TaskState.RUNNING, TaskState.PENDING, TaskState.RUNNING]
     assert tasks[3].agent is state.ledger.agents[a]
     assert state.ledger.counters["tasks_unconfirmed"] == 1  # tasks[2]: pending again, first in line
-    report = [[tasks[3].tid, "j1", tasks[3].index, True, b"r", 0.0, 1.0, b"", b""]]
+    report = [[tasks[3].tid, "j1", tasks[3].index, True, b"r", 0.0, 1.0, b"", b"", TAG, OWNER]]
     state.on_agent_reports(b"", {"agent": a, "batch": 1, "reports": report}, now=10.6)
     assert tasks[3].tid not in state.ledger.tasks
 
@@ -142,10 +147,45 @@ def test_a_job_submitted_again_after_it_ended_is_told_how_it_ended():
         jid = task.job.jid
         state.on_control(CLIENT, {"job": jid, "action": "end"}, now=0.5)
         state.on_agent_reports(b"", {"agent": a, "batch": tid, "reports": [[tid, jid, 0, True, b"r", 0.0, 1.0, b"",
-                                                                            b""]]}, now=1.0)
+                                                                            b"", TAG, OWNER]]}, now=1.0)
     assert not state.ledger.jobs
     out = state.on_submit(b"client-2", submit_body("plain", resubmit=True), now=2.0)
     assert out == [(b"client-2", Msg.JOB_END, {"job": "plain", "status": "finished", "pending": [], "error": None})]
     out = state.on_submit(b"client-2", submit_body("kept", resubmit=True), now=2.0)
     assert [kind for _route, kind, _body in out] == [Msg.REPORTS, Msg.JOB_END]
     assert [row[0] for row in out[0][2]["reports"]] == [0] and out[1][2]["status"] == "finished"
+
+
+def test_an_agent_back_cannot_claim_a_task_for_another_key_than_its_jobs_owner():
+    """After a failover, as after a restart, an agent says whose each task it runs is (REGISTER rows): a
+    pending task claimed for another key is neither adopted there nor stopped."""
+    state = make_state(recovery_grace=3.0)
+    a = add_agent(state, "a", slots=4)
+    submit(state, {"kind": "nosort"}, n=2)
+    placed = runs(state.dispatch(0.0))[a]
+    task = state.ledger.tasks[placed[1][0]]
+    state.ledger.transition(task, TaskState.PENDING, 1.0)  # (as if its RUN came after the last streamed event)
+    state.promoted(10.0, 2)
+    first = state.ledger.tasks[placed[0][0]]
+    out = register_again(state, a, [[first.tid, "j1", first.index, first.ticket, OWNER],
+                                    [task.tid, "j1", task.index, task.ticket, "SHA256:another-key"]], 10.5)
+    assert task.state is TaskState.PENDING and not of_kind(out, Msg.KILL)
+    assert state.ledger.counters["refused"] == 1 and state.ledger.counters["tasks_adopted"] == 0
+
+
+def test_a_job_that_ended_is_told_its_end_only_by_its_owners_key():
+    from test_boss_state import submit_body
+
+    from taylorism_zmq.wire.keystore import Identity
+
+    state = make_state()
+    a = add_agent(state, "a", slots=1)
+    submit(state, {"kind": "nosort"}, n=1, job="mine")
+    (tid, _ticket), = runs(state.dispatch(0.0))[a]
+    state.on_control(CLIENT, {"job": "mine", "action": "end"}, now=0.5)
+    state.on_agent_reports(b"", {"agent": a, "batch": 1, "reports": [[tid, "mine", 0, True, b"r", 0.0, 1.0, b"",
+                                                                      b"", TAG, OWNER]]}, now=1.0)
+    other = Identity("key-other", "other", frozenset({"client"}), None)
+    out = state.on_submit(b"client-3", submit_body("mine", resubmit=True), now=2.0, who=other)
+    assert [kind for _route, kind, _body in out] == [Msg.JOB_END]
+    assert out[0][2]["status"] == "failed" and "belongs to another key" in out[0][2]["error"]["message"]
