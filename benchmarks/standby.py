@@ -39,7 +39,7 @@ import psutil
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_workers  # noqa: E402,F401 - registers the workers
 import ledger  # noqa: E402
-from cluster import daemons, free_port  # noqa: E402
+from cluster import ROOT_TASKS, daemons, free_port  # noqa: E402
 
 
 class PairDaemons:
@@ -73,7 +73,8 @@ class PairDaemons:
 
     def add_agents(self, n: int, slots: int) -> None:
         for _ in range(n):
-            self.agents.append(self._spawn("agent", "--boss", self.address, "--slots", str(slots)))
+            self.agents.append(self._spawn("agent", "--boss", self.address, "--slots", str(slots),
+                                           *ROOT_TASKS))
 
     def status(self, i: int) -> dict | None:
         from taylorism_zmq.client.connection import Connection
