@@ -209,7 +209,10 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
 #: other kinds are bounded by the receiver's frame cap
 KIND_LIMITS: dict[Msg, tuple[int, int]] = {
     **{kind: (64 << 10, 64) for kind in (Msg.HELLO, Msg.PING, Msg.STATUS, Msg.CONTROL, Msg.ATTACH,
-                                          Msg.CLIENT_ALIVE, Msg.ADMIN, Msg.GOODBYE, Msg.HEARTBEAT)},
+                                          Msg.CLIENT_ALIVE, Msg.ADMIN, Msg.GOODBYE, Msg.HEARTBEAT,
+                                          # (a pair's: its beats and acknowledgements, an operator's takeover)
+                                          Msg.PEER_STATE, Msg.SYNC, Msg.REPL_ACK, Msg.HANDOVER, Msg.HANDED_OVER,
+                                          Msg.NOT_ACTIVE, Msg.TAKEOVER)},
     # as many tasks as an agent may have slots (boss/validation.py), each row with room for what it carries
     Msg.REGISTER: (8 << 20, 1 << 16),
     # a code environment (256 KiB), a scheduler by value (4 MiB) and its attributes (64 KiB)
