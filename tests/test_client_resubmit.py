@@ -112,8 +112,9 @@ def test_a_job_said_finished_with_reports_missing_is_an_error_not_a_short_report
     job.make_them_work(terminate=True)
     wait_until(lambda: any(k is Msg.CONTROL and b["action"] == "end" for k, b in boss.heard), 10, "the job at the boss")
     payload = Codec(True).dumps({"tag": "0"})
-    boss.to_send.extend([(Msg.REPORTS, {"job": job.job_id, "trusted": True,
-                                        "reports": [[0, True, payload, "node", "w0", b"", b""]]}),
+    key = next(row[7] for kind, body in boss.heard if kind is Msg.ADD_TASKS for row in body["tasks"] if row[0] == 0)
+    boss.to_send.extend([(Msg.REPORTS, {"job": job.job_id, "trusted": True, "owned": True, "reports": [
+                             [0, True, payload, "node", "w0", b"", b"", integrity.tag(key, True, payload)]]}),
                          (Msg.JOB_END, {"job": job.job_id, "status": "finished", "pending": [], "error": None})])
     with pytest.raises(RuntimeError, match=r"reports of 1 task\(s\) never reached this program \(indexes \[1\]\)"):
         job.wait_till_finished()

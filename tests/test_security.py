@@ -499,7 +499,7 @@ def test_ctl_authorize_keys_revoke_and_keygen_gives_every_role(tmp_path):
     lines = {line.split()[0]: line.split() for line in listing.stdout.splitlines()[1:]}
     assert lines["bob"][1:3] == ["client", "bob"] and lines["bob"][3].startswith("SHA256:")
     (own,) = [v for k, v in lines.items() if k != "bob"]
-    assert own[1] == "client,agent,admin"
+    assert own[1] == "client,agent,admin,boss"
     again = ctl("authorize", "--role", "agent", str(tmp_path / "bob" / "id.key"), "--name", "bob2")
     assert again.returncode == 1 and "authorized already as bob" in again.stderr
     assert ctl("revoke", "bob").returncode == 0

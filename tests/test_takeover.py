@@ -189,3 +189,18 @@ def test_a_job_that_ended_is_told_its_end_only_by_its_owners_key():
     out = state.on_submit(b"client-3", submit_body("mine", resubmit=True), now=2.0, who=other)
     assert [kind for _route, kind, _body in out] == [Msg.JOB_END]
     assert out[0][2]["status"] == "failed" and "belongs to another key" in out[0][2]["error"]["message"]
+
+
+def test_a_client_attaching_again_after_a_boss_change_is_not_sent_the_job_twice_nor_refused():
+    """Its program attached the job here already (the records say so: streamed from the active before it died),
+    and attaches again from the same connection on finding a new boss ("again"): nothing is sent a second time,
+    and no refusal makes it raise, even while what it was sent is not read yet."""
+    state = make_state()
+    submit(state, {"kind": "nosort"}, job="d", n=0, detach=True)
+    assert [k for _, k, _ in state.on_attach(b"me", {"job": "d"}, now=1.0)] == [Msg.REPORTS]
+    state.sent()
+    state.promoted(2.0, 3)
+    assert state.on_attach(b"me", {"job": "d", "again": True}, now=2.5, backlogged={b"me"}) == []
+    assert state.ledger.jobs["d"].client == b"me" and state.ledger.counters["attach_refused"] == 0
+    out = state.on_attach(b"me", {"job": "d"}, now=2.5, backlogged={b"me"})  # (not after a boss change: refused)
+    assert [k for _, k, _ in out] == [Msg.ERROR] and "being delivered already" in out[0][2]["message"]

@@ -319,8 +319,8 @@ class Boss:
 
     def _attach_again(self) -> None:
         """Another boss (a restart, or the other of a pair): follow the job there."""
-        if self._end is None and self._final is None:
-            self._conn.send(Msg.ATTACH, {"job": self._job})
+        if self._end is None and self._final is None:  # (again: a no-op where this connection has it already)
+            self._conn.send(Msg.ATTACH, {"job": self._job, "again": True})
 
     def _send_rows(self, rows: list[list], classes: dict[str, bytes]) -> None:
         """ADD_TASKS messages of at most BATCH rows, each under the boss's frame cap (every row is); the
