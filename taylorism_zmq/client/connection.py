@@ -217,8 +217,11 @@ class Connection:
                 self._probe_after = now + SWITCH_AFTER  # (its active, this one, is alive: only slow)
 
     def _check_handshake(self, retry: bool = False) -> bool:
-        """Raise for a handshake that failed; True where the boss turned it away for now and *retry*."""
-        problem = self._handshake.check()
+        """Raise for a handshake that failed; True where the boss turned it away for now and *retry*.  Under the
+        lock: the program's threads share this connection, and two reading the monitor socket at once tore its
+        two-frame events apart (RuntimeError: Invalid event message format)."""
+        with self.lock:
+            problem = self._handshake.check()
         if problem is not None and not self._handshake.succeeded and self._handshake.busy:
             self._turned_away = problem  # (said at the timeout, if no later attempt goes through)
             if retry:
