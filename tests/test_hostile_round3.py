@@ -1,0 +1,96 @@
+"""Issue 21, the last round: the whole change attacked once more by hostile authorized peers, keys of one role each
+(a second user's client key, an admin key, an agent key), against a real boss and agent where it takes one, the
+state machine alone where that shows it.  The tests' own key is the victim's."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import zmq
+from conftest import authorized_socket, wait_until
+from test_boss_state import KEY, add_agent, make_state, submit_body
+from test_result_integrity import key_of_one_role  # noqa: F401 - a fixture
+from test_security import threads, victim_cluster
+
+from taylorism_zmq import run_as_server
+from taylorism_zmq.wire import protocol
+from taylorism_zmq.wire.codec import Codec
+from taylorism_zmq.wire.keystore import Identity
+from taylorism_zmq.wire.protocol import Msg
+
+ALICE = Identity("key-alice", "alice", frozenset({"client"}))
+
+
+def drain(sock: zmq.Socket, quiet_ms: int = 1000) -> list[tuple[Msg, dict]]:
+    """What *sock* has received, until nothing comes for *quiet_ms*."""
+    got = []
+    while sock.poll(quiet_ms):
+        got.append(protocol.decode(sock.recv_multipart()))
+    return got
+
+
+# -- an admin key and another user's job -----------------------------------------------------------------------
+def test_an_admin_key_cannot_add_tasks_to_another_users_job(cluster_factory, key_of_one_role, tmp_path):  # noqa: F811
+    """An admin may control, cancel and follow any job, not run code in it: its tasks run as the job's owner (its
+    client's environment; under --run-as-client-user, the owner's Unix user, whose key files a task can read).
+    An admin key sends ADD_TASKS for a user's running job: refused with the reason, nothing of it runs, and the
+    user's job ends with its own reports only (its client is not made to refuse a report it never asked for)."""
+    admin_dir, _ = key_of_one_role("admin")
+    cluster = victim_cluster(cluster_factory, admin_dir)
+    started, gate = tmp_path / "started", tmp_path / "gate"
+    started.mkdir()
+    boss = run_as_server(dict(zt="big", gate=str(gate), started=str(started)), dict(tag=[0]),
+                         scheduler=threads(2), boss=cluster.control)
+    boss.make_them_work()  # (more may come: its client has not said it ends)
+    wait_until(lambda: os.listdir(started), 20, "the user's task to run")
+    injected = Codec(False).dumps({"zt": "big", "started": str(started), "tag": 99})
+    row = [7, "injected", "zt_workers:ZtBig", 0.0, 0.0, [], injected, b"k" * 32]
+    with authorized_socket(zmq.DEALER, cluster.control, key_dir=admin_dir) as sock:
+        sock.send_multipart(protocol.encode(Msg.ADD_TASKS, {"job": boss.job_id, "tasks": [row], "classes": {}}))
+        got = drain(sock)
+    errors = [body for kind, body in got if kind is Msg.ERROR]
+    assert errors and "belongs to another user" in errors[0]["message"], got
+    wait_until(lambda: cluster.status()["counters"].get("refused", 0) >= 1, 10, "the refusal to be counted")
+    assert sorted(os.listdir(started))[0].startswith("0.") and len(os.listdir(started)) == 1, os.listdir(started)
+    gate.touch()
+    boss.wait_till_finished()
+    report = boss.get_report()
+    assert [r["report"]["tag"] for r in report["workers_report"]] == ["0"], report
+    assert len(os.listdir(started)) == 1, os.listdir(started)  # the admin's task never ran
+
+
+# -- job ids in the boss's log ---------------------------------------------------------------------------------
+def _job_ids_logged(records: list[logging.LogRecord], jid: str) -> list[str]:
+    """The log lines (and JSON job fields) that hold *jid*."""
+    return [f"{r.getMessage()} / job={getattr(r, 'job', None)}" for r in records
+            if jid in r.getMessage() or jid in str(getattr(r, "job", ""))]
+
+
+def test_a_detached_job_stopped_for_its_detached_timeout_is_logged_by_label(caplog):
+    """Job ids are what ATTACH and a resubmission go by: never logged (other users read the boss's log).  A
+    detached job left halted is stopped after --detached-timeout: its log line named it by id, and so did the
+    JSON logs' job field."""
+    state = make_state(detached_timeout=100.0, client_timeout=10.0)
+    jid = "job-5ec7e7d5ec7e7d"
+    state.on_submit(b"alice", submit_body(jid, name="nightly", detach=True, halted=True), now=0.0, who=ALICE)
+    with caplog.at_level(logging.INFO, "taylorism_zmq.boss"):
+        ends = [b for _, k, b in state.expire(101.0) if k is Msg.JOB_END]
+    assert [b["job"] for b in ends] == [jid] and jid in ends[0]["error"]["message"]  # (its owner is told the id)
+    assert any("nightly" in r.getMessage() and "had nothing to run" in r.getMessage() for r in caplog.records)
+    assert not _job_ids_logged(caplog.records, jid)
+
+
+def test_a_job_cancelled_for_its_revoked_key_is_logged_by_label(caplog):
+    """As above, for the jobs of a revoked key, cancelled (taylorism-ctl revoke)."""
+    state = make_state()
+    add_agent(state, "a", slots=2)
+    jid = "job-0ddba11c0ffee0"
+    state.on_submit(b"alice", submit_body(jid, name="nightly"), now=0.0, who=ALICE)
+    state.on_add_tasks(b"alice", {"job": jid, "tasks": [[0, "w0", "m:W", 0.0, 0.0, [], b"p", KEY]], "classes": {}},
+                       now=0.0, who=ALICE)
+    with caplog.at_level(logging.INFO, "taylorism_zmq.boss"):
+        ends = [b for _, k, b in state.keys_revoked({ALICE.key}, 1.0) if k is Msg.JOB_END]
+    assert [b["job"] for b in ends] == [jid] and ends[0]["status"] == "cancelled"
+    assert any("nightly" in r.getMessage() and "revoked" in r.getMessage() for r in caplog.records)
+    assert not _job_ids_logged(caplog.records, jid)
