@@ -7,13 +7,15 @@ from __future__ import annotations
 import logging
 import os
 
+import pytest
 import zmq
 from conftest import authorized_socket, wait_until
-from test_boss_state import KEY, add_agent, make_state, submit_body
+from test_boss_state import KEY, TAG, add_agent, make_state, submit_body
 from test_result_integrity import key_of_one_role  # noqa: F401 - a fixture
 from test_security import threads, victim_cluster
 
 from taylorism_zmq import run_as_server
+from taylorism_zmq.launch.task import died
 from taylorism_zmq.wire import protocol
 from taylorism_zmq.wire.codec import Codec
 from taylorism_zmq.wire.keystore import Identity
@@ -94,3 +96,64 @@ def test_a_job_cancelled_for_its_revoked_key_is_logged_by_label(caplog):
     assert [b["job"] for b in ends] == [jid] and ends[0]["status"] == "cancelled"
     assert any("nightly" in r.getMessage() and "revoked" in r.getMessage() for r in caplog.records)
     assert not _job_ids_logged(caplog.records, jid)
+
+
+# -- an agent key on the restart path --------------------------------------------------------------------------
+NODE = Identity("key-node", "node", frozenset({"agent"}))
+ROGUE = Identity("key-rogue", "rogue", frozenset({"agent"}))
+RESTART_PATH = ("after a boss restart the boss cannot tell which agent was sent a task: only the job id and the "
+                "owner's key id (no secret: an agent sent one task of the job has both; the metrics show job ids) "
+                "bind what an agent says of it; the fix is a proof of the task's key with each report and running "
+                "claim on the restart path, checked when the owner's ADD_TASKS brings the keys")
+
+
+def _register(state, aid: str, who: Identity, running: list) -> None:
+    out = state.on_register(aid.encode(), {"agent": aid, "host": aid, "shm_host": "machine-a", "cpus": 4,
+                                           "memory": 8000.0, "slots": 4, "pid": 1, "running": running},
+                            now=100.0, who=who)
+    assert out[-1][1] is Msg.REGISTERED, out
+
+
+def _resubmit(state, jid: str) -> list:
+    """Alice's client, back after the restart: its job again, its task 0 with its key."""
+    state.on_submit(b"alice", submit_body(jid, resubmit=True), now=101.0, who=ALICE)
+    return state.on_add_tasks(b"alice", {"job": jid, "tasks": [[0, "w0", "m:W", 0.0, 0.0, [], b"p", KEY]],
+                                         "classes": {}}, now=101.0, who=ALICE)
+
+
+@pytest.mark.xfail(strict=True, reason=RESTART_PATH)
+def test_after_a_restart_an_agent_key_cannot_fail_a_task_it_was_never_sent():
+    """The boss restarts while alice's task 0 runs on node's agent; a second agent key, never sent that task,
+    reports it failed (a task that died: no tag needed) before node's agent delivers the real report.  The first
+    report is kept, the real one dropped as a duplicate (and acknowledged: the agent forgets it), and alice's job,
+    submitted again, fails on the forged one."""
+    state = make_state(started=100.0)
+    jid = "job-a11ce"
+    _register(state, "agent-node", NODE, [[5, jid, 0, None, ALICE.key_id]])
+    state.on_agent_reports(b"", {"agent": "agent-rogue", "batch": 1, "reports": [
+        [1, jid, 0, False, died("killed by the rogue"), 0.0, 1.0, b"", b"", b"", ALICE.key_id]]}, now=100.0, who=ROGUE)
+    state.on_agent_reports(b"", {"agent": "agent-node", "batch": 1, "reports": [
+        [5, jid, 0, True, b"real", 0.0, 1.0, b"", b"", TAG, ALICE.key_id]]}, now=100.0, who=NODE)
+    out = _resubmit(state, jid)
+    rows = [row for _, kind, body in out if kind is Msg.REPORTS for row in body["reports"]]
+    assert [(row[0], row[1], row[2]) for row in rows] == [(0, True, b"real")], rows
+    assert not [body for _, kind, body in out if kind is Msg.JOB_END]
+
+
+@pytest.mark.xfail(strict=True, reason=RESTART_PATH)
+def test_after_a_restart_an_agent_key_cannot_hold_a_task_it_was_never_sent():
+    """The boss restarts while alice's task 0 runs on node's agent, which says so as it registers again; a second
+    agent key, never sent that task, says it runs it too.  The last claim wins: alice's task, submitted again, is
+    taken as running on the rogue agent (which never reports it), and the real agent's report is then refused
+    ("never sent there"): alice's job waits for ever."""
+    state = make_state(started=100.0)
+    jid = "job-a11ce"
+    _register(state, "agent-node", NODE, [[5, jid, 0, None, ALICE.key_id]])
+    _register(state, "agent-rogue", ROGUE, [[77, jid, 0, None, ALICE.key_id]])
+    _resubmit(state, jid)
+    task = state.ledger.jobs[jid].by_index[0]
+    assert task.agent is not None and task.agent.aid == "agent-node", task.agent
+    out = state.on_agent_reports(b"", {"agent": "agent-node", "batch": 1, "reports": [
+        [5, jid, 0, True, b"real", 0.0, 1.0, b"", b"", TAG, ALICE.key_id]]}, now=102.0, who=NODE)
+    rows = [row for _, kind, body in out if kind is Msg.REPORTS for row in body["reports"]]
+    assert [(row[0], row[1], row[2]) for row in rows] == [(0, True, b"real")], rows
