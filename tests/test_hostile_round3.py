@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 
 import pytest
 import zmq
 from conftest import authorized_socket, wait_until
 from test_boss_state import KEY, TAG, add_agent, make_state, submit_body
 from test_result_integrity import key_of_one_role  # noqa: F401 - a fixture
-from test_security import threads, victim_cluster
+from test_security import ask, threads, victim_cluster
 
 from taylorism_zmq import run_as_server
 from taylorism_zmq.launch.task import died
@@ -157,3 +158,42 @@ def test_after_a_restart_an_agent_key_cannot_hold_a_task_it_was_never_sent():
         [5, jid, 0, True, b"real", 0.0, 1.0, b"", b"", TAG, ALICE.key_id]]}, now=102.0, who=NODE)
     rows = [row for _, kind, body in out if kind is Msg.REPORTS for row in body["reports"]]
     assert [(row[0], row[1], row[2]) for row in rows] == [(0, True, b"real")], rows
+
+
+def test_after_a_restart_an_agent_key_taking_another_agents_id_does_not_stop_that_agent(
+        cluster_factory, key_of_one_role, tmp_path):  # noqa: F811
+    """Any client sees the agent ids (taylorism-ctl status); a restarted boss knows none of them.  A second agent
+    key registers, with the new boss, the id of an agent running a user's task before that agent does: the agent
+    was refused ("registered by another key") and exited, its tasks killed, the user's job lost.  The agent
+    registers again under a new id instead; the user's task goes on and its job ends with its report."""
+    key_dir, _ = key_of_one_role("agent")
+    cluster = victim_cluster(cluster_factory, key_dir, host_name="node-real", agent_timeout=30,
+                             boss_args=("--recovery-grace", "30"))
+    agent = cluster.agents[0]
+    (squatted,) = [h["agent"] for h in cluster.status()["hosts"]]
+    started, gate = tmp_path / "started", tmp_path / "gate"
+    started.mkdir()
+    boss = run_as_server(dict(zt="big", gate=str(gate), started=str(started)), dict(tag=[0]),
+                         scheduler=threads(2), boss=cluster.control)
+    boss.make_them_work(terminate=True)
+    wait_until(lambda: os.listdir(started), 20, "the user's task to run on node-real")
+    cluster.boss.send_signal(signal.SIGKILL)
+    cluster.boss.wait()
+    agent.send_signal(signal.SIGSTOP)  # (the rogue comes first: it is ready when the boss is back)
+    try:
+        cluster.start_boss()
+        with authorized_socket(zmq.DEALER, cluster.control, key_dir=key_dir) as sock:
+            kind, _ = ask(sock, Msg.REGISTER, {"agent": squatted, "host": "node-rogue", "shm_host": "x", "cpus": 1,
+                                               "memory": 1000.0, "slots": 1, "pid": 1, "running": []}, timeout=20)
+            assert kind is Msg.REGISTERED
+            agent.send_signal(signal.SIGCONT)
+            wait_until(lambda: any(h["host"] == "node-real" for h in cluster.status()["hosts"]), 20,
+                       "the real agent registered again (under an id of its own)")
+            assert agent.poll() is None, f"the agent exited with status {agent.returncode}"
+            gate.touch()
+            boss.wait_till_finished()
+    finally:
+        agent.send_signal(signal.SIGCONT)
+        gate.touch()
+    assert [r["report"]["tag"] for r in boss.get_report()["workers_report"]] == ["0"]
+    assert agent.poll() is None, f"the agent exited with status {agent.returncode}"
