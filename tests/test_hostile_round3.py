@@ -103,7 +103,7 @@ def test_a_job_cancelled_for_its_revoked_key_is_logged_by_label(caplog):
 NODE = Identity("key-node", "node", frozenset({"agent"}))
 ROGUE = Identity("key-rogue", "rogue", frozenset({"agent"}))
 RESTART_PATH = ("after a boss restart the boss cannot tell which agent was sent a task: only the job id and the "
-                "owner's key id (no secret: an agent sent one task of the job has both; the metrics show job ids) "
+                "owner's key id (no secret: an agent sent one task of the job has both) "
                 "bind what an agent says of it; the fix is a proof of the task's key with each report and running "
                 "claim on the restart path, checked when the owner's ADD_TASKS brings the keys")
 
@@ -197,3 +197,26 @@ def test_after_a_restart_an_agent_key_taking_another_agents_id_does_not_stop_tha
         gate.touch()
     assert [r["report"]["tag"] for r in boss.get_report()["workers_report"]] == ["0"]
     assert agent.poll() is None, f"the agent exited with status {agent.returncode}"
+
+
+# -- job ids in the metrics ------------------------------------------------------------------------------------
+def test_the_metrics_name_jobs_by_the_digest_of_their_id():
+    """The metrics need no token (any user of the host reaches a loopback port): they showed every live job's id,
+    which, with its owner's key id (no secret), is all an agent key needs on the restart path above.  They name
+    a job by the digest of its id its log lines show, beside its name and owner."""
+    import urllib.request
+
+    from taylorism_zmq.boss.metrics import BossMetrics
+    from taylorism_zmq.wire.peer_logging import job_label
+
+    jid = "job-5ec7e7d5ec7e7d"
+    metrics = BossMetrics(0)
+    try:
+        metrics.publish({"hosts": [], "counters": {}, "jobs": [
+            {"job": jid, "name": "nightly", "client": "alice", "running": 1, "pending": 2, "done": 3, "failed": 0}]})
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics.port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    finally:
+        metrics.stop()
+    assert jid not in text and jid.removeprefix("job-") not in text
+    assert f'taylorism_job_tasks{{job="{job_label(jid)}",name="nightly",owner="alice",state="pending"}} 2.0' in text
