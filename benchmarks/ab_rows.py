@@ -51,12 +51,12 @@ def one(tree: str, row: str, workloads: list[str]) -> dict[str, float]:
         raise SystemExit(f"taylorism_zmq came from {taylorism_zmq.__file__}, not from {tree}")
     figures = {}
     for w in workloads:
-        size, slots = compare.WORKLOADS[w]
-        compare.run_row(row, {w: (max(4, size // 20), slots)}, 1, "")  # (the daemons' start is not the change's)
+        _kind, size, slots = compare.WORKLOADS[w]
+        compare.run_row(row, {w: (max(4, size // 20), slots)}, 1)  # (the daemons' start is not the change's)
         before = cpu_seconds()
-        result = compare.run_row(row, {w: compare.WORKLOADS[w]}, 1, "")
+        result = compare.run_row(row, {w: (size, slots)}, 1)
         figures[w] = result["runs"][w][0][FIGURES[w][0]]
-        figures[f"{w}_cpu_us"] = 1e6 * (cpu_seconds() - before) / compare.WORKLOADS[w][0]
+        figures[f"{w}_cpu_us"] = 1e6 * (cpu_seconds() - before) / size
     return figures
 
 

@@ -1,6 +1,6 @@
 """Where the CPU of a trivial task goes, process by process, on the embedded default.
 
-    python benchmarks/cpu_breakdown.py [--tasks 1000] [--slots 2] [--lean] [--reuse N]
+    python benchmarks/cpu_breakdown.py [--tasks 1000] [--slots 2] [--lean] [--reuse N] [--report-kb KB]
 
 Runs W1 (trivial tasks) and reads, from /proc, the user and system time and
 the minor page faults of the client, the boss, the agent, the launcher and
@@ -11,7 +11,8 @@ with --lean (TAYLORISM_FORK_CALLER=0) it is a launcher of the agent's zygote,
 counted apart. With --reuse N (max_tasks_per_process=N, implies --lean) the task
 processes live on after the run: they are read from /proc too. Beside it, the
 same for a bare fork loop in this process: what one fork, a child that exits at
-once and its reaping cost on this machine.
+once and its reaping cost on this machine. With --report-kb KB each task returns
+KB kilobytes instead (W4: 100), to see what each process spends on a report.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def main() -> int:
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--lean", action="store_true", help="launchers from the agent's zygote, not forks of this")
     parser.add_argument("--reuse", type=int, default=1, metavar="N", help="max_tasks_per_process (implies --lean)")
+    parser.add_argument("--report-kb", type=int, default=0, metavar="KB", help="each task returns KB kB (W4: 100)")
     args = parser.parse_args()
     if args.lean or args.reuse > 1:
         os.environ["TAYLORISM_FORK_CALLER"] = "0"
@@ -70,10 +72,12 @@ def main() -> int:
 
     scheduler = footprints.proxy.scheduler(limit="threads", max_threads=args.slots)
 
+    common = dict(bench_blob=args.report_kb * 1000) if args.report_kb else dict(bench_zmq=True)
+
     def run(n: int) -> float:
         start = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
-            taylorism_zmq.batch_main(dict(bench_zmq=True), dict(bench_value=list(range(n))), scheduler=scheduler,
+            taylorism_zmq.batch_main(common, dict(bench_value=list(range(n))), scheduler=scheduler,
                                      print_report=lambda r: None, max_tasks_per_process=args.reuse)
         return time.perf_counter() - start
 
@@ -96,7 +100,8 @@ def main() -> int:
         time.sleep(0.01)
     forks1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     n = args.tasks
-    print(f"W1: {n} trivial tasks, {args.slots} slots: {n / elapsed:.0f} tasks/s")
+    what = f"tasks returning {args.report_kb} kB" if args.report_kb else "trivial tasks"
+    print(f"{n} {what}, {args.slots} slots: {n / elapsed:.0f} tasks/s")
     print(f"{'process':18} {'user ms':>8} {'sys ms':>8} {'faults':>7}   (per task)")
     client_cpu = (client1.ru_utime - client0.ru_utime, client1.ru_stime - client0.ru_stime)
     print(f"{'client':18} {client_cpu[0] / n * 1e3:>8.2f} {client_cpu[1] / n * 1e3:>8.2f} "

@@ -12,6 +12,7 @@ import textwrap
 import footprints
 import pytest
 import zt_workers  # noqa: F401 - registers the test worker classes
+from conftest import wait_until
 
 from taylorism_zmq import batch_main
 
@@ -168,3 +169,92 @@ def test_reused_processes_serve_several_jobs_of_a_process(monkeypatch):
                             max_tasks_per_process=100, print_report=lambda r: None)
         pids.append({r["report"]["pid"] for r in report["workers_report"]})
     assert len(pids[0]) == 1 and pids[0] == pids[1]  # one process ran them all, across the two jobs
+
+
+def test_the_reports_a_caller_drops_are_freed_before_its_next_job_forks_it():
+    """A job's reports go when the caller drops them, without waiting for a garbage collection: the next job's
+    launcher, a fork of the caller, and each of its task forks would otherwise carry (and pay for) them."""
+    import gc
+
+    import psutil
+
+    from taylorism_zmq import run_as_server
+
+    me = psutil.Process()
+    threads = footprints.proxy.scheduler(limit="threads", max_threads=4)
+    gc.collect()
+    gc.disable()  # a collection that happens to run must not hide a reference cycle
+    try:
+        report = batch_main(dict(zt="big", size=4 << 20), dict(tag=list(range(20))), scheduler=threads,
+                            print_report=lambda r: None)
+        assert sorted(len(r["report"]["blob"]) for r in report["workers_report"]) == [4 << 20] * 20
+        holding = me.memory_info().rss
+        del report
+        dropped = me.memory_info().rss
+        before = {p.pid for p in me.children()}
+        boss = run_as_server(dict(zt="nap", seconds=3.0), dict(tag=[0]), scheduler=threads)
+        launchers = wait_until(lambda: [p for p in me.children() if p.pid not in before  # forks of the caller
+                                        and p.cmdline() == me.cmdline()], 20, "the job's launcher")
+        launcher_rss = max(p.memory_info().rss for p in launchers)
+        boss.wait_till_finished()
+    finally:
+        gc.enable()
+    assert holding - dropped > 60 << 20, (holding >> 20, dropped >> 20)  # 80 MiB of reports given back
+    assert launcher_rss < dropped + (20 << 20), (launcher_rss, dropped)
+
+
+def test_a_launcher_forked_from_the_caller_does_not_carry_the_callers_free_heap():
+    """Memory the caller freed but its C heap kept (freed reports below a live allocation) is given back before
+    the caller is forked for a job: the launcher, and each task forked from it, would carry it."""
+    import psutil
+
+    from taylorism_zmq import run_as_server
+
+    me = psutil.Process()
+    start = me.memory_info().rss
+    freed = [b"f" * 100_000 for _ in range(800)]  # 80 MB from the C heap (each under malloc's mmap threshold)
+    pinned = b"p" * 120_000  # from the top of the heap, above them (no free hole is that large): a pin
+    del freed
+    held = me.memory_info().rss
+    assert held - start > 60 << 20, (start >> 20, held >> 20)  # the heap kept the freed memory
+    before = {p.pid for p in me.children()}
+    boss = run_as_server(dict(zt="nap", seconds=3.0), dict(tag=[0]),
+                         scheduler=footprints.proxy.scheduler(limit="threads", max_threads=1))
+    launchers = [p for p in me.children() if p.pid not in before and p.cmdline() == me.cmdline()]  # forks
+    launcher_rss = max(p.memory_info().rss for p in launchers) if launchers else None
+    boss.wait_till_finished()
+    assert pinned and launchers and launcher_rss < held - (60 << 20), (launcher_rss >> 20, held >> 20)
+
+
+def test_the_caller_is_forked_where_the_c_library_has_no_malloc_trim(monkeypatch):
+    """Not every C library has glibc's malloc_trim (musl, macOS): there the caller is forked as it is."""
+    import ctypes
+
+    from taylorism_zmq.client import forklaunch
+
+    def no_libc(name):
+        raise OSError("no C library here")
+
+    with monkeypatch.context() as m:
+        m.setattr(ctypes, "CDLL", no_libc)
+        assert forklaunch._find_malloc_trim() is None
+    monkeypatch.setattr(forklaunch, "_malloc_trim", None)
+    report = batch_main(dict(zt="nap"), dict(tag=[2, 3]), print_report=lambda r: None)
+    assert sorted(r["report"]["tag"] for r in report["workers_report"]) == ["2", "3"]
+
+
+def test_a_jobs_process_handle_outlives_its_boss():
+    """Boss._process (taylorism's boss subprocess) holds its Boss weakly: once the Boss is gone, the handle
+    says the job is over rather than raising."""
+    import gc
+
+    from taylorism_zmq import run_as_server
+
+    boss = run_as_server(dict(zt="nap"), dict(tag=[1]))
+    boss.wait_till_finished()
+    process = boss._process
+    del boss
+    gc.collect()
+    assert process.is_alive() is False
+    process.terminate()
+    process.join(0.1)

@@ -148,6 +148,7 @@ def test_reports_a_client_never_reads_cost_the_boss_a_few_messages_and_its_backl
     before = rss_mib(cluster.boss.pid)
     with authorized_socket(zmq.DEALER, cluster.control, key_dir=key_dir, options=NON_READER) as sock:
         _raw_job(sock, "unread", 100, 1 << 20)
+        wait_until(lambda: cluster.status()["jobs"], 20, "the job at the boss")  # (not yet there is not "ended")
         done: list[int] = []
 
         def settled() -> bool:

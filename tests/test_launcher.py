@@ -107,6 +107,21 @@ def test_a_task_process_tags_what_it_produced_with_its_tasks_key(launcher, max_t
     assert not refused["ok"] and refused["tag"] == integrity.NO_TAG and b"No module named" in refused["payload"]
 
 
+@pytest.mark.parametrize("max_tasks", [1, 4])
+def test_results_larger_than_a_pipe_come_whole_and_tagged(launcher, max_tasks):
+    """A result larger than its pipe holds (64 KiB) comes in parts: each one, of any size, arrives whole, its
+    tag verifying, from fresh processes or reused ones (results back to back on one pipe)."""
+    sizes = [300_000, 10, 70_000, 1 << 20, 65_000]
+    for size in sizes:
+        launcher.run(dict(zt="big", size=size, tag=str(size)), max_tasks=max_tasks)
+    got = {}
+    for _ in sizes:  # (in the order they end)
+        done = launcher.done()
+        assert done["ok"] and integrity.verifies(KEY, True, done["payload"], done["tag"]), done["report"]
+        got[int(done["report"]["tag"])] = len(done["report"]["blob"])
+    assert got == {size: size for size in sizes}
+
+
 def test_a_failed_task_ends_its_process(launcher):
     first = launcher.one(dict(zt="nap", tag=1), max_tasks=10)
     failed = launcher.one(dict(zt="nap", tag=2, fail="value"), max_tasks=10)

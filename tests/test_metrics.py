@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from taylorism_zmq import batch_main, run_as_server
 from taylorism_zmq.wire import protocol
+from taylorism_zmq.wire.peer_logging import job_label
 
 
 def scrape(port: int) -> dict[tuple[str, tuple], float]:
@@ -105,7 +106,7 @@ def test_two_agents_on_one_host_are_two_unique_series_and_running_jobs_have_thei
     assert len(agents) == 2 and all(a.startswith("agent-vm-") for a in agents)
     assert {dict(labels)["host"] for name, labels in found if name == "taylorism_host_slots"} == {"vm"}
     job_series = {dict(labels)["job"]: dict(labels) for name, labels in found if name == "taylorism_job_tasks"}
-    assert list(job_series) == [boss.job_id] and job_series[boss.job_id]["name"] == "scraped"
+    assert list(job_series) == [job_label(boss.job_id)] and job_series[job_label(boss.job_id)]["name"] == "scraped"
     boss.stop_them_working()
     boss.wait_till_finished()
 
@@ -126,7 +127,7 @@ def test_job_series_are_capped_with_an_other_bucket():
         values = scrape(metrics.port)
         shown = {dict(labels)["job"] for name, labels in found if name == "taylorism_job_tasks"}
         assert len(shown) == JOB_SERIES + 1 and "other" in shown
-        assert {f"job-{i:02d}" for i in range(5, JOB_SERIES + 5)} <= shown  # the busiest
+        assert {job_label(f"job-{i:02d}") for i in range(5, JOB_SERIES + 5)} <= shown  # the busiest
         other = {dict(labels)["state"]: values[(name, labels)] for name, labels in found
                  if name == "taylorism_job_tasks" and dict(labels)["job"] == "other"}
         assert other == {"running": 100 + sum(range(5)), "pending": 5, "done": 10, "failed": 1}

@@ -134,7 +134,9 @@ class AgentDaemon:
         self.curve = not insecure and security.needs_curve(self.control_endpoint)
         #: pickle may travel on this link: private ipc, or authenticated tcp
         self.trusted_link = self.curve or security.link_is_trusted(self.control_endpoint)
-        self.aid = f"agent-{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.aid = new_agent_id(self.host)
+        #: the ids this agent went by before (another key registered them first with a restarted boss)
+        self.former_ids: list[str] = []
         self._push_polled = False
         self._last_beat = 0.0
         #: when the report socket last said it is there (see PUSH_SPEAKS)
@@ -595,9 +597,25 @@ class AgentDaemon:
         self.stop()
 
     def on_refused(self, body: dict[str, Any]) -> None:
+        if body["message"] in {f"agent id {aid} was registered by another key" for aid in (self.aid, *self.former_ids)}:
+            if body["message"].startswith(f"agent id {self.aid} "):
+                self._take_new_id()
+            return  # (what was sent under a former id, refused since)
         log.error("agent %s refused by the boss: %s", self.aid, body["message"])
         self.exit_code = 2
         self.stop()
+
+    def _take_new_id(self) -> None:
+        """Another key registered this agent's id first (a restarted boss knows none: any client sees the ids in
+        its status): go on under a new id, with the tasks that run here, rather than stop them."""
+        self.former_ids.append(self.aid)
+        old, self.aid = self.aid, new_agent_id(self.host)
+        self.sender.aid = self.tasks.aid = self.launchers.aid = self.aid
+        log_fields(agent=self.aid, host=self.host)
+        log.warning("agent %s: another key registered this agent's id with the boss first: going on as %s", old,
+                    self.aid)
+        self.registered = False
+        self._register()
 
     def on_registered(self, body: dict[str, Any]) -> None:
         fresh = not self.registered or body["boss"] != self.boss_id
@@ -638,6 +656,11 @@ class AgentDaemon:
         if self.sender.rows or self.sender.blocked or self.sender.memory_bytes > self.sender.window:
             self.sender.flush()
 
+
+
+def new_agent_id(host: str) -> str:
+    """An id for this agent: its host and pid, and a random part (a boss that restarted tells two apart by it)."""
+    return f"agent-{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 def _boss_period(period: float, aid: str) -> float:

@@ -137,7 +137,9 @@ class ClientConnections:
                 idle = "halted" if job.halted else "no task left, and no end said"
                 why = (f"detached job {job.jid} ({job.name}) had nothing to run ({idle}) and no client for "
                        f"{silent:.0f}s (taylorism-boss --detached-timeout)")
-                log.warning("%s: stopping it (%s)", why, job.owner.label, extra={"job": job.jid})
+                log.warning("detached job %s had nothing to run (%s) and no client for %.0fs (taylorism-boss "
+                            "--detached-timeout): stopping it (%s)", job.label, idle, silent, job.owner.label,
+                            extra={"job": job.label})
                 self.ledger.counters["detached_expired"] += 1
                 self.ledger.end_job(job, JobState.STOPPED, now, error=("RuntimeError", why))
 

@@ -13,7 +13,7 @@ from ..wire.protocol import Msg
 from .clients import ClientConnections
 from .dispatch import Dispatcher
 from .ledger import Ledger, end_body
-from .model import JobRecord, JobState, Policy, TaskRecord, TaskState
+from .model import JobRecord, JobState, Policy, Refused, TaskRecord, TaskState
 from .plugins import PluginLoader
 from .quota import job_bytes, task_bytes
 from .validation import ticket_fits
@@ -166,7 +166,9 @@ class JobRequests:
 
     def add_tasks(self, route: bytes, body: dict, now: float, who: Identity) -> None:
         ledger = self.ledger
-        job = ledger.owned_job(body["job"], who)
+        job = ledger.jobs.get(body["job"])
+        if job is not None and job.owner.key != who.key:  # an admin too: its tasks would run as the owner
+            raise Refused(f"job {job.jid} belongs to another user", f"job {job.label} belongs to another user")
         if job is None or job.ending or job.stopping:
             return
         problem = _classes_problem(body["classes"], job.classes) or _keys_problem(body["tasks"])

@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import MetricsHandler
 from prometheus_client.registry import Collector
 
+from ..wire.peer_logging import job_label
 from .http_bounds import BoundedHandler, BoundedHTTPServer, serve
 from .options import METRICS_ADDRESS
 from .pair_metrics import pair_metrics
@@ -141,7 +142,9 @@ def agent_families(hosts: list[dict[str, Any]]) -> list[GaugeMetricFamily]:
 
 def job_family(jobs: list[dict[str, Any]], cap: int = JOB_SERIES) -> GaugeMetricFamily:
     """Tasks of each live job by state: the *cap* jobs with the most tasks running (then pending) have series
-    of their own, the rest are summed under job="other" (bounded cardinality, every series unique)."""
+    of their own, the rest are summed under job="other" (bounded cardinality, every series unique).  A job is
+    named by the digest of its id its log lines show: the metrics need no token, and a job id is what ATTACH and
+    a resubmission after a boss restart go by."""
     family = GaugeMetricFamily("taylorism_job_tasks", "Tasks of a live job, by state (jobs beyond the "
                                f"{cap} busiest summed under job=\"{OTHER_JOBS}\")",
                                labels=["job", "name", "owner", "state"])
@@ -153,7 +156,7 @@ def job_family(jobs: list[dict[str, Any]], cap: int = JOB_SERIES) -> GaugeMetric
             other[state] += j[state]
     for j in ranked[:cap]:
         for state in JOB_TASK_STATES:
-            family.add_metric([j["job"], j["name"], j["client"], state], j[state])
+            family.add_metric([job_label(j["job"]), j["name"], j["client"], state], j[state])
     if len(jobs) > min(cap, len(ranked)):
         for state in JOB_TASK_STATES:
             family.add_metric([OTHER_JOBS, "", "", state], other[state])

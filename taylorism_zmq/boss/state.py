@@ -234,7 +234,8 @@ class BossState:
         ledger = self.ledger
         for job in [j for j in ledger.jobs.values() if j.owner.key in keys]:
             why = f"job {job.jid} ({job.name}) was cancelled: the key of its owner, {job.owner.label}, was revoked"
-            log.warning("%s", why, extra={"job": job.jid})
+            log.warning("job %s was cancelled: the key of its owner, %s, was revoked", job.label, job.owner.label,
+                        extra={"job": job.label})
             ledger.end_job(job, JobState.CANCELLED, now, error=("JobCancelledError", why))
         for jid in [jid for jid, done in ledger.detached_done.items() if done[2].key in keys]:
             ledger.forget_detached(jid)

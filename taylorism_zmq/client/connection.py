@@ -222,14 +222,14 @@ class Connection:
         two-frame events apart (RuntimeError: Invalid event message format)."""
         with self.lock:
             problem = self._handshake.check()
+        if problem is not None and self._handshake.key_refused and self.keys is not None:
+            raise self._key_refused()  # (after handshakes that went through too: the key was revoked since)
         if problem is not None and not self._handshake.succeeded and self._handshake.busy:
             self._turned_away = problem  # (said at the timeout, if no later attempt goes through)
             if retry:
                 log.info("%s; asking again in %gs", problem, BUSY_RETRY)
                 return True
         if problem is not None and not self._handshake.succeeded:
-            if self._handshake.key_refused and self.keys is not None:
-                raise self._key_refused()
             raise BossUnreachableError(problem)
         return False
 

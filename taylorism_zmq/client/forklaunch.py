@@ -14,6 +14,7 @@ its job ends, when this process is gone (it watches a pipe only this process hol
 from __future__ import annotations
 
 import atexit
+import ctypes
 import os
 import select
 import signal
@@ -23,12 +24,27 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 
 from ..config_file import parse_bool
 from ..launch.link_protocol import TO_FORK, LinkError, LinkMsg, decode_bytes, encode
 
 #: seconds a new fork has to reach the agent and be welcomed
 READY_TIMEOUT = 30.0
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None where the C library has none (musl, macOS) or cannot be opened."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+#: gives the C heap's free pages back to the system before a fork (see fork_launcher)
+_malloc_trim = _find_malloc_trim()
 
 
 class ForkedLauncher:
@@ -79,6 +95,10 @@ def fork_launcher(socket_path: str, launcher_id: str, wait: bool = True) -> Fork
             f.flush()
         except (OSError, ValueError, AttributeError):
             pass
+    if _malloc_trim is not None:
+        # the heap's free pages (reports this process dropped, that the heap could not shrink over) would be in
+        # the fork's page tables, and in every task's forked from it, copied and torn down each time
+        _malloc_trim(0)
     with warnings.catch_warnings():  # (Python 3.12 warns of forking a process with threads: see above)
         warnings.simplefilter("ignore", DeprecationWarning)
         pid = os.fork()

@@ -11,7 +11,7 @@ import logging
 import sys
 import traceback
 import uuid
-from collections.abc import Callable
+import weakref
 from typing import Any
 
 from bronx.system import interrupt
@@ -64,23 +64,37 @@ def _connect(boss: str | None, http: bool | int | str | None = None) -> tuple[Co
 
 
 class _JobProcess:
-    """Stands for taylorism's boss subprocess: terminating it interrupts the job."""
+    """Stands for taylorism's boss subprocess: terminating it interrupts the job.
+
+    It holds its Boss by a weak reference: a reference cycle would keep the Boss, and every report it holds,
+    until a garbage collection; with the embedded default the next job's launcher, a fork of this process,
+    would carry them, and each task forked from it pay for them (page tables copied and torn down).
+    """
 
     def __init__(self, boss: Boss):
-        self._boss = boss
+        self._boss = weakref.proxy(boss)
         self.pid = None
 
     def terminate(self) -> None:
-        self._boss._interrupted = True
-        self._boss._control("stop_now")
+        try:
+            self._boss._interrupted = True
+            self._boss._control("stop_now")
+        except ReferenceError:  # its Boss is gone: nothing of the job is left here to interrupt
+            pass
 
     kill = terminate
 
     def is_alive(self) -> bool:
-        return self._boss._final is None and self._boss._end is None
+        try:
+            return self._boss._final is None and self._boss._end is None
+        except ReferenceError:
+            return False
 
     def join(self, timeout: float | None = None) -> None:
-        self._boss._wait_end(timeout)
+        try:
+            self._boss._wait_end(timeout)
+        except ReferenceError:
+            pass
 
 
 class Boss:
@@ -109,6 +123,13 @@ class Boss:
     link), is run in each agent's launcher before the job's tasks, to replay
     run-time setup the tasks rely on (``epygram.init_env`` for example).
     """
+
+    #: what the boss says of this job, by type (the connection queues these in the job's inbox): method names,
+    #: not bound methods, which would make a reference cycle (see _JobProcess)
+    _handlers: dict[Msg, str] = {
+        Msg.REPORTS: "_on_reports", Msg.STARTED: "_on_started", Msg.OUTPUT: "_on_output",
+        Msg.ERROR: "_on_error", Msg.JOB_END: "_on_job_end",
+    }
 
     control_signals = {
         "HALT": "Suspend ordering workers to work until RESUME.",
@@ -149,11 +170,6 @@ class Boss:
         #: a report its task did not produce, for a task the boss took as done: the job fails here
         self._refused_report = False
         self._inbox = self._conn.open_inbox(self._job)
-        #: what the boss says of this job, by type (the connection queues these in the job's inbox)
-        self._handlers: dict[Msg, Callable[[dict[str, Any]], None]] = {
-            Msg.REPORTS: self._on_reports, Msg.STARTED: self._on_started, Msg.OUTPUT: self._on_output,
-            Msg.ERROR: self._on_error, Msg.JOB_END: self._on_job_end,
-        }
         self._instructions: dict[int, dict] = {}
         #: names of the tasks not reported yet (taylorism: no two running workers share a name)
         self._running_names: dict[str, int] = {}
@@ -350,7 +366,7 @@ class Boss:
             self._conn.pump(0)
         while self._inbox:
             kind, body = self._inbox.popleft()
-            self._handlers[kind](body)
+            getattr(self, self._handlers[kind])(body)
 
     # -- what the boss says of this job, by type (the table is self._handlers; private, as this class's public
     # names are taylorism's API) -------------------------------------------------------------------------------

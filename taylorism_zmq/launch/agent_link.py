@@ -47,7 +47,17 @@ class AgentLink:
     def send(self, kind: LinkMsg, *fields: object) -> None:
         if self.closed:
             return  # going away: the agent will not hear of it anyway
-        self.outbuf += encode(kind, *fields)
+        data = encode(kind, *fields)
+        if not self.outbuf:  # nothing waits before it: straight to the socket, the rest (if any) kept
+            try:
+                data = data[self.sock.send(data):]
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                return
+            if not data:
+                return
+        self.outbuf += data
         self.flush()
 
     def flush(self, blocking: bool = False) -> None:

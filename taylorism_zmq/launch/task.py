@@ -17,7 +17,7 @@ from ..processes import die_with_parent
 from ..wire.codec import Codec, ref_of, resolve_ref
 from ..wire.integrity import tag
 from .descendants import end_all
-from .pipes import LENGTH, read_exactly, write_all
+from .pipes import LENGTH, read_exactly, write_message
 
 #: this project's own code at the top of every task's traceback (the task process, Worker._work): left out of
 #: the traceback the client shows, which starts at the user's code
@@ -127,7 +127,7 @@ def task_main(launcher_pid: int, task_fd: int, result_fd: int,
             _flush_output()
             try:
                 data = msgpack.packb([*result, tag(key, *result)], use_bin_type=True)
-                write_all(result_fd, LENGTH.pack(len(data)) + data)
+                write_message(result_fd, data)
             except BrokenPipeError:
                 break
             end_all()  # nothing the task started outlives it (this process is their subreaper)

@@ -41,8 +41,8 @@ class Task:
 class TaskProcess:
     """A task process and the launcher's ends of its pipes."""
 
-    __slots__ = ("pid", "task_w", "result_r", "outputs", "task", "runs", "buffer", "status", "kill_at", "why",
-                 "generation")
+    __slots__ = ("pid", "task_w", "result_r", "outputs", "task", "runs", "buffer", "body", "filled", "status",
+                 "kill_at", "why", "generation")
 
     def __init__(self, pid: int, task_w: int, result_r: int, out_r: int, err_r: int):
         self.pid = pid
@@ -58,6 +58,9 @@ class TaskProcess:
         self.runs = 0
         #: bytes of a result not complete yet
         self.buffer = bytearray()
+        #: a result larger than a read, being read into a buffer of its size, and how much of it came
+        self.body: bytearray | None = None
+        self.filled = 0
         #: its wait status, once it is gone
         self.status: int | None = None
         #: when it is killed if it did not leave after SIGTERM (monotonic)
@@ -84,12 +87,25 @@ class TaskProcess:
             os.close(self.task_w)
             self.task_w = -1
 
-    def read_results(self, max_size: int) -> tuple[list[bytes], bool, bool]:
+    def read_results(self, max_size: int) -> tuple[list[bytearray], bool, bool]:
         """The whole results its pipe holds now, whether the pipe ended, and whether a result is over
         *max_size* bytes (then nothing more of it is read)."""
-        results: list[bytes] = []
+        results: list[bytearray] = []
         ended = False
         while True:
+            if self.body is not None:  # the rest of a large result, read into its own buffer (no joins)
+                try:
+                    got = os.readv(self.result_r, [memoryview(self.body)[self.filled:]])
+                except BlockingIOError:
+                    break
+                if not got:
+                    ended = True
+                    break
+                self.filled += got
+                if self.filled == len(self.body):
+                    results.append(self.body)  # (a bytearray: msgpack reads it as it is)
+                    self.body = None
+                continue
             if len(self.buffer) >= LENGTH.size and LENGTH.unpack_from(self.buffer)[0] > max_size:
                 return results, ended, True
             try:
@@ -102,10 +118,18 @@ class TaskProcess:
             self.buffer += chunk
             while len(self.buffer) >= LENGTH.size:
                 size = LENGTH.unpack_from(self.buffer)[0]
-                if size > max_size or len(self.buffer) < LENGTH.size + size:
+                if size > max_size:
                     break
-                results.append(bytes(self.buffer[LENGTH.size:LENGTH.size + size]))
-                del self.buffer[:LENGTH.size + size]
+                end = LENGTH.size + size
+                if len(self.buffer) < end:
+                    if size > READ_CHUNK:  # its own buffer, the part that came first in it
+                        self.body = bytearray(size)
+                        self.filled = len(self.buffer) - LENGTH.size
+                        self.body[:self.filled] = memoryview(self.buffer)[LENGTH.size:]
+                        self.buffer.clear()
+                    break
+                results.append(self.buffer[LENGTH.size:end])
+                del self.buffer[:end]
         return results, ended, False
 
 
