@@ -1,6 +1,7 @@
 """Soak: minutes of mixed jobs from several clients while everything that can go wrong does.
 
     python benchmarks/soak.py [--minutes 2] [--clients 3] [--agents 3] [--seed 1] [--outage 8]
+    python benchmarks/soak.py --pair [--kill-every 20 40] [--minutes 5] ...
 
 A boss and agents on tcp loopback (agents given only --boss: they learn the report port); client processes
 submit jobs of random size and scheduler in a loop and check their reports, and one of them makes large
@@ -12,7 +13,9 @@ reports (--blob-mb each). Meanwhile:
   the boss accepts, and garbage;
 - once, the boss is SIGKILLed and started again after --outage seconds: the agents hold the reports of the
   tasks that end meanwhile (in memory up to a window, then in their journals) and deliver them when it is
-  back; the clients submit their jobs again.
+  back; the clients submit their jobs again.  With --pair instead: two bosses (a pair: clients and agents
+  given both), the active one SIGKILLed every --kill-every seconds (20 to 40) and started again at once, as
+  the standby; the standby takes over each time.
 
 Every task records its own execution in a ledger (ledger.py: a file per execution, in a directory the
 clients never read), and its report names that execution.  Prints jobs and tasks, the jobs that failed (each
@@ -148,9 +151,16 @@ def main() -> int:
     parser.add_argument("--outage", type=float, default=8.0, help="seconds the boss stays away (default 8)")
     parser.add_argument("--blob-mb", type=float, default=8.0, help="report size of the heavy client, MiB")
     parser.add_argument("--max-frame-mb", type=int, default=64, help="the boss's frame cap, MiB")
+    parser.add_argument("--pair", action="store_true",
+                        help="two bosses, the active one SIGKILLed every --kill-every seconds and started again as "
+                             "the standby (instead of one outage)")
+    parser.add_argument("--kill-every", type=float, nargs=2, default=[20.0, 40.0], metavar=("MIN", "MAX"),
+                        help="with --pair: seconds between two kills of the active boss (default 20 40)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     control, reports = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    pair = BossPair(control, reports, args.max_frame_mb) if args.pair else None
+    address = pair.address if pair is not None else control
     state_dir = tempfile.mkdtemp(prefix="taylorism-soak-")
     ledger_dir = tempfile.mkdtemp(prefix="taylorism-soak-ledger-")
     cmd = [sys.executable, "-m", "taylorism_zmq"]
@@ -161,17 +171,17 @@ def main() -> int:
                                  "--max-frame-mb", str(args.max_frame_mb), "--log-level", "ERROR"])
 
     def agent() -> subprocess.Popen:
-        return subprocess.Popen([*cmd, "agent", "--boss", control, "--insecure", "--slots", "3",
+        return subprocess.Popen([*cmd, "agent", "--boss", address, "--insecure", "--slots", "3",
                                  "--heartbeat", "0.5", "--state-dir", state_dir, "--log-level", "ERROR",
                                  *(["--allow-root-tasks"] if os.geteuid() == 0 else [])])
 
-    boss = start_boss()
+    boss = start_boss() if pair is None else pair.start()
     agents = [agent() for _ in range(args.agents)]
     stop_at = time.time() + 60 * args.minutes
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     blob = int(args.blob_mb * 2**20)
-    clients = [ctx.Process(target=client_loop, args=(control, args.seed * 100 + i, stop_at, blob if i == 0 else 0,
+    clients = [ctx.Process(target=client_loop, args=(address, args.seed * 100 + i, stop_at, blob if i == 0 else 0,
                                                      ledger_dir, results))
                for i in range(args.clients)]
     for c in clients:
@@ -183,7 +193,9 @@ def main() -> int:
     peaks: dict[str, int] = {}
     killed: dict[int, float] = {}  # the pids of the agents SIGKILLed, and when
     next_kill = time.time() + rng.uniform(3, 8)
-    outage_at, back_at = time.time() + 60 * args.minutes / 3, None
+    outage_at, back_at = (time.time() + 60 * args.minutes / 3, None) if pair is None else (None, None)
+    next_boss_kill = time.time() + rng.uniform(*args.kill_every) if pair is not None else None
+    boss_kills: list[float] = []
     boss_counters: dict = {}
     outcomes: list[tuple] = []
 
@@ -206,7 +218,11 @@ def main() -> int:
     try:
         while any(c.is_alive() for c in clients):
             drain()
-            sample("boss", boss)
+            if pair is not None:
+                for i, proc in enumerate(pair.bosses):
+                    sample(f"boss {i}", proc)
+            else:
+                sample("boss", boss)
             for a in agents:
                 sample("agent (any)", a)
             now = time.time()
@@ -219,6 +235,13 @@ def main() -> int:
                       flush=True)
             if back_at is not None and now >= back_at:
                 boss, back_at = start_boss(), None
+            if next_boss_kill is not None and now >= next_boss_kill and now < stop_at and pair is not None:
+                victim = pair.kill_active()
+                if victim is not None:
+                    boss_kills.append(now)
+                    print(f"active boss {victim} SIGKILLed at +{now - stop_at + 60 * args.minutes:.0f}s, started "
+                          "again as the standby", flush=True)
+                next_boss_kill = time.time() + rng.uniform(*args.kill_every)
             if now >= next_kill and now < stop_at and back_at is None:
                 victim = agents.pop(rng.randrange(len(agents)))
                 killed[victim.pid] = time.time()
@@ -227,7 +250,7 @@ def main() -> int:
                 agents.append(agent())
                 next_kill = time.time() + rng.uniform(3, 8)
             time.sleep(0.2)
-        final = _counters(control)
+        final = _counters(address)
     finally:
         stop_hostile.set()
         deadline = time.time() + 60
@@ -239,16 +262,20 @@ def main() -> int:
                 c.terminate()
                 c.join(timeout=5)
         drain()
-        for p in [*agents, boss]:
+        daemons = [*agents, *(pair.bosses if pair is not None else [boss])]
+        for p in daemons:
             p.send_signal(signal.SIGTERM)
-        for p in [*agents, boss]:
+        for p in daemons:
             p.wait(timeout=15)
         shutil.rmtree(state_dir, ignore_errors=True)
     executions = ledger.read(ledger_dir)
     shutil.rmtree(ledger_dir, ignore_errors=True)
     t = tally(outcomes, executions, killed)
+    bosses = (f"a pair of bosses, the active SIGKILLed {len(boss_kills)} time(s) (failovers seen by the last "
+              f"active: {final.get('failovers', 0)})" if pair is not None
+              else f"boss SIGKILLed once for {args.outage:g}s")
     print(f"{args.minutes:g} min, {args.clients} clients (one with {args.blob_mb:g} MiB reports), {args.agents} "
-          f"agents, {len(killed)} agent(s) SIGKILLed, boss SIGKILLed once for {args.outage:g}s")
+          f"agents, {len(killed)} agent(s) SIGKILLed, {bosses}")
     print(f"hostile peer sent: {', '.join(f'{k} {v}' for k, v in sorted(sent.items()))}")
     print(f"jobs {t.jobs} (failed {t.failed_jobs}, with {t.tasks_of_failed_jobs} tasks), tasks {t.tasks}, "
           f"reports lost {t.lost}, reports naming no finished execution of their task {t.foreign}")
@@ -323,6 +350,84 @@ def tally(outcomes: list[tuple], executions: ledger.Ledger, killed: dict[int, fl
             t.twice_otherwise_tasks.append(task)
     t.unclaimed = sum(1 for e in executions.entries if e.job not in jobs)
     return t
+
+
+class BossPair:
+    """Two bosses of a pair on tcp loopback (--insecure, as the soak's single boss): boss 0 first, boss 1 its
+    standby; the active one killed and started again as the standby, again and again."""
+
+    def __init__(self, control: str, reports: str, max_frame_mb: int) -> None:
+        self.controls = [control, f"tcp://127.0.0.1:{free_port()}"]
+        self.reports = [reports, f"tcp://127.0.0.1:{free_port()}"]
+        self.max_frame_mb = max_frame_mb
+        self.bosses: list[subprocess.Popen] = []
+
+    @property
+    def address(self) -> str:
+        return ",".join(self.controls)
+
+    def _start(self, i: int, standby: bool) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "taylorism_zmq", "boss", "--control", self.controls[i],
+                                 "--reports", self.reports[i], "--peer", self.controls[1 - i], "--insecure",
+                                 "--agent-timeout", "10", "--max-retries", "10", "--heartbeat", "0.5",
+                                 "--max-frame-mb", str(self.max_frame_mb), "--log-level", "ERROR",
+                                 *(["--standby"] if standby else [])])
+
+    def start(self) -> subprocess.Popen:
+        self.bosses = [self._start(0, standby=False)]
+        self._wait(lambda: self.role(0) == "active")
+        self.bosses.append(self._start(1, standby=True))
+        self._wait(self.in_sync)
+        return self.bosses[0]
+
+    def role(self, i: int) -> str | None:
+        status = _status(self.controls[i])
+        return (status.get("pair") or {}).get("role")
+
+    def in_sync(self) -> bool:
+        for i in (0, 1):
+            pair = _status(self.controls[i]).get("pair") or {}
+            if pair.get("role") == "active":
+                return bool(pair.get("standby") and pair["standby"]["in_sync"])
+        return False
+
+    def kill_active(self) -> int | None:
+        """SIGKILL the active boss (once its standby is in sync) and start it again as the standby."""
+        self._wait(self.in_sync, timeout=120)
+        victim = next((i for i in (0, 1) if self.role(i) == "active"), None)
+        if victim is None:
+            return None
+        self.bosses[victim].send_signal(signal.SIGKILL)
+        self.bosses[victim].wait()
+        self.bosses[victim] = self._start(victim, standby=True)
+        return victim
+
+    @staticmethod
+    def _wait(predicate, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the pair of bosses did not settle")
+            time.sleep(0.1)
+
+
+def _status(control: str) -> dict:
+    """A boss's own status, whichever its role (empty if it does not answer)."""
+    os.environ["TAYLORISM_INSECURE"] = "1"
+    from taylorism_zmq.client.connection import Connection
+    from taylorism_zmq.errors import BossUnreachableError
+    from taylorism_zmq.wire.protocol import Msg
+
+    try:
+        conn = Connection(control, timeout=3, any_role=True)
+    except BossUnreachableError:
+        return {}
+    try:
+        return conn.request(Msg.STATUS, {}, Msg.STATUS_REPLY)["status"]
+    except BossUnreachableError:
+        return {}
+    finally:
+        conn.close()
 
 
 def _counters(control: str) -> dict:

@@ -35,18 +35,21 @@ def _check_endpoints(parser: argparse.ArgumentParser, args: argparse.Namespace, 
                      connect: bool = False) -> None:
     """Refuse a malformed endpoint at once, in one line naming the option (not a ZMQError from deep inside, nor
     retries in silence): to connect to, a port from 1 and a host name that resolves."""
+    from .wire.endpoints import endpoint_list
     from .wire.sockets import check_endpoint, resolve_problem
 
     for dest, option in options.items():
         value = getattr(args, dest)
         if value is not None:
-            try:
-                check_endpoint(value, option, connect=connect)
+            try:  # (--boss may be a list: the bosses of a pair)
+                endpoints = endpoint_list(value, option, connect) if dest == "boss" else \
+                    [check_endpoint(value, option, connect=connect)]
             except ValueError as exc:
                 parser.error(str(exc))
-            problem = resolve_problem(value) if connect else None
-            if problem is not None:
-                parser.error(f"{option} {value}: {problem}")
+            for endpoint in endpoints if connect else ():
+                problem = resolve_problem(endpoint)
+                if problem is not None:
+                    parser.error(f"{option} {endpoint}: {problem}")
 
 
 def _boss_endpoints(args: argparse.Namespace) -> tuple[str, str, str | None]:
@@ -95,6 +98,11 @@ def boss_main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         boss_parser().error(str(exc))
     _check_endpoints(boss_parser(), args, {"control": "--control", "reports": "--reports"})
+    _check_endpoints(boss_parser(), args, {"peer": "--peer"}, connect=True)
+    if args.standby and not args.peer:
+        boss_parser().error("--standby needs --peer (the active boss's control endpoint)")
+    if not 0.3 <= args.peer_timeout <= 3600:
+        boss_parser().error("--peer-timeout must be between 0.3 and 3600 seconds")
     if not 0 < args.heartbeat <= args.agent_timeout / MIN_BEATS_PER_TIMEOUT:
         boss_parser().error(f"--heartbeat {args.heartbeat:g} must be above 0 and at most --agent-timeout "
                             f"({args.agent_timeout:g}) / {MIN_BEATS_PER_TIMEOUT:g}: agents follow the boss's "

@@ -8,25 +8,26 @@ from __future__ import annotations
 import os
 
 from .config_file import find_config, load_config
-from .wire.sockets import check_endpoint
+from .wire.endpoints import check_endpoints
 
 ENV_BOSS = "TAYLORISM_BOSS"
 
 
 def boss_address(explicit: str | None = None, config: str | None = None) -> str | None:
-    """The control endpoint of the boss to use, or None for an embedded one; ValueError for a malformed one.
+    """The control endpoint of the boss to use (or a comma-separated list: a pair of bosses), or None for an
+    embedded one; ValueError for a malformed one.
 
     *config*: the config file to read (default: the one in effect), for ``boss`` in its [client] table.
     """
     if explicit:
-        return check_endpoint(explicit, "boss address", connect=True)
+        return check_endpoints(explicit, "boss address", connect=True)
     env = os.environ.get(ENV_BOSS, "").strip()
     if env:
-        return check_endpoint(env, ENV_BOSS, connect=True)
+        return check_endpoints(env, ENV_BOSS, connect=True)
     path = os.path.expanduser(config) if config else find_config()
     client = load_config(path).get("client", {}) if path else {}
     value = client.get("boss") if isinstance(client, dict) else None
-    return check_endpoint(value, f"boss in the [client] table of {path}", connect=True) if value else None
+    return check_endpoints(value, f"boss in the [client] table of {path}", connect=True) if value else None
 
 
 def tasks_per_process(explicit: int | None = None) -> int:

@@ -105,6 +105,15 @@ def boss_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-placement-plugins", action="store_true",
                    help="let jobs whose scheduler overrides place() run that method here: it imports the "
                         "users' modules in the boss, so allow it only where you trust the users")
+    p.add_argument("--peer", default=None, metavar="ENDPOINT",
+                   help="the control endpoint of the other boss of a pair: the active one streams its state to the "
+                        "standby, which takes over when the active is silent for --peer-timeout and a client or "
+                        "agent turns to it (the pair shares one boss key pair)")
+    p.add_argument("--standby", action="store_true",
+                   help="(with --peer) start as the standby: follow the active boss, never serve first")
+    p.add_argument("--peer-timeout", type=float, default=3.0, metavar="SECONDS",
+                   help="seconds of silence from the active boss after which its standby may take over "
+                        "(default %(default)s)")
     p.add_argument("--validate", action="store_true",
                    help="check every index of the boss's records against the records after every event, and log "
                         "a disagreement as a bug (for tests and debugging: it costs time in the number of tasks "
@@ -118,7 +127,8 @@ def agent_parser() -> argparse.ArgumentParser:
         "in its own process, and sends back reports, tracebacks and the host's load."))
     _common(p)
     p.add_argument("--boss", default=DEFAULT_CONTROL,
-                   help="the boss's control endpoint (default %(default)s)")
+                   help="the boss's control endpoint, or a comma-separated list (a pair of bosses: the agent "
+                        "follows the active one) (default %(default)s)")
     p.add_argument("--reports", default=None,
                    help="the boss's report endpoint (default: the one the boss names when the agent registers; "
                         "give it only where the agent reaches the boss at another address, e.g. through NAT)")

@@ -62,7 +62,7 @@ def test_peers_without_a_handshake_are_local_or_anonymous_with_every_role():
     assert guard().default.name == "anonymous"
     g = guard()
     g.default = LOCAL
-    assert g.identify(object()) is LOCAL and LOCAL.roles == {"client", "agent", "admin"}
+    assert g.identify(object()) is LOCAL and LOCAL.roles == {"client", "agent", "admin", "boss"}
 
 
 def test_agent_ids_stay_bound_to_their_key_within_a_bounded_memory():

@@ -11,6 +11,7 @@ from taylorism_zmq.boss.model import JobState, Refused, TaskState, TransitionErr
 from taylorism_zmq.boss.options import BossOptions
 from taylorism_zmq.boss.quota import job_bytes, task_bytes
 from taylorism_zmq.boss.state import BossState
+from taylorism_zmq.wire import protocol
 from taylorism_zmq.wire.keystore import LOCAL, Identity
 from taylorism_zmq.wire.protocol import Msg
 
@@ -693,7 +694,6 @@ def test_reports_a_boss_acknowledged_then_died_before_passing_on_are_sent_to_the
 
     from taylorism_zmq.agent.journal import Journal
     from taylorism_zmq.agent.sender import RETAIN, ReportSender
-    from taylorism_zmq.wire import protocol
 
     ctx = zmq.Context()
     pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
@@ -868,8 +868,9 @@ def test_a_follower_gets_a_copy_of_the_jobs_messages_until_its_end_within_bounds
     a = add_agent(state, "a", slots=1)
     submit(state, {"kind": "nosort"}, n=2)
     first = state.on_attach(b"f1", {"job": "j1", "follow": True}, now=0.0)
-    assert first == [(b"f1", Msg.REPORTS, {"job": "j1", "reports": [], "trusted": True, "running": 0,
-                                           "pending": 2})]
+    assert first == [(b"f1", Msg.REPORTS, {"job": "j1", "reports": [], "trusted": True, "owned": True,
+                                           "running": 0, "pending": 2})]
+    protocol.decode(protocol.encode(*first[0][1:]))  # (a REPORTS its client takes: every field there)
     assert "j1" in state.ledger.jobs and state.ledger.jobs["j1"].client == CLIENT  # not taken from its client
     monkeypatch.setattr(followers, "MAX_PER_JOB", 2)
     state.on_attach(b"f2", {"job": "j1", "follow": True}, now=0.0)

@@ -101,3 +101,21 @@ def test_a_job_submitted_again_leaves_out_the_tasks_whose_reports_came_with_the_
     rows = sorted(row[0] for kind, body in again if kind is Msg.ADD_TASKS for row in body["tasks"])
     assert rows == [1, 2], again  # not task 0, reported
     job._conn.close()  # (the stand-in never ends the job)
+
+
+def test_a_job_said_finished_with_reports_missing_is_an_error_not_a_short_report(stand_in):
+    """A boss (one that took over, say) tells the client its job finished, and the report of one task never
+    came: the client raises, naming it, rather than return a report one entry short."""
+    boss, endpoint = stand_in
+    job = run_as_server(dict(zt="nap"), dict(tag=[0, 1]),
+                        scheduler=footprints.proxy.scheduler(limit="threads", max_threads=2), boss=endpoint)
+    job.make_them_work(terminate=True)
+    wait_until(lambda: any(k is Msg.CONTROL and b["action"] == "end" for k, b in boss.heard), 10, "the job at the boss")
+    payload = Codec(True).dumps({"tag": "0"})
+    key = next(row[7] for kind, body in boss.heard if kind is Msg.ADD_TASKS for row in body["tasks"] if row[0] == 0)
+    boss.to_send.extend([(Msg.REPORTS, {"job": job.job_id, "trusted": True, "owned": True, "reports": [
+                             [0, True, payload, "node", "w0", b"", b"", integrity.tag(key, True, payload)]]}),
+                         (Msg.JOB_END, {"job": job.job_id, "status": "finished", "pending": [], "error": None})])
+    with pytest.raises(RuntimeError, match=r"reports of 1 task\(s\) never reached this program \(indexes \[1\]\)"):
+        job.wait_till_finished()
+    job._conn.close()

@@ -113,6 +113,15 @@ def test_protocol_rejects_oversized_frames():
         protocol.decode(frames, max_frame=100)
 
 
+@pytest.mark.parametrize("kind", [Msg.PEER_STATE, Msg.REPL_ACK, Msg.TAKEOVER, Msg.NOT_ACTIVE])
+def test_the_small_messages_of_a_pair_stay_small(kind):
+    """A pair's beats, acknowledgements and takeovers are capped as the other small kinds (64 KiB), whatever
+    the frame cap: a peer cannot make a boss unpack megabytes of them."""
+    frames = protocol.encode(kind, {"boss": "x" * (70 << 10)})
+    with pytest.raises(ProtocolError, match="exceeds 65536"):
+        protocol.decode(frames)
+
+
 def test_refused_is_readable_across_versions():
     frames = [b"\x07", bytes([Msg.REFUSED]), msgpack.packb({"message": "go away"})]
     assert protocol.decode(frames) == (Msg.REFUSED, {"message": "go away"})

@@ -481,7 +481,7 @@ def test_a_key_file_without_roles_is_a_client_unless_it_is_the_bosss_own(tmp_pat
     boss_key = zmq.auth.load_certificate(own / "id.key")[0].decode()
     keys, problems = keystore.load_authorized(authorized, owner=boss_key)
     assert not problems
-    assert {i.name: set(i.roles) for i in keys.values()} == {"own": {"client", "agent", "admin"},
+    assert {i.name: set(i.roles) for i in keys.values()} == {"own": {"client", "agent", "admin", "boss"},
                                                              "other": {"client"}}
 
 
@@ -499,7 +499,7 @@ def test_ctl_authorize_keys_revoke_and_keygen_gives_every_role(tmp_path):
     lines = {line.split()[0]: line.split() for line in listing.stdout.splitlines()[1:]}
     assert lines["bob"][1:3] == ["client", "bob"] and lines["bob"][3].startswith("SHA256:")
     (own,) = [v for k, v in lines.items() if k != "bob"]
-    assert own[1] == "client,agent,admin"
+    assert own[1] == "client,agent,admin,boss"
     again = ctl("authorize", "--role", "agent", str(tmp_path / "bob" / "id.key"), "--name", "bob2")
     assert again.returncode == 1 and "authorized already as bob" in again.stderr
     assert ctl("revoke", "bob").returncode == 0

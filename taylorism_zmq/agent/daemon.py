@@ -34,6 +34,7 @@ from ..log_setup import log_fields
 from ..machine import host_key
 from ..processes import die_with_parent, owner_alive, owner_tag
 from ..wire import protocol, security
+from ..wire.endpoints import ASK_AGAIN, BossFinder, Probe, endpoint_list
 from ..wire.handshake import HandshakeWatch
 from ..wire.peer_logging import RateLimitedLog
 from ..wire.protocol import Msg, ProtocolError
@@ -60,6 +61,13 @@ SILENT_BEAT = (5.0, 15.0)
 DEFAULT_HEARTBEAT = 1.0
 #: the periods an agent takes from a boss (a number from the network: never a busy loop, never a silent agent)
 HEARTBEAT_RANGE = (0.05, 60.0)
+#: an agent given several bosses (a pair) asks another whether it is active (Binary Star's vote) after this
+#: many of its heartbeats unanswered, and at least SWITCH_AFTER seconds; it turns to it if it is
+SWITCH_BEATS, SWITCH_AFTER = 3, 1.5
+#: tasks ended here whose reports wait for an acknowledgement, said at most when registering
+MAX_FINISHED_SAID = 100_000
+#: what a boss of a pair stamps with its epoch: an agent obeys no older epoch than the newest it has seen
+FENCED = frozenset({Msg.RUN, Msg.KILL, Msg.REGISTERED, Msg.PONG})
 #: seconds before an agent the boss turned away for now (its key's connections: wire/handshake.py BUSY)
 #: connects again (libzmq does not, after a refused handshake)
 BUSY_RETRY = 10.0
@@ -78,7 +86,17 @@ class AgentDaemon:
                  run_as_client_user: bool = False, keep_env: tuple[str, ...] = (), state_dir: str | None = None,
                  fork_socket: str | None = None, launcher_output: str | None = None,
                  max_processes: int | None = None, task_cgroups: bool = True, allow_root_tasks: bool = False):
-        self.control_endpoint = control
+        #: the bosses to talk to (one, or a pair), and the one this agent talks to now
+        self.finder = BossFinder(endpoint_list(control))
+        self.control_endpoint = self.finder.current
+        #: the newest epoch of a boss of a pair this agent obeyed; messages of older ones are ignored (fenced)
+        self.epoch = 0
+        self.fenced = 0
+        self._moved_at = 0.0
+        self._ask_at = 0.0
+        self.probe: Probe | None = None
+        self._probe_after = 0.0
+        self._polled_probe: zmq.Socket | None = None
         #: where forks of the client connect as launchers (the embedded default), if anywhere
         self.fork_socket = fork_socket
         self.fork_listener: socket.socket | None = None
@@ -113,9 +131,9 @@ class AgentDaemon:
         #: try a cgroup for the launchers (--task-cgroups auto); the one made, if any
         self.task_cgroups = task_cgroups
         self.cgroup: str | None = None
-        self.curve = not insecure and security.needs_curve(control)
+        self.curve = not insecure and security.needs_curve(self.control_endpoint)
         #: pickle may travel on this link: private ipc, or authenticated tcp
-        self.trusted_link = self.curve or security.link_is_trusted(control)
+        self.trusted_link = self.curve or security.link_is_trusted(self.control_endpoint)
         self.aid = new_agent_id(self.host)
         #: the ids this agent went by before (another key registered them first with a restarted boss)
         self.former_ids: list[str] = []
@@ -136,7 +154,7 @@ class AgentDaemon:
         self.handlers: dict[Msg, Callable[[dict[str, Any]], None]] = {
             Msg.RUN: self.on_run, Msg.KILL: self.on_kill, Msg.REGISTERED: self.on_registered,
             Msg.REPORTS_ACK: self.on_reports_ack, Msg.PONG: self.on_pong, Msg.REREGISTER: self.on_reregister,
-            Msg.SHUTDOWN: self.on_shutdown, Msg.REFUSED: self.on_refused,
+            Msg.SHUTDOWN: self.on_shutdown, Msg.REFUSED: self.on_refused, Msg.NOT_ACTIVE: self.on_not_active,
         }
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
@@ -203,6 +221,9 @@ class AgentDaemon:
                                             security.key_dir() if self.curve else None, role="agent")
             self.push_handshake = HandshakeWatch(self.push, self.control_endpoint, self.curve,
                                                  security.key_dir() if self.curve else None, role="agent")
+            if self.finder.several:
+                keys = security.load_keys() if self.curve else None
+                self.probe = Probe(ctx, lambda sock: security.secure_client(sock, keys) if keys else None)
             # find a restarted boss within its recovery grace: register, and deliver the reports kept while it
             # was away before it gives their tasks to agents again
             for sock in (self.dealer, self.push):
@@ -229,6 +250,8 @@ class AgentDaemon:
             self.zygote.close()  # (it waits for its launchers to stop their tasks)
             if self.cgroup is not None:
                 cgroups.remove(self.cgroup, timeout=2.0)  # whatever is left of them
+            if self.probe is not None:
+                self.probe.close()
             for watch in (self.handshake, self.push_handshake):
                 if watch is not None:
                     watch.close()
@@ -297,6 +320,8 @@ class AgentDaemon:
                     poller.unregister(self.push)
                 self._push_polled = self.sender.blocked
             timeout = max(0.0, next_beat - time.monotonic()) * 1000
+            if self.probe is not None and (self.probe.asked or self._ask_at):  # (a boss of a pair asked again soon)
+                timeout = min(timeout, ASK_AGAIN * 1000)
             events = dict(poller.poll(int(timeout)))
             if self.handshake.monitor in events:
                 self._check_handshake()
@@ -304,6 +329,8 @@ class AgentDaemon:
                 self._check_push_handshake()
             if self.dealer in events:
                 self._read_boss()
+            if self._polled_probe is not None and self._polled_probe in events:
+                self._probe_answer(time.monotonic())
             if self.fork_listener is not None and self.fork_listener.fileno() in events:
                 for link in forked.accept_all(self.fork_listener, self.launchers.max_message):
                     self.launchers.add(link)
@@ -334,8 +361,87 @@ class AgentDaemon:
                     log.warning("agent %s: no word from the boss at %s for %.0fs; tasks go on and %d report "
                                 "batch(es) wait for it", self.aid, self.control_endpoint, silent,
                                 self.sender.unacked)
+            if self.probe is not None or self._ask_at:
+                self._follow_the_active(now)
             self._flush_output()
             self._flush_reports()
+
+    def _follow_the_active(self, now: float) -> None:
+        """Of a pair: when this boss is silent, ask the other whether it is active, and turn to it if it is; ask
+        a standby again when it may take over."""
+        if self._ask_at and now >= self._ask_at:
+            self._ask_at = 0.0
+            self._register()
+        probe = self.probe
+        if probe is None:
+            return
+        silent = now - max(self.last_heard, self._moved_at)
+        if silent > max(SWITCH_AFTER, SWITCH_BEATS * self.heartbeat) and now >= self._probe_after \
+                and (not probe.asked or now - probe.asked >= ASK_AGAIN):
+            probe.ask(self.finder.next, now)
+            if probe.sock is not self._polled_probe:
+                if self._polled_probe is not None:
+                    self.poller.unregister(self._polled_probe)
+                self._polled_probe = probe.sock
+                self.poller.register(probe.sock, zmq.POLLIN)
+
+    def _probe_answer(self, now: float) -> None:
+        """The other boss answers: active (turn to it), standby hearing this one (stay), or not (ask again)."""
+        probe = self.probe
+        answer = probe.answer() if probe is not None else None
+        if answer is None:
+            return
+        assert probe is not None and probe.endpoint is not None
+        kind, body = answer
+        if kind is Msg.PONG:
+            endpoint = probe.endpoint
+            if self._polled_probe is not None:
+                self.poller.unregister(self._polled_probe)
+                self._polled_probe = None
+            probe.close()
+            self.finder.moved_to(endpoint)
+            self._move(endpoint, "silent, and the other one is active")
+        elif body["peer_alive"] is True:
+            self._probe_after = now + max(SWITCH_AFTER, SWITCH_BEATS * self.heartbeat)  # (this one is only slow)
+
+    def _move(self, endpoint: str | None, why: str) -> None:
+        """Talk to the boss at *endpoint* from now on, and register there."""
+        if endpoint is None:
+            return
+        old, self.control_endpoint = self.control_endpoint, endpoint
+        try:
+            self.dealer.disconnect(old)
+        except zmq.ZMQError:
+            pass
+        self.dealer.connect(endpoint)
+        if self.handshake is not None:
+            self.handshake.endpoint = endpoint
+        self._moved_at = time.monotonic()
+        self.registered = False
+        log.warning("agent %s: the boss at %s does not serve (%s): turning to %s", self.aid, old, why, endpoint)
+        self._register()
+
+    def on_not_active(self, body: dict[str, Any]) -> None:
+        """The boss is the standby of a pair: turn to the other one, or ask again shortly (it may take over)."""
+        endpoint = self.finder.not_active(body["peer_alive"] is True)
+        if endpoint is None:
+            self._ask_at = time.monotonic() + ASK_AGAIN
+        else:
+            self._move(endpoint, "it is the standby")
+
+    def _obeys(self, kind: Msg, body: dict[str, Any]) -> bool:
+        """False for a message of a boss of a pair whose epoch is older than the newest this agent has seen."""
+        epoch = body.get("epoch")
+        if kind not in FENCED or type(epoch) is not int:
+            return True
+        if epoch < self.epoch:
+            self.fenced += 1
+            self._bad_log.warning("fenced", "agent %s: ignored a %s of a boss of epoch %d, older than the active "
+                                  "one's (%d); %d such message(s) so far", self.aid, kind.name, epoch, self.epoch,
+                                  self.fenced)
+            return False
+        self.epoch = epoch
+        return True
 
     def _connect_reports(self, endpoint: str) -> bool:
         """Push reports to *endpoint* from now on; False (said in the log) for one zmq cannot connect to (the
@@ -383,8 +489,11 @@ class AgentDaemon:
     def _register(self) -> None:
         self._registered_at = time.monotonic()
         body = {"agent": self.aid, "host": self.host, "shm_host": host_key(), "cpus": self.cpus,
-                "memory": self.memory, "slots": self.slots, "pid": os.getpid(),
+                "memory": self.memory, "slots": self.slots, "pid": os.getpid(), "epoch": self.epoch,
                 "running": [[tid, *info] for tid, info in self.tasks.task_info.items()]}
+        finished = self.sender.pending_tasks()
+        if len(finished) <= MAX_FINISHED_SAID:  # ended here, their reports not acknowledged yet: a boss that
+            body["finished"] = finished  # took over from another waits for them (else it waits a while)
         try:
             self.dealer.send_multipart(protocol.encode(Msg.REGISTER, body), zmq.NOBLOCK)
         except zmq.Again:
@@ -417,7 +526,7 @@ class AgentDaemon:
             self._connect_again_at["reports"] = time.monotonic() + BUSY_RETRY
 
     def _beat(self, now: float) -> None:
-        silent = now - self.last_heard
+        silent = now - max(self.last_heard, self._moved_at)
         if silent > max(2.0, 5 * self.heartbeat) and now - self._last_beat < min(max(silent / 2, SILENT_BEAT[0]),
                                                                                  SILENT_BEAT[1]):
             return
@@ -425,7 +534,7 @@ class AgentDaemon:
         load = [x + self.inject_load for x in os.getloadavg()]
         mem_avail = min(self.memory, psutil.virtual_memory().available / 2**20)
         body = {"agent": self.aid, "load": load, "cpu": psutil.cpu_percent(None), "mem_avail": mem_avail,
-                "running": self.launchers.running()}
+                "running": self.launchers.running(), "epoch": self.epoch}
         try:  # on the control socket: never behind reports; a beat that cannot go now is not worth keeping
             self.dealer.send_multipart(protocol.encode(Msg.HEARTBEAT, body), zmq.NOBLOCK)
         except zmq.Again:
@@ -445,6 +554,8 @@ class AgentDaemon:
                 kind, body = protocol.decode(frames)
             except ProtocolError as exc:
                 self._bad_log.warning("boss", "dropped a bad message from the boss: %s", exc)
+                continue
+            if not self._obeys(kind, body):
                 continue
             self.last_heard = time.monotonic()
             if self._boss_silent:

@@ -82,6 +82,9 @@ class ReportSender:
         #: when each unacknowledged batch was made (or found in the journal)
         self._born: dict[int, float] = dict.fromkeys(self.spilled, time.monotonic())
         self._warned = False
+        #: batch -> (job, index) of its reports, for the batches of this run not acknowledged yet (a boss that
+        #: takes over from another is told which tasks ended here, their reports on their way: pending_tasks)
+        self._tasks_of: dict[int, list[tuple[str, int]]] = {}
         #: (when acknowledged, rows, bytes) of the last RETAIN seconds, oldest first
         self._retained: collections.deque[tuple[float, list[list], int]] = collections.deque()
         self._retained_bytes = 0
@@ -145,6 +148,7 @@ class ReportSender:
 
     def _new_batch(self, rows: list[list], size: int) -> None:
         self._batch += 1
+        self._tasks_of[self._batch] = [(row[1], row[2]) for row in rows]
         self.memory[self._batch] = [rows, size, None]
         self._unsent.append(self._batch)
         self._born[self._batch] = time.monotonic()
@@ -195,6 +199,7 @@ class ReportSender:
     # -- acknowledgements and the journal -----------------------------------------------
     def ack(self, batch: int) -> None:
         self.last_ack = self.boss_heard = time.monotonic()
+        self._tasks_of.pop(batch, None)
         self._born.pop(batch, None)
         self._forget_in_flight(batch)
         entry = self.memory.pop(batch, None)
@@ -226,6 +231,14 @@ class ReportSender:
                 log.warning("agent %s: forgot %d acknowledged report(s) sooner than %gs after their "
                             "acknowledgement (more than %d MiB of them; %d so far)", self.aid, len(old), RETAIN,
                             RETAIN_BYTES >> 20, self.retained_forgotten)
+
+    def pending_tasks(self) -> list[list]:
+        """[job, index] of the reports made in this run and not acknowledged yet (told to a boss when
+        registering: those tasks ended here, their reports are on their way)."""
+        tasks = [[row[1], row[2]] for row in self.rows]
+        for batch in self._tasks_of.values():
+            tasks += [[job, index] for job, index in batch]
+        return tasks
 
     @property
     def retained_rows(self) -> int:
@@ -272,6 +285,7 @@ class ReportSender:
             data = self.journal.get(batch)
             if data is None:
                 del self.spilled[batch]  # torn or corrupt: logged and set aside by the journal
+                self._tasks_of.pop(batch, None)
                 self._born.pop(batch, None)
                 continue
             try:
@@ -281,6 +295,7 @@ class ReportSender:
             except (ValueError, TypeError, UnicodeDecodeError) as exc:
                 log.error("agent %s: report batch %d in the journal is unreadable: %s", self.aid, batch, exc)
                 del self.spilled[batch]
+                self._tasks_of.pop(batch, None)
                 self._born.pop(batch, None)
                 self.journal.remove(batch)
                 continue

@@ -49,7 +49,7 @@ class AgentEvents:
             old.last_seen = now
             old.route = route  # the connection it last spoke from
             ledger.agent_keys.remember(aid, who.key, route, ledger.agents)
-            ledger.out.add(route, Msg.REGISTERED, self._registered())
+            ledger.out.add(route, Msg.REGISTERED, self.registered())
             return
         problem = register_problem(body)
         if problem is not None:
@@ -83,9 +83,9 @@ class AgentEvents:
         ledger.free.update(agent)
         log.info("agent %s joined from host %s (%d slots, %d cpus, %d task(s) running)", aid, agent.host,
                  agent.slots, agent.cpus, len(body["running"]), extra={"agent": aid, "host": agent.host})
-        ledger.out.add(route, Msg.REGISTERED, self._registered())
+        ledger.out.add(route, Msg.REGISTERED, self.registered())
 
-    def _registered(self) -> dict[str, Any]:
+    def registered(self) -> dict[str, Any]:
         return {"heartbeat": self.heartbeat, "boss": self.boss_id, "reports": self.reports_endpoint,
                 "max_frame": self.max_frame}
 

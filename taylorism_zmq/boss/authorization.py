@@ -25,7 +25,7 @@ from .model import Refused
 
 log = logging.getLogger("taylorism_zmq.boss")
 
-CLIENT, AGENT, ADMIN = "client", "agent", "admin"
+CLIENT, AGENT, ADMIN, BOSS = "client", "agent", "admin", "boss"
 #: the roles any of which lets a key send each kind of message (None: any authorized key)
 NEEDS: dict[Msg, frozenset[str] | None] = {
     Msg.HELLO: None, Msg.PING: None,
@@ -36,6 +36,10 @@ NEEDS: dict[Msg, frozenset[str] | None] = {
     Msg.ADMIN: frozenset({ADMIN}),
     Msg.REGISTER: frozenset({AGENT}), Msg.GOODBYE: frozenset({AGENT}),
     Msg.AGENT_REPORTS: frozenset({AGENT}), Msg.HEARTBEAT: frozenset({AGENT}), Msg.AGENT_OUTPUT: frozenset({AGENT}),
+    # the other boss of a pair: every user's state goes to it, and it may make this one stand by
+    Msg.PEER_STATE: frozenset({BOSS}), Msg.SYNC: frozenset({BOSS}), Msg.REPL_ACK: frozenset({BOSS}),
+    Msg.HANDOVER: frozenset({BOSS}),
+    Msg.TAKEOVER: frozenset({ADMIN}),
 }
 #: routing ids remembered with the identity that first used them: beyond, the least recently heard of that no
 #: live job or agent uses are forgotten, down to 90% of it (one log line per such sweep)

@@ -66,6 +66,8 @@ class ClientConnections:
         if done is not None and done[2].key != who.key and not who.can("admin"):
             raise Refused(f"job {jid} belongs to another user", f"job {job_label(jid)} belongs to another user")
         live = job is not None and job.detach
+        if live and job is not None and job.client == route and body.get("again") is True:
+            return  # this connection follows it already (it attaches again after a failover: nothing twice)
         if not live and done is None:
             ledger.out.add(route, Msg.ERROR, refusal(jid, "ValueError", f"no detached job {jid} on this boss"))
             return

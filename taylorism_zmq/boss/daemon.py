@@ -21,12 +21,12 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import math
 import os
 import signal
 import socket
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from typing import Any, ParamSpec
 
 import zmq
@@ -42,7 +42,10 @@ from .ledger import refusal
 from .model import Out, Refused
 from .options import DEFAULTS, METRICS_ADDRESS, BossOptions
 from .outbox import Outbox
+from .pair_clock import Clock
+from .peer import VOTES, Pair
 from .plugins import load_placement_plugin
+from .replay import EitherPaused
 from .state import BossState
 
 log = logging.getLogger("taylorism_zmq.boss")
@@ -59,6 +62,10 @@ _CLIENT_KINDS = frozenset({Msg.HELLO, Msg.SUBMIT, Msg.ADD_TASKS, Msg.CONTROL, Ms
 REPORT_SOCKET_KINDS = frozenset({Msg.AGENT_REPORTS, Msg.AGENT_OUTPUT})
 #: a message handler: (route, validated body, now, sender's identity) -> the messages to send
 Handler = Callable[[bytes, dict, float, Identity], list[Out]]
+#: what the other boss of a pair sends on the control socket (boss/peer.py)
+PEER_KINDS = frozenset({Msg.PEER_STATE, Msg.SYNC, Msg.REPL_ACK, Msg.HANDOVER})
+#: what a boss of a pair answers whether active or not
+EITHER_ROLE_KINDS = frozenset({Msg.STATUS, Msg.TAKEOVER})
 
 
 class BossDaemon:
@@ -66,7 +73,8 @@ class BossDaemon:
 
     def __init__(self, control: str, reports: str, options: BossOptions = DEFAULTS, allow_plugins: bool = False,
                  insecure: bool = False, http: str | None = None, metrics_port: int | None = None,
-                 metrics_address: str = METRICS_ADDRESS, validate: bool = False):
+                 metrics_address: str = METRICS_ADDRESS, validate: bool = False, peer: str | None = None,
+                 standby: bool = False, peer_timeout: float = 3.0):
         self.control_endpoint = control
         self.reports_endpoint = reports
         if not protocol.MIN_FRAME <= options.max_frame <= protocol.MAX_FRAME:
@@ -79,12 +87,17 @@ class BossDaemon:
                 log.warning("%s is bound without CURVE: anyone who reaches it can submit tasks", endpoint)
         #: peers of an ipc boss (a 0700 directory) are its owner
         self.private = all(e.startswith("ipc://") for e in (control, reports))
+        #: the boss's clock (a standby goes on with its active's: boss/peer.py)
+        self.clock = Clock()
         # without CURVE (plain tcp) the boss cannot tell who sent a report: clients must not unpickle it
-        self.state = BossState(f"boss-{uuid.uuid4().hex[:8]}", options, started=time.monotonic(),
+        self.state = BossState(f"boss-{uuid.uuid4().hex[:8]}", options, started=self.clock(),
                                plugin_loader=load_placement_plugin if allow_plugins else None,
                                vouch=self.curve or self.private, validate=validate)
         self.ledger = self.state.ledger
         self.ledger.counters["bugs"] = 0  # (shown in the status and the metrics even when none happened)
+        #: this boss's side of a pair (--peer), if it is one of two
+        self.pair = Pair(self.state, peer, standby, peer_timeout, self.clock, options.agent_timeout,
+                         options.client_timeout) if peer else None
         self._bad_log = RateLimitedLog(log, period=10.0)
         self.http = http
         self.status_server: Any = None
@@ -108,7 +121,11 @@ class BossDaemon:
             # clients
             Msg.HELLO: state.on_hello, Msg.SUBMIT: state.on_submit, Msg.ADD_TASKS: state.on_add_tasks,
             Msg.CONTROL: state.on_control, Msg.ATTACH: self.on_attach, Msg.CLIENT_ALIVE: self.on_client_alive,
-            Msg.PING: state.on_ping, Msg.STATUS: state.on_status, Msg.ADMIN: state.on_admin,
+            Msg.PING: state.on_ping, Msg.STATUS: self.on_status, Msg.ADMIN: state.on_admin,
+            Msg.TAKEOVER: self.on_takeover,
+            # the other boss of a pair (boss/peer.py)
+            Msg.PEER_STATE: self.on_peer_state, Msg.SYNC: self.on_sync, Msg.REPL_ACK: self.on_repl_ack,
+            Msg.HANDOVER: self.on_handover,
             # agents: on the control socket, then on the report socket
             Msg.REGISTER: state.on_register, Msg.HEARTBEAT: state.on_heartbeat, Msg.GOODBYE: state.on_goodbye,
             Msg.AGENT_REPORTS: state.on_agent_reports, Msg.AGENT_OUTPUT: state.on_agent_output,
@@ -116,8 +133,46 @@ class BossDaemon:
 
     def on_attach(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
         """ATTACH, refused for a job on its way to a connection that has not read it yet (the outbox knows)."""
-        backlogged = self.outbox.waiting() if self.outbox is not None else frozenset()
+        backlogged: Container[bytes] = self.outbox.waiting() if self.outbox is not None else frozenset()
+        if self.pair is not None and self.pair.awaited.routes and self.outbox is not None:
+            # (a route not connected since a failover is not reading: no delivery of its is on its way)
+            backlogged = frozenset(r for r in self.outbox.waiting() if r not in self.pair.awaited)
         return self.state.on_attach(route, body, now, who, backlogged=backlogged)
+
+    def on_status(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
+        """STATUS, with the pair's side of it (which boss is active, the standby's lag, the epoch)."""
+        out = self.state.on_status(route, body, now, who)
+        if self.pair is not None:
+            for _route, _kind, reply in out:
+                reply["status"]["pair"] = self.pair.status(now)
+        return out
+
+    def on_takeover(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
+        """taylorism-ctl takeover: this boss (the standby of a pair) becomes the active one."""
+        if self.pair is None:
+            return [(route, Msg.ADMIN_REPLY, {"ok": False, "message": "this boss is not one of a pair (--peer)"})]
+        return self.pair.takeover(route, body["force"], now)
+
+    def on_peer_state(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
+        """The other boss of the pair beats: its role, epoch, stream."""
+        return self._to_pair(Msg.PEER_STATE, route, body, now)
+
+    def on_sync(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
+        """The standby asks for the state: a snapshot, then every event."""
+        return self._to_pair(Msg.SYNC, route, body, now)
+
+    def on_repl_ack(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
+        """The standby has applied the events up to a number."""
+        return self._to_pair(Msg.REPL_ACK, route, body, now)
+
+    def on_handover(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
+        """The standby asks this active boss to step down (taylorism-ctl takeover)."""
+        return self._to_pair(Msg.HANDOVER, route, body, now)
+
+    def _to_pair(self, kind: Msg, route: bytes, body: dict, now: float) -> list[Out]:
+        if self.pair is None:
+            return [(route, Msg.ERROR, {"message": "this boss is not one of a pair (--peer)"})]
+        return self.pair.on_peer(kind, route, body, now)
 
     def on_client_alive(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
         """A client's heartbeat, from its heartbeat socket, for its main connection (which must be its own)."""
@@ -126,6 +181,12 @@ class BossDaemon:
             return self.state.client_alive(client, now)
         if client in self.guard.routes:
             raise Refused("CLIENT_ALIVE for a connection of another identity")
+        if self.pair is not None:
+            self.pair.awaited.beat(client, now)  # (what this boss holds for it since a failover waits on)
+        if self.pair is not None and any(job.client == client and job.owner.key == who.key
+                                         for job in self.ledger.jobs.values()):
+            # a job of this key took over from the other boss of the pair, its client busy: kept alive
+            return self.state.client_alive(client, now)
         # else a connection not heard yet (this boss just restarted, and its main socket has not spoken): nothing
         # to keep alive
         return []
@@ -174,6 +235,8 @@ class BossDaemon:
             configure_bound(pull, self.max_frame, handshake)
             bind(router, self.control_endpoint)
             bind(pull, self.reports_endpoint)
+            if self.pair is not None:
+                self.pair.open(ctx, router, self.curve, self.max_frame)
             # agents learn where to push reports from the boss (REGISTERED): the port as bound (tcp://H:0 too)
             self.state.agent_events.reports_endpoint = str(pull.get_string(zmq.LAST_ENDPOINT))
             if handle_signals:
@@ -187,7 +250,7 @@ class BossDaemon:
                 token, kept = load_token(str(security.key_dir()))
                 with _serving("the status page (--http)", self.http):
                     self.status_server = StatusServer(self.http, token)
-                self.status_server.publish(self.state.status(time.monotonic(), page=True))
+                self.status_server.publish(self._status(self.clock(), page=True))
                 self.status_server.start()
                 log.info("status page: %s?token=... (the token, an admin's: %s)", self.status_server.address, kept)
             if self.metrics_port is not None:
@@ -196,6 +259,8 @@ class BossDaemon:
                 ready()
             self._loop(router, pull)
         finally:
+            if self.pair is not None:
+                self.pair.close()
             router.close(linger=0)
             pull.close(linger=0)
             if self.status_server is not None:
@@ -238,6 +303,8 @@ class BossDaemon:
             return []
         cut = self.gate.let_go_keys(gone) if self.gate is not None else 0
         log.warning("%d key(s) revoked: %d of their connection(s) let go", len(gone), cut)
+        if self.pair is not None and not self.pair.active:
+            return []  # (a standby's state is its active's: their jobs end there, and the standby follows)
         return self.state.keys_revoked(gone, now)
 
     def _start_metrics(self) -> None:
@@ -247,12 +314,14 @@ class BossDaemon:
             self.metrics = BossMetrics(self.metrics_port or 0, self.metrics_address)
         self.ledger.on_dispatch = self.metrics.dispatch_latency.observe
         self.ledger.on_task_end = self.metrics.task_duration.observe
-        self.metrics.publish(self.state.status(time.monotonic()))
+        self.metrics.publish(self._status(self.clock()))
         log.info("Prometheus metrics: http://%s:%d/metrics", self.metrics_address, self.metrics.port)
 
     def _loop(self, router: zmq.Socket, pull: zmq.Socket) -> None:
+        pair = self.pair
+        paused = self.guard.contested if pair is None else EitherPaused(self.guard.contested, pair.awaited)
         self.outbox = outbox = Outbox(router, self.ledger.counters, self._unreachable, overflow=self._cut,
-                                      describe=self.guard.label_of, paused=self.guard.contested)
+                                      describe=self.guard.label_of, paused=paused)
         # what exists now lives as long as the boss: keep the collector off it, and let it run less often
         # (tasks and jobs are freed by reference counting; the cycle collector only has leftovers to find)
         gc.freeze()
@@ -264,37 +333,56 @@ class BossDaemon:
         monitors = list(self.gate.monitors) if self.gate is not None else []
         for monitor in monitors:
             poller.register(monitor, zmq.POLLIN)
+        if pair is not None and pair.link is not None:
+            poller.register(pair.link, zmq.POLLIN)
         check_every = max(0.05, min(1.0, self.state.options.agent_timeout / 4))
         if self.status_server is not None or self.metrics is not None:
             check_every = min(check_every, 0.5)  # the snapshots are refreshed at the same pace
-        next_check = time.monotonic() + check_every
+        if pair is not None:
+            check_every = min(check_every, pair.peer_timeout / 6)
+        next_check = self.clock() + check_every
+        was_active = pair is None or pair.active
         while not self._stop:
-            timeout = 10 if outbox else max(0.0, next_check - time.monotonic()) * 1000
-            before = time.monotonic()
+            timeout = 10 if outbox else max(0.0, next_check - self.clock()) * 1000
+            if pair is not None and (due := pair.wake_in(self.clock())) is not None:
+                timeout = min(timeout, math.ceil(due * 1000))  # (never a 0 ms poll before it is due: a spin)
+            before = self.clock()
             events = dict(poller.poll(int(timeout)))
-            now = time.monotonic()
+            now = self.clock()
             out: list[Out] = []
             for monitor in monitors:  # (first: the connections the messages below come on)
                 if monitor in events:
                     self._safely("counting connections", self.gate.read, monitor, now)  # type: ignore[union-attr]
+            if pair is not None:
+                if pair.link in events:
+                    out += self._safely("reading the peer boss", pair.read_link, now, self.max_frame)
+                out += self._safely("keeping the pair", pair.tick, now)
             if router in events:
                 out += self._read(router, routed=True, now=now)
             if pull in events:
                 out += self._read(pull, routed=False, now=now)
             if self._wake_r.fileno() in events:  # raw sockets come back as fds
                 self._drain_wake()
+            active = pair is None or pair.active
             if now >= next_check:
                 if self.guard.handshakes_refused:
                     self.ledger.counters["handshakes_refused"] = self.guard.handshakes_refused
                 if self.gate is not None and self.gate.turned_away:
                     self.ledger.counters["handshakes_turned_away"] = self.gate.turned_away
                 lag = max(0.0, now - before - timeout / 1000)
-                out += self._safely("expiring silent peers", self.state.expire, now, loop_lag=lag)
+                if active:
+                    out += self._safely("expiring silent peers", self.state.expire, now, loop_lag=lag)
                 out += self._safely("looking for revoked keys", self._watch_keys, now)
                 next_check = now + check_every
                 out += self._safely("publishing the status", self._publish, now)
-            # push back: no dispatch for a client that does not read
-            out += self._safely("dispatching", self.state.dispatch, now, held=outbox.held)
+            if active and self.state.dispatch_due():  # push back: no dispatch for a client that does not read
+                out += self._safely("dispatching", self.state.dispatch, now, held=outbox.held)
+            if pair is not None:
+                if was_active and not pair.active:  # stood down: what it had to say is not its to say
+                    outbox.forget_all()
+                was_active = pair.active
+                self._safely("streaming to the standby", pair.after_pass, now)
+                out = pair.outgoing(out)
             unsent = self._safely("sending", outbox.send, out)
             self.state.sent()
             if outbox:
@@ -305,10 +393,16 @@ class BossDaemon:
     def _publish(self, now: float) -> None:
         """A fresh snapshot for the status page and the metrics."""
         if self.status_server is not None or self.metrics is not None:
-            snapshot = self.state.status(now, page=self.status_server is not None)
+            snapshot = self._status(now, page=self.status_server is not None)
             for server in (self.status_server, self.metrics):
                 if server is not None:
                     server.publish(snapshot)
+
+    def _status(self, now: float, page: bool = False) -> dict[str, Any]:
+        snapshot = self.state.status(now, page=page)
+        if self.pair is not None:
+            snapshot["pair"] = self.pair.status(now)
+        return snapshot
 
     def _safely(self, what: str, step: Callable[P, list[Out] | None], *args: P.args, **kwargs: P.kwargs) -> list[Out]:
         """Run one step of the loop; a bug in it does not stop the boss (see the module's doc)."""
@@ -354,6 +448,8 @@ class BossDaemon:
                 continue
             try:
                 self.guard.check(kind, route, who)
+                if self.pair is not None and not self._as_pair(kind, route, body, now, routed, out):
+                    continue
                 out += self._handle(kind, route, body, now, routed, who)
             except Refused as exc:
                 out += self.state.take_unsent() + self._refuse(kind, route, body, who, exc)
@@ -363,6 +459,28 @@ class BossDaemon:
                 peer = self.guard.label_of(route) if route else "the report socket"
                 out += self._bug(f"handling {kind.name} from {peer}")
         return out
+
+    def _as_pair(self, kind: Msg, route: bytes, body: dict, now: float, routed: bool, out: list[Out]) -> bool:
+        """A message to a boss of a pair: True if it goes on to its handler (this boss is active, or it is a
+        message either role answers); else it was answered here (NOT_ACTIVE, or a message of the peer)."""
+        pair = self.pair
+        assert pair is not None
+        if kind in PEER_KINDS:
+            return True
+        if not pair.active and kind not in EITHER_ROLE_KINDS:
+            if not routed or kind not in VOTES:
+                return False  # (reports and heartbeat sockets of a client: not for a boss that is not active)
+            out += pair.turned_to(kind, route, now, vote=body.get("observer") is not True)
+            if not pair.active:
+                return False
+        if pair.active and route:
+            pair.awaited.heard(route)
+            if kind in (Msg.REGISTER, Msg.HEARTBEAT):
+                pair.check_epoch(body)
+                if not pair.active:
+                    out += pair.turned_to(kind, route, now)
+                    return False
+        return True
 
     def _handle(self, kind: Msg, route: bytes, body: dict, now: float, routed: bool, who: Identity) -> list[Out]:
         if not routed and kind not in REPORT_SOCKET_KINDS:
@@ -410,12 +528,16 @@ class BossDaemon:
     def _cut(self, route: bytes) -> list[Out]:
         """A peer that read nothing of a backlog past its bound: its jobs end as on a client timeout; an agent
         is lost."""
-        now = time.monotonic()
+        if self.pair is not None and not self.pair.active:
+            return []  # (a standby's state is its active's: what it answers peers changes nothing there)
+        now = self.clock()
         return self.state.client_cut(route, now) + self.state.peer_unreachable(route, now)
 
     def _unreachable(self, route: bytes) -> list[Out]:
         """A peer the ROUTER cannot reach any more: if it was an agent, it is lost."""
-        return self.state.peer_unreachable(route, time.monotonic())
+        if self.pair is not None and not self.pair.active:
+            return []  # (a standby's state is its active's: a peer gone from it is nothing to it)
+        return self.state.peer_unreachable(route, self.clock())
 
     def _drain_wake(self) -> None:
         try:
@@ -451,7 +573,9 @@ def run_boss(args: Any) -> int:
                           handshake_timeout=args.handshake_timeout)
     daemon = BossDaemon(args.control, args.reports, options, allow_plugins=args.allow_placement_plugins,
                         insecure=args.insecure, http=args.http, metrics_port=args.metrics_port,
-                        metrics_address=args.metrics_address, validate=args.validate)
+                        metrics_address=args.metrics_address, validate=args.validate,
+                        peer=getattr(args, "peer", None), standby=getattr(args, "standby", False),
+                        peer_timeout=getattr(args, "peer_timeout", 3.0))
     ready_fd = getattr(args, "ready_fd", None)
 
     def ready() -> None:

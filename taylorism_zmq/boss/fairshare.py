@@ -18,7 +18,7 @@ class OwnerTurns:
 
     def order(self, owners: Iterable[str]) -> collections.deque[str]:
         """The owners of this pass (those with ready jobs), in turn order; a newcomer goes first."""
-        waiting = set(owners)
+        waiting = dict.fromkeys(owners)  # (in the order given, never a set's: a standby must decide the same)
         for owner in waiting:
             if owner not in self._served:
                 self._served[owner] = None

@@ -35,8 +35,8 @@ class Followers:
         if done is not None and done[2].key != who.key and not who.can("admin"):
             raise Refused(f"job {jid} belongs to another user")
         if job is None and done is not None:
-            kept, end, _owner, _size = done
-            self._rows(route, jid, kept)
+            kept, end, owner, _size = done
+            self._rows(route, jid, kept, owner.key == who.key)
             ledger.out.add(route, Msg.JOB_END, end)
             return
         ended = ledger.ended.get(jid)
@@ -60,13 +60,14 @@ class Followers:
                 return
             routes.add(route)
             self.count += 1
-        self._rows(route, jid, job.kept if job.detach else [],
+        self._rows(route, jid, job.kept if job.detach else [], job.owner.key == who.key,
                    {"running": len(job.running), "pending": job.n_pending})
 
-    def _rows(self, route: bytes, jid: str, rows: list, counts: dict | None = None) -> None:
+    def _rows(self, route: bytes, jid: str, rows: list, owned: bool, counts: dict | None = None) -> None:
+        """The reports so far; *owned*: the follower is the job owner's key (else an admin's: see REPORTS)."""
         for part in split_rows(rows) if rows else [[]]:
             self.ledger.out.add(route, Msg.REPORTS, {"job": jid, "reports": part, "trusted": self.ledger.vouch,
-                                                     **(counts or {})})
+                                                     "owned": owned, **(counts or {})})
 
     def copy(self, out: list[Out]) -> list[Out]:
         """*out*, and a copy of each of its messages about a followed job for that job's followers (who stop

@@ -55,6 +55,10 @@ class FreeHosts:
         """Note that a slot of *agent* was freed: it is re-indexed at :meth:`update_freed`."""
         self._freed[agent.aid] = agent
 
+    def has_freed(self) -> bool:
+        """True if agents freed slots since the last dispatch (to re-index then)."""
+        return bool(self._freed)
+
     def update_freed(self, live: dict[str, AgentRecord]) -> None:
         """Re-index the agents that freed slots (those still in *live*)."""
         freed, self._freed = self._freed, {}

@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 from ..wire.peer_logging import job_label
 from .http_bounds import BoundedHandler, BoundedHTTPServer, serve
 from .options import METRICS_ADDRESS
+from .pair_metrics import pair_metrics
 
 #: boss counters exported as taylorism_dropped_messages_total{reason=...}
 DROPPED = {"bad_messages": "bad_message", "unknown_agent_messages": "unknown_agent",
@@ -122,6 +123,7 @@ class _StatusCollector(Collector):
         for counter, reason in DROPPED.items():
             dropped.add_metric([reason], counters.get(counter, 0))
         yield dropped
+        yield from pair_metrics(status.get("pair"))
 
 
 def agent_families(hosts: list[dict[str, Any]]) -> list[GaugeMetricFamily]:

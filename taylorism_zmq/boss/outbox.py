@@ -18,7 +18,7 @@ from __future__ import annotations
 import collections
 import errno
 import logging
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, KeysView
 
 import zmq
 
@@ -37,6 +37,7 @@ POLICY: dict[Msg, tuple[str, str | None]] = {
     Msg.WELCOME: (DROP, "replies_dropped"), Msg.PONG: (DROP, "replies_dropped"),
     Msg.STATUS_REPLY: (DROP, "replies_dropped"), Msg.ADMIN_REPLY: (DROP, "replies_dropped"),
     Msg.ERROR: (DROP, "replies_dropped"), Msg.REFUSED: (DROP, "replies_dropped"),
+    Msg.NOT_ACTIVE: (DROP, "replies_dropped"),
     # best effort: the reports keep the whole output; STARTED only feeds verbose log lines
     Msg.OUTPUT: (DROP, "output_dropped"), Msg.STARTED: (DROP, "started_dropped"),
     # what changes the peer's state waits, and the boss makes no more of it meanwhile.  An agent's answers wait
@@ -86,7 +87,7 @@ class Outbox:
         """True while messages wait for a slow peer that may take them."""
         return any(route not in self.paused for route in self._backlog)
 
-    def waiting(self) -> Container[bytes]:
+    def waiting(self) -> KeysView[bytes]:
         """The routes messages wait for (a live view)."""
         return self._backlog.keys()
 
@@ -174,6 +175,11 @@ class Outbox:
         self._backlog.pop(route, None)
         self._total -= self._backlog_bytes.pop(route, 0)
         self.held.discard(route)
+
+    def forget_all(self) -> None:
+        """Forget every backlog (this boss stood down: what it had to say is no longer its to say)."""
+        for route in list(self._backlog):
+            self._forget(route)
 
     def _unreachable(self, route: bytes) -> None:
         self._forget(route)

@@ -34,18 +34,47 @@ from .plugins import PluginLoader
 from .quota import OwnerQuota
 from .reports import Reports
 from .status import status_for, status_snapshot
+from .takeover import Takeover
 
 log = logging.getLogger("taylorism_zmq.boss")
 
 P = ParamSpec("P")
 
 
+class _Everyone:
+    """Every client counts as held: no job dispatches (a promoted standby waits for its agents)."""
+
+    def __contains__(self, route: object) -> bool:
+        return True
+
+
+_EVERY_CLIENT = _Everyone()
+
+
 def event(method: Callable[Concatenate[BossState, P], None]) -> Callable[Concatenate[BossState, P], list[Out]]:
     """An event of the state machine: it returns the messages it made, after checking every index (validate).
 
     What an event made before it raised stays in the ledger's outgoing list: the daemon sends it
-    (:meth:`BossState.take_unsent`), so that no peer misses what the records say it was told.
+    (:meth:`BossState.take_unsent`), so that no peer misses what the records say it was told.  While a standby
+    follows, each event is noted, with its arguments, in :attr:`BossState.journal` before it runs: the state is
+    a function of these events (:mod:`.replication`).
     """
+    name = method.__name__
+
+    @functools.wraps(method)
+    def handle(self: BossState, *args: P.args, **kwargs: P.kwargs) -> list[Out]:
+        if self.journal is not None:
+            self.journal.append((name, args, kwargs))
+        method(self, *args, **kwargs)
+        if self.validate:
+            check_invariants(self.ledger)
+        return self.take_unsent()
+
+    return handle
+
+
+def query(method: Callable[Concatenate[BossState, P], None]) -> Callable[Concatenate[BossState, P], list[Out]]:
+    """An event that changes nothing the boss keeps (an answer): never journaled."""
 
     @functools.wraps(method)
     def handle(self: BossState, *args: P.args, **kwargs: P.kwargs) -> list[Out]:
@@ -74,18 +103,25 @@ class BossState:
                                     resubmit_hold=started + options.recovery_grace)
         self.agent_events = AgentEvents(self.ledger, boss_id, options)
         self.reports = Reports(self.ledger)
+        #: the pair's epoch, and what a standby that became active waits for (takeover.py)
+        self.takeover = Takeover(self.ledger, self.agent_events, self.connections, self.requests,
+                                 options.recovery_grace)
         #: connections following a job (taylorism-ctl attach): they get a copy of its messages
         self.followers = Followers(self.ledger)
         self._snapshot: tuple[float, dict[str, Any]] = (-1.0, {})
+        #: the events of this pass, with their arguments, while a standby follows (None: not noted)
+        self.journal: list[tuple[str, tuple, dict]] | None = None
 
     # -- clients ---------------------------------------------------------------------------------------------
-    @event
+    @query
     def on_hello(self, route: bytes, body: dict, now: float, who: Identity = LOCAL) -> None:
         self.ledger.out.add(route, Msg.WELCOME, {"agents": len(self.ledger.agents), "boss": self.boss_id,
                                                  "max_frame": self.options.max_frame})
 
     @event
     def on_submit(self, route: bytes, body: dict, now: float, who: Identity = LOCAL) -> None:
+        if body["resubmit"] and self.takeover.ended_again(route, body, who):
+            return  # (a job that ended here: its client missed its end)
         self.requests.submit(route, body, now, who)
 
     @event
@@ -106,11 +142,11 @@ class BossState:
         else:
             self.connections.attach(route, body, now, who, backlogged)
 
-    @event
+    @query
     def on_ping(self, route: bytes, body: dict, now: float, who: Identity = LOCAL) -> None:
         self.ledger.out.add(route, Msg.PONG, {"boss": self.boss_id})
 
-    @event
+    @query
     def on_status(self, route: bytes, body: dict, now: float, who: Identity = LOCAL) -> None:
         if self._snapshot[0] != now:  # one snapshot per pass of the loop, however many peers ask
             self._snapshot = (now, self.status(now))
@@ -130,12 +166,23 @@ class BossState:
 
     def sent(self) -> None:
         """The daemon sent what the events made: ATTACH may hand those connections a job again."""
+        if not self.connections.attached_now:
+            return  # (nothing to note: a pass that changed nothing streams nothing)
+        if self.journal is not None:
+            self.journal.append(("sent", (), {}))
         self.connections.attached_now.clear()
+
+    def dispatch_due(self) -> bool:
+        """False when a dispatch would change nothing (no ready job, no slot freed, no report to count, no
+        agent waited for): the daemon skips it, and a standby is sent nothing for the pass."""
+        ledger = self.ledger
+        return bool(ledger.ready_jobs or ledger.free.has_freed() or ledger.counted or self.takeover.waiting_agents)
 
     # -- agents ----------------------------------------------------------------------------------------------
     @event
     def on_register(self, route: bytes, body: dict, now: float, who: Identity = LOCAL) -> None:
-        self.agent_events.register(route, body, now, who)
+        if not self.takeover.register(route, body, now, who):  # (an agent back after a failover: reconciled)
+            self.agent_events.register(route, body, now, who)
 
     @event
     def on_heartbeat(self, route: bytes, body: dict, now: float, who: Identity = LOCAL) -> None:
@@ -198,13 +245,15 @@ class BossState:
     # -- the loop's own ticks --------------------------------------------------------------------------------
     @event
     def dispatch(self, now: float, held: Container[bytes] = frozenset()) -> None:
-        """Place ready tasks on free slots (none of the jobs whose client is *held*: the outbox's pressure)."""
-        self.dispatcher.dispatch(now, held)
+        """Place ready tasks on free slots (none of the jobs whose client is *held*: the outbox's pressure; none at
+        all while a standby that became active waits for its agents)."""
+        self.dispatcher.dispatch(now, _EVERY_CLIENT if self.takeover.holds(now) else held)
 
     @event
     def expire(self, now: float, loop_lag: float = 0.0) -> None:
         """Declare lost the agents, and stop the jobs of the clients, silent for too long; forget what no one
         claimed in time."""
+        self.takeover.expire(now)
         if loop_lag > self.options.agent_timeout / 2:  # the boss itself stalled: everyone gets a fresh chance
             log.warning("boss loop stalled %.1fs; not expiring agents this time", loop_lag)
             self.agent_events.forgive(now)
@@ -213,6 +262,12 @@ class BossState:
         self.agent_events.expire(now)
         self.connections.expire(now)
         self.ledger.orphan_reports.expire(now)
+
+    @event
+    def promoted(self, now: float, epoch: int, failover: bool = True) -> None:
+        """This boss becomes the active one of its pair, with *epoch*: taking over from its peer (*failover*, or
+        a takeover by hand), or the first of the pair, with no state."""
+        self.takeover.promote(now, epoch, failover)
 
     def take_unsent(self) -> list[Out]:
         """What the state machine made since the last take (an event's messages, or what an event made before

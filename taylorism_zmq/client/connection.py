@@ -2,7 +2,11 @@
 
 Messages for a job are queued in that job's inbox; whoever waits pumps the
 socket for everyone.  A boss that stays silent past ``timeout`` raises
-:class:`BossUnreachableError` naming its address, never a hang.
+:class:`BossUnreachableError` naming its address, never a hang.  A pair of
+bosses is given as a list of endpoints: the connection talks to one, and
+turns to the next when it is silent or not the active one
+(:class:`~..wire.endpoints.BossFinder`); the new boss's id makes its jobs
+submit again, as after a restart.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import zmq
 
 from ..errors import AccessDeniedError, BossUnreachableError, KeyRefusedError, ProtocolVersionError
 from ..wire import protocol, security
+from ..wire.endpoints import ASK_AGAIN, BossFinder, Probe, endpoint_list
 from ..wire.handshake import HandshakeWatch
 from ..wire.protocol import Msg, ProtocolError
 from ..wire.sockets import configure_connected, resolve_problem
@@ -30,6 +35,9 @@ log = logging.getLogger("taylorism_zmq")
 PING_AFTER = 2.0
 #: seconds between the client's heartbeats (its jobs are stopped when they stop, unless detached)
 CLIENT_HEARTBEAT = 2.0
+#: seconds a request, or a ping, waits for its answer before a client of a pair asks the other boss whether it
+#: is the active one (the question is Binary Star's vote)
+SWITCH_AFTER = 1.5
 #: seconds before a connection the boss turned away for now (its connections at a bound) asks again
 BUSY_RETRY = 0.5
 
@@ -45,17 +53,26 @@ def default_timeout() -> float:
 class Connection:
     """A DEALER connected to a boss's control socket."""
 
-    def __init__(self, endpoint: str, timeout: float | None = None, wait_agents: bool = False):
-        self.endpoint = endpoint
+    def __init__(self, endpoint: str, timeout: float | None = None, wait_agents: bool = False,
+                 any_role: bool = False):
+        #: the boss, as given (one endpoint, or a list: a pair), and which of them this talks to now
+        self.address = endpoint
+        self.finder = BossFinder(endpoint_list(endpoint))
+        self.endpoint = self.finder.current
+        #: a single boss that is not active answers all the same (taylorism-ctl status of a standby)
+        self.any_role = any_role
+        self._ask_at = 0.0
+        self._moved_at = 0.0
         self.timeout = default_timeout() if timeout is None else timeout
-        problem = resolve_problem(endpoint)  # at once, not after the timeout's wait for an answer
-        if problem is not None:
-            raise BossUnreachableError(f"the boss at {endpoint}: {problem}")
-        curve = security.needs_curve(endpoint)
+        for each in self.finder.endpoints:  # at once, not after the timeout's wait for an answer
+            problem = resolve_problem(each)
+            if problem is not None:
+                raise BossUnreachableError(f"the boss at {each}: {problem}")
+        curve = security.needs_curve(self.endpoint)
         #: read once, before any socket exists (a missing key pair is a clear error, nothing to clean up)
         self.keys = security.load_keys() if curve else None
         #: pickle may travel on this link: private ipc, or authenticated tcp
-        self.trusted = curve or security.link_is_trusted(endpoint)
+        self.trusted = curve or security.link_is_trusted(self.endpoint)
         self.pid = os.getpid()
         #: also the routing id: secret (never shown by the boss), so that no other peer can take it over
         self.client_id = f"client-{os.getpid()}-{secrets.token_hex(16)}"
@@ -65,17 +82,20 @@ class Connection:
         self.on_restart: dict[str, Callable[[], None]] = {}
         self.replies: collections.deque = collections.deque()
         self.ctx = zmq.Context()
+        #: asks the other boss of a pair whether it is active, when this one is silent
+        self._probe = Probe(self.ctx, self._secure) if self.finder.several else None
+        self._probe_after = 0.0
         self.sock = self.ctx.socket(zmq.DEALER)
         configure_connected(self.sock, linger_ms=1000)
         if self.keys is not None:
             security.secure_client(self.sock, self.keys)
         self.sock.routing_id = self.client_id.encode()
         self.sock.sndtimeo = int(self.timeout * 1000)  # a queue full for that long: the boss is gone
-        if endpoint.startswith("ipc://"):
+        if self.endpoint.startswith("ipc://"):
             self.sock.reconnect_ivl = 10
         #: why the handshake with the boss failed, if it did (a clear error instead of a silent timeout)
-        self._handshake = HandshakeWatch(self.sock, endpoint, curve, security.key_dir() if curve else None)
-        self.sock.connect(endpoint)
+        self._handshake = HandshakeWatch(self.sock, self.endpoint, curve, security.key_dir() if curve else None)
+        self.sock.connect(self.endpoint)
         #: why the boss turned this connection away for now, while no handshake went through since
         self._turned_away: str | None = None
         self._stop_beating = threading.Event()
@@ -91,10 +111,10 @@ class Connection:
             Msg.REFUSED: self.on_refused, Msg.WELCOME: self.on_welcome, Msg.PONG: self.on_pong,
             Msg.STATUS_REPLY: self.on_status_reply, Msg.ADMIN_REPLY: self.on_admin_reply, Msg.ERROR: self.on_error,
             Msg.REPORTS: self.on_reports, Msg.OUTPUT: self.on_output, Msg.STARTED: self.on_started,
-            Msg.JOB_END: self.on_job_end,
+            Msg.JOB_END: self.on_job_end, Msg.NOT_ACTIVE: self.on_not_active,
         }
         try:
-            welcome = self.request(Msg.HELLO, {"client": self.client_id}, Msg.WELCOME)
+            welcome = self.request(Msg.HELLO, self._hello(), Msg.WELCOME)
             self.boss_id = welcome["boss"]
             self.max_frame = min(welcome["max_frame"], protocol.MAX_FRAME)
             if wait_agents:
@@ -108,9 +128,9 @@ class Connection:
         deadline = time.monotonic() + self.timeout
         while agents < 1:
             if time.monotonic() > deadline:
-                raise BossUnreachableError(f"the boss at {self.endpoint} has no agent after {self.timeout:.0f}s")
+                raise BossUnreachableError(f"the boss at {self.address} has no agent after {self.timeout:.0f}s")
             time.sleep(0.01)
-            agents = self.request(Msg.HELLO, {"client": self.client_id}, Msg.WELCOME)["agents"]
+            agents = self.request(Msg.HELLO, self._hello(), Msg.WELCOME)["agents"]
 
     def send(self, kind: Msg, body: dict[str, Any]) -> None:
         """Send, waiting while the boss's queue is full (push back), up to self.timeout."""
@@ -122,18 +142,31 @@ class Connection:
                     f"the boss at {self.endpoint} took no message for {self.timeout:.0f}s; giving up") from None
 
     def request(self, kind: Msg, body: dict[str, Any], answer: Msg) -> dict[str, Any]:
-        """Send and wait for the first *answer* message (not tied to a job).  A boss that turns this connection
-        away for now (its connections at a bound) is asked again every BUSY_RETRY s until the timeout: the
-        request never reached it."""
+        """Send and wait for the first *answer* message (not tied to a job); to a pair, asked again of the boss
+        this turns to.  A boss that turns this connection away for now (its connections at a bound) is asked
+        again every BUSY_RETRY s until the timeout: the request never reached it."""
         with self.lock:
             self.send(kind, body)
             deadline = time.monotonic() + self.timeout
+            asked, moves = time.monotonic(), self.finder.moves
             while True:
                 for i, (k, b) in enumerate(self.replies):
                     if k is answer:
                         del self.replies[i]
                         return b
-                left = deadline - time.monotonic()
+                now = time.monotonic()
+                if self.finder.moves != moves or (self._ask_at and now >= self._ask_at):
+                    if kind is not Msg.HELLO:  # (a move greets the new boss already)
+                        self.send(kind, body)
+                    asked, moves, self._ask_at = now, self.finder.moves, 0.0
+                elif self.finder.several and now - asked > SWITCH_AFTER:
+                    if self.last_heard >= asked:  # it answers, not this yet (behind what it had for us): again
+                        self.send(kind, body)
+                        asked = now
+                    else:
+                        self._look_elsewhere(now)
+                self._probe_answer(now)
+                left = deadline - now
                 if self._check_handshake(retry=left > BUSY_RETRY):
                     time.sleep(BUSY_RETRY)
                     self.sock.disconnect(self.endpoint)
@@ -144,14 +177,51 @@ class Connection:
                     raise BossUnreachableError(self._turned_away)
                 if left <= 0:
                     raise BossUnreachableError(
-                        f"no answer from the boss at {self.endpoint} after {self.timeout:.0f}s "
+                        f"no answer from the boss at {self.address} after {self.timeout:.0f}s "
                         "(is taylorism-boss running there, is the address right, and is your key in its "
                         "authorized keys?)")
-                self.pump(min(left, 0.5))
+                self.pump(min(left, 0.05 if self._probing else 0.5))
+
+    @property
+    def _probing(self) -> bool:
+        return self._probe is not None and self._probe.asked > 0
+
+    def _secure(self, sock: zmq.Socket) -> None:
+        if self.keys is not None:
+            security.secure_client(sock, self.keys)
+
+    def _look_elsewhere(self, now: float) -> None:
+        """This boss is silent: ask the next one whether it is active (a vote), at most every ASK_AGAIN s."""
+        with self.lock:
+            probe = self._probe
+            if probe is None or now < self._probe_after or (probe.asked and now - probe.asked < ASK_AGAIN):
+                return
+            probe.ask(self.finder.next, now)
+
+    def _probe_answer(self, now: float) -> None:
+        """What the boss asked said: active (turn to it), standby hearing this one (stay), standby not hearing
+        it either (ask again: it may take over)."""
+        with self.lock:
+            probe = self._probe
+            answer = probe.answer() if probe is not None else None
+            if answer is None:
+                return
+            assert probe is not None and probe.endpoint is not None
+            kind, body = answer
+            if kind is Msg.PONG:
+                endpoint = probe.endpoint
+                probe.close()
+                self.finder.moved_to(endpoint)
+                self._move(endpoint)
+            elif body["peer_alive"] is True:
+                self._probe_after = now + SWITCH_AFTER  # (its active, this one, is alive: only slow)
 
     def _check_handshake(self, retry: bool = False) -> bool:
-        """Raise for a handshake that failed; True where the boss turned it away for now and *retry*."""
-        problem = self._handshake.check()
+        """Raise for a handshake that failed; True where the boss turned it away for now and *retry*.  Under the
+        lock: the program's threads share this connection, and two reading the monitor socket at once tore its
+        two-frame events apart (RuntimeError: Invalid event message format)."""
+        with self.lock:
+            problem = self._handshake.check()
         if problem is not None and self._handshake.key_refused and self.keys is not None:
             raise self._key_refused()  # (after handshakes that went through too: the key was revoked since)
         if problem is not None and not self._handshake.succeeded and self._handshake.busy:
@@ -202,7 +272,40 @@ class Connection:
                     continue
                 handler(body)
 
+    def _move(self, endpoint: str | None) -> None:
+        """Talk to *endpoint* from now on (another boss of the list), and greet it."""
+        if endpoint is None:
+            return
+        with self.lock:
+            old, self.endpoint = self.endpoint, endpoint
+            try:
+                self.sock.disconnect(old)
+            except zmq.ZMQError:
+                pass
+            self.sock.connect(endpoint)
+            self._handshake.endpoint = endpoint
+            self._moved_at = time.monotonic()
+            log.info("the boss at %s does not serve (silent, or not the active one): turning to %s", old, endpoint)
+            self.send(Msg.HELLO, self._hello())
+
+    def _hello(self) -> dict[str, Any]:
+        """HELLO; from a connection that only looks (any_role: taylorism-ctl status), not a vote for a standby
+        of a pair to take over."""
+        return {"client": self.client_id, "observer": True} if self.any_role else {"client": self.client_id}
+
     # -- what the boss says, by type (the table is self.handlers) ------------------------
+    def on_not_active(self, body: dict[str, Any]) -> None:
+        """The boss is the standby of a pair: turn to the other one, or ask this one again shortly (its active
+        is silent too: it may take over)."""
+        if self.any_role and not self.finder.several:
+            self.replies.append((Msg.WELCOME, {"agents": 0, "boss": body["boss"], "max_frame": protocol.MAX_FRAME}))
+            return
+        endpoint = self.finder.not_active(body["peer_alive"] is True)
+        if endpoint is None:
+            self._ask_at = time.monotonic() + ASK_AGAIN
+        else:
+            self._move(endpoint)
+
     def on_refused(self, body: dict[str, Any]) -> None:
         if body.get("denied") is True:
             raise AccessDeniedError(f"the boss at {self.endpoint} refused: {body['message']}")
@@ -261,7 +364,11 @@ class Connection:
             configure_connected(sock, linger_ms=0)
             if self.keys is not None:
                 security.secure_client(sock, self.keys)
-            sock.connect(self.endpoint)
+            # to every boss of a pair (those connected take turns; only the active one listens): the active
+            # hears this client is alive even when the program is busy and its main socket has not turned to it
+            sock.immediate = 1
+            for endpoint in self.finder.endpoints:
+                sock.connect(endpoint)
             frames = protocol.encode(Msg.CLIENT_ALIVE, {"client": self.client_id})
             while not self._stop_beating.wait(CLIENT_HEARTBEAT):
                 try:
@@ -282,7 +389,7 @@ class Connection:
         """Pump until *inbox* has something; ping a silent boss and give up after self.timeout."""
         start = time.monotonic()
         deadline = None if timeout is None else start + timeout
-        pinged = False
+        pinged = 0.0
         while not inbox:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
@@ -291,13 +398,20 @@ class Connection:
             self._check_handshake()
             if silent > self.timeout:
                 raise BossUnreachableError(
-                    f"the boss at {self.endpoint} has not answered for {silent:.0f}s; giving up")
+                    f"the boss at {self.address} has not answered for {silent:.0f}s; giving up")
+            if self._ask_at and now >= self._ask_at:
+                self._ask_at = 0.0
+                self.send(Msg.HELLO, self._hello())
             if silent > PING_AFTER and not pinged:
                 self.send(Msg.PING, {})
-                pinged = True
-            step = 0.5 if deadline is None else max(0.0, min(0.5, deadline - now))
+                pinged = now
+            elif pinged and self.finder.several and now - max(pinged, self._moved_at) > SWITCH_AFTER:
+                self._look_elsewhere(now)
+            self._probe_answer(now)
+            most = 0.05 if self._probing else 0.5
+            step = most if deadline is None else max(0.0, min(most, deadline - now))
             if self.pump(step):
-                pinged = False
+                pinged = 0.0
         return True
 
     def open_inbox(self, job: str) -> collections.deque:
@@ -314,6 +428,8 @@ class Connection:
         if self._beater.is_alive():
             self._beater.join(timeout=5)
         self._handshake.close()
+        if self._probe is not None:
+            self._probe.close()
         self.sock.close(linger=200)
         self.ctx.term()
 

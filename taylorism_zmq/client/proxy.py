@@ -203,6 +203,7 @@ class Boss:
             "max_tasks": max_tasks,
         }
         if self._attached:
+            self._conn.on_restart[self._job] = self._attach_again
             self._conn.send(Msg.ATTACH, {"job": self._job})
             return
         self._conn.on_restart[self._job] = self._resubmit
@@ -332,6 +333,11 @@ class Boss:
         for action in self._controls:
             self._conn.send(Msg.CONTROL, {"job": self._job, "action": action})
 
+    def _attach_again(self) -> None:
+        """Another boss (a restart, or the other of a pair): follow the job there."""
+        if self._end is None and self._final is None:  # (again: a no-op where this connection has it already)
+            self._conn.send(Msg.ATTACH, {"job": self._job, "again": True})
+
     def _send_rows(self, rows: list[list], classes: dict[str, bytes]) -> None:
         """ADD_TASKS messages of at most BATCH rows, each under the boss's frame cap (every row is); the
         classes by value go with the first."""
@@ -442,6 +448,13 @@ class Boss:
             raise exc
         if end["status"] in ("failed", "cancelled") or self._refused_report:
             raise self._fail(end)
+        if end["status"] == "finished" and self._rows:  # (the boss reported every task; some never came)
+            lost = sorted(self._rows)
+            exc = RuntimeError(f"job {self._job} finished on the boss, but the reports of {len(lost)} task(s) "
+                               f"never reached this program (indexes {lost[:20]}{' ...' if len(lost) > 20 else ''}): "
+                               "they were lost on their way, with a boss that died")
+            self._final = {"workers_report": exc, "status": "workers exception", "traceback": []}
+            raise exc
         pending = [self._instructions[i] for i in end["pending"] if i in self._instructions]
         self._final = {"workers_report": self._reports, "status": "pending" if pending else "finished"}
         if pending:

@@ -25,7 +25,7 @@ def cluster_status(address: str | None = None, timeout: float | None = None) -> 
     *timeout*: seconds to wait for its answer (default ``TAYLORISM_BOSS_TIMEOUT``, 30).
     """
     endpoint = boss_address(address or active_address()) or embedded_endpoint()
-    conn = Connection(endpoint, timeout=timeout)
+    conn = Connection(endpoint, timeout=timeout, any_role=True)  # (a standby, asked alone, says its own)
     try:
         status: dict[str, Any] = conn.request(Msg.STATUS, {}, Msg.STATUS_REPLY)["status"]
     finally:

@@ -24,12 +24,13 @@ def boss_of(args: argparse.Namespace) -> tuple[str | None, str]:
     """The boss this command talks to, and where that came from: --boss, TAYLORISM_BOSS or the [ctl] table
     (settings), else the [client] table of the config file (programs use that one too)."""
     from ..client_settings import boss_address
-    from ..wire.sockets import check_endpoint
+    from ..wire.endpoints import endpoint_list
 
     if args.boss:
         source = args._sources.get("boss", "command line")
         what = "--boss" if source == "command line" else f"boss ({source})"
-        return check_endpoint(args.boss, what, connect=True), source
+        endpoint_list(args.boss, what, connect=True)  # (a list: the bosses of a pair)
+        return args.boss, source
     path = command_settings.config_file(args.config)
     address = boss_address(None, path) if path else None
     if address is not None:
@@ -79,6 +80,7 @@ def ctl_main(argv: Sequence[str] | None = None) -> int:
 
 def _address(args: argparse.Namespace) -> str | None:
     """The boss's endpoint, checked at once (form, port range, a host name that resolves); None once said why."""
+    from ..wire.endpoints import endpoint_list
     from ..wire.sockets import resolve_problem
 
     try:
@@ -93,10 +95,11 @@ def _address(args: argparse.Namespace) -> str | None:
         print(f"taylorism-ctl: no boss given: --boss, TAYLORISM_BOSS, or boss = \"tcp://HOST:PORT\" in the [ctl] "
               f"(or [client]) table of {where}", file=sys.stderr)
         return None
-    problem = resolve_problem(address)
-    if problem is not None:
-        print(f"taylorism-ctl: the boss {address}: {problem}", file=sys.stderr)
-        return None
+    for endpoint in endpoint_list(address):
+        problem = resolve_problem(endpoint)
+        if problem is not None:
+            print(f"taylorism-ctl: the boss {endpoint}: {problem}", file=sys.stderr)
+            return None
     return address
 
 
@@ -141,7 +144,7 @@ def _boss_command(args: argparse.Namespace, address: str) -> int:
 
 
 def _show(args: argparse.Namespace, address: str) -> int:
-    """status, jobs, drain and undrain."""
+    """status, jobs, drain, undrain and takeover."""
     from ..client.connection import Connection
     from ..client.status import cluster_status
     from ..errors import AccessDeniedError, BossUnreachableError
@@ -153,6 +156,10 @@ def _show(args: argparse.Namespace, address: str) -> int:
             conn = Connection(address, timeout=args.timeout)
             reply = conn.request(Msg.ADMIN, {"action": args.command, "target": args.host}, Msg.ADMIN_REPLY)
             conn.close()
+        elif args.command == "takeover":
+            from .takeover import takeover
+
+            reply = takeover(address, args.force, args.timeout)
         else:
             status = cluster_status(address, timeout=args.timeout)
     except KeysError as exc:
@@ -161,7 +168,7 @@ def _show(args: argparse.Namespace, address: str) -> int:
     except (BossUnreachableError, AccessDeniedError) as exc:
         print(f"taylorism-ctl: {exc}", file=sys.stderr)
         return 1
-    if args.command in ("drain", "undrain"):
+    if args.command in ("drain", "undrain", "takeover"):
         print(reply["message"], file=sys.stdout if reply["ok"] else sys.stderr)
         return 0 if reply["ok"] else 1
     if args.json:

@@ -20,7 +20,8 @@ def keys_command(args: argparse.Namespace) -> int:
                 public = keygen(None, args.name, authorize=not args.no_authorize, force=args.force)
             print(f"wrote {public} and {public}_secret (0600)")
             if not args.boss_key and not args.no_authorize:
-                print(f"authorized it in {public.parent / 'authorized'} with every role (client, agent, admin): "
+                print(f"authorized it in {public.parent / 'authorized'} with every role (client, agent, admin, "
+                      "boss): "
                       "a boss reading that directory accepts it")
         elif args.command == "authorize":
             path = keystore.authorize(authorized, Path(args.public_key), frozenset(args.role), args.name, args.user)

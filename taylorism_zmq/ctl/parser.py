@@ -9,7 +9,7 @@ from collections.abc import Callable
 from .. import __version__
 
 #: commands that talk to a boss, and those that work on the key directory only
-BOSS_COMMANDS = ("status", "jobs", "drain", "undrain", "cancel", "attach", "wait")
+BOSS_COMMANDS = ("status", "jobs", "drain", "undrain", "cancel", "attach", "wait", "takeover")
 KEY_COMMANDS = ("keygen", "authorize", "revoke", "keys")
 COMMANDS = (*BOSS_COMMANDS, *KEY_COMMANDS, "local", "completion")
 
@@ -17,8 +17,9 @@ COMMANDS = (*BOSS_COMMANDS, *KEY_COMMANDS, "local", "completion")
 def _boss_options(add: Callable[..., object], given_only: bool) -> None:
     """The options of every command that talks to a boss."""
     kw = {"default": argparse.SUPPRESS} if given_only else {}
-    add("--boss", **({"default": None} | kw), help="the boss's control endpoint (default: TAYLORISM_BOSS, else "
-        "boss in the [ctl], then the [client] table of the config file)")
+    add("--boss", **({"default": None} | kw), help="the boss's control endpoint, or a comma-separated list (a "
+        "pair of bosses) (default: TAYLORISM_BOSS, else boss in the [ctl], then the [client] table of the config "
+        "file)")
     add("--timeout", type=float, **({"default": 5.0} | kw), help="seconds to wait for the boss (default 5)")
     add("--insecure", action="store_true", **({"default": False} | kw),
         help="talk to a boss run with --insecure: tcp without CURVE (as TAYLORISM_INSECURE=1)")
@@ -73,9 +74,10 @@ def ctl_parser() -> argparse.ArgumentParser:
     c = _sub(sub, "authorize", False, help="let a public key in, with its roles (the boss sees it within a "
              "second); it goes to <key dir>/authorized")
     c.add_argument("public_key", metavar="PUBLIC_KEY_FILE", help="the key's public file (someone's id.key)")
-    c.add_argument("--role", action="append", choices=("client", "agent", "admin"), required=True,
+    c.add_argument("--role", action="append", choices=("client", "agent", "admin", "boss"), required=True,
                    help="client: submit, control and attach to its own jobs; agent: run tasks; admin: drain and "
-                        "act on any job (repeat for several)")
+                        "act on any job; boss: the other boss of a pair, which gets every job's state (repeat for "
+                        "several)")
     c.add_argument("--name", default=None, help="the key's name in logs and status (default: the file's name)")
     c.add_argument("--user", default=None, metavar="UNIX_USER",
                    help="the Unix user this key's jobs run as on agents started with --run-as-client-user")
@@ -94,6 +96,11 @@ def ctl_parser() -> argparse.ArgumentParser:
              "output when it streams it; exits with the job's status (0 finished, 1 failed, 3 stopped, "
              "4 cancelled, 5 not followed)")
     c.add_argument("job", metavar="JOB", help="the job's id (taylorism-ctl jobs)")
+    c = _sub(sub, "takeover", True, help="make the standby boss of a pair (--boss) the active one",
+             description="Ask the standby boss given by --boss to take over: its active peer streams its last "
+                         "events and stands by, then this one serves (clients and agents follow).")
+    c.add_argument("--force", action="store_true",
+                   help="take over even if not in sync with the active boss (what it has not got is lost)")
     c = _sub(sub, "wait", True, help="wait until agents have registered (for scripts): 0 once they have, 1 at "
              "--timeout (here: seconds to wait in all, default 60)")
     c.add_argument("--agents", type=int, default=1, metavar="N", help="agents to wait for (default 1)")

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import time
+
+
+def format_pair(pair: dict) -> str:
+    """The pair line of taylorism-ctl status: which boss is active, the standby's sync and lag, the epoch, the
+    last failover."""
+    line = f"{pair['role']} boss of a pair (epoch {pair['epoch']}; peer {pair['peer']}, {pair['peer_role']})"
+    standby = pair.get("standby")
+    if pair["role"] == "active":
+        line += (f"; standby {'in sync' if standby['in_sync'] else 'catching up'}, lag {standby['lag']:.3f}s, "
+                 f"{standby['unacked_events']} event(s) unacknowledged" if standby else "; no standby in sync")
+    else:
+        line += f"; {'in sync' if standby and standby['in_sync'] else 'not in sync'}"
+    last = pair.get("last_failover")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["time"])) if last else ""
+    return line + (f"; last failover {when} ({last['why']})" if last else "; no failover")
+
 
 def format_hosts(status: dict, address: str) -> str:
     """The hosts table of taylorism-ctl status: one row per agent (two agents of one host told apart)."""
     hosts = sorted(status["hosts"], key=lambda h: (h["host"], h["agent"]))
     lines = [f"boss {status['boss']} at {address}: {len(hosts)} agent(s) on {len({h['host'] for h in hosts})} "
              "host(s)",
+             *([format_pair(status["pair"])] if status.get("pair") else []),
              f"{'HOST':16} {'AGENT':32} {'SLOTS USED':>10} {'LOAD':>6} {'CPU%':>5} {'MEM FREE':>10} {'DONE':>7} "
              f"{'SEEN':>6}  STATE"]
     for h in hosts:

@@ -34,7 +34,8 @@ from zmq.utils import z85
 
 log = logging.getLogger("taylorism_zmq.keys")
 
-ROLES = ("client", "agent", "admin")
+#: boss: the other boss of a pair (its state stream, its handover); no operator key needs it
+ROLES = ("client", "agent", "admin", "boss")
 #: names of keys: file names in authorized/, shown in logs and status
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 #: seconds between two looks at the authorized directory
@@ -355,7 +356,7 @@ def authorize(directory: Path, public_file: Path, roles: frozenset[str], name: s
     except (OSError, ValueError) as exc:
         raise KeysError(f"{public_file}: not a public key file ({exc})") from None
     if not roles:
-        raise KeysError("give at least one --role (client, agent, admin)")
+        raise KeysError("give at least one --role (client, agent, admin, boss)")
     name = name or Path(public_file).stem
     if not NAME_RE.match(name):
         raise KeysError(f"{name!r} is not a usable key name (letters, digits, . _ @ -): give one with --name")

@@ -27,7 +27,9 @@ import msgpack
 #: 4: each task has a key of its own (ADD_TASKS and RUN rows) and its result a tag (report rows); RUN names the
 #:    job owner's key id, which agents keep with the task and say again in REGISTER and report rows; REPORTS
 #:    say whether the connection they go to is the job owner's
-VERSION = 4
+#: 5: a pair of bosses (the PEER_* messages, NOT_ACTIVE, TAKEOVER); RUN, KILL, REGISTERED and PONG of a boss of a
+#:    pair carry its epoch (an agent obeys no older one)
+VERSION = 5
 VERSION_FRAME = bytes([VERSION])
 #: default (and largest) cap for one frame received by a daemon (zmq MAXMSGSIZE and decode check)
 MAX_FRAME = 256 * 1024 * 1024
@@ -91,6 +93,16 @@ class Msg(enum.IntEnum):
     AGENT_REPORTS = 60
     HEARTBEAT = 61  # on the control socket (DEALER/ROUTER) since protocol 3
     AGENT_OUTPUT = 62  # live task output (best effort: never resent)
+    # a pair of bosses: each beats to the other (its DEALER to the other's ROUTER); a standby asks for the state
+    PEER_STATE = 80  # boss -> boss: role, epoch, where its stream is
+    SYNC = 81  # standby -> active: a snapshot, then every event after it
+    SNAPSHOT = 82  # active -> standby: a part of the state as of event number seq
+    REPLICATE = 83  # active -> standby: the events of a pass, numbered from first
+    REPL_ACK = 84  # standby -> active: events applied up to seq
+    HANDOVER = 85  # standby -> active: step down (taylorism-ctl takeover)
+    HANDED_OVER = 86  # active -> standby: every event up to seq streamed; this boss stands by now
+    NOT_ACTIVE = 87  # boss -> client or agent: this boss is the standby (peer_alive: its active answers it)
+    TAKEOVER = 88  # operator -> standby: become the active boss (answered with ADMIN_REPLY)
 
 
 NUM = (int, float)
@@ -177,6 +189,18 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
                         "reports": Rows((int, str, int, bool, bytes, NUM, NUM, bytes, bytes, bytes, str))},
     Msg.AGENT_OUTPUT: {"agent": str, "chunks": Rows((str, int, int, bytes))},  # job, index, stream, data
     Msg.HEARTBEAT: {"agent": str, "load": ListOf(NUM), "cpu": NUM, "mem_avail": NUM, "running": int},
+    # role: active, standby or starting; seq: the last event streamed (active) or applied (standby) on *stream*
+    Msg.PEER_STATE: {"boss": str, "role": str, "epoch": int, "stream": int, "seq": int, "synced": bool},
+    Msg.SYNC: {"boss": str},
+    # the state (snapshot.py) as of event *seq*, cut in parts; now: the active's clock then
+    Msg.SNAPSHOT: {"stream": int, "seq": int, "part": int, "last": bool, "data": bytes, "now": NUM, "epoch": int},
+    # events: each packed alone (replication.py); digest: numbers the state agrees on after them
+    Msg.REPLICATE: {"stream": int, "first": int, "events": ListOf(bytes), "now": NUM, "digest": ListOf(int)},
+    Msg.REPL_ACK: {"stream": int, "seq": int},
+    Msg.HANDOVER: {"boss": str},
+    Msg.HANDED_OVER: {"stream": int, "seq": int, "epoch": int},
+    Msg.NOT_ACTIVE: {"boss": str, "peer_alive": bool, "message": str},
+    Msg.TAKEOVER: {"force": bool},
 }
 
 #: what a message of these kinds may take: its body's bytes and the items of any one list in it, checked before
@@ -185,7 +209,10 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
 #: other kinds are bounded by the receiver's frame cap
 KIND_LIMITS: dict[Msg, tuple[int, int]] = {
     **{kind: (64 << 10, 64) for kind in (Msg.HELLO, Msg.PING, Msg.STATUS, Msg.CONTROL, Msg.ATTACH,
-                                          Msg.CLIENT_ALIVE, Msg.ADMIN, Msg.GOODBYE, Msg.HEARTBEAT)},
+                                          Msg.CLIENT_ALIVE, Msg.ADMIN, Msg.GOODBYE, Msg.HEARTBEAT,
+                                          # (a pair's: its beats and acknowledgements, an operator's takeover)
+                                          Msg.PEER_STATE, Msg.SYNC, Msg.REPL_ACK, Msg.HANDOVER, Msg.HANDED_OVER,
+                                          Msg.NOT_ACTIVE, Msg.TAKEOVER)},
     # as many tasks as an agent may have slots (boss/validation.py), each row with room for what it carries
     Msg.REGISTER: (8 << 20, 1 << 16),
     # a code environment (256 KiB), a scheduler by value (4 MiB) and its attributes (64 KiB)
