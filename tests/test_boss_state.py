@@ -995,3 +995,26 @@ def test_a_report_row_with_a_tag_of_another_size_is_refused_not_kept():
         _report_row(9, "unknown", 0, ALICE.key_id, tag=b"t" * (1 << 20)),
         _report_row(10, "unknown", 1, ALICE.key_id, tag=b"")]}, now=100.0)
     assert len(state.ledger.orphan_reports) == 1 and state.ledger.counters["refused"] == 1
+
+
+@pytest.mark.parametrize("agent_first", [True, False])
+def test_a_task_an_agent_says_ended_there_is_not_sent_again_before_its_report_comes(agent_first):
+    """After a boss restart, an agent registering says which tasks ended there, their reports on their way
+    (REGISTER's finished): whether it registers before or after the job is submitted again, those tasks are
+    taken as running there until their reports come, so no dispatch overtakes a report (a task ran twice so,
+    its 30 MiB report still crossing the report socket when the job's dispatch resumed)."""
+    state = make_state(started=100.0, recovery_grace=1.0)
+    register = {"agent": "agent-a", "host": "a", "shm_host": "m", "cpus": 3, "memory": 1.0, "slots": 3, "pid": 1,
+                "running": [], "finished": [["j1", 0, OWNER], ["j1", 1, BOB.key_id]]}
+    if agent_first:
+        state.on_register(b"agent-a", register, now=100.0)
+    submit(state, {"kind": "nosort"}, n=3, resubmit=True)
+    if not agent_first:
+        state.on_register(b"agent-a", register, now=100.5)
+    placed = runs(state.dispatch(102.0))["agent-a"]
+    task0 = state.ledger.jobs["j1"].by_index[0]
+    assert task0.state is TaskState.RUNNING and task0.agent.aid == "agent-a"  # its report is on its way
+    assert sorted(REMEMBERED[tid][1] for tid, _ in placed) == [1, 2]  # (index 1: said for another key: runs here)
+    assert state.ledger.counters["refused"] == int(not agent_first)  # (before the job: kept for its owner only)
+    out = report(state, "agent-a", task0.tid)
+    assert [r[0] for body in of_kind(out, Msg.REPORTS) for r in body["reports"]] == [0]

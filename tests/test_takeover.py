@@ -124,7 +124,7 @@ def test_an_agent_back_says_what_ended_there_and_the_rest_of_its_tasks_runs_agai
     state.ledger.transition(tasks[3], TaskState.PENDING, 1.0)  # (sent after the active's last streamed event)
     state.promoted(10.0, 3)
     register_again(state, a, [[tasks[0].tid, "j1", tasks[0].index, tasks[0].ticket, OWNER]], 10.5,
-                   finished=[["j1", tasks[1].index], ["j1", tasks[3].index]])
+                   finished=[["j1", tasks[1].index, OWNER], ["j1", tasks[3].index, OWNER]])
     assert [t.state for t in tasks] == [TaskState.RUNNING, TaskState.RUNNING, TaskState.PENDING, TaskState.RUNNING]
     assert tasks[3].agent is state.ledger.agents[a]
     assert state.ledger.counters["tasks_unconfirmed"] == 1  # tasks[2]: pending again, first in line

@@ -65,7 +65,7 @@ HEARTBEAT_RANGE = (0.05, 60.0)
 #: many of its heartbeats unanswered, and at least SWITCH_AFTER seconds; it turns to it if it is
 SWITCH_BEATS, SWITCH_AFTER = 3, 1.5
 #: tasks ended here whose reports wait for an acknowledgement, said at most when registering
-MAX_FINISHED_SAID = 100_000
+MAX_FINISHED_SAID = 1 << 15
 #: what a boss of a pair stamps with its epoch: an agent obeys no older epoch than the newest it has seen
 FENCED = frozenset({Msg.RUN, Msg.KILL, Msg.REGISTERED, Msg.PONG})
 #: seconds before an agent the boss turned away for now (its key's connections: wire/handshake.py BUSY)

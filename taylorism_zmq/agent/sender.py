@@ -84,7 +84,7 @@ class ReportSender:
         self._warned = False
         #: batch -> (job, index) of its reports, for the batches of this run not acknowledged yet (a boss that
         #: takes over from another is told which tasks ended here, their reports on their way: pending_tasks)
-        self._tasks_of: dict[int, list[tuple[str, int]]] = {}
+        self._tasks_of: dict[int, list[tuple[str, int, str]]] = {}
         #: (when acknowledged, rows, bytes) of the last RETAIN seconds, oldest first
         self._retained: collections.deque[tuple[float, list[list], int]] = collections.deque()
         self._retained_bytes = 0
@@ -148,7 +148,7 @@ class ReportSender:
 
     def _new_batch(self, rows: list[list], size: int) -> None:
         self._batch += 1
-        self._tasks_of[self._batch] = [(row[1], row[2]) for row in rows]
+        self._tasks_of[self._batch] = [(row[1], row[2], row[10]) for row in rows]
         self.memory[self._batch] = [rows, size, None]
         self._unsent.append(self._batch)
         self._born[self._batch] = time.monotonic()
@@ -233,11 +233,11 @@ class ReportSender:
                             RETAIN_BYTES >> 20, self.retained_forgotten)
 
     def pending_tasks(self) -> list[list]:
-        """[job, index] of the reports made in this run and not acknowledged yet (told to a boss when
-        registering: those tasks ended here, their reports are on their way)."""
-        tasks = [[row[1], row[2]] for row in self.rows]
+        """[job, index, owner key id] of the reports made in this run and not acknowledged yet (told to a boss
+        when registering: those tasks ended here, their reports are on their way)."""
+        tasks = [[row[1], row[2], row[10]] for row in self.rows]
         for batch in self._tasks_of.values():
-            tasks += [[job, index] for job, index in batch]
+            tasks += [[job, index, owner] for job, index, owner in batch]
         return tasks
 
     @property

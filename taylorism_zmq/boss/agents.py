@@ -12,7 +12,7 @@ from ..wire.protocol import Msg
 from .ledger import Ledger
 from .model import AgentRecord, JobState, TaskRecord, TaskState
 from .options import BossOptions
-from .validation import register_problem, ticket_fits
+from .validation import finished_rows, register_problem, ticket_fits
 
 log = logging.getLogger("taylorism_zmq.boss")
 
@@ -78,12 +78,37 @@ class AgentEvents:
                 ledger.orphan_running.keep(jid, index, aid, ticket, owner)  # for its owner's job, submitted again
             else:  # its job ended, or the task runs elsewhere now (or was never sent there): stop this copy
                 stale.append(tid)
+        self.take_finished(agent, finished_rows(body) or (), now)
         if stale:
             ledger.out.add(route, Msg.KILL, {"tasks": stale})
         ledger.free.update(agent)
         log.info("agent %s joined from host %s (%d slots, %d cpus, %d task(s) running)", aid, agent.host,
                  agent.slots, agent.cpus, len(body["running"]), extra={"agent": aid, "host": agent.host})
         ledger.out.add(route, Msg.REGISTERED, self.registered())
+
+    def take_finished(self, agent: AgentRecord, finished, now: float,
+                      after_failover: bool = False) -> tuple[set[int], int]:
+        """Tasks *agent* says ended there, their reports on their way (REGISTER's ``finished``): each is taken
+        as running there until its report comes, so that no dispatch overtakes that report (a boss that
+        restarted or took over knows nothing of it yet); for a job not submitted (again) yet, kept for its owner's
+        job as a task running there.  After a failover a pending task never sent anywhere may be one (its RUN was
+        the active's last word).  Returns the ids of the tasks so taken, and how many of them were pending."""
+        ledger, taken, adopted = self.ledger, set(), 0
+        for jid, index, owner in finished:
+            job = ledger.jobs.get(jid)
+            task = job.by_index.get(index) if job is not None else None
+            if job is not None and job.owner_id != owner:
+                ledger.counters["refused"] += 1
+            elif task is not None and task.state is TaskState.RUNNING and task.agent is agent:
+                taken.add(task.tid)
+            elif task is not None and task.state is TaskState.PENDING and (
+                    _may_run_there(task, agent.aid) or (after_failover and not task.tried)):
+                ledger.transition(task, TaskState.RUNNING, now, agent, None, adopted=True)
+                taken.add(task.tid)
+                adopted += 1
+            elif job is None and jid not in ledger.ended:
+                ledger.orphan_running.keep(jid, index, agent.aid, None, owner)
+        return taken, adopted
 
     def registered(self) -> dict[str, Any]:
         return {"heartbeat": self.heartbeat, "boss": self.boss_id, "reports": self.reports_endpoint,

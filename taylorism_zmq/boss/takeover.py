@@ -24,27 +24,13 @@ from .clients import ClientConnections
 from .jobs import JobRequests
 from .ledger import Ledger, end_body
 from .model import TaskState
-from .validation import register_problem, ticket_fits
+from .validation import finished_rows, register_problem, ticket_fits
 
 log = logging.getLogger("taylorism_zmq.boss")
 
 #: seconds a task the records say runs on an agent, which that agent does not list when it registers again,
 #: waits for its report before it goes back to pending
 CONFIRM_WAIT = 2.0
-
-
-def _finished(body: dict) -> list[tuple[str, int]] | None:
-    """The [job, index] of tasks an agent says ended there, their reports on their way (REGISTER's
-    ``finished``); None if it says nothing of them (or says it wrong)."""
-    said = body.get("finished")
-    if type(said) is not list:
-        return None
-    out = []
-    for item in said:
-        if type(item) is not list or len(item) != 2 or type(item[0]) is not str or type(item[1]) is not int:
-            return None
-        out.append((item[0], item[1]))
-    return out
 
 
 class Takeover:
@@ -138,16 +124,10 @@ class Takeover:
                 ledger.orphan_running.keep(jid, index, aid, ticket, owner)
             else:
                 stale.append(tid)
-        finished = _finished(body)
-        for jid, index in finished or ():  # ended there, the report on its way: running there until it comes
-            job = ledger.jobs.get(jid)
-            task = job.by_index.get(index) if job is not None else None
-            if task is not None and task.state is TaskState.RUNNING and task.agent is agent:
-                listed.add(task.tid)
-            elif task is not None and task.state is TaskState.PENDING and (not task.tried or aid in task.tried):
-                ledger.transition(task, TaskState.RUNNING, now, agent, None, adopted=True)
-                listed.add(task.tid)
-                adopted += 1
+        finished = finished_rows(body)
+        taken, pending_taken = self.agents.take_finished(agent, finished or (), now, after_failover=True)
+        adopted += pending_taken  # (each running there until its report comes)
+        listed |= taken
         missing = [tid for tid in sorted(agent.running) if tid not in listed]
         for tid in missing:
             if finished is None:  # (an agent that does not say what ended: its reports may be on their way)

@@ -44,6 +44,21 @@ def register_problem(body: dict[str, Any]) -> str | None:
     return None
 
 
+def finished_rows(body: dict[str, Any]) -> list[tuple[str, int, str]] | None:
+    """The (job, index, owner key id) of tasks an agent says ended there, their reports on their way
+    (REGISTER's ``finished``); None if it says nothing of them, or says it wrong."""
+    said = body.get("finished")
+    if type(said) is not list:
+        return None
+    out = []
+    for item in said:
+        if type(item) is not list or len(item) != 3 or type(item[0]) is not str or type(item[1]) is not int \
+                or type(item[2]) is not str or item[1] < 0 or len(item[2]) > MAX_KEY_ID:
+            return None
+        out.append((item[0], item[1], item[2]))
+    return out
+
+
 def ticket_fits(job: JobRecord, agent: AgentRecord, ticket: int | None) -> bool:
     """True if *ticket* is one the job's scheduler could have given a task on *agent*."""
     size = job.policy.ticket_range(agent.cpus)
