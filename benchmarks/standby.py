@@ -239,7 +239,6 @@ def replication_cost(tasks: int, rounds: int, standby_nice: int) -> dict:
         try:
             pair.start(agents=2, slots=2)
             _job(pair.address, 200, "warm-pair", runs)
-            probe.start()
             for r in range(rounds):
                 boss, standby = psutil.Process(pair.bosses[0].pid), psutil.Process(pair.bosses[1].pid)
                 cpu0, cpu1 = sum(boss.cpu_times()[:2]), sum(standby.cpu_times()[:2])
@@ -248,9 +247,14 @@ def replication_cost(tasks: int, rounds: int, standby_nice: int) -> dict:
                 standby_cpu.append(1e6 * (sum(standby.cpu_times()[:2]) - cpu1) / tasks)
                 if not pair.in_sync():
                     raise RuntimeError("the standby fell out of sync during the job")
+            # the lag in a round of its own: the probe's status requests (a connection and a CURVE handshake
+            # every 20 ms) cost the active CPU that a lone boss was not asked to spend
+            probe.start()
+            _job(pair.address, tasks, "pair-lag", runs)
         finally:
             probe.stop.set()
-            probe.join(timeout=10)
+            if probe.is_alive():
+                probe.join(timeout=10)
             pair.stop()
         executions = ledger.read(runs)
         if executions.ran_twice():
@@ -284,6 +288,10 @@ def main() -> int:
                              "active for the cores; default %(default)s; 0 to let it)")
     parser.add_argument("--json", default=None, help="write the figures to this file")
     args = parser.parse_args()
+    if args.failovers < 1 and args.rounds < 1:
+        parser.error("--failovers and --rounds cannot both be 0: nothing to measure")
+    if args.failovers < 1:
+        parser.error("--failovers must be at least 1 (--rounds 0 runs the failovers alone)")
     with daemons() as _keys:  # (a key pair for the run: TAYLORISM_KEY_DIR while it lasts)
         if not args.rounds:
             fail = failovers(args.failovers)
