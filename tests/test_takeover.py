@@ -204,3 +204,24 @@ def test_a_client_attaching_again_after_a_boss_change_is_not_sent_the_job_twice_
     assert state.ledger.jobs["d"].client == b"me" and state.ledger.counters["attach_refused"] == 0
     out = state.on_attach(b"me", {"job": "d"}, now=2.5, backlogged={b"me"})  # (not after a boss change: refused)
     assert [k for _, k, _ in out] == [Msg.ERROR] and "being delivered already" in out[0][2]["message"]
+
+
+def test_tasks_the_active_added_and_sent_after_its_last_streamed_event_are_not_run_again():
+    """The standby heard the job's SUBMIT, not its ADD_TASKS nor their RUNs: after the promotion, what the agents
+    say of those tasks (one ended there, its report on its way; one's report) is kept for the job's ADD_TASKS,
+    which its client sends again: neither runs twice (the burst failover test ran a whole job again so)."""
+    state = make_state(recovery_grace=3.0)
+    a = add_agent(state, "a", slots=4)
+    submit(state, {"kind": "nosort"}, n=0)  # (the active's last streamed event)
+    state.promoted(10.0, 3)
+    register_again(state, a, [], 10.5, finished=[["j1", 0, OWNER]])
+    row = [77, "j1", 1, True, b"r", 0.0, 1.0, b"", b"", TAG, OWNER]
+    state.on_agent_reports(b"", {"agent": a, "batch": 1, "reports": [row]}, now=10.6)
+    assert state.ledger.counters["refused"] == 0
+    rows = [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p", b"k" * 32] for i in range(3)]
+    out = state.on_add_tasks(CLIENT, {"job": "j1", "tasks": rows, "classes": {}}, now=11.0)
+    assert [r[0] for body in of_kind(out, Msg.REPORTS) for r in body["reports"]] == [1]
+    job = state.ledger.jobs["j1"]
+    assert job.by_index[0].state is TaskState.RUNNING and job.by_index[0].agent.aid == a
+    placed = runs(state.dispatch(14.0))
+    assert [state.ledger.tasks[tid].index for tid, _ in placed[f"{a}.new"]] == [2]  # (its new connection)

@@ -106,8 +106,9 @@ class AgentEvents:
                 ledger.transition(task, TaskState.RUNNING, now, agent, None, adopted=True)
                 taken.add(task.tid)
                 adopted += 1
-            elif job is None and jid not in ledger.ended:
-                ledger.orphan_running.keep(jid, index, agent.aid, None, owner)
+            elif (job is None and jid not in ledger.ended) or (
+                    job is not None and task is None and index not in job.indexes and job.resubmitted):
+                ledger.orphan_running.keep(jid, index, agent.aid, None, owner)  # (for its ADD_TASKS to come)
         return taken, adopted
 
     def registered(self) -> dict[str, Any]:

@@ -70,6 +70,11 @@ class Takeover:
         self.clients.forgive(now)
         # a job its client submits again now (one the active took after its last streamed event) waits as well
         self.requests.resubmit_hold = max(self.requests.resubmit_hold, self.hold_until)
+        # every job of the records is in the state of a job submitted again after a restart: the active may have
+        # added and sent tasks of it after its last streamed event (their reports and the agents' word on them
+        # are taken for its owner, as on the restart path)
+        for job in ledger.jobs.values():
+            job.resubmitted = True
         ledger.counters["failovers"] += 1
         log.warning("this boss is active now (epoch %d): %d job(s), %d task(s) running on %d agent(s), waiting "
                     "up to %.1fs for the agents to register again", epoch, len(ledger.jobs),
