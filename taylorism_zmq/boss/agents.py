@@ -86,13 +86,13 @@ class AgentEvents:
                  agent.slots, agent.cpus, len(body["running"]), extra={"agent": aid, "host": agent.host})
         ledger.out.add(route, Msg.REGISTERED, self.registered())
 
-    def take_finished(self, agent: AgentRecord, finished, now: float,
-                      after_failover: bool = False) -> tuple[set[int], int]:
+    def take_finished(self, agent: AgentRecord, finished, now: float) -> tuple[set[int], int]:
         """Tasks *agent* says ended there, their reports on their way (REGISTER's ``finished``): each is taken
         as running there until its report comes, so that no dispatch overtakes that report (a boss that
         restarted or took over knows nothing of it yet); for a job not submitted (again) yet, kept for its owner's
-        job as a task running there.  After a failover a pending task never sent anywhere may be one (its RUN was
-        the active's last word).  Returns the ids of the tasks so taken, and how many of them were pending."""
+        job as a task running there.  (After a failover every job of the records counts as submitted again: a
+        pending task never sent anywhere may be one, its RUN the active's last word.)  Returns the ids of the
+        tasks so taken, and how many of them were pending."""
         ledger, taken, adopted = self.ledger, set(), 0
         for jid, index, owner in finished:
             job = ledger.jobs.get(jid)
@@ -101,8 +101,7 @@ class AgentEvents:
                 ledger.counters["refused"] += 1
             elif task is not None and task.state is TaskState.RUNNING and task.agent is agent:
                 taken.add(task.tid)
-            elif task is not None and task.state is TaskState.PENDING and (
-                    _may_run_there(task, agent.aid) or (after_failover and not task.tried)):
+            elif task is not None and task.state is TaskState.PENDING and _may_run_there(task, agent.aid):
                 ledger.transition(task, TaskState.RUNNING, now, agent, None, adopted=True)
                 taken.add(task.tid)
                 adopted += 1

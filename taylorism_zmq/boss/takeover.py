@@ -130,7 +130,7 @@ class Takeover:
             else:
                 stale.append(tid)
         finished = finished_rows(body)
-        taken, pending_taken = self.agents.take_finished(agent, finished or (), now, after_failover=True)
+        taken, pending_taken = self.agents.take_finished(agent, finished or (), now)
         adopted += pending_taken  # (each running there until its report comes)
         listed |= taken
         missing = [tid for tid in sorted(agent.running) if tid not in listed]
