@@ -173,6 +173,27 @@ def test_an_agent_back_cannot_claim_a_task_for_another_key_than_its_jobs_owner()
     assert state.ledger.counters["refused"] == 1 and state.ledger.counters["tasks_adopted"] == 0
 
 
+def test_an_agent_back_cannot_claim_a_task_of_a_job_made_after_the_promotion_that_was_sent_nowhere():
+    """The jobs of the records count as submitted again at the promotion (their RUNs may have been the active's
+    last word), a job its client submits after it does not: an agent registering again cannot take as running
+    there one of its tasks that this boss never sent anywhere (the rule of a boss restarted alone); that copy is
+    stopped."""
+    state = make_state(recovery_grace=3.0)
+    a = add_agent(state, "a", slots=4)
+    submit(state, {"kind": "nosort"}, n=1)
+    (placed,) = runs(state.dispatch(0.0))[a]
+    state.promoted(10.0, 2)
+    submit(state, {"kind": "nosort"}, n=1, job="fresh")
+    fresh = state.ledger.jobs["fresh"].by_index[0]
+    first = state.ledger.tasks[placed[0]]
+    out = register_again(state, a, [[first.tid, "j1", first.index, first.ticket, OWNER],
+                                    [fresh.tid, "fresh", 0, first.ticket, OWNER]],
+                         10.5, finished=[["fresh", 0, OWNER]])
+    assert fresh.state is TaskState.PENDING and not fresh.tried
+    assert of_kind(out, Msg.KILL) == [{"tasks": [fresh.tid]}]
+    assert first.state is TaskState.RUNNING and state.ledger.counters["tasks_adopted"] == 0
+
+
 def test_a_job_that_ended_is_told_its_end_only_by_its_owners_key():
     from test_boss_state import submit_body
 

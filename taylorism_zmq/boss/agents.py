@@ -4,6 +4,7 @@ their tasks when one leaves or is lost (their reports: :mod:`.reports`)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..wire.keystore import Identity
@@ -12,7 +13,7 @@ from ..wire.protocol import Msg
 from .ledger import Ledger
 from .model import AgentRecord, JobState, TaskRecord, TaskState
 from .options import BossOptions
-from .validation import finished_rows, register_problem, ticket_fits
+from .validation import FinishedRow, finished_rows, register_problem, ticket_fits
 
 log = logging.getLogger("taylorism_zmq.boss")
 
@@ -20,7 +21,8 @@ log = logging.getLogger("taylorism_zmq.boss")
 def _may_run_there(task: TaskRecord, aid: str) -> bool:
     """Whether agent *aid*, registering, may be taking as running the pending *task*: it was sent there (the agent
     was thought lost meanwhile), or its job was submitted again after a boss restart and this boss has sent it
-    nowhere yet (it may have been running there since before the restart).  Never a task of a job this boss
+    nowhere yet (it may have been running there since before the restart; after a failover every job of the
+    records counts as submitted again, its RUN perhaps the active's last word).  Never a task of a job this boss
     made, that it did not send there: an agent key cannot claim tasks it was never given."""
     return aid in task.tried or (task.job.resubmitted and not task.tried)
 
@@ -59,8 +61,30 @@ class AgentEvents:
                             body["slots"], body["pid"], now, key=who.key)
         ledger.agents[aid] = agent
         ledger.agent_keys.remember(aid, who.key, route, ledger.agents)
-        stale = []
-        for tid, jid, index, ticket, owner in body["running"]:  # tasks it ran before it (or the boss) went away
+        _running, stale, _adopted = self.take_running(agent, body["running"], now, who)
+        self.take_finished(agent, finished_rows(body) or (), now)
+        if stale:
+            ledger.out.add(route, Msg.KILL, {"tasks": stale})
+        ledger.free.update(agent)
+        log.info("agent %s joined from host %s (%d slots, %d cpus, %d task(s) running)", aid, agent.host,
+                 agent.slots, agent.cpus, len(body["running"]), extra={"agent": aid, "host": agent.host})
+        ledger.out.add(route, Msg.REGISTERED, self.registered())
+
+    def take_running(self, agent: AgentRecord, running: Iterable[Sequence[Any]], now: float,
+                     who: Identity) -> tuple[set[int], list[int], int]:
+        """The tasks *agent*, registering, says it runs (REGISTER's ``running``: task id, job, index, ticket,
+        owner key id), tasks it ran before it (or the boss) went away, set against the records: one the records
+        say runs there stays so; a pending one it may be running (:func:`_may_run_there`) is adopted there; one
+        of a job not submitted (again) yet is kept for its owner's job; a claim for another key than its job's is
+        neither taken nor stopped (refused, logged); any other copy (its job ended, the task runs elsewhere or
+        was never sent there, a ticket its job could not have given there) is to be stopped.  Returns the ids of
+        the tasks running there as the records now say, the task ids to stop (KILL), and how many were
+        adopted."""
+        ledger, aid = self.ledger, agent.aid
+        listed: set[int] = set()
+        stale: list[int] = []
+        adopted = 0
+        for tid, jid, index, ticket, owner in running:
             job = ledger.jobs.get(jid)
             task = job.by_index.get(index) if job is not None else None
             if job is not None and job.owner_id != owner:
@@ -72,21 +96,19 @@ class AgentEvents:
                                           who.label, index, job.label)
             elif job is not None and not ticket_fits(job, agent, ticket):
                 stale.append(tid)  # not a ticket this job could have given it there: stop that copy
+            elif task is not None and task.state is TaskState.RUNNING and task.agent is agent:
+                listed.add(task.tid)  # (an agent of the records, back after a failover)
             elif task is not None and task.state is TaskState.PENDING and _may_run_there(task, aid):
                 ledger.transition(task, TaskState.RUNNING, now, agent, ticket, adopted=True)
+                listed.add(task.tid)
+                adopted += 1
             elif job is None and jid not in ledger.ended:
                 ledger.orphan_running.keep(jid, index, aid, ticket, owner)  # for its owner's job, submitted again
             else:  # its job ended, or the task runs elsewhere now (or was never sent there): stop this copy
                 stale.append(tid)
-        self.take_finished(agent, finished_rows(body) or (), now)
-        if stale:
-            ledger.out.add(route, Msg.KILL, {"tasks": stale})
-        ledger.free.update(agent)
-        log.info("agent %s joined from host %s (%d slots, %d cpus, %d task(s) running)", aid, agent.host,
-                 agent.slots, agent.cpus, len(body["running"]), extra={"agent": aid, "host": agent.host})
-        ledger.out.add(route, Msg.REGISTERED, self.registered())
+        return listed, stale, adopted
 
-    def take_finished(self, agent: AgentRecord, finished, now: float) -> tuple[set[int], int]:
+    def take_finished(self, agent: AgentRecord, finished: Iterable[FinishedRow], now: float) -> tuple[set[int], int]:
         """Tasks *agent* says ended there, their reports on their way (REGISTER's ``finished``): each is taken
         as running there until its report comes, so that no dispatch overtakes that report (a boss that
         restarted or took over knows nothing of it yet); for a job not submitted (again) yet, kept for its owner's

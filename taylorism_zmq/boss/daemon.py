@@ -18,7 +18,6 @@ already show.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import math
@@ -26,27 +25,29 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container
 from typing import Any, ParamSpec
 
 import zmq
 
 from ..wire import protocol, security
-from ..wire.keystore import ANONYMOUS, LOCAL, Identity, KeyStore
+from ..wire.keystore import ANONYMOUS, Identity
 from ..wire.peer_logging import RateLimitedLog, worth_logging
 from ..wire.protocol import FrameTooLarge, Msg, ProtocolError
-from ..wire.sockets import EndpointInUseError, bind, check_bindable, configure_bound
+from ..wire.sockets import bind, check_bindable, configure_bound
+from .admission import Admission
 from .authorization import Denied, Guard
-from .gate import Gate, connection_budget
 from .ledger import refusal
 from .model import Out, Refused
 from .options import DEFAULTS, METRICS_ADDRESS, BossOptions
 from .outbox import Outbox
 from .pair_clock import Clock
-from .peer import VOTES, Pair
+from .pair_messages import PairMessages
+from .peer import Pair
 from .plugins import load_placement_plugin
 from .replay import EitherPaused
 from .state import BossState
+from .status_servers import StatusServers
 
 log = logging.getLogger("taylorism_zmq.boss")
 
@@ -62,10 +63,6 @@ _CLIENT_KINDS = frozenset({Msg.HELLO, Msg.SUBMIT, Msg.ADD_TASKS, Msg.CONTROL, Ms
 REPORT_SOCKET_KINDS = frozenset({Msg.AGENT_REPORTS, Msg.AGENT_OUTPUT})
 #: a message handler: (route, validated body, now, sender's identity) -> the messages to send
 Handler = Callable[[bytes, dict, float, Identity], list[Out]]
-#: what the other boss of a pair sends on the control socket (boss/peer.py)
-PEER_KINDS = frozenset({Msg.PEER_STATE, Msg.SYNC, Msg.REPL_ACK, Msg.HANDOVER})
-#: what a boss of a pair answers whether active or not
-EITHER_ROLE_KINDS = frozenset({Msg.STATUS, Msg.TAKEOVER})
 
 
 class BossDaemon:
@@ -98,34 +95,32 @@ class BossDaemon:
         #: this boss's side of a pair (--peer), if it is one of two
         self.pair = Pair(self.state, peer, standby, peer_timeout, self.clock, options.agent_timeout,
                          options.client_timeout) if peer else None
+        #: its messages, and which of the others go on to their handlers while this boss is not active
+        self.pair_messages = PairMessages(self.pair)
         self._bad_log = RateLimitedLog(log, period=10.0)
-        self.http = http
-        self.status_server: Any = None
-        self.metrics_port, self.metrics_address = metrics_port, metrics_address
-        self.metrics: Any = None
+        #: the status page and the metrics, if asked for
+        self.servers = StatusServers(self.state, self.pair, self.clock, http, metrics_port, metrics_address)
         self._stop = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        #: set when serving: who sent each message, and what its roles allow
-        self.guard = Guard(None, False, self.ledger.counters, in_use=self.ledger.routes_in_use)
+        #: who comes in: the keys, the guard, the gate (set up when serving)
+        self.admission = Admission(self.ledger, options, self.curve, self.private)
         #: set when serving: what the boss sends, and the pressure of peers that do not read
         self.outbox: Outbox | None = None
-        #: set when serving on tcp: the connections, counted and bounded (gate.py)
-        self.gate: Gate | None = None
-        self._keys_seen: dict = {}
-        state = self.state
-        #: the one handler of each kind of message the boss takes: the state machine's events, and two of the
-        #: daemon's, for what only it knows (the outbox's backlog, the guard's routes)
+        state, pair = self.state, self.pair_messages
+        #: the one handler of each kind of message the boss takes: the state machine's events, the daemon's own
+        #: for what only it knows (the outbox's backlog, the guard's routes, the pair's side of the status), and
+        #: the pair's (pair_messages.py)
         self.handlers: dict[Msg, Handler] = {
             # clients
             Msg.HELLO: state.on_hello, Msg.SUBMIT: state.on_submit, Msg.ADD_TASKS: state.on_add_tasks,
             Msg.CONTROL: state.on_control, Msg.ATTACH: self.on_attach, Msg.CLIENT_ALIVE: self.on_client_alive,
             Msg.PING: state.on_ping, Msg.STATUS: self.on_status, Msg.ADMIN: state.on_admin,
-            Msg.TAKEOVER: self.on_takeover,
+            Msg.TAKEOVER: pair.on_takeover,
             # the other boss of a pair (boss/peer.py)
-            Msg.PEER_STATE: self.on_peer_state, Msg.SYNC: self.on_sync, Msg.REPL_ACK: self.on_repl_ack,
-            Msg.HANDOVER: self.on_handover,
+            Msg.PEER_STATE: pair.on_peer_state, Msg.SYNC: pair.on_sync, Msg.REPL_ACK: pair.on_repl_ack,
+            Msg.HANDOVER: pair.on_handover,
             # agents: on the control socket, then on the report socket
             Msg.REGISTER: state.on_register, Msg.HEARTBEAT: state.on_heartbeat, Msg.GOODBYE: state.on_goodbye,
             Msg.AGENT_REPORTS: state.on_agent_reports, Msg.AGENT_OUTPUT: state.on_agent_output,
@@ -146,33 +141,6 @@ class BossDaemon:
             for _route, _kind, reply in out:
                 reply["status"]["pair"] = self.pair.status(now)
         return out
-
-    def on_takeover(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
-        """taylorism-ctl takeover: this boss (the standby of a pair) becomes the active one."""
-        if self.pair is None:
-            return [(route, Msg.ADMIN_REPLY, {"ok": False, "message": "this boss is not one of a pair (--peer)"})]
-        return self.pair.takeover(route, body["force"], now)
-
-    def on_peer_state(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
-        """The other boss of the pair beats: its role, epoch, stream."""
-        return self._to_pair(Msg.PEER_STATE, route, body, now)
-
-    def on_sync(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
-        """The standby asks for the state: a snapshot, then every event."""
-        return self._to_pair(Msg.SYNC, route, body, now)
-
-    def on_repl_ack(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
-        """The standby has applied the events up to a number."""
-        return self._to_pair(Msg.REPL_ACK, route, body, now)
-
-    def on_handover(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
-        """The standby asks this active boss to step down (taylorism-ctl takeover)."""
-        return self._to_pair(Msg.HANDOVER, route, body, now)
-
-    def _to_pair(self, kind: Msg, route: bytes, body: dict, now: float) -> list[Out]:
-        if self.pair is None:
-            return [(route, Msg.ERROR, {"message": "this boss is not one of a pair (--peer)"})]
-        return self.pair.on_peer(kind, route, body, now)
 
     def on_client_alive(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
         """A client's heartbeat, from its heartbeat socket, for its main connection (which must be its own)."""
@@ -206,26 +174,9 @@ class BossDaemon:
         ctx = zmq.Context()
         router = ctx.socket(zmq.ROUTER)
         pull = ctx.socket(zmq.PULL)
-        auth = None
         try:
-            if self.curve:  # the authenticator first: CURVE without ZAP would let any key in
-                keys = security.load_boss_keys()
-                store = KeyStore(security.key_dir() / "authorized", owner=keys.public.decode("ascii"))
-                self.guard = Guard(store, True, self.ledger.counters, in_use=self.ledger.routes_in_use)
-                self._open_gate(router, pull, store)
-                auth = security.start_authenticator(ctx, store, self.guard.zap_refused,
-                                                    busy=self.gate.busy if self.gate is not None else _never)
-                store.start()
-                security.secure_server(router, keys)
-                security.secure_server(pull, keys)
-                log.info("%d authorized key(s) in %s", len(store.keys), store.directory)
-            else:
-                self.guard = Guard(None, False, self.ledger.counters, in_use=self.ledger.routes_in_use)
-                if self.private:
-                    self.guard.default = LOCAL  # in a 0700 directory: only its owner can connect
+            self.admission.open(ctx, router, pull)
             assert self.ledger.vouch == (self.guard.default is not ANONYMOUS)
-            if self.gate is None:
-                self._open_gate(router, pull, None)
             handshake = self.state.options.handshake_timeout
             configure_bound(router, self.max_frame, handshake)
             router.router_mandatory = 1
@@ -244,17 +195,7 @@ class BossDaemon:
                     signal.signal(sig, lambda *_: self.stop())
             log.info("boss %s listening: control %s, reports %s%s", self.state.boss_id, self.control_endpoint,
                      self.state.agent_events.reports_endpoint, " (CURVE)" if self.curve else "")
-            if self.http:
-                from .webstatus import StatusServer, load_token
-
-                token, kept = load_token(str(security.key_dir()))
-                with _serving("the status page (--http)", self.http):
-                    self.status_server = StatusServer(self.http, token)
-                self.status_server.publish(self._status(self.clock(), page=True))
-                self.status_server.start()
-                log.info("status page: %s?token=... (the token, an admin's: %s)", self.status_server.address, kept)
-            if self.metrics_port is not None:
-                self._start_metrics()
+            self.servers.start()
             if ready is not None:
                 ready()
             self._loop(router, pull)
@@ -263,59 +204,25 @@ class BossDaemon:
                 self.pair.close()
             router.close(linger=0)
             pull.close(linger=0)
-            if self.status_server is not None:
-                self.status_server.stop()
-            if self.metrics is not None:
-                self.metrics.stop()
-            if auth is not None:
-                auth.stop()
-            if self.gate is not None:
-                self.gate.close()
-            if self.guard.store is not None:
-                self.guard.store.stop()
+            self.servers.stop()
+            self.admission.close()
             ctx.term()
             self._wake_r.close()
             self._wake_w.close()
             log.info("boss %s stopped", self.state.boss_id)
 
-    def _open_gate(self, router: zmq.Socket, pull: zmq.Socket, store: KeyStore | None) -> None:
-        """Count and bound the connections to tcp endpoints (gate.py); ipc ones are this user's only."""
-        if self.private:
-            return
-        options = self.state.options
-        self.gate = Gate(self.ledger.counters, store, options.max_connections_per_key,
-                         options.max_pending_connections, connection_budget())
-        self.gate.watch(router, "control")
-        self.gate.watch(pull, "reports")
-        self._keys_seen = store.keys if store is not None else {}
+    @property
+    def guard(self) -> Guard:
+        """Who sent each message, and what its roles allow."""
+        return self.admission.guard
 
     def _watch_keys(self, now: float) -> list[Out]:
-        """Connections over a bound let go (gate.py); keys revoked since the last look: their connections let
-        go, their jobs stopped, their agents lost."""
-        if self.gate is not None:
-            self.gate.sweep(now)
-        store = self.guard.store
-        if store is None or store.keys is self._keys_seen:
-            return []
-        gone = set(self._keys_seen) - set(store.keys)
-        self._keys_seen = store.keys
-        if not gone:
-            return []
-        cut = self.gate.let_go_keys(gone) if self.gate is not None else 0
-        log.warning("%d key(s) revoked: %d of their connection(s) let go", len(gone), cut)
-        if self.pair is not None and not self.pair.active:
+        """Connections over a bound let go; keys revoked since the last look: their connections let go
+        (admission.py), their jobs stopped, their agents lost."""
+        gone = self.admission.revoked(now)
+        if not gone or (self.pair is not None and not self.pair.active):
             return []  # (a standby's state is its active's: their jobs end there, and the standby follows)
         return self.state.keys_revoked(gone, now)
-
-    def _start_metrics(self) -> None:
-        from .metrics import BossMetrics
-
-        with _serving("the metrics (--metrics-port)", f"{self.metrics_address}:{self.metrics_port}"):
-            self.metrics = BossMetrics(self.metrics_port or 0, self.metrics_address)
-        self.ledger.on_dispatch = self.metrics.dispatch_latency.observe
-        self.ledger.on_task_end = self.metrics.task_duration.observe
-        self.metrics.publish(self._status(self.clock()))
-        log.info("Prometheus metrics: http://%s:%d/metrics", self.metrics_address, self.metrics.port)
 
     def _loop(self, router: zmq.Socket, pull: zmq.Socket) -> None:
         pair = self.pair
@@ -330,13 +237,13 @@ class BossDaemon:
         poller.register(router, zmq.POLLIN)
         poller.register(pull, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
-        monitors = list(self.gate.monitors) if self.gate is not None else []
+        monitors = self.admission.monitors
         for monitor in monitors:
             poller.register(monitor, zmq.POLLIN)
         if pair is not None and pair.link is not None:
             poller.register(pair.link, zmq.POLLIN)
         check_every = max(0.05, min(1.0, self.state.options.agent_timeout / 4))
-        if self.status_server is not None or self.metrics is not None:
+        if self.servers.serving:
             check_every = min(check_every, 0.5)  # the snapshots are refreshed at the same pace
         if pair is not None:
             check_every = min(check_every, pair.peer_timeout / 6)
@@ -352,7 +259,7 @@ class BossDaemon:
             out: list[Out] = []
             for monitor in monitors:  # (first: the connections the messages below come on)
                 if monitor in events:
-                    self._safely("counting connections", self.gate.read, monitor, now)  # type: ignore[union-attr]
+                    self._safely("counting connections", self.admission.read, monitor, now)
             if pair is not None:
                 if pair.link in events:
                     out += self._safely("reading the peer boss", pair.read_link, now, self.max_frame)
@@ -365,16 +272,13 @@ class BossDaemon:
                 self._drain_wake()
             active = pair is None or pair.active
             if now >= next_check:
-                if self.guard.handshakes_refused:
-                    self.ledger.counters["handshakes_refused"] = self.guard.handshakes_refused
-                if self.gate is not None and self.gate.turned_away:
-                    self.ledger.counters["handshakes_turned_away"] = self.gate.turned_away
+                self.admission.count_handshakes()
                 lag = max(0.0, now - before - timeout / 1000)
                 if active:
                     out += self._safely("expiring silent peers", self.state.expire, now, loop_lag=lag)
                 out += self._safely("looking for revoked keys", self._watch_keys, now)
                 next_check = now + check_every
-                out += self._safely("publishing the status", self._publish, now)
+                out += self._safely("publishing the status", self.servers.publish, now)
             if active and self.state.dispatch_due():  # push back: no dispatch for a client that does not read
                 out += self._safely("dispatching", self.state.dispatch, now, held=outbox.held)
             if pair is not None:
@@ -389,20 +293,6 @@ class BossDaemon:
                 unsent += self._safely("sending what waits", outbox.flush)
             if unsent:  # made by an event that failed while sending (a peer found gone): sent as the others
                 self._safely("sending", outbox.send, unsent)
-
-    def _publish(self, now: float) -> None:
-        """A fresh snapshot for the status page and the metrics."""
-        if self.status_server is not None or self.metrics is not None:
-            snapshot = self._status(now, page=self.status_server is not None)
-            for server in (self.status_server, self.metrics):
-                if server is not None:
-                    server.publish(snapshot)
-
-    def _status(self, now: float, page: bool = False) -> dict[str, Any]:
-        snapshot = self.state.status(now, page=page)
-        if self.pair is not None:
-            snapshot["pair"] = self.pair.status(now)
-        return snapshot
 
     def _safely(self, what: str, step: Callable[P, list[Out] | None], *args: P.args, **kwargs: P.kwargs) -> list[Out]:
         """Run one step of the loop; a bug in it does not stop the boss (see the module's doc)."""
@@ -439,7 +329,7 @@ class BossDaemon:
                     out.append((route, Msg.REFUSED, {"message": "this key is not authorized on this boss any more",
                                                      "denied": True}))
                 continue
-            if self.gate is not None and not self.gate.spoke(port, frames[-1].get(zmq.SRCFD), who, now):
+            if not self.admission.spoke(port, frames[-1].get(zmq.SRCFD), who, now):
                 continue  # a connection over its key's bound, let go
             try:
                 kind, body = protocol.decode(payload, self.max_frame)
@@ -448,7 +338,7 @@ class BossDaemon:
                 continue
             try:
                 self.guard.check(kind, route, who)
-                if self.pair is not None and not self._as_pair(kind, route, body, now, routed, out):
+                if not self.pair_messages.goes_on(kind, route, body, now, routed, out):
                     continue
                 out += self._handle(kind, route, body, now, routed, who)
             except Refused as exc:
@@ -459,28 +349,6 @@ class BossDaemon:
                 peer = self.guard.label_of(route) if route else "the report socket"
                 out += self._bug(f"handling {kind.name} from {peer}")
         return out
-
-    def _as_pair(self, kind: Msg, route: bytes, body: dict, now: float, routed: bool, out: list[Out]) -> bool:
-        """A message to a boss of a pair: True if it goes on to its handler (this boss is active, or it is a
-        message either role answers); else it was answered here (NOT_ACTIVE, or a message of the peer)."""
-        pair = self.pair
-        assert pair is not None
-        if kind in PEER_KINDS:
-            return True
-        if not pair.active and kind not in EITHER_ROLE_KINDS:
-            if not routed or kind not in VOTES:
-                return False  # (reports and heartbeat sockets of a client: not for a boss that is not active)
-            out += pair.turned_to(kind, route, now, vote=body.get("observer") is not True)
-            if not pair.active:
-                return False
-        if pair.active and route:
-            pair.awaited.heard(route)
-            if kind in (Msg.REGISTER, Msg.HEARTBEAT):
-                pair.check_epoch(body)
-                if not pair.active:
-                    out += pair.turned_to(kind, route, now)
-                    return False
-        return True
 
     def _handle(self, kind: Msg, route: bytes, body: dict, now: float, routed: bool, who: Identity) -> list[Out]:
         if not routed and kind not in REPORT_SOCKET_KINDS:
@@ -545,19 +413,6 @@ class BossDaemon:
                 pass
         except (BlockingIOError, InterruptedError):
             pass
-
-def _never(who: Identity) -> None:
-    """No handshake is turned away for its connections (no gate)."""
-    return None
-
-
-@contextlib.contextmanager
-def _serving(what: str, address: str) -> Iterator[None]:
-    """Say in one line why an HTTP server of the boss cannot start (a busy port, an address not here)."""
-    try:
-        yield
-    except OSError as exc:
-        raise EndpointInUseError(f"cannot serve {what} at {address}: {exc.strerror or exc}") from None
 
 
 def run_boss(args: Any) -> int:

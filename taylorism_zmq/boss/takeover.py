@@ -24,7 +24,7 @@ from .clients import ClientConnections
 from .jobs import JobRequests
 from .ledger import Ledger, end_body
 from .model import TaskState
-from .validation import finished_rows, register_problem, ticket_fits
+from .validation import finished_rows, register_problem
 
 log = logging.getLogger("taylorism_zmq.boss")
 
@@ -107,28 +107,7 @@ class Takeover:
         del self.waiting_agents[aid]
         agent.route, agent.last_seen = route, now
         ledger.agent_keys.remember(aid, who.key, route, ledger.agents)
-        listed: set[int] = set()
-        stale: list[int] = []
-        adopted = 0
-        for tid, jid, index, ticket, owner in body["running"]:
-            job = ledger.jobs.get(jid)
-            task = job.by_index.get(index) if job is not None else None
-            if job is not None and job.owner_id != owner:  # (a claim for another key: neither taken nor stopped)
-                ledger.counters["refused"] += 1
-                log.warning("agent %s says it runs task %d of job %s for another key than the job's: not taken "
-                            "as running there", aid, index, job.label)
-            elif job is not None and not ticket_fits(job, agent, ticket):
-                stale.append(tid)
-            elif task is not None and task.state is TaskState.RUNNING and task.agent is agent:
-                listed.add(task.tid)
-            elif task is not None and task.state is TaskState.PENDING and (not task.tried or aid in task.tried):
-                ledger.transition(task, TaskState.RUNNING, now, agent, ticket, adopted=True)
-                listed.add(task.tid)
-                adopted += 1
-            elif job is None and jid not in ledger.ended:
-                ledger.orphan_running.keep(jid, index, aid, ticket, owner)
-            else:
-                stale.append(tid)
+        listed, stale, adopted = self.agents.take_running(agent, body["running"], now, who)
         finished = finished_rows(body)
         taken, pending_taken = self.agents.take_finished(agent, finished or (), now)
         adopted += pending_taken  # (each running there until its report comes)

@@ -21,6 +21,8 @@ MAX_TICKET = 2**31
 MAX_KEY_ID = 64
 #: characters of an agent id, a host name and a machine id
 MAX_NAME = 256
+#: a task an agent says ended there, its report on its way (REGISTER's ``finished``): job id, index, owner key id
+FinishedRow = tuple[str, int, str]
 
 
 def register_problem(body: dict[str, Any]) -> str | None:
@@ -44,7 +46,7 @@ def register_problem(body: dict[str, Any]) -> str | None:
     return None
 
 
-def finished_rows(body: dict[str, Any]) -> list[tuple[str, int, str]] | None:
+def finished_rows(body: dict[str, Any]) -> list[FinishedRow] | None:
     """The (job, index, owner key id) of tasks an agent says ended there, their reports on their way
     (REGISTER's ``finished``); None if it says nothing of them, or says it wrong."""
     said = body.get("finished")
