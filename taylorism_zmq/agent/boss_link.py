@@ -80,7 +80,6 @@ class BossLink:
         self._moved_at = 0.0
         self._ask_at = 0.0
         self.probe: Probe | None = None
-        self._probe_after = 0.0
         #: the probe's socket, while the poller holds it
         self.polled_probe: zmq.Socket | None = None
         #: where reports go: given (an override, e.g. behind NAT), else learned from the boss's REGISTERED
@@ -307,8 +306,7 @@ class BossLink:
         if probe is None:
             return
         silent = now - max(self.last_heard, self._moved_at)
-        if silent > max(SWITCH_AFTER, SWITCH_BEATS * self.heartbeat) and now >= self._probe_after \
-                and (not probe.asked or now - probe.asked >= ASK_AGAIN):
+        if silent > max(SWITCH_AFTER, SWITCH_BEATS * self.heartbeat) and probe.may_ask(now):
             probe.ask(self.finder.next, now)
             if probe.sock is not self.polled_probe:
                 if self.polled_probe is not None:
@@ -318,22 +316,15 @@ class BossLink:
 
     def probe_answer(self, now: float) -> None:
         """The other boss answers: active (turn to it), standby hearing this one (stay), or not (ask again)."""
-        probe = self.probe
-        answer = probe.answer() if probe is not None else None
-        if answer is None:
+        if self.probe is None:
             return
-        assert probe is not None and probe.endpoint is not None
-        kind, body = answer
-        if kind is Msg.PONG:
-            endpoint = probe.endpoint
-            if self.polled_probe is not None:
-                self.poller.unregister(self.polled_probe)
-                self.polled_probe = None
-            probe.close()
-            self.finder.moved_to(endpoint)
-            self.move(endpoint, "silent, and the other one is active")
-        elif body["peer_alive"] is True:
-            self._probe_after = now + max(SWITCH_AFTER, SWITCH_BEATS * self.heartbeat)  # (this one is only slow)
+        endpoint = self.probe.heard(self.finder, now, max(SWITCH_AFTER, SWITCH_BEATS * self.heartbeat))
+        if endpoint is None:
+            return
+        if self.polled_probe is not None:
+            self.poller.unregister(self.polled_probe)  # (closed: the next question has a socket of its own)
+            self.polled_probe = None
+        self.move(endpoint, "silent, and the other one is active")
 
     def move(self, endpoint: str | None, why: str) -> None:
         """Talk to the boss at *endpoint* from now on, and register there."""
