@@ -3,21 +3,17 @@
 It makes itself not dumpable (its tasks, even of its own user, cannot read its memory or its /proc entries),
 starts its zygote (a fresh exec with a clean environment: see :mod:`.zygote`; at its first launcher for a
 client's own agent, whose launchers are forks of the client), makes a cgroup for its launchers where the host
-allows it (:mod:`..launch.cgroups`), then connects a DEALER to the boss's control ROUTER, registers, and connects
-a PUSH to the report endpoint the boss names in its answer (``--reports``
-overrides it, e.g. behind NAT).  It loops on one ``zmq.Poller`` over the
-DEALER, the launchers' channels and a wake-up pipe: run what the boss sends
-(on the launchers of :mod:`.task_runner`), kill what it cancels, send
-heartbeats with the host's load on the DEALER, and push reports in batches
-kept until acknowledged (:mod:`.sender`, with the journal of :mod:`.journal`).
+allows it (:mod:`..launch.cgroups`), then connects to the boss (:mod:`.boss_link`: a DEALER to its control
+ROUTER, on which it registers and beats, and a PUSH to the report endpoint the boss names).  It loops on one
+``zmq.Poller`` over the DEALER, the launchers' channels and a wake-up pipe: run what the boss sends (on the
+launchers of :mod:`.task_runner`), kill what it cancels, and push reports in batches kept until acknowledged
+(:mod:`.sender`, with the journal of :mod:`.journal`).  The table of what the boss says, by type, is here.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
-import secrets
 import signal
 import socket
 import time
@@ -31,15 +27,13 @@ import zmq
 from ..launch import cgroups, descendants
 from ..launch.environ import zygote_environ
 from ..log_setup import log_fields
-from ..machine import host_key
 from ..processes import die_with_parent, owner_alive, owner_tag
 from ..wire import protocol, security
-from ..wire.endpoints import ASK_AGAIN, BossFinder, Probe, endpoint_list
-from ..wire.handshake import HandshakeWatch
+from ..wire.endpoints import ASK_AGAIN, endpoint_list
 from ..wire.peer_logging import RateLimitedLog
 from ..wire.protocol import Msg, ProtocolError
-from ..wire.sockets import configure_connected, report_endpoint_for
 from . import forked
+from .boss_link import BossLink
 from .journal import default_state_dir, open_journal
 from .launcher_link import message_cap
 from .launcher_pool import LauncherPool
@@ -51,29 +45,6 @@ log = logging.getLogger("taylorism_zmq.agent")
 
 #: default seconds a launcher with no task may stay (its process and spares hold memory on the host)
 LAUNCHER_IDLE = 600.0
-#: how long without a REGISTERED answer before registering again
-REGISTER_RETRY = 5.0
-#: seconds between heartbeats to a boss silent for long, at least and at most (half the silence between): each
-#: beat queued for it brings a REREGISTER when it comes back, and a new connection registers this agent anyway;
-#: at most half the boss's default --agent-timeout (a boss that hears us but is not heard keeps us)
-SILENT_BEAT = (5.0, 15.0)
-#: seconds between heartbeats until the boss names its period (an agent with no --heartbeat follows the boss's)
-DEFAULT_HEARTBEAT = 1.0
-#: the periods an agent takes from a boss (a number from the network: never a busy loop, never a silent agent)
-HEARTBEAT_RANGE = (0.05, 60.0)
-#: an agent given several bosses (a pair) asks another whether it is active (Binary Star's vote) after this
-#: many of its heartbeats unanswered, and at least SWITCH_AFTER seconds; it turns to it if it is
-SWITCH_BEATS, SWITCH_AFTER = 3, 1.5
-#: tasks ended here whose reports wait for an acknowledgement, said at most when registering
-MAX_FINISHED_SAID = 1 << 15
-#: what a boss of a pair stamps with its epoch: an agent obeys no older epoch than the newest it has seen
-FENCED = frozenset({Msg.RUN, Msg.KILL, Msg.REGISTERED, Msg.PONG})
-#: seconds before an agent the boss turned away for now (its key's connections: wire/handshake.py BUSY)
-#: connects again (libzmq does not, after a refused handshake)
-BUSY_RETRY = 10.0
-#: seconds between two words of the report socket when it has nothing to say: a boss under a flood of
-#: connections lets go first those that have not spoken (boss/gate.py)
-PUSH_SPEAKS = 10.0
 
 
 class AgentDaemon:
@@ -86,23 +57,13 @@ class AgentDaemon:
                  run_as_client_user: bool = False, keep_env: tuple[str, ...] = (), state_dir: str | None = None,
                  fork_socket: str | None = None, launcher_output: str | None = None,
                  max_processes: int | None = None, task_cgroups: bool = True, allow_root_tasks: bool = False):
-        #: the bosses to talk to (one, or a pair), and the one this agent talks to now
-        self.finder = BossFinder(endpoint_list(control))
-        self.control_endpoint = self.finder.current
-        #: the newest epoch of a boss of a pair this agent obeyed; messages of older ones are ignored (fenced)
-        self.epoch = 0
-        self.fenced = 0
-        self._moved_at = 0.0
-        self._ask_at = 0.0
-        self.probe: Probe | None = None
-        self._probe_after = 0.0
-        self._polled_probe: zmq.Socket | None = None
+        #: the bosses to talk to (one, or a pair: see .boss_link)
+        self.endpoints = endpoint_list(control)
         #: where forks of the client connect as launchers (the embedded default), if anywhere
         self.fork_socket = fork_socket
         self.fork_listener: socket.socket | None = None
-        #: where reports go: given (an override, e.g. behind NAT), else learned from the boss's REGISTERED
+        #: where reports go, if given (an override, e.g. behind NAT); else the boss names it
         self.reports_override = reports
-        self.reports_endpoint: str | None = None
         #: variables of the host that a job's environment does not replace (see launch/environ.py)
         self.keep_env = keep_env
         self.cpus = psutil.cpu_count() or 1
@@ -110,7 +71,6 @@ class AgentDaemon:
         self.host = host_name or socket.gethostname()
         #: the period set for this agent (--heartbeat), if any; else it follows the boss's (from REGISTERED)
         self.own_heartbeat = heartbeat
-        self.heartbeat = heartbeat or DEFAULT_HEARTBEAT
         self.parent_pid = parent_pid
         #: MiB this host offers to tasks (default: all of it)
         self.memory = memory or psutil.virtual_memory().total / 2**20
@@ -131,38 +91,20 @@ class AgentDaemon:
         #: try a cgroup for the launchers (--task-cgroups auto); the one made, if any
         self.task_cgroups = task_cgroups
         self.cgroup: str | None = None
-        self.curve = not insecure and security.needs_curve(self.control_endpoint)
+        self.curve = not insecure and security.needs_curve(self.endpoints[0])
         #: pickle may travel on this link: private ipc, or authenticated tcp
-        self.trusted_link = self.curve or security.link_is_trusted(self.control_endpoint)
+        self.trusted_link = self.curve or security.link_is_trusted(self.endpoints[0])
         self.aid = new_agent_id(self.host)
         #: the ids this agent went by before (another key registered them first with a restarted boss)
         self.former_ids: list[str] = []
         self._push_polled = False
-        self._last_beat = 0.0
-        #: when the report socket last said it is there (see PUSH_SPEAKS)
-        self._push_spoke = 0.0
-        self.boss_id: str | None = None
-        self.last_heard = time.monotonic()
-        self._boss_silent = False
-        self.registered = False
         self.exit_code = 0
         self._stop = False
         self._bad_log = RateLimitedLog(log)
         #: messages of the boss of a type not for agents (ignored)
         self.unknown_messages = 0
-        #: what the boss says, by type
-        self.handlers: dict[Msg, Callable[[dict[str, Any]], None]] = {
-            Msg.RUN: self.on_run, Msg.KILL: self.on_kill, Msg.REGISTERED: self.on_registered,
-            Msg.REPORTS_ACK: self.on_reports_ack, Msg.PONG: self.on_pong, Msg.REREGISTER: self.on_reregister,
-            Msg.SHUTDOWN: self.on_shutdown, Msg.REFUSED: self.on_refused, Msg.NOT_ACTIVE: self.on_not_active,
-        }
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
-        self.handshake: HandshakeWatch | None = None
-        #: the report socket's handshakes (the boss may turn it away for now, as the control socket)
-        self.push_handshake: HandshakeWatch | None = None
-        #: "control" or "reports" -> when to connect that socket again (the boss turned it away for now)
-        self._connect_again_at: dict[str, float] = {}
         #: kept from pass to pass; a launcher's flags change only when its output buffer fills or empties
         self.poller = zmq.Poller()
 
@@ -206,42 +148,23 @@ class AgentDaemon:
         for s in (self._wake_r, self._wake_w):
             s.setblocking(False)
         ctx = zmq.Context()
-        self.dealer = ctx.socket(zmq.DEALER)
-        self.push = ctx.socket(zmq.PUSH)
+        self.boss = BossLink(ctx, self.poller, self.endpoints, self.aid, self.host, self.cpus, self.slots,
+                             self.memory, self.curve, self.reports_override, self.own_heartbeat, self.inject_load,
+                             self.sender, self.tasks, self.launchers)
+        #: what the boss says, by type
+        self.handlers: dict[Msg, Callable[[dict[str, Any]], None]] = {
+            Msg.RUN: self.on_run, Msg.KILL: self.on_kill, Msg.REGISTERED: self.boss.on_registered,
+            Msg.REPORTS_ACK: self.on_reports_ack, Msg.PONG: self.boss.on_pong,
+            Msg.REREGISTER: self.boss.on_reregister, Msg.SHUTDOWN: self.on_shutdown, Msg.REFUSED: self.on_refused,
+            Msg.NOT_ACTIVE: self.boss.on_not_active,
+        }
         try:
-            configure_connected(self.dealer)
-            configure_connected(self.push)
-            if self.curve:
-                keys = security.load_keys()
-                security.secure_client(self.dealer, keys)
-                security.secure_client(self.push, keys)
-            # secret: no other peer can take this agent's connection over (the boss knows it by its key)
-            self.dealer.routing_id = f"{self.aid}.{secrets.token_hex(16)}".encode()
-            self.handshake = HandshakeWatch(self.dealer, self.control_endpoint, self.curve,
-                                            security.key_dir() if self.curve else None, role="agent")
-            self.push_handshake = HandshakeWatch(self.push, self.control_endpoint, self.curve,
-                                                 security.key_dir() if self.curve else None, role="agent")
-            if self.finder.several:
-                keys = security.load_keys() if self.curve else None
-                self.probe = Probe(ctx, lambda sock: security.secure_client(sock, keys) if keys else None)
-            # find a restarted boss within its recovery grace: register, and deliver the reports kept while it
-            # was away before it gives their tasks to agents again
-            for sock in (self.dealer, self.push):
-                sock.reconnect_ivl_max = 2000
-            if self.control_endpoint.startswith("ipc://"):
-                for sock in (self.dealer, self.push):
-                    sock.reconnect_ivl = 10  # a local boss starting beside us (embedded): find it at once
-            self.dealer.connect(self.control_endpoint)
-            if self.reports_override:
-                self._connect_reports(self.reports_override)
+            self.boss.connect()
             log.info("agent %s on %s (%d slots) connecting to %s", self.aid, self.host, self.slots,
-                     self.control_endpoint)
+                     self.boss.control_endpoint)
             self._loop()
         finally:
-            try:
-                self.dealer.send_multipart(protocol.encode(Msg.GOODBYE, {"agent": self.aid}), zmq.NOBLOCK)
-            except zmq.ZMQError:
-                pass
+            self.boss.say_goodbye()
             for link in self.launchers:
                 self.tasks.close_launcher(link)
             if self.fork_listener is not None:
@@ -250,13 +173,7 @@ class AgentDaemon:
             self.zygote.close()  # (it waits for its launchers to stop their tasks)
             if self.cgroup is not None:
                 cgroups.remove(self.cgroup, timeout=2.0)  # whatever is left of them
-            if self.probe is not None:
-                self.probe.close()
-            for watch in (self.handshake, self.push_handshake):
-                if watch is not None:
-                    watch.close()
-            self.dealer.close(linger=500)
-            self.push.close(linger=2000)
+            self.boss.close()
             ctx.term()
             for s in (self._wake_r, self._wake_w):
                 s.close()
@@ -300,37 +217,38 @@ class AgentDaemon:
 
     # -- the loop ------------------------------------------------------------------
     def _loop(self) -> None:
-        poller = self.poller
+        poller, boss = self.poller, self.boss
         if self.fork_socket:  # before registering: a client may fork a launcher as soon as we are known
             self.fork_listener = forked.listen(self.fork_socket)
             poller.register(self.fork_listener, zmq.POLLIN)
-        self._register()
-        next_beat = time.monotonic() + self.heartbeat
-        poller.register(self.dealer, zmq.POLLIN)
+        boss.register()
+        next_beat = time.monotonic() + boss.heartbeat
+        poller.register(boss.dealer, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
-        assert self.handshake is not None and self.push_handshake is not None
-        poller.register(self.handshake.monitor, zmq.POLLIN)
-        poller.register(self.push_handshake.monitor, zmq.POLLIN)
+        assert boss.handshake is not None and boss.push_handshake is not None
+        poller.register(boss.handshake.monitor, zmq.POLLIN)
+        poller.register(boss.push_handshake.monitor, zmq.POLLIN)
         while not self._stop:
             self.launchers.watch()
             if self.sender.blocked != self._push_polled:  # reports wait for room: wake when there is
                 if self.sender.blocked:
-                    poller.register(self.push, zmq.POLLOUT)
+                    poller.register(boss.push, zmq.POLLOUT)
                 else:
-                    poller.unregister(self.push)
+                    poller.unregister(boss.push)
                 self._push_polled = self.sender.blocked
             timeout = max(0.0, next_beat - time.monotonic()) * 1000
-            if self.probe is not None and (self.probe.asked or self._ask_at):  # (a boss of a pair asked again soon)
+            if boss.asking:  # (a boss of a pair asked again soon)
                 timeout = min(timeout, ASK_AGAIN * 1000)
             events = dict(poller.poll(int(timeout)))
-            if self.handshake.monitor in events:
-                self._check_handshake()
-            if self.push_handshake.monitor in events:
-                self._check_push_handshake()
-            if self.dealer in events:
+            if boss.handshake.monitor in events and boss.check_handshake():
+                self.exit_code = 2
+                self.stop()
+            if boss.push_handshake.monitor in events:
+                boss.check_push_handshake()
+            if boss.dealer in events:
                 self._read_boss()
-            if self._polled_probe is not None and self._polled_probe in events:
-                self._probe_answer(time.monotonic())
+            if boss.polled_probe is not None and boss.polled_probe in events:
+                boss.probe_answer(time.monotonic())
             if self.fork_listener is not None and self.fork_listener.fileno() in events:
                 for link in forked.accept_all(self.fork_listener, self.launchers.max_message):
                     self.launchers.add(link)
@@ -347,207 +265,22 @@ class AgentDaemon:
                     pass
             now = time.monotonic()
             if now >= next_beat:
-                self._beat(now)
+                boss.beat(now)
                 self.tasks.close_idle(now, self.launcher_idle)
                 self.tasks.expire_waits(now)
-                next_beat = now + self.heartbeat
-                if not self.registered and now - self._registered_at > REGISTER_RETRY:
-                    self._register()
+                next_beat = now + boss.heartbeat
+                boss.retry_register(now)
                 self.sender.tick(now)
-                self._connect_again(now)
-                silent = now - self.last_heard
-                if silent > max(10.0, 10 * self.heartbeat) and not self._boss_silent:
-                    self._boss_silent = True
-                    log.warning("agent %s: no word from the boss at %s for %.0fs; tasks go on and %d report "
-                                "batch(es) wait for it", self.aid, self.control_endpoint, silent,
-                                self.sender.unacked)
-            if self.probe is not None or self._ask_at:
-                self._follow_the_active(now)
+                boss.connect_again(now)
+                boss.say_if_silent(now)
+            boss.follow_the_active(now)  # (of a pair, or told NOT_ACTIVE)
             self._flush_output()
             self._flush_reports()
-
-    def _follow_the_active(self, now: float) -> None:
-        """Of a pair: when this boss is silent, ask the other whether it is active, and turn to it if it is; ask
-        a standby again when it may take over."""
-        if self._ask_at and now >= self._ask_at:
-            self._ask_at = 0.0
-            self._register()
-        probe = self.probe
-        if probe is None:
-            return
-        silent = now - max(self.last_heard, self._moved_at)
-        if silent > max(SWITCH_AFTER, SWITCH_BEATS * self.heartbeat) and now >= self._probe_after \
-                and (not probe.asked or now - probe.asked >= ASK_AGAIN):
-            probe.ask(self.finder.next, now)
-            if probe.sock is not self._polled_probe:
-                if self._polled_probe is not None:
-                    self.poller.unregister(self._polled_probe)
-                self._polled_probe = probe.sock
-                self.poller.register(probe.sock, zmq.POLLIN)
-
-    def _probe_answer(self, now: float) -> None:
-        """The other boss answers: active (turn to it), standby hearing this one (stay), or not (ask again)."""
-        probe = self.probe
-        answer = probe.answer() if probe is not None else None
-        if answer is None:
-            return
-        assert probe is not None and probe.endpoint is not None
-        kind, body = answer
-        if kind is Msg.PONG:
-            endpoint = probe.endpoint
-            if self._polled_probe is not None:
-                self.poller.unregister(self._polled_probe)
-                self._polled_probe = None
-            probe.close()
-            self.finder.moved_to(endpoint)
-            self._move(endpoint, "silent, and the other one is active")
-        elif body["peer_alive"] is True:
-            self._probe_after = now + max(SWITCH_AFTER, SWITCH_BEATS * self.heartbeat)  # (this one is only slow)
-
-    def _move(self, endpoint: str | None, why: str) -> None:
-        """Talk to the boss at *endpoint* from now on, and register there."""
-        if endpoint is None:
-            return
-        old, self.control_endpoint = self.control_endpoint, endpoint
-        try:
-            self.dealer.disconnect(old)
-        except zmq.ZMQError:
-            pass
-        self.dealer.connect(endpoint)
-        if self.handshake is not None:
-            self.handshake.endpoint = endpoint
-        self._moved_at = time.monotonic()
-        self.registered = False
-        log.warning("agent %s: the boss at %s does not serve (%s): turning to %s", self.aid, old, why, endpoint)
-        self._register()
-
-    def on_not_active(self, body: dict[str, Any]) -> None:
-        """The boss is the standby of a pair: turn to the other one, or ask again shortly (it may take over)."""
-        endpoint = self.finder.not_active(body["peer_alive"] is True)
-        if endpoint is None:
-            self._ask_at = time.monotonic() + ASK_AGAIN
-        else:
-            self._move(endpoint, "it is the standby")
-
-    def _obeys(self, kind: Msg, body: dict[str, Any]) -> bool:
-        """False for a message of a boss of a pair whose epoch is older than the newest this agent has seen."""
-        epoch = body.get("epoch")
-        if kind not in FENCED or type(epoch) is not int:
-            return True
-        if epoch < self.epoch:
-            self.fenced += 1
-            self._bad_log.warning("fenced", "agent %s: ignored a %s of a boss of epoch %d, older than the active "
-                                  "one's (%d); %d such message(s) so far", self.aid, kind.name, epoch, self.epoch,
-                                  self.fenced)
-            return False
-        self.epoch = epoch
-        return True
-
-    def _connect_reports(self, endpoint: str) -> bool:
-        """Push reports to *endpoint* from now on; False (said in the log) for one zmq cannot connect to (the
-        boss names it: a boss's word is no reason to end the agent)."""
-        if endpoint == self.reports_endpoint:
-            return True
-        try:
-            self.push.connect(endpoint)
-        except zmq.ZMQError as exc:
-            self._bad_log.warning("reports", "agent %s: cannot push reports to %r: %s (reports wait; give the "
-                                  "report endpoint with --reports if the boss names a wrong one)", self.aid, endpoint,
-                                  exc)
-            return False
-        if self.reports_endpoint is not None:
-            try:
-                self.push.disconnect(self.reports_endpoint)
-            except zmq.ZMQError:
-                pass
-            log.warning("agent %s: reports now go to %s (were %s)", self.aid, endpoint, self.reports_endpoint)
-        self.reports_endpoint = endpoint
-        self._push_spoke = 0.0  # (it says it is there at the next beat)
-        assert self.push_handshake is not None
-        self.push_handshake.endpoint = endpoint
-        log.info("agent %s pushes reports to %s", self.aid, endpoint)
-        return True
-
-    def _connect_again(self, now: float) -> None:
-        """Connect again the sockets the boss turned away a while ago."""
-        for which, at in list(self._connect_again_at.items()):
-            if now < at:
-                continue
-            del self._connect_again_at[which]
-            sock, endpoint = (self.dealer, self.control_endpoint) if which == "control" else \
-                (self.push, self.reports_endpoint)
-            if endpoint is None:
-                continue
-            try:
-                sock.disconnect(endpoint)
-            except zmq.ZMQError:
-                pass  # (libzmq forgot it, after the refusal)
-            sock.connect(endpoint)
-            self._push_spoke = 0.0
-            log.info("agent %s: connecting again to %s", self.aid, endpoint)
-
-    def _register(self) -> None:
-        self._registered_at = time.monotonic()
-        body = {"agent": self.aid, "host": self.host, "shm_host": host_key(), "cpus": self.cpus,
-                "memory": self.memory, "slots": self.slots, "pid": os.getpid(), "epoch": self.epoch,
-                "running": [[tid, *info] for tid, info in self.tasks.task_info.items()]}
-        finished = self.sender.pending_tasks()
-        if len(finished) <= MAX_FINISHED_SAID:  # ended here, their reports not acknowledged yet: a boss that
-            body["finished"] = finished  # took over from another waits for them (else it waits a while)
-        try:
-            self.dealer.send_multipart(protocol.encode(Msg.REGISTER, body), zmq.NOBLOCK)
-        except zmq.Again:
-            pass  # no connection up yet: registered again when the handshake succeeds, or on retry
-
-    def _check_handshake(self) -> None:
-        """A refused handshake ends the agent with the likely cause; each new connection registers again
-        (a restarted boss knows this agent only by what it says on that connection)."""
-        assert self.handshake is not None
-        before = self.handshake.succeeded
-        problem = self.handshake.check()
-        if problem is not None and self.handshake.busy:  # turned away for now: connect again later
-            self._bad_log.warning("busy", "agent %s: %s; connecting again in %gs", self.aid, problem, BUSY_RETRY)
-            self._connect_again_at["control"] = time.monotonic() + BUSY_RETRY
-        elif problem is not None and not self.handshake.succeeded:
-            log.error("agent %s: %s", self.aid, problem)
-            self.exit_code = 2
-            self.stop()
-        elif self.handshake.succeeded > before and before:
-            self._register()
-
-    def _check_push_handshake(self) -> None:
-        """The report socket turned away for now is connected again later; its other handshake failures are
-        the control socket's too (the same key and boss), which says them."""
-        assert self.push_handshake is not None
-        problem = self.push_handshake.check()
-        if problem is not None and self.push_handshake.busy:
-            self._bad_log.warning("busy reports", "agent %s: reports: %s; connecting again in %gs", self.aid,
-                                  problem, BUSY_RETRY)
-            self._connect_again_at["reports"] = time.monotonic() + BUSY_RETRY
-
-    def _beat(self, now: float) -> None:
-        silent = now - max(self.last_heard, self._moved_at)
-        if silent > max(2.0, 5 * self.heartbeat) and now - self._last_beat < min(max(silent / 2, SILENT_BEAT[0]),
-                                                                                 SILENT_BEAT[1]):
-            return
-        self._last_beat = now
-        load = [x + self.inject_load for x in os.getloadavg()]
-        mem_avail = min(self.memory, psutil.virtual_memory().available / 2**20)
-        body = {"agent": self.aid, "load": load, "cpu": psutil.cpu_percent(None), "mem_avail": mem_avail,
-                "running": self.launchers.running(), "epoch": self.epoch}
-        try:  # on the control socket: never behind reports; a beat that cannot go now is not worth keeping
-            self.dealer.send_multipart(protocol.encode(Msg.HEARTBEAT, body), zmq.NOBLOCK)
-        except zmq.Again:
-            self._bad_log.warning("beat", "agent %s: heartbeat dropped, the control socket's queue to %s is full",
-                                  self.aid, self.control_endpoint)
-        if self.registered and now - self._push_spoke >= PUSH_SPEAKS:
-            self._push_spoke = now
-            self.sender.output([])  # (an empty AGENT_OUTPUT: the boss lets go of connections that never speak)
 
     def _read_boss(self) -> None:
         for _ in range(256):
             try:
-                frames = self.dealer.recv_multipart(zmq.NOBLOCK)
+                frames = self.boss.dealer.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             try:
@@ -555,12 +288,9 @@ class AgentDaemon:
             except ProtocolError as exc:
                 self._bad_log.warning("boss", "dropped a bad message from the boss: %s", exc)
                 continue
-            if not self._obeys(kind, body):
+            if not self.boss.obeys(kind, body):
                 continue
-            self.last_heard = time.monotonic()
-            if self._boss_silent:
-                self._boss_silent = False
-                log.warning("agent %s: the boss answers again", self.aid)
+            self.boss.heard()
             handler = self.handlers.get(kind)
             if handler is None:
                 self.unknown_messages += 1
@@ -571,12 +301,6 @@ class AgentDaemon:
             handler(body)
 
     # -- what the boss says, by type (the table is self.handlers) ------------------------
-    def on_pong(self, body: dict[str, Any]) -> None:
-        if self.boss_id is not None and body["boss"] != self.boss_id:
-            self.registered = False  # a new boss: it will ask us to register
-        else:
-            self.sender.boss_heard = self.last_heard
-
     def on_run(self, body: dict[str, Any]) -> None:
         self.tasks.run(body)
 
@@ -585,12 +309,6 @@ class AgentDaemon:
 
     def on_reports_ack(self, body: dict[str, Any]) -> None:
         self.sender.ack(body["batch"])
-
-    def on_reregister(self, body: dict[str, Any]) -> None:
-        # heartbeats queued while the boss was away each bring one: register once, not once each
-        if self.registered or time.monotonic() - self._registered_at > max(0.5, self.heartbeat):
-            self.registered = False
-            self._register()
 
     def on_shutdown(self, body: dict[str, Any]) -> None:
         log.info("agent %s: shutdown asked by the boss", self.aid)
@@ -610,35 +328,11 @@ class AgentDaemon:
         its status): go on under a new id, with the tasks that run here, rather than stop them."""
         self.former_ids.append(self.aid)
         old, self.aid = self.aid, new_agent_id(self.host)
-        self.sender.aid = self.tasks.aid = self.launchers.aid = self.aid
+        self.sender.aid = self.tasks.aid = self.launchers.aid = self.boss.aid = self.aid
         log_fields(agent=self.aid, host=self.host)
         log.warning("agent %s: another key registered this agent's id with the boss first: going on as %s", old,
                     self.aid)
-        self.registered = False
-        self._register()
-
-    def on_registered(self, body: dict[str, Any]) -> None:
-        fresh = not self.registered or body["boss"] != self.boss_id
-        self.registered = True
-        self.tasks.max_frame = min(body["max_frame"], protocol.MAX_FRAME)  # (reports are capped under it)
-        self.launchers.max_message = message_cap(*self.tasks.caps())  # (what launchers made from now on may send)
-        endpoint = self.reports_override or report_endpoint_for(body["reports"], self.control_endpoint)
-        if not endpoint:
-            log.error("agent %s: the boss names no report endpoint; give one with --reports", self.aid)
-        elif self._connect_reports(endpoint):
-            self.sender.connect(self.push, endpoint, self.tasks.max_frame)
-        if self.boss_id is not None and body["boss"] != self.boss_id:
-            log.warning("agent %s: the boss restarted (%s); sending %d unacknowledged report batch(es)",
-                        self.aid, body["boss"], self.sender.unacked)
-            self.sender.boss_restarted()
-        self.boss_id = body["boss"]
-        if self.own_heartbeat is None:
-            self.heartbeat = _boss_period(body["heartbeat"], self.aid)
-        if fresh:  # (a second answer to one registration sends nothing again)
-            log.info("agent %s registered with boss %s; heartbeat every %gs (%s)", self.aid, body["boss"],
-                     self.heartbeat, "the boss's" if self.own_heartbeat is None else
-                     f"its own --heartbeat; the boss's is {body['heartbeat']:g}s")
-            self.sender.boss_back()
+        self.boss.register_again()
 
     def _flush_output(self) -> None:
         """Send streamed output before the reports of the same pass (the boss keeps the order)."""
@@ -657,20 +351,9 @@ class AgentDaemon:
             self.sender.flush()
 
 
-
 def new_agent_id(host: str) -> str:
     """An id for this agent: its host and pid, and a random part (a boss that restarted tells two apart by it)."""
     return f"agent-{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-
-def _boss_period(period: float, aid: str) -> float:
-    """The boss's heartbeat period, within HEARTBEAT_RANGE."""
-    low, high = HEARTBEAT_RANGE
-    sane = min(max(period, low), high) if math.isfinite(period) else DEFAULT_HEARTBEAT
-    if sane != period:
-        log.warning("agent %s: the boss asks for a heartbeat every %ss; beating every %gs instead", aid, period,
-                    sane)
-    return sane
 
 
 def run_agent(args: Any) -> int:

@@ -84,7 +84,6 @@ class Connection:
         self.ctx = zmq.Context()
         #: asks the other boss of a pair whether it is active, when this one is silent
         self._probe = Probe(self.ctx, self._secure) if self.finder.several else None
-        self._probe_after = 0.0
         self.sock = self.ctx.socket(zmq.DEALER)
         configure_connected(self.sock, linger_ms=1000)
         if self.keys is not None:
@@ -193,28 +192,15 @@ class Connection:
     def _look_elsewhere(self, now: float) -> None:
         """This boss is silent: ask the next one whether it is active (a vote), at most every ASK_AGAIN s."""
         with self.lock:
-            probe = self._probe
-            if probe is None or now < self._probe_after or (probe.asked and now - probe.asked < ASK_AGAIN):
-                return
-            probe.ask(self.finder.next, now)
+            if self._probe is not None and self._probe.may_ask(now):
+                self._probe.ask(self.finder.next, now)
 
     def _probe_answer(self, now: float) -> None:
         """What the boss asked said: active (turn to it), standby hearing this one (stay), standby not hearing
         it either (ask again: it may take over)."""
         with self.lock:
-            probe = self._probe
-            answer = probe.answer() if probe is not None else None
-            if answer is None:
-                return
-            assert probe is not None and probe.endpoint is not None
-            kind, body = answer
-            if kind is Msg.PONG:
-                endpoint = probe.endpoint
-                probe.close()
-                self.finder.moved_to(endpoint)
-                self._move(endpoint)
-            elif body["peer_alive"] is True:
-                self._probe_after = now + SWITCH_AFTER  # (its active, this one, is alive: only slow)
+            if self._probe is not None:
+                self._move(self._probe.heard(self.finder, now, SWITCH_AFTER))
 
     def _check_handshake(self, retry: bool = False) -> bool:
         """Raise for a handshake that failed; True where the boss turned it away for now and *retry*.  Under the

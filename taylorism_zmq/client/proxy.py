@@ -2,24 +2,22 @@
 
 A :class:`Boss` is one job on the boss.
 Instructions are resolved into workers here, sent in batches, and reports
-stream back as tasks end; control signals map onto job controls.
+stream back as tasks end; control signals map onto job controls.  The
+job's end, a final report or the exception to raise, is made in :mod:`.job_end`.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import traceback
 import uuid
 import weakref
 from typing import Any
 
-from bronx.system import interrupt
 from footprints import proxy as fpx
 
 from ..client_settings import boss_address, tasks_per_process
 from ..environment_variables import warn_unknown_variables
-from ..errors import AgentLostError, JobCancelledError, WorkerError
 from ..machine import host_key
 from ..wire.codec import Codec
 from ..wire.protocol import ENVELOPE, STDERR, STDOUT, Msg, approx_size, output_gap
@@ -28,10 +26,10 @@ from .embedded import announce_page, embedded_endpoint, embedded_launchers
 from .forklaunch import ForkedLauncher, fork_caller, fork_launcher
 from .instructions import by_value_classes, client_env, instruction_sets, resolve_worker, task_row
 from .integrity import JobKeys, ReportReader, user_secret
+from .job_end import final_report
 from .live_output import LiveOutput
 from .local import active_address
 from .policy import to_policy
-from .reports import with_origin
 
 taylorism_log = logging.getLogger("taylorism_zmq")
 #: the launcher forked for the jobs that reuse task processes, by embedded boss (one for all such jobs)
@@ -39,12 +37,8 @@ _pooled: dict[str, ForkedLauncher] = {}
 
 #: the bosses told that http= is not theirs to take
 _told_page: set[str] = set()
-#: lines of a failed task's stderr written after its traceback, when its output was not streamed live
-STDERR_TAIL = 20
 #: rows per ADD_TASKS message at most (and never more bytes than the boss accepts in one message)
 BATCH = 1000
-_ERRORS = {"AgentLostError": AgentLostError, "MemoryError": MemoryError, "RuntimeError": RuntimeError,
-           "ValueError": ValueError, "PermissionError": PermissionError, "JobCancelledError": JobCancelledError}
 
 
 def _connect(boss: str | None, http: bool | int | str | None = None) -> tuple[Connection, bool]:
@@ -440,53 +434,11 @@ class Boss:
             taylorism_log.info(msglog)
 
     def _finalize(self) -> dict:
-        end = self._end
-        assert end is not None
-        if self._interrupted:
-            exc: BaseException = interrupt.SignalInterruptError("the job was interrupted")
-            self._final = {"workers_report": exc, "status": "workers exception", "traceback": []}
+        assert self._end is not None
+        self._final, exc = final_report(
+            self._job, self._end, reports=self._reports, instructions=self._instructions, unreported=self._rows,
+            failure=self._failure, refused_report=self._refused_report, interrupted=self._interrupted,
+            streamed=self._live is not None)
+        if exc is not None:
             raise exc
-        if end["status"] in ("failed", "cancelled") or self._refused_report:
-            raise self._fail(end)
-        if end["status"] == "finished" and self._rows:  # (the boss reported every task; some never came)
-            lost = sorted(self._rows)
-            exc = RuntimeError(f"job {self._job} finished on the boss, but the reports of {len(lost)} task(s) "
-                               f"never reached this program (indexes {lost[:20]}{' ...' if len(lost) > 20 else ''}): "
-                               "they were lost on their way, with a boss that died")
-            self._final = {"workers_report": exc, "status": "workers exception", "traceback": []}
-            raise exc
-        pending = [self._instructions[i] for i in end["pending"] if i in self._instructions]
-        self._final = {"workers_report": self._reports, "status": "pending" if pending else "finished"}
-        if pending:
-            self._final["pending"] = pending
         return self._final
-
-    def _say_stderr_tail(self, failure: dict) -> None:
-        """What the failed task wrote last on its stderr, as streamed output shows it (when it was not)."""
-        lines = str(failure.get("stderr") or "").splitlines()[-STDERR_TAIL:]
-        if self._live is None and lines:
-            name = failure["name"]
-            sys.stderr.write(f"The last {len(lines)} line(s) of worker {name}'s stderr:\n")
-            sys.stderr.writelines(f"[{name}] {line}\n" for line in lines)
-
-    def _fail(self, end: dict) -> BaseException:
-        failure = self._failure if end["status"] != "cancelled" else None  # (cancelled: who did it, not a task)
-        if failure is not None:
-            exc, tb = failure["report"], failure["traceback"]
-            with_origin(exc, tb, failure["name"], failure["host"], self._job)
-            taylorism_log.error("error encountered with worker %s on host %s (%s) with traceback:",
-                                failure["name"], failure["host"], type(exc).__name__,
-                                extra={"job": self._job, "task": failure["name"], "host": failure["host"]})
-            sys.stderr.writelines(tb)
-            self._say_stderr_tail(failure)
-            instructions = self._instructions.get(failure["index"], {})
-            sys.stderr.write("Instructions of guilty worker:\n")
-            sys.stderr.writelines([repr(a) + "\n" for a in sorted(instructions.items(), key=lambda kv: kv[0])])
-        else:
-            error = end.get("error") or {}
-            cls = _ERRORS.get(error.get("type", ""), WorkerError)
-            exc, tb = cls(error.get("message", "the job failed")), []
-            taylorism_log.error("job %s %s: %s: %s", self._job, end["status"], type(exc).__name__, exc,
-                                extra={"job": self._job})
-        self._final = {"workers_report": exc, "status": "workers exception", "traceback": tb}
-        return exc

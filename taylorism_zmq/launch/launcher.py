@@ -4,7 +4,7 @@ A launcher serves one code environment (the client's ``sys.path``, working direc
 cluster the agent's zygote forks it (:mod:`taylorism_zmq.agent.zygote`); with the embedded default it is a fork
 of the client itself (:mod:`taylorism_zmq.client.forklaunch`).  It takes on the job's code environment
 (:mod:`.prepare`), imports the worker modules once (:mod:`.worker_classes`) and forks one process per task,
-ahead of its task, so the fork is off the task's path; with ``max_tasks`` above one a task
+ahead of its task, so the fork is off the task's path (:mod:`.process_pool`); with ``max_tasks`` above one a task
 process takes up to that many tasks in turn (:mod:`.taskprocs`).  Task processes inherit no zmq socket.  The
 launcher owns its tasks: it reads each task's report from a pipe, reaps it with ``waitpid``, and sends the agent
 one terminal message per task, whatever happened (a report, an exception, an exit code or a signal), with the
@@ -38,20 +38,15 @@ from .link_protocol import LinkError, LinkMsg
 from .output import DEFAULT_MAX_OUTPUT
 from .pipes import READ_CHUNK, write_all
 from .prepare import prepare
+from .process_pool import TaskProcessPool
 from .task import died, failure
-from .taskprocs import Task, TaskProcess, fork_task_process
+from .taskprocs import Task, TaskProcess
 from .worker_classes import WorkerClasses
 
 #: seconds between SIGTERM and SIGKILL when tasks are stopped
 KILL_GRACE = 1.0
-#: task processes kept forked ahead of tasks, per launcher
-SPARES = 2
-#: at most, for a fork of a client running a job of several tasks (one per running task)
-SPARES_WHILE_RUNNING = 8
 #: seconds a launcher asked to leave stays while processes left by its tasks still write to its pipes
 LINGER = 60.0
-#: reusable task processes kept waiting for a next task, per launcher (the least recently used go first)
-MAX_IDLE = 64
 #: default cap on one task's report (the boss caps frames at this size too)
 DEFAULT_MAX_REPORT = 256 * 1024 * 1024 - 4096
 
@@ -73,20 +68,16 @@ class Launcher:
         self.max_report = int(env.get("max_report", DEFAULT_MAX_REPORT))
         #: bytes of each of a task's stdout and stderr its report keeps
         self.max_output = int(env.get("max_output", DEFAULT_MAX_OUTPUT))
-        #: every task process alive (or not reaped yet), by pid
-        self.procs: dict[int, TaskProcess] = {}
         #: the processes running a task, by task id
         self.running: dict[int, TaskProcess] = {}
-        #: processes forked ahead of tasks, never given one
-        self.spares: list[TaskProcess] = []
-        #: processes that ran tasks and wait for a next one (max_tasks_per_process > 1), oldest first
-        self.idle: list[TaskProcess] = []
         self.classes = WorkerClasses(self.host, self.forked)
         #: the error of the job's setup callable, if it failed: every task reports it
         self.setup_error: BaseException | None = None
         self.sel = selectors.DefaultSelector()
         #: the channel to the agent
         self.agent = AgentLink(sock, self.sel)
+        #: every task process, and those that wait for a task
+        self.pool = TaskProcessPool(self.forked, self.sel, self.classes, self._own_fds)
         self.closing = False
         self.linger_until = 0.0
         self.term_requested = False
@@ -163,7 +154,7 @@ class Launcher:
                 self._shutdown()
             self._reap()
             self._kill_overdue()
-            self._refill_spares()
+            self.pool.refill(len(self.running), self.given, self.max_tasks, self._leaving)
         self.agent.flush(blocking=True)
         descendants.end_all(KILL_GRACE)  # nothing of its tasks, nor of its job's setup, outlives it
 
@@ -173,6 +164,9 @@ class Launcher:
         if self.closing:
             deadlines.append(self.linger_until)
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
+    def _leaving(self) -> bool:
+        return self.closing or self.term_requested
 
     def _lingering(self) -> bool:
         """Going away, but a process left by a reported task still writes to its output pipe: its output
@@ -198,7 +192,7 @@ class Launcher:
     def on_class(self, ref: str, blob: bytes, trusted: bool) -> None:
         """A worker class of the driver script, by value: task processes forked from now on have it."""
         if self._keeping_children(self.classes.receive, ref, blob, trusted):
-            self._drop_spares()  # forked before it came
+            self.pool.drop_spares()  # forked before it came
 
     def on_kill(self, tids: list[int]) -> None:
         self._kill(set(tids))
@@ -219,55 +213,22 @@ class Launcher:
             if self.setup_error is not None:
                 raise self.setup_error
             if cls_ref not in self.classes.classes and self._keeping_children(self.classes.load, cls_ref):
-                self._drop_spares()  # they were forked before this import: fork fresh ones
+                self.pool.drop_spares()  # they were forked before this import: fork fresh ones
         except (ImportError, RuntimeError) as exc:
             # the launcher's own word, not the task's: no tag, so nothing in it that needs pickle (the client
             # reads it without pickle)
             self.agent.send(LinkMsg.DONE, tid, False, failure(Codec(False), exc), t0, time.time(), b"", b"",
                             NO_TAG)
             return
-        if self.closing or self.term_requested:
+        if self._leaving():
             return  # going away: the agent will not hear of this task anyway
         self.given += 1
         self.max_tasks = max_tasks
-        proc = self._process_for(max_tasks, self.classes.generation_of(cls_ref))
+        proc = self.pool.take(max_tasks, self.classes.generation_of(cls_ref))
         more = proc.runs + 1 < max_tasks
         order = msgpack.packb([cls_ref, payload, ticket, binded, trusted, stream, more, key], use_bin_type=True)
         proc.give(Task(tid, timeout, bool(stream), self.max_output), order, more)
         self.running[tid] = proc
-
-    def _process_for(self, max_tasks: int, needs: int) -> TaskProcess:
-        """A process waiting for this task: a reused one when its tasks allow, else a spare, else a fresh fork.
-
-        *needs*: the generation a process must be of to have the task's class (when it came by value).
-        """
-        kept = []
-        while max_tasks > 1 and self.idle:
-            proc = self.idle.pop()  # the most recently used: its pages are warm
-            if proc.status is not None:
-                continue
-            if proc.runs >= max_tasks:
-                proc.close_orders()  # it ran as many tasks as this job allows a process: let it go
-            elif proc.generation < needs:
-                kept.append(proc)  # forked before the task's class came: it may serve another job
-            else:
-                self.idle.extend(reversed(kept))
-                return proc
-        self.idle.extend(reversed(kept))
-        if self.spares:
-            return self.spares.pop()
-        return self._fork()
-
-    def _fork(self) -> TaskProcess:
-        # a fork of the client keeps the client's open files for its tasks (as taylorism's forks do): only
-        # what belongs to this launcher is closed in a task process; from the zygote, everything is
-        proc = fork_task_process(os.getpid(), self._own_fds() if self.forked else None)
-        proc.generation = self.classes.generation
-        self.procs[proc.pid] = proc
-        self.sel.register(proc.result_r, selectors.EVENT_READ, (proc, "result"))
-        for fd in proc.outputs:
-            self.sel.register(fd, selectors.EVENT_READ, (proc, "output"))
-        return proc
 
     def _keeping_children(self, action: Callable[..., Any], *args: Any) -> Any:
         """Run *action* (the job's setup, an import of its code): what children it starts are kept."""
@@ -279,39 +240,13 @@ class Launcher:
             self.kept |= self.children.pids() - before
 
     def _own_fds(self) -> list[int]:
+        """This launcher's descriptors (its task processes' pipes are the pool's to add)."""
         fds = [self.agent.sock.fileno(), self.sel.fileno(), *getattr(self, "_wake", ())]
         if self.children is not None and self.children.fd >= 0:
             fds.append(self.children.fd)
         if self.life_fd is not None:
             fds.append(self.life_fd)
-        for proc in self.procs.values():
-            fds += [fd for fd in (proc.task_w, proc.result_r, *proc.outputs) if fd >= 0]
         return fds
-
-    def _refill_spares(self) -> None:
-        """Keep processes forked ahead of tasks, so that a task does not wait for a fork."""
-        # a fork slows the tasks running meanwhile (CPU, and the memory map locks they share with this
-        # process): keep one spare while tasks run, the others are forked when none runs.  A fork of a client
-        # is as large as its client: one spare when none runs; while tasks run, none for a job given one task
-        # (it would pay for a fork it never uses: W3 median 24 ms against 28 with the lean launcher's two and
-        # one), else one per running task up to SPARES_WHILE_RUNNING, so that a wave of tasks ending together
-        # finds processes ready (W2 1.24-1.30 x ideal against 1.38-1.43 with none and 1.28-1.37 with one,
-        # interleaved pairs of runs; W1 and W3 unchanged)
-        if not self.running:
-            wanted = 1 if self.forked else SPARES
-        elif not self.forked:
-            wanted = 1
-        elif self.given <= 1:
-            wanted = 0
-        else:  # (reused processes seldom need a spare: one)
-            wanted = min(len(self.running), SPARES_WHILE_RUNNING) if self.max_tasks == 1 else 1
-        while len(self.spares) < wanted and not self.closing and not self.term_requested:
-            self.spares.append(self._fork())
-
-    def _drop_spares(self) -> None:
-        for proc in self.spares:
-            proc.close_orders()  # the spare reads end of file on its task pipe and leaves
-        self.spares.clear()
 
     def _read_results(self, proc: TaskProcess) -> None:
         results, ended, too_big = proc.read_results(self.max_report)
@@ -334,15 +269,9 @@ class Launcher:
             self._drain_outputs(proc)
             self._finish(proc, bool(ok), payload, tag)
             if ok and proc.task_w >= 0 and proc.status is None:
-                self._park(proc)
+                self.pool.park(proc)
         if ended:
             self._close_results(proc)
-
-    def _park(self, proc: TaskProcess) -> None:
-        """A reusable process is done with its task: it waits for the next one."""
-        self.idle.append(proc)
-        if len(self.idle) > MAX_IDLE:
-            self.idle.pop(0).close_orders()
 
     def _close_results(self, proc: TaskProcess) -> None:
         if proc.result_r >= 0:
@@ -397,7 +326,7 @@ class Launcher:
             if pid == 0:
                 break
             reaped = True
-            proc = self.procs.pop(pid, None)
+            proc = self.pool.procs.pop(pid, None)
             if proc is None:
                 self.kept.discard(pid)
                 continue
@@ -410,13 +339,11 @@ class Launcher:
             proc.close_orders()
             if proc.task is not None and not proc.task.reported:
                 self._finish(proc, False, None, NO_TAG)
-            for pool in (self.spares, self.idle):
-                if proc in pool:
-                    pool.remove(proc)
+            self.pool.forget(proc)
         if reaped and self.children is not None:
             # a task process that ended left its orphans here (it could not kill them: killed, or it died):
             # whatever is a child of this launcher and not a task process nor kept goes
-            descendants.kill_children(self.children, self.procs.keys() | self.kept)
+            descendants.kill_children(self.children, self.pool.procs.keys() | self.kept)
 
     def _finish(self, proc: TaskProcess, ok: bool, payload: bytes | None, tag: bytes) -> None:
         """Tell the agent how the process's task ended, with the tag its process put on it; with no payload, how
@@ -469,10 +396,8 @@ class Launcher:
             return
         self.closing = True
         self.linger_until = time.monotonic() + LINGER
-        self._drop_spares()
-        for proc in self.idle:
-            proc.close_orders()
-        self.idle.clear()
+        self.pool.drop_spares()
+        self.pool.let_idle_go()
         self._kill(set(self.running))
         self.agent.close()
 

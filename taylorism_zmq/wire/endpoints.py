@@ -98,6 +98,12 @@ class Probe:
         self.endpoint: str | None = None
         #: when the last question went (0.0: none waits for its answer)
         self.asked = 0.0
+        #: no question before then: a standby said it hears the boss talked to now (which is only slow)
+        self.quiet_until = 0.0
+
+    def may_ask(self, now: float) -> bool:
+        """Whether to ask now: not while told to wait, and at most every ASK_AGAIN s."""
+        return now >= self.quiet_until and (not self.asked or now - self.asked >= ASK_AGAIN)
 
     def ask(self, endpoint: str, now: float) -> None:
         """PING the boss at *endpoint* (a socket of its own, made or moved for it)."""
@@ -131,6 +137,25 @@ class Probe:
             if kind in (Msg.PONG, Msg.NOT_ACTIVE):
                 self.asked = 0.0
                 return kind, body
+
+    def heard(self, finder: BossFinder, now: float, patience: float) -> str | None:
+        """What the boss asked said, decided: the endpoint to turn to where it answered as the active one (the
+        *finder* is moved to it, this probe closed); else None: no answer yet, or a standby, which is asked
+        again *patience* s from now if it hears the boss talked to now (that one is only slow), at once if not
+        (it may take over)."""
+        answer = self.answer()
+        if answer is None:
+            return None
+        kind, body = answer
+        if kind is Msg.PONG:
+            endpoint = self.endpoint
+            assert endpoint is not None
+            self.close()
+            finder.moved_to(endpoint)
+            return endpoint
+        if body["peer_alive"] is True:
+            self.quiet_until = now + patience
+        return None
 
     def close(self) -> None:
         if self.sock is not None:
