@@ -24,6 +24,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -104,6 +105,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--agents", type=int, default=2)
     parser.add_argument("--insecure", action="store_true", help="tcp without CURVE (boss and agents)")
+    parser.add_argument("--ipc", action="store_true", help="the daemons on ipc endpoints instead of tcp loopback")
     parser.add_argument("--json", action="store_true", help="also print the medians, in ms, as one JSON line")
     parser.add_argument("--embedded", action="store_true", help="the embedded default (ipc) instead of daemons")
     parser.add_argument("--profile", metavar="DIR", help="run the boss, the agents and the round trips under "
@@ -121,6 +123,9 @@ def main() -> int:
     with contextlib.ExitStack() as stack:
         if not args.embedded:
             cluster = stack.enter_context(daemons())
+            if args.ipc:
+                where = stack.enter_context(tempfile.TemporaryDirectory(prefix="w3-probe-"))
+                cluster.control, cluster.reports = f"ipc://{where}/control", f"ipc://{where}/reports"
             if args.profile:
                 profiled(cluster, args.profile)
             cluster.start_boss(*extra)
@@ -152,7 +157,8 @@ def main() -> int:
             profile.dump_stats(os.path.join(args.profile, "client.prof"))
         after = {name: cpu_of(pid, name != "boss") for name, pid in pids.items()}
         after["client"] = cpu_of(os.getpid(), False)
-    mode = "embedded (ipc)" if args.embedded else "tcp, insecure" if args.insecure else "tcp + CURVE"
+    mode = ("embedded (ipc)" if args.embedded else "daemons on ipc" if args.ipc else "tcp, insecure" if args.insecure
+            else "tcp + CURVE")
     print(f"{args.rounds} round trips, {args.agents} agents, {mode}: median (p10-p90) ms")
     for phase in trips[0]:
         values = sorted(1e3 * t[phase] for t in trips)
