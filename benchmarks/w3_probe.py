@@ -174,7 +174,9 @@ def main() -> int:
         import taylorism_zmq as tz
 
         print(json.dumps({"from": os.path.dirname(tz.__file__),
-                          **{phase: 1e3 * statistics.median(t[phase] for t in trips) for phase in trips[0]}}))
+                          **{phase: 1e3 * statistics.median(t[phase] for t in trips) for phase in trips[0]},
+                          **{f"CPU {name}": 1e3 * (after[name] - before[name]) / args.rounds for name in after},
+                          "CPU, all": 1e3 * sum(after[name] - before[name] for name in after) / args.rounds}))
     return 0
 
 
