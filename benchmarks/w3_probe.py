@@ -1,14 +1,15 @@
 """Where a reused round trip on agents spends its time: W3 of compare.py's "boss + 2 agents, reused" row, split.
 
-    python benchmarks/w3_probe.py [--rounds 200] [--insecure] [--agents 2]
+    python benchmarks/w3_probe.py [--rounds 200] [--insecure | --ipc | --embedded] [--agents 2] [--split]
 
 A boss and agents on tcp loopback (CURVE, or none with --insecure), then one-task jobs one after the other, as
-W3 runs them (max_tasks_per_process=1000).  Each round trip is cut at the times the client and the task read
-from the same monotonic clock: the client's own work before its last message (the Boss, footprints,
-instructions, its sends), the way down (that message to the task's start: boss, agent, launcher, task
-process), the task, and the way back (the task's end to the report's arrival and the job's end in the
-client).  Beside them, the messages the client sent and received per round trip, by kind, and the CPU each
-process spent per round trip (the boss, each agent with its zygote, launchers and task processes, the client).
+W3 runs them (run_as_server, max_tasks_per_process=1000).  Each round trip is cut at the times the client and
+the task read from the same monotonic clock: the client's own work before its last message (run_as_server: the
+Boss, footprints, instructions, its sends; --split times its three calls apart), the way down (that message to
+the task's start: boss, agent, launcher, task process), the task, and the way back (the task's end to the
+report's arrival and the job's end in the client).  Beside them, the messages the client sent and received per
+round trip, by kind, and the CPU each process spent per round trip (the boss, each agent with its zygote,
+launchers and task processes, the client).
 """
 
 from __future__ import annotations
@@ -82,21 +83,28 @@ def profiled(cluster: Any, directory: str) -> None:
     del spawn
 
 
-def round_trip(zmq_api: Any, scheduler: Any, arg: int) -> dict[str, float]:
+def round_trip(zmq_api: Any, scheduler: Any, arg: int, split: bool) -> dict[str, float]:
+    """One round trip as compare.py's W3 makes it (run_as_server, then wait_till_finished), or with *split* in
+    the three calls run_as_server makes, each timed."""
     t0 = time.monotonic()
     with contextlib.redirect_stdout(io.StringIO()):
-        boss = zmq_api.Boss(scheduler=scheduler, max_tasks_per_process=1000)
-        t1 = time.monotonic()
-        boss.set_instructions({"cmp_kind": "trivial"}, {"cmp_arg": [arg]})
-        t2 = time.monotonic()
-        boss.make_them_work()
+        if split:
+            boss = zmq_api.Boss(scheduler=scheduler, max_tasks_per_process=1000)
+            t1 = time.monotonic()
+            boss.set_instructions({"cmp_kind": "trivial"}, {"cmp_arg": [arg]})
+            t2 = time.monotonic()
+            boss.make_them_work()
+        else:
+            boss = zmq_api.run_as_server({"cmp_kind": "trivial"}, {"cmp_arg": [arg]}, scheduler=scheduler,
+                                         max_tasks_per_process=1000)
         t3 = time.monotonic()
         boss.wait_till_finished()
         t4 = time.monotonic()
         report = boss.get_report()["workers_report"][0]["report"]
     _value, start, end = report
-    return {"Boss()": t1 - t0, "set_instructions": t2 - t1, "make_them_work": t3 - t2,
-            "down: last send to task start": start - t3, "task": end - start,
+    client = {"Boss()": t1 - t0, "set_instructions": t2 - t1, "make_them_work": t3 - t2} if split else \
+        {"run_as_server": t3 - t0}
+    return {**client, "down: last send to task start": start - t3, "task": end - start,
             "up: task end to job end in the client": t4 - end, "round trip": t4 - t0}
 
 
@@ -106,6 +114,8 @@ def main() -> int:
     parser.add_argument("--agents", type=int, default=2)
     parser.add_argument("--insecure", action="store_true", help="tcp without CURVE (boss and agents)")
     parser.add_argument("--ipc", action="store_true", help="the daemons on ipc endpoints instead of tcp loopback")
+    parser.add_argument("--split", action="store_true", help="time Boss(), set_instructions and make_them_work "
+                        "apart (run_as_server makes the three calls)")
     parser.add_argument("--json", action="store_true", help="also print the medians, in ms, as one JSON line")
     parser.add_argument("--embedded", action="store_true", help="the embedded default (ipc) instead of daemons")
     parser.add_argument("--profile", metavar="DIR", help="run the boss, the agents and the round trips under "
@@ -136,7 +146,7 @@ def main() -> int:
             os.environ["TAYLORISM_BOSS"] = cluster.control
         scheduler = NewMaxThreadsScheduler(limit="threads", max_threads=1)
         for i in range(3):  # warm: the launchers and their first task processes
-            round_trip(taylorism_zmq, scheduler, i)
+            round_trip(taylorism_zmq, scheduler, i, args.split)
         count_messages(counts)
         if args.embedded:
             import psutil
@@ -151,7 +161,7 @@ def main() -> int:
         profile = cProfile.Profile() if args.profile else None
         if profile is not None:
             profile.enable()
-        trips = [round_trip(taylorism_zmq, scheduler, i) for i in range(args.rounds)]
+        trips = [round_trip(taylorism_zmq, scheduler, i, args.split) for i in range(args.rounds)]
         if profile is not None:
             profile.disable()
             profile.dump_stats(os.path.join(args.profile, "client.prof"))
