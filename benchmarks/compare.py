@@ -463,6 +463,12 @@ def print_concurrency(results: dict) -> None:
     print("W2 ran fewer tasks at once than asked in: " + (", ".join(short_of) if short_of else "no row"))
 
 
+def times(ratio: float) -> str:
+    """A ratio as printed: two decimals, or two significant digits below 0.1 (a row 300 times slower than the
+    pool's, under load, is not 0.00x)."""
+    return f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.2g}x"
+
+
 def print_ratios(results: dict) -> None:
     """Every ratio of medians between a taylorism-zmq row and another row (>1: the taylorism-zmq row is faster)."""
     ours_rows = [name for name in results if name.startswith("taylorism-zmq") and "skipped" not in results[name]]
@@ -476,14 +482,14 @@ def print_ratios(results: dict) -> None:
             cells = [ratio(results, ours, peer, w) for w in WORKLOADS]
             if any(c is not None for c in cells):
                 print(f"{short(ours):32} {short(peer):24} "
-                      + " ".join(f"{c:>6.2f}x" if c is not None else f"{'-':>7}" for c in cells))
+                      + " ".join(f"{times(c):>7}" if c is not None else f"{'-':>7}" for c in cells))
     shown = [(o, p, w, t, ratio(results, o, p, w)) for o, p, w, t in TARGETS]
     shown = [s for s in shown if s[4] is not None]
     if shown:
         print("\ntargets (ratio of medians, as above):")
         for ours, peer, workload, at_least, value in shown:
             verdict = "met" if value >= at_least else "not met"
-            print(f"  {workload.upper()} {short(ours)} vs {short(peer)}: {value:.2f}x (at least {at_least:g}x: "
+            print(f"  {workload.upper()} {short(ours)} vs {short(peer)}: {times(value)} (at least {at_least:g}x: "
                   f"{verdict})")
 
 

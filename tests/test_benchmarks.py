@@ -22,6 +22,8 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
     ("cpu_breakdown.py", ["--tasks", "40", "--lean"], "task processes"),
     ("fork_cost.py", ["--tasks", "40", "--runs", "2", "--ballast-mb", "20"], "caller holding 20 MB"),
     ("fork_cost.py", ["--tasks", "40", "--runs", "1", "--lean"], "lean launchers"),
+    ("w3_probe.py", ["--rounds", "10", "--agents", "1"], "received REPORTS"),
+    ("w3_probe.py", ["--rounds", "10", "--embedded", "--json"], '"round trip"'),
 ])
 def test_benchmark_script_runs(script, args, expect):
     done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,

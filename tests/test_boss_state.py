@@ -88,8 +88,11 @@ def report(state, aid, tid, ok=True, job=None, index=None):
     owner = state.ledger.jobs[job].owner_id if job in state.ledger.jobs else OWNER
     rows = [[tid, job, index, ok, b"r", 0.0, 1.0, b"", b"", TAG, owner]]
     out = state.on_agent_reports(b"", {"agent": aid, "batch": 1, "reports": rows}, now=1.0)
-    assert out[0] == (aid.encode(), Msg.REPORTS_ACK, {"batch": 1})
-    return out[1:]
+    (at,) = [i for i, (_r, kind, _b) in enumerate(out) if kind is Msg.REPORTS_ACK]
+    assert out[at] == (aid.encode(), Msg.REPORTS_ACK, {"batch": 1})
+    # acknowledged after what goes to the job's client (a round trip waits for that); only followers' copies after
+    assert not [kind for route, kind, _b in out[at:] if route == CLIENT]
+    return out[:at] + out[at + 1:]
 
 
 #: (job, index) of every task id placed, for reports that come after the task record is gone
@@ -712,8 +715,8 @@ def test_reports_a_boss_acknowledged_then_died_before_passing_on_are_sent_to_the
         sender.flush()
         _kind, batch = protocol.decode(pull.recv_multipart())
         out = old.on_agent_reports(b"", batch, now=1.0)
-        assert [k for _r, k, _b in out] == [Msg.REPORTS_ACK, Msg.REPORTS]
-        sender.ack(out[0][2]["batch"])  # the acknowledgement got out; the boss was killed before the REPORTS
+        assert [k for _r, k, _b in out] == [Msg.REPORTS, Msg.REPORTS_ACK]
+        sender.ack(out[-1][2]["batch"])  # the acknowledgement got out; the boss was killed before the REPORTS
         assert sender.unacked == 0
         sender.tick(time.monotonic() + 60)  # a long outage: no boss heard from, nothing forgotten
         assert sender.retained_rows == len(first)
@@ -724,7 +727,7 @@ def test_reports_a_boss_acknowledged_then_died_before_passing_on_are_sent_to_the
         sender.boss_back()
         sender.flush()
         _kind, again = protocol.decode(pull.recv_multipart())
-        assert new.on_agent_reports(b"", again, now=100.5)[0][1] is Msg.REPORTS_ACK  # kept for a job not back yet
+        assert new.on_agent_reports(b"", again, now=100.5)[-1][1] is Msg.REPORTS_ACK  # kept for a job not back yet
         submit(new, {"kind": "threads", "max_threads": 2}, resubmit=True)
         out = new.on_add_tasks(CLIENT, {"job": "j1", "tasks": [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p", KEY]
                                                                for i in range(4)], "classes": {}}, now=0.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import time
 
 import msgpack
@@ -358,3 +359,34 @@ def test_a_shared_memory_reference_is_honoured_only_on_a_trusted_link():
     data = msgpack.packb(msgpack.ExtType(codec.SHMARRAY, msgpack.packb(["taylorism-x", "float64", [1]])))
     with pytest.raises(ValueError, match="shared-memory array refused"):
         codec.Codec(trusted=False).loads(data)
+
+
+def test_a_launcher_is_found_by_its_code_environment_whatever_came_before():
+    """The last environment's key is reused for an equal one (every RUN of a program's jobs), never for another."""
+
+    class Zygote:  # the zygote's answer to a SPAWN: a pid and the agent's end of a real socket pair
+        def __init__(self):
+            self.spawned, self.kept = [], []
+
+        def spawn_launcher(self, env):
+            ours, theirs = socket.socketpair()
+            self.kept.append(theirs)
+            self.spawned.append(env["cwd"])
+            return 1000 + len(self.spawned), ours
+
+    zygote = Zygote()
+    pool = LauncherPool("agent", zygote, zmq.Poller())
+    first = {"path": ["/a"], "cwd": "/one", "environ": {"A": "1"}}
+    try:
+        one = pool.for_env(first)
+        assert pool.for_env(dict(first, environ={"A": "1"})) is one  # an equal map, made anew (a decoded RUN)
+        other = pool.for_env(dict(first, environ={"A": "2"}))
+        assert other is not one
+        assert pool.for_env(dict(first, cwd="/one")) is one  # back to the first: its own launcher
+        assert pool.for_env(dict(first, environ={"A": "2"})) is other
+        assert zygote.spawned == ["/one", "/one"]
+    finally:
+        for link in list(pool):
+            pool.close(link)
+        for sock in zygote.kept:
+            sock.close()

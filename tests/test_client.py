@@ -337,3 +337,25 @@ def test_a_job_submitted_again_leaves_out_the_tasks_whose_reports_wait_in_its_in
         gate.touch()
         boss.wait_till_finished()
     assert sorted(r["report"]["tag"] for r in boss.get_report()["workers_report"]) == ["0", "1", "2"]
+
+
+def test_each_job_sends_the_environment_and_path_of_its_submission(monkeypatch, tmp_path):
+    """What the agents run tasks with follows the program's variables, sys.path and directory from job to job
+    (the last one made is reused only while all three are the same)."""
+    from taylorism_zmq.client.instructions import client_env
+
+    first = client_env()
+    assert client_env() == first and client_env() is not first
+    monkeypatch.setenv("TZ_JOB_ENV_PROBE", "one")
+    assert client_env()["environ"]["TZ_JOB_ENV_PROBE"] == "one"
+    monkeypatch.setenv("TZ_JOB_ENV_PROBE", "two")
+    assert client_env()["environ"]["TZ_JOB_ENV_PROBE"] == "two"
+    monkeypatch.delenv("TZ_JOB_ENV_PROBE")
+    assert "TZ_JOB_ENV_PROBE" not in client_env()["environ"]
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert client_env()["path"][0] == str(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert client_env()["cwd"] == str(tmp_path)
+    env = client_env()
+    env["environ"]["TZ_JOB_ENV_PROBE"] = "changed by a caller"
+    assert "TZ_JOB_ENV_PROBE" not in client_env()["environ"]

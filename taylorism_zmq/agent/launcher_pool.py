@@ -38,6 +38,9 @@ class LauncherPool:
         self.links: dict[str, LauncherLink] = {}
         #: the launcher each running task was given to
         self.of_task: dict[int, LauncherLink] = {}
+        #: the last code environment given and its key (the RUNs of a job, and of a program's jobs, carry the
+        #: same one: a comparison of maps costs a microsecond, its key's JSON ten and more with its variables)
+        self._last_env: tuple[dict[str, Any], str] | None = None
 
     def __iter__(self) -> Iterator[LauncherLink]:
         return iter(list(self.links.values()))
@@ -61,7 +64,9 @@ class LauncherPool:
     def for_env(self, env: dict[str, Any]) -> LauncherLink:
         """The zygote's launcher for this code environment: the one there is, else a new one (the least
         recently used idle one goes first when MAX_LAUNCHERS are alive)."""
-        key = env_key(env)
+        last = self._last_env
+        key = last[1] if last is not None and last[0] == env else env_key(env)
+        self._last_env = (env, key)
         link = self.links.get(key)
         if link is None:
             if len(self.links) >= MAX_LAUNCHERS:

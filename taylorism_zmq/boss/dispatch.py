@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Container
 
-from ..wire.protocol import ENVELOPE, Msg, approx_size, split_rows
+import msgpack
+
+from ..wire.protocol import ENVELOPE, Msg, split_rows
 from .fairshare import OwnerTurns
 from .ledger import Ledger
 from .model import AgentRecord, JobRecord, JobState, TaskRecord, TaskState
@@ -75,7 +77,9 @@ class Dispatcher:
                 started.setdefault(jid, []).extend(row[1] for row in rows)
             route = ledger.agents[aid].route
             classes = {ref: job.classes[ref] for ref in {row[3] for row in rows} if ref in job.classes}
-            budget = self.max_frame - ENVELOPE - approx_size(job.env) - sum(len(b) for b in classes.values())
+            if job.env_bytes < 0:  # (its packed size, from msgpack's C packer: a Python walk of it cost more)
+                job.env_bytes = len(msgpack.packb(job.env, use_bin_type=True))
+            budget = self.max_frame - ENVELOPE - job.env_bytes - sum(len(b) for b in classes.values())
             for part in split_rows(rows, budget, _run_row_size):
                 ledger.out.add(route, Msg.RUN, {
                     "job": jid, "env": job.env, "trusted": job.trusted, "binded": job.policy.binded,

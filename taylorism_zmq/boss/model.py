@@ -393,6 +393,8 @@ class JobRecord:
     held: int = 0
     #: bytes of its own record: its code environment, policy and names (part of held)
     own_bytes: int = 0
+    #: its code environment's packed size (in every RUN of it), once measured
+    env_bytes: int = -1
 
     def __post_init__(self) -> None:
         self.pending = [] if self.policy.longer_first else collections.deque()

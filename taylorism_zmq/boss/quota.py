@@ -54,8 +54,12 @@ def held_size(value: object) -> int:
         return _STR + (len(value) if value.isascii() else 4 * len(value))
     if isinstance(value, list | tuple):
         return _STR + sum(_SLOT + held_size(v) for v in value)
-    if isinstance(value, dict):
-        return 4 * _STR + sum(4 * _SLOT + held_size(k) + held_size(v) for k, v in value.items())
+    if isinstance(value, dict):  # (ASCII strings inline: a job's environment is a flat map of them)
+        total = 4 * _STR
+        for k, v in value.items():
+            total += 4 * _SLOT + (_STR + len(k) if type(k) is str and k.isascii() else held_size(k))
+            total += _STR + len(v) if type(v) is str and v.isascii() else held_size(v)
+        return total
     return 32
 
 

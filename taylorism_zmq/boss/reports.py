@@ -13,7 +13,7 @@ from ..wire.keystore import Identity
 from ..wire.peer_logging import RateLimitedLog, job_label
 from ..wire.protocol import STDERR, STDOUT, Msg
 from .ledger import Ledger
-from .model import JobRecord, JobState, TaskRecord, TaskState
+from .model import AgentRecord, JobRecord, JobState, TaskRecord, TaskState
 from .validation import MAX_KEY_ID
 
 log = logging.getLogger("taylorism_zmq.boss")
@@ -97,8 +97,15 @@ class Reports:
             agent.last_seen = now
             route = agent.route
         host = agent.host if agent is not None else aid
-        if route:
-            ledger.out.add(route, Msg.REPORTS_ACK, {"batch": body["batch"]})
+        try:
+            self._take(body, now, who, agent, aid, host)
+        finally:  # acknowledged after what goes to the clients: a round trip waits for their REPORTS, not for this
+            if route:
+                ledger.out.add(route, Msg.REPORTS_ACK, {"batch": body["batch"]})
+
+    def _take(self, body: dict, now: float, who: Identity, agent: AgentRecord | None, aid: str, host: str) -> None:
+        """The rows of an agent's report batch: each task's move, its report to its client, its job's end."""
+        ledger = self.ledger
         forward: dict[str, list] = {}
         try:
             for _tid, jid, index, ok, payload, t0, t1, stdout, stderr, tag, owner in body["reports"]:
