@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 
-import pytest
 import zmq
 from conftest import authorized_socket, wait_until
 from test_boss_state import KEY, TAG, add_agent, make_state, submit_body
@@ -18,8 +17,8 @@ from test_security import ask, threads, victim_cluster
 from taylorism_zmq import run_as_server
 from taylorism_zmq.launch.task import died
 from taylorism_zmq.wire import protocol
-from taylorism_zmq.wire.integrity import ENDED, RUNNING, claim_proof
 from taylorism_zmq.wire.codec import Codec
+from taylorism_zmq.wire.integrity import ENDED, RUNNING, claim_proof
 from taylorism_zmq.wire.keystore import Identity
 from taylorism_zmq.wire.protocol import Msg
 

@@ -43,8 +43,8 @@ BATCH_BYTES = 4 << 20
 RESEND_AFTER = 5.0
 #: bytes a report row takes beyond its payload and output (ids, job, times, tag, owner, msgpack headers)
 ROW_OVERHEAD = 256
-#: fields of a report row: task id, job, index, ok, payload, start, end, stdout, stderr, tag, owner's key id
-REPORT_FIELDS = 11
+#: fields of a report row: task id, job, index, ok, payload, start, end, stdout, stderr, tag, owner's key id, proof
+REPORT_FIELDS = 12
 #: seconds the boss that acknowledged a batch must be heard from after it before its reports are forgotten,
 #: and their bytes kept at most (the oldest forgotten first): a boss killed just after its acknowledgement may
 #: not have passed them on to their client, which then submits those tasks again to the next boss; sent to that
