@@ -43,7 +43,7 @@ def run(hosts: int, tasks: int, policy: dict) -> float:
         out = state.dispatch(0.0)
         for route, kind, body in out:
             if kind is Msg.RUN:
-                reports = [[row[0], body["job"], row[1], True, b"r", 0.0, 0.0, b"", b"", b"", body["owner"]]
+                reports = [[row[0], body["job"], row[1], True, b"r", 0.0, 0.0, b"", b"", b"", body["owner"], b""]
                            for row in body["tasks"]]
                 state.on_agent_reports(b"", {"agent": route.decode(), "batch": done, "reports": reports}, now=0.0)
                 done += len(reports)

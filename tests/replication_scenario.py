@@ -14,6 +14,7 @@ import sys
 
 from taylorism_zmq.boss.options import BossOptions
 from taylorism_zmq.boss.state import BossState
+from taylorism_zmq.wire.integrity import ENDED, RUNNING, claim_proof, claimant
 from taylorism_zmq.wire.keystore import Identity
 from taylorism_zmq.wire.protocol import Msg
 
@@ -22,6 +23,11 @@ ADMIN = Identity("key-admin", "admin", frozenset({"client", "admin"}), None)
 AGENT_KEY = Identity("key-agents", "agents", frozenset({"agent"}), None)
 #: a task's key as its client sends it, and the tag of its report (the boss holds and relays them)
 TASK_KEY, TAG = b"k" * 32, b"t" * 32
+
+
+def proof(job: str, index: int, what: str) -> bytes:
+    """The proof the agents (all of AGENT_KEY) send with their word of a task (every task's key is TASK_KEY)."""
+    return claim_proof(TASK_KEY, claimant(AGENT_KEY.key), job, index, what)
 POLICIES = [{"kind": "nosort"}, {"kind": "threads", "max_threads": 2}, {"kind": "memory", "max_memory": 3000.0},
             {"kind": "threads+memory", "max_threads": 3, "max_memory": 5000.0}, {"kind": "threads", "singlefile": True}]
 OPTIONS = BossOptions(agent_timeout=5.0, client_timeout=30.0, recovery_grace=1.0, max_retries=1,
@@ -46,7 +52,7 @@ class Scenario:
         self.now = 0.0
         self.step = 0
         self.agents: dict[str, int] = {}  # agent id -> slots
-        self.running: dict[str, list] = {}  # agent id -> [tid, job, index, ticket, owner] of what it was sent
+        self.running: dict[str, list] = {}  # agent id -> [tid, job, index, ticket, owner, proof] of what it was sent
         self.jobs: list[tuple[str, bytes, Identity]] = []
         self.n_jobs = 0
         self.made: list = []
@@ -56,8 +62,9 @@ class Scenario:
         for route, kind, body in out:
             if kind is Msg.RUN:
                 aid = route.decode().split(".")[0]
-                self.running.setdefault(aid, []).extend([tid, body["job"], index, ticket, body["owner"]]
-                                                        for tid, index, ticket, _cls, _payload, _key in body["tasks"])
+                self.running.setdefault(aid, []).extend(
+                    [tid, body["job"], index, ticket, body["owner"], proof(body["job"], index, RUNNING)]
+                    for tid, index, ticket, _cls, _payload, _key in body["tasks"])
             elif kind is Msg.KILL:
                 aid = route.decode().split(".")[0]
                 self.running[aid] = [r for r in self.running.get(aid, []) if r[0] not in body["tasks"]]
@@ -84,8 +91,8 @@ class Scenario:
                 aid = f"agent-{rng.randrange(6)}"
                 known = running.get(aid, []) if rng.random() < 0.7 else []
                 # (sometimes with a task of a job no one knows: a job submitted again later takes it)
-                extra = [[999, f"job-{self.n_jobs}", 0, None, rng.choice(OWNERS).key_id]] if rng.random() < 0.1 \
-                    else []
+                extra = [[999, f"job-{self.n_jobs}", 0, None, rng.choice(OWNERS).key_id,
+                          proof(f"job-{self.n_jobs}", 0, RUNNING)]] if rng.random() < 0.1 else []
                 slots = rng.choice([1, 2, 4])
                 body = {"agent": aid, "host": f"host-{aid[-1]}", "shm_host": "m", "cpus": rng.choice([2, 4, 8]),
                         "memory": rng.choice([4000.0, 16000.0]), "slots": slots, "pid": 1,
@@ -121,10 +128,10 @@ class Scenario:
                 if running[aid]:
                     rows = []
                     sample = rng.sample(running[aid], min(len(running[aid]), rng.randrange(1, 4)))
-                    for tid, jid, index, _ticket, owner_id in sample:
+                    for tid, jid, index, _ticket, owner_id, _proof in sample:
                         ok = rng.random() < 0.93
                         rows.append([tid, jid, index, ok, b"r" * rng.randrange(1, 500), now - 1, now, b"out", b"",
-                                     TAG, owner_id])
+                                     TAG, owner_id, proof(jid, index, ENDED)])
                         running[aid] = [x for x in running[aid] if x[0] != tid]
                     call(state.on_agent_reports, b"", {"agent": aid, "batch": step, "reports": rows}, now, AGENT_KEY)
             elif r < 0.72 and agents:

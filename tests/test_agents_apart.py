@@ -8,7 +8,7 @@ import json
 import footprints
 import zt_workers  # noqa: F401 - registers the test worker classes
 from conftest import wait_until
-from test_boss_state import OWNER, TAG, make_state, runs, submit
+from test_boss_state import OWNER, TAG, make_state, proof, runs, submit
 
 from taylorism_zmq import run_as_server
 from taylorism_zmq.wire.protocol import Msg
@@ -22,7 +22,7 @@ def _register(state, aid: str, host: str, slots: int = 4, cpus: int = 4) -> str:
 
 
 def _report(state, aid: str, tid: int, job: str, index: int) -> list:
-    row = [tid, job, index, True, b"r", 0.0, 1.0, b"", b"", TAG, OWNER]
+    row = [tid, job, index, True, b"r", 0.0, 1.0, b"", b"", TAG, OWNER, proof(job, index)]
     return state.on_agent_reports(b"", {"agent": aid, "batch": tid, "reports": [row]}, now=1.0)
 
 

@@ -12,6 +12,7 @@ from taylorism_zmq.boss.options import BossOptions
 from taylorism_zmq.boss.quota import job_bytes, task_bytes
 from taylorism_zmq.boss.state import BossState
 from taylorism_zmq.wire import protocol
+from taylorism_zmq.wire.integrity import ENDED, RUNNING, claim_proof
 from taylorism_zmq.wire.keystore import LOCAL, Identity
 from taylorism_zmq.wire.protocol import Msg
 
@@ -19,6 +20,12 @@ CLIENT = b"client-1"
 #: a task's key as its client sends it, the tag a report carries, and the key id of the jobs' owner (the events'
 #: default identity)
 KEY, TAG, OWNER = b"k" * 32, b"t" * 32, LOCAL.key_id
+
+
+def proof(job: str, index: int, what: str = ENDED, key: bytes = KEY) -> bytes:
+    """An agent's proof that task *index* of *job* runs (*what* = RUNNING) or ended there: with the task's key,
+    which is KEY for every task here, as an agent with no CURVE key (LOCAL) makes it."""
+    return claim_proof(key, "", job, index, what)
 
 
 def make_state(**kw) -> BossState:
@@ -86,7 +93,7 @@ def report(state, aid, tid, ok=True, job=None, index=None):
         task = state.ledger.tasks[tid] if tid in state.ledger.tasks else None
         job, index = (task.job.jid, task.index) if task else REMEMBERED[tid]
     owner = state.ledger.jobs[job].owner_id if job in state.ledger.jobs else OWNER
-    rows = [[tid, job, index, ok, b"r", 0.0, 1.0, b"", b"", TAG, owner]]
+    rows = [[tid, job, index, ok, b"r", 0.0, 1.0, b"", b"", TAG, owner, proof(job, index)]]
     out = state.on_agent_reports(b"", {"agent": aid, "batch": 1, "reports": rows}, now=1.0)
     (at,) = [i for i, (_r, kind, _b) in enumerate(out) if kind is Msg.REPORTS_ACK]
     assert out[at] == (aid.encode(), Msg.REPORTS_ACK, {"batch": 1})
@@ -399,7 +406,8 @@ def test_drain_stops_placement_and_undrain_resumes():
 
 def test_restarted_boss_recovers_jobs_without_running_anything_twice():
     state = make_state(started=100.0, recovery_grace=3.0)  # a boss that just restarted
-    a = add_agent(state, "a", slots=4, running=[[55, "j1", 0, 0, OWNER]])  # index 0 still runs there
+    # index 0 still runs there
+    a = add_agent(state, "a", slots=4, running=[[55, "j1", 0, 0, OWNER, proof("j1", 0, RUNNING)]])
     # index 1 ended while the boss was away: its report arrives before the client comes back
     assert report(state, a, 999, job="j1", index=1) == []
     assert state.ledger.counters["orphan_reports"] == 1
@@ -468,7 +476,8 @@ def test_an_agent_rejoining_with_tasks_that_ran_elsewhere_is_told_to_stop_them()
     submit(state, {"kind": "nosort"}, n=1)
     runs(state.dispatch(0.0))
     aid = "agent-a"
-    running = [[9, "j1", 0, None, OWNER], [10, "gone", 3, None, OWNER]]
+    running = [[9, "j1", 0, None, OWNER, proof("j1", 0, RUNNING)],
+               [10, "gone", 3, None, OWNER, proof("gone", 3, RUNNING)]]
     out = state.on_register(aid.encode(), {"agent": aid, "host": "a", "shm_host": "m", "cpus": 2, "memory": 1.0,
                                            "slots": 2, "pid": 1, "running": running}, now=1.0)
     assert (aid.encode(), Msg.KILL, {"tasks": [9]}) in out
@@ -639,7 +648,7 @@ def test_a_job_submitted_again_after_a_restart_counts_only_the_tasks_still_to_ru
     a = add_agent(state, "a")
     # task 0 (600 bytes of instructions) ended while the boss was away: its report waits for its job
     state.on_agent_reports(b"", {"agent": a, "batch": 1, "reports": [
-        [9, "j", 0, True, b"r", 0.0, 1.0, b"", b"", TAG, alice.key_id]]}, now=100.0)
+        [9, "j", 0, True, b"r", 0.0, 1.0, b"", b"", TAG, alice.key_id, proof("j", 0)]]}, now=100.0)
     route = b"alice"
     state.on_submit(route, submit_body("j", resubmit=True), now=100.0, who=alice)
     rows = [[0, "w0", "m:W", 0, 0, [], b"x" * 300, KEY], [1, "w1", "m:W", 0, 0, [], b"y" * 300, KEY],
@@ -677,7 +686,7 @@ def test_reports_kept_for_a_detached_job_count_against_its_owner_until_they_are_
 
     def result(tid: int, index: int) -> list:
         return state.on_agent_reports(b"", {"agent": a, "batch": tid, "reports": [
-            [tid, "d", index, True, b"r" * 2500, 0.0, 1.0, b"", b"", TAG, alice.key_id]]}, now=1.0)
+            [tid, "d", index, True, b"r" * 2500, 0.0, 1.0, b"", b"", TAG, alice.key_id, proof("d", index)]]}, now=1.0)
 
     assert not of_kind(result(tids[0], 0), Msg.JOB_END)  # 3 KB kept (a row's objects too), 2 tasks of ~400 left
     end = of_kind(result(tids[1], 1), Msg.JOB_END)[0]  # 6 KB kept + 1 task: over 5000 (and the job's own)
@@ -711,7 +720,7 @@ def test_reports_a_boss_acknowledged_then_died_before_passing_on_are_sent_to_the
         sender.connect(push, "inproc://reports", protocol.MAX_FRAME)
         for tid, _ticket in first:
             job, index = REMEMBERED[tid]
-            sender.add([tid, job, index, True, b"r", 0.0, 1.0, b"", b"", TAG, OWNER])
+            sender.add([tid, job, index, True, b"r", 0.0, 1.0, b"", b"", TAG, OWNER, proof(job, index)])
         sender.flush()
         _kind, batch = protocol.decode(pull.recv_multipart())
         out = old.on_agent_reports(b"", batch, now=1.0)
@@ -754,7 +763,7 @@ def test_reports_no_client_claims_are_forgotten_after_a_while_and_counted():
 
     state = make_state()
     aid = add_agent(state, "a")
-    rows = [[7, "gone-job", i, True, b"r", 0.0, 1.0, b"", b"", TAG, OWNER] for i in range(3)]
+    rows = [[7, "gone-job", i, True, b"r", 0.0, 1.0, b"", b"", TAG, OWNER, proof("gone-job", i)] for i in range(3)]
     state.on_agent_reports(b"", {"agent": aid, "batch": 1, "reports": rows}, now=10.0)
     assert len(state.ledger.orphan_reports) == 3
     state.on_heartbeat(b"", {"agent": aid, "load": [0.0] * 3, "cpu": 0, "mem_avail": 8000.0, "running": 0},
@@ -778,7 +787,7 @@ def test_a_late_report_of_a_requeued_singlefile_task_frees_its_file_once():
     state.agent_lost(a, "test", 0.0)  # task 0 waits to run again
     b = add_agent(state, "b", slots=2)
     drain(state, "b")  # (so that it does not start again before the late report)
-    rows = [[tid, "j1", 0, True, b"r", 0.0, 1.0, b"", b"", TAG, OWNER]]
+    rows = [[tid, "j1", 0, True, b"r", 0.0, 1.0, b"", b"", TAG, OWNER, proof("j1", 0)]]
     out = state.on_agent_reports(b"", {"agent": a, "batch": 1, "reports": rows}, now=1.0)
     assert of_kind(out, Msg.REPORTS)  # the lost agent's report counts: the work was done
     add(state, "j1", [1], files={1: ["f"]})
@@ -905,7 +914,7 @@ def _rows(indexes) -> list:
 
 
 def _report_row(tid: int, job: str, index: int, owner: str, tag: bytes = TAG) -> list:
-    return [tid, job, index, True, b"r", 0.0, 1.0, b"", b"", tag, owner]
+    return [tid, job, index, True, b"r", 0.0, 1.0, b"", b"", tag, owner, proof(job, index)]
 
 
 @pytest.mark.parametrize("resubmitted", [False, True])
@@ -916,8 +925,10 @@ def test_a_task_is_adopted_at_register_only_for_a_job_submitted_again_or_where_i
     submit(state, {"kind": "nosort"}, n=2, resubmit=resubmitted)
     owner = state.ledger.jobs["j1"].owner_id
     out = state.on_register(b"agent-m", {"agent": "agent-m", "host": "m", "shm_host": "m", "cpus": 2, "memory": 1.0,
-                                         "slots": 2, "pid": 1, "running": [[7, "j1", 0, None, owner],
-                                                                          [8, "j1", 1, None, BOB.key_id]]}, now=100.0)
+                                         "slots": 2, "pid": 1,
+                                         "running": [[7, "j1", 0, None, owner, proof("j1", 0, RUNNING)],
+                                                     [8, "j1", 1, None, BOB.key_id, proof("j1", 1, RUNNING)]]},
+                            now=100.0)
     task0, task1 = state.ledger.jobs["j1"].by_index[0], state.ledger.jobs["j1"].by_index[1]
     assert task1.state == "pending" and state.ledger.counters["refused"] == 1  # for another key: neither
     if resubmitted:
@@ -951,7 +962,7 @@ def test_after_a_restart_another_keys_submit_of_a_job_id_its_agents_hold_for_its
     refused with the reason (its ADD_TASKS and CONTROL then act on nothing); the owner's takes its running task
     and its kept report."""
     state = make_state(started=100.0)
-    a = add_agent(state, "a", running=[[55, "j", 0, None, ALICE.key_id]])
+    a = add_agent(state, "a", running=[[55, "j", 0, None, ALICE.key_id, proof("j", 0, RUNNING)]])
     state.on_agent_reports(b"", {"agent": a, "batch": 1, "reports": [_report_row(56, "j", 1, ALICE.key_id)]},
                            now=100.0)
     out = state.on_submit(b"bob", submit_body("j", resubmit=True), now=100.0, who=BOB)
@@ -977,7 +988,8 @@ def test_a_job_id_another_key_took_first_after_a_restart_gets_none_of_the_owners
     state.on_add_tasks(b"bob", {"job": "j", "tasks": _rows([0]), "classes": {}}, now=100.0, who=BOB)
     out = state.on_register(b"agent-a", {"agent": "agent-a", "host": "a", "shm_host": "m", "cpus": 2,
                                          "memory": 1.0, "slots": 2, "pid": 1,
-                                         "running": [[55, "j", 0, None, ALICE.key_id]]}, now=100.0)
+                                         "running": [[55, "j", 0, None, ALICE.key_id, proof("j", 0, RUNNING)]]},
+                            now=100.0)
     assert of_kind(out, Msg.KILL) == [] and state.ledger.jobs["j"].by_index[0].state == "pending"
     out = state.on_agent_reports(b"", {"agent": "agent-a", "batch": 1, "reports": [
         _report_row(55, "j", 0, ALICE.key_id)]}, now=100.0)
@@ -1008,7 +1020,7 @@ def test_a_task_an_agent_says_ended_there_is_not_sent_again_before_its_report_co
     its 30 MiB report still crossing the report socket when the job's dispatch resumed)."""
     state = make_state(started=100.0, recovery_grace=1.0)
     register = {"agent": "agent-a", "host": "a", "shm_host": "m", "cpus": 3, "memory": 1.0, "slots": 3, "pid": 1,
-                "running": [], "finished": [["j1", 0, OWNER], ["j1", 1, BOB.key_id]]}
+                "running": [], "finished": [["j1", 0, OWNER, proof("j1", 0)], ["j1", 1, BOB.key_id, proof("j1", 1)]]}
     if agent_first:
         state.on_register(b"agent-a", register, now=100.0)
     submit(state, {"kind": "nosort"}, n=3, resubmit=True)

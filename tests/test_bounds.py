@@ -25,6 +25,7 @@ from taylorism_zmq.boss.state import BossState
 from taylorism_zmq.boss.webstatus import finite
 from taylorism_zmq.wire import codec, protocol
 from taylorism_zmq.wire.code_env import env_problem
+from taylorism_zmq.wire.integrity import RUNNING, claim_proof
 from taylorism_zmq.wire.keystore import LOCAL
 from taylorism_zmq.wire.protocol import Msg, ProtocolError
 from taylorism_zmq.wire.sockets import report_endpoint_for
@@ -109,7 +110,7 @@ def test_the_sender_spills_beyond_its_window_and_sends_from_the_journal(tmp_path
     try:
         sender = ReportSender("agent-x", Journal(tmp_path), window=1 << 20)
         for i in range(4):  # no boss yet: nothing can go
-            sender.add([i, "job", i, True, b"x" * (600 << 10), 0.0, 1.0, b"", b"", b"t" * 32, "SHA256:o"])
+            sender.add([i, "job", i, True, b"x" * (600 << 10), 0.0, 1.0, b"", b"", b"t" * 32, "SHA256:o", b""])
             sender.flush()
         assert sender.memory_bytes <= 1 << 20 and len(sender.spilled) >= 2
         sender.connect(push, "inproc://reports", protocol.MAX_FRAME)
@@ -144,7 +145,7 @@ def test_a_journal_batch_of_an_older_version_is_set_aside_not_sent_for_ever(tmp_
 
     journal = Journal(tmp_path)
     journal.put(1, msgpack.packb([[1, "j", 0, True, b"r", 0.0, 1.0, b"", b""]]))
-    journal.put(2, msgpack.packb([[2, "j", 1, True, b"r", 0.0, 1.0, b"", b"", b"t" * 32, "SHA256:o"]]))
+    journal.put(2, msgpack.packb([[2, "j", 1, True, b"r", 0.0, 1.0, b"", b"", b"t" * 32, "SHA256:o", b""]]))
     ctx = zmq.Context()
     pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
     pull.bind("inproc://old-journal")
@@ -250,17 +251,18 @@ def test_a_registered_running_task_with_a_ticket_out_of_its_job_range_is_killed_
     state = BossState(validate=True)
     _submit(state, "j", {"kind": "threads", "max_threads": 2}, resubmit=True)  # (after a boss restart)
     owner = LOCAL.key_id
-    out = _register(state, "agent-a", [[9, "j", 0, 30_000_000, owner]])
+    proof = claim_proof(b"k" * 32, "", "j", 0, RUNNING)  # (the task's key, as an agent given it has it)
+    out = _register(state, "agent-a", [[9, "j", 0, 30_000_000, owner, proof]])
     assert (b"agent-a", Msg.KILL, {"tasks": [9]}) in out
     assert state.ledger.jobs["j"].by_index[0].state == "pending"
-    out = _register(state, "agent-b", [[9, "j", 0, 1, owner]])
+    out = _register(state, "agent-b", [[9, "j", 0, 1, owner, proof]])
     assert state.ledger.jobs["j"].by_index[0].state == "running"
     state.dispatch(0.0)
 
 
 def test_a_registration_that_makes_no_sense_is_refused():
     state = BossState(validate=True)
-    out = _register(state, "agent-a", [[i, "j", i, None, "SHA256:o"] for i in range(5)], slots=2)
+    out = _register(state, "agent-a", [[i, "j", i, None, "SHA256:o", b""] for i in range(5)], slots=2)
     assert out[0][1] is Msg.REFUSED and "5 running tasks" in out[0][2]["message"]
     assert _register(state, "agent-b", [], slots=0)[0][1] is Msg.REFUSED
     assert not state.ledger.agents

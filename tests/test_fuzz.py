@@ -37,9 +37,9 @@ VALID = [protocol.encode(kind, body) for kind, body in [
     (Msg.ADD_TASKS, {"job": "fuzz", "tasks": [[0, "w", "os:system", 0, 0, [], b"\xc1", b"k" * 32]], "classes": {}}),
     (Msg.CONTROL, {"job": "fuzz", "action": "end"}),
     (Msg.REGISTER, {"agent": "a", "host": "h", "shm_host": "s", "cpus": 1, "memory": 1, "slots": 1, "pid": 1,
-                    "running": [[7, "fuzz", 0, None, "SHA256:0123456789abcdef"]]}),
+                    "running": [[7, "fuzz", 0, None, "SHA256:0123456789abcdef", b"p" * 32]]}),
     (Msg.AGENT_REPORTS, {"agent": "a", "batch": 1, "reports": [[1, "fuzz", 0, True, b"", 0, 0, b"", b"", b"t" * 32,
-                                                                "SHA256:0123456789abcdef"]]}),
+                                                                "SHA256:0123456789abcdef", b"p" * 32]]}),
     (Msg.HEARTBEAT, {"agent": "a", "load": [1.0], "cpu": 1, "mem_avail": 1, "running": 0}),
     (Msg.AGENT_OUTPUT, {"agent": "a", "chunks": [["fuzz", 0, 1, b"out\n"]]}),
     (Msg.ATTACH, {"job": "fuzz"}), (Msg.ADMIN, {"action": "drain", "target": "h"}),
@@ -276,10 +276,12 @@ def test_hostile_frames_at_an_agent_then_it_still_runs_a_task(fake_boss):
         assert time.monotonic() < deadline, f"reports seen: {sorted(seen)}"
         kind, body = protocol.decode(_recv(pull))
         if kind is Msg.AGENT_REPORTS:
-            for tid, _job, _index, ok, payload, _t0, _t1, _out, _err, tag, owner in body["reports"]:
-                seen[tid] = (ok, payload, tag, owner)
+            for tid, job, index, ok, payload, _t0, _t1, _out, _err, tag, owner, proof in body["reports"]:
+                seen[tid] = (ok, payload, tag, owner, integrity.claim_verifies(
+                    KEY, integrity.claimant(security.load_keys().public), job, index, integrity.ENDED, proof))
     assert seen[3][0] is True and Codec().loads(seen[3][1])["tag"] == "ok"
     assert integrity.verifies(KEY, True, seen[3][1], seen[3][2]) and seen[3][3] == OWNER  # the task's own tag
+    assert seen[3][4]  # and its agent's proof that it ended there: the task's key, bound to the agent's CURVE key
     assert seen[1][0] is False and b"malformed code environment" in seen[1][1]
     assert seen[4][0] is False and b"no.such.module" in seen[4][1]  # a clear import error, as a report
     assert seen[2][0] is False  # malformed payload: a failed task, not a dead agent

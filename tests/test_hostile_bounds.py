@@ -119,7 +119,7 @@ def test_tasks_registered_for_unknown_jobs_are_bounded(caplog):
     state.ledger.orphan_running.limit = 100
     with caplog.at_level(logging.WARNING, "taylorism_zmq.boss"):
         for n in range(5):
-            running = [[i, f"unknown-{n}", i, None, "SHA256:o"] for i in range(100)]
+            running = [[i, f"unknown-{n}", i, None, "SHA256:o", b""] for i in range(100)]
             add_agent(state, f"h{n}", slots=100, running=running)
     assert len(state.ledger.orphan_running) == 100
     assert state.ledger.counters["orphan_running_dropped"] == 400
@@ -405,7 +405,7 @@ def test_detached_jobs_left_with_nothing_to_run_are_stopped_after_the_detached_t
     state.on_add_tasks(alice[0], {"job": "busy", "tasks": [[0, "w0", "m:W", 0.0, 0.0, [], b"p", KEY]], "classes": {}},
                        now=0.0, who=ALICE)
     placed = {body["job"]: body["tasks"][0][0] for _, kind, body in state.dispatch(0.0) if kind is Msg.RUN}
-    row = [placed["idle"], "idle", 0, True, b"r", 0.0, 1.0, b"", b"", TAG, ALICE.key_id]
+    row = [placed["idle"], "idle", 0, True, b"r", 0.0, 1.0, b"", b"", TAG, ALICE.key_id, b""]
     state.on_agent_reports(b"", {"agent": aid, "batch": 1, "reports": [row]}, now=1.0)  # every task of "idle" reported
     bob = state.on_submit(b"bob", submit_body("bobs", detach=True, halted=True), now=0.0, who=BOB)
     assert bob == []

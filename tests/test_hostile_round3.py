@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 
-import pytest
 import zmq
 from conftest import authorized_socket, wait_until
 from test_boss_state import KEY, TAG, add_agent, make_state, submit_body
@@ -19,6 +18,7 @@ from taylorism_zmq import run_as_server
 from taylorism_zmq.launch.task import died
 from taylorism_zmq.wire import protocol
 from taylorism_zmq.wire.codec import Codec
+from taylorism_zmq.wire.integrity import ENDED, RUNNING, claim_proof
 from taylorism_zmq.wire.keystore import Identity
 from taylorism_zmq.wire.protocol import Msg
 
@@ -102,10 +102,13 @@ def test_a_job_cancelled_for_its_revoked_key_is_logged_by_label(caplog):
 # -- an agent key on the restart path --------------------------------------------------------------------------
 NODE = Identity("key-node", "node", frozenset({"agent"}))
 ROGUE = Identity("key-rogue", "rogue", frozenset({"agent"}))
-RESTART_PATH = ("after a boss restart the boss cannot tell which agent was sent a task: only the job id and the "
-                "owner's key id (no secret: an agent sent one task of the job has both) "
-                "bind what an agent says of it; the fix is a proof of the task's key with each report and running "
-                "claim on the restart path, checked when the owner's ADD_TASKS brings the keys")
+#: what an agent key never sent the task can make: a proof under another key than the task's
+NOT_THE_KEY = b"x" * 32
+
+
+def _proof(who: Identity, jid: str, what: str, key: bytes = KEY) -> bytes:
+    """The proof agent key *who* sends with its word that task 0 of *jid* runs or ended there."""
+    return claim_proof(key, who.key_id, jid, 0, what)
 
 
 def _register(state, aid: str, who: Identity, running: list) -> None:
@@ -122,40 +125,45 @@ def _resubmit(state, jid: str) -> list:
                                          "classes": {}}, now=101.0, who=ALICE)
 
 
-@pytest.mark.xfail(strict=True, reason=RESTART_PATH)
 def test_after_a_restart_an_agent_key_cannot_fail_a_task_it_was_never_sent():
     """The boss restarts while alice's task 0 runs on node's agent; a second agent key, never sent that task,
     reports it failed (a task that died: no tag needed) before node's agent delivers the real report.  The first
     report is kept, the real one dropped as a duplicate (and acknowledged: the agent forgets it), and alice's job,
-    submitted again, fails on the forged one."""
+    submitted again, fails on the forged one.  Each word comes with its agent's proof of the task's key (the
+    rogue has none to make it with): the real report is the one kept."""
     state = make_state(started=100.0)
     jid = "job-a11ce"
-    _register(state, "agent-node", NODE, [[5, jid, 0, None, ALICE.key_id]])
+    _register(state, "agent-node", NODE, [[5, jid, 0, None, ALICE.key_id, _proof(NODE, jid, RUNNING)]])
     state.on_agent_reports(b"", {"agent": "agent-rogue", "batch": 1, "reports": [
-        [1, jid, 0, False, died("killed by the rogue"), 0.0, 1.0, b"", b"", b"", ALICE.key_id]]}, now=100.0, who=ROGUE)
+        [1, jid, 0, False, died("killed by the rogue"), 0.0, 1.0, b"", b"", b"", ALICE.key_id,
+         _proof(ROGUE, jid, ENDED, NOT_THE_KEY)]]}, now=100.0, who=ROGUE)
     state.on_agent_reports(b"", {"agent": "agent-node", "batch": 1, "reports": [
-        [5, jid, 0, True, b"real", 0.0, 1.0, b"", b"", TAG, ALICE.key_id]]}, now=100.0, who=NODE)
+        [5, jid, 0, True, b"real", 0.0, 1.0, b"", b"", TAG, ALICE.key_id, _proof(NODE, jid, ENDED)]]},
+        now=100.0, who=NODE)
     out = _resubmit(state, jid)
     rows = [row for _, kind, body in out if kind is Msg.REPORTS for row in body["reports"]]
     assert [(row[0], row[1], row[2]) for row in rows] == [(0, True, b"real")], rows
     assert not [body for _, kind, body in out if kind is Msg.JOB_END]
+    assert state.ledger.counters["claims_unproven"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason=RESTART_PATH)
 def test_after_a_restart_an_agent_key_cannot_hold_a_task_it_was_never_sent():
     """The boss restarts while alice's task 0 runs on node's agent, which says so as it registers again; a second
     agent key, never sent that task, says it runs it too.  The last claim wins: alice's task, submitted again, is
     taken as running on the rogue agent (which never reports it), and the real agent's report is then refused
-    ("never sent there"): alice's job waits for ever."""
+    ("never sent there"): alice's job waits for ever.  With the proofs of the task's key, the real agent's claim
+    is the one taken."""
     state = make_state(started=100.0)
     jid = "job-a11ce"
-    _register(state, "agent-node", NODE, [[5, jid, 0, None, ALICE.key_id]])
-    _register(state, "agent-rogue", ROGUE, [[77, jid, 0, None, ALICE.key_id]])
+    _register(state, "agent-node", NODE, [[5, jid, 0, None, ALICE.key_id, _proof(NODE, jid, RUNNING)]])
+    _register(state, "agent-rogue", ROGUE, [[77, jid, 0, None, ALICE.key_id, _proof(ROGUE, jid, RUNNING, NOT_THE_KEY)]])
     _resubmit(state, jid)
     task = state.ledger.jobs[jid].by_index[0]
     assert task.agent is not None and task.agent.aid == "agent-node", task.agent
+    assert state.ledger.counters["claims_unproven"] == 1
     out = state.on_agent_reports(b"", {"agent": "agent-node", "batch": 1, "reports": [
-        [5, jid, 0, True, b"real", 0.0, 1.0, b"", b"", TAG, ALICE.key_id]]}, now=102.0, who=NODE)
+        [5, jid, 0, True, b"real", 0.0, 1.0, b"", b"", TAG, ALICE.key_id, _proof(NODE, jid, ENDED)]]},
+        now=102.0, who=NODE)
     rows = [row for _, kind, body in out if kind is Msg.REPORTS for row in body["reports"]]
     assert [(row[0], row[1], row[2]) for row in rows] == [(0, True, b"real")], rows
 

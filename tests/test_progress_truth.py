@@ -91,7 +91,7 @@ def test_the_counts_a_report_carries_are_those_after_the_dispatch_of_its_pass():
     (tid, *_), _ = next(body["tasks"] for _, kind, body in first if kind is Msg.RUN)
     out = state.on_agent_reports(b"", {"agent": "agent-a", "batch": 1,
                                        "reports": [[tid, "j1", 0, True, b"r", 0.0, 1.0, b"", b"", b"t" * 32,
-                                                    state.ledger.jobs["j1"].owner_id]]}, now=1.0)
+                                                    state.ledger.jobs["j1"].owner_id, b""]]}, now=1.0)
     out += state.dispatch(1.0)  # (the boss's loop: what it read, then dispatch, then it sends)
     (reports,) = [body for _, kind, body in out if kind is Msg.REPORTS]
     (started,) = [body for _, kind, body in out if kind is Msg.STARTED]

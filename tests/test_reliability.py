@@ -198,7 +198,7 @@ def test_issue14_a_hostile_ticket_does_not_freeze_the_boss(cluster_factory):
     with authorized_socket(zmq.DEALER, cluster.control, routing_id=b"agent-liar") as liar:
         liar.send_multipart(protocol.encode(Msg.REGISTER, {
             "agent": "agent-liar", "host": "liar", "shm_host": "x", "cpus": 2, "memory": 1000.0, "slots": 2,
-            "pid": 1, "running": [[1, boss.job_id, 0, 30_000_000, owner]]}))
+            "pid": 1, "running": [[1, boss.job_id, 0, 30_000_000, owner, b""]]}))
         assert liar.poll(10000), "no answer to the registration"
         kinds = []
         while liar.poll(1000):

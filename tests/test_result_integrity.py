@@ -64,13 +64,15 @@ def evil(who: Path) -> bytes:
 
 # -- rows as an attacker writes them ----------------------------------------------------------------------------
 def running_row(tid: int, job: str, index: int, owner: str) -> list:
-    """A REGISTER row: a task the agent says it runs, for the job owner *owner* (a key id is no secret)."""
-    return [tid, job, index, None, owner]
+    """A REGISTER row: a task the agent says it runs, for the job owner *owner* (a key id is no secret), with a
+    proof of the forger's making (it has not the task's key)."""
+    return [tid, job, index, None, owner, b"p" * 32]
 
 
 def report_row(tid: int, job: str, index: int, payload: bytes, owner: str) -> list:
-    """An AGENT_REPORTS row saying the task succeeded with *payload* (with a tag of the forger's making)."""
-    return [tid, job, index, True, payload, 0.0, 1.0, b"", b"", b"t" * 32, owner]
+    """An AGENT_REPORTS row saying the task succeeded with *payload* (with a tag and a proof of the forger's
+    making)."""
+    return [tid, job, index, True, payload, 0.0, 1.0, b"", b"", b"t" * 32, owner, b"p" * 32]
 
 
 def task_row(index: int) -> list:

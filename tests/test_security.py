@@ -132,7 +132,8 @@ def test_forged_reports_with_pickle_from_a_client_key_are_refused(cluster_factor
     agent = cluster.status()["hosts"][0]["agent"]
     marker = tmp_path / "pwned"
     payload = msgpack.packb(msgpack.ExtType(PICKLE, pickle.dumps(_Evil(str(marker)))))
-    rows = [[1000 + i, job, i, True, payload, 0.0, 1.0, b"", b"", b"t" * 32, victims_key_id()] for i in range(4)]
+    rows = [[1000 + i, job, i, True, payload, 0.0, 1.0, b"", b"", b"t" * 32, victims_key_id(), b"p" * 32]
+            for i in range(4)]
     with authorized_socket(zmq.PUSH, cluster.reports, key_dir=key_dir) as push:
         push.send_multipart(protocol.encode(Msg.AGENT_REPORTS, {"agent": agent, "batch": 1, "reports": rows}))
         wait_until(lambda: refused_count(cluster) >= 1, 10, "the forged batch to be refused")
@@ -180,7 +181,7 @@ def test_a_client_does_not_unpickle_reports_its_boss_does_not_vouch_for(cluster_
     push.connect(cluster.reports)  # plain tcp, no key: what the boss cannot tell from its agent
     try:
         push.send_multipart(protocol.encode(Msg.AGENT_REPORTS, {"agent": agent, "batch": 1, "reports": [
-            [1, boss.job_id, 0, True, payload, 0.0, 1.0, b"", b"", tag, keystore.ANONYMOUS.key_id]]}))
+            [1, boss.job_id, 0, True, payload, 0.0, 1.0, b"", b"", tag, keystore.ANONYMOUS.key_id, b""]]}))
         if forger == "without it":
             with pytest.raises(UnverifiedReportError, match="not produced by its task"):
                 boss.wait_till_finished()  # (the boss took the task as done: the client fails the job itself)
@@ -308,7 +309,7 @@ def test_an_agent_key_cannot_report_the_tasks_sent_to_another_agent(cluster_fact
             push.send_multipart(protocol.encode(Msg.AGENT_OUTPUT, {"agent": "agent-mallory", "chunks": [
                 [boss.job_id, i, STDOUT, b"forged output\n"] for i in (0, 1)]}))  # (handled before what follows)
             push.send_multipart(protocol.encode(Msg.AGENT_REPORTS, {"agent": "agent-mallory", "batch": 1, "reports": [
-                [tid, boss.job_id, i, True, forged, 0.0, 1.0, b"", b"", b"t" * 32, victims_key_id()]
+                [tid, boss.job_id, i, True, forged, 0.0, 1.0, b"", b"", b"t" * 32, victims_key_id(), b"p" * 32]
                 for i, tid in enumerate((1, 2))]}))
             wait_until(lambda: refused_count(cluster) >= before + 2, 10, "both forged reports to be refused")
             gate.touch()

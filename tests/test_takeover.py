@@ -3,10 +3,11 @@ and reconciles what each says it runs with what its records say (takeover.py).""
 
 from __future__ import annotations
 
-from test_boss_state import CLIENT, OWNER, TAG, add_agent, make_state, of_kind, runs, submit
+from test_boss_state import CLIENT, OWNER, TAG, add_agent, make_state, of_kind, proof, runs, submit
 
 from taylorism_zmq.boss.model import TaskState
 from taylorism_zmq.boss.takeover import CONFIRM_WAIT
+from taylorism_zmq.wire.integrity import RUNNING
 from taylorism_zmq.wire.protocol import Msg
 
 
@@ -16,9 +17,19 @@ def register_again(state, aid: str, running, now: float, slots: int = 4, finishe
     return state.on_register(f"{aid}.new".encode(), body, now=now)
 
 
+def runs_here(tid: int, job: str, index: int, ticket, owner: str = OWNER) -> list:
+    """A REGISTER ``running`` row, with its agent's proof of the task's key."""
+    return [tid, job, index, ticket, owner, proof(job, index, RUNNING)]
+
+
+def ended_here(job: str, index: int) -> list:
+    """A REGISTER ``finished`` row, with its agent's proof of the task's key."""
+    return [job, index, OWNER, proof(job, index)]
+
+
 def listed(state, placed) -> list:
     """REGISTER's running rows of the tasks placed on an agent ([task id, ticket] each)."""
-    return [[tid, "j1", state.ledger.tasks[tid].index, ticket, OWNER] for tid, ticket in placed]
+    return [runs_here(tid, "j1", state.ledger.tasks[tid].index, ticket) for tid, ticket in placed]
 
 
 def promoted_with_tasks():
@@ -38,7 +49,7 @@ def test_nothing_is_dispatched_until_every_agent_of_the_records_is_back():
     c = add_agent(state, "c", slots=4)  # a new agent with free slots: somewhere to dispatch the 2 pending tasks
     assert not runs(state.dispatch(10.5)), "dispatched before agents a and b said what they run"
     for aid in (a, b):
-        tasks = [[tid, "j1", state.ledger.tasks[tid].index, ticket, OWNER] for tid, ticket in placed[aid]]
+        tasks = [runs_here(tid, "j1", state.ledger.tasks[tid].index, ticket) for tid, ticket in placed[aid]]
         out = register_again(state, aid, tasks, 11.0)
         assert of_kind(out, Msg.REGISTERED) and not of_kind(out, Msg.KILL)
     assert len(runs(state.dispatch(11.0))[c]) == 2, "every agent of the records is back: dispatch goes on"
@@ -54,7 +65,7 @@ def test_an_agent_lost_meanwhile_is_not_waited_for():
 
 def test_the_hold_ends_after_the_recovery_grace_when_an_agent_does_not_come_back():
     state, a, _b, placed = promoted_with_tasks()
-    tasks_a = [[tid, "j1", state.ledger.tasks[tid].index, ticket, OWNER] for tid, ticket in placed[a]]
+    tasks_a = [runs_here(tid, "j1", state.ledger.tasks[tid].index, ticket) for tid, ticket in placed[a]]
     register_again(state, a, tasks_a, 10.5)
     assert not runs(state.dispatch(12.9))  # b is not back, the grace (3 s) runs
     state.agent_events.lost(a, "test", 13.0)  # (free slots for the pending tasks once the grace is over)
@@ -72,12 +83,12 @@ def test_an_agent_back_adopts_a_pending_task_it_runs_and_stops_a_task_of_an_ende
     j2_tid = state.ledger.jobs["j2"].by_index[0].tid
     state.on_control(CLIENT, {"job": "j2", "action": "stop_now"}, now=1.0)  # j2 ended
     state.promoted(10.0, 2)
-    running = [[tid, "j1", state.ledger.tasks[tid].index, ticket, OWNER] for tid, ticket in placed]
+    running = [runs_here(tid, "j1", state.ledger.tasks[tid].index, ticket) for tid, ticket in placed]
     pending = [t for t in state.ledger.tasks.values() if t.state is TaskState.PENDING]
     assert pending == []  # (all three ran: make one pending as if its RUN came after the last streamed event)
     task = state.ledger.tasks[placed[2][0]]
     state.ledger.transition(task, TaskState.PENDING, 1.0)
-    out = register_again(state, a, [*running, [j2_tid, "j2", 0, None, OWNER]], 10.5)
+    out = register_again(state, a, [*running, runs_here(j2_tid, "j2", 0, None)], 10.5)
     assert of_kind(out, Msg.KILL) == [{"tasks": [j2_tid]}]
     assert task.state is TaskState.RUNNING and task.agent is state.ledger.agents[a]
     assert state.ledger.counters["tasks_adopted"] == 1
@@ -90,7 +101,7 @@ def test_a_task_its_agent_does_not_list_runs_again_unless_its_report_comes_first
     register_again(state, a, [], 10.5)  # neither listed: one RUN was lost, one report is on its way
     register_again(state, b, listed(state, placed[b]), 10.5)
     state.on_agent_reports(b"", {"agent": a, "batch": 7, "reports": [[t2, "j1", index2, True, b"r", 0.0, 1.0, b"",
-                                                                     b"", TAG, OWNER]]}, now=11.0)
+                                                                     b"", TAG, OWNER, proof("j1", index2)]]}, now=11.0)
     state.expire(10.5 + CONFIRM_WAIT - 0.01)
     assert state.ledger.tasks[t1].state is TaskState.RUNNING  # not yet
     state.expire(10.5 + CONFIRM_WAIT)
@@ -123,12 +134,13 @@ def test_an_agent_back_says_what_ended_there_and_the_rest_of_its_tasks_runs_agai
     tasks = [state.ledger.tasks[tid] for tid, _ticket in placed]
     state.ledger.transition(tasks[3], TaskState.PENDING, 1.0)  # (sent after the active's last streamed event)
     state.promoted(10.0, 3)
-    register_again(state, a, [[tasks[0].tid, "j1", tasks[0].index, tasks[0].ticket, OWNER]], 10.5,
-                   finished=[["j1", tasks[1].index, OWNER], ["j1", tasks[3].index, OWNER]])
+    register_again(state, a, [runs_here(tasks[0].tid, "j1", tasks[0].index, tasks[0].ticket)], 10.5,
+                   finished=[ended_here("j1", tasks[1].index), ended_here("j1", tasks[3].index)])
     assert [t.state for t in tasks] == [TaskState.RUNNING, TaskState.RUNNING, TaskState.PENDING, TaskState.RUNNING]
     assert tasks[3].agent is state.ledger.agents[a]
     assert state.ledger.counters["tasks_unconfirmed"] == 1  # tasks[2]: pending again, first in line
-    report = [[tasks[3].tid, "j1", tasks[3].index, True, b"r", 0.0, 1.0, b"", b"", TAG, OWNER]]
+    report = [[tasks[3].tid, "j1", tasks[3].index, True, b"r", 0.0, 1.0, b"", b"", TAG, OWNER,
+               proof("j1", tasks[3].index)]]
     state.on_agent_reports(b"", {"agent": a, "batch": 1, "reports": report}, now=10.6)
     assert tasks[3].tid not in state.ledger.tasks
 
@@ -147,7 +159,7 @@ def test_a_job_submitted_again_after_it_ended_is_told_how_it_ended():
         jid = task.job.jid
         state.on_control(CLIENT, {"job": jid, "action": "end"}, now=0.5)
         state.on_agent_reports(b"", {"agent": a, "batch": tid, "reports": [[tid, jid, 0, True, b"r", 0.0, 1.0, b"",
-                                                                            b"", TAG, OWNER]]}, now=1.0)
+                                                                            b"", TAG, OWNER, proof(jid, 0)]]}, now=1.0)
     assert not state.ledger.jobs
     out = state.on_submit(b"client-2", submit_body("plain", resubmit=True), now=2.0)
     assert out == [(b"client-2", Msg.JOB_END, {"job": "plain", "status": "finished", "pending": [], "error": None})]
@@ -167,8 +179,8 @@ def test_an_agent_back_cannot_claim_a_task_for_another_key_than_its_jobs_owner()
     state.ledger.transition(task, TaskState.PENDING, 1.0)  # (as if its RUN came after the last streamed event)
     state.promoted(10.0, 2)
     first = state.ledger.tasks[placed[0][0]]
-    out = register_again(state, a, [[first.tid, "j1", first.index, first.ticket, OWNER],
-                                    [task.tid, "j1", task.index, task.ticket, "SHA256:another-key"]], 10.5)
+    out = register_again(state, a, [runs_here(first.tid, "j1", first.index, first.ticket),
+                                    runs_here(task.tid, "j1", task.index, task.ticket, "SHA256:another-key")], 10.5)
     assert task.state is TaskState.PENDING and not of_kind(out, Msg.KILL)
     assert state.ledger.counters["refused"] == 1 and state.ledger.counters["tasks_adopted"] == 0
 
@@ -186,9 +198,9 @@ def test_an_agent_back_cannot_claim_a_task_of_a_job_made_after_the_promotion_tha
     submit(state, {"kind": "nosort"}, n=1, job="fresh")
     fresh = state.ledger.jobs["fresh"].by_index[0]
     first = state.ledger.tasks[placed[0]]
-    out = register_again(state, a, [[first.tid, "j1", first.index, first.ticket, OWNER],
-                                    [fresh.tid, "fresh", 0, first.ticket, OWNER]],
-                         10.5, finished=[["fresh", 0, OWNER]])
+    out = register_again(state, a, [runs_here(first.tid, "j1", first.index, first.ticket),
+                                    runs_here(fresh.tid, "fresh", 0, first.ticket)],
+                         10.5, finished=[ended_here("fresh", 0)])
     assert fresh.state is TaskState.PENDING and not fresh.tried
     assert of_kind(out, Msg.KILL) == [{"tasks": [fresh.tid]}]
     assert first.state is TaskState.RUNNING and state.ledger.counters["tasks_adopted"] == 0
@@ -205,7 +217,7 @@ def test_a_job_that_ended_is_told_its_end_only_by_its_owners_key():
     (tid, _ticket), = runs(state.dispatch(0.0))[a]
     state.on_control(CLIENT, {"job": "mine", "action": "end"}, now=0.5)
     state.on_agent_reports(b"", {"agent": a, "batch": 1, "reports": [[tid, "mine", 0, True, b"r", 0.0, 1.0, b"",
-                                                                      b"", TAG, OWNER]]}, now=1.0)
+                                                                      b"", TAG, OWNER, proof("mine", 0)]]}, now=1.0)
     other = Identity("key-other", "other", frozenset({"client"}), None)
     out = state.on_submit(b"client-3", submit_body("mine", resubmit=True), now=2.0, who=other)
     assert [kind for _route, kind, _body in out] == [Msg.JOB_END]
@@ -235,8 +247,8 @@ def test_tasks_the_active_added_and_sent_after_its_last_streamed_event_are_not_r
     a = add_agent(state, "a", slots=4)
     submit(state, {"kind": "nosort"}, n=0)  # (the active's last streamed event)
     state.promoted(10.0, 3)
-    register_again(state, a, [], 10.5, finished=[["j1", 0, OWNER]])
-    row = [77, "j1", 1, True, b"r", 0.0, 1.0, b"", b"", TAG, OWNER]
+    register_again(state, a, [], 10.5, finished=[ended_here("j1", 0)])
+    row = [77, "j1", 1, True, b"r", 0.0, 1.0, b"", b"", TAG, OWNER, proof("j1", 1)]
     state.on_agent_reports(b"", {"agent": a, "batch": 1, "reports": [row]}, now=10.6)
     assert state.ledger.counters["refused"] == 0
     rows = [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p", b"k" * 32] for i in range(3)]

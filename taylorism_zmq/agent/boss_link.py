@@ -23,6 +23,7 @@ from ..machine import host_key
 from ..wire import protocol, security
 from ..wire.endpoints import ASK_AGAIN, BossFinder, Probe
 from ..wire.handshake import HandshakeWatch
+from ..wire.integrity import claimant
 from ..wire.peer_logging import RateLimitedLog
 from ..wire.protocol import Msg
 from ..wire.sockets import configure_connected, report_endpoint_for
@@ -113,6 +114,7 @@ class BossLink:
             keys = security.load_keys()
             security.secure_client(self.dealer, keys)
             security.secure_client(self.push, keys)
+            self.tasks.claimant = claimant(keys.public)  # (the key the boss knows this agent by)
         # secret: no other peer can take this agent's connection over (the boss knows it by its key)
         self.dealer.routing_id = f"{self.aid}.{secrets.token_hex(16)}".encode()
         self.handshake = HandshakeWatch(self.dealer, self.control_endpoint, self.curve,
@@ -153,7 +155,7 @@ class BossLink:
         self.registered_at = time.monotonic()
         body = {"agent": self.aid, "host": self.host, "shm_host": host_key(), "cpus": self.cpus,
                 "memory": self.memory, "slots": self.slots, "pid": os.getpid(), "epoch": self.epoch,
-                "running": [[tid, *info] for tid, info in self.tasks.task_info.items()]}
+                "running": self.tasks.running_rows()}
         finished = self.sender.pending_tasks()
         if len(finished) <= MAX_FINISHED_SAID:  # ended here, their reports not acknowledged yet: a boss that
             body["finished"] = finished  # took over from another waits for them (else it waits a while)

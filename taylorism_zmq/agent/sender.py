@@ -43,8 +43,8 @@ BATCH_BYTES = 4 << 20
 RESEND_AFTER = 5.0
 #: bytes a report row takes beyond its payload and output (ids, job, times, tag, owner, msgpack headers)
 ROW_OVERHEAD = 256
-#: fields of a report row: task id, job, index, ok, payload, start, end, stdout, stderr, tag, owner's key id
-REPORT_FIELDS = 11
+#: fields of a report row: task id, job, index, ok, payload, start, end, stdout, stderr, tag, owner's key id, proof
+REPORT_FIELDS = 12
 #: seconds the boss that acknowledged a batch must be heard from after it before its reports are forgotten,
 #: and their bytes kept at most (the oldest forgotten first): a boss killed just after its acknowledgement may
 #: not have passed them on to their client, which then submits those tasks again to the next boss; sent to that
@@ -82,9 +82,10 @@ class ReportSender:
         #: when each unacknowledged batch was made (or found in the journal)
         self._born: dict[int, float] = dict.fromkeys(self.spilled, time.monotonic())
         self._warned = False
-        #: batch -> (job, index) of its reports, for the batches of this run not acknowledged yet (a boss that
-        #: takes over from another is told which tasks ended here, their reports on their way: pending_tasks)
-        self._tasks_of: dict[int, list[tuple[str, int, str]]] = {}
+        #: batch -> (job, index, owner key id, proof) of its reports, for the batches of this run not acknowledged
+        #: yet (a boss that takes over from another is told which tasks ended here, their reports on their way:
+        #: pending_tasks)
+        self._tasks_of: dict[int, list[tuple[str, int, str, bytes]]] = {}
         #: (when acknowledged, rows, bytes) of the last RETAIN seconds, oldest first
         self._retained: collections.deque[tuple[float, list[list], int]] = collections.deque()
         self._retained_bytes = 0
@@ -148,7 +149,7 @@ class ReportSender:
 
     def _new_batch(self, rows: list[list], size: int) -> None:
         self._batch += 1
-        self._tasks_of[self._batch] = [(row[1], row[2], row[10]) for row in rows]
+        self._tasks_of[self._batch] = [(row[1], row[2], row[10], row[11]) for row in rows]
         self.memory[self._batch] = [rows, size, None]
         self._unsent.append(self._batch)
         self._born[self._batch] = time.monotonic()
@@ -233,11 +234,12 @@ class ReportSender:
                             RETAIN_BYTES >> 20, self.retained_forgotten)
 
     def pending_tasks(self) -> list[list]:
-        """[job, index, owner key id] of the reports made in this run and not acknowledged yet (told to a boss
-        when registering: those tasks ended here, their reports are on their way)."""
-        tasks = [[row[1], row[2], row[10]] for row in self.rows]
+        """[job, index, owner key id, proof that it ended here] of the reports made in this run and not
+        acknowledged yet (told to a boss when registering: those tasks ended here, their reports are on their
+        way)."""
+        tasks = [[row[1], row[2], row[10], row[11]] for row in self.rows]
         for batch in self._tasks_of.values():
-            tasks += [[job, index, owner] for job, index, owner in batch]
+            tasks += [list(said) for said in batch]
         return tasks
 
     @property

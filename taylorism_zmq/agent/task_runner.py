@@ -15,7 +15,7 @@ from ..launch.link_protocol import TO_AGENT, LinkError, LinkMsg, decode
 from ..launch.output import DEFAULT_MAX_OUTPUT
 from ..launch.task import died
 from ..wire import protocol
-from ..wire.integrity import NO_TAG
+from ..wire.integrity import ENDED, NO_TAG, RUNNING, claim_proof
 from ..wire.peer_logging import RateLimitedLog, job_label
 from ..wire.protocol import ENVELOPE
 from . import forked
@@ -34,8 +34,10 @@ class TaskRunner:
 
     def __init__(self, aid: str, host: str, launchers: LauncherPool, sender: ReportSender, *,
                  run_as_client_user: bool = False, trusted_link: bool = False, keep_env: tuple[str, ...] = (),
-                 max_report: int | None = None, max_output: int | None = None):
+                 max_report: int | None = None, max_output: int | None = None, claimant: str = ""):
         self.aid, self.host = aid, host
+        #: whom this agent's claims of tasks are bound to (integrity.claimant: its CURVE key's id, or "")
+        self.claimant = claimant
         self.launchers = launchers
         self.sender = sender
         #: run each job's tasks as the Unix user its owner's key maps to (an agent started as root)
@@ -52,9 +54,10 @@ class TaskRunner:
         self._env_found_good: dict[str, Any] | None = None
         #: tasks that came before their forked launcher did
         self.fork_waits = forked.Waiting()
-        #: task id -> (job, index, ticket, the key id of the job's owner), for reports and for a boss that
-        #: restarted (it learns from them whose each task is before any client submits its job again)
-        self.task_info: dict[int, tuple[str, int, int | None, str]] = {}
+        #: task id -> (job, index, ticket, the key id of the job's owner, the task's key), for reports and for a
+        #: boss that restarted (it learns from them whose each task is before any client submits its job again,
+        #: and checks with the key, once the job is back, that the task was given here)
+        self.task_info: dict[int, tuple[str, int, int | None, str, bytes]] = {}
         #: streamed task output not sent yet: [job, index, stream, data] rows (best effort, never resent)
         self.output_box: list[list] = []
         #: which chunks of live output go on (at most a rate), with a mark where some were dropped
@@ -114,16 +117,16 @@ class TaskRunner:
                 link.classes.add(ref)
                 link.send(LinkMsg.CLASS, ref, blob, trusted)
         for tid, index, ticket, cls_ref, payload, key in body["tasks"]:
-            self.task_info[tid] = (body["job"], index, ticket, body["owner"])
+            self.task_info[tid] = (body["job"], index, ticket, body["owner"], key)
             self.launchers.give(link, tid, ticket, cls_ref, payload, body["binded"], trusted, body["timeout"],
                                 body["stream"], body["max_tasks"], key)
 
     def _fail_all(self, body: dict[str, Any], why: str, skip: frozenset[int] | set[int] = frozenset()) -> None:
         """Report every task of a RUN as failed, with *why*, without running any (but those in *skip*)."""
-        for tid, index, _ticket, _cls, _payload, _key in body["tasks"]:
+        for tid, index, _ticket, _cls, _payload, key in body["tasks"]:
             if tid in skip:
                 continue
-            self.task_info[tid] = (body["job"], index, None, body["owner"])
+            self.task_info[tid] = (body["job"], index, None, body["owner"], key)
             self._done(tid, False, died(why), time.time(), time.time(), b"", b"", NO_TAG)
 
     def caps(self) -> tuple[int, int]:
@@ -218,18 +221,25 @@ class TaskRunner:
         info = self.task_info.pop(tid, None)
         if info is None:
             return  # a task this agent was never told about
-        job, index, _ticket, owner = info
+        job, index, _ticket, owner, key = info
         self.output_box += [[job, index, stream, mark] for stream, mark in self.live.finish(tid)]
-        row = [tid, job, index, ok, payload, t0, t1, stdout, stderr, tag, owner]
+        proof = claim_proof(key, self.claimant, job, index, ENDED)  # (kept with the row, in the journal too)
+        row = [tid, job, index, ok, payload, t0, t1, stdout, stderr, tag, owner, proof]
         size = report_size(row)
         if size > self.sender.row_cap():  # the launcher caps results; this catches what it could not see
             why = (f"its report with its output takes {size} bytes, more than the boss accepts in one message "
                    f"({self.sender.row_cap()} bytes): return less, or print less")
             row = [tid, job, index, False, died(f"task on host {self.host} failed: {why}"), t0, t1,
-                   stdout[-65536:], stderr[-65536:], NO_TAG, owner]
+                   stdout[-65536:], stderr[-65536:], NO_TAG, owner, proof]
             log.warning("agent %s: report of task %d of job %s refused: %s", self.aid, tid, job_label(job), why,
                         extra={"job": job_label(job)})
         self.sender.add(row)
+
+    def running_rows(self) -> list[list]:
+        """REGISTER's ``running``: [task id, job, index, ticket, owner key id, proof that it runs here] of each
+        task this agent runs."""
+        return [[tid, job, index, ticket, owner, claim_proof(key, self.claimant, job, index, RUNNING)]
+                for tid, (job, index, ticket, owner, key) in self.task_info.items()]
 
     def close_launcher(self, link: LauncherLink) -> None:
         """Let a launcher go: its tasks are forgotten (those it ran are reported by then)."""

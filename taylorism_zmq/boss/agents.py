@@ -7,24 +7,32 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ..wire.integrity import ENDED, RUNNING, claim_verifies, claimant
 from ..wire.keystore import Identity
 from ..wire.peer_logging import RateLimitedLog
 from ..wire.protocol import Msg
 from .ledger import Ledger
 from .model import AgentRecord, JobState, TaskRecord, TaskState
 from .options import BossOptions
+from .orphans import unproven
 from .validation import FinishedRow, finished_rows, register_problem, ticket_fits
 
 log = logging.getLogger("taylorism_zmq.boss")
 
 
-def _may_run_there(task: TaskRecord, aid: str) -> bool:
-    """Whether agent *aid*, registering, may be taking as running the pending *task*: it was sent there (the agent
-    was thought lost meanwhile), or its job was submitted again after a boss restart and this boss has sent it
-    nowhere yet (it may have been running there since before the restart; after a failover every job of the
-    records counts as submitted again, its RUN perhaps the active's last word).  Never a task of a job this boss
-    made, that it did not send there: an agent key cannot claim tasks it was never given."""
-    return aid in task.tried or (task.job.resubmitted and not task.tried)
+def _may_run_there(task: TaskRecord, aid: str, who: str, what: str, proof: bytes) -> bool | None:
+    """Whether agent *aid* (of agent key *who*), registering, may be taking as running the pending *task*: it was
+    sent there (the agent was thought lost meanwhile), or its job was submitted again after a boss restart and
+    this boss has sent it nowhere yet (it may have been running there since before the restart; after a failover
+    every job of the records counts as submitted again, its RUN perhaps the active's last word) and the agent
+    proves it holds the task's key (*proof*, of *what*: it runs, or it ended there).  Never a task of a job this
+    boss made, that it did not send there: an agent key cannot claim tasks it was never given.  None: the claim's
+    proof does not verify."""
+    if aid in task.tried:
+        return True
+    if not task.job.resubmitted or task.tried:
+        return False
+    return claim_verifies(task.key, who, task.job.jid, task.index, what, proof) or None
 
 
 class AgentEvents:
@@ -62,7 +70,7 @@ class AgentEvents:
         ledger.agents[aid] = agent
         ledger.agent_keys.remember(aid, who.key, route, ledger.agents)
         _running, stale, _adopted = self.take_running(agent, body["running"], now, who)
-        self.take_finished(agent, finished_rows(body) or (), now)
+        self.take_finished(agent, finished_rows(body) or (), now, who)
         if stale:
             ledger.out.add(route, Msg.KILL, {"tasks": stale})
         ledger.free.update(agent)
@@ -80,11 +88,11 @@ class AgentEvents:
         was never sent there, a ticket its job could not have given there) is to be stopped.  Returns the ids of
         the tasks running there as the records now say, the task ids to stop (KILL), and how many were
         adopted."""
-        ledger, aid = self.ledger, agent.aid
+        ledger, aid, said_by = self.ledger, agent.aid, claimant(who.key)
         listed: set[int] = set()
         stale: list[int] = []
         adopted = 0
-        for tid, jid, index, ticket, owner in running:
+        for tid, jid, index, ticket, owner, proof in running:
             job = ledger.jobs.get(jid)
             task = job.by_index.get(index) if job is not None else None
             if job is not None and job.owner_id != owner:
@@ -98,38 +106,48 @@ class AgentEvents:
                 stale.append(tid)  # not a ticket this job could have given it there: stop that copy
             elif task is not None and task.state is TaskState.RUNNING and task.agent is agent:
                 listed.add(task.tid)  # (an agent of the records, back after a failover)
-            elif task is not None and task.state is TaskState.PENDING and _may_run_there(task, aid):
+            elif task is not None and task.state is TaskState.PENDING and \
+                    (may := _may_run_there(task, aid, said_by, RUNNING, proof)) is not False:
+                if may is None:  # an agent key that was never sent it: neither taken as running there nor stopped
+                    unproven(ledger.counters, RUNNING, jid, index, said_by)
+                    continue
                 ledger.transition(task, TaskState.RUNNING, now, agent, ticket, adopted=True)
                 listed.add(task.tid)
                 adopted += 1
-            elif job is None and jid not in ledger.ended:
-                ledger.orphan_running.keep(jid, index, aid, ticket, owner)  # for its owner's job, submitted again
+            elif job is None and jid not in ledger.ended:  # for its owner's job, submitted again (proof checked then)
+                ledger.orphan_running.keep(jid, index, aid, ticket, owner, said_by, proof, RUNNING)
             else:  # its job ended, or the task runs elsewhere now (or was never sent there): stop this copy
                 stale.append(tid)
         return listed, stale, adopted
 
-    def take_finished(self, agent: AgentRecord, finished: Iterable[FinishedRow], now: float) -> tuple[set[int], int]:
+    def take_finished(self, agent: AgentRecord, finished: Iterable[FinishedRow], now: float,
+                      who: Identity) -> tuple[set[int], int]:
         """Tasks *agent* says ended there, their reports on their way (REGISTER's ``finished``): each is taken
         as running there until its report comes, so that no dispatch overtakes that report (a boss that
         restarted or took over knows nothing of it yet); for a job not submitted (again) yet, kept for its owner's
         job as a task running there.  (After a failover every job of the records counts as submitted again: a
         pending task never sent anywhere may be one, its RUN the active's last word.)  Returns the ids of the
         tasks so taken, and how many of them were pending."""
-        ledger, taken, adopted = self.ledger, set(), 0
-        for jid, index, owner in finished:
+        ledger, taken, adopted, said_by = self.ledger, set(), 0, claimant(who.key)
+        for jid, index, owner, proof in finished:
             job = ledger.jobs.get(jid)
             task = job.by_index.get(index) if job is not None else None
             if job is not None and job.owner_id != owner:
                 ledger.counters["refused"] += 1
             elif task is not None and task.state is TaskState.RUNNING and task.agent is agent:
                 taken.add(task.tid)
-            elif task is not None and task.state is TaskState.PENDING and _may_run_there(task, agent.aid):
+            elif task is not None and task.state is TaskState.PENDING and \
+                    (may := _may_run_there(task, agent.aid, said_by, ENDED, proof)) is not False:
+                if may is None:
+                    unproven(ledger.counters, ENDED, jid, index, said_by)
+                    continue
                 ledger.transition(task, TaskState.RUNNING, now, agent, None, adopted=True)
                 taken.add(task.tid)
                 adopted += 1
             elif (job is None and jid not in ledger.ended) or (
                     job is not None and task is None and index not in job.indexes and job.resubmitted):
-                ledger.orphan_running.keep(jid, index, agent.aid, None, owner)  # (for its ADD_TASKS to come)
+                # (for its ADD_TASKS to come, which brings the key its proof is checked with)
+                ledger.orphan_running.keep(jid, index, agent.aid, None, owner, said_by, proof, ENDED)
         return taken, adopted
 
     def registered(self) -> dict[str, Any]:

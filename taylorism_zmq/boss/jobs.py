@@ -180,9 +180,9 @@ class JobRequests:
         owner = job.owner_id
         size = sum(len(blob) for ref, blob in body["classes"].items() if ref not in job.classes)
         new_indexes: set[int] = set()
-        for index, name, cls, _memory, _expected, files, payload, _key in body["tasks"]:
+        for index, name, cls, _memory, _expected, files, payload, key in body["tasks"]:
             if index not in job.indexes and index not in new_indexes and \
-                    not ledger.orphan_reports.held_for((job.jid, index), owner):
+                    not ledger.orphan_reports.held_for((job.jid, index), owner, key):
                 new_indexes.add(index)
                 size += task_bytes(name, cls, files, payload)
         problem = ledger.quota.bytes_problem(job.owner.key, size)
@@ -200,7 +200,8 @@ class JobRequests:
             if index in job.indexes:
                 continue  # a resubmission: the task is known already
             job.indexes.add(index)
-            report = ledger.orphan_reports.take((job.jid, index), owner)
+            # (what agents said of it is taken where it proves the task's key, bound to the agent's key)
+            report = ledger.orphan_reports.take((job.jid, index), owner, key)
             if report is not None:  # it ended while the boss was away
                 ok, payload, host, stdout, stderr, tag = report
                 recovered.append([index, ok, payload, host, name, stdout, stderr, tag])
@@ -209,11 +210,11 @@ class JobRequests:
             task = ledger.add_task(job, index, name, cls, float(memory), float(expected_time), files, payload, key,
                                    now)
             new.append(task)
-            running = ledger.orphan_running.take((job.jid, index), owner)
-            if running is not None and running[0] in ledger.agents \
-                    and ticket_fits(job, ledger.agents[running[0]], running[1]):  # still running where it was
-                ledger.transition(task, TaskState.RUNNING, now, ledger.agents[running[0]], running[1], adopted=True)
-                adopted += 1
+            for aid, ticket in ledger.orphan_running.take((job.jid, index), owner, key):
+                if aid in ledger.agents and ticket_fits(job, ledger.agents[aid], ticket):  # still runs where it ran
+                    ledger.transition(task, TaskState.RUNNING, now, ledger.agents[aid], ticket, adopted=True)
+                    adopted += 1
+                    break
         if job.resubmitted and (recovered or adopted):
             log.info("job %s, submitted again: %d task(s) ended while the boss was away, %d still run where they "
                      "ran (adopted), %d to run", job.label, len(recovered), adopted, len(new) - adopted)

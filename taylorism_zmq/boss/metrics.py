@@ -31,6 +31,8 @@ DROPPED = {"bad_messages": "bad_message", "unknown_agent_messages": "unknown_age
            "handshakes_refused": "handshake_of_an_unknown_key",
            "started_dropped": "start_notice_to_a_peer_not_reading",
            "orphan_reports_dropped": "unclaimed_report_over_the_cap",
+           "claims_unproven": "restart_claim_without_proof_of_the_task_key",
+           "orphan_claims_over": "restart_claim_over_the_cap",
            "quota_refused": "job_over_its_keys_quota",
            "output_gaps_unmarked": "live_output_gap_not_marked", "frames_over_cap": "frame_over_the_cap"}
 #: boss counters exported as taylorism_jobs_ended_total{status=...}

@@ -8,13 +8,14 @@ import logging
 
 import msgpack
 
-from ..wire.integrity import TAG_BYTES
+from ..wire.integrity import ENDED, TAG_BYTES, claim_verifies, claimant
 from ..wire.keystore import Identity
 from ..wire.peer_logging import RateLimitedLog, job_label
 from ..wire.protocol import STDERR, STDOUT, Msg
 from .ledger import Ledger
 from .model import AgentRecord, JobRecord, JobState, TaskRecord, TaskState
-from .validation import MAX_KEY_ID
+from .orphans import unproven
+from .validation import MAX_KEY_ID, proof_fits
 
 log = logging.getLogger("taylorism_zmq.boss")
 
@@ -57,7 +58,7 @@ def traceback_tail(payload: bytes, lines: int = 4) -> str:
 def _may_have_run_before_a_restart(task: TaskRecord) -> bool:
     """True for a task of a job submitted again after a boss restart that this boss never sent anywhere: an
     agent that ran it before the restart may report it (as it may report the tasks of jobs not submitted again
-    yet, kept as orphans).  (The report says its job's owner: checked before.)"""
+    yet, kept as orphans).  (The report says its job's owner, and proves its task's key: checked before.)"""
     return task.job.resubmitted and not task.tried and task.state is TaskState.PENDING
 
 
@@ -81,7 +82,10 @@ class Reports:
         task's RUN).  Where the restart path needs it, and only there: a report for a job unknown here is kept
         for that owner's job, submitted again after a boss restart; so is one for a task of such a job that this
         boss has not sent anywhere yet (it ended on an agent while the boss was away, and the agent delivers it
-        once it finds the boss again).  Nothing here is checked against the task's key: the client does that.
+        once it finds the boss again).  On that path, and only there, the boss cannot tell where it sent a task:
+        a row must prove its task's key (integrity.claim_proof, bound to the sender's key), checked here against
+        the task's key when the boss holds it, else when the owner's ADD_TASKS brings it.  The result itself is
+        not checked here: the client does that (its tag).
         """
         ledger = self.ledger
         aid = body["agent"]
@@ -107,23 +111,29 @@ class Reports:
         """The rows of an agent's report batch: each task's move, its report to its client, its job's end."""
         ledger = self.ledger
         forward: dict[str, list] = {}
+        said_by = claimant(who.key)
         try:
-            for _tid, jid, index, ok, payload, t0, t1, stdout, stderr, tag, owner in body["reports"]:
+            for _tid, jid, index, ok, payload, t0, t1, stdout, stderr, tag, owner, proof in body["reports"]:
                 job = ledger.jobs.get(jid)
                 task = job.by_index.get(index) if job is not None else None
-                why = self._refusal(job, task, index, aid, owner, tag)
+                why = self._refusal(job, task, index, aid, owner, tag, proof)
                 if why is not None:
                     ledger.counters["refused"] += 1
                     self._refused_log.warning(f"report:{who.key}", "refused a report for task %d of job %s from "
                                               "agent %s (%s): %s", index, job.label if job else job_label(jid),
                                               aid, who.label, why)
                     continue
+                if task is not None and aid not in task.tried and \
+                        not claim_verifies(task.key, said_by, jid, index, ENDED, proof):
+                    unproven(ledger.counters, ENDED, jid, index, said_by)  # (the restart path: see above)
+                    continue
                 if job is None or task is None:
                     if (job is None and jid not in ledger.ended) or (job is not None and index not in job.indexes):
                         # a job not submitted again yet after a boss restart, or whose ADD_TASKS has not brought
                         # this task yet: kept for its owner's
                         ledger.orphan_running.ended((jid, index), aid)
-                        ledger.orphan_reports.keep(jid, index, (ok, payload, host, stdout, stderr, tag), owner, now)
+                        ledger.orphan_reports.keep(jid, index, (ok, payload, host, stdout, stderr, tag), owner,
+                                                   said_by, proof, now)
                     else:
                         ledger.counters["late_or_duplicate_reports"] += 1
                     continue
@@ -169,10 +179,11 @@ class Reports:
 
     @staticmethod
     def _refusal(job: JobRecord | None, task: TaskRecord | None, index: int, aid: str, owner: str,
-                 tag: bytes) -> str | None:
+                 tag: bytes, proof: bytes) -> str | None:
         """Why a report row of agent *aid* does not count, if it does not."""
-        if len(owner) > MAX_KEY_ID or len(tag) not in (0, TAG_BYTES):
-            return f"its owner key id takes {len(owner)} characters and its tag {len(tag)} bytes"
+        if len(owner) > MAX_KEY_ID or len(tag) not in (0, TAG_BYTES) or not proof_fits(proof):
+            return (f"its owner key id takes {len(owner)} characters, its tag {len(tag)} bytes and its proof "
+                    f"{len(proof)}")
         if job is None:
             return None  # (kept for a job submitted again, of that owner, if its job did not end here)
         if owner != job.owner_id:

@@ -109,7 +109,7 @@ class Takeover:
         ledger.agent_keys.remember(aid, who.key, route, ledger.agents)
         listed, stale, adopted = self.agents.take_running(agent, body["running"], now, who)
         finished = finished_rows(body)
-        taken, pending_taken = self.agents.take_finished(agent, finished or (), now)
+        taken, pending_taken = self.agents.take_finished(agent, finished or (), now, who)
         adopted += pending_taken  # (each running there until its report comes)
         listed |= taken
         missing = [tid for tid in sorted(agent.running) if tid not in listed]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..wire.integrity import TAG_BYTES
+
 if TYPE_CHECKING:
     from .model import AgentRecord, JobRecord
 
@@ -21,8 +23,14 @@ MAX_TICKET = 2**31
 MAX_KEY_ID = 64
 #: characters of an agent id, a host name and a machine id
 MAX_NAME = 256
-#: a task an agent says ended there, its report on its way (REGISTER's ``finished``): job id, index, owner key id
-FinishedRow = tuple[str, int, str]
+#: a task an agent says ended there, its report on its way (REGISTER's ``finished``): job id, index, owner key id,
+#: the agent's proof that it ended there (integrity.claim_proof)
+FinishedRow = tuple[str, int, str, bytes]
+
+
+def proof_fits(proof: bytes) -> bool:
+    """Whether a claim's proof has the size of one (or is none)."""
+    return len(proof) in (0, TAG_BYTES)
 
 
 def register_problem(body: dict[str, Any]) -> str | None:
@@ -38,26 +46,29 @@ def register_problem(body: dict[str, Any]) -> str | None:
     running = body["running"]
     if len(running) > body["slots"]:
         return f"{len(running)} running tasks declared on {body['slots']} slots"
-    for _tid, _job, index, ticket, owner in running:
+    for _tid, _job, index, ticket, owner, proof in running:
         if index < 0 or (ticket is not None and not 0 <= ticket < MAX_TICKET):
             return f"task index {index} or ticket {ticket} out of range"
         if len(owner) > MAX_KEY_ID:
             return f"a task's owner key id takes {len(owner)} characters, more than {MAX_KEY_ID}"
+        if not proof_fits(proof):
+            return f"a task's proof takes {len(proof)} bytes, not {TAG_BYTES}"
     return None
 
 
 def finished_rows(body: dict[str, Any]) -> list[FinishedRow] | None:
-    """The (job, index, owner key id) of tasks an agent says ended there, their reports on their way
+    """The (job, index, owner key id, proof) of tasks an agent says ended there, their reports on their way
     (REGISTER's ``finished``); None if it says nothing of them, or says it wrong."""
     said = body.get("finished")
     if type(said) is not list:
         return None
     out = []
     for item in said:
-        if type(item) is not list or len(item) != 3 or type(item[0]) is not str or type(item[1]) is not int \
-                or type(item[2]) is not str or item[1] < 0 or len(item[2]) > MAX_KEY_ID:
+        if type(item) is not list or len(item) != 4 or type(item[0]) is not str or type(item[1]) is not int \
+                or type(item[2]) is not str or type(item[3]) is not bytes or item[1] < 0 \
+                or len(item[2]) > MAX_KEY_ID or not proof_fits(item[3]):
             return None
-        out.append((item[0], item[1], item[2]))
+        out.append((item[0], item[1], item[2], item[3]))
     return out
 
 

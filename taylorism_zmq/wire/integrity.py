@@ -41,3 +41,37 @@ def tag(key: bytes, ok: bool, payload: bytes) -> bytes:
 def verifies(key: bytes, ok: bool, payload: bytes, result_tag: bytes) -> bool:
     """True if *result_tag* is the tag of (*ok*, *payload*) under *key*: the task holding that key made it."""
     return len(result_tag) == TAG_BYTES and hmac.compare_digest(tag(key, ok, payload), result_tag)
+
+
+#: what an agent's claim says of a task: it runs there (REGISTER's ``running``), or it ended there (its report
+#: row, REGISTER's ``finished``)
+RUNNING, ENDED = "running", "ended"
+_CLAIM = b"taylorism-zmq claim\0"
+
+
+def claimant(public_key: str | bytes | None) -> str:
+    """Whom a claim is bound to: the key id of the CURVE key the agent speaks with (the boss knows it from the
+    connection); "" on a link without CURVE (ipc, --insecure), where every peer is the same one to the boss."""
+    if not public_key or public_key in ("local", "anonymous"):
+        return ""
+    from .keystore import fingerprint  # (keystore loads zmq.auth: task processes, which tag results, need none)
+
+    return fingerprint(public_key)
+
+
+def claim_proof(key: bytes, who: str, job: str, index: int, what: str) -> bytes:
+    """What an agent sends with its word that task *index* of *job* runs (*what* = RUNNING) or ended (ENDED)
+    there, as the agent *who* (:func:`claimant`): made with the task's key, which only the agents the task was
+    sent to hold, so that a boss that restarted (it knows not where it sent what) can tell a claim of an agent
+    given the task from another's.  None without a key."""
+    if not key:
+        return NO_TAG
+    # (claimant and what hold no NUL, the index is digits: the job id, last, needs no length)
+    said = b"\0".join((who.encode(), what.encode(), str(index).encode(), job.encode()))
+    return hmac.digest(key, _CLAIM + said, "sha256")
+
+
+def claim_verifies(key: bytes, who: str, job: str, index: int, what: str, proof: bytes) -> bool:
+    """True if *proof* is :func:`claim_proof` of this claim under *key*, the task's."""
+    return len(key) == KEY_BYTES and len(proof) == TAG_BYTES and \
+        hmac.compare_digest(claim_proof(key, who, job, index, what), proof)

@@ -29,7 +29,9 @@ import msgpack
 #:    say whether the connection they go to is the job owner's
 #: 5: a pair of bosses (the PEER_* messages, NOT_ACTIVE, TAKEOVER); RUN, KILL, REGISTERED and PONG of a boss of a
 #:    pair carry its epoch (an agent obeys no older one)
-VERSION = 5
+#: 6: REGISTER's running and finished rows and report rows end with the agent's proof of the task's key (see
+#:    integrity.claim_proof), which a boss that restarted checks before it takes the claim
+VERSION = 6
 VERSION_FRAME = bytes([VERSION])
 #: default (and largest) cap for one frame received by a daemon (zmq MAXMSGSIZE and decode check)
 MAX_FRAME = 256 * 1024 * 1024
@@ -165,8 +167,9 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
     Msg.ADMIN_REPLY: {"ok": bool, "message": str},
     Msg.REGISTER: {
         "agent": str, "host": str, "shm_host": str, "cpus": int, "memory": NUM, "slots": int,
-        # task id, job, index, ticket, the key id of the job's owner (from its RUN)
-        "pid": int, "running": Rows((int, str, int, (int, type(None)), str)),
+        # task id, job, index, ticket, the key id of the job's owner (from its RUN), the proof that it runs
+        # there (integrity.claim_proof); optional: finished, [job, index, owner key id, proof that it ended]
+        "pid": int, "running": Rows((int, str, int, (int, type(None)), str, bytes)),
     },
     Msg.GOODBYE: {"agent": str},
     # reports: the endpoint agents push reports to (a wildcard host means: the host used for control)
@@ -183,10 +186,10 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
     Msg.KILL: {"tasks": ListOf(int)},
     Msg.REREGISTER: {},
     Msg.SHUTDOWN: {},
-    # report rows: task id, job, index, ok, payload, start, end, stdout, stderr, tag, the job owner's key id;
-    # unacknowledged batches are sent again
+    # report rows: task id, job, index, ok, payload, start, end, stdout, stderr, tag, the job owner's key id, the
+    # proof that it ended there (integrity.claim_proof); unacknowledged batches are sent again
     Msg.AGENT_REPORTS: {"agent": str, "batch": int,
-                        "reports": Rows((int, str, int, bool, bytes, NUM, NUM, bytes, bytes, bytes, str))},
+                        "reports": Rows((int, str, int, bool, bytes, NUM, NUM, bytes, bytes, bytes, str, bytes))},
     Msg.AGENT_OUTPUT: {"agent": str, "chunks": Rows((str, int, int, bytes))},  # job, index, stream, data
     Msg.HEARTBEAT: {"agent": str, "load": ListOf(NUM), "cpu": NUM, "mem_avail": NUM, "running": int},
     # role: active, standby or starting; seq: the last event streamed (active) or applied (standby) on *stream*
