@@ -167,7 +167,7 @@ class ReportSender:
             return False
         frames = protocol.encode(Msg.AGENT_REPORTS, {"agent": self.aid, "batch": batch, "reports": rows})
         try:
-            self.push.send_multipart(frames, zmq.NOBLOCK, copy=False)  # type: ignore[union-attr]
+            self.push.send_multipart(frames, zmq.NOBLOCK)  # type: ignore[union-attr]  (copied: see copy_every_frame)
         except zmq.Again:
             return False
         self._forget_in_flight(batch)
