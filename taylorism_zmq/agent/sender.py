@@ -167,7 +167,8 @@ class ReportSender:
             return False
         frames = protocol.encode(Msg.AGENT_REPORTS, {"agent": self.aid, "batch": batch, "reports": rows})
         try:
-            self.push.send_multipart(frames, zmq.NOBLOCK, copy=False)  # type: ignore[union-attr]
+            # (copied, however large: see wire.sockets.copy_every_frame)
+            self.push.send_multipart(frames, zmq.NOBLOCK)  # type: ignore[union-attr]
         except zmq.Again:
             return False
         self._forget_in_flight(batch)

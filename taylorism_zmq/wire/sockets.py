@@ -67,6 +67,7 @@ def configure_bound(sock: zmq.Socket, max_frame: int, handshake_timeout: float =
     sock.handshake_ivl = int(handshake_timeout * 1000)
     # (a frame a little over the cap is read, refused with the reason and counted: boss/daemon.py; libzmq cuts
     # a connection whose frame is over this, in silence)
+    copy_every_frame(sock)
     sock.maxmsgsize = max_frame + FRAME_SLACK
     sock.sndhwm = BOSS_SNDHWM
     sock.rcvhwm = BOSS_RCVHWM
@@ -75,8 +76,16 @@ def configure_bound(sock: zmq.Socket, max_frame: int, handshake_timeout: float =
     sock.tcp_keepalive = 1
 
 
+def copy_every_frame(sock: zmq.Socket) -> None:
+    """Send every frame copied, however large: pyzmq sends a frame above its copy_threshold (64 KiB) without a
+    copy, and the frame's release then goes through its garbage-collector thread (one more thread woken, and
+    the GIL taken, per message), where a copy of 100 KB costs a few microseconds."""
+    sock.copy_threshold = (1 << 31) - 1
+
+
 def configure_connected(sock: zmq.Socket, linger_ms: int = 2000, max_frame: int = protocol.MAX_FRAME) -> None:
     """Options for agents' and clients' sockets: backoff, heartbeats, bounded linger, frames and queues."""
+    copy_every_frame(sock)
     sock.linger = linger_ms
     sock.reconnect_ivl_max = 5000
     sock.heartbeat_ivl = HEARTBEAT_IVL_MS
