@@ -65,9 +65,9 @@ def configure_bound(sock: zmq.Socket, max_frame: int, handshake_timeout: float =
     connection holds a descriptor until then: libzmq's default is 30 s), no hang at close."""
     sock.linger = 0
     sock.handshake_ivl = int(handshake_timeout * 1000)
+    copy_every_frame(sock)
     # (a frame a little over the cap is read, refused with the reason and counted: boss/daemon.py; libzmq cuts
     # a connection whose frame is over this, in silence)
-    copy_every_frame(sock)
     sock.maxmsgsize = max_frame + FRAME_SLACK
     sock.sndhwm = BOSS_SNDHWM
     sock.rcvhwm = BOSS_RCVHWM
