@@ -157,6 +157,12 @@ def agent_parser() -> argparse.ArgumentParser:
                    help="where the agent keeps the reports the boss has not acknowledged yet (its journal, 0700), "
                         "so that none is lost while the boss is away, even across an agent restart (default "
                         "$XDG_STATE_HOME/taylorism/agent-HOST, i.e. ~/.local/state/taylorism/agent-HOST)")
+    p.add_argument("--resend-after", type=float, default=5.0,
+                   help="seconds a batch of reports the boss has not acknowledged waits before it goes to the "
+                        "journal and is sent again (default %(default)s)")
+    p.add_argument("--boss-silence", type=float, default=10.0,
+                   help="seconds without a word from the boss, and at least 10 heartbeats, before the agent says "
+                        "so in its log, once (default %(default)s)")
     p.add_argument("--launcher-idle", type=float, default=600.0,
                    help="seconds a job environment's launcher (a process and its spare task processes) stays "
                         "once no task of it runs (default 600)")

@@ -63,10 +63,11 @@ class PairCluster:
         return self
 
     def start(self) -> PairCluster:
-        """Boss 0 active, boss 1 its standby in sync."""
+        """Boss 0 active, boss 1 its standby in sync.  Started together: boss 0 becomes active as soon as it hears
+        a standby with no state (alone, it would wait --peer-timeout for a peer that never answers)."""
         self.start_boss(0)
-        wait_until(lambda: self.role(0) == "active", 20, "boss 0 active")
         self.start_boss(1, standby=True)
+        wait_until(lambda: self.role(0) == "active", 20, "boss 0 active")
         self.wait_in_sync()
         return self
 

@@ -321,14 +321,17 @@ def test_a_connection_idle_longer_than_the_timeout_still_works(cluster_factory, 
     assert [r["report"]["tag"] for r in report["workers_report"]] == ["2"]
 
 
-# the boss stays away until reports wait in the agents' journals; or 12 s more, so that the agents' reconnection
-# backoff reaches its longest (the kept reports must still come within the restarted boss's recovery grace)
-@pytest.mark.parametrize("longer", [0.0, 12.0], ids=["short-outage", "long-outage"])
+# the boss stays away until reports wait in the agents' journals; or 5 s more, so that the agents' reconnection
+# backoff reaches its longest (the kept reports must still come within the restarted boss's recovery grace):
+# libzmq doubles it from 0.1 s, so it is 2 s, the agents' longest, after 3.1 s; a backoff let grow to 5 s (libzmq's
+# next steps, 3.2 s then 5 s, at 3.1 s and 6.3 s) has the boss, back ~7 s after its kill, wait ~4 s for them
+@pytest.mark.parametrize("longer", [0.0, 5.0], ids=["short-outage", "long-outage"])
 def test_boss_killed_and_restarted_mid_job_every_task_runs_and_reports_once(cluster_factory, tmp_path, longer):
     boss_log = tmp_path / "boss.log"  # (the restarted boss's, which says what it adopted and recovered)
     cluster = cluster_factory(agent_timeout=30, boss_log=str(boss_log))
-    cluster.add_agent(slots=2, host_name="node-a")
-    cluster.add_agent(slots=2, host_name="node-b")
+    # (reports unacknowledged for 1 s go to the journal, and are sent again from it every 1 s)
+    cluster.add_agent(slots=2, host_name="node-a", extra=("--resend-after", "1"))
+    cluster.add_agent(slots=2, host_name="node-b", extra=("--resend-after", "1"))
     cluster.wait_agents(2)
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -774,7 +777,7 @@ def _wait_for_line(lines: queue.Queue, text: str, timeout: float) -> str:
 def test_an_agent_notices_a_silent_boss_and_says_so(cluster_factory):
     cluster = cluster_factory()
     proc = subprocess.Popen([sys.executable, "-m", "taylorism_zmq", "agent", "--boss", cluster.control, "--reports",
-                             cluster.reports, "--heartbeat", "0.1", "--log-level", "WARNING"],
+                             cluster.reports, "--heartbeat", "0.1", "--boss-silence", "2", "--log-level", "WARNING"],
                             stderr=subprocess.PIPE, text=True, cwd="/")
     cluster.agents.append(proc)
     lines = _lines(proc.stderr)

@@ -319,11 +319,21 @@ def _check_job_output(text: str) -> None:
 def test_sbatch_script_runs_a_driver_on_a_real_slurm(slurm):
     (slurm.root / "driver.py").write_text(DRIVER)
     port = free_port()
-    done = slurm.run(["sbatch", "--wait", "--nodes=1", f"--output={slurm.root}/sbatch-%j.out",
-                      str(DAEMONS / "slurm-taylorism.sbatch"), str(slurm.root / "driver.py")], port)
-    outputs = sorted(slurm.root.glob("sbatch-*.out"))
-    text = outputs[-1].read_text() if outputs else ""
-    assert done.returncode == 0, done.stdout + done.stderr + text + slurm.log_tail()
+    submitted = slurm.run(["sbatch", "--parsable", "--nodes=1", f"--output={slurm.root}/sbatch-%j.out",
+                           str(DAEMONS / "slurm-taylorism.sbatch"), str(slurm.root / "driver.py")], port)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr + slurm.log_tail()
+    job = submitted.stdout.strip().split(";")[0]
+
+    def ended() -> str | None:
+        """The job's record once it has ended (sbatch --wait polls for it too, but seconds apart)."""
+        shown = slurm.run(["scontrol", "show", "job", job], port).stdout
+        state = re.search(r"JobState=(\S+)", shown)
+        return shown if state and state.group(1) not in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING") else None
+
+    record = str(wait_until(ended, 180, f"batch job {job} to end"))
+    text = (slurm.root / f"sbatch-{job}.out").read_text() if (slurm.root / f"sbatch-{job}.out").exists() else ""
+    # what sbatch --wait's exit code said: the job completed and its script exited 0
+    assert "JobState=COMPLETED" in record and "ExitCode=0:0" in record, record + text + slurm.log_tail()
     _check_job_output(text)
     wait_until(lambda: _no_daemons_left(port), 30, "the boss and agents to end with the job")
 

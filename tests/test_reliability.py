@@ -71,6 +71,7 @@ def test_issue14_an_agent_whose_reports_go_unanswered_says_so_naming_the_endpoin
     log = tmp_path / "agent.log"
     agent = subprocess.Popen([sys.executable, "-m", "taylorism_zmq", "agent", "--boss", cluster.control,
                               "--reports", void, "--heartbeat", "0.2", "--slots", "1", "--host-name", "lost",
+                              "--resend-after", "1",  # (its warning comes after one resend period)
                               "--state-dir", str(tmp_path / "state"), "--log-level", "WARNING",
                               "--log-file", str(log)], stdin=subprocess.DEVNULL, cwd="/")
     cluster.agents.append(agent)
@@ -282,7 +283,7 @@ def test_issue14_status_page_threads_are_bounded_and_json_stays_valid(cluster_fa
 
 def test_issue14_agent_holding_reports_for_a_dead_boss_stays_bounded_and_delivers(cluster_factory, tmp_path):
     cluster = cluster_factory()
-    agent = cluster.add_agent(slots=4, host_name="holder")
+    agent = cluster.add_agent(slots=4, host_name="holder", extra=("--resend-after", "2"))
     cluster.wait_agents(1)
     gate, runs = tmp_path / "gate", tmp_path / "runs"
     runs.mkdir()
@@ -296,7 +297,7 @@ def test_issue14_agent_holding_reports_for_a_dead_boss_stays_bounded_and_deliver
     cluster.boss.wait()
     gate.touch()  # the tasks end while the boss is away: 120 MiB of reports
     peak = 0
-    watch_until = time.monotonic() + 15  # three resend periods with the boss away, at least
+    watch_until = time.monotonic() + 6  # three resend periods (--resend-after) with the boss away, at least
     while time.monotonic() < watch_until or journal_rows(cluster.state_dir) < 4:
         peak = max(peak, rss(agent))
         assert time.monotonic() < watch_until + 30, "the reports never reached the journal"
@@ -315,7 +316,8 @@ def test_issue14_agent_holding_reports_for_a_dead_boss_stays_bounded_and_deliver
 
 def test_issue14_reports_in_the_journal_survive_an_agent_restart(cluster_factory, tmp_path):
     cluster = cluster_factory()
-    agent = cluster.add_agent(slots=2, host_name="phoenix")
+    # (its reports go to the journal after one resend period)
+    agent = cluster.add_agent(slots=2, host_name="phoenix", extra=("--resend-after", "1"))
     cluster.wait_agents(1)
     gate, runs = tmp_path / "gate", tmp_path / "runs"
     runs.mkdir()

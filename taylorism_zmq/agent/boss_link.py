@@ -36,6 +36,9 @@ log = logging.getLogger("taylorism_zmq.agent")
 
 #: how long without a REGISTERED answer before registering again
 REGISTER_RETRY = 5.0
+#: seconds without a word from the boss, and at least 10 heartbeats, before the agent says so in its log, once
+#: (the agent's --boss-silence)
+BOSS_SILENCE = 10.0
 #: seconds between heartbeats to a boss silent for long, at least and at most (half the silence between): each
 #: beat queued for it brings a REREGISTER when it comes back, and a new connection registers this agent anyway;
 #: at most half the boss's default --agent-timeout (a boss that hears us but is not heard keeps us)
@@ -65,7 +68,7 @@ class BossLink:
     def __init__(self, ctx: zmq.Context, poller: zmq.Poller, endpoints: list[str], aid: str, host: str,
                  cpus: int, slots: int, memory: float, curve: bool, reports_override: str | None,
                  heartbeat: float | None, inject_load: float, sender: ReportSender, tasks: TaskRunner,
-                 launchers: LauncherPool):
+                 launchers: LauncherPool, boss_silence: float = BOSS_SILENCE):
         self.ctx, self.poller = ctx, poller
         self.aid, self.host, self.cpus, self.slots, self.memory = aid, host, cpus, slots, memory
         self.curve = curve
@@ -95,6 +98,8 @@ class BossLink:
         self.boss_id: str | None = None
         self.last_heard = time.monotonic()
         self._boss_silent = False
+        #: BOSS_SILENCE, or the agent's --boss-silence
+        self.boss_silence = boss_silence
         self.registered = False
         self.registered_at = 0.0
         self._bad_log = RateLimitedLog(log)
@@ -203,7 +208,7 @@ class BossLink:
     def say_if_silent(self, now: float) -> None:
         """Say in the log, once, that the boss has been silent for long (tasks go on meanwhile)."""
         silent = now - self.last_heard
-        if silent > max(10.0, 10 * self.heartbeat) and not self._boss_silent:
+        if silent > max(self.boss_silence, 10 * self.heartbeat) and not self._boss_silent:
             self._boss_silent = True
             log.warning("agent %s: no word from the boss at %s for %.0fs; tasks go on and %d report "
                         "batch(es) wait for it", self.aid, self.control_endpoint, silent, self.sender.unacked)

@@ -33,11 +33,11 @@ from ..wire.endpoints import ASK_AGAIN, endpoint_list
 from ..wire.peer_logging import RateLimitedLog
 from ..wire.protocol import Msg, ProtocolError
 from . import forked
-from .boss_link import BossLink
+from .boss_link import BOSS_SILENCE, BossLink
 from .journal import default_state_dir, open_journal
 from .launcher_link import message_cap
 from .launcher_pool import LauncherPool
-from .sender import ReportSender
+from .sender import RESEND_AFTER, ReportSender
 from .task_runner import TaskRunner
 from .zygote import Zygote
 
@@ -56,7 +56,8 @@ class AgentDaemon:
                  max_output: int | None = None, launcher_idle: float = LAUNCHER_IDLE,
                  run_as_client_user: bool = False, keep_env: tuple[str, ...] = (), state_dir: str | None = None,
                  fork_socket: str | None = None, launcher_output: str | None = None,
-                 max_processes: int | None = None, task_cgroups: bool = True, allow_root_tasks: bool = False):
+                 max_processes: int | None = None, task_cgroups: bool = True, allow_root_tasks: bool = False,
+                 resend_after: float = RESEND_AFTER, boss_silence: float = BOSS_SILENCE):
         #: the bosses to talk to (one, or a pair: see .boss_link)
         self.endpoints = endpoint_list(control)
         #: where forks of the client connect as launchers (the embedded default), if anywhere
@@ -79,6 +80,10 @@ class AgentDaemon:
         self.max_report = max_report
         self.max_output = max_output
         self.launcher_idle = launcher_idle
+        #: seconds an unacknowledged report batch waits before the journal and a resend (--resend-after)
+        self.resend_after = resend_after
+        #: seconds without a word from the boss before the log says so (--boss-silence)
+        self.boss_silence = boss_silence
         #: run each job's tasks as the Unix user its owner's key maps to (an agent started as root)
         self.run_as_client_user = run_as_client_user
         #: an agent started as root told to run tasks as root (--allow-root-tasks): said in its log
@@ -123,7 +128,7 @@ class AgentDaemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
         descendants.set_dumpable(False)  # its tasks, of its user or not, cannot read its memory or /proc entries
-        self.sender = ReportSender(self.aid, open_journal(self.state_dir))
+        self.sender = ReportSender(self.aid, open_journal(self.state_dir), resend_after=self.resend_after)
         self._say_who_runs_tasks()
         self.cgroup = self._make_cgroup()
         # a fresh exec, with a clean environment and no descriptor of ours but its socket; a client's own agent
@@ -150,7 +155,7 @@ class AgentDaemon:
         ctx = zmq.Context()
         self.boss = BossLink(ctx, self.poller, self.endpoints, self.aid, self.host, self.cpus, self.slots,
                              self.memory, self.curve, self.reports_override, self.own_heartbeat, self.inject_load,
-                             self.sender, self.tasks, self.launchers)
+                             self.sender, self.tasks, self.launchers, boss_silence=self.boss_silence)
         #: what the boss says, by type
         self.handlers: dict[Msg, Callable[[dict[str, Any]], None]] = {
             Msg.RUN: self.on_run, Msg.KILL: self.on_kill, Msg.REGISTERED: self.boss.on_registered,
@@ -369,6 +374,8 @@ def run_agent(args: Any) -> int:
                         launcher_output=getattr(args, "launcher_output", None),
                         max_processes=getattr(args, "max_processes", None),
                         task_cgroups=getattr(args, "task_cgroups", "auto") != "off",
-                        allow_root_tasks=getattr(args, "allow_root_tasks", False))
+                        allow_root_tasks=getattr(args, "allow_root_tasks", False),
+                        resend_after=getattr(args, "resend_after", RESEND_AFTER),
+                        boss_silence=getattr(args, "boss_silence", BOSS_SILENCE))
     log_fields(agent=agent.aid, host=agent.host)  # (every line of this agent's log says which)
     return agent.serve()

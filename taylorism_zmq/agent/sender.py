@@ -40,6 +40,7 @@ WINDOW = 32 << 20
 #: a batch carries up to this many bytes of reports (one larger report goes alone, under the boss's cap)
 BATCH_BYTES = 4 << 20
 #: seconds a batch waits for its acknowledgement before it goes to the journal and is sent again from there
+#: (the agent's --resend-after)
 RESEND_AFTER = 5.0
 #: bytes a report row takes beyond its payload and output (ids, job, times, tag, owner, msgpack headers)
 ROW_OVERHEAD = 256
@@ -56,10 +57,12 @@ RETAIN_BYTES = 8 << 20
 class ReportSender:
     """Batches of reports from one agent, kept until the boss acknowledges them."""
 
-    def __init__(self, aid: str, journal: Journal, window: int = WINDOW):
+    def __init__(self, aid: str, journal: Journal, window: int = WINDOW, resend_after: float = RESEND_AFTER):
         self.aid = aid
         self.journal = journal
         self.window = window
+        #: RESEND_AFTER, or the agent's --resend-after
+        self.resend_after = resend_after
         self.push: zmq.Socket | None = None
         self.endpoint: str | None = None
         #: the boss's frame cap: no batch is larger
@@ -275,13 +278,13 @@ class ReportSender:
         while self._retained and self.boss_heard - self._retained[0][0] >= RETAIN:
             self._retained_bytes -= self._retained.popleft()[2]
         # unanswered (or not even sent: no boss) for RESEND_AFTER: to disk, where an agent killed now finds it
-        for batch in [b for b in self.memory if now - self._born[b] >= RESEND_AFTER]:
+        for batch in [b for b in self.memory if now - self._born[b] >= self.resend_after]:
             self._spill(batch)
-        for batch in [b for b, (_size, sent) in self._in_flight.items() if now - sent >= RESEND_AFTER]:
+        for batch in [b for b, (_size, sent) in self._in_flight.items() if now - sent >= self.resend_after]:
             self._forget_in_flight(batch)  # unanswered: it may go again
         for batch in sorted(self.spilled):
             sent = self.spilled[batch]
-            if sent is not None and now - sent < RESEND_AFTER:
+            if sent is not None and now - sent < self.resend_after:
                 continue
             if not self._room(self.journal.sizes.get(batch, 0)):
                 break  # read nothing back from the disk that could not go now
@@ -310,7 +313,7 @@ class ReportSender:
     def _warn_if_unanswered(self, now: float) -> None:
         """Say so once when reports wait for an acknowledgement longer than RESEND_AFTER."""
         oldest = min(self._born.values(), default=None)
-        if self._warned or oldest is None or now - max(oldest, self.last_ack) < RESEND_AFTER:
+        if self._warned or oldest is None or now - max(oldest, self.last_ack) < self.resend_after:
             return
         self._warned = True
         where = self.endpoint or "(no report endpoint known yet: the boss has not answered the registration)"
