@@ -159,6 +159,9 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
         agent_parser().error("--slots must be at least 1")
     if args.heartbeat is not None and not args.heartbeat > 0:
         agent_parser().error("--heartbeat must be above 0 (or leave it out: the agent follows the boss's)")
+    for option, value in (("--resend-after", args.resend_after), ("--boss-silence", args.boss_silence)):
+        if not value > 0:
+            agent_parser().error(f"{option} must be above 0 seconds")
     import os
 
     if args.run_as_client_user and os.geteuid() != 0:

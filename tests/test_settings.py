@@ -282,3 +282,11 @@ def test_a_quota_that_is_no_number_of_bytes_or_jobs_is_refused_in_one_line(optio
     out = command("boss", *option, "--control", "ipc:///nonexistent/x")
     assert out.returncode == 2 and "--max-held-mb-per-key a number of MiB from 0.001" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("option", ["--resend-after", "--boss-silence"])
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_an_agent_period_that_is_not_above_zero_is_refused_in_one_line(option, value):
+    out = command("agent", option, value, "--boss", "ipc:///nonexistent/x")
+    assert out.returncode == 2 and f"{option} must be above 0 seconds" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
