@@ -26,7 +26,7 @@ from ..wire.handshake import HandshakeWatch
 from ..wire.integrity import claimant
 from ..wire.peer_logging import RateLimitedLog
 from ..wire.protocol import Msg
-from ..wire.sockets import configure_connected, report_endpoint_for
+from ..wire.sockets import configure_connected, disconnect, report_endpoint_for
 from .launcher_link import message_cap
 from .launcher_pool import LauncherPool
 from .sender import ReportSender
@@ -267,10 +267,7 @@ class BossLink:
                                   exc)
             return False
         if self.reports_endpoint is not None:
-            try:
-                self.push.disconnect(self.reports_endpoint)
-            except zmq.ZMQError:
-                pass
+            disconnect(self.push, self.reports_endpoint)
             log.warning("agent %s: reports now go to %s (were %s)", self.aid, endpoint, self.reports_endpoint)
         self.reports_endpoint = endpoint
         self._push_spoke = 0.0  # (it says it is there at the next beat)
@@ -289,10 +286,7 @@ class BossLink:
                 (self.push, self.reports_endpoint)
             if endpoint is None:
                 continue
-            try:
-                sock.disconnect(endpoint)
-            except zmq.ZMQError:
-                pass  # (libzmq forgot it, after the refusal)
+            disconnect(sock, endpoint)
             sock.connect(endpoint)
             self._push_spoke = 0.0
             log.info("agent %s: connecting again to %s", self.aid, endpoint)
@@ -338,10 +332,7 @@ class BossLink:
         if endpoint is None:
             return
         old, self.control_endpoint = self.control_endpoint, endpoint
-        try:
-            self.dealer.disconnect(old)
-        except zmq.ZMQError:
-            pass
+        disconnect(self.dealer, old)
         self.dealer.connect(endpoint)
         if self.handshake is not None:
             self.handshake.endpoint = endpoint

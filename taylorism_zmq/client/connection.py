@@ -27,7 +27,7 @@ from ..wire import protocol, security
 from ..wire.endpoints import ASK_AGAIN, BossFinder, Probe, endpoint_list
 from ..wire.handshake import HandshakeWatch
 from ..wire.protocol import Msg, ProtocolError
-from ..wire.sockets import configure_connected, resolve_problem
+from ..wire.sockets import configure_connected, disconnect, resolve_problem
 
 log = logging.getLogger("taylorism_zmq")
 
@@ -168,7 +168,7 @@ class Connection:
                 left = deadline - now
                 if self._check_handshake(retry=left > BUSY_RETRY):
                     time.sleep(BUSY_RETRY)
-                    self.sock.disconnect(self.endpoint)
+                    disconnect(self.sock, self.endpoint)
                     self.sock.connect(self.endpoint)
                     self.send(kind, body)
                     continue
@@ -264,10 +264,7 @@ class Connection:
             return
         with self.lock:
             old, self.endpoint = self.endpoint, endpoint
-            try:
-                self.sock.disconnect(old)
-            except zmq.ZMQError:
-                pass
+            disconnect(self.sock, old)
             self.sock.connect(endpoint)
             self._handshake.endpoint = endpoint
             self._moved_at = time.monotonic()

@@ -99,6 +99,15 @@ def configure_connected(sock: zmq.Socket, linger_ms: int = 2000, max_frame: int 
     sock.tcp_keepalive = 1
 
 
+def disconnect(sock: zmq.Socket, endpoint: str) -> None:
+    """Disconnect *sock* from *endpoint*, which libzmq may have forgotten already (after a refused handshake):
+    no error then."""
+    try:
+        sock.disconnect(endpoint)
+    except zmq.ZMQError:
+        pass
+
+
 def report_endpoint_for(advertised: str, control: str) -> str:
     """The report endpoint to connect to, from the one the boss advertises and the control endpoint we use.
 
