@@ -65,7 +65,7 @@ class FakeAgents:
                 if kind is Msg.RUN:
                     self.batch += 1
                     rows = [[tid, body["job"], index, True, b"", 0.0, 0.0, b"", b"", b"", body["owner"], b""]
-                            for tid, index, _t, _c, _p, _k in body["tasks"]]
+                            for tid, index, _t, _c, _p, _k, _after in body["tasks"]]
                     self.push.send_multipart(protocol.encode(
                         Msg.AGENT_REPORTS, {"agent": aid, "batch": self.batch, "reports": rows}))
                     handled += len(rows)

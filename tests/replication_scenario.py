@@ -64,7 +64,7 @@ class Scenario:
                 aid = route.decode().split(".")[0]
                 self.running.setdefault(aid, []).extend(
                     [tid, body["job"], index, ticket, body["owner"], proof(body["job"], index, RUNNING)]
-                    for tid, index, ticket, _cls, _payload, _key in body["tasks"])
+                    for tid, index, ticket, _cls, _payload, _key, _after in body["tasks"])
             elif kind is Msg.KILL:
                 aid = route.decode().split(".")[0]
                 self.running[aid] = [r for r in self.running.get(aid, []) if r[0] not in body["tasks"]]

@@ -82,7 +82,7 @@ def runs(out) -> dict[str, list]:
     placed: dict[str, list] = {}
     for route, kind, body in out:
         if kind is Msg.RUN:
-            for tid, index, ticket, _cls, _payload, _key in body["tasks"]:
+            for tid, index, ticket, _cls, _payload, _key, _after in body["tasks"]:
                 REMEMBERED[tid] = (body["job"], index)
                 placed.setdefault(route.decode(), []).append([tid, ticket])
     return placed

@@ -250,17 +250,17 @@ def test_hostile_frames_at_an_agent_then_it_still_runs_a_task(fake_boss):
                                          "timeout": None, "stream": False, "user": None, "owner": OWNER,
                                          "max_tasks": 1,
                                          "classes": {},
-                                         "tasks": [[1, 0, None, "no.such.module:X", b"\xc1", KEY]]}),
+                                         "tasks": [[1, 0, None, "no.such.module:X", b"\xc1", KEY, None]]}),
                protocol.encode(Msg.RUN, {"job": "j", "env": env, "trusted": False, "binded": False,
                                          "timeout": None, "stream": False, "user": None, "owner": OWNER,
                                          "max_tasks": 1,
                                          "classes": {},
-                                         "tasks": [[2, 1, None, "zt_workers:ZtNap", b"\xc1\xc1", KEY]]}),
+                                         "tasks": [[2, 1, None, "zt_workers:ZtNap", b"\xc1\xc1", KEY, None]]}),
                protocol.encode(Msg.RUN, {"job": "j", "env": env, "trusted": False, "binded": False,
                                          "timeout": None, "stream": False, "user": None, "owner": OWNER,
                                          "max_tasks": 1,
                                          "classes": {},
-                                         "tasks": [[4, 3, None, "no.such.module:X", b"", KEY]]}),
+                                         "tasks": [[4, 3, None, "no.such.module:X", b"", KEY, None]]}),
                protocol.encode(Msg.KILL, {"tasks": [999, -1]}), [os.urandom(300)] * 3]
     for frames in garbage:
         router.send_multipart([route, *frames])
@@ -269,7 +269,7 @@ def test_hostile_frames_at_an_agent_then_it_still_runs_a_task(fake_boss):
                           "memory": 0.0, "expected_time": 0.0})
     router.send_multipart([route, *protocol.encode(Msg.RUN, {
         "job": "j", "env": env, "trusted": False, "binded": False, "timeout": None, "stream": False, "user": None,
-        "owner": OWNER, "max_tasks": 1, "classes": {}, "tasks": [[3, 2, 0, "zt_workers:ZtNap", good, KEY]]})])
+        "owner": OWNER, "max_tasks": 1, "classes": {}, "tasks": [[3, 2, 0, "zt_workers:ZtNap", good, KEY, None]]})])
     seen: dict = {}
     deadline = time.monotonic() + 60
     while not {1, 2, 3, 4} <= set(seen):
@@ -325,7 +325,7 @@ def test_messages_not_for_agents_are_logged_counted_and_ignored(fake_boss, tmp_p
                              "scheduler_hooks": footprints.FPList(), "memory": 0.0, "expected_time": 0.0})
     router.send_multipart([route, *protocol.encode(Msg.RUN, {
         "job": "j", "env": env, "trusted": False, "binded": False, "timeout": None, "stream": False, "user": None,
-        "owner": OWNER, "max_tasks": 1, "classes": {}, "tasks": [[1, 0, 0, "zt_workers:ZtNap", payload, KEY]]})])
+        "owner": OWNER, "max_tasks": 1, "classes": {}, "tasks": [[1, 0, 0, "zt_workers:ZtNap", payload, KEY, None]]})])
     deadline = time.monotonic() + 60
     while True:  # the agent goes on
         assert time.monotonic() < deadline

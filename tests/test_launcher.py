@@ -39,11 +39,12 @@ class Channel:
         self.unpacker = msgpack.Unpacker()
         self.tid = 0
 
-    def run(self, instructions: dict, max_tasks: int = 1, timeout: float | None = None, key: bytes = KEY) -> int:
+    def run(self, instructions: dict, max_tasks: int = 1, timeout: float | None = None, key: bytes = KEY,
+            after: int | None = None, ticket: int | None = None) -> int:
         row = task_row(0, resolve_worker(instructions, {}), Codec(trusted=True), False, key)
         self.tid += 1
-        self.sock.sendall(msgpack.packb(["run", self.tid, None, row[2], row[6], False, True, timeout, False,
-                                         max_tasks, row[7]]))
+        self.sock.sendall(msgpack.packb(["run", self.tid, ticket, row[2], row[6], False, True, timeout, False,
+                                         max_tasks, row[7], after]))
         return self.tid
 
     def done(self, timeout: float = 30.0) -> dict:
@@ -102,7 +103,7 @@ def test_a_task_process_tags_what_it_produced_with_its_tasks_key(launcher, max_t
     died = launcher.done()
     assert not died["ok"] and b"killed by signal" in died["payload"] and died["tag"] == integrity.NO_TAG
     launcher.sock.sendall(msgpack.packb(["run", 99, None, "no_such_module:W", b"", False, True, None, False, 1,
-                                         KEY]))
+                                         KEY, None]))
     refused = launcher.done()  # the class cannot be imported: the launcher's word, no tag
     assert not refused["ok"] and refused["tag"] == integrity.NO_TAG and b"No module named" in refused["payload"]
 
@@ -158,9 +159,9 @@ def test_concurrent_tasks_each_get_a_process_and_are_reused(launcher):
 
 
 @pytest.mark.parametrize("order", [
-    ["run", "not a task id", None, "zt_workers:ZtNap", b"", False, True, None, False, 1, KEY],
-    ["run", 7, None, "zt_workers:ZtNap", b"", False, True, float("nan"), False, 1, KEY],
-    ["run", 7, None, "zt_workers:ZtNap", b"", False, True, None, False, 1],
+    ["run", "not a task id", None, "zt_workers:ZtNap", b"", False, True, None, False, 1, KEY, None],
+    ["run", 7, None, "zt_workers:ZtNap", b"", False, True, float("nan"), False, 1, KEY, None],
+    ["run", 7, None, "zt_workers:ZtNap", b"", False, True, None, False, 1, KEY],
     ["run", 7, None, "zt_workers:ZtNap", b""],
     ["done", 7, True, b"", 0.0, 0.0, b"", b"", b""],
     ["kill", [True]],
@@ -174,3 +175,43 @@ def test_a_launcher_leaves_an_agent_that_breaks_the_protocol(launcher, order):
     launcher.sock.sendall(msgpack.packb(order))
     launcher.sock.settimeout(10)
     assert launcher.sock.recv(1 << 16) == b""
+
+
+def test_a_task_queued_behind_a_running_one_starts_as_it_ends_in_its_process(launcher):
+    """A RUN naming a running task (the boss queued it behind that one): the launcher starts it as that task
+    ends, not before, in the process that task leaves, with the ticket it was given."""
+    first = launcher.run(dict(zt="nap", tag=1, seconds=0.4), max_tasks=10, ticket=0)
+    second = launcher.run(dict(zt="nap", tag=2), max_tasks=10, after=first, ticket=0)
+    ends = [launcher.done(), launcher.done()]
+    assert [d["tid"] for d in ends] == [first, second] and all(d["ok"] for d in ends)
+    one, two = (d["report"] for d in ends)
+    assert two["t0"] >= one["t1"] and two["pid"] == one["pid"] and two["ticket"] == 0
+
+
+def test_a_task_queued_behind_one_that_ended_already_starts_at_once(launcher):
+    first = launcher.one(dict(zt="nap", tag=1), max_tasks=10)
+    second = launcher.run(dict(zt="nap", tag=2), max_tasks=10, after=launcher.tid)
+    done = launcher.done()
+    assert done["tid"] == second and done["ok"] and done["report"]["pid"] == first["report"]["pid"]
+
+
+def test_a_task_queued_behind_one_whose_process_died_starts_in_another(launcher):
+    first = launcher.run(dict(zt="nap", tag=1, seconds=0.2, fail="signal"), max_tasks=10)
+    second = launcher.run(dict(zt="nap", tag=2), max_tasks=10, after=first)
+    died, done = launcher.done(), launcher.done()
+    assert (died["tid"], died["ok"]) == (first, False) and b"killed by signal" in died["payload"]
+    assert (done["tid"], done["ok"]) == (second, True)
+
+
+def test_a_queued_task_that_is_killed_never_runs(launcher, tmp_path):
+    """KILL of a queued task (its job ended): it is reported at once, as never started, and never runs."""
+    ledger = tmp_path / "ledger"
+    first = launcher.run(dict(zt="nap", tag=1, seconds=0.5, ledger=str(ledger)), max_tasks=10)
+    second = launcher.run(dict(zt="nap", tag=2, ledger=str(ledger)), max_tasks=10, after=first)
+    launcher.sock.sendall(msgpack.packb(["kill", [second]]))
+    dropped = launcher.done()
+    assert (dropped["tid"], dropped["ok"]) == (second, False)
+    assert b"stopped before it started" in dropped["payload"] and dropped["tag"] == integrity.NO_TAG
+    assert launcher.done()["tid"] == first
+    third = launcher.one(dict(zt="nap", tag=3, ledger=str(ledger)), max_tasks=10)
+    assert third["ok"] and ledger.read_text().split() == ["1", "3"]

@@ -28,7 +28,7 @@ from taylorism_zmq.wire.protocol import STDERR
 GOOD = {
     LinkMsg.SPAWN: [{"path": ["/x"], "cwd": "/"}],
     LinkMsg.CLASS: ["m:C", b"blob", True],
-    LinkMsg.RUN: [7, None, "m:C", b"payload", False, True, 2.5, False, 1000, b"k" * 32],
+    LinkMsg.RUN: [7, None, "m:C", b"payload", False, True, 2.5, False, 1000, b"k" * 32, 6],
     LinkMsg.KILL: [[1, 2, 3]],
     LinkMsg.LIMITS: [1 << 20, 4096],
     LinkMsg.HELLO: ["job-1", 1234],
@@ -63,7 +63,8 @@ def test_what_is_encoded_decodes_for_its_reader_only(kind):
     (LinkMsg.RUN, [7, None, "m:C", b"", 0, True, None, False, 1]),  # an int is not a bool
     (LinkMsg.RUN, [7, None, "m:C", b"", False, True, math.inf, False, 1]),
     (LinkMsg.RUN, [7, None, "m:C", b"", False, True, None, False]),  # a field short
-    (LinkMsg.RUN, [7, None, "m:C", b"", False, True, None, False, 1, 1]),  # one too many
+    (LinkMsg.RUN, [7, None, "m:C", b"", False, True, None, False, 1, b"k", None, 1]),  # one too many
+    (LinkMsg.RUN, [7, None, "m:C", b"", False, True, None, False, 1, b"k", "6"]),  # after: an int or None
     (LinkMsg.KILL, [[1, False]]),
     (LinkMsg.KILL, [1]),
     (LinkMsg.DONE, [7, True, b"", math.nan, 0.0, b"", b""]),

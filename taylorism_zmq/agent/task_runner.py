@@ -116,14 +116,18 @@ class TaskRunner:
             if ref not in link.classes and isinstance(ref, str) and isinstance(blob, bytes):
                 link.classes.add(ref)
                 link.send(LinkMsg.CLASS, ref, blob, trusted)
-        for tid, index, ticket, cls_ref, payload, key in body["tasks"]:
+        for tid, index, ticket, cls_ref, payload, key, after in body["tasks"]:
             self.task_info[tid] = (body["job"], index, ticket, body["owner"], key)
+            if after is not None and self.launchers.of_task.get(after) is not link:
+                # the task it was queued behind ended already (its report is on its way): it starts now (or, in a
+                # launcher of its own, with no way to start in its place: at once too, one over for a moment)
+                after = None
             self.launchers.give(link, tid, ticket, cls_ref, payload, body["binded"], trusted, body["timeout"],
-                                body["stream"], body["max_tasks"], key)
+                                body["stream"], body["max_tasks"], key, after)
 
     def _fail_all(self, body: dict[str, Any], why: str, skip: frozenset[int] | set[int] = frozenset()) -> None:
         """Report every task of a RUN as failed, with *why*, without running any (but those in *skip*)."""
-        for tid, index, _ticket, _cls, _payload, key in body["tasks"]:
+        for tid, index, _ticket, _cls, _payload, key, _after in body["tasks"]:
             if tid in skip:
                 continue
             self.task_info[tid] = (body["job"], index, None, body["owner"], key)

@@ -62,7 +62,9 @@ class Dispatcher:
                         if not ledger.free:
                             break
                         self._dispatch_job(job, batches, now)
+                    self._queue_ahead(jobs, batches, now)
         finally:  # the tasks placed are sent, whatever stopped the pass
+            ledger.started.clear()
             self._send(batches)
 
     def _send(self, batches: dict[tuple[str, str], list]) -> None:
@@ -133,7 +135,7 @@ class Dispatcher:
                     continue
                 ledger.transition(task, TaskState.RUNNING, now, agent)
                 batches.setdefault((agent.aid, job.jid), []).append(
-                    [task.tid, task.index, task.ticket, task.cls, task.payload, task.key])
+                    [task.tid, task.index, task.ticket, task.cls, task.payload, task.key, None])
                 placed += 1
             job.push_back(held)
             total += placed
@@ -142,6 +144,32 @@ class Dispatcher:
                     self.fail_if_fits_nowhere(job, held[0], now)
                 break
         return total
+
+    def _queue_ahead(self, jobs: list[JobRecord], batches: dict, now: float) -> None:
+        """Queue a pending task behind each task of *jobs* that started since the last pass, where its job allows
+        it (:attr:`~.model.JobRecord.queues_ahead`): its agent starts that task in its place as it ends, so a
+        reused process goes on to its next task without waiting for a round trip through the boss.
+
+        Only while one owner's jobs wait (else a slot that frees is the next owner's turn), one task deep (a
+        task is queued behind a running one, never behind a queued one), never on a draining agent.
+        """
+        ledger = self.ledger
+        wanted = {job.jid for job in jobs if job.queues_ahead}
+        if not wanted:
+            return
+        for running in ledger.started:
+            job, agent = running.job, running.agent
+            if job.jid not in wanted or running.state is not TaskState.RUNNING or running.follower is not None \
+                    or agent is None or agent.draining or ledger.agents.get(agent.aid) is not agent:
+                continue
+            window = job.pop_window(1)
+            if not window:
+                wanted.discard(job.jid)
+                continue
+            task = window[0]
+            ledger.transition(task, TaskState.QUEUED, now, follows=running)
+            batches.setdefault((agent.aid, job.jid), []).append(
+                [task.tid, task.index, task.ticket, task.cls, task.payload, task.key, running.tid])
 
     def _pick_agent(self, job: JobRecord, task: TaskRecord) -> AgentRecord | None:
         """The free agent with the most headroom that fits the job's limits, or the plugin's choice."""

@@ -22,18 +22,25 @@ def check_invariants(ledger: Ledger) -> None:
         assert job.state in (JobState.RUNNING, JobState.HALTED), (job.jid, job.state)
         for tid, task in job.running.items():
             assert task.state is TaskState.RUNNING and task.agent is not None and tid in task.agent.running
+            assert task.follower is None or task.follower.follows is task, (job.jid, tid, "follower")
+        for tid, task in job.queued.items():  # each behind a running task of its job, on its agent, with its ticket
+            ahead = task.follows
+            assert task.state is TaskState.QUEUED and task.agent is not None and tid in task.agent.queued
+            assert ahead is not None and ahead.follower is task and job.running.get(ahead.tid) is ahead
+            assert ahead.agent is task.agent and ahead.ticket == task.ticket, (job.jid, tid, "queued")
         files = collections.Counter(f for t in job.running.values() for f in t.files)
         assert +job.open_files == files and not -job.open_files, (job.jid, "open files", job.open_files, files)
         for host, usage in job.usage.items():
             on_host = [t for t in job.running.values() if t.agent is not None and t.agent.host == host]
             assert usage.running == len(on_host), (job.jid, host, usage.running, len(on_host))
         assert (job.jid in ledger.ready_jobs) == bool(job.n_pending and not job.halted and not job.stopping)
-        job_live = [*pending, *job.running.values()]
+        job_live = [*pending, *job.running.values(), *job.queued.values()]
         assert {t.index: t for t in job_live} == job.by_index, (job.jid, "by_index")
     for agent in ledger.agents.values():
-        assert all(ledger.tasks[tid].agent is agent for tid in agent.running)
+        assert all(ledger.tasks[tid].agent is agent for tid in agent.running | agent.queued)
     ledger.free.check(ledger.agents)
-    live = {t.tid for j in ledger.jobs.values() for t in (*j.pending_tasks(), *j.running.values())}
+    live = {t.tid for j in ledger.jobs.values() for t in (*j.pending_tasks(), *j.running.values(),
+                                                           *j.queued.values())}
     assert live == set(ledger.tasks), sorted(live ^ set(ledger.tasks))
     held: dict[str, int] = {}
     jobs: dict[str, int] = {}

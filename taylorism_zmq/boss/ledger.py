@@ -39,7 +39,7 @@ from .quota import OwnerQuota, kept_bytes, task_bytes
 
 log = logging.getLogger("taylorism_zmq.boss")
 
-_PENDING, _RUNNING = TaskState.PENDING, TaskState.RUNNING  # (the moves' hot path)
+_PENDING, _RUNNING, _QUEUED = TaskState.PENDING, TaskState.RUNNING, TaskState.QUEUED  # (the moves' hot path)
 
 #: how many ended job ids are remembered to drop their late reports quietly
 ENDED_MEMORY = 1024
@@ -84,6 +84,8 @@ class Ledger:
         self.tasks: dict[int, TaskRecord] = {}
         #: agents with a free slot, most headroom first
         self.free = FreeHosts()
+        #: tasks that started running since the last dispatch: each may get a task queued behind it
+        self.started: list[TaskRecord] = []
         #: jobs that have pending tasks and may dispatch them
         self.ready_jobs: dict[str, JobRecord] = {}
         #: how the jobs that ended lately ended, and their owners' keys
@@ -118,30 +120,49 @@ class Ledger:
         return task
 
     def transition(self, task: TaskRecord, to: TaskState, now: float, agent: AgentRecord | None = None,
-                   ticket: int | None = None, adopted: bool = False) -> None:
+                   ticket: int | None = None, adopted: bool = False, follows: TaskRecord | None = None) -> None:
         """Move *task* to *to*, keeping every index in step with it: the one place a task changes state.
 
         To RUNNING it goes on *agent*: with the smallest free ticket of its job there, or, *adopted* (an agent
-        said it runs it there, after a boss restart), with its own *ticket*.  A move :data:`~.model.TASK_MOVES`
-        does not list raises :class:`~.model.TransitionError` and changes nothing.
+        said it runs it there, after a boss restart), with its own *ticket*.  To QUEUED it goes behind the running
+        task *follows*, on its agent, with its ticket.  A running task that leaves its slot takes the task queued
+        behind it along: reported, it hands over its slot and ticket (its agent started that one as it ended);
+        pending again, that one is pending too (it never started); cancelled, cancelled.  A move
+        :data:`~.model.TASK_MOVES` does not list raises :class:`~.model.TransitionError` and changes nothing.
         """
         was = task.state
         if (was, to) not in TASK_MOVES:
             raise TransitionError(f"task {task.name} of job {task.job.label} cannot go from {was.value} to "
                                   f"{to.value}")
         job = task.job
+        follower, on, its_ticket = None, None, None
         if was is _PENDING:
             job.n_pending -= 1
         elif was is _RUNNING:
+            on, its_ticket = task.agent, task.ticket
             self._leave_slot(task)
+            follower, task.follower = task.follower, None
+            if follower is not None:
+                follower.follows = None
+                started = to in (TaskState.DONE, TaskState.FAILED) and on is not None and \
+                    self.agents.get(on.aid) is on
+                if not started and to is not TaskState.CANCELLED:
+                    self.transition(follower, _PENDING, now)  # (first: the task it waited for goes before it)
+                    follower = None
+        elif was is _QUEUED:
+            self._leave_queue(task)
         task.state = to
         if to is _PENDING:
             job.n_pending += 1
             task.queued = now
-            job.queue(task, front=was is _RUNNING)  # a task that ran first goes first again
+            job.queue(task, front=was is _RUNNING or was is _QUEUED)  # one that ran (or was sent) goes first again
         elif to is _RUNNING:
             assert agent is not None, "a task runs on an agent"
-            self._take_slot(task, agent, ticket, adopted, now)
+            self._take_slot(task, agent, ticket, adopted, now, inherited=was is _QUEUED)
+        elif to is _QUEUED:
+            assert follows is not None and follows.state is _RUNNING and follows.follower is None, \
+                "a task is queued behind a running one"
+            self._queue_behind(task, follows, now)
         else:  # an end: the task is forgotten, its instructions leave the boss
             del self.tasks[task.tid]
             job.by_index.pop(task.index, None)
@@ -151,19 +172,23 @@ class Ledger:
                 self.quota.release(job.owner.key, size)
         if was is _PENDING or to is _PENDING:
             self.refresh_ready(job)
+        if follower is not None:  # started by its agent as this one ended, in its slot, or cancelled with it
+            self.transition(follower, _RUNNING if to is not TaskState.CANCELLED else TaskState.CANCELLED, now, on,
+                            its_ticket)
 
     def _take_slot(self, task: TaskRecord, agent: AgentRecord, ticket: int | None, adopted: bool,
-                   now: float) -> None:
+                   now: float, inherited: bool = False) -> None:
         job = task.job
         usage = job.usage.get(agent.host)  # (per host: agents on one host share the job's limits and tickets)
         if usage is None:
             usage = job.usage[agent.host] = HostUsage(TicketPool(job.policy.ticket_range(agent.cpus)))
         usage.running += 1
         usage.memory += job.policy.task_memory(task.memory)
-        if adopted:
+        if adopted or inherited:  # its own ticket: said by its agent, or that of the task it followed
             usage.tickets.claim(ticket)
             task.ticket = ticket
-            self.counters["tasks_adopted"] += 1
+            if adopted:
+                self.counters["tasks_adopted"] += 1
         else:
             task.ticket = usage.tickets.take()
             if self.on_dispatch is not None:
@@ -177,6 +202,27 @@ class Ledger:
         job.running[task.tid] = task
         agent.running.add(task.tid)
         self.free.update(agent)
+        self.started.append(task)
+
+    def _queue_behind(self, task: TaskRecord, follows: TaskRecord, now: float) -> None:
+        agent = follows.agent
+        assert agent is not None, "a running task runs on an agent"
+        task.agent, task.ticket, task.follows, follows.follower = agent, follows.ticket, follows, task
+        if agent.aid not in task.tried:
+            task.tried += (agent.aid,)
+        task.job.queued[task.tid] = task
+        agent.queued.add(task.tid)
+        if self.on_dispatch is not None:
+            self.on_dispatch(now - task.queued)
+
+    def _leave_queue(self, task: TaskRecord) -> None:
+        """A queued task leaves its agent's queue (to run there, or not at all)."""
+        if task.agent is not None:
+            task.agent.queued.discard(task.tid)
+        if task.follows is not None:
+            task.follows.follower = None
+        task.job.queued.pop(task.tid, None)
+        task.agent, task.ticket, task.follows = None, None, None
 
     def _leave_slot(self, task: TaskRecord) -> None:
         """Free what a running task holds: its agent's slot, its ticket, its share of the host, its files."""
@@ -221,7 +267,7 @@ class Ledger:
         waiting = list(job.pending_tasks())
         if kill:
             kills: dict[bytes, list[int]] = {}
-            for task in job.running.values():
+            for task in [*job.running.values(), *job.queued.values()]:
                 if task.agent is not None:
                     kills.setdefault(task.agent.route, []).append(task.tid)
             for route, tids in kills.items():
@@ -229,7 +275,9 @@ class Ledger:
         etype, emsg = error if error else (None, None)
         end = end_body(job.jid, status, sorted(t.index for t in waiting), etype, emsg)
         self.out.add(job.client, Msg.JOB_END, end)
-        for task in [*job.running.values(), *waiting]:
+        for task in [*job.running.values(), *waiting]:  # (the queued go with the task they wait for)
+            self.transition(task, TaskState.CANCELLED, now)
+        for task in list(job.queued.values()):
             self.transition(task, TaskState.CANCELLED, now)
         job.pending.clear()  # (what is left are stale entries)
         self.move_job(job, status)
@@ -250,7 +298,7 @@ class Ledger:
 
     def maybe_finished(self, job: JobRecord, now: float) -> None:
         """End *job* if its client said end (or stop) and nothing of it runs (or waits) any more."""
-        if self.jobs.get(job.jid) is not job or job.running:
+        if self.jobs.get(job.jid) is not job or job.running or job.queued:
             return
         if job.stopping:
             self.end_job(job, JobState.STOPPED, now, kill=False)

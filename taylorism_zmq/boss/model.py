@@ -43,6 +43,9 @@ class TaskState(str, enum.Enum):
     NEW = "new"
     #: waiting for a slot, in its job's queue
     PENDING = "pending"
+    #: sent to an agent behind a running task of its job there (reused processes): it starts there when that
+    #: task ends, without waiting for the boss (see dispatch.py)
+    QUEUED = "queued"
     #: sent to an agent, or found running there after a boss restart (adopted)
     RUNNING = "running"
     #: reported, ok
@@ -62,6 +65,14 @@ TASK_MOVES: dict[tuple[TaskState, TaskState], str] = {
                                          "agent while it waited to run again",
     (TaskState.PENDING, TaskState.FAILED): "the same, with an error",
     (TaskState.PENDING, TaskState.CANCELLED): "its job ended",
+    (TaskState.PENDING, TaskState.QUEUED): "sent to an agent behind a running task of its job (RUN, after it)",
+    (TaskState.QUEUED, TaskState.RUNNING): "the task it waited for ended: its agent started it at once",
+    (TaskState.QUEUED, TaskState.PENDING): "the task it waited for went back to pending, or was lost with its "
+                                           "agent: it never started (no retry counted)",
+    (TaskState.QUEUED, TaskState.CANCELLED): "its job ended (or the task it waited for was cancelled)",
+    (TaskState.QUEUED, TaskState.DONE): "reported before the task it waited for (its launcher died: every task "
+                                        "it held is reported, in no order)",
+    (TaskState.QUEUED, TaskState.FAILED): "the same, with an error",
     (TaskState.RUNNING, TaskState.DONE): "its report came back, ok",
     (TaskState.RUNNING, TaskState.FAILED): "its report came back with an error, or its agent was lost once more "
                                            "than max_retries",
@@ -278,6 +289,8 @@ class AgentRecord:
     pid: int
     last_seen: float
     running: set[int] = field(default_factory=set)
+    #: tasks queued there behind a running task of their job (not in a slot yet)
+    queued: set[int] = field(default_factory=set)
     draining: bool = False
     load: list[float] = field(default_factory=list)
     cpu: float = 0.0
@@ -330,6 +343,9 @@ class TaskRecord:
     started: float = 0.0
     #: the agents it was sent to: a report counts only from one of them
     tried: tuple[str, ...] = ()
+    #: queued: the running task it starts after, on the same agent; running: the task queued behind it
+    follows: TaskRecord | None = None
+    follower: TaskRecord | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -353,6 +369,8 @@ class JobRecord:
     #: FIFO of tasks, or a heap of (-expected_time, index, task) for longer-first
     pending: Any = None
     running: dict[int, TaskRecord] = field(default_factory=dict)
+    #: tasks queued on agents behind running ones (dispatch.py)
+    queued: dict[int, TaskRecord] = field(default_factory=dict)
     #: what it uses on each host, by host name (agents of one host share it: cores belong to the machine)
     usage: dict[str, HostUsage] = field(default_factory=dict)
     open_files: collections.Counter = field(default_factory=collections.Counter)
@@ -412,6 +430,15 @@ class JobRecord:
     @property
     def halted(self) -> bool:
         return self.state is JobState.HALTED
+
+    @property
+    def queues_ahead(self) -> bool:
+        """Its tasks may be queued on an agent behind its running ones: reused processes (the next task goes to
+        the process that just finished, without a round trip through the boss), and limits that a task ending
+        and the next starting in its place keep as they were (threads and tickets; not memory, files, a plugin)."""
+        policy = self.policy
+        return self.max_tasks > 1 and policy.kind in ("threads", "nosort") and not policy.singlefile \
+            and policy.placement is None
 
     def queue(self, task: TaskRecord, front: bool = False) -> None:
         """Put *task* in the pending container (transition() counts it in n_pending)."""

@@ -31,6 +31,7 @@ NOT_DATA = {"JobRecord": frozenset({"plugin"})}
 ROOTS = (
     "ledger.counters", "ledger.agents", "ledger.jobs", "ledger.tasks", "ledger.ready_jobs", "ledger.ended",
     "ledger.detached_done", "ledger._next_tid", "ledger.counted",
+    "ledger.started",
     "ledger.free._agents", "ledger.free._heap", "ledger.free._seq_of", "ledger.free._seq", "ledger.free._freed",
     "ledger.quota.jobs", "ledger.quota.bytes",
     "ledger.agent_keys._known",

@@ -112,13 +112,15 @@ class Takeover:
         taken, pending_taken = self.agents.take_finished(agent, finished or (), now, who)
         adopted += pending_taken  # (each running there until its report comes)
         listed |= taken
-        missing = [tid for tid in sorted(agent.running) if tid not in listed]
+        missing = [tid for tid in [*sorted(agent.running), *sorted(agent.queued)] if tid not in listed]
         for tid in missing:
             if finished is None:  # (an agent that does not say what ended: its reports may be on their way)
                 self.unconfirmed[tid] = (now + CONFIRM_WAIT, aid)
-            else:  # neither running nor ended there: its RUN was lost with the active
+            elif (task := ledger.tasks.get(tid)) is not None and task.state is not TaskState.PENDING:
+                # neither running nor ended there: its RUN was lost with the active (a queued task behind it is
+                # pending again with it)
                 self.ledger.counters["tasks_unconfirmed"] += 1
-                ledger.transition(ledger.tasks[tid], TaskState.PENDING, now)
+                ledger.transition(task, TaskState.PENDING, now)
         if stale:
             ledger.out.add(route, Msg.KILL, {"tasks": stale})
         ledger.free.update(agent)
@@ -137,7 +139,7 @@ class Takeover:
                 continue
             del self.unconfirmed[tid]
             task = self.ledger.tasks.get(tid)
-            if task is not None and task.state is TaskState.RUNNING and task.agent is not None \
+            if task is not None and task.state in (TaskState.RUNNING, TaskState.QUEUED) and task.agent is not None \
                     and task.agent.aid == aid:
                 self.ledger.counters["tasks_unconfirmed"] += 1
                 log.warning("task %s of job %s was not running on host %s after the failover: it runs again",

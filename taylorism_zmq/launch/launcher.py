@@ -16,6 +16,7 @@ What runs in a task process is in :mod:`.task`; what the launcher and its agent 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import selectors
@@ -81,6 +82,9 @@ class Launcher:
         self.closing = False
         self.linger_until = 0.0
         self.term_requested = False
+        #: tasks queued behind a running one (by its id: their start), and the task each waits for
+        self.behind: dict[int, functools.partial[None]] = {}
+        self.waits_for: dict[int, int] = {}
         #: tasks given so far, and the max_tasks_per_process of the last one
         self.given = 0
         self.max_tasks = 1
@@ -195,6 +199,7 @@ class Launcher:
             self.pool.drop_spares()  # forked before it came
 
     def on_kill(self, tids: list[int]) -> None:
+        self._drop_queued([tid for tid in tids if tid in self.waits_for], "was stopped before it started")
         self._kill(set(tids))
 
     def on_limits(self, max_report: int, max_output: int) -> None:
@@ -207,7 +212,13 @@ class Launcher:
 
     # -- tasks ---------------------------------------------------------------------
     def on_run(self, tid: int, ticket: int | None, cls_ref: str, payload: bytes, binded: bool, trusted: bool,
-               timeout: float | None, stream: bool, max_tasks: int, key: bytes) -> None:
+               timeout: float | None, stream: bool, max_tasks: int, key: bytes, after: int | None) -> None:
+        if after is not None and after in self.running and not self._leaving():
+            # queued behind a running task: it starts as that one ends, in the process it leaves (_follow)
+            self.behind[after] = functools.partial(self.on_run, tid, ticket, cls_ref, payload, binded, trusted,
+                                                   timeout, stream, max_tasks, key, None)
+            self.waits_for[tid] = after
+            return
         t0 = time.time()
         try:
             if self.setup_error is not None:
@@ -270,6 +281,7 @@ class Launcher:
             self._finish(proc, bool(ok), payload, tag)
             if ok and proc.task_w >= 0 and proc.status is None:
                 self.pool.park(proc)
+            self._follow(task.tid)
         if ended:
             self._close_results(proc)
 
@@ -337,9 +349,10 @@ class Launcher:
                 self._read_results(proc)
                 self._close_results(proc)
             proc.close_orders()
+            self.pool.forget(proc)
             if proc.task is not None and not proc.task.reported:
                 self._finish(proc, False, None, NO_TAG)
-            self.pool.forget(proc)
+                self._follow(proc.task.tid)
         if reaped and self.children is not None:
             # a task process that ended left its orphans here (it could not kill them: killed, or it died):
             # whatever is a child of this launcher and not a task process nor kept goes
@@ -364,6 +377,21 @@ class Launcher:
             ok, payload, tag = False, died(f"task process {proc.pid} on host {self.host} {what}"), NO_TAG
         self.agent.send(LinkMsg.DONE, task.tid, ok, payload, task.t0, time.time(),
                         task.outputs[STDOUT].getvalue(), task.outputs[STDERR].getvalue(), tag)
+
+    def _follow(self, tid: int) -> None:
+        """Task *tid* ended: the task queued behind it starts now (in the process it left, if that one waits)."""
+        start = self.behind.pop(tid, None)
+        if start is not None:
+            del self.waits_for[start.args[0]]
+            start()
+
+    def _drop_queued(self, tids: list[int], why: str) -> None:
+        """Queued tasks that will not start: each is reported as such."""
+        now = time.time()
+        for tid in tids:
+            del self.behind[self.waits_for.pop(tid)]
+            self.agent.send(LinkMsg.DONE, tid, False, died(f"task on host {self.host} {why}"), now, now, b"", b"",
+                            NO_TAG)
 
     def _kill(self, tids: set[int]) -> None:
         deadline = time.monotonic() + KILL_GRACE
@@ -396,6 +424,7 @@ class Launcher:
             return
         self.closing = True
         self.linger_until = time.monotonic() + LINGER
+        self._drop_queued(list(self.waits_for), "was not started: its launcher left")
         self.pool.drop_spares()
         self.pool.let_idle_go()
         self._kill(set(self.running))

@@ -30,7 +30,7 @@ class LinkMsg(str, enum.Enum):
     SPAWN = "spawn"
     # agent -> launcher
     CLASS = "class"  # a worker class of the driver script, by value
-    RUN = "run"  # a task
+    RUN = "run"  # a task (to start at once, or as a task of this launcher it names ends)
     KILL = "kill"  # stop these tasks
     LIMITS = "limits"  # to a fork of a client (it has no environment from the agent), before a job's tasks
     # a fork of a client -> agent, and the agent's answer (the fork reads it before it serves as a launcher)
@@ -64,7 +64,8 @@ FIELDS: dict[LinkMsg, tuple[tuple[str, Any], ...]] = {
     LinkMsg.SPAWN: (("env", dict),),
     LinkMsg.CLASS: (("ref", str), ("blob", bytes), ("trusted", bool)),
     LinkMsg.RUN: (("tid", int), ("ticket", OPT_INT), ("cls_ref", str), ("payload", bytes), ("binded", bool),
-                  ("trusted", bool), ("timeout", OPT_NUM), ("stream", bool), ("max_tasks", int), ("key", bytes)),
+                  ("trusted", bool), ("timeout", OPT_NUM), ("stream", bool), ("max_tasks", int), ("key", bytes),
+                  ("after", OPT_INT)),
     LinkMsg.KILL: (("tids", ListOf(int)),),
     LinkMsg.LIMITS: (("max_report", int), ("max_output", int)),
     LinkMsg.HELLO: (("launcher_id", str), ("pid", int)),

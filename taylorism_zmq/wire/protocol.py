@@ -31,7 +31,8 @@ import msgpack
 #:    pair carry its epoch (an agent obeys no older one)
 #: 6: REGISTER's running and finished rows and report rows end with the agent's proof of the task's key (see
 #:    integrity.claim_proof), which a boss that restarted checks before it takes the claim
-VERSION = 6
+#: 7: RUN rows end with the id of the running task a task is queued behind (None: it starts at once)
+VERSION = 7
 VERSION_FRAME = bytes([VERSION])
 #: default (and largest) cap for one frame received by a daemon (zmq MAXMSGSIZE and decode check)
 MAX_FRAME = 256 * 1024 * 1024
@@ -177,8 +178,9 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
     Msg.REPORTS_ACK: {"batch": int},
     Msg.RUN: {
         "job": str, "env": dict, "trusted": bool, "binded": bool, "timeout": (int, float, type(None)), "stream": bool,
-        # task id, index, ticket, class, payload, key (the task's: see ADD_TASKS)
-        "tasks": Rows((int, int, (int, type(None)), str, bytes, bytes)),
+        # task id, index, ticket, class, payload, key (the task's: see ADD_TASKS), and the id of the task of
+        # this RUN's job, given to this agent, that it starts after (when that one ends; None: at once)
+        "tasks": Rows((int, int, (int, type(None)), str, bytes, bytes, (int, type(None)))),
         "user": OPT_STR,  # the Unix user of the job's owner (an agent run as root runs the tasks as this user)
         "owner": str,  # the key id (fingerprint) of the job's owner: agents keep it with the task
         "max_tasks": int, "classes": dict,  # as in SUBMIT and ADD_TASKS (the classes these tasks need)
