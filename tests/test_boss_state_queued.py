@@ -3,15 +3,17 @@ sockets, every index checked after every event (validate mode)."""
 
 from __future__ import annotations
 
-from test_boss_state import CLIENT, KEY, add, add_agent, make_state, of_kind, report, submit_body
+from test_boss_state import CLIENT, KEY, TAG, add, add_agent, make_state, of_kind, proof, submit_body
 
+from taylorism_zmq.boss.dispatch import QUEUE_AHEAD, QUEUE_DEPTH
 from taylorism_zmq.boss.model import TaskState
 from taylorism_zmq.wire.keystore import Identity
 from taylorism_zmq.wire.protocol import Msg
 
 
 def reused_job(state, n: int, job: str = "j1", policy: dict | None = None, max_tasks: int = 100,
-               client: bytes = CLIENT, who: Identity | None = None) -> str:
+               client: bytes = CLIENT, who: Identity | None = None, run_time: float = 1e-4) -> str:
+    """A job of reused processes whose tasks run *run_time* seconds, as if its reports said so already."""
     body = submit_body(job, policy=policy or {"kind": "threads", "max_threads": 2}, max_tasks=max_tasks)
     kw = {} if who is None else {"who": who}
     assert state.on_submit(client, body, now=0.0, **kw) == []
@@ -20,7 +22,16 @@ def reused_job(state, n: int, job: str = "j1", policy: dict | None = None, max_t
     else:
         rows = [[i, f"w{i}", "m:W", 0.0, 0.0, [], b"p", KEY] for i in range(n)]
         assert state.on_add_tasks(client, {"job": job, "tasks": rows, "classes": {}}, now=0.0, who=who) == []
+    state.ledger.jobs[job].run_time = run_time
     return job
+
+
+def report(state, aid: str, tid: int, ok: bool = True, run_time: float = 1e-4) -> list:
+    """An agent's report that task *tid* ended after *run_time* seconds."""
+    task = state.ledger.tasks[tid]
+    job, index = task.job.jid, task.index
+    row = [tid, job, index, ok, b"r", 10.0, 10.0 + run_time, b"", b"", TAG, task.job.owner_id, proof(job, index)]
+    return state.on_agent_reports(b"", {"agent": aid, "batch": 1, "reports": [row]}, now=0.0)
 
 
 def rows(out) -> dict[str, list]:
@@ -33,35 +44,46 @@ def rows(out) -> dict[str, list]:
     return placed
 
 
-def test_a_task_is_queued_behind_each_task_that_starts_with_its_ticket():
+def chains(placed: list) -> list[list]:
+    """The RUN rows of one agent as chains: a task started at once, then those queued behind it in turn."""
+    behind = {r[2]: r for r in placed if r[2] is not None}
+    out = []
+    for row in (r for r in placed if r[2] is None):
+        chain = [row]
+        while chain[-1][0] in behind:
+            chain.append(behind[chain[-1][0]])
+        out.append(chain)
+    return out
+
+
+def test_tasks_are_queued_behind_each_task_that_starts_with_its_ticket():
     state = make_state()
     a = add_agent(state, "a", slots=4)
-    reused_job(state, 10)
+    reused_job(state, 20)
     placed = rows(state.dispatch(0.0))[a]
-    started = [r for r in placed if r[2] is None]
-    queued = [r for r in placed if r[2] is not None]
-    assert [r[1] for r in started] == [0, 1]  # the job's limit: two at once
-    assert sorted((r[2], r[1]) for r in queued) == sorted((r[0], r[1]) for r in started)
+    found = chains(placed)
+    assert [chain[0][1] for chain in found] == [0, 1]  # the job's limit: two at once
+    assert [len(chain) for chain in found] == [1 + QUEUE_DEPTH] * 2 and sum(map(len, found)) == len(placed)
+    assert all(row[1] == chain[0][1] for chain in found for row in chain)  # each with the ticket of its slot
     tasks = state.ledger.tasks
-    assert all(tasks[r[0]].state is TaskState.QUEUED for r in queued)
+    assert all(tasks[row[0]].state is TaskState.QUEUED for chain in found for row in chain[1:])
     agent = state.ledger.agents[a]
-    assert len(agent.running) == 2 and agent.free == 2 and len(agent.queued) == 2
-    assert state.dispatch(0.0) == []  # one deep: nothing queued behind a queued task
+    assert len(agent.running) == 2 and agent.free == 2 and len(agent.queued) == 2 * QUEUE_DEPTH
+    assert state.dispatch(0.0) == []  # nothing more until a task ends
 
 
-def test_the_queued_task_takes_the_slot_of_the_one_it_follows_and_the_next_queues_behind_it():
+def test_the_queued_task_takes_the_slot_of_the_one_it_follows_and_one_more_queues_behind():
     state = make_state()
     a = add_agent(state, "a", slots=4)
-    job = reused_job(state, 6)
-    placed = rows(state.dispatch(0.0))[a]
-    first, behind = placed[0][0], next(r[0] for r in placed if r[2] == placed[0][0])
-    out = report(state, a, first)
+    job = reused_job(state, 12)
+    (first, *queued), _other = chains(rows(state.dispatch(0.0))[a])
+    out = report(state, a, first[0])
     assert not rows(out)  # no RUN for it: its agent started it as the first ended
-    task = state.ledger.tasks[behind]
-    assert task.state is TaskState.RUNNING and task.ticket == placed[0][1] and task.follows is None
-    assert [r[2] for r in rows(state.dispatch(0.0))[a]] == [behind]
-    reported, ended = {first}, []
-    for _ in range(20):  # (bounded) report whatever runs until the job is done
+    task = state.ledger.tasks[queued[0][0]]
+    assert task.state is TaskState.RUNNING and task.ticket == first[1] and task.follows is None
+    assert [r[2] for r in rows(state.dispatch(0.0))[a]] == [queued[-1][0]]  # one more at the end of the line
+    reported, ended = {first[0]}, []
+    for _ in range(40):  # (bounded) report whatever runs until the job is done
         running = sorted(state.ledger.jobs[job].running) if job in state.ledger.jobs else []
         if not running:
             break
@@ -69,7 +91,7 @@ def test_the_queued_task_takes_the_slot_of_the_one_it_follows_and_the_next_queue
         reported.add(running[0])
         state.on_control(CLIENT, {"job": job, "action": "end"}, now=0.0)
         ended += of_kind(state.dispatch(0.0) + out, Msg.JOB_END)
-    assert job not in state.ledger.jobs and len(reported) == 6 and [e["status"] for e in ended] == ["finished"]
+    assert job not in state.ledger.jobs and len(reported) == 12 and [e["status"] for e in ended] == ["finished"]
 
 
 def test_only_jobs_of_reused_processes_with_limits_on_threads_alone_queue():
@@ -82,8 +104,8 @@ def test_only_jobs_of_reused_processes_with_limits_on_threads_alone_queue():
         assert placed and all(r[2] is None for r in placed), (policy, max_tasks)
     state = make_state()  # nosort: as many as the agent's slots, each with one behind it
     a = add_agent(state, "a", slots=3)
-    reused_job(state, 10, policy={"kind": "nosort"})
-    assert sorted(r[2] is None for r in rows(state.dispatch(0.0))[a]) == [False] * 3 + [True] * 3
+    reused_job(state, 30, policy={"kind": "nosort"})
+    assert [len(chain) for chain in chains(rows(state.dispatch(0.0))[a])] == [1 + QUEUE_DEPTH] * 3
 
 
 def test_nothing_is_queued_while_another_owners_job_waits():
@@ -112,16 +134,15 @@ def test_a_draining_agent_gets_nothing_queued():
 def test_a_lost_agents_queued_tasks_are_pending_again_without_a_retry_counted_and_behind_what_they_followed():
     state = make_state(max_retries=1)
     a = add_agent(state, "a", slots=1)
-    job = reused_job(state, 3, policy={"kind": "nosort"})
-    (running, queued) = rows(state.dispatch(0.0))[a]
-    assert queued[2] == running[0]
+    job = reused_job(state, 3 + QUEUE_DEPTH, policy={"kind": "nosort"})
+    ((running, *queued),) = chains(rows(state.dispatch(0.0))[a])
     state.agent_lost(a, "test", 0.0)
     tasks = state.ledger.tasks
-    assert tasks[running[0]].lost == 1 and tasks[queued[0]].lost == 0
-    assert tasks[queued[0]].state is TaskState.PENDING and not state.ledger.jobs[job].queued
+    assert tasks[running[0]].lost == 1 and all(tasks[r[0]].lost == 0 for r in queued)
+    assert all(tasks[r[0]].state is TaskState.PENDING for r in queued) and not state.ledger.jobs[job].queued
     b = add_agent(state, "b", slots=1)
-    again = rows(state.dispatch(0.0))[b]
-    assert [r[0] for r in again] == [running[0], queued[0]] and again[1][2] == running[0]
+    ((again, *behind),) = chains(rows(state.dispatch(0.0))[b])
+    assert [r[0] for r in [again, *behind]] == [r[0] for r in [running, *queued]]
 
 
 def test_a_failure_ends_the_job_and_kills_the_queued_tasks_with_the_running_ones():
@@ -132,18 +153,43 @@ def test_a_failure_ends_the_job_and_kills_the_queued_tasks_with_the_running_ones
     first = placed[0][0]
     out = report(state, a, first, ok=False)
     (kill,) = of_kind(out, Msg.KILL)
-    live = {r[0] for r in placed} - {first}
-    assert set(kill["tasks"]) == live  # the other running task and the one queued behind it (started by now)
+    assert set(kill["tasks"]) == {r[0] for r in placed} - {first}  # the other running task and those queued
     assert of_kind(out, Msg.JOB_END)[0]["status"] == "failed" and not state.ledger.tasks
 
 
-def test_a_queued_task_reported_before_the_one_it_follows_counts():
+def test_a_queued_task_reported_before_the_one_it_follows_counts_and_leaves_its_follower_behind_that_one():
     """A launcher that died reports every task it held, in no order: a queued task's report may come first."""
     state = make_state()
     a = add_agent(state, "a", slots=4)
-    job = reused_job(state, 2, policy={"kind": "threads", "max_threads": 1})
-    (running, queued) = rows(state.dispatch(0.0))[a]
-    report(state, a, queued[0])
-    assert state.ledger.tasks[running[0]].follower is None and state.ledger.jobs[job].done == 1
+    job = reused_job(state, 2 + QUEUE_DEPTH, policy={"kind": "threads", "max_threads": 1})
+    ((running, *queued),) = chains(rows(state.dispatch(0.0))[a])
+    report(state, a, queued[0][0])
+    tasks = state.ledger.tasks
+    assert state.ledger.jobs[job].done == 1
+    if QUEUE_DEPTH > 1:
+        assert tasks[running[0]].follower is tasks[queued[1][0]]
     report(state, a, running[0])
     assert state.ledger.jobs[job].done == 2
+    if QUEUE_DEPTH > 1:
+        assert tasks[queued[1][0]].state is TaskState.RUNNING
+
+
+def test_the_queue_is_as_deep_as_a_round_trips_worth_of_the_jobs_tasks():
+    """One task behind each until a report says how long they run; then what fills QUEUE_AHEAD, at most
+    QUEUE_DEPTH; tasks that run longer than that: one."""
+    state = make_state()
+    a = add_agent(state, "a", slots=1)
+    job = reused_job(state, 30, policy={"kind": "nosort"}, run_time=0.0)
+    ((first, *queued),) = chains(rows(state.dispatch(0.0))[a])
+    assert len(queued) == 1
+    for run_time, depth in ((QUEUE_AHEAD / 2.5, 3), (QUEUE_AHEAD / 100, QUEUE_DEPTH), (QUEUE_AHEAD * 10, 1)):
+        for _ in range(60):  # (the average moves towards what the reports say)
+            report(state, a, next(iter(state.ledger.jobs[job].running)), run_time=run_time)
+            state.dispatch(0.0)
+            add(state, job, [max(state.ledger.jobs[job].by_index) + 1])
+            state.dispatch(0.0)
+        line, behind = state.ledger.jobs[job].running, 0
+        last = next(iter(line.values()))
+        while last.follower is not None:
+            last, behind = last.follower, behind + 1
+        assert behind == min(depth, QUEUE_DEPTH), (run_time, behind)

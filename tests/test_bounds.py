@@ -320,7 +320,7 @@ def test_an_agent_checks_the_env_of_every_run_not_only_the_first_of_a_job():
     for tid, env in enumerate([good, dict(good), dict(good, environ={"A=B": "x"}), dict(good)]):
         runner.run({"job": "j", "env": env, "trusted": False, "binded": False, "timeout": None, "stream": False,
                     "user": None, "owner": "SHA256:o", "max_tasks": 1, "classes": {},
-                    "tasks": [[tid, tid, None, "m:C", b"", b"k" * 32]]})
+                    "tasks": [[tid, tid, None, "m:C", b"", b"k" * 32, None]]})
     # the good ones wait for their forked launcher; the one with a '=' in a variable's name fails at once
     assert [(row[0], row[3]) for row in runner.sender.rows] == [(2, False)]
     assert b"malformed code environment" in runner.sender.rows[0][4]

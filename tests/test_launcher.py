@@ -215,3 +215,18 @@ def test_a_queued_task_that_is_killed_never_runs(launcher, tmp_path):
     assert launcher.done()["tid"] == first
     third = launcher.one(dict(zt="nap", tag=3, ledger=str(ledger)), max_tasks=10)
     assert third["ok"] and ledger.read_text().split() == ["1", "3"]
+
+
+def test_tasks_queued_in_a_line_start_one_after_the_other_and_one_killed_leaves_its_place(launcher):
+    first = launcher.run(dict(zt="nap", tag=1, seconds=0.3), max_tasks=10)
+    second = launcher.run(dict(zt="nap", tag=2, seconds=0.1), max_tasks=10, after=first)
+    third = launcher.run(dict(zt="nap", tag=3), max_tasks=10, after=second)
+    fourth = launcher.run(dict(zt="nap", tag=4), max_tasks=10, after=third)
+    launcher.sock.sendall(msgpack.packb(["kill", [third]]))
+    dropped = launcher.done()
+    assert (dropped["tid"], dropped["ok"]) == (third, False)
+    ends = [launcher.done() for _ in range(3)]
+    assert [d["tid"] for d in ends] == [first, second, fourth] and all(d["ok"] for d in ends)
+    reports = [d["report"] for d in ends]
+    assert reports[1]["t0"] >= reports[0]["t1"] and reports[2]["t0"] >= reports[1]["t1"]
+    assert len({r["pid"] for r in reports}) == 1

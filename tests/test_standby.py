@@ -282,7 +282,7 @@ def test_an_agent_never_obeys_a_boss_of_an_older_epoch(fake_boss, tmp_path):  # 
         return [route, *protocol.encode(Msg.RUN, {
             "job": "j", "env": env, "trusted": False, "binded": False, "timeout": None, "stream": False,
             "user": None, "owner": OWNER, "max_tasks": 1, "classes": {},
-            "tasks": [[tid, tag, None, "zt_workers:ZtNap", payload, KEY]], "epoch": epoch})]
+            "tasks": [[tid, tag, None, "zt_workers:ZtNap", payload, KEY, None]], "epoch": epoch})]
 
     router.send_multipart(run(1, 1, 5))  # an older active's
     router.send_multipart(run(2, 2, 10))

@@ -7,6 +7,8 @@ in one pass go as one RUN message.
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Container
 
 import msgpack
@@ -20,6 +22,19 @@ from .plugins import PlacementError, plugin_pick
 
 #: how many pending tasks of a job are tried per pass when the head does not fit
 LOOKAHEAD = 32
+#: seconds of work queued on an agent behind each running task of a job that allows it, at most QUEUE_DEPTH tasks
+#: and at least one (see Dispatcher._queue_ahead): about what a round trip through the boss takes, so that a task
+#: ending finds the next one there, and no agent holds much more work than that while another could take it
+QUEUE_AHEAD = float(os.environ.get("TZ_QUEUE_AHEAD", "0.002"))
+QUEUE_DEPTH = int(os.environ.get("TZ_QUEUE_DEPTH", "4"))
+
+
+def queue_depth(job: JobRecord) -> int:
+    """How many tasks of *job* wait behind each of its running ones: one until its first report says how long
+    its tasks run, then what fills :data:`QUEUE_AHEAD` (tasks that run longer than that: one)."""
+    if job.run_time <= 0.0:
+        return 1
+    return max(1, min(QUEUE_DEPTH, math.ceil(QUEUE_AHEAD / job.run_time)))
 
 
 def _run_row_size(row: list) -> int:
@@ -146,12 +161,13 @@ class Dispatcher:
         return total
 
     def _queue_ahead(self, jobs: list[JobRecord], batches: dict, now: float) -> None:
-        """Queue a pending task behind each task of *jobs* that started since the last pass, where its job allows
-        it (:attr:`~.model.JobRecord.queues_ahead`): its agent starts that task in its place as it ends, so a
-        reused process goes on to its next task without waiting for a round trip through the boss.
+        """Queue pending tasks behind each task of *jobs* that started since the last pass, where its job allows
+        it (:attr:`~.model.JobRecord.queues_ahead`), :func:`queue_depth` behind it: its agent starts each in
+        turn in its place as the one before ends, so a reused process goes on to its next task without waiting
+        for a round trip through the boss.
 
-        Only while one owner's jobs wait (else a slot that frees is the next owner's turn), one task deep (a
-        task is queued behind a running one, never behind a queued one), never on a draining agent.
+        Only while one owner's jobs wait (else a slot that frees is the next owner's turn), never on a draining
+        agent.
         """
         ledger = self.ledger
         wanted = {job.jid for job in jobs if job.queues_ahead}
@@ -159,17 +175,22 @@ class Dispatcher:
             return
         for running in ledger.started:
             job, agent = running.job, running.agent
-            if job.jid not in wanted or running.state is not TaskState.RUNNING or running.follower is not None \
-                    or agent is None or agent.draining or ledger.agents.get(agent.aid) is not agent:
+            if job.jid not in wanted or running.state is not TaskState.RUNNING or agent is None \
+                    or agent.draining or ledger.agents.get(agent.aid) is not agent:
                 continue
-            window = job.pop_window(1)
-            if not window:
-                wanted.discard(job.jid)
-                continue
-            task = window[0]
-            ledger.transition(task, TaskState.QUEUED, now, follows=running)
-            batches.setdefault((agent.aid, job.jid), []).append(
-                [task.tid, task.index, task.ticket, task.cls, task.payload, task.key, running.tid])
+            last, depth, wanted_depth = running, 0, queue_depth(job)
+            while last.follower is not None:
+                last, depth = last.follower, depth + 1
+            while depth < wanted_depth:
+                window = job.pop_window(1)
+                if not window:
+                    wanted.discard(job.jid)
+                    break
+                task = window[0]
+                ledger.transition(task, TaskState.QUEUED, now, follows=last)
+                batches.setdefault((agent.aid, job.jid), []).append(
+                    [task.tid, task.index, task.ticket, task.cls, task.payload, task.key, last.tid])
+                last, depth = task, depth + 1
 
     def _pick_agent(self, job: JobRecord, task: TaskRecord) -> AgentRecord | None:
         """The free agent with the most headroom that fits the job's limits, or the plugin's choice."""

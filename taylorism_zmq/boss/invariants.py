@@ -23,10 +23,13 @@ def check_invariants(ledger: Ledger) -> None:
         for tid, task in job.running.items():
             assert task.state is TaskState.RUNNING and task.agent is not None and tid in task.agent.running
             assert task.follower is None or task.follower.follows is task, (job.jid, tid, "follower")
-        for tid, task in job.queued.items():  # each behind a running task of its job, on its agent, with its ticket
+        for tid, task in job.queued.items():
+            assert task.follower is None or task.follower.follows is task, (job.jid, tid, "follower")
+        for tid, task in job.queued.items():  # each behind a task of its job on its agent, with its ticket
             ahead = task.follows
             assert task.state is TaskState.QUEUED and task.agent is not None and tid in task.agent.queued
-            assert ahead is not None and ahead.follower is task and job.running.get(ahead.tid) is ahead
+            assert ahead is not None and ahead.follower is task
+            assert (job.running.get(ahead.tid) or job.queued.get(ahead.tid)) is ahead, (job.jid, tid, "ahead")
             assert ahead.agent is task.agent and ahead.ticket == task.ticket, (job.jid, tid, "queued")
         files = collections.Counter(f for t in job.running.values() for f in t.files)
         assert +job.open_files == files and not -job.open_files, (job.jid, "open files", job.open_files, files)

@@ -40,6 +40,7 @@ from .quota import OwnerQuota, kept_bytes, task_bytes
 log = logging.getLogger("taylorism_zmq.boss")
 
 _PENDING, _RUNNING, _QUEUED = TaskState.PENDING, TaskState.RUNNING, TaskState.QUEUED  # (the moves' hot path)
+_REPORTED = frozenset({TaskState.DONE, TaskState.FAILED})
 
 #: how many ended job ids are remembered to drop their late reports quietly
 ENDED_MEMORY = 1024
@@ -124,31 +125,37 @@ class Ledger:
         """Move *task* to *to*, keeping every index in step with it: the one place a task changes state.
 
         To RUNNING it goes on *agent*: with the smallest free ticket of its job there, or, *adopted* (an agent
-        said it runs it there, after a boss restart), with its own *ticket*.  To QUEUED it goes behind the running
-        task *follows*, on its agent, with its ticket.  A running task that leaves its slot takes the task queued
-        behind it along: reported, it hands over its slot and ticket (its agent started that one as it ended);
-        pending again, that one is pending too (it never started); cancelled, cancelled.  A move
-        :data:`~.model.TASK_MOVES` does not list raises :class:`~.model.TransitionError` and changes nothing.
+        said it runs it there, after a boss restart), with its own *ticket*.  To QUEUED it goes behind *follows*
+        (a running task, or the last task queued behind one), on its agent, with its ticket.  A task leaving a
+        slot or a queue takes the task queued behind it along: a running task reported hands over its slot and
+        ticket (its agent started that one as it ended); a queued one that starts keeps its follower behind it;
+        one pending again has its follower pending too (it never started), one cancelled has it cancelled; a
+        queued task reported before the task it followed (its launcher died) leaves its follower behind that one.
+        A move :data:`~.model.TASK_MOVES` does not list raises :class:`~.model.TransitionError` and changes
+        nothing.
         """
         was = task.state
         if (was, to) not in TASK_MOVES:
             raise TransitionError(f"task {task.name} of job {task.job.label} cannot go from {was.value} to "
                                   f"{to.value}")
         job = task.job
-        follower, on, its_ticket = None, None, None
+        on, its_ticket = task.agent, task.ticket
+        follower = task.follower if was is _RUNNING or was is _QUEUED else None
+        then: TaskState | None = None  # where the follower goes once this task has moved
+        if follower is not None and not (was is _QUEUED and to is _RUNNING):  # (else it stays behind this one)
+            task.follower, follower.follows = None, None
+            if to is TaskState.CANCELLED:
+                then = TaskState.CANCELLED
+            elif was is _RUNNING and to in _REPORTED and on is not None and self.agents.get(on.aid) is on:
+                then = _RUNNING
+            elif was is _QUEUED and to in _REPORTED and task.follows is not None:
+                follower.follows, task.follows.follower = task.follows, follower
+            else:
+                self.transition(follower, _PENDING, now)  # (first: the task it waited for goes before it)
         if was is _PENDING:
             job.n_pending -= 1
         elif was is _RUNNING:
-            on, its_ticket = task.agent, task.ticket
             self._leave_slot(task)
-            follower, task.follower = task.follower, None
-            if follower is not None:
-                follower.follows = None
-                started = to in (TaskState.DONE, TaskState.FAILED) and on is not None and \
-                    self.agents.get(on.aid) is on
-                if not started and to is not TaskState.CANCELLED:
-                    self.transition(follower, _PENDING, now)  # (first: the task it waited for goes before it)
-                    follower = None
         elif was is _QUEUED:
             self._leave_queue(task)
         task.state = to
@@ -160,8 +167,8 @@ class Ledger:
             assert agent is not None, "a task runs on an agent"
             self._take_slot(task, agent, ticket, adopted, now, inherited=was is _QUEUED)
         elif to is _QUEUED:
-            assert follows is not None and follows.state is _RUNNING and follows.follower is None, \
-                "a task is queued behind a running one"
+            assert follows is not None and follows.state in (_RUNNING, _QUEUED) and follows.follower is None, \
+                "a task is queued behind a running one, or the last queued behind it"
             self._queue_behind(task, follows, now)
         else:  # an end: the task is forgotten, its instructions leave the boss
             del self.tasks[task.tid]
@@ -172,9 +179,9 @@ class Ledger:
                 self.quota.release(job.owner.key, size)
         if was is _PENDING or to is _PENDING:
             self.refresh_ready(job)
-        if follower is not None:  # started by its agent as this one ended, in its slot, or cancelled with it
-            self.transition(follower, _RUNNING if to is not TaskState.CANCELLED else TaskState.CANCELLED, now, on,
-                            its_ticket)
+        if then is not None:  # started by its agent as this one ended, in its slot; or cancelled with it
+            assert follower is not None
+            self.transition(follower, then, now, on, its_ticket)
 
     def _take_slot(self, task: TaskRecord, agent: AgentRecord, ticket: int | None, adopted: bool,
                    now: float, inherited: bool = False) -> None:
@@ -219,7 +226,7 @@ class Ledger:
         """A queued task leaves its agent's queue (to run there, or not at all)."""
         if task.agent is not None:
             task.agent.queued.discard(task.tid)
-        if task.follows is not None:
+        if task.follows is not None and task.follows.follower is task:
             task.follows.follower = None
         task.job.queued.pop(task.tid, None)
         task.agent, task.ticket, task.follows = None, None, None

@@ -395,6 +395,8 @@ class JobRecord:
     started: bool = False
     #: tasks one task process may run in turn
     max_tasks: int = 1
+    #: how long its tasks run, in seconds (a moving average of what its reports say; 0 before the first)
+    run_time: float = 0.0
     #: worker classes of the driver script, by value (opaque bytes), by reference
     classes: dict[str, bytes] = field(default_factory=dict)
     indexes: set[int] = field(default_factory=set)

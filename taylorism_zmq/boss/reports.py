@@ -150,6 +150,7 @@ class Reports:
                 if agent is not None:
                     agent.done += 1
                 job.done += 1
+                job.run_time = 0.8 * job.run_time + 0.2 * max(0.0, t1 - t0) if job.run_time else max(1e-6, t1 - t0)
                 self.timeline.append((host, jid, task.name, t0, t1, ok, aid, job.name))
                 if ledger.on_task_end is not None:
                     ledger.on_task_end(max(0.0, t1 - t0))

@@ -213,8 +213,8 @@ class Launcher:
     # -- tasks ---------------------------------------------------------------------
     def on_run(self, tid: int, ticket: int | None, cls_ref: str, payload: bytes, binded: bool, trusted: bool,
                timeout: float | None, stream: bool, max_tasks: int, key: bytes, after: int | None) -> None:
-        if after is not None and after in self.running and not self._leaving():
-            # queued behind a running task: it starts as that one ends, in the process it leaves (_follow)
+        if after is not None and (after in self.running or after in self.waits_for) and not self._leaving():
+            # queued behind a task running (or queued) here: it starts as that one ends, in the process it leaves
             self.behind[after] = functools.partial(self.on_run, tid, ticket, cls_ref, payload, binded, trusted,
                                                    timeout, stream, max_tasks, key, None)
             self.waits_for[tid] = after
@@ -279,9 +279,6 @@ class Launcher:
             # its output was flushed before its result: it is in the pipes already
             self._drain_outputs(proc)
             self._finish(proc, bool(ok), payload, tag)
-            if ok and proc.task_w >= 0 and proc.status is None:
-                self.pool.park(proc)
-            self._follow(task.tid)
         if ended:
             self._close_results(proc)
 
@@ -352,7 +349,6 @@ class Launcher:
             self.pool.forget(proc)
             if proc.task is not None and not proc.task.reported:
                 self._finish(proc, False, None, NO_TAG)
-                self._follow(proc.task.tid)
         if reaped and self.children is not None:
             # a task process that ended left its orphans here (it could not kill them: killed, or it died):
             # whatever is a child of this launcher and not a task process nor kept goes
@@ -360,11 +356,16 @@ class Launcher:
 
     def _finish(self, proc: TaskProcess, ok: bool, payload: bytes | None, tag: bytes) -> None:
         """Tell the agent how the process's task ended, with the tag its process put on it; with no payload, how
-        the process died (the launcher's own word: no tag)."""
+        the process died (the launcher's own word: no tag).  The task queued behind it starts first (in this
+        process, when it may take another task): it is on its way while the agent hears of this one."""
         task = proc.task
         assert task is not None
         task.reported = True
         self.running.pop(task.tid, None)
+        t1 = time.time()
+        if payload is not None and ok and proc.task_w >= 0 and proc.status is None:
+            self.pool.park(proc)  # it waits for a next task
+        self._follow(task.tid)
         if payload is None:
             status = proc.status or 0
             if proc.why is not None:
@@ -375,7 +376,7 @@ class Launcher:
             else:
                 what = f"exited with code {os.waitstatus_to_exitcode(status)} without a report"
             ok, payload, tag = False, died(f"task process {proc.pid} on host {self.host} {what}"), NO_TAG
-        self.agent.send(LinkMsg.DONE, task.tid, ok, payload, task.t0, time.time(),
+        self.agent.send(LinkMsg.DONE, task.tid, ok, payload, task.t0, t1,
                         task.outputs[STDOUT].getvalue(), task.outputs[STDERR].getvalue(), tag)
 
     def _follow(self, tid: int) -> None:
@@ -389,7 +390,12 @@ class Launcher:
         """Queued tasks that will not start: each is reported as such."""
         now = time.time()
         for tid in tids:
-            del self.behind[self.waits_for.pop(tid)]
+            ahead = self.waits_for.pop(tid)
+            del self.behind[ahead]
+            start = self.behind.pop(tid, None)
+            if start is not None:  # the task queued behind it waits for the one it waited for
+                self.behind[ahead] = start
+                self.waits_for[start.args[0]] = ahead
             self.agent.send(LinkMsg.DONE, tid, False, died(f"task on host {self.host} {why}"), now, now, b"", b"",
                             NO_TAG)
 
