@@ -101,6 +101,8 @@ def boss_main(argv: Sequence[str] | None = None) -> int:
     _check_endpoints(boss_parser(), args, {"peer": "--peer"}, connect=True)
     if args.standby and not args.peer:
         boss_parser().error("--standby needs --peer (the active boss's control endpoint)")
+    if not 0 <= args.queue_depth <= 64:
+        boss_parser().error("--queue-depth must be between 0 and 64")
     if not 0.3 <= args.peer_timeout <= 3600:
         boss_parser().error("--peer-timeout must be between 0.3 and 3600 seconds")
     if not 0 < args.heartbeat <= args.agent_timeout / MIN_BEATS_PER_TIMEOUT:

@@ -60,6 +60,11 @@ def boss_parser() -> argparse.ArgumentParser:
                         f"{DEFAULTS.agent_timeout:g}; at least {MIN_BEATS_PER_TIMEOUT:g} heartbeats)")
     p.add_argument("--max-retries", type=int, default=DEFAULTS.max_retries,
                    help=f"times a task may be requeued because its agent was lost (default {DEFAULTS.max_retries})")
+    p.add_argument("--queue-depth", type=int, default=DEFAULTS.queue_depth, metavar="N",
+                   help="tasks of a job of reused processes (max_tasks_per_process) queued at most on an agent behind "
+                        "each running one, which it starts as that one ends, without a round trip through the boss "
+                        "(as many as about 2 ms of the job's tasks; 0: none; default "
+                        f"{DEFAULTS.queue_depth})")
     p.add_argument("--insecure", action="store_true",
                    help="serve tcp without CURVE authentication and encryption (then pickle is refused)")
     p.add_argument("--http", default=None, metavar="HOST:PORT",

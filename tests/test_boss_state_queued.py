@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from test_boss_state import CLIENT, KEY, TAG, add, add_agent, make_state, of_kind, proof, submit_body
 
-from taylorism_zmq.boss.dispatch import QUEUE_AHEAD, QUEUE_DEPTH
+from taylorism_zmq.boss.dispatch import QUEUE_AHEAD
 from taylorism_zmq.boss.model import TaskState
+from taylorism_zmq.boss.options import DEFAULTS
 from taylorism_zmq.wire.keystore import Identity
 from taylorism_zmq.wire.protocol import Msg
+
+QUEUE_DEPTH = DEFAULTS.queue_depth
 
 
 def reused_job(state, n: int, job: str = "j1", policy: dict | None = None, max_tasks: int = 100,
@@ -193,3 +196,11 @@ def test_the_queue_is_as_deep_as_a_round_trips_worth_of_the_jobs_tasks():
         while last.follower is not None:
             last, behind = last.follower, behind + 1
         assert behind == min(depth, QUEUE_DEPTH), (run_time, behind)
+
+
+def test_the_boss_queues_nothing_with_queue_depth_0():
+    state = make_state(queue_depth=0)
+    a = add_agent(state, "a", slots=4)
+    reused_job(state, 20)
+    placed = rows(state.dispatch(0.0))[a]
+    assert len(placed) == 2 and all(r[2] is None for r in placed)

@@ -132,7 +132,7 @@ OWN = {
     "OrphanRunning": {"counters", "limit", "_owners"},
     "_Owners": set(),
     "ClientConnections": {"ledger", "client_timeout", "detached_timeout", "max_clients"},
-    "Dispatcher": {"ledger", "max_frame", "owner_turns"},
+    "Dispatcher": {"ledger", "max_frame", "owner_turns", "queue_depth"},
     "OwnerTurns": set(),
     "JobRequests": {"ledger", "clients", "dispatcher", "plugin_loader"},
     "AgentEvents": {"ledger", "boss_id", "heartbeat", "agent_timeout", "max_retries", "max_frame",

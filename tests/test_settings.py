@@ -290,3 +290,10 @@ def test_an_agent_period_that_is_not_above_zero_is_refused_in_one_line(option, v
     out = command("agent", option, value, "--boss", "ipc:///nonexistent/x")
     assert out.returncode == 2 and f"{option} must be above 0 seconds" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("value", ["-1", "65"])
+def test_a_queue_depth_out_of_bounds_is_refused_in_one_line(value):
+    out = command("boss", "--queue-depth", value, "--control", "ipc:///nonexistent/x")
+    assert out.returncode == 2 and "--queue-depth must be between 0 and 64" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr

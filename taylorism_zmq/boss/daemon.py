@@ -425,7 +425,7 @@ def run_boss(args: Any) -> int:
                           max_held_bytes_per_key=int(args.max_held_mb_per_key * 2**20),
                           max_connections_per_key=args.max_connections_per_key,
                           max_pending_connections=args.max_pending_connections,
-                          handshake_timeout=args.handshake_timeout)
+                          handshake_timeout=args.handshake_timeout, queue_depth=args.queue_depth)
     daemon = BossDaemon(args.control, args.reports, options, allow_plugins=args.allow_placement_plugins,
                         insecure=args.insecure, http=args.http, metrics_port=args.metrics_port,
                         metrics_address=args.metrics_address, validate=args.validate,

@@ -8,7 +8,6 @@ in one pass go as one RUN message.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Container
 
 import msgpack
@@ -22,19 +21,19 @@ from .plugins import PlacementError, plugin_pick
 
 #: how many pending tasks of a job are tried per pass when the head does not fit
 LOOKAHEAD = 32
-#: seconds of work queued on an agent behind each running task of a job that allows it, at most QUEUE_DEPTH tasks
-#: and at least one (see Dispatcher._queue_ahead): about what a round trip through the boss takes, so that a task
-#: ending finds the next one there, and no agent holds much more work than that while another could take it
-QUEUE_AHEAD = float(os.environ.get("TZ_QUEUE_AHEAD", "0.002"))
-QUEUE_DEPTH = int(os.environ.get("TZ_QUEUE_DEPTH", "4"))
+#: seconds of work queued on an agent behind each running task of a job that allows it, at least one task and at
+#: most the boss's --queue-depth (see Dispatcher._queue_ahead): about what a round trip through the boss takes, so
+#: that a task ending finds the next one there, and no agent holds much more work than that while another could
+#: take it
+QUEUE_AHEAD = 0.002
 
 
-def queue_depth(job: JobRecord) -> int:
+def queue_depth(job: JobRecord, most: int) -> int:
     """How many tasks of *job* wait behind each of its running ones: one until its first report says how long
-    its tasks run, then what fills :data:`QUEUE_AHEAD` (tasks that run longer than that: one)."""
+    its tasks run, then what fills :data:`QUEUE_AHEAD` (tasks that run longer than that: one); *most* at most."""
     if job.run_time <= 0.0:
-        return 1
-    return max(1, min(QUEUE_DEPTH, math.ceil(QUEUE_AHEAD / job.run_time)))
+        return min(1, most)
+    return max(min(1, most), min(most, math.ceil(QUEUE_AHEAD / job.run_time)))
 
 
 def _run_row_size(row: list) -> int:
@@ -45,9 +44,11 @@ def _run_row_size(row: list) -> int:
 class Dispatcher:
     """Place ready tasks on free slots: the jobs of one owner first come, first served; owners in turn."""
 
-    def __init__(self, ledger: Ledger, max_frame: int) -> None:
+    def __init__(self, ledger: Ledger, max_frame: int, queue_depth: int = 4) -> None:
         self.ledger = ledger
         self.max_frame = max_frame
+        #: tasks queued at most behind each running task (--queue-depth; 0: none)
+        self.queue_depth = queue_depth
         #: whose turn it is when jobs of several owners wait for slots
         self.owner_turns = OwnerTurns()
 
@@ -171,14 +172,14 @@ class Dispatcher:
         """
         ledger = self.ledger
         wanted = {job.jid for job in jobs if job.queues_ahead}
-        if not wanted:
+        if not wanted or not self.queue_depth:
             return
         for running in ledger.started:
             job, agent = running.job, running.agent
             if job.jid not in wanted or running.state is not TaskState.RUNNING or agent is None \
                     or agent.draining or ledger.agents.get(agent.aid) is not agent:
                 continue
-            last, depth, wanted_depth = running, 0, queue_depth(job)
+            last, depth, wanted_depth = running, 0, queue_depth(job, self.queue_depth)
             while last.follower is not None:
                 last, depth = last.follower, depth + 1
             while depth < wanted_depth:

@@ -219,6 +219,7 @@ class Ledger:
             task.tried += (agent.aid,)
         task.job.queued[task.tid] = task
         agent.queued.add(task.tid)
+        self.counters["tasks_queued"] += 1
         if self.on_dispatch is not None:
             self.on_dispatch(now - task.queued)
 

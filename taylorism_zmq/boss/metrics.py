@@ -116,6 +116,10 @@ class _StatusCollector(Collector):
         left = CounterMetricFamily("taylorism_agents_left", "Agents that said goodbye since the boss started")
         left.add_metric([], counters.get("agents_left", 0))
         yield left
+        queued = CounterMetricFamily("taylorism_tasks_queued", "Tasks sent to an agent behind a running task of "
+                                     "their job (reused processes), started there as that one ended")
+        queued.add_metric([], counters.get("tasks_queued", 0))
+        yield queued
         bugs = CounterMetricFamily("taylorism_bugs", "Exceptions of the boss's own code since it started (each "
                                    "logged as a bug with its traceback; the boss went on)")
         bugs.add_metric([], counters.get("bugs", 0))

@@ -37,6 +37,9 @@ class BossOptions:
     max_pending_connections: int = 256
     #: seconds a connection may take to finish its handshake
     handshake_timeout: float = 5.0
+    #: tasks of a job of reused processes queued at most on an agent behind each of its running tasks (0: none;
+    #: see dispatch.queue_depth)
+    queue_depth: int = 4
 
 
 #: the defaults

@@ -98,7 +98,7 @@ class BossState:
         self.validate = validate
         self.ledger = Ledger(OwnerQuota(options.max_jobs_per_key, options.max_held_bytes_per_key), vouch=vouch)
         self.connections = ClientConnections(self.ledger, options.client_timeout, options.detached_timeout)
-        self.dispatcher = Dispatcher(self.ledger, options.max_frame)
+        self.dispatcher = Dispatcher(self.ledger, options.max_frame, options.queue_depth)
         self.requests = JobRequests(self.ledger, self.connections, self.dispatcher, plugin_loader,
                                     resubmit_hold=started + options.recovery_grace)
         self.agent_events = AgentEvents(self.ledger, boss_id, options)
