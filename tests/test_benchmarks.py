@@ -24,6 +24,7 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
     ("fork_cost.py", ["--tasks", "40", "--runs", "1", "--lean"], "lean launchers"),
     ("w3_probe.py", ["--rounds", "10", "--agents", "1"], "received REPORTS"),
     ("w3_probe.py", ["--rounds", "10", "--embedded", "--json"], '"round trip"'),
+    ("queue_depth.py", ["--runs", "1", "--tasks", "40", "--report-kb", "10"], "depth 4 / depth 0"),
 ])
 def test_benchmark_script_runs(script, args, expect):
     done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
