@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from test_boss_state import CLIENT, KEY, TAG, add, add_agent, make_state, of_kind, proof, submit_body
 
-from taylorism_zmq.boss.dispatch import QUEUE_AHEAD
+from taylorism_zmq.boss.dispatch import QUEUE_AHEAD, QUEUE_LONGEST
 from taylorism_zmq.boss.model import TaskState
 from taylorism_zmq.boss.options import DEFAULTS
 from taylorism_zmq.wire.keystore import Identity
@@ -178,14 +178,15 @@ def test_a_queued_task_reported_before_the_one_it_follows_counts_and_leaves_its_
 
 
 def test_the_queue_is_as_deep_as_a_round_trips_worth_of_the_jobs_tasks():
-    """One task behind each until a report says how long they run; then what fills QUEUE_AHEAD, at most
-    QUEUE_DEPTH; tasks that run longer than that: one."""
+    """None until a report says how long the tasks run; then what fills QUEUE_AHEAD, at most QUEUE_DEPTH; tasks that
+    run longer than QUEUE_LONGEST: none."""
     state = make_state()
     a = add_agent(state, "a", slots=1)
     job = reused_job(state, 30, policy={"kind": "nosort"}, run_time=0.0)
     ((first, *queued),) = chains(rows(state.dispatch(0.0))[a])
-    assert len(queued) == 1
-    for run_time, depth in ((QUEUE_AHEAD / 2.5, 3), (QUEUE_AHEAD / 100, QUEUE_DEPTH), (QUEUE_AHEAD * 10, 1)):
+    assert not queued
+    for run_time, depth in ((QUEUE_AHEAD / 2.5, 3), (QUEUE_AHEAD / 100, QUEUE_DEPTH), (QUEUE_AHEAD * 10, 1),
+                            (QUEUE_LONGEST * 2, 0)):
         for _ in range(60):  # (the average moves towards what the reports say)
             report(state, a, next(iter(state.ledger.jobs[job].running)), run_time=run_time)
             state.dispatch(0.0)

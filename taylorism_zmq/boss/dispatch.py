@@ -21,19 +21,22 @@ from .plugins import PlacementError, plugin_pick
 
 #: how many pending tasks of a job are tried per pass when the head does not fit
 LOOKAHEAD = 32
-#: seconds of work queued on an agent behind each running task of a job that allows it, at least one task and at
-#: most the boss's --queue-depth (see Dispatcher._queue_ahead): about what a round trip through the boss takes, so
-#: that a task ending finds the next one there, and no agent holds much more work than that while another could
-#: take it
+#: seconds of work queued on an agent behind each running task of a job that allows it, at most the boss's
+#: --queue-depth tasks (see Dispatcher._queue_ahead): about what a round trip through the boss takes, so that a task
+#: ending finds the next one there, and no agent holds much more work than that while another could take it
 QUEUE_AHEAD = 0.002
+#: tasks that run longer than this are not queued: a round trip through the boss is nothing beside them, and a task
+#: queued on an agent starts there even if that agent is drained or its job halted meanwhile
+QUEUE_LONGEST = 0.05
 
 
 def queue_depth(job: JobRecord, most: int) -> int:
-    """How many tasks of *job* wait behind each of its running ones: one until its first report says how long
-    its tasks run, then what fills :data:`QUEUE_AHEAD` (tasks that run longer than that: one); *most* at most."""
-    if job.run_time <= 0.0:
-        return min(1, most)
-    return max(min(1, most), min(most, math.ceil(QUEUE_AHEAD / job.run_time)))
+    """How many tasks of *job* wait behind each of its running ones: none until its reports say how long its tasks
+    run, nor when they run longer than :data:`QUEUE_LONGEST`; else what fills :data:`QUEUE_AHEAD`, one at least
+    and *most* at most."""
+    if not 0.0 < job.run_time <= QUEUE_LONGEST:
+        return 0
+    return min(most, max(1, math.ceil(QUEUE_AHEAD / job.run_time)))
 
 
 def _run_row_size(row: list) -> int:
