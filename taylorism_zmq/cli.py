@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 
 from . import command_settings
+from .boss.validation import MAX_QUEUE_DEPTH
 from .ctl import ctl_main, ctl_parser, format_hosts, format_jobs  # taylorism-ctl (its own package)
 from .daemon_parsers import MIN_BEATS_PER_TIMEOUT, agent_parser, boss_parser
 from .environment_variables import warn_unknown_variables
@@ -101,8 +102,8 @@ def boss_main(argv: Sequence[str] | None = None) -> int:
     _check_endpoints(boss_parser(), args, {"peer": "--peer"}, connect=True)
     if args.standby and not args.peer:
         boss_parser().error("--standby needs --peer (the active boss's control endpoint)")
-    if not 0 <= args.queue_depth <= 64:
-        boss_parser().error("--queue-depth must be between 0 and 64")
+    if not 0 <= args.queue_depth <= MAX_QUEUE_DEPTH:
+        boss_parser().error(f"--queue-depth must be between 0 and {MAX_QUEUE_DEPTH}")
     if not 0.3 <= args.peer_timeout <= 3600:
         boss_parser().error("--peer-timeout must be between 0.3 and 3600 seconds")
     if not 0 < args.heartbeat <= args.agent_timeout / MIN_BEATS_PER_TIMEOUT:

@@ -3,11 +3,13 @@ sockets, every index checked after every event (validate mode)."""
 
 from __future__ import annotations
 
-from test_boss_state import CLIENT, KEY, TAG, add, add_agent, make_state, of_kind, proof, submit_body
+from test_boss_state import CLIENT, KEY, OWNER, TAG, add, add_agent, make_state, of_kind, proof, submit_body
 
 from taylorism_zmq.boss.dispatch import QUEUE_AHEAD, QUEUE_LONGEST
 from taylorism_zmq.boss.model import TaskState
 from taylorism_zmq.boss.options import DEFAULTS
+from taylorism_zmq.boss.validation import MAX_QUEUE_DEPTH
+from taylorism_zmq.wire.integrity import RUNNING
 from taylorism_zmq.wire.keystore import Identity
 from taylorism_zmq.wire.protocol import Msg
 
@@ -205,3 +207,34 @@ def test_the_boss_queues_nothing_with_queue_depth_0():
     reused_job(state, 20)
     placed = rows(state.dispatch(0.0))[a]
     assert len(placed) == 2 and all(r[2] is None for r in placed)
+
+
+def _register_again(state, aid: str, listed: list, now: float = 0.0) -> list:
+    """Agent *aid* registers (again) saying it holds the tasks *listed* ([task id, ticket]): those running there
+    and those its launcher holds queued behind them, as an agent's REGISTER says them (task_info, in RUN order)."""
+    tasks = state.ledger.tasks
+    running = [[tid, tasks[tid].job.jid, tasks[tid].index, ticket, tasks[tid].job.owner_id,
+                proof(tasks[tid].job.jid, tasks[tid].index, RUNNING)] for tid, ticket in listed]
+    return state.on_register(aid.encode(), {"agent": aid, "host": aid.removeprefix("agent-"), "shm_host": "machine-a",
+                                            "cpus": 4, "memory": 8000.0, "slots": 4, "pid": 1,
+                                            "running": running}, now=now)
+
+
+def test_an_agent_holding_tasks_queued_behind_its_running_ones_registers_again_beyond_its_slots():
+    """An agent's REGISTER lists every task it holds: those queued behind its running ones too, more than its
+    slots (QUEUE_DEPTH behind each): it is taken, not refused (a refused agent exits, its tasks with it). An agent
+    that claims more than any queue depth allows is still refused."""
+    state = make_state()
+    a = add_agent(state, "a", slots=4)
+    reused_job(state, 30)
+    placed = rows(state.dispatch(0.0))[a]
+    assert len(placed) > 4
+    state.agent_lost(a, "silent", 0.0)
+    out = _register_again(state, a, [[tid, ticket] for tid, ticket, _after in placed])
+    assert [kind for _r, kind, _b in out] == [Msg.REGISTERED], out
+    assert a in state.ledger.agents
+    greedy = [[1000 + i, "j9", i, None, OWNER, proof("j9", i, RUNNING)] for i in range(4 * (1 + MAX_QUEUE_DEPTH) + 1)]
+    out = state.on_register(b"agent-g", {"agent": "agent-g", "host": "g", "shm_host": "g", "cpus": 4,
+                                         "memory": 1.0, "slots": 4, "pid": 1, "running": greedy}, now=0.0)
+    assert [kind for _r, kind, _b in out] == [Msg.REFUSED] and "agent-g" not in state.ledger.agents
+

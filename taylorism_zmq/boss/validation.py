@@ -15,9 +15,11 @@ from ..wire.integrity import TAG_BYTES
 if TYPE_CHECKING:
     from .model import AgentRecord, JobRecord
 
-#: bounds on what an agent declares (its running tasks are at most its slots: wire/protocol.py's KIND_LIMITS
-#: bounds the rows of a REGISTER alike)
+#: bounds on what an agent declares (the tasks it holds are at most its slots, each with MAX_QUEUE_DEPTH queued
+#: behind it: wire/protocol.py's KIND_LIMITS bounds the rows of a REGISTER alike)
 MAX_SLOTS = 1 << 16
+#: tasks at most queued on an agent behind each running one (the boss's --queue-depth is at most this)
+MAX_QUEUE_DEPTH = 64
 MAX_TICKET = 2**31
 #: characters of a key id (a fingerprint, "SHA256:" and 16 hex digits) an agent says owns a task
 MAX_KEY_ID = 64
@@ -44,8 +46,10 @@ def register_problem(body: dict[str, Any]) -> str | None:
     if max(len(body["agent"]), len(body["host"]), len(body["shm_host"])) > MAX_NAME:
         return f"an agent id, a host name and a machine id take at most {MAX_NAME} characters"
     running = body["running"]
-    if len(running) > body["slots"]:
-        return f"{len(running)} running tasks declared on {body['slots']} slots"
+    # (each slot's running task, and those queued behind it: whatever queue depth the boss that sent them had)
+    if len(running) > body["slots"] * (1 + MAX_QUEUE_DEPTH):
+        return (f"{len(running)} running tasks declared on {body['slots']} slots (and {MAX_QUEUE_DEPTH} queued "
+                "behind each at most)")
     for _tid, _job, index, ticket, owner, proof in running:
         if index < 0 or (ticket is not None and not 0 <= ticket < MAX_TICKET):
             return f"task index {index} or ticket {ticket} out of range"

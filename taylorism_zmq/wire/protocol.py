@@ -218,7 +218,7 @@ KIND_LIMITS: dict[Msg, tuple[int, int]] = {
                                           # (a pair's: its beats and acknowledgements, an operator's takeover)
                                           Msg.PEER_STATE, Msg.SYNC, Msg.REPL_ACK, Msg.HANDOVER, Msg.HANDED_OVER,
                                           Msg.NOT_ACTIVE, Msg.TAKEOVER)},
-    # as many tasks as an agent may have slots (boss/validation.py), each row with room for what it carries
+    # as many tasks as an agent may hold (boss/validation.py), each row with room for what it carries
     Msg.REGISTER: (8 << 20, 1 << 16),
     # a code environment (256 KiB), a scheduler by value (4 MiB) and its attributes (64 KiB)
     Msg.SUBMIT: (8 << 20, 1 << 20),
