@@ -209,6 +209,12 @@ def test_the_boss_queues_nothing_with_queue_depth_0():
     assert len(placed) == 2 and all(r[2] is None for r in placed)
 
 
+def _shared_tickets(state, job: str) -> list:
+    """Tickets the records give to more than one running task of *job* on one host (each should have its own)."""
+    held = [(t.agent.host, t.ticket) for t in state.ledger.jobs[job].running.values() if t.ticket is not None]
+    return sorted({h for h in held if held.count(h) > 1})
+
+
 def _register_again(state, aid: str, listed: list, now: float = 0.0) -> list:
     """Agent *aid* registers (again) saying it holds the tasks *listed* ([task id, ticket]): those running there
     and those its launcher holds queued behind them, as an agent's REGISTER says them (task_info, in RUN order)."""
@@ -238,3 +244,50 @@ def test_an_agent_holding_tasks_queued_behind_its_running_ones_registers_again_b
                                          "memory": 1.0, "slots": 4, "pid": 1, "running": greedy}, now=0.0)
     assert [kind for _r, kind, _b in out] == [Msg.REFUSED] and "agent-g" not in state.ledger.agents
 
+
+def test_an_agent_back_after_it_was_lost_with_tasks_queued_there_gives_no_ticket_twice():
+    """Lost (silent) then back, an agent says it holds the tasks running there and those queued behind them, each
+    with the ticket of the slot it runs or will run in: taken back as they are there (queued behind the one that
+    runs), not as that many tasks running, each ticket once; else a ticket the agent's queued task holds is given
+    to a new task as the one before it ends."""
+    state = make_state(max_retries=1)
+    a = add_agent(state, "a", slots=4)
+    job = reused_job(state, 30)
+    placed = rows(state.dispatch(0.0))[a]
+    found = chains(placed)
+    state.agent_lost(a, "silent", 0.0)
+    assert not state.ledger.jobs[job].running and not state.ledger.jobs[job].queued
+    _register_again(state, a, [[tid, ticket] for tid, ticket, _after in placed])
+    assert _shared_tickets(state, job) == []
+    assert len(state.ledger.jobs[job].running) == 2 and len(state.ledger.agents[a].running) == 2
+    # as the agent runs them: each line in turn, the last of the first line left running with ticket 0
+    first, second = found
+    for row in [*first[:-1], *second]:
+        report(state, a, row[0])
+        assert _shared_tickets(state, job) == []
+    new = rows(state.dispatch(0.0))[a]
+    assert new and all(r[1] != first[-1][1] for r in new if r[2] is None), (new, first[-1])
+
+
+def test_a_restarted_boss_takes_tasks_queued_on_an_agent_behind_the_one_running_and_gives_no_ticket_twice():
+    """After a boss restart, the tasks an agent holds (running, and queued behind them with the same ticket) are
+    adopted when their job is submitted again: each ticket once."""
+    state = make_state(started=100.0, recovery_grace=3.0)
+    rows_ = [[50 + i, "j1", i, 0 if i < 3 else 1, OWNER, proof("j1", i, RUNNING)] for i in range(6)]
+    aid = "agent-a"
+    state.on_register(aid.encode(), {"agent": aid, "host": "a", "shm_host": "machine-a", "cpus": 4,
+                                     "memory": 8000.0, "slots": 4, "pid": 1, "running": rows_}, now=100.0)
+    body = submit_body("j1", policy={"kind": "threads", "max_threads": 2}, max_tasks=100, resubmit=True)
+    state.on_submit(CLIENT, body, now=100.0)
+    add(state, "j1", range(10))
+    assert state.ledger.counters["tasks_adopted"] == 6
+    assert _shared_tickets(state, "j1") == []
+    assert len(state.ledger.jobs["j1"].running) == 2 and len(state.ledger.agents[aid].running) == 2
+    job = state.ledger.jobs["j1"]
+    for index in (0, 1, 3, 4, 5):  # index 2 still runs there, with ticket 0
+        task = job.by_index[index]
+        row = [task.tid, "j1", index, True, b"r", 10.0, 10.0001, b"", b"", TAG, OWNER, proof("j1", index)]
+        state.on_agent_reports(b"", {"agent": aid, "batch": 1, "reports": [row]}, now=101.0)
+        assert _shared_tickets(state, "j1") == []
+    new = rows(state.dispatch(104.0))[aid]
+    assert new and all(r[1] != 0 for r in new if r[2] is None), new

@@ -114,7 +114,7 @@ class AgentEvents:
                 if may is None:  # an agent key that was never sent it: neither taken as running there nor stopped
                     unproven(ledger.counters, RUNNING, jid, index, said_by)
                     continue
-                ledger.transition(task, TaskState.RUNNING, now, agent, ticket, adopted=True)
+                ledger.adopt(task, agent, ticket, now)
                 listed.add(task.tid)
                 adopted += 1
             elif job is None and jid not in ledger.ended:  # for its owner's job, submitted again (proof checked then)

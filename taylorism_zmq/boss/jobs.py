@@ -13,7 +13,7 @@ from ..wire.protocol import Msg
 from .clients import ClientConnections
 from .dispatch import Dispatcher
 from .ledger import Ledger, end_body
-from .model import JobRecord, JobState, Policy, Refused, TaskRecord, TaskState
+from .model import JobRecord, JobState, Policy, Refused, TaskRecord
 from .plugins import PluginLoader
 from .quota import job_bytes, task_bytes
 from .validation import ticket_fits
@@ -212,7 +212,7 @@ class JobRequests:
             new.append(task)
             for aid, ticket in ledger.orphan_running.take((job.jid, index), owner, key):
                 if aid in ledger.agents and ticket_fits(job, ledger.agents[aid], ticket):  # still runs where it ran
-                    ledger.transition(task, TaskState.RUNNING, now, ledger.agents[aid], ticket, adopted=True)
+                    ledger.adopt(task, ledger.agents[aid], ticket, now)
                     adopted += 1
                     break
         if job.resubmitted and (recovered or adopted):

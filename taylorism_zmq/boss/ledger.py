@@ -169,7 +169,7 @@ class Ledger:
         elif to is _QUEUED:
             assert follows is not None and follows.state in (_RUNNING, _QUEUED) and follows.follower is None, \
                 "a task is queued behind a running one, or the last queued behind it"
-            self._queue_behind(task, follows, now)
+            self._queue_behind(task, follows, now, adopted)
         else:  # an end: the task is forgotten, its instructions leave the boss
             del self.tasks[task.tid]
             job.by_index.pop(task.index, None)
@@ -182,6 +182,26 @@ class Ledger:
         if then is not None:  # started by its agent as this one ended, in its slot; or cancelled with it
             assert follower is not None
             self.transition(follower, then, now, on, its_ticket)
+
+    def adopt(self, task: TaskRecord, agent: AgentRecord, ticket: int | None, now: float) -> None:
+        """Take the pending *task* as held by *agent* with *ticket*, as the agent said (REGISTER after a boss
+        restart, a failover, or its loss): running there; or, when a running task of its job there has that
+        ticket already, queued behind it (its launcher holds it there, to start in that slot as that one ends),
+        so that no ticket is held twice and no slot counted twice."""
+        ahead = self._holder(task.job, agent, ticket)
+        if ahead is None:
+            self.transition(task, _RUNNING, now, agent, ticket, adopted=True)
+            return
+        while ahead.follower is not None:
+            ahead = ahead.follower
+        self.transition(task, _QUEUED, now, follows=ahead, adopted=True)
+
+    @staticmethod
+    def _holder(job: JobRecord, agent: AgentRecord, ticket: int | None) -> TaskRecord | None:
+        """The running task of *job* on *agent* with *ticket*, where the job queues tasks behind running ones."""
+        if ticket is None or not job.queues_ahead:
+            return None
+        return next((t for t in job.running.values() if t.agent is agent and t.ticket == ticket), None)
 
     def _take_slot(self, task: TaskRecord, agent: AgentRecord, ticket: int | None, adopted: bool,
                    now: float, inherited: bool = False) -> None:
@@ -211,7 +231,7 @@ class Ledger:
         self.free.update(agent)
         self.started.append(task)
 
-    def _queue_behind(self, task: TaskRecord, follows: TaskRecord, now: float) -> None:
+    def _queue_behind(self, task: TaskRecord, follows: TaskRecord, now: float, adopted: bool = False) -> None:
         agent = follows.agent
         assert agent is not None, "a running task runs on an agent"
         task.agent, task.ticket, task.follows, follows.follower = agent, follows.ticket, follows, task
@@ -219,6 +239,9 @@ class Ledger:
             task.tried += (agent.aid,)
         task.job.queued[task.tid] = task
         agent.queued.add(task.tid)
+        if adopted:
+            self.counters["tasks_adopted"] += 1
+            return
         self.counters["tasks_queued"] += 1
         if self.on_dispatch is not None:
             self.on_dispatch(now - task.queued)

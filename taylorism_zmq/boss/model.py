@@ -65,7 +65,8 @@ TASK_MOVES: dict[tuple[TaskState, TaskState], str] = {
                                          "agent while it waited to run again",
     (TaskState.PENDING, TaskState.FAILED): "the same, with an error",
     (TaskState.PENDING, TaskState.CANCELLED): "its job ended",
-    (TaskState.PENDING, TaskState.QUEUED): "sent to an agent behind a running task of its job (RUN, after it)",
+    (TaskState.PENDING, TaskState.QUEUED): "sent to an agent behind a running task of its job (RUN, after it), "
+                                           "or adopted there behind one with its ticket (REGISTER)",
     (TaskState.QUEUED, TaskState.RUNNING): "the task it waited for ended: its agent started it at once",
     (TaskState.QUEUED, TaskState.PENDING): "the task it waited for went back to pending, or was lost with its "
                                            "agent: it never started (no retry counted)",
