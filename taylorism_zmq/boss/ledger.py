@@ -291,20 +291,20 @@ class Ledger:
     def end_job(self, job: JobRecord, status: JobState, now: float, kill: bool = True,
                 error: tuple[str, str] | None = None) -> None:
         """End *job* as *status*: its running tasks are cancelled (and KILLed where they run, with *kill*), the
-        pending ones never start, its client hears JOB_END.  The messages are made before the records change,
-        so that whatever happens half-way its peers are told."""
+        pending ones never start, nor those queued on agents (KILLed there, *kill* or not: else each would start
+        as the one before it ends), and its client hears JOB_END, which names both as never started.  The
+        messages are made before the records change, so that whatever happens half-way its peers are told."""
         if self.jobs.get(job.jid) is not job:
             return
         waiting = list(job.pending_tasks())
-        if kill:
-            kills: dict[bytes, list[int]] = {}
-            for task in [*job.running.values(), *job.queued.values()]:
-                if task.agent is not None:
-                    kills.setdefault(task.agent.route, []).append(task.tid)
-            for route, tids in kills.items():
-                self.out.add(route, Msg.KILL, {"tasks": tids})
+        kills: dict[bytes, list[int]] = {}
+        for task in [*(job.running.values() if kill else ()), *job.queued.values()]:
+            if task.agent is not None:
+                kills.setdefault(task.agent.route, []).append(task.tid)
+        for route, tids in kills.items():
+            self.out.add(route, Msg.KILL, {"tasks": tids})
         etype, emsg = error if error else (None, None)
-        end = end_body(job.jid, status, sorted(t.index for t in waiting), etype, emsg)
+        end = end_body(job.jid, status, sorted(t.index for t in [*waiting, *job.queued.values()]), etype, emsg)
         self.out.add(job.client, Msg.JOB_END, end)
         for task in [*job.running.values(), *waiting]:  # (the queued go with the task they wait for)
             self.transition(task, TaskState.CANCELLED, now)
@@ -324,8 +324,8 @@ class Ledger:
             self.detached_done[job.jid] = (job.kept, end, job.owner, job.kept_bytes)
             while len(self.detached_done) > DETACHED_MEMORY:
                 self.forget_detached(next(iter(self.detached_done)))
-        log.info("job %s %s (%d task(s) done, %d never started)", job.label, status.value, job.done, len(waiting),
-                 extra={"job": job.label})
+        log.info("job %s %s (%d task(s) done, %d never started)", job.label, status.value, job.done,
+                 len(end["pending"]), extra={"job": job.label})
 
     def maybe_finished(self, job: JobRecord, now: float) -> None:
         """End *job* if its client said end (or stop) and nothing of it runs (or waits) any more."""
