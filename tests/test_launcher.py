@@ -230,3 +230,16 @@ def test_tasks_queued_in_a_line_start_one_after_the_other_and_one_killed_leaves_
     reports = [d["report"] for d in ends]
     assert reports[1]["t0"] >= reports[0]["t1"] and reports[2]["t0"] >= reports[1]["t1"]
     assert len({r["pid"] for r in reports}) == 1
+
+
+def test_two_tasks_queued_behind_the_same_one_both_run_in_turn(launcher):
+    """Two RUNs naming the same task (the boss's line and the launcher's may differ after a boss restart: it takes
+    back what an agent holds in the order the job lists its tasks): the second waits behind the first, neither
+    is dropped (a task held and never started nor reported hangs its job)."""
+    first = launcher.run(dict(zt="nap", tag=1, seconds=0.3), max_tasks=10)
+    second = launcher.run(dict(zt="nap", tag=2), max_tasks=10, after=first)
+    third = launcher.run(dict(zt="nap", tag=3), max_tasks=10, after=first)
+    ends = [launcher.done(timeout=10) for _ in range(3)]
+    assert sorted(d["tid"] for d in ends) == [first, second, third] and all(d["ok"] for d in ends)
+    reports = [d["report"] for d in ends]
+    assert reports[1]["t0"] >= reports[0]["t1"] and reports[2]["t0"] >= reports[1]["t1"]

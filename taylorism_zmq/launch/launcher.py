@@ -215,6 +215,8 @@ class Launcher:
                timeout: float | None, stream: bool, max_tasks: int, key: bytes, after: int | None) -> None:
         if after is not None and (after in self.running or after in self.waits_for) and not self._leaving():
             # queued behind a task running (or queued) here: it starts as that one ends, in the process it leaves
+            while after in self.behind:  # (one waits there already: behind the last of that line, never instead)
+                after = self.behind[after].args[0]
             self.behind[after] = functools.partial(self.on_run, tid, ticket, cls_ref, payload, binded, trusted,
                                                    timeout, stream, max_tasks, key, None)
             self.waits_for[tid] = after
