@@ -22,6 +22,7 @@ from taylorism_zmq.agent.task_runner import TaskRunner
 from taylorism_zmq.boss import outbox
 from taylorism_zmq.boss.model import TicketPool
 from taylorism_zmq.boss.state import BossState
+from taylorism_zmq.boss.validation import MAX_QUEUE_DEPTH
 from taylorism_zmq.boss.webstatus import finite
 from taylorism_zmq.wire import codec, protocol
 from taylorism_zmq.wire.code_env import env_problem
@@ -262,8 +263,10 @@ def test_a_registered_running_task_with_a_ticket_out_of_its_job_range_is_killed_
 
 def test_a_registration_that_makes_no_sense_is_refused():
     state = BossState(validate=True)
-    out = _register(state, "agent-a", [[i, "j", i, None, "SHA256:o", b""] for i in range(5)], slots=2)
-    assert out[0][1] is Msg.REFUSED and "5 running tasks" in out[0][2]["message"]
+    # (beyond each slot's task and the most a boss queues behind it: an agent holds no more)
+    too_many = 2 * (1 + MAX_QUEUE_DEPTH) + 1
+    out = _register(state, "agent-a", [[i, "j", i, None, "SHA256:o", b""] for i in range(too_many)], slots=2)
+    assert out[0][1] is Msg.REFUSED and f"{too_many} running tasks" in out[0][2]["message"]
     assert _register(state, "agent-b", [], slots=0)[0][1] is Msg.REFUSED
     assert not state.ledger.agents
 
