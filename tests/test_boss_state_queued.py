@@ -326,3 +326,21 @@ def test_stop_listening_leaves_the_running_tasks_but_no_queued_task_starts_after
     (end,) = of_kind(out, Msg.JOB_END)
     started = {index[tid] for tid, _ticket, after in placed if after is None}
     assert end["status"] == "stopped" and end["pending"] == sorted(set(range(20)) - started), end
+
+
+def test_queued_tasks_count_as_not_started_for_the_client_and_in_the_status():
+    """What the client's progress and taylorism-ctl show as pending is what has not started: queued included."""
+    state = make_state()
+    a = add_agent(state, "a", slots=4)
+    job = reused_job(state, 20)
+    placed = rows(state.dispatch(0.0))[a]
+    queued = [r for r in placed if r[2] is not None]
+    assert queued
+    out = report(state, a, placed[0][0])
+    (body,) = of_kind(out + state.dispatch(0.0), Msg.REPORTS)
+    record = state.ledger.jobs[job]
+    assert body["pending"] == record.n_pending + len(record.queued) and body["running"] == len(record.running)
+    (row,) = [j for j in state.status(0.0)["jobs"] if j["job"] == job]
+    assert row["pending"] == 20 - 1 - len(record.running) and row["queued"] == len(record.queued) > 0
+    (host,) = state.status(0.0)["hosts"]
+    assert host["queued"] == len(state.ledger.agents[a].queued) == len(record.queued)

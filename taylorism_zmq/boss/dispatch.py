@@ -109,9 +109,9 @@ class Dispatcher:
         for jid, indexes in started.items():  # with the job's counts, as taylorism-ctl jobs tells them
             job = ledger.jobs[jid]
             ledger.out.add(job.client, Msg.STARTED, {"job": jid, "indexes": indexes, "running": len(job.running),
-                                                     "pending": job.n_pending})
+                                                     "pending": job.not_started})
         for job, body in ledger.counted:  # this pass's REPORTS: a task that ended there may have a successor now
-            body["running"], body["pending"] = len(job.running), job.n_pending
+            body["running"], body["pending"] = len(job.running), job.not_started
         ledger.counted.clear()
 
     def _share(self, by_owner: dict[str, list[JobRecord]], batches: dict, now: float) -> None:

@@ -61,7 +61,7 @@ class Followers:
             routes.add(route)
             self.count += 1
         self._rows(route, jid, job.kept if job.detach else [], job.owner.key == who.key,
-                   {"running": len(job.running), "pending": job.n_pending})
+                   {"running": len(job.running), "pending": job.not_started})
 
     def _rows(self, route: bytes, jid: str, rows: list, owned: bool, counts: dict | None = None) -> None:
         """The reports so far; *owned*: the follower is the job owner's key (else an admin's: see REPORTS)."""

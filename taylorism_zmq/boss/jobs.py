@@ -260,7 +260,7 @@ class JobRequests:
     def _cancel(self, job: JobRecord, route: bytes, now: float, who: Identity) -> None:
         """End *job* as cancelled by *who* (its owner or an admin): its tasks killed, its client raises a
         JobCancelledError naming who; *route* (taylorism-ctl) is answered."""
-        running, pending = len(job.running), job.n_pending
+        running, pending = len(job.running), job.not_started
         why = f"job {job.jid} ({job.name}) was cancelled by {who.label} (taylorism-ctl cancel)"
         log.warning("job %s was cancelled by %s: %d running task(s) killed, %d pending dropped", job.label,
                     who.label, running, pending, extra={"job": job.label})

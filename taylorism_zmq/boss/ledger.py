@@ -352,7 +352,7 @@ class Ledger:
             self.quota.hold(job.owner.key, size)
         # the counts ride along, for progress bars (extra fields are ignored by older readers)
         body = {"job": job.jid, "reports": rows, "trusted": self.vouch, "owned": job.client_owned,
-                "running": len(job.running), "pending": job.n_pending}
+                "running": len(job.running), "pending": job.not_started}
         self.counted.append((job, body))
         self.out.add(job.client, Msg.REPORTS, body)
 

@@ -435,6 +435,11 @@ class JobRecord:
         return self.state is JobState.HALTED
 
     @property
+    def not_started(self) -> int:
+        """Its tasks that have not started, as its client and operators count them: pending, and queued on agents."""
+        return self.n_pending + len(self.queued)
+
+    @property
     def queues_ahead(self) -> bool:
         """Its tasks may be queued on an agent behind its running ones: reused processes (the next task goes to
         the process that just finished, without a round trip through the boss), and limits that a task ending

@@ -27,7 +27,7 @@ def status_snapshot(boss_id: str, ledger: Ledger, now: float,
         "boss": boss_id,
         "time": wall,
         "hosts": [
-            {"agent": a.aid, "host": a.host, "slots": a.slots, "running": len(a.running),
+            {"agent": a.aid, "host": a.host, "slots": a.slots, "running": len(a.running), "queued": len(a.queued),
              "cpus": a.cpus, "memory": a.memory, "mem_avail": a.mem_avail, "load": a.load,
              "cpu": a.cpu, "done": a.done, "draining": a.draining, "last_seen": now - a.last_seen,
              "tickets": sum(1 for tid in a.running if ledger.tasks[tid].ticket is not None)}
@@ -35,7 +35,8 @@ def status_snapshot(boss_id: str, ledger: Ledger, now: float,
         ],
         "jobs": [
             {"job": j.jid, "name": j.name, "client": j.owner.name,  # (routing ids stay secret)
-             "running": len(j.running), "pending": j.n_pending, "done": j.done, "failed": j.failed,
+             "running": len(j.running), "pending": j.not_started, "queued": len(j.queued), "done": j.done,
+             "failed": j.failed,
              "halted": j.halted, "age": now - j.created, "agents": _agents_of(j)}
             for j in ledger.jobs.values()
         ],
