@@ -243,3 +243,15 @@ def test_two_tasks_queued_behind_the_same_one_both_run_in_turn(launcher):
     assert sorted(d["tid"] for d in ends) == [first, second, third] and all(d["ok"] for d in ends)
     reports = [d["report"] for d in ends]
     assert reports[1]["t0"] >= reports[0]["t1"] and reports[2]["t0"] >= reports[1]["t1"]
+
+
+def test_tasks_killed_before_their_forked_launcher_came_never_start():
+    """An agent holds the RUNs of a job whose launcher (a fork of its client) has not said hello yet; a KILL of
+    some of those tasks (their job ended meanwhile) takes them out, so they never start when it comes."""
+    from taylorism_zmq.agent.forked import Waiting
+
+    waiting = Waiting()
+    waiting.hold("L", {"job": "j", "tasks": [[1, 0, 0, "m:C", b"", KEY, None], [2, 1, 1, "m:C", b"", KEY, None]]}, 0.0)
+    waiting.hold("L", {"job": "j", "tasks": [[3, 2, 0, "m:C", b"", KEY, 1]]}, 0.0)
+    assert waiting.drop({1, 3, 99}) == 2
+    assert [[row[0] for row in body["tasks"]] for body in waiting.release("L")] == [[2], []]

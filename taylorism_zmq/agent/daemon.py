@@ -311,6 +311,8 @@ class AgentDaemon:
 
     def on_kill(self, body: dict[str, Any]) -> None:
         self.launchers.kill(body["tasks"])
+        if dropped := self.tasks.fork_waits.drop(set(body["tasks"])):  # (their launcher has not come yet)
+            log.debug("agent %s: %d task(s) killed before their launcher came: never started", self.aid, dropped)
 
     def on_reports_ack(self, body: dict[str, Any]) -> None:
         self.sender.ack(body["batch"])

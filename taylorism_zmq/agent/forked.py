@@ -82,6 +82,17 @@ class Waiting:
         """What waited for this launcher, now that it came."""
         return [body for _, body in self._bodies.pop(launcher_id, [])]
 
+    def drop(self, tids: set[int]) -> int:
+        """Forget the tasks *tids* where they wait (KILLed before their launcher came): they never start.  Returns
+        how many were dropped."""
+        dropped = 0
+        for waits in self._bodies.values():
+            for _deadline, body in waits:
+                kept = [row for row in body["tasks"] if row[0] not in tids]
+                dropped += len(body["tasks"]) - len(kept)
+                body["tasks"] = kept
+        return dropped
+
     def expired(self, now: float) -> list[dict]:
         """What waited too long: its launcher is not coming."""
         late = []
