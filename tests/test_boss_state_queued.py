@@ -80,7 +80,8 @@ def test_tasks_are_queued_behind_each_task_that_starts_with_its_ticket():
 def test_the_queued_task_takes_the_slot_of_the_one_it_follows_and_one_more_queues_behind():
     state = make_state()
     a = add_agent(state, "a", slots=4)
-    job = reused_job(state, 12)
+    n = 2 * (1 + QUEUE_DEPTH) + 10
+    job = reused_job(state, n)
     (first, *queued), _other = chains(rows(state.dispatch(0.0))[a])
     out = report(state, a, first[0])
     assert not rows(out)  # no RUN for it: its agent started it as the first ended
@@ -88,7 +89,7 @@ def test_the_queued_task_takes_the_slot_of_the_one_it_follows_and_one_more_queue
     assert task.state is TaskState.RUNNING and task.ticket == first[1] and task.follows is None
     assert [r[2] for r in rows(state.dispatch(0.0))[a]] == [queued[-1][0]]  # one more at the end of the line
     reported, ended = {first[0]}, []
-    for _ in range(40):  # (bounded) report whatever runs until the job is done
+    for _ in range(4 * n):  # (bounded) report whatever runs until the job is done
         running = sorted(state.ledger.jobs[job].running) if job in state.ledger.jobs else []
         if not running:
             break
@@ -96,7 +97,7 @@ def test_the_queued_task_takes_the_slot_of_the_one_it_follows_and_one_more_queue
         reported.add(running[0])
         state.on_control(CLIENT, {"job": job, "action": "end"}, now=0.0)
         ended += of_kind(state.dispatch(0.0) + out, Msg.JOB_END)
-    assert job not in state.ledger.jobs and len(reported) == 12 and [e["status"] for e in ended] == ["finished"]
+    assert job not in state.ledger.jobs and len(reported) == n and [e["status"] for e in ended] == ["finished"]
 
 
 def test_only_jobs_of_reused_processes_with_limits_on_threads_alone_queue():

@@ -47,7 +47,7 @@ def _run_row_size(row: list) -> int:
 class Dispatcher:
     """Place ready tasks on free slots: the jobs of one owner first come, first served; owners in turn."""
 
-    def __init__(self, ledger: Ledger, max_frame: int, queue_depth: int = 4) -> None:
+    def __init__(self, ledger: Ledger, max_frame: int, queue_depth: int = 8) -> None:
         self.ledger = ledger
         self.max_frame = max_frame
         #: tasks queued at most behind each running task (--queue-depth; 0: none)

@@ -39,7 +39,7 @@ class BossOptions:
     handshake_timeout: float = 5.0
     #: tasks of a job of reused processes queued at most on an agent behind each of its running tasks (0: none;
     #: see dispatch.queue_depth)
-    queue_depth: int = 4
+    queue_depth: int = 8
 
 
 #: the defaults
