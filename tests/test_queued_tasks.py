@@ -111,3 +111,28 @@ def _still_there(process: psutil.Process) -> bool:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_the_embedded_default_queues_the_tasks_of_reused_processes_in_the_callers_fork(tmp_path):
+    """With no boss configured (a launcher that is a fork of this process), a job of reused processes runs each
+    task once, two at once at most, and its tasks were queued on the embedded agent."""
+    from taylorism_zmq.client import embedded
+    from taylorism_zmq.client.connection import Connection
+    from taylorism_zmq.wire.protocol import Msg
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    n = 80
+    report = batch_main(dict(zt="nap", runs=str(runs)), dict(tag=list(range(n)), seconds=[0.002] * n),
+                        scheduler=threads(2), max_tasks_per_process=1000, print_report=quiet)
+    tasks = [r["report"] for r in report["workers_report"]]
+    assert sorted(int(t["tag"]) for t in tasks) == list(range(n))
+    executions = execution_ledger.read(str(runs))
+    assert executions.started() == {("zt", i): 1 for i in range(n)} == executions.finished()
+    assert most_at_once([(t["t0"], t["t1"]) for t in tasks]) <= 2
+    conn = Connection(embedded.embedded_endpoint(), timeout=30)
+    try:
+        counters = conn.request(Msg.STATUS, {}, Msg.STATUS_REPLY)["status"]["counters"]
+    finally:
+        conn.close()
+    assert counters.get("tasks_queued", 0) > 0
