@@ -97,6 +97,32 @@ def test_sigkill_of_the_active_mid_job_each_task_runs_once_and_reports_reach_the
     assert status["pair"]["last_failover"] is not None
 
 
+def test_sigkill_of_the_active_while_tasks_are_queued_on_agents_runs_each_once(pair, tmp_path):
+    """A job of reused processes has tasks queued on the agents behind the running ones when the active is
+    killed: the agents register with the new active holding them, and each task still runs once."""
+    cluster = pair().start()
+    for name in ("node-a", "node-b"):
+        cluster.add_agent(slots=2, host_name=name)
+    cluster.wait_agents(2)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    n = 600
+    boss = run_as_server(dict(zt="nap", runs=str(runs)), dict(tag=list(range(n)), seconds=[0.01] * n),
+                         scheduler=threads(2), boss=cluster.address, max_tasks_per_process=1000)
+    boss.make_them_work(terminate=True)
+    wait_until(lambda: cluster.status(0)["counters"].get("tasks_queued", 0) >= 20, 30, "tasks queued on agents")
+    cluster.kill(0)
+    client, raised = _in_thread(boss.wait_till_finished)
+    client.join(120)
+    assert not client.is_alive() and not raised, (raised, log_tail(cluster))
+    tags = sorted(int(r["report"]["tag"]) for r in boss.get_report()["workers_report"])
+    assert tags == list(range(n)), log_tail(cluster)
+    executions = execution_ledger.read(str(runs))
+    assert executions.started() == executions.finished() == {("zt", i): 1 for i in range(n)}, \
+        (executions.ran_twice(), log_tail(cluster))
+    assert cluster.status(1)["pair"]["role"] == "active"
+
+
 def test_sigkill_of_the_active_during_a_burst_of_submissions_loses_and_repeats_nothing(pair, tmp_path):
     """Four client threads submit small jobs one after another; the active is killed among them."""
     cluster = pair().start()
