@@ -52,6 +52,19 @@ def _in_thread(call) -> tuple[threading.Thread, list]:
     return thread, raised
 
 
+def _each_task_once(cluster: PairCluster, boss, runs, n: int) -> None:
+    """The job of *boss* (tags 0 to n-1) ends, every report reaches the caller once, and each task ran once (its
+    execution ledger in *runs* says so)."""
+    client, raised = _in_thread(boss.wait_till_finished)
+    client.join(120)
+    assert not client.is_alive() and not raised, (raised, log_tail(cluster))
+    tags = sorted(int(r["report"]["tag"]) for r in boss.get_report()["workers_report"])
+    assert tags == list(range(n)), log_tail(cluster)  # every report reached the caller, once
+    executions = execution_ledger.read(str(runs))
+    assert executions.started() == executions.finished() == {("zt", i): 1 for i in range(n)}, \
+        (executions.ran_twice(), log_tail(cluster))
+
+
 def test_the_standby_follows_the_active_and_both_say_so(pair, tmp_path):
     cluster = pair().start()
     cluster.add_agent(slots=2, host_name="node-a")
@@ -84,14 +97,7 @@ def test_sigkill_of_the_active_mid_job_each_task_runs_once_and_reports_reach_the
     boss.make_them_work(terminate=True)
     wait_until(lambda: cluster.status(0)["counters"].get("tasks_done", 0) >= 4, 30, "some tasks done")
     cluster.kill(0)
-    client, raised = _in_thread(boss.wait_till_finished)
-    client.join(120)
-    assert not client.is_alive() and not raised, (raised, log_tail(cluster))
-    tags = sorted(int(r["report"]["tag"]) for r in boss.get_report()["workers_report"])
-    assert tags == list(range(n)), log_tail(cluster)  # every report reached the caller, once
-    executions = execution_ledger.read(str(runs))
-    assert executions.started() == executions.finished() == {("zt", i): 1 for i in range(n)}, \
-        (executions.ran_twice(), log_tail(cluster))
+    _each_task_once(cluster, boss, runs, n)
     status = cluster.status(1)
     assert status["pair"]["role"] == "active" and status["pair"]["failovers"] == 1
     assert status["pair"]["last_failover"] is not None
@@ -112,14 +118,7 @@ def test_sigkill_of_the_active_while_tasks_are_queued_on_agents_runs_each_once(p
     boss.make_them_work(terminate=True)
     wait_until(lambda: cluster.status(0)["counters"].get("tasks_queued", 0) >= 20, 30, "tasks queued on agents")
     cluster.kill(0)
-    client, raised = _in_thread(boss.wait_till_finished)
-    client.join(120)
-    assert not client.is_alive() and not raised, (raised, log_tail(cluster))
-    tags = sorted(int(r["report"]["tag"]) for r in boss.get_report()["workers_report"])
-    assert tags == list(range(n)), log_tail(cluster)
-    executions = execution_ledger.read(str(runs))
-    assert executions.started() == executions.finished() == {("zt", i): 1 for i in range(n)}, \
-        (executions.ran_twice(), log_tail(cluster))
+    _each_task_once(cluster, boss, runs, n)
     assert cluster.status(1)["pair"]["role"] == "active"
 
 
