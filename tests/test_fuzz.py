@@ -366,3 +366,59 @@ def test_messages_not_for_clients_are_logged_counted_and_ignored(tmp_path, caplo
         ctx.term()
     assert connection.unknown_messages == 1 and connection.boss_id == "fake"
     assert "sent a KILL, which is not for clients: ignored (1 such message(s) so far)" in caplog.text
+
+
+def _run_one_task_and_take_its_report(router, pull) -> tuple[bytes, list[int]]:
+    """Register the fake boss's agent, give it one quick task, and take its report batch without acknowledging
+    it: the agent's route, and the batches seen."""
+    route, *frames = _recv(router)
+    assert protocol.decode(frames)[0] is Msg.REGISTER
+    router.send_multipart([route, *protocol.encode(Msg.REGISTERED, {"heartbeat": 0.2, "boss": "fake",
+                                                                     "reports": "", "max_frame": protocol.MAX_FRAME})])
+    env = {"path": [os.path.dirname(__file__), *[p for p in os.sys.path if p]], "cwd": "/"}
+    payload = Codec().dumps({"zt": "nap", "tag": "ok", "name": "good", "seconds": 0.0, "fail": "no", "spawn": None,
+                             "ledger": None, "chdir": None, "extra": footprints.FPDict(),
+                             "scheduler_hooks": footprints.FPList(), "memory": 0.0, "expected_time": 0.0})
+    router.send_multipart([route, *protocol.encode(Msg.RUN, {
+        "job": "j", "env": env, "trusted": False, "binded": False, "timeout": None, "stream": False, "user": None,
+        "owner": OWNER, "max_tasks": 1, "classes": {}, "tasks": [[1, 0, 0, "zt_workers:ZtNap", payload, KEY, None]]})])
+    deadline = time.monotonic() + 60
+    while True:
+        assert time.monotonic() < deadline
+        kind, body = protocol.decode(_recv(pull))
+        if kind is Msg.AGENT_REPORTS:
+            return route, [body["batch"]]
+
+
+def _heard_until(router, kind: Msg, seconds: float) -> bool:
+    """Whether the fake boss hears a message of *kind* on its control socket within *seconds*."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if router.poll(int(left * 1000) + 1) and protocol.decode(router.recv_multipart()[1:])[0] is kind:
+            return True
+    return False
+
+
+def test_a_stopping_agent_says_goodbye_only_once_the_boss_has_its_last_reports(fake_boss):
+    """GOODBYE goes on the control socket and reports on their own, in no order: a boss that took the GOODBYE
+    first would requeue, and run again elsewhere, a task that had ended on the agent.  A stopping agent waits for
+    the acknowledgement of its reports before it says goodbye."""
+    router, pull, agent = fake_boss
+    route, batches = _run_one_task_and_take_its_report(router, pull)
+    agent.terminate()
+    assert not _heard_until(router, Msg.GOODBYE, 0.8)  # its report is not acknowledged yet
+    for batch in batches:
+        router.send_multipart([route, *protocol.encode(Msg.REPORTS_ACK, {"batch": batch})])
+    assert _heard_until(router, Msg.GOODBYE, 5)
+    assert agent.wait(timeout=10) == 0
+
+
+def test_a_stopping_agent_whose_boss_does_not_acknowledge_leaves_after_a_bounded_wait(fake_boss, tmp_path):
+    router, pull, agent = fake_boss
+    _run_one_task_and_take_its_report(router, pull)
+    start = time.monotonic()
+    agent.terminate()
+    assert _heard_until(router, Msg.GOODBYE, 10) and agent.wait(timeout=10) == 0
+    assert time.monotonic() - start < 6
+    log = (tmp_path / "agent.log").read_text()
+    assert "leaving with 1 report batch(es) the boss has not acknowledged" in log, log

@@ -45,6 +45,8 @@ log = logging.getLogger("taylorism_zmq.agent")
 
 #: default seconds a launcher with no task may stay (its process and spares hold memory on the host)
 LAUNCHER_IDLE = 600.0
+#: seconds a stopping agent waits for the boss to acknowledge its last reports, before it says goodbye
+LEAVE_WAIT = 2.0
 
 
 class AgentDaemon:
@@ -104,6 +106,8 @@ class AgentDaemon:
         self.former_ids: list[str] = []
         self._push_polled = False
         self.exit_code = 0
+        #: stopping: a RUN that comes now is not started (the GOODBYE hands its tasks back)
+        self.leaving = False
         self._stop = False
         self._bad_log = RateLimitedLog(log)
         #: messages of the boss of a type not for agents (ignored)
@@ -169,6 +173,8 @@ class AgentDaemon:
                      self.boss.control_endpoint)
             self._loop()
         finally:
+            if self.exit_code == 0 and self.boss.registered:
+                self._hand_over()
             self.boss.say_goodbye()
             for link in self.launchers:
                 self.tasks.close_launcher(link)
@@ -282,6 +288,22 @@ class AgentDaemon:
             self._flush_output()
             self._flush_reports()
 
+    def _hand_over(self) -> None:
+        """Before GOODBYE: the ends its launchers told of are reported, and the boss's acknowledgement of every
+        report awaited (LEAVE_WAIT at most).  GOODBYE goes on the control socket and reports on their own, in no
+        order: a boss that took the GOODBYE first would run again elsewhere a task that ended here."""
+        self.leaving = True
+        for link in list(self.launchers):
+            self.tasks.read(link)
+        self._flush_reports()
+        deadline = time.monotonic() + LEAVE_WAIT
+        while self.sender.unacked and (left := deadline - time.monotonic()) > 0:
+            if self.boss.dealer.poll(max(1, int(left * 1000))):
+                self._read_boss()
+        if self.sender.unacked:
+            log.warning("agent %s: leaving with %d report batch(es) the boss has not acknowledged (kept in %s)",
+                        self.aid, self.sender.unacked, self.state_dir)
+
     def _read_boss(self) -> None:
         for _ in range(256):
             try:
@@ -307,6 +329,8 @@ class AgentDaemon:
 
     # -- what the boss says, by type (the table is self.handlers) ------------------------
     def on_run(self, body: dict[str, Any]) -> None:
+        if self.leaving:
+            return  # (not started: its GOODBYE hands these tasks back to the boss)
         self.tasks.run(body)
 
     def on_kill(self, body: dict[str, Any]) -> None:
