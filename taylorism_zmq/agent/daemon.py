@@ -174,7 +174,10 @@ class AgentDaemon:
             self._loop()
         finally:
             if self.exit_code == 0 and self.boss.registered:
-                self._hand_over()
+                try:
+                    self._hand_over()
+                except Exception:  # (a bug: the agent still says goodbye and stops what it runs)
+                    log.exception("agent %s: could not hand its last reports over before leaving", self.aid)
             self.boss.say_goodbye()
             for link in self.launchers:
                 self.tasks.close_launcher(link)
@@ -301,8 +304,8 @@ class AgentDaemon:
             if self.boss.dealer.poll(max(1, int(left * 1000))):
                 self._read_boss()
         if self.sender.unacked:
-            log.warning("agent %s: leaving with %d report batch(es) the boss has not acknowledged (kept in %s)",
-                        self.aid, self.sender.unacked, self.state_dir)
+            log.warning("agent %s: leaving with %d report batch(es) the boss has not acknowledged (kept in its "
+                        "journal, sent again at its next start)", self.aid, self.sender.unacked)
 
     def _read_boss(self) -> None:
         for _ in range(256):
