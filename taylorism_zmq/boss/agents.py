@@ -12,7 +12,7 @@ from ..wire.keystore import Identity
 from ..wire.peer_logging import RateLimitedLog
 from ..wire.protocol import Msg
 from .ledger import Ledger
-from .model import AgentRecord, JobState, TaskRecord, TaskState
+from .model import ON_AN_AGENT, AgentRecord, JobState, TaskRecord, TaskState
 from .options import BossOptions
 from .orphans import unproven
 from .validation import FinishedRow, finished_rows, register_problem, ticket_fits
@@ -34,9 +34,6 @@ def _may_run_there(task: TaskRecord, aid: str, who: str, what: str, proof: bytes
         return False
     return claim_verifies(task.key, who, task.job.jid, task.index, what, proof) or None
 
-
-#: the states of a task the records place on an agent
-_THERE = frozenset({TaskState.RUNNING, TaskState.QUEUED})
 
 class AgentEvents:
     """Registration, heartbeats, drain, departure and loss of agents."""
@@ -107,7 +104,7 @@ class AgentEvents:
                                           who.label, index, job.label)
             elif job is not None and not ticket_fits(job, agent, ticket):
                 stale.append(tid)  # not a ticket this job could have given it there: stop that copy
-            elif task is not None and task.state in _THERE and task.agent is agent:
+            elif task is not None and task.state in ON_AN_AGENT and task.agent is agent:
                 listed.add(task.tid)  # (an agent of the records, back after a failover; a queued task is there)
             elif task is not None and task.state is TaskState.PENDING and \
                     (may := _may_run_there(task, aid, said_by, RUNNING, proof)) is not False:
@@ -137,7 +134,7 @@ class AgentEvents:
             task = job.by_index.get(index) if job is not None else None
             if job is not None and job.owner_id != owner:
                 ledger.counters["refused"] += 1
-            elif task is not None and task.state in _THERE and task.agent is agent:
+            elif task is not None and task.state in ON_AN_AGENT and task.agent is agent:
                 taken.add(task.tid)
             elif task is not None and task.state is TaskState.PENDING and \
                     (may := _may_run_there(task, agent.aid, said_by, ENDED, proof)) is not False:

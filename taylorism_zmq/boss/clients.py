@@ -129,7 +129,7 @@ class ClientConnections:
         jobs = self.ledger.jobs
         for jid in [jid for jid in self.cut_at if jid not in jobs or jobs[jid].client]:
             del self.cut_at[jid]  # ended, or attached again
-        for job in [j for j in jobs.values() if j.detach and (j.halted or not (j.n_pending or j.running or j.queued))]:
+        for job in [j for j in jobs.values() if j.detach and (j.halted or not (j.not_started or j.running))]:
             heard = self.seen.get(job.client, self.cut_at.get(job.jid, job.created)) if job.client else \
                 self.cut_at.get(job.jid, job.created)
             silent = now - max(heard, job.created)

@@ -39,6 +39,11 @@ def queue_depth(job: JobRecord, most: int) -> int:
     return min(most, max(1, math.ceil(QUEUE_AHEAD / job.run_time)))
 
 
+def _run_row(task: TaskRecord, after: int | None) -> list:
+    """A task's RUN row: id, index, ticket, class, payload, key, and the task it is queued behind (or None)."""
+    return [task.tid, task.index, task.ticket, task.cls, task.payload, task.key, after]
+
+
 def _run_row_size(row: list) -> int:
     """A RUN row's size in a frame, near enough (its payload, class name and key, plus the numbers)."""
     return len(row[4]) + len(row[3]) + len(row[5]) + 32
@@ -153,8 +158,7 @@ class Dispatcher:
                     held.append(task)
                     continue
                 ledger.transition(task, TaskState.RUNNING, now, agent)
-                batches.setdefault((agent.aid, job.jid), []).append(
-                    [task.tid, task.index, task.ticket, task.cls, task.payload, task.key, None])
+                batches.setdefault((agent.aid, job.jid), []).append(_run_row(task, None))
                 placed += 1
             job.push_back(held)
             total += placed
@@ -192,8 +196,7 @@ class Dispatcher:
                     break
                 task = window[0]
                 ledger.transition(task, TaskState.QUEUED, now, follows=last)
-                batches.setdefault((agent.aid, job.jid), []).append(
-                    [task.tid, task.index, task.ticket, task.cls, task.payload, task.key, last.tid])
+                batches.setdefault((agent.aid, job.jid), []).append(_run_row(task, last.tid))
                 last, depth = task, depth + 1
 
     def _pick_agent(self, job: JobRecord, task: TaskRecord) -> AgentRecord | None:

@@ -22,6 +22,7 @@ from .agentkeys import AgentKeys
 from .free_hosts import FreeHosts
 from .model import (
     JOB_MOVES,
+    ON_AN_AGENT,
     TASK_MOVES,
     AgentRecord,
     HostUsage,
@@ -167,7 +168,7 @@ class Ledger:
             assert agent is not None, "a task runs on an agent"
             self._take_slot(task, agent, ticket, adopted, now, inherited=was is _QUEUED)
         elif to is _QUEUED:
-            assert follows is not None and follows.state in (_RUNNING, _QUEUED) and follows.follower is None, \
+            assert follows is not None and follows.state in ON_AN_AGENT and follows.follower is None, \
                 "a task is queued behind a running one, or the last queued behind it"
             self._queue_behind(task, follows, now, adopted)
         else:  # an end: the task is forgotten, its instructions leave the boss

@@ -80,6 +80,8 @@ TASK_MOVES: dict[tuple[TaskState, TaskState], str] = {
     (TaskState.RUNNING, TaskState.PENDING): "its agent was lost or left: it runs again elsewhere (max_retries times)",
     (TaskState.RUNNING, TaskState.CANCELLED): "its job ended (a task failed, its client stopped it or was gone)",
 }
+#: the states of a task the records place on an agent (sent there: running, or queued behind a task running there)
+ON_AN_AGENT = frozenset({TaskState.RUNNING, TaskState.QUEUED})
 #: the states a task leaves no more (its record is forgotten as it enters one)
 TASK_ENDS = frozenset({TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED})
 

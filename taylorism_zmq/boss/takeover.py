@@ -23,7 +23,7 @@ from .agents import AgentEvents
 from .clients import ClientConnections
 from .jobs import JobRequests
 from .ledger import Ledger, end_body
-from .model import TaskState
+from .model import ON_AN_AGENT, TaskState
 from .validation import finished_rows, register_problem
 
 log = logging.getLogger("taylorism_zmq.boss")
@@ -139,7 +139,7 @@ class Takeover:
                 continue
             del self.unconfirmed[tid]
             task = self.ledger.tasks.get(tid)
-            if task is not None and task.state in (TaskState.RUNNING, TaskState.QUEUED) and task.agent is not None \
+            if task is not None and task.state in ON_AN_AGENT and task.agent is not None \
                     and task.agent.aid == aid:
                 self.ledger.counters["tasks_unconfirmed"] += 1
                 log.warning("task %s of job %s was not running on host %s after the failover: it runs again",
