@@ -294,15 +294,20 @@ def test_a_restarted_boss_takes_tasks_queued_on_an_agent_behind_the_one_running_
     assert new and all(r[1] != 0 for r in new if r[2] is None), new
 
 
-def test_stop_now_names_the_queued_tasks_it_killed_among_those_that_never_started():
-    """A job stopped now (stop_them_working) kills its running tasks and those queued behind them, which never
-    started: its end names them with the pending ones (the final report's ``pending``), not as lost."""
+def _twenty_tasks_placed_and_queued() -> tuple:
+    """A job of 20 tasks, two running on one agent and others queued behind them: the state, the job, its RUN rows
+    ([task id, ticket, the task it follows]) and each sent task's index."""
     state = make_state()
     a = add_agent(state, "a", slots=4)
     job = reused_job(state, 20)
     placed = rows(state.dispatch(0.0))[a]
-    tasks = state.ledger.tasks
-    index = {tid: tasks[tid].index for tid, _ticket, _after in placed}
+    return state, job, placed, {tid: state.ledger.tasks[tid].index for tid, _ticket, _after in placed}
+
+
+def test_stop_now_names_the_queued_tasks_it_killed_among_those_that_never_started():
+    """A job stopped now (stop_them_working) kills its running tasks and those queued behind them, which never
+    started: its end names them with the pending ones (the final report's ``pending``), not as lost."""
+    state, job, placed, index = _twenty_tasks_placed_and_queued()
     out = state.on_control(CLIENT, {"job": job, "action": "stop_now"}, now=0.0)
     (kill,) = of_kind(out, Msg.KILL)
     assert sorted(kill["tasks"]) == sorted(index)
@@ -315,12 +320,7 @@ def test_stop_listening_leaves_the_running_tasks_but_no_queued_task_starts_after
     """make_them_work(stop_listening=True): the job ends at once, its running tasks left to finish and the others
     never started; those queued on an agent are stopped there (else its launcher starts each as the one before it
     ends, after the job ended), and named with the pending ones."""
-    state = make_state()
-    a = add_agent(state, "a", slots=4)
-    job = reused_job(state, 20)
-    placed = rows(state.dispatch(0.0))[a]
-    tasks = state.ledger.tasks
-    index = {tid: tasks[tid].index for tid, _ticket, _after in placed}
+    state, job, placed, index = _twenty_tasks_placed_and_queued()
     out = state.on_control(CLIENT, {"job": job, "action": "stop_listening"}, now=0.0)
     queued = sorted(tid for tid, _ticket, after in placed if after is not None)
     assert [sorted(k["tasks"]) for k in of_kind(out, Msg.KILL)] == [queued]

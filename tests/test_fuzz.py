@@ -319,20 +319,8 @@ def test_messages_not_for_agents_are_logged_counted_and_ignored(fake_boss, tmp_p
     router.send_multipart([route, *protocol.encode(Msg.WELCOME, {"agents": 1, "boss": "fake", "max_frame": 1})])
     router.send_multipart([route, *protocol.encode(Msg.JOB_END, {"job": "j", "status": "done", "pending": [],
                                                                   "error": None})])
-    env = {"path": [os.path.dirname(__file__), *[p for p in os.sys.path if p]], "cwd": "/"}
-    payload = Codec().dumps({"zt": "nap", "tag": "ok", "name": "good", "seconds": 0.0, "fail": "no", "spawn": None,
-                             "ledger": None, "chdir": None, "extra": footprints.FPDict(),
-                             "scheduler_hooks": footprints.FPList(), "memory": 0.0, "expected_time": 0.0})
-    router.send_multipart([route, *protocol.encode(Msg.RUN, {
-        "job": "j", "env": env, "trusted": False, "binded": False, "timeout": None, "stream": False, "user": None,
-        "owner": OWNER, "max_tasks": 1, "classes": {}, "tasks": [[1, 0, 0, "zt_workers:ZtNap", payload, KEY, None]]})])
-    deadline = time.monotonic() + 60
-    while True:  # the agent goes on
-        assert time.monotonic() < deadline
-        kind, body = protocol.decode(_recv(pull))
-        if kind is Msg.AGENT_REPORTS:
-            assert [row[3] for row in body["reports"]] == [True]
-            break
+    _give_one_quick_task(router, route)
+    assert [row[3] for row in _next_report_batch(pull)["reports"]] == [True]  # the agent goes on
     assert agent.poll() is None
     log = (tmp_path / "agent.log").read_text()
     assert "the boss sent a WELCOME, which is not for agents: ignored (1 such message(s) so far)" in log, log
@@ -368,13 +356,8 @@ def test_messages_not_for_clients_are_logged_counted_and_ignored(tmp_path, caplo
     assert "sent a KILL, which is not for clients: ignored (1 such message(s) so far)" in caplog.text
 
 
-def _run_one_task_and_take_its_report(router, pull) -> tuple[bytes, list[int]]:
-    """Register the fake boss's agent, give it one quick task, and take its report batch without acknowledging
-    it: the agent's route, and the batches seen."""
-    route, *frames = _recv(router)
-    assert protocol.decode(frames)[0] is Msg.REGISTER
-    router.send_multipart([route, *protocol.encode(Msg.REGISTERED, {"heartbeat": 0.2, "boss": "fake",
-                                                                     "reports": "", "max_frame": protocol.MAX_FRAME})])
+def _give_one_quick_task(router, route: bytes) -> None:
+    """The fake boss sends its agent a RUN of one task that ends at once (task id 1)."""
     env = {"path": [os.path.dirname(__file__), *[p for p in os.sys.path if p]], "cwd": "/"}
     payload = Codec().dumps({"zt": "nap", "tag": "ok", "name": "good", "seconds": 0.0, "fail": "no", "spawn": None,
                              "ledger": None, "chdir": None, "extra": footprints.FPDict(),
@@ -382,12 +365,27 @@ def _run_one_task_and_take_its_report(router, pull) -> tuple[bytes, list[int]]:
     router.send_multipart([route, *protocol.encode(Msg.RUN, {
         "job": "j", "env": env, "trusted": False, "binded": False, "timeout": None, "stream": False, "user": None,
         "owner": OWNER, "max_tasks": 1, "classes": {}, "tasks": [[1, 0, 0, "zt_workers:ZtNap", payload, KEY, None]]})])
+
+
+def _next_report_batch(pull) -> dict:
+    """The next AGENT_REPORTS the fake boss's report socket gets (what else comes is skipped), within 60 s."""
     deadline = time.monotonic() + 60
     while True:
         assert time.monotonic() < deadline
         kind, body = protocol.decode(_recv(pull))
         if kind is Msg.AGENT_REPORTS:
-            return route, [body["batch"]]
+            return body
+
+
+def _run_one_task_and_take_its_report(router, pull) -> tuple[bytes, list[int]]:
+    """Register the fake boss's agent, give it one quick task, and take its report batch without acknowledging
+    it: the agent's route, and the batches seen."""
+    route, *frames = _recv(router)
+    assert protocol.decode(frames)[0] is Msg.REGISTER
+    router.send_multipart([route, *protocol.encode(Msg.REGISTERED, {"heartbeat": 0.2, "boss": "fake",
+                                                                     "reports": "", "max_frame": protocol.MAX_FRAME})])
+    _give_one_quick_task(router, route)
+    return route, [_next_report_batch(pull)["batch"]]
 
 
 def _heard_until(router, kind: Msg, seconds: float) -> bool:
