@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
@@ -9,6 +10,7 @@ from ..launch.launcher import DEFAULT_MAX_REPORT
 from ..launch.link_protocol import LinkMsg, encode
 from ..launch.output import DEFAULT_MAX_OUTPUT
 from ..launch.pipes import StreamDecoder, recv_available
+from .result_channels import ResultChannel
 
 #: what a launcher's message carries beside a task's result and its two outputs (its fields, the outputs' notes)
 LINK_SLACK = 1 << 20
@@ -36,6 +38,10 @@ class LauncherLink:
         self.flags = 0
         #: the caps last sent to it (a fork of a client gets them by message: see agent/forked.py)
         self.limits: list[int] | None = None
+        #: descriptors that came with its messages (SCM_RIGHTS), each for the CHANNEL message it came with
+        self.fds: list[int] = []
+        #: its task processes' result channels, by pid
+        self.channels: dict[int, ResultChannel] = {}
 
     @property
     def closed(self) -> bool:
@@ -59,9 +65,25 @@ class LauncherLink:
     def read(self) -> list | None:
         """Return the complete messages received (unchecked: see link_protocol.decode), or None at end of
         stream."""
-        data = recv_available(self.sock)
+        data = recv_available(self.sock, fds=self.fds)
         if data is None:
             return []
         if not data:
             return None
         return self.decoder.feed(data)
+
+    def take_fd(self) -> int | None:
+        """The descriptor that came with a CHANNEL message, if the kernel could give it."""
+        return self.fds.pop(0) if self.fds else None
+
+    def close_fds(self) -> None:
+        while self.fds:
+            try:
+                os.close(self.fds.pop())
+            except OSError:
+                pass
+
+    @property
+    def channel_bytes(self) -> int:
+        """Bytes its result channels hold (results not taken yet, partial messages)."""
+        return sum(c.pending for c in self.channels.values())
