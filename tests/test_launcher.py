@@ -13,8 +13,8 @@ import pytest
 import zt_workers  # noqa: F401 - registers the test worker classes
 from conftest import alive, wait_until
 
-from taylorism_zmq.client.instructions import resolve_worker, task_row
 from taylorism_zmq.agent.result_channels import ResultChannel
+from taylorism_zmq.client.instructions import resolve_worker, task_row
 from taylorism_zmq.launch.launcher import Launcher
 from taylorism_zmq.launch.pipes import STRAIGHT_FROM
 from taylorism_zmq.wire import integrity

@@ -9,7 +9,7 @@ import time
 from ..launch.launcher import DEFAULT_MAX_REPORT
 from ..launch.link_protocol import LinkMsg, encode
 from ..launch.output import DEFAULT_MAX_OUTPUT
-from ..launch.pipes import StreamDecoder, recv_available
+from ..launch.pipes import LOST_FDS, StreamDecoder, recv_available
 from .result_channels import ResultChannel
 
 #: what a launcher's message carries beside a task's result and its two outputs (its fields, the outputs' notes)
@@ -42,6 +42,8 @@ class LauncherLink:
         self.fds: list[int] = []
         #: its task processes' result channels, by pid
         self.channels: dict[int, ResultChannel] = {}
+        #: descriptors it sent were lost (see take_fd)
+        self.fds_lost = False
 
     @property
     def closed(self) -> bool:
@@ -73,15 +75,28 @@ class LauncherLink:
         return self.decoder.feed(data)
 
     def take_fd(self) -> int | None:
-        """The descriptor that came with a CHANNEL message, if the kernel could give it."""
-        return self.fds.pop(0) if self.fds else None
+        """The descriptor that came with a CHANNEL message, if the kernel could give it.  Once some could not be
+        given, which descriptor goes with which message is not known: none is taken from then on (each that
+        comes is closed)."""
+        while self.fds and self.fds[0] == LOST_FDS:
+            self.fds.pop(0)
+            self.fds_lost = True
+        if not self.fds:
+            return None
+        fd = self.fds.pop(0)
+        if self.fds_lost:
+            os.close(fd)
+            return None
+        return fd
 
     def close_fds(self) -> None:
         while self.fds:
-            try:
-                os.close(self.fds.pop())
-            except OSError:
-                pass
+            fd = self.fds.pop()
+            if fd != LOST_FDS:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     @property
     def channel_bytes(self) -> int:

@@ -264,6 +264,8 @@ class Launcher:
     def _own_fds(self) -> list[int]:
         """This launcher's descriptors (its task processes' pipes are the pool's to add)."""
         fds = [self.agent.sock.fileno(), self.sel.fileno(), *getattr(self, "_wake", ())]
+        fds += [fd for _, fd in self.agent.fds]  # (the agent's ends of result channels not sent yet: no task
+        # process may hold another's)
         if self.children is not None and self.children.fd >= 0:
             fds.append(self.children.fd)
         if self.life_fd is not None:

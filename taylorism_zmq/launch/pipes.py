@@ -28,6 +28,8 @@ LENGTH = struct.Struct("<Q")
 STRAIGHT_FROM = 1 << 16
 #: descriptors one read of a launcher's channel takes at most (a CHANNEL message brings one)
 MAX_FDS_PER_READ = 16
+#: put among the descriptors read where some that came could not be given (see recv_available)
+LOST_FDS = -1
 #: a stream decoder whose buffer has held this much is replaced once it holds nothing (its buffer would
 #: stay as large as the largest message it ever held)
 DECODER_RESET = 8 << 20
@@ -67,8 +69,8 @@ def recv_available(sock: socket.socket, max_chunks: int = MAX_READS, fds: list[i
     """What a non-blocking stream socket has (up to *max_chunks* reads): None if nothing, b"" at its end.
 
     With *fds*, the descriptors that came with the bytes (SCM_RIGHTS) are added to it; those the kernel could
-    not give (more than MAX_FDS_PER_READ in one read, or none left to this process) are closed by it, as a
-    socket's end its sender then writes to sees: a broken pipe."""
+    not give (more than MAX_FDS_PER_READ in one read, or none left to this process) are closed by it (a socket
+    whose other end its sender then writes to says: a broken pipe), and LOST_FDS marks where they were."""
     chunks: list[bytes] = []
     room = socket.CMSG_SPACE(MAX_FDS_PER_READ * 4) if fds is not None else 0
     for _ in range(max_chunks):
@@ -76,10 +78,12 @@ def recv_available(sock: socket.socket, max_chunks: int = MAX_READS, fds: list[i
             if fds is None:
                 chunk = sock.recv(READ_CHUNK)
             else:
-                chunk, ancillary, _flags, _addr = sock.recvmsg(READ_CHUNK, room)
+                chunk, ancillary, flags, _addr = sock.recvmsg(READ_CHUNK, room)
                 for level, kind, data in ancillary:
                     if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                         fds.extend(struct.unpack(f"{len(data) // 4}i", data[:len(data) - len(data) % 4]))
+                if flags & socket.MSG_CTRUNC:
+                    fds.append(LOST_FDS)
         except (BlockingIOError, InterruptedError):
             break
         except OSError:

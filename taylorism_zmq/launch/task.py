@@ -158,7 +158,7 @@ def _send_straight(channel: socket.socket, tid: int, sealed: list) -> bool:  # p
     """Send a task's ``[ok, payload, tag]`` on the process's result channel; False if the agent did not take
     the channel, or let it go (the result then goes through the launcher)."""
     try:
-        channel.sendall(msgpack.packb([tid, *sealed], use_bin_type=True))
+        channel.sendall(msgpack.packb([tid, *sealed], use_bin_type=True), socket.MSG_NOSIGNAL)
         return True
     except OSError:
         return False
