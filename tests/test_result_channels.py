@@ -134,3 +134,43 @@ def test_a_refused_channel_leaves_large_results_to_the_launcher():
             assert integrity.verifies(KEY, True, done["payload"], done["tag"])
     finally:
         launcher.close()
+
+
+def _reports_within(boss, count: int, seconds: float) -> list:
+    """The rows of a job's report once it has *count*, or those it has after *seconds*."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    rows: list = []
+    while time.monotonic() < deadline:
+        rows = boss.get_report()["workers_report"]
+        if len(rows) >= count:
+            break
+        time.sleep(0.1)
+    return rows
+
+
+def test_large_results_sent_at_once_by_many_processes_all_come(cluster_factory, tmp_path):
+    """Twelve reused processes that send results near the agent's report cap at once: what the agent holds of
+    them (their messages partly read) reaches its bound on its channels before any is complete; each result
+    still comes (none of their processes waits forever in its send)."""
+    cluster = cluster_factory()
+    cluster.add_agent(slots=12, host_name="node-a", extra=("--max-report-mb", "4", "--max-output-kb", "0"))
+    cluster.wait_agents(1)
+    gate = tmp_path / "gate"
+    started = tmp_path / "started"
+    started.mkdir()
+    tags = [str(i) for i in range(12)]
+    boss = run_as_server(dict(zt="big", gate=str(gate), started=str(started), size=4_000_000), dict(tag=tags),
+                         boss=cluster.control, **reused(12))
+    try:
+        from conftest import wait_until
+
+        wait_until(lambda: len(os.listdir(started)) == 12, 30, "the tasks started")
+        gate.touch()
+        rows = _reports_within(boss, 12, 30)
+        assert sorted(r["report"]["tag"] for r in rows) == sorted(tags), f"{len(rows)} of 12 came"
+        assert all(len(r["report"]["blob"]) == 4_000_000 for r in rows)
+    finally:
+        gate.touch()
+        boss.stop_them_working()

@@ -112,7 +112,8 @@ class LauncherPool:
 
     def watch(self) -> None:
         """Poll each launcher for what it says, and for room to write when it has not read all it was sent; and
-        its result channels, unless they hold as much as they may (see result_channels)."""
+        its result channels, unless they hold as much as they may: then those in the middle of a send are
+        refused (see result_channels)."""
         for link in self.links.values():
             flags = zmq.POLLIN | (zmq.POLLOUT if link.outbuf else 0)
             if flags != link.flags:
@@ -122,7 +123,10 @@ class LauncherPool:
                 over = link.channel_bytes >= 2 * self.max_message
                 for channel in link.channels.values():
                     if channel.open:
-                        self._poll_channel(channel, 0 if over or channel.full else zmq.POLLIN)
+                        if over and not channel.refused and channel.sending:
+                            channel.refuse()  # (it is read until what it had queued is taken)
+                        self._poll_channel(channel, zmq.POLLIN if channel.refused or not (over or channel.full)
+                                           else 0)
 
     def _poll_channel(self, channel: ResultChannel, flags: int) -> None:
         if flags != channel.flags:
