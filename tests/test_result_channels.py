@@ -6,6 +6,7 @@ descriptors that are no result channels."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -174,3 +175,33 @@ def test_large_results_sent_at_once_by_many_processes_all_come(cluster_factory, 
     finally:
         gate.touch()
         boss.stop_them_working()
+
+
+def test_a_process_whose_large_failure_went_on_its_channel_is_given_no_next_task(cluster, tmp_path):
+    """A task that fails with a large error (its failure goes on its process's channel) ends its process: its
+    launcher must not give that process another task, here another job's that comes as the failure is read
+    (the launcher is stopped meanwhile, so both come in one pass of its loop)."""
+    from conftest import wait_until
+
+    gate, started = tmp_path / "gate", tmp_path / "started"
+    started.mkdir()
+    failing = run_as_server(dict(zt="big", gate=str(gate), started=str(started), fail=True, size=200_000),
+                            dict(tag=["failing"]), boss=cluster.control, **reused(1))
+    wait_until(lambda: os.listdir(started), 30, "the failing task started")
+    task_pid = int(os.listdir(started)[0].split(".")[1])
+    with open(f"/proc/{task_pid}/stat") as f:
+        launcher = int(f.read().rsplit(")", 1)[1].split()[1])
+    os.kill(launcher, signal.SIGSTOP)
+    try:
+        gate.touch()
+        wait_until(lambda: not os.path.exists(f"/proc/{task_pid}/cmdline") or
+                   open(f"/proc/{task_pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z", 30,
+                   "the failing task's process to end")
+        other = run_as_server(dict(zt="big"), dict(size=[10], tag=["other"]), boss=cluster.control, **reused(1))
+        wait_until(lambda: any(h["running"] >= 2 for h in cluster.status()["hosts"]), 30, "the other job's task sent")
+    finally:
+        os.kill(launcher, signal.SIGCONT)
+    with pytest.raises(ValueError, match="through the gate"):
+        failing.wait_till_finished()
+    other.wait_till_finished()
+    assert [r["report"]["tag"] for r in other.get_report()["workers_report"]] == ["other"]

@@ -136,7 +136,8 @@ def task_main(launcher_pid: int, task_fd: int, result_fd: int, close: list[int] 
                     channel.close()
                     channel = None
             try:
-                write_message(result_fd, SENT_MARK if straight else msgpack.packb(sealed, use_bin_type=True))
+                mark = SENT_MARK if result[0] else FAILURE_SENT_MARK
+                write_message(result_fd, mark if straight else msgpack.packb(sealed, use_bin_type=True))
             except BrokenPipeError:
                 break
             end_all()  # nothing the task started outlives it (this process is their subreaper)
@@ -150,8 +151,10 @@ def task_main(launcher_pid: int, task_fd: int, result_fd: int, close: list[int] 
         os._exit(code)
 
 
-#: what a task process writes on its result pipe for a result it sent on its result channel
+#: what a task process writes on its result pipe for a result it sent on its result channel: whether its task
+#: succeeded goes with it (after a failure the process leaves: its launcher must not give it a next task)
 SENT_MARK = msgpack.packb([True, None, None])
+FAILURE_SENT_MARK = msgpack.packb([False, None, None])
 
 
 def _send_straight(channel: socket.socket, tid: int, sealed: list) -> bool:  # pragma: no cover - task process
