@@ -205,3 +205,22 @@ def test_a_process_whose_large_failure_went_on_its_channel_is_given_no_next_task
         failing.wait_till_finished()
     other.wait_till_finished()
     assert [r["report"]["tag"] for r in other.get_report()["workers_report"]] == ["other"]
+
+
+def test_a_channel_refused_after_its_process_could_send_on_it_loses_no_result():
+    """An agent refuses a channel as it reads its CHANNEL message, which may come after the process had a task
+    and its result (one that fits in the channel's buffer: its send does not wait): the process sends on a
+    channel only once its agent said it took it, else through its launcher, whole."""
+    import time
+
+    from test_launcher import Channel
+
+    launcher = Channel()
+    launcher.refuse_channels = True
+    try:
+        launcher.run(dict(zt="big", size=100_000, tag="late"), max_tasks=5)
+        time.sleep(1.0)  # the task ends meanwhile, before its agent read its launcher's CHANNEL
+        done = launcher.done()
+        assert done["ok"] and not done["straight"] and len(done["report"]["blob"]) == 100_000
+    finally:
+        launcher.close()

@@ -12,7 +12,7 @@ from typing import Any
 
 import zmq
 
-from ..launch.link_protocol import LinkMsg
+from ..launch.link_protocol import CHANNEL_TAKEN, LinkMsg
 from . import forked
 from .launcher_link import LauncherLink, message_cap
 from .result_channels import ResultChannel
@@ -145,6 +145,10 @@ class LauncherPool:
         channel = ResultChannel(pid, sock, self.max_message)
         link.channels[pid] = channel
         self.channel_at[sock.fileno()] = (link, channel)
+        try:  # its process may send on it from now on (a fresh socket: the byte fits)
+            sock.send(CHANNEL_TAKEN, socket.MSG_NOSIGNAL)
+        except OSError:
+            pass  # it left: the end of the channel is read next
 
     def end_channel(self, link: LauncherLink, channel: ResultChannel, drop: bool = False) -> None:
         """Close a channel (its process left, or broke the format): what it holds stays until taken, unless
