@@ -16,6 +16,7 @@ from conftest import alive, wait_until
 from taylorism_zmq.agent.result_channels import ResultChannel
 from taylorism_zmq.client.instructions import resolve_worker, task_row
 from taylorism_zmq.launch.launcher import Launcher
+from taylorism_zmq.launch.link_protocol import CHANNEL_TAKEN
 from taylorism_zmq.launch.pipes import STRAIGHT_FROM
 from taylorism_zmq.wire import integrity
 from taylorism_zmq.wire.codec import Codec
@@ -82,9 +83,11 @@ class Channel:
                     os.close(self.fds.pop(0))
                 elif msg[0] == "channel":
                     self.channels[msg[1]] = ResultChannel(msg[1], socket.socket(fileno=self.fds.pop(0)), 1 << 30)
+                    self.channels[msg[1]].sock.send(CHANNEL_TAKEN)
                 elif msg[0] == "done":
                     return self._end(msg[1], msg[2], msg[3], msg[8], False)
                 elif msg[0] == "sent":
+                    assert msg[2] in self.channels, f"task {msg[1]} sent on a channel refused: its result is lost"
                     channel = self.channels[msg[2]]
                     while msg[1] not in channel.results:  # (sent before the launcher heard of its end)
                         assert channel.read() is not None and time.monotonic() < deadline, msg

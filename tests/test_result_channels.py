@@ -6,6 +6,7 @@ descriptors that are no result channels."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -132,5 +133,94 @@ def test_a_refused_channel_leaves_large_results_to_the_launcher():
             done = launcher.one(dict(zt="big", size=size, tag=str(size)), max_tasks=5)
             assert done["ok"] and not done["straight"] and len(done["report"]["blob"]) == size
             assert integrity.verifies(KEY, True, done["payload"], done["tag"])
+    finally:
+        launcher.close()
+
+
+def _reports_within(boss, count: int, seconds: float) -> list:
+    """The rows of a job's report once it has *count*, or those it has after *seconds*."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    rows: list = []
+    while time.monotonic() < deadline:
+        rows = boss.get_report()["workers_report"]
+        if len(rows) >= count:
+            break
+        time.sleep(0.1)
+    return rows
+
+
+def test_large_results_sent_at_once_by_many_processes_all_come(cluster_factory, tmp_path):
+    """Twelve reused processes that send results near the agent's report cap at once: what the agent holds of
+    them (their messages partly read) reaches its bound on its channels before any is complete; each result
+    still comes (none of their processes waits forever in its send)."""
+    cluster = cluster_factory()
+    cluster.add_agent(slots=12, host_name="node-a", extra=("--max-report-mb", "4", "--max-output-kb", "0"))
+    cluster.wait_agents(1)
+    gate = tmp_path / "gate"
+    started = tmp_path / "started"
+    started.mkdir()
+    tags = [str(i) for i in range(12)]
+    boss = run_as_server(dict(zt="big", gate=str(gate), started=str(started), size=4_000_000), dict(tag=tags),
+                         boss=cluster.control, **reused(12))
+    try:
+        from conftest import wait_until
+
+        wait_until(lambda: len(os.listdir(started)) == 12, 30, "the tasks started")
+        gate.touch()
+        rows = _reports_within(boss, 12, 30)
+        assert sorted(r["report"]["tag"] for r in rows) == sorted(tags), f"{len(rows)} of 12 came"
+        assert all(len(r["report"]["blob"]) == 4_000_000 for r in rows)
+    finally:
+        gate.touch()
+        boss.stop_them_working()
+
+
+def test_a_process_whose_large_failure_went_on_its_channel_is_given_no_next_task(cluster, tmp_path):
+    """A task that fails with a large error (its failure goes on its process's channel) ends its process: its
+    launcher must not give that process another task, here another job's that comes as the failure is read
+    (the launcher is stopped meanwhile, so both come in one pass of its loop)."""
+    from conftest import wait_until
+
+    gate, started = tmp_path / "gate", tmp_path / "started"
+    started.mkdir()
+    failing = run_as_server(dict(zt="big", gate=str(gate), started=str(started), fail=True, size=200_000),
+                            dict(tag=["failing"]), boss=cluster.control, **reused(1))
+    wait_until(lambda: os.listdir(started), 30, "the failing task started")
+    task_pid = int(os.listdir(started)[0].split(".")[1])
+    with open(f"/proc/{task_pid}/stat") as f:
+        launcher = int(f.read().rsplit(")", 1)[1].split()[1])
+    os.kill(launcher, signal.SIGSTOP)
+    try:
+        gate.touch()
+        wait_until(lambda: not os.path.exists(f"/proc/{task_pid}/cmdline") or
+                   open(f"/proc/{task_pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z", 30,
+                   "the failing task's process to end")
+        other = run_as_server(dict(zt="big"), dict(size=[10], tag=["other"]), boss=cluster.control, **reused(1))
+        wait_until(lambda: any(h["running"] >= 2 for h in cluster.status()["hosts"]), 30, "the other job's task sent")
+    finally:
+        os.kill(launcher, signal.SIGCONT)
+    with pytest.raises(ValueError, match="through the gate"):
+        failing.wait_till_finished()
+    other.wait_till_finished()
+    assert [r["report"]["tag"] for r in other.get_report()["workers_report"]] == ["other"]
+
+
+def test_a_channel_refused_after_its_process_could_send_on_it_loses_no_result():
+    """An agent refuses a channel as it reads its CHANNEL message, which may come after the process had a task
+    and its result (one that fits in the channel's buffer: its send does not wait): the process sends on a
+    channel only once its agent said it took it, else through its launcher, whole."""
+    import time
+
+    from test_launcher import Channel
+
+    launcher = Channel()
+    launcher.refuse_channels = True
+    try:
+        launcher.run(dict(zt="big", size=100_000, tag="late"), max_tasks=5)
+        time.sleep(1.0)  # the task ends meanwhile, before its agent read its launcher's CHANNEL
+        done = launcher.done()
+        assert done["ok"] and not done["straight"] and len(done["report"]["blob"]) == 100_000
     finally:
         launcher.close()

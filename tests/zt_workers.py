@@ -240,7 +240,8 @@ class ZtBig(Worker):
     """Returns *size* bytes and prints *out* bytes (reports near a cap); waits for *gate* to exist first.
 
     With *runs*, records its execution in that ledger; with *started*, leaves a file named TAG.PID in that
-    directory when it starts (before it waits for the gate); with *fail*, raises once through the gate."""
+    directory when it starts (before it waits for the gate); with *fail*, raises once through the gate (*size*
+    bytes more in its message)."""
 
     _footprint = dict(
         info="Test worker with a large report.",
@@ -264,7 +265,7 @@ class ZtBig(Worker):
         while self.gate and not os.path.exists(self.gate):
             time.sleep(0.05)
         if self.fail:
-            raise ValueError(f"{self.name} failed on purpose, through the gate")
+            raise ValueError(f"{self.name} failed on purpose, through the gate" + "x" * self.size)
         if self.out:
             os.write(1, b"o" * self.out)
         blob = os.urandom(self.size)

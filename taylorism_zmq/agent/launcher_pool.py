@@ -12,7 +12,7 @@ from typing import Any
 
 import zmq
 
-from ..launch.link_protocol import LinkMsg
+from ..launch.link_protocol import CHANNEL_TAKEN, LinkMsg
 from . import forked
 from .launcher_link import LauncherLink, message_cap
 from .result_channels import ResultChannel
@@ -112,7 +112,8 @@ class LauncherPool:
 
     def watch(self) -> None:
         """Poll each launcher for what it says, and for room to write when it has not read all it was sent; and
-        its result channels, unless they hold as much as they may (see result_channels)."""
+        its result channels, unless they hold as much as they may: then those in the middle of a send are
+        refused (see result_channels)."""
         for link in self.links.values():
             flags = zmq.POLLIN | (zmq.POLLOUT if link.outbuf else 0)
             if flags != link.flags:
@@ -122,7 +123,10 @@ class LauncherPool:
                 over = link.channel_bytes >= 2 * self.max_message
                 for channel in link.channels.values():
                     if channel.open:
-                        self._poll_channel(channel, 0 if over or channel.full else zmq.POLLIN)
+                        if over and not channel.refused and channel.sending:
+                            channel.refuse()  # (it is read until what it had queued is taken)
+                        self._poll_channel(channel, zmq.POLLIN if channel.refused or not (over or channel.full)
+                                           else 0)
 
     def _poll_channel(self, channel: ResultChannel, flags: int) -> None:
         if flags != channel.flags:
@@ -141,6 +145,10 @@ class LauncherPool:
         channel = ResultChannel(pid, sock, self.max_message)
         link.channels[pid] = channel
         self.channel_at[sock.fileno()] = (link, channel)
+        try:  # its process may send on it from now on (a fresh socket: the byte fits)
+            sock.send(CHANNEL_TAKEN, socket.MSG_NOSIGNAL)
+        except OSError:
+            pass  # it left: the end of the channel is read next
 
     def end_channel(self, link: LauncherLink, channel: ResultChannel, drop: bool = False) -> None:
         """Close a channel (its process left, or broke the format): what it holds stays until taken, unless

@@ -13,7 +13,10 @@ sends ``[tid, ok, payload, tag]`` straight to the agent on its own result channe
 made when it forked it and whose other end it gave the agent (``CHANNEL``, the descriptor riding along), then
 tells its launcher on its result pipe, which says ``SENT`` (the task's end and output) instead of ``DONE``.  The
 agent takes the result of the task a ``SENT`` names from the channel of the process it names, and from nowhere
-else: a process speaks on its own channel only, for the task its launcher says it ran.
+else: a process speaks on its own channel only, for the task its launcher says it ran.  A process sends on its
+channel only once the agent wrote :data:`CHANNEL_TAKEN` on it: an agent that does not keep a channel closes it,
+maybe after the process had a result that its buffer would have taken whole (then lost, its SENT finding
+nothing); such a process sees the end of its channel instead, and its results go through its launcher.
 """
 
 from __future__ import annotations
@@ -85,6 +88,9 @@ FIELDS: dict[LinkMsg, tuple[tuple[str, Any], ...]] = {
     LinkMsg.CHANNEL: (("pid", int),),
     LinkMsg.SENT: (("tid", int), ("pid", int), ("t0", NUM), ("t1", NUM), ("stdout", bytes), ("stderr", bytes)),
 }
+
+#: what the agent writes on a task process's result channel when it keeps it (see above)
+CHANNEL_TAKEN = b"\x01"
 
 #: what each reader accepts
 TO_ZYGOTE = frozenset({LinkMsg.SPAWN})

@@ -55,6 +55,10 @@ class StreamDecoder:
         """Bytes fed and not read as messages yet."""
         return self._fed - self._unpacker.tell()
 
+    def clear(self) -> None:
+        """Let go what came of a message not complete (its stream ended, or is no longer read)."""
+        self._reset()
+
     def feed(self, data: bytes) -> list:
         """The messages *data* completes."""
         self._unpacker.feed(data)

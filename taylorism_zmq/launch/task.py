@@ -18,6 +18,7 @@ from ..processes import die_with_parent
 from ..wire.codec import Codec, ref_of, resolve_ref
 from ..wire.integrity import tag
 from .descendants import end_all
+from .link_protocol import CHANNEL_TAKEN
 from .pipes import LENGTH, STRAIGHT_FROM, read_exactly, write_message
 
 #: this project's own code at the top of every task's traceback (the task process, Worker._work): left out of
@@ -117,6 +118,7 @@ def task_main(launcher_pid: int, task_fd: int, result_fd: int, close: list[int] 
                     except OSError:
                         pass
         channel = socket.socket(fileno=channel_fd) if channel_fd >= 0 else None
+        taken = False  # (the agent said it took the channel)
         _own_stdio()
         home, cpus = os.getcwd(), os.sched_getaffinity(0)
         tag(b"warm", True, b"")  # the first HMAC of a fresh process costs ~0.1 ms: paid here, ahead of its task
@@ -131,12 +133,14 @@ def task_main(launcher_pid: int, task_fd: int, result_fd: int, close: list[int] 
             sealed = [*result, tag(key, *result)]
             straight = False
             if channel is not None and STRAIGHT_FROM < len(result[1]) <= straight_max:
-                straight = _send_straight(channel, tid, sealed)
+                taken = taken or _channel_taken(channel)
+                straight = taken and _send_straight(channel, tid, sealed)
                 if not straight:
                     channel.close()
                     channel = None
             try:
-                write_message(result_fd, SENT_MARK if straight else msgpack.packb(sealed, use_bin_type=True))
+                mark = SENT_MARK if result[0] else FAILURE_SENT_MARK
+                write_message(result_fd, mark if straight else msgpack.packb(sealed, use_bin_type=True))
             except BrokenPipeError:
                 break
             end_all()  # nothing the task started outlives it (this process is their subreaper)
@@ -150,8 +154,25 @@ def task_main(launcher_pid: int, task_fd: int, result_fd: int, close: list[int] 
         os._exit(code)
 
 
-#: what a task process writes on its result pipe for a result it sent on its result channel
+#: seconds a task process waits for its agent to say it took its result channel, before its first result sent on
+#: it
+CHANNEL_WAIT = 10.0
+#: what a task process writes on its result pipe for a result it sent on its result channel: whether its task
+#: succeeded goes with it (after a failure the process leaves: its launcher must not give it a next task)
 SENT_MARK = msgpack.packb([True, None, None])
+FAILURE_SENT_MARK = msgpack.packb([False, None, None])
+
+
+def _channel_taken(channel: socket.socket) -> bool:  # pragma: no cover - task process
+    """Whether the agent took the process's result channel (see link_protocol): it says so as it reads the
+    launcher's CHANNEL message, which comes long before this process's first result (CHANNEL_WAIT at most)."""
+    try:
+        channel.settimeout(CHANNEL_WAIT)
+        return channel.recv(1) == CHANNEL_TAKEN
+    except OSError:  # (the agent is that slow: its results go through the launcher)
+        return False
+    finally:
+        channel.settimeout(None)
 
 
 def _send_straight(channel: socket.socket, tid: int, sealed: list) -> bool:  # pragma: no cover - task process
