@@ -83,7 +83,10 @@ class Channel:
                     os.close(self.fds.pop(0))
                 elif msg[0] == "channel":
                     self.channels[msg[1]] = ResultChannel(msg[1], socket.socket(fileno=self.fds.pop(0)), 1 << 30)
-                    self.channels[msg[1]].sock.send(CHANNEL_TAKEN)
+                    try:  # (as the agent does; its process may have left already)
+                        self.channels[msg[1]].sock.send(CHANNEL_TAKEN, socket.MSG_NOSIGNAL)
+                    except OSError:
+                        pass
                 elif msg[0] == "done":
                     return self._end(msg[1], msg[2], msg[3], msg[8], False)
                 elif msg[0] == "sent":
@@ -196,6 +199,30 @@ def test_a_killed_or_timed_out_task_ends_its_process(launcher):
     after = launcher.one(dict(zt="nap", tag=3), max_tasks=10)
     assert after["ok"] and after["report"]["pid"] != first["report"]["pid"]
     assert not alive(first["report"]["pid"])
+
+
+def test_a_process_told_to_stop_as_its_task_ended_is_given_no_next_task(launcher, tmp_path):
+    """A KILL read before the result of its task (the result still in the pipe) stops that reused process: its
+    result is reported, and the next task goes to another process, not to the one being stopped (here its
+    task's SIGTERM handler keeps it alive until the SIGKILL a second later, which would take the next task)."""
+    import signal as signals
+
+    pids, ledger = tmp_path / "pids", tmp_path / "ledger"
+    pids.mkdir()
+    first = launcher.run(dict(zt="nap", tag=1, pids=str(pids), seconds=0.3, on_term="note", ledger=str(ledger)),
+                         max_tasks=10)
+    wait_until(lambda: os.listdir(pids), what="the first task's start")
+    os.kill(launcher.pid, signals.SIGSTOP)
+    try:
+        launcher.sock.sendall(msgpack.packb(["kill", [first]]))
+        time.sleep(0.6)  # its task ends meanwhile: its result waits in the pipe, read after the KILL
+    finally:
+        os.kill(launcher.pid, signals.SIGCONT)
+    assert launcher.done()["tid"] == first
+    time.sleep(0.1)
+    second = launcher.run(dict(zt="nap", tag=2), max_tasks=10)
+    done = launcher.done()
+    assert done["tid"] == second and done["ok"], done["report"]
 
 
 def test_the_next_task_in_a_reused_process_starts_in_the_working_directory(launcher, tmp_path):

@@ -380,7 +380,11 @@ class Launcher:
         self.running.pop(task.tid, None)
         t1 = time.time()
         if (payload is not None or straight) and ok and proc.task_w >= 0 and proc.status is None:
-            self.pool.park(proc)  # it waits for a next task
+            if proc.kill_at is None:
+                self.pool.park(proc)  # it waits for a next task
+            else:  # told to stop as its task ended: no next task, and no grace left to give (its task is over)
+                proc.close_orders()
+                _signal_group(proc.pid, signal.SIGKILL)
         self._follow(task.tid)
         outputs = task.outputs[STDOUT].getvalue(), task.outputs[STDERR].getvalue()
         if straight:
