@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import array
 import os
+import select
 import socket
 import time
 
@@ -11,8 +13,11 @@ import pytest
 import zt_workers  # noqa: F401 - registers the test worker classes
 from conftest import alive, wait_until
 
+from taylorism_zmq.agent.result_channels import ResultChannel
 from taylorism_zmq.client.instructions import resolve_worker, task_row
 from taylorism_zmq.launch.launcher import Launcher
+from taylorism_zmq.launch.link_protocol import CHANNEL_TAKEN
+from taylorism_zmq.launch.pipes import STRAIGHT_FROM
 from taylorism_zmq.wire import integrity
 from taylorism_zmq.wire.codec import Codec
 
@@ -21,7 +26,9 @@ KEY = integrity.task_key(b"a job's secret", 0)
 
 
 class Channel:
-    """A launcher in a process of its own (a fork of this one), and this end of its channel."""
+    """A launcher in a process of its own (a fork of this one), and this end of its channel, read as an agent
+    reads it: the result channels of its task processes come with their CHANNEL messages, and a SENT's result is
+    taken from the channel it names."""
 
     def __init__(self) -> None:
         ours, theirs = socket.socketpair()
@@ -38,6 +45,11 @@ class Channel:
         self.sock = ours
         self.unpacker = msgpack.Unpacker()
         self.tid = 0
+        self.fds: list[int] = []
+        #: result channels by task process
+        self.channels: dict[int, ResultChannel] = {}
+        #: close each channel as it comes, as an agent that does not keep it
+        self.refuse_channels = False
 
     def run(self, instructions: dict, max_tasks: int = 1, timeout: float | None = None, key: bytes = KEY,
             after: int | None = None, ticket: int | None = None) -> int:
@@ -47,17 +59,49 @@ class Channel:
                                          max_tasks, row[7], after]))
         return self.tid
 
+    def receive(self, deadline: float) -> bool:
+        """Read what the launcher sent (False at the end of its stream), and what came on the channels it gave
+        (their processes wait to send the rest of a large result)."""
+        while True:
+            channels = [c for c in self.channels.values() if c.open]
+            ready, _, _ = select.select([self.sock, *channels], [], [], max(0.0, deadline - time.monotonic()))
+            assert ready, "nothing came from the launcher in time"
+            for channel in channels:
+                if channel in ready and channel.read() is None:
+                    channel.close()
+            if self.sock in ready:
+                data = recv_available_blocking(self.sock, self.fds)
+                self.unpacker.feed(data)
+                return bool(data)
+
     def done(self, timeout: float = 30.0) -> dict:
-        """The next task's end: {'tid', 'ok', 'report', 'payload', 'tag'}."""
+        """The next task's end: {'tid', 'ok', 'report', 'payload', 'tag', 'straight'}."""
         deadline = time.monotonic() + timeout
         while True:
             for msg in self.unpacker:
-                if msg[0] == "done":
-                    codec = Codec(trusted=True)
-                    return {"tid": msg[1], "ok": msg[2], "report": codec.loads(msg[3]) if msg[2] else msg[3],
-                            "payload": msg[3], "tag": msg[8]}
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            self.unpacker.feed(self.sock.recv(1 << 16))
+                if msg[0] == "channel" and self.refuse_channels:
+                    os.close(self.fds.pop(0))
+                elif msg[0] == "channel":
+                    self.channels[msg[1]] = ResultChannel(msg[1], socket.socket(fileno=self.fds.pop(0)), 1 << 30)
+                    try:  # (as the agent does; its process may have left already)
+                        self.channels[msg[1]].sock.send(CHANNEL_TAKEN, socket.MSG_NOSIGNAL)
+                    except OSError:
+                        pass
+                elif msg[0] == "done":
+                    return self._end(msg[1], msg[2], msg[3], msg[8], False)
+                elif msg[0] == "sent":
+                    assert msg[2] in self.channels, f"task {msg[1]} sent on a channel refused: its result is lost"
+                    channel = self.channels[msg[2]]
+                    while msg[1] not in channel.results:  # (sent before the launcher heard of its end)
+                        assert channel.read() is not None and time.monotonic() < deadline, msg
+                    ok, payload, tag = channel.take(msg[1])
+                    return self._end(msg[1], ok, payload, tag, True)
+            assert self.receive(deadline), "the launcher left"
+
+    @staticmethod
+    def _end(tid: int, ok: bool, payload: bytes, tag: bytes, straight: bool) -> dict:
+        report = Codec(trusted=True).loads(payload) if ok else payload
+        return {"tid": tid, "ok": ok, "report": report, "payload": payload, "tag": tag, "straight": straight}
 
     def one(self, instructions: dict, max_tasks: int = 1) -> dict:
         self.run(instructions, max_tasks)
@@ -66,6 +110,19 @@ class Channel:
     def close(self) -> None:
         self.sock.close()  # the launcher stops its tasks and leaves
         os.waitpid(self.pid, 0)
+        for channel in self.channels.values():
+            channel.close()
+        for fd in self.fds:
+            os.close(fd)
+
+
+def recv_available_blocking(sock: socket.socket, fds: list[int]) -> bytes:
+    """One blocking read of *sock* with the descriptors that come along (as an agent reads a launcher)."""
+    data, ancillary, _flags, _addr = sock.recvmsg(1 << 16, socket.CMSG_SPACE(16 * 4))
+    for level, kind, blob in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.extend(array.array("i", blob[:len(blob) - len(blob) % 4]))
+    return data
 
 
 @pytest.fixture
@@ -115,12 +172,16 @@ def test_results_larger_than_a_pipe_come_whole_and_tagged(launcher, max_tasks):
     sizes = [300_000, 10, 70_000, 1 << 20, 65_000]
     for size in sizes:
         launcher.run(dict(zt="big", size=size, tag=str(size)), max_tasks=max_tasks)
-    got = {}
+    got, straight = {}, {}
     for _ in sizes:  # (in the order they end)
         done = launcher.done()
         assert done["ok"] and integrity.verifies(KEY, True, done["payload"], done["tag"]), done["report"]
         got[int(done["report"]["tag"])] = len(done["report"]["blob"])
+        straight[int(done["report"]["tag"])] = done["straight"]
     assert got == {size: size for size in sizes}
+    # reused processes sent those larger than a pipe holds straight to the agent on their result channel, not
+    # through the launcher (which said SENT); processes of one task have no channel
+    assert straight == {size: max_tasks > 1 and size > STRAIGHT_FROM for size in sizes}
 
 
 def test_a_failed_task_ends_its_process(launcher):
@@ -138,6 +199,30 @@ def test_a_killed_or_timed_out_task_ends_its_process(launcher):
     after = launcher.one(dict(zt="nap", tag=3), max_tasks=10)
     assert after["ok"] and after["report"]["pid"] != first["report"]["pid"]
     assert not alive(first["report"]["pid"])
+
+
+def test_a_process_told_to_stop_as_its_task_ended_is_given_no_next_task(launcher, tmp_path):
+    """A KILL read before the result of its task (the result still in the pipe) stops that reused process: its
+    result is reported, and the next task goes to another process, not to the one being stopped (here its
+    task's SIGTERM handler keeps it alive until the SIGKILL a second later, which would take the next task)."""
+    import signal as signals
+
+    pids, ledger = tmp_path / "pids", tmp_path / "ledger"
+    pids.mkdir()
+    first = launcher.run(dict(zt="nap", tag=1, pids=str(pids), seconds=0.3, on_term="note", ledger=str(ledger)),
+                         max_tasks=10)
+    wait_until(lambda: os.listdir(pids), what="the first task's start")
+    os.kill(launcher.pid, signals.SIGSTOP)
+    try:
+        launcher.sock.sendall(msgpack.packb(["kill", [first]]))
+        time.sleep(0.6)  # its task ends meanwhile: its result waits in the pipe, read after the KILL
+    finally:
+        os.kill(launcher.pid, signals.SIGCONT)
+    assert launcher.done()["tid"] == first
+    time.sleep(0.1)
+    second = launcher.run(dict(zt="nap", tag=2), max_tasks=10)
+    done = launcher.done()
+    assert done["tid"] == second and done["ok"], done["report"]
 
 
 def test_the_next_task_in_a_reused_process_starts_in_the_working_directory(launcher, tmp_path):
@@ -173,8 +258,10 @@ def test_a_launcher_leaves_an_agent_that_breaks_the_protocol(launcher, order):
     bug of the agent, and it leaves (the agent then reports its tasks as failed) rather than act on it."""
     assert launcher.one(dict(zt="nap", tag=1))["ok"]
     launcher.sock.sendall(msgpack.packb(order))
-    launcher.sock.settimeout(10)
-    assert launcher.sock.recv(1 << 16) == b""
+    deadline = time.monotonic() + 10
+    while launcher.receive(deadline):  # (a CHANNEL for the spare it forked may come first)
+        assert all(msg[0] == "channel" for msg in launcher.unpacker)
+    assert time.monotonic() < deadline
 
 
 def test_a_task_queued_behind_a_running_one_starts_as_it_ends_in_its_process(launcher):

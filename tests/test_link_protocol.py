@@ -35,6 +35,8 @@ GOOD = {
     LinkMsg.WELCOME: [],
     LinkMsg.DONE: [7, True, b"report", 1.0, 2, b"out", b"", b"t" * 32],
     LinkMsg.OUT: [7, STDERR, b"a line\n"],
+    LinkMsg.CHANNEL: [4321],
+    LinkMsg.SENT: [7, 4321, 1.0, 2.5, b"out", b""],
 }
 READERS = {"zygote": TO_ZYGOTE, "launcher": TO_LAUNCHER, "fork": TO_FORK, "agent": TO_AGENT}
 
@@ -74,6 +76,9 @@ def test_what_is_encoded_decodes_for_its_reader_only(kind):
     (LinkMsg.HELLO, ["x", "not a pid"]),
     (LinkMsg.SPAWN, [["not", "a", "map"]]),
     (LinkMsg.WELCOME, [1]),
+    (LinkMsg.CHANNEL, ["not a pid"]),
+    (LinkMsg.SENT, [7, 4321, 1.0, 2.5, b"out"]),  # its stderr missing
+    (LinkMsg.SENT, [7, None, 1.0, 2.5, b"out", b""]),  # no pid
 ])
 def test_a_message_of_the_wrong_shape_is_refused(kind, fields):
     accepted = next(kinds for kinds in READERS.values() if kind in kinds)

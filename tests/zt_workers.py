@@ -240,7 +240,8 @@ class ZtBig(Worker):
     """Returns *size* bytes and prints *out* bytes (reports near a cap); waits for *gate* to exist first.
 
     With *runs*, records its execution in that ledger; with *started*, leaves a file named TAG.PID in that
-    directory when it starts (before it waits for the gate); with *fail*, raises once through the gate."""
+    directory when it starts (before it waits for the gate); with *fail*, raises once through the gate (*size*
+    bytes more in its message)."""
 
     _footprint = dict(
         info="Test worker with a large report.",
@@ -264,10 +265,66 @@ class ZtBig(Worker):
         while self.gate and not os.path.exists(self.gate):
             time.sleep(0.05)
         if self.fail:
-            raise ValueError(f"{self.name} failed on purpose, through the gate")
+            raise ValueError(f"{self.name} failed on purpose, through the gate" + "x" * self.size)
         if self.out:
             os.write(1, b"o" * self.out)
         blob = os.urandom(self.size)
         if execution is not None:
             execution.finish()
         return {"tag": self.tag, "blob": blob, "host": os.environ.get("TAYLORISM_HOST")}
+
+
+class ZtSneak(Worker):
+    """A task that misuses its process's result channel (see launch/link_protocol), as hostile code could, then
+    returns *size* bytes: "forge" sends results for task ids 1 to 2000 on it; "mark" writes on its result pipe
+    that its result went on the channel, which it did not.  Leaves a file "found.PID" in *notes* when it found
+    its channel (an AF_UNIX stream socket whose peer is its launcher, the process's parent)."""
+
+    _footprint = dict(
+        info="Test worker misusing its result channel.",
+        attr=dict(
+            zt=dict(values=["sneak"]),
+            sneak=dict(values=["forge", "mark"]),
+            size=dict(type=int, optional=True, default=200_000),
+            notes=dict(),
+        ),
+    )
+
+    def _task(self):
+        import socket
+        import struct
+
+        import msgpack
+
+        channel = None
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            try:
+                sock = socket.socket(fileno=os.dup(fd))
+            except OSError:
+                continue
+            creds = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+            if sock.family == socket.AF_UNIX and sock.type == socket.SOCK_STREAM and creds[0] == os.getppid():
+                channel = sock
+                break
+            sock.close()
+        if channel is not None:
+            open(os.path.join(self.notes, f"found.{os.getpid()}"), "w").close()
+            if self.sneak == "forge":
+                try:
+                    for tid in range(1, 2001):
+                        channel.sendall(msgpack.packb([tid, True, b"forged", b"t" * 32]))
+                except OSError:
+                    pass  # the agent closed it
+            else:  # the result pipe: the process's only pipe open for writing beside its stdout and stderr
+                import fcntl
+
+                from taylorism_zmq.launch.pipes import LENGTH
+                from taylorism_zmq.launch.task import SENT_MARK
+
+                for name in os.listdir("/proc/self/fd"):
+                    fd = int(name)
+                    if fd > 2 and os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:") \
+                            and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY:
+                        os.write(fd, LENGTH.pack(len(SENT_MARK)) + SENT_MARK)
+        return {"blob": os.urandom(self.size), "pid": os.getpid()}

@@ -272,6 +272,10 @@ class AgentDaemon:
                     link.flush()
                 if ev & zmq.POLLIN:
                     self.tasks.read(link)
+            for fd in [fd for fd in events if fd in self.launchers.channel_at]:
+                at = self.launchers.channel_at.get(fd)
+                if at is not None:  # (not closed by what came before it in this pass)
+                    self.tasks.read_channel(*at)
             if self._wake_r is not None and self._wake_r.fileno() in events:  # raw sockets come back as fds
                 try:
                     self._wake_r.recv(4096)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
 from ..launch.launcher import DEFAULT_MAX_REPORT
 from ..launch.link_protocol import LinkMsg, encode
 from ..launch.output import DEFAULT_MAX_OUTPUT
-from ..launch.pipes import StreamDecoder, recv_available
+from ..launch.pipes import LOST_FDS, StreamDecoder, recv_available
+from .result_channels import ResultChannel
 
 #: what a launcher's message carries beside a task's result and its two outputs (its fields, the outputs' notes)
 LINK_SLACK = 1 << 20
@@ -36,6 +38,12 @@ class LauncherLink:
         self.flags = 0
         #: the caps last sent to it (a fork of a client gets them by message: see agent/forked.py)
         self.limits: list[int] | None = None
+        #: descriptors that came with its messages (SCM_RIGHTS), each for the CHANNEL message it came with
+        self.fds: list[int] = []
+        #: its task processes' result channels, by pid
+        self.channels: dict[int, ResultChannel] = {}
+        #: descriptors it sent were lost (see take_fd)
+        self.fds_lost = False
 
     @property
     def closed(self) -> bool:
@@ -59,9 +67,38 @@ class LauncherLink:
     def read(self) -> list | None:
         """Return the complete messages received (unchecked: see link_protocol.decode), or None at end of
         stream."""
-        data = recv_available(self.sock)
+        data = recv_available(self.sock, fds=self.fds)
         if data is None:
             return []
         if not data:
             return None
         return self.decoder.feed(data)
+
+    def take_fd(self) -> int | None:
+        """The descriptor that came with a CHANNEL message, if the kernel could give it.  Once some could not be
+        given, which descriptor goes with which message is not known: none is taken from then on (each that
+        comes is closed)."""
+        while self.fds and self.fds[0] == LOST_FDS:
+            self.fds.pop(0)
+            self.fds_lost = True
+        if not self.fds:
+            return None
+        fd = self.fds.pop(0)
+        if self.fds_lost:
+            os.close(fd)
+            return None
+        return fd
+
+    def close_fds(self) -> None:
+        while self.fds:
+            fd = self.fds.pop()
+            if fd != LOST_FDS:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    @property
+    def channel_bytes(self) -> int:
+        """Bytes its result channels hold (results not taken yet, partial messages)."""
+        return sum(c.pending for c in self.channels.values())

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import zmq
 
-from ..launch.link_protocol import LinkMsg
+from ..launch.link_protocol import CHANNEL_TAKEN, LinkMsg
 from . import forked
 from .launcher_link import LauncherLink, message_cap
+from .result_channels import ResultChannel
 from .zygote import Zygote
 
 log = logging.getLogger("taylorism_zmq.agent")
@@ -41,6 +43,8 @@ class LauncherPool:
         #: the last code environment given and its key (the RUNs of a job, and of a program's jobs, carry the
         #: same one: a comparison of maps costs a microsecond, its key's JSON ten and more with its variables)
         self._last_env: tuple[dict[str, Any], str] | None = None
+        #: the open result channels, by descriptor: their launcher's link and themselves
+        self.channel_at: dict[int, tuple[LauncherLink, ResultChannel]] = {}
 
     def __iter__(self) -> Iterator[LauncherLink]:
         return iter(list(self.links.values()))
@@ -107,12 +111,54 @@ class LauncherPool:
                 if not x.tasks and now - x.last_used > idle_for and not x.key.startswith(forked.PREFIX)]
 
     def watch(self) -> None:
-        """Poll each launcher for what it says, and for room to write when it has not read all it was sent."""
+        """Poll each launcher for what it says, and for room to write when it has not read all it was sent; and
+        its result channels, unless they hold as much as they may: then those in the middle of a send are
+        refused (see result_channels)."""
         for link in self.links.values():
             flags = zmq.POLLIN | (zmq.POLLOUT if link.outbuf else 0)
             if flags != link.flags:
                 self.poller.register(link.sock, flags)  # (registering again changes the flags)
                 link.flags = flags
+            if link.channels:
+                over = link.channel_bytes >= 2 * self.max_message
+                for channel in link.channels.values():
+                    if channel.open:
+                        if over and not channel.refused and channel.sending:
+                            channel.refuse()  # (it is read until what it had queued is taken)
+                        self._poll_channel(channel, zmq.POLLIN if channel.refused or not (over or channel.full)
+                                           else 0)
+
+    def _poll_channel(self, channel: ResultChannel, flags: int) -> None:
+        if flags != channel.flags:
+            if flags:
+                self.poller.register(channel.sock, flags)
+            else:
+                self.poller.unregister(channel.sock)
+            channel.flags = flags
+
+    def add_channel(self, link: LauncherLink, pid: int, sock: socket.socket) -> None:
+        """Task process *pid* of *link*'s launcher sends large results on *sock* (one that had its pid before
+        left: its channel goes)."""
+        old = link.channels.get(pid)
+        if old is not None:
+            self.end_channel(link, old, drop=True)
+        channel = ResultChannel(pid, sock, self.max_message)
+        link.channels[pid] = channel
+        self.channel_at[sock.fileno()] = (link, channel)
+        try:  # its process may send on it from now on (a fresh socket: the byte fits)
+            sock.send(CHANNEL_TAKEN, socket.MSG_NOSIGNAL)
+        except OSError:
+            pass  # it left: the end of the channel is read next
+
+    def end_channel(self, link: LauncherLink, channel: ResultChannel, drop: bool = False) -> None:
+        """Close a channel (its process left, or broke the format): what it holds stays until taken, unless
+        *drop*; a channel that holds nothing goes."""
+        if channel.open:
+            self._poll_channel(channel, 0)
+            self.channel_at.pop(channel.sock.fileno(), None)
+        channel.close(drop)
+        if not channel.results and link.channels.get(channel.pid) is channel:
+            del link.channels[channel.pid]
 
     def close(self, link: LauncherLink) -> set[int]:
         """Let a launcher go (it sees the end of its stream, stops its tasks and leaves); the tasks it had."""
@@ -120,6 +166,9 @@ class LauncherPool:
         if link.flags:
             self.poller.unregister(link.sock)
             link.flags = 0
+        for channel in list(link.channels.values()):
+            self.end_channel(link, channel, drop=True)
+        link.close_fds()
         for tid in link.tasks:
             self.of_task.pop(tid, None)
         try:

@@ -4,6 +4,8 @@ report rows and live output for the boss (the agent's loop, its link to the boss
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +15,7 @@ import msgpack
 from ..launch.launcher import DEFAULT_MAX_REPORT
 from ..launch.link_protocol import TO_AGENT, LinkError, LinkMsg, decode
 from ..launch.output import DEFAULT_MAX_OUTPUT
+from ..launch.pipes import MAX_FDS_PER_READ
 from ..launch.task import died
 from ..wire import protocol
 from ..wire.integrity import ENDED, NO_TAG, RUNNING, claim_proof
@@ -22,6 +25,7 @@ from . import forked
 from .launcher_link import LauncherLink
 from .launcher_pool import LauncherPool
 from .output_rate import LiveGate
+from .result_channels import MAX_CHANNELS, ResultChannel
 from .runenv import JobRefused, launcher_env
 from .sender import ReportSender, report_size
 from .zygote import ZygoteGone
@@ -69,9 +73,17 @@ class TaskRunner:
         self.broken_launchers = 0
         #: RUNs whose handling raised (a bug): their tasks failed, the agent went on
         self.job_errors = 0
+        #: result channels refused (a launcher with MAX_CHANNELS already, or no descriptor left to this agent):
+        #: their processes' results go through their launchers
+        self.channels_refused = 0
+        #: result channels closed because their process sent what is not a result of its launcher's tasks
+        self.broken_channels = 0
+        #: tasks whose launcher said their result was sent on a channel where it was not (they failed)
+        self.results_missing = 0
         #: what launchers say, by type (each handler takes the launcher's link, then the message's fields)
         self.handlers: dict[LinkMsg, Callable[..., None]] = {
             LinkMsg.HELLO: self.on_hello, LinkMsg.DONE: self.on_done, LinkMsg.OUT: self.on_out,
+            LinkMsg.CHANNEL: self.on_channel, LinkMsg.SENT: self.on_sent,
         }
 
     # -- the boss's RUNs -------------------------------------------------------------------
@@ -159,6 +171,8 @@ class TaskRunner:
             self.handlers[kind](link, *fields)
             if link.closed:
                 return  # let go by the handler
+        if len(link.fds) > MAX_FDS_PER_READ:  # (one may come a read before its message)
+            self._launcher_gone(link, f"sent {len(link.fds)} descriptors without the messages they go with")
 
     # -- what launchers say, by type (the table is self.handlers) -----------------------
     def on_hello(self, link: LauncherLink, launcher_id: str, pid: int) -> None:
@@ -179,7 +193,80 @@ class TaskRunner:
     def on_done(self, link: LauncherLink, tid: int, ok: bool, payload: bytes, t0: float, t1: float,
                 stdout: bytes, stderr: bytes, tag: bytes) -> None:
         if self._owns(link, tid):
+            self._drop_results(link, tid)  # (sent on a channel by a process that then died, or was stopped)
             self._done(tid, ok, payload, t0, t1, stdout, stderr, tag)
+
+    def on_channel(self, link: LauncherLink, pid: int) -> None:
+        """Task process *pid* of this launcher sends its large results on the channel whose end came along."""
+        fd = link.take_fd()
+        if fd is None or len(link.channels) >= MAX_CHANNELS:
+            # its process sees the end of its channel when it sends, and its results go through its launcher
+            if fd is not None:
+                os.close(fd)
+            self.channels_refused += 1
+            self._bad_log.warning(f"channels:{link.pid}", "agent %s: result channel of task process %d of launcher "
+                                  "%d refused (%s): its results go through its launcher (%d refused so far)",
+                                  self.aid, pid, link.pid, "no descriptor came" if fd is None else
+                                  f"it has {MAX_CHANNELS} already", self.channels_refused)
+            return
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            os.close(fd)
+            return self._launcher_gone(link, "sent a descriptor that is not a socket")
+        if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+            sock.close()
+            return self._launcher_gone(link, "sent a descriptor that is not a unix stream socket")
+        self.launchers.add_channel(link, pid, sock)
+
+    def on_sent(self, link: LauncherLink, tid: int, pid: int, t0: float, t1: float, stdout: bytes,
+                stderr: bytes) -> None:
+        """Task *tid* ended, and its process *pid* sent its result on its channel: taken from there only."""
+        if not self._owns(link, tid):
+            return
+        channel = link.channels.get(pid)
+        result = None
+        if channel is not None:
+            if channel.open:  # (its process sent the result before its launcher heard of it: it is there)
+                self.read_channel(link, channel)
+            result = channel.take(tid)
+            if not channel.open:
+                self.launchers.end_channel(link, channel)
+        self._drop_results(link, tid)
+        if result is None:
+            self.results_missing += 1
+            self._bad_log.warning(f"missing:{link.pid}", "agent %s: launcher %d said task %d sent its result on the "
+                                  "channel of process %d, where it is not: the task fails (%d such so far)",
+                                  self.aid, link.pid, tid, pid, self.results_missing)
+            why = f"task process {pid} on host {self.host} ended its task, and its result did not come"
+            self._done(tid, False, died(why), t0, t1, stdout, stderr, NO_TAG)
+            return
+        ok, payload, tag = result
+        self._done(tid, ok, payload, t0, t1, stdout, stderr, tag)
+
+    def read_channel(self, link: LauncherLink, channel: ResultChannel) -> None:
+        """Take what a result channel brought; one whose process sent what is not a result of its launcher's
+        tasks is closed, with what it held (the SENT of those tasks will find nothing: they fail)."""
+        try:
+            tids = channel.read()
+            foreign = [tid for tid in tids or () if tid not in link.tasks]
+            if foreign:
+                raise LinkError(f"sent a result for task {foreign[0]}, not one of its launcher's")
+        except LinkError as exc:
+            self.broken_channels += 1
+            self._bad_log.warning(f"channel:{link.pid}", "agent %s: task process %d of launcher %d %s: its channel "
+                                  "is closed (%d such so far)", self.aid, channel.pid, link.pid, exc,
+                                  self.broken_channels)
+            self.launchers.end_channel(link, channel, drop=True)
+            return
+        if tids is None:  # its process left: what it holds waits for its SENT
+            self.launchers.end_channel(link, channel)
+
+    def _drop_results(self, link: LauncherLink, tid: int) -> None:
+        """Task *tid* ended: a result for it that another process sent is let go."""
+        for channel in list(link.channels.values()):
+            if channel.take(tid) is not None and not channel.open and not channel.results:
+                self.launchers.end_channel(link, channel)
 
     def on_out(self, link: LauncherLink, tid: int, stream: int, chunk: bytes) -> None:
         info = self.task_info.get(tid)

@@ -3,8 +3,11 @@ written as the socket takes them (the agent's end is :mod:`..agent.launcher_link
 
 from __future__ import annotations
 
+import os
 import selectors
 import socket
+import struct
+from collections import deque
 
 from .link_protocol import TO_LAUNCHER, LinkError, LinkMsg, decode, encode
 from .pipes import StreamDecoder, recv_available
@@ -20,6 +23,8 @@ class AgentLink:
         self.sock, self.sel = sock, sel
         self.decoder = StreamDecoder()
         self.outbuf = bytearray()
+        #: descriptors waiting in outbuf: (where in it the message they go with starts, descriptor)
+        self.fds: deque[tuple[int, int]] = deque()
 
     @property
     def closed(self) -> bool:
@@ -44,26 +49,47 @@ class AgentLink:
         except ValueError as exc:  # (msgpack's errors of format)
             raise LinkError(f"not msgpack ({exc})") from None
 
-    def send(self, kind: LinkMsg, *fields: object) -> None:
+    def send(self, kind: LinkMsg, *fields: object, fd: int | None = None) -> None:
+        """Send a message; *fd*, a descriptor that goes with it (SCM_RIGHTS), closed here once it went."""
         if self.closed:
+            _close(fd)
             return  # going away: the agent will not hear of it anyway
         data = encode(kind, *fields)
         if not self.outbuf:  # nothing waits before it: straight to the socket, the rest (if any) kept
             try:
-                data = data[self.sock.send(data):]
+                sent = self._send(data, fd)
             except (BlockingIOError, InterruptedError):
-                pass
+                sent = 0
             except OSError:
+                _close(fd)
                 return
+            if sent:  # (the descriptor went with the first byte)
+                _close(fd)
+                fd = None
+            data = data[sent:]
             if not data:
                 return
+        if fd is not None:
+            self.fds.append((len(self.outbuf), fd))
         self.outbuf += data
         self.flush()
 
+    def _send(self, data: bytes | memoryview, fd: int | None) -> int:
+        if fd is None:
+            return self.sock.send(data)
+        return self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))])
+
     def flush(self, blocking: bool = False) -> None:
         while self.outbuf:
+            fd, end = None, len(self.outbuf)
+            if self.fds:
+                if self.fds[0][0] == 0:
+                    fd = self.fds[0][1]
+                else:
+                    end = self.fds[0][0]  # up to the message the next descriptor goes with
             try:
-                sent = self.sock.send(self.outbuf)
+                with memoryview(self.outbuf) as view, view[:end] as part:
+                    sent = self._send(part, fd)
             except (BlockingIOError, InterruptedError):
                 if not blocking:
                     break
@@ -71,8 +97,14 @@ class AgentLink:
                 continue
             except OSError:
                 self.outbuf.clear()
+                while self.fds:
+                    _close(self.fds.popleft()[1])
                 break
+            if fd is not None and sent:
+                _close(self.fds.popleft()[1])
             del self.outbuf[:sent]
+            if self.fds:
+                self.fds = deque((at - sent, f) for at, f in self.fds)
         if not self.closed:
             events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.outbuf else 0)
             self.sel.modify(self.sock, events, KEY)
@@ -83,3 +115,14 @@ class AgentLink:
         except (KeyError, ValueError):
             pass
         self.sock.close()
+        while self.fds:
+            _close(self.fds.popleft()[1])
+
+
+def _close(fd: int | None) -> None:
+    """Close *fd* if there is one."""
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass

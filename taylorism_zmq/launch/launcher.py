@@ -78,7 +78,7 @@ class Launcher:
         #: the channel to the agent
         self.agent = AgentLink(sock, self.sel)
         #: every task process, and those that wait for a task
-        self.pool = TaskProcessPool(self.forked, self.sel, self.classes, self._own_fds)
+        self.pool = TaskProcessPool(self.forked, self.sel, self.classes, self._own_fds, self._give_channel)
         self.closing = False
         self.linger_until = 0.0
         self.term_requested = False
@@ -237,11 +237,20 @@ class Launcher:
             return  # going away: the agent will not hear of this task anyway
         self.given += 1
         self.max_tasks = max_tasks
+        self.pool.channels = max_tasks > 1
         proc = self.pool.take(max_tasks, self.classes.generation_of(cls_ref))
         more = proc.runs + 1 < max_tasks
-        order = msgpack.packb([cls_ref, payload, ticket, binded, trusted, stream, more, key], use_bin_type=True)
+        order = msgpack.packb([cls_ref, payload, ticket, binded, trusted, stream, more, key, tid, self.max_report],
+                              use_bin_type=True)
         proc.give(Task(tid, timeout, bool(stream), self.max_output), order, more)
         self.running[tid] = proc
+
+    def _give_channel(self, proc: TaskProcess) -> None:
+        """A task process was forked: the agent gets its end of the process's result channel (this one keeps
+        none)."""
+        if proc.channel is not None:
+            self.agent.send(LinkMsg.CHANNEL, proc.pid, fd=proc.channel)
+            proc.channel = None
 
     def _keeping_children(self, action: Callable[..., Any], *args: Any) -> Any:
         """Run *action* (the job's setup, an import of its code): what children it starts are kept."""
@@ -255,6 +264,8 @@ class Launcher:
     def _own_fds(self) -> list[int]:
         """This launcher's descriptors (its task processes' pipes are the pool's to add)."""
         fds = [self.agent.sock.fileno(), self.sel.fileno(), *getattr(self, "_wake", ())]
+        fds += [fd for _, fd in self.agent.fds]  # (the agent's ends of result channels not sent yet: no task
+        # process may hold another's)
         if self.children is not None and self.children.fd >= 0:
             fds.append(self.children.fd)
         if self.life_fd is not None:
@@ -276,11 +287,12 @@ class Launcher:
                 ok, payload, tag = msgpack.unpackb(data)
             except (ValueError, TypeError):
                 continue  # a broken report: its exit status will say what happened
-            if type(payload) is not bytes or type(tag) is not bytes:
+            straight = payload is None and tag is None  # it went to the agent on the process's result channel
+            if not straight and (type(payload) is not bytes or type(tag) is not bytes):
                 continue  # (the task's own code can write on that pipe)
             # its output was flushed before its result: it is in the pipes already
             self._drain_outputs(proc)
-            self._finish(proc, bool(ok), payload, tag)
+            self._finish(proc, bool(ok), payload, tag, straight)
         if ended:
             self._close_results(proc)
 
@@ -356,18 +368,28 @@ class Launcher:
             # whatever is a child of this launcher and not a task process nor kept goes
             descendants.kill_children(self.children, self.pool.procs.keys() | self.kept)
 
-    def _finish(self, proc: TaskProcess, ok: bool, payload: bytes | None, tag: bytes) -> None:
-        """Tell the agent how the process's task ended, with the tag its process put on it; with no payload, how
-        the process died (the launcher's own word: no tag).  The task queued behind it starts first (in this
-        process, when it may take another task): it is on its way while the agent hears of this one."""
+    def _finish(self, proc: TaskProcess, ok: bool, payload: bytes | None, tag: bytes | None,
+                straight: bool = False) -> None:
+        """Tell the agent how the process's task ended, with the tag its process put on it; *straight*: its
+        process sent its result to the agent on its result channel (SENT); with no payload, how the process died
+        (the launcher's own word: no tag).  The task queued behind it starts first (in this process, when it may
+        take another task): it is on its way while the agent hears of this one."""
         task = proc.task
         assert task is not None
         task.reported = True
         self.running.pop(task.tid, None)
         t1 = time.time()
-        if payload is not None and ok and proc.task_w >= 0 and proc.status is None:
-            self.pool.park(proc)  # it waits for a next task
+        if (payload is not None or straight) and ok and proc.task_w >= 0 and proc.status is None:
+            if proc.kill_at is None:
+                self.pool.park(proc)  # it waits for a next task
+            else:  # told to stop as its task ended: no next task, and no grace left to give (its task is over)
+                proc.close_orders()
+                _signal_group(proc.pid, signal.SIGKILL)
         self._follow(task.tid)
+        outputs = task.outputs[STDOUT].getvalue(), task.outputs[STDERR].getvalue()
+        if straight:
+            self.agent.send(LinkMsg.SENT, task.tid, proc.pid, task.t0, t1, *outputs)
+            return
         if payload is None:
             status = proc.status or 0
             if proc.why is not None:
@@ -378,8 +400,7 @@ class Launcher:
             else:
                 what = f"exited with code {os.waitstatus_to_exitcode(status)} without a report"
             ok, payload, tag = False, died(f"task process {proc.pid} on host {self.host} {what}"), NO_TAG
-        self.agent.send(LinkMsg.DONE, task.tid, ok, payload, task.t0, t1,
-                        task.outputs[STDOUT].getvalue(), task.outputs[STDERR].getvalue(), tag)
+        self.agent.send(LinkMsg.DONE, task.tid, ok, payload, task.t0, t1, *outputs, tag)
 
     def _follow(self, tid: int) -> None:
         """Task *tid* ended: the task queued behind it starts now (in the process it left, if that one waits)."""

@@ -7,6 +7,16 @@ reader checks what it reads with :func:`decode`, each field's exact type, in bot
 its launchers say (a launcher run as a job's owner, or a fork of a client, could say anything: such a launcher
 is let go), a launcher and the zygote what the agent says (a message they cannot read is a bug of the agent:
 they leave, and the agent reports their tasks as failed).
+
+A result larger than a pipe holds at once (:data:`.pipes.STRAIGHT_FROM`) skips the launcher: its task process
+sends ``[tid, ok, payload, tag]`` straight to the agent on its own result channel, a stream socket its launcher
+made when it forked it and whose other end it gave the agent (``CHANNEL``, the descriptor riding along), then
+tells its launcher on its result pipe, which says ``SENT`` (the task's end and output) instead of ``DONE``.  The
+agent takes the result of the task a ``SENT`` names from the channel of the process it names, and from nowhere
+else: a process speaks on its own channel only, for the task its launcher says it ran.  A process sends on its
+channel only once the agent wrote :data:`CHANNEL_TAKEN` on it: an agent that does not keep a channel closes it,
+maybe after the process had a result that its buffer would have taken whole (then lost, its SENT finding
+nothing); such a process sees the end of its channel instead, and its results go through its launcher.
 """
 
 from __future__ import annotations
@@ -39,6 +49,8 @@ class LinkMsg(str, enum.Enum):
     # launcher -> agent
     DONE = "done"  # a task's end, whatever happened
     OUT = "out"  # a chunk of a task's output, for tasks that stream it
+    CHANNEL = "channel"  # a task process's result channel: the agent's end rides along (SCM_RIGHTS)
+    SENT = "sent"  # a task's end, its result sent by its process on its result channel
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +85,18 @@ FIELDS: dict[LinkMsg, tuple[tuple[str, Any], ...]] = {
     LinkMsg.DONE: (("tid", int), ("ok", bool), ("payload", bytes), ("t0", NUM), ("t1", NUM), ("stdout", bytes),
                    ("stderr", bytes), ("tag", bytes)),
     LinkMsg.OUT: (("tid", int), ("stream", OneOf((STDOUT, STDERR))), ("data", bytes)),
+    LinkMsg.CHANNEL: (("pid", int),),
+    LinkMsg.SENT: (("tid", int), ("pid", int), ("t0", NUM), ("t1", NUM), ("stdout", bytes), ("stderr", bytes)),
 }
+
+#: what the agent writes on a task process's result channel when it keeps it (see above)
+CHANNEL_TAKEN = b"\x01"
 
 #: what each reader accepts
 TO_ZYGOTE = frozenset({LinkMsg.SPAWN})
 TO_LAUNCHER = frozenset({LinkMsg.CLASS, LinkMsg.RUN, LinkMsg.KILL, LinkMsg.LIMITS})
 TO_FORK = frozenset({LinkMsg.WELCOME})  # a fork of a client, before it serves
-TO_AGENT = frozenset({LinkMsg.HELLO, LinkMsg.DONE, LinkMsg.OUT})
+TO_AGENT = frozenset({LinkMsg.HELLO, LinkMsg.DONE, LinkMsg.OUT, LinkMsg.CHANNEL, LinkMsg.SENT})
 
 
 class LinkError(ValueError):

@@ -22,6 +22,14 @@ READ_CHUNK = 1 << 16
 MAX_READS = 64
 #: the length before an order and a result on a task's pipes
 LENGTH = struct.Struct("<Q")
+#: a result larger than this goes straight to the agent on its process's result channel (see link_protocol):
+#: through the launcher it would be read from its pipe in 64 KiB turns, each waking the task process and the
+#: launcher, then unpacked, packed again and sent
+STRAIGHT_FROM = 1 << 16
+#: descriptors one read of a launcher's channel takes at most (a CHANNEL message brings one)
+MAX_FDS_PER_READ = 16
+#: put among the descriptors read where some that came could not be given (see recv_available)
+LOST_FDS = -1
 #: a stream decoder whose buffer has held this much is replaced once it holds nothing (its buffer would
 #: stay as large as the largest message it ever held)
 DECODER_RESET = 8 << 20
@@ -42,6 +50,15 @@ class StreamDecoder:
         self._unpacker = msgpack.Unpacker(max_buffer_size=self.max_buffer)
         self._fed = 0
 
+    @property
+    def buffered(self) -> int:
+        """Bytes fed and not read as messages yet."""
+        return self._fed - self._unpacker.tell()
+
+    def clear(self) -> None:
+        """Let go what came of a message not complete (its stream ended, or is no longer read)."""
+        self._reset()
+
     def feed(self, data: bytes) -> list:
         """The messages *data* completes."""
         self._unpacker.feed(data)
@@ -52,12 +69,25 @@ class StreamDecoder:
         return messages
 
 
-def recv_available(sock: socket.socket, max_chunks: int = MAX_READS) -> bytes | None:
-    """What a non-blocking stream socket has (up to *max_chunks* reads): None if nothing, b"" at its end."""
+def recv_available(sock: socket.socket, max_chunks: int = MAX_READS, fds: list[int] | None = None) -> bytes | None:
+    """What a non-blocking stream socket has (up to *max_chunks* reads): None if nothing, b"" at its end.
+
+    With *fds*, the descriptors that came with the bytes (SCM_RIGHTS) are added to it; those the kernel could
+    not give (more than MAX_FDS_PER_READ in one read, or none left to this process) are closed by it (a socket
+    whose other end its sender then writes to says: a broken pipe), and LOST_FDS marks where they were."""
     chunks: list[bytes] = []
+    room = socket.CMSG_SPACE(MAX_FDS_PER_READ * 4) if fds is not None else 0
     for _ in range(max_chunks):
         try:
-            chunk = sock.recv(READ_CHUNK)
+            if fds is None:
+                chunk = sock.recv(READ_CHUNK)
+            else:
+                chunk, ancillary, flags, _addr = sock.recvmsg(READ_CHUNK, room)
+                for level, kind, data in ancillary:
+                    if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                        fds.extend(struct.unpack(f"{len(data) // 4}i", data[:len(data) - len(data) % 4]))
+                if flags & socket.MSG_CTRUNC:
+                    fds.append(LOST_FDS)
         except (BlockingIOError, InterruptedError):
             break
         except OSError:
@@ -70,7 +100,6 @@ def recv_available(sock: socket.socket, max_chunks: int = MAX_READS) -> bytes | 
         if len(chunk) < READ_CHUNK:
             break  # drained
     return b"".join(chunks) if chunks else None
-
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:

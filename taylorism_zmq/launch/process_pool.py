@@ -27,13 +27,18 @@ class TaskProcessPool:
     """Every task process of one launcher, and those that wait for a task."""
 
     def __init__(self, forked: bool, sel: selectors.BaseSelector, classes: WorkerClasses,
-                 launcher_fds: Callable[[], list[int]]):
+                 launcher_fds: Callable[[], list[int]], forked_one: Callable[[TaskProcess], None] = lambda _: None):
         #: the launcher is a fork of the client: its task processes keep the client's open files
         self.forked = forked
         self.sel = sel
         self.classes = classes
         #: the launcher's own descriptors, closed in a task process forked from a client
         self.launcher_fds = launcher_fds
+        #: called with each process forked (the launcher gives the agent its result channel)
+        self.forked_one = forked_one
+        #: processes forked now get a result channel: the launcher's tasks may reuse them (a channel costs a
+        #: process per task more than it brings: see pipes.STRAIGHT_FROM)
+        self.channels = False
         #: every task process alive (or not reaped yet), by pid
         self.procs: dict[int, TaskProcess] = {}
         #: processes forked ahead of tasks, never given one
@@ -59,25 +64,31 @@ class TaskProcessPool:
                 self.idle.extend(reversed(kept))
                 return proc
         self.idle.extend(reversed(kept))
-        if self.spares:
-            return self.spares.pop()
+        while self.spares:
+            proc = self.spares.pop()
+            if proc.straight or max_tasks == 1:
+                return proc
+            proc.close_orders()  # forked without a channel, for tasks of their own: one with a channel is forked
         return self.fork()
 
     def fork(self) -> TaskProcess:
         # a fork of the client keeps the client's open files for its tasks (as taylorism's forks do): only
         # what belongs to this launcher is closed in a task process; from the zygote, everything is
-        proc = fork_task_process(os.getpid(), self._own_fds() if self.forked else None)
+        proc = fork_task_process(os.getpid(), self._own_fds() if self.forked else None, self.channels)
         proc.generation = self.classes.generation
         self.procs[proc.pid] = proc
         self.sel.register(proc.result_r, selectors.EVENT_READ, (proc, "result"))
         for fd in proc.outputs:
             self.sel.register(fd, selectors.EVENT_READ, (proc, "output"))
+        self.forked_one(proc)
         return proc
 
     def _own_fds(self) -> list[int]:
         fds = self.launcher_fds()
         for proc in self.procs.values():
             fds += [fd for fd in (proc.task_w, proc.result_r, *proc.outputs) if fd >= 0]
+            if proc.channel is not None:
+                fds.append(proc.channel)
         return fds
 
     def refill(self, running: int, given: int, max_tasks: int, leaving: Callable[[], bool]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import socket
 import sys
 import traceback
 from typing import Any
@@ -17,7 +18,8 @@ from ..processes import die_with_parent
 from ..wire.codec import Codec, ref_of, resolve_ref
 from ..wire.integrity import tag
 from .descendants import end_all
-from .pipes import LENGTH, read_exactly, write_message
+from .link_protocol import CHANNEL_TAKEN
+from .pipes import LENGTH, STRAIGHT_FROM, read_exactly, write_message
 
 #: this project's own code at the top of every task's traceback (the task process, Worker._work): left out of
 #: the traceback the client shows, which starts at the user's code
@@ -88,9 +90,10 @@ def _flush_output() -> None:  # pragma: no cover - task process
             pass
 
 
-def task_main(launcher_pid: int, task_fd: int, result_fd: int,
-              close: list[int] | None = None) -> None:  # pragma: no cover - task process
-    """Run the tasks ordered on *task_fd*, each result ``[ok, payload, tag]`` on *result_fd*; never returns.
+def task_main(launcher_pid: int, task_fd: int, result_fd: int, close: list[int] | None = None,
+              channel_fd: int = -1) -> None:  # pragma: no cover - task process
+    """Run the tasks ordered on *task_fd*, each result ``[ok, payload, tag]`` on *result_fd*, or, when large,
+    straight to the agent on *channel_fd* with a mark on *result_fd* (see link_protocol); never returns.
 
     After a task that succeeded and whose order says more may come, wait for the next order (a reused
     process); after any other, or at the end of the task pipe, leave.
@@ -100,18 +103,22 @@ def task_main(launcher_pid: int, task_fd: int, result_fd: int,
         os.setpgid(0, 0)
         die_with_parent(signal.SIGKILL, launcher_pid)
         signal.set_wakeup_fd(-1)
+        keep = sorted(fd for fd in (task_fd, result_fd, channel_fd) if fd >= 0)
         if close is None:
-            low, high = sorted((task_fd, result_fd))
-            os.closerange(3, low)
-            os.closerange(low + 1, high)
-            os.closerange(high + 1, 1 << 16)
+            start = 3
+            for fd in keep:
+                os.closerange(start, fd)
+                start = fd + 1
+            os.closerange(start, 1 << 16)
         else:
             for fd in close:
-                if fd not in (task_fd, result_fd):
+                if fd not in keep:
                     try:
                         os.close(fd)
                     except OSError:
                         pass
+        channel = socket.socket(fileno=channel_fd) if channel_fd >= 0 else None
+        taken = False  # (the agent said it took the channel)
         _own_stdio()
         home, cpus = os.getcwd(), os.sched_getaffinity(0)
         tag(b"warm", True, b"")  # the first HMAC of a fresh process costs ~0.1 ms: paid here, ahead of its task
@@ -119,15 +126,21 @@ def task_main(launcher_pid: int, task_fd: int, result_fd: int,
             order = _read_order(task_fd)
             if order is None:
                 break  # a spare that was not needed, or a reused process with no more work
-            cls_ref, payload, ticket, binded, trusted, stream, *rest = msgpack.unpackb(order)
-            more = bool(rest and rest[0])
-            key = rest[1] if len(rest) > 1 else b""
+            cls_ref, payload, ticket, binded, trusted, stream, more, key, tid, straight_max = msgpack.unpackb(order)
             _fresh_start(home, cpus, stream)
             result = _run(cls_ref, payload, ticket, binded, trusted)
             _flush_output()
+            sealed = [*result, tag(key, *result)]
+            straight = False
+            if channel is not None and STRAIGHT_FROM < len(result[1]) <= straight_max:
+                taken = taken or _channel_taken(channel)
+                straight = taken and _send_straight(channel, tid, sealed)
+                if not straight:
+                    channel.close()
+                    channel = None
             try:
-                data = msgpack.packb([*result, tag(key, *result)], use_bin_type=True)
-                write_message(result_fd, data)
+                mark = SENT_MARK if result[0] else FAILURE_SENT_MARK
+                write_message(result_fd, mark if straight else msgpack.packb(sealed, use_bin_type=True))
             except BrokenPipeError:
                 break
             end_all()  # nothing the task started outlives it (this process is their subreaper)
@@ -139,6 +152,37 @@ def task_main(launcher_pid: int, task_fd: int, result_fd: int,
         code = 3
     finally:
         os._exit(code)
+
+
+#: seconds a task process waits for its agent to say it took its result channel, before its first result sent on
+#: it
+CHANNEL_WAIT = 10.0
+#: what a task process writes on its result pipe for a result it sent on its result channel: whether its task
+#: succeeded goes with it (after a failure the process leaves: its launcher must not give it a next task)
+SENT_MARK = msgpack.packb([True, None, None])
+FAILURE_SENT_MARK = msgpack.packb([False, None, None])
+
+
+def _channel_taken(channel: socket.socket) -> bool:  # pragma: no cover - task process
+    """Whether the agent took the process's result channel (see link_protocol): it says so as it reads the
+    launcher's CHANNEL message, which comes long before this process's first result (CHANNEL_WAIT at most)."""
+    try:
+        channel.settimeout(CHANNEL_WAIT)
+        return channel.recv(1) == CHANNEL_TAKEN
+    except OSError:  # (the agent is that slow: its results go through the launcher)
+        return False
+    finally:
+        channel.settimeout(None)
+
+
+def _send_straight(channel: socket.socket, tid: int, sealed: list) -> bool:  # pragma: no cover - task process
+    """Send a task's ``[ok, payload, tag]`` on the process's result channel; False if the agent did not take
+    the channel, or let it go (the result then goes through the launcher)."""
+    try:
+        channel.sendall(msgpack.packb([tid, *sealed], use_bin_type=True), socket.MSG_NOSIGNAL)
+        return True
+    except OSError:
+        return False
 
 
 def _own_stdio() -> None:  # pragma: no cover - task process

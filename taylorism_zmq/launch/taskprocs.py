@@ -10,6 +10,7 @@ for the process to end.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 
@@ -41,11 +42,15 @@ class Task:
 class TaskProcess:
     """A task process and the launcher's ends of its pipes."""
 
-    __slots__ = ("pid", "task_w", "result_r", "outputs", "task", "runs", "buffer", "body", "filled", "status",
-                 "kill_at", "why", "generation")
+    __slots__ = ("pid", "task_w", "result_r", "outputs", "channel", "straight", "task", "runs", "buffer", "body",
+                 "filled", "status", "kill_at", "why", "generation")
 
-    def __init__(self, pid: int, task_w: int, result_r: int, out_r: int, err_r: int):
+    def __init__(self, pid: int, task_w: int, result_r: int, out_r: int, err_r: int, channel: int | None = None):
         self.pid = pid
+        #: the agent's end of its result channel, until it is given to the agent (see link_protocol)
+        self.channel = channel
+        #: it has a result channel
+        self.straight = channel is not None
         #: where its orders go (-1 once closed: it leaves after the order it has)
         self.task_w = task_w
         #: where its results come from (-1 once closed)
@@ -133,8 +138,10 @@ class TaskProcess:
         return results, ended, False
 
 
-def fork_task_process(launcher_pid: int, close: list[int] | None = None) -> TaskProcess:
-    """Fork a task process that waits for its orders on a pipe, with its stdout and stderr on two more.
+def fork_task_process(launcher_pid: int, close: list[int] | None = None, channel: bool = False) -> TaskProcess:
+    """Fork a task process that waits for its orders on a pipe, with its stdout and stderr on two more; with
+    *channel*, a result channel too (a stream socket whose other end is for the agent: large results go
+    straight there).
 
     It closes every other descriptor, or only those in *close* when given (a fork of the client keeps the
     client's files).
@@ -143,6 +150,10 @@ def fork_task_process(launcher_pid: int, close: list[int] | None = None) -> Task
     result_r, result_w = os.pipe()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
+    chan_agent, chan_task = -1, -1
+    if channel:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        chan_agent, chan_task = ours.detach(), theirs.detach()
     for f in (sys.stdout, sys.stderr):  # the child must not inherit, and write again, our buffered text
         try:
             f.flush()
@@ -150,17 +161,19 @@ def fork_task_process(launcher_pid: int, close: list[int] | None = None) -> Task
             pass
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the task process
-        for fd in (task_w, result_r, out_r, err_r):
-            os.close(fd)
+        for fd in (task_w, result_r, out_r, err_r, chan_agent):
+            if fd >= 0:
+                os.close(fd)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
         # what its tasks leave orphaned comes back to it, to be killed after each task (see descendants.py);
         # a process of its user like any other, not closed to it as its launcher is
         descendants.become_subreaper()
         descendants.set_dumpable(True)
-        task_main(launcher_pid, task_r, result_w, close)
-    for fd in (task_r, result_w, out_w, err_w):
-        os.close(fd)
+        task_main(launcher_pid, task_r, result_w, close, chan_task)
+    for fd in (task_r, result_w, out_w, err_w, chan_task):
+        if fd >= 0:
+            os.close(fd)
     for fd in (result_r, out_r, err_r):
         os.set_blocking(fd, False)
-    return TaskProcess(pid, task_w, result_r, out_r, err_r)
+    return TaskProcess(pid, task_w, result_r, out_r, err_r, chan_agent if channel else None)
