@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import socket
 
-import msgpack
-
-from ..launch.link_protocol import LinkError
-from ..launch.pipes import StreamDecoder, recv_available
+from ..launch.link_protocol import LinkError, receive
+from ..launch.pipes import StreamDecoder
 
 #: results a channel holds that no SENT took yet (one is the rule: its process sends one, then says so)
 HELD_MAX = 4
@@ -86,15 +84,9 @@ class ResultChannel:
     def read(self) -> list[int] | None:
         """Take what the socket has: the task ids of the results it completed, None at the end of the stream.
         LinkError if the process sent what is not a result."""
-        data = recv_available(self.sock)
-        if data is None:
-            return []
-        if not data:
+        messages = receive(self.sock, self.decoder)
+        if messages is None:
             return None
-        try:
-            messages = self.decoder.feed(data)
-        except (ValueError, msgpack.UnpackException) as exc:  # (its errors of format are ValueErrors)
-            raise LinkError(f"sent what is not msgpack ({exc})") from None
         tids = []
         for msg in messages:
             if type(msg) is not list or tuple(map(type, msg)) != (int, bool, bytes, bytes):

@@ -9,8 +9,8 @@ import socket
 import struct
 from collections import deque
 
-from .link_protocol import TO_LAUNCHER, LinkError, LinkMsg, decode, encode
-from .pipes import StreamDecoder, recv_available
+from .link_protocol import TO_LAUNCHER, LinkMsg, decode, encode, receive
+from .pipes import StreamDecoder
 
 #: the selector key of the channel
 KEY = "agent"
@@ -37,17 +37,8 @@ class AgentLink:
     def read(self) -> list[tuple[LinkMsg, list]] | None:
         """The agent's messages that came, checked (LinkError for one that is not: a bug of the agent); None at
         the end of the channel."""
-        data = recv_available(self.sock)
-        if data is None:
-            return []
-        if not data:
-            return None
-        try:
-            return [decode(msg, TO_LAUNCHER) for msg in self.decoder.feed(data)]
-        except LinkError:
-            raise
-        except ValueError as exc:  # (msgpack's errors of format)
-            raise LinkError(f"not msgpack ({exc})") from None
+        messages = receive(self.sock, self.decoder)
+        return None if messages is None else [decode(msg, TO_LAUNCHER) for msg in messages]
 
     def send(self, kind: LinkMsg, *fields: object, fd: int | None = None) -> None:
         """Send a message; *fd*, a descriptor that goes with it (SCM_RIGHTS), closed here once it went."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 import itertools
 import math
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from typing import Any
 import msgpack
 
 from ..wire.protocol import STDERR, STDOUT
+from .pipes import StreamDecoder, recv_available
 
 
 class LinkMsg(str, enum.Enum):
@@ -126,6 +128,20 @@ def decode(msg: object, accepted: frozenset[LinkMsg]) -> tuple[LinkMsg, list]:
         if not ok(msg[i]):
             raise LinkError(f"a {kind.value} message with a wrong {FIELDS[kind][i - 1][0]}: {str(msg)[:200]}")
     return kind, msg[1:]
+
+
+def receive(sock: socket.socket, decoder: StreamDecoder) -> list | None:
+    """The whole msgpack messages a non-blocking stream socket brought (unchecked), None at its end; LinkError
+    for bytes that are not msgpack."""
+    data = recv_available(sock)
+    if data is None:
+        return []
+    if not data:
+        return None
+    try:
+        return decoder.feed(data)
+    except (ValueError, msgpack.UnpackException) as exc:  # (its errors of format are ValueErrors)
+        raise LinkError(f"not msgpack ({exc})") from None
 
 
 def decode_bytes(data: bytes, accepted: frozenset[LinkMsg]) -> tuple[LinkMsg, list]:
