@@ -125,7 +125,8 @@ def test_status_watch_refreshes_until_ctrl_c(cluster_factory):
     cluster.add_agent(slots=1, host_name="vm")
     cluster.wait_agents(1)
     watcher = subprocess.Popen([sys.executable, "-m", "taylorism_zmq", "ctl", "status", "--watch", "0.2", "--boss",
-                                cluster.control], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                cluster.control], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     lines: list[str] = []
     try:
         while sum(line.startswith("Every 0.2s: taylorism-ctl status") for line in lines) < 3:
@@ -133,7 +134,13 @@ def test_status_watch_refreshes_until_ctrl_c(cluster_factory):
             assert line, watcher.stderr.read()
             lines.append(line)
         watcher.send_signal(signal.SIGINT)
-        assert watcher.wait(15) == 0
+        try:
+            code = watcher.wait(15)
+        except subprocess.TimeoutExpired:  # where it is stuck: faulthandler prints every thread's stack at SIGABRT
+            watcher.send_signal(signal.SIGABRT)
+            _, err = watcher.communicate(timeout=10)
+            raise AssertionError("the watcher did not leave after Ctrl-C:\n" + err[-6000:]) from None
+        assert code == 0
     finally:
         if watcher.poll() is None:
             watcher.kill()
