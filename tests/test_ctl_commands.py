@@ -124,7 +124,11 @@ def test_status_watch_refreshes_until_ctrl_c(cluster_factory):
     cluster = cluster_factory()
     cluster.add_agent(slots=1, host_name="vm")
     cluster.wait_agents(1)
-    watcher = subprocess.Popen([sys.executable, "-m", "taylorism_zmq", "ctl", "status", "--watch", "0.2", "--boss",
+    # (the watcher takes Ctrl-C as a program started from a terminal does: a process started with SIGINT ignored
+    # keeps ignoring it, and the suite itself may run as a shell's background job, which ignores it)
+    with_ctrl_c = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                   "runpy.run_module('taylorism_zmq', run_name='__main__', alter_sys=True)")
+    watcher = subprocess.Popen([sys.executable, "-c", with_ctrl_c, "ctl", "status", "--watch", "0.2", "--boss",
                                 cluster.control], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     lines: list[str] = []
