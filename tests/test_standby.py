@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import zt_workers  # noqa: F401 - registers the test worker classes
@@ -52,6 +53,16 @@ def _in_thread(call) -> tuple[threading.Thread, list]:
     return thread, raised
 
 
+def _with_agents(cluster: PairCluster, tmp_path: Path, hosts: tuple[str, ...], slots: int) -> Path:
+    """Agents named *hosts* registered with *cluster*; the directory of the tasks' execution ledger."""
+    for name in hosts:
+        cluster.add_agent(slots=slots, host_name=name)
+    cluster.wait_agents(len(hosts))
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    return runs
+
+
 def _each_task_once(cluster: PairCluster, boss, runs, n: int) -> None:
     """The job of *boss* (tags 0 to n-1) ends, every report reaches the caller once, and each task ran once (its
     execution ledger in *runs* says so)."""
@@ -67,10 +78,7 @@ def _each_task_once(cluster: PairCluster, boss, runs, n: int) -> None:
 
 def test_the_standby_follows_the_active_and_both_say_so(pair, tmp_path):
     cluster = pair().start()
-    cluster.add_agent(slots=2, host_name="node-a")
-    cluster.wait_agents(1)
-    runs = tmp_path / "runs"
-    runs.mkdir()
+    runs = _with_agents(cluster, tmp_path, ("node-a",), slots=2)
     report = run_as_server(dict(zt="nap", seconds=0.0, runs=str(runs)), dict(tag=list(range(6))),
                            scheduler=threads(2), boss=cluster.address)
     report.wait_till_finished()
@@ -86,11 +94,7 @@ def test_the_standby_follows_the_active_and_both_say_so(pair, tmp_path):
 
 def test_sigkill_of_the_active_mid_job_each_task_runs_once_and_reports_reach_the_caller(pair, tmp_path):
     cluster = pair().start()
-    for name in ("node-a", "node-b", "node-c"):
-        cluster.add_agent(slots=2, host_name=name)
-    cluster.wait_agents(3)
-    runs = tmp_path / "runs"
-    runs.mkdir()
+    runs = _with_agents(cluster, tmp_path, ("node-a", "node-b", "node-c"), slots=2)
     n = 24
     boss = run_as_server(dict(zt="nap", seconds=1.0, runs=str(runs)), dict(tag=list(range(n))),
                          scheduler=threads(2), boss=cluster.address)
@@ -107,11 +111,7 @@ def test_sigkill_of_the_active_while_tasks_are_queued_on_agents_runs_each_once(p
     """A job of reused processes has tasks queued on the agents behind the running ones when the active is
     killed: the agents register with the new active holding them, and each task still runs once."""
     cluster = pair().start()
-    for name in ("node-a", "node-b"):
-        cluster.add_agent(slots=2, host_name=name)
-    cluster.wait_agents(2)
-    runs = tmp_path / "runs"
-    runs.mkdir()
+    runs = _with_agents(cluster, tmp_path, ("node-a", "node-b"), slots=2)
     n = 600
     boss = run_as_server(dict(zt="nap", runs=str(runs)), dict(tag=list(range(n)), seconds=[0.01] * n),
                          scheduler=threads(2), boss=cluster.address, max_tasks_per_process=1000)
@@ -125,11 +125,7 @@ def test_sigkill_of_the_active_while_tasks_are_queued_on_agents_runs_each_once(p
 def test_sigkill_of_the_active_during_a_burst_of_submissions_loses_and_repeats_nothing(pair, tmp_path):
     """Four client threads submit small jobs one after another; the active is killed among them."""
     cluster = pair().start()
-    for name in ("node-a", "node-b"):
-        cluster.add_agent(slots=3, host_name=name)
-    cluster.wait_agents(2)
-    runs = tmp_path / "runs"
-    runs.mkdir()
+    runs = _with_agents(cluster, tmp_path, ("node-a", "node-b"), slots=3)
     jobs_per_thread, tasks_per_job = 8, 4
     reports: dict[int, list[int]] = {}
     errors: list[BaseException] = []
@@ -183,11 +179,7 @@ def test_a_detached_job_is_attached_after_failover_with_all_its_reports(pair, tm
     from taylorism_zmq import Boss
 
     cluster = pair().start()
-    for name in ("node-a", "node-b"):
-        cluster.add_agent(slots=2, host_name=name)
-    cluster.wait_agents(2)
-    runs = tmp_path / "runs"
-    runs.mkdir()
+    runs = _with_agents(cluster, tmp_path, ("node-a", "node-b"), slots=2)
     # its submitter leaves once the boss has it (make_them_work's PONG: held until the standby has the job)
     out = subprocess.run([sys.executable, "-c", DETACHED_CLIENT, os.path.dirname(__file__), cluster.address,
                           str(runs), "1.0"], capture_output=True, text=True, timeout=60)
@@ -234,11 +226,7 @@ def test_the_old_active_restarted_stands_by_then_takes_over_again(pair, tmp_path
 
 def test_a_standby_cut_off_from_its_peer_but_not_from_agents_does_not_take_over(pair, tmp_path):
     cluster = pair().through_relays().start()
-    cluster.add_agent(slots=2, host_name="node-a")
-    cluster.add_agent(slots=2, host_name="node-b")
-    cluster.wait_agents(2)
-    runs = tmp_path / "runs"
-    runs.mkdir()
+    runs = _with_agents(cluster, tmp_path, ("node-a", "node-b"), slots=2)
     for link in cluster.links:
         link.cut()
     wait_until(lambda: cluster.status(1)["pair"]["peer_heard"] > 2 * cluster.peer_timeout, 20,
@@ -259,10 +247,7 @@ def test_a_standby_cut_off_from_its_peer_but_not_from_agents_does_not_take_over(
 
 def test_the_standby_killed_and_restarted_takes_the_state_again_and_can_take_over(pair, tmp_path):
     cluster = pair().start()
-    cluster.add_agent(slots=2, host_name="node-a")
-    cluster.wait_agents(1)
-    runs = tmp_path / "runs"
-    runs.mkdir()
+    runs = _with_agents(cluster, tmp_path, ("node-a",), slots=2)
     boss = run_as_server(dict(zt="nap", seconds=0.5, runs=str(runs)), dict(tag=list(range(12))),
                          scheduler=threads(2), boss=cluster.address)
     boss.make_them_work(terminate=True)
@@ -344,11 +329,7 @@ def test_takeover_by_hand_moves_the_active_mid_job_and_status_and_metrics_say_so
     wait_until(lambda: cluster.role(0) == "active", 20, "boss 0 active")
     cluster.start_boss(1, standby=True, extra=("--metrics-port", str(metrics[1])))
     cluster.wait_in_sync()
-    cluster.add_agent(slots=2, host_name="node-a")
-    cluster.add_agent(slots=2, host_name="node-b")
-    cluster.wait_agents(2)
-    runs = tmp_path / "runs"
-    runs.mkdir()
+    runs = _with_agents(cluster, tmp_path, ("node-a", "node-b"), slots=2)
     boss = run_as_server(dict(zt="nap", seconds=0.5, runs=str(runs)), dict(tag=list(range(16))),
                          scheduler=threads(2), boss=cluster.address)
     boss.make_them_work(terminate=True)
@@ -448,10 +429,7 @@ def test_a_client_busy_through_the_failover_and_past_the_client_timeout_gets_eve
     after: its heartbeats reach the new active (they go to both bosses), which keeps its job and what it made
     for it, until the program waits again and turns to it."""
     cluster = pair(client_timeout=6.0, agent_timeout=6.0).start()
-    cluster.add_agent(slots=2, host_name="node-a")
-    cluster.wait_agents(1)
-    runs = tmp_path / "runs"
-    runs.mkdir()
+    runs = _with_agents(cluster, tmp_path, ("node-a",), slots=2)
     boss = run_as_server(dict(zt="nap", seconds=0.5, runs=str(runs)), dict(tag=list(range(8))),
                          scheduler=threads(2), boss=cluster.address)
     boss.make_them_work(terminate=True)
@@ -472,11 +450,7 @@ def test_an_active_only_slow_keeps_its_clients_and_agents_and_nothing_is_lost(pa
     standby (on a socket of their own), which still counts its active alive, and they stay: no failover, no
     agent lost, every task once."""
     cluster = pair(peer_timeout=5.0).start()
-    cluster.add_agent(slots=2, host_name="node-a")
-    cluster.add_agent(slots=2, host_name="node-b")
-    cluster.wait_agents(2)
-    runs = tmp_path / "runs"
-    runs.mkdir()
+    runs = _with_agents(cluster, tmp_path, ("node-a", "node-b"), slots=2)
     boss = run_as_server(dict(zt="nap", seconds=0.3, runs=str(runs)), dict(tag=list(range(30))),
                          scheduler=threads(2), boss=cluster.address)
     boss.make_them_work(terminate=True)
