@@ -68,6 +68,17 @@ def test_a_task_that_says_its_result_went_on_its_channel_when_it_did_not_fails_a
     assert sorted(len(r["report"]["blob"]) for r in after["workers_report"]) == [200_000] * 3
 
 
+def test_results_a_task_leaves_behind_on_its_result_pipe_are_never_the_next_tasks(cluster):
+    """A thread the first task of a reused process leaves there writes results on the process's result pipe
+    while the second task runs: its launcher takes the second task's result from that process, and only the
+    one that names that task (a result names the task it is for)."""
+    report = batch_main(dict(zt="stale"), dict(tag=[0, 1], seconds=[0.0, 1.0]), boss=cluster.control,
+                        print_report=quiet, **reused(1))
+    entries = sorted((r["report"]["tag"], r["report"]["pid"]) for r in report["workers_report"])
+    assert [tag for tag, _pid in entries] == [0, 1]
+    assert entries[0][1] == entries[1][1], "both tasks ran in one process"
+
+
 INTRUDER = """
 import os, socket, sys, time
 sys.path.insert(0, {tests!r})

@@ -274,6 +274,54 @@ class ZtBig(Worker):
         return {"tag": self.tag, "blob": blob, "host": os.environ.get("TAYLORISM_HOST")}
 
 
+class ZtStale(Worker):
+    """A task that leaves a thread in its process (reused), which writes results on the process's result pipe
+    while the next task runs there: one in the form of a result without a task id, one with the id of the task
+    that left it.  Returns its *tag* and pid after *seconds*."""
+
+    _footprint = dict(
+        info="Test worker leaving a thread that writes results on its process's result pipe.",
+        attr=dict(
+            zt=dict(values=["stale"]),
+            tag=dict(type=int),
+            seconds=dict(type=float, optional=True, default=0.0),
+        ),
+    )
+
+    def _task(self):
+        import fcntl
+        import threading
+
+        import msgpack
+
+        from taylorism_zmq.launch.pipes import LENGTH
+
+        if self.tag == 0:
+            frame = sys._getframe()
+            while "straight_max" not in frame.f_locals:
+                frame = frame.f_back
+            old_tid = frame.f_locals["tid"]
+            pipes = []
+            for name in os.listdir("/proc/self/fd"):
+                try:
+                    if int(name) > 2 and os.readlink(f"/proc/self/fd/{name}").startswith("pipe:") \
+                            and fcntl.fcntl(int(name), fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY:
+                        pipes.append(int(name))
+                except OSError:
+                    continue  # (the descriptor listdir read with)
+
+            def forge() -> None:
+                time.sleep(0.3)
+                for body in ([True, b"forged", b"t" * 32], [True, b"forged", b"t" * 32, old_tid]):
+                    data = msgpack.packb(body)
+                    for fd in pipes:
+                        os.write(fd, LENGTH.pack(len(data)) + data)
+
+            threading.Thread(target=forge, daemon=True).start()
+        time.sleep(self.seconds)
+        return {"tag": self.tag, "pid": os.getpid()}
+
+
 class ZtSneak(Worker):
     """A task that misuses its process's result channel (see launch/link_protocol), as hostile code could, then
     returns *size* bytes: "forge" sends results for task ids 1 to 2000 on it; "mark" writes on its result pipe
@@ -320,11 +368,15 @@ class ZtSneak(Worker):
                 import fcntl
 
                 from taylorism_zmq.launch.pipes import LENGTH
-                from taylorism_zmq.launch.task import SENT_MARK
 
+                # its task's id, as hostile code finds it: in the frame of the process's loop that called it
+                frame = sys._getframe()
+                while "straight_max" not in frame.f_locals:
+                    frame = frame.f_back
+                mark = msgpack.packb([True, None, None, frame.f_locals["tid"]])
                 for name in os.listdir("/proc/self/fd"):
                     fd = int(name)
                     if fd > 2 and os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:") \
                             and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY:
-                        os.write(fd, LENGTH.pack(len(SENT_MARK)) + SENT_MARK)
+                        os.write(fd, LENGTH.pack(len(mark)) + mark)
         return {"blob": os.urandom(self.size), "pid": os.getpid()}

@@ -284,9 +284,11 @@ class Launcher:
             if task is None or task.reported or proc.why is not None:
                 continue
             try:
-                ok, payload, tag = msgpack.unpackb(data)
+                ok, payload, tag, tid = msgpack.unpackb(data)
             except (ValueError, TypeError):
                 continue  # a broken report: its exit status will say what happened
+            if tid != task.tid:
+                continue  # not its task's (the task's own code can write on that pipe): never the next task's
             straight = payload is None and tag is None  # it went to the agent on the process's result channel
             if not straight and (type(payload) is not bytes or type(tag) is not bytes):
                 continue  # (the task's own code can write on that pipe)

@@ -92,8 +92,10 @@ def _flush_output() -> None:  # pragma: no cover - task process
 
 def task_main(launcher_pid: int, task_fd: int, result_fd: int, close: list[int] | None = None,
               channel_fd: int = -1) -> None:  # pragma: no cover - task process
-    """Run the tasks ordered on *task_fd*, each result ``[ok, payload, tag]`` on *result_fd*, or, when large,
-    straight to the agent on *channel_fd* with a mark on *result_fd* (see link_protocol); never returns.
+    """Run the tasks ordered on *task_fd*, each result ``[ok, payload, tag, task id]`` on *result_fd*, or, when
+    large, straight to the agent on *channel_fd* with a mark ``[ok, None, None, task id]`` on *result_fd* (whether
+    its task succeeded goes with it: after a failure the process leaves, and its launcher must not give it a next
+    task; see link_protocol); never returns.
 
     After a task that succeeded and whose order says more may come, wait for the next order (a reused
     process); after any other, or at the end of the task pipe, leave.
@@ -139,8 +141,9 @@ def task_main(launcher_pid: int, task_fd: int, result_fd: int, close: list[int] 
                     channel.close()
                     channel = None
             try:
-                mark = SENT_MARK if result[0] else FAILURE_SENT_MARK
-                write_message(result_fd, mark if straight else msgpack.packb(sealed, use_bin_type=True))
+                # (the task's id with it: its launcher takes a result for the task it gave, never for the next)
+                write_message(result_fd, msgpack.packb([result[0], None, None, tid] if straight else [*sealed, tid],
+                                                       use_bin_type=True))
             except BrokenPipeError:
                 break
             end_all()  # nothing the task started outlives it (this process is their subreaper)
@@ -157,10 +160,6 @@ def task_main(launcher_pid: int, task_fd: int, result_fd: int, close: list[int] 
 #: seconds a task process waits for its agent to say it took its result channel, before its first result sent on
 #: it
 CHANNEL_WAIT = 10.0
-#: what a task process writes on its result pipe for a result it sent on its result channel: whether its task
-#: succeeded goes with it (after a failure the process leaves: its launcher must not give it a next task)
-SENT_MARK = msgpack.packb([True, None, None])
-FAILURE_SENT_MARK = msgpack.packb([False, None, None])
 
 
 def _channel_taken(channel: socket.socket) -> bool:  # pragma: no cover - task process
