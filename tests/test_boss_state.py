@@ -1033,3 +1033,27 @@ def test_a_task_an_agent_says_ended_there_is_not_sent_again_before_its_report_co
     assert state.ledger.counters["refused"] == int(not agent_first)  # (before the job: kept for its owner only)
     out = report(state, "agent-a", task0.tid)
     assert [r[0] for body in of_kind(out, Msg.REPORTS) for r in body["reports"]] == [0]
+
+
+def test_a_job_submitted_with_its_tasks_runs_as_if_they_came_after_it():
+    """A small job is one SUBMIT carrying its tasks (and not halted): they are added as an ADD_TASKS right after
+    it would add them, and dispatched in the same pass."""
+    state = make_state()
+    a = add_agent(state, "a", slots=4)
+    out = state.on_submit(CLIENT, submit_body("j1", tasks=_rows([0, 1, 2]), classes={}), now=0.0)
+    assert out == [] and sorted(state.ledger.jobs["j1"].by_index) == [0, 1, 2]
+    placed = runs(state.dispatch(0.0))
+    assert list(placed) == [a] and sorted(REMEMBERED[tid][1] for tid, _ticket in placed[a]) == [0, 1, 2]
+
+
+def test_a_submit_refused_for_another_keys_job_id_adds_none_of_its_tasks():
+    """The tasks a SUBMIT carries go where its ADD_TASKS would: nowhere when the SUBMIT is refused (the job id
+    is another key's), never into the other key's job."""
+    state = make_state()
+    add_agent(state, "a")
+    assert state.on_submit(b"alice", submit_body("j", halted=True), now=0.0, who=ALICE) == []
+    state.on_add_tasks(b"alice", {"job": "j", "tasks": _rows([0]), "classes": {}}, now=0.0, who=ALICE)
+    out = state.on_submit(b"bob", submit_body("j", tasks=_rows([0, 1, 2]), classes={}), now=0.0, who=BOB)
+    (end,) = of_kind(out, Msg.JOB_END)
+    assert end["error"]["type"] == "PermissionError"
+    assert sorted(state.ledger.jobs["j"].by_index) == [0] and state.ledger.jobs["j"].halted

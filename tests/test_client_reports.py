@@ -15,7 +15,7 @@ import msgpack
 import pytest
 import zt_workers
 from conftest import wait_until
-from test_client_resubmit import stand_in  # noqa: F401 - a fixture
+from test_client_resubmit import rows_heard, stand_in  # noqa: F401 - a fixture
 
 from taylorism_zmq import TaskDiedError, UnverifiedReportError, WorkerError, run_as_server
 from taylorism_zmq.launch.task import died
@@ -40,7 +40,7 @@ def submitted(boss, endpoint: str, n: int):
                         scheduler=footprints.proxy.scheduler(limit="threads", max_threads=n), boss=endpoint)
     job.make_them_work(terminate=True)
     wait_until(lambda: any(k is Msg.CONTROL and b["action"] == "end" for k, b in boss.heard), 10, "the job there")
-    keys = {row[0]: row[7] for kind, body in boss.heard if kind is Msg.ADD_TASKS for row in body["tasks"]}
+    keys = {row[0]: row[7] for row in rows_heard(boss.heard)}
     assert sorted(keys) == list(range(n)) and len(set(keys.values())) == n  # a key of its own each
     assert all(len(key) == integrity.KEY_BYTES for key in keys.values())
     return job, keys

@@ -107,6 +107,17 @@ def test_protocol_rejects_bad_frames(frames, reason):
         protocol.decode(frames)
 
 
+def test_a_submit_may_carry_its_first_tasks_checked_as_add_tasks_rows():
+    body = {"job": "j", "name": "j", "policy": {}, "env": {}, "trusted": True, "shm_host": None, "halted": False,
+            "resubmit": False, "detach": False, "timeout": None, "stream": False, "started": False, "max_tasks": 1}
+    assert protocol.decode(protocol.encode(Msg.SUBMIT, body)) == (Msg.SUBMIT, body)  # (without: as before)
+    rows = [[0, "w", "m:C", 1.5, 0, ["f"], b"payload", b"k" * 32]]
+    assert protocol.decode(protocol.encode(Msg.SUBMIT, dict(body, tasks=rows, classes={})))[1]["tasks"] == rows
+    for bad in ({"tasks": [[0, "w"]]}, {"tasks": "rows"}, {"tasks": rows, "classes": []}):
+        with pytest.raises(ProtocolError, match="wrong type"):
+            protocol.decode(protocol.encode(Msg.SUBMIT, dict(body, **bad)))
+
+
 def test_protocol_rejects_oversized_frames():
     frames = protocol.encode(Msg.ERROR, {"message": "x" * 1000})
     with pytest.raises(ProtocolError, match="exceeds"):
@@ -215,8 +226,8 @@ def _example(spec):
 @pytest.mark.parametrize("kind", list(Msg))
 def test_every_field_takes_exactly_its_types_among_near_misses(kind):
     """Each field of each message, in turn, given each near miss while the others are right (and the same
-    inside one row of a row field)."""
-    schema = protocol.SCHEMAS[kind]
+    inside one row of a row field); the fields a message may carry are checked alike where present."""
+    schema = {**protocol.SCHEMAS[kind], **protocol.OPTIONAL.get(kind, {})}
     good = {f: _example(spec) for f, spec in schema.items()}
     assert protocol.decode([protocol.VERSION_FRAME, bytes([kind]), msgpack.packb(good)])[0] is kind
     cases = []

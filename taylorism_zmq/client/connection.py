@@ -17,6 +17,7 @@ import os
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -80,6 +81,9 @@ class Connection:
         self.inboxes: dict[str, collections.deque] = {}
         #: called with no argument when the boss turns out to have restarted (jobs submit again)
         self.on_restart: dict[str, Callable[[], None]] = {}
+        #: jobs whose SUBMIT waits for their first tasks (see Boss): sent before any request (a status, a
+        #: ping), whose answer then knows them
+        self.unsent: dict[str, weakref.WeakMethod] = {}
         self.replies: collections.deque = collections.deque()
         self.ctx = zmq.Context()
         #: asks the other boss of a pair whether it is active, when this one is silent
@@ -145,6 +149,11 @@ class Connection:
         this turns to.  A boss that turns this connection away for now (its connections at a bound) is asked
         again every BUSY_RETRY s until the timeout: the request never reached it."""
         with self.lock:
+            for unsent in list(self.unsent.values()):
+                send_submit = unsent()
+                if send_submit is not None:
+                    send_submit()
+            self.unsent.clear()
             self.send(kind, body)
             deadline = time.monotonic() + self.timeout
             asked, moves = time.monotonic(), self.finder.moves
@@ -403,6 +412,7 @@ class Connection:
     def close_inbox(self, job: str) -> None:
         self.inboxes.pop(job, None)
         self.on_restart.pop(job, None)
+        self.unsent.pop(job, None)
 
     def close(self) -> None:
         if os.getpid() != self.pid:

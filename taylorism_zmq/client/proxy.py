@@ -39,6 +39,8 @@ _pooled: dict[str, ForkedLauncher] = {}
 _told_page: set[str] = set()
 #: rows per ADD_TASKS message at most (and never more bytes than the boss accepts in one message)
 BATCH = 1000
+#: the bytes of first tasks and classes a SUBMIT takes with it (beyond: ADD_TASKS messages after it)
+SUBMIT_ROOM = 1 << 20
 
 
 def _connect(boss: str | None, http: bool | int | str | None = None) -> tuple[Connection, bool]:
@@ -196,12 +198,16 @@ class Boss:
             "detach": bool(detach), "timeout": timeout, "stream": stream, "started": bool(verbose or _counts),
             "max_tasks": max_tasks,
         }
+        self._unsent: dict | None = None
         if self._attached:
             self._conn.on_restart[self._job] = self._attach_again
             self._conn.send(Msg.ATTACH, {"job": self._job})
             return
         self._conn.on_restart[self._job] = self._resubmit
-        self._conn.send(Msg.SUBMIT, self._submit)
+        #: the SUBMIT not sent yet: it leaves with the job's first tasks and its resume (a small job is one
+        #: message), or before any other message of the job
+        self._unsent = dict(self._submit, tasks=[], classes={})
+        self._conn.unsent[self._job] = weakref.WeakMethod(self._send_submit)
 
     def _fork_launcher(self, max_tasks: int) -> ForkedLauncher:
         """Fork the launcher of this job's tasks (one per job; or, when processes are reused, one for all the
@@ -276,7 +282,12 @@ class Boss:
 
     def make_them_work(self, terminate: bool = False, stop_listening: bool = False) -> None:
         """Order the workers to work (*terminate*: no more instructions will come)."""
-        self._control("resume")
+        if self._unsent is not None and self._end is None and self._final is None:
+            self._unsent["halted"] = False  # (its resume goes with it)
+            self._controls.append("resume")
+            self._send_submit()
+        else:
+            self._control("resume")
         if stop_listening:
             self._control("stop_listening")
         if terminate:
@@ -313,13 +324,21 @@ class Boss:
     # -- internals ----------------------------------------------------------------------
     def _control(self, action: str) -> None:
         if self._end is None and self._final is None:
+            self._send_submit()
             self._controls.append(action)
             self._conn.send(Msg.CONTROL, {"job": self._job, "action": action})
 
+    def _send_submit(self) -> None:
+        """Send the job's SUBMIT, with the tasks it holds, if it was not sent yet."""
+        if self._unsent is not None:
+            body, self._unsent = self._unsent, None
+            self._conn.unsent.pop(self._job, None)
+            self._conn.send(Msg.SUBMIT, body)
+
     def _resubmit(self) -> None:
         """The boss restarted: send this job again, with the tasks not reported yet (none runs twice)."""
-        if self._end is not None or self._final is not None:
-            return
+        if self._end is not None or self._final is not None or self._unsent is not None:
+            return  # (a SUBMIT not sent yet goes to the new boss)
         self._conn.send(Msg.SUBMIT, dict(self._submit, resubmit=True))
         # (reports of the previous boss may wait in the inbox, read but not taken yet: those tasks ran)
         waiting = {row[0] for kind, body in self._inbox if kind is Msg.REPORTS for row in body["reports"]}
@@ -335,6 +354,14 @@ class Boss:
     def _send_rows(self, rows: list[list], classes: dict[str, bytes]) -> None:
         """ADD_TASKS messages of at most BATCH rows, each under the boss's frame cap (every row is); the
         classes by value go with the first."""
+        unsent = self._unsent
+        if unsent is not None:  # (they go with the SUBMIT if it has room for them under the boss's frame cap)
+            size = approx_size(unsent) + approx_size(rows) + approx_size(classes)
+            if len(unsent["tasks"]) + len(rows) <= BATCH and size <= min(SUBMIT_ROOM, self._conn.max_frame - ENVELOPE):
+                unsent["tasks"] += rows
+                unsent["classes"].update(classes)
+                return
+            self._send_submit()
         budget = self._conn.max_frame - ENVELOPE - sum(len(blob) for blob in classes.values())
         batch: list[list] = []
         size = 0
@@ -350,6 +377,7 @@ class Boss:
             self._conn.send(Msg.ADD_TASKS, {"job": self._job, "tasks": batch, "classes": classes})
 
     def _wait_end(self, timeout: float | None) -> None:
+        self._send_submit()
         while self._end is None and self._final is None:
             if not self._conn.wait(self._inbox, timeout):
                 return

@@ -32,7 +32,8 @@ import msgpack
 #: 6: REGISTER's running and finished rows and report rows end with the agent's proof of the task's key (see
 #:    integrity.claim_proof), which a boss that restarted checks before it takes the claim
 #: 7: RUN rows end with the id of the running task a task is queued behind (None: it starts at once)
-VERSION = 7
+#: 8: SUBMIT may carry the job's first tasks and classes (as ADD_TASKS does): a small job is one message
+VERSION = 8
 VERSION_FRAME = bytes([VERSION])
 #: default (and largest) cap for one frame received by a daemon (zmq MAXMSGSIZE and decode check)
 MAX_FRAME = 256 * 1024 * 1024
@@ -126,6 +127,9 @@ class ListOf:
     kind: Any
 
 
+#: task rows of ADD_TASKS (and of SUBMIT's first tasks)
+TASK_ROWS = Rows((int, str, str, NUM, NUM, ListOf(str), bytes, bytes))
+
 #: the fields every message type must carry, with their types (extra fields are ignored)
 SCHEMAS: dict[Msg, dict[str, Any]] = {
     Msg.REFUSED: {"message": str},  # with "denied": true when the sender's key may not do this
@@ -142,8 +146,7 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
     # task rows: index, name, worker class 'module:qualname', memory, expected_time, files, payload, key (the
     # task's own, from a secret the client keeps: its task process tags its result with it; see integrity.py)
     # classes: worker classes of the driver script, pickled by value, by reference (trusted links only)
-    Msg.ADD_TASKS: {"job": str, "tasks": Rows((int, str, str, NUM, NUM, ListOf(str), bytes, bytes)),
-                    "classes": dict},
+    Msg.ADD_TASKS: {"job": str, "tasks": TASK_ROWS, "classes": dict},
     Msg.CONTROL: {"job": str, "action": str},
     Msg.PING: {},
     Msg.STATUS: {},
@@ -208,6 +211,12 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
     Msg.TAKEOVER: {"force": bool},
 }
 
+#: fields a message may carry, with their types (checked where present)
+OPTIONAL: dict[Msg, dict[str, Any]] = {
+    # the job's first tasks, as in ADD_TASKS: the boss adds them as the job is made
+    Msg.SUBMIT: {"tasks": TASK_ROWS, "classes": dict},
+}
+
 #: what a message of these kinds may take: its body's bytes and the items of any one list in it, checked before
 #: anything of it is unpacked (a list's length is checked at its header): small messages stay small, and what
 #: a peer declares (an agent's running tasks, a heartbeat's load) costs the reader no more than it may; the
@@ -259,6 +268,9 @@ def decode(frames: list, max_frame: int = MAX_FRAME) -> tuple[Msg, dict[str, Any
         if field not in body:
             raise ProtocolError(f"{kind.name} lacks field {field!r}")
         if not check(body[field]):
+            raise ProtocolError(f"{kind.name} field {field!r} has a wrong type")
+    for field, check in _OPTIONAL_CHECKS.get(kind, ()):
+        if field in body and not check(body[field]):
             raise ProtocolError(f"{kind.name} field {field!r} has a wrong type")
     return kind, body
 
@@ -351,4 +363,7 @@ def _checker(spec: Any) -> Callable[[Any], bool]:
 
 _CHECKS: dict[Msg, list[tuple[str, Callable[[Any], bool]]]] = {
     kind: [(field, _checker(spec)) for field, spec in fields.items()] for kind, fields in SCHEMAS.items()
+}
+_OPTIONAL_CHECKS: dict[Msg, list[tuple[str, Callable[[Any], bool]]]] = {
+    kind: [(field, _checker(spec)) for field, spec in fields.items()] for kind, fields in OPTIONAL.items()
 }
