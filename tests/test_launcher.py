@@ -225,6 +225,23 @@ def test_a_process_told_to_stop_as_its_task_ended_is_given_no_next_task(launcher
     assert done["tid"] == second and done["ok"], done["report"]
 
 
+@pytest.mark.parametrize("next_given", [False, True])
+def test_a_process_the_agent_retires_runs_no_next_task(launcher, next_given):
+    """The agent says a process's result never came (RETIRE): that task failed, and its process, as any whose task
+    failed, takes no next task; a next task it was given already is its last."""
+    first = launcher.one(dict(zt="nap", tag=1), max_tasks=10)
+    pid = first["report"]["pid"]
+    if next_given:
+        launcher.run(dict(zt="nap", tag=2, seconds=0.5), max_tasks=10)
+        time.sleep(0.2)  # (it runs in that process)
+    launcher.sock.sendall(msgpack.packb(["retire", pid]))
+    if next_given:
+        assert launcher.done()["report"]["pid"] == pid
+    after = launcher.one(dict(zt="nap", tag=3), max_tasks=10)
+    assert after["ok"] and after["report"]["pid"] != pid
+    wait_until(lambda: not alive(pid), 10, "the retired process to leave")
+
+
 def test_the_next_task_in_a_reused_process_starts_in_the_working_directory(launcher, tmp_path):
     moved = launcher.one(dict(zt="nap", tag=1, chdir=str(tmp_path)), max_tasks=5)
     after = launcher.one(dict(zt="nap", tag=2), max_tasks=5)

@@ -31,6 +31,7 @@ GOOD = {
     LinkMsg.RUN: [7, None, "m:C", b"payload", False, True, 2.5, False, 1000, b"k" * 32, 6],
     LinkMsg.KILL: [[1, 2, 3]],
     LinkMsg.LIMITS: [1 << 20, 4096],
+    LinkMsg.RETIRE: [4321],
     LinkMsg.HELLO: ["job-1", 1234],
     LinkMsg.WELCOME: [],
     LinkMsg.DONE: [7, True, b"report", 1.0, 2, b"out", b"", b"t" * 32],

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import zt_workers  # noqa: F401 - registers the test worker classes
+from conftest import alive, wait_until
 
 from taylorism_zmq import TaskDiedError, batch_main, run_as_server
 from taylorism_zmq.schedulers import NewMaxThreadsScheduler
@@ -58,14 +59,18 @@ def test_large_results_of_reused_processes_come_whole_and_a_forged_one_never_rea
 
 def test_a_task_that_says_its_result_went_on_its_channel_when_it_did_not_fails_and_says_so(cluster, tmp_path):
     """The agent takes a SENT task's result from the channel of the process its launcher names, and from nowhere
-    else: a task that writes on its result pipe that it sent its result, without sending it, fails."""
+    else: a task that writes on its result pipe that it sent its result, without sending it, fails, and its
+    process, as that of any task that failed, runs no other task."""
     with pytest.raises(TaskDiedError, match="its result did not come"):
         batch_main(dict(zt="sneak", sneak="mark", notes=str(tmp_path)), dict(size=[200_000]),
                    boss=cluster.control, print_report=quiet, **reused(1))
-    assert [n for n in os.listdir(tmp_path) if n.startswith("found.")], "the sneak found no result channel"
+    found = [n for n in os.listdir(tmp_path) if n.startswith("found.")]
+    assert found, "the sneak found no result channel"
+    sneak = int(found[0].split(".")[1])
     after = batch_main(dict(zt="big"), dict(size=[200_000] * 3, tag=["a", "b", "c"]), boss=cluster.control,
                        print_report=quiet, **reused(1))
     assert sorted(len(r["report"]["blob"]) for r in after["workers_report"]) == [200_000] * 3
+    wait_until(lambda: not alive(sneak), 10, "the process whose result never came to leave")
 
 
 def test_results_a_task_leaves_behind_on_its_result_pipe_are_never_the_next_tasks(cluster):

@@ -239,6 +239,7 @@ class TaskRunner:
                                   "channel of process %d, where it is not: the task fails (%d such so far)",
                                   self.aid, link.pid, tid, pid, self.results_missing)
             why = f"task process {pid} on host {self.host} ended its task, and its result did not come"
+            link.send(LinkMsg.RETIRE, pid)  # (its task failed: no next task for it)
             self._done(tid, False, died(why), t0, t1, stdout, stderr, NO_TAG)
             return
         ok, payload, tag = result

@@ -96,7 +96,7 @@ class Launcher:
         #: what the agent says, by type (link_protocol.TO_LAUNCHER)
         self.handlers: dict[LinkMsg, Callable[..., None]] = {
             LinkMsg.RUN: self.on_run, LinkMsg.CLASS: self.on_class, LinkMsg.KILL: self.on_kill,
-            LinkMsg.LIMITS: self.on_limits,
+            LinkMsg.LIMITS: self.on_limits, LinkMsg.RETIRE: self.on_retire,
         }
 
     # -- set up ------------------------------------------------------------------
@@ -201,6 +201,14 @@ class Launcher:
     def on_kill(self, tids: list[int]) -> None:
         self._drop_queued([tid for tid in tids if tid in self.waits_for], "was stopped before it started")
         self._kill(set(tids))
+
+    def on_retire(self, pid: int) -> None:
+        """The agent did not find the result process *pid* said it sent: the task failed, and, as any task
+        process whose task failed, it gets no next task (a next task it was given already is its last)."""
+        proc = self.pool.procs.get(pid)
+        if proc is not None:
+            self.pool.forget(proc)
+            proc.close_orders()
 
     def on_limits(self, max_report: int, max_output: int) -> None:
         """A fork of the client learns the agent's caps by message (a launcher of the zygote, from its

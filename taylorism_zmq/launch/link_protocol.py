@@ -45,6 +45,7 @@ class LinkMsg(str, enum.Enum):
     RUN = "run"  # a task (to start at once, or as a task of this launcher it names ends)
     KILL = "kill"  # stop these tasks
     LIMITS = "limits"  # to a fork of a client (it has no environment from the agent), before a job's tasks
+    RETIRE = "retire"  # this task process said it sent a result that never came: it gets no next task
     # a fork of a client -> agent, and the agent's answer (the fork reads it before it serves as a launcher)
     HELLO = "hello"
     WELCOME = "welcome"
@@ -82,6 +83,7 @@ FIELDS: dict[LinkMsg, tuple[tuple[str, Any], ...]] = {
                   ("after", OPT_INT)),
     LinkMsg.KILL: (("tids", ListOf(int)),),
     LinkMsg.LIMITS: (("max_report", int), ("max_output", int)),
+    LinkMsg.RETIRE: (("pid", int),),
     LinkMsg.HELLO: (("launcher_id", str), ("pid", int)),
     LinkMsg.WELCOME: (),
     LinkMsg.DONE: (("tid", int), ("ok", bool), ("payload", bytes), ("t0", NUM), ("t1", NUM), ("stdout", bytes),
@@ -96,7 +98,7 @@ CHANNEL_TAKEN = b"\x01"
 
 #: what each reader accepts
 TO_ZYGOTE = frozenset({LinkMsg.SPAWN})
-TO_LAUNCHER = frozenset({LinkMsg.CLASS, LinkMsg.RUN, LinkMsg.KILL, LinkMsg.LIMITS})
+TO_LAUNCHER = frozenset({LinkMsg.CLASS, LinkMsg.RUN, LinkMsg.KILL, LinkMsg.LIMITS, LinkMsg.RETIRE})
 TO_FORK = frozenset({LinkMsg.WELCOME})  # a fork of a client, before it serves
 TO_AGENT = frozenset({LinkMsg.HELLO, LinkMsg.DONE, LinkMsg.OUT, LinkMsg.CHANNEL, LinkMsg.SENT})
 
