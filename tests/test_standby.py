@@ -158,6 +158,39 @@ def test_sigkill_of_the_active_during_a_burst_of_submissions_loses_and_repeats_n
     assert cluster.status(1)["pair"]["role"] == "active"
 
 
+def test_a_job_whose_tasks_died_with_the_active_gets_them_to_the_new_active_before_its_end(pair, tmp_path):
+    """The standby has a job's SUBMIT, its tasks went to the active as it was killed (lost with it), and the
+    program ends the job while it already talks to the new active (another of its jobs turned it there): the
+    new active gets the job again, tasks first, before that end (it ended the job with none of them, its four
+    reports 'never reached this program', twice in ten runs of the burst test above under load)."""
+    from taylorism_zmq import Boss
+
+    cluster = pair().start()
+    runs = _with_agents(cluster, tmp_path, ("node-a",), slots=2)
+    # a job done just before: the new active holds what it made for this program, to send it first
+    done = run_as_server(dict(zt="nap", seconds=0.0, runs=str(runs)), dict(tag=[100]), scheduler=threads(2),
+                         boss=cluster.address)
+    done.wait_till_finished()
+    waiting = run_as_server(dict(zt="nap", seconds=1.0, runs=str(runs)), dict(tag=[101]), scheduler=threads(2),
+                            boss=cluster.address)
+    job = Boss(scheduler=threads(2), boss=cluster.address)  # SUBMIT (halted, no task yet)
+    wait_until(lambda: any(j["job"] == job.job_id for j in cluster.status(1)["jobs"]), 20,
+               "the standby to have the job")
+    cluster.kill(0)
+    job.set_instructions(dict(zt="nap", seconds=0.0, runs=str(runs)), dict(tag=[0, 1, 2, 3]))  # lost with it
+    waiter, raised = _in_thread(waiting.wait_till_finished)  # turns the program to the new active
+    wait_until(lambda: job._conn.endpoint == cluster.controls[1], 30, "the program to turn to the new active")
+    job.make_them_work()
+    job.wait_till_finished()
+    assert sorted(int(r["report"]["tag"]) for r in job.get_report()["workers_report"]) == [0, 1, 2, 3], \
+        log_tail(cluster)
+    waiter.join(60)
+    assert not waiter.is_alive() and not raised, (raised, log_tail(cluster))
+    executions = execution_ledger.read(str(runs))
+    assert executions.started() == executions.finished() == {("zt", i): 1 for i in [0, 1, 2, 3, 100, 101]}, \
+        (executions.ran_twice(), log_tail(cluster))
+
+
 DETACHED_CLIENT = """
 import sys, footprints
 sys.path.insert(0, sys.argv[1])

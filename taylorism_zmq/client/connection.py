@@ -268,7 +268,11 @@ class Connection:
                 handler(body)
 
     def _move(self, endpoint: str | None) -> None:
-        """Talk to *endpoint* from now on (another boss of the list), and greet it."""
+        """Talk to *endpoint* from now on (another boss of the list), greet it, and submit this process's jobs
+        there again at once, under the lock: before any other message of the program reaches it.  What went to
+        the previous boss after the last state its standby got is lost with it (a job's tasks, say), and a later
+        message of that job alone (its CONTROL end) would find a job without them there, and end it with none.
+        The new boss's id is taken from its first answer (a WELCOME it may drop, or a PONG)."""
         if endpoint is None:
             return
         with self.lock:
@@ -277,8 +281,12 @@ class Connection:
             self.sock.connect(endpoint)
             self._handshake.endpoint = endpoint
             self._moved_at = time.monotonic()
-            log.info("the boss at %s does not serve (silent, or not the active one): turning to %s", old, endpoint)
+            log.info("the boss at %s does not serve (silent, or not the active one): turning to %s, submitting %d "
+                     "job(s) there again", old, endpoint, len(self.on_restart))
             self.send(Msg.HELLO, self._hello())
+            self.boss_id = ""
+            for resubmit in list(self.on_restart.values()):
+                resubmit()
 
     def _hello(self) -> dict[str, Any]:
         """HELLO; from a connection that only looks (any_role: taylorism-ctl status), not a vote for a standby
@@ -345,8 +353,11 @@ class Connection:
         return True
 
     def _check_boss(self, boss_id: str) -> None:
-        """A boss of another id than the one greeted: it restarted, and this process's jobs submit again."""
-        if boss_id != self.boss_id and self.boss_id:
+        """A boss of another id than the one greeted: it restarted, and this process's jobs submit again.  The
+        first answer of a boss this connection turned to says its id (the jobs were submitted there already)."""
+        if not self.boss_id:
+            self.boss_id = boss_id
+        elif boss_id != self.boss_id:
             self._boss_restarted(boss_id)
 
     def _heartbeat_loop(self) -> None:

@@ -336,14 +336,17 @@ class Boss:
             self._conn.send(Msg.SUBMIT, body)
 
     def _resubmit(self) -> None:
-        """The boss restarted: send this job again, with the tasks not reported yet (none runs twice)."""
+        """The boss restarted, or the connection turned to the other boss of a pair: send this job again, with
+        the tasks not reported yet (none runs twice) and its controls.  Called from whichever thread pumps the
+        connection while this job's own may take from its inbox and add rows: it reads copies."""
         if self._end is not None or self._final is not None or self._unsent is not None:
             return  # (a SUBMIT not sent yet goes to the new boss)
         self._conn.send(Msg.SUBMIT, dict(self._submit, resubmit=True))
         # (reports of the previous boss may wait in the inbox, read but not taken yet: those tasks ran)
-        waiting = {row[0] for kind, body in self._inbox if kind is Msg.REPORTS for row in body["reports"]}
-        self._send_rows([self._rows[i] for i in sorted(self._rows) if i not in waiting], self._classes)
-        for action in self._controls:
+        waiting = {row[0] for kind, body in list(self._inbox) if kind is Msg.REPORTS for row in body["reports"]}
+        rows = dict(self._rows)
+        self._send_rows([rows[i] for i in sorted(rows) if i not in waiting], dict(self._classes))
+        for action in list(self._controls):
             self._conn.send(Msg.CONTROL, {"job": self._job, "action": action})
 
     def _attach_again(self) -> None:
