@@ -17,6 +17,7 @@ from zt_workers import execution_ledger
 
 from taylorism_zmq import run_as_server
 from taylorism_zmq.schedulers import NewMaxThreadsScheduler
+from taylorism_zmq.wire.protocol import Msg
 
 
 def threads(n: int) -> NewMaxThreadsScheduler:
@@ -173,7 +174,8 @@ def test_a_job_whose_tasks_died_with_the_active_gets_them_to_the_new_active_befo
     done.wait_till_finished()
     waiting = run_as_server(dict(zt="nap", seconds=1.0, runs=str(runs)), dict(tag=[101]), scheduler=threads(2),
                             boss=cluster.address)
-    job = Boss(scheduler=threads(2), boss=cluster.address)  # SUBMIT (halted, no task yet)
+    job = Boss(scheduler=threads(2), boss=cluster.address)
+    job._conn.request(Msg.PING, {}, Msg.PONG)  # a request sends the job's SUBMIT (halted, no task yet) first
     wait_until(lambda: any(j["job"] == job.job_id for j in cluster.status(1)["jobs"]), 20,
                "the standby to have the job")
     cluster.kill(0)
@@ -307,7 +309,6 @@ def test_an_agent_never_obeys_a_boss_of_an_older_epoch(fake_boss, tmp_path):  # 
 
     from taylorism_zmq.wire import protocol
     from taylorism_zmq.wire.codec import Codec
-    from taylorism_zmq.wire.protocol import Msg
 
     router, pull, agent = fake_boss
     route, *frames = _recv(router)
@@ -426,7 +427,6 @@ def test_only_a_key_with_the_boss_role_gets_the_state_or_steps_the_active_down(p
     from test_security import ask, authorized_dir, make_user, wait_key_known
 
     from taylorism_zmq.wire import protocol
-    from taylorism_zmq.wire.protocol import Msg
 
     cluster = pair().start()
     admin_dir, admin = make_user(tmp_path, {"client", "agent", "admin"})
