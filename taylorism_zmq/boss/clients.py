@@ -96,15 +96,17 @@ class ClientConnections:
         ledger.out.add(route, Msg.JOB_END, end)
 
     def cut(self, route: bytes, now: float) -> None:
-        """A client connection the boss stopped writing to (it read nothing of a backlog past its bound): its
-        jobs are stopped as on a client timeout; a detached job goes on, its reports kept for an ATTACH."""
+        """A client connection the boss stopped writing to (it read nothing of a backlog past its bound, or was
+        not connected for the client timeout): its jobs are stopped as on a client timeout; a detached job goes
+        on, its reports kept for an ATTACH."""
         self.seen.pop(route, None)
         for job in [j for j in self.ledger.jobs.values() if j.client == route]:
             if job.detach:
                 job.client = b""  # nothing is sent for it until its owner attaches again
                 self.cut_at[job.jid] = now
                 continue
-            log.warning("client of job %s (%s) does not read what the boss sends: stopping the job",
+            log.warning("client of job %s (%s) does not read what the boss sends (or is not connected to): "
+                        "stopping the job",
                         job.label, job.owner.label, extra={"job": job.label})
             self.ledger.end_job(job, JobState.STOPPED, now)
 

@@ -129,9 +129,10 @@ class BossDaemon:
     def on_attach(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
         """ATTACH, refused for a job on its way to a connection that has not read it yet (the outbox knows)."""
         backlogged: Container[bytes] = self.outbox.waiting() if self.outbox is not None else frozenset()
-        if self.pair is not None and self.pair.awaited.routes and self.outbox is not None:
-            # (a route not connected since a failover is not reading: no delivery of its is on its way)
-            backlogged = frozenset(r for r in self.outbox.waiting() if r not in self.pair.awaited)
+        awaited: Container[bytes] = self.pair.awaited.routes if self.pair is not None else frozenset()
+        if self.outbox is not None and (self.outbox.away or awaited):
+            # (a route not connected, since a failover or a drop, is not reading: no delivery of its is on its way)
+            backlogged = frozenset(r for r in self.outbox.waiting() if r not in self.outbox.away and r not in awaited)
         return self.state.on_attach(route, body, now, who, backlogged=backlogged)
 
     def on_status(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
@@ -228,7 +229,9 @@ class BossDaemon:
         pair = self.pair
         paused = self.guard.contested if pair is None else EitherPaused(self.guard.contested, pair.awaited)
         self.outbox = outbox = Outbox(router, self.ledger.counters, self._unreachable, overflow=self._cut,
-                                      describe=self.guard.label_of, paused=paused)
+                                      describe=self.guard.label_of, paused=paused,
+                                      may_return=self.state.awaits_client,
+                                      away_for=self.state.options.client_timeout, clock=self.clock)
         # what exists now lives as long as the boss: keep the collector off it, and let it run less often
         # (tasks and jobs are freed by reference counting; the cycle collector only has leftovers to find)
         gc.freeze()
@@ -277,6 +280,7 @@ class BossDaemon:
                 if active:
                     out += self._safely("expiring silent peers", self.state.expire, now, loop_lag=lag)
                 out += self._safely("looking for revoked keys", self._watch_keys, now)
+                self._safely("trying clients not connected", outbox.check_away, now)
                 next_check = now + check_every
                 out += self._safely("publishing the status", self.servers.publish, now)
             if active and self.state.dispatch_due():  # push back: no dispatch for a client that does not read
@@ -357,6 +361,8 @@ class BossDaemon:
         if routed and (handler is None or kind in REPORT_SOCKET_KINDS):
             return [(route, Msg.ERROR, {"message": f"{kind.name} is not a control message"})]
         assert handler is not None
+        if routed and self.outbox is not None:
+            self.outbox.heard(route)  # (connected: what waits for it goes with this pass's flush)
         out = handler(route, body, now, who)
         if kind in _CLIENT_KINDS:
             self.state.client_alive(route, now)
@@ -402,7 +408,8 @@ class BossDaemon:
         return self.state.client_cut(route, now) + self.state.peer_unreachable(route, now)
 
     def _unreachable(self, route: bytes) -> list[Out]:
-        """A peer the ROUTER cannot reach any more: if it was an agent, it is lost."""
+        """A peer the ROUTER cannot reach any more, and no client that may connect again: if it was an agent, it
+        is lost."""
         if self.pair is not None and not self.pair.active:
             return []  # (a standby's state is its active's: a peer gone from it is nothing to it)
         return self.state.peer_unreachable(route, self.clock())

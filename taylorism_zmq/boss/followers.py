@@ -86,6 +86,10 @@ class Followers:
                     self.count -= len(self.by_job.pop(jid))  # type: ignore[arg-type]
         return out + copies if copies else out
 
+    def follows(self, route: bytes) -> bool:
+        """Whether *route* follows a job (a look at every followed job: for a connection found gone)."""
+        return any(route in routes for routes in self.by_job.values())
+
     def forget(self, route: bytes) -> None:
         """A connection gone (cut for not reading): it follows nothing any more."""
         for jid in [j for j, routes in self.by_job.items() if route in routes]:

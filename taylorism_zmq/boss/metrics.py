@@ -34,7 +34,8 @@ DROPPED = {"bad_messages": "bad_message", "unknown_agent_messages": "unknown_age
            "claims_unproven": "restart_claim_without_proof_of_the_task_key",
            "orphan_claims_over": "restart_claim_over_the_cap",
            "quota_refused": "job_over_its_keys_quota",
-           "output_gaps_unmarked": "live_output_gap_not_marked", "frames_over_cap": "frame_over_the_cap"}
+           "output_gaps_unmarked": "live_output_gap_not_marked", "frames_over_cap": "frame_over_the_cap",
+           "undelivered_to_gone_peers": "message_to_a_peer_gone"}
 #: boss counters exported as taylorism_jobs_ended_total{status=...}
 JOB_ENDS = ("finished", "failed", "stopped", "cancelled")
 #: jobs that get series of their own in taylorism_job_tasks; the others are summed under job="other"

@@ -1,16 +1,23 @@
 """What the boss sends, and what happens when a peer does not take it.
 
 The ROUTER runs with ``router_mandatory`` and a finite ``SNDHWM``: a send to a peer whose queue is full raises
-``zmq.Again`` instead of being dropped by libzmq in silence or queued without bound, and a send to a peer that
-is gone raises ``EHOSTUNREACH`` (an agent gone is lost at once).  :data:`POLICY` says, for each kind of
-message, what happens at that bound: *drop* it and count it (the peer asks again, or it was best effort), or
-*push back*: it waits in a per-peer backlog flushed as the peer reads, and the boss stops making more of it
-(no task of a job is dispatched while its client's backlog holds more than :data:`HOLD_BYTES`; what goes to
-an agent is bounded by its free slots).  A backlog past :data:`BACKLOG_BYTES` (or the largest one, when all of
-them hold more than :data:`TOTAL_BACKLOG_BYTES`) is a peer that does not read: the boss forgets what waits for
-it and treats it as a client gone silent (its jobs are stopped; a detached job goes on, kept for an ATTACH) or
-an agent lost.  Nothing is sent to a *paused* route (another key took its routing id over) until its owner
-speaks from it again: what would be dropped is, the rest waits.  Routes are secret: logs name the peer's key.
+``zmq.Again`` instead of being dropped by libzmq in silence or queued without bound, and a send to a peer not
+connected raises ``EHOSTUNREACH``.  :data:`POLICY` says, for each kind of message, what happens at that bound:
+*drop* it and count it (the peer asks again, or it was best effort), or *push back*: it waits in a per-peer
+backlog flushed as the peer reads, and the boss stops making more of it (no task of a job is dispatched while its
+client's backlog holds more than :data:`HOLD_BYTES`; what goes to an agent is bounded by its free slots).  A
+backlog past :data:`BACKLOG_BYTES` (or the largest one, when all of them hold more than
+:data:`TOTAL_BACKLOG_BYTES`) is a peer that does not read: the boss forgets what waits for it and treats it as a
+client gone silent (its jobs are stopped; a detached job goes on, kept for an ATTACH) or an agent lost.
+
+A client whose connection drops connects again by itself, with the same routing id: while it is *away* (not
+connected), what it is sent waits for it as for a client that does not read, under the same bounds, and goes to
+it once it is back (tried at each check of the loop, and as soon as it speaks).  A client away for longer than
+the client timeout is gone: what waited for it is forgotten, and it is treated as one cut for not reading.  Any
+other peer not connected (an agent, lost at once; a connection with no job) is gone at once.  What is forgotten
+for a peer gone is logged and counted (``undelivered_to_gone_peers``, ``backlog_bytes_dropped``).  Nothing is
+sent to a *paused* route (another key took its routing id over) until its owner speaks from it again: what would
+be dropped is, the rest waits.  Routes are secret: logs name the peer's key.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import collections
 import errno
 import logging
+import time
 from collections.abc import Callable, Container, KeysView
 
 import zmq
@@ -63,29 +71,37 @@ class Outbox:
                  unreachable: Callable[[bytes], list[Out]], overflow: Callable[[bytes], list[Out]] | None = None,
                  describe: Callable[[bytes], str] = lambda route: "a peer",
                  paused: Container[bytes] = frozenset(), max_bytes: int = BACKLOG_BYTES,
-                 max_total: int = TOTAL_BACKLOG_BYTES):
+                 max_total: int = TOTAL_BACKLOG_BYTES, may_return: Callable[[bytes], bool] = lambda route: False,
+                 away_for: float = 60.0, clock: Callable[[], float] = time.monotonic):
         self.router = router
         self.counters = counters
         #: called with the routing id of a peer that is gone; returns what to send because of it
         self.unreachable = unreachable
-        #: called with the routing id of a peer cut for not reading; returns what to send because of it
+        #: called with the routing id of a peer cut for not reading, or away too long; returns what to send
         self.overflow = overflow or unreachable
         #: who a route is, for logs (never the route itself)
         self.describe = describe
         #: routes nothing is sent to for now (see the module's doc)
         self.paused = paused
         self.max_bytes, self.max_total = max_bytes, max_total
+        #: whether a route not connected may connect again (a client the boss follows): what waits for it is kept
+        self.may_return = may_return
+        #: seconds a route may stay away before what waits for it is forgotten (the client timeout)
+        self.away_for = away_for
+        self.clock = clock
         self._backlog: dict[bytes, collections.deque] = {}
         self._backlog_bytes: collections.Counter = collections.Counter()
         self._total = 0
         #: peers whose backlog is over HOLD_BYTES (the boss dispatches nothing for their jobs)
         self.held: set[bytes] = set()
+        #: routes not connected, with a backlog kept for them: since when (a subset of the backlog's routes)
+        self.away: dict[bytes, float] = {}
         #: live output dropped and not said yet (output_gaps.py)
         self.gaps = OutputGaps(counters)
 
     def __bool__(self) -> bool:
-        """True while messages wait for a slow peer that may take them."""
-        return any(route not in self.paused for route in self._backlog)
+        """True while messages wait for a slow peer that may take them (not for one paused, nor away)."""
+        return any(route not in self.paused and route not in self.away for route in self._backlog)
 
     def waiting(self) -> KeysView[bytes]:
         """The routes messages wait for (a live view)."""
@@ -123,27 +139,37 @@ class Outbox:
                     self.gaps.dropped(route, unmarked)
 
     def _send(self, route: bytes, frames: list[bytes], kind: Msg, policy: str, dropped_as: str | None) -> bool:
+        """Send one message; False if it did not go (dropped, or waiting for its peer), True if it did or its peer
+        is gone (nothing of it is kept, not even a gap in its live output)."""
         try:
             self.router.send_multipart(frames, zmq.NOBLOCK)
             return True
         except zmq.Again:
-            if policy == DROP:
-                self._drop(route, kind, dropped_as)
-            else:
-                self._queue(route, frames)
-            return False
+            why = "which does not read"
         except zmq.ZMQError as exc:
             if exc.errno != errno.EHOSTUNREACH:
                 raise
-            self._unreachable(route)
-            return True
+            why = "which is not connected"
+            if not self.may_return(route):
+                self._gone(route, kind if policy == PUSH_BACK else None)
+                if policy == DROP:
+                    self._drop(route, kind, dropped_as, why)
+                return True
+            if policy == PUSH_BACK:
+                self.away.setdefault(route, self.clock())
+        if policy == DROP:
+            self._drop(route, kind, dropped_as, why)
+        else:
+            self._queue(route, frames)
+        return False
 
-    def _drop(self, route: bytes, kind: Msg, dropped_as: str | None) -> None:
+    def _drop(self, route: bytes, kind: Msg, dropped_as: str | None, why: str | None = None) -> None:
         counter = dropped_as or "replies_dropped"
         self.counters[counter] += 1
         n = self.counters[counter]
         if worth_logging(n):
-            why = "whose connection another key took over" if route in self.paused else "which does not read"
+            why = why or ("whose connection another key took over" if route in self.paused else
+                          "which is not connected" if route in self.away else "which does not read")
             log.warning("dropped %s for %s, %s (%d %s so far)", kind.name, self.describe(route), why, n, counter)
 
     def _queue(self, route: bytes, frames: list[bytes]) -> None:
@@ -153,8 +179,9 @@ class Outbox:
         self._total += size
         if self._backlog_bytes[route] > HOLD_BYTES and route not in self.held:
             self.held.add(route)
-            log.warning("%s does not read: %d bytes wait for it; its jobs get no new task until it does",
-                        self.describe(route), self._backlog_bytes[route])
+            log.warning("%s %s: %d bytes wait for it; its jobs get no new task until it reads them",
+                        self.describe(route), "is not connected" if route in self.away else "does not read",
+                        self._backlog_bytes[route])
         if self._backlog_bytes[route] > self.max_bytes:
             self._cut(route)
         elif self._total > self.max_total:
@@ -164,8 +191,9 @@ class Outbox:
         """Forget what waits for a peer that does not read (past the bound), and treat it as gone."""
         self.counters["peers_cut"] += 1
         self.counters["backlog_bytes_dropped"] += self._backlog_bytes[route]
-        log.warning("%s read nothing of the %d bytes waiting for it (at most %d for one peer, %d for all): "
+        log.warning("%s %s of the %d bytes waiting for it (at most %d for one peer, %d for all): "
                     "dropped them, and it is treated as gone (%d peer(s) cut so far)", self.describe(route),
+                    "is not connected to read any" if route in self.away else "read nothing",
                     self._backlog_bytes[route], self.max_bytes, self.max_total, self.counters["peers_cut"])
         self._forget(route)
         self.gaps.forget_route(route)
@@ -175,40 +203,82 @@ class Outbox:
         self._backlog.pop(route, None)
         self._total -= self._backlog_bytes.pop(route, 0)
         self.held.discard(route)
+        self.away.pop(route, None)
 
     def forget_all(self) -> None:
         """Forget every backlog (this boss stood down: what it had to say is no longer its to say)."""
         for route in list(self._backlog):
             self._forget(route)
 
-    def _unreachable(self, route: bytes) -> None:
+    def _gone(self, route: bytes, kind: Msg | None = None) -> None:
+        """A peer not connected that will not come back: forget what waits for it (and the message of *kind* that
+        found it gone, if it is not one to drop), logged and counted, and say so (an agent is lost)."""
+        lost = len(self._backlog.get(route, ())) + (kind is not None)
+        if lost:
+            self.counters["undelivered_to_gone_peers"] += lost
+            self.counters["backlog_bytes_dropped"] += self._backlog_bytes[route]
+            n = self.counters["undelivered_to_gone_peers"]
+            if worth_logging(n):
+                log.warning("%s is not connected, and is no client that may connect again: forgot %d message(s) "
+                            "for it (%d so far)", self.describe(route), lost, n)
         self._forget(route)
         self.gaps.forget_route(route)
         self.send(self.unreachable(route))
 
-    def flush(self) -> None:
-        """Send what waits for slow peers, as far as they take it."""
-        for route in list(self._backlog):
-            queue = self._backlog.get(route)
-            if route in self.paused:
-                continue
-            while queue:
-                try:
-                    self.router.send_multipart(queue[0], zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                except zmq.ZMQError as exc:
-                    if exc.errno != errno.EHOSTUNREACH:
-                        raise
-                    self._unreachable(route)
-                    break
-                size = sum(len(f) for f in queue.popleft())
-                self._backlog_bytes[route] -= size
-                self._total -= size
-            if route in self._backlog and not self._backlog[route]:
+    def heard(self, route: bytes) -> None:
+        """*route* spoke: it is connected (what waits for it is sent with the next flush)."""
+        if route in self.away:
+            del self.away[route]
+
+    def check_away(self, now: float) -> None:
+        """Send what waits for the routes away that are back; forget it for those away longer than away_for, and
+        treat them as gone (as a peer cut for not reading: a client's jobs stop, a detached one goes on)."""
+        for route, since in list(self.away.items()):
+            if route not in self.away:
+                continue  # (forgotten meanwhile: a route gone before it)
+            if route not in self.paused:
+                self._flush_route(route)
+            if route in self.away and now - since > self.away_for:
+                self.counters["peers_away_too_long"] += 1
+                self.counters["undelivered_to_gone_peers"] += len(self._backlog[route])
+                self.counters["backlog_bytes_dropped"] += self._backlog_bytes[route]
+                log.warning("%s has not connected again for %.0fs (the client timeout): forgot the %d message(s), "
+                            "%d bytes, that waited for it, and it is treated as gone (%d peer(s) so far)",
+                            self.describe(route), now - since, len(self._backlog[route]),
+                            self._backlog_bytes[route], self.counters["peers_away_too_long"])
                 self._forget(route)
-            elif self._backlog_bytes[route] <= HOLD_BYTES // 2:
-                self.held.discard(route)
+                self.gaps.forget_route(route)
+                self.send(self.overflow(route))
+
+    def flush(self) -> None:
+        """Send what waits for slow peers, as far as they take it (not to those paused, nor away)."""
+        for route in list(self._backlog):
+            if route in self._backlog and route not in self.paused and route not in self.away:
+                self._flush_route(route)
+
+    def _flush_route(self, route: bytes) -> None:
+        queue = self._backlog[route]
+        while queue:
+            try:
+                self.router.send_multipart(queue[0], zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            except zmq.ZMQError as exc:
+                if exc.errno != errno.EHOSTUNREACH:
+                    raise
+                if self.may_return(route):
+                    self.away.setdefault(route, self.clock())
+                else:
+                    self._gone(route)
+                return
+            self.away.pop(route, None)
+            size = sum(len(f) for f in queue.popleft())
+            self._backlog_bytes[route] -= size
+            self._total -= size
+        if not queue:
+            self._forget(route)
+        elif self._backlog_bytes[route] <= HOLD_BYTES // 2:
+            self.held.discard(route)
 
 
 #: REPORTS of one pass are merged up to this size (a frame stays far under every receiver's cap)

@@ -168,6 +168,11 @@ class BossState:
         self.followers.forget(route)
         self.connections.cut(route, now)
 
+    def awaits_client(self, route: bytes) -> bool:
+        """Whether *route* is a client connection the boss follows (for a job, or following one): when it is not
+        connected, it may connect again, and what it is sent waits for it (outbox.py)."""
+        return route in self.connections.seen or self.followers.follows(route)
+
     def sent(self) -> None:
         """The daemon sent what the events made: ATTACH may hand those connections a job again."""
         if not self.connections.attached_now:
