@@ -821,7 +821,7 @@ def test_validate_checks_every_index_after_every_event():
             with pytest.raises(AssertionError):
                 state.on_ping(b"p", {}, now=0.0)
         else:
-            assert state.on_ping(b"p", {}, now=0.0) == [(b"p", Msg.PONG, {"boss": "boss"})]
+            assert state.on_ping(b"p", {}, now=0.0) == [(b"p", Msg.PONG, {"boss": "boss", "agents": 1})]
         assert a in state.ledger.agents
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import signal
@@ -192,6 +193,30 @@ def test_sigkilled_only_agent_fails_the_job_with_agent_lost(cluster_factory):
     with pytest.raises(AgentLostError, match="node-only"):
         boss.wait_till_finished()
     assert time.monotonic() - start < 15
+
+
+def test_a_program_waiting_on_a_boss_with_no_agent_is_told_so(cluster_factory, caplog):
+    """Its only agent lost, a job's task waits for another (a retry is left): the waiting program says why it
+    waits, once, and goes on when an agent comes."""
+    cluster = cluster_factory(agent_timeout=1.0, max_retries=1)
+    victim = cluster.add_agent(slots=1, host_name="node-gone")
+    cluster.wait_agents(1)
+    boss = run_as_server(dict(zt="nap", seconds=3), dict(tag=[1]), scheduler=threads(1), boss=cluster.control)
+    wait_until(lambda: cluster.status()["hosts"][0]["running"], 10, "the task to run")
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    caplog.set_level(logging.WARNING, logger="taylorism_zmq")
+    waiter = threading.Thread(target=boss.wait_till_finished, daemon=True)
+    waiter.start()
+    told = [r for r in caplog.records if "has no agent" in r.getMessage()]
+    wait_until(lambda: told or told.extend(r for r in caplog.records if "has no agent" in r.getMessage()), 20,
+               "the program to say that the boss has no agent")
+    assert cluster.control in told[0].getMessage()
+    cluster.add_agent(slots=1, host_name="node-new")
+    waiter.join(30)
+    assert not waiter.is_alive()
+    assert [int(r["report"]["tag"]) for r in boss.get_report()["workers_report"]] == [1]
+    assert len([r for r in caplog.records if "has no agent" in r.getMessage()]) == 1
 
 
 def test_unreachable_boss_is_a_clear_timeout_naming_the_address():

@@ -148,7 +148,7 @@ class BossState:
 
     @query
     def on_ping(self, route: bytes, body: dict, now: float, who: Identity = LOCAL) -> None:
-        self.ledger.out.add(route, Msg.PONG, {"boss": self.boss_id})
+        self.ledger.out.add(route, Msg.PONG, {"boss": self.boss_id, "agents": len(self.ledger.agents)})
 
     @query
     def on_status(self, route: bytes, body: dict, now: float, who: Identity = LOCAL) -> None:

@@ -34,6 +34,8 @@ log = logging.getLogger("taylorism_zmq")
 
 #: seconds of silence from the boss before a ping, while waiting
 PING_AFTER = 2.0
+#: answers not tied to a job kept for requests at most (the oldest go first)
+REPLIES_KEPT = 256
 #: seconds between the client's heartbeats (its jobs are stopped when they stop, unless detached)
 CLIENT_HEARTBEAT = 2.0
 #: seconds a request, or a ping, waits for its answer before a client of a pair asks the other boss whether it
@@ -84,7 +86,10 @@ class Connection:
         #: jobs whose SUBMIT waits for their first tasks (see Boss): sent before any request (a status, a
         #: ping), whose answer then knows them
         self.unsent: dict[str, weakref.WeakMethod] = {}
-        self.replies: collections.deque = collections.deque()
+        #: answers not tied to a job (a request takes its own; a bound, for the PONGs of pings no request awaits)
+        self.replies: collections.deque = collections.deque(maxlen=REPLIES_KEPT)
+        #: the program was told that the boss has no agent (see on_pong)
+        self._told_no_agent = False
         self.ctx = zmq.Context()
         #: asks the other boss of a pair whether it is active, when this one is silent
         self._probe = Probe(self.ctx, self._secure) if self.finder.several else None
@@ -318,6 +323,13 @@ class Connection:
     def on_pong(self, body: dict[str, Any]) -> None:
         self._check_boss(body["boss"])
         self.replies.append((Msg.PONG, body))
+        agents = body.get("agents")
+        if agents == 0 and self.inboxes and not self._told_no_agent:
+            self._told_no_agent = True  # (once, until the boss has an agent again)
+            log.warning("the boss at %s has no agent: the tasks of this program's jobs wait until one connects "
+                        "(taylorism-ctl status shows the agents; taylorism-agent starts one)", self.address)
+        elif isinstance(agents, int) and agents > 0:
+            self._told_no_agent = False
 
     def on_status_reply(self, body: dict[str, Any]) -> None:
         self.replies.append((Msg.STATUS_REPLY, body))

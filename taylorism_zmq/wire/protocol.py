@@ -215,6 +215,8 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
 OPTIONAL: dict[Msg, dict[str, Any]] = {
     # the job's first tasks, as in ADD_TASKS: the boss adds them as the job is made
     Msg.SUBMIT: {"tasks": TASK_ROWS, "classes": dict},
+    # a client's: the agents the boss has (a program that waits on a boss with none is told why)
+    Msg.PONG: {"agents": int},
 }
 
 #: what a message of these kinds may take: its body's bytes and the items of any one list in it, checked before
