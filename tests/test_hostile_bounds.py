@@ -9,6 +9,7 @@ import io
 import logging
 import os
 import pickle
+import time
 import types
 
 import pytest
@@ -335,6 +336,38 @@ def test_live_output_dropped_for_a_client_is_said_in_its_next_chunk_or_with_its_
     assert got[1][1]["chunks"] == [[0, "w0", STDOUT, b"last\n"]]  # said once
     assert got[2][1]["output_dropped"] == [[1, STDERR, 50]]  # no later chunk of its stderr: with its report
     assert outbox.gaps._gaps == {} and outbox.gaps._count == 0
+
+
+def test_live_output_waits_for_a_client_busy_a_moment_and_is_dropped_beyond_a_small_bound(router_and_peer):
+    """A client that does not read for a moment (libzmq holds 4 messages for it): its live output waits in its
+    backlog, in order, none dropped, while that holds at most OUTPUT_WAITS bytes; a chunk beyond is dropped,
+    counted, and said in the next chunk that goes."""
+    from taylorism_zmq.boss.outbox import OUTPUT_WAITS
+
+    router, peer = router_and_peer
+    route = b"busy-client"
+    sock = peer(route)
+    counters: collections.Counter = collections.Counter()
+    outbox = Outbox(router, counters, lambda r: [])
+
+    def output(data: bytes) -> tuple:
+        return (route, Msg.OUTPUT, {"job": "j", "chunks": [[0, "w0", STDERR, data]]})
+
+    outbox.send([output(f"line {i}\n".encode()) for i in range(40)])
+    assert counters["output_dropped"] == 0 and outbox  # (some wait in its backlog)
+    outbox.send([output(b"x" * OUTPUT_WAITS)])
+    assert counters["output_dropped"] == 1
+    got: list[bytes] = []
+    deadline = time.monotonic() + 10
+    while len(got) < 40 and time.monotonic() < deadline:  # (the client reads now: what waits goes as it does)
+        outbox.flush()
+        if sock.poll(100):
+            got += [c[3] for c in protocol.decode(sock.recv_multipart())[1]["chunks"]]
+    assert got == [f"line {i}\n".encode() for i in range(40)] and not outbox
+    outbox.send([output(b"after\n")])
+    while not sock.poll(100) and time.monotonic() < deadline:
+        outbox.flush()
+    assert protocol.decode(sock.recv_multipart())[1]["chunks"][0][3] == output_gap(OUTPUT_WAITS) + b"after\n"
 
 
 def test_gaps_are_bounded_per_connection_and_in_all_and_forgotten_with_their_job_or_connection():

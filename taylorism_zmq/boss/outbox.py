@@ -56,6 +56,8 @@ POLICY: dict[Msg, tuple[str, str | None]] = {
     Msg.KILL: (PUSH_BACK, None), Msg.SHUTDOWN: (PUSH_BACK, None),
     Msg.REGISTERED: (PUSH_BACK, None), Msg.REPORTS_ACK: (PUSH_BACK, None), Msg.REREGISTER: (PUSH_BACK, None),
 }
+#: live output waits for a client busy a moment while its backlog holds at most this; beyond, it is dropped
+OUTPUT_WAITS = 256 << 10
 #: a client whose backlog holds more than this has its jobs' dispatch held until it reads
 HOLD_BYTES = 8 << 20
 #: a peer whose backlog grows past this is cut (two frames of the largest size, and then some)
@@ -113,14 +115,10 @@ class Outbox:
                 continue  # a detached job without a client now: its reports are kept for an ATTACH
             policy, dropped_as = POLICY.get(kind, (PUSH_BACK, None))
             waits = route in self._backlog or route in self.paused  # (what is sent now would pass it)
-            said: set = set()
             if kind is Msg.OUTPUT:
-                if waits:
-                    self.gaps.dropped(route, body)
-                    self._drop(route, kind, dropped_as)
-                    continue
-                unmarked, (body, said) = body, self.gaps.mark_output(route, body)
-            elif kind is Msg.REPORTS:
+                self._output(route, body, waits, dropped_as)
+                continue
+            if kind is Msg.REPORTS:
                 body = self.gaps.mark_reports(route, body)
             elif kind is Msg.JOB_END:
                 self.gaps.forget_job(body["job"])
@@ -131,12 +129,27 @@ class Outbox:
                 else:
                     self._queue(route, frames)
                 continue
-            sent = self._send(route, frames, kind, policy, dropped_as)
-            if kind is Msg.OUTPUT:
-                if sent:
-                    self.gaps.said(route, body["job"], said)
-                else:
-                    self.gaps.dropped(route, unmarked)
+            self._send(route, frames, kind, policy, dropped_as)
+
+    def _output(self, route: bytes, body: dict, waits: bool, dropped_as: str | None) -> None:
+        """Live output: sent, or, for a client busy a moment (libzmq holds 4 messages for it), waiting in its
+        backlog while that holds at most OUTPUT_WAITS bytes; beyond (and for a route paused or away), dropped,
+        counted, and said in a later chunk or with the task's report (output_gaps.py)."""
+        marked, said = self.gaps.mark_output(route, body)
+        frames = [route, *protocol.encode(Msg.OUTPUT, marked)]
+        may_wait = route not in self.paused and route not in self.away and \
+            self._backlog_bytes[route] + sum(len(f) for f in frames) <= OUTPUT_WAITS
+        if waits and may_wait:
+            self._queue(route, frames)
+        elif waits:
+            self.gaps.dropped(route, body)
+            self._drop(route, Msg.OUTPUT, dropped_as)
+            return
+        elif not self._send(route, frames, Msg.OUTPUT, PUSH_BACK if may_wait else DROP, dropped_as) and \
+                route not in self._backlog:
+            self.gaps.dropped(route, body)  # (dropped: not sent, nor waiting)
+            return
+        self.gaps.said(route, body["job"], said)
 
     def _send(self, route: bytes, frames: list[bytes], kind: Msg, policy: str, dropped_as: str | None) -> bool:
         """Send one message; False if it did not go (dropped, or waiting for its peer), True if it did or its peer
