@@ -94,14 +94,21 @@ class _Peers:
                       may_return=self.clients.__contains__, away_for=60.0, clock=lambda: clock[0])
 
 
+def _not_connected(router: zmq.Socket, dealer, route: bytes, clients: set[bytes],
+                   clock: list[float]) -> tuple[Outbox, _Peers, collections.Counter]:
+    """A connection of *route* that came and went (the ROUTER let it go), and an outbox whose state follows
+    *clients* as clients: the outbox, its callbacks' records and its counters."""
+    dealer(route).close()
+    _gone(router, route)
+    counters: collections.Counter = collections.Counter()
+    peers = _Peers(clients)
+    return peers.outbox(router, counters, clock), peers, counters
+
+
 def test_what_a_client_is_sent_while_not_connected_reaches_it_when_it_connects_again(router_and_dealers):
     router, dealer = router_and_dealers
-    dealer().close()
-    _gone(router, ROUTE)
-    counters: collections.Counter = collections.Counter()
     clock = [100.0]
-    peers = _Peers({ROUTE})
-    outbox = peers.outbox(router, counters, clock)
+    outbox, peers, counters = _not_connected(router, dealer, ROUTE, {ROUTE}, clock)
     outbox.send([_reports(0), (ROUTE, Msg.PONG, {"boss": "b"}), _reports(1), _end()])
     # kept for it, not treated as gone; the answer dropped and counted, as for a client that does not read
     assert ROUTE in outbox.away and list(outbox.waiting()) == [ROUTE]
@@ -122,10 +129,7 @@ def test_what_a_client_is_sent_while_not_connected_reaches_it_when_it_connects_a
 
 def test_a_client_that_speaks_again_is_sent_what_waits_at_once_and_its_dispatch_was_held(router_and_dealers):
     router, dealer = router_and_dealers
-    dealer().close()
-    _gone(router, ROUTE)
-    counters: collections.Counter = collections.Counter()
-    outbox = _Peers({ROUTE}).outbox(router, counters, [0.0])
+    outbox, _peers, _counters = _not_connected(router, dealer, ROUTE, {ROUTE}, [0.0])
     big = HOLD_BYTES // 4 + 1
     outbox.send([_reports(i, big) for i in range(4)])  # (one message each: each alone is under MERGE_BYTES)
     assert ROUTE in outbox.held  # bounded as a client that does not read: no new task for its jobs meanwhile
@@ -146,12 +150,8 @@ def test_a_client_that_speaks_again_is_sent_what_waits_at_once_and_its_dispatch_
 def test_a_client_away_past_the_client_timeout_has_what_waited_forgotten_logged_and_counted(router_and_dealers,
                                                                                            caplog):
     router, dealer = router_and_dealers
-    dealer().close()
-    _gone(router, ROUTE)
-    counters: collections.Counter = collections.Counter()
     clock = [100.0]
-    peers = _Peers({ROUTE})
-    outbox = peers.outbox(router, counters, clock)
+    outbox, peers, counters = _not_connected(router, dealer, ROUTE, {ROUTE}, clock)
     outbox.send([_reports(0, 1000), (ROUTE, Msg.KILL, {"tasks": [1]}), _reports(1, 1000)])
     outbox.check_away(159.0)
     assert outbox.waiting() and not peers.cut
@@ -170,11 +170,7 @@ def test_a_peer_not_connected_that_is_no_client_is_gone_at_once_and_what_it_was_
         router_and_dealers, caplog):
     router, dealer = router_and_dealers
     agent = b"agent-route"
-    dealer(agent).close()
-    _gone(router, agent)
-    counters: collections.Counter = collections.Counter()
-    peers = _Peers(set())  # (an agent: the state does not follow it as a client)
-    outbox = peers.outbox(router, counters, [0.0])
+    outbox, peers, counters = _not_connected(router, dealer, agent, set(), [0.0])  # (an agent: no client)
     with caplog.at_level(logging.WARNING, "taylorism_zmq.boss"):
         outbox.send([(agent, Msg.KILL, {"tasks": [1, 2]}), (agent, Msg.PONG, {"boss": "b"})])
     assert peers.unreachable == [agent, agent]  # (lost: each message that found it gone says so)
