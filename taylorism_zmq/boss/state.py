@@ -123,8 +123,8 @@ class BossState:
         if body["resubmit"] and self.takeover.ended_again(route, body, who):
             return  # (a job that ended here: its client missed its end)
         self.requests.submit(route, body, now, who)
-        job = self.ledger.jobs.get(body["job"])
-        if "tasks" in body and job is not None and job.owner.key == who.key:  # its first tasks (see ADD_TASKS)
+        job = self.ledger.jobs.get(body["job"]) if "tasks" in body else None
+        if job is not None and job.owner.key == who.key:  # its first tasks (see ADD_TASKS)
             self.requests.add_tasks(route, {"job": body["job"], "tasks": body["tasks"],
                                             "classes": body.get("classes", {})}, now, who)
 

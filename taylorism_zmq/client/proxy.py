@@ -207,6 +207,7 @@ class Boss:
         #: the SUBMIT not sent yet: it leaves with the job's first tasks and its resume (a small job is one
         #: message), or before any other message of the job
         self._unsent = dict(self._submit, tasks=[], classes={})
+        self._unsent_size = approx_size(self._unsent)  # (grown as rows join it: never measured again whole)
         self._conn.unsent[self._job] = weakref.WeakMethod(self._send_submit)
 
     def _fork_launcher(self, max_tasks: int) -> ForkedLauncher:
@@ -359,10 +360,11 @@ class Boss:
         classes by value go with the first."""
         unsent = self._unsent
         if unsent is not None:  # (they go with the SUBMIT if it has room for them under the boss's frame cap)
-            size = approx_size(unsent) + approx_size(rows) + approx_size(classes)
+            size = self._unsent_size + approx_size(rows) + approx_size(classes)
             if len(unsent["tasks"]) + len(rows) <= BATCH and size <= min(SUBMIT_ROOM, self._conn.max_frame - ENVELOPE):
                 unsent["tasks"] += rows
                 unsent["classes"].update(classes)
+                self._unsent_size = size
                 return
             self._send_submit()
         budget = self._conn.max_frame - ENVELOPE - sum(len(blob) for blob in classes.values())
