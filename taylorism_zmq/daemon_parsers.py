@@ -158,6 +158,7 @@ def agent_parser() -> argparse.ArgumentParser:
                    help="bytes of a task's stdout, and of its stderr, kept for its report, in KiB: the head and the "
                         "tail, with a note of what was dropped between (default %(default)s)")
     p.add_argument("--fork-socket", default=None, help=argparse.SUPPRESS)  # embedded: forks of the client come here
+    p.add_argument("--handoff-dir", default=None, help=argparse.SUPPRESS)  # embedded: large reports as files there
     p.add_argument("--state-dir", default=None,
                    help="where the agent keeps the reports the boss has not acknowledged yet (its journal, 0700), "
                         "so that none is lost while the boss is away, even across an agent restart (default "

@@ -34,6 +34,7 @@ from ..wire.peer_logging import RateLimitedLog
 from ..wire.protocol import Msg, ProtocolError
 from . import forked
 from .boss_link import BOSS_SILENCE, BossLink
+from .handoff import HandoffWriter
 from .journal import default_state_dir, open_journal
 from .launcher_link import message_cap
 from .launcher_pool import LauncherPool
@@ -59,12 +60,15 @@ class AgentDaemon:
                  run_as_client_user: bool = False, keep_env: tuple[str, ...] = (), state_dir: str | None = None,
                  fork_socket: str | None = None, launcher_output: str | None = None,
                  max_processes: int | None = None, task_cgroups: bool = True, allow_root_tasks: bool = False,
-                 resend_after: float = RESEND_AFTER, boss_silence: float = BOSS_SILENCE):
+                 resend_after: float = RESEND_AFTER, boss_silence: float = BOSS_SILENCE,
+                 handoff_dir: str | None = None):
         #: the bosses to talk to (one, or a pair: see .boss_link)
         self.endpoints = endpoint_list(control)
         #: where forks of the client connect as launchers (the embedded default), if anywhere
         self.fork_socket = fork_socket
         self.fork_listener: socket.socket | None = None
+        #: where large results go as files for the client to read (the embedded default: see .handoff)
+        self.handoff_dir = handoff_dir
         #: where reports go, if given (an override, e.g. behind NAT); else the boss names it
         self.reports_override = reports
         #: variables of the host that a job's environment does not replace (see launch/environ.py)
@@ -152,7 +156,8 @@ class AgentDaemon:
         self.launchers = LauncherPool(self.aid, self.zygote, self.poller, message_cap(self.max_report, self.max_output))
         self.tasks = TaskRunner(self.aid, self.host, self.launchers, self.sender,
                                 run_as_client_user=self.run_as_client_user, trusted_link=self.trusted_link,
-                                keep_env=self.keep_env, max_report=self.max_report, max_output=self.max_output)
+                                keep_env=self.keep_env, max_report=self.max_report, max_output=self.max_output,
+                                handoff=HandoffWriter(self.handoff_dir) if self.handoff_dir else None)
         self._wake_r, self._wake_w = socket.socketpair()
         for s in (self._wake_r, self._wake_w):
             s.setblocking(False)
@@ -184,6 +189,8 @@ class AgentDaemon:
             if self.fork_listener is not None:
                 self.fork_listener.close()
             self.sender.close()
+            if self.tasks.handoff is not None:
+                self.tasks.handoff.close()
             self.zygote.close()  # (it waits for its launchers to stop their tasks)
             if self.cgroup is not None:
                 cgroups.remove(self.cgroup, timeout=2.0)  # whatever is left of them
@@ -404,6 +411,7 @@ def run_agent(args: Any) -> int:
                         launcher_idle=args.launcher_idle, run_as_client_user=args.run_as_client_user,
                         keep_env=tuple(v.strip() for v in (args.keep_env or "").split(",") if v.strip()),
                         state_dir=getattr(args, "state_dir", None), fork_socket=getattr(args, "fork_socket", None),
+                        handoff_dir=getattr(args, "handoff_dir", None),
                         launcher_output=getattr(args, "launcher_output", None),
                         max_processes=getattr(args, "max_processes", None),
                         task_cgroups=getattr(args, "task_cgroups", "auto") != "off",

@@ -22,6 +22,7 @@ from ..wire.integrity import ENDED, NO_TAG, RUNNING, claim_proof
 from ..wire.peer_logging import RateLimitedLog, job_label
 from ..wire.protocol import ENVELOPE
 from . import forked
+from .handoff import HandoffWriter
 from .launcher_link import LauncherLink
 from .launcher_pool import LauncherPool
 from .output_rate import LiveGate
@@ -38,7 +39,8 @@ class TaskRunner:
 
     def __init__(self, aid: str, host: str, launchers: LauncherPool, sender: ReportSender, *,
                  run_as_client_user: bool = False, trusted_link: bool = False, keep_env: tuple[str, ...] = (),
-                 max_report: int | None = None, max_output: int | None = None, claimant: str = ""):
+                 max_report: int | None = None, max_output: int | None = None, claimant: str = "",
+                 handoff: HandoffWriter | None = None):
         self.aid, self.host = aid, host
         #: whom this agent's claims of tasks are bound to (integrity.claimant: its CURVE key's id, or "")
         self.claimant = claimant
@@ -52,6 +54,8 @@ class TaskRunner:
         self.keep_env = keep_env
         self.max_report = max_report
         self.max_output = max_output
+        #: large results written to files for a client on this host (the embedded agent's), if any
+        self.handoff = handoff
         #: the largest frame the boss accepts (from REGISTERED): reports are capped under it
         self.max_frame = protocol.MAX_FRAME
         #: the last code environment found good: the RUNs of a job carry the same, checked once in a row
@@ -325,6 +329,8 @@ class TaskRunner:
                    stdout[-65536:], stderr[-65536:], NO_TAG, owner, proof]
             log.warning("agent %s: report of task %d of job %s refused: %s", self.aid, tid, job_label(job), why,
                         extra={"job": job_label(job)})
+        elif ok and self.handoff is not None:  # (its size checked above as if it went inline: it may have to)
+            row[4] = self.handoff.hand(payload) or payload
         self.sender.add(row)
 
     def running_rows(self) -> list[list]:

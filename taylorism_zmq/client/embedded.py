@@ -32,6 +32,7 @@ import threading
 from collections.abc import Sequence
 
 from ..processes import owner_alive, owner_tag, stop_processes
+from .handoff import HandoffDir
 from .page import StatusPage, page_setting
 
 log = logging.getLogger("taylorism_zmq")
@@ -55,6 +56,8 @@ class Embedded:
         self.reports = f"ipc://{self.directory}/reports"
         #: where the launchers forked from this process connect to the agent (see forklaunch.py)
         self.launchers = f"{self.directory}/launchers"
+        #: where the agent hands large results to this process, around the boss (see .handoff)
+        self.handoff = HandoffDir(self.directory, SHM_PREFIX)
         level = os.environ.get("TAYLORISM_EMBEDDED_LOG_LEVEL", "ERROR")
         validate = os.environ.get("TAYLORISM_EMBEDDED_VALIDATE") == "1"
         # the daemons stop when this pipe ends: when this process is gone (its write end is not inherited
@@ -72,7 +75,7 @@ class Embedded:
                                  stdin=subprocess.DEVNULL, pass_fds=(watch_r,), env=page.environ() if page else None),
                 subprocess.Popen([*cmd, "agent", *common, "--slots", str(EMBEDDED_SLOTS), "--host-name",
                                   "localhost", "--state-dir", os.path.join(self.directory, "agent"),
-                                  "--fork-socket", self.launchers, *agent_args],
+                                  "--fork-socket", self.launchers, "--handoff-dir", self.handoff.path, *agent_args],
                                  stdin=subprocess.DEVNULL, pass_fds=(watch_r,)),
             ]
         finally:
@@ -90,6 +93,7 @@ class Embedded:
 
         forget(self.control)
         stop_processes(self.processes, grace=5)
+        self.handoff.close()
         if self._watch_w >= 0:
             os.close(self._watch_w)
             self._watch_w = -1
@@ -145,6 +149,15 @@ def embedded_launchers(control: str) -> str | None:
     with _lock:
         if _embedded is not None and _embedded.control == control and _embedded.pid == os.getpid():
             return _embedded.launchers
+    return None
+
+
+def embedded_handoff(control: str) -> HandoffDir | None:
+    """Where the agent of the embedded boss at *control* hands large results to this process (None if that
+    boss is not this process's own)."""
+    with _lock:
+        if _embedded is not None and _embedded.control == control and _embedded.pid == os.getpid():
+            return _embedded.handoff
     return None
 
 

@@ -104,8 +104,12 @@ class ReportReader:
         if not ok and not tag and self._readable(payload):
             return report_entry(name, ok, payload, self.plain, stdout, stderr), ok
         what = "a success" if ok else "a failure that needs pickle" if tag == b"" else "a failure"
-        message = (f"worker {name}: the report relayed from host {host} ({what}) was not produced by its task: "
-                   "it does not verify against the task's key; refused, never opened")
+        return self.refused(name, f"worker {name}: the report relayed from host {host} ({what}) was not produced "
+                                  "by its task: it does not verify against the task's key; refused, never opened")
+
+    @staticmethod
+    def refused(name: str, message: str) -> tuple[dict[str, Any], bool]:
+        """The entry of a report refused for *message* (logged): its task failed."""
         log.error("%s", message)
         error = UnverifiedReportError(message)
         return {"name": name, "report": error, "traceback": [message + "\n"]}, False

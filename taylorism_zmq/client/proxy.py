@@ -20,10 +20,12 @@ from ..client_settings import boss_address, tasks_per_process
 from ..environment_variables import warn_unknown_variables
 from ..machine import host_key
 from ..wire.codec import Codec
+from ..wire.handoff import is_reference
 from ..wire.protocol import ENVELOPE, STDERR, STDOUT, Msg, approx_size, output_gap
 from .connection import Connection, connect
-from .embedded import announce_page, embedded_endpoint, embedded_launchers
+from .embedded import announce_page, embedded_endpoint, embedded_handoff, embedded_launchers
 from .forklaunch import ForkedLauncher, fork_caller, fork_launcher
+from .handoff import HandoffError
 from .instructions import by_value_classes, client_env, instruction_sets, resolve_worker, task_row
 from .integrity import JobKeys, ReportReader, user_secret
 from .job_end import final_report
@@ -163,6 +165,10 @@ class Boss:
         #: the keys of this job's tasks, and which of their reports this process opens
         self._keys = JobKeys.for_job(self._job, user_secret(self._conn.keys), self._attached)
         self._reader = ReportReader(self._keys, self._codec)
+        #: where the embedded agent hands large results to this process (their files kept for a job that may be
+        #: read again: detached, or attached)
+        self._handoff = embedded_handoff(self._conn.address) if embedded else None
+        self._keep_handed = bool(detach) or self._attached
         #: a report its task did not produce, for a task the boss took as done: the job fails here
         self._refused_report = False
         self._inbox = self._conn.open_inbox(self._job)
@@ -452,7 +458,10 @@ class Boss:
         self._running_names.pop(name, None)
         if self._live is not None:
             self._live.end(index, name)
-        entry, succeeded = self._reader.entry(index, ok, payload, host, name, stdout, stderr, tag, vouched, owned)
+        if is_reference(payload):
+            entry, succeeded = self._handed_entry(index, ok, payload, host, name, stdout, stderr, tag, vouched, owned)
+        else:
+            entry, succeeded = self._reader.entry(index, ok, payload, host, name, stdout, stderr, tag, vouched, owned)
         self._reports.append(entry)
         if ok and not succeeded and not self._refused_report:  # the boss took it as done: stop the others here
             self._refused_report = True
@@ -465,6 +474,19 @@ class Boss:
             if len(msglog) > self.maxlenreport:
                 msglog = msglog[: self.maxlenreport] + " ..."
             taylorism_log.info(msglog)
+
+    def _handed_entry(self, index: int, ok: bool, reference: bytes, host: str, name: str, stdout: bytes,
+                      stderr: bytes, tag: bytes, vouched: bool, owned: bool) -> tuple[dict[str, Any], bool]:
+        """The entry of a report whose payload its agent handed to this process in a file (see .handoff): read
+        from this process's own directory only, then checked as any payload."""
+        if self._handoff is None:
+            return ReportReader.refused(name, f"worker {name}: the report relayed from host {host} names a file its "
+                                              "agent wrote on that host, not one this process reads: refused")
+        try:
+            payload = self._handoff.take(reference, self._conn.max_frame, keep=self._keep_handed)
+        except HandoffError as exc:
+            return ReportReader.refused(name, f"worker {name}: {exc}")
+        return self._reader.entry(index, ok, payload, host, name, stdout, stderr, tag, vouched, owned)
 
     def _finalize(self) -> dict:
         assert self._end is not None
