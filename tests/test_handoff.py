@@ -182,3 +182,26 @@ def test_a_payload_the_agent_cannot_write_goes_through_the_boss(tmp_path):
         assert writer.failed == 1 and writer.handed == 0
     finally:
         writer.close()
+
+
+def test_the_files_of_reports_that_come_after_their_job_ended_here_are_removed():
+    """Reports no Boss of this process will read (their job ended here) leave no file; a detached or attached
+    job's stay, for an attach."""
+    from taylorism_zmq.client.connection import connect
+    from taylorism_zmq.wire.protocol import Msg
+
+    directory = run_and_dir()
+    conn = connect(embedded.embedded_endpoint())
+    assert conn.handoff is not None and conn.handoff.path == directory
+    for name in ("0123abcd-1", "0123abcd-2"):
+        with open(os.path.join(directory, name), "wb") as f:
+            f.write(b"x")
+    row = [0, True, reference("0123abcd-1"), "localhost", "w", b"", b"", b"t" * 32]
+    conn.keep_handed.add("job-kept")
+    conn._to_job(Msg.REPORTS, {"job": "job-kept", "reports": [row], "trusted": True, "owned": True})
+    assert os.path.exists(os.path.join(directory, "0123abcd-1"))  # kept for an attach
+    conn._to_job(Msg.REPORTS, {"job": "job-gone", "reports": [row, [*row[:2], reference("0123abcd-2"), *row[3:]]],
+                               "trusted": True, "owned": True})
+    assert not os.path.exists(os.path.join(directory, "0123abcd-2"))
+    assert not os.path.exists(os.path.join(directory, "0123abcd-1"))  # (the second message's: gone too)
+    conn.keep_handed.discard("job-kept")

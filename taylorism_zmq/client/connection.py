@@ -29,6 +29,7 @@ from ..wire.endpoints import ASK_AGAIN, BossFinder, Probe, endpoint_list
 from ..wire.handshake import HandshakeWatch
 from ..wire.protocol import Msg, ProtocolError
 from ..wire.sockets import configure_connected, disconnect, resolve_problem
+from .handoff import HandoffDir
 
 log = logging.getLogger("taylorism_zmq")
 
@@ -64,6 +65,10 @@ class Connection:
         self.endpoint = self.finder.current
         #: a single boss that is not active answers all the same (taylorism-ctl status of a standby)
         self.any_role = any_role
+        #: where the embedded agent hands large results to this process, if this is its boss (client/handoff.py);
+        #: and the jobs whose handed-off files stay for a later read (detached, attached)
+        self.handoff: HandoffDir | None = None
+        self.keep_handed: set[str] = set()
         self._ask_at = 0.0
         self._moved_at = 0.0
         self.timeout = default_timeout() if timeout is None else timeout
@@ -360,6 +365,8 @@ class Connection:
         job = body.get("job")  # (optional in an ERROR: checked here)
         inbox = self.inboxes.get(job) if isinstance(job, str) else None
         if inbox is None:
+            if kind is Msg.REPORTS and self.handoff is not None and job not in self.keep_handed:
+                self.handoff.discard(row[2] for row in body["reports"])  # (no one will read them)
             return False
         inbox.append((kind, body))
         return True

@@ -13,6 +13,7 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterable
 
 from ..processes import owner_tag
 from ..wire.handoff import referenced_name
@@ -61,6 +62,16 @@ class HandoffDir:
             except OSError:
                 pass
         return data
+
+    def discard(self, payloads: Iterable[bytes]) -> None:
+        """Remove the files of these references (of reports no one will read: their job ended here)."""
+        for payload in payloads:
+            name = referenced_name(payload)
+            if name is not None:
+                try:
+                    os.unlink(name, dir_fd=self._fd)
+                except OSError:
+                    pass
 
     def close(self) -> None:
         if self._fd >= 0:

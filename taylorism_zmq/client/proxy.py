@@ -52,6 +52,7 @@ def _connect(boss: str | None, http: bool | int | str | None = None) -> tuple[Co
     address = boss_address(boss or active_address())
     if address is None:
         conn = connect(embedded_endpoint(http), wait_agents=True)
+        conn.handoff = embedded_handoff(conn.address)
         announce_page()
         return conn, True
     if http and address not in _told_page:
@@ -165,10 +166,11 @@ class Boss:
         #: the keys of this job's tasks, and which of their reports this process opens
         self._keys = JobKeys.for_job(self._job, user_secret(self._conn.keys), self._attached)
         self._reader = ReportReader(self._keys, self._codec)
-        #: where the embedded agent hands large results to this process (their files kept for a job that may be
-        #: read again: detached, or attached)
-        self._handoff = embedded_handoff(self._conn.address) if embedded else None
+        #: the files of large results the embedded agent handed to this process stay for a job that may be read
+        #: again (detached, or attached)
         self._keep_handed = bool(detach) or self._attached
+        if self._keep_handed:
+            self._conn.keep_handed.add(self._job)
         #: a report its task did not produce, for a task the boss took as done: the job fails here
         self._refused_report = False
         self._inbox = self._conn.open_inbox(self._job)
@@ -479,11 +481,11 @@ class Boss:
                       stderr: bytes, tag: bytes, vouched: bool, owned: bool) -> tuple[dict[str, Any], bool]:
         """The entry of a report whose payload its agent handed to this process in a file (see .handoff): read
         from this process's own directory only, then checked as any payload."""
-        if self._handoff is None:
+        if self._conn.handoff is None:
             return ReportReader.refused(name, f"worker {name}: the report relayed from host {host} names a file its "
                                               "agent wrote on that host, not one this process reads: refused")
         try:
-            payload = self._handoff.take(reference, self._conn.max_frame, keep=self._keep_handed)
+            payload = self._conn.handoff.take(reference, self._conn.max_frame, keep=self._keep_handed)
         except HandoffError as exc:
             return ReportReader.refused(name, f"worker {name}: {exc}")
         return self._reader.entry(index, ok, payload, host, name, stdout, stderr, tag, vouched, owned)
