@@ -205,3 +205,13 @@ def test_the_files_of_reports_that_come_after_their_job_ended_here_are_removed()
     assert not os.path.exists(os.path.join(directory, "0123abcd-2"))
     assert not os.path.exists(os.path.join(directory, "0123abcd-1"))  # (the second message's: gone too)
     conn.keep_handed.discard("job-kept")
+
+
+def test_an_agent_whose_handoff_directory_cannot_be_opened_sends_results_through_the_boss(cluster_factory, tmp_path):
+    cluster = cluster_factory()
+    cluster.add_agent(extra=("--handoff-dir", str(tmp_path / "missing")))
+    cluster.wait_agents(1)
+    boss = run_as_server(dict(zt="big"), dict(tag=[0, 1], size=[BIG, BIG]), scheduler=threads(2),
+                         boss=cluster.control)
+    boss.wait_till_finished()
+    assert blobs(boss.get_report()) == {0: BIG, 1: BIG}

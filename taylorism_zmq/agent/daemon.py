@@ -129,6 +129,17 @@ class AgentDaemon:
         except OSError:
             pass
 
+    def _handoff_writer(self) -> HandoffWriter | None:
+        """The writer of large results to the client's directory, if one was given and can be opened."""
+        if not self.handoff_dir:
+            return None
+        try:
+            return HandoffWriter(self.handoff_dir)
+        except OSError as exc:
+            log.warning("agent %s: cannot hand results off in %s (%s): they go through the boss", self.aid,
+                        self.handoff_dir, exc)
+            return None
+
     def serve(self, handle_signals: bool = True) -> int:
         if self.parent_pid is not None:
             die_with_parent(signal.SIGTERM, self.parent_pid)
@@ -157,7 +168,7 @@ class AgentDaemon:
         self.tasks = TaskRunner(self.aid, self.host, self.launchers, self.sender,
                                 run_as_client_user=self.run_as_client_user, trusted_link=self.trusted_link,
                                 keep_env=self.keep_env, max_report=self.max_report, max_output=self.max_output,
-                                handoff=HandoffWriter(self.handoff_dir) if self.handoff_dir else None)
+                                handoff=self._handoff_writer())
         self._wake_r, self._wake_w = socket.socketpair()
         for s in (self._wake_r, self._wake_w):
             s.setblocking(False)
