@@ -9,18 +9,17 @@ reads), and the two ends' bounds and refusals on real files.
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 from conftest import wait_until
 from test_security import threads
 
 from taylorism_zmq import run_as_server
-from taylorism_zmq.agent.handoff import LOOK_EVERY, HandoffWriter
+from taylorism_zmq.agent.handoff import TAKEN_BYTES, HandoffWriter
 from taylorism_zmq.client import embedded
 from taylorism_zmq.client.handoff import HandoffDir, HandoffError
 from taylorism_zmq.errors import UnverifiedReportError
-from taylorism_zmq.wire.handoff import MARK, reference, referenced_name
+from taylorism_zmq.wire.handoff import MARK, TAKEN, reference, referenced_name
 
 BIG = 200_000
 
@@ -35,22 +34,28 @@ def blobs(report: dict) -> dict[int, int]:
     return {int(r["report"]["tag"]): len(r["report"]["blob"]) for r in report["workers_report"]}
 
 
-def test_large_results_come_whole_through_files_that_are_removed_once_read():
+def unread(directory: str) -> set[str]:
+    """The files of a handoff directory that a reference may name (not taken yet)."""
+    return {name for name in os.listdir(directory) if not name.startswith(TAKEN)}
+
+
+def test_large_results_come_whole_through_files_given_back_once_read():
     boss = run_as_server(dict(zt="big", size=BIG), dict(tag=list(range(6))), scheduler=threads(2))
     boss.wait_till_finished()
     assert blobs(boss.get_report()) == dict.fromkeys(range(6), BIG)
     assert handoff_dir().startswith("/dev/shm/") or not os.path.isdir("/dev/shm")
-    assert os.listdir(handoff_dir()) == []  # each read, then removed
+    assert unread(handoff_dir()) == set()  # each read, then given back (renamed taken-NAME)
+    assert len(os.listdir(handoff_dir())) <= 6
 
 
 def test_a_detached_jobs_files_stay_for_an_attach_and_small_results_go_inline(tmp_path):
     """Detached: what an attach may read again stays; a result under the threshold never makes a file."""
-    before = set(os.listdir(run_and_dir()))
+    before = unread(run_and_dir())
     boss = run_as_server(dict(zt="big"), dict(tag=[0, 1, 2], size=[BIG, BIG, 1000]), scheduler=threads(2),
                          detach=True)
     boss.wait_till_finished()
     assert blobs(boss.get_report()) == {0: BIG, 1: BIG, 2: 1000}
-    kept = set(os.listdir(handoff_dir())) - before
+    kept = unread(handoff_dir()) - before
     assert len(kept) == 2, kept  # the two large ones, kept; the small one went through the boss
     for name in kept:
         os.unlink(os.path.join(handoff_dir(), name))
@@ -71,11 +76,11 @@ def test_a_file_changed_before_the_client_reads_it_fails_its_task_unopened(tmp_p
     gate = tmp_path / "gate"
     boss = run_as_server(dict(zt="big", size=BIG, gate=str(gate)), dict(tag=[0, 1]), scheduler=threads(2))
     boss.make_them_work(terminate=True)
-    before = set(os.listdir(directory))
+    before = unread(directory)
     gate.touch()
     # the client reads reports only when its program waits for them: the files are there, not read yet
-    written = wait_until(lambda: set(os.listdir(directory)) - before if len(os.listdir(directory)) >= 2 + len(before)
-                         else None, 20, "the agent to write the two results")
+    written = wait_until(lambda: unread(directory) - before if len(unread(directory) - before) >= 2 else None, 20,
+                         "the agent to write the two results")
     for name in written:
         with open(os.path.join(directory, name), "r+b") as f:
             f.seek(BIG // 2)
@@ -115,7 +120,7 @@ def test_the_client_reads_by_name_only_in_its_own_directory(own_dir, tmp_path):
         f.write(b"payload")
     assert own_dir.take(reference(name), 100, keep=True) == b"payload"
     assert own_dir.take(reference(name), 100) == b"payload"
-    assert not os.path.exists(os.path.join(own_dir.path, name))
+    assert os.listdir(own_dir.path) == [TAKEN + name]  # given back to the agent
     with pytest.raises(HandoffError, match="not in"):
         own_dir.take(reference(name), 100)  # taken already
     outside = tmp_path / "secret"
@@ -164,10 +169,10 @@ def test_the_agent_hands_off_up_to_its_bound_then_through_the_boss_until_files_a
         first = referenced_name(refs[0])
         assert (tmp_path / first).read_bytes() == b"\x00" * (100 << 10)
         assert os.stat(tmp_path / first).st_mode & 0o777 == 0o600
-        os.unlink(tmp_path / first)  # the client took one
-        time.sleep(LOOK_EVERY)
-        assert writer.hand(b"z" * (100 << 10)) is not None
-        assert writer.handed == 3
+        os.rename(tmp_path / first, tmp_path / (TAKEN + first))  # the client took one
+        third = writer.hand(b"z" * (50 << 10) + b"!" * (50 << 10))
+        assert third is not None and writer.handed == 3
+        assert (tmp_path / referenced_name(third)).read_bytes() == b"z" * (50 << 10) + b"!" * (50 << 10)
     finally:
         writer.close()
 
@@ -203,7 +208,8 @@ def test_the_files_of_reports_that_come_after_their_job_ended_here_are_removed()
     conn._to_job(Msg.REPORTS, {"job": "job-gone", "reports": [row, [*row[:2], reference("0123abcd-2"), *row[3:]]],
                                "trusted": True, "owned": True})
     assert not os.path.exists(os.path.join(directory, "0123abcd-2"))
-    assert not os.path.exists(os.path.join(directory, "0123abcd-1"))  # (the second message's: gone too)
+    assert not os.path.exists(os.path.join(directory, "0123abcd-1"))  # (the second message's: given back too)
+    assert os.path.exists(os.path.join(directory, TAKEN + "0123abcd-2"))
     conn.keep_handed.discard("job-kept")
 
 
@@ -215,3 +221,31 @@ def test_an_agent_whose_handoff_directory_cannot_be_opened_sends_results_through
                          boss=cluster.control)
     boss.wait_till_finished()
     assert blobs(boss.get_report()) == {0: BIG, 1: BIG}
+
+
+def test_the_agent_writes_its_next_results_in_the_files_taken_and_keeps_few_of_them(tmp_path):
+    """A taken file is written in again (the same inode, what it held beyond cut off); a taken file turned into
+    a link or a fifo by anyone is not written through; taken files beyond TAKEN_BYTES are removed."""
+    writer = HandoffWriter(str(tmp_path), smallest=10)
+    try:
+        first = referenced_name(writer.hand(b"a" * 100))
+        inode = os.stat(tmp_path / first).st_ino
+        os.rename(tmp_path / first, tmp_path / (TAKEN + first))
+        second = referenced_name(writer.hand(b"b" * 40))
+        assert os.stat(tmp_path / second).st_ino == inode and (tmp_path / second).read_bytes() == b"b" * 40
+        assert sorted(os.listdir(tmp_path)) == [second]
+        outside = tmp_path.parent / "outside"
+        outside.write_bytes(b"keep me")
+        os.unlink(tmp_path / second)
+        os.symlink(outside, tmp_path / (TAKEN + second))
+        third = referenced_name(writer.hand(b"c" * 40))
+        assert outside.read_bytes() == b"keep me" and (tmp_path / third).read_bytes() == b"c" * 40
+        assert not (tmp_path / third).is_symlink()
+        big = [referenced_name(writer.hand(b"d" * (TAKEN_BYTES // 3))) for _ in range(5)]
+        for name in [third, *big]:
+            os.rename(tmp_path / name, tmp_path / (TAKEN + name))
+        writer.hand(b"e" * 20)  # (a look: the taken files found, three of them kept at most)
+        taken = [n for n in os.listdir(tmp_path) if n.startswith(TAKEN)]
+        assert sum(os.path.getsize(tmp_path / n) for n in taken) <= TAKEN_BYTES, taken
+    finally:
+        writer.close()

@@ -3,8 +3,8 @@
 See :mod:`..wire.handoff`.  The client makes the directory (0700, on tmpfs where there is one, named for this
 process so that a killed client's is removed at the next start), reads a file only by a name of the agent's
 form and only there (opened relative to the directory, no link followed, a regular file of this user's), and
-removes it once read, unless the job may be read again (a detached job, an attach: the file then stays until
-the embedded daemons stop).
+once read renames it ``taken-NAME`` (its agent writes its next results in it), unless the job may be read again
+(a detached job, an attach: the file then stays until the embedded daemons stop).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Iterable
 
 from ..processes import owner_tag
-from ..wire.handoff import referenced_name
+from ..wire.handoff import TAKEN, referenced_name
 
 #: where it goes when there is a tmpfs for it
 TMPFS = "/dev/shm"
@@ -57,21 +57,22 @@ class HandoffDir:
         finally:
             os.close(fd)
         if not keep:
-            try:
-                os.unlink(name, dir_fd=self._fd)
-            except OSError:
-                pass
+            self._give_back(name)
         return data
 
+    def _give_back(self, name: str) -> None:
+        """Say a file is taken: renamed, for its agent to write its next results in (see agent/handoff.py)."""
+        try:
+            os.rename(name, TAKEN + name, src_dir_fd=self._fd, dst_dir_fd=self._fd)
+        except OSError:
+            pass
+
     def discard(self, payloads: Iterable[bytes]) -> None:
-        """Remove the files of these references (of reports no one will read: their job ended here)."""
+        """Give back the files of these references (of reports no one will read: their job ended here)."""
         for payload in payloads:
             name = referenced_name(payload)
             if name is not None:
-                try:
-                    os.unlink(name, dir_fd=self._fd)
-                except OSError:
-                    pass
+                self._give_back(name)
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -23,6 +23,11 @@ MARK = b"\xc1"
 _NAME = re.compile(rb"[0-9a-f]{8,32}-[0-9]{1,20}")
 
 
+#: what a file the client read is renamed to (*TAKEN* + its name): the agent writes its next results in it, in
+#: pages the tmpfs has already (a file made and removed per result cost both ends three times as much)
+TAKEN = "taken-"
+
+
 def reference(name: str) -> bytes:
     """The payload that stands for the file *name* (one that :func:`referenced_name` reads back)."""
     data = MARK + name.encode()
