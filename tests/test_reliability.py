@@ -380,7 +380,7 @@ def test_issue14_a_killed_client_leaves_nothing_for_long(tmp_path):
         if __name__ == "__main__":
             batch_main(dict(zt="nap"), dict(tag=[1]), print_report=lambda r: None)
             shared = SharedNumpyArray(numpy.zeros(10))
-            print("LEFT", embedded._embedded.directory, shared._path,
+            print("LEFT", embedded._embedded.directory, shared._path, embedded._embedded.handoff.path,
                   *[p.pid for p in embedded._embedded.processes], flush=True)
             time.sleep(120)
     """))
@@ -390,8 +390,8 @@ def test_issue14_a_killed_client_leaves_nothing_for_long(tmp_path):
         while not line.startswith("LEFT "):
             line = proc.stdout.readline()
             assert line, "the client ended before it said what it holds"
-        directory, shm, *pids = line.split()[1:]
-        assert os.path.isdir(directory) and os.path.exists(shm)
+        directory, shm, handoff, *pids = line.split()[1:]
+        assert os.path.isdir(directory) and os.path.exists(shm) and os.path.isdir(handoff)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -401,8 +401,9 @@ def test_issue14_a_killed_client_leaves_nothing_for_long(tmp_path):
     from taylorism_zmq.client.embedded import clean_leftovers
 
     removed = clean_leftovers()
-    assert directory in removed and shm in removed
+    assert directory in removed and shm in removed and handoff in removed  # (the handed-off results' too)
     assert not os.path.exists(directory) and not os.path.exists(shm) and not os.path.exists(shm + ".lock")
+    assert not os.path.exists(handoff)
 
 
 def test_issue14_a_client_whose_boss_takes_nothing_more_gets_a_clear_error_not_a_hang(cluster_factory):
