@@ -14,7 +14,7 @@ import pytest
 from conftest import wait_until
 from test_security import threads
 
-from taylorism_zmq import run_as_server
+from taylorism_zmq import Boss, run_as_server
 from taylorism_zmq.agent.handoff import TAKEN_BYTES, HandoffWriter
 from taylorism_zmq.client import embedded
 from taylorism_zmq.client.handoff import HandoffDir, HandoffError
@@ -57,6 +57,10 @@ def test_a_detached_jobs_files_stay_for_an_attach_and_small_results_go_inline(tm
     assert blobs(boss.get_report()) == {0: BIG, 1: BIG, 2: 1000}
     kept = unread(handoff_dir()) - before
     assert len(kept) == 2, kept  # the two large ones, kept; the small one went through the boss
+    again = Boss.attach(boss.job_id)  # (read again from the files kept)
+    again.wait_till_finished()
+    assert blobs(again.get_report()) == {0: BIG, 1: BIG, 2: 1000}
+    assert unread(handoff_dir()) - before == kept
     for name in kept:
         os.unlink(os.path.join(handoff_dir(), name))
 
