@@ -23,8 +23,8 @@ from .config_file import find_config, load_config, parse_bool
 
 _UNSET = object()
 #: options that are not settings
-_SKIP = {"help", "version", "parent_pid", "parent_fd", "fork_socket", "config", "print_config", "command",
-         "embedded"}
+_SKIP = {"help", "version", "parent_pid", "parent_fd", "fork_socket", "handoff_dir", "config", "print_config",
+         "command", "embedded"}
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:

@@ -253,3 +253,16 @@ def test_the_agent_writes_its_next_results_in_the_files_taken_and_keeps_few_of_t
         assert sum(os.path.getsize(tmp_path / n) for n in taken) <= TAKEN_BYTES, taken
     finally:
         writer.close()
+
+
+def test_the_handoff_directory_is_no_setting_of_the_hosts_agents():
+    """Only the embedded client gives it: a TAYLORISM_HANDOFF_DIR in the environment or a config file's
+    handoff_dir would make a cluster's agent write its results where no client reads them."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TAYLORISM_HANDOFF_DIR="/tmp/nowhere")
+    shown = subprocess.run([sys.executable, "-m", "taylorism_zmq", "agent", "--print-config"], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "slots" in shown.stdout and "handoff" not in shown.stdout + shown.stderr
