@@ -108,6 +108,12 @@ def test_an_agent_of_a_cluster_that_hands_off_is_refused_and_nothing_is_read(clu
     with pytest.raises(UnverifiedReportError, match="names a file its agent wrote on that host"):
         boss.wait_till_finished()
     assert len(os.listdir(elsewhere)) == 1  # written by the agent, never read nor removed by the client
+    # a failure is never handed off, however large: the boss reads it for its status page
+    boss = run_as_server(dict(zt="big", fail=True, size=BIG), dict(tag=[0]), scheduler=threads(1),
+                         boss=cluster.control)
+    with pytest.raises(ValueError, match="failed on purpose"):
+        boss.wait_till_finished()
+    assert len(os.listdir(elsewhere)) == 1
 
 
 # -- the client's end: what it reads, and what it refuses --------------------------------------------------------
@@ -152,6 +158,16 @@ def test_the_client_follows_no_link_and_reads_no_special_file_nor_one_too_large(
     with pytest.raises(HandoffError, match="at most 100 bytes"):
         own_dir.take(reference("0123abcd-3"), 100)
     assert outside.read_bytes() == b"not yours"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to give a file to another user")
+def test_the_client_reads_no_file_of_another_user(own_dir):
+    path = os.path.join(own_dir.path, "0123abcd-1")
+    with open(path, "wb") as f:
+        f.write(b"planted")
+    os.chown(path, 65534, 65534)
+    with pytest.raises(HandoffError, match="not a file of this user's"):
+        own_dir.take(reference("0123abcd-1"), 100)
 
 
 def test_the_directory_goes_with_its_client(tmp_path):
