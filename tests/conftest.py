@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import pathlib
@@ -31,13 +32,18 @@ if os.geteuid() == 0:
 
 # tcp endpoints use CURVE: the tests get a key pair of their own, authorized, for every process they start
 # (removed at the end of the run)
+# (under pytest-xdist each worker is a run of its own, with its own keys: tests authorize keys, revoke them, and
+# write the status page's token in the key directory)
 _made_keys = None
-if "TAYLORISM_TEST_KEYS" not in os.environ:
+if "TAYLORISM_TEST_KEYS" not in os.environ or os.environ.get("TAYLORISM_TEST_KEYS_MADE_BY") not in (None, str(
+        os.getpid())):
     from taylorism_zmq.wire.security import keygen
 
     _made_keys = tempfile.mkdtemp(prefix="taylorism-test-keys-")
     keygen(pathlib.Path(_made_keys))
     os.environ["TAYLORISM_KEY_DIR"] = os.environ["TAYLORISM_TEST_KEYS"] = _made_keys
+    os.environ["TAYLORISM_TEST_KEYS_MADE_BY"] = str(os.getpid())
+    atexit.register(shutil.rmtree, _made_keys, True)  # (also where no test ran: an xdist controller)
 
 
 @contextlib.contextmanager
@@ -117,6 +123,19 @@ def free_port() -> int:
         _handed_out.add(port)
         return port
     raise RuntimeError("no free port below the ephemeral range")
+
+
+def free_port_pair() -> int:
+    """A free port whose next one is free too (a boss's reports go to its control port + 1 by default)."""
+    for _ in range(100):
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two free ports in a row")
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
@@ -280,10 +299,20 @@ def _our_processes() -> dict[int, tuple[str, list[str]]]:
             env = p.environ()
         except (psutil.Error, OSError):
             continue
-        forked = p.info["cmdline"] == me.cmdline() and p.info["create_time"] >= me.create_time()
+        forked = p.info["cmdline"] == me.cmdline() and p.info["create_time"] >= me.create_time() and \
+            not _another_worker(p, me)
         if env.get(RUN_MARKER) == run or forked:
             found[p.info["pid"]] = (env.get(NODE_MARKER, "a fork of the test process"), p.info["cmdline"] or [])
     return found
+
+
+def _another_worker(p: psutil.Process, me: psutil.Process) -> bool:
+    """*p* is another pytest-xdist worker of this run (same command line as this one, same parent), not a
+    fork of this process."""
+    try:
+        return bool(os.environ.get("PYTEST_XDIST_WORKER")) and p.ppid() == me.ppid()
+    except psutil.Error:
+        return False
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import free_port, wait_until
+from conftest import free_port, free_port_pair, wait_until
 from test_settings import command, settings_of
 
 
@@ -99,7 +99,7 @@ def test_the_boss_honours_taylorism_port_and_reports_port(tmp_path):
 
 def test_a_busy_derived_report_port_says_it_was_derived():
     with socket.socket() as busy:
-        port = free_port()
+        port = free_port_pair()
         busy.bind(("127.0.0.1", port + 1))
         busy.listen()
         out = command("boss", "--port", str(port), timeout=30)

@@ -13,7 +13,6 @@ import os
 import pathlib
 import re
 import shlex
-import socket
 import stat
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import psutil
 import pytest
 import zmq
 import zt_workers  # noqa: F401 - registers the test worker classes
-from conftest import alive, free_port, wait_until
+from conftest import alive, free_port_pair, wait_until
 
 import taylorism_zmq
 from taylorism_zmq import batch_main, run_as_server
@@ -336,19 +335,6 @@ def test_every_python_block_runs_as_shown(block, tmp_path):
     assert done.returncode == 0, f"{block.page.name}:{block.line}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
 
 
-def _free_port_pair() -> int:
-    """A port that is free with the next one (the boss's reports go to the control port + 1)."""
-    for _ in range(100):
-        port = free_port()
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no two free ports in a row")
-
-
 def _start_boss(command: list[str], env: dict[str, str], log: pathlib.Path) -> subprocess.Popen:
     """Start a boss logging to *log*; return once it listens (or fail with its log, if it exited)."""
     boss = subprocess.Popen([*command, "--log-file", str(log)], cwd=log.parent, env=env, stdin=subprocess.DEVNULL)
@@ -363,7 +349,7 @@ def test_the_readmes_cluster_quick_start_runs_on_one_machine(tmp_path):
     (block,) = blocks_of_section(README, "A cluster", "sh")
     address = re.search(r"tcp://([\d.]+):5555", block)
     assert address, "the quick-start names its boss's address"
-    port = _free_port_pair()
+    port = free_port_pair()
     lines = [line.replace(f"{address.group(1)}:5555", f"127.0.0.1:{port}") for line in commands(block)]
     (driver,) = [b.text for b in blocks(README) if b.lang == "python" and "__main__" in b.text]
     assert "my_driver.py" in section(README, "Your program") and "python my_driver.py" in lines
