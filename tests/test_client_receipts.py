@@ -11,7 +11,7 @@ import pytest
 import zmq
 
 from taylorism_zmq.client.connection import Connection
-from taylorism_zmq.client.receipts import ACK_BYTES, ASK_AGAIN, STREAMS_KEPT, Receipts
+from taylorism_zmq.client.receipts import ACK_BYTES, ASK_AGAIN, END_ACK_BYTES, STREAMS_KEPT, Receipts
 from taylorism_zmq.wire import protocol
 from taylorism_zmq.wire.protocol import Msg
 from taylorism_zmq.wire.sockets import configure_bound
@@ -42,18 +42,25 @@ def test_unnumbered_messages_are_taken_as_they_come():
     assert receipts.acks == []
 
 
-def test_the_boss_hears_what_came_every_ack_bytes_at_a_jobs_end_and_after_a_reconnection():
+def test_the_boss_hears_what_came_every_ack_bytes_at_a_large_jobs_end_and_after_a_reconnection():
     receipts = Receipts()
+    assert receipts.last_word() is None
     receipts.take(_numbered(1), ACK_BYTES - 1)
     assert receipts.to_say(1.0) is None
     receipts.take(_numbered(2), 1)
     assert receipts.to_say(1.0) == {"acks": [[7, 2]], "resend": False}
-    receipts.take(_numbered(3), 1, ends=True)
-    assert receipts.to_say(1.0) == {"acks": [[7, 3]], "resend": False}
+    receipts.take(_numbered(3), 1, ends=True)  # a small job's end: the heartbeat says it
     assert receipts.to_say(1.0) is None
-    assert receipts.to_say(1.0, reconnected=True) == {"acks": [[7, 3]], "resend": True}
-    receipts.not_said({"acks": [[7, 3]], "resend": True})  # (the socket's queue was full)
-    assert receipts.to_say(1.0) == {"acks": [[7, 3]], "resend": True}
+    receipts.take(_numbered(4), END_ACK_BYTES)
+    receipts.take(_numbered(5), 1, ends=True)  # a job's end after much: said at once
+    assert receipts.to_say(1.0) == {"acks": [[7, 5]], "resend": False}
+    assert receipts.to_say(1.0) is None
+    assert receipts.to_say(1.0, reconnected=True) == {"acks": [[7, 5]], "resend": True}
+    receipts.not_said({"acks": [[7, 5]], "resend": True})  # (the socket's queue was full)
+    assert receipts.to_say(1.0) == {"acks": [[7, 5]], "resend": True}
+    assert receipts.last_word() is None  # (nothing came since)
+    receipts.take(_numbered(6), 1)
+    assert receipts.last_word() == {"acks": [[7, 6]], "resend": False} and receipts.last_word() is None
 
 
 def test_a_new_stream_is_taken_from_its_first_message_and_the_old_ones_are_remembered_a_while():
@@ -139,5 +146,6 @@ def test_a_client_connection_acts_once_on_each_numbered_message_in_order(fake_bo
         pass
     assert [(kind, body.get("seq")) for kind, body in inbox] == [
         (Msg.REPORTS, 1), (Msg.REPORTS, 2), (Msg.REPORTS, 3), (Msg.JOB_END, 4)]
-    assert _acks_heard(router) == [{"acks": [[5, 4]], "resend": False}]  # (told at the job's end)
+    assert _acks_heard(router) == []  # (a small job's end: its heartbeats say it)
+    assert conn.receipts.acks == [[5, 4]]
     assert conn.receipts.duplicates == 2 and conn.receipts.out_of_order == 1

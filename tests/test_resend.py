@@ -13,6 +13,7 @@ import zmq
 from conftest import wait_until
 
 from taylorism_zmq.boss.outbox import Outbox
+from taylorism_zmq.boss.resend import RESEND_EVERY
 from taylorism_zmq.wire import protocol
 from taylorism_zmq.wire.protocol import Msg
 from taylorism_zmq.wire.sockets import configure_bound
@@ -212,3 +213,31 @@ def test_a_gone_clients_copies_are_forgotten(router_and_dealers):
     assert outbox.unacked.total
     outbox.check_away(outbox.clock() + 10)
     assert not outbox.unacked.streams and outbox.unacked.total == 0
+
+
+def test_a_client_asking_again_and_again_gets_one_resend_a_period(router_and_dealers):
+    """Each resend moves all of a client's copies: one asked sooner than RESEND_EVERY after the last is done at
+    the next check after it, whatever the number of asks (a client cannot make the boss do it per message)."""
+    router, dealer = router_and_dealers
+    a = dealer()
+    counters: collections.Counter = collections.Counter()
+    now = [1000.0]
+    outbox = Outbox(router, counters, lambda route: [], may_return=lambda route: True, clock=lambda: now[0])
+    outbox.send([_reports(0)])
+    stream = _received(a, 1)[0][1]["stream"]
+    outbox.acknowledged(ROUTE, [[stream, 0]], resend=True)
+    outbox.flush()
+    assert [b["seq"] for _, b in _received(a, 1)] == [1] and counters["resent_to_clients"] == 1
+    for _ in range(100):
+        outbox.acknowledged(ROUTE, [[stream, 0]], resend=True)
+    outbox.flush()
+    _nothing_more(a)
+    now[0] += RESEND_EVERY / 2
+    outbox.check_away(now[0])
+    outbox.flush()
+    _nothing_more(a)
+    now[0] += RESEND_EVERY
+    outbox.check_away(now[0])
+    outbox.flush()
+    assert [b["seq"] for _, b in _received(a, 1)] == [1] and counters["resent_to_clients"] == 2
+    _nothing_more(a)

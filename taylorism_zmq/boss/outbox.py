@@ -251,10 +251,12 @@ class Outbox:
     def acknowledged(self, route: bytes, acks: list[list[int]], resend: bool) -> None:
         """The client at *route* has the numbered messages *acks* says; with *resend*, it may lack those sent
         after: they go again, before anything that waits for it (nothing sent twice is acted on twice there)."""
-        got = self.unacked.acknowledged(route, acks, self.clock())
-        if not resend or got is None:
-            return
-        copies = self.unacked.take_back(route, got)
+        now = self.clock()
+        if self.unacked.acknowledged(route, acks, now) is not None and resend:
+            self._resend(route, now)
+
+    def _resend(self, route: bytes, now: float) -> None:
+        copies = self.unacked.take_back(route, now)
         if not copies:
             return
         queue = self._backlog.setdefault(route, collections.deque())
@@ -312,6 +314,8 @@ class Outbox:
                 self.unacked.forget(route)
                 self.send(self.overflow(route))
         self.unacked.expire(now, self.away_for, self._backlog)  # (clients gone: the copies kept for them)
+        for route in list(self.unacked.due):  # (resends asked too soon after the last)
+            self._resend(route, now)
 
     def flush(self) -> None:
         """Send what waits for slow peers, as far as they take it (not to those paused, nor away)."""

@@ -45,6 +45,9 @@ NUMBERED = frozenset({Msg.REPORTS, Msg.JOB_END})
 WINDOW = 64 << 20
 #: bytes of copies of all clients: beyond, the oldest of the client with the most are forgotten
 TOTAL_BYTES = 1 << 30
+#: seconds between two resends to one client at least: one asked sooner is done then (a client asking on and on
+#: costs the boss one move of its copies a period, not one a message)
+RESEND_EVERY = 0.5
 
 #: a copy: (number, frames as sent, their bytes)
 Copy = tuple[int, list[bytes], int]
@@ -61,12 +64,16 @@ class Stream:
     #: what libzmq took and the client has not acknowledged, in order
     copies: collections.deque[Copy] = field(default_factory=collections.deque)
     bytes: int = 0
+    #: the number up to which the client said it has every message
+    acked: int = 0
     #: the numbers up to which copies were forgotten at the bound (said to the client if it asks for them)
     lost: int = 0
     #: the next message tells the client which numbers will never come (no copy was left to carry it)
     tell_lost: bool = False
     #: when the client last acknowledged, or was sent, anything of it
     heard: float = 0.0
+    #: when its copies were last sent again
+    resent_at: float = float("-inf")
 
 
 class Unacknowledged:
@@ -80,6 +87,8 @@ class Unacknowledged:
         self.streams: dict[bytes, Stream] = {}
         #: bytes of all copies
         self.total = 0
+        #: routes whose client asked for a resend sooner than RESEND_EVERY after the last: done at the next check
+        self.due: set[bytes] = set()
 
     def number(self, route: bytes, body: dict, now: float) -> dict:
         """*body* with its number on *route*'s stream (a copy: one body may go to several routes)."""
@@ -121,6 +130,7 @@ class Unacknowledged:
                 got = max(got, n)
         if got:
             stream.heard = now
+            stream.acked = max(stream.acked, got)
         copies = stream.copies
         while copies and copies[0][0] <= got:
             size = copies.popleft()[2]
@@ -128,12 +138,19 @@ class Unacknowledged:
             self.total -= size
         return got
 
-    def take_back(self, route: bytes, got: int) -> list[Copy]:
-        """The copies after *got* (the client lacks them), taken out to be sent again; the first tells the
-        client which numbers will never come, if their copies were forgotten at the bound."""
+    def take_back(self, route: bytes, now: float) -> list[Copy]:
+        """The copies the client at *route* lacks, taken out to be sent again (none sooner than RESEND_EVERY
+        after the last time: the route is *due* then); the first tells the client which numbers will never
+        come, if their copies were forgotten at the bound."""
         stream = self.streams.get(route)
         if stream is None:
             return []
+        if now - stream.resent_at < RESEND_EVERY:
+            self.due.add(route)
+            return []
+        self.due.discard(route)
+        stream.resent_at = now
+        got = stream.acked
         copies = [copy for copy in stream.copies if copy[0] > got]
         for _seq, _frames, size in copies:
             stream.bytes -= size
@@ -154,11 +171,13 @@ class Unacknowledged:
     def forget(self, route: bytes) -> None:
         """The client is gone (or this boss stood down): its stream and copies with it."""
         stream = self.streams.pop(route, None)
+        self.due.discard(route)
         if stream is not None:
             self.total -= stream.bytes
 
     def forget_all(self) -> None:
         self.streams.clear()
+        self.due.clear()
         self.total = 0
 
     def expire(self, now: float, after: float, keep: Container[bytes]) -> None:

@@ -480,6 +480,14 @@ class Connection:
         self._stop_beating.set()
         if self._beater.is_alive():
             self._beater.join(timeout=5)
+        last_word = self.receipts.last_word()
+        if last_word is not None and self.lock.acquire(timeout=1):
+            try:
+                self.sock.send_multipart(protocol.encode(Msg.CLIENT_ACK, last_word), zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass  # (its heartbeats stopped: the boss forgets the copies at the client timeout)
+            finally:
+                self.lock.release()
         self._handshake.close()
         if self._probe is not None:
             self._probe.close()

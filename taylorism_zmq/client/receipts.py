@@ -8,7 +8,8 @@ on, and nothing is held for later: memory stays that of the last few streams' nu
 
 A stream is known by its random id, so that a new boss (the other of a pair, a restart) starts afresh, and a late
 message of the previous one is not taken for the new one's.  The boss is told what came (:meth:`Receipts.acks`,
-in the heartbeats and in CLIENT_ACK) every ACK_BYTES read, at each job's end, and when it is asked for a resend.
+in the heartbeats and in CLIENT_ACK) every ACK_BYTES read, at the end of a job that brought END_ACK_BYTES, when
+it asks for a resend, and as the connection closes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ log = logging.getLogger("taylorism_zmq")
 STREAMS_KEPT = 4
 #: bytes of numbered messages read between two acknowledgements at most (the boss's window is 64 MiB)
 ACK_BYTES = 8 << 20
+#: bytes read since the last acknowledgement that a job's end says at once (a small job's wait for the heartbeat:
+#: an acknowledgement per job would cost a round trip of one-task jobs a message more)
+END_ACK_BYTES = 256 << 10
 #: seconds before a resend is asked again, when the gap it was asked for is still there
 ASK_AGAIN = 2.0
 
@@ -83,7 +87,7 @@ class Receipts:
         if not gap:
             self.ahead.clear()
         resend = reconnected or self._resend_unsaid or (gap and now - self._asked_at >= ASK_AGAIN)
-        if not (resend or self._unsaid >= ACK_BYTES or self._end_seen):
+        if not (resend or self._unsaid >= ACK_BYTES or (self._end_seen and self._unsaid >= END_ACK_BYTES)):
             return None
         if resend:
             self._asked_at = now
@@ -93,4 +97,12 @@ class Receipts:
     def not_said(self, body: dict[str, Any]) -> None:
         """The CLIENT_ACK *body* could not be sent (the socket's queue is full): say it with the next."""
         self._resend_unsaid = body["resend"]
-        self._end_seen = True  # (an acknowledgement at the next look, whatever it is)
+        self._unsaid = max(self._unsaid, ACK_BYTES)  # (an acknowledgement at the next look, whatever it is)
+
+    def last_word(self) -> dict[str, Any] | None:
+        """The CLIENT_ACK of a connection that closes, if anything came since the last one (the boss forgets
+        its copies now, not at the client timeout)."""
+        if not self._unsaid or not self.acks:
+            return None
+        self._unsaid = 0
+        return {"acks": self.acks, "resend": False}
