@@ -32,7 +32,7 @@ NEEDS: dict[Msg, frozenset[str] | None] = {
     Msg.STATUS: frozenset({CLIENT, ADMIN}),
     Msg.SUBMIT: frozenset({CLIENT, ADMIN}), Msg.ADD_TASKS: frozenset({CLIENT, ADMIN}),
     Msg.CONTROL: frozenset({CLIENT, ADMIN}), Msg.ATTACH: frozenset({CLIENT, ADMIN}),
-    Msg.CLIENT_ALIVE: frozenset({CLIENT, ADMIN}),
+    Msg.CLIENT_ALIVE: frozenset({CLIENT, ADMIN}), Msg.CLIENT_ACK: frozenset({CLIENT, ADMIN}),
     Msg.ADMIN: frozenset({ADMIN}),
     Msg.REGISTER: frozenset({AGENT}), Msg.GOODBYE: frozenset({AGENT}),
     Msg.AGENT_REPORTS: frozenset({AGENT}), Msg.HEARTBEAT: frozenset({AGENT}), Msg.AGENT_OUTPUT: frozenset({AGENT}),

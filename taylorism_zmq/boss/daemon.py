@@ -58,7 +58,7 @@ DRAIN_BATCH = 256
 #: what the log says of a bug of the boss (the test suite fails a test during which a daemon logs it)
 BUG = "a bug of the boss"
 #: messages that show a client is alive
-_CLIENT_KINDS = frozenset({Msg.HELLO, Msg.SUBMIT, Msg.ADD_TASKS, Msg.CONTROL, Msg.PING, Msg.ATTACH})
+_CLIENT_KINDS = frozenset({Msg.HELLO, Msg.SUBMIT, Msg.ADD_TASKS, Msg.CONTROL, Msg.PING, Msg.ATTACH, Msg.CLIENT_ACK})
 #: what agents send on the report socket (PULL); every other message comes on the control ROUTER
 REPORT_SOCKET_KINDS = frozenset({Msg.AGENT_REPORTS, Msg.AGENT_OUTPUT})
 #: a message handler: (route, validated body, now, sender's identity) -> the messages to send
@@ -116,6 +116,7 @@ class BossDaemon:
             # clients
             Msg.HELLO: state.on_hello, Msg.SUBMIT: state.on_submit, Msg.ADD_TASKS: state.on_add_tasks,
             Msg.CONTROL: state.on_control, Msg.ATTACH: self.on_attach, Msg.CLIENT_ALIVE: self.on_client_alive,
+            Msg.CLIENT_ACK: self.on_client_ack,
             Msg.PING: state.on_ping, Msg.STATUS: self.on_status, Msg.ADMIN: state.on_admin,
             Msg.TAKEOVER: pair.on_takeover,
             # the other boss of a pair (boss/peer.py)
@@ -147,6 +148,9 @@ class BossDaemon:
         """A client's heartbeat, from its heartbeat socket, for its main connection (which must be its own)."""
         client = body["client"].encode()  # sent from the client's heartbeat socket, for its main one
         if self.guard.route_of(client, who):
+            acks = body.get("acks")
+            if acks and self.outbox is not None:  # (what its main connection has of the numbered messages)
+                self.outbox.acknowledged(client, acks, resend=False)
             return self.state.client_alive(client, now)
         if client in self.guard.routes:
             raise Refused("CLIENT_ALIVE for a connection of another identity")
@@ -158,6 +162,13 @@ class BossDaemon:
             return self.state.client_alive(client, now)
         # else a connection not heard yet (this boss just restarted, and its main socket has not spoken): nothing
         # to keep alive
+        return []
+
+    def on_client_ack(self, route: bytes, body: dict, now: float, who: Identity) -> list[Out]:
+        """What a client has of the numbered messages sent on its connection, and whether it lacks some sent
+        after (boss/resend.py): acted on for the connection it came on, whatever streams it names."""
+        if self.outbox is not None:
+            self.outbox.acknowledged(route, body["acks"], resend=body["resend"])
         return []
 
     def stop(self) -> None:

@@ -35,7 +35,10 @@ DROPPED = {"bad_messages": "bad_message", "unknown_agent_messages": "unknown_age
            "orphan_claims_over": "restart_claim_over_the_cap",
            "quota_refused": "job_over_its_keys_quota",
            "output_gaps_unmarked": "live_output_gap_not_marked", "frames_over_cap": "frame_over_the_cap",
-           "undelivered_to_gone_peers": "message_to_a_peer_gone"}
+           "undelivered_to_gone_peers": "message_to_a_peer_gone",
+           # copies kept to send a client again (boss/resend.py) forgotten at the bound, and those a client then
+           # lacked for good
+           "unacked_dropped": "copy_to_send_again_over_the_cap", "unacked_lost": "lost_on_its_way_to_a_client"}
 #: boss counters exported as taylorism_jobs_ended_total{status=...}
 JOB_ENDS = ("finished", "failed", "stopped", "cancelled")
 #: jobs that get series of their own in taylorism_job_tasks; the others are summed under job="other"
@@ -117,6 +120,10 @@ class _StatusCollector(Collector):
         left = CounterMetricFamily("taylorism_agents_left", "Agents that said goodbye since the boss started")
         left.add_metric([], counters.get("agents_left", 0))
         yield left
+        resent = CounterMetricFamily("taylorism_resent_to_clients", "Reports and job ends sent a client again: "
+                                     "it said it may lack them (its connection dropped with them on their way)")
+        resent.add_metric([], counters.get("resent_to_clients", 0))
+        yield resent
         queued = CounterMetricFamily("taylorism_tasks_queued", "Tasks sent to an agent behind a running task of "
                                      "their job (reused processes), started there as that one ended")
         queued.add_metric([], counters.get("tasks_queued", 0))

@@ -18,6 +18,9 @@ other peer not connected (an agent, lost at once; a connection with no job) is g
 for a peer gone is logged and counted (``undelivered_to_gone_peers``, ``backlog_bytes_dropped``).  Nothing is
 sent to a *paused* route (another key took its routing id over) until its owner speaks from it again: what would
 be dropped is, the rest waits.  Routes are secret: logs name the peer's key.
+
+What libzmq took for a client and the client has not acknowledged is kept, numbered, and sent again when the
+client says it lacks it (resend.py): a connection that drops takes what was on its way with it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from ..wire.peer_logging import worth_logging
 from ..wire.protocol import Msg
 from .model import Out
 from .output_gaps import OutputGaps
+from .resend import NUMBERED, Unacknowledged
 
 log = logging.getLogger("taylorism_zmq.boss")
 
@@ -91,7 +95,8 @@ class Outbox:
         #: seconds a route may stay away before what waits for it is forgotten (the client timeout)
         self.away_for = away_for
         self.clock = clock
-        self._backlog: dict[bytes, collections.deque] = {}
+        #: route -> what waits for it: (frames, its number on the route's stream or 0, bytes)
+        self._backlog: dict[bytes, collections.deque[tuple[list[bytes], int, int]]] = {}
         self._backlog_bytes: collections.Counter = collections.Counter()
         self._total = 0
         #: peers whose backlog is over HOLD_BYTES (the boss dispatches nothing for their jobs)
@@ -100,6 +105,8 @@ class Outbox:
         self.away: dict[bytes, float] = {}
         #: live output dropped and not said yet (output_gaps.py)
         self.gaps = OutputGaps(counters)
+        #: what clients were sent and have not acknowledged (resend.py)
+        self.unacked = Unacknowledged(counters, describe)
 
     def __bool__(self) -> bool:
         """True while messages wait for a slow peer that may take them (not for one paused, nor away)."""
@@ -118,18 +125,22 @@ class Outbox:
             if kind is Msg.OUTPUT:
                 self._output(route, body, waits, dropped_as)
                 continue
-            if kind is Msg.REPORTS:
-                body = self.gaps.mark_reports(route, body)
-            elif kind is Msg.JOB_END:
-                self.gaps.forget_job(body["job"])
+            seq = 0
+            if kind in NUMBERED:
+                if kind is Msg.REPORTS:
+                    body = self.gaps.mark_reports(route, body)
+                else:
+                    self.gaps.forget_job(body["job"])
+                body = self.unacked.number(route, body, self.clock())
+                seq = body["seq"]
             frames = [route, *protocol.encode(kind, body)]
             if waits:
                 if policy == DROP:
                     self._drop(route, kind, dropped_as)
                 else:
-                    self._queue(route, frames)
+                    self._queue(route, frames, seq)
                 continue
-            self._send(route, frames, kind, policy, dropped_as)
+            self._send(route, frames, kind, policy, dropped_as, seq)
 
     def _output(self, route: bytes, body: dict, waits: bool, dropped_as: str | None) -> None:
         """Live output: sent, or, for a client busy a moment (libzmq holds 4 messages for it), waiting in its
@@ -151,11 +162,19 @@ class Outbox:
             return
         self.gaps.said(route, body["job"], said)
 
-    def _send(self, route: bytes, frames: list[bytes], kind: Msg, policy: str, dropped_as: str | None) -> bool:
+    def _send(self, route: bytes, frames: list[bytes], kind: Msg, policy: str, dropped_as: str | None,
+              seq: int = 0) -> bool:
         """Send one message; False if it did not go (dropped, or waiting for its peer), True if it did or its peer
-        is gone (nothing of it is kept, not even a gap in its live output)."""
+        is gone (nothing of it is kept, not even a gap in its live output).  A numbered one (*seq*) waits while
+        its client has a window of copies unacknowledged (resend.py)."""
+        size = sum(len(f) for f in frames) if seq else 0
         try:
+            if seq and not self.unacked.room(route, size):
+                self.counters["acks_awaited"] += 1  # (push back: its client acknowledges what it reads)
+                raise zmq.Again
             self.router.send_multipart(frames, zmq.NOBLOCK)
+            if seq:
+                self.unacked.sent(route, seq, frames, size)
             return True
         except zmq.Again:
             why = "which does not read"
@@ -173,7 +192,7 @@ class Outbox:
         if policy == DROP:
             self._drop(route, kind, dropped_as, why)
         else:
-            self._queue(route, frames)
+            self._queue(route, frames, seq)
         return False
 
     def _drop(self, route: bytes, kind: Msg, dropped_as: str | None, why: str | None = None) -> None:
@@ -185,11 +204,15 @@ class Outbox:
                           "which is not connected" if route in self.away else "which does not read")
             log.warning("dropped %s for %s, %s (%d %s so far)", kind.name, self.describe(route), why, n, counter)
 
-    def _queue(self, route: bytes, frames: list[bytes]) -> None:
+    def _queue(self, route: bytes, frames: list[bytes], seq: int = 0) -> None:
         size = sum(len(f) for f in frames)
-        self._backlog.setdefault(route, collections.deque()).append(frames)
+        self._backlog.setdefault(route, collections.deque()).append((frames, seq, size))
         self._backlog_bytes[route] += size
         self._total += size
+        self._check_bounds(route)
+
+    def _check_bounds(self, route: bytes) -> None:
+        """Hold the dispatch of a client whose backlog grew past HOLD_BYTES; cut a peer past the bounds."""
         if self._backlog_bytes[route] > HOLD_BYTES and route not in self.held:
             self.held.add(route)
             log.warning("%s %s: %d bytes wait for it; its jobs get no new task until it reads them",
@@ -210,6 +233,7 @@ class Outbox:
                     self._backlog_bytes[route], self.max_bytes, self.max_total, self.counters["peers_cut"])
         self._forget(route)
         self.gaps.forget_route(route)
+        self.unacked.forget(route)
         self.send(self.overflow(route))
 
     def _forget(self, route: bytes) -> None:
@@ -222,6 +246,31 @@ class Outbox:
         """Forget every backlog (this boss stood down: what it had to say is no longer its to say)."""
         for route in list(self._backlog):
             self._forget(route)
+        self.unacked.forget_all()
+
+    def acknowledged(self, route: bytes, acks: list[list[int]], resend: bool) -> None:
+        """The client at *route* has the numbered messages *acks* says; with *resend*, it may lack those sent
+        after: they go again, before anything that waits for it (nothing sent twice is acted on twice there)."""
+        now = self.clock()
+        if self.unacked.acknowledged(route, acks, now) is not None and resend:
+            self._resend(route, now)
+
+    def _resend(self, route: bytes, now: float) -> None:
+        copies = self.unacked.take_back(route, now)
+        if not copies:
+            return
+        queue = self._backlog.setdefault(route, collections.deque())
+        size = 0
+        for seq, frames, bytes_ in reversed(copies):
+            queue.appendleft((frames, seq, bytes_))
+            size += bytes_
+        self._backlog_bytes[route] += size
+        self._total += size
+        self.counters["resent_to_clients"] += len(copies)
+        log.info("%s may lack what was on its way to it: sending it %d message(s) again, from number %d "
+                 "(%d resent so far)", self.describe(route), len(copies), copies[0][0],
+                 self.counters["resent_to_clients"])
+        self._check_bounds(route)
 
     def _gone(self, route: bytes, kind: Msg | None = None) -> None:
         """A peer not connected that will not come back: forget what waits for it (and the message of *kind* that
@@ -236,6 +285,7 @@ class Outbox:
                             "for it (%d so far)", self.describe(route), lost, n)
         self._forget(route)
         self.gaps.forget_route(route)
+        self.unacked.forget(route)
         self.send(self.unreachable(route))
 
     def heard(self, route: bytes) -> None:
@@ -261,7 +311,11 @@ class Outbox:
                             self._backlog_bytes[route], self.counters["peers_away_too_long"])
                 self._forget(route)
                 self.gaps.forget_route(route)
+                self.unacked.forget(route)
                 self.send(self.overflow(route))
+        self.unacked.expire(now, self.away_for, self._backlog)  # (clients gone: the copies kept for them)
+        for route in list(self.unacked.due):  # (resends asked too soon after the last)
+            self._resend(route, now)
 
     def flush(self) -> None:
         """Send what waits for slow peers, as far as they take it (not to those paused, nor away)."""
@@ -272,8 +326,11 @@ class Outbox:
     def _flush_route(self, route: bytes) -> None:
         queue = self._backlog[route]
         while queue:
+            frames, seq, size = queue[0]
+            if seq and not self.unacked.room(route, size):
+                break  # (its client has a window of copies unacknowledged: it waits for the acknowledgement)
             try:
-                self.router.send_multipart(queue[0], zmq.NOBLOCK)
+                self.router.send_multipart(frames, zmq.NOBLOCK)
             except zmq.Again:
                 break
             except zmq.ZMQError as exc:
@@ -285,7 +342,9 @@ class Outbox:
                     self._gone(route)
                 return
             self.away.pop(route, None)
-            size = sum(len(f) for f in queue.popleft())
+            queue.popleft()
+            if seq:
+                self.unacked.sent(route, seq, frames, size)
             self._backlog_bytes[route] -= size
             self._total -= size
         if not queue:

@@ -30,6 +30,7 @@ from ..wire.handshake import HandshakeWatch
 from ..wire.protocol import Msg, ProtocolError
 from ..wire.sockets import configure_connected, disconnect, resolve_problem
 from .handoff import HandoffDir
+from .receipts import Receipts
 
 log = logging.getLogger("taylorism_zmq")
 
@@ -44,6 +45,11 @@ CLIENT_HEARTBEAT = 2.0
 SWITCH_AFTER = 1.5
 #: seconds before a connection the boss turned away for now (its connections at a bound) asks again
 BUSY_RETRY = 0.5
+#: seconds between two looks, while pumping, for a connection that came up again (what was on its way to this
+#: process may be lost with the one before: the boss is asked to send it again)
+RECONNECT_LOOK = 0.2
+#: what the boss numbers (boss/resend.py): taken in order only (receipts.py)
+_NUMBERED = frozenset({Msg.REPORTS, Msg.JOB_END})
 
 
 def default_timeout() -> float:
@@ -119,6 +125,11 @@ class Connection:
         self.max_frame = protocol.MAX_FRAME
         #: messages of the boss of a type not for clients (ignored)
         self.unknown_messages = 0
+        #: what came of the boss's numbered messages, and what to tell it (receipts.py)
+        self.receipts = Receipts()
+        #: the connections to a boss this process had, as of the last look (a new one: ask for a resend)
+        self._connections_seen = 0
+        self._next_look = 0.0
         #: what the boss says, by type
         self.handlers: dict[Msg, Callable[[dict[str, Any]], None]] = {
             Msg.REFUSED: self.on_refused, Msg.WELCOME: self.on_welcome, Msg.PONG: self.on_pong,
@@ -252,30 +263,54 @@ class Connection:
             key_file=key_file, fingerprint=finger, fix=fix)
 
     def pump(self, timeout: float) -> bool:
-        """Receive what is there (waiting up to *timeout* s for the first); True if anything came."""
+        """Receive what is there (waiting up to *timeout* s for the first); True if anything came.  Then tell
+        the boss what came of its numbered messages, if it should hear it now."""
         with self.lock:
-            got = False
-            if not self.sock.poll(int(timeout * 1000)):
-                return False
-            while True:
-                try:
-                    frames = self.sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    return got
-                got = True
-                self.last_heard = time.monotonic()
-                try:
-                    kind, body = protocol.decode(frames)
-                except ProtocolError as exc:
-                    log.warning("dropped a bad message from the boss at %s: %s", self.endpoint, exc)
-                    continue
-                handler = self.handlers.get(kind)
-                if handler is None:
-                    self.unknown_messages += 1
-                    log.warning("the boss at %s sent a %s, which is not for clients: ignored (%d such message(s) "
-                                "so far)", self.endpoint, kind.name, self.unknown_messages)
-                    continue
-                handler(body)
+            got = bool(self.sock.poll(int(timeout * 1000))) and self._receive()
+            self._acknowledge()
+            return got
+
+    def _receive(self) -> bool:
+        got = False
+        while True:
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return got
+            got = True
+            self.last_heard = time.monotonic()
+            try:
+                kind, body = protocol.decode(frames)
+            except ProtocolError as exc:
+                log.warning("dropped a bad message from the boss at %s: %s", self.endpoint, exc)
+                continue
+            if kind in _NUMBERED and not self.receipts.take(body, len(frames[-1]), ends=kind is Msg.JOB_END):
+                continue  # (had already, or beyond a gap: the boss is asked to send again from the gap)
+            handler = self.handlers.get(kind)
+            if handler is None:
+                self.unknown_messages += 1
+                log.warning("the boss at %s sent a %s, which is not for clients: ignored (%d such message(s) "
+                            "so far)", self.endpoint, kind.name, self.unknown_messages)
+                continue
+            handler(body)
+
+    def _acknowledge(self) -> None:
+        """Tell the boss what came of its numbered messages, when it should hear it (receipts.py): a gap seen,
+        much read, a job's end, or this socket connected again (its connection dropped: what was on its way is
+        asked for again; nothing may come after it to show a gap)."""
+        now = time.monotonic()
+        reconnected = False
+        if now >= self._next_look:
+            self._next_look = now + RECONNECT_LOOK
+            self._handshake.read()
+            seen, self._connections_seen = self._connections_seen, self._handshake.succeeded
+            reconnected = self._connections_seen > max(seen, 1)  # (the first connection lost nothing)
+        body = self.receipts.to_say(now, reconnected)
+        if body is not None:
+            try:
+                self.sock.send_multipart(protocol.encode(Msg.CLIENT_ACK, body), zmq.NOBLOCK)
+            except zmq.Again:
+                self.receipts.not_said(body)  # (a queue full for now: said with the next pump)
 
     def _move(self, endpoint: str | None) -> None:
         """Talk to *endpoint* from now on (another boss of the list), greet it, and submit this process's jobs
@@ -393,8 +428,10 @@ class Connection:
                 sock.connect(endpoint)
             frames = protocol.encode(Msg.CLIENT_ALIVE, {"client": self.client_id})
             while not self._stop_beating.wait(CLIENT_HEARTBEAT):
+                acks = self.receipts.acks  # (what came of the boss's numbered messages: it forgets their copies)
                 try:
-                    sock.send_multipart(frames, zmq.NOBLOCK)
+                    sock.send_multipart(protocol.encode(Msg.CLIENT_ALIVE, {"client": self.client_id, "acks": acks})
+                                        if acks else frames, zmq.NOBLOCK)
                 except zmq.Again:
                     pass
         finally:
@@ -450,6 +487,14 @@ class Connection:
         self._stop_beating.set()
         if self._beater.is_alive():
             self._beater.join(timeout=5)
+        last_word = self.receipts.last_word()
+        if last_word is not None and self.lock.acquire(timeout=1):
+            try:
+                self.sock.send_multipart(protocol.encode(Msg.CLIENT_ACK, last_word), zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass  # (its heartbeats stopped: the boss forgets the copies at the client timeout)
+            finally:
+                self.lock.release()
         self._handshake.close()
         if self._probe is not None:
             self._probe.close()

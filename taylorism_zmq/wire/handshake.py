@@ -35,21 +35,29 @@ class HandshakeWatch:
         self.key_refused = False
         #: the last failure was the boss turning this key away for now (its connections: ZAP status 500)
         self.busy = False
+        #: the cause of a failed handshake read by :meth:`read` and not returned by :meth:`check` yet
+        self._problem: str | None = None
 
     def check(self) -> str | None:
-        """Read the events there are; return the cause of a failed handshake, if one failed."""
-        problem = None
+        """Read the events there are; return the cause of a failed handshake, if one failed since the last
+        check (and none went through after it)."""
+        self.read()
+        problem, self._problem = self._problem, None
+        return problem
+
+    def read(self) -> None:
+        """Read the events there are (to count the connections that came up); a failure is kept for check."""
         while True:
             try:
                 event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
             except zmq.Again:
-                return problem
+                return
             kind = event["event"]
             if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.succeeded += 1
-                problem = None
+                self._problem = None
             else:
-                problem = self._explain(kind, event["value"])
+                self._problem = self._explain(kind, event["value"])
                 self.busy = kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH and event["value"] == BUSY
                 self.key_refused = kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH and not self.busy
 

@@ -33,7 +33,10 @@ import msgpack
 #:    integrity.claim_proof), which a boss that restarted checks before it takes the claim
 #: 7: RUN rows end with the id of the running task a task is queued behind (None: it starts at once)
 #: 8: SUBMIT may carry the job's first tasks and classes (as ADD_TASKS does): a small job is one message
-VERSION = 8
+#: 9: REPORTS and JOB_END to a client are numbered (seq, on a stream of the boss's for that connection); the
+#:    client says what it has (CLIENT_ACK, and the acks of its CLIENT_ALIVE) and asks for what it missed
+#:    (boss/resend.py): a peer of version 8 would never acknowledge, and the boss's copies would hold it back
+VERSION = 9
 VERSION_FRAME = bytes([VERSION])
 #: default (and largest) cap for one frame received by a daemon (zmq MAXMSGSIZE and decode check)
 MAX_FRAME = 256 * 1024 * 1024
@@ -73,6 +76,7 @@ class Msg(enum.IntEnum):
     ADMIN = 7  # operators: drain / undrain a host
     ATTACH = 8  # take over a detached job (its reports so far, then the rest)
     CLIENT_ALIVE = 9  # client heartbeat: its jobs live while it does
+    CLIENT_ACK = 10  # the numbered messages the client has, per stream; resend: send again what it lacks
     # boss -> client
     WELCOME = 20
     REPORTS = 21
@@ -153,6 +157,9 @@ SCHEMAS: dict[Msg, dict[str, Any]] = {
     Msg.ADMIN: {"action": str, "target": str},
     Msg.ATTACH: {"job": str},
     Msg.CLIENT_ALIVE: {"client": str},
+    # acks: [stream, n] rows, for each stream of numbered messages the client knows: it has every one up to n;
+    # resend: it may lack some sent after (a gap in the numbers, or its connection came up again)
+    Msg.CLIENT_ACK: {"acks": Rows((int, int)), "resend": bool},
     # max_frame: the largest frame the boss accepts (clients split their submissions under it)
     Msg.WELCOME: {"agents": int, "boss": str, "max_frame": int},
     # index, ok, payload, host, name, stdout, stderr, tag (the task process's, or empty: see integrity.py);
@@ -217,6 +224,12 @@ OPTIONAL: dict[Msg, dict[str, Any]] = {
     Msg.SUBMIT: {"tasks": TASK_ROWS, "classes": dict},
     # a client's: the agents the boss has (a program that waits on a boss with none is told why)
     Msg.PONG: {"agents": int},
+    # what the client has of the boss's numbered messages, as in CLIENT_ACK (it beats from another socket)
+    Msg.CLIENT_ALIVE: {"acks": Rows((int, int))},
+    # to a client: the number of this message on the boss's stream for its connection (boss/resend.py); lost:
+    # the numbers up to which copies were forgotten at the boss's bound (they will never come)
+    Msg.REPORTS: {"seq": int, "stream": int, "lost": int},
+    Msg.JOB_END: {"seq": int, "stream": int, "lost": int},
 }
 
 #: what a message of these kinds may take: its body's bytes and the items of any one list in it, checked before
@@ -225,7 +238,7 @@ OPTIONAL: dict[Msg, dict[str, Any]] = {
 #: other kinds are bounded by the receiver's frame cap
 KIND_LIMITS: dict[Msg, tuple[int, int]] = {
     **{kind: (64 << 10, 64) for kind in (Msg.HELLO, Msg.PING, Msg.STATUS, Msg.CONTROL, Msg.ATTACH,
-                                          Msg.CLIENT_ALIVE, Msg.ADMIN, Msg.GOODBYE, Msg.HEARTBEAT,
+                                          Msg.CLIENT_ALIVE, Msg.CLIENT_ACK, Msg.ADMIN, Msg.GOODBYE, Msg.HEARTBEAT,
                                           # (a pair's: its beats and acknowledgements, an operator's takeover)
                                           Msg.PEER_STATE, Msg.SYNC, Msg.REPL_ACK, Msg.HANDOVER, Msg.HANDED_OVER,
                                           Msg.NOT_ACTIVE, Msg.TAKEOVER)},
