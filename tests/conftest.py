@@ -92,10 +92,14 @@ def process_state(proc: subprocess.Popen) -> str:
         return f"ended with code {proc.returncode}"
     try:
         process = psutil.Process(proc.pid)
-        waits = sorted({pathlib.Path(f"/proc/{proc.pid}/task/{t.id}/wchan").read_text() for t in process.threads()})
-        return f"{process.status()}, its threads waiting in {', '.join(waits)}"
-    except (psutil.Error, OSError) as exc:
+        state = process.status()
+    except psutil.Error as exc:
         return f"unknown ({exc})"
+    try:  # (a daemon that made itself not dumpable hides these from other users)
+        waits = sorted({pathlib.Path(f"/proc/{proc.pid}/task/{t.id}/wchan").read_text() for t in process.threads()})
+    except (psutil.Error, OSError):
+        return state
+    return f"{state}, its threads waiting in {', '.join(waits)}"
 
 
 def _ephemeral_low() -> int:
