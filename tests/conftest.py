@@ -92,6 +92,22 @@ def alive(pid: int) -> bool:
         return False
 
 
+def process_state(proc: subprocess.Popen) -> str:
+    """What a process of the test is doing: its state and threads' waits, or how it ended."""
+    if proc.poll() is not None:
+        return f"ended with code {proc.returncode}"
+    try:
+        process = psutil.Process(proc.pid)
+        state = process.status()
+    except psutil.Error as exc:
+        return f"unknown ({exc})"
+    try:  # (a daemon that made itself not dumpable hides these from other users)
+        waits = sorted({pathlib.Path(f"/proc/{proc.pid}/task/{t.id}/wchan").read_text() for t in process.threads()})
+    except (psutil.Error, OSError):
+        return state
+    return f"{state}, its threads waiting in {', '.join(waits)}"
+
+
 def _ephemeral_low() -> int:
     try:
         return int(pathlib.Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
@@ -242,6 +258,17 @@ class Cluster:
 
     def wait_agents(self, n: int, timeout: float = 15.0) -> None:
         wait_until(lambda: len(self.status()["hosts"]) >= n, timeout, f"{n} agents")
+
+    def wait_heard(self, agent: subprocess.Popen, timeout: float = 20.0) -> None:
+        """Wait until the boss has heard *agent* within the last second (it beats every 0.2 s); else fail saying
+        what its process is doing, which the boss's "lost (silent ...)" cannot tell: running, held, or gone."""
+        def heard() -> bool:
+            return any(f"-{agent.pid}-" in h["agent"] and h["last_seen"] < 1.0 for h in self.status()["hosts"])
+
+        try:
+            wait_until(heard, timeout, f"the boss to hear agent {agent.pid}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; its process: {process_state(agent)}") from None
 
     def wait_running_on(self, host: str, timeout: float = 10.0) -> None:
         """Wait until the boss says tasks run on *host*."""

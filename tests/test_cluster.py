@@ -148,6 +148,7 @@ def test_of_two_failures_reported_together_the_first_is_raised(cluster_factory, 
         wait_until(lambda: not any(alive(pid) for pid in tasks), 20, "both tasks to fail, one after the other")
     finally:
         agent.send_signal(signal.SIGCONT)
+    cluster.wait_heard(agent)  # (a silent agent otherwise leaves the job waiting for the test's timeout)
     with pytest.raises(ValueError, match="^first failed on purpose"):
         boss.wait_till_finished()
 

@@ -3,12 +3,15 @@ goes to the terminal written above the progress line, never on it."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import pathlib
 import re
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 
 import pytest
@@ -169,3 +172,51 @@ def test_a_line_left_open_above_the_bar_is_ended(use_tqdm):
     seen = screen(stream.getvalue())
     assert seen[0].startswith("[w] xxx") and "done" not in seen[0] and "long" not in seen[0]
     assert "1/2" in seen[-1]
+
+
+class _SlowTerminal(io.StringIO):
+    """A terminal each write to which takes a moment, as a pipe read by a busy program does: other threads of
+    the program run meanwhile."""
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        time.sleep(0.0005)
+        return written
+
+
+@pytest.mark.parametrize("use_tqdm", [False, True])
+def test_a_record_logged_by_another_thread_never_lands_on_the_progress_line(use_tqdm):
+    """The program's other threads log while live output is written and the line drawn again (a timer's warning,
+    in the talkers above): each write above the line and each redraw is whole, never cut by another thread's."""
+    from taylorism_zmq.client.live_output import LiveOutput
+    from taylorism_zmq.client.progress import Progress
+    from taylorism_zmq.wire.protocol import STDOUT
+
+    if use_tqdm:
+        pytest.importorskip("tqdm")
+    terminal = _SlowTerminal()
+    logger = logging.getLogger("taylorism_zmq.test_progress_truth.another_thread")
+    handler = logging.StreamHandler(terminal)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        bar = Progress(60, terminal, use_tqdm=use_tqdm, name="race")
+        live = LiveOutput(stdout=terminal, stderr=terminal)
+        live.write = bar.write_above
+        chatter = threading.Thread(target=lambda: [logger.warning("record %d", i) for i in range(60)])
+        chatter.start()
+        for i in range(60):
+            bar.update(i, 1, 0)
+            live.feed(0, "w", STDOUT, f"line {i}\n".encode())
+        chatter.join()
+        bar.update(60, 0, 0)
+        bar.close()
+    finally:
+        logger.removeHandler(handler)
+    seen = [line for line in screen(terminal.getvalue()) if line]
+    whole = re.compile(r"\[w\] line \d+|record \d+|race: .*")
+    assert all(whole.fullmatch(line) and ("line" not in line or "record" not in line) for line in seen), seen
+    assert not [line for line in seen if line.startswith("race: ") and ("[w]" in line or "record" in line)], seen
+    assert sorted(line for line in seen if line.startswith("[w] ")) == sorted(f"[w] line {i}" for i in range(60))
+    assert sorted(line for line in seen if line.startswith("record ")) == sorted(f"record {i}" for i in range(60))

@@ -3,13 +3,16 @@
 While the bar is drawn, what else goes to the terminal goes above it: the tasks' live output, and the records
 of log handlers writing to stdout or stderr (``verbose=True`` logs each start and report; footprints sets up a
 handler on stderr for the root logger).  The bar's line is cleared before such a write and drawn again after,
-so that the two never share a line.
+so that the two never share a line.  Each such write, and each redraw, holds one lock: the program's other
+threads log too (a timer's warning, say), and one of their records written between the clearing of the line and
+the live output meant for it drew the bar again there first, and the output went on the bar's line.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from typing import Any, TextIO
 
@@ -24,6 +27,8 @@ class Progress:
         self.start = time.monotonic()
         self.done = 0
         self._line = ""
+        #: held by each write to the terminal (the bar's, and what goes above it), whatever thread makes it
+        self._lock = threading.RLock()
         self._bar: Any = None
         if use_tqdm:
             try:
@@ -37,49 +42,53 @@ class Progress:
         self._redirect_logs()
 
     def update(self, done: int, running: int, failed: int) -> None:
-        if self._bar is not None:
-            self._bar.update(done - self.done)
-            self._bar.set_postfix(running=running, failed=failed, refresh=False)
-        else:
-            elapsed = time.monotonic() - self.start
-            eta = f"{elapsed / done * (self.total - done):.0f}s" if done else "?"
-            width = 30
-            filled = int(width * done / self.total) if self.total else width
-            self._line = (f"{self.name + ': ' if self.name else ''}[{'#' * filled}{'.' * (width - filled)}] "
-                          f"{done}/{self.total} done, {running} running, {failed} failed, ETA {eta}")
-            self.stream.write(f"\r{self._line}   ")
-            self.stream.flush()
-        self.done = done
+        with self._lock:
+            if self._bar is not None:
+                self._bar.update(done - self.done)
+                self._bar.set_postfix(running=running, failed=failed, refresh=False)
+            else:
+                elapsed = time.monotonic() - self.start
+                eta = f"{elapsed / done * (self.total - done):.0f}s" if done else "?"
+                width = 30
+                filled = int(width * done / self.total) if self.total else width
+                self._line = (f"{self.name + ': ' if self.name else ''}[{'#' * filled}{'.' * (width - filled)}] "
+                              f"{done}/{self.total} done, {running} running, {failed} failed, ETA {eta}")
+                self.stream.write(f"\r{self._line}   ")
+                self.stream.flush()
+            self.done = done
 
     def close(self) -> None:
-        for handler, stream in self._handlers:
-            handler.setStream(stream)
-        self._handlers.clear()
-        if self._bar is not None:
-            self._bar.close()
-        else:
-            self.stream.write("\n")
-            self.stream.flush()
+        with self._lock:
+            for handler, stream in self._handlers:
+                handler.setStream(stream)
+            self._handlers.clear()
+            if self._bar is not None:
+                self._bar.close()
+            else:
+                self.stream.write("\n")
+                self.stream.flush()
+                self._line = ""  # (a record another thread logs after this goes to its stream as it is)
 
     def write_above(self, text: str, file: TextIO | None = None) -> None:
         """Write *text* to *file* (default: the bar's stream), above the bar; a line it leaves open is ended,
         so that the bar drawn again after it has a line of its own."""
-        file = file or self.stream
-        if text and not text.endswith("\n"):
-            text += "\n"
-        if self._bar is not None:
-            with self._bar.external_write_mode(file=self.stream):
-                file.write(text)
-                file.flush()
-            return
-        if self._line:
-            self.stream.write("\r" + " " * (len(self._line) + 3) + "\r")
-            self.stream.flush()
-        file.write(text)
-        file.flush()
-        if self._line:
-            self.stream.write(f"{self._line}   ")
-            self.stream.flush()
+        with self._lock:
+            file = file or self.stream
+            if text and not text.endswith("\n"):
+                text += "\n"
+            if self._bar is not None:
+                with self._bar.external_write_mode(file=self.stream):
+                    file.write(text)
+                    file.flush()
+                return
+            if self._line:
+                self.stream.write("\r" + " " * (len(self._line) + 3) + "\r")
+                self.stream.flush()
+            file.write(text)
+            file.flush()
+            if self._line:
+                self.stream.write(f"{self._line}   ")
+                self.stream.flush()
 
     def _redirect_logs(self) -> None:
         terminal = {id(self.stream), id(sys.stdout), id(sys.stderr)}
