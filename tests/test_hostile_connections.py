@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import zmq
 from conftest import authorized_socket, wait_until
 from test_security import authorized_dir, make_user, mallory, victim_cluster, wait_key_known  # noqa: F401
@@ -92,6 +91,19 @@ def test_a_handshake_that_never_ends_is_closed_after_the_handshake_timeout(clust
         assert time.monotonic() - start < 5
 
 
+def mallory_turned_away(cluster, key_dir, tries: int = 5) -> bool:
+    """Mallory's own next connection is turned away, and told why.  (Its flood's connections let go connect
+    again: a new one may find a place that one of them left a moment ago, which the flood takes back; a second
+    look then finds the key at its bound again.)"""
+    for _ in range(tries):
+        try:
+            status_as(cluster, key_dir, timeout=5)
+        except BossUnreachableError as exc:
+            assert "turned this connection away for now" in str(exc), exc
+            return True
+    return False
+
+
 def test_one_keys_many_connections_do_not_lock_anyone_out(cluster_factory, mallory, tmp_path):  # noqa: F811
     """Issue 21 (9): 400 authorized connections of one key locked out every other client, agent and admin,
     and the key reload failed with EMFILE (a revocation made meanwhile did not take effect)."""
@@ -123,8 +135,7 @@ def test_one_keys_many_connections_do_not_lock_anyone_out(cluster_factory, mallo
                 answered.add(sock)
         assert status_as(cluster)["boss"]  # the admin gets in
         assert status_as(cluster, alice)["boss"]  # so does another user
-        with pytest.raises(BossUnreachableError, match="turned this connection away for now"):
-            status_as(cluster, key_dir, timeout=5)  # mallory's own next connection is told why
+        assert mallory_turned_away(cluster, key_dir), "mallory's connections past 50 were let in"
         (authorized_dir() / f"{alice_name}.key").unlink()  # revoked while the flood holds on
 
         def refused() -> bool:
