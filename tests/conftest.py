@@ -441,3 +441,40 @@ def namespaces() -> Iterator[list[Namespace]]:
         for ns in made:
             subprocess.run(["ip", "link", "del", ns.link], capture_output=True)
             subprocess.run(["ip", "netns", "del", ns.name], capture_output=True)
+
+
+@pytest.fixture
+def router_and_dealers(tmp_path):
+    """A ROUTER set up as the boss's, and a maker of DEALERs connected to it, each with the routing id given
+    (closed after); a DEALER that *speaks* sends a PING first: the ROUTER knows a route once a message came."""
+    import zmq
+
+    from taylorism_zmq.wire import protocol
+    from taylorism_zmq.wire.protocol import Msg
+    from taylorism_zmq.wire.sockets import configure_bound
+
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    configure_bound(router, protocol.MAX_FRAME)
+    router.router_mandatory = 1
+    router.router_handover = 1
+    endpoint = f"ipc://{tmp_path}/control"
+    router.bind(endpoint)
+    dealers = []
+
+    def dealer(route: bytes, speak: bool = True) -> zmq.Socket:
+        sock = ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.routing_id = route
+        sock.connect(endpoint)
+        dealers.append(sock)
+        if speak:
+            sock.send_multipart(protocol.encode(Msg.PING, {}))
+            assert router.poll(5000) and router.recv_multipart()[0] == route
+        return sock
+
+    yield router, dealer
+    for sock in dealers:
+        sock.close()
+    router.close()
+    ctx.term()

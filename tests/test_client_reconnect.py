@@ -31,6 +31,18 @@ def _ports(pid: int, port: int, local: bool) -> set[int]:
     return {c.laddr.port for c in conns if c.raddr and c.raddr.port == port and c.status == "ESTABLISHED"}
 
 
+def _suspend_until_let_go(program: subprocess.Popen, cluster, meanwhile=None) -> None:
+    """Suspend *program* (SIGSTOP), do *meanwhile*, and wait until the boss has let its connections go (past
+    the zmq heartbeat timeout)."""
+    port = int(cluster.control.rpartition(":")[2])
+    its = wait_until(lambda: _ports(program.pid, port, local=False), 10, "the program's connections")
+    program.send_signal(signal.SIGSTOP)
+    if meanwhile is not None:
+        meanwhile()
+    wait_until(lambda: not its & _ports(cluster.boss.pid, port, local=True), HEARTBEAT_TIMEOUT_MS / 1000 + 10,
+               "the boss to let the suspended program's connections go")
+
+
 def _cut_main_connection(cluster, conn: connection.Connection, close: bool = False) -> None:
     """Drop the program's connection to the boss (*close*: the whole of it, heartbeats too, as a program that
     died), and wait until the boss has let it go: what it sends from then on finds no peer there."""
@@ -147,11 +159,7 @@ def test_a_program_suspended_past_the_heartbeat_timeout_gets_its_jobs_end_once_r
                                text=True, cwd="/")
     try:
         _task_started(pids)
-        port = int(cluster.control.rpartition(":")[2])
-        its = wait_until(lambda: _ports(program.pid, port, local=False), 10, "the program's connections")
-        program.send_signal(signal.SIGSTOP)
-        wait_until(lambda: not its & _ports(cluster.boss.pid, port, local=True), HEARTBEAT_TIMEOUT_MS / 1000 + 10,
-                   "the boss to let the suspended program's connections go")
+        _suspend_until_let_go(program, cluster)
         (pids / "release").touch()
         wait_until(lambda: not cluster.status()["jobs"], 60, "the job to end on the boss")
         program.send_signal(signal.SIGCONT)
@@ -196,12 +204,7 @@ def test_reports_on_their_way_when_a_suspended_programs_connection_dropped_reach
                                text=True, cwd="/")
     try:
         _task_started(started)
-        port = int(cluster.control.rpartition(":")[2])
-        its = wait_until(lambda: _ports(program.pid, port, local=False), 10, "the program's connections")
-        program.send_signal(signal.SIGSTOP)
-        gate.touch()  # every report comes now, while the program reads nothing
-        wait_until(lambda: not its & _ports(cluster.boss.pid, port, local=True), HEARTBEAT_TIMEOUT_MS / 1000 + 10,
-                   "the boss to let the suspended program's connections go")
+        _suspend_until_let_go(program, cluster, meanwhile=gate.touch)  # every report comes, the program reads none
         wait_until(lambda: not cluster.status()["jobs"], 60, "the job to end on the boss")
         program.send_signal(signal.SIGCONT)
         out, err = program.communicate(timeout=60)

@@ -7,46 +7,14 @@ from __future__ import annotations
 import collections
 import logging
 
-import pytest
 import zmq
 from conftest import wait_until
 
 from taylorism_zmq.boss.outbox import HOLD_BYTES, Outbox
 from taylorism_zmq.wire import protocol
 from taylorism_zmq.wire.protocol import Msg
-from taylorism_zmq.wire.sockets import configure_bound
 
 ROUTE = b"client-route-secret-7"
-
-
-@pytest.fixture
-def router_and_dealers(tmp_path):
-    """A ROUTER set up as the boss's, and a maker of DEALERs connected to it (closed after)."""
-    ctx = zmq.Context()
-    router = ctx.socket(zmq.ROUTER)
-    configure_bound(router, protocol.MAX_FRAME)
-    router.router_mandatory = 1
-    router.router_handover = 1
-    endpoint = f"ipc://{tmp_path}/control"
-    router.bind(endpoint)
-    dealers = []
-
-    def dealer(route: bytes = ROUTE, speak: bool = True) -> zmq.Socket:
-        sock = ctx.socket(zmq.DEALER)
-        sock.linger = 0
-        sock.routing_id = route
-        sock.connect(endpoint)
-        dealers.append(sock)
-        if speak:  # (the ROUTER knows the route once a message came from it)
-            sock.send_multipart(protocol.encode(Msg.PING, {}))
-            assert router.poll(5000) and router.recv_multipart()[0] == route
-        return sock
-
-    yield router, dealer
-    for sock in dealers:
-        sock.close()
-    router.close()
-    ctx.term()
 
 
 def _gone(router: zmq.Socket, route: bytes) -> None:
@@ -119,7 +87,7 @@ def test_what_a_client_is_sent_while_not_connected_reaches_it_when_it_connects_a
     outbox.check_away(clock[0])  # still away, within the client timeout: kept
     assert ROUTE in outbox.away and not peers.cut
     # its DEALER connects again, with the same routing id, and says nothing: the loop's checks find it back
-    back = dealer(speak=False)
+    back = dealer(ROUTE, speak=False)
     wait_until(lambda: outbox.check_away(clock[0]) or not outbox.waiting(), 10, "the backlog sent")
     got = _received(back, 3)
     assert [kind for kind, _ in got] == [Msg.REPORTS, Msg.REPORTS, Msg.JOB_END]
@@ -133,7 +101,7 @@ def test_a_client_that_speaks_again_is_sent_what_waits_at_once_and_its_dispatch_
     big = HOLD_BYTES // 4 + 1
     outbox.send([_reports(i, big) for i in range(4)])  # (one message each: each alone is under MERGE_BYTES)
     assert ROUTE in outbox.held  # bounded as a client that does not read: no new task for its jobs meanwhile
-    back = dealer(speak=False)
+    back = dealer(ROUTE, speak=False)
     back.send_multipart(protocol.encode(Msg.PING, {}))
     assert router.poll(5000) and router.recv_multipart()[0] == ROUTE
     outbox.heard(ROUTE)  # (the daemon: a message came from it)

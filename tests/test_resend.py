@@ -8,7 +8,6 @@ from __future__ import annotations
 import collections
 import logging
 
-import pytest
 import zmq
 from conftest import wait_until
 
@@ -16,38 +15,8 @@ from taylorism_zmq.boss.outbox import Outbox
 from taylorism_zmq.boss.resend import RESEND_EVERY
 from taylorism_zmq.wire import protocol
 from taylorism_zmq.wire.protocol import Msg
-from taylorism_zmq.wire.sockets import configure_bound
 
 ROUTE, OTHER = b"client-route-secret-a", b"client-route-secret-b"
-
-
-@pytest.fixture
-def router_and_dealers(tmp_path):
-    """A ROUTER set up as the boss's, and a maker of DEALERs connected to it (closed after)."""
-    ctx = zmq.Context()
-    router = ctx.socket(zmq.ROUTER)
-    configure_bound(router, protocol.MAX_FRAME)
-    router.router_mandatory = 1
-    router.router_handover = 1
-    endpoint = f"ipc://{tmp_path}/control"
-    router.bind(endpoint)
-    dealers = []
-
-    def dealer(route: bytes = ROUTE) -> zmq.Socket:
-        sock = ctx.socket(zmq.DEALER)
-        sock.linger = 0
-        sock.routing_id = route
-        sock.connect(endpoint)
-        dealers.append(sock)
-        sock.send_multipart(protocol.encode(Msg.PING, {}))  # (the ROUTER knows the route once it spoke)
-        assert router.poll(5000) and router.recv_multipart()[0] == route
-        return sock
-
-    yield router, dealer
-    for sock in dealers:
-        sock.close()
-    router.close()
-    ctx.term()
 
 
 def _outbox(router: zmq.Socket, counters: collections.Counter | None = None) -> Outbox:
@@ -120,7 +89,7 @@ def test_a_client_that_lost_what_was_on_its_way_gets_it_again_from_its_gap_in_or
     router, dealer = router_and_dealers
     counters: collections.Counter = collections.Counter()
     outbox = _outbox(router, counters)
-    first = dealer()
+    first = dealer(ROUTE)
     outbox.send([_reports(0)])
     outbox.send([_reports(1)])
     outbox.send([_reports(2)])
@@ -129,7 +98,7 @@ def test_a_client_that_lost_what_was_on_its_way_gets_it_again_from_its_gap_in_or
     first.close()  # numbers 2 and 3 die with it, unread
     wait_until(lambda: not _reachable(router), 10, "the ROUTER to let the connection go")
     outbox.send([_reports(3)])  # (waits: the client is away)
-    second = dealer()
+    second = dealer(ROUTE)
     outbox.heard(ROUTE)
     outbox.acknowledged(ROUTE, [[stream, 1]], resend=True)
     outbox.flush()
@@ -149,7 +118,7 @@ def _reachable(router: zmq.Socket) -> bool:
 
 def test_a_resend_asked_by_a_client_that_knows_no_stream_of_this_boss_sends_all_it_lacks(router_and_dealers):
     router, dealer = router_and_dealers
-    a = dealer()
+    a = dealer(ROUTE)
     outbox = _outbox(router)
     outbox.send([_reports(0)])
     outbox.send([_reports(1)])
@@ -161,7 +130,7 @@ def test_a_resend_asked_by_a_client_that_knows_no_stream_of_this_boss_sends_all_
 
 def test_past_its_window_what_a_client_is_sent_waits_for_its_acknowledgement(router_and_dealers):
     router, dealer = router_and_dealers
-    a = dealer()
+    a = dealer(ROUTE)
     counters: collections.Counter = collections.Counter()
     outbox = _outbox(router, counters)
     outbox.unacked.window = 3000
@@ -182,7 +151,7 @@ def test_past_its_window_what_a_client_is_sent_waits_for_its_acknowledgement(rou
 def test_past_the_bound_for_all_clients_the_oldest_copies_go_and_a_client_missing_them_is_told(
         router_and_dealers, caplog):
     router, dealer = router_and_dealers
-    a = dealer()
+    a = dealer(ROUTE)
     counters: collections.Counter = collections.Counter()
     outbox = _outbox(router, counters)
     outbox.unacked.max_total = 5000
@@ -204,7 +173,7 @@ def test_past_the_bound_for_all_clients_the_oldest_copies_go_and_a_client_missin
 
 def test_a_gone_clients_copies_are_forgotten(router_and_dealers):
     router, dealer = router_and_dealers
-    dealer()
+    dealer(ROUTE)
     outbox = _outbox(router)
     outbox.away_for = 5.0
     outbox.send([_reports(0)])
@@ -219,7 +188,7 @@ def test_a_client_asking_again_and_again_gets_one_resend_a_period(router_and_dea
     """Each resend moves all of a client's copies: one asked sooner than RESEND_EVERY after the last is done at
     the next check after it, whatever the number of asks (a client cannot make the boss do it per message)."""
     router, dealer = router_and_dealers
-    a = dealer()
+    a = dealer(ROUTE)
     counters: collections.Counter = collections.Counter()
     now = [1000.0]
     outbox = Outbox(router, counters, lambda route: [], may_return=lambda route: True, clock=lambda: now[0])
