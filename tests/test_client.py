@@ -359,3 +359,27 @@ def test_each_job_sends_the_environment_and_path_of_its_submission(monkeypatch, 
     env = client_env()
     env["environ"]["TZ_JOB_ENV_PROBE"] = "changed by a caller"
     assert "TZ_JOB_ENV_PROBE" not in client_env()["environ"]
+
+
+def test_a_thread_that_sends_is_not_kept_out_by_one_that_waits_for_its_job():
+    """Threads of a program share its connection: one waiting for its job's end pumps it, holding its lock while
+    it polls; another thread's message goes at its next short poll (it waited for the whole 0.5 s poll, and lost
+    the lock again to the pumping thread, Python's locks being unfair: seconds, once)."""
+    import statistics
+    import threading
+
+    boss = run_as_server(dict(zt="nap", seconds=3.0), dict(tag=[0]), scheduler=threads(1))
+    waiter = threading.Thread(target=boss.wait_till_finished)
+    waiter.start()
+    try:
+        time.sleep(0.3)  # (the waiter pumps)
+        waits = []
+        while len(waits) < 12 and waiter.is_alive():
+            start = time.monotonic()
+            boss._conn.send(Msg.PING, {})
+            if waiter.is_alive():  # (timed while the other thread pumps)
+                waits.append(time.monotonic() - start)
+            time.sleep(0.05)
+    finally:
+        waiter.join(30)
+    assert len(waits) >= 5 and statistics.median(waits) < 0.1, [round(w, 3) for w in waits]

@@ -12,13 +12,14 @@ submit again, as after a restart.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import secrets
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import zmq
@@ -45,6 +46,8 @@ CLIENT_HEARTBEAT = 2.0
 SWITCH_AFTER = 1.5
 #: seconds before a connection the boss turned away for now (its connections at a bound) asks again
 BUSY_RETRY = 0.5
+#: seconds a thread that pumps polls at once, holding the connection's lock
+POLL_SLICE = 0.02
 #: seconds between two looks, while pumping, for a connection that came up again (what was on its way to this
 #: process may be lost with the one before: the boss is asked to send it again)
 RECONNECT_LOOK = 0.2
@@ -91,6 +94,10 @@ class Connection:
         #: also the routing id: secret (never shown by the boss), so that no other peer can take it over
         self.client_id = f"client-{os.getpid()}-{secrets.token_hex(16)}"
         self.lock = threading.RLock()
+        #: threads waiting for the lock to send (a thread that pumps gives it up for them between short polls:
+        #: Python's locks are not fair, and one that pumped in 0.5 s polls kept the others out for seconds)
+        self._senders = 0
+        self._senders_lock = threading.Lock()
         self.inboxes: dict[str, collections.deque] = {}
         #: called with no argument when the boss turns out to have restarted (jobs submit again)
         self.on_restart: dict[str, Callable[[], None]] = {}
@@ -156,9 +163,24 @@ class Connection:
             time.sleep(0.01)
             agents = self.request(Msg.HELLO, self._hello(), Msg.WELCOME)["agents"]
 
+    @contextlib.contextmanager
+    def _turn(self) -> Iterator[None]:
+        """The connection's lock, for a thread that sends: one that pumps lets it go at its next short poll."""
+        with self._senders_lock:
+            self._senders += 1
+        try:
+            self.lock.acquire()
+        finally:
+            with self._senders_lock:
+                self._senders -= 1
+        try:
+            yield
+        finally:
+            self.lock.release()
+
     def send(self, kind: Msg, body: dict[str, Any]) -> None:
         """Send, waiting while the boss's queue is full (push back), up to self.timeout."""
-        with self.lock:
+        with self._turn():
             try:
                 self.sock.send_multipart(protocol.encode(kind, body))
             except zmq.Again:
@@ -169,7 +191,7 @@ class Connection:
         """Send and wait for the first *answer* message (not tied to a job); to a pair, asked again of the boss
         this turns to.  A boss that turns this connection away for now (its connections at a bound) is asked
         again every BUSY_RETRY s until the timeout: the request never reached it."""
-        with self.lock:
+        with self._turn():
             for unsent in list(self.unsent.values()):
                 send_submit = unsent()
                 if send_submit is not None:
@@ -266,7 +288,15 @@ class Connection:
         """Receive what is there (waiting up to *timeout* s for the first); True if anything came.  Then tell
         the boss what came of its numbered messages, if it should hear it now."""
         with self.lock:
-            got = bool(self.sock.poll(int(timeout * 1000))) and self._receive()
+            end = time.monotonic() + timeout
+            while True:  # (in short polls: a thread waiting to send gets the lock at the next)
+                left = end - time.monotonic()
+                if self.sock.poll(int(max(0.0, min(left, POLL_SLICE)) * 1000)):
+                    got = self._receive()
+                    break
+                if left <= POLL_SLICE or self._senders:
+                    got = False
+                    break
             self._acknowledge()
             return got
 
@@ -471,6 +501,8 @@ class Connection:
             step = most if deadline is None else max(0.0, min(most, deadline - now))
             if self.pump(step):
                 pinged = 0.0
+            if self._senders:
+                time.sleep(0.0005)  # (the lock is free: let a thread that waits to send take it before us)
         return True
 
     def open_inbox(self, job: str) -> collections.deque:
