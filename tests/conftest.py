@@ -334,12 +334,17 @@ def _our_processes() -> dict[int, tuple[str, list[str]]]:
 
 
 def _another_worker(p: psutil.Process, me: psutil.Process) -> bool:
-    """*p* is another pytest-xdist worker of this run (same command line as this one, same parent), not a
-    fork of this process."""
+    """*p* is another pytest-xdist worker of this run, or a fork of one (their command line is this worker's:
+    the same parent, the controller), not a fork of this process."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return False
     try:
-        return bool(os.environ.get("PYTEST_XDIST_WORKER")) and p.ppid() == me.ppid()
+        for each in [p, *p.parents()]:
+            if each.pid != me.pid and each.ppid() == me.ppid() and each.cmdline() == me.cmdline():
+                return True
     except psutil.Error:
         return False
+    return False
 
 
 @pytest.fixture(scope="session", autouse=True)
