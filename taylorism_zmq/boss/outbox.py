@@ -231,10 +231,14 @@ class Outbox:
                     "dropped them, and it is treated as gone (%d peer(s) cut so far)", self.describe(route),
                     "is not connected to read any" if route in self.away else "read nothing",
                     self._backlog_bytes[route], self.max_bytes, self.max_total, self.counters["peers_cut"])
+        self._forget_peer(route)
+        self.send(self.overflow(route))
+
+    def _forget_peer(self, route: bytes) -> None:
+        """A peer cut or gone: what waits for it, the gaps of its live output, and the copies kept for it."""
         self._forget(route)
         self.gaps.forget_route(route)
         self.unacked.forget(route)
-        self.send(self.overflow(route))
 
     def _forget(self, route: bytes) -> None:
         self._backlog.pop(route, None)
@@ -283,9 +287,7 @@ class Outbox:
             if worth_logging(n):
                 log.warning("%s is not connected, and is no client that may connect again: forgot %d message(s) "
                             "for it (%d so far)", self.describe(route), lost, n)
-        self._forget(route)
-        self.gaps.forget_route(route)
-        self.unacked.forget(route)
+        self._forget_peer(route)
         self.send(self.unreachable(route))
 
     def heard(self, route: bytes) -> None:
@@ -309,9 +311,7 @@ class Outbox:
                             "%d bytes, that waited for it, and it is treated as gone (%d peer(s) so far)",
                             self.describe(route), now - since, len(self._backlog[route]),
                             self._backlog_bytes[route], self.counters["peers_away_too_long"])
-                self._forget(route)
-                self.gaps.forget_route(route)
-                self.unacked.forget(route)
+                self._forget_peer(route)
                 self.send(self.overflow(route))
         self.unacked.expire(now, self.away_for, self._backlog)  # (clients gone: the copies kept for them)
         for route in list(self.unacked.due):  # (resends asked too soon after the last)
