@@ -210,3 +210,18 @@ def test_a_client_asking_again_and_again_gets_one_resend_a_period(router_and_dea
     outbox.flush()
     assert [b["seq"] for _, b in _received(a, 1)] == [1] and counters["resent_to_clients"] == 2
     _nothing_more(a)
+
+
+def test_an_acknowledgement_ahead_of_what_was_sent_leaves_no_bytes_counted():
+    """A client may acknowledge a number the boss gave a message still waiting for it (a hostile one may): that
+    message, once sent, is not kept, and a resend leaves the copies' bytes at nought (they were counted, then
+    cleared uncounted, and the bound for all clients drifted)."""
+    from taylorism_zmq.boss.resend import Unacknowledged
+
+    unacked = Unacknowledged(collections.Counter())
+    bodies = [unacked.number(ROUTE, {"job": "j"}, 0.0) for _ in range(2)]
+    assert unacked.acknowledged(ROUTE, [[bodies[0]["stream"], 2]], 0.0) == 2  # (before either went)
+    for body in bodies:
+        unacked.sent(ROUTE, body["seq"], [b"frame"], 100)
+    assert unacked.take_back(ROUTE, 10.0) == []
+    assert unacked.total == 0 and unacked.streams[ROUTE].bytes == 0

@@ -110,8 +110,8 @@ class Unacknowledged:
     def sent(self, route: bytes, seq: int, frames: list[bytes], size: int) -> None:
         """libzmq took numbered message *seq* for *route*: keep its copy until the client has it."""
         stream = self.streams.get(route)
-        if stream is None or seq >= stream.next:
-            return  # (its stream was forgotten meanwhile)
+        if stream is None or seq >= stream.next or seq <= stream.acked:
+            return  # (its stream was forgotten meanwhile; or its client said it has it: nothing to keep)
         stream.copies.append((seq, frames, size))
         stream.bytes += size
         self.total += size
@@ -151,10 +151,9 @@ class Unacknowledged:
         self.due.discard(route)
         stream.resent_at = now
         got = stream.acked
-        copies = [copy for copy in stream.copies if copy[0] > got]
-        for _seq, _frames, size in copies:
-            stream.bytes -= size
-            self.total -= size
+        copies = list(stream.copies)  # (all past what it acknowledged: see sent and acknowledged)
+        self.total -= stream.bytes
+        stream.bytes = 0
         stream.copies.clear()
         if got < stream.lost:
             missed = stream.lost - got
